@@ -1,0 +1,580 @@
+//! A simulated Stripe-style payment gateway: a cheap-to-clone `tower::Service<GatewayRequest>` that behaves like
+//! the real thing where it matters for money, and keeps a ledger of what it really did.
+//!
+//! - **Magic tokens**: `tok_visa` (and any other well-formed token) succeeds; `tok_chargeDeclined`,
+//!   `tok_insufficientFunds`, `tok_fraudulent`, `tok_authenticationRequired` fail as their names say.
+//! - **Idempotency like Stripe**: the same gateway key with the same parameters returns the stored result, errors
+//!   included; different parameters are refused ([`PaymentError::IdempotencyConflict`]); the same key while the
+//!   first request is still being processed is refused ([`PaymentError::IdempotencyInFlight`]).
+//! - **Faults**, seeded and reproducible, or scripted call by call: fail before commit (`Retriable`), **fail after
+//!   commit** (the charge is in the ledger but the caller sees a timeout: `Unknown`), timeout without commit, 429
+//!   with `retry_after`, 503, 5xx, and latency.
+//! - **A ledger** of every effect, so a test can assert "exactly one charge for this order".
+//!
+//! ```
+//! use palisade_core::*;
+//! use palisade_sim::{Fault, GatewaySim};
+//! use tower::{Service, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let mut sim = GatewaySim::new();
+//! sim.script(Operation::Charge, [Fault::FailAfterCommit]);
+//! let key = IdempotencyKey::new("order-1-charge").unwrap();
+//! let req = GatewayRequest::Charge(
+//!     ChargeRequest::new(Money::parse("10.00", Currency::USD).unwrap(), PaymentToken::new("tok_visa").unwrap(), "order-1")
+//!         .idempotency_key(key),
+//! );
+//! // The response is lost, but the charge happened ...
+//! let first = sim.ready().await.unwrap().call(req.clone()).await;
+//! assert!(matches!(first, Err(PaymentError::GatewayTimeout { .. })));
+//! assert_eq!(sim.charges_for("order-1").len(), 1);
+//! // ... and a retry with the same key gets the stored result without charging again.
+//! let second = sim.ready().await.unwrap().call(req).await.unwrap();
+//! assert_eq!(second.operation, Operation::Charge);
+//! assert_eq!(sim.charges_for("order-1").len(), 1);
+//! # }
+//! ```
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+use palisade_core::{
+    GatewayCode, GatewayKeyed, GatewayRequest, GatewayResponse, IdempotencyKey, Money, Operation, PaymentError,
+    PaymentStatus, SafeText,
+};
+
+/// A fault the simulator can inject into one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Fault {
+    /// The connection fails before the gateway reads the request: nothing happens. `NetworkBeforeSend`.
+    FailBeforeCommit,
+    /// The gateway performs the operation (ledger and key store updated) but the response is lost: the caller
+    /// sees `GatewayTimeout` (`Unknown`).
+    FailAfterCommit,
+    /// The request times out without the gateway acting on it; the caller cannot tell: `GatewayTimeout`.
+    Timeout,
+    /// 429 with a retry hint: `RateLimited`.
+    RateLimited {
+        /// The hint.
+        retry_after: Duration,
+    },
+    /// 503, nothing done: `GatewayUnavailable`.
+    Unavailable {
+        /// The hint, if any.
+        retry_after: Option<Duration>,
+    },
+    /// A 5xx server error (500, 502, 504) without effect: `GatewayServerError` (`Unknown` to the caller).
+    ServerError {
+        /// The status.
+        status: u16,
+    },
+}
+
+/// Latency per call: `base` plus a uniform draw in `0..=jitter`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Latency {
+    /// Fixed part.
+    pub base: Duration,
+    /// Random part, uniform.
+    pub jitter: Duration,
+}
+
+impl Latency {
+    /// A fixed latency.
+    #[must_use]
+    pub const fn fixed(d: Duration) -> Self {
+        Latency { base: d, jitter: Duration::ZERO }
+    }
+}
+
+/// One effect the gateway really performed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LedgerEntry {
+    /// Order of execution, from 1.
+    pub seq: u64,
+    /// The operation.
+    #[serde(rename = "op")]
+    pub operation: Operation,
+    /// The merchant's order reference.
+    pub order_id: String,
+    /// The amount moved.
+    #[serde(flatten)]
+    pub amount: Money,
+    /// The gateway's id for the payment object.
+    pub payment_id: String,
+    /// The gateway idempotency key the request carried.
+    pub gateway_key: Option<String>,
+}
+
+/// Seeded, reproducible random faults.
+#[derive(Debug, Clone, Default)]
+pub struct FaultPlan {
+    rates: Vec<(Option<Operation>, Fault, f64)>,
+}
+
+impl FaultPlan {
+    /// No faults.
+    #[must_use]
+    pub fn none() -> Self {
+        FaultPlan::default()
+    }
+    /// Injects `fault` with probability `rate` (0.0..=1.0) on `op` (or every operation when `None`). Rules are
+    /// drawn in the order added; the first that fires wins.
+    #[must_use]
+    pub fn with(mut self, op: Option<Operation>, fault: Fault, rate: f64) -> Self {
+        self.rates.push((op, fault, rate.clamp(0.0, 1.0)));
+        self
+    }
+}
+
+/// Builder for [`GatewaySim`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct SimBuilder {
+    seed: u64,
+    latency: Latency,
+    plan: FaultPlan,
+}
+
+impl SimBuilder {
+    /// Seed for latency and fault draws (default 0). The same seed and the same call sequence give the same faults.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+    /// Latency per call (default none).
+    pub fn latency(mut self, latency: Latency) -> Self {
+        self.latency = latency;
+        self
+    }
+    /// Random faults (default none).
+    pub fn faults(mut self, plan: FaultPlan) -> Self {
+        self.plan = plan;
+        self
+    }
+    /// Builds the simulator.
+    pub fn build(self) -> GatewaySim {
+        GatewaySim {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State {
+                    rng: StdRng::seed_from_u64(self.seed),
+                    latency: self.latency,
+                    plan: self.plan,
+                    ..State::default()
+                }),
+                calls: AtomicU64::new(0),
+                seed: self.seed,
+            }),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum KeyEntry {
+    InProgress { params: GatewayRequest },
+    Done { params: GatewayRequest, result: Result<GatewayResponse, PaymentError> },
+}
+
+#[derive(Debug, Clone)]
+struct Payment {
+    status: PaymentStatus,
+    amount: Money,
+    captured: Option<Money>,
+    refunded: Option<Money>,
+    order_reference: SafeText,
+}
+
+#[derive(Debug)]
+struct State {
+    keys: HashMap<IdempotencyKey, KeyEntry>,
+    payments: HashMap<String, Payment>,
+    ledger: Vec<LedgerEntry>,
+    scripted: HashMap<Operation, VecDeque<Fault>>,
+    outage: Option<Fault>,
+    rng: StdRng,
+    latency: Latency,
+    plan: FaultPlan,
+    next_id: u64,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            keys: HashMap::new(),
+            payments: HashMap::new(),
+            ledger: Vec::new(),
+            scripted: HashMap::new(),
+            outage: None,
+            rng: StdRng::seed_from_u64(0),
+            latency: Latency::default(),
+            plan: FaultPlan::default(),
+            next_id: 0,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: Mutex<State>,
+    calls: AtomicU64,
+    seed: u64,
+}
+
+/// The simulated gateway. Clones share one gateway (one ledger, one key store).
+#[derive(Debug, Clone)]
+pub struct GatewaySim {
+    inner: Arc<Inner>,
+}
+
+impl Default for GatewaySim {
+    fn default() -> Self {
+        GatewaySim::new()
+    }
+}
+
+impl GatewaySim {
+    /// A gateway with no faults and no latency.
+    #[must_use]
+    pub fn new() -> Self {
+        GatewaySim::builder().build()
+    }
+    /// A builder.
+    pub fn builder() -> SimBuilder {
+        SimBuilder { seed: 0, latency: Latency::default(), plan: FaultPlan::none() }
+    }
+    /// The seed this simulator was built with (print it when a test fails).
+    #[must_use]
+    pub fn seed(&self) -> u64 {
+        self.inner.seed
+    }
+    /// The next calls of `op` get these faults, in order, before any random fault plan applies.
+    pub fn script(&self, op: Operation, faults: impl IntoIterator<Item = Fault>) {
+        self.inner.state.lock().scripted.entry(op).or_default().extend(faults);
+    }
+    /// While set, every call fails with `fault` (an outage); `None` ends it. Scripted faults still come first.
+    pub fn set_outage(&self, fault: Option<Fault>) {
+        self.inner.state.lock().outage = fault;
+    }
+    /// Changes the latency of later calls.
+    pub fn set_latency(&self, latency: Latency) {
+        self.inner.state.lock().latency = latency;
+    }
+    /// How many calls reached the gateway (including failed and deduplicated ones).
+    #[must_use]
+    pub fn calls(&self) -> u64 {
+        self.inner.calls.load(Ordering::Relaxed)
+    }
+    /// Everything the gateway really did, in order.
+    #[must_use]
+    pub fn ledger(&self) -> Vec<LedgerEntry> {
+        self.inner.state.lock().ledger.clone()
+    }
+    /// Ledger entries for one order.
+    #[must_use]
+    pub fn entries_for(&self, order_id: &str) -> Vec<LedgerEntry> {
+        self.inner.state.lock().ledger.iter().filter(|e| e.order_id == order_id).cloned().collect()
+    }
+    /// The charges against the card for one order: `charge` and `authorize` entries (each is one hold or charge
+    /// the customer sees).
+    #[must_use]
+    pub fn charges_for(&self, order_id: &str) -> Vec<LedgerEntry> {
+        self.inner
+            .state
+            .lock()
+            .ledger
+            .iter()
+            .filter(|e| e.order_id == order_id && matches!(e.operation, Operation::Charge | Operation::Authorize))
+            .cloned()
+            .collect()
+    }
+
+    /// Handles one request (what `Service::call` runs).
+    pub async fn handle(&self, req: GatewayRequest) -> Result<GatewayResponse, PaymentError> {
+        self.inner.calls.fetch_add(1, Ordering::Relaxed);
+        let op = req.operation();
+        let key = req.gateway_key().cloned();
+        // Arrival: draw latency and fault, then claim the key (like Stripe, a concurrent duplicate is refused).
+        let (delay, fault, replay) = {
+            let mut st = self.inner.state.lock();
+            let fault = st.next_fault(op);
+            let delay = st.draw_latency();
+            let mut replay = None;
+            if let Some(k) = &key {
+                match st.keys.get(k) {
+                    Some(KeyEntry::Done { params, result }) => {
+                        if *params != req.without_key() {
+                            return Err(PaymentError::IdempotencyConflict);
+                        }
+                        replay = Some(result.clone());
+                    }
+                    Some(KeyEntry::InProgress { params }) => {
+                        if *params != req.without_key() {
+                            return Err(PaymentError::IdempotencyConflict);
+                        }
+                        return Err(PaymentError::IdempotencyInFlight { retry_after: Some(Duration::from_secs(1)) });
+                    }
+                    None => {
+                        if !matches!(fault, Some(Fault::FailBeforeCommit)) {
+                            st.keys.insert(k.clone(), KeyEntry::InProgress { params: req.without_key() });
+                        }
+                    }
+                }
+            }
+            (delay, fault, replay)
+        };
+        if matches!(fault, Some(Fault::FailBeforeCommit)) {
+            // Refused before anything was read: fast, no latency.
+            return Err(PaymentError::network("connection refused by simulated gateway"));
+        }
+        sleep(delay).await;
+        if let Some(result) = replay {
+            // A replay of a stored result has no effect; its response can still be lost like any other.
+            return match fault.and_then(fault_error) {
+                Some(err) => Err(err),
+                None if matches!(fault, Some(Fault::FailAfterCommit)) => {
+                    Err(PaymentError::timeout("simulated gateway: response lost"))
+                }
+                None => result,
+            };
+        }
+        let mut st = self.inner.state.lock();
+        let early = fault.and_then(fault_error);
+        if let Some(err) = early {
+            if let Some(k) = &key {
+                st.keys.remove(k);
+            }
+            return Err(err);
+        }
+        let result = st.execute(&req, key.as_ref());
+        if let Some(k) = key {
+            st.keys.insert(k, KeyEntry::Done { params: req.without_key(), result: result.clone() });
+        }
+        drop(st);
+        if matches!(fault, Some(Fault::FailAfterCommit)) {
+            return Err(PaymentError::timeout("simulated gateway: response lost after commit"));
+        }
+        result
+    }
+}
+
+/// The error a fault produces when it stops a call before any effect (`None` for faults that let it run).
+fn fault_error(fault: Fault) -> Option<PaymentError> {
+    match fault {
+        Fault::Timeout => Some(PaymentError::timeout("simulated gateway timed out")),
+        Fault::RateLimited { retry_after } => Some(PaymentError::RateLimited { retry_after: Some(retry_after) }),
+        Fault::Unavailable { retry_after } => Some(PaymentError::GatewayUnavailable { retry_after }),
+        Fault::ServerError { status } => {
+            Some(PaymentError::GatewayServerError { status, code: Some(GatewayCode::new("api_error")) })
+        }
+        Fault::FailBeforeCommit => Some(PaymentError::network("connection refused by simulated gateway")),
+        Fault::FailAfterCommit => None,
+    }
+}
+
+async fn sleep(d: Duration) {
+    if !d.is_zero() {
+        tokio::time::sleep(d).await;
+    }
+}
+
+impl State {
+    fn next_fault(&mut self, op: Operation) -> Option<Fault> {
+        if let Some(f) = self.scripted.get_mut(&op).and_then(VecDeque::pop_front) {
+            return Some(f);
+        }
+        if let Some(f) = self.outage {
+            return Some(f);
+        }
+        for i in 0..self.plan.rates.len() {
+            let (rule_op, fault, rate) = self.plan.rates[i];
+            if rule_op.is_none_or(|o| o == op) && self.rng.random_bool(rate) {
+                return Some(fault);
+            }
+        }
+        None
+    }
+
+    fn draw_latency(&mut self) -> Duration {
+        let l = self.latency;
+        if l.jitter.is_zero() {
+            return l.base;
+        }
+        let nanos = u64::try_from(l.jitter.as_nanos()).unwrap_or(u64::MAX);
+        l.base + Duration::from_nanos(self.rng.random_range(0..=nanos))
+    }
+
+    fn new_id(&mut self, prefix: &str) -> String {
+        self.next_id += 1;
+        format!("{prefix}_{:06}", self.next_id)
+    }
+
+    fn record(
+        &mut self,
+        op: Operation,
+        order: &SafeText,
+        amount: Money,
+        payment_id: &str,
+        key: Option<&IdempotencyKey>,
+    ) {
+        let seq = self.ledger.len() as u64 + 1;
+        self.ledger.push(LedgerEntry {
+            seq,
+            operation: op,
+            order_id: order.as_str().to_owned(),
+            amount,
+            payment_id: payment_id.to_owned(),
+            gateway_key: key.map(|k| k.as_str().to_owned()),
+        });
+    }
+
+    fn execute(&mut self, req: &GatewayRequest, key: Option<&IdempotencyKey>) -> Result<GatewayResponse, PaymentError> {
+        match req {
+            GatewayRequest::Charge(c) | GatewayRequest::Authorize(c) => {
+                match c.source.as_str() {
+                    "tok_chargeDeclined" => return Err(PaymentError::declined("card_declined")),
+                    "tok_insufficientFunds" => return Err(PaymentError::InsufficientFunds),
+                    "tok_fraudulent" => {
+                        return Err(PaymentError::FraudBlocked { rule: Some(GatewayCode::new("fraudulent")) });
+                    }
+                    "tok_authenticationRequired" => {
+                        return Err(PaymentError::AuthenticationRequired {
+                            challenge_url: Some("https://sim.invalid/3ds/challenge".to_owned()),
+                        });
+                    }
+                    _ => {}
+                }
+                if c.amount.is_negative() || c.amount.is_zero() {
+                    return Err(PaymentError::invalid_request("amount must be positive"));
+                }
+                let charge = matches!(req, GatewayRequest::Charge(_));
+                let (prefix, status) =
+                    if charge { ("ch", PaymentStatus::Captured) } else { ("auth", PaymentStatus::Authorized) };
+                let id = self.new_id(prefix);
+                self.payments.insert(
+                    id.clone(),
+                    Payment {
+                        status,
+                        amount: c.amount,
+                        captured: charge.then_some(c.amount),
+                        refunded: None,
+                        order_reference: c.order_reference.clone(),
+                    },
+                );
+                self.record(req.operation(), &c.order_reference, c.amount, &id, key);
+                Ok(GatewayResponse {
+                    id,
+                    operation: req.operation(),
+                    status,
+                    amount: c.amount,
+                    order_reference: c.order_reference.clone(),
+                })
+            }
+            GatewayRequest::Capture(c) => {
+                let p = self.payment(&c.authorization_id)?;
+                if p.status != PaymentStatus::Authorized {
+                    return Err(PaymentError::invalid_request("authorization is not capturable"));
+                }
+                let amount = c.amount.unwrap_or(p.amount);
+                if amount.checked_cmp(&p.amount).map_err(|e| PaymentError::invalid_request(e.to_string()))?
+                    == std::cmp::Ordering::Greater
+                {
+                    return Err(PaymentError::invalid_request("capture amount exceeds the authorization"));
+                }
+                let order = p.order_reference.clone();
+                if let Some(p) = self.payments.get_mut(&c.authorization_id) {
+                    p.status = PaymentStatus::Captured;
+                    p.captured = Some(amount);
+                }
+                self.record(Operation::Capture, &order, amount, &c.authorization_id, key);
+                Ok(GatewayResponse {
+                    id: c.authorization_id.clone(),
+                    operation: Operation::Capture,
+                    status: PaymentStatus::Captured,
+                    amount,
+                    order_reference: order,
+                })
+            }
+            GatewayRequest::Void(v) => {
+                let p = self.payment(&v.authorization_id)?;
+                if p.status != PaymentStatus::Authorized {
+                    return Err(PaymentError::invalid_request("only an uncaptured authorization can be voided"));
+                }
+                let (order, amount) = (p.order_reference.clone(), p.amount);
+                if let Some(p) = self.payments.get_mut(&v.authorization_id) {
+                    p.status = PaymentStatus::Voided;
+                }
+                self.record(Operation::Void, &order, amount, &v.authorization_id, key);
+                Ok(GatewayResponse {
+                    id: v.authorization_id.clone(),
+                    operation: Operation::Void,
+                    status: PaymentStatus::Voided,
+                    amount,
+                    order_reference: order,
+                })
+            }
+            GatewayRequest::Refund(r) => {
+                let p = self.payment(&r.payment_id)?;
+                let Some(captured) = p.captured else {
+                    return Err(PaymentError::invalid_request("payment was not captured"));
+                };
+                let already = p.refunded.unwrap_or(Money::from_minor(0, captured.currency()));
+                let left = captured.checked_sub(&already).map_err(|e| PaymentError::invalid_request(e.to_string()))?;
+                let amount = r.amount.unwrap_or(left);
+                if amount.checked_cmp(&left).map_err(|e| PaymentError::invalid_request(e.to_string()))?
+                    == std::cmp::Ordering::Greater
+                    || amount.is_zero()
+                {
+                    return Err(PaymentError::invalid_request("refund exceeds the captured amount"));
+                }
+                let order = p.order_reference.clone();
+                let total = already.checked_add(&amount).map_err(|e| PaymentError::invalid_request(e.to_string()))?;
+                let id = self.new_id("re");
+                if let Some(p) = self.payments.get_mut(&r.payment_id) {
+                    p.refunded = Some(total);
+                    if total == captured {
+                        p.status = PaymentStatus::Refunded;
+                    }
+                }
+                self.record(Operation::Refund, &order, amount, &r.payment_id, key);
+                Ok(GatewayResponse {
+                    id,
+                    operation: Operation::Refund,
+                    status: PaymentStatus::Refunded,
+                    amount,
+                    order_reference: order,
+                })
+            }
+            _ => Err(PaymentError::invalid_request("operation not supported by the simulator")),
+        }
+    }
+
+    fn payment(&self, id: &str) -> Result<&Payment, PaymentError> {
+        self.payments.get(id).ok_or_else(|| PaymentError::invalid_request(format!("no such payment: {id}")))
+    }
+}
+
+impl tower_service::Service<GatewayRequest> for GatewaySim {
+    type Response = GatewayResponse;
+    type Error = PaymentError;
+    type Future = Pin<Box<dyn Future<Output = Result<GatewayResponse, PaymentError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: GatewayRequest) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { this.handle(req).await })
+    }
+}

@@ -1,0 +1,37 @@
+//! The checkout walkthrough: each scenario tells what happens at a payment gateway, runs it through Palisade
+//! over the simulated gateway, and checks its own claim. The program exits non-zero if any claim fails.
+//!
+//! ```text
+//! cargo run --example checkout                                    # in-memory stores
+//! PALISADE_REDIS_URL=redis://127.0.0.1:6379 cargo run --example checkout   # Redis-backed stores
+//! ```
+
+mod report;
+
+mod foundation;
+// Later layers add their scenario module here, in the order they run below.
+
+use report::Report;
+
+/// What every scenario may use.
+pub struct Env {
+    /// Redis URL when `PALISADE_REDIS_URL` is set; scenarios with stores use Redis then, memory otherwise.
+    pub redis_url: Option<String>,
+}
+
+#[tokio::main]
+async fn main() {
+    let env = Env { redis_url: std::env::var("PALISADE_REDIS_URL").ok().filter(|s| !s.is_empty()) };
+    match &env.redis_url {
+        Some(url) => println!("Palisade checkout walkthrough (stores: Redis at {url})\n"),
+        None => println!("Palisade checkout walkthrough (stores: in memory; set PALISADE_REDIS_URL for Redis)\n"),
+    }
+    let mut report = Report::default();
+
+    foundation::successful_charge(&mut report, &env).await;
+    foundation::decline_is_terminal(&mut report, &env).await;
+    foundation::lost_response_is_unknown(&mut report, &env).await;
+    // Later layers add their scenario calls here.
+
+    std::process::exit(report.finish());
+}
