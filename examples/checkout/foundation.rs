@@ -24,7 +24,8 @@ pub async fn successful_charge(r: &mut Report, _env: &Env) {
         "A customer pays 49.99 USD with a good card (tok_visa). The gateway charges once.",
     );
     let mut gw = GatewaySim::new();
-    let res = gw.ready().await.expect("sim is always ready").call(charge("order-1001", "49.99", "tok_visa", "k-1001")).await;
+    let res =
+        gw.ready().await.expect("sim is always ready").call(charge("order-1001", "49.99", "tok_visa", "k-1001")).await;
     let outcome = DefaultClassifier.classify(&res);
     if let Ok(ch) = &res {
         r.step(format!("gateway answered {} {} for {}", ch.id, ch.amount, ch.order_reference));
@@ -40,7 +41,8 @@ pub async fn decline_is_terminal(r: &mut Report, _env: &Env) {
          it is never retried and never counts against the gateway's health.",
     );
     let mut gw = GatewaySim::new();
-    let res = gw.ready().await.expect("ready").call(charge("order-1002", "20.00", "tok_chargeDeclined", "k-1002")).await;
+    let res =
+        gw.ready().await.expect("ready").call(charge("order-1002", "20.00", "tok_chargeDeclined", "k-1002")).await;
     if let Err(e) = &res {
         r.step(format!("gateway said: {e} (code {})", e.gateway_code()));
     }
@@ -48,8 +50,10 @@ pub async fn decline_is_terminal(r: &mut Report, _env: &Env) {
     r.check(
         "the error keeps its type through storage (a replay is the same decline)",
         match &res {
-            Err(e) => serde_json::from_str::<PaymentError>(&serde_json::to_string(e).unwrap_or_default()).ok().as_ref()
-                == Some(e),
+            Err(e) => {
+                serde_json::from_str::<PaymentError>(&serde_json::to_string(e).unwrap_or_default()).ok().as_ref()
+                    == Some(e)
+            }
             Ok(_) => false,
         },
     );

@@ -29,7 +29,7 @@ pub fn luhn_valid(digits: &[u8]) -> bool {
         }
         sum += v;
     }
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// Finds card-like digit runs in `text`: byte ranges of 13–19 digits (single space or dash separators allowed

@@ -18,12 +18,17 @@
 //! assert_eq!(DefaultClassifier.classify(&lost), Outcome::Unknown);
 //! ```
 
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod backoff;
 pub mod card;
 mod error;
 mod gateway;
 mod key;
 mod money;
 mod outcome;
+pub mod problem;
+pub mod store;
 
 pub use error::{ErrorKind, GatewayCode, OutcomeClass, PaymentError, SafeText};
 pub use gateway::{
@@ -33,6 +38,8 @@ pub use gateway::{
 pub use key::{GatewayKey, GatewayKeyed, IdempotencyKey, KeyError};
 pub use money::{Currency, IsoRules, MinorUnitRules, Money, MoneyError, StripeRules};
 pub use outcome::{Classify, DefaultClassifier, ErrorOutcome, HttpClassifier, Outcome, parse_retry_after};
+pub use problem::Problem;
+pub use store::FailurePolicy;
 
 /// `tower::BoxError`, without depending on tower.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -15,6 +15,8 @@
 //! # }
 //! ```
 
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io;
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex, OnceLock};

@@ -1,0 +1,43 @@
+//! `palisade`: command-line tools for payments engineers.
+//!
+//! - `palisade redact`: scrub card numbers, CVVs and track data from a stream (stdin → stdout).
+//! - `palisade webhook sign|verify`: sign or verify a webhook body (stdin) under Stripe, Standard Webhooks or
+//!   GitHub schemes.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod redact;
+mod webhook;
+
+#[derive(Parser)]
+#[command(name = "palisade", version, about = "Tools that keep calls against money safe")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Scrub card data from stdin to stdout.
+    Redact(redact::Args),
+    /// Sign or verify webhooks.
+    #[command(subcommand)]
+    Webhook(webhook::Command),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            // Usage errors exit 2 (clap's convention); --help and --version exit 0.
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        }
+    };
+    match cli.command {
+        Command::Redact(args) => redact::run(args),
+        Command::Webhook(cmd) => webhook::run(cmd),
+    }
+}
