@@ -1,0 +1,561 @@
+//! The single-pass byte scanner.
+//!
+//! The scanner only ever wakes up at an ASCII digit: every thing it looks for (a PAN, track data, a CVV or PIN
+//! value) contains one, and labels are found by looking *back* from the digits. Between digits it skips eight
+//! bytes per step with a SWAR test, so digit-free text costs a few instructions per eight bytes and is never
+//! copied.
+//!
+//! At each digit it reads one *group run*: digit groups joined by a single space or dash (`4242 4242-4242 4242`).
+//! Every window of consecutive groups holding 13–19 digits is a PAN candidate; a candidate counts when it passes
+//! Luhn **and** the IIN/length table ([`brand`]). A single group longer than 19 digits is a long id, not a card,
+//! and no window may include it. Overlapping candidates are merged, so a true PAN is never half-hidden behind a
+//! false one next to it.
+
+use palisade_core::card::luhn_valid;
+
+/// The longest PAN.
+pub(crate) const MAX_PAN: usize = 19;
+/// The shortest PAN this scanner accepts (12-digit Maestro is out: see the crate docs).
+pub(crate) const MIN_PAN: usize = 13;
+/// Track 1 is at most 79 characters, sentinels included.
+const MAX_TRACK1: usize = 79;
+/// Track 2 is at most 40 characters, sentinels included.
+const MAX_TRACK2: usize = 40;
+/// Bytes of separators (`"`, `:`, `=`, spaces) allowed between a label and its value.
+const MAX_LABEL_GAP: usize = 6;
+
+/// What a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Kind {
+    /// A labelled card verification value (CVV, CVC, CID, security code).
+    Cvv,
+    /// A labelled PIN or PIN block.
+    Pin,
+    /// A primary account number.
+    Pan,
+    /// Track 2 data (`;PAN=YYMM...?`).
+    Track2,
+    /// Track 1 data (`%BPAN^NAME^YYMM...?`).
+    Track1,
+}
+
+/// A byte range to replace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Finding {
+    pub(crate) start: usize,
+    pub(crate) end: usize,
+    pub(crate) kind: Kind,
+}
+
+/// Card brands of the IIN table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Brand {
+    /// Visa: 4, 13/16/19 digits.
+    Visa,
+    /// Mastercard: 51–55 and 2221–2720, 16 digits.
+    Mastercard,
+    /// American Express: 34, 37, 15 digits.
+    Amex,
+    /// Discover: 6011, 644–649, 65 and 622126–622925, 16–19 digits.
+    Discover,
+    /// Diners Club: 300–305, 36, 38–39, 14–19 digits.
+    Diners,
+    /// JCB: 3528–3589, 16–19 digits.
+    Jcb,
+    /// UnionPay: 62, 16–19 digits.
+    UnionPay,
+    /// Maestro: 50, 56–58, 639, 67, 13–19 digits.
+    Maestro,
+    /// UATP: 1, 15 digits.
+    Uatp,
+}
+
+fn num(d: &[u8], n: usize) -> u32 {
+    d[..n].iter().fold(0u32, |acc, &b| acc * 10 + u32::from(b - b'0'))
+}
+
+/// The brand whose IIN range and length `digits` (ASCII digits, 13–19 of them) match, if any.
+#[must_use]
+pub fn brand(digits: &[u8]) -> Option<Brand> {
+    let len = digits.len();
+    if !(MIN_PAN..=MAX_PAN).contains(&len) {
+        return None;
+    }
+    let p2 = num(digits, 2);
+    let p3 = num(digits, 3);
+    let p4 = num(digits, 4);
+    let p6 = num(digits, 6);
+    let long = (16..=19).contains(&len);
+    match digits[0] {
+        b'4' if matches!(len, 13 | 16 | 19) => Some(Brand::Visa),
+        b'5' if (51..=55).contains(&p2) && len == 16 => Some(Brand::Mastercard),
+        b'2' if (2221..=2720).contains(&p4) && len == 16 => Some(Brand::Mastercard),
+        b'3' if (p2 == 34 || p2 == 37) && len == 15 => Some(Brand::Amex),
+        b'3' if ((300..=305).contains(&p3) || p2 == 36 || p2 == 38 || p2 == 39) && len >= 14 => Some(Brand::Diners),
+        b'3' if (3528..=3589).contains(&p4) && long => Some(Brand::Jcb),
+        b'6' if (p4 == 6011 || (644..=649).contains(&p3) || p2 == 65 || (622_126..=622_925).contains(&p6))
+            && long =>
+        {
+            Some(Brand::Discover)
+        }
+        b'6' if p2 == 62 && long => Some(Brand::UnionPay),
+        b'6' if p3 == 639 || p2 == 67 => Some(Brand::Maestro),
+        b'5' if p2 == 50 || (56..=58).contains(&p2) => Some(Brand::Maestro),
+        b'1' if len == 15 => Some(Brand::Uatp),
+        _ => None,
+    }
+}
+
+/// True when `digits` is a PAN: Luhn-valid and in the IIN/length table.
+#[must_use]
+pub fn is_pan(digits: &[u8]) -> bool {
+    brand(digits).is_some() && luhn_valid(digits)
+}
+
+#[inline]
+fn is_digit(b: u8) -> bool {
+    b.is_ascii_digit()
+}
+
+#[inline]
+fn is_sep(b: u8) -> bool {
+    b == b' ' || b == b'-'
+}
+
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+#[inline]
+fn word(b: &[u8], i: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[i..i + 8]);
+    u64::from_le_bytes(a)
+}
+
+/// Marks (high bit of the byte) the bytes of `x` that are ASCII digits. Exact for the lowest marked byte, which
+/// is all the caller uses (a borrow can only mark bytes above a true digit).
+#[inline]
+fn digit_mask(x: u64) -> u64 {
+    let t = x ^ (0x30 * LO);
+    t.wrapping_sub(10 * LO) & !t & HI
+}
+
+/// The position of the first ASCII digit at or after `i`.
+#[inline]
+pub(crate) fn next_digit(b: &[u8], mut i: usize) -> Option<usize> {
+    while i + 16 <= b.len() {
+        let m0 = digit_mask(word(b, i));
+        if m0 != 0 {
+            return Some(i + (m0.trailing_zeros() / 8) as usize);
+        }
+        let m1 = digit_mask(word(b, i + 8));
+        if m1 != 0 {
+            return Some(i + 8 + (m1.trailing_zeros() / 8) as usize);
+        }
+        i += 16;
+    }
+    while i < b.len() {
+        if is_digit(b[i]) {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// True when `b` contains an ASCII digit (the scanner's only trigger): text without one is always clean.
+#[must_use]
+pub(crate) fn has_digit(b: &[u8]) -> bool {
+    next_digit(b, 0).is_some()
+}
+
+const CVV_LABELS: &[&[u8]] = &[
+    b"cvv",
+    b"cvv2",
+    b"cvc",
+    b"cvc2",
+    b"cid",
+    b"csc",
+    b"cvn",
+    b"security code",
+    b"security_code",
+    b"security-code",
+    b"securitycode",
+    b"card verification code",
+    b"verification_code",
+];
+
+const PIN_LABELS: &[&[u8]] = &[b"pin", b"pin_block", b"pinblock", b"pin block", b"pin-block", b"pin_code", b"pincode"];
+
+/// Finds which label (if any) ends right before the separators in front of `s`. Never looks before `floor`.
+fn label_before(b: &[u8], s: usize, floor: usize, labels: &[&[u8]]) -> bool {
+    let mut j = s;
+    while j > floor && s - j < MAX_LABEL_GAP && matches!(b[j - 1], b' ' | b'\t' | b'"' | b'\'' | b':' | b'=') {
+        j -= 1;
+    }
+    if j == s {
+        return false;
+    }
+    labels.iter().any(|label| {
+        let n = label.len();
+        if j < n || j - n < floor {
+            return false;
+        }
+        let start = j - n;
+        b[start..j].eq_ignore_ascii_case(label) && (start == floor || !b[start - 1].is_ascii_alphabetic())
+    })
+}
+
+/// The scanner's output buffer, merging overlapping findings as they arrive.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Findings {
+    pub(crate) list: Vec<Finding>,
+}
+
+impl Findings {
+    fn push(&mut self, mut f: Finding) {
+        while let Some(last) = self.list.last() {
+            if last.end > f.start && f.end > last.start {
+                f.start = f.start.min(last.start);
+                f.end = f.end.max(last.end);
+                f.kind = f.kind.max(last.kind);
+                self.list.pop();
+            } else {
+                break;
+            }
+        }
+        // Findings arrive in order of their end; a finding may start before the previous one only if they overlap
+        // (merged above), so the list stays sorted.
+        self.list.push(f);
+    }
+}
+
+/// What to look for besides PANs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rules {
+    pub(crate) cvv: bool,
+    pub(crate) track: bool,
+    pub(crate) pin: bool,
+}
+
+/// Scans `b[from..]` (bytes before `from` are only read as context for labels) and appends findings.
+pub(crate) fn scan(b: &[u8], from: usize, rules: Rules, out: &mut Findings) {
+    let first = out.list.len();
+    let mut i = from;
+    while let Some(s) = next_digit(b, i) {
+        i = group_run(b, s, 0, rules, out);
+    }
+    // A track's `%B` or a PIN block's leading letters may lie in the context before `from`, already written out;
+    // what lies from `from` on is still replaced.
+    for f in &mut out.list[first..] {
+        f.start = f.start.max(from);
+    }
+}
+
+/// A group inside the sliding window of a group run.
+#[derive(Clone, Copy, Default)]
+struct Group {
+    start: usize,
+    end: usize,
+}
+
+/// Reads the group run starting at `s` (a digit), records findings, returns where scanning resumes.
+fn group_run(b: &[u8], s: usize, floor: usize, rules: Rules, out: &mut Findings) -> usize {
+    let n = b.len();
+    // Groups whose digits, together, are at most MAX_PAN: the only windows that can hold a PAN.
+    let mut win = [Group::default(); MAX_PAN];
+    let mut wlen = 0usize;
+    let mut wdigits = 0usize;
+    let mut p = s;
+    let mut first = true;
+    let mut resume = s;
+    loop {
+        let gs = p;
+        while p < n && is_digit(b[p]) {
+            p += 1;
+        }
+        let g = Group { start: gs, end: p };
+        let glen = p - gs;
+        let single = first && !(p + 1 < n && is_sep(b[p]) && is_digit(b[p + 1]));
+        if first {
+            if let Some(end) = labelled(b, g, floor, rules, out) {
+                resume = resume.max(end);
+            }
+        }
+        if single && rules.track {
+            if let Some(f) = track(b, g, floor) {
+                resume = resume.max(f.end);
+                out.push(f);
+                return resume.max(p);
+            }
+        }
+        if glen > MAX_PAN {
+            wlen = 0;
+            wdigits = 0;
+        } else {
+            if wlen == MAX_PAN {
+                // Cannot happen (each group holds a digit and the window holds at most MAX_PAN digits); kept so
+                // the index below is provably in bounds.
+                wdigits -= win[0].end - win[0].start;
+                win.copy_within(1.., 0);
+                wlen -= 1;
+            }
+            win[wlen] = g;
+            wlen += 1;
+            wdigits += glen;
+            while wdigits > MAX_PAN {
+                wdigits -= win[0].end - win[0].start;
+                win.copy_within(1..wlen, 0);
+                wlen -= 1;
+            }
+            // Windows ending at this group, longest first.
+            let mut d = wdigits;
+            for k in 0..wlen {
+                if d < MIN_PAN {
+                    break;
+                }
+                if candidate(b, &win[k..wlen], d) {
+                    out.push(Finding { start: win[k].start, end: g.end, kind: Kind::Pan });
+                }
+                d -= win[k].end - win[k].start;
+            }
+        }
+        first = false;
+        if p + 1 < n && is_sep(b[p]) && is_digit(b[p + 1]) {
+            p += 1;
+        } else {
+            return resume.max(p);
+        }
+    }
+}
+
+/// True when the digits of `groups` (`d` of them) form a PAN.
+#[inline]
+fn candidate(b: &[u8], groups: &[Group], d: usize) -> bool {
+    if groups.len() == 1 {
+        return is_pan(&b[groups[0].start..groups[0].end]);
+    }
+    let mut buf = [0u8; MAX_PAN];
+    let mut k = 0;
+    for g in groups {
+        let len = g.end - g.start;
+        buf[k..k + len].copy_from_slice(&b[g.start..g.end]);
+        k += len;
+    }
+    is_pan(&buf[..d])
+}
+
+/// A labelled CVV or PIN whose value starts at group `g` (the first group of a run). Returns the end of the
+/// finding.
+fn labelled(b: &[u8], g: Group, floor: usize, rules: Rules, out: &mut Findings) -> Option<usize> {
+    let n = b.len();
+    let glen = g.end - g.start;
+    let alnum_after = g.end < n && b[g.end].is_ascii_alphanumeric();
+    if rules.cvv
+        && (3..=4).contains(&glen)
+        && !alnum_after
+        && label_before(b, g.start, floor, CVV_LABELS)
+    {
+        out.push(Finding { start: g.start, end: g.end, kind: Kind::Cvv });
+        return Some(g.end);
+    }
+    if rules.pin {
+        // The value is a hex token (a PIN block) or 4–12 digits (a clear PIN); it may start with hex letters.
+        let mut ts = g.start;
+        while ts > floor && g.start - ts < 16 && b[ts - 1].is_ascii_hexdigit() {
+            ts -= 1;
+        }
+        if ts > floor && b[ts - 1].is_ascii_alphanumeric() {
+            return None;
+        }
+        let mut te = g.end;
+        while te < n && te - ts <= 16 && b[te].is_ascii_hexdigit() {
+            te += 1;
+        }
+        if te < n && b[te].is_ascii_alphanumeric() {
+            return None;
+        }
+        let len = te - ts;
+        let all_digits = ts == g.start && te == g.end;
+        let ok = (all_digits && (4..=12).contains(&len)) || len == 16;
+        if ok && label_before(b, ts, floor, PIN_LABELS) {
+            out.push(Finding { start: ts, end: te, kind: Kind::Pin });
+            return Some(te);
+        }
+    }
+    None
+}
+
+/// Track 1 (`%B` PAN `^` name `^` data `?`) or Track 2 (`;` PAN `=` data `?`) around the lone group `g`.
+fn track(b: &[u8], g: Group, floor: usize) -> Option<Finding> {
+    let n = b.len();
+    let glen = g.end - g.start;
+    if !(12..=MAX_PAN).contains(&glen) || g.end >= n {
+        return None;
+    }
+    let digits = &b[g.start..g.end];
+    match b[g.end] {
+        b'^' => {
+            let has_b = g.start > floor && b[g.start - 1].eq_ignore_ascii_case(&b'B');
+            let has_pct = has_b && g.start - 1 > floor && b[g.start - 2] == b'%';
+            if !(if has_pct { luhn_valid(digits) } else { is_pan(digits) }) {
+                return None;
+            }
+            let start = g.start - usize::from(has_b) - usize::from(has_pct);
+            let limit = n.min(start + MAX_TRACK1);
+            // Name: up to the second caret.
+            let mut q = g.end + 1;
+            while q < limit && b[q] != b'^' && (0x20..0x7f).contains(&b[q]) {
+                q += 1;
+            }
+            if q < limit && b[q] == b'^' {
+                q += 1;
+                while q < limit && b[q] != b'?' && b[q].is_ascii_graphic() && !matches!(b[q], b'"' | b',' | b'&') {
+                    q += 1;
+                }
+                if q < n && b[q] == b'?' {
+                    q += 1;
+                }
+            }
+            Some(Finding { start, end: q, kind: Kind::Track1 })
+        }
+        b'=' => {
+            let has_semi = g.start > floor && b[g.start - 1] == b';';
+            if !(if has_semi { luhn_valid(digits) } else { is_pan(digits) }) {
+                return None;
+            }
+            let start = g.start - usize::from(has_semi);
+            let limit = n.min(start + MAX_TRACK2);
+            let mut q = g.end + 1;
+            while q < limit && is_digit(b[q]) {
+                q += 1;
+            }
+            if !has_semi && q - (g.end + 1) < 4 {
+                return None;
+            }
+            if q < n && b[q] == b'?' {
+                q += 1;
+            }
+            Some(Finding { start, end: q, kind: Kind::Track2 })
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: Rules = Rules { cvv: true, track: true, pin: true };
+
+    fn kinds(s: &str) -> Vec<(String, Kind)> {
+        let mut f = Findings::default();
+        scan(s.as_bytes(), 0, ALL, &mut f);
+        f.list.iter().map(|f| (s[f.start..f.end].to_owned(), f.kind)).collect()
+    }
+
+    #[test]
+    fn next_digit_finds_the_first_digit_everywhere() {
+        let mut v = vec![b'a'; 70];
+        assert_eq!(next_digit(&v, 0), None);
+        for pos in 0..70 {
+            v[pos] = b'7';
+            assert_eq!(next_digit(&v, 0), Some(pos));
+            assert_eq!(next_digit(&v, pos + 1), None);
+            v[pos] = 0xff;
+            assert_eq!(next_digit(&v, 0), None);
+            v[pos] = b'/';
+            assert_eq!(next_digit(&v, 0), None);
+            v[pos] = b':';
+            assert_eq!(next_digit(&v, 0), None);
+            v[pos] = b'a';
+        }
+        v[3] = b'0';
+        v[4] = b'9';
+        assert_eq!(next_digit(&v, 0), Some(3));
+    }
+
+    #[test]
+    fn iin_table() {
+        let yes = [
+            "4111111111111111",
+            "4222222222222",
+            "5555555555554444",
+            "2223003122003222",
+            "378282246310005",
+            "371449635398431",
+            "6011111111111117",
+            "6011000990139424",
+            "30569309025904",
+            "38520000023237",
+            "3566002020360505",
+            "6200000000000005",
+            "6205500000000000004",
+            "6759649826438453",
+            "5018000000000009",
+            "122000000000003",
+            "6445644564456445",
+        ];
+        for p in yes {
+            assert!(is_pan(p.as_bytes()), "{p}");
+        }
+        // Luhn-valid but outside the table: a 13-digit millisecond timestamp, a 16-digit id starting with 9.
+        for p in ["1700000000004", "9999999999999995", "5900000000000018"] {
+            assert!(luhn_valid(p.as_bytes()), "{p}");
+            assert!(!is_pan(p.as_bytes()), "{p}");
+        }
+        assert_eq!(brand(b"2720990000000000"), Some(Brand::Mastercard));
+        assert_eq!(brand(b"2721000000000000"), None);
+        assert_eq!(brand(b"6221260000000000"), Some(Brand::Discover));
+        assert_eq!(brand(b"6229250000000000"), Some(Brand::Discover));
+        assert_eq!(brand(b"6229260000000000"), Some(Brand::UnionPay));
+    }
+
+    #[test]
+    fn finds_pans_in_every_disguise() {
+        for s in [
+            "pan=4242424242424242x",
+            "id_4242424242424242",
+            "4242 4242 4242 4242",
+            "4242-4242-4242-4242",
+            "{\"n\":\"4242424242424242\"}",
+            "https://x/?card=4242424242424242&a=b",
+        ] {
+            let k = kinds(s);
+            assert_eq!(k.len(), 1, "{s}: {k:?}");
+            assert_eq!(k[0].1, Kind::Pan, "{s}");
+            assert!(k[0].0.ends_with("4242"), "{s}");
+        }
+        // longer runs are not cards; a neighbour number does not hide the card
+        assert!(kinds("42424242424242424242").is_empty());
+        assert_eq!(kinds("order 7 4242 4242 4242 4242").len(), 1);
+        assert_eq!(kinds("12345678901234567890 4111111111111111")[0].0, "4111111111111111");
+        assert!(kinds("ts=1700000000000 id=1700000000004").is_empty());
+    }
+
+    #[test]
+    fn tracks_cvv_pin() {
+        assert_eq!(
+            kinds("t1=%B4111111111111111^DOE/JOHN^25121010000000000000? tail"),
+            vec![("%B4111111111111111^DOE/JOHN^25121010000000000000?".into(), Kind::Track1)]
+        );
+        assert_eq!(kinds("t2=;4111111111111111=25121010000000?,")[0].0, ";4111111111111111=25121010000000?");
+        assert_eq!(kinds("4111111111111111=2512101")[0].1, Kind::Track2);
+        for (s, v) in [
+            ("cvv: 123", "123"),
+            ("CVV=123", "123"),
+            ("\"cvc\":\"1234\"", "1234"),
+            ("\"cvv2\": 123", "123"),
+            ("security code 123", "123"),
+            ("card_cid=1234", "1234"),
+        ] {
+            assert_eq!(kinds(s), vec![(v.to_owned(), Kind::Cvv)], "{s}");
+        }
+        assert!(kinds("acid: 123").is_empty());
+        assert!(kinds("cvv: 12345").is_empty());
+        assert_eq!(kinds("pin_block=AB12CD34EF567890 x"), vec![("AB12CD34EF567890".into(), Kind::Pin)]);
+        assert_eq!(kinds("PIN: 1234"), vec![("1234".into(), Kind::Pin)]);
+        assert!(kinds("spin: 1234").is_empty());
+    }
+}
