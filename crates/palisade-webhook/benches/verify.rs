@@ -1,0 +1,63 @@
+//! Verifications per second for a 1 KB body, side by side with a bare HMAC-SHA256 of the same bytes.
+//!
+//! `cargo bench -p palisade-webhook --bench verify -- --warm-up-time 1 --measurement-time 3`
+
+#![allow(missing_docs)] // criterion's macros generate undocumented items
+
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use hmac::{Hmac, Mac};
+use palisade_webhook::{GitHub, ManualClock, Message, Scheme, Signer, StandardWebhooks, Stripe, Verifier};
+use sha2::Sha256;
+
+const NOW: i64 = 1_700_000_000;
+
+fn body() -> Vec<u8> {
+    let mut b = br#"{"id":"evt_1","object":"event","data":{"note":""#.to_vec();
+    b.resize(1024 - 4, b'x');
+    b.extend_from_slice(br#""}}"#);
+    b.truncate(1024);
+    b
+}
+
+fn builder(scheme: impl Scheme, secret: &str) -> Verifier {
+    Verifier::builder(scheme).secret(secret).clock(ManualClock::new(NOW)).build().unwrap()
+}
+
+fn bench(c: &mut Criterion) {
+    let body = body();
+    assert_eq!(body.len(), 1024);
+    let mut g = c.benchmark_group("webhook_verify_1k");
+    g.throughput(Throughput::Elements(1));
+
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    g.bench_function("bare_hmac_sha256", |b| {
+        b.iter(|| {
+            let mut m = <Hmac<Sha256> as Mac>::new_from_slice(black_box(secret.as_bytes())).unwrap();
+            m.update(black_box(&body));
+            black_box(m.finalize().into_bytes())
+        })
+    });
+
+    let msg = Message { id: Some("msg_1"), timestamp: NOW, body: &body };
+    let cases = [
+        ("stripe", builder(Stripe, secret), Signer::new(Stripe, secret).unwrap().headers(&msg).unwrap()),
+        (
+            "standard",
+            builder(StandardWebhooks, secret),
+            Signer::new(StandardWebhooks, secret).unwrap().headers(&msg).unwrap(),
+        ),
+        ("github", builder(GitHub, secret), Signer::new(GitHub, secret).unwrap().headers(&msg).unwrap()),
+    ];
+    for (name, v, headers) in cases {
+        v.verify(&headers, &body).unwrap();
+        g.bench_function(format!("palisade_{name}"), |b| {
+            b.iter(|| black_box(v.verify(black_box(&headers), black_box(&body))))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,163 @@
+//! [`WebhookLayer`] and its builder.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use palisade_core::FailurePolicy;
+use tower_layer::Layer;
+
+use crate::service::WebhookService;
+use crate::store::{DeliveryStore, NoDedup};
+use crate::verifier::Verifier;
+
+/// Default body limit: 2 MiB.
+///
+/// The same as axum's `DefaultBodyLimit`, so putting this layer in front of a route never refuses a body the
+/// route alone would have accepted; payment gateways' events are a few KiB. GitHub payloads can reach 25 MB:
+/// raise the limit for GitHub endpoints that receive large pushes.
+pub const DEFAULT_BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+/// Default lease of an `IN_PROGRESS` claim: 60 s.
+///
+/// Longer than the time senders wait for an answer before they count a delivery as failed (tens of seconds),
+/// so a handler that is still running is not run a second time by the sender's own retry; short enough that
+/// when the process dies mid-handler, the next redelivery (minutes later on every sender's schedule) runs it.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
+
+/// Default retention of a `DONE` record: 7 days.
+///
+/// Longer than senders' automatic retry windows (Stripe retries for up to 3 days) plus room for a manual
+/// "resend" from a dashboard, so a late duplicate still finds the record.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+pub(crate) struct Shared<D> {
+    pub(crate) verifier: Verifier,
+    pub(crate) store: D,
+    pub(crate) body_limit: usize,
+    pub(crate) lease: Duration,
+    pub(crate) retention: Duration,
+    pub(crate) failure_policy: FailurePolicy,
+}
+
+/// Verifies webhooks on the raw body and (with a store) delivers each event to the handler effectively once.
+///
+/// The service it builds reads the whole body (bounded: 413 beyond [`body_limit`](WebhookLayerBuilder::body_limit)),
+/// verifies it (400 problem+json on failure), and calls the inner service with a `Request<Full<Bytes>>` holding
+/// exactly the verified bytes, with [`EventId`](crate::EventId) and [`Verified`](crate::Verified) in the request
+/// extensions. With a [`DeliveryStore`]: a duplicate of a running event gets 503 + `Retry-After`, a duplicate of
+/// a handled one gets 200 without the handler running; a handler that fails (non-2xx or error) releases its
+/// claim so the sender's redelivery runs it again.
+pub struct WebhookLayer<D = NoDedup> {
+    shared: Arc<Shared<D>>,
+}
+
+impl<D> Clone for WebhookLayer<D> {
+    fn clone(&self) -> Self {
+        WebhookLayer { shared: self.shared.clone() }
+    }
+}
+
+impl<D> fmt::Debug for WebhookLayer<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookLayer")
+            .field("verifier", &self.shared.verifier)
+            .field("body_limit", &self.shared.body_limit)
+            .field("lease", &self.shared.lease)
+            .field("retention", &self.shared.retention)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WebhookLayer<NoDedup> {
+    /// Starts a layer around `verifier`. Defaults: [`DEFAULT_BODY_LIMIT`], no deduplication,
+    /// [`DEFAULT_LEASE`], [`DEFAULT_RETENTION`], fail closed when the store is down.
+    pub fn builder(verifier: Verifier) -> WebhookLayerBuilder<NoDedup> {
+        WebhookLayerBuilder {
+            verifier,
+            store: NoDedup,
+            body_limit: DEFAULT_BODY_LIMIT,
+            lease: DEFAULT_LEASE,
+            retention: DEFAULT_RETENTION,
+            failure_policy: FailurePolicy::FailClosed,
+        }
+    }
+}
+
+impl<S, D> Layer<S> for WebhookLayer<D> {
+    type Service = WebhookService<S, D>;
+    fn layer(&self, inner: S) -> Self::Service {
+        WebhookService::new(inner, self.shared.clone())
+    }
+}
+
+/// Builds a [`WebhookLayer`].
+#[must_use]
+pub struct WebhookLayerBuilder<D> {
+    verifier: Verifier,
+    store: D,
+    body_limit: usize,
+    lease: Duration,
+    retention: Duration,
+    failure_policy: FailurePolicy,
+}
+
+impl<D> fmt::Debug for WebhookLayerBuilder<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookLayerBuilder").field("verifier", &self.verifier).finish_non_exhaustive()
+    }
+}
+
+impl<D: DeliveryStore> WebhookLayerBuilder<D> {
+    /// Largest body read (default [`DEFAULT_BODY_LIMIT`]); larger bodies get 413 without being verified.
+    pub fn body_limit(mut self, bytes: usize) -> Self {
+        self.body_limit = bytes;
+        self
+    }
+
+    /// Deduplicates deliveries by event id in `store` (memory or Redis).
+    pub fn dedup<D2: DeliveryStore>(self, store: D2) -> WebhookLayerBuilder<D2> {
+        WebhookLayerBuilder {
+            verifier: self.verifier,
+            store,
+            body_limit: self.body_limit,
+            lease: self.lease,
+            retention: self.retention,
+            failure_policy: self.failure_policy,
+        }
+    }
+
+    /// How long a claim lasts before another delivery may take over (default [`DEFAULT_LEASE`]). Set it above
+    /// your handler's worst-case running time.
+    pub fn lease(mut self, d: Duration) -> Self {
+        self.lease = d;
+        self
+    }
+
+    /// How long a handled event is remembered (default [`DEFAULT_RETENTION`]).
+    pub fn retention(mut self, d: Duration) -> Self {
+        self.retention = d;
+        self
+    }
+
+    /// What to do when the store cannot be reached (default [`FailurePolicy::FailClosed`]: 503, the sender
+    /// retries later). `FailOpen` runs the handler without deduplication.
+    pub fn failure_policy(mut self, p: FailurePolicy) -> Self {
+        self.failure_policy = p;
+        self
+    }
+
+    /// Builds the layer.
+    pub fn build(self) -> WebhookLayer<D> {
+        WebhookLayer {
+            shared: Arc::new(Shared {
+                verifier: self.verifier,
+                store: self.store,
+                body_limit: self.body_limit,
+                lease: self.lease,
+                retention: self.retention,
+                failure_policy: self.failure_policy,
+            }),
+        }
+    }
+}

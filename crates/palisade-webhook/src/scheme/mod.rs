@@ -1,0 +1,195 @@
+//! Signature schemes. Each scheme is one file and can both sign and verify.
+//!
+//! | scheme | headers | signed bytes | secret |
+//! |---|---|---|---|
+//! | [`Stripe`] | `Stripe-Signature: t=<unix>,v1=<hex>[,v1=…]` | `{t}.{body}` | the whole string, `whsec_` included |
+//! | [`StandardWebhooks`] | `webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64> …` | `{id}.{timestamp}.{body}` | `whsec_<base64>`, decoded |
+//! | [`GitHub`] | `X-Hub-Signature-256: sha256=<hex>` | `{body}` | the string's bytes |
+
+use std::fmt;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::error::{SecretError, SignError, VerifyError};
+use crate::key::Key;
+
+mod github;
+mod standard;
+mod stripe;
+
+pub use github::{GitHub, parse_github_header};
+pub use standard::{StandardWebhooks, parse_standard_signatures};
+pub use stripe::{Stripe, StripeHeader, parse_stripe_header};
+
+/// The headers a scheme reads and writes.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SchemeHeaders {
+    /// The header carrying the signature(s).
+    pub signature: HeaderName,
+    /// The header carrying the message id, if the scheme has one.
+    pub id: Option<HeaderName>,
+    /// The header carrying the timestamp, if the scheme sends it separately from the signature.
+    pub timestamp: Option<HeaderName>,
+}
+
+/// What a scheme read out of a request's headers, before any cryptography.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Signed {
+    /// The message id, where the scheme carries one in a header (`webhook-id`, `X-GitHub-Delivery`).
+    pub id: Option<String>,
+    /// The signed timestamp exactly as sent (the MAC covers these bytes) and its value.
+    pub timestamp: Option<(String, i64)>,
+    /// The candidate signatures (32-byte HMAC-SHA256 values) in the order they were sent.
+    pub signatures: Vec<[u8; 32]>,
+}
+
+/// A message to sign.
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    /// The message id (required by Standard Webhooks; sent as `X-GitHub-Delivery` by GitHub; unused by Stripe).
+    pub id: Option<&'a str>,
+    /// Unix seconds (unused by GitHub).
+    pub timestamp: i64,
+    /// The exact body bytes.
+    pub body: &'a [u8],
+}
+
+/// A webhook signature scheme.
+///
+/// Implementations parse headers strictly enough to name what is wrong ([`VerifyError`]), never compare
+/// signatures themselves (the [`Verifier`](crate::Verifier) compares in constant time against every configured
+/// key), and never log secrets.
+pub trait Scheme: fmt::Debug + Send + Sync + 'static {
+    /// Stable lowercase name (`stripe`, `standard`, `github`), used in logs and metric labels.
+    fn name(&self) -> &'static str;
+
+    /// The headers this scheme uses.
+    fn headers(&self) -> SchemeHeaders;
+
+    /// Turns a configured secret into the HMAC key the scheme uses.
+    ///
+    /// # Errors
+    /// [`SecretError`] when the secret is empty or not in the scheme's format.
+    fn key(&self, secret: &str) -> Result<Key, SecretError>;
+
+    /// Reads the id, timestamp and candidate signatures out of `headers`.
+    ///
+    /// # Errors
+    /// [`VerifyError::HeaderMissing`], [`VerifyError::HeaderMalformed`] or [`VerifyError::TimestampMalformed`].
+    fn parse(&self, headers: &HeaderMap) -> Result<Signed, VerifyError>;
+
+    /// The signature `key` would produce for `body` under what `signed` says (id, timestamp).
+    fn mac(&self, key: &Key, signed: &Signed, body: &[u8]) -> [u8; 32];
+
+    /// The signature header's value for `msg` (`t=…,v1=…`, `v1,…` or `sha256=…`).
+    ///
+    /// # Errors
+    /// [`SignError`] when the scheme needs something `msg` lacks.
+    fn sign(&self, key: &Key, msg: &Message<'_>) -> Result<String, SignError>;
+
+    /// The event id used for deduplication: by default the id header; Stripe reads the event's JSON `id`.
+    /// Called only after the signature was verified.
+    fn event_id(&self, signed: &Signed, _body: &[u8]) -> Option<String> {
+        signed.id.clone()
+    }
+
+    /// Every header a sender sets for `msg`: the signature, plus the id and timestamp headers the scheme uses.
+    ///
+    /// # Errors
+    /// As [`Scheme::sign`]; [`SignError::InvalidId`] when the id cannot be a header value.
+    fn sign_headers(&self, key: &Key, msg: &Message<'_>) -> Result<HeaderMap, SignError> {
+        let names = self.headers();
+        let mut map = HeaderMap::new();
+        let sig = self.sign(key, msg)?;
+        // Signature values are ASCII built from hex/base64/digits, always valid header values.
+        map.insert(names.signature, HeaderValue::try_from(sig).map_err(|_| SignError::InvalidId)?);
+        if let (Some(name), Some(id)) = (names.id, msg.id) {
+            map.insert(name, header_id(id)?);
+        }
+        if let Some(name) = names.timestamp {
+            map.insert(name, HeaderValue::from(msg.timestamp));
+        }
+        Ok(map)
+    }
+
+    /// The request headers a verifier would see, built from loose parts (the CLI's `--signature`, `--id`,
+    /// `--timestamp`). Parts the scheme does not use are ignored.
+    ///
+    /// # Errors
+    /// [`VerifyError::HeaderMalformed`] when a part cannot be an HTTP header value.
+    fn headers_from_parts(
+        &self,
+        signature: &str,
+        id: Option<&str>,
+        timestamp: Option<&str>,
+    ) -> Result<HeaderMap, VerifyError> {
+        let names = self.headers();
+        let mut map = HeaderMap::new();
+        let value = |header: &'static str, v: &str| {
+            HeaderValue::from_str(v)
+                .map_err(|_| VerifyError::HeaderMalformed { header, reason: "not a valid header value" })
+        };
+        map.insert(names.signature.clone(), value(static_name(&names.signature), signature)?);
+        if let (Some(name), Some(id)) = (names.id, id) {
+            map.insert(name.clone(), value(static_name(&name), id)?);
+        }
+        if let (Some(name), Some(ts)) = (names.timestamp, timestamp) {
+            map.insert(name.clone(), value(static_name(&name), ts)?);
+        }
+        Ok(map)
+    }
+}
+
+fn header_id(id: &str) -> Result<HeaderValue, SignError> {
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(SignError::InvalidId);
+    }
+    HeaderValue::from_str(id).map_err(|_| SignError::InvalidId)
+}
+
+/// The `'static` spelling of one of the header names the schemes use (for error values).
+fn static_name(name: &HeaderName) -> &'static str {
+    const KNOWN: [&str; 6] =
+        [stripe::HEADER, standard::ID, standard::TIMESTAMP, standard::SIGNATURE, github::HEADER, github::DELIVERY];
+    KNOWN.into_iter().find(|k| k.eq_ignore_ascii_case(name.as_str())).unwrap_or("signature")
+}
+
+/// Reads one header as visible-ASCII text.
+pub(crate) fn header_str<'h>(headers: &'h HeaderMap, name: &'static str) -> Result<&'h str, VerifyError> {
+    let mut values = headers.get_all(name).iter();
+    let Some(v) = values.next() else { return Err(VerifyError::HeaderMissing { header: name }) };
+    if values.next().is_some() {
+        return Err(VerifyError::HeaderMalformed { header: name, reason: "sent more than once" });
+    }
+    v.to_str().map_err(|_| VerifyError::HeaderMalformed { header: name, reason: "not visible ASCII" })
+}
+
+/// Parses a Unix timestamp: 1 to 15 ASCII digits, nothing else (no sign, no spaces, no fraction).
+pub(crate) fn parse_timestamp(s: &str) -> Result<i64, VerifyError> {
+    if s.is_empty() || s.len() > 15 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(VerifyError::TimestampMalformed);
+    }
+    s.parse::<i64>().map_err(|_| VerifyError::TimestampMalformed)
+}
+
+/// Decodes exactly 32 bytes of hex.
+pub(crate) fn hex32(s: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(s, &mut out).ok()?;
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_digits_only() {
+        assert_eq!(parse_timestamp("1614265330"), Ok(1_614_265_330));
+        for bad in ["", "-1", "+1", " 1", "1.5", "1e9", "abc", "9999999999999999"] {
+            assert_eq!(parse_timestamp(bad), Err(VerifyError::TimestampMalformed), "{bad:?}");
+        }
+    }
+}

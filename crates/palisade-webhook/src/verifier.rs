@@ -1,0 +1,291 @@
+//! [`Verifier`]: a scheme, one or more secrets, a timestamp window and a clock. [`Signer`]: the sending side.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderMap;
+use subtle::{Choice, ConstantTimeEq};
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::{SecretError, SignError, VerifyError};
+use crate::key::Key;
+use crate::scheme::{Message, Scheme, Signed};
+
+/// Default tolerance into the past and into the future: 300 s.
+///
+/// Five minutes is what Stripe's and the Standard Webhooks reference libraries use: wide enough for a sender's
+/// queueing delay and ordinary clock skew, narrow enough that a captured request cannot be replayed later.
+/// (Replays inside the window are stopped by delivery deduplication.)
+pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
+
+/// How far a signed timestamp may lie from now. Bounds are inclusive: a timestamp exactly `past` old passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tolerance {
+    /// How old a timestamp may be.
+    pub past: Duration,
+    /// How far ahead of this host's clock a timestamp may be.
+    pub future: Duration,
+}
+
+impl Default for Tolerance {
+    fn default() -> Self {
+        Tolerance { past: DEFAULT_TOLERANCE, future: DEFAULT_TOLERANCE }
+    }
+}
+
+/// What a successful verification established.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Verified {
+    /// The scheme's name.
+    pub scheme: &'static str,
+    /// The event id for deduplication (`webhook-id`, the Stripe event's `id`, `X-GitHub-Delivery`), if any.
+    pub event_id: Option<String>,
+    /// The signed timestamp, if the scheme signs one.
+    pub timestamp: Option<i64>,
+    /// Which configured secret matched (0 = the first given): during a rotation, shows when the old one can go.
+    pub secret_index: usize,
+}
+
+/// Verifies webhook signatures under one scheme with one or more secrets.
+///
+/// ```
+/// use palisade_webhook::{Verifier, Stripe, Signer, Message, ManualClock};
+///
+/// let clock = ManualClock::new(1_700_000_000);
+/// let verifier = Verifier::builder(Stripe)
+///     .secret("whsec_new")
+///     .secret("whsec_old") // rotation: both are accepted until the old one is removed
+///     .clock(clock.clone())
+///     .build()?;
+/// let body = br#"{"id":"evt_1"}"#;
+/// let headers = Signer::new(Stripe, "whsec_old")?
+///     .headers(&Message { id: None, timestamp: 1_700_000_000, body })?;
+/// let verified = verifier.verify(&headers, body)?;
+/// assert_eq!(verified.secret_index, 1);
+/// assert_eq!(verified.event_id.as_deref(), Some("evt_1"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Verifier {
+    scheme: Arc<dyn Scheme>,
+    keys: Arc<[Key]>,
+    tolerance: Tolerance,
+    clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verifier")
+            .field("scheme", &self.scheme.name())
+            .field("secrets", &self.keys.len())
+            .field("tolerance", &self.tolerance)
+            .field("clock", &self.clock)
+            .finish()
+    }
+}
+
+impl Verifier {
+    /// Starts a verifier for `scheme`. Defaults: tolerance [`DEFAULT_TOLERANCE`] both ways, the system clock.
+    pub fn builder(scheme: impl Scheme) -> VerifierBuilder {
+        VerifierBuilder {
+            scheme: Arc::new(scheme),
+            secrets: Vec::new(),
+            tolerance: Tolerance::default(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// The scheme.
+    #[must_use]
+    pub fn scheme(&self) -> &dyn Scheme {
+        &*self.scheme
+    }
+
+    /// The timestamp window.
+    #[must_use]
+    pub fn tolerance(&self) -> Tolerance {
+        self.tolerance
+    }
+
+    /// Verifies `body` (the raw bytes, exactly as received) against the signature `headers`.
+    ///
+    /// Every configured secret's MAC is compared with every candidate signature in constant time, without
+    /// stopping at the first match; then the timestamp is checked against the window.
+    ///
+    /// # Errors
+    /// [`VerifyError`] naming the check that failed.
+    pub fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<Verified, VerifyError> {
+        let result = self.verify_inner(headers, body);
+        crate::telemetry::verified(self.scheme.name(), &result);
+        result
+    }
+
+    fn verify_inner(&self, headers: &HeaderMap, body: &[u8]) -> Result<Verified, VerifyError> {
+        let signed = self.scheme.parse(headers)?;
+        let secret_index = self.matching_key(&signed, body).ok_or(VerifyError::NoSignatureMatched)?;
+        let timestamp = signed.timestamp.as_ref().map(|(_, t)| *t);
+        if let Some(ts) = timestamp {
+            self.check_window(ts)?;
+        }
+        Ok(Verified {
+            scheme: self.scheme.name(),
+            event_id: self.scheme.event_id(&signed, body),
+            timestamp,
+            secret_index,
+        })
+    }
+
+    /// Verifies loose parts (a signature header value, and the id and timestamp where the scheme sends them
+    /// separately), as the CLI does.
+    ///
+    /// # Errors
+    /// As [`Verifier::verify`].
+    pub fn verify_parts(
+        &self,
+        signature: &str,
+        id: Option<&str>,
+        timestamp: Option<&str>,
+        body: &[u8],
+    ) -> Result<Verified, VerifyError> {
+        let headers = self.scheme.headers_from_parts(signature, id, timestamp)?;
+        self.verify(&headers, body)
+    }
+
+    fn matching_key(&self, signed: &Signed, body: &[u8]) -> Option<usize> {
+        let mut found = None;
+        for (i, key) in self.keys.iter().enumerate() {
+            let mac = self.scheme.mac(key, signed, body);
+            let mut ok = Choice::from(0);
+            for candidate in &signed.signatures {
+                ok |= mac.ct_eq(candidate);
+            }
+            if bool::from(ok) && found.is_none() {
+                found = Some(i);
+            }
+        }
+        found
+    }
+
+    fn check_window(&self, ts: i64) -> Result<(), VerifyError> {
+        let now = self.clock.now_unix();
+        let past = self.tolerance.past.as_secs();
+        let future = self.tolerance.future.as_secs();
+        if ts <= now {
+            let age = now.abs_diff(ts);
+            if age > past {
+                return Err(VerifyError::TooOld { age_secs: age, tolerance_secs: past });
+            }
+        } else {
+            let ahead = ts.abs_diff(now);
+            if ahead > future {
+                return Err(VerifyError::TooFarInFuture { ahead_secs: ahead, tolerance_secs: future });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Builds a [`Verifier`].
+#[must_use]
+pub struct VerifierBuilder {
+    scheme: Arc<dyn Scheme>,
+    secrets: Vec<String>,
+    tolerance: Tolerance,
+    clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for VerifierBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifierBuilder")
+            .field("scheme", &self.scheme.name())
+            .field("secrets", &self.secrets.len())
+            .field("tolerance", &self.tolerance)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VerifierBuilder {
+    /// Adds a secret. Add several to rotate: every one is accepted; [`Verified::secret_index`] says which matched.
+    pub fn secret(mut self, secret: impl Into<String>) -> Self {
+        self.secrets.push(secret.into());
+        self
+    }
+
+    /// Sets both the past and the future tolerance (default [`DEFAULT_TOLERANCE`]).
+    pub fn tolerance(mut self, d: Duration) -> Self {
+        self.tolerance = Tolerance { past: d, future: d };
+        self
+    }
+
+    /// How old a timestamp may be (default [`DEFAULT_TOLERANCE`]).
+    pub fn past_tolerance(mut self, d: Duration) -> Self {
+        self.tolerance.past = d;
+        self
+    }
+
+    /// How far in the future a timestamp may be (default [`DEFAULT_TOLERANCE`]).
+    pub fn future_tolerance(mut self, d: Duration) -> Self {
+        self.tolerance.future = d;
+        self
+    }
+
+    /// The clock (default [`SystemClock`]).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Builds the verifier.
+    ///
+    /// # Errors
+    /// [`SecretError::NoSecrets`] without a secret, or the scheme's refusal of one.
+    pub fn build(self) -> Result<Verifier, SecretError> {
+        if self.secrets.is_empty() {
+            return Err(SecretError::NoSecrets);
+        }
+        let keys = self.secrets.iter().map(|s| self.scheme.key(s)).collect::<Result<Vec<_>, _>>()?;
+        Ok(Verifier { scheme: self.scheme, keys: keys.into(), tolerance: self.tolerance, clock: self.clock })
+    }
+}
+
+/// Signs webhooks: for tests, for the CLI, and for services that send webhooks themselves.
+#[derive(Clone)]
+pub struct Signer {
+    scheme: Arc<dyn Scheme>,
+    key: Key,
+}
+
+impl fmt::Debug for Signer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Signer").field("scheme", &self.scheme.name()).finish_non_exhaustive()
+    }
+}
+
+impl Signer {
+    /// A signer for `scheme` with `secret`.
+    ///
+    /// # Errors
+    /// The scheme's refusal of the secret.
+    pub fn new(scheme: impl Scheme, secret: &str) -> Result<Self, SecretError> {
+        let key = scheme.key(secret)?;
+        Ok(Signer { scheme: Arc::new(scheme), key })
+    }
+
+    /// The signature header's value (`t=…,v1=…`, `v1,…` or `sha256=…`).
+    ///
+    /// # Errors
+    /// [`SignError`] when the scheme needs something `msg` lacks.
+    pub fn signature(&self, msg: &Message<'_>) -> Result<String, SignError> {
+        self.scheme.sign(&self.key, msg)
+    }
+
+    /// Every header a sender sets for `msg`.
+    ///
+    /// # Errors
+    /// [`SignError`] when the scheme needs something `msg` lacks.
+    pub fn headers(&self, msg: &Message<'_>) -> Result<HeaderMap, SignError> {
+        self.scheme.sign_headers(&self.key, msg)
+    }
+}
