@@ -1,0 +1,270 @@
+//! The builder and its documented defaults.
+
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use palisade_core::backoff::{Backoff, Jitter};
+use palisade_core::{DefaultClassifier, HttpClassifier};
+
+use crate::budget::RetryBudget;
+use crate::error::Typed;
+use crate::http::Http;
+use crate::layer::RetryLayer;
+
+/// Default attempts per call, the first included: 3. Stripe's and Adyen's own client libraries retry twice; a
+/// third retry rarely succeeds where two failed and only lengthens the checkout.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// Default base delay: 100 ms. The first retry waits up to this long (full jitter), each later one up to twice the
+/// previous ceiling; long enough for a dropped connection to be replaced, short against a customer's patience.
+pub const DEFAULT_BASE_DELAY: Duration = Duration::from_millis(100);
+/// Default floor on a computed delay: none. Full jitter spreads retries from zero on purpose (the AWS analysis
+/// behind it shows the spread matters more than a floor); set one if your gateway needs a pause.
+pub const DEFAULT_MIN_DELAY: Duration = Duration::ZERO;
+/// Default cap on any delay, a `Retry-After` included: 10 s. A 429 or 503 asking for a few seconds is honoured; a
+/// maintenance window asking for minutes is not waited out inside a checkout request.
+pub const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(10);
+/// Default total deadline: 30 s from the call. No retry starts, and no wait is scheduled, that would end after
+/// it: a checkout request must answer before a browser or load balancer gives up (commonly 30–60 s).
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
+/// Default per-attempt timeout: none. The gateway client knows its own connect and read timeouts (Stripe's
+/// libraries use 80 s); a default here would turn slow successes into `Unknown`s. Set one when your client has
+/// none.
+pub const DEFAULT_ATTEMPT_TIMEOUT: Option<Duration> = None;
+
+/// Everything a call needs, shared by the layer, its services and their futures.
+pub(crate) struct Policy<C, M> {
+    pub(crate) classifier: C,
+    pub(crate) mode: M,
+    pub(crate) backoff: Backoff,
+    pub(crate) min_delay: Duration,
+    pub(crate) max_attempts: u32,
+    pub(crate) deadline: Option<Duration>,
+    pub(crate) attempt_timeout: Option<Duration>,
+    pub(crate) assign_key: bool,
+    pub(crate) retry_unknown: bool,
+    pub(crate) budget: Option<Arc<RetryBudget>>,
+    rng: AtomicU64,
+}
+
+impl<C, M> Policy<C, M> {
+    /// Whether a call needs the clock at all (deadline, budget or timeout configured).
+    pub(crate) fn needs_clock(&self) -> bool {
+        self.deadline.is_some() || self.budget.is_some() || self.attempt_timeout.is_some()
+    }
+
+    /// A uniform number in `[0, 1)` (SplitMix64 over a shared counter: cheap, lock-free, seedable).
+    pub(crate) fn unit(&self) -> f64 {
+        let mut z = self.rng.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed).wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// The computed (not `Retry-After`) delay before retry number `retry` (0-based).
+    pub(crate) fn backoff_delay(&self, retry: u32, previous: Option<Duration>) -> Duration {
+        self.backoff.delay(retry, previous, self.unit()).max(self.min_delay).min(self.backoff.max)
+    }
+}
+
+/// Builder for [`RetryLayer`]; start with [`RetryLayer::builder`]. Every setting has a documented default
+/// (`DEFAULT_*` in this module).
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct RetryLayerBuilder<C = DefaultClassifier, M = Typed> {
+    classifier: C,
+    mode: M,
+    backoff: Backoff,
+    min_delay: Duration,
+    max_attempts: u32,
+    deadline: Option<Duration>,
+    attempt_timeout: Option<Duration>,
+    assign_key: bool,
+    retry_unknown: bool,
+    budget: Option<Arc<RetryBudget>>,
+    seed: Option<u64>,
+}
+
+impl RetryLayerBuilder {
+    pub(crate) fn new() -> Self {
+        RetryLayerBuilder {
+            classifier: DefaultClassifier,
+            mode: Typed,
+            backoff: Backoff { base: DEFAULT_BASE_DELAY, max: DEFAULT_MAX_DELAY, factor: 2.0, jitter: Jitter::Full },
+            min_delay: DEFAULT_MIN_DELAY,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            deadline: Some(DEFAULT_DEADLINE),
+            attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
+            assign_key: true,
+            retry_unknown: true,
+            budget: Some(Arc::new(RetryBudget::default())),
+            seed: None,
+        }
+    }
+}
+
+impl<C, M> RetryLayerBuilder<C, M> {
+    /// How results are classified (default [`DefaultClassifier`]: `Ok` is success, errors by their kind). Any
+    /// `Fn(&Result<Res, E>) -> Outcome` works.
+    pub fn classifier<C2>(self, classifier: C2) -> RetryLayerBuilder<C2, M> {
+        RetryLayerBuilder {
+            classifier,
+            mode: self.mode,
+            backoff: self.backoff,
+            min_delay: self.min_delay,
+            max_attempts: self.max_attempts,
+            deadline: self.deadline,
+            attempt_timeout: self.attempt_timeout,
+            assign_key: self.assign_key,
+            retry_unknown: self.retry_unknown,
+            budget: self.budget,
+            seed: self.seed,
+        }
+    }
+
+    /// HTTP mode: classify with [`HttpClassifier`] (status + `Retry-After`) and answer a timed-out last attempt
+    /// with a `504` problem+json response. See [`crate::http`].
+    pub fn http(self) -> RetryLayerBuilder<HttpClassifier, Http> {
+        let b = self.classifier(HttpClassifier);
+        RetryLayerBuilder {
+            classifier: b.classifier,
+            mode: Http,
+            backoff: b.backoff,
+            min_delay: b.min_delay,
+            max_attempts: b.max_attempts,
+            deadline: b.deadline,
+            attempt_timeout: b.attempt_timeout,
+            assign_key: b.assign_key,
+            retry_unknown: b.retry_unknown,
+            budget: b.budget,
+            seed: b.seed,
+        }
+    }
+
+    /// Attempts per call, the first included (default [`DEFAULT_MAX_ATTEMPTS`]); `1` disables retries. `0` is
+    /// treated as `1`.
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = n.max(1);
+        self
+    }
+
+    /// The whole backoff (base, max, factor, jitter) at once; it is `palisade_core`'s shared [`Backoff`].
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// The jitter (default [`Jitter::Full`]; [`Jitter::Decorrelated`] for AWS's decorrelated jitter).
+    pub fn jitter(mut self, jitter: Jitter) -> Self {
+        self.backoff.jitter = jitter;
+        self
+    }
+
+    /// The base delay (default [`DEFAULT_BASE_DELAY`]): the ceiling of the first retry's delay, doubled per retry;
+    /// the floor of decorrelated jitter.
+    pub fn base_delay(mut self, d: Duration) -> Self {
+        self.backoff.base = d;
+        self
+    }
+
+    /// A floor on computed delays (default [`DEFAULT_MIN_DELAY`]). `Retry-After` is not raised to it.
+    pub fn min_delay(mut self, d: Duration) -> Self {
+        self.min_delay = d;
+        self
+    }
+
+    /// The cap on every delay, `Retry-After` included (default [`DEFAULT_MAX_DELAY`]).
+    pub fn max_delay(mut self, d: Duration) -> Self {
+        self.backoff.max = d;
+        self
+    }
+
+    /// The total deadline, measured from the call (default [`DEFAULT_DEADLINE`]). No attempt starts and no wait is
+    /// scheduled that would end after it; a per-attempt timeout is capped so the attempt ends by it.
+    pub fn deadline(mut self, d: Duration) -> Self {
+        self.deadline = Some(d);
+        self
+    }
+
+    /// No total deadline: attempts and waits are bounded only by `max_attempts` and the delays.
+    pub fn no_deadline(mut self) -> Self {
+        self.deadline = None;
+        self
+    }
+
+    /// A per-attempt timeout (default none, see [`DEFAULT_ATTEMPT_TIMEOUT`]). An attempt that exceeds it is
+    /// abandoned and counts as `Unknown`: retried with the same gateway key, or returned as
+    /// [`AttemptTimedOut`](crate::AttemptTimedOut).
+    pub fn attempt_timeout(mut self, d: Duration) -> Self {
+        self.attempt_timeout = Some(d);
+        self
+    }
+
+    /// Whether the layer assigns a fresh gateway idempotency key to a request that has none (default `true`). With
+    /// `false`, a request without a key is never retried after an `Unknown` outcome.
+    pub fn assign_gateway_key(mut self, yes: bool) -> Self {
+        self.assign_key = yes;
+        self
+    }
+
+    /// Whether `Unknown` outcomes are retried at all (default `true`, and then only for requests carrying a gateway
+    /// key). Set `false` for a gateway that does not deduplicate on its idempotency key.
+    pub fn retry_unknown(mut self, yes: bool) -> Self {
+        self.retry_unknown = yes;
+        self
+    }
+
+    /// The retry budget (default [`RetryBudget::default`]: 20 % of recent calls plus 10 per second). Every clone
+    /// of the built layer shares it; pass the same `Arc` to several layers to share it between them.
+    pub fn budget(mut self, budget: impl Into<Arc<RetryBudget>>) -> Self {
+        self.budget = Some(budget.into());
+        self
+    }
+
+    /// No retry budget: only `max_attempts` and the deadline limit retries. Not recommended in front of a gateway.
+    pub fn no_budget(mut self) -> Self {
+        self.budget = None;
+        self
+    }
+
+    /// Seeds the jitter (default: a random seed per layer). For reproducible tests.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Builds the layer.
+    pub fn build(self) -> RetryLayer<C, M> {
+        let seed = self.seed.unwrap_or_else(|| RandomState::new().hash_one(0x5eed_u64));
+        RetryLayer {
+            policy: Arc::new(Policy {
+                classifier: self.classifier,
+                mode: self.mode,
+                backoff: self.backoff,
+                min_delay: self.min_delay,
+                max_attempts: self.max_attempts,
+                deadline: self.deadline,
+                attempt_timeout: self.attempt_timeout,
+                assign_key: self.assign_key,
+                retry_unknown: self.retry_unknown,
+                budget: self.budget,
+                rng: AtomicU64::new(seed),
+            }),
+        }
+    }
+}
+
+impl<C, M> Policy<C, M> {
+    pub(crate) fn fmt_fields(&self, d: &mut std::fmt::DebugStruct<'_, '_>) {
+        d.field("max_attempts", &self.max_attempts)
+            .field("backoff", &self.backoff)
+            .field("min_delay", &self.min_delay)
+            .field("deadline", &self.deadline)
+            .field("attempt_timeout", &self.attempt_timeout)
+            .field("assign_gateway_key", &self.assign_key)
+            .field("retry_unknown", &self.retry_unknown)
+            .field("budget", &self.budget);
+    }
+}

@@ -1,0 +1,389 @@
+//! [`ResponseFuture`]: the named future of a retried call. No boxing: when the first attempt succeeds, polling it
+//! costs one poll of the inner future and one classification.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use palisade_core::{Classify, GatewayKeyed, Outcome};
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep, sleep_until};
+use tower_service::Service;
+
+use crate::config::Policy;
+use crate::error::{AttemptTimedOut, Mode};
+
+/// Why the layer retried or stopped: the `reason` field of its tracing events and metrics.
+mod reason {
+    /// Retrying after the wait the outcome asked for.
+    pub(super) const RETRY_AFTER: &str = "retry_after";
+    /// Retrying after the computed backoff.
+    pub(super) const BACKOFF: &str = "backoff";
+    /// Stopped: no attempts left.
+    pub(super) const MAX_ATTEMPTS: &str = "max_attempts";
+    /// Stopped: the next attempt (or its wait) would end after the total deadline.
+    pub(super) const DEADLINE: &str = "deadline";
+    /// Stopped: the retry budget is empty.
+    pub(super) const BUDGET: &str = "budget";
+    /// Stopped: `Unknown` and no gateway key on the request (or `retry_unknown(false)`).
+    pub(super) const UNKNOWN_WITHOUT_KEY: &str = "unknown_without_key";
+}
+
+pin_project! {
+    /// The future a [`Retry`](crate::Retry) service returns.
+    pub struct ResponseFuture<S, Req, C, M>
+    where
+        S: Service<Req>,
+    {
+        policy: Arc<Policy<C, M>>,
+        service: S,
+        // The clone the next attempt sends (same gateway key); `None` once no attempt is left.
+        request: Option<Req>,
+        #[pin]
+        state: State<S::Future>,
+        // One timer, reused: the attempt timeout while calling, the backoff while waiting, the deadline while
+        // waiting for readiness.
+        #[pin]
+        timer: Option<Sleep>,
+        timer_role: TimerRole,
+        // When the timer is an attempt timeout: how long it gives the attempt.
+        armed_for: Duration,
+        // The last failed outcome, returned if the deadline passes while waiting for readiness.
+        last: Option<Last<S::Response, S::Error>>,
+        start: Option<Instant>,
+        attempt: u32,
+        previous_delay: Option<Duration>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Calling { #[pin] future: F },
+        Waiting,
+        Preparing,
+        Done,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimerRole {
+    Idle,
+    Attempt,
+    Backoff,
+    Guard,
+}
+
+enum Last<Res, E> {
+    Result(Result<Res, E>),
+    TimedOut(AttemptTimedOut),
+}
+
+enum Decision {
+    Stop(Option<&'static str>),
+    Retry { delay: Duration, reason: &'static str },
+}
+
+impl<S, Req, C, M> ResponseFuture<S, Req, C, M>
+where
+    S: Service<Req>,
+{
+    pub(crate) fn new(
+        policy: Arc<Policy<C, M>>,
+        service: S,
+        request: Option<Req>,
+        future: S::Future,
+        start: Option<Instant>,
+    ) -> Self {
+        let mut armed_for = Duration::ZERO;
+        let timer = match (policy.attempt_timeout, start) {
+            (Some(t), Some(now)) => {
+                let at = attempt_deadline(&policy, start, now, t);
+                armed_for = at.saturating_duration_since(now);
+                Some(sleep_until(at))
+            }
+            _ => None,
+        };
+        let timer_role = if timer.is_some() { TimerRole::Attempt } else { TimerRole::Idle };
+        ResponseFuture {
+            policy,
+            service,
+            request,
+            state: State::Calling { future },
+            timer,
+            timer_role,
+            armed_for,
+            last: None,
+            start,
+            attempt: 1,
+            previous_delay: None,
+        }
+    }
+}
+
+fn deadline_at<C, M>(policy: &Policy<C, M>, start: Option<Instant>) -> Option<Instant> {
+    start.zip(policy.deadline).and_then(|(s, d)| s.checked_add(d))
+}
+
+fn attempt_deadline<C, M>(policy: &Policy<C, M>, start: Option<Instant>, now: Instant, timeout: Duration) -> Instant {
+    let at = now.checked_add(timeout).unwrap_or(now + Duration::from_secs(86_400 * 365));
+    match deadline_at(policy, start) {
+        Some(dl) => at.min(dl),
+        None => at,
+    }
+}
+
+impl<S, Req, C, M> Future for ResponseFuture<S, Req, C, M>
+where
+    S: Service<Req>,
+    Req: GatewayKeyed + Clone,
+    C: Classify<S::Response, S::Error>,
+    M: Mode<S::Response, S::Error>,
+{
+    type Output = Result<S::Response, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Calling { future } => {
+                    let last = match future.poll(cx) {
+                        Poll::Ready(result) => Last::Result(result),
+                        Poll::Pending => {
+                            if *this.timer_role != TimerRole::Attempt {
+                                return Poll::Pending;
+                            }
+                            let fired = this.timer.as_mut().as_pin_mut().is_some_and(|t| t.poll(cx).is_ready());
+                            if !fired {
+                                return Poll::Pending;
+                            }
+                            Last::TimedOut(AttemptTimedOut { after: *this.armed_for, attempt: *this.attempt })
+                        }
+                    };
+                    let outcome = match &last {
+                        Last::Result(r) => this.policy.classifier.classify(r),
+                        Last::TimedOut(_) => Outcome::Unknown,
+                    };
+                    if matches!(outcome, Outcome::Success) {
+                        // The path taken when nothing fails: no clock, no budget, no event.
+                        this.state.set(State::Done);
+                        return Poll::Ready(finish(this.policy, last));
+                    }
+                    let policy: &Policy<C, M> = this.policy;
+                    match decide(
+                        policy,
+                        this.request.as_ref(),
+                        *this.attempt,
+                        *this.start,
+                        *this.previous_delay,
+                        outcome,
+                    ) {
+                        Decision::Stop(why) => {
+                            if let Some(why) = why {
+                                gave_up(*this.attempt, outcome, why);
+                            }
+                            this.state.set(State::Done);
+                            return Poll::Ready(finish(this.policy, last));
+                        }
+                        Decision::Retry { delay, reason } => {
+                            retrying(*this.attempt, delay, outcome, reason);
+                            *this.previous_delay = Some(delay);
+                            *this.last = Some(last);
+                            if delay.is_zero() {
+                                this.state.set(State::Preparing);
+                                arm_guard(policy, *this.start, this.timer.as_mut(), this.timer_role);
+                            } else {
+                                set_timer(this.timer.as_mut(), Instant::now() + delay);
+                                *this.timer_role = TimerRole::Backoff;
+                                this.state.set(State::Waiting);
+                            }
+                        }
+                    }
+                }
+                StateProj::Waiting => {
+                    if let Some(t) = this.timer.as_mut().as_pin_mut() {
+                        ready!(t.poll(cx));
+                    }
+                    this.state.set(State::Preparing);
+                    arm_guard(this.policy, *this.start, this.timer.as_mut(), this.timer_role);
+                }
+                StateProj::Preparing => {
+                    match this.service.poll_ready(cx) {
+                        Poll::Ready(Ok(())) => {}
+                        Poll::Ready(Err(e)) => {
+                            // A failed `poll_ready` means the inner service is unusable (tower's contract): return
+                            // its error as is.
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err(e));
+                        }
+                        Poll::Pending => {
+                            if *this.timer_role == TimerRole::Guard
+                                && let Some(t) = this.timer.as_mut().as_pin_mut()
+                                && t.poll(cx).is_ready()
+                            {
+                                // The deadline passed while the inner service was not ready.
+                                gave_up(*this.attempt, Outcome::Unknown, reason::DEADLINE);
+                                this.state.set(State::Done);
+                                return match this.last.take() {
+                                    Some(last) => Poll::Ready(finish(this.policy, last)),
+                                    // Unreachable: `last` is set before every retry. Answer as a timeout.
+                                    None => {
+                                        Poll::Ready(this.policy.mode.timed_out(AttemptTimedOut {
+                                            after: Duration::ZERO,
+                                            attempt: *this.attempt,
+                                        }))
+                                    }
+                                };
+                            }
+                            return Poll::Pending;
+                        }
+                    }
+                    *this.attempt += 1;
+                    let policy: &Policy<C, M> = this.policy;
+                    // The last attempt takes the retained request; earlier ones send a clone of it. Either way the
+                    // request (and its gateway key) is the one the first attempt sent.
+                    let request =
+                        if *this.attempt >= policy.max_attempts { this.request.take() } else { this.request.clone() };
+                    let Some(request) = request else {
+                        // Unreachable: `decide` retries only while a request is retained.
+                        this.state.set(State::Done);
+                        return match this.last.take() {
+                            Some(last) => Poll::Ready(finish(this.policy, last)),
+                            None => Poll::Ready(
+                                this.policy.mode.timed_out(AttemptTimedOut { after: Duration::ZERO, attempt: 0 }),
+                            ),
+                        };
+                    };
+                    *this.last = None;
+                    match policy.attempt_timeout {
+                        Some(t) => {
+                            let now = Instant::now();
+                            let at = attempt_deadline(policy, *this.start, now, t);
+                            *this.armed_for = at.saturating_duration_since(now);
+                            set_timer(this.timer.as_mut(), at);
+                            *this.timer_role = TimerRole::Attempt;
+                        }
+                        None => *this.timer_role = TimerRole::Idle,
+                    }
+                    let future = this.service.call(request);
+                    this.state.set(State::Calling { future });
+                }
+                StateProj::Done => panic!("ResponseFuture polled after completion"),
+            }
+        }
+    }
+}
+
+fn finish<Res, E, C, M: Mode<Res, E>>(policy: &Policy<C, M>, last: Last<Res, E>) -> Result<Res, E> {
+    match last {
+        Last::Result(r) => r,
+        Last::TimedOut(t) => policy.mode.timed_out(t),
+    }
+}
+
+fn set_timer(mut timer: Pin<&mut Option<Sleep>>, at: Instant) {
+    match timer.as_mut().as_pin_mut() {
+        Some(t) => t.reset(at),
+        None => timer.set(Some(sleep_until(at))),
+    }
+}
+
+/// While waiting for readiness, the timer watches the deadline (if there is one).
+fn arm_guard<C, M>(
+    policy: &Policy<C, M>,
+    start: Option<Instant>,
+    timer: Pin<&mut Option<Sleep>>,
+    role: &mut TimerRole,
+) {
+    match deadline_at(policy, start) {
+        Some(dl) => {
+            set_timer(timer, dl);
+            *role = TimerRole::Guard;
+        }
+        None => *role = TimerRole::Idle,
+    }
+}
+
+fn decide<Req: GatewayKeyed, C, M>(
+    policy: &Policy<C, M>,
+    request: Option<&Req>,
+    attempt: u32,
+    start: Option<Instant>,
+    previous_delay: Option<Duration>,
+    outcome: Outcome,
+) -> Decision {
+    let retry_after = match outcome {
+        Outcome::Retriable { retry_after } => retry_after,
+        Outcome::Unknown => None,
+        // Success, Terminal, and any outcome a later core adds: never retried.
+        _ => return Decision::Stop(None),
+    };
+    let Some(request) = request else { return Decision::Stop(Some(reason::MAX_ATTEMPTS)) };
+    if attempt >= policy.max_attempts {
+        return Decision::Stop(Some(reason::MAX_ATTEMPTS));
+    }
+    if matches!(outcome, Outcome::Unknown) && !(policy.retry_unknown && request.gateway_key().is_some()) {
+        return Decision::Stop(Some(reason::UNKNOWN_WITHOUT_KEY));
+    }
+    let (delay, why) = match retry_after {
+        // The other side said when: that wait exactly, no jitter, capped by the max delay.
+        Some(ra) => (ra.min(policy.backoff.max), reason::RETRY_AFTER),
+        None => (policy.backoff_delay(attempt - 1, previous_delay), reason::BACKOFF),
+    };
+    let now = Instant::now();
+    if let Some(dl) = deadline_at(policy, start) {
+        // An attempt starting at or after the deadline could not finish by it: return the last outcome now.
+        if now.checked_add(delay).is_none_or(|at| at >= dl) {
+            return Decision::Stop(Some(reason::DEADLINE));
+        }
+    }
+    if let Some(budget) = &policy.budget
+        && !budget.withdraw_at(now)
+    {
+        return Decision::Stop(Some(reason::BUDGET));
+    }
+    Decision::Retry { delay, reason: why }
+}
+
+fn retrying(attempt: u32, delay: Duration, outcome: Outcome, why: &'static str) {
+    let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+    tracing::info!(
+        target: "palisade_retry",
+        attempt,
+        delay_ms,
+        outcome = outcome.class().as_str(),
+        reason = why,
+        "retrying gateway call"
+    );
+    #[cfg(feature = "metrics")]
+    metrics::counter!("palisade_retry_retries_total", "outcome" => outcome.class().as_str(), "reason" => why)
+        .increment(1);
+}
+
+fn gave_up(attempt: u32, outcome: Outcome, why: &'static str) {
+    tracing::warn!(
+        target: "palisade_retry",
+        attempt,
+        outcome = outcome.class().as_str(),
+        reason = why,
+        "not retrying gateway call; returning the last outcome"
+    );
+    #[cfg(feature = "metrics")]
+    metrics::counter!("palisade_retry_gave_up_total", "outcome" => outcome.class().as_str(), "reason" => why)
+        .increment(1);
+}
+
+impl<S, Req, C, M> fmt::Debug for ResponseFuture<S, Req, C, M>
+where
+    S: Service<Req>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("attempt", &self.attempt)
+            .field("previous_delay", &self.previous_delay)
+            .finish_non_exhaustive()
+    }
+}

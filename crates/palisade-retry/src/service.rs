@@ -1,0 +1,90 @@
+//! [`Retry`]: the service [`RetryLayer`](crate::RetryLayer) produces.
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use palisade_core::{Classify, GatewayKeyed, IdempotencyKey};
+use tokio::time::Instant;
+use tower_service::Service;
+
+use crate::config::Policy;
+use crate::error::Mode;
+use crate::future::ResponseFuture;
+
+/// Retries the inner service `S` by [`Outcome`](palisade_core::Outcome).
+///
+/// - **Keys:** before the first attempt a request without a gateway idempotency key gets one
+///   ([`GatewayKeyed`]); every attempt sends a clone of that same request, so the gateway deduplicates.
+/// - **Readiness:** `poll_ready` drives the inner service; `call` moves the ready service into the response
+///   future and keeps a fresh clone here (tower's `std::mem::replace` pattern), and the future calls
+///   `poll_ready` on its own service again before every retry. Nothing holds a ready slot while it sleeps.
+/// - Requests must be `Clone` (one clone is kept for the next attempt) and the inner service `Clone`.
+pub struct Retry<S, C, M> {
+    pub(crate) inner: S,
+    pub(crate) policy: Arc<Policy<C, M>>,
+}
+
+impl<S, C, M> Retry<S, C, M> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+    /// Consumes the layer's service, returning the inner one.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, C, M> Clone for Retry<S, C, M> {
+    fn clone(&self) -> Self {
+        Retry { inner: self.inner.clone(), policy: self.policy.clone() }
+    }
+}
+
+impl<S: fmt::Debug, C, M> fmt::Debug for Retry<S, C, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Retry");
+        d.field("inner", &self.inner);
+        self.policy.fmt_fields(&mut d);
+        d.finish_non_exhaustive()
+    }
+}
+
+impl<S, C, M, Req> Service<Req> for Retry<S, C, M>
+where
+    S: Service<Req> + Clone,
+    Req: GatewayKeyed + Clone,
+    C: Classify<S::Response, S::Error>,
+    M: Mode<S::Response, S::Error>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, Req, C, M>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Req) -> Self::Future {
+        let policy = &self.policy;
+        if policy.assign_key && req.gateway_key().is_none() {
+            req.set_gateway_key(IdempotencyKey::generate());
+        }
+        let start = if policy.needs_clock() { Some(Instant::now()) } else { None };
+        if let (Some(budget), Some(now)) = (&policy.budget, start) {
+            budget.deposit_at(now);
+        }
+        // One clone kept for the next attempt; none when there is no next attempt.
+        let retained = (policy.max_attempts > 1).then(|| req.clone());
+        // The ready service goes into the future; a fresh clone stays here for the next `poll_ready`.
+        let fresh = self.inner.clone();
+        let mut service = std::mem::replace(&mut self.inner, fresh);
+        let future = service.call(req);
+        ResponseFuture::new(self.policy.clone(), service, retained, future, start)
+    }
+}

@@ -1,0 +1,403 @@
+//! Behaviour of the retry layer under paused time: what is retried, when, how often, with which key.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use palisade_core::backoff::{Backoff, Jitter};
+use palisade_core::*;
+use palisade_retry::{RetryBudget, RetryLayer};
+use palisade_sim::{Fault, GatewaySim};
+use tokio::time::Instant;
+use tower::{Layer, Service, ServiceExt};
+
+/// When each call arrived and which key it carried.
+type CallLog = Arc<Mutex<Vec<(Instant, Option<IdempotencyKey>)>>>;
+/// Body and key of each HTTP call.
+type HttpLog = Arc<Mutex<Vec<(String, Option<IdempotencyKey>)>>>;
+
+/// One scripted answer of the mock gateway.
+#[derive(Clone)]
+enum Step {
+    Ok,
+    Err(PaymentError),
+    /// Never answers (for timeouts).
+    Hang,
+}
+
+/// A gateway that answers from a script and records when each call arrived and which key it carried.
+#[derive(Clone)]
+struct Scripted {
+    script: Arc<Mutex<VecDeque<Step>>>,
+    /// Answer when the script is empty.
+    then: Step,
+    calls: CallLog,
+}
+
+impl Scripted {
+    fn new(script: impl IntoIterator<Item = Step>, then: Step) -> Self {
+        Scripted { script: Arc::new(Mutex::new(script.into_iter().collect())), then, calls: Arc::default() }
+    }
+    fn calls(&self) -> Vec<(Instant, Option<IdempotencyKey>)> {
+        self.calls.lock().unwrap().clone()
+    }
+    fn count(&self) -> usize {
+        self.calls.lock().unwrap().len()
+    }
+}
+
+impl Service<GatewayRequest> for Scripted {
+    type Response = &'static str;
+    type Error = PaymentError;
+    type Future = Pin<Box<dyn Future<Output = Result<&'static str, PaymentError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), PaymentError>> {
+        Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, req: GatewayRequest) -> Self::Future {
+        self.calls.lock().unwrap().push((Instant::now(), req.gateway_key().cloned()));
+        let step = self.script.lock().unwrap().pop_front().unwrap_or_else(|| self.then.clone());
+        Box::pin(async move {
+            match step {
+                Step::Ok => Ok("ok"),
+                Step::Err(e) => Err(e),
+                Step::Hang => std::future::pending().await,
+            }
+        })
+    }
+}
+
+fn charge(order: &str, key: Option<&str>) -> GatewayRequest {
+    let mut c = ChargeRequest::new(
+        Money::parse("10.00", Currency::USD).unwrap(),
+        PaymentToken::new("tok_visa").unwrap(),
+        order,
+    );
+    if let Some(k) = key {
+        c = c.idempotency_key(IdempotencyKey::new(k).unwrap());
+    }
+    GatewayRequest::Charge(c)
+}
+
+fn net() -> PaymentError {
+    PaymentError::network("refused")
+}
+
+/// Delays without randomness, so the schedule is exact.
+fn fixed(base_ms: u64) -> Backoff {
+    Backoff { base: Duration::from_millis(base_ms), max: Duration::from_secs(10), factor: 2.0, jitter: Jitter::None }
+}
+
+async fn run<S>(svc: &mut S, req: GatewayRequest) -> Result<S::Response, S::Error>
+where
+    S: Service<GatewayRequest>,
+{
+    svc.ready().await?.call(req).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn never_retries_terminal() {
+    let gw = Scripted::new([Step::Err(PaymentError::declined("do_not_honor"))], Step::Ok);
+    let mut svc = RetryLayer::builder().max_attempts(5).build().layer(gw.clone());
+    let res = run(&mut svc, charge("o1", None)).await;
+    assert_eq!(res, Err(PaymentError::declined("do_not_honor")));
+    assert_eq!(gw.count(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retriable_failures_are_retried_with_the_same_assigned_key() {
+    let gw = Scripted::new([Step::Err(net()), Step::Err(net())], Step::Ok);
+    let mut svc = RetryLayer::builder().max_attempts(3).build().layer(gw.clone());
+    let res = run(&mut svc, charge("o1", None)).await;
+    assert_eq!(res, Ok("ok"));
+    let calls = gw.calls();
+    assert_eq!(calls.len(), 3);
+    let key = calls[0].1.clone().expect("the layer assigns a key before the first attempt");
+    assert!(calls.iter().all(|(_, k)| k.as_ref() == Some(&key)), "every attempt carries the same key");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_existing_key_is_kept() {
+    let gw = Scripted::new([Step::Err(PaymentError::timeout("lost"))], Step::Ok);
+    let mut svc = RetryLayer::builder().build().layer(gw.clone());
+    assert_eq!(run(&mut svc, charge("o1", Some("edge-key-1"))).await, Ok("ok"));
+    assert!(gw.calls().iter().all(|(_, k)| k.as_ref().map(IdempotencyKey::as_str) == Some("edge-key-1")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn stops_at_max_attempts_and_returns_the_last_outcome() {
+    let gw = Scripted::new([Step::Err(net()), Step::Err(net())], Step::Err(PaymentError::timeout("last")));
+    let mut svc = RetryLayer::builder().max_attempts(4).backoff(fixed(10)).build().layer(gw.clone());
+    let res = run(&mut svc, charge("o1", None)).await;
+    assert_eq!(res, Err(PaymentError::timeout("last")));
+    assert_eq!(gw.count(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn unknown_is_retried_only_with_a_gateway_key() {
+    // Without key assignment and without a key: an Unknown outcome is returned at once.
+    let gw = Scripted::new([Step::Err(PaymentError::timeout("lost"))], Step::Ok);
+    let mut svc = RetryLayer::builder().assign_gateway_key(false).build().layer(gw.clone());
+    assert!(matches!(run(&mut svc, charge("o1", None)).await, Err(PaymentError::GatewayTimeout { .. })));
+    assert_eq!(gw.count(), 1);
+    assert_eq!(gw.calls()[0].1, None);
+
+    // Same settings, but the request carries a key: retried.
+    let gw = Scripted::new([Step::Err(PaymentError::timeout("lost"))], Step::Ok);
+    let mut svc = RetryLayer::builder().assign_gateway_key(false).build().layer(gw.clone());
+    assert_eq!(run(&mut svc, charge("o1", Some("k"))).await, Ok("ok"));
+    assert_eq!(gw.count(), 2);
+
+    // A retriable outcome needs no key.
+    let gw = Scripted::new([Step::Err(net())], Step::Ok);
+    let mut svc = RetryLayer::builder().assign_gateway_key(false).build().layer(gw.clone());
+    assert_eq!(run(&mut svc, charge("o1", None)).await, Ok("ok"));
+    assert_eq!(gw.count(), 2);
+
+    // retry_unknown(false): never, key or not.
+    let gw = Scripted::new([Step::Err(PaymentError::timeout("lost"))], Step::Ok);
+    let mut svc = RetryLayer::builder().retry_unknown(false).build().layer(gw.clone());
+    assert!(run(&mut svc, charge("o1", Some("k"))).await.is_err());
+    assert_eq!(gw.count(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_is_honoured_exactly() {
+    let ra = Duration::from_millis(2_750);
+    let gw = Scripted::new([Step::Err(PaymentError::RateLimited { retry_after: Some(ra) })], Step::Ok);
+    // A backoff that would wait much longer, to show Retry-After replaces it.
+    let mut svc = RetryLayer::builder().backoff(fixed(5_000)).build().layer(gw.clone());
+    assert_eq!(run(&mut svc, charge("o1", None)).await, Ok("ok"));
+    let calls = gw.calls();
+    assert_eq!(calls[1].0 - calls[0].0, ra);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_is_capped_by_max_delay() {
+    let gw = Scripted::new(
+        [Step::Err(PaymentError::GatewayUnavailable { retry_after: Some(Duration::from_secs(60)) })],
+        Step::Ok,
+    );
+    let mut svc = RetryLayer::builder().max_delay(Duration::from_secs(2)).build().layer(gw.clone());
+    assert_eq!(run(&mut svc, charge("o1", None)).await, Ok("ok"));
+    let calls = gw.calls();
+    assert_eq!(calls[1].0 - calls[0].0, Duration::from_secs(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_past_the_deadline_returns_the_last_outcome_at_once() {
+    let open = PaymentError::CircuitOpen { retry_after: Some(Duration::from_secs(8)) };
+    let gw = Scripted::new([Step::Err(open.clone())], Step::Ok);
+    let mut svc = RetryLayer::builder()
+        .deadline(Duration::from_secs(5))
+        .max_delay(Duration::from_secs(30))
+        .build()
+        .layer(gw.clone());
+    let t0 = Instant::now();
+    assert_eq!(run(&mut svc, charge("o1", None)).await, Err(open));
+    assert_eq!(gw.count(), 1);
+    assert_eq!(t0.elapsed(), Duration::ZERO, "no waiting for a retry that cannot happen");
+}
+
+#[tokio::test(start_paused = true)]
+async fn stops_at_the_deadline() {
+    // Delays 1 s, 2 s, 4 s ...: attempts at 0, 1, 3; the next would start at 7 > 5.
+    let gw = Scripted::new([], Step::Err(net()));
+    let mut svc = RetryLayer::builder()
+        .max_attempts(10)
+        .backoff(fixed(1_000))
+        .deadline(Duration::from_secs(5))
+        .build()
+        .layer(gw.clone());
+    let t0 = Instant::now();
+    assert_eq!(run(&mut svc, charge("o1", None)).await, Err(net()));
+    let at: Vec<Duration> = gw.calls().iter().map(|(t, _)| *t - t0).collect();
+    assert_eq!(at, [Duration::ZERO, Duration::from_secs(1), Duration::from_secs(3)]);
+    assert_eq!(t0.elapsed(), Duration::from_secs(3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_attempt_over_its_timeout_is_unknown_and_retried_with_the_same_key() {
+    let gw = Scripted::new([Step::Hang], Step::Ok);
+    let mut svc =
+        RetryLayer::builder().attempt_timeout(Duration::from_secs(2)).backoff(fixed(100)).build().layer(gw.clone());
+    let t0 = Instant::now();
+    assert_eq!(run(&mut svc, charge("o1", None)).await, Ok("ok"));
+    let calls = gw.calls();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[1].0 - t0, Duration::from_millis(2_100), "2 s timeout, then the 100 ms backoff");
+    assert!(calls[0].1.is_some() && calls[0].1 == calls[1].1);
+
+    // Without a key it is not retried (Unknown), and the caller gets a gateway timeout.
+    let gw = Scripted::new([Step::Hang], Step::Ok);
+    let mut svc = RetryLayer::builder()
+        .attempt_timeout(Duration::from_secs(2))
+        .assign_gateway_key(false)
+        .build()
+        .layer(gw.clone());
+    let res = run(&mut svc, charge("o1", None)).await;
+    assert!(matches!(res, Err(PaymentError::GatewayTimeout { .. })), "{res:?}");
+    assert_eq!(gw.count(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_deadline_caps_the_attempt_timeout() {
+    let gw = Scripted::new([], Step::Hang);
+    let mut svc = RetryLayer::builder()
+        .attempt_timeout(Duration::from_secs(10))
+        .deadline(Duration::from_secs(3))
+        .build()
+        .layer(gw.clone());
+    let t0 = Instant::now();
+    let res = run(&mut svc, charge("o1", None)).await;
+    assert!(matches!(res, Err(PaymentError::GatewayTimeout { .. })), "{res:?}");
+    assert_eq!(t0.elapsed(), Duration::from_secs(3));
+    assert_eq!(gw.count(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn timeouts_convert_into_box_errors_too() {
+    let gw = Scripted::new([], Step::Hang).map_err(tower::BoxError::from);
+    let mut svc = RetryLayer::builder().attempt_timeout(Duration::from_secs(1)).max_attempts(1).build().layer(gw);
+    let err = run(&mut svc, charge("o1", None)).await.unwrap_err();
+    let timed_out = err.downcast_ref::<palisade_retry::AttemptTimedOut>().expect("the layer's own error");
+    assert_eq!(timed_out.after, Duration::from_secs(1));
+    assert_eq!(ErrorOutcome::outcome(&err), Outcome::Unknown);
+}
+
+#[tokio::test(start_paused = true)]
+async fn budget_exhaustion_stops_retries_and_recovers() {
+    // No share of calls, a floor of one retry per second.
+    let budget = RetryBudget::new(0.0, 1, Duration::from_secs(10)).unwrap();
+    let gw = Scripted::new([], Step::Err(net()));
+    let layer = RetryLayer::builder().max_attempts(5).backoff(fixed(10)).budget(budget).build();
+    let mut a = layer.layer(gw.clone());
+    // A clone of the layer shares the budget.
+    let mut b = layer.clone().layer(gw.clone());
+
+    assert!(run(&mut a, charge("o1", None)).await.is_err());
+    assert_eq!(gw.count(), 2, "the floor's one retry, then the budget is empty");
+    assert!(run(&mut b, charge("o2", None)).await.is_err());
+    assert_eq!(gw.count(), 3, "the other clone finds the budget empty too: no retry");
+
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert!(run(&mut b, charge("o3", None)).await.is_err());
+    assert_eq!(gw.count(), 5, "a second later the floor has refilled one retry");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_budget_grants_its_share_of_recent_calls() {
+    // 50 % of calls, no floor: ten good calls fund five retries.
+    let budget = RetryBudget::new(0.5, 0, Duration::from_secs(10)).unwrap();
+    let gw = Scripted::new(std::iter::repeat_n(Step::Ok, 10), Step::Err(net()));
+    let mut svc = RetryLayer::builder().max_attempts(100).backoff(fixed(1)).budget(budget).build().layer(gw.clone());
+    for i in 0..10 {
+        assert!(run(&mut svc, charge(&format!("ok{i}"), None)).await.is_ok());
+    }
+    assert!(run(&mut svc, charge("bad", None)).await.is_err());
+    // The failing call deposited half a retry too: 11 × 0.5 = 5.5 → 5 retries, 6 attempts.
+    assert_eq!(gw.count(), 10 + 6);
+}
+
+/// A gateway that takes a ready slot in `poll_ready` and gives it back when the call's future ends, and that
+/// panics if called without one: `tower::limit::ConcurrencyLimit(1)` around the script.
+#[tokio::test(start_paused = true)]
+async fn no_ready_slot_is_held_while_sleeping() {
+    let gw =
+        Scripted::new([Step::Err(PaymentError::RateLimited { retry_after: Some(Duration::from_secs(5)) })], Step::Ok);
+    let limited = tower::limit::ConcurrencyLimitLayer::new(1).layer(gw.clone());
+    let svc = RetryLayer::builder().build().layer(limited);
+
+    let t0 = Instant::now();
+    let mut first = svc.clone();
+    let slow = tokio::spawn(async move { run(&mut first, charge("slow", None)).await });
+    // Let the first call fail and start its 5 s wait.
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(gw.count(), 1);
+    let mut second = svc.clone();
+    assert_eq!(run(&mut second, charge("fast", None)).await, Ok("ok"));
+    assert!(t0.elapsed() < Duration::from_secs(5), "the second call did not wait for the first one's sleep");
+    assert_eq!(slow.await.unwrap(), Ok("ok"));
+    assert_eq!(gw.count(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn failing_after_commit_twice_charges_once_and_succeeds() {
+    let sim = GatewaySim::new();
+    sim.script(Operation::Charge, [Fault::FailAfterCommit, Fault::FailAfterCommit]);
+    let mut svc = RetryLayer::builder().max_attempts(3).build().layer(sim.clone());
+    let res = run(&mut svc, charge("order-42", None)).await;
+    let ok = res.expect("the third attempt returns the stored charge");
+    assert_eq!(ok.operation, Operation::Charge);
+    assert_eq!(sim.calls(), 3);
+    let charges = sim.charges_for("order-42");
+    assert_eq!(charges.len(), 1, "{charges:?}");
+    assert!(charges[0].gateway_key.is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_retry_emits_an_event_with_stable_fields() {
+    let capture = palisade_testkit::LogCapture::new();
+    let _guard = tracing::subscriber::set_default(capture.subscriber());
+    let gw = Scripted::new(
+        [Step::Err(PaymentError::RateLimited { retry_after: Some(Duration::from_millis(1500)) })],
+        Step::Err(PaymentError::timeout("lost")),
+    );
+    let mut svc = RetryLayer::builder().max_attempts(2).build().layer(gw.clone());
+    assert!(run(&mut svc, charge("o1", None)).await.is_err());
+    let logs = capture.contents();
+    let retry = logs.lines().find(|l| l.contains(" INFO ") && l.contains("retrying gateway call")).expect(&logs);
+    for field in ["attempt=1", "delay_ms=1500", "outcome=\"retriable\"", "reason=\"retry_after\""] {
+        assert!(retry.contains(field), "missing {field} in {retry}");
+    }
+    let gave_up = logs.lines().find(|l| l.contains("not retrying")).expect(&logs);
+    for field in ["attempt=2", "outcome=\"unknown\"", "reason=\"max_attempts\""] {
+        assert!(gave_up.contains(field), "missing {field} in {gave_up}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn http_mode_replays_the_body_and_answers_timeouts_with_problem_json() {
+    use http::{Request, Response, StatusCode};
+
+    let seen: HttpLog = Arc::default();
+    let seen2 = seen.clone();
+    let gw = tower::service_fn(move |req: Request<String>| {
+        let seen = seen2.clone();
+        async move {
+            let n = {
+                let mut s = seen.lock().unwrap();
+                s.push((req.body().clone(), req.gateway_key().cloned()));
+                s.len()
+            };
+            let res = match n {
+                1 => Response::builder().status(503).header("retry-after", "2").body(Vec::new()).unwrap(),
+                2 => Response::builder().status(502).body(Vec::new()).unwrap(),
+                _ => Response::new(b"charged".to_vec()),
+            };
+            Ok::<_, tower::BoxError>(res)
+        }
+    });
+    let mut svc = RetryLayer::builder().http().build().layer(gw);
+    let req = Request::post("/v1/charges").body("amount=1000&currency=usd".to_owned()).unwrap();
+    let res = svc.ready().await.unwrap().call(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3, "503 retried after Retry-After, 502 (Unknown) retried with the key");
+    assert!(seen.iter().all(|(body, key)| body == "amount=1000&currency=usd" && key.is_some() && *key == seen[0].1));
+
+    // A hanging gateway: the timeout is a 504 problem+json response, not an error.
+    let hang = tower::service_fn(|_req: Request<String>| async {
+        std::future::pending::<Result<Response<Vec<u8>>, tower::BoxError>>().await
+    });
+    let mut svc =
+        RetryLayer::builder().http().attempt_timeout(Duration::from_secs(1)).max_attempts(2).build().layer(hang);
+    let res: Response<Vec<u8>> = svc.ready().await.unwrap().call(Request::new(String::new())).await.unwrap();
+    assert_eq!(res.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(res.headers()[http::header::CONTENT_TYPE], palisade_core::problem::PROBLEM_JSON);
+    let body: serde_json::Value = serde_json::from_slice(res.body()).unwrap();
+    assert_eq!(body["type"], "urn:palisade:problem:gateway_timeout");
+}
