@@ -48,7 +48,7 @@ pub(crate) struct Finding {
 }
 
 /// Card brands of the IIN table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Brand {
     /// Visa: 4, 13/16/19 digits.
@@ -94,9 +94,7 @@ pub fn brand(digits: &[u8]) -> Option<Brand> {
         b'3' if (p2 == 34 || p2 == 37) && len == 15 => Some(Brand::Amex),
         b'3' if ((300..=305).contains(&p3) || p2 == 36 || p2 == 38 || p2 == 39) && len >= 14 => Some(Brand::Diners),
         b'3' if (3528..=3589).contains(&p4) && long => Some(Brand::Jcb),
-        b'6' if (p4 == 6011 || (644..=649).contains(&p3) || p2 == 65 || (622_126..=622_925).contains(&p6))
-            && long =>
-        {
+        b'6' if (p4 == 6011 || (644..=649).contains(&p3) || p2 == 65 || (622_126..=622_925).contains(&p6)) && long => {
             Some(Brand::Discover)
         }
         b'6' if p2 == 62 && long => Some(Brand::UnionPay),
@@ -278,17 +276,16 @@ fn group_run(b: &[u8], s: usize, floor: usize, rules: Rules, out: &mut Findings)
         let g = Group { start: gs, end: p };
         let glen = p - gs;
         let single = first && !(p + 1 < n && is_sep(b[p]) && is_digit(b[p + 1]));
-        if first {
-            if let Some(end) = labelled(b, g, floor, rules, out) {
-                resume = resume.max(end);
-            }
+        if first && let Some(end) = labelled(b, g, floor, rules, out) {
+            resume = resume.max(end);
         }
-        if single && rules.track {
-            if let Some(f) = track(b, g, floor) {
-                resume = resume.max(f.end);
-                out.push(f);
-                return resume.max(p);
-            }
+        if single
+            && rules.track
+            && let Some(f) = track(b, g, floor)
+        {
+            resume = resume.max(f.end);
+            out.push(f);
+            return resume.max(p);
         }
         if glen > MAX_PAN {
             wlen = 0;
@@ -352,11 +349,7 @@ fn labelled(b: &[u8], g: Group, floor: usize, rules: Rules, out: &mut Findings) 
     let n = b.len();
     let glen = g.end - g.start;
     let alnum_after = g.end < n && b[g.end].is_ascii_alphanumeric();
-    if rules.cvv
-        && (3..=4).contains(&glen)
-        && !alnum_after
-        && label_before(b, g.start, floor, CVV_LABELS)
-    {
+    if rules.cvv && (3..=4).contains(&glen) && !alnum_after && label_before(b, g.start, floor, CVV_LABELS) {
         out.push(Finding { start: g.start, end: g.end, kind: Kind::Cvv });
         return Some(g.end);
     }

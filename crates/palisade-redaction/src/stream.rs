@@ -169,11 +169,11 @@ impl<W: Write> RedactingWriter<W> {
     }
 
     fn write_out(&mut self) -> io::Result<()> {
-        if let Some(w) = self.inner.as_mut() {
-            if !self.out.is_empty() {
-                w.write_all(&self.out)?;
-                self.out.clear();
-            }
+        if let Some(w) = self.inner.as_mut()
+            && !self.out.is_empty()
+        {
+            w.write_all(&self.out)?;
+            self.out.clear();
         }
         Ok(())
     }
@@ -325,7 +325,8 @@ mod tests {
 
     #[test]
     fn every_split_of_a_tricky_line_equals_one_shot() {
-        let text: &[u8] = b"x cvv: 123 pan=4242 4242 4242 4242 t=%B4111111111111111^DOE/J^2512? pin_block=AB12CD34EF567890\n\
+        let text: &[u8] =
+            b"x cvv: 123 pan=4242 4242 4242 4242 t=%B4111111111111111^DOE/J^2512? pin_block=AB12CD34EF567890\n\
             ;4111111111111111=2512101? 12345678901234567890 id_5555555555554444 end";
         let want = Redactor::new().redact_bytes(text).into_owned();
         for i in 0..=text.len() {

@@ -1,0 +1,237 @@
+//! HTTP mode of the audit layer: method, URI, headers (secrets masked) and bodies, all through the redactor.
+
+use std::fmt::Write as _;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, Request, Response};
+use http_body::Body;
+use http_body_util::{BodyExt, Full};
+use palisade_core::{BoxError, ErrorOutcome, HttpClassifier};
+use tokio::time::Instant;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::layer::{AuditConfig, RedactionLayerBuilder};
+
+/// Headers whose values are never logged, only named: credentials (`Authorization`, `Proxy-Authorization`,
+/// `X-Api-Key`), session cookies (`Cookie`, `Set-Cookie`) and webhook signatures (`Stripe-Signature`,
+/// `Webhook-Signature`, `X-Hub-Signature-256`), which let anyone holding one replay or forge a call.
+pub const DEFAULT_SENSITIVE_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+    "stripe-signature",
+    "webhook-signature",
+    "x-hub-signature-256",
+];
+
+/// How many bytes of each (already redacted) body the audit event keeps: 4 KiB shows a payment request or a
+/// gateway answer whole, and keeps one event from flooding the log with an upload.
+pub const DEFAULT_BODY_LOG_LIMIT: usize = 4096;
+
+/// What a masked header value is written as.
+pub const HEADER_PLACEHOLDER: &str = "[REDACTED]";
+
+#[derive(Debug)]
+struct HttpConfig {
+    audit: AuditConfig,
+    sensitive: Vec<HeaderName>,
+    body_limit: usize,
+}
+
+/// The audit layer for HTTP services (an axum `Router`, a hyper client). The request and response bodies are
+/// buffered so they can be logged (redacted, JSON-aware, up to [`DEFAULT_BODY_LOG_LIMIT`] bytes each) and are
+/// passed on unchanged as `Full<Bytes>`; the outcome comes from [`HttpClassifier`].
+///
+/// ```
+/// use palisade_redaction::RedactionLayer;
+/// use tower::{ServiceBuilder, ServiceExt};
+/// use http_body_util::Full;
+/// use bytes::Bytes;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let svc = ServiceBuilder::new()
+///     .layer(RedactionLayer::builder().http().build())
+///     .service_fn(|_req: http::Request<Full<Bytes>>| async {
+///         Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from_static(b"{\"ok\":true}"))))
+///     });
+/// let req = http::Request::post("/charges?card=4242424242424242")
+///     .header("authorization", "Bearer sk_live_secret")
+///     .body(Full::new(Bytes::from_static(br#"{"card_number":"4111111111111111","amount":100}"#)))
+///     .unwrap();
+/// let cap = palisade_testkit::LogCapture::new();
+/// let _guard = tracing::subscriber::set_default(cap.subscriber());
+/// svc.oneshot(req).await.unwrap();
+/// let log = cap.contents();
+/// assert!(!log.contains("sk_live_secret") && !log.contains("4111111111111111") && !log.contains("4242424242424242"));
+/// assert!(log.contains("authorization: [REDACTED]") && log.contains("amount"));
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct HttpRedactionLayer {
+    cfg: Arc<HttpConfig>,
+}
+
+/// Builds an [`HttpRedactionLayer`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct HttpRedactionLayerBuilder {
+    base: RedactionLayerBuilder<()>,
+    sensitive: Vec<HeaderName>,
+    body_limit: usize,
+}
+
+impl<C> RedactionLayerBuilder<C> {
+    /// Switches to HTTP mode.
+    pub fn http(self) -> HttpRedactionLayerBuilder {
+        HttpRedactionLayerBuilder {
+            base: self.classifier(()),
+            sensitive: DEFAULT_SENSITIVE_HEADERS.iter().map(|h| HeaderName::from_static(h)).collect(),
+            body_limit: DEFAULT_BODY_LOG_LIMIT,
+        }
+    }
+}
+
+impl HttpRedactionLayerBuilder {
+    /// Masks one more header (in addition to [`DEFAULT_SENSITIVE_HEADERS`]).
+    pub fn sensitive_header(mut self, name: HeaderName) -> Self {
+        self.sensitive.push(name);
+        self
+    }
+    /// How many bytes of each redacted body to log (default [`DEFAULT_BODY_LOG_LIMIT`]; 0 logs no bodies).
+    pub fn body_log_limit(mut self, bytes: usize) -> Self {
+        self.body_limit = bytes;
+        self
+    }
+    /// The layer.
+    pub fn build(self) -> HttpRedactionLayer {
+        HttpRedactionLayer {
+            cfg: Arc::new(HttpConfig {
+                audit: AuditConfig { redactor: self.base.redactor, service: self.base.service },
+                sensitive: self.sensitive,
+                body_limit: self.body_limit,
+            }),
+        }
+    }
+}
+
+impl<S> Layer<S> for HttpRedactionLayer {
+    type Service = HttpRedaction<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        HttpRedaction { inner, cfg: self.cfg.clone() }
+    }
+}
+
+/// The service of [`HttpRedactionLayer`].
+#[derive(Debug, Clone)]
+pub struct HttpRedaction<S> {
+    inner: S,
+    cfg: Arc<HttpConfig>,
+}
+
+impl HttpConfig {
+    fn headers(&self, out: &mut String, headers: &HeaderMap) {
+        for (name, value) in headers {
+            let _ = write!(out, " {name}: ");
+            if self.sensitive.contains(name) {
+                out.push_str(HEADER_PLACEHOLDER);
+            } else {
+                out.push_str(&self.audit.redactor.redact(&String::from_utf8_lossy(value.as_bytes())));
+            }
+            out.push(';');
+        }
+    }
+
+    fn body(&self, out: &mut String, body: &[u8]) {
+        if self.body_limit == 0 || body.is_empty() {
+            return;
+        }
+        // Redact the whole body first, then cut: a cut before redacting could split a card number in two.
+        let red = self.audit.redactor.redact_json_bytes(body);
+        let text = String::from_utf8_lossy(&red);
+        let mut end = text.len().min(self.body_limit);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.push_str(" body: ");
+        out.push_str(&text[..end]);
+        if end < text.len() {
+            let _ = write!(out, "…({} bytes)", text.len());
+        }
+    }
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, B, RB> Service<Request<B>> for HttpRedaction<S>
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+    RB: Body<Data = Bytes> + Send + 'static,
+    RB::Error: Into<BoxError>,
+{
+    type Response = Response<Full<Bytes>>;
+    type Error = BoxError;
+    type Future = BoxFuture<Result<Self::Response, BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        // The clone that was polled ready is the one that is called (tower's usual swap).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let cfg = self.cfg.clone();
+        Box::pin(async move {
+            let start = Instant::now();
+            let (parts, body) = req.into_parts();
+            let body = body.collect().await.map_err(Into::into)?.to_bytes();
+            let mut request = format!("{} {}", parts.method, cfg.audit.redactor.redact(&parts.uri.to_string()));
+            cfg.headers(&mut request, &parts.headers);
+            cfg.body(&mut request, &body);
+            let result = inner.call(Request::from_parts(parts, Full::new(body))).await.map_err(Into::into);
+            let (result, rendered, class) = match result {
+                Ok(res) => {
+                    let (parts, body) = res.into_parts();
+                    let body = match body.collect().await {
+                        Ok(b) => b.to_bytes(),
+                        Err(e) => {
+                            let e: BoxError = e.into();
+                            let class = e.outcome().class();
+                            cfg.audit.emit(
+                                &request,
+                                &cfg.audit.render(&format_args!("error: {e}")),
+                                class,
+                                start.elapsed(),
+                            );
+                            return Err(e);
+                        }
+                    };
+                    let class = HttpClassifier::classify_parts(parts.status, &parts.headers, SystemTime::now()).class();
+                    let mut rendered = parts.status.to_string();
+                    cfg.headers(&mut rendered, &parts.headers);
+                    cfg.body(&mut rendered, &body);
+                    (Ok(Response::from_parts(parts, Full::new(body))), rendered, class)
+                }
+                Err(e) => {
+                    let class = e.outcome().class();
+                    let rendered = cfg.audit.render(&format_args!("error: {e}"));
+                    (Err(e), rendered, class)
+                }
+            };
+            cfg.audit.emit(&request, &rendered, class, start.elapsed());
+            result
+        })
+    }
+}

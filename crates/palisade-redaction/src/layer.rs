@@ -1,0 +1,217 @@
+//! [`RedactionLayer`]: the audit trail. One tracing event per call, with the request and the result rendered
+//! through the redactor, the outcome class and the duration.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use palisade_core::{Classify, DefaultClassifier, OutcomeClass};
+use tokio::time::Instant;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::redactor::Redactor;
+
+/// The tracing target of audit events. Filter on it to route the audit trail (`palisade::audit=info`).
+pub const AUDIT_TARGET: &str = "palisade::audit";
+/// The default `service` field: the layer sits in front of a payment gateway.
+pub const DEFAULT_SERVICE_NAME: &str = "gateway";
+/// The histogram (seconds) recorded per call behind the `metrics` feature, labelled `service` and `outcome`.
+pub const DURATION_HISTOGRAM: &str = "palisade_redaction_call_duration_seconds";
+
+#[derive(Debug)]
+pub(crate) struct AuditConfig {
+    pub(crate) redactor: Redactor,
+    pub(crate) service: Cow<'static, str>,
+}
+
+impl AuditConfig {
+    /// Emits the audit event: INFO for success and terminal outcomes, WARN for retriable and unknown ones.
+    pub(crate) fn emit(&self, request: &str, result: &str, class: OutcomeClass, elapsed: std::time::Duration) {
+        let duration_ms = elapsed.as_secs_f64() * 1000.0;
+        let service: &str = &self.service;
+        let outcome = class.as_str();
+        if matches!(class, OutcomeClass::Success | OutcomeClass::Terminal) {
+            tracing::info!(target: AUDIT_TARGET, service, request, outcome, result, duration_ms, "call completed");
+        } else {
+            tracing::warn!(target: AUDIT_TARGET, service, request, outcome, result, duration_ms, "call failed");
+        }
+        #[cfg(feature = "metrics")]
+        metrics::histogram!(DURATION_HISTOGRAM, "service" => self.service.to_string(), "outcome" => outcome)
+            .record(elapsed.as_secs_f64());
+    }
+
+    pub(crate) fn render(&self, value: &dyn fmt::Debug) -> String {
+        let text = format!("{value:?}");
+        match self.redactor.redact(&text) {
+            Cow::Borrowed(_) => text,
+            Cow::Owned(r) => r,
+        }
+    }
+}
+
+/// The audit layer for typed services (a gateway `Service<GatewayRequest>`). Innermost in the Palisade stack,
+/// so each attempt is recorded exactly as sent. For HTTP services use [`HttpRedactionLayer`].
+///
+/// The request is rendered with `Debug`, the response with `Debug`, an error with `Display`, each through the
+/// [`Redactor`]; the outcome comes from the classifier (default [`DefaultClassifier`]).
+///
+/// ```
+/// use palisade_redaction::RedactionLayer;
+/// use tower::{ServiceBuilder, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let svc = ServiceBuilder::new()
+///     .layer(RedactionLayer::builder().service_name("stripe").build())
+///     .service_fn(|req: String| async move { Ok::<_, palisade_core::PaymentError>(req.len()) });
+/// let cap = palisade_testkit::LogCapture::new();
+/// let _guard = tracing::subscriber::set_default(cap.subscriber());
+/// svc.oneshot("charge card 4242424242424242".to_string()).await.unwrap();
+/// let log = cap.contents();
+/// assert!(log.contains("************4242") && !log.contains("4242424242424242"));
+/// assert!(log.contains("outcome=\"success\"") && log.contains("service=\"stripe\""));
+/// # }
+/// ```
+///
+/// [`HttpRedactionLayer`]: crate::HttpRedactionLayer
+#[derive(Debug, Clone)]
+pub struct RedactionLayer<C = DefaultClassifier> {
+    cfg: Arc<AuditConfig>,
+    classifier: C,
+}
+
+impl RedactionLayer {
+    /// A layer with the defaults: the default [`Redactor`], service name [`DEFAULT_SERVICE_NAME`],
+    /// [`DefaultClassifier`].
+    #[must_use]
+    pub fn new() -> Self {
+        RedactionLayer::builder().build()
+    }
+    /// A builder.
+    pub fn builder() -> RedactionLayerBuilder {
+        RedactionLayerBuilder {
+            redactor: Redactor::default(),
+            service: Cow::Borrowed(DEFAULT_SERVICE_NAME),
+            classifier: DefaultClassifier,
+        }
+    }
+}
+
+impl Default for RedactionLayer {
+    fn default() -> Self {
+        RedactionLayer::new()
+    }
+}
+
+/// Builds a [`RedactionLayer`] (or, with [`http`](Self::http), an [`HttpRedactionLayer`](crate::HttpRedactionLayer)).
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct RedactionLayerBuilder<C = DefaultClassifier> {
+    pub(crate) redactor: Redactor,
+    pub(crate) service: Cow<'static, str>,
+    classifier: C,
+}
+
+impl<C> RedactionLayerBuilder<C> {
+    /// The redactor (default: [`Redactor::default`], masking).
+    pub fn redactor(mut self, redactor: Redactor) -> Self {
+        self.redactor = redactor;
+        self
+    }
+    /// The `service` field of each event (default [`DEFAULT_SERVICE_NAME`]).
+    pub fn service_name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.service = name.into();
+        self
+    }
+    /// The classifier deciding each call's outcome (default [`DefaultClassifier`]); a closure works.
+    pub fn classifier<C2>(self, classifier: C2) -> RedactionLayerBuilder<C2> {
+        RedactionLayerBuilder { redactor: self.redactor, service: self.service, classifier }
+    }
+    /// The layer.
+    pub fn build(self) -> RedactionLayer<C> {
+        RedactionLayer {
+            cfg: Arc::new(AuditConfig { redactor: self.redactor, service: self.service }),
+            classifier: self.classifier,
+        }
+    }
+}
+
+impl<S, C: Clone> Layer<S> for RedactionLayer<C> {
+    type Service = Redaction<S, C>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Redaction { inner, cfg: self.cfg.clone(), classifier: self.classifier.clone() }
+    }
+}
+
+/// The service of [`RedactionLayer`].
+#[derive(Debug, Clone)]
+pub struct Redaction<S, C = DefaultClassifier> {
+    inner: S,
+    cfg: Arc<AuditConfig>,
+    classifier: C,
+}
+
+impl<S, C, Req> Service<Req> for Redaction<S, C>
+where
+    S: Service<Req>,
+    Req: fmt::Debug,
+    S::Response: fmt::Debug,
+    S::Error: fmt::Display,
+    C: Classify<S::Response, S::Error> + Clone,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = AuditFuture<S::Future, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let request = self.cfg.render(&req);
+        AuditFuture {
+            inner: self.inner.call(req),
+            request,
+            start: Instant::now(),
+            cfg: self.cfg.clone(),
+            classifier: self.classifier.clone(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`Redaction`]: the inner call, then the audit event.
+    pub struct AuditFuture<F, C> {
+        #[pin]
+        inner: F,
+        request: String,
+        start: Instant,
+        cfg: Arc<AuditConfig>,
+        classifier: C,
+    }
+}
+
+impl<F, C, T, E> Future for AuditFuture<F, C>
+where
+    F: Future<Output = Result<T, E>>,
+    T: fmt::Debug,
+    E: fmt::Display,
+    C: Classify<T, E>,
+{
+    type Output = Result<T, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        let class = this.classifier.classify(&result).class();
+        let rendered = match &result {
+            Ok(res) => this.cfg.render(res),
+            Err(e) => this.cfg.render(&format_args!("error: {e}")),
+        };
+        this.cfg.emit(this.request, &rendered, class, this.start.elapsed());
+        Poll::Ready(result)
+    }
+}
