@@ -1,0 +1,328 @@
+//! The builder: quota, key and cost functions, mode, backend, failure policy.
+
+use std::hash::Hash;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use palisade_core::FailurePolicy;
+
+use crate::gcra::{Quota, QuotaError};
+use crate::layer::{Backend, Inner, RateLimitLayer};
+use crate::local::{DEFAULT_MAX_KEYS, KeyedRateLimiter, RateLimiter};
+
+/// Default name of a limit, as it appears in `RateLimit-Policy`, tracing fields and metric labels.
+pub const DEFAULT_POLICY_NAME: &str = "default";
+
+/// Default longest wait in [`Mode::Wait`]: 1 second. Long enough to smooth a burst at a gateway's TPS cap,
+/// short enough that a caller's own timeout (typically a few seconds for a charge) still has room.
+pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(1);
+
+/// What the layer does with a request that is over the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Mode {
+    /// Refuse at once with [`crate::RateLimited`] (HTTP 429 in HTTP mode). The default: an API should tell its
+    /// client to come back, not hold a connection.
+    #[default]
+    Reject,
+    /// Hold the request until it fits, up to `max_wait`; refuse it if it would have to wait longer.
+    /// Waiters spend capacity only at the instant they are admitted, so a cancelled waiter spends nothing.
+    Wait {
+        /// Longest time a request may be held.
+        max_wait: Duration,
+    },
+}
+
+/// Extracts the key a request is limited by.
+pub trait KeyFn<Req> {
+    /// The key type.
+    type Key;
+    /// The key of `req`.
+    fn key(&self, req: &Req) -> Self::Key;
+}
+
+/// The key function of a layer without `key_by`: one limit shared by every request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Global;
+
+impl<Req> KeyFn<Req> for Global {
+    type Key = ();
+    #[inline]
+    fn key(&self, _: &Req) {}
+}
+
+impl<Req, K, F: Fn(&Req) -> K> KeyFn<Req> for F {
+    type Key = K;
+    #[inline]
+    fn key(&self, req: &Req) -> K {
+        self(req)
+    }
+}
+
+/// Computes how many units a request spends.
+pub trait CostFn<Req> {
+    /// The cost of `req`.
+    fn cost(&self, req: &Req) -> u32;
+}
+
+/// Every request costs one unit (the default).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UnitCost;
+
+impl<Req> CostFn<Req> for UnitCost {
+    #[inline]
+    fn cost(&self, _: &Req) -> u32 {
+        1
+    }
+}
+
+impl<Req, F: Fn(&Req) -> u32> CostFn<Req> for F {
+    #[inline]
+    fn cost(&self, req: &Req) -> u32 {
+        self(req)
+    }
+}
+
+/// Typed mode: a refusal is `Err(E::from(RateLimitError))` (for example a [`palisade_core::PaymentError`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Typed;
+
+/// HTTP mode: a refusal is an `application/problem+json` response (429 with `Retry-After`, `RateLimit`,
+/// `RateLimit-Policy`; 503 when the store is down), and admitted responses carry `RateLimit` / `RateLimit-Policy`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Http;
+
+/// A limit that could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// No rate was set.
+    #[error("no rate set: call .rate(n, period) or .quota(q) on the builder")]
+    NoRate,
+    /// The quota is invalid.
+    #[error(transparent)]
+    Quota(#[from] QuotaError),
+}
+
+/// Builds a [`RateLimitLayer`]. Start with [`RateLimitLayer::builder`].
+#[must_use = "a builder does nothing until .build() is called"]
+pub struct Builder<K = (), F = Global, C = UnitCost, P = Typed> {
+    pub(crate) rate: Option<(u32, Duration)>,
+    pub(crate) burst: Option<u32>,
+    pub(crate) name: Arc<str>,
+    pub(crate) mode: Mode,
+    pub(crate) shadow: bool,
+    pub(crate) max_keys: usize,
+    pub(crate) failure: FailurePolicy,
+    pub(crate) key_fn: F,
+    pub(crate) cost_fn: C,
+    #[cfg(feature = "redis")]
+    pub(crate) redis: Option<crate::redis::RedisBackendConfig<K>>,
+    pub(crate) _p: PhantomData<fn(K) -> P>,
+}
+
+impl<K, F, C, P> std::fmt::Debug for Builder<K, F, C, P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("rate", &self.rate)
+            .field("burst", &self.burst)
+            .field("name", &self.name)
+            .field("mode", &self.mode)
+            .field("shadow", &self.shadow)
+            .field("max_keys", &self.max_keys)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            rate: None,
+            burst: None,
+            name: Arc::from(DEFAULT_POLICY_NAME),
+            mode: Mode::Reject,
+            shadow: false,
+            max_keys: DEFAULT_MAX_KEYS,
+            failure: FailurePolicy::FailClosed,
+            key_fn: Global,
+            cost_fn: UnitCost,
+            #[cfg(feature = "redis")]
+            redis: None,
+            _p: PhantomData,
+        }
+    }
+}
+
+impl<K, F, C, P> Builder<K, F, C, P> {
+    /// `rate` units per `period` (required). Burst defaults to `rate`.
+    pub fn rate(mut self, rate: u32, period: Duration) -> Self {
+        self.rate = Some((rate, period));
+        self
+    }
+
+    /// The whole quota at once.
+    pub fn quota(mut self, quota: Quota) -> Self {
+        self.rate = Some((quota.rate(), quota.period()));
+        self.burst = Some(quota.burst());
+        self
+    }
+
+    /// Largest number of units admitted at once (default: the rate, one period's worth).
+    pub fn burst(mut self, burst: u32) -> Self {
+        self.burst = Some(burst);
+        self
+    }
+
+    /// The limit's name (default [`DEFAULT_POLICY_NAME`]): the `RateLimit-Policy` identifier, the `limiter`
+    /// field of tracing events and the metric label. Keep it a short token (`gateway-tps`, `per-card`).
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = Arc::from(name);
+        self
+    }
+
+    /// Reject (default) or wait.
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Shorthand for `mode(Mode::Wait { max_wait })`.
+    pub fn wait(self, max_wait: Duration) -> Self {
+        self.mode(Mode::Wait { max_wait })
+    }
+
+    /// Shadow mode: decide and record (tracing event `decision = "shadow_rejected"`, metric), but never refuse.
+    /// For rolling out a new limit and watching what it would do.
+    pub fn shadow(mut self, shadow: bool) -> Self {
+        self.shadow = shadow;
+        self
+    }
+
+    /// Most keys a keyed local limiter tracks (default [`DEFAULT_MAX_KEYS`]); also bounds the Redis backend's
+    /// local cache.
+    pub fn max_keys(mut self, max_keys: usize) -> Self {
+        self.max_keys = max_keys;
+        self
+    }
+
+    /// What to do when the store (Redis) cannot be reached: [`FailurePolicy::FailClosed`] (default: refuse with
+    /// a 503-class error) or [`FailurePolicy::FailOpen`] (admit and log a warning).
+    pub fn on_store_failure(mut self, policy: FailurePolicy) -> Self {
+        self.failure = policy;
+        self
+    }
+
+    /// Limits per key: `f` maps a request to its key (merchant id, card token, client IP...). Each key gets the
+    /// full quota. Never return a raw card number as a key; use the token or a hash.
+    pub fn key_by<Req, K2, F2>(self, f: F2) -> Builder<K2, F2, C, P>
+    where
+        F2: Fn(&Req) -> K2,
+    {
+        Builder {
+            rate: self.rate,
+            burst: self.burst,
+            name: self.name,
+            mode: self.mode,
+            shadow: self.shadow,
+            max_keys: self.max_keys,
+            failure: self.failure,
+            key_fn: f,
+            cost_fn: self.cost_fn,
+            #[cfg(feature = "redis")]
+            redis: None,
+            _p: PhantomData,
+        }
+    }
+
+    /// The number of units a request spends (default 1), e.g. a batch of refunds spends one per refund.
+    pub fn cost_by<Req, C2>(self, c: C2) -> Builder<K, F, C2, P>
+    where
+        C2: Fn(&Req) -> u32,
+    {
+        Builder {
+            rate: self.rate,
+            burst: self.burst,
+            name: self.name,
+            mode: self.mode,
+            shadow: self.shadow,
+            max_keys: self.max_keys,
+            failure: self.failure,
+            key_fn: self.key_fn,
+            cost_fn: c,
+            #[cfg(feature = "redis")]
+            redis: self.redis,
+            _p: PhantomData,
+        }
+    }
+
+    /// HTTP mode: refusals become problem+json responses and admitted responses carry `RateLimit` headers.
+    pub fn http(self) -> Builder<K, F, C, Http> {
+        Builder {
+            rate: self.rate,
+            burst: self.burst,
+            name: self.name,
+            mode: self.mode,
+            shadow: self.shadow,
+            max_keys: self.max_keys,
+            failure: self.failure,
+            key_fn: self.key_fn,
+            cost_fn: self.cost_fn,
+            #[cfg(feature = "redis")]
+            redis: self.redis,
+            _p: PhantomData,
+        }
+    }
+
+    pub(crate) fn quota_value(&self) -> Result<Quota, BuildError> {
+        let (rate, period) = self.rate.ok_or(BuildError::NoRate)?;
+        let q = Quota::new(rate, period)?;
+        Ok(match self.burst {
+            Some(b) => q.with_burst(b)?,
+            None => q,
+        })
+    }
+}
+
+impl<K, F, C, P> Builder<K, F, C, P>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+{
+    /// Builds the layer. Every clone of the layer, and every service it makes, shares one state.
+    ///
+    /// # Errors
+    /// [`BuildError`] when no rate was set or the quota is invalid.
+    pub fn build(self) -> Result<RateLimitLayer<K, F, C, P>, BuildError> {
+        let quota = self.quota_value()?;
+        #[cfg(feature = "redis")]
+        let backend = match self.redis {
+            Some(cfg) => Backend::Redis(crate::redis::RedisBackend::new(cfg, quota, self.max_keys)),
+            None => Self::local_backend(quota, self.max_keys),
+        };
+        #[cfg(not(feature = "redis"))]
+        let backend = Self::local_backend(quota, self.max_keys);
+        Ok(RateLimitLayer {
+            inner: Arc::new(Inner {
+                quota,
+                name: self.name,
+                mode: self.mode,
+                shadow: self.shadow,
+                failure: self.failure,
+                backend,
+                key_fn: self.key_fn,
+                cost_fn: self.cost_fn,
+                queue: Arc::new(tokio::sync::Semaphore::new(1)),
+                _p: PhantomData,
+            }),
+        })
+    }
+
+    fn local_backend(quota: Quota, max_keys: usize) -> Backend<K> {
+        // A layer without `key_by` has `K = ()`: one atomic word, no map.
+        if std::mem::size_of::<K>() == 0 {
+            Backend::Direct(RateLimiter::new(quota))
+        } else {
+            Backend::Keyed(KeyedRateLimiter::with_max_keys(quota, max_keys))
+        }
+    }
+}

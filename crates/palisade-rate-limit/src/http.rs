@@ -1,0 +1,110 @@
+//! How a refusal reaches the caller: typed errors, or HTTP problem+json with the IETF `RateLimit` headers.
+//!
+//! Header format (draft-ietf-httpapi-ratelimit-headers-09/10, structured fields):
+//!
+//! ```text
+//! RateLimit-Policy: "per-card";q=5;w=60      quota q units per window w seconds (the configured rate)
+//! RateLimit: "per-card";r=0;t=12             r units remaining now; t seconds until they are back
+//! ```
+//!
+//! On a refusal `t` is the retry time (the same as `Retry-After`); on an admitted response it is the time until
+//! the key is back to a full burst.
+
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+use palisade_core::{PaymentError, Problem};
+
+use crate::config::{Http, Typed};
+use crate::error::RateLimitError;
+use crate::gcra::{Admitted, Quota};
+
+/// The `RateLimit` header (draft-ietf-httpapi-ratelimit-headers).
+pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+/// The `RateLimit-Policy` header (draft-ietf-httpapi-ratelimit-headers).
+pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// `"name";q=<rate>;w=<period in seconds>`.
+#[must_use]
+pub fn policy_value(name: &str, quota: Quota) -> HeaderValue {
+    let v = format!("\"{}\";q={};w={}", sf_string(name), quota.rate(), ceil_secs(quota.period()).max(1));
+    HeaderValue::from_str(&v).unwrap_or(HeaderValue::from_static("\"default\""))
+}
+
+/// `"name";r=<remaining>;t=<seconds>`.
+#[must_use]
+pub fn ratelimit_value(name: &str, remaining: u32, reset: Duration) -> HeaderValue {
+    let v = format!("\"{}\";r={remaining};t={}", sf_string(name), ceil_secs(reset));
+    HeaderValue::from_str(&v).unwrap_or(HeaderValue::from_static("\"default\""))
+}
+
+/// Keeps a policy name a valid structured-field string: printable ASCII without `"` or `\`.
+fn sf_string(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' { c } else { '_' }).collect()
+}
+
+/// Turns a decision into the service's output. Implemented by [`Typed`] and [`Http`].
+pub trait Respond<Res, E> {
+    /// Whether admitted responses are touched (adds headers).
+    const DECORATES: bool;
+    /// The output for a refused request.
+    fn reject(name: &str, quota: Quota, err: RateLimitError) -> Result<Res, E>;
+    /// The output for an admitted request (`admitted` is `None` in shadow mode or fail-open).
+    fn admitted(name: &str, quota: Quota, res: Result<Res, E>, admitted: Option<Admitted>) -> Result<Res, E>;
+}
+
+impl<Res, E: From<RateLimitError>> Respond<Res, E> for Typed {
+    const DECORATES: bool = false;
+    #[inline]
+    fn reject(_: &str, _: Quota, err: RateLimitError) -> Result<Res, E> {
+        Err(E::from(err))
+    }
+    #[inline]
+    fn admitted(_: &str, _: Quota, res: Result<Res, E>, _: Option<Admitted>) -> Result<Res, E> {
+        res
+    }
+}
+
+impl<B: From<Vec<u8>>, E> Respond<http::Response<B>, E> for Http {
+    const DECORATES: bool = true;
+    fn reject(name: &str, quota: Quota, err: RateLimitError) -> Result<http::Response<B>, E> {
+        let mut problem = Problem::from_error(&PaymentError::from(err.clone()));
+        if let RateLimitError::Limited(l) = &err {
+            problem = problem
+                .with_header(RATELIMIT.clone(), ratelimit_value(name, 0, l.retry_after))
+                .with_header(RATELIMIT_POLICY.clone(), policy_value(name, quota));
+        }
+        Ok(problem.into_response())
+    }
+    fn admitted(
+        name: &str,
+        quota: Quota,
+        res: Result<http::Response<B>, E>,
+        admitted: Option<Admitted>,
+    ) -> Result<http::Response<B>, E> {
+        res.map(|mut r| {
+            if let Some(a) = admitted {
+                r.headers_mut().insert(RATELIMIT.clone(), ratelimit_value(name, a.remaining, a.reset));
+                r.headers_mut().insert(RATELIMIT_POLICY.clone(), policy_value(name, quota));
+            }
+            r
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_values_follow_the_draft() {
+        let q = Quota::new(5, Duration::from_secs(60)).unwrap();
+        assert_eq!(policy_value("per-card", q), "\"per-card\";q=5;w=60");
+        assert_eq!(ratelimit_value("per-card", 0, Duration::from_millis(11_200)), "\"per-card\";r=0;t=12");
+        assert_eq!(ratelimit_value("a\"b\\c\u{e9}", 3, Duration::ZERO), "\"a_b_c_\";r=3;t=0");
+    }
+}

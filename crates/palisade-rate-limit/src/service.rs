@@ -1,0 +1,209 @@
+//! The `Service`.
+
+use std::future::Future;
+use std::hash::Hash;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::sync::{AcquireError, OwnedSemaphorePermit};
+use tokio::time::{Instant, Sleep};
+use tower_service::Service;
+
+use crate::config::{CostFn, KeyFn, Mode};
+use crate::error::RateLimitError;
+use crate::future::ResponseFuture;
+use crate::http::Respond;
+use crate::layer::{Backend, Inner};
+
+type Acquire = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>;
+
+/// Wait mode, global limit: the state of `poll_ready`'s backpressure.
+#[derive(Default)]
+struct Readiness {
+    /// Waiting for our turn in the FIFO queue.
+    acquire: Option<Acquire>,
+    /// Our turn: held from `poll_ready` until `call` has decided.
+    turn: Option<OwnedSemaphorePermit>,
+    /// One timer: the deadline while queued, the next unit while at the head.
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// When this readiness wait gives up (`max_wait` after it began).
+    deadline: Option<Instant>,
+    /// `max_wait` passed in `poll_ready`: the next `call` decides at once and is refused if over the limit.
+    expired: bool,
+}
+
+/// A service rate limited by a [`crate::RateLimitLayer`]. Clones share the layer's limiter.
+///
+/// The inner service must be `Clone` (as axum and tower services are): when a request has to wait, or asks
+/// Redis, the ready inner service travels with the response future.
+pub struct RateLimit<S, K: Hash + Eq, F, C, P> {
+    inner: S,
+    shared: Arc<Inner<K, F, C, P>>,
+    ready: Readiness,
+}
+
+impl<S, K: Hash + Eq, F, C, P> RateLimit<S, K, F, C, P> {
+    pub(crate) fn new(inner: S, shared: Arc<Inner<K, F, C, P>>) -> Self {
+        RateLimit { inner, shared, ready: Readiness::default() }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S: Clone, K: Hash + Eq, F, C, P> Clone for RateLimit<S, K, F, C, P> {
+    fn clone(&self) -> Self {
+        // A clone starts unready: it has no turn of its own.
+        RateLimit { inner: self.inner.clone(), shared: self.shared.clone(), ready: Readiness::default() }
+    }
+}
+
+impl<S: std::fmt::Debug, K: Hash + Eq, F, C, P> std::fmt::Debug for RateLimit<S, K, F, C, P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimit")
+            .field("inner", &self.inner)
+            .field("limiter", &self.shared.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, K: Hash + Eq + Clone, F, C, P> RateLimit<S, K, F, C, P> {
+    /// Wait mode on a global limit: not ready until this service holds the head of the FIFO queue and one unit
+    /// is available, or `max_wait` has passed. Nothing is spent here: a caller that gives up (drops the service)
+    /// releases its place and costs no capacity.
+    fn poll_backpressure(&mut self, cx: &mut Context<'_>, max_wait: Duration) -> Poll<()> {
+        let Backend::Direct(limiter) = &self.shared.backend else { return Poll::Ready(()) };
+        let r = &mut self.ready;
+        if r.expired {
+            return Poll::Ready(());
+        }
+        let deadline = *r.deadline.get_or_insert_with(|| Instant::now() + max_wait);
+        loop {
+            if r.turn.is_none() {
+                let queue = &self.shared.queue;
+                let acquire = r.acquire.get_or_insert_with(|| Box::pin(queue.clone().acquire_owned()));
+                match acquire.as_mut().poll(cx) {
+                    Poll::Ready(Ok(permit)) => {
+                        r.turn = Some(permit);
+                        r.acquire = None;
+                    }
+                    // The queue is never closed; if it were, behave as if the wait expired.
+                    Poll::Ready(Err(_)) => {
+                        r.acquire = None;
+                        r.expired = true;
+                        return Poll::Ready(());
+                    }
+                    Poll::Pending => {
+                        if poll_timer(&mut r.sleep, deadline, cx).is_ready() {
+                            r.acquire = None;
+                            r.expired = true;
+                            return Poll::Ready(());
+                        }
+                        return Poll::Pending;
+                    }
+                }
+            }
+            let wait = limiter.time_until_available(1);
+            if wait.is_zero() {
+                return Poll::Ready(());
+            }
+            let at = Instant::now() + wait;
+            if at > deadline {
+                // It cannot fit in time: give the turn back and let `call` refuse with the exact retry_after.
+                r.turn = None;
+                r.expired = true;
+                return Poll::Ready(());
+            }
+            if poll_timer(&mut r.sleep, at, cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+    }
+}
+
+/// Polls the one timer, (re)armed for `at`.
+fn poll_timer(sleep: &mut Option<Pin<Box<Sleep>>>, at: Instant, cx: &mut Context<'_>) -> Poll<()> {
+    let s = sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+    if s.deadline() != at {
+        s.as_mut().reset(at);
+    }
+    s.as_mut().poll(cx)
+}
+
+impl<S, Req, K, F, C, P> Service<Req> for RateLimit<S, K, F, C, P>
+where
+    S: Service<Req> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Response: Send + 'static,
+    S::Error: Send + 'static,
+    Req: Send + 'static,
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    F: KeyFn<Req, Key = K> + Send + Sync + 'static,
+    C: CostFn<Req> + Send + Sync + 'static,
+    P: Respond<S::Response, S::Error> + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, S::Response, S::Error, P>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        if let (Mode::Wait { max_wait }, false) = (self.shared.mode, self.shared.shadow) {
+            std::task::ready!(self.poll_backpressure(cx, max_wait));
+        }
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let shared = &self.shared;
+        let key = shared.key_fn.key(&req);
+        let cost = shared.cost_fn.cost(&req);
+        let ready = std::mem::take(&mut self.ready);
+        let deadline = match shared.mode {
+            Mode::Wait { max_wait } if !shared.shadow && !ready.expired => {
+                Some(ready.deadline.unwrap_or_else(|| Instant::now() + max_wait))
+            }
+            _ => None,
+        };
+        // A request that does not hold the queue's turn joins the queue when others wait, to keep the order.
+        let queued = deadline.is_some()
+            && ready.turn.is_none()
+            && matches!(shared.backend, Backend::Direct(_))
+            && shared.queue.available_permits() == 0;
+        if !queued && let Some(decision) = shared.decide_local(&key, cost) {
+            let must_wait = deadline.is_some() && matches!(decision, Err(RateLimitError::Limited(_)));
+            if !must_wait {
+                drop(ready.turn); // decided: the next waiter may go
+                return match shared.settle(decision, cost) {
+                    Ok(admitted) => {
+                        let policy = P::DECORATES.then(|| (shared.name.clone(), shared.quota));
+                        ResponseFuture::called(self.inner.call(req), admitted, policy)
+                    }
+                    Err(e) => ResponseFuture::ready(P::reject(&shared.name, shared.quota, e)),
+                };
+            }
+        }
+        // Slow path: wait for capacity (keeping our turn), or ask Redis. The ready inner service goes with the
+        // future.
+        let clone = self.inner.clone();
+        let mut svc = std::mem::replace(&mut self.inner, clone);
+        let shared = self.shared.clone();
+        let turn = ready.turn;
+        ResponseFuture::slow(Box::pin(async move {
+            let decision = match deadline {
+                Some(deadline) => shared.wait_for(&key, cost, deadline, turn).await,
+                None => shared.decide(&key, cost).await,
+            };
+            match shared.settle(decision, cost) {
+                Ok(admitted) => {
+                    let res = svc.call(req).await;
+                    P::admitted(&shared.name, shared.quota, res, admitted)
+                }
+                Err(e) => P::reject(&shared.name, shared.quota, e),
+            }
+        }) as Pin<Box<dyn Future<Output = _> + Send>>)
+    }
+}
