@@ -1,0 +1,152 @@
+//! Per-key breakers (per gateway, merchant, host) with bounded memory: at most `max_keys` breakers, idle ones
+//! evicted.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::RwLock;
+use tokio::time::Instant;
+
+use crate::breaker::Breaker;
+use crate::config::Config;
+use crate::events::State;
+use crate::handle::CircuitBreakerHandle;
+
+/// Most per-key breakers kept at once: ten thousand merchants or hosts at a few hundred bytes each (plus the
+/// window: one byte per call) is a few megabytes, a bound a payment service can always afford.
+pub const DEFAULT_MAX_KEYS: usize = 10_000;
+/// A per-key breaker not used for this long is dropped: ten minutes outlives any open duration's default ceiling
+/// (five minutes), so an open breaker is not forgotten while it still protects.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
+pub(crate) struct Registry<K> {
+    cfg: Arc<Config>,
+    map: RwLock<HashMap<K, Arc<Breaker>>>,
+    max_keys: usize,
+    idle_ns: u64,
+    base: Instant,
+    last_sweep: AtomicU64,
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl<K: Hash + Eq + Clone + fmt::Display> Registry<K> {
+    pub fn new(cfg: Arc<Config>, max_keys: usize, idle: Duration) -> Self {
+        Registry {
+            cfg,
+            map: RwLock::new(HashMap::new()),
+            max_keys: max_keys.max(1),
+            idle_ns: nanos(idle),
+            base: Instant::now(),
+            last_sweep: AtomicU64::new(0),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        nanos(Instant::now().saturating_duration_since(self.base))
+    }
+
+    /// The breaker for `key`, created when missing.
+    pub fn get(&self, key: &K) -> Arc<Breaker> {
+        let now = self.now();
+        if let Some(b) = self.map.read().get(key) {
+            b.last_used.store(now, Ordering::Relaxed);
+            return b.clone();
+        }
+        let mut map = self.map.write();
+        if let Some(b) = map.get(key) {
+            b.last_used.store(now, Ordering::Relaxed);
+            return b.clone();
+        }
+        let sweep_due = now.saturating_sub(self.last_sweep.load(Ordering::Relaxed)) >= self.idle_ns / 4;
+        if map.len() >= self.max_keys || sweep_due {
+            self.last_sweep.store(now, Ordering::Relaxed);
+            self.evict_idle_locked(&mut map, now);
+        }
+        if map.len() >= self.max_keys {
+            // Still full of active keys: drop the least recently used, preferring a closed one (an open breaker
+            // is protecting someone).
+            let victim = map
+                .iter()
+                .min_by_key(|(_, b)| (b.state() != State::Closed, b.last_used.load(Ordering::Relaxed)))
+                .map(|(k, _)| k.clone());
+            if let Some(k) = victim {
+                map.remove(&k);
+                tracing::debug!(target: "palisade_circuit_breaker", breaker = %self.cfg.name, key = %k,
+                    "per-key breaker evicted: max_keys reached");
+            }
+        }
+        let label: Arc<str> = Arc::from(format!("{}/{key}", self.cfg.name));
+        let b = Arc::new(Breaker::new(label, self.cfg.clone(), false));
+        b.last_used.store(now, Ordering::Relaxed);
+        map.insert(key.clone(), b.clone());
+        b
+    }
+
+    fn evict_idle_locked(&self, map: &mut HashMap<K, Arc<Breaker>>, now: u64) -> usize {
+        let before = map.len();
+        map.retain(|_, b| now.saturating_sub(b.last_used.load(Ordering::Relaxed)) < self.idle_ns);
+        before - map.len()
+    }
+
+    pub fn evict_idle(&self) -> usize {
+        let now = self.now();
+        self.evict_idle_locked(&mut self.map.write(), now)
+    }
+}
+
+/// A handle on a per-key layer's breakers.
+pub struct KeyedHandle<K> {
+    pub(crate) registry: Arc<Registry<K>>,
+}
+
+impl<K> Clone for KeyedHandle<K> {
+    fn clone(&self) -> Self {
+        KeyedHandle { registry: self.registry.clone() }
+    }
+}
+
+impl<K> fmt::Debug for KeyedHandle<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedHandle").field("breaker", &self.registry.cfg.name).finish_non_exhaustive()
+    }
+}
+
+impl<K: Hash + Eq + Clone + fmt::Display> KeyedHandle<K> {
+    /// The breaker for `key`, if it exists.
+    #[must_use]
+    pub fn get(&self, key: &K) -> Option<CircuitBreakerHandle> {
+        self.registry.map.read().get(key).map(|b| CircuitBreakerHandle { breaker: b.clone() })
+    }
+    /// The breaker for `key`, created when missing (to force one open before any traffic).
+    #[must_use]
+    pub fn entry(&self, key: &K) -> CircuitBreakerHandle {
+        CircuitBreakerHandle { breaker: self.registry.get(key) }
+    }
+    /// How many per-key breakers exist.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.registry.map.read().len()
+    }
+    /// True when no per-key breaker exists.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The keys that have a breaker.
+    #[must_use]
+    pub fn keys(&self) -> Vec<K> {
+        self.registry.map.read().keys().cloned().collect()
+    }
+    /// Drops every breaker idle for longer than the idle timeout now (this also happens on its own when new keys
+    /// arrive). Returns how many were dropped.
+    pub fn evict_idle(&self) -> usize {
+        self.registry.evict_idle()
+    }
+}

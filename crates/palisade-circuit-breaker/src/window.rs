@@ -1,0 +1,275 @@
+//! Lock-free sliding windows. Recording a call is a few atomic operations and never allocates.
+
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::config::Window;
+
+/// One call's mark in a window.
+pub(crate) const CALL: u8 = 1;
+pub(crate) const FAILED: u8 = 2;
+pub(crate) const SLOW: u8 = 4;
+
+/// What a window holds right now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Calls in the window.
+    pub calls: u64,
+    /// Failed calls in the window.
+    pub failures: u64,
+    /// Slow calls in the window.
+    pub slow: u64,
+}
+
+pub(crate) enum SlidingWindow {
+    Count(CountWindow),
+    Time(TimeWindow),
+}
+
+impl SlidingWindow {
+    pub fn new(w: Window) -> Self {
+        match w {
+            Window::Count(n) => SlidingWindow::Count(CountWindow::new(n as usize)),
+            Window::Time { length, buckets } => SlidingWindow::Time(TimeWindow::new(length, buckets)),
+        }
+    }
+    /// Records one call (`mark` = CALL | FAILED? | SLOW?) at `now_ns` and returns the window after it.
+    #[inline]
+    pub fn record(&self, mark: u8, now_ns: u64) -> Snapshot {
+        match self {
+            SlidingWindow::Count(w) => w.record(mark),
+            SlidingWindow::Time(w) => w.record(mark, now_ns),
+        }
+    }
+    pub fn snapshot(&self, now_ns: u64) -> Snapshot {
+        match self {
+            SlidingWindow::Count(w) => w.snapshot(),
+            SlidingWindow::Time(w) => w.snapshot(now_ns),
+        }
+    }
+    pub fn clear(&self) {
+        match self {
+            SlidingWindow::Count(w) => w.clear(),
+            SlidingWindow::Time(w) => w.clear(),
+        }
+    }
+}
+
+/// The last `n` calls in a ring of one byte each. The totals always equal the sum of the ring's slots once
+/// concurrent writers are done: every slot change is a `swap`, and the totals move by the difference between the
+/// old and the new mark, so no interleaving can make them drift.
+pub(crate) struct CountWindow {
+    slots: Box<[AtomicU8]>,
+    next: AtomicU64,
+    calls: AtomicI64,
+    failures: AtomicI64,
+    slow: AtomicI64,
+}
+
+#[inline]
+fn bit(m: u8, b: u8) -> i64 {
+    i64::from(m & b != 0)
+}
+
+fn clamp(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+impl CountWindow {
+    fn new(n: usize) -> Self {
+        CountWindow {
+            slots: (0..n.max(1)).map(|_| AtomicU8::new(0)).collect(),
+            next: AtomicU64::new(0),
+            calls: AtomicI64::new(0),
+            failures: AtomicI64::new(0),
+            slow: AtomicI64::new(0),
+        }
+    }
+
+    #[inline]
+    fn apply(&self, old: u8, new: u8) {
+        if old == new {
+            return;
+        }
+        let dc = bit(new, CALL) - bit(old, CALL);
+        let df = bit(new, FAILED) - bit(old, FAILED);
+        let ds = bit(new, SLOW) - bit(old, SLOW);
+        if dc != 0 {
+            self.calls.fetch_add(dc, Ordering::AcqRel);
+        }
+        if df != 0 {
+            self.failures.fetch_add(df, Ordering::AcqRel);
+        }
+        if ds != 0 {
+            self.slow.fetch_add(ds, Ordering::AcqRel);
+        }
+    }
+
+    #[inline]
+    fn record(&self, mark: u8) -> Snapshot {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        // The modulo keeps the index below `slots.len()`, which fits in u64 and usize.
+        #[allow(clippy::cast_possible_truncation)]
+        let slot = &self.slots[(i % self.slots.len() as u64) as usize];
+        let old = slot.swap(mark, Ordering::AcqRel);
+        self.apply(old, mark);
+        self.snapshot()
+    }
+
+    #[inline]
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            calls: clamp(self.calls.load(Ordering::Acquire)),
+            failures: clamp(self.failures.load(Ordering::Acquire)),
+            slow: clamp(self.slow.load(Ordering::Acquire)),
+        }
+    }
+
+    fn clear(&self) {
+        for s in self.slots.iter() {
+            let old = s.swap(0, Ordering::AcqRel);
+            self.apply(old, 0);
+        }
+    }
+}
+
+/// Bucket word: epoch (16 bits) | calls (16) | failures (16) | slow (16). One CAS updates a bucket, so a bucket
+/// that rolls over to a new epoch is reset and counted in the same step.
+pub(crate) struct TimeWindow {
+    buckets: Box<[AtomicU64]>,
+    bucket_ns: u64,
+}
+
+const FIELD: u64 = 0xFFFF;
+
+fn unpack(w: u64) -> (u64, u64, u64, u64) {
+    (w >> 48, (w >> 32) & FIELD, (w >> 16) & FIELD, w & FIELD)
+}
+
+fn pack(epoch: u64, calls: u64, failures: u64, slow: u64) -> u64 {
+    ((epoch & FIELD) << 48) | (calls << 32) | (failures << 16) | slow
+}
+
+impl TimeWindow {
+    fn new(length: Duration, buckets: u32) -> Self {
+        let n = u64::from(buckets.max(1));
+        let len = u64::try_from(length.as_nanos()).unwrap_or(u64::MAX);
+        TimeWindow {
+            // Epoch 0 with empty counts is "no data" because counts are zero.
+            buckets: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            bucket_ns: (len / n).max(1),
+        }
+    }
+
+    fn epoch(&self, now_ns: u64) -> u64 {
+        now_ns / self.bucket_ns
+    }
+
+    fn record(&self, mark: u8, now_ns: u64) -> Snapshot {
+        let epoch = self.epoch(now_ns);
+        let n = self.buckets.len() as u64;
+        // The modulo keeps the index below the bucket count.
+        #[allow(clippy::cast_possible_truncation)]
+        let b = &self.buckets[(epoch % n) as usize];
+        let mut cur = b.load(Ordering::Acquire);
+        loop {
+            let (e, c, f, s) = unpack(cur);
+            let (c, f, s) = if e == epoch & FIELD { (c, f, s) } else { (0, 0, 0) };
+            if c >= FIELD {
+                break; // saturated: the bucket keeps the rates of its first 65 535 calls
+            }
+            let next = pack(
+                epoch,
+                c + u64::from(mark & CALL != 0),
+                f + u64::from(mark & FAILED != 0),
+                s + u64::from(mark & SLOW != 0),
+            );
+            match b.compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => break,
+                Err(actual) => cur = actual,
+            }
+        }
+        self.snapshot(now_ns)
+    }
+
+    fn snapshot(&self, now_ns: u64) -> Snapshot {
+        let epoch = self.epoch(now_ns);
+        let n = self.buckets.len() as u64;
+        let mut out = Snapshot::default();
+        for b in self.buckets.iter() {
+            let (e, c, f, s) = unpack(b.load(Ordering::Acquire));
+            // A bucket belongs to the window when its epoch is one of the last n (compared modulo 2^16).
+            if (epoch.wrapping_sub(e)) & FIELD < n {
+                out.calls += c;
+                out.failures += f;
+                out.slow += s;
+            }
+        }
+        out
+    }
+
+    fn clear(&self) {
+        for b in self.buckets.iter() {
+            b.store(0, Ordering::Release);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn count_window_slides() {
+        let w = CountWindow::new(4);
+        for _ in 0..4 {
+            w.record(CALL | FAILED);
+        }
+        assert_eq!(w.snapshot(), Snapshot { calls: 4, failures: 4, slow: 0 });
+        let s = w.record(CALL);
+        assert_eq!(s, Snapshot { calls: 4, failures: 3, slow: 0 });
+        w.clear();
+        assert_eq!(w.snapshot(), Snapshot::default());
+    }
+
+    #[test]
+    fn count_window_totals_match_slots_under_concurrency() {
+        let w = std::sync::Arc::new(CountWindow::new(64));
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let w = w.clone();
+                std::thread::spawn(move || {
+                    for i in 0..10_000u32 {
+                        let m = if (i + t) % 3 == 0 { CALL | FAILED } else { CALL | SLOW };
+                        w.record(m);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let slots: Vec<u8> = w.slots.iter().map(|s| s.load(Ordering::Relaxed)).collect();
+        let want = Snapshot {
+            calls: slots.iter().filter(|m| **m & CALL != 0).count() as u64,
+            failures: slots.iter().filter(|m| **m & FAILED != 0).count() as u64,
+            slow: slots.iter().filter(|m| **m & SLOW != 0).count() as u64,
+        };
+        assert_eq!(w.snapshot(), want);
+    }
+
+    #[test]
+    fn time_window_forgets_old_buckets() {
+        let sec = 1_000_000_000u64;
+        let w = TimeWindow::new(Duration::from_secs(10), 10);
+        w.record(CALL | FAILED, 0);
+        w.record(CALL, 5 * sec);
+        assert_eq!(w.snapshot(5 * sec), Snapshot { calls: 2, failures: 1, slow: 0 });
+        // 10 s after the first call its bucket has left the window.
+        assert_eq!(w.snapshot(10 * sec), Snapshot { calls: 1, failures: 0, slow: 0 });
+        // The bucket is reused for a new epoch and reset on the way.
+        w.record(CALL, 10 * sec);
+        assert_eq!(w.snapshot(10 * sec), Snapshot { calls: 2, failures: 0, slow: 0 });
+        assert_eq!(w.snapshot(100 * sec), Snapshot::default());
+    }
+}
