@@ -1,0 +1,249 @@
+//! Idempotency overhead per call against the bare service (memory store, typed and HTTP mode), and Redis-store
+//! throughput at 50 concurrent requests (compare with `redis-benchmark -c 50 -t set -q` run in the same window).
+//!
+//! ```text
+//! cargo bench -p palisade-idempotency --features redis --bench idempotency -- --warm-up-time 1 --measurement-time 3
+//! ```
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use http_body_util::Full;
+use palisade_core::*;
+use palisade_idempotency::{HttpIdempotencyLayer, IdempotencyLayer, MemoryStore};
+use tower::{Layer, Service};
+
+fn request(key: &str) -> GatewayRequest {
+    GatewayRequest::Charge(
+        ChargeRequest::new(
+            Money::parse("12.34", Currency::USD).expect("amount"),
+            PaymentToken::new("tok_visa").expect("token"),
+            "order-bench",
+        )
+        .idempotency_key(IdempotencyKey::new(key).expect("key")),
+    )
+}
+
+fn response() -> GatewayResponse {
+    GatewayResponse {
+        id: "ch_000001".into(),
+        operation: Operation::Charge,
+        status: PaymentStatus::Captured,
+        amount: Money::parse("12.34", Currency::USD).expect("amount"),
+        order_reference: "order-bench".into(),
+    }
+}
+
+/// The bare service: answers at once, so the benchmark measures the layer, not a gateway.
+fn bare() -> impl Service<GatewayRequest, Response = GatewayResponse, Error = PaymentError, Future: Send> + Clone + Send
+{
+    let res = response();
+    tower::service_fn(move |_req: GatewayRequest| std::future::ready(Ok::<_, PaymentError>(res.clone())))
+}
+
+/// New keys every call: short lease and TTL so the store's sweep keeps memory flat during the run.
+fn layer() -> IdempotencyLayer {
+    IdempotencyLayer::builder()
+        .store(MemoryStore::new())
+        .lease(Duration::from_millis(200))
+        .ttl(Duration::from_millis(200))
+        .build()
+}
+
+fn typed(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let mut g = c.benchmark_group("idempotency_typed_memory");
+    g.throughput(Throughput::Elements(1));
+    let keys: Vec<String> = (0..1_000_000).map(|i| format!("key-{i}")).collect();
+    let reqs: Vec<GatewayRequest> = keys.iter().take(1000).map(|k| request(k)).collect();
+
+    let mut svc = bare();
+    let req = request("bare");
+    g.bench_function("bare_service", |b| {
+        b.to_async(&rt).iter(|| {
+            let r = req.clone();
+            let fut = svc.call(r);
+            async move { fut.await.expect("ok") }
+        })
+    });
+
+    let mut svc = layer().layer(bare());
+    let n = AtomicU64::new(0);
+    g.bench_function("new_request", |b| {
+        b.to_async(&rt).iter(|| {
+            let i = n.fetch_add(1, Ordering::Relaxed);
+            // A fresh key per call: the request is cloned from a small pool and re-keyed.
+            let mut r = reqs[(i % 1000) as usize].clone();
+            r.set_gateway_key(IdempotencyKey::new(format!("n{i}")).expect("key"));
+            let fut = svc.call(r);
+            async move { fut.await.expect("ok") }
+        })
+    });
+
+    let n = AtomicU64::new(0);
+    g.bench_function("rekey_only", |b| {
+        // What `new_request` spends outside the layer (clone + key formatting), to subtract.
+        b.to_async(&rt).iter(|| {
+            let i = n.fetch_add(1, Ordering::Relaxed);
+            let mut r = reqs[(i % 1000) as usize].clone();
+            r.set_gateway_key(IdempotencyKey::new(format!("n{i}")).expect("key"));
+            async move { r }
+        })
+    });
+
+    let mut replay_svc = IdempotencyLayer::builder().store(MemoryStore::new()).build().layer(bare());
+    rt.block_on(async { replay_svc.call(request("replayed")).await.expect("first") });
+    let req = request("replayed");
+    g.bench_function("replay", |b| {
+        b.to_async(&rt).iter(|| {
+            let fut = replay_svc.call(req.clone());
+            async move { fut.await.expect("ok") }
+        })
+    });
+    g.finish();
+}
+
+fn http_mode(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let mut g = c.benchmark_group("idempotency_http_memory");
+    g.throughput(Throughput::Elements(1));
+    let body = Bytes::from_static(br#"{"amount":"12.34","currency":"USD","source":"tok_visa","order_id":"o1"}"#);
+    let handler = tower::service_fn(|_req: http::Request<Full<Bytes>>| async {
+        let mut res = http::Response::new(Full::new(Bytes::from_static(br#"{"id":"ch_1","status":"captured"}"#)));
+        *res.status_mut() = http::StatusCode::CREATED;
+        res.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+        Ok::<_, Infallible>(res)
+    });
+    let mk = |key: &str, body: &Bytes| {
+        http::Request::post("/v1/charges")
+            .header("idempotency-key", key)
+            .header("content-type", "application/json")
+            .body(Full::new(body.clone()))
+            .expect("request")
+    };
+
+    let mut bare = handler;
+    g.bench_function("bare_service", |b| {
+        b.to_async(&rt).iter(|| {
+            let fut = bare.call(mk("k", &body));
+            async move { fut.await.expect("ok") }
+        })
+    });
+
+    let layer = HttpIdempotencyLayer::builder()
+        .store(MemoryStore::new())
+        .lease(Duration::from_millis(200))
+        .ttl(Duration::from_millis(200))
+        .build();
+    let mut svc = layer.layer(handler);
+    let n = AtomicU64::new(0);
+    g.bench_function("new_request", |b| {
+        b.to_async(&rt).iter(|| {
+            let i = n.fetch_add(1, Ordering::Relaxed);
+            let fut = svc.call(mk(&format!("n{i}"), &body));
+            async move { fut.await.expect("ok") }
+        })
+    });
+
+    let mut svc = HttpIdempotencyLayer::builder().store(MemoryStore::new()).build().layer(handler);
+    rt.block_on(async { svc.call(mk("replayed", &body)).await.expect("first") });
+    g.bench_function("replay", |b| {
+        b.to_async(&rt).iter(|| {
+            let fut = svc.call(mk("replayed", &body));
+            async move { fut.await.expect("ok") }
+        })
+    });
+    g.finish();
+}
+
+/// Requests/s through the Redis store at 50 concurrent callers. Criterion's time per element converts to
+/// requests/s; compare with `redis-benchmark -c 50 -t set -q` in the same window.
+#[cfg(feature = "redis")]
+fn redis_store(c: &mut Criterion) {
+    use palisade_idempotency::RedisStore;
+    use std::time::Instant;
+    use tower::ServiceExt;
+    const CONCURRENCY: usize = 50;
+
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let url = std::env::var("PALISADE_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let Ok(store) = rt.block_on(RedisStore::connect(&url)) else {
+        eprintln!("SKIPPED redis benchmarks: nothing answers at {url}");
+        return;
+    };
+    let prefix = format!("palisade-bench:{}:", std::process::id());
+    let store = store.with_prefix(prefix.clone());
+    let mut g = c.benchmark_group("idempotency_redis_c50");
+    g.throughput(Throughput::Elements(1));
+    g.sample_size(10);
+
+    // Runs `iters` calls over CONCURRENCY tasks; `key(i)` picks each call's key.
+    let run = |svc: palisade_idempotency::IdempotencyService<_, GatewayRequest, DefaultClassifier>,
+               iters: u64,
+               fresh: bool,
+               base: u64| {
+        let svc = svc.clone();
+        rt.block_on(async move {
+            let next = std::sync::Arc::new(AtomicU64::new(0));
+            let start = Instant::now();
+            let mut tasks = Vec::with_capacity(CONCURRENCY);
+            for _ in 0..CONCURRENCY {
+                let (svc, next) = (svc.clone(), next.clone());
+                tasks.push(tokio::spawn(async move {
+                    let replay = request("replayed");
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= iters {
+                            break;
+                        }
+                        let req = if fresh {
+                            let mut r = replay.clone();
+                            r.set_gateway_key(IdempotencyKey::new(format!("r{base}-{i}")).expect("key"));
+                            r
+                        } else {
+                            replay.clone()
+                        };
+                        svc.clone().oneshot(req).await.expect("ok");
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await.expect("task");
+            }
+            start.elapsed()
+        })
+    };
+    let svc = IdempotencyLayer::builder().store(store.clone()).ttl(Duration::from_secs(60)).build().layer(bare());
+    rt.block_on(svc.clone().oneshot(request("replayed"))).expect("first");
+    let base = AtomicU64::new(0);
+    g.bench_function("new_request", |b| {
+        b.iter_custom(|iters| run(svc.clone(), iters, true, base.fetch_add(1, Ordering::Relaxed)))
+    });
+    g.bench_function("replay", |b| b.iter_custom(|iters| run(svc.clone(), iters, false, 0)));
+    g.finish();
+    // Leave nothing behind (records expire after 60 s anyway).
+    rt.block_on(async {
+        if let Ok(mut conn) = palisade_core::store::connect(&url).await {
+            let keys: Vec<String> =
+                redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut conn).await.unwrap_or_default();
+            for chunk in keys.chunks(1000) {
+                let _: Result<(), _> = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await;
+            }
+        }
+    });
+}
+
+#[cfg(not(feature = "redis"))]
+fn redis_store(_c: &mut Criterion) {
+    eprintln!("redis benchmarks need --features redis");
+}
+
+#[allow(missing_docs)]
+mod group {
+    use super::*;
+    criterion_group!(benches, typed, http_mode, redis_store);
+}
+criterion_main!(group::benches);

@@ -1,0 +1,118 @@
+//! Settings both modes share, with their documented defaults.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::store::{IdempotencyStore, MemoryStore};
+
+/// How long a completed result is kept and replayed: 24 hours, Stripe's documented retention. Long enough for
+/// any client retry loop and for a customer refreshing the next morning; short enough to bound storage.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// How long a claim protects an executing request: 90 seconds. A lease must outlast the slowest execution the
+/// inner service can take, retries included, or a second copy could start while the first is still running.
+/// Stripe's SDKs give up on a request after 80 s, so 90 s covers a gateway call that runs to its client timeout.
+/// It is also the longest a retry waits after the holder crashed before it can take over.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(90);
+
+/// How long a duplicate waits for the in-flight original before it is refused: zero. Like Stripe, a duplicate
+/// is answered at once with 409 and `Retry-After`; waiting holds a connection and a task per duplicate, so it
+/// is opt-in ([`wait_for_in_flight`](crate::IdempotencyLayerBuilder::wait_for_in_flight)).
+pub const DEFAULT_WAIT: Duration = Duration::ZERO;
+
+/// The `Retry-After` sent with a 409 in-flight rejection: 1 second. Payment calls take hundreds of
+/// milliseconds to a few seconds; the remaining lease (up to 90 s) would send clients away far too long.
+pub const DEFAULT_IN_FLIGHT_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// The most of a request body the HTTP mode buffers to fingerprint it: 1 MiB. Payment API bodies are a few
+/// kilobytes; the limit bounds the memory a request can pin. Larger bodies get 413.
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+
+/// What to do with a request that carries no idempotency key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum MissingKey {
+    /// Execute it without idempotency protection (Stripe's behaviour, and the default): the layer does nothing
+    /// for it.
+    #[default]
+    PassThrough,
+    /// Refuse it: [`IdempotencyRejection::KeyMissing`](crate::IdempotencyRejection::KeyMissing), HTTP 400.
+    Reject,
+}
+
+/// Settings shared by the typed and the HTTP mode.
+#[derive(Clone)]
+pub(crate) struct Settings {
+    pub(crate) store: Arc<dyn IdempotencyStore>,
+    pub(crate) ttl: Duration,
+    pub(crate) lease: Duration,
+    pub(crate) wait: Duration,
+    pub(crate) in_flight_retry_after: Duration,
+    pub(crate) missing_key: MissingKey,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            store: Arc::new(MemoryStore::new()),
+            ttl: DEFAULT_TTL,
+            lease: DEFAULT_LEASE,
+            wait: DEFAULT_WAIT,
+            in_flight_retry_after: DEFAULT_IN_FLIGHT_RETRY_AFTER,
+            missing_key: MissingKey::PassThrough,
+        }
+    }
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("ttl", &self.ttl)
+            .field("lease", &self.lease)
+            .field("wait", &self.wait)
+            .field("in_flight_retry_after", &self.in_flight_retry_after)
+            .field("missing_key", &self.missing_key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The setters both builders share.
+macro_rules! common_setters {
+    () => {
+        /// The store (default: a fresh [`MemoryStore`](crate::MemoryStore)). Share one store (or one Redis) between
+        /// every instance that serves the same keys.
+        pub fn store(mut self, store: impl crate::store::IdempotencyStore) -> Self {
+            self.settings.store = std::sync::Arc::new(store);
+            self
+        }
+        /// How long completed results are kept and replayed (default [`DEFAULT_TTL`](crate::DEFAULT_TTL), 24 h).
+        pub fn ttl(mut self, ttl: std::time::Duration) -> Self {
+            self.settings.ttl = ttl;
+            self
+        }
+        /// How long a claim protects an executing request before another may take over (default
+        /// [`DEFAULT_LEASE`](crate::DEFAULT_LEASE), 90 s). Must exceed the inner service's longest execution.
+        pub fn lease(mut self, lease: std::time::Duration) -> Self {
+            self.settings.lease = lease;
+            self
+        }
+        /// Lets a duplicate wait up to `wait` for the in-flight original and replay its result (default
+        /// [`DEFAULT_WAIT`](crate::DEFAULT_WAIT): refuse at once with 409).
+        pub fn wait_for_in_flight(mut self, wait: std::time::Duration) -> Self {
+            self.settings.wait = wait;
+            self
+        }
+        /// The `Retry-After` of an in-flight rejection (default
+        /// [`DEFAULT_IN_FLIGHT_RETRY_AFTER`](crate::DEFAULT_IN_FLIGHT_RETRY_AFTER), 1 s).
+        pub fn in_flight_retry_after(mut self, d: std::time::Duration) -> Self {
+            self.settings.in_flight_retry_after = d;
+            self
+        }
+        /// What to do without a key (default [`MissingKey::PassThrough`](crate::MissingKey::PassThrough)).
+        pub fn missing_key(mut self, policy: crate::MissingKey) -> Self {
+            self.settings.missing_key = policy;
+            self
+        }
+    };
+}
+pub(crate) use common_setters;

@@ -1,0 +1,448 @@
+//! The HTTP mode: `HttpIdempotencyLayer` around an `http::Request<B>` service (an axum `Router`, a hyper
+//! service).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use palisade_core::{BoxError, GatewayKey, HttpClassifier, IdempotencyKey, Problem};
+use sha2::{Digest, Sha256};
+use tower_service::Service;
+
+use crate::config::{DEFAULT_BODY_LIMIT, MissingKey, Settings, common_setters};
+use crate::engine::{Begin, Engine, count, gateway_key_for, storage_key};
+use crate::error::IdempotencyRejection;
+use crate::store::Fingerprint;
+
+/// The request header that carries the key (Stripe, and draft-ietf-httpapi-idempotency-key-header).
+pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+
+/// The header a replayed response carries: `Idempotent-Replayed: true` (Stripe's name).
+pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+
+/// Response headers stored and replayed by default: the ones that describe the representation or the created
+/// resource. Everything else is dropped; see [`FORBIDDEN_STORED_HEADERS`].
+pub const DEFAULT_STORED_HEADERS: [HeaderName; 8] = [
+    header::CONTENT_TYPE,
+    header::CONTENT_LANGUAGE,
+    header::CONTENT_LOCATION,
+    header::LOCATION,
+    header::ETAG,
+    header::LAST_MODIFIED,
+    header::LINK,
+    header::CACHE_CONTROL,
+];
+
+/// Headers never stored, even when configured: they belong to one response (`Set-Cookie`, `Date`), to the
+/// connection (`Content-Length`, `Transfer-Encoding`, `Connection`), or to a moment (`Retry-After`, rate-limit
+/// headers — any name starting with `ratelimit` or `x-ratelimit`).
+pub const FORBIDDEN_STORED_HEADERS: [HeaderName; 6] = [
+    header::SET_COOKIE,
+    header::DATE,
+    header::CONTENT_LENGTH,
+    header::TRANSFER_ENCODING,
+    header::CONNECTION,
+    header::RETRY_AFTER,
+];
+
+fn storable(name: &HeaderName) -> bool {
+    let s = name.as_str();
+    !FORBIDDEN_STORED_HEADERS.contains(name) && !s.starts_with("ratelimit") && !s.starts_with("x-ratelimit")
+}
+
+type PartsScopeFn = Arc<dyn Fn(&http::request::Parts) -> Option<String> + Send + Sync>;
+
+struct HttpShared {
+    engine: Arc<Engine>,
+    methods: Vec<Method>,
+    fingerprint_headers: Vec<HeaderName>,
+    stored_headers: Vec<HeaderName>,
+    body_limit: usize,
+    scope: Option<PartsScopeFn>,
+}
+
+/// Makes an HTTP service idempotent on the `Idempotency-Key` header. See the [crate docs](crate).
+///
+/// Cheap to clone. Built with [`HttpIdempotencyLayer::builder`].
+#[derive(Clone)]
+pub struct HttpIdempotencyLayer {
+    shared: Arc<HttpShared>,
+}
+
+impl fmt::Debug for HttpIdempotencyLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.shared;
+        f.debug_struct("HttpIdempotencyLayer")
+            .field("settings", &s.engine.settings)
+            .field("methods", &s.methods)
+            .field("fingerprint_headers", &s.fingerprint_headers)
+            .field("stored_headers", &s.stored_headers)
+            .field("body_limit", &s.body_limit)
+            .field("scoped", &s.scope.is_some())
+            .finish()
+    }
+}
+
+impl HttpIdempotencyLayer {
+    /// A builder: POST and PATCH, [`DEFAULT_STORED_HEADERS`], 1 MiB body limit, no scope, a fresh
+    /// [`MemoryStore`](crate::MemoryStore), 24 h TTL, 90 s lease.
+    pub fn builder() -> HttpIdempotencyLayerBuilder {
+        HttpIdempotencyLayerBuilder {
+            settings: Settings::default(),
+            methods: vec![Method::POST, Method::PATCH],
+            fingerprint_headers: Vec::new(),
+            stored_headers: DEFAULT_STORED_HEADERS.to_vec(),
+            body_limit: DEFAULT_BODY_LIMIT,
+            scope: None,
+        }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for HttpIdempotencyLayer {
+    type Service = HttpIdempotencyService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        HttpIdempotencyService { inner, shared: self.shared.clone() }
+    }
+}
+
+/// Builder for [`HttpIdempotencyLayer`].
+#[must_use]
+pub struct HttpIdempotencyLayerBuilder {
+    settings: Settings,
+    methods: Vec<Method>,
+    fingerprint_headers: Vec<HeaderName>,
+    stored_headers: Vec<HeaderName>,
+    body_limit: usize,
+    scope: Option<PartsScopeFn>,
+}
+
+impl HttpIdempotencyLayerBuilder {
+    common_setters!();
+
+    /// The methods the layer applies to (default POST and PATCH; the others are idempotent by definition).
+    /// Requests with other methods pass through untouched.
+    pub fn methods(mut self, methods: impl IntoIterator<Item = Method>) -> Self {
+        self.methods = methods.into_iter().collect();
+        self
+    }
+
+    /// Adds a request header to the fingerprint (default: none; method, path, query and body always count).
+    pub fn fingerprint_header(mut self, name: HeaderName) -> Self {
+        self.fingerprint_headers.push(name);
+        self
+    }
+
+    /// Adds a response header to store and replay (default [`DEFAULT_STORED_HEADERS`]). Headers in
+    /// [`FORBIDDEN_STORED_HEADERS`] and rate-limit headers are never stored.
+    pub fn store_header(mut self, name: HeaderName) -> Self {
+        self.stored_headers.push(name);
+        self
+    }
+
+    /// The most request body bytes buffered for the fingerprint (default [`DEFAULT_BODY_LIMIT`], 1 MiB);
+    /// larger bodies get 413.
+    pub fn body_limit(mut self, bytes: usize) -> Self {
+        self.body_limit = bytes;
+        self
+    }
+
+    /// The scope (tenant, account, user) a key belongs to, from the request head (headers, extensions set by an
+    /// authentication layer). Equal keys in two scopes never meet. Default: none.
+    pub fn scope(mut self, f: impl Fn(&http::request::Parts) -> Option<String> + Send + Sync + 'static) -> Self {
+        self.scope = Some(Arc::new(f));
+        self
+    }
+
+    /// The scope from a request header (for example the account header an authenticating proxy sets).
+    pub fn scope_header(self, name: HeaderName) -> Self {
+        self.scope(move |p| p.headers.get(&name).and_then(|v| v.to_str().ok()).map(str::to_owned))
+    }
+
+    /// Builds the layer.
+    pub fn build(self) -> HttpIdempotencyLayer {
+        let mut stored = self.stored_headers;
+        stored.retain(storable);
+        HttpIdempotencyLayer {
+            shared: Arc::new(HttpShared {
+                engine: Engine::new(self.settings),
+                methods: self.methods,
+                fingerprint_headers: self.fingerprint_headers,
+                stored_headers: stored,
+                body_limit: self.body_limit,
+                scope: self.scope,
+            }),
+        }
+    }
+}
+
+/// The service [`HttpIdempotencyLayer`] produces.
+#[derive(Clone)]
+pub struct HttpIdempotencyService<S> {
+    inner: S,
+    shared: Arc<HttpShared>,
+}
+
+impl<S: fmt::Debug> fmt::Debug for HttpIdempotencyService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpIdempotencyService").field("inner", &self.inner).finish_non_exhaustive()
+    }
+}
+
+/// The response a rejection turns into: `application/problem+json` with the rejection's status.
+fn problem_response<B: From<Bytes>>(p: Problem) -> Response<B> {
+    let mut res = Response::new(B::from(Bytes::from(p.body_bytes())));
+    *res.status_mut() = p.status;
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(palisade_core::problem::PROBLEM_JSON));
+    res.headers_mut().extend(p.headers);
+    res
+}
+
+fn reject<B: From<Bytes>>(r: &IdempotencyRejection) -> Response<B> {
+    problem_response(r.to_problem())
+}
+
+/// Reads the key: absent → `Ok(None)`; several headers or a malformed value → rejection.
+fn read_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, IdempotencyRejection> {
+    let mut values = headers.get_all(&IDEMPOTENCY_KEY).iter();
+    let Some(v) = values.next() else { return Ok(None) };
+    if values.next().is_some() {
+        return Err(IdempotencyRejection::InvalidKey("send exactly one Idempotency-Key header".into()));
+    }
+    let s = v.to_str().map_err(|_| IdempotencyRejection::InvalidKey("key is not visible ASCII".into()))?;
+    Ok(Some(IdempotencyKey::parse(s)?))
+}
+
+fn fingerprint(parts: &http::request::Parts, headers: &[HeaderName], body: &[u8]) -> Fingerprint {
+    let mut h = Sha256::new();
+    let mut field = |b: &[u8]| {
+        h.update((b.len() as u64).to_be_bytes());
+        h.update(b);
+    };
+    field(parts.method.as_str().as_bytes());
+    field(parts.uri.path().as_bytes());
+    field(parts.uri.query().unwrap_or("").as_bytes());
+    for name in headers {
+        field(name.as_str().as_bytes());
+        for v in parts.headers.get_all(name) {
+            field(v.as_bytes());
+        }
+        field(b"\0end");
+    }
+    field(body);
+    Fingerprint(h.finalize().into())
+}
+
+/// Stored form: status (u16), header count (u16), each header as name length (u16), name, value length (u32),
+/// value; then the body. Binary, so any body (non-UTF-8 included) round-trips unchanged.
+fn encode(status: StatusCode, headers: &HeaderMap, keep: &[HeaderName], body: &[u8]) -> Bytes {
+    let kept: Vec<(&HeaderName, &HeaderValue)> = headers.iter().filter(|(n, _)| keep.contains(n)).collect();
+    let mut out = BytesMut::with_capacity(4 + body.len() + kept.len() * 48);
+    out.put_u16(status.as_u16());
+    out.put_u16(kept.len() as u16);
+    for (n, v) in kept {
+        out.put_u16(n.as_str().len() as u16);
+        out.put_slice(n.as_str().as_bytes());
+        out.put_u32(v.len() as u32);
+        out.put_slice(v.as_bytes());
+    }
+    out.put_slice(body);
+    out.freeze()
+}
+
+fn decode(mut b: Bytes) -> Result<(StatusCode, HeaderMap, Bytes), String> {
+    let short = || "stored response is truncated".to_owned();
+    if b.remaining() < 4 {
+        return Err(short());
+    }
+    let status = StatusCode::from_u16(b.get_u16()).map_err(|e| e.to_string())?;
+    let n = b.get_u16() as usize;
+    let mut headers = HeaderMap::with_capacity(n + 1);
+    for _ in 0..n {
+        if b.remaining() < 2 {
+            return Err(short());
+        }
+        let nl = b.get_u16() as usize;
+        if b.remaining() < nl + 4 {
+            return Err(short());
+        }
+        let name = HeaderName::from_bytes(&b.split_to(nl)).map_err(|e| e.to_string())?;
+        let vl = b.get_u32() as usize;
+        if b.remaining() < vl {
+            return Err(short());
+        }
+        let value = HeaderValue::from_maybe_shared(b.split_to(vl)).map_err(|e| e.to_string())?;
+        headers.append(name, value);
+    }
+    Ok((status, headers, b))
+}
+
+fn replay<B: From<Bytes>>(stored: Bytes) -> Response<B> {
+    match decode(stored) {
+        Ok((status, headers, body)) => {
+            let mut res = Response::new(B::from(body));
+            *res.status_mut() = status;
+            *res.headers_mut() = headers;
+            res.headers_mut().insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+            res
+        }
+        Err(e) => reject(&IdempotencyRejection::UnreadableRecord(e)),
+    }
+}
+
+/// The future of [`HttpIdempotencyService`].
+pub type HttpResponseFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+
+impl<S, B, ResB> Service<Request<B>> for HttpIdempotencyService<S>
+where
+    S: Service<Request<B>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Send + 'static,
+    B: Body + From<Bytes> + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+    ResB: Body + From<Bytes> + Send + 'static,
+    ResB::Data: Send,
+    ResB::Error: fmt::Display,
+{
+    type Response = Response<ResB>;
+    type Error = S::Error;
+    type Future = HttpResponseFuture<Response<ResB>, S::Error>;
+
+    /// Always ready: the inner service's readiness is awaited only when a request is really executed.
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let shared = self.shared.clone();
+        if !shared.methods.contains(req.method()) {
+            return Box::pin(async move {
+                std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
+                inner.call(req).await
+            });
+        }
+        let key = match read_key(req.headers()) {
+            Ok(Some(k)) => k,
+            Ok(None) if shared.engine.settings.missing_key == MissingKey::PassThrough => {
+                count("passthrough");
+                return Box::pin(async move {
+                    std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
+                    inner.call(req).await
+                });
+            }
+            Ok(None) => {
+                count("missing_key");
+                return Box::pin(std::future::ready(Ok(reject(&IdempotencyRejection::KeyMissing))));
+            }
+            Err(r) => {
+                count("invalid_key");
+                return Box::pin(std::future::ready(Ok(reject(&r))));
+            }
+        };
+        let limit = shared.body_limit;
+        let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            count("body_too_large");
+            return Box::pin(std::future::ready(Ok(reject(&IdempotencyRejection::BodyTooLarge { limit }))));
+        }
+        Box::pin(async move {
+            let (mut parts, body) = req.into_parts();
+            let bytes = match Limited::new(body, limit).collect().await {
+                Ok(c) => c.to_bytes(),
+                Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+                    count("body_too_large");
+                    return Ok(reject(&IdempotencyRejection::BodyTooLarge { limit }));
+                }
+                Err(e) => return Ok(reject(&IdempotencyRejection::BodyRead(e.to_string()))),
+            };
+            let fp = fingerprint(&parts, &shared.fingerprint_headers, &bytes);
+            let scope = shared.scope.as_ref().and_then(|f| f(&parts));
+            let skey = storage_key(scope.as_deref(), &key);
+            parts.extensions.insert(GatewayKey(gateway_key_for(scope.as_deref(), &key)));
+            let ticket = match shared.engine.begin(skey, fp).await {
+                Ok(Begin::Execute(t)) => t,
+                Ok(Begin::Replay(stored)) => return Ok(replay(stored)),
+                Err(r) => return Ok(reject(&r)),
+            };
+            if let Err(e) = std::future::poll_fn(|cx| inner.poll_ready(cx)).await {
+                ticket.release().await;
+                return Err(e);
+            }
+            let res = match inner.call(Request::from_parts(parts, B::from(bytes))).await {
+                Ok(res) => res,
+                Err(e) => {
+                    // A failed service may or may not have acted: Unknown, released for re-execution.
+                    ticket.release().await;
+                    return Err(e);
+                }
+            };
+            let outcome = HttpClassifier::classify_parts(res.status(), res.headers(), SystemTime::now());
+            if !outcome.is_final() {
+                // Not stored: hand the response on as it is, streaming.
+                ticket.release().await;
+                return Ok(res);
+            }
+            let (res_parts, res_body) = res.into_parts();
+            let collected = res_body.collect().await.map_err(|e| e.to_string());
+            let body = match collected {
+                Ok(c) => c.to_bytes(),
+                Err(e) => {
+                    ticket.release().await;
+                    let p = Problem::new(
+                        StatusCode::BAD_GATEWAY,
+                        "response_body_failed",
+                        "response body failed",
+                        format!(
+                            "the response body failed while it was read: {e}; the request may be retried with the same key"
+                        ),
+                    );
+                    return Ok(problem_response(p));
+                }
+            };
+            let stored = &shared.stored_headers;
+            let payload = encode(res_parts.status, &res_parts.headers, stored, &body);
+            ticket.record(outcome, Some(payload)).await;
+            Ok(Response::from_parts(res_parts, ResB::from(body)))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_any_bytes_and_only_kept_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+        h.insert(header::SET_COOKIE, HeaderValue::from_static("s=1"));
+        h.append(header::LINK, HeaderValue::from_static("<a>"));
+        h.append(header::LINK, HeaderValue::from_static("<b>"));
+        let body = [0xff_u8, 0x00, 0xc3, 0x28];
+        let keep: Vec<HeaderName> = DEFAULT_STORED_HEADERS.to_vec();
+        let (status, headers, got) = decode(encode(StatusCode::CREATED, &h, &keep, &body)).unwrap();
+        assert_eq!(status, StatusCode::CREATED);
+        assert_eq!(&got[..], &body);
+        assert_eq!(headers.get_all(header::LINK).iter().count(), 2);
+        assert!(headers.get(header::SET_COOKIE).is_none());
+        assert!(decode(Bytes::from_static(&[0, 200, 0, 1, 0])).is_err());
+    }
+
+    #[test]
+    fn forbidden_headers_cannot_be_configured() {
+        for n in ["set-cookie", "date", "ratelimit-remaining", "x-ratelimit-limit", "retry-after"] {
+            assert!(!storable(&HeaderName::from_static(n)), "{n}");
+        }
+        assert!(storable(&header::LOCATION));
+    }
+}

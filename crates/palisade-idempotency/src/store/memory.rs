@@ -1,0 +1,306 @@
+//! `MemoryStore`: sharded maps behind short mutexes, with expiry. One process only.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+use super::{Claim, FencingToken, Fingerprint, IdempotencyStore, Record, StoreFuture};
+
+/// Default number of shards: enough that 2–64 cores rarely meet on one lock, small enough to sweep cheaply.
+pub const DEFAULT_SHARDS: usize = 64;
+
+/// Every this many inserts into a shard, the shard drops its expired records, so memory stays bounded by
+/// the records alive within the TTL without a background task.
+const SWEEP_EVERY: u32 = 1024;
+
+#[derive(Debug)]
+enum State {
+    InFlight { token: FencingToken, lease_until: Instant },
+    Completed { response: Bytes },
+}
+
+#[derive(Debug)]
+struct Entry {
+    fingerprint: Fingerprint,
+    state: State,
+    expires_at: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Shard {
+    map: HashMap<Box<str>, Entry>,
+    inserts: u32,
+}
+
+#[derive(Debug)]
+struct Inner {
+    shards: Box<[Mutex<Shard>]>,
+    hasher: RandomState,
+    next_token: AtomicU64,
+}
+
+/// An in-memory [`IdempotencyStore`]: sharded `HashMap`s behind `parking_lot` mutexes, records expire after
+/// their TTL (checked on access, and swept from a shard every 1024 inserts). Time is `tokio::time`, so tests
+/// can pause and advance it.
+///
+/// Good for a single process and for tests. Records do not survive a restart and are not shared between
+/// processes: use [`RedisStore`](super::RedisStore) when several instances serve the same keys.
+/// Cheap to clone (clones share the records).
+#[derive(Debug, Clone)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore::new()
+    }
+}
+
+impl MemoryStore {
+    /// A store with [`DEFAULT_SHARDS`] shards.
+    #[must_use]
+    pub fn new() -> Self {
+        MemoryStore::with_shards(DEFAULT_SHARDS)
+    }
+
+    /// A store with `shards` shards (rounded up to a power of two, at least 1).
+    #[must_use]
+    pub fn with_shards(shards: usize) -> Self {
+        let n = shards.max(1).next_power_of_two();
+        MemoryStore {
+            inner: Arc::new(Inner {
+                shards: (0..n).map(|_| Mutex::new(Shard::default())).collect(),
+                hasher: RandomState::new(),
+                next_token: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    fn shard(&self, key: &str) -> &Mutex<Shard> {
+        let h = self.inner.hasher.hash_one(key) as usize;
+        // `shards.len()` is a power of two (see `with_shards`), so the mask picks a valid index.
+        &self.inner.shards[h & (self.inner.shards.len() - 1)]
+    }
+
+    fn token(&self) -> FencingToken {
+        FencingToken(self.inner.next_token.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Number of records held, expired ones included until they are swept.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.inner.shards.iter().map(|s| s.lock().map.len()).sum()
+    }
+
+    /// True when no record is held.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drops every expired record now.
+    pub fn purge_expired(&self) {
+        let now = Instant::now();
+        for s in self.inner.shards.iter() {
+            s.lock().map.retain(|_, e| e.expires_at > now);
+        }
+    }
+
+    /// The synchronous claim behind [`IdempotencyStore::claim`].
+    pub fn claim_now(&self, key: &str, fingerprint: &Fingerprint, lease: Duration, ttl: Duration) -> Claim {
+        let now = Instant::now();
+        let mut shard = self.shard(key).lock();
+        if let Some(e) = shard.map.get_mut(key)
+            && e.expires_at > now
+        {
+            if e.fingerprint != *fingerprint {
+                return Claim::Mismatch;
+            }
+            return match &e.state {
+                State::Completed { response } => Claim::Completed { response: response.clone() },
+                State::InFlight { lease_until, .. } if *lease_until > now => {
+                    Claim::InFlight { lease_remaining: *lease_until - now }
+                }
+                State::InFlight { .. } => {
+                    let token = self.token();
+                    e.state = State::InFlight { token, lease_until: now + lease };
+                    e.expires_at = now + ttl.max(lease);
+                    Claim::Acquired { token, took_over: true }
+                }
+            };
+        }
+        let token = self.token();
+        let entry = Entry {
+            fingerprint: *fingerprint,
+            state: State::InFlight { token, lease_until: now + lease },
+            expires_at: now + ttl.max(lease),
+        };
+        shard.map.insert(key.into(), entry);
+        shard.inserts += 1;
+        if shard.inserts >= SWEEP_EVERY {
+            shard.inserts = 0;
+            shard.map.retain(|_, e| e.expires_at > now);
+        }
+        Claim::Acquired { token, took_over: false }
+    }
+
+    /// The synchronous complete behind [`IdempotencyStore::complete`].
+    pub fn complete_now(&self, key: &str, token: FencingToken, response: Bytes, ttl: Duration) -> bool {
+        let now = Instant::now();
+        let mut shard = self.shard(key).lock();
+        match shard.map.get_mut(key) {
+            Some(e) if e.expires_at > now && matches!(e.state, State::InFlight { token: t, .. } if t == token) => {
+                e.state = State::Completed { response };
+                e.expires_at = now + ttl;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The synchronous release behind [`IdempotencyStore::release`].
+    pub fn release_now(&self, key: &str, token: FencingToken) -> bool {
+        let now = Instant::now();
+        let mut shard = self.shard(key).lock();
+        match shard.map.get_mut(key) {
+            Some(e) if e.expires_at > now && matches!(e.state, State::InFlight { token: t, .. } if t == token) => {
+                e.state = State::InFlight { token, lease_until: now };
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The synchronous read behind [`IdempotencyStore::get`].
+    #[must_use]
+    pub fn get_now(&self, key: &str) -> Option<Record> {
+        let now = Instant::now();
+        let shard = self.shard(key).lock();
+        let e = shard.map.get(key).filter(|e| e.expires_at > now)?;
+        Some(match &e.state {
+            State::InFlight { token, lease_until } => Record::InFlight {
+                fingerprint: e.fingerprint,
+                token: *token,
+                lease_remaining: lease_until.saturating_duration_since(now),
+            },
+            State::Completed { response } => {
+                Record::Completed { fingerprint: e.fingerprint, response: response.clone() }
+            }
+        })
+    }
+}
+
+impl IdempotencyStore for MemoryStore {
+    fn claim<'a>(
+        &'a self,
+        key: &'a str,
+        fingerprint: &'a Fingerprint,
+        lease: Duration,
+        ttl: Duration,
+    ) -> StoreFuture<'a, Claim> {
+        let r = self.claim_now(key, fingerprint, lease, ttl);
+        Box::pin(std::future::ready(Ok(r)))
+    }
+    fn complete<'a>(
+        &'a self,
+        key: &'a str,
+        token: FencingToken,
+        response: Bytes,
+        ttl: Duration,
+    ) -> StoreFuture<'a, bool> {
+        let r = self.complete_now(key, token, response, ttl);
+        Box::pin(std::future::ready(Ok(r)))
+    }
+    fn release<'a>(&'a self, key: &'a str, token: FencingToken) -> StoreFuture<'a, bool> {
+        let r = self.release_now(key, token);
+        Box::pin(std::future::ready(Ok(r)))
+    }
+    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Record>> {
+        let r = self.get_now(key);
+        Box::pin(std::future::ready(Ok(r)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FP: Fingerprint = Fingerprint([1; 32]);
+    const OTHER: Fingerprint = Fingerprint([2; 32]);
+    const LEASE: Duration = Duration::from_secs(10);
+    const TTL: Duration = Duration::from_secs(100);
+
+    fn acquired(c: Claim) -> FencingToken {
+        match c {
+            Claim::Acquired { token, .. } => token,
+            other => panic!("expected Acquired, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lifecycle_takeover_and_fencing() {
+        let s = MemoryStore::with_shards(4);
+        let t1 = acquired(s.claim_now("k", &FP, LEASE, TTL));
+        assert!(
+            matches!(s.claim_now("k", &FP, LEASE, TTL), Claim::InFlight { lease_remaining } if lease_remaining == LEASE)
+        );
+        assert_eq!(s.claim_now("k", &OTHER, LEASE, TTL), Claim::Mismatch);
+        tokio::time::advance(LEASE).await;
+        let c = s.claim_now("k", &FP, LEASE, TTL);
+        assert!(matches!(c, Claim::Acquired { took_over: true, .. }));
+        let t2 = acquired(c);
+        assert!(t2 > t1);
+        // The stale holder is refused by its token.
+        assert!(!s.complete_now("k", t1, Bytes::from_static(b"stale"), TTL));
+        assert!(!s.release_now("k", t1));
+        assert!(s.complete_now("k", t2, Bytes::from_static(b"fresh"), TTL));
+        assert_eq!(s.claim_now("k", &FP, LEASE, TTL), Claim::Completed { response: Bytes::from_static(b"fresh") });
+        assert_eq!(s.claim_now("k", &OTHER, LEASE, TTL), Claim::Mismatch);
+        // A second complete with the winning token does not overwrite either.
+        assert!(!s.complete_now("k", t2, Bytes::from_static(b"again"), TTL));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn release_makes_the_key_claimable_and_keeps_the_fingerprint() {
+        let s = MemoryStore::new();
+        let t1 = acquired(s.claim_now("k", &FP, LEASE, TTL));
+        assert!(s.release_now("k", t1));
+        assert_eq!(s.claim_now("k", &OTHER, LEASE, TTL), Claim::Mismatch);
+        assert!(matches!(s.claim_now("k", &FP, LEASE, TTL), Claim::Acquired { took_over: true, .. }));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn records_expire_after_the_ttl() {
+        let s = MemoryStore::new();
+        let t = acquired(s.claim_now("k", &FP, LEASE, TTL));
+        assert!(s.complete_now("k", t, Bytes::from_static(b"r"), TTL));
+        tokio::time::advance(TTL - Duration::from_millis(1)).await;
+        assert!(matches!(s.get_now("k"), Some(Record::Completed { .. })));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(s.get_now("k"), None);
+        assert!(matches!(s.claim_now("k", &OTHER, LEASE, TTL), Claim::Acquired { took_over: false, .. }));
+        tokio::time::advance(TTL).await;
+        s.purge_expired();
+        assert!(s.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sweeping_bounds_memory() {
+        let s = MemoryStore::with_shards(1);
+        for i in 0..SWEEP_EVERY {
+            let _ = s.claim_now(&format!("old-{i}"), &FP, LEASE, Duration::from_secs(1));
+        }
+        tokio::time::advance(Duration::from_secs(LEASE.as_secs() + 1)).await;
+        for i in 0..SWEEP_EVERY {
+            let _ = s.claim_now(&format!("new-{i}"), &FP, LEASE, TTL);
+        }
+        assert!(s.len() <= SWEEP_EVERY as usize, "expired records were not swept: {}", s.len());
+    }
+}

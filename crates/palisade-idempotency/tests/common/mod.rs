@@ -1,0 +1,297 @@
+//! Scenarios every store must pass, run against the memory store (tests/memory.rs) and Redis (tests/redis.rs).
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use palisade_core::*;
+use palisade_idempotency::{Claim, FencingToken, Fingerprint, IdempotencyLayer, IdempotencyStore, Record, storage_key};
+use palisade_sim::GatewaySim;
+use tokio::sync::Semaphore;
+use tower::util::BoxCloneService;
+use tower::{Layer, ServiceExt};
+
+/// Ends the lease of a storage key at once, as if its holder had crashed long ago.
+pub type Expire = Arc<dyn Fn(String) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+pub const LEASE: Duration = Duration::from_secs(30);
+pub const TTL: Duration = Duration::from_secs(3600);
+
+pub fn charge(order: &str, amount: &str, token: &str, key: &str) -> GatewayRequest {
+    GatewayRequest::Charge(
+        ChargeRequest::new(Money::parse(amount, Currency::USD).unwrap(), PaymentToken::new(token).unwrap(), order)
+            .idempotency_key(IdempotencyKey::new(key).unwrap()),
+    )
+}
+
+pub type Gw = BoxCloneService<GatewayRequest, GatewayResponse, PaymentError>;
+
+/// The simulator behind a gate: each call waits for a permit, and `entered` counts calls that arrived.
+#[derive(Clone)]
+pub struct Gated {
+    pub sim: GatewaySim,
+    pub gate: Arc<Semaphore>,
+    pub entered: Arc<AtomicUsize>,
+}
+
+impl Gated {
+    pub fn new(sim: GatewaySim) -> Self {
+        Gated { sim, gate: Arc::new(Semaphore::new(0)), entered: Arc::new(AtomicUsize::new(0)) }
+    }
+    pub fn service(&self) -> Gw {
+        let g = self.clone();
+        BoxCloneService::new(tower::service_fn(move |req: GatewayRequest| {
+            let g = g.clone();
+            async move {
+                g.entered.fetch_add(1, Ordering::SeqCst);
+                let permit = g.gate.acquire().await.unwrap();
+                permit.forget();
+                g.sim.handle(req).await
+            }
+        }))
+    }
+    pub fn open(&self) {
+        self.gate.add_permits(1_000_000);
+    }
+}
+
+fn acquired(c: Claim) -> FencingToken {
+    match c {
+        Claim::Acquired { token, .. } => token,
+        other => panic!("expected Acquired, got {other:?}"),
+    }
+}
+
+/// Store conformance: lifecycle, conflict in every state, release, takeover and fencing.
+pub async fn store_contract(store: impl IdempotencyStore, expire: Expire) {
+    let fp = Fingerprint([7; 32]);
+    let other = Fingerprint([8; 32]);
+    let k = "contract-key";
+    assert_eq!(store.get(k).await.unwrap(), None);
+    let t1 = acquired(store.claim(k, &fp, LEASE, TTL).await.unwrap());
+    // in flight, lease alive
+    assert!(
+        matches!(store.claim(k, &fp, LEASE, TTL).await.unwrap(), Claim::InFlight { lease_remaining } if lease_remaining <= LEASE && lease_remaining > Duration::ZERO)
+    );
+    assert_eq!(store.claim(k, &other, LEASE, TTL).await.unwrap(), Claim::Mismatch);
+    assert!(
+        matches!(store.get(k).await.unwrap(), Some(Record::InFlight { token, fingerprint, .. }) if token == t1 && fingerprint == fp)
+    );
+    // lease ended: conflict still holds, the same request takes over with a greater token
+    expire(k.to_owned()).await;
+    assert_eq!(store.claim(k, &other, LEASE, TTL).await.unwrap(), Claim::Mismatch);
+    let c = store.claim(k, &fp, LEASE, TTL).await.unwrap();
+    assert!(matches!(c, Claim::Acquired { took_over: true, .. }), "{c:?}");
+    let t2 = acquired(c);
+    assert!(t2 > t1, "fencing token must grow: {t1:?} then {t2:?}");
+    // the stale holder is refused, whatever it tries
+    assert!(!store.complete(k, t1, Bytes::from_static(b"stale"), TTL).await.unwrap());
+    assert!(!store.release(k, t1).await.unwrap());
+    // the new holder releases (a Retriable outcome), and the key can be claimed again, but not by another request
+    assert!(store.release(k, t2).await.unwrap());
+    assert_eq!(store.claim(k, &other, LEASE, TTL).await.unwrap(), Claim::Mismatch);
+    let t3 = acquired(store.claim(k, &fp, LEASE, TTL).await.unwrap());
+    assert!(t3 > t2);
+    // completes; the stored bytes come back exactly, even non-UTF-8
+    let payload = Bytes::from_static(&[0xff, 0x00, 0xfe, b'x']);
+    assert!(store.complete(k, t3, payload.clone(), TTL).await.unwrap());
+    assert!(!store.complete(k, t3, Bytes::from_static(b"twice"), TTL).await.unwrap());
+    assert!(!store.complete(k, t2, Bytes::from_static(b"stale"), TTL).await.unwrap());
+    assert_eq!(store.claim(k, &fp, LEASE, TTL).await.unwrap(), Claim::Completed { response: payload.clone() });
+    assert_eq!(store.claim(k, &other, LEASE, TTL).await.unwrap(), Claim::Mismatch);
+    assert_eq!(store.get(k).await.unwrap(), Some(Record::Completed { fingerprint: fp, response: payload }));
+    // expiring a completed record's lease changes nothing
+    expire(k.to_owned()).await;
+    assert!(matches!(store.claim(k, &fp, LEASE, TTL).await.unwrap(), Claim::Completed { .. }));
+}
+
+/// 1000 concurrent same-key same-payload requests with nobody waiting: exactly one reaches the gateway, the
+/// other 999 are refused as in flight; afterwards the stored charge is replayed.
+pub async fn thousand_concurrent_refused(store: impl IdempotencyStore) {
+    let gated = Gated::new(GatewaySim::new());
+    let svc = IdempotencyLayer::builder().store(store).lease(LEASE).build().layer(gated.service());
+    let req = charge("order-1000", "12.34", "tok_visa", "k-1000");
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..1000 {
+        let (svc, req) = (svc.clone(), req.clone());
+        set.spawn(async move { svc.oneshot(req).await });
+    }
+    let (mut refused, mut ok) = (0, Vec::new());
+    while let Some(r) = set.join_next().await {
+        match r.unwrap() {
+            Err(PaymentError::IdempotencyInFlight { retry_after }) => {
+                assert!(retry_after.is_some());
+                refused += 1;
+                if refused == 999 {
+                    gated.open();
+                }
+            }
+            Ok(res) => ok.push(res),
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    assert_eq!((ok.len(), refused), (1, 999));
+    assert_eq!(gated.entered.load(Ordering::SeqCst), 1, "inner service called more than once");
+    assert_eq!(gated.sim.calls(), 1);
+    assert_eq!(gated.sim.charges_for("order-1000").len(), 1);
+    let again = svc.clone().oneshot(req).await.unwrap();
+    assert_eq!(again, ok[0]);
+    assert_eq!(gated.sim.calls(), 1);
+}
+
+/// 1000 concurrent duplicates that wait for the original: every one gets the same charge, one execution.
+pub async fn thousand_concurrent_waiting(store: impl IdempotencyStore) {
+    let gated = Gated::new(GatewaySim::new());
+    gated.open();
+    let svc = IdempotencyLayer::builder()
+        .store(store)
+        .lease(LEASE)
+        .wait_for_in_flight(Duration::from_secs(20))
+        .build()
+        .layer(gated.service());
+    let req = charge("order-2000", "5.00", "tok_visa", "k-2000");
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..1000 {
+        let (svc, req) = (svc.clone(), req.clone());
+        set.spawn(async move { svc.oneshot(req).await });
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    let mut refused = 0;
+    while let Some(r) = set.join_next().await {
+        match r.unwrap() {
+            Ok(res) => {
+                ids.insert(res.id);
+            }
+            Err(PaymentError::IdempotencyInFlight { .. }) => refused += 1,
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    assert_eq!(ids.len(), 1, "different charges were returned: {ids:?}");
+    assert!(refused < 1000);
+    assert_eq!(gated.entered.load(Ordering::SeqCst), 1);
+    assert_eq!(gated.sim.charges_for("order-2000").len(), 1);
+}
+
+/// The holder "crashes" (its lease ends while it is stuck); a retry takes over, executes with the same gateway key
+/// and stores its result; the stale holder's late completion is refused and the stored result stays.
+pub async fn takeover_and_fencing(store: impl IdempotencyStore + Clone, expire: Expire) {
+    let gated = Gated::new(GatewaySim::new());
+    let svc = IdempotencyLayer::builder().store(store.clone()).lease(LEASE).build().layer(gated.service());
+    let req = charge("order-3000", "30.00", "tok_visa", "k-3000");
+    let stale = tokio::spawn(svc.clone().oneshot(req.clone()));
+    while gated.entered.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    // The first holder is stuck inside the gateway call. Its lease ends.
+    expire(storage_key(None, &IdempotencyKey::new("k-3000").unwrap())).await;
+    // The retry takes over with a new token and also enters the gateway call.
+    let fresh = tokio::spawn(svc.clone().oneshot(req.clone()));
+    while gated.entered.load(Ordering::SeqCst) < 2 {
+        tokio::task::yield_now().await;
+    }
+    let skey = storage_key(None, &IdempotencyKey::new("k-3000").unwrap());
+    let Some(Record::InFlight { token: fresh_token, .. }) = store.get(&skey).await.unwrap() else {
+        panic!("the takeover must hold the key")
+    };
+    // The stale holder wakes first (the gate is FIFO), charges, and tries to complete: refused by its token.
+    gated.gate.add_permits(1);
+    let stale_res = stale.await.unwrap().expect("the stale holder's call succeeds at the gateway");
+    assert!(
+        matches!(store.get(&skey).await.unwrap(), Some(Record::InFlight { token, .. }) if token == fresh_token),
+        "the stale holder overwrote the record of the request that took over"
+    );
+    // The takeover runs with the same gateway key: the gateway deduplicates, nothing is charged twice.
+    gated.open();
+    let fresh_id = fresh.await.unwrap().expect("the takeover executes").id;
+    assert_eq!(stale_res.id, fresh_id);
+    assert!(matches!(store.get(&skey).await.unwrap(), Some(Record::Completed { .. })));
+    assert_eq!(gated.sim.charges_for("order-3000").len(), 1, "ledger: {:?}", gated.sim.ledger());
+    // A later duplicate replays the stored charge without a gateway call.
+    let calls = gated.sim.calls();
+    assert_eq!(svc.clone().oneshot(req).await.unwrap().id, fresh_id);
+    assert_eq!(gated.sim.calls(), calls);
+}
+
+/// A decline is stored and replayed as the same typed decline; a lost response (Unknown) is released and the
+/// retry is deduplicated at the gateway by the flowing key.
+pub async fn outcomes(store: impl IdempotencyStore + Clone) {
+    let sim = GatewaySim::new();
+    let svc = IdempotencyLayer::builder().store(store).build().layer(sim.clone());
+    let declined = charge("order-4000", "20.00", "tok_chargeDeclined", "k-4000");
+    let first = svc.clone().oneshot(declined.clone()).await.unwrap_err();
+    let replay = svc.clone().oneshot(declined).await.unwrap_err();
+    assert!(matches!(first, PaymentError::CardDeclined { .. }));
+    assert_eq!(first, replay);
+    assert_eq!(sim.calls(), 1);
+
+    sim.script(Operation::Charge, [palisade_sim::Fault::FailAfterCommit]);
+    let lost = charge("order-4001", "20.00", "tok_visa", "k-4001");
+    assert!(matches!(svc.clone().oneshot(lost.clone()).await, Err(PaymentError::GatewayTimeout { .. })));
+    let retried = svc.clone().oneshot(lost.clone()).await.unwrap();
+    assert_eq!(sim.charges_for("order-4001").len(), 1, "the retry must not charge again");
+    assert_eq!(sim.calls(), 3);
+    assert_eq!(svc.clone().oneshot(lost).await.unwrap(), retried);
+    assert_eq!(sim.calls(), 3);
+
+    sim.script(Operation::Charge, [palisade_sim::Fault::FailBeforeCommit]);
+    let refused = charge("order-4002", "1.00", "tok_visa", "k-4002");
+    assert!(matches!(svc.clone().oneshot(refused.clone()).await, Err(PaymentError::NetworkBeforeSend { .. })));
+    assert!(svc.clone().oneshot(refused).await.is_ok());
+    assert_eq!(sim.charges_for("order-4002").len(), 1);
+}
+
+/// Conflict in every state: in flight, completed, released.
+pub async fn conflicts(store: impl IdempotencyStore + Clone) {
+    let gated = Gated::new(GatewaySim::new());
+    let svc = IdempotencyLayer::builder().store(store).build().layer(gated.service());
+    let a = charge("order-5000", "10.00", "tok_visa", "k-5000");
+    let b = charge("order-5000", "99.00", "tok_visa", "k-5000");
+    let running = tokio::spawn(svc.clone().oneshot(a.clone()));
+    while gated.entered.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(svc.clone().oneshot(b.clone()).await.unwrap_err(), PaymentError::IdempotencyConflict);
+    gated.open();
+    running.await.unwrap().unwrap();
+    assert_eq!(svc.clone().oneshot(b.clone()).await.unwrap_err(), PaymentError::IdempotencyConflict);
+    // released after a retriable failure: still bound to the first request
+    gated.sim.script(Operation::Charge, [palisade_sim::Fault::FailBeforeCommit]);
+    let c = charge("order-5001", "10.00", "tok_visa", "k-5001");
+    assert!(svc.clone().oneshot(c).await.is_err());
+    let d = charge("order-5001", "11.00", "tok_visa", "k-5001");
+    assert_eq!(svc.clone().oneshot(d).await.unwrap_err(), PaymentError::IdempotencyConflict);
+    assert_eq!(gated.sim.charges_for("order-5000").len(), 1);
+}
+
+/// Two tenants' equal keys never meet: both execute, with different gateway keys.
+pub async fn scope_isolation(store: impl IdempotencyStore + Clone) {
+    let sim = GatewaySim::new();
+    let svc = IdempotencyLayer::builder()
+        .store(store)
+        .scope(|r: &GatewayRequest| match r {
+            GatewayRequest::Charge(c) => c.customer.as_ref().map(|c| c.as_str().to_owned()),
+            _ => None,
+        })
+        .build()
+        .layer(sim.clone());
+    let for_tenant =
+        |tenant: &str, amount: &str| match charge(&format!("order-{tenant}"), amount, "tok_visa", "shared-key") {
+            GatewayRequest::Charge(c) => GatewayRequest::Charge(c.customer(tenant)),
+            _ => unreachable!(),
+        };
+    let a = svc.clone().oneshot(for_tenant("tenant-a", "10.00")).await.unwrap();
+    let b = svc.clone().oneshot(for_tenant("tenant-b", "20.00")).await.unwrap();
+    assert_ne!(a.id, b.id);
+    let ledger = sim.ledger();
+    assert_eq!(ledger.len(), 2);
+    assert_ne!(ledger[0].gateway_key, ledger[1].gateway_key);
+    assert_ne!(ledger[0].gateway_key.as_deref(), Some("shared-key"));
+    // each tenant's replay is its own
+    assert_eq!(svc.clone().oneshot(for_tenant("tenant-a", "10.00")).await.unwrap(), a);
+    assert_eq!(sim.calls(), 2);
+}

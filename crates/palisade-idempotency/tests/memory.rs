@@ -1,0 +1,132 @@
+//! The store-agnostic scenarios on the in-memory store, under paused time (leases end by advancing the clock).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use palisade_core::*;
+use palisade_idempotency::{IdempotencyLayer, MemoryStore, MissingKey};
+use palisade_sim::GatewaySim;
+use tower::{Layer, ServiceExt};
+
+fn expire_by_advancing() -> Expire {
+    Arc::new(|_key: String| Box::pin(async { tokio::time::advance(LEASE).await }))
+}
+
+#[tokio::test(start_paused = true)]
+async fn store_contract_memory() {
+    store_contract(MemoryStore::new(), expire_by_advancing()).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn thousand_concurrent_same_key_refused_memory() {
+    thousand_concurrent_refused(MemoryStore::new()).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn thousand_concurrent_same_key_waiting_memory() {
+    thousand_concurrent_waiting(MemoryStore::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_concurrent_same_key_on_threads_memory() {
+    thousand_concurrent_refused(MemoryStore::new()).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn takeover_and_fencing_memory() {
+    takeover_and_fencing(MemoryStore::new(), expire_by_advancing()).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn outcomes_memory() {
+    outcomes(MemoryStore::new()).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn conflicts_memory() {
+    conflicts(MemoryStore::new()).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn scope_isolation_memory() {
+    scope_isolation(MemoryStore::new()).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn results_expire_after_the_ttl() {
+    let sim = GatewaySim::new();
+    let ttl = Duration::from_secs(24 * 3600);
+    let svc = IdempotencyLayer::builder().store(MemoryStore::new()).ttl(ttl).build().layer(sim.clone());
+    let req = charge("order-6000", "10.00", "tok_visa", "k-6000");
+    svc.clone().oneshot(req.clone()).await.unwrap();
+    tokio::time::advance(ttl - Duration::from_secs(1)).await;
+    svc.clone().oneshot(req.clone()).await.unwrap();
+    assert_eq!(sim.calls(), 1, "replayed within the TTL");
+    tokio::time::advance(Duration::from_secs(1)).await;
+    svc.clone().oneshot(req).await.unwrap();
+    assert_eq!(sim.calls(), 2, "executed again after the TTL (the gateway deduplicates by key)");
+}
+
+#[tokio::test(start_paused = true)]
+async fn missing_key_passes_through_or_is_rejected() {
+    let sim = GatewaySim::new();
+    let no_key = GatewayRequest::Charge(ChargeRequest::new(
+        Money::parse("1.00", Currency::USD).unwrap(),
+        PaymentToken::new("tok_visa").unwrap(),
+        "order-7000",
+    ));
+    let pass = IdempotencyLayer::builder().build().layer(sim.clone());
+    pass.clone().oneshot(no_key.clone()).await.unwrap();
+    pass.clone().oneshot(no_key.clone()).await.unwrap();
+    assert_eq!(sim.charges_for("order-7000").len(), 2, "pass-through does nothing for keyless requests");
+    let strict = IdempotencyLayer::builder().missing_key(MissingKey::Reject).build().layer(sim.clone());
+    assert_eq!(strict.oneshot(no_key).await.unwrap_err(), PaymentError::IdempotencyKeyMissing);
+    assert_eq!(sim.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_request_releases_its_claim() {
+    let gated = Gated::new(GatewaySim::new());
+    let svc = IdempotencyLayer::builder().store(MemoryStore::new()).build().layer(gated.service());
+    let req = charge("order-8000", "10.00", "tok_visa", "k-8000");
+    let task = tokio::spawn(svc.clone().oneshot(req.clone()));
+    while gated.entered.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    task.abort();
+    let _ = task.await;
+    tokio::task::yield_now().await; // the background release runs
+    gated.open();
+    // No need to wait for the 90 s lease: the retry executes at once.
+    assert!(svc.oneshot(req).await.is_ok());
+    assert_eq!(gated.sim.charges_for("order-8000").len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn custom_key_extractor_sets_the_gateway_key() {
+    let sim = GatewaySim::new();
+    let svc = IdempotencyLayer::builder()
+        .key(|r: &GatewayRequest| match r {
+            GatewayRequest::Charge(c) => {
+                c.metadata.get("request_id").and_then(|v| IdempotencyKey::new(v.as_str()).ok())
+            }
+            _ => None,
+        })
+        .build()
+        .layer(sim.clone());
+    let req = GatewayRequest::Charge(
+        ChargeRequest::new(
+            Money::parse("3.00", Currency::USD).unwrap(),
+            PaymentToken::new("tok_visa").unwrap(),
+            "order-9000",
+        )
+        .meta("request_id", "req-42"),
+    );
+    svc.clone().oneshot(req.clone()).await.unwrap();
+    svc.oneshot(req).await.unwrap();
+    assert_eq!(sim.calls(), 1);
+    assert_eq!(sim.ledger()[0].gateway_key.as_deref(), Some("req-42"));
+}
