@@ -452,3 +452,79 @@ impl Breaker {
 fn fxhash(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0u64, |h, b| (h.rotate_left(5) ^ u64::from(*b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+    use std::sync::Barrier;
+    use std::sync::atomic::AtomicUsize;
+
+    fn half_open_breaker(probes: u32) -> Arc<Breaker> {
+        let cfg = Settings { half_open_probes: probes, ..Settings::default() }.validate().unwrap();
+        let b = Arc::new(Breaker::new(Arc::from("t"), Arc::new(cfg), false));
+        // Open with no time left: the first caller turns it half-open, racing all the others.
+        assert!(b.transition(None, &[CLOSED], OPEN, Reason::Operator, Some(Duration::ZERO)));
+        b
+    }
+
+    #[test]
+    fn probe_limit_holds_across_threads() {
+        for round in 0..20 {
+            let b = half_open_breaker(5);
+            let admitted = Arc::new(AtomicUsize::new(0));
+            let barrier = Arc::new(Barrier::new(8));
+            let threads: Vec<_> = (0..8)
+                .map(|_| {
+                    let (b, admitted, barrier) = (b.clone(), admitted.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        for _ in 0..2_000 {
+                            if b.try_acquire().is_ok() {
+                                admitted.fetch_add(1, Ordering::SeqCst);
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+            assert_eq!(admitted.load(Ordering::SeqCst), 5, "round {round}");
+            assert_eq!(b.state(), State::HalfOpen);
+        }
+    }
+
+    #[test]
+    fn cancelled_probes_never_let_more_than_the_limit_in_flight() {
+        let b = half_open_breaker(3);
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let max_seen = Arc::new(AtomicUsize::new(0));
+        let total = Arc::new(AtomicUsize::new(0));
+        let barrier = Arc::new(Barrier::new(8));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (b, in_flight, max_seen, total, barrier) =
+                    (b.clone(), in_flight.clone(), max_seen.clone(), total.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    for _ in 0..5_000 {
+                        if let Ok(p) = b.try_acquire() {
+                            let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                            max_seen.fetch_max(now, Ordering::SeqCst);
+                            total.fetch_add(1, Ordering::SeqCst);
+                            in_flight.fetch_sub(1, Ordering::SeqCst);
+                            b.release(&p); // the caller dropped the probe
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!(max_seen.load(Ordering::SeqCst) <= 3, "max in flight {}", max_seen.load(Ordering::SeqCst));
+        assert!(total.load(Ordering::SeqCst) > 3, "released slots were reused");
+        assert_eq!(admitted(b.word.load(Ordering::SeqCst)), 0, "every slot came back");
+    }
+}

@@ -196,7 +196,7 @@ impl RedisShared {
             state_key: redis_key(&self.prefix, name, "state"),
             stale: self.interval * 3,
             min_instances: self.min_instances,
-            timeout: self.interval.max(Duration::from_millis(500)),
+            timeout: self.interval.clamp(Duration::from_millis(200), Duration::from_secs(2)),
             breaker: Arc::downgrade(breaker),
         });
         *self.status.link.lock() = Some(link.clone());

@@ -1,0 +1,147 @@
+//! Shared breaker state on a real Redis: instances open together on the aggregated failure rate, one bad
+//! instance does not open the others, and an unreachable Redis falls back to local decisions.
+#![cfg(feature = "redis")]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use palisade_circuit_breaker::{CircuitBreakerLayer, Event, RedisShared, State};
+use palisade_core::PaymentError;
+use parking_lot::Mutex;
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+type Res = Result<(), PaymentError>;
+
+fn echo() -> impl Service<Res, Response = (), Error = PaymentError, Future = impl Future<Output = Res>> + Clone {
+    service_fn(|r: Res| async move { r })
+}
+
+async fn call<S: Service<Res, Response = (), Error = PaymentError>>(s: &mut S, r: Res) -> Res {
+    s.ready().await?.call(r).await
+}
+
+fn down() -> Res {
+    Err(PaymentError::timeout("read timed out"))
+}
+
+/// Two instances of one service; the sync interval is long so only explicit `sync_now` calls sync.
+fn shared(conn: redis::aio::ConnectionManager, prefix: &str, id: &str) -> RedisShared {
+    RedisShared::new(conn).prefix(prefix).instance_id(id).sync_interval(Duration::from_secs(3600))
+}
+
+fn builder() -> palisade_circuit_breaker::Builder {
+    CircuitBreakerLayer::builder().name("psp").window_calls(20).minimum_calls(20).failure_rate(0.5)
+}
+
+#[tokio::test]
+async fn instances_open_together_on_the_aggregated_failure_rate() {
+    let Some(r) = palisade_testkit::redis("cb_shared_aggregate").await else { return };
+    let (sa, sb) = (shared(r.conn.clone(), &r.prefix, "a"), shared(r.conn.clone(), &r.prefix, "b"));
+    let (sta, stb) = (sa.status(), sb.status());
+    let la = builder().shared(sa).build().unwrap();
+    let lb = builder().shared(sb).build().unwrap();
+    let (ha, hb) = (la.handle(), lb.handle());
+    let (mut a, mut b) = (la.layer(echo()), lb.layer(echo()));
+    // Each instance sees 12 calls, 6 failing: below its own minimum of 20 calls, so neither trips locally.
+    for i in 0..12 {
+        let res = if i % 2 == 0 { down() } else { Ok(()) };
+        let _ = call(&mut a, res.clone()).await;
+        let _ = call(&mut b, res).await;
+    }
+    assert_eq!((ha.state(), hb.state()), (State::Closed, State::Closed));
+    sta.sync_now().await.unwrap();
+    // Together: 24 calls, 12 failures = 50 % over the minimum → the shared breaker opens.
+    let agg = stb.sync_now().await.unwrap();
+    assert!(agg.open_for.is_some(), "{agg:?}");
+    assert_eq!(hb.state(), State::Open);
+    // Instance A learns it at its next sync and fails fast too.
+    let agg = sta.sync_now().await.unwrap();
+    assert!(agg.open_for.is_some());
+    assert_eq!(ha.state(), State::Open);
+    assert!(matches!(call(&mut a, Ok(())).await, Err(PaymentError::CircuitOpen { retry_after: Some(_) })));
+    assert!(sta.available() && stb.available());
+    r.cleanup().await;
+}
+
+#[tokio::test]
+async fn one_failing_instance_does_not_open_the_others() {
+    let Some(r) = palisade_testkit::redis("cb_shared_one_bad").await else { return };
+    let (sa, sb) = (shared(r.conn.clone(), &r.prefix, "a"), shared(r.conn.clone(), &r.prefix, "b"));
+    let (sta, stb) = (sa.status(), sb.status());
+    let la = builder().shared(sa).build().unwrap();
+    let lb = builder().shared(sb).build().unwrap();
+    let (ha, hb) = (la.handle(), lb.handle());
+    let (mut a, mut b) = (la.layer(echo()), lb.layer(echo()));
+    // Instance A's every call fails (its network path is broken); B is healthy and busier.
+    for _ in 0..15 {
+        let _ = call(&mut a, down()).await;
+    }
+    for _ in 0..40 {
+        call(&mut b, Ok(())).await.unwrap();
+    }
+    let agg_a = sta.sync_now().await.unwrap();
+    let agg_b = stb.sync_now().await.unwrap();
+    // 15 failures of 35 calls across instances: below 50 %.
+    assert_eq!((agg_b.calls, agg_b.failures, agg_b.instances), (35, 15, 2), "{agg_a:?} {agg_b:?}");
+    assert_eq!(agg_b.open_for, None);
+    assert_eq!(hb.state(), State::Closed, "B keeps serving");
+    assert_eq!(ha.state(), State::Closed);
+    call(&mut b, Ok(())).await.unwrap();
+    r.cleanup().await;
+}
+
+/// A TCP proxy to Redis that the test can cut.
+async fn proxy(upstream: String) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        loop {
+            let Ok((mut inbound, _)) = listener.accept().await else { return };
+            let upstream = upstream.clone();
+            conns.spawn(async move {
+                if let Ok(mut out) = tokio::net::TcpStream::connect(upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                }
+            });
+        }
+    });
+    (format!("redis://{addr}"), task)
+}
+
+#[tokio::test]
+async fn unreachable_redis_falls_back_to_the_local_breaker_and_says_so() {
+    let Some(r) = palisade_testkit::redis("cb_shared_down").await else { return };
+    let hostport = r.url.trim_start_matches("redis://").trim_end_matches('/').to_owned();
+    let (url, cut) = proxy(hostport).await;
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let cfg = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_millis(500)))
+        .set_response_timeout(Some(Duration::from_millis(500)))
+        .set_number_of_retries(1);
+    let conn = redis::aio::ConnectionManager::new_with_config(client, cfg).await.unwrap();
+    let events: Arc<Mutex<Vec<Event>>> = Arc::default();
+    let ev = events.clone();
+    let s = shared(conn, &r.prefix, "a").sync_interval(Duration::from_secs(1));
+    let st = s.status();
+    let layer = builder().on_event(move |_, e| ev.lock().push(e.clone())).shared(s).build().unwrap();
+    let h = layer.handle();
+    let mut svc = layer.layer(echo());
+    st.sync_now().await.unwrap();
+    assert!(st.available());
+
+    cut.abort(); // Redis is gone for this instance
+    let _ = cut.await;
+    let err = st.sync_now().await.unwrap_err();
+    assert!(matches!(err, PaymentError::StoreUnavailable { .. }), "{err}");
+    assert!(!st.available(), "the status says the breaker is local-only now");
+    assert!(events.lock().iter().any(|e| matches!(e, Event::SharedUnavailable { .. })));
+    // Fail open: calls still pass while the local breaker is closed ...
+    call(&mut svc, Ok(())).await.unwrap();
+    // ... and the local rules still protect the gateway.
+    for _ in 0..20 {
+        let _ = call(&mut svc, down()).await;
+    }
+    assert_eq!(h.state(), State::Open);
+    r.cleanup().await;
+}
