@@ -1,0 +1,176 @@
+//! Redis-wide limits: shared keys across limiters, failure policy, shadow mode, local cache.
+#![cfg(feature = "redis")]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use palisade_core::{FailurePolicy, PaymentError};
+use palisade_rate_limit::RateLimitLayer;
+use palisade_rate_limit::redis::RedisStore;
+use palisade_testkit::{LogCapture, redis, unreachable_redis_url};
+use tower::{Layer, Service, ServiceExt};
+
+fn counting()
+-> (Arc<AtomicUsize>, impl Service<String, Response = (), Error = PaymentError, Future: Send> + Clone + Send) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let svc = tower::service_fn(move |_: String| {
+        c.fetch_add(1, Ordering::SeqCst);
+        async { Ok::<_, PaymentError>(()) }
+    });
+    (calls, svc)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_limiters_sharing_a_key_hold_the_global_limit() {
+    let Some(r) = redis("rl_shared_key").await else { return };
+    let (calls, inner) = counting();
+    // Three "instances", each with its own connection; 20 per hour per key, so nothing refills mid-test.
+    let mut services = Vec::new();
+    for _ in 0..3 {
+        let conn = palisade_core::store::connect(&r.url).await.unwrap();
+        let layer = RateLimitLayer::builder()
+            .rate(20, Duration::from_secs(3600))
+            .key_by(|req: &String| req.clone())
+            .redis(RedisStore::new(conn).prefix(r.prefix.clone()))
+            .build()
+            .unwrap();
+        services.push(layer.layer(inner.clone()));
+    }
+    let mut tasks = Vec::new();
+    for i in 0..90 {
+        let mut svc = services[i % 3].clone();
+        let key = if i % 10 == 0 { "merchant-b" } else { "merchant-a" };
+        tasks.push(tokio::spawn(async move { (key, svc.ready().await.unwrap().call(key.to_owned()).await) }));
+    }
+    let (mut a, mut b, mut refused) = (0, 0, Vec::new());
+    for t in tasks {
+        match t.await.unwrap() {
+            ("merchant-a", Ok(())) => a += 1,
+            (_, Ok(())) => b += 1,
+            (_, Err(e)) => refused.push(e),
+        }
+    }
+    assert_eq!(a, 20, "merchant-a: exactly its quota across all instances");
+    assert_eq!(b, 9, "merchant-b: its own key, under its quota");
+    assert_eq!(calls.load(Ordering::SeqCst), 29);
+    assert_eq!(refused.len(), 61);
+    for e in refused {
+        let Some(after) = e.retry_after() else { panic!("{e:?}") };
+        // One unit per 180 s; the refusal says when (server time, so within the test's few ms of 180 s).
+        assert!(after <= Duration::from_secs(180) && after > Duration::from_secs(170), "{after:?}");
+    }
+    r.cleanup().await;
+}
+
+#[tokio::test]
+async fn redis_and_local_agree_on_burst_and_cost() {
+    let Some(r) = redis("rl_cost").await else { return };
+    let (_, inner) = counting();
+    let layer = RateLimitLayer::builder()
+        .rate(5, Duration::from_secs(3600))
+        .cost_by(|req: &String| req.len() as u32)
+        .redis(RedisStore::new(r.conn.clone()).prefix(r.prefix.clone()))
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(inner);
+    assert!(svc.ready().await.unwrap().call("xxx".to_owned()).await.is_ok()); // 3 of 5
+    let e = svc.ready().await.unwrap().call("xxx".to_owned()).await.unwrap_err(); // needs 1 more unit
+    let after = e.retry_after().unwrap();
+    assert!(after <= Duration::from_secs(720) && after > Duration::from_secs(710), "{after:?}");
+    assert!(svc.ready().await.unwrap().call("xx".to_owned()).await.is_ok()); // exactly the last 2
+    let e = svc.ready().await.unwrap().call("xxxxxx".to_owned()).await.unwrap_err();
+    assert!(matches!(e, PaymentError::InvalidRequest { .. }), "{e:?}");
+    // The key is hash-tagged and expires when idle.
+    let mut conn = r.conn.clone();
+    let key = format!("{}{{global}}:tat", r.prefix);
+    let ttl: i64 = ::redis::cmd("PTTL").arg(&key).query_async(&mut conn).await.unwrap();
+    assert!(ttl > 3_500_000 && ttl <= 3_600_001, "{key} ttl {ttl}");
+    r.cleanup().await;
+}
+
+// One test for both policies, so the tracing capture sees every event (tracing's callsite interest is global
+// and racy across concurrently running tests).
+#[tokio::test]
+async fn unreachable_redis_fails_closed_by_default_and_open_when_asked() {
+    let cap = LogCapture::new();
+    let _guard = tracing::subscriber::set_default(cap.subscriber());
+
+    let (calls, inner) = counting();
+    let layer = RateLimitLayer::builder()
+        .rate(100, Duration::from_secs(1))
+        .redis(RedisStore::from_url(&unreachable_redis_url()))
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(inner);
+    let e = svc.ready().await.unwrap().call("x".to_owned()).await.unwrap_err();
+    assert!(matches!(e, PaymentError::StoreUnavailable { .. }), "{e:?}");
+    assert_eq!(e.http_status(), http::StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "fail-closed: the gateway was not called");
+    assert_eq!(cap.contents().matches("decision=\"store_unavailable\"").count(), 1, "{}", cap.contents());
+
+    let (calls, inner) = counting();
+    let layer = RateLimitLayer::builder()
+        .rate(1, Duration::from_secs(1))
+        .on_store_failure(FailurePolicy::FailOpen)
+        .redis(RedisStore::from_url(&unreachable_redis_url()))
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(inner);
+    for _ in 0..3 {
+        assert!(svc.ready().await.unwrap().call("x".to_owned()).await.is_ok());
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 3, "fail-open: admitted although a 1/s limit could not be checked");
+    assert_eq!(cap.contents().matches("decision=\"fail_open\"").count(), 3, "{}", cap.contents());
+}
+
+#[tokio::test]
+async fn shadow_mode_never_rejects_but_records() {
+    let Some(r) = redis("rl_shadow").await else { return };
+    let (calls, inner) = counting();
+    let layer = RateLimitLayer::builder()
+        .name("new-limit")
+        .rate(2, Duration::from_secs(3600))
+        .shadow(true)
+        .redis(RedisStore::new(r.conn.clone()).prefix(r.prefix.clone()).local_cache(true))
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(inner);
+    let cap = LogCapture::new();
+    let _guard = tracing::subscriber::set_default(cap.subscriber());
+    for _ in 0..5 {
+        assert!(svc.ready().await.unwrap().call("x".to_owned()).await.is_ok());
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 5, "shadow mode never refuses");
+    let logs = cap.contents();
+    assert_eq!(logs.matches("decision=\"shadow_rejected\"").count(), 3, "{logs}");
+    assert!(logs.contains("limiter=\"new-limit\""), "{logs}");
+    r.cleanup().await;
+}
+
+#[tokio::test]
+async fn local_cache_refuses_known_limited_keys_without_asking_redis() {
+    let Some(r) = redis("rl_cache").await else { return };
+    let build = |cache: bool| {
+        RateLimitLayer::builder()
+            .rate(1, Duration::from_secs(3600))
+            .key_by(|req: &String| req.clone())
+            .redis(RedisStore::new(r.conn.clone()).prefix(r.prefix.clone()).local_cache(cache))
+            .build()
+            .unwrap()
+    };
+    let (_, inner) = counting();
+    let mut cached = build(true).layer(inner.clone());
+    let mut uncached = build(false).layer(inner);
+    assert!(cached.ready().await.unwrap().call("card".to_owned()).await.is_ok());
+    assert!(cached.ready().await.unwrap().call("card".to_owned()).await.is_err()); // Redis refuses; cached
+    // Reset the key behind both limiters' backs: only a limiter that asks Redis can notice.
+    let mut conn = r.conn.clone();
+    let _: () = ::redis::cmd("DEL").arg(format!("{}{{card}}:tat", r.prefix)).query_async(&mut conn).await.unwrap();
+    let e = cached.ready().await.unwrap().call("card".to_owned()).await.unwrap_err();
+    let after = e.retry_after().unwrap();
+    assert!(after > Duration::from_secs(3590), "refused from the cache with the remaining time: {after:?}");
+    assert!(uncached.ready().await.unwrap().call("card".to_owned()).await.is_ok(), "Redis itself was reset");
+    r.cleanup().await;
+}
