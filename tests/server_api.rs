@@ -1,0 +1,127 @@
+//! The example server's HTTP interface (examples/server), in process and under paused time: the routes, the
+//! statuses the issue promises, and exactly one charge under concurrent duplicates. Fast: no sockets, no sleeps.
+
+#[path = "../examples/server/app.rs"]
+mod app;
+#[path = "../examples/server/charges.rs"]
+mod charges;
+#[path = "../examples/server/ledger.rs"]
+mod ledger;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use palisade::idempotency::MemoryStore;
+use palisade::sim::{GatewaySim, Latency};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+fn server(latency_ms: u64) -> (Router, GatewaySim) {
+    let sim = GatewaySim::builder().latency(Latency::fixed(Duration::from_millis(latency_ms))).build();
+    (app::router(sim.clone(), MemoryStore::new()), sim)
+}
+
+fn charge(key: Option<&str>, body: &Value) -> Request<Body> {
+    let mut b = Request::post("/v1/charges").header(header::CONTENT_TYPE, "application/json");
+    if let Some(k) = key {
+        b = b.header("Idempotency-Key", k);
+    }
+    b.body(Body::from(body.to_string())).unwrap()
+}
+
+async fn send(app: &Router, req: Request<Body>) -> (StatusCode, http::HeaderMap, Value) {
+    let res = app.clone().oneshot(req).await.unwrap();
+    let (parts, body) = res.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    (parts.status, parts.headers, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+async fn ledger(app: &Router) -> Vec<Value> {
+    let (status, _, v) = send(app, Request::get("/v1/_sim/ledger").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    v.as_array().unwrap().clone()
+}
+
+fn visa(order: &str) -> Value {
+    json!({"amount":"12.34","currency":"USD","source":"tok_visa","order_id":order})
+}
+
+#[tokio::test(start_paused = true)]
+async fn charge_replay_conflict_and_ledger() {
+    let (app, _) = server(0);
+    let (status, h, first) = send(&app, charge(Some("k1"), &visa("o1"))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert!(h.get("idempotent-replayed").is_none());
+    assert_eq!(first["amount"], "12.34");
+    assert_eq!(first["currency"], "USD");
+    assert_eq!(first["order_id"], "o1");
+    let (status, h, again) = send(&app, charge(Some("\"k1\""), &visa("o1"))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(h["idempotent-replayed"], "true");
+    assert_eq!(again, first);
+    let mut other = visa("o1");
+    other["amount"] = json!("99.00");
+    let (status, h, p) = send(&app, charge(Some("k1"), &other)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(h[header::CONTENT_TYPE], "application/problem+json");
+    assert_eq!(p["status"], 422);
+
+    let entries = ledger(&app).await;
+    let ops: Vec<&str> = entries.iter().map(|e| e["op"].as_str().unwrap()).collect();
+    assert_eq!(ops, ["authorize", "capture"]);
+    for e in &entries {
+        assert_eq!(
+            (e["order_id"].as_str(), e["amount"].as_str(), e["currency"].as_str()),
+            (Some("o1"), Some("12.34"), Some("USD"))
+        );
+    }
+    assert_eq!(entries[0]["gateway_key"], "k1", "the edge key reaches the gateway");
+}
+
+#[tokio::test(start_paused = true)]
+async fn declines_missing_keys_bad_bodies_and_big_bodies() {
+    let (app, sim) = server(0);
+    let declined = json!({"amount":"5.00","currency":"USD","source":"tok_chargeDeclined","order_id":"o2"});
+    let (status, h, p) = send(&app, charge(Some("d1"), &declined)).await;
+    assert_eq!(status, StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(h[header::CONTENT_TYPE], "application/problem+json");
+    assert_eq!(p["type"], "urn:palisade:problem:card_declined");
+    let (status, h, replay) = send(&app, charge(Some("d1"), &declined)).await;
+    assert_eq!((status, &h["idempotent-replayed"]), (StatusCode::PAYMENT_REQUIRED, &"true".parse().unwrap()));
+    assert_eq!(replay, p);
+    assert_eq!(sim.calls(), 1, "the replayed decline never reached the gateway");
+
+    assert_eq!(send(&app, charge(None, &visa("o3"))).await.0, StatusCode::BAD_REQUEST);
+    let (status, _, p) = send(&app, charge(Some("bad-body"), &json!({"amount":"x"}))).await;
+    assert_eq!((status, p["type"].as_str()), (StatusCode::BAD_REQUEST, Some("urn:palisade:problem:invalid_request")));
+    let big = Request::post("/v1/charges")
+        .header("Idempotency-Key", "big")
+        .body(Body::from(vec![b'a'; app::BODY_LIMIT + 1]))
+        .unwrap();
+    assert_eq!(send(&app, big).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(ledger(&app).await.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_duplicates_charge_once() {
+    let (app, sim) = server(50);
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..200 {
+        let app = app.clone();
+        set.spawn(async move { send(&app, charge(Some("same"), &visa("o-conc"))).await.0 });
+    }
+    let (mut created, mut in_flight) = (0, 0);
+    while let Some(s) = set.join_next().await {
+        match s.unwrap() {
+            StatusCode::CREATED => created += 1,
+            StatusCode::CONFLICT => in_flight += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!(created + in_flight, 200);
+    assert!(in_flight > 0, "the duplicates did not overlap");
+    assert_eq!(sim.charges_for("o-conc").len(), 1, "ledger: {:?}", sim.ledger());
+}
