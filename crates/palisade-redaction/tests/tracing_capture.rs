@@ -1,0 +1,185 @@
+//! Captured-subscriber tests: a card number logged through a message, a field, a span field, the `Debug` of a
+//! request and a third-party target never reaches the output; the audit layer records one scrubbed event per call.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use palisade_core::PaymentError;
+use palisade_redaction::{
+    HttpRedactionLayer, PanFormat, RedactingFields, RedactingMakeWriter, RedactionLayer, Redactor, Sensitive,
+};
+use palisade_testkit::{LogCapture, assert_no_card_numbers};
+use tower::{ServiceBuilder, ServiceExt};
+
+const PAN: &str = "4242424242424242";
+
+/// A request type whose derived `Debug` prints a raw card number, like much third-party code does.
+#[derive(Debug, Clone)]
+#[allow(dead_code)] // fields are read through Debug only
+struct LegacyChargeRequest {
+    amount: u64,
+    card_number: String,
+    cvv: String,
+    note: String,
+}
+
+fn legacy() -> LegacyChargeRequest {
+    LegacyChargeRequest {
+        amount: 1000,
+        card_number: "4111 1111 1111 1111".into(),
+        cvv: "123".into(),
+        note: format!("customer read {PAN} over the phone, security code 987"),
+    }
+}
+
+fn log_everything() {
+    let span = tracing::info_span!("checkout", card = PAN, order = "o-1");
+    let _e = span.enter();
+    tracing::info!("customer card {PAN} on file");
+    tracing::info!(card = PAN, "field");
+    tracing::info!(card = %PAN, "display field");
+    tracing::warn!(request = ?legacy(), "debug of a request");
+    tracing::info!(target: "hyper::proto::h1", "third-party crate logged {}", "5555-5555-5555-4444");
+    tracing::info!(secret = ?Sensitive::new(PAN), "sensitive field");
+}
+
+fn scrubbed_capture(redactor: Redactor) -> (LogCapture, impl tracing::Subscriber + Send + Sync) {
+    let cap = LogCapture::new();
+    let sub = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(RedactingMakeWriter::new(redactor, cap.clone()))
+        .finish();
+    (cap, sub)
+}
+
+#[test]
+fn the_unscrubbed_control_does_leak() {
+    // Without the wrapper the same logging leaks, so the tests below can fail.
+    let cap = LogCapture::new();
+    cap.run(log_everything);
+    assert!(cap.contents().contains(PAN));
+    assert!(std::panic::catch_unwind(|| assert_no_card_numbers(&cap.contents())).is_err());
+}
+
+#[test]
+fn make_writer_scrubs_message_fields_spans_debug_and_third_party_output() {
+    let (cap, sub) = scrubbed_capture(Redactor::new());
+    tracing::subscriber::with_default(sub, log_everything);
+    let out = cap.contents();
+    assert_no_card_numbers(&out);
+    assert_eq!(out.lines().count(), 6, "{out}");
+    assert!(out.contains("customer card ************4242 on file"), "{out}");
+    assert!(out.contains("card=\"************4242\""), "{out}");
+    assert!(out.contains("**** **** **** 1111"), "{out}");
+    assert!(out.contains("cvv: \"***\""), "{out}");
+    assert!(out.contains("security code ***"), "{out}");
+    assert!(out.contains("****-****-****-4444"), "{out}");
+    assert!(out.contains("secret=[REDACTED]"), "{out}");
+    assert!(out.contains("checkout{card=\"************4242\""), "span field: {out}");
+}
+
+#[test]
+fn field_level_option_scrubs_fields_without_a_wrapped_writer() {
+    let cap = LogCapture::new();
+    let sub = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .fmt_fields(RedactingFields::new(Redactor::builder().pan_format(PanFormat::Full).build()))
+        .with_writer(cap.clone())
+        .finish();
+    tracing::subscriber::with_default(sub, || {
+        let span = tracing::info_span!("pay", card = PAN);
+        let _e = span.enter();
+        tracing::info!(note = "card 5555555555554444", "message {PAN}");
+    });
+    let out = cap.contents();
+    assert_no_card_numbers(&out);
+    assert!(out.contains("pay{card=\"[REDACTED_PAN]\"}"), "{out}");
+    assert!(out.contains("message [REDACTED_PAN] note=\"card [REDACTED_PAN]\""), "{out}");
+}
+
+#[test]
+fn install_sets_the_global_subscriber_once() {
+    assert!(palisade_redaction::install().is_ok());
+    let again = palisade_redaction::install();
+    assert!(again.is_err());
+    let msg = again.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(msg.contains("RedactingMakeWriter"), "{msg}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn audit_layer_records_one_scrubbed_event_per_call_with_outcome_and_duration() {
+    // The audit layer redacts on its own: the capture's writer is NOT wrapped here, so this proves the layer.
+    let plain = LogCapture::new();
+    let plain_sub = tracing_subscriber::fmt().with_ansi(false).with_writer(plain.clone()).finish();
+    let _g = tracing::subscriber::set_default(plain_sub);
+    let svc = ServiceBuilder::new().layer(RedactionLayer::builder().service_name("legacy-gw").build()).service_fn(
+        |req: LegacyChargeRequest| async move {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            match req.amount {
+                1000 => Ok(format!("charged card {}", req.card_number)),
+                2000 => Err(PaymentError::declined("do_not_honor")),
+                _ => Err(PaymentError::timeout("read timed out")),
+            }
+        },
+    );
+    let ok = svc.clone().oneshot(legacy()).await;
+    assert!(ok.is_ok());
+    let declined = svc.clone().oneshot(LegacyChargeRequest { amount: 2000, ..legacy() }).await;
+    assert!(declined.is_err());
+    let lost = svc.clone().oneshot(LegacyChargeRequest { amount: 3000, ..legacy() }).await;
+    assert!(lost.is_err());
+    let out = plain.contents();
+    assert_no_card_numbers(&out);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(lines.iter().all(|l| l.contains("palisade::audit") && l.contains("service=\"legacy-gw\"")), "{out}");
+    assert!(lines.iter().all(|l| l.contains("duration_ms=250")), "{out}");
+    assert!(lines[0].contains(" INFO ") && lines[0].contains("outcome=\"success\""), "{out}");
+    assert!(lines[0].contains("result=\"\\\"charged card **** **** **** 1111\\\"\""), "{out}");
+    assert!(lines[0].contains("security code ***"), "{out}");
+    assert!(lines[1].contains(" INFO ") && lines[1].contains("outcome=\"terminal\""), "{out}");
+    assert!(lines[2].contains(" WARN ") && lines[2].contains("outcome=\"unknown\""), "{out}");
+}
+
+#[tokio::test]
+async fn http_mode_masks_secret_headers_and_bodies() {
+    let plain = LogCapture::new();
+    let _g = tracing::subscriber::set_default(plain.subscriber());
+    let layer: HttpRedactionLayer = RedactionLayer::builder().service_name("api").http().build();
+    let svc = ServiceBuilder::new().layer(layer).service_fn(|req: http::Request<Full<Bytes>>| async move {
+        let body = req.into_body().collect().await?.to_bytes();
+        // The inner service sees the body unchanged.
+        assert!(body.windows(16).any(|w| w == b"4111111111111111"));
+        let res = http::Response::builder()
+            .status(503)
+            .header("set-cookie", "session=abc")
+            .header("retry-after", "3")
+            .body(Full::new(Bytes::from_static(b"{\"error\":\"busy\",\"card\":\"5555555555554444\"}")))?;
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(res)
+    });
+    let req = http::Request::post("/v1/charges?pan=4242424242424242")
+        .header("authorization", "Bearer sk_live_123")
+        .header("stripe-signature", "t=1,v1=deadbeef")
+        .header("webhook-signature", "v1,abc")
+        .header("cookie", "sid=xyz")
+        .header("x-note", "cvv=123")
+        .body(Full::new(Bytes::from_static(br#"{"Card_Number":"4111111111111111","cvc":"123","amount":500}"#)))
+        .unwrap_or_default();
+    let res = svc.oneshot(req).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(res.status(), 503);
+    let body = res.into_body().collect().await.unwrap_or_else(|e| panic!("{e}")).to_bytes();
+    assert!(body.starts_with(b"{\"error\":\"busy\""), "response body passed on unchanged");
+    let out = plain.contents();
+    assert_no_card_numbers(&out);
+    for secret in ["sk_live_123", "deadbeef", "v1,abc", "sid=xyz", "session=abc", "cvv=123"] {
+        assert!(!out.contains(secret), "{secret} leaked: {out}");
+    }
+    assert!(out.contains("authorization: [REDACTED]"), "{out}");
+    assert!(out.contains("stripe-signature: [REDACTED]") && out.contains("webhook-signature: [REDACTED]"), "{out}");
+    assert!(out.contains("x-note: cvv=***"), "{out}");
+    assert!(out.contains("amount") && !out.contains("Card_Number"), "{out}");
+    assert!(out.contains("outcome=\"retriable\""), "{out}");
+    assert!(out.contains("pan=************4242"), "{out}");
+}
