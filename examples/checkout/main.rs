@@ -10,6 +10,7 @@ mod report;
 
 mod foundation;
 // Later layers add their scenario module here, in the order they run below.
+mod idempotency;
 
 use report::Report;
 
@@ -32,6 +33,7 @@ async fn main() {
     foundation::decline_is_terminal(&mut report, &env).await;
     foundation::lost_response_is_unknown(&mut report, &env).await;
     // Later layers add their scenario calls here.
+    idempotency::idempotent_replay(&mut report, &env).await;
 
     std::process::exit(report.finish());
 }
