@@ -11,6 +11,7 @@ mod report;
 mod foundation;
 // Later layers add their scenario module here, in the order they run below.
 mod idempotency;
+mod breaker;
 
 use report::Report;
 
@@ -34,6 +35,7 @@ async fn main() {
     foundation::lost_response_is_unknown(&mut report, &env).await;
     // Later layers add their scenario calls here.
     idempotency::idempotent_replay(&mut report, &env).await;
+    breaker::outage_opens_and_recovers(&mut report, &env).await;
 
     std::process::exit(report.finish());
 }

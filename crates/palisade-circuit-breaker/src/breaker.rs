@@ -130,6 +130,8 @@ pub(crate) struct Breaker {
     transition: Mutex<()>,
     /// Woken when the local window looks like tripping, so a shared-state sync runs early.
     pub(crate) wake: Option<Arc<tokio::sync::Notify>>,
+    /// Cached from the config: a call's start time is needed (slow-call rule or time window).
+    needs_clock: bool,
 }
 
 impl std::fmt::Debug for Breaker {
@@ -155,6 +157,7 @@ impl Breaker {
             last_used: AtomicU64::new(0),
             transition: Mutex::new(()),
             wake: shared.then(|| Arc::new(tokio::sync::Notify::new())),
+            needs_clock: cfg.needs_clock(),
             cfg,
         }
     }
@@ -187,7 +190,7 @@ impl Breaker {
             let w = self.word.load(Ordering::Acquire);
             match st(w) {
                 CLOSED | FORCED_CLOSED => {
-                    let start = if self.cfg.needs_clock() { Some(Instant::now()) } else { None };
+                    let start = if self.needs_clock { Some(Instant::now()) } else { None };
                     return Ok(Permit { generation: generation(w), kind: PermitKind::Counted, start });
                 }
                 DISABLED => return Ok(Permit { generation: generation(w), kind: PermitKind::Untracked, start: None }),
@@ -210,7 +213,7 @@ impl Breaker {
                         .compare_exchange(w, w + (1 << ADMITTED_SHIFT), Ordering::AcqRel, Ordering::Acquire)
                         .is_ok()
                     {
-                        let start = if self.cfg.needs_clock() { Some(Instant::now()) } else { None };
+                        let start = if self.needs_clock { Some(Instant::now()) } else { None };
                         return Ok(Permit { generation: generation(w), kind: PermitKind::Probe, start });
                     }
                 }

@@ -111,8 +111,12 @@ impl CountWindow {
         // The modulo keeps the index below `slots.len()`, which fits in u64 and usize.
         #[allow(clippy::cast_possible_truncation)]
         let slot = &self.slots[(i % self.slots.len() as u64) as usize];
-        let old = slot.swap(mark, Ordering::AcqRel);
-        self.apply(old, mark);
+        // The steady state (a healthy gateway) overwrites a success with a success: a load is enough, and a
+        // writer racing us on this slot leaves its own mark, which the totals already match.
+        if slot.load(Ordering::Acquire) != mark {
+            let old = slot.swap(mark, Ordering::AcqRel);
+            self.apply(old, mark);
+        }
         self.snapshot()
     }
 
