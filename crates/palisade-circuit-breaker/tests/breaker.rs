@@ -499,7 +499,7 @@ async fn http_mode_answers_503_problem_with_retry_after() {
     let h = layer.handle();
     let mut svc = layer.layer(service_fn(|req: Request<()>| async move {
         let status = if req.uri().path() == "/down" { 502 } else { 402 };
-        Ok::<_, palisade_core::BoxError>(Response::builder().status(status).body(Vec::<u8>::new()).unwrap_or_default())
+        Ok::<_, std::convert::Infallible>(Response::builder().status(status).body(Vec::<u8>::new()).unwrap_or_default())
     }));
     // 402 (a decline) is not an outage.
     for _ in 0..20 {

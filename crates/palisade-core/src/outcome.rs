@@ -101,6 +101,14 @@ impl ErrorOutcome for Box<dyn std::error::Error + Send + Sync> {
     }
 }
 
+/// Services that cannot fail (axum's `Router`, `Error = Infallible`): there is no error to classify, so
+/// [`HttpClassifier`] and [`DefaultClassifier`] work for them too.
+impl ErrorOutcome for std::convert::Infallible {
+    fn outcome(&self) -> Outcome {
+        match *self {}
+    }
+}
+
 /// The default classifier for typed services: `Ok` is `Success`, an error is classified by its kind
 /// ([`ErrorOutcome`]).
 #[derive(Debug, Clone, Copy, Default)]
