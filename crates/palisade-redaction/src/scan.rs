@@ -192,7 +192,12 @@ fn label_before(b: &[u8], s: usize, floor: usize, labels: &[&[u8]]) -> bool {
     while j > floor && s - j < MAX_LABEL_GAP && matches!(b[j - 1], b' ' | b'\t' | b'"' | b'\'' | b':' | b'=') {
         j -= 1;
     }
-    if j == s {
+    if j == s || j == floor {
+        return false;
+    }
+    // Every label ends in one of these bytes: most values (`status=200`) are turned away here.
+    let last = b[j - 1].to_ascii_lowercase();
+    if !matches!(last, b'v' | b'2' | b'c' | b'd' | b'n' | b'e' | b'k') {
         return false;
     }
     labels.iter().any(|label| {
@@ -201,7 +206,9 @@ fn label_before(b: &[u8], s: usize, floor: usize, labels: &[&[u8]]) -> bool {
             return false;
         }
         let start = j - n;
-        b[start..j].eq_ignore_ascii_case(label) && (start == floor || !b[start - 1].is_ascii_alphabetic())
+        label[n - 1] == last
+            && b[start..j].eq_ignore_ascii_case(label)
+            && (start == floor || !b[start - 1].is_ascii_alphabetic())
     })
 }
 
@@ -261,32 +268,42 @@ struct Group {
 /// Reads the group run starting at `s` (a digit), records findings, returns where scanning resumes.
 fn group_run(b: &[u8], s: usize, floor: usize, rules: Rules, out: &mut Findings) -> usize {
     let n = b.len();
-    // Groups whose digits, together, are at most MAX_PAN: the only windows that can hold a PAN.
-    let mut win = [Group::default(); MAX_PAN];
-    let mut wlen = 0usize;
-    let mut wdigits = 0usize;
     let mut p = s;
-    let mut first = true;
-    let mut resume = s;
-    loop {
-        let gs = p;
-        while p < n && is_digit(b[p]) {
-            p += 1;
-        }
-        let g = Group { start: gs, end: p };
-        let glen = p - gs;
-        let single = first && !(p + 1 < n && is_sep(b[p]) && is_digit(b[p + 1]));
-        if first && let Some(end) = labelled(b, g, floor, rules, out) {
-            resume = resume.max(end);
-        }
-        if single
-            && rules.track
+    while p < n && is_digit(b[p]) {
+        p += 1;
+    }
+    let g = Group { start: s, end: p };
+    let mut resume = p;
+    if let Some(end) = labelled(b, g, floor, rules, out) {
+        resume = end;
+    }
+    if !(p + 1 < n && is_sep(b[p]) && is_digit(b[p + 1])) {
+        // A lone group: the common case (ids, amounts, timestamps), decided without the window.
+        if rules.track
             && let Some(f) = track(b, g, floor)
         {
             resume = resume.max(f.end);
             out.push(f);
-            return resume.max(p);
+            return resume;
         }
+        if (MIN_PAN..=MAX_PAN).contains(&(p - s)) && is_pan(&b[s..p]) {
+            out.push(Finding { start: s, end: p, kind: Kind::Pan });
+        }
+        return resume;
+    }
+    resume.max(grouped_run(b, g, out))
+}
+
+/// The window search over a run of two or more groups starting with `first`; returns the run's end.
+fn grouped_run(b: &[u8], first: Group, out: &mut Findings) -> usize {
+    let n = b.len();
+    // Groups whose digits, together, are at most MAX_PAN: the only windows that can hold a PAN.
+    let mut win = [Group::default(); MAX_PAN];
+    let mut wlen = 0usize;
+    let mut wdigits = 0usize;
+    let mut g = first;
+    loop {
+        let glen = g.end - g.start;
         if glen > MAX_PAN {
             wlen = 0;
             wdigits = 0;
@@ -318,11 +335,15 @@ fn group_run(b: &[u8], s: usize, floor: usize, rules: Rules, out: &mut Findings)
                 d -= win[k].end - win[k].start;
             }
         }
-        first = false;
+        let p = g.end;
         if p + 1 < n && is_sep(b[p]) && is_digit(b[p + 1]) {
-            p += 1;
+            let mut q = p + 1;
+            while q < n && is_digit(b[q]) {
+                q += 1;
+            }
+            g = Group { start: p + 1, end: q };
         } else {
-            return resume.max(p);
+            return p;
         }
     }
 }
@@ -353,13 +374,14 @@ fn labelled(b: &[u8], g: Group, floor: usize, rules: Rules, out: &mut Findings) 
         out.push(Finding { start: g.start, end: g.end, kind: Kind::Cvv });
         return Some(g.end);
     }
-    if rules.pin {
+    if rules.pin && glen <= 16 {
         // The value is a hex token (a PIN block) or 4–12 digits (a clear PIN); it may start with hex letters.
         let mut ts = g.start;
         while ts > floor && g.start - ts < 16 && b[ts - 1].is_ascii_hexdigit() {
             ts -= 1;
         }
-        if ts > floor && b[ts - 1].is_ascii_alphanumeric() {
+        // A label needs a separator right before the value.
+        if ts == floor || !matches!(b[ts - 1], b' ' | b'\t' | b'"' | b'\'' | b':' | b'=') {
             return None;
         }
         let mut te = g.end;
@@ -467,6 +489,14 @@ mod tests {
         v[3] = b'0';
         v[4] = b'9';
         assert_eq!(next_digit(&v, 0), Some(3));
+    }
+
+    #[test]
+    fn every_label_ends_in_a_byte_the_fast_reject_lets_through() {
+        for l in CVV_LABELS.iter().chain(PIN_LABELS) {
+            let last = l[l.len() - 1];
+            assert!(matches!(last, b'v' | b'2' | b'c' | b'd' | b'n' | b'e' | b'k'), "{}", String::from_utf8_lossy(l));
+        }
     }
 
     #[test]
