@@ -1,0 +1,72 @@
+//! The closed-state path allocates nothing: dhat's heap profiler (testing mode) sees zero allocations over many
+//! calls (successes, failures and declines) through a closed breaker. The only test in this binary.
+
+use std::future::{Future, Ready, ready};
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use palisade_circuit_breaker::{CircuitBreakerLayer, State};
+use palisade_core::PaymentError;
+use tower::{Layer, Service, service_fn};
+
+#[global_allocator]
+static ALLOC: dhat::Alloc = dhat::Alloc;
+
+fn run<F: Future>(f: F) -> F::Output {
+    let mut f = pin!(f);
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+    }
+}
+
+fn once<S: Service<u32, Response = u32, Error = PaymentError>>(svc: &mut S, x: u32) -> Result<u32, PaymentError> {
+    let mut cx = Context::from_waker(Waker::noop());
+    while svc.poll_ready(&mut cx).is_pending() {}
+    run(svc.call(x))
+}
+
+fn gateway() -> impl Service<u32, Response = u32, Error = PaymentError, Future = Ready<Result<u32, PaymentError>>> {
+    // Errors are built only for the failing and declining calls; their construction does not allocate
+    // (no message strings): `GatewayUnavailable` and `InsufficientFunds`.
+    service_fn(|x: u32| {
+        ready(match x % 10 {
+            0 => Err(PaymentError::GatewayUnavailable { retry_after: None }),
+            1 => Err(PaymentError::InsufficientFunds),
+            _ => Ok(x),
+        })
+    })
+}
+
+#[test]
+fn closed_state_calls_do_not_allocate() {
+    for layer in [
+        CircuitBreakerLayer::builder().build().unwrap(),
+        CircuitBreakerLayer::builder()
+            .window_time(std::time::Duration::from_secs(60))
+            .slow_calls(std::time::Duration::from_secs(5), 0.5)
+            .consecutive_failures(50)
+            .build()
+            .unwrap(),
+    ] {
+        let h = layer.handle();
+        let mut svc = layer.layer(gateway());
+        once(&mut svc, 2).unwrap(); // warm up
+        let profiler = dhat::Profiler::builder().testing().build();
+        let before = dhat::HeapStats::get().total_blocks;
+        for i in 0..10_000 {
+            let _ = once(&mut svc, i);
+        }
+        let during = dhat::HeapStats::get().total_blocks - before;
+        // The profiler does count: an allocation is seen.
+        let v = std::hint::black_box(vec![1u8; 16]);
+        let after = dhat::HeapStats::get().total_blocks - before;
+        drop(v);
+        drop(profiler);
+        assert_eq!(h.state(), State::Closed, "10 % failures must not trip");
+        assert_eq!(during, 0, "allocations on the closed-state path");
+        assert_eq!(after, 1, "the profiler sees allocations");
+    }
+}
