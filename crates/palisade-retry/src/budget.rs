@@ -26,6 +26,7 @@
 //! seconds) `+ f`; over any run, retries from the share pool never exceed `r ×` calls.
 
 use std::fmt;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -64,25 +65,27 @@ pub enum BudgetError {
 /// # }
 /// ```
 pub struct RetryBudget {
-    state: Mutex<State>,
+    /// Net units per slot (deposits minus share-pool withdrawals).
+    slots: [AtomicI64; SLOTS],
+    /// Absolute index of the current slot (time since `origin` divided by the slot length). Only moved forward,
+    /// under the lock.
+    current: AtomicU64,
+    /// Serializes rotation and withdrawals; holds the floor bucket.
+    floor: Mutex<Floor>,
+    origin: Instant,
     /// Units one call deposits: `floor(ratio × UNIT)`.
     deposit_units: i64,
     /// Floor rate, retries per second.
     min_per_sec: u32,
-    slot_nanos: u128,
+    slot_nanos: u64,
     ratio: f64,
     window: Duration,
 }
 
-struct State {
-    origin: Instant,
-    /// Absolute index of the current slot (time since `origin` divided by the slot length).
-    current: u64,
-    /// Net units per slot (deposits minus share-pool withdrawals).
-    slots: [i64; SLOTS],
-    /// Floor bucket, in units, capped at `min_per_sec × UNIT`.
-    floor_tokens: i64,
-    floor_refilled: Instant,
+struct Floor {
+    /// Tokens, in units, capped at `min_per_sec × UNIT`.
+    tokens: i64,
+    refilled: Instant,
 }
 
 impl RetryBudget {
@@ -111,16 +114,15 @@ impl RetryBudget {
         let deposit_units = (ratio * UNIT as f64).floor() as i64;
         let now = Instant::now();
         Ok(RetryBudget {
-            state: Mutex::new(State {
-                origin: now,
-                current: 0,
-                slots: [0; SLOTS],
-                floor_tokens: i64::from(min_per_sec) * UNIT,
-                floor_refilled: now,
-            }),
+            slots: Default::default(),
+            current: AtomicU64::new(0),
+            floor: Mutex::new(Floor { tokens: i64::from(min_per_sec) * UNIT, refilled: now }),
+            origin: now,
             deposit_units,
             min_per_sec,
-            slot_nanos: (window.as_nanos() / SLOTS as u128).max(1),
+            // The window is at most an hour, so this fits; u64 keeps the per-call division cheap (u128 division is
+            // a software routine).
+            slot_nanos: u64::try_from(window.as_nanos() / SLOTS as u128).unwrap_or(u64::MAX).max(1),
             ratio,
             window,
         })
@@ -135,9 +137,27 @@ impl RetryBudget {
         if self.deposit_units == 0 {
             return;
         }
-        let mut st = self.state.lock();
-        let i = st.rotate(now, self.slot_nanos);
-        st.slots[i] = st.slots[i].saturating_add(self.deposit_units);
+        let abs = self.slot_of(now);
+        let cur = self.current.load(Ordering::SeqCst);
+        if abs == cur {
+            // Fast path, no lock: add to the current slot, then check that no rotation moved past it meanwhile. A
+            // rotation publishes the new `current` before it clears slots, so a deposit that may have landed in a
+            // cleared (reused) slot always sees the change and takes itself back. A deposit that races a rotation
+            // is dropped, never counted late: the budget can only under-grant.
+            let slot = &self.slots[index(abs)];
+            slot.fetch_add(self.deposit_units, Ordering::SeqCst);
+            if self.current.load(Ordering::SeqCst) != cur {
+                slot.fetch_sub(self.deposit_units, Ordering::SeqCst);
+            }
+            return;
+        }
+        let _rotating = self.floor.lock();
+        let cur = self.rotate(abs);
+        // `abs` is the current slot, or an older one still live (this call read the clock before another moved
+        // the window on): credit the slot the call belongs to.
+        if abs + SLOTS as u64 > cur {
+            self.slots[index(abs)].fetch_add(self.deposit_units, Ordering::SeqCst);
+        }
     }
 
     /// Takes one retry from the budget; `false` when both pools are empty.
@@ -147,16 +167,17 @@ impl RetryBudget {
     }
 
     pub(crate) fn withdraw_at(&self, now: Instant) -> bool {
-        let mut st = self.state.lock();
-        let i = st.rotate(now, self.slot_nanos);
-        // Check and take under one lock: two callers can never both take the last retry.
-        if st.slots.iter().sum::<i64>() >= UNIT {
-            st.slots[i] -= UNIT;
+        let mut floor = self.floor.lock();
+        let cur = self.rotate(self.slot_of(now));
+        // Check and take under one lock: two callers can never both take the last retry (lock-free deposits
+        // racing this only add).
+        if self.share() >= UNIT {
+            self.slots[index(cur)].fetch_sub(UNIT, Ordering::SeqCst);
             return true;
         }
-        st.refill_floor(now, self.min_per_sec);
-        if st.floor_tokens >= UNIT {
-            st.floor_tokens -= UNIT;
+        floor.refill(now, self.min_per_sec);
+        if floor.tokens >= UNIT {
+            floor.tokens -= UNIT;
             return true;
         }
         false
@@ -166,11 +187,11 @@ impl RetryBudget {
     #[must_use]
     pub fn available(&self) -> u64 {
         let now = Instant::now();
-        let mut st = self.state.lock();
-        st.rotate(now, self.slot_nanos);
-        st.refill_floor(now, self.min_per_sec);
-        let share = st.slots.iter().sum::<i64>().max(0) / UNIT;
-        let floor = st.floor_tokens.max(0) / UNIT;
+        let mut floor = self.floor.lock();
+        self.rotate(self.slot_of(now));
+        floor.refill(now, self.min_per_sec);
+        let share = self.share().max(0) / UNIT;
+        let floor = floor.tokens.max(0) / UNIT;
         u64::try_from(share + floor).unwrap_or(0)
     }
 
@@ -189,51 +210,66 @@ impl RetryBudget {
     pub fn window(&self) -> Duration {
         self.window
     }
+
+    fn slot_of(&self, now: Instant) -> u64 {
+        let d = now.saturating_duration_since(self.origin);
+        // Whole seconds and nanoseconds separately: no u128 arithmetic on the per-call path. Saturates after
+        // 584 years.
+        d.as_secs().saturating_mul(1_000_000_000).saturating_add(u64::from(d.subsec_nanos())) / self.slot_nanos
+    }
+
+    fn share(&self) -> i64 {
+        self.slots.iter().map(|s| s.load(Ordering::SeqCst)).sum()
+    }
+
+    /// Moves the window on to slot `abs` if it is ahead, clearing expired slots; returns the current slot. Only
+    /// called with the lock held.
+    fn rotate(&self, abs: u64) -> u64 {
+        let cur = self.current.load(Ordering::SeqCst);
+        if abs <= cur {
+            return cur;
+        }
+        // Publish first, clear second (see `deposit_at`).
+        self.current.store(abs, Ordering::SeqCst);
+        for k in 1..=(abs - cur).min(SLOTS as u64) {
+            self.slots[index(cur + k)].store(0, Ordering::SeqCst);
+        }
+        abs
+    }
+}
+
+fn index(abs: u64) -> usize {
+    (abs % SLOTS as u64) as usize
 }
 
 impl Default for RetryBudget {
     /// [`DEFAULT_RATIO`](Self::DEFAULT_RATIO), [`DEFAULT_MIN_PER_SEC`](Self::DEFAULT_MIN_PER_SEC),
     /// [`DEFAULT_WINDOW`](Self::DEFAULT_WINDOW).
     fn default() -> Self {
+        let now = Instant::now();
         RetryBudget {
-            state: Mutex::new(State {
-                origin: Instant::now(),
-                current: 0,
-                slots: [0; SLOTS],
-                floor_tokens: i64::from(Self::DEFAULT_MIN_PER_SEC) * UNIT,
-                floor_refilled: Instant::now(),
-            }),
+            slots: Default::default(),
+            current: AtomicU64::new(0),
+            floor: Mutex::new(Floor { tokens: i64::from(Self::DEFAULT_MIN_PER_SEC) * UNIT, refilled: now }),
+            origin: now,
             deposit_units: (Self::DEFAULT_RATIO * UNIT as f64).floor() as i64,
             min_per_sec: Self::DEFAULT_MIN_PER_SEC,
-            slot_nanos: Self::DEFAULT_WINDOW.as_nanos() / SLOTS as u128,
+            slot_nanos: Self::DEFAULT_WINDOW.as_secs() * 1_000_000_000 / SLOTS as u64,
             ratio: Self::DEFAULT_RATIO,
             window: Self::DEFAULT_WINDOW,
         }
     }
 }
 
-impl State {
-    /// Moves to the slot `now` falls in, clearing the slots that expired; returns its index.
-    fn rotate(&mut self, now: Instant, slot_nanos: u128) -> usize {
-        let abs = u64::try_from(now.saturating_duration_since(self.origin).as_nanos() / slot_nanos).unwrap_or(u64::MAX);
-        if abs > self.current {
-            let steps = (abs - self.current).min(SLOTS as u64);
-            for k in 1..=steps {
-                self.slots[((self.current + k) % SLOTS as u64) as usize] = 0;
-            }
-            self.current = abs;
-        }
-        (self.current % SLOTS as u64) as usize
-    }
-
-    fn refill_floor(&mut self, now: Instant, min_per_sec: u32) {
+impl Floor {
+    fn refill(&mut self, now: Instant, min_per_sec: u32) {
         let cap = i64::from(min_per_sec) * UNIT;
-        let elapsed = now.saturating_duration_since(self.floor_refilled).as_nanos();
+        let elapsed = now.saturating_duration_since(self.refilled).as_nanos();
         // Rounded down, like deposits.
         let add = elapsed.saturating_mul(u128::from(min_per_sec)).saturating_mul(UNIT as u128) / 1_000_000_000;
         let add = i64::try_from(add).unwrap_or(i64::MAX);
-        self.floor_tokens = self.floor_tokens.saturating_add(add).min(cap);
-        self.floor_refilled = now;
+        self.tokens = self.tokens.saturating_add(add).min(cap);
+        self.refilled = now;
     }
 }
 

@@ -45,9 +45,9 @@ pin_project! {
         #[pin]
         state: State<S::Future>,
         // One timer, reused: the attempt timeout while calling, the backoff while waiting, the deadline while
-        // waiting for readiness.
-        #[pin]
-        timer: Option<Sleep>,
+        // waiting for readiness. Boxed and created only when first needed, so a call that succeeds without an
+        // attempt timeout neither allocates nor registers a timer, and the future stays small.
+        timer: Option<Pin<Box<Sleep>>>,
         timer_role: TimerRole,
         // When the timer is an attempt timeout: how long it gives the attempt.
         armed_for: Duration,
@@ -103,7 +103,7 @@ where
             (Some(t), Some(now)) => {
                 let at = attempt_deadline(&policy, start, now, t);
                 armed_for = at.saturating_duration_since(now);
-                Some(sleep_until(at))
+                Some(Box::pin(sleep_until(at)))
             }
             _ => None,
         };
@@ -156,7 +156,7 @@ where
                             if *this.timer_role != TimerRole::Attempt {
                                 return Poll::Pending;
                             }
-                            let fired = this.timer.as_mut().as_pin_mut().is_some_and(|t| t.poll(cx).is_ready());
+                            let fired = this.timer.as_mut().is_some_and(|t| t.as_mut().poll(cx).is_ready());
                             if !fired {
                                 return Poll::Pending;
                             }
@@ -194,9 +194,9 @@ where
                             *this.last = Some(last);
                             if delay.is_zero() {
                                 this.state.set(State::Preparing);
-                                arm_guard(policy, *this.start, this.timer.as_mut(), this.timer_role);
+                                arm_guard(policy, *this.start, this.timer, this.timer_role);
                             } else {
-                                set_timer(this.timer.as_mut(), Instant::now() + delay);
+                                set_timer(this.timer, Instant::now() + delay);
                                 *this.timer_role = TimerRole::Backoff;
                                 this.state.set(State::Waiting);
                             }
@@ -204,11 +204,11 @@ where
                     }
                 }
                 StateProj::Waiting => {
-                    if let Some(t) = this.timer.as_mut().as_pin_mut() {
-                        ready!(t.poll(cx));
+                    if let Some(t) = this.timer.as_mut() {
+                        ready!(t.as_mut().poll(cx));
                     }
                     this.state.set(State::Preparing);
-                    arm_guard(this.policy, *this.start, this.timer.as_mut(), this.timer_role);
+                    arm_guard(this.policy, *this.start, this.timer, this.timer_role);
                 }
                 StateProj::Preparing => {
                     match this.service.poll_ready(cx) {
@@ -221,8 +221,8 @@ where
                         }
                         Poll::Pending => {
                             if *this.timer_role == TimerRole::Guard
-                                && let Some(t) = this.timer.as_mut().as_pin_mut()
-                                && t.poll(cx).is_ready()
+                                && let Some(t) = this.timer.as_mut()
+                                && t.as_mut().poll(cx).is_ready()
                             {
                                 // The deadline passed while the inner service was not ready.
                                 gave_up(*this.attempt, Outcome::Unknown, reason::DEADLINE);
@@ -263,7 +263,7 @@ where
                             let now = Instant::now();
                             let at = attempt_deadline(policy, *this.start, now, t);
                             *this.armed_for = at.saturating_duration_since(now);
-                            set_timer(this.timer.as_mut(), at);
+                            set_timer(this.timer, at);
                             *this.timer_role = TimerRole::Attempt;
                         }
                         None => *this.timer_role = TimerRole::Idle,
@@ -284,10 +284,10 @@ fn finish<Res, E, C, M: Mode<Res, E>>(policy: &Policy<C, M>, last: Last<Res, E>)
     }
 }
 
-fn set_timer(mut timer: Pin<&mut Option<Sleep>>, at: Instant) {
-    match timer.as_mut().as_pin_mut() {
-        Some(t) => t.reset(at),
-        None => timer.set(Some(sleep_until(at))),
+fn set_timer(timer: &mut Option<Pin<Box<Sleep>>>, at: Instant) {
+    match timer {
+        Some(t) => t.as_mut().reset(at),
+        None => *timer = Some(Box::pin(sleep_until(at))),
     }
 }
 
@@ -295,7 +295,7 @@ fn set_timer(mut timer: Pin<&mut Option<Sleep>>, at: Instant) {
 fn arm_guard<C, M>(
     policy: &Policy<C, M>,
     start: Option<Instant>,
-    timer: Pin<&mut Option<Sleep>>,
+    timer: &mut Option<Pin<Box<Sleep>>>,
     role: &mut TimerRole,
 ) {
     match deadline_at(policy, start) {
