@@ -15,7 +15,7 @@ const NOW: i64 = 1_700_000_000;
 
 fn body() -> Vec<u8> {
     let mut b = br#"{"id":"evt_1","object":"event","data":{"note":""#.to_vec();
-    b.resize(1024 - 4, b'x');
+    b.resize(1024 - 3, b'x');
     b.extend_from_slice(br#""}}"#);
     b.truncate(1024);
     b

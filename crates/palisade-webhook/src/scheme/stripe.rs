@@ -103,8 +103,31 @@ impl Scheme for Stripe {
         struct Event {
             id: Option<String>,
         }
+        if let Some(id) = leading_id(body) {
+            return Some(id.to_owned());
+        }
         serde_json::from_slice::<Event>(body).ok()?.id.filter(|id| !id.is_empty())
     }
+}
+
+/// Fast path for Stripe's own layout, where `id` is the event object's first key (`{"id": "evt_…", …`):
+/// reads it without scanning the rest of the body. Anything else (other key order, escapes, odd characters)
+/// returns `None` and the caller parses the whole body. Only ever applied to a body whose signature verified,
+/// so the sender, not an attacker, chose its layout.
+fn leading_id(body: &[u8]) -> Option<&str> {
+    fn ws(b: &[u8]) -> &[u8] {
+        let n = b.iter().take_while(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r')).count();
+        &b[n..]
+    }
+    let rest = ws(body).strip_prefix(b"{")?;
+    let rest = ws(rest).strip_prefix(b"\"id\"")?;
+    let rest = ws(rest).strip_prefix(b":")?;
+    let rest = ws(rest).strip_prefix(b"\"")?;
+    let len = rest.iter().take_while(|c| c.is_ascii_alphanumeric() || **c == b'_' || **c == b'-').count();
+    if len == 0 || rest.get(len) != Some(&b'"') {
+        return None;
+    }
+    std::str::from_utf8(&rest[..len]).ok()
 }
 
 #[cfg(test)]
@@ -144,5 +167,14 @@ mod tests {
         assert_eq!(Stripe.event_id(&Signed::default(), BODY).as_deref(), Some("evt_1"));
         assert_eq!(Stripe.event_id(&Signed::default(), b"not json"), None);
         assert_eq!(Stripe.event_id(&Signed::default(), br#"{"object":"event"}"#), None);
+        // The fast path and the full parse agree.
+        let pretty = b"{\n  \"id\": \"evt_1NG8Du2eZvKYlo2CUI79vXWy\",\n  \"object\": \"event\"\n}";
+        assert_eq!(leading_id(pretty), Some("evt_1NG8Du2eZvKYlo2CUI79vXWy"));
+        let later = br#"{"object":"event","id":"evt_2"}"#;
+        assert_eq!(leading_id(later), None);
+        assert_eq!(Stripe.event_id(&Signed::default(), later).as_deref(), Some("evt_2"));
+        let escaped = br#"{"id":"evt_\u0033"}"#;
+        assert_eq!(leading_id(escaped), None);
+        assert_eq!(Stripe.event_id(&Signed::default(), escaped).as_deref(), Some("evt_3"));
     }
 }
