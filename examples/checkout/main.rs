@@ -12,6 +12,7 @@ mod foundation;
 // Later layers add their scenario module here, in the order they run below.
 mod idempotency;
 mod breaker;
+mod retry;
 
 use report::Report;
 
@@ -36,6 +37,7 @@ async fn main() {
     // Later layers add their scenario calls here.
     idempotency::idempotent_replay(&mut report, &env).await;
     breaker::outage_opens_and_recovers(&mut report, &env).await;
+    retry::transient_failure_recovers(&mut report, &env).await;
 
     std::process::exit(report.finish());
 }
