@@ -276,4 +276,50 @@ mod tests {
         assert_eq!(w.snapshot(10 * sec), Snapshot { calls: 2, failures: 0, slow: 0 });
         assert_eq!(w.snapshot(100 * sec), Snapshot::default());
     }
+
+    proptest::proptest! {
+        /// Sequentially, the count window equals a model: the last n marks.
+        #[test]
+        fn count_window_matches_a_model(n in 1usize..40, marks in proptest::collection::vec(0u8..8, 0..300)) {
+            let w = CountWindow::new(n);
+            let mut model = std::collections::VecDeque::new();
+            for m in marks {
+                let m = m | CALL;
+                model.push_back(m);
+                if model.len() > n {
+                    model.pop_front();
+                }
+                let got = w.record(m);
+                let want = Snapshot {
+                    calls: model.len() as u64,
+                    failures: model.iter().filter(|x| **x & FAILED != 0).count() as u64,
+                    slow: model.iter().filter(|x| **x & SLOW != 0).count() as u64,
+                };
+                proptest::prop_assert_eq!(got, want);
+            }
+        }
+
+        /// The time window counts exactly the calls of the last `buckets` whole buckets.
+        #[test]
+        fn time_window_matches_a_model(events in proptest::collection::vec((0u64..3_000, 0u8..8), 0..200)) {
+            let ms = 1_000_000u64;
+            let w = TimeWindow::new(Duration::from_millis(1_000), 10); // 100 ms buckets
+            let mut t = 0u64;
+            let mut log: Vec<(u64, u8)> = Vec::new();
+            for (dt, m) in events {
+                t += dt * ms / 10;
+                let m = m | CALL;
+                log.push((t, m));
+                let got = w.record(m, t);
+                let epoch = t / (100 * ms);
+                let inside: Vec<u8> = log.iter().filter(|(at, _)| epoch - at / (100 * ms) < 10).map(|(_, m)| *m).collect();
+                let want = Snapshot {
+                    calls: inside.len() as u64,
+                    failures: inside.iter().filter(|x| **x & FAILED != 0).count() as u64,
+                    slow: inside.iter().filter(|x| **x & SLOW != 0).count() as u64,
+                };
+                proptest::prop_assert_eq!(got, want);
+            }
+        }
+    }
 }
