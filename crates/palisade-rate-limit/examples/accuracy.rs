@@ -72,6 +72,7 @@ async fn main() -> Result<(), tower::BoxError> {
         .burst(BURST)
         .build()?
         .layer(inner);
+    #[cfg_attr(not(feature = "redis"), allow(unused_mut))]
     let mut all_ok = run("local", local, RATE).await;
 
     #[cfg(feature = "redis")]

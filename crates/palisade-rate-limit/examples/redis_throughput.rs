@@ -68,7 +68,7 @@ async fn main() -> Result<(), tower::BoxError> {
     match out {
         Ok(out) => {
             let text = String::from_utf8_lossy(&out.stdout);
-            let line = text.split('\r').filter(|l| l.contains("requests per second")).last().unwrap_or("").trim();
+            let line = text.split('\r').rfind(|l| l.contains("requests per second")).unwrap_or("").trim();
             println!("redis-benchmark -c 50 -n {total} eval \"return 1\" 0: {line}");
             let words: Vec<&str> = line.split_whitespace().collect();
             let theirs = words.windows(2).find(|w| w[1] == "requests").and_then(|w| w[0].parse::<f64>().ok());
