@@ -175,3 +175,33 @@ fn bad_settings_are_refused_with_a_reason() {
     assert!(RetryBudget::new(f64::NAN, 0, Duration::from_secs(1)).is_err());
     assert!(RetryBudget::new(0.2, 0, Duration::from_millis(1)).is_err());
 }
+
+/// Lock-free deposits racing locked withdrawals (and window rotations, with a 10 ms window): the share pool still
+/// never grants more than its ratio of the calls deposited.
+#[test]
+fn concurrent_deposits_and_withdrawals_stay_within_the_ratio() {
+    for window_ms in [10u64, 60_000] {
+        let b = Arc::new(RetryBudget::new(0.25, 0, Duration::from_millis(window_ms)).unwrap());
+        let handles: Vec<_> = (0..8u64)
+            .map(|i| {
+                let b = b.clone();
+                std::thread::spawn(move || {
+                    let (mut deposits, mut grants) = (0u64, 0u64);
+                    for j in 0..20_000u64 {
+                        if (j * 7 + i) % 3 == 0 {
+                            grants += u64::from(b.withdraw());
+                        } else {
+                            b.deposit();
+                            deposits += 1;
+                        }
+                    }
+                    (deposits, grants)
+                })
+            })
+            .collect();
+        let (deposits, grants) =
+            handles.into_iter().map(|h| h.join().unwrap()).fold((0, 0), |(d, g), (d2, g2)| (d + d2, g + g2));
+        assert!(grants * 4 <= deposits, "window {window_ms} ms: {grants} grants for {deposits} deposits at 25 %");
+        assert!(grants > 0, "the budget granted nothing at all");
+    }
+}

@@ -378,7 +378,7 @@ async fn http_mode_replays_the_body_and_answers_timeouts_with_problem_json() {
                 2 => Response::builder().status(502).body(Vec::new()).unwrap(),
                 _ => Response::new(b"charged".to_vec()),
             };
-            Ok::<_, tower::BoxError>(res)
+            Ok::<_, std::convert::Infallible>(res)
         }
     });
     let mut svc = RetryLayer::builder().http().build().layer(gw);
@@ -391,7 +391,7 @@ async fn http_mode_replays_the_body_and_answers_timeouts_with_problem_json() {
 
     // A hanging gateway: the timeout is a 504 problem+json response, not an error.
     let hang = tower::service_fn(|_req: Request<String>| async {
-        std::future::pending::<Result<Response<Vec<u8>>, tower::BoxError>>().await
+        std::future::pending::<Result<Response<Vec<u8>>, std::convert::Infallible>>().await
     });
     let mut svc =
         RetryLayer::builder().http().attempt_timeout(Duration::from_secs(1)).max_attempts(2).build().layer(hang);
