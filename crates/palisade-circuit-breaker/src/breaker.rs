@@ -141,7 +141,7 @@ impl std::fmt::Debug for Breaker {
 }
 
 impl Breaker {
-    pub(crate) fn new(label: Arc<str>, cfg: Arc<Config>, shared: bool) -> Self {
+    pub(crate) fn new(label: Arc<str>, cfg: Arc<Config>, wake: Option<Arc<tokio::sync::Notify>>) -> Self {
         let window = SlidingWindow::new(cfg.window);
         let seed = cfg.seed ^ fxhash(label.as_bytes());
         Breaker {
@@ -156,7 +156,7 @@ impl Breaker {
             base: Instant::now(),
             last_used: AtomicU64::new(0),
             transition: Mutex::new(()),
-            wake: shared.then(|| Arc::new(tokio::sync::Notify::new())),
+            wake,
             needs_clock: cfg.needs_clock(),
             cfg,
         }
@@ -465,7 +465,7 @@ mod tests {
 
     fn half_open_breaker(probes: u32) -> Arc<Breaker> {
         let cfg = Settings { half_open_probes: probes, ..Settings::default() }.validate().unwrap();
-        let b = Arc::new(Breaker::new(Arc::from("t"), Arc::new(cfg), false));
+        let b = Arc::new(Breaker::new(Arc::from("t"), Arc::new(cfg), None));
         // Open with no time left: the first caller turns it half-open, racing all the others.
         assert!(b.transition(None, &[CLOSED], OPEN, Reason::Operator, Some(Duration::ZERO)));
         b

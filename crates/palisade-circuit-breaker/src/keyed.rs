@@ -30,6 +30,8 @@ pub(crate) struct Registry<K> {
     idle_ns: u64,
     base: Instant,
     last_sweep: AtomicU64,
+    /// Shared mode: woken when a key's window looks bad, so the sync task runs early.
+    pub(crate) wake: Option<Arc<tokio::sync::Notify>>,
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -37,7 +39,7 @@ fn nanos(d: Duration) -> u64 {
 }
 
 impl<K: Hash + Eq + Clone + fmt::Display> Registry<K> {
-    pub fn new(cfg: Arc<Config>, max_keys: usize, idle: Duration) -> Self {
+    pub fn new(cfg: Arc<Config>, max_keys: usize, idle: Duration, wake: Option<Arc<tokio::sync::Notify>>) -> Self {
         Registry {
             cfg,
             map: RwLock::new(HashMap::new()),
@@ -45,6 +47,7 @@ impl<K: Hash + Eq + Clone + fmt::Display> Registry<K> {
             idle_ns: nanos(idle),
             base: Instant::now(),
             last_sweep: AtomicU64::new(0),
+            wake,
         }
     }
 
@@ -83,7 +86,7 @@ impl<K: Hash + Eq + Clone + fmt::Display> Registry<K> {
             }
         }
         let label: Arc<str> = Arc::from(format!("{}/{key}", self.cfg.name));
-        let b = Arc::new(Breaker::new(label, self.cfg.clone(), false));
+        let b = Arc::new(Breaker::new(label, self.cfg.clone(), self.wake.clone()));
         b.last_used.store(now, Ordering::Relaxed);
         map.insert(key.clone(), b.clone());
         b
@@ -93,6 +96,13 @@ impl<K: Hash + Eq + Clone + fmt::Display> Registry<K> {
         let before = map.len();
         map.retain(|_, b| now.saturating_sub(b.last_used.load(Ordering::Relaxed)) < self.idle_ns);
         before - map.len()
+    }
+
+    /// Breakers used within `within` (the ones worth syncing with the shared store).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub fn recent(&self, within: Duration) -> Vec<Arc<Breaker>> {
+        let since = self.now().saturating_sub(nanos(within));
+        self.map.read().values().filter(|b| b.last_used.load(Ordering::Relaxed) >= since).cloned().collect()
     }
 
     pub fn evict_idle(&self) -> usize {
@@ -148,5 +158,15 @@ impl<K: Hash + Eq + Clone + fmt::Display> KeyedHandle<K> {
     /// arrive). Returns how many were dropped.
     pub fn evict_idle(&self) -> usize {
         self.registry.evict_idle()
+    }
+}
+
+#[cfg(feature = "redis")]
+impl<K> crate::shared::RecentBreakers for Registry<K>
+where
+    K: Hash + Eq + Clone + fmt::Display + Send + Sync + 'static,
+{
+    fn recent(&self, within: Duration) -> Vec<Arc<Breaker>> {
+        Registry::recent(self, within)
     }
 }

@@ -321,8 +321,8 @@ impl<C, D, M> Builder<C, D, M> {
         let cfg = Arc::new(self.settings.validate()?);
         #[cfg(feature = "redis")]
         if let Some(shared) = self.shared {
-            let breaker = Arc::new(Breaker::new(cfg.name.clone(), cfg, true));
-            shared.start(&breaker)?;
+            let breaker = Arc::new(Breaker::new(cfg.name.clone(), cfg, Some(Arc::default())));
+            shared.start_single(&breaker)?;
             return Ok(CircuitBreakerLayer {
                 classifier: self.classifier,
                 detector: self.detector,
@@ -330,7 +330,7 @@ impl<C, D, M> Builder<C, D, M> {
                 partition: Single { breaker },
             });
         }
-        let breaker = Arc::new(Breaker::new(cfg.name.clone(), cfg, false));
+        let breaker = Arc::new(Breaker::new(cfg.name.clone(), cfg, None));
         Ok(CircuitBreakerLayer {
             classifier: self.classifier,
             detector: self.detector,
@@ -348,20 +348,26 @@ impl<C, D, M> Builder<C, D, M> {
     pub fn build_keyed<Req, K, F>(self, key_fn: F) -> Result<CircuitBreakerLayer<C, D, M, Keyed<K, F>>, ConfigError>
     where
         F: Fn(&Req) -> K,
-        K: Hash + Eq + Clone + fmt::Display,
+        K: Hash + Eq + Clone + fmt::Display + Send + Sync + 'static,
     {
         if self.max_keys == 0 {
             return Err(ConfigError::Zero("max_keys"));
         }
         let cfg = Arc::new(self.settings.validate()?);
+        #[cfg(feature = "redis")]
+        let wake: Option<Arc<tokio::sync::Notify>> = self.shared.as_ref().map(|_| Arc::default());
+        #[cfg(not(feature = "redis"))]
+        let wake = None;
+        let registry = Arc::new(Registry::new(cfg, self.max_keys, self.idle_timeout, wake.clone()));
+        #[cfg(feature = "redis")]
+        if let Some(shared) = self.shared {
+            shared.start_keyed(registry.clone(), wake)?;
+        }
         Ok(CircuitBreakerLayer {
             classifier: self.classifier,
             detector: self.detector,
             mode: self.mode,
-            partition: Keyed {
-                registry: Arc::new(Registry::new(cfg, self.max_keys, self.idle_timeout)),
-                key_fn: Arc::new(key_fn),
-            },
+            partition: Keyed { registry, key_fn: Arc::new(key_fn) },
         })
     }
 }
@@ -370,7 +376,9 @@ impl<C, D, M> Builder<C, D, M> {
 impl<C, D, M> Builder<C, D, M> {
     /// Shares the trip decision with the other instances of this service through Redis: the breaker opens
     /// everywhere when the failure (or slow-call) rate of all instances together reaches the threshold. Local
-    /// rules still apply to this instance alone. See [`RedisShared`](crate::RedisShared).
+    /// rules still apply to this instance alone. Works for [`build`](Self::build) and
+    /// [`build_keyed`](Self::build_keyed) (each key is shared under its own label). See
+    /// [`RedisShared`](crate::RedisShared).
     pub fn shared(mut self, store: crate::shared::RedisShared) -> Self {
         self.shared = Some(store);
         self

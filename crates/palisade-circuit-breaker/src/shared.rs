@@ -98,15 +98,41 @@ pub struct Aggregate {
     pub tripped: bool,
 }
 
+/// The breakers one sync task looks after.
+pub(crate) trait RecentBreakers: Send + Sync {
+    /// Breakers used within `within`.
+    fn recent(&self, within: Duration) -> Vec<Arc<Breaker>>;
+}
+
+enum Target {
+    Single(Weak<Breaker>),
+    Keyed(Weak<dyn RecentBreakers>),
+}
+
 struct Link {
     conn: ConnectionManager,
     instance: String,
-    inst_key: String,
-    state_key: String,
+    prefix: String,
     stale: Duration,
     min_instances: u32,
     timeout: Duration,
-    breaker: Weak<Breaker>,
+    target: Target,
+}
+
+impl Link {
+    /// The breakers to sync now; `None` when the layer is gone.
+    fn breakers(&self) -> Option<Vec<Arc<Breaker>>> {
+        match &self.target {
+            Target::Single(w) => w.upgrade().map(|b| vec![b]),
+            Target::Keyed(w) => w.upgrade().map(|r| r.recent(self.stale)),
+        }
+    }
+    fn alive(&self) -> bool {
+        match &self.target {
+            Target::Single(w) => w.strong_count() > 0,
+            Target::Keyed(w) => w.strong_count() > 0,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -186,22 +212,32 @@ impl RedisShared {
         SharedStatus { cell: self.status.clone() }
     }
 
-    pub(crate) fn start(self, breaker: &Arc<Breaker>) -> Result<(), ConfigError> {
+    pub(crate) fn start_single(self, breaker: &Arc<Breaker>) -> Result<(), ConfigError> {
+        let wake = breaker.wake.clone();
+        self.start(Target::Single(Arc::downgrade(breaker)), wake)
+    }
+
+    pub(crate) fn start_keyed(
+        self,
+        registry: Arc<dyn RecentBreakers>,
+        wake: Option<Arc<tokio::sync::Notify>>,
+    ) -> Result<(), ConfigError> {
+        self.start(Target::Keyed(Arc::downgrade(&registry)), wake)
+    }
+
+    fn start(self, target: Target, wake: Option<Arc<tokio::sync::Notify>>) -> Result<(), ConfigError> {
         let rt = tokio::runtime::Handle::try_current().map_err(|_| ConfigError::NoRuntime)?;
-        let name = &breaker.cfg.name;
         let link = Arc::new(Link {
             conn: self.conn,
             instance: self.instance,
-            inst_key: redis_key(&self.prefix, name, "inst"),
-            state_key: redis_key(&self.prefix, name, "state"),
+            prefix: self.prefix,
             stale: self.interval * 3,
             min_instances: self.min_instances,
             timeout: self.interval.clamp(Duration::from_millis(200), Duration::from_secs(2)),
-            breaker: Arc::downgrade(breaker),
+            target,
         });
         *self.status.link.lock() = Some(link.clone());
         let cell = self.status.clone();
-        let wake = breaker.wake.clone();
         let interval = self.interval;
         rt.spawn(async move {
             loop {
@@ -211,10 +247,10 @@ impl RedisShared {
                     }
                     None => tokio::time::sleep(interval).await,
                 }
-                if link.breaker.strong_count() == 0 {
+                if !link.alive() {
                     return; // the layer is gone
                 }
-                let _ = sync(&cell, &link).await;
+                let _ = sync_all(&cell, &link).await;
                 // Early syncs are bounded too: at most ten per interval.
                 tokio::time::sleep(interval / 10).await;
             }
@@ -223,10 +259,26 @@ impl RedisShared {
     }
 }
 
-async fn sync(cell: &StatusCell, link: &Link) -> Result<Aggregate, PaymentError> {
-    let Some(b) = link.breaker.upgrade() else {
+/// Syncs every breaker of the link; the aggregate is summed over keys for per-key layers.
+async fn sync_all(cell: &StatusCell, link: &Link) -> Result<Aggregate, PaymentError> {
+    let Some(breakers) = link.breakers() else {
         return Err(PaymentError::store_unavailable("the circuit breaker was dropped"));
     };
+    let mut total = Aggregate::default();
+    for b in breakers {
+        let agg = sync(cell, link, &b).await?;
+        total.calls += agg.calls;
+        total.failures += agg.failures;
+        total.slow += agg.slow;
+        total.instances = total.instances.max(agg.instances);
+        total.open_for = total.open_for.max(agg.open_for);
+        total.tripped |= agg.tripped;
+    }
+    *cell.last.lock() = Some(total);
+    Ok(total)
+}
+
+async fn sync(cell: &StatusCell, link: &Link, b: &Breaker) -> Result<Aggregate, PaymentError> {
     let state = b.state();
     let snap = b.snapshot();
     let report = state == State::Closed;
@@ -234,8 +286,8 @@ async fn sync(cell: &StatusCell, link: &Link) -> Result<Aggregate, PaymentError>
     let cfg = &b.cfg;
     let mut conn = link.conn.clone();
     let mut inv = SYNC.prepare_invoke();
-    inv.key(&link.inst_key)
-        .key(&link.state_key)
+    inv.key(redis_key(&link.prefix, &b.label, "inst"))
+        .key(redis_key(&link.prefix, &b.label, "state"))
         .arg(&link.instance)
         .arg(snap.calls)
         .arg(snap.failures)
@@ -270,7 +322,6 @@ async fn sync(cell: &StatusCell, link: &Link) -> Result<Aggregate, PaymentError>
             if cell.unavailable.swap(false, Ordering::AcqRel) {
                 emit(&b.label, cfg.listener.as_ref(), &Event::SharedRecovered);
             }
-            *cell.last.lock() = Some(*agg);
             if let Some(d) = agg.open_for {
                 b.open_shared(d);
             }
@@ -302,12 +353,13 @@ impl SharedStatus {
     pub fn available(&self) -> bool {
         !self.cell.unavailable.load(Ordering::Acquire)
     }
-    /// What the last successful sync saw.
+    /// What the last successful sync saw (for a per-key layer: summed over the keys used recently).
     #[must_use]
     pub fn last(&self) -> Option<Aggregate> {
         *self.cell.last.lock()
     }
-    /// Syncs now instead of waiting for the interval (tests, shutdown, an operator).
+    /// Syncs now instead of waiting for the interval (tests, shutdown, an operator). A per-key layer syncs every
+    /// key used within the last three intervals and returns the aggregates summed over them.
     ///
     /// # Errors
     /// [`PaymentError::StoreUnavailable`] when Redis cannot be reached (the breaker then keeps deciding locally)
@@ -315,7 +367,7 @@ impl SharedStatus {
     pub async fn sync_now(&self) -> Result<Aggregate, PaymentError> {
         let link = self.cell.link.lock().clone();
         match link {
-            Some(link) => sync(&self.cell, &link).await,
+            Some(link) => sync_all(&self.cell, &link).await,
             None => Err(PaymentError::store_unavailable("build the breaker with .shared(..) before syncing")),
         }
     }

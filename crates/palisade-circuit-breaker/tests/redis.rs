@@ -145,3 +145,33 @@ async fn unreachable_redis_falls_back_to_the_local_breaker_and_says_so() {
     assert_eq!(h.state(), State::Open);
     r.cleanup().await;
 }
+
+#[tokio::test]
+async fn per_key_breakers_share_each_key_separately() {
+    let Some(r) = palisade_testkit::redis("cb_shared_keyed").await else { return };
+    let (sa, sb) = (shared(r.conn.clone(), &r.prefix, "a"), shared(r.conn.clone(), &r.prefix, "b"));
+    let (sta, stb) = (sa.status(), sb.status());
+    let key = |req: &(&'static str, Res)| req.0;
+    let la = builder().shared(sa).build_keyed(key).unwrap();
+    let lb = builder().shared(sb).build_keyed(key).unwrap();
+    let (ha, hb) = (la.handle(), lb.handle());
+    let svc = || service_fn(|(_, r): (&'static str, Res)| async move { r });
+    let (mut a, mut b) = (la.layer(svc()), lb.layer(svc()));
+    // "adyen" fails half the time on both instances (12 calls each, below the local minimum); "stripe" is fine.
+    for i in 0..12 {
+        let res = if i % 2 == 0 { down() } else { Ok(()) };
+        let _ = a.ready().await.unwrap().call(("adyen", res.clone())).await;
+        let _ = b.ready().await.unwrap().call(("adyen", res)).await;
+        a.ready().await.unwrap().call(("stripe", Ok(()))).await.unwrap();
+        b.ready().await.unwrap().call(("stripe", Ok(()))).await.unwrap();
+    }
+    sta.sync_now().await.unwrap();
+    let agg = stb.sync_now().await.unwrap();
+    assert!(agg.tripped || agg.open_for.is_some(), "{agg:?}");
+    sta.sync_now().await.unwrap();
+    for h in [&ha, &hb] {
+        assert_eq!(h.get(&"adyen").unwrap().state(), State::Open);
+        assert_eq!(h.get(&"stripe").unwrap().state(), State::Closed, "another key is not affected");
+    }
+    r.cleanup().await;
+}
