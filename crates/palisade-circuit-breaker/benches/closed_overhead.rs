@@ -62,6 +62,9 @@ fn closed_overhead(c: &mut Criterion) {
         .layer(gateway());
     g.bench_function("palisade_time_window_slow_calls", |b| b.iter(|| once(&mut ours_slow).unwrap()));
 
+    let mut keyed = CircuitBreakerLayer::builder().build_keyed(|x: &u32| x % 4).unwrap().layer(gateway());
+    g.bench_function("palisade_keyed", |b| b.iter(|| once(&mut keyed).unwrap()));
+
     let mut tr = tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
         .failure_rate_threshold(0.5)
         .sliding_window_size(100)

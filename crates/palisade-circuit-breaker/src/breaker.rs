@@ -398,7 +398,7 @@ impl Breaker {
         reason: Reason,
         open_for: Option<Duration>,
     ) -> bool {
-        let _guard = self.transition.lock();
+        let guard = self.transition.lock();
         let w = self.word.load(Ordering::Acquire);
         if expect.is_some_and(|g| g != generation(w)) || !from.contains(&st(w)) {
             return false;
@@ -429,6 +429,8 @@ impl Breaker {
                 Err(actual) => cur = actual,
             }
         }
+        // Emit outside the mutex: a listener may call back into the handle.
+        drop(guard);
         emit(
             &self.label,
             self.cfg.listener.as_ref(),

@@ -529,3 +529,24 @@ fn rejections_convert_and_configs_are_checked() {
     assert!(CircuitBreakerLayer::builder().no_failure_rate().build().is_err());
     assert!(CircuitBreakerLayer::builder().half_open_probes(0).build().is_err());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_listener_may_call_back_into_the_handle() {
+    // An operator hook that re-closes the breaker whenever it opens (e.g. during a drill) must not deadlock.
+    let slot: Arc<Mutex<Option<palisade_circuit_breaker::CircuitBreakerHandle>>> = Arc::default();
+    let s = slot.clone();
+    let layer = fixed(Duration::from_secs(30))
+        .on_event(move |_, e| {
+            if matches!(e, Event::Transition { to: State::Open, .. })
+                && let Some(h) = s.lock().clone()
+            {
+                h.force_closed();
+            }
+        })
+        .build()
+        .unwrap();
+    *slot.lock() = Some(layer.handle());
+    let mut svc = layer.layer(echo());
+    trip(&mut svc).await;
+    assert_eq!(layer.handle().state(), State::ForcedClosed);
+}
