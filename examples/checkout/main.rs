@@ -13,6 +13,7 @@ mod foundation;
 mod idempotency;
 mod breaker;
 mod retry;
+mod webhook;
 
 use report::Report;
 
@@ -38,6 +39,7 @@ async fn main() {
     idempotency::idempotent_replay(&mut report, &env).await;
     breaker::outage_opens_and_recovers(&mut report, &env).await;
     retry::transient_failure_recovers(&mut report, &env).await;
+    webhook::webhook_handling(&mut report, &env).await;
 
     std::process::exit(report.finish());
 }
