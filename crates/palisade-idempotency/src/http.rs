@@ -14,12 +14,12 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use palisade_core::{BoxError, GatewayKey, HttpClassifier, IdempotencyKey, Problem};
-use sha2::{Digest, Sha256};
 use tower_service::Service;
 
 use crate::config::{DEFAULT_BODY_LIMIT, MissingKey, Settings, common_setters};
 use crate::engine::{Begin, Engine, count, gateway_key_for, storage_key};
 use crate::error::IdempotencyRejection;
+use crate::layer::FieldHasher;
 use crate::store::Fingerprint;
 
 /// The request header that carries the key (Stripe, and draft-ietf-httpapi-idempotency-key-header).
@@ -221,23 +221,19 @@ fn read_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, IdempotencyRe
 }
 
 fn fingerprint(parts: &http::request::Parts, headers: &[HeaderName], body: &[u8]) -> Fingerprint {
-    let mut h = Sha256::new();
-    let mut field = |b: &[u8]| {
-        h.update((b.len() as u64).to_be_bytes());
-        h.update(b);
-    };
-    field(parts.method.as_str().as_bytes());
-    field(parts.uri.path().as_bytes());
-    field(parts.uri.query().unwrap_or("").as_bytes());
+    let mut h = FieldHasher::new();
+    h.field(parts.method.as_str().as_bytes());
+    h.field(parts.uri.path().as_bytes());
+    h.field(parts.uri.query().unwrap_or("").as_bytes());
     for name in headers {
-        field(name.as_str().as_bytes());
+        h.field(name.as_str().as_bytes());
         for v in parts.headers.get_all(name) {
-            field(v.as_bytes());
+            h.field(v.as_bytes());
         }
-        field(b"\0end");
+        h.field(b"\0end");
     }
-    field(body);
-    Fingerprint(h.finalize().into())
+    h.field(body);
+    h.finish()
 }
 
 /// Stored form: status (u16), header count (u16), each header as name length (u16), name, value length (u32),

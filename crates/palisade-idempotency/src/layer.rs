@@ -3,7 +3,10 @@
 
 use std::sync::Arc;
 
-use palisade_core::{DefaultClassifier, GatewayKeyed, GatewayRequest, IdempotencyKey};
+use palisade_core::{
+    CaptureRequest, ChargeRequest, DefaultClassifier, GatewayKeyed, GatewayRequest, IdempotencyKey, Money,
+    RefundRequest, VoidRequest,
+};
 use sha2::{Digest, Sha256};
 
 use crate::config::{Settings, common_setters};
@@ -18,9 +21,77 @@ pub trait Fingerprinted {
 }
 
 impl Fingerprinted for GatewayRequest {
-    /// SHA-256 of the request as JSON without its gateway key: operation, amount, source, order, metadata.
+    /// SHA-256 over every field except the gateway key: operation, amount (minor units and currency), source,
+    /// customer, order, metadata; ids and amounts of captures, voids and refunds. Fields are fed straight into
+    /// the hash, length-prefixed (no clone, no JSON). Operations added to core later fall back to the JSON form.
     fn fingerprint(&self) -> Fingerprint {
-        Fingerprint::of_json(&self.without_key())
+        let mut h = FieldHasher::new();
+        h.field(self.operation().as_str().as_bytes());
+        match self {
+            GatewayRequest::Charge(c) | GatewayRequest::Authorize(c) => {
+                // Destructured in full: a field added to core breaks this build instead of being ignored.
+                let ChargeRequest { amount, source, customer, order_reference, metadata, idempotency_key: _ } = c;
+                h.money(Some(amount));
+                h.field(source.as_str().as_bytes());
+                h.opt(customer.as_ref().map(|c| c.as_str().as_bytes()));
+                h.field(order_reference.as_str().as_bytes());
+                h.field(&(metadata.len() as u64).to_be_bytes());
+                for (k, v) in metadata {
+                    h.field(k.as_bytes());
+                    h.field(v.as_str().as_bytes());
+                }
+            }
+            GatewayRequest::Capture(CaptureRequest { authorization_id, amount, idempotency_key: _ }) => {
+                h.field(authorization_id.as_bytes());
+                h.money(amount.as_ref());
+            }
+            GatewayRequest::Void(VoidRequest { authorization_id, idempotency_key: _ }) => {
+                h.field(authorization_id.as_bytes());
+            }
+            GatewayRequest::Refund(RefundRequest { payment_id, amount, idempotency_key: _ }) => {
+                h.field(payment_id.as_bytes());
+                h.money(amount.as_ref());
+            }
+            other => return Fingerprint::of_json(&other.without_key()),
+        }
+        h.finish()
+    }
+}
+
+/// SHA-256 over length-prefixed fields, so no two field sequences hash the same input.
+pub(crate) struct FieldHasher(Sha256);
+
+impl FieldHasher {
+    pub(crate) fn new() -> Self {
+        FieldHasher(Sha256::new())
+    }
+    pub(crate) fn field(&mut self, bytes: &[u8]) {
+        self.0.update((bytes.len() as u64).to_be_bytes());
+        self.0.update(bytes);
+    }
+    fn opt(&mut self, bytes: Option<&[u8]>) {
+        match bytes {
+            Some(b) => {
+                self.0.update([1]);
+                self.field(b);
+            }
+            None => self.0.update([0]),
+        }
+    }
+    fn money(&mut self, m: Option<&Money>) {
+        let Some(m) = m else {
+            self.0.update([0]);
+            return;
+        };
+        self.0.update([1]);
+        self.field(m.currency().code().as_bytes());
+        match m.to_minor() {
+            Ok(minor) => self.field(&minor.to_be_bytes()),
+            Err(_) => self.field(m.amount().normalize().to_string().as_bytes()),
+        }
+    }
+    pub(crate) fn finish(self) -> Fingerprint {
+        Fingerprint(self.0.finalize().into())
     }
 }
 
@@ -178,5 +249,46 @@ impl<Req: 'static, C> IdempotencyLayerBuilder<Req, C> {
             }),
             classifier: self.classifier,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_core::{Currency, PaymentToken};
+
+    fn charge(amount: &str, key: &str) -> ChargeRequest {
+        ChargeRequest::new(Money::parse(amount, Currency::USD).unwrap(), PaymentToken::new("tok_visa").unwrap(), "o1")
+            .idempotency_key(IdempotencyKey::new(key).unwrap())
+    }
+
+    #[test]
+    fn fingerprint_ignores_the_key_and_sees_every_other_field() {
+        let base = GatewayRequest::Charge(charge("10.00", "a"));
+        assert_eq!(base.fingerprint(), GatewayRequest::Charge(charge("10.00", "b")).fingerprint());
+        assert_eq!(base.fingerprint(), GatewayRequest::Charge(charge("10.0", "a")).fingerprint(), "same amount");
+        let different = [
+            GatewayRequest::Charge(charge("10.01", "a")),
+            GatewayRequest::Authorize(charge("10.00", "a")),
+            GatewayRequest::Charge(charge("10.00", "a").customer("c")),
+            GatewayRequest::Charge(charge("10.00", "a").meta("k", "v")),
+            GatewayRequest::Charge(charge("10.00", "a").meta("kv", "")),
+            GatewayRequest::Charge(ChargeRequest::new(
+                Money::parse("10.00", Currency::EUR).unwrap(),
+                PaymentToken::new("tok_visa").unwrap(),
+                "o1",
+            )),
+        ];
+        for d in &different {
+            assert_ne!(base.fingerprint(), d.fingerprint(), "{d:?}");
+        }
+        let refund = |amount: Option<&str>| {
+            GatewayRequest::Refund(RefundRequest {
+                payment_id: "ch_1".into(),
+                amount: amount.map(|a| Money::parse(a, Currency::USD).unwrap()),
+                idempotency_key: None,
+            })
+        };
+        assert_ne!(refund(None).fingerprint(), refund(Some("1.00")).fingerprint());
     }
 }
