@@ -10,6 +10,7 @@ mod report;
 
 mod foundation;
 // Later layers add their scenario module here, in the order they run below.
+mod redaction;
 mod idempotency;
 mod breaker;
 mod retry;
@@ -36,6 +37,7 @@ async fn main() {
     foundation::decline_is_terminal(&mut report, &env).await;
     foundation::lost_response_is_unknown(&mut report, &env).await;
     // Later layers add their scenario calls here.
+    redaction::log_redaction(&mut report, &env).await;
     idempotency::idempotent_replay(&mut report, &env).await;
     breaker::outage_opens_and_recovers(&mut report, &env).await;
     retry::transient_failure_recovers(&mut report, &env).await;
