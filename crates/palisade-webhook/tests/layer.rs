@@ -346,3 +346,22 @@ async fn stripe_events_are_deduplicated_by_the_event_json_id() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(p["type"], "urn:palisade:problem:webhook_event_id_missing");
 }
+
+#[tokio::test]
+async fn redis_down_answers_503_and_the_lazy_store_connects_once_redis_is_there() {
+    let h = Arc::new(Handler::default());
+    let down = palisade_webhook::RedisDeliveryStore::open(&palisade_testkit::unreachable_redis_url()).unwrap();
+    let (status, p) = problem(app(down, h.clone()).oneshot(signed("msg_rd", NOW, b"{}")).await.unwrap()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(p["type"], "urn:palisade:problem:store_unavailable");
+    assert_eq!(h.calls.load(Ordering::SeqCst), 0, "fail closed: the handler did not run");
+
+    let Some(r) = palisade_testkit::redis("webhook_lazy_open").await else { return };
+    let lazy = palisade_webhook::RedisDeliveryStore::open(&r.url).unwrap().with_prefix(r.prefix.clone());
+    assert_eq!(
+        app(lazy.clone(), h.clone()).oneshot(signed("msg_rd", NOW, b"{}")).await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(lazy.claim("msg_rd", Duration::from_secs(60)).await.unwrap(), Claim::Done);
+    r.cleanup().await;
+}

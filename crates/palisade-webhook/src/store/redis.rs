@@ -4,13 +4,14 @@
 //! Key: `{prefix}{<event id>}`, hash-tagged on the event id, so it lives on one Redis Cluster slot. Value:
 //! `p:<token>` while in progress (expiry = lease), `d` when done (expiry = retention).
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use palisade_core::PaymentError;
 use palisade_core::store::{connect, redis_key, redis_unavailable};
 use redis::Script;
 use redis::aio::ConnectionManager;
+use tokio::sync::OnceCell;
 
 use super::{Claim, ClaimToken, DeliveryStore};
 
@@ -60,7 +61,9 @@ return 0
 /// handler: the sender retries later, and nothing is processed twice.
 #[derive(Clone)]
 pub struct RedisDeliveryStore {
-    conn: ConnectionManager,
+    conn: Arc<OnceCell<ConnectionManager>>,
+    /// Where to connect on first use (stores built with [`RedisDeliveryStore::open`]).
+    url: Option<Arc<str>>,
     prefix: String,
 }
 
@@ -74,7 +77,25 @@ impl RedisDeliveryStore {
     /// A store on `conn` with [`DEFAULT_REDIS_PREFIX`].
     #[must_use]
     pub fn new(conn: ConnectionManager) -> Self {
-        RedisDeliveryStore { conn, prefix: DEFAULT_REDIS_PREFIX.to_owned() }
+        RedisDeliveryStore {
+            conn: Arc::new(OnceCell::new_with(Some(conn))),
+            url: None,
+            prefix: DEFAULT_REDIS_PREFIX.to_owned(),
+        }
+    }
+
+    /// A store that connects to `url` on first use (and retries on later uses while Redis is down), so a
+    /// server can start before Redis answers; meanwhile deliveries get 503 and the sender retries.
+    ///
+    /// # Errors
+    /// [`PaymentError::StoreUnavailable`] when the URL is invalid.
+    pub fn open(url: &str) -> Result<Self, PaymentError> {
+        redis::Client::open(url).map_err(|e| redis_unavailable(&e))?;
+        Ok(RedisDeliveryStore {
+            conn: Arc::new(OnceCell::new()),
+            url: Some(url.into()),
+            prefix: DEFAULT_REDIS_PREFIX.to_owned(),
+        })
     }
 
     /// Connects to `url` (a reconnecting connection).
@@ -95,6 +116,11 @@ impl RedisDeliveryStore {
     fn key(&self, event_id: &str) -> String {
         redis_key(&self.prefix, event_id, "")
     }
+
+    async fn conn(&self) -> Result<ConnectionManager, PaymentError> {
+        let url = self.url.as_deref().unwrap_or_default();
+        Ok(self.conn.get_or_try_init(|| connect(url)).await?.clone())
+    }
 }
 
 fn millis(d: Duration) -> u64 {
@@ -104,7 +130,7 @@ fn millis(d: Duration) -> u64 {
 impl DeliveryStore for RedisDeliveryStore {
     async fn claim(&self, event_id: &str, lease: Duration) -> Result<Claim, PaymentError> {
         let token = ClaimToken::fresh();
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn().await?;
         let (status, pttl): (i64, i64) = CLAIM
             .key(self.key(event_id))
             .arg(token.as_str())
@@ -121,7 +147,7 @@ impl DeliveryStore for RedisDeliveryStore {
     }
 
     async fn complete(&self, event_id: &str, token: &ClaimToken, retention: Duration) -> Result<(), PaymentError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn().await?;
         let _: i64 = COMPLETE
             .key(self.key(event_id))
             .arg(token.as_str())
@@ -133,7 +159,7 @@ impl DeliveryStore for RedisDeliveryStore {
     }
 
     async fn release(&self, event_id: &str, token: &ClaimToken) -> Result<(), PaymentError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn().await?;
         let _: i64 = RELEASE
             .key(self.key(event_id))
             .arg(token.as_str())
