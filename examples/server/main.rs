@@ -15,6 +15,7 @@
 mod app;
 mod charges;
 mod ledger;
+mod webhooks;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -56,6 +57,7 @@ async fn main() -> anyhow::Result<()> {
         None => (app::router(sim.clone(), MemoryStore::new()), "memory".to_owned()),
     };
     // webhook routes are merged here
+    let app = app.merge(webhooks::router(args.redis.as_deref())?);
 
     let listener = tokio::net::TcpListener::bind(args.addr).await?;
     println!("palisade server listening on http://{} (idempotency store: {store_name})", listener.local_addr()?);
