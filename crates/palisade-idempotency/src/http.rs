@@ -13,7 +13,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use palisade_core::{BoxError, GatewayKey, HttpClassifier, IdempotencyKey, Problem};
+use palisade_core::{BoxError, GatewayKey, HttpClassifier, IdempotencyKey, Outcome, Problem};
 use tower_service::Service;
 
 use crate::config::{DEFAULT_BODY_LIMIT, MissingKey, Settings, common_setters};
@@ -59,6 +59,11 @@ fn storable(name: &HeaderName) -> bool {
 }
 
 type PartsScopeFn = Arc<dyn Fn(&http::request::Parts) -> Option<String> + Send + Sync>;
+type StatusClassifyFn = Arc<dyn Fn(StatusCode, &HeaderMap) -> Outcome + Send + Sync>;
+
+fn default_classify() -> StatusClassifyFn {
+    Arc::new(|status, headers| HttpClassifier::classify_parts(status, headers, SystemTime::now()))
+}
 
 struct HttpShared {
     engine: Arc<Engine>,
@@ -67,9 +72,15 @@ struct HttpShared {
     stored_headers: Vec<HeaderName>,
     body_limit: usize,
     scope: Option<PartsScopeFn>,
+    classify: StatusClassifyFn,
 }
 
 /// Makes an HTTP service idempotent on the `Idempotency-Key` header. See the [crate docs](crate).
+///
+/// The service takes and hands on `http::Request<B>` for any body `B: Body + From<Bytes>`: axum's `Body`
+/// (so it goes straight onto a `Router`), `http_body_util::Full<Bytes>`, .... With plain hyper, turn the
+/// `Incoming` body into one of those first (`req.map(axum::body::Body::new)`, or a `BoxBody`-like type of your own
+/// that implements `From<Bytes>`).
 ///
 /// Cheap to clone. Built with [`HttpIdempotencyLayer::builder`].
 #[derive(Clone)]
@@ -102,6 +113,7 @@ impl HttpIdempotencyLayer {
             stored_headers: DEFAULT_STORED_HEADERS.to_vec(),
             body_limit: DEFAULT_BODY_LIMIT,
             scope: None,
+            classify: default_classify(),
         }
     }
 }
@@ -122,6 +134,7 @@ pub struct HttpIdempotencyLayerBuilder {
     stored_headers: Vec<HeaderName>,
     body_limit: usize,
     scope: Option<PartsScopeFn>,
+    classify: StatusClassifyFn,
 }
 
 impl HttpIdempotencyLayerBuilder {
@@ -166,6 +179,14 @@ impl HttpIdempotencyLayerBuilder {
         self.scope(move |p| p.headers.get(&name).and_then(|v| v.to_str().ok()).map(str::to_owned))
     }
 
+    /// How a response's status and headers map to an [`Outcome`] (default: [`HttpClassifier`]: 2xx/3xx Success,
+    /// 4xx Terminal except 408/409/425/429, 503 Retriable, other 5xx Unknown). Success and Terminal responses are
+    /// stored and replayed; the others release the key.
+    pub fn classifier(mut self, f: impl Fn(StatusCode, &HeaderMap) -> Outcome + Send + Sync + 'static) -> Self {
+        self.classify = Arc::new(f);
+        self
+    }
+
     /// Builds the layer.
     pub fn build(self) -> HttpIdempotencyLayer {
         let mut stored = self.stored_headers;
@@ -178,6 +199,7 @@ impl HttpIdempotencyLayerBuilder {
                 stored_headers: stored,
                 body_limit: self.body_limit,
                 scope: self.scope,
+                classify: self.classify,
             }),
         }
     }
@@ -382,7 +404,7 @@ where
                     return Err(e);
                 }
             };
-            let outcome = HttpClassifier::classify_parts(res.status(), res.headers(), SystemTime::now());
+            let outcome = (shared.classify)(res.status(), res.headers());
             if !outcome.is_final() {
                 // Not stored: hand the response on as it is, streaming.
                 ticket.release().await;

@@ -329,3 +329,23 @@ async fn patch_is_covered_by_default_and_methods_are_configurable() {
     }
     assert_eq!(calls.load(Ordering::SeqCst), 3, "PUT replayed once, POST not covered");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_custom_classifier_decides_what_is_stored() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    // This API's 409 means "business conflict, final", unlike HttpClassifier's "in flight, retry".
+    let layer = HttpIdempotencyLayer::builder()
+        .classifier(|status, headers| match status.as_u16() {
+            409 => palisade_core::Outcome::Terminal,
+            _ => palisade_core::HttpClassifier::classify_parts(status, headers, std::time::SystemTime::now()),
+        })
+        .build();
+    let app = app(layer, calls.clone(), open_gate());
+    let req =
+        || Request::post("/x").header("idempotency-key", "c").header("x-status", "409").body(Body::from("x")).unwrap();
+    app.clone().oneshot(req()).await.unwrap();
+    let again = app.oneshot(req()).await.unwrap();
+    assert_eq!(again.status(), StatusCode::CONFLICT);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}

@@ -50,7 +50,7 @@ struct Inner {
 /// can pause and advance it.
 ///
 /// Good for a single process and for tests. Records do not survive a restart and are not shared between
-/// processes: use [`RedisStore`](super::RedisStore) when several instances serve the same keys.
+/// processes: use `RedisStore` (feature `redis`) when several instances serve the same keys.
 /// Cheap to clone (clones share the records).
 #[derive(Debug, Clone)]
 pub struct MemoryStore {

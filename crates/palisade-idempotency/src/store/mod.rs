@@ -29,7 +29,7 @@ mod memory;
 #[cfg(feature = "redis")]
 mod redis;
 
-pub use memory::MemoryStore;
+pub use memory::{DEFAULT_SHARDS, MemoryStore};
 #[cfg(feature = "redis")]
 pub use redis::{DEFAULT_REDIS_PREFIX, RedisStore};
 
