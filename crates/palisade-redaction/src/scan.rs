@@ -24,15 +24,16 @@ const MAX_TRACK2: usize = 40;
 /// Bytes of separators (`"`, `:`, `=`, spaces) allowed between a label and its value.
 const MAX_LABEL_GAP: usize = 6;
 
-/// What a finding is.
+/// What a finding is. When findings overlap they merge, and the later variant here (the one that hides more)
+/// decides how the merged range is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Kind {
+    /// A primary account number (keeps the last four in mask formats).
+    Pan,
     /// A labelled card verification value (CVV, CVC, CID, security code).
     Cvv,
     /// A labelled PIN or PIN block.
     Pin,
-    /// A primary account number.
-    Pan,
     /// Track 2 data (`;PAN=YYMM...?`).
     Track2,
     /// Track 1 data (`%BPAN^NAME^YYMM...?`).
@@ -579,6 +580,8 @@ mod tests {
         assert!(kinds("cvv: 12345").is_empty());
         assert_eq!(kinds("pin_block=AB12CD34EF567890 x"), vec![("AB12CD34EF567890".into(), Kind::Pin)]);
         assert_eq!(kinds("PIN: 1234"), vec![("1234".into(), Kind::Pin)]);
+        // a PIN block that also passes as a card is hidden whole, not shown with its last four
+        assert_eq!(kinds("pin_block=4111111111111111"), vec![("4111111111111111".into(), Kind::Pin)]);
         assert!(kinds("spin: 1234").is_empty());
     }
 }
