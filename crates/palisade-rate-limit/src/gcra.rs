@@ -101,13 +101,37 @@ impl Quota {
     }
 }
 
-/// The admitted side of a decision: what is left, for `RateLimit` headers.
+/// The admitted side of a decision: what is left, for `RateLimit` headers. Computed lazily, so a decision that
+/// nobody reads the remainder of costs no division.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Admitted {
+    /// Unused capacity after this admission (ns, or units × interval).
+    slack: u64,
+    /// One unit (ns).
+    interval: u64,
+    /// Until the key is idle again (ns).
+    reset: u64,
+}
+
+impl Admitted {
+    pub(crate) const fn new(slack: u64, interval: u64, reset: u64) -> Self {
+        Admitted { slack, interval, reset }
+    }
+
+    /// Admitted without a decision (fail-open): nothing known.
+    pub(crate) const UNKNOWN: Admitted = Admitted { slack: 0, interval: 1, reset: 0 };
+
     /// Units that could still be admitted right now.
-    pub remaining: u32,
+    #[must_use]
+    pub fn remaining(&self) -> u32 {
+        (self.slack / self.interval.max(1)).min(u64::from(u32::MAX)) as u32
+    }
+
     /// Time until the key is back to a full burst (idle).
-    pub reset: Duration,
+    #[must_use]
+    pub fn reset(&self) -> Duration {
+        Duration::from_nanos(self.reset)
+    }
 }
 
 /// GCRA parameters in nanoseconds (or microseconds for Redis).
@@ -157,8 +181,7 @@ impl Gcra {
         if ahead > self.capacity {
             return Verdict::Limit { retry_after: ahead - self.capacity };
         }
-        let remaining = ((self.capacity - ahead) / self.interval).min(u64::from(u32::MAX)) as u32;
-        Verdict::Admit { new_tat, admitted: Admitted { remaining, reset: Duration::from_nanos(ahead) } }
+        Verdict::Admit { new_tat, admitted: Admitted::new(self.capacity - ahead, self.interval, ahead) }
     }
 }
 
@@ -191,9 +214,9 @@ mod tests {
         let g = Quota::per_second(10).unwrap().with_burst(2).unwrap().gcra();
         // 100 ms interval, 200 ms capacity.
         let Verdict::Admit { new_tat, admitted } = g.decide(0, 1_000, 1) else { panic!() };
-        assert_eq!((new_tat, admitted.remaining), (100_001_000, 1));
+        assert_eq!((new_tat, admitted.remaining()), (100_001_000, 1));
         let Verdict::Admit { new_tat, admitted } = g.decide(new_tat, 1_000, 1) else { panic!() };
-        assert_eq!((new_tat, admitted.remaining), (200_001_000, 0));
+        assert_eq!((new_tat, admitted.remaining()), (200_001_000, 0));
         assert_eq!(g.decide(new_tat, 1_000, 1), Verdict::Limit { retry_after: 100_000_000 });
         assert!(matches!(g.decide(new_tat, 100_001_000, 1), Verdict::Admit { .. }));
         assert_eq!(g.decide(new_tat, 100_000_999, 1), Verdict::Limit { retry_after: 1 });

@@ -88,7 +88,7 @@ impl<B: From<Vec<u8>>, E> Respond<http::Response<B>, E> for Http {
     ) -> Result<http::Response<B>, E> {
         res.map(|mut r| {
             if let Some(a) = admitted {
-                r.headers_mut().insert(RATELIMIT.clone(), ratelimit_value(name, a.remaining, a.reset));
+                r.headers_mut().insert(RATELIMIT.clone(), ratelimit_value(name, a.remaining(), a.reset()));
                 r.headers_mut().insert(RATELIMIT_POLICY.clone(), policy_value(name, quota));
             }
             r

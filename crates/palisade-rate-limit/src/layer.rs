@@ -123,7 +123,7 @@ impl<K: std::hash::Hash + Eq + Clone, F, C, P> Inner<K, F, C, P> {
                 Err(RateLimitError::StoreUnavailable(e)) => match self.failure {
                     FailurePolicy::FailOpen => {
                         self.record(Recorded::FailOpen, cost, None);
-                        Ok(Admitted { remaining: 0, reset: Duration::ZERO })
+                        Ok(Admitted::UNKNOWN)
                     }
                     _ => {
                         self.record(Recorded::StoreUnavailable, cost, None);

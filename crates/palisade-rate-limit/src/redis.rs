@@ -245,7 +245,8 @@ impl<K> RedisBackend<K> {
         let micros = |v: i64| Duration::from_micros(v.max(0) as u64);
         match reply {
             (1, remaining, reset) => {
-                Ok(Admitted { remaining: remaining.clamp(0, i64::from(u32::MAX)) as u32, reset: micros(reset) })
+                let remaining = remaining.clamp(0, i64::from(u32::MAX)) as u64;
+                Ok(Admitted::new(remaining, 1, micros(reset).as_nanos() as u64))
             }
             (_, retry_after, tat_ahead) => {
                 if let Some(cache) = cache {
