@@ -11,6 +11,7 @@ mod report;
 mod foundation;
 // Later layers add their scenario module here, in the order they run below.
 mod redaction;
+mod rate_limit;
 mod idempotency;
 mod breaker;
 mod retry;
@@ -38,6 +39,7 @@ async fn main() {
     foundation::lost_response_is_unknown(&mut report, &env).await;
     // Later layers add their scenario calls here.
     redaction::log_redaction(&mut report, &env).await;
+    rate_limit::card_testing_is_throttled(&mut report, &env).await;
     idempotency::idempotent_replay(&mut report, &env).await;
     breaker::outage_opens_and_recovers(&mut report, &env).await;
     retry::transient_failure_recovers(&mut report, &env).await;
