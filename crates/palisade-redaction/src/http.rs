@@ -200,7 +200,10 @@ where
             let mut request = format!("{} {}", parts.method, cfg.audit.redactor.redact(&parts.uri.to_string()));
             cfg.headers(&mut request, &parts.headers);
             cfg.body(&mut request, &body);
+            // Records the call as `unknown` if this future is dropped while the inner call runs.
+            let mut guard = CancelGuard { cfg: cfg.clone(), request: Some(request), start };
             let result = inner.call(Request::from_parts(parts, Full::new(body))).await.map_err(Into::into);
+            let request = guard.request.take().unwrap_or_default();
             let (result, rendered, class) = match result {
                 Ok(res) => {
                     let (parts, body) = res.into_parts();
@@ -233,5 +236,24 @@ where
             cfg.audit.emit(&request, &rendered, class, start.elapsed());
             result
         })
+    }
+}
+
+struct CancelGuard {
+    cfg: Arc<HttpConfig>,
+    request: Option<String>,
+    start: Instant,
+}
+
+impl Drop for CancelGuard {
+    fn drop(&mut self) {
+        if let Some(request) = self.request.take() {
+            self.cfg.audit.emit(
+                &request,
+                crate::layer::CANCELLED,
+                palisade_core::OutcomeClass::Unknown,
+                self.start.elapsed(),
+            );
+        }
     }
 }

@@ -178,12 +178,14 @@ where
             start: Instant::now(),
             cfg: self.cfg.clone(),
             classifier: self.classifier.clone(),
+            done: false,
         }
     }
 }
 
 pin_project_lite::pin_project! {
-    /// The future of [`Redaction`]: the inner call, then the audit event.
+    /// The future of [`Redaction`]: the inner call, then the audit event. Dropped before it completes (a timeout
+    /// above it gave up), it still records the call, as `unknown`: the request may have reached the gateway.
     pub struct AuditFuture<F, C> {
         #[pin]
         inner: F,
@@ -191,8 +193,21 @@ pin_project_lite::pin_project! {
         start: Instant,
         cfg: Arc<AuditConfig>,
         classifier: C,
+        done: bool,
+    }
+
+    impl<F, C> PinnedDrop for AuditFuture<F, C> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if !*this.done {
+                this.cfg.emit(this.request, CANCELLED, OutcomeClass::Unknown, this.start.elapsed());
+            }
+        }
     }
 }
+
+/// The `result` of a call whose future was dropped before it completed.
+pub const CANCELLED: &str = "cancelled before completion";
 
 impl<F, C, T, E> Future for AuditFuture<F, C>
 where
@@ -206,6 +221,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = ready!(this.inner.poll(cx));
+        *this.done = true;
         let class = this.classifier.classify(&result).class();
         let rendered = match &result {
             Ok(res) => this.cfg.render(res),

@@ -62,7 +62,7 @@ pub use http::{
 };
 pub use json::{SENSITIVE_KEYS, is_sensitive_key};
 pub use layer::{
-    AUDIT_TARGET, AuditFuture, DEFAULT_SERVICE_NAME, DURATION_HISTOGRAM, Redaction, RedactionLayer,
+    AUDIT_TARGET, AuditFuture, CANCELLED, DEFAULT_SERVICE_NAME, DURATION_HISTOGRAM, Redaction, RedactionLayer,
     RedactionLayerBuilder,
 };
 pub use redactor::{

@@ -183,3 +183,39 @@ async fn http_mode_masks_secret_headers_and_bodies() {
     assert!(out.contains("outcome=\"retriable\""), "{out}");
     assert!(out.contains("pan=************4242"), "{out}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_call_dropped_by_a_timeout_is_still_audited_as_unknown() {
+    let plain = LogCapture::new();
+    let _g = tracing::subscriber::set_default(plain.subscriber());
+    let svc = ServiceBuilder::new().layer(RedactionLayer::new()).service_fn(|_req: LegacyChargeRequest| async {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        Ok::<_, PaymentError>(())
+    });
+    let r = tokio::time::timeout(Duration::from_secs(5), svc.oneshot(legacy())).await;
+    assert!(r.is_err(), "timed out");
+    let out = plain.contents();
+    assert_no_card_numbers(&out);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.contains("outcome=\"unknown\"") && out.contains("cancelled before completion"), "{out}");
+    assert!(out.contains("duration_ms=5000"), "{out}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_http_call_dropped_by_a_timeout_is_still_audited_as_unknown() {
+    let plain = LogCapture::new();
+    let _g = tracing::subscriber::set_default(plain.subscriber());
+    let svc = ServiceBuilder::new().layer(RedactionLayer::builder().http().build()).service_fn(
+        |_req: http::Request<Full<Bytes>>| async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::new())))
+        },
+    );
+    let req = http::Request::post("/charges").body(Full::new(Bytes::from_static(b"card 4111111111111111")));
+    let r = tokio::time::timeout(Duration::from_secs(2), svc.oneshot(req.unwrap_or_default())).await;
+    assert!(r.is_err(), "timed out");
+    let out = plain.contents();
+    assert_no_card_numbers(&out);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.contains("outcome=\"unknown\"") && out.contains("body: card ************1111"), "{out}");
+}
