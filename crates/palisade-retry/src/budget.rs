@@ -137,8 +137,11 @@ impl RetryBudget {
         if self.deposit_units == 0 {
             return;
         }
-        let abs = self.slot_of(now);
+        let nanos = self.nanos_since_origin(now);
         let cur = self.current.load(Ordering::SeqCst);
+        // Inside the current slot (a multiplication and two compares, no division on the per-call path)?
+        let start = cur.saturating_mul(self.slot_nanos);
+        let abs = if nanos >= start && nanos - start < self.slot_nanos { cur } else { nanos / self.slot_nanos };
         if abs == cur {
             // Fast path, no lock: add to the current slot, then check that no rotation moved past it meanwhile. A
             // rotation publishes the new `current` before it clears slots, so a deposit that may have landed in a
@@ -212,10 +215,14 @@ impl RetryBudget {
     }
 
     fn slot_of(&self, now: Instant) -> u64 {
+        self.nanos_since_origin(now) / self.slot_nanos
+    }
+
+    fn nanos_since_origin(&self, now: Instant) -> u64 {
         let d = now.saturating_duration_since(self.origin);
         // Whole seconds and nanoseconds separately: no u128 arithmetic on the per-call path. Saturates after
         // 584 years.
-        d.as_secs().saturating_mul(1_000_000_000).saturating_add(u64::from(d.subsec_nanos())) / self.slot_nanos
+        d.as_secs().saturating_mul(1_000_000_000).saturating_add(u64::from(d.subsec_nanos()))
     }
 
     fn share(&self) -> i64 {

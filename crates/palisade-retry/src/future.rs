@@ -77,6 +77,9 @@ enum TimerRole {
     Guard,
 }
 
+/// A failed attempt's result and its outcome.
+type Failed<Res, E> = (Last<Res, E>, Outcome);
+
 enum Last<Res, E> {
     Result(Result<Res, E>),
     TimedOut(AttemptTimedOut),
@@ -91,6 +94,7 @@ impl<S, Req, C, M> ResponseFuture<S, Req, C, M>
 where
     S: Service<Req>,
 {
+    #[inline]
     pub(crate) fn new(
         policy: Arc<Policy<C, M>>,
         service: S,
@@ -145,33 +149,71 @@ where
 {
     type Output = Result<S::Response, S::Error>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+    #[inline]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // The fast path, kept small so it inlines: poll the attempt, classify, return. Everything else (timers,
+        // retries, readiness) lives in `drive`.
+        let this = self.as_mut().project();
+        if let StateProj::Calling { future } = this.state.project() {
+            match future.poll(cx) {
+                Poll::Ready(result) => {
+                    let outcome = this.policy.classifier.classify(&result);
+                    if matches!(outcome, Outcome::Success | Outcome::Terminal) {
+                        // Nothing to retry. When nothing fails this is the whole path: no clock, no budget, no
+                        // event, no state change.
+                        return Poll::Ready(result);
+                    }
+                    return self.drive(cx, Some((Last::Result(result), outcome)));
+                }
+                Poll::Pending if *this.timer_role != TimerRole::Attempt => return Poll::Pending,
+                Poll::Pending => {}
+            }
+        }
+        self.drive(cx, None)
+    }
+}
+
+impl<S, Req, C, M> ResponseFuture<S, Req, C, M>
+where
+    S: Service<Req>,
+    Req: GatewayKeyed + Clone,
+    C: Classify<S::Response, S::Error>,
+    M: Mode<S::Response, S::Error>,
+{
+    /// The state machine. `first` is an attempt's failed result the fast path already took and classified.
+    #[inline(never)]
+    fn drive(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut first: Option<Failed<S::Response, S::Error>>,
+    ) -> Poll<Result<S::Response, S::Error>> {
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
                 StateProj::Calling { future } => {
-                    let last = match future.poll(cx) {
-                        Poll::Ready(result) => Last::Result(result),
-                        Poll::Pending => {
-                            if *this.timer_role != TimerRole::Attempt {
-                                return Poll::Pending;
+                    let (last, outcome) = match first.take() {
+                        Some(taken) => taken,
+                        None => match future.poll(cx) {
+                            Poll::Ready(result) => {
+                                let outcome = this.policy.classifier.classify(&result);
+                                if matches!(outcome, Outcome::Success | Outcome::Terminal) {
+                                    return Poll::Ready(result);
+                                }
+                                (Last::Result(result), outcome)
                             }
-                            let fired = this.timer.as_mut().is_some_and(|t| t.as_mut().poll(cx).is_ready());
-                            if !fired {
-                                return Poll::Pending;
+                            Poll::Pending => {
+                                if *this.timer_role != TimerRole::Attempt {
+                                    return Poll::Pending;
+                                }
+                                let fired = this.timer.as_mut().is_some_and(|t| t.as_mut().poll(cx).is_ready());
+                                if !fired {
+                                    return Poll::Pending;
+                                }
+                                let timed_out = AttemptTimedOut { after: *this.armed_for, attempt: *this.attempt };
+                                (Last::TimedOut(timed_out), Outcome::Unknown)
                             }
-                            Last::TimedOut(AttemptTimedOut { after: *this.armed_for, attempt: *this.attempt })
-                        }
+                        },
                     };
-                    let outcome = match &last {
-                        Last::Result(r) => this.policy.classifier.classify(r),
-                        Last::TimedOut(_) => Outcome::Unknown,
-                    };
-                    if matches!(outcome, Outcome::Success) {
-                        // The path taken when nothing fails: no clock, no budget, no event.
-                        this.state.set(State::Done);
-                        return Poll::Ready(finish(this.policy, last));
-                    }
                     let policy: &Policy<C, M> = this.policy;
                     match decide(
                         policy,

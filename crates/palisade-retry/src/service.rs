@@ -70,6 +70,7 @@ where
         self.inner.poll_ready(cx)
     }
 
+    #[inline]
     fn call(&mut self, mut req: Req) -> Self::Future {
         let policy = &self.policy;
         if policy.assign_key && req.gateway_key().is_none() {
