@@ -103,6 +103,9 @@ pub enum BuildError {
     /// The quota is invalid.
     #[error(transparent)]
     Quota(#[from] QuotaError),
+    /// `.redis()` was called before `.key_by()`.
+    #[error("call .redis(store) after .key_by(..): the Redis key names depend on the key type")]
+    RedisBeforeKeyBy,
 }
 
 /// Builds a [`RateLimitLayer`]. Start with [`RateLimitLayer::builder`].
@@ -229,8 +232,10 @@ impl<K, F, C, P> Builder<K, F, C, P> {
             failure: self.failure,
             key_fn: f,
             cost_fn: self.cost_fn,
+            // The store is kept, but its key naming belongs to the old key type: `build` asks for `.redis()`
+            // again rather than silently limiting in memory.
             #[cfg(feature = "redis")]
-            redis: None,
+            redis: self.redis.map(crate::redis::RedisBackendConfig::rekeyed),
             _p: PhantomData,
         }
     }
@@ -296,7 +301,7 @@ where
         let quota = self.quota_value()?;
         #[cfg(feature = "redis")]
         let backend = match self.redis {
-            Some(cfg) => Backend::Redis(crate::redis::RedisBackend::new(cfg, quota, self.max_keys)),
+            Some(cfg) => Backend::Redis(crate::redis::RedisBackend::new(cfg, quota, self.max_keys)?),
             None => Self::local_backend(quota, self.max_keys),
         };
         #[cfg(not(feature = "redis"))]

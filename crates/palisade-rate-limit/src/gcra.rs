@@ -119,6 +119,7 @@ impl Admitted {
     }
 
     /// Admitted without a decision (fail-open): nothing known.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) const UNKNOWN: Admitted = Admitted { slack: 0, interval: 1, reset: 0 };
 
     /// Units that could still be admitted right now.

@@ -24,7 +24,7 @@ use redis::aio::ConnectionManager;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
-use crate::config::Builder;
+use crate::config::{BuildError, Builder};
 use crate::error::{RateLimitError, RateLimited};
 use crate::gcra::{Admitted, Gcra, Quota};
 
@@ -163,7 +163,14 @@ impl RedisStore {
 
 pub(crate) struct RedisBackendConfig<K> {
     store: RedisStore,
-    key_name: fn(&K) -> Cow<'_, str>,
+    /// `None` after `key_by` changed the key type.
+    key_name: Option<fn(&K) -> Cow<'_, str>>,
+}
+
+impl<K> RedisBackendConfig<K> {
+    pub(crate) fn rekeyed<K2>(self) -> RedisBackendConfig<K2> {
+        RedisBackendConfig { store: self.store, key_name: None }
+    }
 }
 
 impl<K, F, C, P> Builder<K, F, C, P> {
@@ -172,7 +179,7 @@ impl<K, F, C, P> Builder<K, F, C, P> {
     where
         K: RedisKey,
     {
-        self.redis = Some(RedisBackendConfig { store, key_name: <K as RedisKey>::redis_key });
+        self.redis = Some(RedisBackendConfig { store, key_name: Some(<K as RedisKey>::redis_key) });
         self
     }
 }
@@ -193,10 +200,11 @@ pub(crate) struct RedisBackend<K> {
 }
 
 impl<K> RedisBackend<K> {
-    pub(crate) fn new(cfg: RedisBackendConfig<K>, quota: Quota, max_keys: usize) -> Self {
+    pub(crate) fn new(cfg: RedisBackendConfig<K>, quota: Quota, max_keys: usize) -> Result<Self, BuildError> {
+        let key_name = cfg.key_name.ok_or(BuildError::RedisBeforeKeyBy)?;
         let cache = cfg.store.local_cache.then(DashMap::new);
-        RedisBackend {
-            key_name: cfg.key_name,
+        Ok(RedisBackend {
+            key_name,
             store: cfg.store,
             quota,
             gcra: quota.gcra().micros(quota.burst()),
@@ -205,7 +213,7 @@ impl<K> RedisBackend<K> {
             cache,
             cache_len: AtomicUsize::new(0),
             max_keys,
-        }
+        })
     }
 
     fn local_nanos(&self) -> u64 {

@@ -371,3 +371,41 @@ fn builder_errors_say_what_to_do() {
     let e = RateLimitLayer::builder().rate(0, Duration::from_secs(1)).build().unwrap_err();
     assert!(e.to_string().contains("greater than zero"), "{e}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn keyed_wait_mode_waits_per_key() {
+    let layer = RateLimitLayer::builder()
+        .rate(1, Duration::from_secs(1))
+        .key_by(|r: &String| r.clone())
+        .wait(ms(1500))
+        .build()
+        .unwrap();
+    let svc = layer.layer(ok_service());
+    let t0 = Instant::now();
+    assert!(call(&mut svc.clone(), "a").await.is_ok());
+    // The second "a" waits exactly one interval; "b" meanwhile is not held up by a's queue.
+    let mut a = svc.clone();
+    let second_a = tokio::spawn(async move {
+        let r = a.ready().await?.call("a".to_owned()).await;
+        r.map(|_| Instant::now())
+    });
+    tokio::task::yield_now().await;
+    assert!(call(&mut svc.clone(), "b").await.is_ok());
+    assert_eq!(t0.elapsed(), Duration::ZERO, "b went through at once");
+    assert_eq!(second_a.await.unwrap().unwrap() - t0, Duration::from_secs(1));
+    // Two more "a" at once: one unit comes back at t = 2 s, the next at 3 s, past the 1.5 s maximum wait. Keyed
+    // waiters do not reserve, so one of them is admitted at 2 s and the other is refused then, not at 2.5 s.
+    let t1 = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..2 {
+        let mut a = svc.clone();
+        tasks.push(tokio::spawn(async move {
+            let ok = a.ready().await.unwrap().call("a".to_owned()).await.is_ok();
+            (ok, Instant::now() - t1)
+        }));
+    }
+    let (fourth, third) = (tasks.pop().unwrap(), tasks.pop().unwrap());
+    let mut outcomes = vec![third.await.unwrap(), fourth.await.unwrap()];
+    outcomes.sort();
+    assert_eq!(outcomes, [(false, Duration::from_secs(1)), (true, Duration::from_secs(1))]);
+}

@@ -174,3 +174,14 @@ async fn local_cache_refuses_known_limited_keys_without_asking_redis() {
     assert!(uncached.ready().await.unwrap().call("card".to_owned()).await.is_ok(), "Redis itself was reset");
     r.cleanup().await;
 }
+
+#[test]
+fn redis_before_key_by_is_a_build_error_not_a_silent_local_limit() {
+    let e = RateLimitLayer::builder()
+        .rate(1, Duration::from_secs(1))
+        .redis(RedisStore::from_url("redis://127.0.0.1:1"))
+        .key_by(|r: &String| r.clone())
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("after .key_by"), "{e}");
+}
