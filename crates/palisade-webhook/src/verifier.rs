@@ -125,7 +125,7 @@ impl Verifier {
     fn verify_inner(&self, headers: &HeaderMap, body: &[u8]) -> Result<Verified, VerifyError> {
         let signed = self.scheme.parse(headers)?;
         let secret_index = self.matching_key(&signed, body).ok_or(VerifyError::NoSignatureMatched)?;
-        let timestamp = signed.timestamp.as_ref().map(|(_, t)| *t);
+        let timestamp = signed.timestamp.map(|(_, t)| t);
         if let Some(ts) = timestamp {
             self.check_window(ts)?;
         }
@@ -153,7 +153,7 @@ impl Verifier {
         self.verify(&headers, body)
     }
 
-    fn matching_key(&self, signed: &Signed, body: &[u8]) -> Option<usize> {
+    fn matching_key(&self, signed: &Signed<'_>, body: &[u8]) -> Option<usize> {
         let mut found = None;
         for (i, key) in self.keys.iter().enumerate() {
             let mac = self.scheme.mac(key, signed, body);

@@ -9,8 +9,8 @@ use super::{Message, Scheme, SchemeHeaders, Signed, header_str, hex32};
 use crate::error::{SecretError, SignError, VerifyError};
 use crate::key::Key;
 
-pub(crate) const HEADER: &str = "x-hub-signature-256";
-pub(crate) const DELIVERY: &str = "x-github-delivery";
+pub(crate) static HEADER: HeaderName = HeaderName::from_static("x-hub-signature-256");
+pub(crate) static DELIVERY: HeaderName = HeaderName::from_static("x-github-delivery");
 
 /// The GitHub scheme (`X-Hub-Signature-256`; the SHA-1 `X-Hub-Signature` is not supported).
 #[derive(Debug, Clone, Copy, Default)]
@@ -21,7 +21,7 @@ pub struct GitHub;
 /// # Errors
 /// [`VerifyError::HeaderMalformed`].
 pub fn parse_github_header(value: &str) -> Result<[u8; 32], VerifyError> {
-    let malformed = |reason| VerifyError::HeaderMalformed { header: HEADER, reason };
+    let malformed = |reason| VerifyError::HeaderMalformed { header: HEADER.as_str(), reason };
     let Some(hex) = value.strip_prefix("sha256=") else { return Err(malformed("does not start with sha256=")) };
     hex32(hex).ok_or(malformed("the signature is not 64 hex digits"))
 }
@@ -32,11 +32,7 @@ impl Scheme for GitHub {
     }
 
     fn headers(&self) -> SchemeHeaders {
-        SchemeHeaders {
-            signature: HeaderName::from_static(HEADER),
-            id: Some(HeaderName::from_static(DELIVERY)),
-            timestamp: None,
-        }
+        SchemeHeaders { signature: HEADER.clone(), id: Some(DELIVERY.clone()), timestamp: None }
     }
 
     fn key(&self, secret: &str) -> Result<Key, SecretError> {
@@ -46,16 +42,16 @@ impl Scheme for GitHub {
         Ok(Key::from_bytes(secret.as_bytes()))
     }
 
-    fn parse(&self, headers: &HeaderMap) -> Result<Signed, VerifyError> {
-        let sig = parse_github_header(header_str(headers, HEADER)?)?;
-        let id = match header_str(headers, DELIVERY) {
-            Ok(id) if !id.is_empty() => Some(id.to_owned()),
+    fn parse<'h>(&self, headers: &'h HeaderMap) -> Result<Signed<'h>, VerifyError> {
+        let sig = parse_github_header(header_str(headers, &HEADER)?)?;
+        let id = match header_str(headers, &DELIVERY) {
+            Ok(id) if !id.is_empty() => Some(id),
             _ => None,
         };
         Ok(Signed { id, timestamp: None, signatures: vec![sig] })
     }
 
-    fn mac(&self, key: &Key, _signed: &Signed, body: &[u8]) -> [u8; 32] {
+    fn mac(&self, key: &Key, _signed: &Signed<'_>, body: &[u8]) -> [u8; 32] {
         key.mac(&[body])
     }
 

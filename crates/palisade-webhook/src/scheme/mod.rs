@@ -34,13 +34,14 @@ pub struct SchemeHeaders {
 }
 
 /// What a scheme read out of a request's headers, before any cryptography.
+/// Borrows from the request's headers, so parsing allocates only the list of candidates.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct Signed {
+pub struct Signed<'h> {
     /// The message id, where the scheme carries one in a header (`webhook-id`, `X-GitHub-Delivery`).
-    pub id: Option<String>,
+    pub id: Option<&'h str>,
     /// The signed timestamp exactly as sent (the MAC covers these bytes) and its value.
-    pub timestamp: Option<(String, i64)>,
+    pub timestamp: Option<(&'h str, i64)>,
     /// The candidate signatures (32-byte HMAC-SHA256 values) in the order they were sent.
     pub signatures: Vec<[u8; 32]>,
 }
@@ -78,10 +79,10 @@ pub trait Scheme: fmt::Debug + Send + Sync + 'static {
     ///
     /// # Errors
     /// [`VerifyError::HeaderMissing`], [`VerifyError::HeaderMalformed`] or [`VerifyError::TimestampMalformed`].
-    fn parse(&self, headers: &HeaderMap) -> Result<Signed, VerifyError>;
+    fn parse<'h>(&self, headers: &'h HeaderMap) -> Result<Signed<'h>, VerifyError>;
 
     /// The signature `key` would produce for `body` under what `signed` says (id, timestamp).
-    fn mac(&self, key: &Key, signed: &Signed, body: &[u8]) -> [u8; 32];
+    fn mac(&self, key: &Key, signed: &Signed<'_>, body: &[u8]) -> [u8; 32];
 
     /// The signature header's value for `msg` (`t=…,v1=…`, `v1,…` or `sha256=…`).
     ///
@@ -91,8 +92,8 @@ pub trait Scheme: fmt::Debug + Send + Sync + 'static {
 
     /// The event id used for deduplication: by default the id header; Stripe reads the event's JSON `id`.
     /// Called only after the signature was verified.
-    fn event_id(&self, signed: &Signed, _body: &[u8]) -> Option<String> {
-        signed.id.clone()
+    fn event_id(&self, signed: &Signed<'_>, _body: &[u8]) -> Option<String> {
+        signed.id.map(str::to_owned)
     }
 
     /// Every header a sender sets for `msg`: the signature, plus the id and timestamp headers the scheme uses.
@@ -151,19 +152,26 @@ fn header_id(id: &str) -> Result<HeaderValue, SignError> {
 
 /// The `'static` spelling of one of the header names the schemes use (for error values).
 fn static_name(name: &HeaderName) -> &'static str {
-    const KNOWN: [&str; 6] =
-        [stripe::HEADER, standard::ID, standard::TIMESTAMP, standard::SIGNATURE, github::HEADER, github::DELIVERY];
-    KNOWN.into_iter().find(|k| k.eq_ignore_ascii_case(name.as_str())).unwrap_or("signature")
+    let known: [&'static HeaderName; 6] = [
+        &stripe::HEADER,
+        &standard::ID,
+        &standard::TIMESTAMP,
+        &standard::SIGNATURE,
+        &github::HEADER,
+        &github::DELIVERY,
+    ];
+    known.into_iter().find(|k| *k == name).map_or("signature", HeaderName::as_str)
 }
 
 /// Reads one header as visible-ASCII text.
-pub(crate) fn header_str<'h>(headers: &'h HeaderMap, name: &'static str) -> Result<&'h str, VerifyError> {
+pub(crate) fn header_str<'h>(headers: &'h HeaderMap, name: &'static HeaderName) -> Result<&'h str, VerifyError> {
+    let name_str = name.as_str();
     let mut values = headers.get_all(name).iter();
-    let Some(v) = values.next() else { return Err(VerifyError::HeaderMissing { header: name }) };
+    let Some(v) = values.next() else { return Err(VerifyError::HeaderMissing { header: name_str }) };
     if values.next().is_some() {
-        return Err(VerifyError::HeaderMalformed { header: name, reason: "sent more than once" });
+        return Err(VerifyError::HeaderMalformed { header: name_str, reason: "sent more than once" });
     }
-    v.to_str().map_err(|_| VerifyError::HeaderMalformed { header: name, reason: "not visible ASCII" })
+    v.to_str().map_err(|_| VerifyError::HeaderMalformed { header: name_str, reason: "not visible ASCII" })
 }
 
 /// Parses a Unix timestamp: 1 to 15 ASCII digits, nothing else (no sign, no spaces, no fraction).

@@ -13,9 +13,9 @@ use super::{Message, Scheme, SchemeHeaders, Signed, header_str, parse_timestamp}
 use crate::error::{SecretError, SignError, VerifyError};
 use crate::key::Key;
 
-pub(crate) const ID: &str = "webhook-id";
-pub(crate) const TIMESTAMP: &str = "webhook-timestamp";
-pub(crate) const SIGNATURE: &str = "webhook-signature";
+pub(crate) static ID: HeaderName = HeaderName::from_static("webhook-id");
+pub(crate) static TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
+pub(crate) static SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
 
 /// The Standard Webhooks v1 symmetric scheme.
 #[derive(Debug, Clone, Copy, Default)]
@@ -29,7 +29,7 @@ pub struct StandardWebhooks;
 /// # Errors
 /// [`VerifyError::HeaderMalformed`].
 pub fn parse_standard_signatures(value: &str) -> Result<Vec<[u8; 32]>, VerifyError> {
-    let malformed = |reason| VerifyError::HeaderMalformed { header: SIGNATURE, reason };
+    let malformed = |reason| VerifyError::HeaderMalformed { header: SIGNATURE.as_str(), reason };
     let mut out = Vec::new();
     let mut saw_v1 = false;
     for entry in value.split(' ').filter(|e| !e.is_empty()) {
@@ -59,11 +59,7 @@ impl Scheme for StandardWebhooks {
     }
 
     fn headers(&self) -> SchemeHeaders {
-        SchemeHeaders {
-            signature: HeaderName::from_static(SIGNATURE),
-            id: Some(HeaderName::from_static(ID)),
-            timestamp: Some(HeaderName::from_static(TIMESTAMP)),
-        }
+        SchemeHeaders { signature: SIGNATURE.clone(), id: Some(ID.clone()), timestamp: Some(TIMESTAMP.clone()) }
     }
 
     fn key(&self, secret: &str) -> Result<Key, SecretError> {
@@ -78,21 +74,21 @@ impl Scheme for StandardWebhooks {
         Ok(Key::from_bytes(&bytes))
     }
 
-    fn parse(&self, headers: &HeaderMap) -> Result<Signed, VerifyError> {
-        let id = header_str(headers, ID)?;
+    fn parse<'h>(&self, headers: &'h HeaderMap) -> Result<Signed<'h>, VerifyError> {
+        let id = header_str(headers, &ID)?;
         if id.is_empty() {
-            return Err(VerifyError::HeaderMalformed { header: ID, reason: "empty" });
+            return Err(VerifyError::HeaderMalformed { header: ID.as_str(), reason: "empty" });
         }
-        let t = header_str(headers, TIMESTAMP)?;
-        let sigs = header_str(headers, SIGNATURE)?;
+        let t = header_str(headers, &TIMESTAMP)?;
+        let sigs = header_str(headers, &SIGNATURE)?;
         let ts = parse_timestamp(t)?;
         let signatures = parse_standard_signatures(sigs)?;
-        Ok(Signed { id: Some(id.to_owned()), timestamp: Some((t.to_owned(), ts)), signatures })
+        Ok(Signed { id: Some(id), timestamp: Some((t, ts)), signatures })
     }
 
-    fn mac(&self, key: &Key, signed: &Signed, body: &[u8]) -> [u8; 32] {
-        let id = signed.id.as_deref().unwrap_or("");
-        let t = signed.timestamp.as_ref().map_or("", |(t, _)| t.as_str());
+    fn mac(&self, key: &Key, signed: &Signed<'_>, body: &[u8]) -> [u8; 32] {
+        let id = signed.id.unwrap_or("");
+        let t = signed.timestamp.map_or("", |(t, _)| t);
         key.mac(&[id.as_bytes(), b".", t.as_bytes(), b".", body])
     }
 

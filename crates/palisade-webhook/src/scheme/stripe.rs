@@ -4,13 +4,13 @@
 //! Any matching `v1` passes, which is how Stripe rolls secrets: during a roll it sends one `v1` per active
 //! secret. `v0` (test-mode legacy) and entries this version does not know are ignored.
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 
 use super::{Message, Scheme, SchemeHeaders, Signed, header_str, hex32, parse_timestamp};
 use crate::error::{SecretError, SignError, VerifyError};
 use crate::key::Key;
 
-pub(crate) const HEADER: &str = "stripe-signature";
+pub(crate) static HEADER: HeaderName = HeaderName::from_static("stripe-signature");
 
 /// The Stripe scheme.
 #[derive(Debug, Clone, Copy, Default)]
@@ -19,9 +19,9 @@ pub struct Stripe;
 /// A parsed `Stripe-Signature` header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct StripeHeader {
+pub struct StripeHeader<'a> {
     /// `t` exactly as sent, and its value.
-    pub timestamp: (String, i64),
+    pub timestamp: (&'a str, i64),
     /// Every well-formed `v1` signature, in order.
     pub signatures: Vec<[u8; 32]>,
 }
@@ -34,8 +34,8 @@ pub struct StripeHeader {
 ///
 /// # Errors
 /// [`VerifyError::HeaderMalformed`] or [`VerifyError::TimestampMalformed`].
-pub fn parse_stripe_header(value: &str) -> Result<StripeHeader, VerifyError> {
-    let malformed = |reason| VerifyError::HeaderMalformed { header: HEADER, reason };
+pub fn parse_stripe_header(value: &str) -> Result<StripeHeader<'_>, VerifyError> {
+    let malformed = |reason| VerifyError::HeaderMalformed { header: HEADER.as_str(), reason };
     let mut timestamp: Option<&str> = None;
     let mut signatures = Vec::new();
     let mut saw_v1 = false;
@@ -62,7 +62,7 @@ pub fn parse_stripe_header(value: &str) -> Result<StripeHeader, VerifyError> {
     if signatures.is_empty() {
         return Err(malformed(if saw_v1 { "no v1= value is 64 hex digits" } else { "no v1= signature" }));
     }
-    Ok(StripeHeader { timestamp: (t.to_owned(), ts), signatures })
+    Ok(StripeHeader { timestamp: (t, ts), signatures })
 }
 
 impl Scheme for Stripe {
@@ -71,7 +71,7 @@ impl Scheme for Stripe {
     }
 
     fn headers(&self) -> SchemeHeaders {
-        SchemeHeaders { signature: http::HeaderName::from_static(HEADER), id: None, timestamp: None }
+        SchemeHeaders { signature: HEADER.clone(), id: None, timestamp: None }
     }
 
     fn key(&self, secret: &str) -> Result<Key, SecretError> {
@@ -81,13 +81,13 @@ impl Scheme for Stripe {
         Ok(Key::from_bytes(secret.as_bytes()))
     }
 
-    fn parse(&self, headers: &HeaderMap) -> Result<Signed, VerifyError> {
-        let h = parse_stripe_header(header_str(headers, HEADER)?)?;
+    fn parse<'h>(&self, headers: &'h HeaderMap) -> Result<Signed<'h>, VerifyError> {
+        let h = parse_stripe_header(header_str(headers, &HEADER)?)?;
         Ok(Signed { id: None, timestamp: Some(h.timestamp), signatures: h.signatures })
     }
 
-    fn mac(&self, key: &Key, signed: &Signed, body: &[u8]) -> [u8; 32] {
-        let t = signed.timestamp.as_ref().map_or("", |(t, _)| t.as_str());
+    fn mac(&self, key: &Key, signed: &Signed<'_>, body: &[u8]) -> [u8; 32] {
+        let t = signed.timestamp.map_or("", |(t, _)| t);
         key.mac(&[t.as_bytes(), b".", body])
     }
 
@@ -98,7 +98,7 @@ impl Scheme for Stripe {
     }
 
     /// The event object's `id` (`evt_…`), read from the verified JSON body.
-    fn event_id(&self, _signed: &Signed, body: &[u8]) -> Option<String> {
+    fn event_id(&self, _signed: &Signed<'_>, body: &[u8]) -> Option<String> {
         #[derive(serde::Deserialize)]
         struct Event {
             id: Option<String>,
@@ -157,8 +157,9 @@ mod tests {
     fn parses_rotation_and_ignores_v0_and_unknown() {
         let a = "a".repeat(64);
         let b = "b".repeat(64);
-        let h = parse_stripe_header(&format!("t=12, v1={a},v0={b},v1={b},scheme=x,v1=zz")).unwrap();
-        assert_eq!(h.timestamp, ("12".to_owned(), 12));
+        let value = format!("t=12, v1={a},v0={b},v1={b},scheme=x,v1=zz");
+        let h = parse_stripe_header(&value).unwrap();
+        assert_eq!(h.timestamp, ("12", 12));
         assert_eq!(h.signatures, vec![[0xaa; 32], [0xbb; 32]]);
     }
 
