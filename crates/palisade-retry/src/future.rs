@@ -51,8 +51,8 @@ pin_project! {
         timer_role: TimerRole,
         // When the timer is an attempt timeout: how long it gives the attempt.
         armed_for: Duration,
-        // The last failed outcome, returned if the deadline passes while waiting for readiness.
-        last: Option<Last<S::Response, S::Error>>,
+        // The last failed result and its outcome, returned if the deadline passes while waiting for readiness.
+        last: Option<Failed<S::Response, S::Error>>,
         start: Option<Instant>,
         attempt: u32,
         previous_delay: Option<Duration>,
@@ -79,6 +79,16 @@ enum TimerRole {
 
 /// A failed attempt's result and its outcome.
 type Failed<Res, E> = (Last<Res, E>, Outcome);
+
+/// What the fast path already learned before handing over to `drive`.
+enum Entry<Res, E> {
+    /// Nothing: poll from the current state.
+    Fresh,
+    /// The attempt failed with this result.
+    Failed(Failed<Res, E>),
+    /// The attempt was just polled and is still running.
+    Pending,
+}
 
 enum Last<Res, E> {
     Result(Result<Res, E>),
@@ -163,13 +173,14 @@ where
                         // event, no state change.
                         return Poll::Ready(result);
                     }
-                    return self.drive(cx, Some((Last::Result(result), outcome)));
+                    return self.drive(cx, Entry::Failed((Last::Result(result), outcome)));
                 }
                 Poll::Pending if *this.timer_role != TimerRole::Attempt => return Poll::Pending,
-                Poll::Pending => {}
+                // Still running, and an attempt timeout is armed: `drive` checks it without polling again.
+                Poll::Pending => return self.drive(cx, Entry::Pending),
             }
         }
-        self.drive(cx, None)
+        self.drive(cx, Entry::Fresh)
     }
 }
 
@@ -180,39 +191,41 @@ where
     C: Classify<S::Response, S::Error>,
     M: Mode<S::Response, S::Error>,
 {
-    /// The state machine. `first` is an attempt's failed result the fast path already took and classified.
+    /// The state machine. `entry` is what the fast path already learned about the current attempt.
     #[inline(never)]
     fn drive(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        mut first: Option<Failed<S::Response, S::Error>>,
+        mut entry: Entry<S::Response, S::Error>,
     ) -> Poll<Result<S::Response, S::Error>> {
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
                 StateProj::Calling { future } => {
-                    let (last, outcome) = match first.take() {
-                        Some(taken) => taken,
-                        None => match future.poll(cx) {
-                            Poll::Ready(result) => {
-                                let outcome = this.policy.classifier.classify(&result);
-                                if matches!(outcome, Outcome::Success | Outcome::Terminal) {
-                                    return Poll::Ready(result);
+                    let (last, outcome) = match std::mem::replace(&mut entry, Entry::Fresh) {
+                        Entry::Failed(taken) => taken,
+                        entered => {
+                            match if matches!(entered, Entry::Pending) { Poll::Pending } else { future.poll(cx) } {
+                                Poll::Ready(result) => {
+                                    let outcome = this.policy.classifier.classify(&result);
+                                    if matches!(outcome, Outcome::Success | Outcome::Terminal) {
+                                        return Poll::Ready(result);
+                                    }
+                                    (Last::Result(result), outcome)
                                 }
-                                (Last::Result(result), outcome)
+                                Poll::Pending => {
+                                    if *this.timer_role != TimerRole::Attempt {
+                                        return Poll::Pending;
+                                    }
+                                    let fired = this.timer.as_mut().is_some_and(|t| t.as_mut().poll(cx).is_ready());
+                                    if !fired {
+                                        return Poll::Pending;
+                                    }
+                                    let timed_out = AttemptTimedOut { after: *this.armed_for, attempt: *this.attempt };
+                                    (Last::TimedOut(timed_out), Outcome::Unknown)
+                                }
                             }
-                            Poll::Pending => {
-                                if *this.timer_role != TimerRole::Attempt {
-                                    return Poll::Pending;
-                                }
-                                let fired = this.timer.as_mut().is_some_and(|t| t.as_mut().poll(cx).is_ready());
-                                if !fired {
-                                    return Poll::Pending;
-                                }
-                                let timed_out = AttemptTimedOut { after: *this.armed_for, attempt: *this.attempt };
-                                (Last::TimedOut(timed_out), Outcome::Unknown)
-                            }
-                        },
+                        }
                     };
                     let policy: &Policy<C, M> = this.policy;
                     match decide(
@@ -233,7 +246,7 @@ where
                         Decision::Retry { delay, reason } => {
                             retrying(*this.attempt, delay, outcome, reason);
                             *this.previous_delay = Some(delay);
-                            *this.last = Some(last);
+                            *this.last = Some((last, outcome));
                             if delay.is_zero() {
                                 this.state.set(State::Preparing);
                                 arm_guard(policy, *this.start, this.timer, this.timer_role);
@@ -267,10 +280,12 @@ where
                                 && t.as_mut().poll(cx).is_ready()
                             {
                                 // The deadline passed while the inner service was not ready.
-                                gave_up(*this.attempt, Outcome::Unknown, reason::DEADLINE);
                                 this.state.set(State::Done);
                                 return match this.last.take() {
-                                    Some(last) => Poll::Ready(finish(this.policy, last)),
+                                    Some((last, outcome)) => {
+                                        gave_up(*this.attempt, outcome, reason::DEADLINE);
+                                        Poll::Ready(finish(this.policy, last))
+                                    }
                                     // Unreachable: `last` is set before every retry. Answer as a timeout.
                                     None => {
                                         Poll::Ready(this.policy.mode.timed_out(AttemptTimedOut {
@@ -293,7 +308,7 @@ where
                         // Unreachable: `decide` retries only while a request is retained.
                         this.state.set(State::Done);
                         return match this.last.take() {
-                            Some(last) => Poll::Ready(finish(this.policy, last)),
+                            Some((last, _)) => Poll::Ready(finish(this.policy, last)),
                             None => Poll::Ready(
                                 this.policy.mode.timed_out(AttemptTimedOut { after: Duration::ZERO, attempt: 0 }),
                             ),

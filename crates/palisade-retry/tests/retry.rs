@@ -401,3 +401,34 @@ async fn http_mode_replays_the_body_and_answers_timeouts_with_problem_json() {
     let body: serde_json::Value = serde_json::from_slice(res.body()).unwrap();
     assert_eq!(body["type"], "urn:palisade:problem:gateway_timeout");
 }
+
+/// A gateway that stops being ready after its first call (its connection pool is gone).
+#[derive(Clone)]
+struct GoesUnready {
+    calls: Arc<Mutex<u32>>,
+}
+
+impl Service<GatewayRequest> for GoesUnready {
+    type Response = &'static str;
+    type Error = PaymentError;
+    type Future = std::future::Ready<Result<&'static str, PaymentError>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), PaymentError>> {
+        if *self.calls.lock().unwrap() == 0 { Poll::Ready(Ok(())) } else { Poll::Pending }
+    }
+    fn call(&mut self, _req: GatewayRequest) -> Self::Future {
+        *self.calls.lock().unwrap() += 1;
+        std::future::ready(Err(PaymentError::GatewayUnavailable { retry_after: Some(Duration::from_secs(1)) }))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_deadline_holds_while_waiting_for_readiness() {
+    let gw = GoesUnready { calls: Arc::default() };
+    let mut svc = RetryLayer::builder().deadline(Duration::from_secs(5)).build().layer(gw.clone());
+    let t0 = Instant::now();
+    let res = run(&mut svc, charge("o1", None)).await;
+    assert_eq!(res, Err(PaymentError::GatewayUnavailable { retry_after: Some(Duration::from_secs(1)) }));
+    assert_eq!(t0.elapsed(), Duration::from_secs(5), "gave up at the deadline, not before and not never");
+    assert_eq!(*gw.calls.lock().unwrap(), 1, "no attempt without readiness");
+}
