@@ -175,3 +175,44 @@ async fn per_key_breakers_share_each_key_separately() {
     }
     r.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_instances_syncing_at_once_trip_the_shared_breaker_exactly_once() {
+    let Some(r) = palisade_testkit::redis("cb_shared_concurrent").await else { return };
+    let mut instances = Vec::new();
+    for i in 0..12 {
+        let s = shared(r.conn.clone(), &r.prefix, &format!("i{i}"));
+        let st = s.status();
+        let layer = builder().shared(s).build().unwrap();
+        let mut svc = layer.layer(echo());
+        // 10 calls, 5 failing: 50 % locally but below the local minimum of 20 calls.
+        for j in 0..10 {
+            let res = if j % 2 == 0 { down() } else { Ok(()) };
+            let _ = call(&mut svc, res).await;
+        }
+        assert_eq!(layer.handle().state(), State::Closed);
+        instances.push((layer, st));
+    }
+    // Everyone reports at once (explicitly here, and on their own: a window at the threshold wakes the sync task
+    // early). The 50 % rate is reached once 20 calls are in, and exactly one script run opens the shared breaker:
+    // Lua scripts are atomic, and an open shared breaker is not opened again.
+    let mut tasks = Vec::new();
+    for (_, st) in &instances {
+        let st = st.clone();
+        tasks.push(tokio::spawn(async move { st.sync_now().await }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let mut conn = r.conn.clone();
+    let trips: Option<u64> =
+        redis::cmd("HGET").arg(format!("{}{{psp}}:state", r.prefix)).arg("trips").query_async(&mut conn).await.unwrap();
+    assert_eq!(trips, Some(1), "exactly one sync opened the shared breaker");
+    // Second round: every instance learns it.
+    for (layer, st) in &instances {
+        let agg = st.sync_now().await.unwrap();
+        assert!(agg.open_for.is_some());
+        assert_eq!(layer.handle().state(), State::Open);
+    }
+    r.cleanup().await;
+}
