@@ -2,7 +2,8 @@
 //! (as a service), measured side by side in one run.
 //!
 //! Run:
-//! `cargo bench -p palisade-rate-limit --bench check -- --warm-up-time 1 --measurement-time 3`
+//! `cargo bench -p palisade-rate-limit --features quanta --bench check -- --warm-up-time 1 --measurement-time 3`
+//! (without `--features quanta` the `palisade_quanta_clock` rows are skipped)
 //!
 //! The `clock` group shows what dominates: palisade reads tokio's clock (so paused-time tests work); governor
 //! reads quanta's TSC clock. Benches build with tokio's `test-util` (a dev-dependency), whose clock takes a mutex.
@@ -30,6 +31,11 @@ fn direct(c: &mut Criterion) {
     let mut g = c.benchmark_group("direct_check");
     let ours = RateLimiter::new(Quota::per_second(RATE).unwrap());
     g.bench_function("palisade", |b| b.iter(|| black_box(ours.check().is_ok())));
+    #[cfg(feature = "quanta")]
+    {
+        let tsc = RateLimiter::with_clock(Quota::per_second(RATE).unwrap(), palisade_rate_limit::ClockSource::Quanta);
+        g.bench_function("palisade_quanta_clock", |b| b.iter(|| black_box(tsc.check().is_ok())));
+    }
     let gov = governor::RateLimiter::direct(governor::Quota::per_second(NonZeroU32::new(RATE).unwrap()));
     g.bench_function("governor", |b| b.iter(|| black_box(gov.check().is_ok())));
     g.finish();
@@ -47,6 +53,21 @@ fn keyed(c: &mut Criterion) {
             black_box(ours.check_key(&k).is_ok())
         })
     });
+    #[cfg(feature = "quanta")]
+    {
+        let tsc = KeyedRateLimiter::with_options(
+            Quota::per_second(RATE).unwrap(),
+            palisade_rate_limit::DEFAULT_MAX_KEYS,
+            palisade_rate_limit::ClockSource::Quanta,
+        );
+        let mut k = 0u64;
+        g.bench_function("palisade_quanta_clock", |b| {
+            b.iter(|| {
+                k = (k + 1) % KEYS;
+                black_box(tsc.check_key(&k).is_ok())
+            })
+        });
+    }
     let gov = governor::RateLimiter::keyed(governor::Quota::per_second(NonZeroU32::new(RATE).unwrap()));
     let mut k = 0u64;
     g.bench_function("governor", |b| {

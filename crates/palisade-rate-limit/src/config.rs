@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use palisade_core::FailurePolicy;
 
+use crate::clock::ClockSource;
 use crate::gcra::{Quota, QuotaError};
 use crate::layer::{Backend, Inner, RateLimitLayer};
 use crate::local::{DEFAULT_MAX_KEYS, KeyedRateLimiter, RateLimiter};
@@ -118,6 +119,7 @@ pub struct Builder<K = (), F = Global, C = UnitCost, P = Typed> {
     pub(crate) shadow: bool,
     pub(crate) max_keys: usize,
     pub(crate) failure: FailurePolicy,
+    pub(crate) clock: ClockSource,
     pub(crate) key_fn: F,
     pub(crate) cost_fn: C,
     #[cfg(feature = "redis")]
@@ -148,6 +150,7 @@ impl Default for Builder {
             shadow: false,
             max_keys: DEFAULT_MAX_KEYS,
             failure: FailurePolicy::FailClosed,
+            clock: ClockSource::Tokio,
             key_fn: Global,
             cost_fn: UnitCost,
             #[cfg(feature = "redis")]
@@ -216,6 +219,13 @@ impl<K, F, C, P> Builder<K, F, C, P> {
         self
     }
 
+    /// The clock local limiters read (default [`ClockSource::Tokio`], which `tokio::time::pause()` drives).
+    /// Redis limits always use Redis server time.
+    pub fn clock(mut self, clock: ClockSource) -> Self {
+        self.clock = clock;
+        self
+    }
+
     /// Limits per key: `f` maps a request to its key (merchant id, card token, client IP...). Each key gets the
     /// full quota. Never return a raw card number as a key; use the token or a hash.
     pub fn key_by<Req, K2, F2>(self, f: F2) -> Builder<K2, F2, C, P>
@@ -230,6 +240,7 @@ impl<K, F, C, P> Builder<K, F, C, P> {
             shadow: self.shadow,
             max_keys: self.max_keys,
             failure: self.failure,
+            clock: self.clock,
             key_fn: f,
             cost_fn: self.cost_fn,
             // The store is kept, but its key naming belongs to the old key type: `build` asks for `.redis()`
@@ -253,6 +264,7 @@ impl<K, F, C, P> Builder<K, F, C, P> {
             shadow: self.shadow,
             max_keys: self.max_keys,
             failure: self.failure,
+            clock: self.clock,
             key_fn: self.key_fn,
             cost_fn: c,
             #[cfg(feature = "redis")]
@@ -271,6 +283,7 @@ impl<K, F, C, P> Builder<K, F, C, P> {
             shadow: self.shadow,
             max_keys: self.max_keys,
             failure: self.failure,
+            clock: self.clock,
             key_fn: self.key_fn,
             cost_fn: self.cost_fn,
             #[cfg(feature = "redis")]
@@ -302,10 +315,10 @@ where
         #[cfg(feature = "redis")]
         let backend = match self.redis {
             Some(cfg) => Backend::Redis(crate::redis::RedisBackend::new(cfg, quota, self.max_keys)?),
-            None => Self::local_backend(quota, self.max_keys),
+            None => Self::local_backend(quota, self.max_keys, self.clock),
         };
         #[cfg(not(feature = "redis"))]
-        let backend = Self::local_backend(quota, self.max_keys);
+        let backend = Self::local_backend(quota, self.max_keys, self.clock);
         Ok(RateLimitLayer {
             inner: Arc::new(Inner {
                 quota,
@@ -322,12 +335,12 @@ where
         })
     }
 
-    fn local_backend(quota: Quota, max_keys: usize) -> Backend<K> {
+    fn local_backend(quota: Quota, max_keys: usize, clock: ClockSource) -> Backend<K> {
         // A layer without `key_by` has `K = ()`: one atomic word, no map.
         if std::mem::size_of::<K>() == 0 {
-            Backend::Direct(RateLimiter::new(quota))
+            Backend::Direct(RateLimiter::with_clock(quota, clock))
         } else {
-            Backend::Keyed(KeyedRateLimiter::with_max_keys(quota, max_keys))
+            Backend::Keyed(KeyedRateLimiter::with_options(quota, max_keys, clock))
         }
     }
 }

@@ -48,6 +48,7 @@
 
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
+mod clock;
 mod config;
 mod error;
 mod future;
@@ -59,6 +60,7 @@ mod local;
 pub mod redis;
 mod service;
 
+pub use clock::ClockSource;
 pub use config::{
     BuildError, Builder, CostFn, DEFAULT_MAX_WAIT, DEFAULT_POLICY_NAME, Global, Http, KeyFn, Mode, Typed, UnitCost,
 };

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use tokio::time::Instant;
 
+use crate::clock::{Clock, ClockSource};
 use crate::error::{RateLimitError, RateLimited};
 use crate::gcra::{Admitted, Gcra, Quota, Verdict};
 
@@ -15,13 +15,6 @@ use crate::gcra::{Admitted, Gcra, Quota, Verdict};
 /// for the distinct cards or IPs a busy API sees within one burst window, and small enough that a key-churning
 /// attacker cannot exhaust memory.
 pub const DEFAULT_MAX_KEYS: usize = 100_000;
-
-/// Nanoseconds since `origin` on tokio's clock (so `tokio::time::pause()` drives it in tests).
-#[inline]
-fn nanos_since(origin: Instant) -> u64 {
-    // u64 nanoseconds cover 584 years of uptime.
-    Instant::now().saturating_duration_since(origin).as_nanos() as u64
-}
 
 /// One atomic GCRA step on `tat`: load, decide, compare-and-swap; on contention, decide again with the value
 /// that won. Lock-free: some caller always makes progress.
@@ -64,7 +57,7 @@ fn step(g: &Gcra, quota: &Quota, tat: &AtomicU64, now: u64, cost: u32) -> Result
 pub struct RateLimiter {
     quota: Quota,
     gcra: Gcra,
-    origin: Instant,
+    clock: Clock,
     tat: AtomicU64,
 }
 
@@ -72,7 +65,13 @@ impl RateLimiter {
     /// A limiter for `quota`, starting idle (a full burst available).
     #[must_use]
     pub fn new(quota: Quota) -> Self {
-        RateLimiter { quota, gcra: quota.gcra(), origin: Instant::now(), tat: AtomicU64::new(0) }
+        Self::with_clock(quota, ClockSource::Tokio)
+    }
+
+    /// A limiter reading `clock`.
+    #[must_use]
+    pub fn with_clock(quota: Quota, clock: ClockSource) -> Self {
+        RateLimiter { quota, gcra: quota.gcra(), clock: Clock::start(clock), tat: AtomicU64::new(0) }
     }
 
     /// The quota.
@@ -96,13 +95,13 @@ impl RateLimiter {
     /// [`RateLimitError::Limited`], or [`RateLimitError::CostExceedsBurst`] when `cost` can never fit.
     #[inline]
     pub fn check_n(&self, cost: u32) -> Result<Admitted, RateLimitError> {
-        step(&self.gcra, &self.quota, &self.tat, nanos_since(self.origin), cost)
+        step(&self.gcra, &self.quota, &self.tat, self.clock.nanos(), cost)
     }
 
     /// How long until `cost` units would be admitted, without spending anything (zero if now).
     #[must_use]
     pub fn time_until_available(&self, cost: u32) -> Duration {
-        let now = nanos_since(self.origin);
+        let now = self.clock.nanos();
         match self.gcra.decide(self.tat.load(Ordering::Acquire), now, cost) {
             Verdict::Admit { .. } => Duration::ZERO,
             Verdict::Limit { retry_after } => Duration::from_nanos(retry_after),
@@ -128,7 +127,7 @@ impl RateLimiter {
 pub struct KeyedRateLimiter<K: Hash + Eq> {
     quota: Quota,
     gcra: Gcra,
-    origin: Instant,
+    clock: Clock,
     map: DashMap<K, AtomicU64>,
     len: AtomicUsize,
     max_keys: usize,
@@ -149,11 +148,17 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
     /// A keyed limiter tracking at most `max_keys` keys (at least 1).
     #[must_use]
     pub fn with_max_keys(quota: Quota, max_keys: usize) -> Self {
+        Self::with_options(quota, max_keys, ClockSource::Tokio)
+    }
+
+    /// A keyed limiter tracking at most `max_keys` keys (at least 1), reading `clock`.
+    #[must_use]
+    pub fn with_options(quota: Quota, max_keys: usize, clock: ClockSource) -> Self {
         let gcra = quota.gcra();
         KeyedRateLimiter {
             quota,
             gcra,
-            origin: Instant::now(),
+            clock: Clock::start(clock),
             map: DashMap::new(),
             len: AtomicUsize::new(0),
             max_keys: max_keys.max(1),
@@ -197,7 +202,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
     /// `retry_after` is the time until one goes idle); [`RateLimitError::CostExceedsBurst`] when `cost` can never
     /// fit.
     pub fn check_key_n(&self, key: &K, cost: u32) -> Result<Admitted, RateLimitError> {
-        let now = nanos_since(self.origin);
+        let now = self.clock.nanos();
         if let Some(tat) = self.map.get(key) {
             // The shard's read lock is held across the CAS, so a sweep cannot remove the entry mid-decision.
             return step(&self.gcra, &self.quota, &tat, now, cost);
@@ -237,7 +242,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
     /// Drops every idle key (its state equals a fresh key's, so nothing is lost) and returns how many were
     /// dropped.
     pub fn retain_recent(&self) -> usize {
-        self.sweep(nanos_since(self.origin))
+        self.sweep(self.clock.nanos())
     }
 
     fn sweep(&self, now: u64) -> usize {

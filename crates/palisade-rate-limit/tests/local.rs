@@ -409,3 +409,15 @@ async fn keyed_wait_mode_waits_per_key() {
     outcomes.sort();
     assert_eq!(outcomes, [(false, Duration::from_secs(1)), (true, Duration::from_secs(1))]);
 }
+
+#[cfg(feature = "quanta")]
+#[test]
+fn the_tsc_clock_limits_in_real_time() {
+    let l = RateLimiter::with_clock(
+        Quota::new(3, Duration::from_secs(3600)).unwrap(),
+        palisade_rate_limit::ClockSource::Quanta,
+    );
+    assert_eq!((0..10).filter(|_| l.check().is_ok()).count(), 3);
+    let Err(RateLimitError::Limited(r)) = l.check() else { panic!("the fourth must be refused") };
+    assert!(r.retry_after > Duration::from_secs(1199) && r.retry_after <= Duration::from_secs(1200), "{r:?}");
+}
