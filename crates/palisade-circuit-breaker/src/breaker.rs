@@ -233,9 +233,11 @@ impl Breaker {
         if permit.kind == PermitKind::Untracked {
             return;
         }
-        let slow = match (permit.start, self.cfg.slow_threshold) {
-            (Some(start), Some(threshold)) if verdict != Verdict::Ignore => {
-                let took = start.elapsed();
+        // One clock read per completion serves both the slow-call rule and the time window.
+        let end = permit.start.map(|_| Instant::now());
+        let slow = match (permit.start, end, self.cfg.slow_threshold) {
+            (Some(start), Some(end), Some(threshold)) if verdict != Verdict::Ignore => {
+                let took = end.saturating_duration_since(start);
                 let slow = took >= threshold;
                 if slow {
                     emit(&self.label, self.cfg.listener.as_ref(), &Event::SlowCall { duration: took });
@@ -245,14 +247,17 @@ impl Breaker {
             _ => false,
         };
         match permit.kind {
-            PermitKind::Counted => self.complete_closed(permit, verdict, slow),
+            PermitKind::Counted => {
+                let now = end.map_or(0, |e| nanos(e.saturating_duration_since(self.base)));
+                self.complete_closed(permit, verdict, slow, now);
+            }
             PermitKind::Probe => self.complete_probe(permit, verdict, slow),
             PermitKind::Untracked => {}
         }
     }
 
     #[inline]
-    fn complete_closed(&self, permit: &Permit, verdict: Verdict, slow: bool) {
+    fn complete_closed(&self, permit: &Permit, verdict: Verdict, slow: bool, now_ns: u64) {
         let w = self.word.load(Ordering::Acquire);
         let state = st(w);
         if verdict == Verdict::Ignore
@@ -263,8 +268,7 @@ impl Breaker {
         }
         let failed = verdict == Verdict::Failure;
         let mark = CALL | if failed { FAILED } else { 0 } | if slow { SLOW } else { 0 };
-        let now = if matches!(self.window, SlidingWindow::Time(_)) { self.now_ns() } else { 0 };
-        let snap = self.window.record(mark, now);
+        let snap = self.window.record(mark, now_ns);
         let consecutive = if failed {
             self.consecutive.fetch_add(1, Ordering::AcqRel).saturating_add(1)
         } else {
