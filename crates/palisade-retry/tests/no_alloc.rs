@@ -1,0 +1,89 @@
+//! When nothing fails, a call through the retry layer allocates nothing of its own: no box, no timer, no event.
+//! dhat's heap profiler (testing mode) counts allocations over many calls with a request type whose clone does not
+//! allocate (a gateway key is an `Arc<str>`). Runs as a plain `main` (`harness = false`), so no other thread
+//! allocates while it measures.
+
+use std::future::{Future, Ready, ready};
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use palisade_core::{GatewayKeyed, IdempotencyKey, PaymentError};
+use palisade_retry::RetryLayer;
+use tower::{Layer, Service};
+
+#[global_allocator]
+static ALLOC: dhat::Alloc = dhat::Alloc;
+
+/// A request whose clone is a reference-count increment.
+#[derive(Clone)]
+struct Req(Option<IdempotencyKey>);
+
+impl GatewayKeyed for Req {
+    fn gateway_key(&self) -> Option<&IdempotencyKey> {
+        self.0.as_ref()
+    }
+    fn set_gateway_key(&mut self, key: IdempotencyKey) {
+        self.0 = Some(key);
+    }
+}
+
+/// Answers at once: 200, or a decline for every tenth call (Terminal: returned, not retried).
+#[derive(Clone)]
+struct Gateway(std::sync::Arc<std::sync::atomic::AtomicU32>);
+
+impl Service<Req> for Gateway {
+    type Response = u16;
+    type Error = PaymentError;
+    type Future = Ready<Result<u16, PaymentError>>;
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), PaymentError>> {
+        Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, _: Req) -> Self::Future {
+        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        // `InsufficientFunds` carries no string, so building it does not allocate.
+        ready(if n % 10 == 0 { Err(PaymentError::InsufficientFunds) } else { Ok(200) })
+    }
+}
+
+fn once<S: Service<Req>>(svc: &mut S, req: Req) -> Result<S::Response, S::Error> {
+    let mut cx = Context::from_waker(Waker::noop());
+    while svc.poll_ready(&mut cx).is_pending() {}
+    let mut fut = pin!(svc.call(req));
+    loop {
+        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return v;
+        }
+    }
+}
+
+fn main() {
+    let key = IdempotencyKey::new("order-1-charge").unwrap();
+    for (name, layer) in [
+        ("defaults (budget, deadline, key assignment)", RetryLayer::builder().build()),
+        (
+            "no deadline, decorrelated jitter",
+            RetryLayer::builder().no_deadline().jitter(palisade_retry::Jitter::Decorrelated).build(),
+        ),
+    ] {
+        let mut svc = layer.layer(Gateway(Default::default()));
+        // Warm up; the ten calls also align the declines on every tenth call below.
+        for _ in 0..10 {
+            let _ = once(&mut svc, Req(Some(key.clone())));
+        }
+        let profiler = dhat::Profiler::builder().testing().build();
+        let before = dhat::HeapStats::get().total_blocks;
+        let mut declines = 0;
+        for _ in 0..10_000 {
+            declines += u32::from(once(&mut svc, Req(Some(key.clone()))).is_err());
+        }
+        let during = dhat::HeapStats::get().total_blocks - before;
+        // The profiler does count: a request without a key gets one, and that is an allocation.
+        let _ = once(&mut svc, Req(None));
+        let after = dhat::HeapStats::get().total_blocks - before;
+        drop(profiler);
+        assert_eq!(declines, 1_000, "{name}: declines are returned, not retried");
+        assert_eq!(during, 0, "{name}: allocations on the success path");
+        assert!(after > 0, "{name}: the profiler sees allocations");
+    }
+    println!("success_path_does_not_allocate ... ok");
+}
