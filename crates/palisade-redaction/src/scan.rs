@@ -292,6 +292,19 @@ fn group_run(b: &[u8], s: usize, floor: usize, rules: Rules, out: &mut Findings)
         }
         return resume;
     }
+    // Dates, phone numbers, versions: runs with fewer digits than a card end here, without the window.
+    let mut q = p;
+    let mut digits = p - s;
+    while digits < MIN_PAN && q + 1 < n && is_sep(b[q]) && is_digit(b[q + 1]) {
+        q += 1;
+        while q < n && is_digit(b[q]) {
+            q += 1;
+            digits += 1;
+        }
+    }
+    if digits < MIN_PAN {
+        return resume.max(q);
+    }
     resume.max(grouped_run(b, g, out))
 }
 
