@@ -41,7 +41,7 @@ impl Service<Req> for Gateway {
     fn call(&mut self, _: Req) -> Self::Future {
         let n = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         // `InsufficientFunds` carries no string, so building it does not allocate.
-        ready(if n % 10 == 0 { Err(PaymentError::InsufficientFunds) } else { Ok(200) })
+        ready(if n.is_multiple_of(10) { Err(PaymentError::InsufficientFunds) } else { Ok(200) })
     }
 }
 
