@@ -76,6 +76,12 @@ impl<C, M> Policy<C, M> {
 pub struct RetryLayerBuilder<C = DefaultClassifier, M = Typed> {
     classifier: C,
     mode: M,
+    settings: Settings,
+}
+
+/// The settings that do not depend on the classifier or the mode.
+#[derive(Debug, Clone)]
+struct Settings {
     backoff: Backoff,
     min_delay: Duration,
     max_attempts: u32,
@@ -92,15 +98,22 @@ impl RetryLayerBuilder {
         RetryLayerBuilder {
             classifier: DefaultClassifier,
             mode: Typed,
-            backoff: Backoff { base: DEFAULT_BASE_DELAY, max: DEFAULT_MAX_DELAY, factor: 2.0, jitter: Jitter::Full },
-            min_delay: DEFAULT_MIN_DELAY,
-            max_attempts: DEFAULT_MAX_ATTEMPTS,
-            deadline: Some(DEFAULT_DEADLINE),
-            attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
-            assign_key: true,
-            retry_unknown: true,
-            budget: Some(Arc::new(RetryBudget::default())),
-            seed: None,
+            settings: Settings {
+                backoff: Backoff {
+                    base: DEFAULT_BASE_DELAY,
+                    max: DEFAULT_MAX_DELAY,
+                    factor: 2.0,
+                    jitter: Jitter::Full,
+                },
+                min_delay: DEFAULT_MIN_DELAY,
+                max_attempts: DEFAULT_MAX_ATTEMPTS,
+                deadline: Some(DEFAULT_DEADLINE),
+                attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
+                assign_key: true,
+                retry_unknown: true,
+                budget: Some(Arc::new(RetryBudget::default())),
+                seed: None,
+            },
         }
     }
 }
@@ -109,88 +122,63 @@ impl<C, M> RetryLayerBuilder<C, M> {
     /// How results are classified (default [`DefaultClassifier`]: `Ok` is success, errors by their kind). Any
     /// `Fn(&Result<Res, E>) -> Outcome` works.
     pub fn classifier<C2>(self, classifier: C2) -> RetryLayerBuilder<C2, M> {
-        RetryLayerBuilder {
-            classifier,
-            mode: self.mode,
-            backoff: self.backoff,
-            min_delay: self.min_delay,
-            max_attempts: self.max_attempts,
-            deadline: self.deadline,
-            attempt_timeout: self.attempt_timeout,
-            assign_key: self.assign_key,
-            retry_unknown: self.retry_unknown,
-            budget: self.budget,
-            seed: self.seed,
-        }
+        RetryLayerBuilder { classifier, mode: self.mode, settings: self.settings }
     }
 
     /// HTTP mode: classify with [`HttpClassifier`] (status + `Retry-After`) and answer a timed-out last attempt
     /// with a `504` problem+json response. See [`crate::http`].
     pub fn http(self) -> RetryLayerBuilder<HttpClassifier, Http> {
-        let b = self.classifier(HttpClassifier);
-        RetryLayerBuilder {
-            classifier: b.classifier,
-            mode: Http,
-            backoff: b.backoff,
-            min_delay: b.min_delay,
-            max_attempts: b.max_attempts,
-            deadline: b.deadline,
-            attempt_timeout: b.attempt_timeout,
-            assign_key: b.assign_key,
-            retry_unknown: b.retry_unknown,
-            budget: b.budget,
-            seed: b.seed,
-        }
+        RetryLayerBuilder { classifier: HttpClassifier, mode: Http, settings: self.settings }
     }
 
     /// Attempts per call, the first included (default [`DEFAULT_MAX_ATTEMPTS`]); `1` disables retries. `0` is
     /// treated as `1`.
     pub fn max_attempts(mut self, n: u32) -> Self {
-        self.max_attempts = n.max(1);
+        self.settings.max_attempts = n.max(1);
         self
     }
 
     /// The whole backoff (base, max, factor, jitter) at once; it is `palisade_core`'s shared [`Backoff`].
     pub fn backoff(mut self, backoff: Backoff) -> Self {
-        self.backoff = backoff;
+        self.settings.backoff = backoff;
         self
     }
 
     /// The jitter (default [`Jitter::Full`]; [`Jitter::Decorrelated`] for AWS's decorrelated jitter).
     pub fn jitter(mut self, jitter: Jitter) -> Self {
-        self.backoff.jitter = jitter;
+        self.settings.backoff.jitter = jitter;
         self
     }
 
     /// The base delay (default [`DEFAULT_BASE_DELAY`]): the ceiling of the first retry's delay, doubled per retry;
     /// the floor of decorrelated jitter.
     pub fn base_delay(mut self, d: Duration) -> Self {
-        self.backoff.base = d;
+        self.settings.backoff.base = d;
         self
     }
 
     /// A floor on computed delays (default [`DEFAULT_MIN_DELAY`]). `Retry-After` is not raised to it.
     pub fn min_delay(mut self, d: Duration) -> Self {
-        self.min_delay = d;
+        self.settings.min_delay = d;
         self
     }
 
     /// The cap on every delay, `Retry-After` included (default [`DEFAULT_MAX_DELAY`]).
     pub fn max_delay(mut self, d: Duration) -> Self {
-        self.backoff.max = d;
+        self.settings.backoff.max = d;
         self
     }
 
     /// The total deadline, measured from the call (default [`DEFAULT_DEADLINE`]). No attempt starts and no wait is
     /// scheduled that would end after it; a per-attempt timeout is capped so the attempt ends by it.
     pub fn deadline(mut self, d: Duration) -> Self {
-        self.deadline = Some(d);
+        self.settings.deadline = Some(d);
         self
     }
 
     /// No total deadline: attempts and waits are bounded only by `max_attempts` and the delays.
     pub fn no_deadline(mut self) -> Self {
-        self.deadline = None;
+        self.settings.deadline = None;
         self
     }
 
@@ -198,58 +186,69 @@ impl<C, M> RetryLayerBuilder<C, M> {
     /// abandoned and counts as `Unknown`: retried with the same gateway key, or returned as
     /// [`AttemptTimedOut`](crate::AttemptTimedOut).
     pub fn attempt_timeout(mut self, d: Duration) -> Self {
-        self.attempt_timeout = Some(d);
+        self.settings.attempt_timeout = Some(d);
         self
     }
 
     /// Whether the layer assigns a fresh gateway idempotency key to a request that has none (default `true`). With
     /// `false`, a request without a key is never retried after an `Unknown` outcome.
     pub fn assign_gateway_key(mut self, yes: bool) -> Self {
-        self.assign_key = yes;
+        self.settings.assign_key = yes;
         self
     }
 
     /// Whether `Unknown` outcomes are retried at all (default `true`, and then only for requests carrying a gateway
     /// key). Set `false` for a gateway that does not deduplicate on its idempotency key.
     pub fn retry_unknown(mut self, yes: bool) -> Self {
-        self.retry_unknown = yes;
+        self.settings.retry_unknown = yes;
         self
     }
 
     /// The retry budget (default [`RetryBudget::default`]: 20 % of recent calls plus 10 per second). Every clone
     /// of the built layer shares it; pass the same `Arc` to several layers to share it between them.
     pub fn budget(mut self, budget: impl Into<Arc<RetryBudget>>) -> Self {
-        self.budget = Some(budget.into());
+        self.settings.budget = Some(budget.into());
         self
     }
 
     /// No retry budget: only `max_attempts` and the deadline limit retries. Not recommended in front of a gateway.
     pub fn no_budget(mut self) -> Self {
-        self.budget = None;
+        self.settings.budget = None;
         self
     }
 
     /// Seeds the jitter (default: a random seed per layer). For reproducible tests.
     pub fn seed(mut self, seed: u64) -> Self {
-        self.seed = Some(seed);
+        self.settings.seed = Some(seed);
         self
     }
 
     /// Builds the layer.
     pub fn build(self) -> RetryLayer<C, M> {
-        let seed = self.seed.unwrap_or_else(|| RandomState::new().hash_one(0x5eed_u64));
+        let Settings {
+            backoff,
+            min_delay,
+            max_attempts,
+            deadline,
+            attempt_timeout,
+            assign_key,
+            retry_unknown,
+            budget,
+            seed,
+        } = self.settings;
+        let seed = seed.unwrap_or_else(|| RandomState::new().hash_one(0x5eed_u64));
         RetryLayer {
             policy: Arc::new(Policy {
                 classifier: self.classifier,
                 mode: self.mode,
-                backoff: self.backoff,
-                min_delay: self.min_delay,
-                max_attempts: self.max_attempts,
-                deadline: self.deadline,
-                attempt_timeout: self.attempt_timeout,
-                assign_key: self.assign_key,
-                retry_unknown: self.retry_unknown,
-                budget: self.budget,
+                backoff,
+                min_delay,
+                max_attempts,
+                deadline,
+                attempt_timeout,
+                assign_key,
+                retry_unknown,
+                budget,
                 rng: AtomicU64::new(seed),
             }),
         }
