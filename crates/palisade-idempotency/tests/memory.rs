@@ -93,9 +93,8 @@ async fn a_cancelled_request_releases_its_claim() {
     let svc = IdempotencyLayer::builder().store(MemoryStore::new()).build().layer(gated.service());
     let req = charge("order-8000", "10.00", "tok_visa", "k-8000");
     let task = tokio::spawn(svc.clone().oneshot(req.clone()));
-    while gated.entered.load(std::sync::atomic::Ordering::SeqCst) == 0 {
-        tokio::task::yield_now().await;
-    }
+    wait_until("the request reaches the gateway", || gated.entered.load(std::sync::atomic::Ordering::SeqCst) == 1)
+        .await;
     task.abort();
     let _ = task.await;
     tokio::task::yield_now().await; // the background release runs

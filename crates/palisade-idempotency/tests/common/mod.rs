@@ -60,6 +60,26 @@ impl Gated {
     }
 }
 
+/// Yields until `cond` holds; panics instead of hanging if it never does.
+pub async fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    for _ in 0..1_000_000 {
+        if cond() {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("gave up waiting: {what}");
+}
+
+/// The next finished task; panics instead of hanging when every remaining request is stuck (under paused time the
+/// clock jumps ahead as soon as everything is blocked, so a stuck test fails at once).
+pub async fn next<T: 'static>(set: &mut tokio::task::JoinSet<T>) -> Option<T> {
+    match tokio::time::timeout(Duration::from_secs(60), set.join_next()).await {
+        Ok(r) => r.map(|r| r.unwrap()),
+        Err(_) => panic!("requests stuck: more than one execution is waiting inside the gateway"),
+    }
+}
+
 fn acquired(c: Claim) -> FencingToken {
     match c {
         Claim::Acquired { token, .. } => token,
@@ -122,8 +142,8 @@ pub async fn thousand_concurrent_refused(store: impl IdempotencyStore) {
         set.spawn(async move { svc.oneshot(req).await });
     }
     let (mut refused, mut ok) = (0, Vec::new());
-    while let Some(r) = set.join_next().await {
-        match r.unwrap() {
+    while let Some(r) = next(&mut set).await {
+        match r {
             Err(PaymentError::IdempotencyInFlight { retry_after }) => {
                 assert!(retry_after.is_some());
                 refused += 1;
@@ -162,8 +182,8 @@ pub async fn thousand_concurrent_waiting(store: impl IdempotencyStore) {
     }
     let mut ids = std::collections::BTreeSet::new();
     let mut refused = 0;
-    while let Some(r) = set.join_next().await {
-        match r.unwrap() {
+    while let Some(r) = next(&mut set).await {
+        match r {
             Ok(res) => {
                 ids.insert(res.id);
             }
@@ -184,16 +204,12 @@ pub async fn takeover_and_fencing(store: impl IdempotencyStore + Clone, expire: 
     let svc = IdempotencyLayer::builder().store(store.clone()).lease(LEASE).build().layer(gated.service());
     let req = charge("order-3000", "30.00", "tok_visa", "k-3000");
     let stale = tokio::spawn(svc.clone().oneshot(req.clone()));
-    while gated.entered.load(Ordering::SeqCst) == 0 {
-        tokio::task::yield_now().await;
-    }
+    wait_until("the first request reaches the gateway", || gated.entered.load(Ordering::SeqCst) == 1).await;
     // The first holder is stuck inside the gateway call. Its lease ends.
     expire(storage_key(None, &IdempotencyKey::new("k-3000").unwrap())).await;
     // The retry takes over with a new token and also enters the gateway call.
     let fresh = tokio::spawn(svc.clone().oneshot(req.clone()));
-    while gated.entered.load(Ordering::SeqCst) < 2 {
-        tokio::task::yield_now().await;
-    }
+    wait_until("the takeover reaches the gateway", || gated.entered.load(Ordering::SeqCst) == 2).await;
     let skey = storage_key(None, &IdempotencyKey::new("k-3000").unwrap());
     let Some(Record::InFlight { token: fresh_token, .. }) = store.get(&skey).await.unwrap() else {
         panic!("the takeover must hold the key")
@@ -252,9 +268,7 @@ pub async fn conflicts(store: impl IdempotencyStore + Clone) {
     let a = charge("order-5000", "10.00", "tok_visa", "k-5000");
     let b = charge("order-5000", "99.00", "tok_visa", "k-5000");
     let running = tokio::spawn(svc.clone().oneshot(a.clone()));
-    while gated.entered.load(Ordering::SeqCst) == 0 {
-        tokio::task::yield_now().await;
-    }
+    wait_until("the first request reaches the gateway", || gated.entered.load(Ordering::SeqCst) == 1).await;
     assert_eq!(svc.clone().oneshot(b.clone()).await.unwrap_err(), PaymentError::IdempotencyConflict);
     gated.open();
     running.await.unwrap().unwrap();
