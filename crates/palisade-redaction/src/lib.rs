@@ -74,5 +74,6 @@ pub use sensitive::{Exposed, SENSITIVE_PLACEHOLDER, Sensitive, serialize_exposed
 pub use stream::{AsyncRedactingWriter, HOLD_BACK, MAX_PENDING, RedactingWriter};
 pub use tokenizer::{CardToken, EphemeralTokenizer, TokenizeError, Tokenizer};
 pub use trace::{
-    InstallError, RedactingFields, RedactingFmtLayer, RedactingMakeWriter, fmt_layer, install, install_with,
+    InstallError, RedactingFields, RedactingFmtLayer, RedactingMakeWriter, SensitiveNameFields, fmt_layer, install,
+    install_with,
 };

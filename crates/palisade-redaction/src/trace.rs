@@ -6,7 +6,7 @@ use std::io;
 
 use tracing::{Metadata, Subscriber};
 use tracing_subscriber::field::RecordFields;
-use tracing_subscriber::fmt::format::{DefaultFields, Format, Writer};
+use tracing_subscriber::fmt::format::{Format, Writer};
 use tracing_subscriber::fmt::{FormatFields, MakeWriter};
 use tracing_subscriber::registry::LookupSpan;
 
@@ -51,25 +51,26 @@ impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for RedactingMakeWriter<M> {
     }
 }
 
-/// A `FormatFields` that formats with `N` (default [`DefaultFields`]) and scrubs the result: the field-level
-/// option, for span fields that are stored formatted and for formatters whose output does not go through a
-/// [`RedactingMakeWriter`].
+/// A `FormatFields` that formats with `N` (default [`SensitiveNameFields`]) and scrubs the result: the
+/// field-level option, for span fields that are stored formatted and for formatters whose output does not go
+/// through a [`RedactingMakeWriter`].
 #[derive(Debug, Clone)]
-pub struct RedactingFields<N = DefaultFields> {
+pub struct RedactingFields<N = SensitiveNameFields> {
     redactor: Redactor,
     inner: N,
 }
 
 impl RedactingFields {
-    /// Scrubs what [`DefaultFields`] writes.
+    /// Formats like tracing's `DefaultFields`, hides fields named like card data (`card_number = ...`,
+    /// `cvv = ...`: see [`SensitiveNameFields`]) and scrubs everything else.
     #[must_use]
     pub fn new(redactor: Redactor) -> Self {
-        RedactingFields { redactor, inner: DefaultFields::new() }
+        RedactingFields { redactor, inner: SensitiveNameFields }
     }
 }
 
 impl<N> RedactingFields<N> {
-    /// Scrubs what `inner` writes.
+    /// Scrubs what `inner` writes (`DefaultFields`, a JSON field formatter, your own).
     pub fn with_inner(redactor: Redactor, inner: N) -> Self {
         RedactingFields { redactor, inner }
     }
@@ -83,6 +84,63 @@ where
         let mut buf = String::new();
         self.inner.format_fields(Writer::new(&mut buf), fields)?;
         writer.write_str(&self.redactor.redact(&buf))
+    }
+}
+
+/// Field formatting as tracing's `DefaultFields` does it (`message` first, then `name=value`), except that a field
+/// whose name is card data ([`is_sensitive_key`](crate::is_sensitive_key): `card_number`, `pan`, `cvv`, `cvc`,
+/// `track2`, `pin_block`, … in any case) is written `name=[REDACTED]` whatever its value.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SensitiveNameFields;
+
+struct NameVisitor<'a> {
+    out: &'a mut String,
+    result: fmt::Result,
+}
+
+impl NameVisitor<'_> {
+    fn sep(&mut self) {
+        if !self.out.is_empty() {
+            self.out.push(' ');
+        }
+    }
+}
+
+impl tracing::field::Visit for NameVisitor<'_> {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "message" {
+            self.record_debug(field, &format_args!("{value}"));
+        } else {
+            self.record_debug(field, &value);
+        }
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
+        use std::fmt::Write as _;
+        let name = field.name();
+        if name.starts_with("log.") {
+            return;
+        }
+        self.sep();
+        self.result = self.result.and_then(|()| {
+            if name == "message" {
+                write!(self.out, "{value:?}")
+            } else if crate::json::is_sensitive_key(name) {
+                write!(self.out, "{name}={}", crate::sensitive::SENSITIVE_PLACEHOLDER)
+            } else {
+                write!(self.out, "{}={value:?}", name.strip_prefix("r#").unwrap_or(name))
+            }
+        });
+    }
+}
+
+impl<'writer> FormatFields<'writer> for SensitiveNameFields {
+    fn format_fields<R: RecordFields>(&self, mut writer: Writer<'writer>, fields: R) -> fmt::Result {
+        let mut buf = String::new();
+        let mut v = NameVisitor { out: &mut buf, result: Ok(()) };
+        fields.record(&mut v);
+        v.result?;
+        writer.write_str(&buf)
     }
 }
 

@@ -92,11 +92,14 @@ fn field_level_option_scrubs_fields_without_a_wrapped_writer() {
         let span = tracing::info_span!("pay", card = PAN);
         let _e = span.enter();
         tracing::info!(note = "card 5555555555554444", "message {PAN}");
+        // Fields named like card data are hidden whatever their value (a 3-digit CVV is no card number).
+        tracing::info!(cardNumber = "4111 1111 1111 1111", cvv = 123, r#type = "sale", amount = 5, "named");
     });
     let out = cap.contents();
     assert_no_card_numbers(&out);
     assert!(out.contains("pay{card=\"[REDACTED_PAN]\"}"), "{out}");
     assert!(out.contains("message [REDACTED_PAN] note=\"card [REDACTED_PAN]\""), "{out}");
+    assert!(out.contains("named cardNumber=[REDACTED] cvv=[REDACTED] type=\"sale\" amount=5"), "{out}");
 }
 
 #[test]
