@@ -144,6 +144,19 @@ struct StatusCell {
 
 /// Redis as the shared state of one breaker across the instances of a service. Pass it to
 /// [`Builder::shared`](crate::Builder::shared).
+///
+/// ```no_run
+/// use palisade_circuit_breaker::{CircuitBreakerLayer, RedisShared};
+/// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+/// let shared = RedisShared::connect("redis://127.0.0.1:6379").await?.prefix("checkout:cb:");
+/// let status = shared.status();
+/// let layer = CircuitBreakerLayer::builder().name("stripe").shared(shared).build()?;
+/// // ... later: is the breaker deciding with the fleet, or alone?
+/// if !status.available() {
+///     eprintln!("breaker is local-only: Redis unreachable");
+/// }
+/// # let _ = layer; Ok(()) }
+/// ```
 #[derive(Clone)]
 #[must_use]
 pub struct RedisShared {
