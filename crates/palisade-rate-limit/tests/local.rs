@@ -147,19 +147,25 @@ async fn eviction_under_churn_is_lossless_and_bounded() {
         // Half the traffic from 20 hot keys, half from an ever-growing set of fresh and returning keys.
         let key = if rng.next().is_multiple_of(2) { rng.next() % 20 } else { 1_000 + rng.next() % (step + 1) };
         let cost = 1 + (rng.next() % 2) as u32;
+        let known = reference.contains_key(&key);
+        let before = bounded.len();
         let r = reference.entry(key).or_insert_with(|| RateLimiter::new(quota));
         let want = r.check_n(cost);
         let got = bounded.check_key_n(&key, cost);
         assert_eq!(got, want, "seed {seed}, step {step}, key {key}: eviction changed a decision");
-        if key >= 1_000 && reference.len() as u64 > key - 1_000 {
-            evicted_keys_returned += 1;
+        if known && bounded.len() > before {
+            evicted_keys_returned += 1; // seen before, evicted since, back now (a lower bound: sweeps hide some)
         }
         max_len = max_len.max(bounded.len());
         assert!(bounded.len() <= 400, "seed {seed}: {} keys tracked, cap 400", bounded.len());
     }
+    eprintln!(
+        "{} keys touched, at most {max_len} tracked, {evicted_keys_returned} requests for evicted keys",
+        reference.len()
+    );
     assert!(reference.len() > 5_000, "the churn touched {} keys", reference.len());
     assert!(max_len >= 300, "the churn pushed the map towards its cap ({max_len}), and eviction kept it there");
-    assert!(evicted_keys_returned > 1_000);
+    assert!(evicted_keys_returned > 500, "evicted keys came back and were decided exactly as if never evicted");
 }
 
 #[tokio::test(start_paused = true)]
