@@ -187,13 +187,13 @@ const CVV_LABELS: &[&[u8]] = &[
 
 const PIN_LABELS: &[&[u8]] = &[b"pin", b"pin_block", b"pinblock", b"pin block", b"pin-block", b"pin_code", b"pincode"];
 
-/// Finds which label (if any) ends right before the separators in front of `s`. Never looks before `floor`.
-fn label_before(b: &[u8], s: usize, floor: usize, labels: &[&[u8]]) -> bool {
+/// True when one of `labels` ends right before the separators in front of `s`.
+fn label_before(b: &[u8], s: usize, labels: &[&[u8]]) -> bool {
     let mut j = s;
-    while j > floor && s - j < MAX_LABEL_GAP && matches!(b[j - 1], b' ' | b'\t' | b'"' | b'\'' | b':' | b'=') {
+    while j > 0 && s - j < MAX_LABEL_GAP && matches!(b[j - 1], b' ' | b'\t' | b'"' | b'\'' | b':' | b'=') {
         j -= 1;
     }
-    if j == s || j == floor {
+    if j == s || j == 0 {
         return false;
     }
     // Every label ends in one of these bytes: most values (`status=200`) are turned away here.
@@ -203,13 +203,13 @@ fn label_before(b: &[u8], s: usize, floor: usize, labels: &[&[u8]]) -> bool {
     }
     labels.iter().any(|label| {
         let n = label.len();
-        if j < n || j - n < floor {
+        if j < n {
             return false;
         }
         let start = j - n;
         label[n - 1] == last
             && b[start..j].eq_ignore_ascii_case(label)
-            && (start == floor || !b[start - 1].is_ascii_alphabetic())
+            && (start == 0 || !b[start - 1].is_ascii_alphabetic())
     })
 }
 
@@ -250,7 +250,7 @@ pub(crate) fn scan(b: &[u8], from: usize, rules: Rules, out: &mut Findings) {
     let first = out.list.len();
     let mut i = from;
     while let Some(s) = next_digit(b, i) {
-        i = group_run(b, s, 0, rules, out);
+        i = group_run(b, s, rules, out);
     }
     // A track's `%B` or a PIN block's leading letters may lie in the context before `from`, already written out;
     // what lies from `from` on is still replaced.
@@ -267,7 +267,7 @@ struct Group {
 }
 
 /// Reads the group run starting at `s` (a digit), records findings, returns where scanning resumes.
-fn group_run(b: &[u8], s: usize, floor: usize, rules: Rules, out: &mut Findings) -> usize {
+fn group_run(b: &[u8], s: usize, rules: Rules, out: &mut Findings) -> usize {
     let n = b.len();
     let mut p = s;
     while p < n && is_digit(b[p]) {
@@ -275,13 +275,13 @@ fn group_run(b: &[u8], s: usize, floor: usize, rules: Rules, out: &mut Findings)
     }
     let g = Group { start: s, end: p };
     let mut resume = p;
-    if let Some(end) = labelled(b, g, floor, rules, out) {
+    if let Some(end) = labelled(b, g, rules, out) {
         resume = end;
     }
     if !(p + 1 < n && is_sep(b[p]) && is_digit(b[p + 1])) {
         // A lone group: the common case (ids, amounts, timestamps), decided without the window.
         if rules.track
-            && let Some(f) = track(b, g, floor)
+            && let Some(f) = track(b, g)
         {
             resume = resume.max(f.end);
             out.push(f);
@@ -380,22 +380,22 @@ fn candidate(b: &[u8], groups: &[Group], d: usize) -> bool {
 
 /// A labelled CVV or PIN whose value starts at group `g` (the first group of a run). Returns the end of the
 /// finding.
-fn labelled(b: &[u8], g: Group, floor: usize, rules: Rules, out: &mut Findings) -> Option<usize> {
+fn labelled(b: &[u8], g: Group, rules: Rules, out: &mut Findings) -> Option<usize> {
     let n = b.len();
     let glen = g.end - g.start;
     let alnum_after = g.end < n && b[g.end].is_ascii_alphanumeric();
-    if rules.cvv && (3..=4).contains(&glen) && !alnum_after && label_before(b, g.start, floor, CVV_LABELS) {
+    if rules.cvv && (3..=4).contains(&glen) && !alnum_after && label_before(b, g.start, CVV_LABELS) {
         out.push(Finding { start: g.start, end: g.end, kind: Kind::Cvv });
         return Some(g.end);
     }
     if rules.pin && glen <= 16 {
         // The value is a hex token (a PIN block) or 4–12 digits (a clear PIN); it may start with hex letters.
         let mut ts = g.start;
-        while ts > floor && g.start - ts < 16 && b[ts - 1].is_ascii_hexdigit() {
+        while ts > 0 && g.start - ts < 16 && b[ts - 1].is_ascii_hexdigit() {
             ts -= 1;
         }
         // A label needs a separator right before the value.
-        if ts == floor || !matches!(b[ts - 1], b' ' | b'\t' | b'"' | b'\'' | b':' | b'=') {
+        if ts == 0 || !matches!(b[ts - 1], b' ' | b'\t' | b'"' | b'\'' | b':' | b'=') {
             return None;
         }
         let mut te = g.end;
@@ -408,7 +408,7 @@ fn labelled(b: &[u8], g: Group, floor: usize, rules: Rules, out: &mut Findings) 
         let len = te - ts;
         let all_digits = ts == g.start && te == g.end;
         let ok = (all_digits && (4..=12).contains(&len)) || len == 16;
-        if ok && label_before(b, ts, floor, PIN_LABELS) {
+        if ok && label_before(b, ts, PIN_LABELS) {
             out.push(Finding { start: ts, end: te, kind: Kind::Pin });
             return Some(te);
         }
@@ -417,7 +417,7 @@ fn labelled(b: &[u8], g: Group, floor: usize, rules: Rules, out: &mut Findings) 
 }
 
 /// Track 1 (`%B` PAN `^` name `^` data `?`) or Track 2 (`;` PAN `=` data `?`) around the lone group `g`.
-fn track(b: &[u8], g: Group, floor: usize) -> Option<Finding> {
+fn track(b: &[u8], g: Group) -> Option<Finding> {
     let n = b.len();
     let glen = g.end - g.start;
     if !(12..=MAX_PAN).contains(&glen) || g.end >= n {
@@ -426,8 +426,8 @@ fn track(b: &[u8], g: Group, floor: usize) -> Option<Finding> {
     let digits = &b[g.start..g.end];
     match b[g.end] {
         b'^' => {
-            let has_b = g.start > floor && b[g.start - 1].eq_ignore_ascii_case(&b'B');
-            let has_pct = has_b && g.start - 1 > floor && b[g.start - 2] == b'%';
+            let has_b = g.start > 0 && b[g.start - 1].eq_ignore_ascii_case(&b'B');
+            let has_pct = has_b && g.start > 1 && b[g.start - 2] == b'%';
             if !(if has_pct { luhn_valid(digits) } else { is_pan(digits) }) {
                 return None;
             }
@@ -450,7 +450,7 @@ fn track(b: &[u8], g: Group, floor: usize) -> Option<Finding> {
             Some(Finding { start, end: q, kind: Kind::Track1 })
         }
         b'=' => {
-            let has_semi = g.start > floor && b[g.start - 1] == b';';
+            let has_semi = g.start > 0 && b[g.start - 1] == b';';
             if !(if has_semi { luhn_valid(digits) } else { is_pan(digits) }) {
                 return None;
             }
