@@ -112,14 +112,7 @@ pub enum BuildError {
 /// Builds a [`RateLimitLayer`]. Start with [`RateLimitLayer::builder`].
 #[must_use = "a builder does nothing until .build() is called"]
 pub struct Builder<K = (), F = Global, C = UnitCost, P = Typed> {
-    pub(crate) rate: Option<(u32, Duration)>,
-    pub(crate) burst: Option<u32>,
-    pub(crate) name: Arc<str>,
-    pub(crate) mode: Mode,
-    pub(crate) shadow: bool,
-    pub(crate) max_keys: usize,
-    pub(crate) failure: FailurePolicy,
-    pub(crate) clock: ClockSource,
+    pub(crate) s: Settings,
     pub(crate) key_fn: F,
     pub(crate) cost_fn: C,
     #[cfg(feature = "redis")]
@@ -127,30 +120,38 @@ pub struct Builder<K = (), F = Global, C = UnitCost, P = Typed> {
     pub(crate) _p: PhantomData<fn(K) -> P>,
 }
 
+/// The builder's settings that do not depend on its type parameters.
+#[derive(Debug)]
+pub(crate) struct Settings {
+    rate: Option<(u32, Duration)>,
+    burst: Option<u32>,
+    name: Arc<str>,
+    mode: Mode,
+    shadow: bool,
+    max_keys: usize,
+    failure: FailurePolicy,
+    clock: ClockSource,
+}
+
 impl<K, F, C, P> std::fmt::Debug for Builder<K, F, C, P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Builder")
-            .field("rate", &self.rate)
-            .field("burst", &self.burst)
-            .field("name", &self.name)
-            .field("mode", &self.mode)
-            .field("shadow", &self.shadow)
-            .field("max_keys", &self.max_keys)
-            .finish_non_exhaustive()
+        f.debug_struct("Builder").field("settings", &self.s).finish_non_exhaustive()
     }
 }
 
 impl Default for Builder {
     fn default() -> Self {
         Builder {
-            rate: None,
-            burst: None,
-            name: Arc::from(DEFAULT_POLICY_NAME),
-            mode: Mode::Reject,
-            shadow: false,
-            max_keys: DEFAULT_MAX_KEYS,
-            failure: FailurePolicy::FailClosed,
-            clock: ClockSource::Tokio,
+            s: Settings {
+                rate: None,
+                burst: None,
+                name: Arc::from(DEFAULT_POLICY_NAME),
+                mode: Mode::Reject,
+                shadow: false,
+                max_keys: DEFAULT_MAX_KEYS,
+                failure: FailurePolicy::FailClosed,
+                clock: ClockSource::Tokio,
+            },
             key_fn: Global,
             cost_fn: UnitCost,
             #[cfg(feature = "redis")]
@@ -163,33 +164,33 @@ impl Default for Builder {
 impl<K, F, C, P> Builder<K, F, C, P> {
     /// `rate` units per `period` (required). Burst defaults to `rate`.
     pub fn rate(mut self, rate: u32, period: Duration) -> Self {
-        self.rate = Some((rate, period));
+        self.s.rate = Some((rate, period));
         self
     }
 
     /// The whole quota at once.
     pub fn quota(mut self, quota: Quota) -> Self {
-        self.rate = Some((quota.rate(), quota.period()));
-        self.burst = Some(quota.burst());
+        self.s.rate = Some((quota.rate(), quota.period()));
+        self.s.burst = Some(quota.burst());
         self
     }
 
     /// Largest number of units admitted at once (default: the rate, one period's worth).
     pub fn burst(mut self, burst: u32) -> Self {
-        self.burst = Some(burst);
+        self.s.burst = Some(burst);
         self
     }
 
     /// The limit's name (default [`DEFAULT_POLICY_NAME`]): the `RateLimit-Policy` identifier, the `limiter`
     /// field of tracing events and the metric label. Keep it a short token (`gateway-tps`, `per-card`).
     pub fn name(mut self, name: &str) -> Self {
-        self.name = Arc::from(name);
+        self.s.name = Arc::from(name);
         self
     }
 
     /// Reject (default) or wait.
     pub fn mode(mut self, mode: Mode) -> Self {
-        self.mode = mode;
+        self.s.mode = mode;
         self
     }
 
@@ -201,28 +202,28 @@ impl<K, F, C, P> Builder<K, F, C, P> {
     /// Shadow mode: decide and record (tracing event `decision = "shadow_rejected"`, metric), but never refuse.
     /// For rolling out a new limit and watching what it would do.
     pub fn shadow(mut self, shadow: bool) -> Self {
-        self.shadow = shadow;
+        self.s.shadow = shadow;
         self
     }
 
     /// Most keys a keyed local limiter tracks (default [`DEFAULT_MAX_KEYS`]); also bounds the Redis backend's
     /// local cache.
     pub fn max_keys(mut self, max_keys: usize) -> Self {
-        self.max_keys = max_keys;
+        self.s.max_keys = max_keys;
         self
     }
 
     /// What to do when the store (Redis) cannot be reached: [`FailurePolicy::FailClosed`] (default: refuse with
     /// a 503-class error) or [`FailurePolicy::FailOpen`] (admit and log a warning).
     pub fn on_store_failure(mut self, policy: FailurePolicy) -> Self {
-        self.failure = policy;
+        self.s.failure = policy;
         self
     }
 
     /// The clock local limiters read (default [`ClockSource::Tokio`], which `tokio::time::pause()` drives).
     /// Redis limits always use Redis server time.
     pub fn clock(mut self, clock: ClockSource) -> Self {
-        self.clock = clock;
+        self.s.clock = clock;
         self
     }
 
@@ -232,19 +233,12 @@ impl<K, F, C, P> Builder<K, F, C, P> {
     where
         F2: Fn(&Req) -> K2,
     {
+        // A Redis store is kept, but its key naming belongs to the old key type: `build` asks for `.redis()`
+        // again rather than silently limiting in memory.
         Builder {
-            rate: self.rate,
-            burst: self.burst,
-            name: self.name,
-            mode: self.mode,
-            shadow: self.shadow,
-            max_keys: self.max_keys,
-            failure: self.failure,
-            clock: self.clock,
+            s: self.s,
             key_fn: f,
             cost_fn: self.cost_fn,
-            // The store is kept, but its key naming belongs to the old key type: `build` asks for `.redis()`
-            // again rather than silently limiting in memory.
             #[cfg(feature = "redis")]
             redis: self.redis.map(crate::redis::RedisBackendConfig::rekeyed),
             _p: PhantomData,
@@ -257,14 +251,7 @@ impl<K, F, C, P> Builder<K, F, C, P> {
         C2: Fn(&Req) -> u32,
     {
         Builder {
-            rate: self.rate,
-            burst: self.burst,
-            name: self.name,
-            mode: self.mode,
-            shadow: self.shadow,
-            max_keys: self.max_keys,
-            failure: self.failure,
-            clock: self.clock,
+            s: self.s,
             key_fn: self.key_fn,
             cost_fn: c,
             #[cfg(feature = "redis")]
@@ -276,14 +263,7 @@ impl<K, F, C, P> Builder<K, F, C, P> {
     /// HTTP mode: refusals become problem+json responses and admitted responses carry `RateLimit` headers.
     pub fn http(self) -> Builder<K, F, C, Http> {
         Builder {
-            rate: self.rate,
-            burst: self.burst,
-            name: self.name,
-            mode: self.mode,
-            shadow: self.shadow,
-            max_keys: self.max_keys,
-            failure: self.failure,
-            clock: self.clock,
+            s: self.s,
             key_fn: self.key_fn,
             cost_fn: self.cost_fn,
             #[cfg(feature = "redis")]
@@ -293,9 +273,9 @@ impl<K, F, C, P> Builder<K, F, C, P> {
     }
 
     pub(crate) fn quota_value(&self) -> Result<Quota, BuildError> {
-        let (rate, period) = self.rate.ok_or(BuildError::NoRate)?;
+        let (rate, period) = self.s.rate.ok_or(BuildError::NoRate)?;
         let q = Quota::new(rate, period)?;
-        Ok(match self.burst {
+        Ok(match self.s.burst {
             Some(b) => q.with_burst(b)?,
             None => q,
         })
@@ -314,18 +294,18 @@ where
         let quota = self.quota_value()?;
         #[cfg(feature = "redis")]
         let backend = match self.redis {
-            Some(cfg) => Backend::Redis(crate::redis::RedisBackend::new(cfg, quota, self.max_keys)?),
-            None => Self::local_backend(quota, self.max_keys, self.clock),
+            Some(cfg) => Backend::Redis(crate::redis::RedisBackend::new(cfg, quota, self.s.max_keys)?),
+            None => Self::local_backend(quota, self.s.max_keys, self.s.clock),
         };
         #[cfg(not(feature = "redis"))]
-        let backend = Self::local_backend(quota, self.max_keys, self.clock);
+        let backend = Self::local_backend(quota, self.s.max_keys, self.s.clock);
         Ok(RateLimitLayer {
             inner: Arc::new(Inner {
                 quota,
-                name: self.name,
-                mode: self.mode,
-                shadow: self.shadow,
-                failure: self.failure,
+                name: self.s.name,
+                mode: self.s.mode,
+                shadow: self.s.shadow,
+                failure: self.s.failure,
                 backend,
                 key_fn: self.key_fn,
                 cost_fn: self.cost_fn,
