@@ -113,8 +113,13 @@ where
                     }
                     let result = inner.call(req).await;
                     let outcome = classifier.classify(&result);
-                    let payload =
-                        if outcome.is_final() { serde_json::to_vec(&result).ok().map(Bytes::from) } else { None };
+                    let payload = if outcome.is_final() {
+                        // Sized for a typical response, so encoding does not grow the buffer.
+                        let mut buf = Vec::with_capacity(256);
+                        serde_json::to_writer(&mut buf, &result).ok().map(|()| Bytes::from(buf))
+                    } else {
+                        None
+                    };
                     ticket.record(outcome, payload).await;
                     result
                 }
