@@ -17,7 +17,7 @@ use crate::future::ResponseFuture;
 use crate::http::Respond;
 use crate::layer::{Backend, Inner};
 
-type Acquire = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>;
+type Acquire = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send + Sync>>;
 
 /// Wait mode, global limit: the state of `poll_ready`'s backpressure.
 #[derive(Default)]
