@@ -3,7 +3,7 @@
 /// The clock a limiter reads.
 ///
 /// The default is tokio's clock, so `tokio::time::pause()` / `advance()` drive the limiter in tests. With the
-/// `quanta` feature, [`ClockSource::Quanta`] reads the CPU's time-stamp counter instead (as governor does): a few
+/// `quanta` feature, `ClockSource::Quanta` reads the CPU's time-stamp counter instead (as governor does): a few
 /// nanoseconds per read instead of a `clock_gettime`, for limiters on a very hot path — at the price of ignoring
 /// tokio's paused time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

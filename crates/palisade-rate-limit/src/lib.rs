@@ -17,6 +17,12 @@
 //!   holds requests up to a maximum wait, in order, and a cancelled waiter spends nothing.
 //! - **Redis-wide** (feature `redis`): one Lua script and one round trip per decision, on Redis server time,
 //!   with fail-closed / fail-open policy, shadow mode and a local cache of limited keys.
+//! - **Testable time.** Local limiters read tokio's clock, so `tokio::time::pause()` drives them; the `quanta`
+//!   feature offers a TSC clock (`ClockSource::Quanta`) for the hottest paths.
+//! - **Observable.** Tracing events (target `palisade_rate_limit`, fields `limiter`, `decision`, `cost`,
+//!   `retry_after_ms`; never the key) and, with the `metrics` feature, `palisade_rate_limit_decisions_total`.
+//!
+//! The guide is `docs/rate-limit.md`.
 //!
 //! ```
 //! use std::time::Duration;
