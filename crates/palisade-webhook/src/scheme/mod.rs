@@ -183,15 +183,57 @@ pub(crate) fn parse_timestamp(s: &str) -> Result<i64, VerifyError> {
 }
 
 /// Decodes exactly 32 bytes of hex.
+///
+/// Table-driven: this runs on every verification and `hex::decode_to_slice` costs about as much as hashing a
+/// block. Signatures are public values, so data-dependent lookups leak nothing.
 pub(crate) fn hex32(s: &str) -> Option<[u8; 32]> {
+    const INVALID: u8 = 0xff;
+    static NIBBLE: [u8; 256] = {
+        let mut t = [INVALID; 256];
+        let mut i = 0;
+        while i < 256 {
+            let c = i as u8;
+            t[i] = match c {
+                b'0'..=b'9' => c - b'0',
+                b'a'..=b'f' => c - b'a' + 10,
+                b'A'..=b'F' => c - b'A' + 10,
+                _ => INVALID,
+            };
+            i += 1;
+        }
+        t
+    };
+    let bytes = s.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
     let mut out = [0u8; 32];
-    hex::decode_to_slice(s, &mut out).ok()?;
-    Some(out)
+    let mut seen = 0u8;
+    for (o, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+        let (hi, lo) = (NIBBLE[usize::from(pair[0])], NIBBLE[usize::from(pair[1])]);
+        seen |= hi | lo;
+        *o = (hi << 4) | (lo & 0x0f);
+    }
+    // Valid nibbles are below 16; INVALID sets the high bits.
+    if seen & 0xf0 == 0 { Some(out) } else { None }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex32_matches_the_hex_crate() {
+        let lower = "00ff10a0b1c2d3e4f5a6b7c8d9eaFBfc0d1e2f3a4b5c6d7e8f90123456789abc";
+        let mut expect = [0u8; 32];
+        hex::decode_to_slice(lower, &mut expect).unwrap();
+        assert_eq!(hex32(lower), Some(expect));
+        for bad in
+            ["", "0", &lower[..63], &format!("{lower}00"), &lower.replace('a', "g"), &lower.replacen('0', " ", 1)]
+        {
+            assert_eq!(hex32(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn timestamps_are_digits_only() {

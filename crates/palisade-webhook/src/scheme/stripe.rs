@@ -39,12 +39,20 @@ pub fn parse_stripe_header(value: &str) -> Result<StripeHeader<'_>, VerifyError>
     let mut timestamp: Option<&str> = None;
     let mut signatures = Vec::new();
     let mut saw_v1 = false;
-    for item in value.split(',') {
-        let item = item.trim_matches(|c: char| c == ' ' || c == '\t');
+    // Byte-wise splitting: `,` and `=` are ASCII, so every slice boundary is a char boundary.
+    let bytes = value.as_bytes();
+    let mut start = 0;
+    while start <= bytes.len() {
+        let end = bytes[start..].iter().position(|&b| b == b',').map_or(bytes.len(), |p| start + p);
+        let item = value[start..end].trim_ascii();
+        start = end + 1;
         if item.is_empty() {
             continue;
         }
-        let Some((k, v)) = item.split_once('=') else { return Err(malformed("an item is not key=value")) };
+        let Some(eq) = item.bytes().position(|b| b == b'=') else {
+            return Err(malformed("an item is not key=value"));
+        };
+        let (k, v) = (&item[..eq], &item[eq + 1..]);
         match k {
             "t" if timestamp.replace(v).is_some() => return Err(malformed("more than one t=")),
             "t" => {}
