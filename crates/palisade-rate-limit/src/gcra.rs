@@ -223,4 +223,40 @@ mod tests {
         assert_eq!(g.decide(new_tat, 100_000_999, 1), Verdict::Limit { retry_after: 1 });
         assert_eq!(g.decide(0, 0, 3), Verdict::Never);
     }
+
+    proptest::proptest! {
+        /// The virtual-scheduling rule (what the limiters run) against the other textbook form of GCRA, the
+        /// continuous-state leaky bucket: a bucket holding `x` ns of work, draining 1 ns per ns, admitting a
+        /// request of cost `c` iff the drained level plus `c·T` fits in `burst·T`. Same decisions, same
+        /// retry_after, for any sequence of arrivals and costs.
+        #[test]
+        fn matches_the_leaky_bucket_form(
+            interval in 1u64..1_000_000,
+            burst in 1u32..20,
+            steps in proptest::collection::vec((0u64..3_000_000, 0u32..25), 1..200),
+        ) {
+            let g = Gcra { interval, capacity: interval * u64::from(burst) };
+            let (mut tat, mut now) = (0u64, 0u64);
+            let (mut level, mut last) = (0u64, 0u64);
+            for (gap, cost) in steps {
+                now += gap;
+                let drained = level.saturating_sub(now - last);
+                let work = interval * u64::from(cost);
+                let verdict = g.decide(tat, now, cost);
+                if work > g.capacity {
+                    proptest::prop_assert_eq!(verdict, Verdict::Never);
+                } else if drained + work <= g.capacity {
+                    let Verdict::Admit { new_tat, admitted } = verdict else {
+                        return Err(proptest::test_runner::TestCaseError::fail(format!("refused {verdict:?}")));
+                    };
+                    level = drained + work;
+                    last = now;
+                    proptest::prop_assert_eq!(admitted.remaining(), ((g.capacity - level) / interval) as u32);
+                    tat = new_tat;
+                } else {
+                    proptest::prop_assert_eq!(verdict, Verdict::Limit { retry_after: drained + work - g.capacity });
+                }
+            }
+        }
+    }
 }
