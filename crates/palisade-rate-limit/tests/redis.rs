@@ -185,3 +185,22 @@ fn redis_before_key_by_is_a_build_error_not_a_silent_local_limit() {
         .unwrap_err();
     assert!(e.to_string().contains("after .key_by"), "{e}");
 }
+
+#[tokio::test]
+async fn http_mode_answers_503_problem_when_redis_is_down() {
+    let layer = RateLimitLayer::builder()
+        .rate(10, Duration::from_secs(1))
+        .redis(RedisStore::from_url(&unreachable_redis_url()))
+        .http()
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(tower::service_fn(|_: http::Request<()>| async {
+        Ok::<_, std::convert::Infallible>(http::Response::new(b"charged".to_vec()))
+    }));
+    let res = svc.ready().await.unwrap().call(http::Request::new(())).await.unwrap();
+    assert_eq!(res.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    let body: serde_json::Value = serde_json::from_slice(res.body()).unwrap();
+    assert_eq!(body["type"], "urn:palisade:problem:store_unavailable");
+    assert!(!String::from_utf8_lossy(res.body()).contains("charged"), "the inner service was not called");
+}
