@@ -94,9 +94,18 @@ display_key!(u32, u64, i64, u128, std::net::IpAddr);
 pub struct RedisStore {
     conn: Arc<OnceCell<ConnectionManager>>,
     url: Option<Arc<str>>,
+    /// When the last connection attempt failed (ms since `origin`, 0 = never), so that while Redis is down the
+    /// decisions fail fast instead of each waiting for its own connection attempt.
+    failed_at: Arc<std::sync::atomic::AtomicU64>,
+    origin: Instant,
     prefix: String,
     local_cache: bool,
 }
+
+/// While Redis cannot be reached, a new connection attempt is made at most once per this interval (1 s); the
+/// decisions in between follow the failure policy at once. Short enough to notice Redis coming back quickly, long
+/// enough that a blackholed host (2 s connect timeout) does not make every request wait.
+pub const DEFAULT_RECONNECT_INTERVAL: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -114,6 +123,8 @@ impl RedisStore {
         RedisStore {
             conn: Arc::new(OnceCell::new_with(Some(conn))),
             url: None,
+            failed_at: Arc::default(),
+            origin: Instant::now(),
             prefix: DEFAULT_PREFIX.to_owned(),
             local_cache: false,
         }
@@ -126,6 +137,8 @@ impl RedisStore {
         RedisStore {
             conn: Arc::new(OnceCell::new()),
             url: Some(Arc::from(url)),
+            failed_at: Arc::default(),
+            origin: Instant::now(),
             prefix: DEFAULT_PREFIX.to_owned(),
             local_cache: false,
         }
@@ -147,8 +160,20 @@ impl RedisStore {
     }
 
     async fn connection(&self) -> Result<ConnectionManager, RateLimitError> {
+        if let Some(conn) = self.conn.get() {
+            return Ok(conn.clone());
+        }
+        // Millisecond clock since `origin`, +1 so that 0 means "never failed".
+        let now_ms = Instant::now().saturating_duration_since(self.origin).as_millis() as u64 + 1;
+        let failed_at = self.failed_at.load(Ordering::Relaxed);
+        if failed_at != 0 && now_ms < failed_at + DEFAULT_RECONNECT_INTERVAL.as_millis() as u64 {
+            return Err(RateLimitError::StoreUnavailable(palisade_core::PaymentError::store_unavailable(
+                "redis: unreachable at the last connection attempt; retrying within a second",
+            )));
+        }
         let url = self.url.clone();
-        self.conn
+        let res = self
+            .conn
             .get_or_try_init(|| async move {
                 match url {
                     Some(url) => connect(&url).await,
@@ -157,7 +182,12 @@ impl RedisStore {
             })
             .await
             .cloned()
-            .map_err(RateLimitError::StoreUnavailable)
+            .map_err(RateLimitError::StoreUnavailable);
+        if res.is_err() {
+            let now_ms = Instant::now().saturating_duration_since(self.origin).as_millis() as u64 + 1;
+            self.failed_at.store(now_ms, Ordering::Relaxed);
+        }
+        res
     }
 }
 
