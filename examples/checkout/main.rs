@@ -8,12 +8,12 @@
 
 mod report;
 
-mod foundation;
-// Later layers add their scenario module here, in the order they run below.
-mod redaction;
-mod rate_limit;
-mod idempotency;
+// Scenarios, one module per layer, in the order they run below.
 mod breaker;
+mod foundation;
+mod idempotency;
+mod rate_limit;
+mod redaction;
 mod retry;
 mod webhook;
 
@@ -37,13 +37,12 @@ async fn main() {
     foundation::successful_charge(&mut report, &env).await;
     foundation::decline_is_terminal(&mut report, &env).await;
     foundation::lost_response_is_unknown(&mut report, &env).await;
-    // Later layers add their scenario calls here.
-    redaction::log_redaction(&mut report, &env).await;
-    rate_limit::card_testing_is_throttled(&mut report, &env).await;
+    retry::transient_failure_recovers(&mut report, &env).await;
     idempotency::idempotent_replay(&mut report, &env).await;
     breaker::outage_opens_and_recovers(&mut report, &env).await;
-    retry::transient_failure_recovers(&mut report, &env).await;
+    rate_limit::card_testing_is_throttled(&mut report, &env).await;
     webhook::webhook_handling(&mut report, &env).await;
+    redaction::log_redaction(&mut report, &env).await;
 
     std::process::exit(report.finish());
 }

@@ -6,7 +6,7 @@ use palisade::core::*;
 use palisade::rate_limit::RateLimitLayer;
 use palisade::rate_limit::redis::RedisStore;
 use palisade::sim::GatewaySim;
-use tower::{Layer, Service, ServiceExt};
+use tower::{Layer, ServiceExt};
 
 use crate::Env;
 use crate::report::Report;
