@@ -44,6 +44,9 @@ pub enum MissingKey {
 #[derive(Clone)]
 pub(crate) struct Settings {
     pub(crate) store: Arc<dyn IdempotencyStore>,
+    /// The same store when it is a [`MemoryStore`]: the layer then calls it synchronously and keeps typed
+    /// results as values (no JSON, no boxed store futures).
+    pub(crate) memory: Option<MemoryStore>,
     pub(crate) ttl: Duration,
     pub(crate) lease: Duration,
     pub(crate) wait: Duration,
@@ -53,8 +56,10 @@ pub(crate) struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
+        let store = MemoryStore::new();
         Settings {
-            store: Arc::new(MemoryStore::new()),
+            memory: Some(store.clone()),
+            store: Arc::new(store),
             ttl: DEFAULT_TTL,
             lease: DEFAULT_LEASE,
             wait: DEFAULT_WAIT,
@@ -82,6 +87,7 @@ macro_rules! common_setters {
         /// The store (default: a fresh [`MemoryStore`](crate::MemoryStore)). Share one store (or one Redis) between
         /// every instance that serves the same keys.
         pub fn store(mut self, store: impl crate::store::IdempotencyStore) -> Self {
+            self.settings.memory = (&store as &dyn std::any::Any).downcast_ref::<crate::store::MemoryStore>().cloned();
             self.settings.store = std::sync::Arc::new(store);
             self
         }

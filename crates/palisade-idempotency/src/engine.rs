@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use crate::config::Settings;
 use crate::error::IdempotencyRejection;
-use crate::store::{Claim, FencingToken, Fingerprint};
+use crate::store::{Claim, FencingToken, Fingerprint, Payload};
 
 /// The storage key of an idempotency key within a scope. Scope and key are length-delimited, so no
 /// `(scope, key)` pair can produce another pair's storage key: two tenants' equal keys never meet.
@@ -27,6 +27,61 @@ pub fn storage_key(scope: Option<&str>, key: &IdempotencyKey) -> String {
     match scope {
         None => format!("k:{key}"),
         Some(s) => format!("s{}:{s}:{key}", s.len()),
+    }
+}
+
+/// Longest storage key built on the stack; longer ones (long scopes) go to the heap.
+const KEY_INLINE: usize = 320;
+
+/// [`storage_key`] built without a heap allocation when it fits in [`KEY_INLINE`] bytes: a lookup (a replay, a
+/// refusal) needs only the text; the store makes the shared `Arc<str>` when it inserts a record.
+// The inline variant is large on purpose: it lives on the stack for the duration of one `call`.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum KeyBuf {
+    Inline { buf: [u8; KEY_INLINE], len: usize },
+    Heap(String),
+}
+
+impl KeyBuf {
+    pub(crate) fn new(scope: Option<&str>, key: &IdempotencyKey) -> KeyBuf {
+        let mut digits = [0u8; 20];
+        let parts: [&[u8]; 5] = match scope {
+            None => [b"k:", key.as_str().as_bytes(), b"", b"", b""],
+            Some(s) => [b"s", decimal(s.len(), &mut digits), b":", s.as_bytes(), b":"],
+        };
+        let tail = if scope.is_some() { key.as_str().as_bytes() } else { b"" };
+        let len = parts.iter().map(|p| p.len()).sum::<usize>() + tail.len();
+        if len > KEY_INLINE {
+            return KeyBuf::Heap(storage_key(scope, key));
+        }
+        let mut buf = [0u8; KEY_INLINE];
+        let mut at = 0;
+        for p in parts.iter().chain(std::iter::once(&tail)) {
+            buf[at..at + p.len()].copy_from_slice(p);
+            at += p.len();
+        }
+        KeyBuf::Inline { buf, len }
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            // A concatenation of `str`s and ASCII digits is UTF-8, so this never takes the default.
+            KeyBuf::Inline { buf, len } => std::str::from_utf8(&buf[..*len]).unwrap_or_default(),
+            KeyBuf::Heap(s) => s,
+        }
+    }
+}
+
+/// `n` in decimal, written into the end of `out`.
+fn decimal(mut n: usize, out: &mut [u8; 20]) -> &[u8] {
+    let mut i = out.len();
+    loop {
+        i -= 1;
+        out[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &out[i..];
+        }
     }
 }
 
@@ -72,7 +127,42 @@ impl Engine {
         Arc::new(Engine { settings })
     }
 
-    pub(crate) async fn begin(self: &Arc<Self>, key: String, fp: Fingerprint) -> Result<Begin, IdempotencyRejection> {
+    /// Logs and counts an acquired claim, and makes its ticket.
+    pub(crate) fn acquired(self: &Arc<Self>, key: Arc<str>, token: FencingToken, took_over: bool) -> Ticket {
+        if took_over {
+            tracing::info!(result = "took_over", token = token.0, "idempotency lease ended; taking over");
+        }
+        count(if took_over { "took_over" } else { "executed" });
+        Ticket { engine: self.clone(), key, token, armed: true }
+    }
+
+    pub(crate) fn replayed() {
+        tracing::debug!(result = "replayed", "idempotent replay");
+        count("replayed");
+    }
+
+    pub(crate) fn conflict() -> IdempotencyRejection {
+        tracing::info!(result = "conflict", "idempotency key reused with a different request");
+        count("conflict");
+        IdempotencyRejection::Conflict
+    }
+
+    fn in_flight(&self, lease_remaining: Duration) -> IdempotencyRejection {
+        tracing::debug!(
+            result = "in_flight",
+            lease_remaining_ms = lease_remaining.as_millis() as u64,
+            "duplicate refused while the original runs"
+        );
+        count("in_flight");
+        IdempotencyRejection::InFlight { retry_after: self.settings.in_flight_retry_after }
+    }
+
+    /// The in-flight refusal when duplicates do not wait; `None` when they do (then run [`begin`](Self::begin)).
+    pub(crate) fn refuse_in_flight(&self, lease_remaining: Duration) -> Option<IdempotencyRejection> {
+        self.settings.wait.is_zero().then(|| self.in_flight(lease_remaining))
+    }
+
+    pub(crate) async fn begin(self: &Arc<Self>, key: Arc<str>, fp: Fingerprint) -> Result<Begin, IdempotencyRejection> {
         let s = &self.settings;
         let mut deadline = None;
         let mut pause = POLL_MIN;
@@ -87,33 +177,18 @@ impl Engine {
             };
             match claim {
                 Claim::Acquired { token, took_over } => {
-                    if took_over {
-                        tracing::info!(result = "took_over", token = token.0, "idempotency lease ended; taking over");
-                    }
-                    count(if took_over { "took_over" } else { "executed" });
-                    return Ok(Begin::Execute(Ticket { engine: self.clone(), key, token, armed: true }));
+                    return Ok(Begin::Execute(self.acquired(key, token, took_over)));
                 }
                 Claim::Completed { response } => {
-                    tracing::debug!(result = "replayed", "idempotent replay");
-                    count("replayed");
+                    Self::replayed();
                     return Ok(Begin::Replay(response));
                 }
-                Claim::Mismatch => {
-                    tracing::info!(result = "conflict", "idempotency key reused with a different request");
-                    count("conflict");
-                    return Err(IdempotencyRejection::Conflict);
-                }
+                Claim::Mismatch => return Err(Self::conflict()),
                 Claim::InFlight { lease_remaining } => {
                     let now = Instant::now();
                     let deadline = *deadline.get_or_insert(now + s.wait);
                     if now >= deadline {
-                        tracing::debug!(
-                            result = "in_flight",
-                            lease_remaining_ms = lease_remaining.as_millis() as u64,
-                            "duplicate refused while the original runs"
-                        );
-                        count("in_flight");
-                        return Err(IdempotencyRejection::InFlight { retry_after: s.in_flight_retry_after });
+                        return Err(self.in_flight(lease_remaining));
                     }
                     tokio::time::sleep(pause.min(deadline - now).min(lease_remaining.max(POLL_MIN))).await;
                     pause = (pause * 2).min(POLL_MAX);
@@ -128,7 +203,7 @@ impl Engine {
 /// may or may not have run — the Unknown case, which is safe to re-execute only because the gateway key flows.
 pub(crate) struct Ticket {
     engine: Arc<Engine>,
-    key: String,
+    key: Arc<str>,
     token: FencingToken,
     armed: bool,
 }
@@ -136,13 +211,25 @@ pub(crate) struct Ticket {
 impl Ticket {
     /// Records a result: final outcomes store `payload` (when it could be encoded), others release the claim.
     /// Callers encode the payload only for final outcomes.
-    pub(crate) async fn record(mut self, outcome: Outcome, payload: Option<Bytes>) {
+    /// On a [`MemoryStore`](crate::MemoryStore) a [`Payload::Local`] is kept as the value; other stores get its
+    /// bytes.
+    pub(crate) async fn record(mut self, outcome: Outcome, payload: Option<Payload>) {
         self.armed = false;
         let s = &self.engine.settings;
         if outcome.is_final()
-            && let Some(bytes) = payload
+            && let Some(payload) = payload
         {
-            match s.store.complete(&self.key, self.token, bytes, s.ttl).await {
+            let stored = match &s.memory {
+                Some(m) => Ok(m.complete_local(&self.key, self.token, payload, s.ttl)),
+                None => {
+                    let bytes = match payload {
+                        Payload::Bytes(b) => b,
+                        Payload::Local(v) => v.encode(),
+                    };
+                    s.store.complete(&self.key, self.token, bytes, s.ttl).await
+                }
+            };
+            match stored {
                 Ok(true) => {
                     tracing::debug!(result = "stored", outcome = outcome.class().as_str(), "idempotent result stored")
                 }
@@ -173,7 +260,11 @@ impl Ticket {
 
     async fn release_now(&self) {
         let s = &self.engine.settings;
-        match s.store.release(&self.key, self.token).await {
+        let released = match &s.memory {
+            Some(m) => Ok(m.release_now(&self.key, self.token)),
+            None => s.store.release(&self.key, self.token).await,
+        };
+        match released {
             Ok(true) => tracing::debug!(result = "released", "idempotency claim released for re-execution"),
             Ok(false) => {
                 tracing::warn!(result = "fenced", token = self.token.0, "lease was taken over while this request ran")
@@ -190,14 +281,39 @@ impl Drop for Ticket {
         if !self.armed {
             return;
         }
-        // Cancelled mid-request: release in the background if a runtime is there; otherwise the lease ends it.
+        // Cancelled mid-request: a memory store releases at once; another store in the background if a runtime
+        // is there; otherwise the lease ends it.
+        if let Some(m) = &self.engine.settings.memory {
+            m.release_now(&self.key, self.token);
+            return;
+        }
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let engine = self.engine.clone();
-            let key = std::mem::take(&mut self.key);
+            let key = self.key.clone();
             let token = self.token;
             rt.spawn(async move {
                 let _ = engine.settings.store.release(&key, token).await;
             });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_buf_spells_the_storage_key_inline_and_on_the_heap() {
+        let keys = [IdempotencyKey::new("k").unwrap(), IdempotencyKey::new("x".repeat(255)).unwrap()];
+        let long_scope = "t".repeat(400);
+        let scopes = [None, Some(""), Some("tenant-a"), Some("a:b"), Some("1234567890"), Some(long_scope.as_str())];
+        for key in &keys {
+            for scope in scopes {
+                let buf = KeyBuf::new(scope, key);
+                assert_eq!(buf.as_str(), storage_key(scope, key), "{scope:?}");
+                let fits = storage_key(scope, key).len() <= KEY_INLINE;
+                assert_eq!(matches!(buf, KeyBuf::Inline { .. }), fits, "{scope:?}");
+            }
         }
     }
 }

@@ -17,7 +17,7 @@ use palisade_core::{BoxError, GatewayKey, HttpClassifier, IdempotencyKey, Outcom
 use tower_service::Service;
 
 use crate::config::{DEFAULT_BODY_LIMIT, MissingKey, Settings, common_setters};
-use crate::engine::{Begin, Engine, count, gateway_key_for, storage_key};
+use crate::engine::{Begin, Engine, KeyBuf, count, gateway_key_for};
 use crate::error::IdempotencyRejection;
 use crate::layer::FieldHasher;
 use crate::store::Fingerprint;
@@ -385,7 +385,7 @@ where
             };
             let fp = fingerprint(&parts, &shared.fingerprint_headers, &bytes);
             let scope = shared.scope.as_ref().and_then(|f| f(&parts));
-            let skey = storage_key(scope.as_deref(), &key);
+            let skey: Arc<str> = Arc::from(KeyBuf::new(scope.as_deref(), &key).as_str());
             parts.extensions.insert(GatewayKey(gateway_key_for(scope.as_deref(), &key)));
             let ticket = match shared.engine.begin(skey, fp).await {
                 Ok(Begin::Execute(t)) => t,
@@ -429,7 +429,7 @@ where
             };
             let stored = &shared.stored_headers;
             let payload = encode(res_parts.status, &res_parts.headers, stored, &body);
-            ticket.record(outcome, Some(payload)).await;
+            ticket.record(outcome, Some(crate::store::Payload::Bytes(payload))).await;
             Ok(Response::from_parts(res_parts, ResB::from(body)))
         })
     }

@@ -6,15 +6,16 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use palisade_core::{Classify, GatewayKeyed};
+use palisade_core::{Classify, GatewayKeyed, IdempotencyKey};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tower_service::Service;
 
 use crate::config::MissingKey;
-use crate::engine::{Begin, count, gateway_key_for, storage_key};
+use crate::engine::{Begin, Engine, KeyBuf, Ticket, count, gateway_key_for};
 use crate::error::IdempotencyRejection;
 use crate::layer::Typed;
+use crate::store::{LocalClaim, Payload};
 
 /// The service [`IdempotencyLayer`](crate::IdempotencyLayer) produces.
 pub struct IdempotencyService<S, Req, C> {
@@ -60,8 +61,8 @@ impl<S, Req, C> Service<Req> for IdempotencyService<S, Req, C>
 where
     S: Service<Req> + Clone + Send + 'static,
     S::Future: Send,
-    S::Response: Serialize + DeserializeOwned + Send + 'static,
-    S::Error: Serialize + DeserializeOwned + From<IdempotencyRejection> + Send + 'static,
+    S::Response: Serialize + DeserializeOwned + Clone + Send + 'static,
+    S::Error: Serialize + DeserializeOwned + Clone + From<IdempotencyRejection> + Send + 'static,
     Req: GatewayKeyed + Send + 'static,
     C: Classify<S::Response, S::Error> + Clone + Send + Sync + 'static,
 {
@@ -76,8 +77,6 @@ where
     }
 
     fn call(&mut self, mut req: Req) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
         let shared = &self.shared;
         let Some(key) = (shared.key)(&req) else {
             return match shared.engine.settings.missing_key {
@@ -87,6 +86,7 @@ where
                 }
                 _ => {
                     count("passthrough");
+                    let mut inner = self.take_inner();
                     Box::pin(async move {
                         ready(&mut inner).await?;
                         inner.call(req).await
@@ -96,34 +96,135 @@ where
         };
         let scope = shared.scope.as_ref().and_then(|f| f(&req));
         let fingerprint = (shared.fingerprint)(&req);
-        let skey = storage_key(scope.as_deref(), &key);
-        req.set_gateway_key(gateway_key_for(scope.as_deref(), &key));
-        let engine = shared.engine.clone();
-        let classifier = self.classifier.clone();
+        let skey = KeyBuf::new(scope.as_deref(), &key);
+        let engine = &shared.engine;
+
+        // A memory store answers at once: claim here, replay a kept value by cloning it, and box only the
+        // execution. Waiting for an in-flight original takes the general path below.
+        if let Some(mem) = &engine.settings.memory {
+            let s = &engine.settings;
+            let claim = mem.claim_local(skey.as_str(), &fingerprint, s.lease, s.ttl, |p| match p {
+                Payload::Local(v) => match v.as_any().downcast_ref::<Result<S::Response, S::Error>>() {
+                    Some(result) => Ok(result.clone()),
+                    // Kept by a layer with other types: read it as the bytes it would have stored.
+                    None => Err(v.encode()),
+                },
+                Payload::Bytes(b) => Err(b.clone()),
+            });
+            match claim {
+                LocalClaim::Acquired { key: skey, token, took_over } => {
+                    set_gateway_key(&mut req, scope.as_deref(), key);
+                    let ticket = engine.acquired(skey, token, took_over);
+                    return self.execute(req, ticket, true);
+                }
+                LocalClaim::Completed(found) => {
+                    Engine::replayed();
+                    return Box::pin(std::future::ready(found.unwrap_or_else(|bytes| decode(&bytes))));
+                }
+                LocalClaim::Mismatch => return Box::pin(std::future::ready(Err(Engine::conflict().into()))),
+                LocalClaim::InFlight { lease_remaining } => {
+                    if let Some(refusal) = engine.refuse_in_flight(lease_remaining) {
+                        return Box::pin(std::future::ready(Err(refusal.into())));
+                    }
+                }
+            }
+        }
+
+        let local = engine.settings.memory.is_some();
+        let skey: Arc<str> = Arc::from(skey.as_str());
+        set_gateway_key(&mut req, scope.as_deref(), key);
+        let engine = engine.clone();
+        let mut this = self.clone_for_call();
         Box::pin(async move {
             match engine.begin(skey, fingerprint).await? {
-                Begin::Replay(bytes) => match serde_json::from_slice::<Result<S::Response, S::Error>>(&bytes) {
-                    Ok(result) => result,
-                    Err(e) => Err(IdempotencyRejection::UnreadableRecord(e.to_string()).into()),
-                },
-                Begin::Execute(ticket) => {
+                Begin::Replay(bytes) => decode(&bytes),
+                Begin::Execute(ticket) => this.execute(req, ticket, local).await,
+            }
+        })
+    }
+}
+
+impl<S, Req, C> IdempotencyService<S, Req, C>
+where
+    S: Service<Req> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Response: Serialize + Clone + Send + 'static,
+    S::Error: Serialize + Clone + Send + 'static,
+    Req: Send + 'static,
+    C: Classify<S::Response, S::Error> + Clone + Send + Sync + 'static,
+{
+    /// The inner service for one call, leaving a clone in its place (the one that was driven to readiness, if
+    /// any, goes with the call).
+    fn take_inner(&mut self) -> S {
+        let clone = self.inner.clone();
+        std::mem::replace(&mut self.inner, clone)
+    }
+
+    fn clone_for_call(&mut self) -> Self {
+        IdempotencyService {
+            inner: self.take_inner(),
+            shared: self.shared.clone(),
+            classifier: self.classifier.clone(),
+        }
+    }
+
+    /// Runs a claimed request and records its outcome: on a memory store (`local`) a final result is kept as a
+    /// value, elsewhere as JSON.
+    ///
+    /// When the inner service is ready right away (asked with a no-op waker), it is called here, so the call
+    /// needs no clone of it; otherwise a clone goes with the future and readiness is awaited there.
+    fn execute(&mut self, req: Req, ticket: Ticket, local: bool) -> ResponseFuture<S::Response, S::Error> {
+        let classifier = self.classifier.clone();
+        let called = match self.inner.poll_ready(&mut Context::from_waker(std::task::Waker::noop())) {
+            Poll::Ready(Ok(())) => Ok(self.inner.call(req)),
+            Poll::Ready(Err(e)) => {
+                return Box::pin(async move {
+                    ticket.release().await;
+                    Err(e)
+                });
+            }
+            Poll::Pending => Err((self.take_inner(), req)),
+        };
+        Box::pin(async move {
+            let result = match called {
+                Ok(fut) => fut.await,
+                Err((mut inner, req)) => {
                     if let Err(e) = ready(&mut inner).await {
                         ticket.release().await;
                         return Err(e);
                     }
-                    let result = inner.call(req).await;
-                    let outcome = classifier.classify(&result);
-                    let payload = if outcome.is_final() {
-                        // Sized for a typical response, so encoding does not grow the buffer.
-                        let mut buf = Vec::with_capacity(256);
-                        serde_json::to_writer(&mut buf, &result).ok().map(|()| Bytes::from(buf))
-                    } else {
-                        None
-                    };
-                    ticket.record(outcome, payload).await;
-                    result
+                    inner.call(req).await
                 }
-            }
+            };
+            let outcome = classifier.classify(&result);
+            let payload = if !outcome.is_final() {
+                None
+            } else if local {
+                Some(Payload::Local(Box::new(result.clone())))
+            } else {
+                // Sized for a typical response, so encoding does not grow the buffer.
+                let mut buf = Vec::with_capacity(256);
+                serde_json::to_writer(&mut buf, &result).ok().map(|()| Payload::Bytes(Bytes::from(buf)))
+            };
+            ticket.record(outcome, payload).await;
+            result
         })
+    }
+}
+
+/// The request carries the gateway key of its edge key (the edge key itself without a scope).
+fn set_gateway_key<Req: GatewayKeyed>(req: &mut Req, scope: Option<&str>, key: IdempotencyKey) {
+    match scope {
+        None if req.gateway_key() == Some(&key) => {}
+        None => req.set_gateway_key(key),
+        Some(_) => req.set_gateway_key(gateway_key_for(scope, &key)),
+    }
+}
+
+/// A stored JSON result.
+fn decode<T: DeserializeOwned, E: DeserializeOwned + From<IdempotencyRejection>>(bytes: &[u8]) -> Result<T, E> {
+    match serde_json::from_slice::<Result<T, E>>(bytes) {
+        Ok(result) => result,
+        Err(e) => Err(IdempotencyRejection::UnreadableRecord(e.to_string()).into()),
     }
 }

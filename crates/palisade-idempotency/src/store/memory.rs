@@ -1,5 +1,6 @@
 //! `MemoryStore`: sharded maps behind short mutexes, with expiry. One process only.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
@@ -19,10 +20,59 @@ pub const DEFAULT_SHARDS: usize = 64;
 /// the records alive within the TTL without a background task.
 const SWEEP_EVERY: u32 = 1024;
 
+/// A result kept as the value itself, so a replay in this process clones it instead of decoding JSON. It can
+/// still be encoded for the byte-level API ([`MemoryStore::claim_now`], [`MemoryStore::get_now`]).
+pub(crate) trait LocalValue: Send + 'static {
+    fn as_any(&self) -> &dyn Any;
+    /// The JSON form (what the layer would have stored as bytes); empty when the value cannot be encoded.
+    fn encode(&self) -> Bytes;
+}
+
+impl<T: serde::Serialize + Send + 'static> LocalValue for T {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn encode(&self) -> Bytes {
+        serde_json::to_vec(self).map(Bytes::from).unwrap_or_default()
+    }
+}
+
+/// A completed record's response: bytes (the [`IdempotencyStore`] API) or a value kept by the layer.
+pub(crate) enum Payload {
+    Bytes(Bytes),
+    Local(Box<dyn LocalValue>),
+}
+
+impl Payload {
+    pub(crate) fn to_bytes(&self) -> Bytes {
+        match self {
+            Payload::Bytes(b) => b.clone(),
+            Payload::Local(v) => v.encode(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Payload::Bytes(b) => write!(f, "Bytes({} bytes)", b.len()),
+            Payload::Local(_) => f.write_str("Local(..)"),
+        }
+    }
+}
+
+/// What [`MemoryStore::claim_local`] found; `Completed` carries what the caller's closure made of the payload.
+pub(crate) enum LocalClaim<R> {
+    Acquired { key: Arc<str>, token: FencingToken, took_over: bool },
+    InFlight { lease_remaining: Duration },
+    Completed(R),
+    Mismatch,
+}
+
 #[derive(Debug)]
 enum State {
     InFlight { token: FencingToken, lease_until: Instant },
-    Completed { response: Bytes },
+    Completed { response: Payload },
 }
 
 #[derive(Debug)]
@@ -34,7 +84,8 @@ struct Entry {
 
 #[derive(Debug, Default)]
 struct Shard {
-    map: HashMap<Box<str>, Entry>,
+    // `Arc<str>`: the layer's ticket shares the key allocation with the map.
+    map: HashMap<Arc<str>, Entry>,
     inserts: u32,
 }
 
@@ -115,26 +166,48 @@ impl MemoryStore {
 
     /// The synchronous claim behind [`IdempotencyStore::claim`].
     pub fn claim_now(&self, key: &str, fingerprint: &Fingerprint, lease: Duration, ttl: Duration) -> Claim {
+        match self.claim_local(key, fingerprint, lease, ttl, Payload::to_bytes) {
+            LocalClaim::Acquired { token, took_over, .. } => Claim::Acquired { token, took_over },
+            LocalClaim::InFlight { lease_remaining } => Claim::InFlight { lease_remaining },
+            LocalClaim::Completed(response) => Claim::Completed { response },
+            LocalClaim::Mismatch => Claim::Mismatch,
+        }
+    }
+
+    /// The claim, with the shared key of an acquired record, and `on_completed` applied to a completed record's
+    /// payload under the shard lock (keep it short: a clone).
+    pub(crate) fn claim_local<R>(
+        &self,
+        key: &str,
+        fingerprint: &Fingerprint,
+        lease: Duration,
+        ttl: Duration,
+        on_completed: impl FnOnce(&Payload) -> R,
+    ) -> LocalClaim<R> {
         let now = Instant::now();
-        let mut shard = self.shard(key).lock();
-        if let Some(e) = shard.map.get_mut(key)
+        let mut guard = self.shard(key).lock();
+        let shard = &mut *guard;
+        if let Some((k, e)) = shard.map.get_key_value(key)
             && e.expires_at > now
         {
             if e.fingerprint != *fingerprint {
-                return Claim::Mismatch;
+                return LocalClaim::Mismatch;
             }
-            return match &e.state {
-                State::Completed { response } => Claim::Completed { response: response.clone() },
+            match &e.state {
+                State::Completed { response } => return LocalClaim::Completed(on_completed(response)),
                 State::InFlight { lease_until, .. } if *lease_until > now => {
-                    Claim::InFlight { lease_remaining: *lease_until - now }
+                    return LocalClaim::InFlight { lease_remaining: *lease_until - now };
                 }
                 State::InFlight { .. } => {
+                    let k = k.clone();
                     let token = self.token();
-                    e.state = State::InFlight { token, lease_until: now + lease };
-                    e.expires_at = now + ttl.max(lease);
-                    Claim::Acquired { token, took_over: true }
+                    if let Some(e) = shard.map.get_mut(key) {
+                        e.state = State::InFlight { token, lease_until: now + lease };
+                        e.expires_at = now + ttl.max(lease);
+                    }
+                    return LocalClaim::Acquired { key: k, token, took_over: true };
                 }
-            };
+            }
         }
         let token = self.token();
         let entry = Entry {
@@ -142,17 +215,23 @@ impl MemoryStore {
             state: State::InFlight { token, lease_until: now + lease },
             expires_at: now + ttl.max(lease),
         };
-        shard.map.insert(key.into(), entry);
+        let k: Arc<str> = Arc::from(key);
+        shard.map.insert(k.clone(), entry);
         shard.inserts += 1;
         if shard.inserts >= SWEEP_EVERY {
             shard.inserts = 0;
             shard.map.retain(|_, e| e.expires_at > now);
         }
-        Claim::Acquired { token, took_over: false }
+        LocalClaim::Acquired { key: k, token, took_over: false }
     }
 
     /// The synchronous complete behind [`IdempotencyStore::complete`].
     pub fn complete_now(&self, key: &str, token: FencingToken, response: Bytes, ttl: Duration) -> bool {
+        self.complete_local(key, token, Payload::Bytes(response), ttl)
+    }
+
+    /// [`complete_now`](Self::complete_now) with a payload the layer may keep as a value.
+    pub(crate) fn complete_local(&self, key: &str, token: FencingToken, response: Payload, ttl: Duration) -> bool {
         let now = Instant::now();
         let mut shard = self.shard(key).lock();
         match shard.map.get_mut(key) {
@@ -191,7 +270,7 @@ impl MemoryStore {
                 lease_remaining: lease_until.saturating_duration_since(now),
             },
             State::Completed { response } => {
-                Record::Completed { fingerprint: e.fingerprint, response: response.clone() }
+                Record::Completed { fingerprint: e.fingerprint, response: response.to_bytes() }
             }
         })
     }
