@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use crate::config::Settings;
 use crate::error::IdempotencyRejection;
-use crate::store::{Claim, FencingToken, Fingerprint, Payload};
+use crate::store::{Claim, FencingToken, Fingerprint, Payload, RecordKey};
 
 /// The storage key of an idempotency key within a scope. Scope and key are length-delimited, so no
 /// `(scope, key)` pair can produce another pair's storage key: two tenants' equal keys never meet.
@@ -128,7 +128,7 @@ impl Engine {
     }
 
     /// Logs and counts an acquired claim, and makes its ticket.
-    pub(crate) fn acquired(self: &Arc<Self>, key: Arc<str>, token: FencingToken, took_over: bool) -> Ticket {
+    pub(crate) fn acquired(self: &Arc<Self>, key: RecordKey, token: FencingToken, took_over: bool) -> Ticket {
         if took_over {
             tracing::info!(result = "took_over", token = token.0, "idempotency lease ended; taking over");
         }
@@ -177,7 +177,7 @@ impl Engine {
             };
             match claim {
                 Claim::Acquired { token, took_over } => {
-                    return Ok(Begin::Execute(self.acquired(key, token, took_over)));
+                    return Ok(Begin::Execute(self.acquired(key.into(), token, took_over)));
                 }
                 Claim::Completed { response } => {
                     Self::replayed();
@@ -203,7 +203,7 @@ impl Engine {
 /// may or may not have run — the Unknown case, which is safe to re-execute only because the gateway key flows.
 pub(crate) struct Ticket {
     engine: Arc<Engine>,
-    key: Arc<str>,
+    key: RecordKey,
     token: FencingToken,
     armed: bool,
 }
@@ -220,13 +220,13 @@ impl Ticket {
             && let Some(payload) = payload
         {
             let stored = match &s.memory {
-                Some(m) => Ok(m.complete_local(&self.key, self.token, payload, s.ttl)),
+                Some(m) => Ok(m.complete_local(self.key.as_bytes(), self.token, payload, s.ttl)),
                 None => {
                     let bytes = match payload {
                         Payload::Bytes(b) => b,
                         Payload::Local(v) => v.encode(),
                     };
-                    s.store.complete(&self.key, self.token, bytes, s.ttl).await
+                    s.store.complete(self.key.as_str(), self.token, bytes, s.ttl).await
                 }
             };
             match stored {
@@ -261,8 +261,8 @@ impl Ticket {
     async fn release_now(&self) {
         let s = &self.engine.settings;
         let released = match &s.memory {
-            Some(m) => Ok(m.release_now(&self.key, self.token)),
-            None => s.store.release(&self.key, self.token).await,
+            Some(m) => Ok(m.release_local(self.key.as_bytes(), self.token)),
+            None => s.store.release(self.key.as_str(), self.token).await,
         };
         match released {
             Ok(true) => tracing::debug!(result = "released", "idempotency claim released for re-execution"),
@@ -284,7 +284,7 @@ impl Drop for Ticket {
         // Cancelled mid-request: a memory store releases at once; another store in the background if a runtime
         // is there; otherwise the lease ends it.
         if let Some(m) = &self.engine.settings.memory {
-            m.release_now(&self.key, self.token);
+            m.release_local(self.key.as_bytes(), self.token);
             return;
         }
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
@@ -292,7 +292,7 @@ impl Drop for Ticket {
             let key = self.key.clone();
             let token = self.token;
             rt.spawn(async move {
-                let _ = engine.settings.store.release(&key, token).await;
+                let _ = engine.settings.store.release(key.as_str(), token).await;
             });
         }
     }

@@ -1,8 +1,9 @@
 //! `MemoryStore`: sharded maps behind short mutexes, with expiry. One process only.
 
 use std::any::Any;
+use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -19,6 +20,72 @@ pub const DEFAULT_SHARDS: usize = 64;
 /// Every this many inserts into a shard, the shard drops its expired records, so memory stays bounded by
 /// the records alive within the TTL without a background task.
 const SWEEP_EVERY: u32 = 1024;
+
+/// Longest record key kept inline in the map: 46 bytes, so the storage key of a UUID idempotency key
+/// (`k:` + 36 characters) needs no allocation of its own and is compared without a pointer chase.
+const INLINE_KEY: usize = 46;
+
+/// A record's storage key: inline when short, shared (`Arc<str>`) otherwise. The layer's ticket holds a copy.
+/// Hashed and compared as bytes (`Borrow<[u8]>`).
+#[derive(Clone)]
+pub(crate) enum RecordKey {
+    Inline { len: u8, buf: [u8; INLINE_KEY] },
+    Shared(Arc<str>),
+}
+
+impl RecordKey {
+    pub(crate) fn new(key: &str) -> RecordKey {
+        match u8::try_from(key.len()) {
+            Ok(len) if key.len() <= INLINE_KEY => {
+                let mut buf = [0; INLINE_KEY];
+                buf[..key.len()].copy_from_slice(key.as_bytes());
+                RecordKey::Inline { len, buf }
+            }
+            _ => RecordKey::Shared(Arc::from(key)),
+        }
+    }
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        match self {
+            RecordKey::Inline { len, buf } => &buf[..usize::from(*len)],
+            RecordKey::Shared(s) => s.as_bytes(),
+        }
+    }
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            // Copied from a `str`, so this never takes the default.
+            RecordKey::Inline { .. } => std::str::from_utf8(self.as_bytes()).unwrap_or_default(),
+            RecordKey::Shared(s) => s,
+        }
+    }
+}
+
+impl From<Arc<str>> for RecordKey {
+    fn from(s: Arc<str>) -> Self {
+        RecordKey::Shared(s)
+    }
+}
+
+impl Hash for RecordKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
+    }
+}
+impl PartialEq for RecordKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+impl Eq for RecordKey {}
+impl Borrow<[u8]> for RecordKey {
+    fn borrow(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+impl std::fmt::Debug for RecordKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
 
 /// A result kept as the value itself, so a replay in this process clones it instead of decoding JSON. It can
 /// still be encoded for the byte-level API ([`MemoryStore::claim_now`], [`MemoryStore::get_now`]).
@@ -63,7 +130,7 @@ impl std::fmt::Debug for Payload {
 
 /// What [`MemoryStore::claim_local`] found; `Completed` carries what the caller's closure made of the payload.
 pub(crate) enum LocalClaim<R> {
-    Acquired { key: Arc<str>, token: FencingToken, took_over: bool },
+    Acquired { key: RecordKey, token: FencingToken, took_over: bool },
     InFlight { lease_remaining: Duration },
     Completed(R),
     Mismatch,
@@ -84,8 +151,7 @@ struct Entry {
 
 #[derive(Debug, Default)]
 struct Shard {
-    // `Arc<str>`: the layer's ticket shares the key allocation with the map.
-    map: HashMap<Arc<str>, Entry>,
+    map: HashMap<RecordKey, Entry>,
     inserts: u32,
 }
 
@@ -134,7 +200,7 @@ impl MemoryStore {
         }
     }
 
-    fn shard(&self, key: &str) -> &Mutex<Shard> {
+    fn shard(&self, key: &[u8]) -> &Mutex<Shard> {
         let h = self.inner.hasher.hash_one(key) as usize;
         // `shards.len()` is a power of two (see `with_shards`), so the mask picks a valid index.
         &self.inner.shards[h & (self.inner.shards.len() - 1)]
@@ -185,6 +251,7 @@ impl MemoryStore {
         on_completed: impl FnOnce(&Payload) -> R,
     ) -> LocalClaim<R> {
         let now = Instant::now();
+        let (text, key) = (key, key.as_bytes());
         let mut guard = self.shard(key).lock();
         let shard = &mut *guard;
         if let Some((k, e)) = shard.map.get_key_value(key)
@@ -215,7 +282,7 @@ impl MemoryStore {
             state: State::InFlight { token, lease_until: now + lease },
             expires_at: now + ttl.max(lease),
         };
-        let k: Arc<str> = Arc::from(key);
+        let k = RecordKey::new(text);
         shard.map.insert(k.clone(), entry);
         shard.inserts += 1;
         if shard.inserts >= SWEEP_EVERY {
@@ -227,11 +294,11 @@ impl MemoryStore {
 
     /// The synchronous complete behind [`IdempotencyStore::complete`].
     pub fn complete_now(&self, key: &str, token: FencingToken, response: Bytes, ttl: Duration) -> bool {
-        self.complete_local(key, token, Payload::Bytes(response), ttl)
+        self.complete_local(key.as_bytes(), token, Payload::Bytes(response), ttl)
     }
 
     /// [`complete_now`](Self::complete_now) with a payload the layer may keep as a value.
-    pub(crate) fn complete_local(&self, key: &str, token: FencingToken, response: Payload, ttl: Duration) -> bool {
+    pub(crate) fn complete_local(&self, key: &[u8], token: FencingToken, response: Payload, ttl: Duration) -> bool {
         let now = Instant::now();
         let mut shard = self.shard(key).lock();
         match shard.map.get_mut(key) {
@@ -246,6 +313,10 @@ impl MemoryStore {
 
     /// The synchronous release behind [`IdempotencyStore::release`].
     pub fn release_now(&self, key: &str, token: FencingToken) -> bool {
+        self.release_local(key.as_bytes(), token)
+    }
+
+    pub(crate) fn release_local(&self, key: &[u8], token: FencingToken) -> bool {
         let now = Instant::now();
         let mut shard = self.shard(key).lock();
         match shard.map.get_mut(key) {
@@ -261,6 +332,7 @@ impl MemoryStore {
     #[must_use]
     pub fn get_now(&self, key: &str) -> Option<Record> {
         let now = Instant::now();
+        let key = key.as_bytes();
         let shard = self.shard(key).lock();
         let e = shard.map.get(key).filter(|e| e.expires_at > now)?;
         Some(match &e.state {
