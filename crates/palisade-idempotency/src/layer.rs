@@ -291,4 +291,39 @@ mod tests {
         };
         assert_ne!(refund(None).fingerprint(), refund(Some("1.00")).fingerprint());
     }
+
+    /// Fingerprints are stored (on Redis, across deploys): the same request must keep its digest.
+    #[test]
+    fn fingerprints_are_stable() {
+        let c = ChargeRequest::new(
+            Money::parse("12.34", Currency::USD).unwrap(),
+            PaymentToken::new("tok_visa").unwrap(),
+            "order-1",
+        )
+        .customer("cus_1")
+        .meta("a", "b")
+        .idempotency_key(IdempotencyKey::new("k").unwrap());
+        let r = GatewayRequest::Refund(RefundRequest {
+            payment_id: "ch_1".into(),
+            amount: Some(Money::parse("1.5", Currency::EUR).unwrap()),
+            idempotency_key: None,
+        });
+        assert_eq!(
+            hex::encode(GatewayRequest::Charge(c).fingerprint().0),
+            "c4d950938d1116186374d8ca2b7d4c49b52de48a01041e399b56e0b118611217"
+        );
+        assert_eq!(hex::encode(r.fingerprint().0), "5b4fcad35680e3ac38219c98e9c3ecd8e9fb7e743cae03a91b0df08bc734e202");
+        // Fields are length-prefixed: the digest is SHA-256 over (length, bytes) pairs.
+        let long = "x".repeat(300);
+        let mut h = FieldHasher::new();
+        h.field(b"ab");
+        h.field(long.as_bytes());
+        h.field(b"c");
+        let mut d = Sha256::new();
+        for f in [&b"ab"[..], long.as_bytes(), b"c"] {
+            d.update((f.len() as u64).to_be_bytes());
+            d.update(f);
+        }
+        assert_eq!(h.finish(), Fingerprint(d.finalize().into()));
+    }
 }
