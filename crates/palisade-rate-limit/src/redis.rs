@@ -19,9 +19,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use palisade_core::store::{connect, redis_key, redis_unavailable};
+use palisade_core::store::{RedisConnection, redis_key, redis_unavailable};
 use redis::aio::ConnectionManager;
-use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 use crate::config::{BuildError, Builder};
@@ -92,12 +91,9 @@ display_key!(u32, u64, i64, u128, std::net::IpAddr);
 /// Where and how the Redis backend keeps its state.
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: Arc<OnceCell<ConnectionManager>>,
-    url: Option<Arc<str>>,
-    /// When the last connection attempt failed (ms since `origin`, 0 = never), so that while Redis is down the
-    /// decisions fail fast instead of each waiting for its own connection attempt.
-    failed_at: Arc<std::sync::atomic::AtomicU64>,
-    origin: Instant,
+    /// Shared, lazily opened, reconnect-throttled: while Redis is down, decisions fail fast instead of each
+    /// waiting for its own connection attempt.
+    conn: RedisConnection,
     prefix: String,
     local_cache: bool,
 }
@@ -105,7 +101,7 @@ pub struct RedisStore {
 /// While Redis cannot be reached, a new connection attempt is made at most once per this interval (1 s); the
 /// decisions in between follow the failure policy at once. Short enough to notice Redis coming back quickly, long
 /// enough that a blackholed host (2 s connect timeout) does not make every request wait.
-pub const DEFAULT_RECONNECT_INTERVAL: Duration = Duration::from_secs(1);
+pub const DEFAULT_RECONNECT_INTERVAL: Duration = palisade_core::store::RECONNECT_INTERVAL;
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -120,28 +116,14 @@ impl RedisStore {
     /// A store on an open connection.
     #[must_use]
     pub fn new(conn: ConnectionManager) -> Self {
-        RedisStore {
-            conn: Arc::new(OnceCell::new_with(Some(conn))),
-            url: None,
-            failed_at: Arc::default(),
-            origin: Instant::now(),
-            prefix: DEFAULT_PREFIX.to_owned(),
-            local_cache: false,
-        }
+        RedisStore { conn: RedisConnection::new(conn), prefix: DEFAULT_PREFIX.to_owned(), local_cache: false }
     }
 
     /// A store that connects to `url` on first use (and again after a failed attempt), so a service can start
     /// while Redis is down; decisions meanwhile follow the failure policy.
     #[must_use]
     pub fn from_url(url: &str) -> Self {
-        RedisStore {
-            conn: Arc::new(OnceCell::new()),
-            url: Some(Arc::from(url)),
-            failed_at: Arc::default(),
-            origin: Instant::now(),
-            prefix: DEFAULT_PREFIX.to_owned(),
-            local_cache: false,
-        }
+        RedisStore { conn: RedisConnection::lazy(url), prefix: DEFAULT_PREFIX.to_owned(), local_cache: false }
     }
 
     /// Key prefix (default [`DEFAULT_PREFIX`]).
@@ -160,34 +142,7 @@ impl RedisStore {
     }
 
     async fn connection(&self) -> Result<ConnectionManager, RateLimitError> {
-        if let Some(conn) = self.conn.get() {
-            return Ok(conn.clone());
-        }
-        // Millisecond clock since `origin`, +1 so that 0 means "never failed".
-        let now_ms = Instant::now().saturating_duration_since(self.origin).as_millis() as u64 + 1;
-        let failed_at = self.failed_at.load(Ordering::Relaxed);
-        if failed_at != 0 && now_ms < failed_at + DEFAULT_RECONNECT_INTERVAL.as_millis() as u64 {
-            return Err(RateLimitError::StoreUnavailable(palisade_core::PaymentError::store_unavailable(
-                "redis: unreachable at the last connection attempt; retrying within a second",
-            )));
-        }
-        let url = self.url.clone();
-        let res = self
-            .conn
-            .get_or_try_init(|| async move {
-                match url {
-                    Some(url) => connect(&url).await,
-                    None => Err(palisade_core::PaymentError::store_unavailable("redis: no connection configured")),
-                }
-            })
-            .await
-            .cloned()
-            .map_err(RateLimitError::StoreUnavailable);
-        if res.is_err() {
-            let now_ms = Instant::now().saturating_duration_since(self.origin).as_millis() as u64 + 1;
-            self.failed_at.store(now_ms, Ordering::Relaxed);
-        }
-        res
+        self.conn.get().await.map_err(RateLimitError::StoreUnavailable)
     }
 }
 

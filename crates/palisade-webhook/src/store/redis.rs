@@ -4,14 +4,13 @@
 //! Key: `{prefix}{<event id>}`, hash-tagged on the event id, so it lives on one Redis Cluster slot. Value:
 //! `p:<token>` while in progress (expiry = lease), `d` when done (expiry = retention).
 
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use palisade_core::PaymentError;
-use palisade_core::store::{connect, redis_key, redis_unavailable};
+use palisade_core::store::{RedisConnection, connect, redis_key, redis_unavailable};
 use redis::Script;
 use redis::aio::ConnectionManager;
-use tokio::sync::OnceCell;
 
 use super::{Claim, ClaimToken, DeliveryStore};
 
@@ -61,9 +60,7 @@ return 0
 /// handler: the sender retries later, and nothing is processed twice.
 #[derive(Clone)]
 pub struct RedisDeliveryStore {
-    conn: Arc<OnceCell<ConnectionManager>>,
-    /// Where to connect on first use (stores built with [`RedisDeliveryStore::open`]).
-    url: Option<Arc<str>>,
+    conn: RedisConnection,
     prefix: String,
 }
 
@@ -77,11 +74,7 @@ impl RedisDeliveryStore {
     /// A store on `conn` with [`DEFAULT_REDIS_PREFIX`].
     #[must_use]
     pub fn new(conn: ConnectionManager) -> Self {
-        RedisDeliveryStore {
-            conn: Arc::new(OnceCell::new_with(Some(conn))),
-            url: None,
-            prefix: DEFAULT_REDIS_PREFIX.to_owned(),
-        }
+        RedisDeliveryStore { conn: RedisConnection::new(conn), prefix: DEFAULT_REDIS_PREFIX.to_owned() }
     }
 
     /// A store that connects to `url` on first use (and retries on later uses while Redis is down), so a
@@ -90,12 +83,7 @@ impl RedisDeliveryStore {
     /// # Errors
     /// [`PaymentError::StoreUnavailable`] when the URL is invalid.
     pub fn open(url: &str) -> Result<Self, PaymentError> {
-        redis::Client::open(url).map_err(|e| redis_unavailable(&e))?;
-        Ok(RedisDeliveryStore {
-            conn: Arc::new(OnceCell::new()),
-            url: Some(url.into()),
-            prefix: DEFAULT_REDIS_PREFIX.to_owned(),
-        })
+        Ok(RedisDeliveryStore { conn: RedisConnection::open(url)?, prefix: DEFAULT_REDIS_PREFIX.to_owned() })
     }
 
     /// Connects to `url` (a reconnecting connection).
@@ -118,8 +106,7 @@ impl RedisDeliveryStore {
     }
 
     async fn conn(&self) -> Result<ConnectionManager, PaymentError> {
-        let url = self.url.as_deref().unwrap_or_default();
-        Ok(self.conn.get_or_try_init(|| connect(url)).await?.clone())
+        self.conn.get().await
     }
 }
 
