@@ -72,17 +72,22 @@ pub async fn idempotent_replay(r: &mut Report, env: &Env) {
         let gw = gw.clone();
         copies.spawn(async move { gw.oneshot(charge("order-2002", "15.00", "checkout-order-2002")).await });
     }
-    let (mut ok, mut in_flight) = (0, 0);
+    let (mut ok, mut in_flight, mut other) = (0, 0, Vec::new());
     while let Some(res) = copies.join_next().await {
         match res {
             Ok(Ok(_)) => ok += 1,
             Ok(Err(PaymentError::IdempotencyInFlight { .. })) => in_flight += 1,
-            _ => {}
+            // Anything else (a 503 from a stalled store, a panic) is named, so a failed claim says why.
+            Ok(Err(e)) => other.push(e.to_string()),
+            Err(e) => other.push(format!("task failed: {e}")),
         }
     }
     r.step(format!(
         "20 concurrent copies of another payment: {ok} answered with the charge, {in_flight} told 409 in flight"
     ));
+    if !other.is_empty() {
+        r.step(format!("{} copies got something else: {}", other.len(), other.join("; ")));
+    }
     r.check(
         "every copy got the charge or a 409, and only one reached the gateway",
         ok + in_flight == 20 && sim.calls() - calls_before == 1,
