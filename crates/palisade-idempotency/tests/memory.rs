@@ -129,3 +129,33 @@ async fn custom_key_extractor_sets_the_gateway_key() {
     assert_eq!(sim.calls(), 1);
     assert_eq!(sim.ledger()[0].gateway_key.as_deref(), Some("req-42"));
 }
+
+/// The memory store keeps a typed result as a value; its byte-level API still answers the JSON the layer would have
+/// stored, and a layer with other types sharing the store reads the kept value through that JSON.
+#[tokio::test(start_paused = true)]
+async fn kept_values_read_as_json_and_across_types() {
+    let sim = GatewaySim::new();
+    let store = MemoryStore::new();
+    let svc = IdempotencyLayer::builder().store(store.clone()).build().layer(sim.clone());
+    let req = charge("order-9100", "10.00", "tok_visa", "k-9100");
+    let first = svc.oneshot(req.clone()).await.unwrap();
+    let key = palisade_idempotency::storage_key(None, &IdempotencyKey::new("k-9100").unwrap());
+    let Some(palisade_idempotency::Record::Completed { response, .. }) = store.get_now(&key) else {
+        panic!("the result is stored");
+    };
+    let stored: Result<GatewayResponse, PaymentError> = serde_json::from_slice(&response).unwrap();
+    assert_eq!(stored, Ok(first.clone()));
+
+    // Another layer over the same store whose service answers JSON values: a replay, not an execution.
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = calls.clone();
+    let as_json = tower::service_fn(move |_req: GatewayRequest| {
+        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::future::ready(Ok::<serde_json::Value, PaymentError>(serde_json::Value::Null))
+    });
+    let other = IdempotencyLayer::builder().store(store).build().layer(as_json);
+    let replayed = other.oneshot(req).await.unwrap();
+    assert_eq!(replayed, serde_json::to_value(&first).unwrap());
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(sim.calls(), 1);
+}
