@@ -28,10 +28,18 @@ pub(crate) struct AuditConfig {
     pub(crate) service: Cow<'static, str>,
 }
 
+/// Milliseconds with microsecond precision (`12.345`). A raw `as_secs_f64() * 1000.0` prints up to 17 significant
+/// digits (`12.345678901234567`), and a 13–19 digit fraction can pass Luhn: the audit trail must not print
+/// anything a scanner downstream would take for a card number.
+fn duration_ms(elapsed: std::time::Duration) -> f64 {
+    let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+    micros as f64 / 1000.0
+}
+
 impl AuditConfig {
     /// Emits the audit event: INFO for success and terminal outcomes, WARN for retriable and unknown ones.
     pub(crate) fn emit(&self, request: &str, result: &str, class: OutcomeClass, elapsed: std::time::Duration) {
-        let duration_ms = elapsed.as_secs_f64() * 1000.0;
+        let duration_ms = duration_ms(elapsed);
         let service: &str = &self.service;
         let outcome = class.as_str();
         if matches!(class, OutcomeClass::Success | OutcomeClass::Terminal) {
@@ -229,5 +237,22 @@ where
         };
         this.cfg.emit(this.request, &rendered, class, this.start.elapsed());
         Poll::Ready(result)
+    }
+}
+
+#[cfg(test)]
+mod duration_tests {
+    use super::duration_ms;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_print_with_at_most_three_decimals() {
+        for nanos in [0u64, 1, 999, 27_321_987, 12_345_678_901, 3_999_999_999, u64::from(u32::MAX) * 7] {
+            let shown = duration_ms(Duration::from_nanos(nanos)).to_string();
+            let decimals = shown.split('.').nth(1).map_or(0, str::len);
+            assert!(decimals <= 3, "{nanos} ns printed as {shown}");
+            assert!(!palisade_core::card::contains_card_like(&shown), "{shown}");
+        }
+        assert_eq!(duration_ms(Duration::from_nanos(12_345_678_901)).to_string(), "12345.678");
     }
 }
