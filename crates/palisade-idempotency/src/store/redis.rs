@@ -4,9 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use palisade_core::store::RedisConnection;
 use redis::Script;
 use redis::aio::ConnectionManager;
-use tokio::sync::OnceCell;
 
 use super::{Claim, FencingToken, Fingerprint, IdempotencyStore, Record, StoreFuture};
 use crate::error::StoreError;
@@ -98,12 +98,6 @@ impl Scripts {
     }
 }
 
-#[derive(Clone)]
-enum Conn {
-    Ready(ConnectionManager),
-    Lazy { url: Arc<str>, cell: Arc<OnceCell<ConnectionManager>> },
-}
-
 /// A Redis-backed [`IdempotencyStore`], shared by every instance of a service.
 ///
 /// - One Lua script per operation (claim, complete-if-token-matches, release-if-owned, get), sent with EVALSHA
@@ -116,19 +110,14 @@ enum Conn {
 /// Cheap to clone.
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: Conn,
+    conn: RedisConnection,
     prefix: Arc<str>,
     scripts: Arc<Scripts>,
 }
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let conn = match &self.conn {
-            Conn::Ready(_) => "connected",
-            Conn::Lazy { cell, .. } if cell.initialized() => "connected",
-            Conn::Lazy { .. } => "not connected yet",
-        };
-        f.debug_struct("RedisStore").field("prefix", &self.prefix).field("conn", &conn).finish()
+        f.debug_struct("RedisStore").field("prefix", &self.prefix).field("conn", &self.conn).finish()
     }
 }
 
@@ -136,7 +125,11 @@ impl RedisStore {
     /// A store over an existing connection, with [`DEFAULT_REDIS_PREFIX`].
     #[must_use]
     pub fn new(conn: ConnectionManager) -> Self {
-        RedisStore { conn: Conn::Ready(conn), prefix: DEFAULT_REDIS_PREFIX.into(), scripts: Arc::new(Scripts::new()) }
+        RedisStore {
+            conn: RedisConnection::new(conn),
+            prefix: DEFAULT_REDIS_PREFIX.into(),
+            scripts: Arc::new(Scripts::new()),
+        }
     }
 
     /// Connects to `url` now (reconnecting `ConnectionManager`, via `palisade_core::store::connect`).
@@ -148,15 +141,15 @@ impl RedisStore {
         Ok(RedisStore::new(conn))
     }
 
-    /// A store that connects on first use and retries the connection on every operation until it succeeds, so
-    /// a service can start while Redis is down (and answer 503 meanwhile).
+    /// A store that connects on first use, so a service can start while Redis is down (and answer 503
+    /// meanwhile). While Redis is unreachable it tries again at most once a second and fails fast in between
+    /// ([`palisade_core::store::RedisConnection`]).
     ///
     /// # Errors
     /// [`StoreError`] when the URL cannot be parsed.
     pub fn open(url: &str) -> Result<Self, StoreError> {
-        redis::Client::open(url).map_err(StoreError::from)?;
         Ok(RedisStore {
-            conn: Conn::Lazy { url: url.into(), cell: Arc::new(OnceCell::new()) },
+            conn: RedisConnection::open(url).map_err(|e| StoreError::new(e.to_string()))?,
             prefix: DEFAULT_REDIS_PREFIX.into(),
             scripts: Arc::new(Scripts::new()),
         })
@@ -176,17 +169,7 @@ impl RedisStore {
     }
 
     async fn conn(&self) -> Result<ConnectionManager, StoreError> {
-        match &self.conn {
-            Conn::Ready(c) => Ok(c.clone()),
-            Conn::Lazy { url, cell } => {
-                let c = cell
-                    .get_or_try_init(|| async {
-                        palisade_core::store::connect(url).await.map_err(|e| StoreError::new(e.to_string()))
-                    })
-                    .await?;
-                Ok(c.clone())
-            }
-        }
+        self.conn.get().await.map_err(|e| StoreError::new(e.to_string()))
     }
 }
 
