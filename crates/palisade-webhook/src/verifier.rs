@@ -10,7 +10,7 @@ use subtle::{Choice, ConstantTimeEq};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{SecretError, SignError, VerifyError};
 use crate::key::Key;
-use crate::scheme::{Message, Scheme, Signed};
+use crate::scheme::{Builtin, Candidates, Message, Scheme, Signed};
 
 /// Default tolerance into the past and into the future: 300 s.
 ///
@@ -70,6 +70,8 @@ pub struct Verified {
 #[derive(Clone)]
 pub struct Verifier {
     scheme: Arc<dyn Scheme>,
+    /// Set when `scheme` is one of this crate's, whose headers are then parsed without allocating.
+    builtin: Option<Builtin>,
     keys: Arc<[Key]>,
     tolerance: Tolerance,
     clock: Arc<dyn Clock>,
@@ -88,9 +90,10 @@ impl fmt::Debug for Verifier {
 
 impl Verifier {
     /// Starts a verifier for `scheme`. Defaults: tolerance [`DEFAULT_TOLERANCE`] both ways, the system clock.
-    pub fn builder(scheme: impl Scheme) -> VerifierBuilder {
+    pub fn builder<S: Scheme>(scheme: S) -> VerifierBuilder {
         VerifierBuilder {
             scheme: Arc::new(scheme),
+            builtin: Builtin::of::<S>(),
             secrets: Vec::new(),
             tolerance: Tolerance::default(),
             clock: Arc::new(SystemClock),
@@ -123,8 +126,18 @@ impl Verifier {
     }
 
     fn verify_inner(&self, headers: &HeaderMap, body: &[u8]) -> Result<Verified, VerifyError> {
-        let signed = self.scheme.parse(headers)?;
-        let secret_index = self.matching_key(&signed, body).ok_or(VerifyError::NoSignatureMatched)?;
+        let mut candidates = Candidates::new();
+        let signed = match self.builtin {
+            Some(builtin) => builtin.parse_into(headers, &mut |sig| candidates.push(sig))?,
+            None => {
+                let signed = self.scheme.parse(headers)?;
+                for sig in &signed.signatures {
+                    candidates.push(*sig);
+                }
+                signed
+            }
+        };
+        let secret_index = self.matching_key(&signed, &candidates, body).ok_or(VerifyError::NoSignatureMatched)?;
         let timestamp = signed.timestamp.map(|(_, t)| t);
         if let Some(ts) = timestamp {
             self.check_window(ts)?;
@@ -153,12 +166,12 @@ impl Verifier {
         self.verify(&headers, body)
     }
 
-    fn matching_key(&self, signed: &Signed<'_>, body: &[u8]) -> Option<usize> {
+    fn matching_key(&self, signed: &Signed<'_>, candidates: &Candidates, body: &[u8]) -> Option<usize> {
         let mut found = None;
         for (i, key) in self.keys.iter().enumerate() {
             let mac = self.scheme.mac(key, signed, body);
             let mut ok = Choice::from(0);
-            for candidate in &signed.signatures {
+            for candidate in candidates.iter() {
                 ok |= equal_32(&mac, candidate);
             }
             if bool::from(ok) && found.is_none() {
@@ -199,6 +212,7 @@ fn equal_32(a: &[u8; 32], b: &[u8; 32]) -> Choice {
 #[must_use]
 pub struct VerifierBuilder {
     scheme: Arc<dyn Scheme>,
+    builtin: Option<Builtin>,
     secrets: Vec<String>,
     tolerance: Tolerance,
     clock: Arc<dyn Clock>,
@@ -254,7 +268,13 @@ impl VerifierBuilder {
             return Err(SecretError::NoSecrets);
         }
         let keys = self.secrets.iter().map(|s| self.scheme.key(s)).collect::<Result<Vec<_>, _>>()?;
-        Ok(Verifier { scheme: self.scheme, keys: keys.into(), tolerance: self.tolerance, clock: self.clock })
+        Ok(Verifier {
+            scheme: self.scheme,
+            builtin: self.builtin,
+            keys: keys.into(),
+            tolerance: self.tolerance,
+            clock: self.clock,
+        })
     }
 }
 
@@ -301,6 +321,73 @@ impl Signer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn candidates_beyond_the_inline_ones_are_compared() {
+        use crate::clock::ManualClock;
+        use crate::scheme::{GitHub, StandardWebhooks, Stripe};
+        assert_eq!(Builtin::of::<Stripe>(), Some(Builtin::Stripe));
+        assert_eq!(Builtin::of::<StandardWebhooks>(), Some(Builtin::Standard));
+        assert_eq!(Builtin::of::<GitHub>(), Some(Builtin::GitHub));
+        let body = br#"{"id":"evt_1"}"#;
+        let good =
+            Signer::new(Stripe, "whsec_a").unwrap().signature(&Message { id: None, timestamp: 5, body }).unwrap();
+        let good = good.split_once(",v1=").unwrap().1;
+        let verifier = Verifier::builder(Stripe).secret("whsec_a").clock(ManualClock::new(5)).build().unwrap();
+        for position in 0..7 {
+            let mut value = String::from("t=5");
+            for i in 0..7 {
+                let v1 = if i == position { good.to_owned() } else { format!("{i}").repeat(64) };
+                value.push_str(&format!(",v1={v1}"));
+            }
+            let mut headers = HeaderMap::new();
+            headers.insert("stripe-signature", value.parse().unwrap());
+            assert!(verifier.verify(&headers, body).is_ok(), "match at {position}");
+            let wrong = value.replace(good, &"f".repeat(64));
+            headers.insert("stripe-signature", wrong.parse().unwrap());
+            assert_eq!(verifier.verify(&headers, body).unwrap_err(), VerifyError::NoSignatureMatched, "{position}");
+        }
+    }
+
+    /// A scheme from outside the crate goes through `Scheme::parse` and its `Vec` of candidates.
+    #[test]
+    fn a_users_scheme_is_parsed_through_the_trait() {
+        use crate::clock::ManualClock;
+        use crate::error::SignError;
+        use crate::scheme::{SchemeHeaders, Stripe};
+        #[derive(Debug)]
+        struct Mine;
+        impl Scheme for Mine {
+            fn name(&self) -> &'static str {
+                "stripe"
+            }
+            fn headers(&self) -> SchemeHeaders {
+                Stripe.headers()
+            }
+            fn key(&self, secret: &str) -> Result<Key, SecretError> {
+                Stripe.key(secret)
+            }
+            fn parse<'h>(&self, headers: &'h HeaderMap) -> Result<Signed<'h>, VerifyError> {
+                let mut signed = Stripe.parse(headers)?;
+                signed.signatures.reverse();
+                Ok(signed)
+            }
+            fn mac(&self, key: &Key, signed: &Signed<'_>, body: &[u8]) -> [u8; 32] {
+                Stripe.mac(key, signed, body)
+            }
+            fn sign(&self, key: &Key, msg: &Message<'_>) -> Result<String, SignError> {
+                Stripe.sign(key, msg)
+            }
+        }
+        assert_eq!(Builtin::of::<Mine>(), None);
+        let body = br#"{"id":"evt_1"}"#;
+        let msg = Message { id: None, timestamp: 5, body };
+        let verifier = Verifier::builder(Mine).secret("whsec_a").clock(ManualClock::new(5)).build().unwrap();
+        let headers = Signer::new(Mine, "whsec_a").unwrap().headers(&msg).unwrap();
+        assert_eq!(verifier.verify(&headers, body).unwrap().secret_index, 0);
+        let headers = Signer::new(Mine, "whsec_b").unwrap().headers(&msg).unwrap();
+        assert_eq!(verifier.verify(&headers, body).unwrap_err(), VerifyError::NoSignatureMatched);
+    }
 
     #[test]
     fn equal_32_sees_every_byte_and_bit() {

@@ -26,6 +26,19 @@ pub fn parse_github_header(value: &str) -> Result<[u8; 32], VerifyError> {
     hex32(hex).ok_or(malformed("the signature is not 64 hex digits"))
 }
 
+/// [`GitHub`]'s `parse` with the candidate handed to `push`; the returned [`Signed`] has none of its own.
+pub(crate) fn parse_into<'h>(
+    headers: &'h HeaderMap,
+    push: &mut impl FnMut([u8; 32]),
+) -> Result<Signed<'h>, VerifyError> {
+    push(parse_github_header(header_str(headers, &HEADER)?)?);
+    let id = match header_str(headers, &DELIVERY) {
+        Ok(id) if !id.is_empty() => Some(id),
+        _ => None,
+    };
+    Ok(Signed { id, timestamp: None, signatures: Vec::new() })
+}
+
 impl Scheme for GitHub {
     fn name(&self) -> &'static str {
         "github"
@@ -43,12 +56,9 @@ impl Scheme for GitHub {
     }
 
     fn parse<'h>(&self, headers: &'h HeaderMap) -> Result<Signed<'h>, VerifyError> {
-        let sig = parse_github_header(header_str(headers, &HEADER)?)?;
-        let id = match header_str(headers, &DELIVERY) {
-            Ok(id) if !id.is_empty() => Some(id),
-            _ => None,
-        };
-        Ok(Signed { id, timestamp: None, signatures: vec![sig] })
+        let mut signatures = Vec::new();
+        let signed = parse_into(headers, &mut |sig| signatures.push(sig))?;
+        Ok(Signed { signatures, ..signed })
     }
 
     fn mac(&self, key: &Key, _signed: &Signed<'_>, body: &[u8]) -> [u8; 32] {

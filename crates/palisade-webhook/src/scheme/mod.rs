@@ -21,6 +21,67 @@ pub use github::{GitHub, parse_github_header};
 pub use standard::{StandardWebhooks, parse_standard_signatures};
 pub use stripe::{Stripe, StripeHeader, parse_stripe_header};
 
+/// The schemes this crate ships, which the [`Verifier`](crate::Verifier) parses without allocating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Builtin {
+    Stripe,
+    Standard,
+    GitHub,
+}
+
+impl Builtin {
+    /// Which built-in scheme `S` is, if it is one (by type, so a user's scheme that borrows a name is not).
+    pub(crate) fn of<S: Scheme>() -> Option<Self> {
+        use std::any::TypeId;
+        let t = TypeId::of::<S>();
+        [(TypeId::of::<Stripe>(), Builtin::Stripe), (TypeId::of::<StandardWebhooks>(), Builtin::Standard)]
+            .into_iter()
+            .chain([(TypeId::of::<GitHub>(), Builtin::GitHub)])
+            .find_map(|(id, b)| (id == t).then_some(b))
+    }
+
+    /// The scheme's `parse`, with the candidate signatures handed to `push` instead of a `Vec` in the result.
+    pub(crate) fn parse_into<'h>(
+        self,
+        headers: &'h HeaderMap,
+        push: &mut impl FnMut([u8; 32]),
+    ) -> Result<Signed<'h>, VerifyError> {
+        match self {
+            Builtin::Stripe => stripe::parse_into(headers, push),
+            Builtin::Standard => standard::parse_into(headers, push),
+            Builtin::GitHub => github::parse_into(headers, push),
+        }
+    }
+}
+
+/// Candidate signatures for one verification: the first [`Candidates::INLINE`] on the stack (senders send one,
+/// two during a rotation), any more in a `Vec`. Saves the heap allocation and free a `Vec` costs every request.
+pub(crate) struct Candidates {
+    inline: [[u8; 32]; Candidates::INLINE],
+    len: usize,
+    more: Vec<[u8; 32]>,
+}
+
+impl Candidates {
+    const INLINE: usize = 4;
+
+    pub(crate) fn new() -> Self {
+        Candidates { inline: [[0; 32]; Self::INLINE], len: 0, more: Vec::new() }
+    }
+
+    pub(crate) fn push(&mut self, sig: [u8; 32]) {
+        match self.inline.get_mut(self.len) {
+            Some(slot) => *slot = sig,
+            None => self.more.push(sig),
+        }
+        self.len += 1;
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &[u8; 32]> {
+        self.inline[..self.len.min(Self::INLINE)].iter().chain(&self.more)
+    }
+}
+
 /// The headers a scheme reads and writes.
 #[derive(Debug, Clone)]
 #[non_exhaustive]

@@ -29,8 +29,16 @@ pub struct StandardWebhooks;
 /// # Errors
 /// [`VerifyError::HeaderMalformed`].
 pub fn parse_standard_signatures(value: &str) -> Result<Vec<[u8; 32]>, VerifyError> {
-    let malformed = |reason| VerifyError::HeaderMalformed { header: SIGNATURE.as_str(), reason };
     let mut out = Vec::new();
+    parse_standard_with(value, &mut |sig| out.push(sig))?;
+    Ok(out)
+}
+
+/// [`parse_standard_signatures`], handing each signature to `push` instead of collecting them, so the verifier's
+/// hot path allocates nothing.
+fn parse_standard_with(value: &str, push: &mut impl FnMut([u8; 32])) -> Result<(), VerifyError> {
+    let malformed = |reason| VerifyError::HeaderMalformed { header: SIGNATURE.as_str(), reason };
+    let mut found = 0usize;
     let mut saw_v1 = false;
     for entry in value.split(' ').filter(|e| !e.is_empty()) {
         let Some((version, sig)) = entry.split_once(',') else {
@@ -44,13 +52,30 @@ pub fn parse_standard_signatures(value: &str) -> Result<Vec<[u8; 32]>, VerifyErr
         if let Ok(32) = STANDARD.decode_slice(sig, &mut buf) {
             let mut sig = [0u8; 32];
             sig.copy_from_slice(&buf[..32]);
-            out.push(sig);
+            push(sig);
+            found += 1;
         }
     }
-    if out.is_empty() {
+    if found == 0 {
         return Err(malformed(if saw_v1 { "no v1 signature is base64 of 32 bytes" } else { "no v1 signature" }));
     }
-    Ok(out)
+    Ok(())
+}
+
+/// [`StandardWebhooks`]' `parse` with the candidates handed to `push`; the returned [`Signed`] has none of its own.
+pub(crate) fn parse_into<'h>(
+    headers: &'h HeaderMap,
+    push: &mut impl FnMut([u8; 32]),
+) -> Result<Signed<'h>, VerifyError> {
+    let id = header_str(headers, &ID)?;
+    if id.is_empty() {
+        return Err(VerifyError::HeaderMalformed { header: ID.as_str(), reason: "empty" });
+    }
+    let t = header_str(headers, &TIMESTAMP)?;
+    let sigs = header_str(headers, &SIGNATURE)?;
+    let ts = parse_timestamp(t)?;
+    parse_standard_with(sigs, push)?;
+    Ok(Signed { id: Some(id), timestamp: Some((t, ts)), signatures: Vec::new() })
 }
 
 impl Scheme for StandardWebhooks {
@@ -75,15 +100,9 @@ impl Scheme for StandardWebhooks {
     }
 
     fn parse<'h>(&self, headers: &'h HeaderMap) -> Result<Signed<'h>, VerifyError> {
-        let id = header_str(headers, &ID)?;
-        if id.is_empty() {
-            return Err(VerifyError::HeaderMalformed { header: ID.as_str(), reason: "empty" });
-        }
-        let t = header_str(headers, &TIMESTAMP)?;
-        let sigs = header_str(headers, &SIGNATURE)?;
-        let ts = parse_timestamp(t)?;
-        let signatures = parse_standard_signatures(sigs)?;
-        Ok(Signed { id: Some(id), timestamp: Some((t, ts)), signatures })
+        let mut signatures = Vec::new();
+        let signed = parse_into(headers, &mut |sig| signatures.push(sig))?;
+        Ok(Signed { signatures, ..signed })
     }
 
     fn mac(&self, key: &Key, signed: &Signed<'_>, body: &[u8]) -> [u8; 32] {

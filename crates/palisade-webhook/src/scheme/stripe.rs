@@ -35,9 +35,17 @@ pub struct StripeHeader<'a> {
 /// # Errors
 /// [`VerifyError::HeaderMalformed`] or [`VerifyError::TimestampMalformed`].
 pub fn parse_stripe_header(value: &str) -> Result<StripeHeader<'_>, VerifyError> {
+    let mut signatures = Vec::new();
+    let timestamp = parse_stripe_with(value, &mut |sig| signatures.push(sig))?;
+    Ok(StripeHeader { timestamp, signatures })
+}
+
+/// [`parse_stripe_header`], handing each well-formed `v1` signature to `push` instead of collecting them, so the
+/// verifier's hot path allocates nothing. Returns the timestamp.
+fn parse_stripe_with<'a>(value: &'a str, push: &mut impl FnMut([u8; 32])) -> Result<(&'a str, i64), VerifyError> {
     let malformed = |reason| VerifyError::HeaderMalformed { header: HEADER.as_str(), reason };
     let mut timestamp: Option<&str> = None;
-    let mut signatures = Vec::new();
+    let mut signatures = 0usize;
     let mut saw_v1 = false;
     // Byte-wise splitting: `,` and `=` are ASCII, so every slice boundary is a char boundary.
     let bytes = value.as_bytes();
@@ -59,7 +67,8 @@ pub fn parse_stripe_header(value: &str) -> Result<StripeHeader<'_>, VerifyError>
             "v1" => {
                 saw_v1 = true;
                 if let Some(sig) = hex32(v) {
-                    signatures.push(sig);
+                    push(sig);
+                    signatures += 1;
                 }
             }
             _ => {}
@@ -67,10 +76,19 @@ pub fn parse_stripe_header(value: &str) -> Result<StripeHeader<'_>, VerifyError>
     }
     let Some(t) = timestamp else { return Err(malformed("no t= timestamp")) };
     let ts = parse_timestamp(t)?;
-    if signatures.is_empty() {
+    if signatures == 0 {
         return Err(malformed(if saw_v1 { "no v1= value is 64 hex digits" } else { "no v1= signature" }));
     }
-    Ok(StripeHeader { timestamp: (t, ts), signatures })
+    Ok((t, ts))
+}
+
+/// [`Stripe`]'s `parse` with the candidates handed to `push`; the returned [`Signed`] has none of its own.
+pub(crate) fn parse_into<'h>(
+    headers: &'h HeaderMap,
+    push: &mut impl FnMut([u8; 32]),
+) -> Result<Signed<'h>, VerifyError> {
+    let timestamp = parse_stripe_with(header_str(headers, &HEADER)?, push)?;
+    Ok(Signed { id: None, timestamp: Some(timestamp), signatures: Vec::new() })
 }
 
 impl Scheme for Stripe {
@@ -90,8 +108,9 @@ impl Scheme for Stripe {
     }
 
     fn parse<'h>(&self, headers: &'h HeaderMap) -> Result<Signed<'h>, VerifyError> {
-        let h = parse_stripe_header(header_str(headers, &HEADER)?)?;
-        Ok(Signed { id: None, timestamp: Some(h.timestamp), signatures: h.signatures })
+        let mut signatures = Vec::new();
+        let signed = parse_into(headers, &mut |sig| signatures.push(sig))?;
+        Ok(Signed { signatures, ..signed })
     }
 
     fn mac(&self, key: &Key, signed: &Signed<'_>, body: &[u8]) -> [u8; 32] {
