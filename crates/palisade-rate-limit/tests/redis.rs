@@ -1,8 +1,7 @@
 //! Redis-wide limits: shared keys across limiters, failure policy, shadow mode, local cache.
 #![cfg(feature = "redis")]
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use palisade_core::PaymentError;
@@ -11,16 +10,8 @@ use palisade_rate_limit::redis::RedisStore;
 use palisade_testkit::{LogCapture, redis, unreachable_redis_url};
 use tower::{Layer, Service, ServiceExt};
 
-fn counting()
--> (Arc<AtomicUsize>, impl Service<String, Response = (), Error = PaymentError, Future: Send> + Clone + Send) {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let c = calls.clone();
-    let svc = tower::service_fn(move |_: String| {
-        c.fetch_add(1, Ordering::SeqCst);
-        async { Ok::<_, PaymentError>(()) }
-    });
-    (calls, svc)
-}
+mod common;
+use common::counting;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_limiters_sharing_a_key_hold_the_global_limit() {

@@ -3,8 +3,7 @@
 //! hitting the same callsite without a subscriber at the same moment can hide events from this one.
 #![cfg(feature = "redis")]
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use palisade_core::{FailurePolicy, PaymentError};
@@ -13,16 +12,8 @@ use palisade_rate_limit::redis::RedisStore;
 use palisade_testkit::{LogCapture, unreachable_redis_url};
 use tower::{Layer, Service, ServiceExt};
 
-fn counting()
--> (Arc<AtomicUsize>, impl Service<String, Response = (), Error = PaymentError, Future: Send> + Clone + Send) {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let c = calls.clone();
-    let svc = tower::service_fn(move |_: String| {
-        c.fetch_add(1, Ordering::SeqCst);
-        async { Ok::<_, PaymentError>(()) }
-    });
-    (calls, svc)
-}
+mod common;
+use common::counting;
 
 #[tokio::test]
 async fn unreachable_redis_fails_closed_by_default_and_open_when_asked() {
