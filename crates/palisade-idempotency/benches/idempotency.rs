@@ -46,10 +46,11 @@ fn bare() -> impl Service<GatewayRequest, Response = GatewayResponse, Error = Pa
 
 /// New keys every call: short lease and TTL so the store's sweep keeps memory flat during the run.
 fn layer() -> IdempotencyLayer {
+    let ms = std::env::var("BENCH_TTL_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
     IdempotencyLayer::builder()
         .store(MemoryStore::new())
-        .lease(Duration::from_millis(200))
-        .ttl(Duration::from_millis(200))
+        .lease(Duration::from_millis(ms))
+        .ttl(Duration::from_millis(ms))
         .build()
 }
 

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use crate::config::Settings;
 use crate::error::IdempotencyRejection;
-use crate::store::{Claim, FencingToken, Fingerprint, Payload, RecordKey};
+use crate::store::{Claim, FencingToken, Fingerprint, Payload, SlotRef};
 
 /// The storage key of an idempotency key within a scope. Scope and key are length-delimited, so no
 /// `(scope, key)` pair can produce another pair's storage key: two tenants' equal keys never meet.
@@ -155,7 +155,7 @@ impl Engine {
     }
 
     /// Logs and counts an acquired claim, and makes its ticket.
-    pub(crate) fn acquired(self: &Arc<Self>, key: RecordKey, token: FencingToken, took_over: bool) -> Ticket {
+    pub(crate) fn acquired(self: &Arc<Self>, key: TicketKey, token: FencingToken, took_over: bool) -> Ticket {
         if took_over {
             tracing::info!(result = "took_over", token = token.0, "idempotency lease ended; taking over");
         }
@@ -204,7 +204,7 @@ impl Engine {
             };
             match claim {
                 Claim::Acquired { token, took_over } => {
-                    return Ok(Begin::Execute(self.acquired(key.into(), token, took_over)));
+                    return Ok(Begin::Execute(self.acquired(TicketKey::Key(key), token, took_over)));
                 }
                 Claim::Completed { response } => {
                     Self::replayed();
@@ -225,12 +225,19 @@ impl Engine {
     }
 }
 
+/// Which record a ticket holds: a memory-store slot claimed on the fast path, or a storage key.
+/// A slot only comes from the layer's memory store (`Settings::memory`).
+pub(crate) enum TicketKey {
+    Slot(SlotRef),
+    Key(Arc<str>),
+}
+
 /// The right to execute one claimed request. Record the outcome with [`Ticket::record`]; a ticket dropped
 /// without one (the caller's future was cancelled) releases its claim in the background, because the request
 /// may or may not have run — the Unknown case, which is safe to re-execute only because the gateway key flows.
 pub(crate) struct Ticket {
     engine: Arc<Engine>,
-    key: RecordKey,
+    key: TicketKey,
     token: FencingToken,
     armed: bool,
 }
@@ -246,15 +253,17 @@ impl Ticket {
         if outcome.is_final()
             && let Some(payload) = payload
         {
-            let stored = match &s.memory {
-                Some(m) => Ok(m.complete_local(self.key.as_bytes(), self.token, payload, s.ttl)),
-                None => {
+            let stored = match (&s.memory, &self.key) {
+                (Some(m), TicketKey::Slot(at)) => Ok(m.complete_local(*at, self.token, payload, s.ttl)),
+                (Some(m), TicketKey::Key(key)) => Ok(m.complete_keyed(key, self.token, payload, s.ttl)),
+                (None, TicketKey::Key(key)) => {
                     let bytes = match payload {
                         Payload::Bytes(b) => b,
                         Payload::Local(v) => v.encode(),
                     };
-                    s.store.complete(self.key.as_str(), self.token, bytes, s.ttl).await
+                    s.store.complete(key, self.token, bytes, s.ttl).await
                 }
+                (None, TicketKey::Slot(_)) => Ok(false),
             };
             match stored {
                 Ok(true) => {
@@ -287,9 +296,10 @@ impl Ticket {
 
     async fn release_now(&self) {
         let s = &self.engine.settings;
-        let released = match &s.memory {
-            Some(m) => Ok(m.release_local(self.key.as_bytes(), self.token)),
-            None => s.store.release(self.key.as_str(), self.token).await,
+        let released = match (&s.memory, &self.key) {
+            (Some(m), TicketKey::Slot(at)) => Ok(m.release_local(*at, self.token)),
+            (_, TicketKey::Key(key)) => s.store.release(key, self.token).await,
+            (None, TicketKey::Slot(_)) => Ok(false),
         };
         match released {
             Ok(true) => tracing::debug!(result = "released", "idempotency claim released for re-execution"),
@@ -310,16 +320,23 @@ impl Drop for Ticket {
         }
         // Cancelled mid-request: a memory store releases at once; another store in the background if a runtime
         // is there; otherwise the lease ends it.
-        if let Some(m) = &self.engine.settings.memory {
-            m.release_local(self.key.as_bytes(), self.token);
-            return;
-        }
+        let key = match (&self.engine.settings.memory, &self.key) {
+            (Some(m), TicketKey::Slot(at)) => {
+                m.release_local(*at, self.token);
+                return;
+            }
+            (Some(m), TicketKey::Key(key)) => {
+                m.release_now(key, self.token);
+                return;
+            }
+            (None, TicketKey::Slot(_)) => return,
+            (None, TicketKey::Key(key)) => key.clone(),
+        };
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let engine = self.engine.clone();
-            let key = self.key.clone();
             let token = self.token;
             rt.spawn(async move {
-                let _ = engine.settings.store.release(key.as_str(), token).await;
+                let _ = engine.settings.store.release(&key, token).await;
             });
         }
     }

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use tower_service::Service;
 
 use crate::config::MissingKey;
-use crate::engine::{Begin, Engine, KeyBuf, Ticket, count, gateway_key_for};
+use crate::engine::{Begin, Engine, KeyBuf, Ticket, TicketKey, count, gateway_key_for};
 use crate::error::IdempotencyRejection;
 use crate::layer::Typed;
 use crate::store::{LocalClaim, Payload};
@@ -112,9 +112,9 @@ where
                 Payload::Bytes(b) => Err(b.clone()),
             });
             match claim {
-                LocalClaim::Acquired { key: skey, token, took_over } => {
+                LocalClaim::Acquired { slot, token, took_over } => {
                     set_gateway_key(&mut req, scope.as_deref(), key);
-                    let ticket = engine.acquired(skey, token, took_over);
+                    let ticket = engine.acquired(TicketKey::Slot(slot), token, took_over);
                     return self.execute(req, ticket, true);
                 }
                 LocalClaim::Completed(found) => {

@@ -1,32 +1,27 @@
-//! `MemoryStore`: sharded maps behind short mutexes, with expiry. One process only.
+//! `MemoryStore`: sharded slabs of records behind short mutexes, with an expiry queue. One process only.
 
 use std::any::Any;
-use std::borrow::Borrow;
-use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::collections::VecDeque;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use hashbrown::HashTable;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use super::{Claim, FencingToken, Fingerprint, IdempotencyStore, Record, StoreFuture};
 
-/// Default number of shards: enough that 2–64 cores rarely meet on one lock, small enough to sweep cheaply.
+/// Default number of shards: enough that 2–64 cores rarely meet on one lock, small enough that an idle store costs little.
 pub const DEFAULT_SHARDS: usize = 64;
 
-/// Every this many inserts into a shard, the shard drops its expired records, so memory stays bounded by
-/// the records alive within the TTL without a background task.
-const SWEEP_EVERY: u32 = 1024;
-
-/// Longest record key kept inline in the map: 46 bytes, so the storage key of a UUID idempotency key
+/// Longest record key kept inline in its record: 46 bytes, so the storage key of a UUID idempotency key
 /// (`k:` + 36 characters) needs no allocation of its own and is compared without a pointer chase.
 const INLINE_KEY: usize = 46;
 
-/// A record's storage key: inline when short, shared (`Arc<str>`) otherwise. The layer's ticket holds a copy.
-/// Hashed and compared as bytes (`Borrow<[u8]>`).
+/// A record's storage key: inline when short, shared (`Arc<str>`) otherwise.
 #[derive(Clone)]
 pub(crate) enum RecordKey {
     Inline { len: u8, buf: [u8; INLINE_KEY] },
@@ -59,28 +54,6 @@ impl RecordKey {
     }
 }
 
-impl From<Arc<str>> for RecordKey {
-    fn from(s: Arc<str>) -> Self {
-        RecordKey::Shared(s)
-    }
-}
-
-impl Hash for RecordKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.as_bytes().hash(state);
-    }
-}
-impl PartialEq for RecordKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_bytes() == other.as_bytes()
-    }
-}
-impl Eq for RecordKey {}
-impl Borrow<[u8]> for RecordKey {
-    fn borrow(&self) -> &[u8] {
-        self.as_bytes()
-    }
-}
 impl std::fmt::Debug for RecordKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         std::fmt::Debug::fmt(self.as_str(), f)
@@ -130,10 +103,19 @@ impl std::fmt::Debug for Payload {
 
 /// What [`MemoryStore::claim_local`] found; `Completed` carries what the caller's closure made of the payload.
 pub(crate) enum LocalClaim<R> {
-    Acquired { key: RecordKey, token: FencingToken, took_over: bool },
+    Acquired { slot: SlotRef, token: FencingToken, took_over: bool },
     InFlight { lease_remaining: Duration },
     Completed(R),
     Mismatch,
+}
+
+/// Where an acquired record lives: its shard and its slot there. A ticket completes or releases through it
+/// without hashing or comparing the key again; the fencing token (unique across the store) tells whether the
+/// slot still holds the record it acquired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SlotRef {
+    shard: usize,
+    slot: usize,
 }
 
 #[derive(Debug)]
@@ -143,16 +125,104 @@ enum State {
 }
 
 #[derive(Debug)]
-struct Entry {
+struct Slot {
+    key: RecordKey,
+    hash: u64,
     fingerprint: Fingerprint,
     state: State,
     expires_at: Instant,
 }
 
+/// One shard: records in a slab (freed slots are reused, so a steady load allocates nothing for the store), an
+/// index from key hash to slot, and an expiry queue in insertion order.
+///
+/// Every occupied slot has exactly one entry in `queue`, holding an expiry time no later than the record's.
+/// Reclaiming pops entries whose time has come: a record that is really expired is removed; one whose expiry
+/// moved later (it completed, or was taken over) goes back into the queue with its new time. Records are only
+/// removed here and in [`purge`](Shard::purge), which drops the queue entries of what it removes, so a queue
+/// entry never points at a slot that was reused.
+///
+/// The queue is in insertion order, which is expiry order when a store serves one TTL (the usual case; a
+/// completion moves expiry later by the request's duration only). When layers with different TTLs share a
+/// store, a short-lived record is reclaimed once the records inserted before it are: memory stays bounded by
+/// what the longest TTL keeps alive, and an expired record is ignored at once either way.
 #[derive(Debug, Default)]
 struct Shard {
-    map: HashMap<RecordKey, Entry>,
-    inserts: u32,
+    index: HashTable<usize>,
+    slots: Vec<Option<Slot>>,
+    free: Vec<usize>,
+    queue: VecDeque<(Instant, usize)>,
+}
+
+impl Shard {
+    fn find(&self, hash: u64, key: &[u8]) -> Option<usize> {
+        let slots = &self.slots;
+        self.index.find(hash, |&i| slots[i].as_ref().is_some_and(|r| r.key.as_bytes() == key)).copied()
+    }
+
+    fn insert(&mut self, record: Slot) -> usize {
+        let (hash, expires_at) = (record.hash, record.expires_at);
+        let slot = match self.free.pop() {
+            Some(i) => {
+                self.slots[i] = Some(record);
+                i
+            }
+            None => {
+                self.slots.push(Some(record));
+                self.slots.len() - 1
+            }
+        };
+        let slots = &self.slots;
+        self.index.insert_unique(hash, slot, |&i| slots[i].as_ref().map_or(0, |r| r.hash));
+        self.queue.push_back((expires_at, slot));
+        slot
+    }
+
+    /// Removes up to `budget` expired records from the front of the queue.
+    fn reclaim(&mut self, now: Instant, budget: usize) {
+        for _ in 0..budget {
+            let Some(&(due, slot)) = self.queue.front() else { return };
+            if due > now {
+                return;
+            }
+            self.queue.pop_front();
+            let Some(record) = &self.slots[slot] else { continue };
+            if record.expires_at > now {
+                self.queue.push_back((record.expires_at, slot));
+                continue;
+            }
+            if let Ok(entry) = self.index.find_entry(record.hash, |&i| i == slot) {
+                entry.remove();
+            }
+            self.slots[slot] = None;
+            self.free.push(slot);
+        }
+    }
+
+    /// Removes every expired record, wherever it sits in the queue.
+    fn purge(&mut self, now: Instant) {
+        for slot in 0..self.slots.len() {
+            let Some(record) = &self.slots[slot] else { continue };
+            if record.expires_at > now {
+                continue;
+            }
+            if let Ok(entry) = self.index.find_entry(record.hash, |&i| i == slot) {
+                entry.remove();
+            }
+            self.slots[slot] = None;
+            self.free.push(slot);
+        }
+        let slots = &self.slots;
+        self.queue.retain(|&(_, slot)| slots[slot].is_some());
+    }
+
+    fn live(&mut self, slot: usize, now: Instant) -> Option<&mut Slot> {
+        self.slots.get_mut(slot)?.as_mut().filter(|r| r.expires_at > now)
+    }
+
+    fn len(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
 }
 
 #[derive(Debug)]
@@ -162,9 +232,11 @@ struct Inner {
     next_token: AtomicU64,
 }
 
-/// An in-memory [`IdempotencyStore`]: sharded `HashMap`s behind `parking_lot` mutexes, records expire after
-/// their TTL (checked on access, and swept from a shard every 1024 inserts). Time is `tokio::time`, so tests
-/// can pause and advance it.
+/// An in-memory [`IdempotencyStore`]: sharded slabs of records behind `parking_lot` mutexes. Records expire
+/// after their TTL: an expired record is ignored at once, and its memory is reclaimed in insertion order by
+/// later inserts into its shard (a few per insert), so memory stays bounded by the records alive within the
+/// TTL without a background task, and a steady load reuses slots instead of allocating. Time is
+/// `tokio::time`, so tests can pause and advance it.
 ///
 /// Good for a single process and for tests. Records do not survive a restart and are not shared between
 /// processes: use `RedisStore` (feature `redis`) when several instances serve the same keys.
@@ -200,20 +272,23 @@ impl MemoryStore {
         }
     }
 
-    fn shard(&self, key: &[u8]) -> &Mutex<Shard> {
-        let h = self.inner.hasher.hash_one(key) as usize;
+    /// The key's hash (SipHash with a per-store random key, so clients cannot aim keys at one bucket) and its
+    /// shard. The shard takes bits 32 and up, which the index (low bits for the position, top 7 bits for the
+    /// tag) does not lean on.
+    fn locate(&self, key: &[u8]) -> (u64, usize) {
+        let hash = self.inner.hasher.hash_one(key);
         // `shards.len()` is a power of two (see `with_shards`), so the mask picks a valid index.
-        &self.inner.shards[h & (self.inner.shards.len() - 1)]
+        (hash, (hash >> 32) as usize & (self.inner.shards.len() - 1))
     }
 
     fn token(&self) -> FencingToken {
         FencingToken(self.inner.next_token.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// Number of records held, expired ones included until they are swept.
+    /// Number of records held, expired ones included until they are reclaimed.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.inner.shards.iter().map(|s| s.lock().map.len()).sum()
+        self.inner.shards.iter().map(|s| s.lock().len()).sum()
     }
 
     /// True when no record is held.
@@ -222,11 +297,11 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    /// Drops every expired record now.
+    /// Drops every expired record now (a full pass over every shard).
     pub fn purge_expired(&self) {
         let now = Instant::now();
         for s in self.inner.shards.iter() {
-            s.lock().map.retain(|_, e| e.expires_at > now);
+            s.lock().purge(now);
         }
     }
 
@@ -240,7 +315,7 @@ impl MemoryStore {
         }
     }
 
-    /// The claim, with the shared key of an acquired record, and `on_completed` applied to a completed record's
+    /// The claim, with the slot of an acquired record, and `on_completed` applied to a completed record's
     /// payload under the shard lock (keep it short: a clone).
     pub(crate) fn claim_local<R>(
         &self,
@@ -251,77 +326,88 @@ impl MemoryStore {
         on_completed: impl FnOnce(&Payload) -> R,
     ) -> LocalClaim<R> {
         let now = Instant::now();
-        let (text, key) = (key, key.as_bytes());
-        let mut guard = self.shard(key).lock();
-        let shard = &mut *guard;
-        if let Some((k, e)) = shard.map.get_key_value(key)
-            && e.expires_at > now
+        let (hash, shard_no) = self.locate(key.as_bytes());
+        let mut shard = self.inner.shards[shard_no].lock();
+        if let Some(slot) = shard.find(hash, key.as_bytes())
+            && let Some(r) = &mut shard.slots[slot]
         {
-            if e.fingerprint != *fingerprint {
+            let took_over = if r.expires_at <= now {
+                // Expired but not reclaimed yet: the key is new again; reuse the slot (its queue entry stays
+                // and is re-queued with the new expiry when it comes up).
+                r.fingerprint = *fingerprint;
+                false
+            } else if r.fingerprint != *fingerprint {
                 return LocalClaim::Mismatch;
-            }
-            match &e.state {
-                State::Completed { response } => return LocalClaim::Completed(on_completed(response)),
-                State::InFlight { lease_until, .. } if *lease_until > now => {
-                    return LocalClaim::InFlight { lease_remaining: *lease_until - now };
-                }
-                State::InFlight { .. } => {
-                    let k = k.clone();
-                    let token = self.token();
-                    if let Some(e) = shard.map.get_mut(key) {
-                        e.state = State::InFlight { token, lease_until: now + lease };
-                        e.expires_at = now + ttl.max(lease);
+            } else {
+                match &r.state {
+                    State::Completed { response } => return LocalClaim::Completed(on_completed(response)),
+                    State::InFlight { lease_until, .. } if *lease_until > now => {
+                        return LocalClaim::InFlight { lease_remaining: *lease_until - now };
                     }
-                    return LocalClaim::Acquired { key: k, token, took_over: true };
+                    State::InFlight { .. } => true,
                 }
-            }
+            };
+            let token = self.token();
+            r.state = State::InFlight { token, lease_until: now + lease };
+            r.expires_at = now + ttl.max(lease);
+            return LocalClaim::Acquired { slot: SlotRef { shard: shard_no, slot }, token, took_over };
         }
+        // Two reclaimed per insert at least keeps pace with inserts (a completed record may come up twice).
+        shard.reclaim(now, 4);
         let token = self.token();
-        let entry = Entry {
+        let slot = shard.insert(Slot {
+            key: RecordKey::new(key),
+            hash,
             fingerprint: *fingerprint,
             state: State::InFlight { token, lease_until: now + lease },
             expires_at: now + ttl.max(lease),
-        };
-        let k = RecordKey::new(text);
-        shard.map.insert(k.clone(), entry);
-        shard.inserts += 1;
-        if shard.inserts >= SWEEP_EVERY {
-            shard.inserts = 0;
-            shard.map.retain(|_, e| e.expires_at > now);
-        }
-        LocalClaim::Acquired { key: k, token, took_over: false }
+        });
+        LocalClaim::Acquired { slot: SlotRef { shard: shard_no, slot }, token, took_over: false }
+    }
+
+    fn slot_of(&self, key: &str) -> Option<SlotRef> {
+        let (hash, shard) = self.locate(key.as_bytes());
+        let slot = self.inner.shards[shard].lock().find(hash, key.as_bytes())?;
+        Some(SlotRef { shard, slot })
     }
 
     /// The synchronous complete behind [`IdempotencyStore::complete`].
     pub fn complete_now(&self, key: &str, token: FencingToken, response: Bytes, ttl: Duration) -> bool {
-        self.complete_local(key.as_bytes(), token, Payload::Bytes(response), ttl)
+        self.slot_of(key).is_some_and(|at| self.complete_local(at, token, Payload::Bytes(response), ttl))
     }
 
-    /// [`complete_now`](Self::complete_now) with a payload the layer may keep as a value.
-    pub(crate) fn complete_local(&self, key: &[u8], token: FencingToken, response: Payload, ttl: Duration) -> bool {
+    /// [`complete_now`](Self::complete_now) at a known slot, with a payload the layer may keep as a value.
+    /// The token check also covers a slot that was reclaimed and reused: tokens are unique across the store.
+    pub(crate) fn complete_local(&self, at: SlotRef, token: FencingToken, response: Payload, ttl: Duration) -> bool {
         let now = Instant::now();
-        let mut shard = self.shard(key).lock();
-        match shard.map.get_mut(key) {
-            Some(e) if e.expires_at > now && matches!(e.state, State::InFlight { token: t, .. } if t == token) => {
-                e.state = State::Completed { response };
-                e.expires_at = now + ttl;
+        let mut shard = self.inner.shards[at.shard].lock();
+        match shard.live(at.slot, now) {
+            Some(r) if matches!(r.state, State::InFlight { token: t, .. } if t == token) => {
+                r.state = State::Completed { response };
+                r.expires_at = now + ttl;
                 true
             }
             _ => false,
         }
     }
 
-    /// The synchronous release behind [`IdempotencyStore::release`].
-    pub fn release_now(&self, key: &str, token: FencingToken) -> bool {
-        self.release_local(key.as_bytes(), token)
+    /// [`complete_local`](Self::complete_local) by key.
+    pub(crate) fn complete_keyed(&self, key: &str, token: FencingToken, response: Payload, ttl: Duration) -> bool {
+        self.slot_of(key).is_some_and(|at| self.complete_local(at, token, response, ttl))
     }
 
-    pub(crate) fn release_local(&self, key: &[u8], token: FencingToken) -> bool {
+    /// The synchronous release behind [`IdempotencyStore::release`].
+    pub fn release_now(&self, key: &str, token: FencingToken) -> bool {
+        self.slot_of(key).is_some_and(|at| self.release_local(at, token))
+    }
+
+    /// [`release_now`](Self::release_now) at a known slot.
+    pub(crate) fn release_local(&self, at: SlotRef, token: FencingToken) -> bool {
         let now = Instant::now();
-        let mut shard = self.shard(key).lock();
-        match shard.map.get_mut(key) {
-            Some(e) if e.expires_at > now && matches!(e.state, State::InFlight { token: t, .. } if t == token) => {
-                e.state = State::InFlight { token, lease_until: now };
+        let mut shard = self.inner.shards[at.shard].lock();
+        match shard.live(at.slot, now) {
+            Some(r) if matches!(r.state, State::InFlight { token: t, .. } if t == token) => {
+                r.state = State::InFlight { token, lease_until: now };
                 true
             }
             _ => false,
@@ -332,17 +418,18 @@ impl MemoryStore {
     #[must_use]
     pub fn get_now(&self, key: &str) -> Option<Record> {
         let now = Instant::now();
-        let key = key.as_bytes();
-        let shard = self.shard(key).lock();
-        let e = shard.map.get(key).filter(|e| e.expires_at > now)?;
-        Some(match &e.state {
+        let (hash, shard) = self.locate(key.as_bytes());
+        let mut shard = self.inner.shards[shard].lock();
+        let slot = shard.find(hash, key.as_bytes())?;
+        let r = shard.live(slot, now)?;
+        Some(match &r.state {
             State::InFlight { token, lease_until } => Record::InFlight {
-                fingerprint: e.fingerprint,
+                fingerprint: r.fingerprint,
                 token: *token,
                 lease_remaining: lease_until.saturating_duration_since(now),
             },
             State::Completed { response } => {
-                Record::Completed { fingerprint: e.fingerprint, response: response.to_bytes() }
+                Record::Completed { fingerprint: r.fingerprint, response: response.to_bytes() }
             }
         })
     }
@@ -443,15 +530,58 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn sweeping_bounds_memory() {
+    async fn inserts_reclaim_expired_records_and_reuse_their_slots() {
+        const N: usize = 1000;
         let s = MemoryStore::with_shards(1);
-        for i in 0..SWEEP_EVERY {
-            let _ = s.claim_now(&format!("old-{i}"), &FP, LEASE, Duration::from_secs(1));
+        for i in 0..N {
+            let t = acquired(s.claim_now(&format!("old-{i}"), &FP, LEASE, Duration::from_secs(1)));
+            // Half complete (their expiry moves later and they are re-queued once), half stay in flight.
+            if i % 2 == 0 {
+                assert!(s.complete_now(&format!("old-{i}"), t, Bytes::from_static(b"r"), Duration::from_secs(1)));
+            }
         }
-        tokio::time::advance(Duration::from_secs(LEASE.as_secs() + 1)).await;
-        for i in 0..SWEEP_EVERY {
+        let slab = s.inner.shards[0].lock().slots.len();
+        tokio::time::advance(LEASE + Duration::from_secs(1)).await;
+        for i in 0..N {
             let _ = s.claim_now(&format!("new-{i}"), &FP, LEASE, TTL);
+            // Each insert reclaims at least one expired record, so the count never grows past N + 1.
+            assert!(s.len() <= N + 1, "expired records were not reclaimed: {}", s.len());
         }
-        assert!(s.len() <= SWEEP_EVERY as usize, "expired records were not swept: {}", s.len());
+        assert_eq!(s.len(), N);
+        assert_eq!(s.inner.shards[0].lock().slots.len(), slab, "new records must reuse reclaimed slots");
+        for i in 0..N {
+            assert_eq!(s.get_now(&format!("old-{i}")), None);
+            assert!(matches!(s.get_now(&format!("new-{i}")), Some(Record::InFlight { .. })));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reused_slot_refuses_the_old_token() {
+        let s = MemoryStore::with_shards(1);
+        let LocalClaim::Acquired { slot, token, .. } = s.claim_local("a", &FP, LEASE, LEASE, Payload::to_bytes) else {
+            panic!("not acquired")
+        };
+        tokio::time::advance(LEASE).await;
+        s.purge_expired();
+        let LocalClaim::Acquired { slot: again, .. } = s.claim_local("b", &FP, LEASE, LEASE, Payload::to_bytes) else {
+            panic!("not acquired")
+        };
+        assert_eq!(slot, again, "the test needs the slot to be reused");
+        assert!(!s.complete_local(slot, token, Payload::Bytes(Bytes::new()), TTL));
+        assert!(!s.release_local(slot, token));
+        assert!(matches!(s.get_now("b"), Some(Record::InFlight { lease_remaining, .. }) if lease_remaining == LEASE));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn purge_drops_expired_records_and_keeps_live_ones() {
+        let s = MemoryStore::with_shards(2);
+        for i in 0..100 {
+            let ttl = if i % 2 == 0 { Duration::from_secs(1) } else { TTL };
+            let _ = s.claim_now(&format!("k{i}"), &FP, Duration::from_millis(1), ttl);
+        }
+        tokio::time::advance(Duration::from_secs(2)).await;
+        s.purge_expired();
+        assert_eq!(s.len(), 50);
+        assert!((0..100).all(|i| s.get_now(&format!("k{i}")).is_some() == (i % 2 == 1)));
     }
 }

@@ -30,7 +30,7 @@ mod memory;
 mod redis;
 
 pub use memory::{DEFAULT_SHARDS, MemoryStore};
-pub(crate) use memory::{LocalClaim, Payload, RecordKey};
+pub(crate) use memory::{LocalClaim, Payload, SlotRef};
 #[cfg(feature = "redis")]
 pub use redis::{DEFAULT_REDIS_PREFIX, RedisStore};
 
