@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use crate::config::Settings;
-use crate::error::IdempotencyRejection;
+use crate::error::{IdempotencyRejection, StoreError};
 use crate::store::{Claim, FencingToken, Fingerprint, Payload, SlotRef};
 
 /// The storage key of an idempotency key within a scope. Scope and key are length-delimited, so no
@@ -248,59 +248,107 @@ impl Ticket {
     /// On a [`MemoryStore`](crate::MemoryStore) a [`Payload::Local`] is kept as the value; other stores get its
     /// bytes.
     pub(crate) async fn record(mut self, outcome: Outcome, payload: Option<Payload>) {
+        if self.engine.settings.memory.is_some() {
+            return self.record_now(outcome, payload);
+        }
+        self.armed = false;
+        let (s, key) = (&self.engine.settings, self.key_str());
+        match payload.filter(|_| outcome.is_final()) {
+            Some(payload) => {
+                let bytes = match payload {
+                    Payload::Bytes(b) => b,
+                    Payload::Local(v) => v.encode(),
+                };
+                let stored = s.store.complete(key, self.token, bytes, s.ttl).await;
+                self.stored(outcome, stored);
+            }
+            None => {
+                let released = s.store.release(key, self.token).await;
+                self.released(released);
+            }
+        }
+    }
+
+    /// [`record`](Self::record) on the layer's memory store, which answers at once: no future needed.
+    pub(crate) fn record_now(mut self, outcome: Outcome, payload: Option<Payload>) {
         self.armed = false;
         let s = &self.engine.settings;
-        if outcome.is_final()
-            && let Some(payload) = payload
-        {
-            let stored = match (&s.memory, &self.key) {
-                (Some(m), TicketKey::Slot(at)) => Ok(m.complete_local(*at, self.token, payload, s.ttl)),
-                (Some(m), TicketKey::Key(key)) => Ok(m.complete_keyed(key, self.token, payload, s.ttl)),
-                (None, TicketKey::Key(key)) => {
-                    let bytes = match payload {
-                        Payload::Bytes(b) => b,
-                        Payload::Local(v) => v.encode(),
-                    };
-                    s.store.complete(key, self.token, bytes, s.ttl).await
-                }
-                (None, TicketKey::Slot(_)) => Ok(false),
-            };
-            match stored {
-                Ok(true) => {
-                    tracing::debug!(result = "stored", outcome = outcome.class().as_str(), "idempotent result stored")
-                }
-                Ok(false) => {
-                    tracing::warn!(
-                        result = "fenced",
-                        token = self.token.0,
-                        outcome = outcome.class().as_str(),
-                        "lease was taken over while this request ran; its result was not stored"
-                    );
-                    count("fenced");
-                }
-                Err(e) => {
-                    tracing::error!(result = "store_failed", error = %e, "could not store the idempotent result; the key stays claimed until its lease ends");
-                    count("store_failed");
-                }
+        let Some(m) = &s.memory else {
+            // Only memory tickets come here; a ticket of another store ends with its lease.
+            return self.released(Ok(false));
+        };
+        match payload.filter(|_| outcome.is_final()) {
+            Some(payload) => {
+                let stored = match &self.key {
+                    TicketKey::Slot(at) => m.complete_local(*at, self.token, payload, s.ttl),
+                    TicketKey::Key(key) => m.complete_keyed(key, self.token, payload, s.ttl),
+                };
+                self.stored(outcome, Ok(stored));
             }
-            return;
+            None => {
+                let released = self.release_in(m);
+                self.released(Ok(released));
+            }
         }
-        self.release_now().await;
     }
 
     /// Releases the claim now (the request did not run, or its outcome is not final).
     pub(crate) async fn release(mut self) {
         self.armed = false;
-        self.release_now().await;
+        let released = match &self.engine.settings.memory {
+            Some(m) => Ok(self.release_in(m)),
+            None => self.engine.settings.store.release(self.key_str(), self.token).await,
+        };
+        self.released(released);
     }
 
-    async fn release_now(&self) {
-        let s = &self.engine.settings;
-        let released = match (&s.memory, &self.key) {
-            (Some(m), TicketKey::Slot(at)) => Ok(m.release_local(*at, self.token)),
-            (_, TicketKey::Key(key)) => s.store.release(key, self.token).await,
-            (None, TicketKey::Slot(_)) => Ok(false),
-        };
+    /// Releases the claim without waiting: at once on the layer's memory store, otherwise in the background
+    /// (the ticket's drop).
+    pub(crate) fn release_now(mut self) {
+        if let Some(m) = &self.engine.settings.memory {
+            self.armed = false;
+            let released = self.release_in(m);
+            self.released(Ok(released));
+        }
+    }
+
+    fn release_in(&self, m: &crate::MemoryStore) -> bool {
+        match &self.key {
+            TicketKey::Slot(at) => m.release_local(*at, self.token),
+            TicketKey::Key(key) => m.release_now(key, self.token),
+        }
+    }
+
+    /// The storage key; empty for a memory slot, which only the memory store's own paths use.
+    fn key_str(&self) -> &str {
+        match &self.key {
+            TicketKey::Key(key) => key,
+            TicketKey::Slot(_) => "",
+        }
+    }
+
+    fn stored(&self, outcome: Outcome, stored: Result<bool, StoreError>) {
+        match stored {
+            Ok(true) => {
+                tracing::debug!(result = "stored", outcome = outcome.class().as_str(), "idempotent result stored")
+            }
+            Ok(false) => {
+                tracing::warn!(
+                    result = "fenced",
+                    token = self.token.0,
+                    outcome = outcome.class().as_str(),
+                    "lease was taken over while this request ran; its result was not stored"
+                );
+                count("fenced");
+            }
+            Err(e) => {
+                tracing::error!(result = "store_failed", error = %e, "could not store the idempotent result; the key stays claimed until its lease ends");
+                count("store_failed");
+            }
+        }
+    }
+
+    fn released(&self, released: Result<bool, StoreError>) {
         match released {
             Ok(true) => tracing::debug!(result = "released", "idempotency claim released for re-execution"),
             Ok(false) => {
@@ -321,12 +369,8 @@ impl Drop for Ticket {
         // Cancelled mid-request: a memory store releases at once; another store in the background if a runtime
         // is there; otherwise the lease ends it.
         let key = match (&self.engine.settings.memory, &self.key) {
-            (Some(m), TicketKey::Slot(at)) => {
-                m.release_local(*at, self.token);
-                return;
-            }
-            (Some(m), TicketKey::Key(key)) => {
-                m.release_now(key, self.token);
+            (Some(m), _) => {
+                self.release_in(m);
                 return;
             }
             (None, TicketKey::Slot(_)) => return,

@@ -7,6 +7,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use palisade_core::{Classify, GatewayKeyed, IdempotencyKey};
+use pin_project_lite::pin_project;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tower_service::Service;
@@ -50,8 +51,65 @@ impl<S, Req, C> IdempotencyService<S, Req, C> {
     }
 }
 
-/// The future of [`IdempotencyService`].
-pub type ResponseFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+
+pin_project! {
+    /// The future of [`IdempotencyService`]: a replay or refusal ready at once, a request executing against the
+    /// layer's memory store (recorded in place when it completes, no allocation), or, for other stores and for
+    /// duplicates that wait, a boxed future.
+    pub struct ResponseFuture<F, T, E, C> {
+        #[pin]
+        kind: Kind<F, T, E, C>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F, T, E, C> {
+        Ready { result: Option<Result<T, E>> },
+        Executing { #[pin] fut: F, ticket: Option<Ticket>, classifier: C },
+        Boxed { fut: BoxFuture<T, E> },
+    }
+}
+
+impl<F, T, E, C> ResponseFuture<F, T, E, C> {
+    fn ready(result: Result<T, E>) -> Self {
+        ResponseFuture { kind: Kind::Ready { result: Some(result) } }
+    }
+    fn boxed(fut: impl Future<Output = Result<T, E>> + Send + 'static) -> Self {
+        ResponseFuture { kind: Kind::Boxed { fut: Box::pin(fut) } }
+    }
+}
+
+impl<F, T, E, C> Future for ResponseFuture<F, T, E, C>
+where
+    F: Future<Output = Result<T, E>>,
+    T: Serialize + Clone + Send + 'static,
+    E: Serialize + Clone + Send + 'static,
+    C: Classify<T, E>,
+{
+    type Output = Result<T, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Ready { result } => match result.take() {
+                Some(r) => Poll::Ready(r),
+                None => panic!("idempotency ResponseFuture polled after completion"),
+            },
+            KindProj::Executing { fut, ticket, classifier } => {
+                let result = std::task::ready!(fut.poll(cx));
+                if let Some(ticket) = ticket.take() {
+                    let outcome = classifier.classify(&result);
+                    // Kept as the value: a replay in this process clones it instead of decoding JSON.
+                    let payload = outcome.is_final().then(|| Payload::Local(Box::new(result.clone())));
+                    ticket.record_now(outcome, payload);
+                }
+                Poll::Ready(result)
+            }
+            KindProj::Boxed { fut } => fut.as_mut().poll(cx),
+        }
+    }
+}
 
 async fn ready<S: Service<Req>, Req>(svc: &mut S) -> Result<(), S::Error> {
     std::future::poll_fn(|cx| svc.poll_ready(cx)).await
@@ -68,7 +126,7 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Response, S::Error>;
+    type Future = ResponseFuture<S::Future, S::Response, S::Error, C>;
 
     /// Always ready: the inner service's readiness is awaited only when the request is really executed, so a
     /// replay or a refusal never waits for (or takes) inner capacity.
@@ -82,12 +140,12 @@ where
             return match shared.engine.settings.missing_key {
                 MissingKey::Reject => {
                     count("missing_key");
-                    Box::pin(std::future::ready(Err(IdempotencyRejection::KeyMissing.into())))
+                    ResponseFuture::ready(Err(IdempotencyRejection::KeyMissing.into()))
                 }
                 _ => {
                     count("passthrough");
                     let mut inner = self.take_inner();
-                    Box::pin(async move {
+                    ResponseFuture::boxed(async move {
                         ready(&mut inner).await?;
                         inner.call(req).await
                     })
@@ -115,16 +173,16 @@ where
                 LocalClaim::Acquired { slot, token, took_over } => {
                     set_gateway_key(&mut req, scope.as_deref(), key);
                     let ticket = engine.acquired(TicketKey::Slot(slot), token, took_over);
-                    return self.execute(req, ticket, true);
+                    return self.execute_local(req, ticket);
                 }
                 LocalClaim::Completed(found) => {
                     Engine::replayed();
-                    return Box::pin(std::future::ready(found.unwrap_or_else(|bytes| decode(&bytes))));
+                    return ResponseFuture::ready(found.unwrap_or_else(|bytes| decode(&bytes)));
                 }
-                LocalClaim::Mismatch => return Box::pin(std::future::ready(Err(Engine::conflict().into()))),
+                LocalClaim::Mismatch => return ResponseFuture::ready(Err(Engine::conflict().into())),
                 LocalClaim::InFlight { lease_remaining } => {
                     if let Some(refusal) = engine.refuse_in_flight(lease_remaining) {
-                        return Box::pin(std::future::ready(Err(refusal.into())));
+                        return ResponseFuture::ready(Err(refusal.into()));
                     }
                 }
             }
@@ -135,7 +193,7 @@ where
         set_gateway_key(&mut req, scope.as_deref(), key);
         let engine = engine.clone();
         let mut this = self.clone_for_call();
-        Box::pin(async move {
+        ResponseFuture::boxed(async move {
             match engine.begin(skey, fingerprint).await? {
                 Begin::Replay(bytes) => decode(&bytes),
                 Begin::Execute(ticket) => this.execute(req, ticket, local).await,
@@ -168,12 +226,32 @@ where
         }
     }
 
+    /// Runs a request claimed on the layer's memory store. When the inner service is ready right away (asked
+    /// with a no-op waker) it is called here and the call's own future is driven in place, recording the outcome
+    /// when it completes; otherwise this takes the general path.
+    fn execute_local(&mut self, req: Req, ticket: Ticket) -> ResponseFuture<S::Future, S::Response, S::Error, C> {
+        match self.inner.poll_ready(&mut Context::from_waker(std::task::Waker::noop())) {
+            Poll::Ready(Ok(())) => ResponseFuture {
+                kind: Kind::Executing {
+                    fut: self.inner.call(req),
+                    ticket: Some(ticket),
+                    classifier: self.classifier.clone(),
+                },
+            },
+            Poll::Ready(Err(e)) => {
+                ticket.release_now();
+                ResponseFuture::ready(Err(e))
+            }
+            Poll::Pending => ResponseFuture { kind: Kind::Boxed { fut: self.execute(req, ticket, true) } },
+        }
+    }
+
     /// Runs a claimed request and records its outcome: on a memory store (`local`) a final result is kept as a
     /// value, elsewhere as JSON.
     ///
     /// When the inner service is ready right away (asked with a no-op waker), it is called here, so the call
     /// needs no clone of it; otherwise a clone goes with the future and readiness is awaited there.
-    fn execute(&mut self, req: Req, ticket: Ticket, local: bool) -> ResponseFuture<S::Response, S::Error> {
+    fn execute(&mut self, req: Req, ticket: Ticket, local: bool) -> BoxFuture<S::Response, S::Error> {
         let classifier = self.classifier.clone();
         let called = match self.inner.poll_ready(&mut Context::from_waker(std::task::Waker::noop())) {
             Poll::Ready(Ok(())) => Ok(self.inner.call(req)),
