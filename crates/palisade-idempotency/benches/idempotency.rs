@@ -44,15 +44,15 @@ fn bare() -> impl Service<GatewayRequest, Response = GatewayResponse, Error = Pa
     tower::service_fn(move |_req: GatewayRequest| std::future::ready(Ok::<_, PaymentError>(res.clone())))
 }
 
-/// New keys every call: short lease and TTL so the store's sweep keeps memory flat during the run.
-fn layer() -> IdempotencyLayer {
-    let ms = std::env::var("BENCH_TTL_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
-    IdempotencyLayer::builder()
-        .store(MemoryStore::new())
-        .lease(Duration::from_millis(ms))
-        .ttl(Duration::from_millis(ms))
-        .build()
+/// New keys every call, records kept `ttl`: expired ones are reclaimed as new ones come in, so the store holds
+/// about (calls/s × ttl) records in a steady state. 1 ms keeps that to a few hundred (warm caches); 200 ms to
+/// some hundred thousand, so a new record and the one reclaimed for it are in cold memory.
+fn layer(store: &MemoryStore, ttl: Duration) -> IdempotencyLayer {
+    IdempotencyLayer::builder().store(store.clone()).lease(ttl).ttl(ttl).build()
 }
+
+const WARM: Duration = Duration::from_millis(1);
+const COLD: Duration = Duration::from_millis(200);
 
 fn typed(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
@@ -70,18 +70,22 @@ fn typed(c: &mut Criterion) {
         })
     });
 
-    let mut svc = layer().layer(bare());
     let n = AtomicU64::new(0);
-    g.bench_function("new_request", |b| {
-        b.to_async(&rt).iter(|| {
-            let i = n.fetch_add(1, Ordering::Relaxed);
-            // A fresh key per call: the request is cloned from a small pool and re-keyed.
-            let mut r = reqs[(i % 1000) as usize].clone();
-            r.set_gateway_key(IdempotencyKey::new(format!("n{i}")).expect("key"));
-            let fut = svc.call(r);
-            async move { fut.await.expect("ok") }
-        })
-    });
+    for (name, ttl) in [("new_request", COLD), ("new_request_warm", WARM)] {
+        let store = MemoryStore::new();
+        let mut svc = layer(&store, ttl).layer(bare());
+        g.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| {
+                let i = n.fetch_add(1, Ordering::Relaxed);
+                // A fresh key per call: the request is cloned from a small pool and re-keyed.
+                let mut r = reqs[(i % 1000) as usize].clone();
+                r.set_gateway_key(IdempotencyKey::new(format!("n{i}")).expect("key"));
+                let fut = svc.call(r);
+                async move { fut.await.expect("ok") }
+            })
+        });
+        eprintln!("{name}: {} records held at the end", store.len());
+    }
 
     let n = AtomicU64::new(0);
     g.bench_function("rekey_only", |b| {
@@ -103,6 +107,68 @@ fn typed(c: &mut Criterion) {
             async move { fut.await.expect("ok") }
         })
     });
+    g.finish();
+}
+
+/// New requests/s from 1 and 2 threads (this machine has 2 cores), each thread driving its own clone of the
+/// service in a loop on a current-thread runtime, as a server's workers would. `bare` runs the same loop (clone,
+/// re-key, call) without the layer, so the difference is the layer's cost per call.
+fn threads(c: &mut Criterion) {
+    use std::sync::Barrier;
+    use std::time::Instant;
+    let mut g = c.benchmark_group("idempotency_typed_memory_threads");
+    g.throughput(Throughput::Elements(1));
+    let base = AtomicU64::new(0);
+    for threads in [1u64, 2] {
+        for (name, ttl) in [("bare", None), ("new_request_warm", Some(WARM)), ("new_request", Some(COLD))] {
+            let store = MemoryStore::new();
+            let layer = ttl.map(|ttl| layer(&store, ttl));
+            g.bench_function(format!("{name}/{threads}"), |b| {
+                b.iter_custom(|iters| {
+                    let run = base.fetch_add(1, Ordering::Relaxed);
+                    let per_thread = iters.div_ceil(threads);
+                    let barrier = Barrier::new(threads as usize);
+                    let elapsed = std::thread::scope(|s| {
+                        let workers: Vec<_> = (0..threads)
+                            .map(|t| {
+                                let (barrier, layer) = (&barrier, layer.clone());
+                                s.spawn(move || {
+                                    let rt = tokio::runtime::Builder::new_current_thread()
+                                        .enable_all()
+                                        .build()
+                                        .expect("runtime");
+                                    let template = request("template");
+                                    let mut plain = bare();
+                                    let mut layered = layer.map(|l| l.layer(bare()));
+                                    barrier.wait();
+                                    let start = Instant::now();
+                                    rt.block_on(async {
+                                        for i in 0..per_thread {
+                                            let mut r = template.clone();
+                                            let key = format!("{run}-{t}-{i}");
+                                            r.set_gateway_key(IdempotencyKey::new(key).expect("key"));
+                                            let res = match &mut layered {
+                                                Some(svc) => svc.call(r).await,
+                                                None => plain.call(r).await,
+                                            };
+                                            std::hint::black_box(res.expect("ok"));
+                                        }
+                                    });
+                                    start.elapsed()
+                                })
+                            })
+                            .collect();
+                        workers.into_iter().map(|w| w.join().expect("worker")).max().unwrap_or_default()
+                    });
+                    // Time per call across all threads: wall time over the calls made.
+                    elapsed.mul_f64(iters as f64 / (per_thread * threads) as f64)
+                })
+            });
+            if ttl.is_some() {
+                eprintln!("{name}/{threads}: {} records held at the end", store.len());
+            }
+        }
+    }
     g.finish();
 }
 
@@ -181,11 +247,7 @@ fn http_mode(c: &mut Criterion) {
         })
     });
 
-    let layer = HttpIdempotencyLayer::builder()
-        .store(MemoryStore::new())
-        .lease(Duration::from_millis(200))
-        .ttl(Duration::from_millis(200))
-        .build();
+    let layer = HttpIdempotencyLayer::builder().store(MemoryStore::new()).lease(COLD).ttl(COLD).build();
     let mut svc = layer.layer(handler);
     let n = AtomicU64::new(0);
     g.bench_function("new_request", |b| {
@@ -292,6 +354,6 @@ fn redis_store(_c: &mut Criterion) {
 #[allow(missing_docs)]
 mod group {
     use super::*;
-    criterion_group!(benches, typed, components, http_mode, redis_store);
+    criterion_group!(benches, typed, threads, components, http_mode, redis_store);
 }
 criterion_main!(group::benches);

@@ -136,9 +136,11 @@ struct Slot {
 /// One shard: records in a slab (freed slots are reused, so a steady load allocates nothing for the store), an
 /// index from key hash to slot, and an expiry queue in insertion order.
 ///
-/// Every occupied slot has exactly one entry in `queue`, holding an expiry time no later than the record's.
+/// Every occupied slot has exactly one entry in `queue`, holding the record's expiry when it was queued.
 /// Reclaiming pops entries whose time has come: a record that is really expired is removed; one whose expiry
-/// moved later (it completed, or was taken over) goes back into the queue with its new time. Records are only
+/// moved later (it completed, or was taken over) goes back into the queue with its new time. (A completion
+/// with a TTL shorter than the claim's lease moves expiry earlier: the record is ignored from then on and its
+/// memory is reclaimed at the queued time.) Records are only
 /// removed here and in [`purge`](Shard::purge), which drops the queue entries of what it removes, so a queue
 /// entry never points at a slot that was reused.
 ///
@@ -548,7 +550,11 @@ mod tests {
             assert!(s.len() <= N + 1, "expired records were not reclaimed: {}", s.len());
         }
         assert_eq!(s.len(), N);
-        assert_eq!(s.inner.shards[0].lock().slots.len(), slab, "new records must reuse reclaimed slots");
+        let shard = s.inner.shards[0].lock();
+        assert_eq!(shard.slots.len(), slab, "new records must reuse reclaimed slots");
+        assert_eq!(shard.index.len(), N, "reclaimed records must leave the index");
+        assert_eq!(shard.queue.len(), N, "one queue entry per record");
+        drop(shard);
         for i in 0..N {
             assert_eq!(s.get_now(&format!("old-{i}")), None);
             assert!(matches!(s.get_now(&format!("new-{i}")), Some(Record::InFlight { .. })));
