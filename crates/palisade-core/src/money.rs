@@ -239,18 +239,24 @@ impl Money {
     /// [`MoneyError::SubMinorAmount`] (cannot happen for a `Money` built through [`Money::new`]) or
     /// [`MoneyError::Overflow`].
     pub fn to_minor(&self) -> Result<i64, MoneyError> {
-        let scaled = self
-            .amount
-            .checked_mul(Decimal::from(10i64.pow(u32::from(self.currency.exponent))))
-            .ok_or(MoneyError::Overflow)?;
-        if !scaled.fract().is_zero() {
-            return Err(MoneyError::SubMinorAmount {
-                amount: self.amount,
-                currency: self.currency,
-                exponent: self.currency.exponent,
-            });
-        }
-        i64::try_from(scaled).map_err(|_| MoneyError::Overflow)
+        // Integer arithmetic on the decimal's parts (amount = mantissa × 10^-scale): no decimal multiplication.
+        // The mantissa has 96 bits and the scale is at most 28, so every power and product below fits in i128.
+        let exponent = u32::from(self.currency.exponent);
+        let (mantissa, scale) = (self.amount.mantissa(), self.amount.scale());
+        let minor = if scale <= exponent {
+            10i128.checked_pow(exponent - scale).and_then(|p| mantissa.checked_mul(p))
+        } else {
+            let p = 10i128.checked_pow(scale - exponent).ok_or(MoneyError::Overflow)?;
+            if mantissa % p != 0 {
+                return Err(MoneyError::SubMinorAmount {
+                    amount: self.amount,
+                    currency: self.currency,
+                    exponent: self.currency.exponent,
+                });
+            }
+            Some(mantissa / p)
+        };
+        minor.and_then(|m| i64::try_from(m).ok()).ok_or(MoneyError::Overflow)
     }
     /// The amount.
     #[must_use]
@@ -474,7 +480,35 @@ mod tests {
         assert_eq!(format!("{}", Money::from_minor(5, Currency::USD)), "0.05 USD");
     }
 
+    /// The decimal arithmetic `to_minor` replaced: scale by 10^exponent, refuse a fraction, convert.
+    fn to_minor_by_decimal(m: &Money) -> Result<i64, MoneyError> {
+        let scaled = m
+            .amount
+            .checked_mul(Decimal::from(10i64.pow(u32::from(m.currency.exponent))))
+            .ok_or(MoneyError::Overflow)?;
+        if !scaled.fract().is_zero() {
+            return Err(MoneyError::SubMinorAmount {
+                amount: m.amount,
+                currency: m.currency,
+                exponent: m.currency.exponent,
+            });
+        }
+        i64::try_from(scaled).map_err(|_| MoneyError::Overflow)
+    }
+
     proptest! {
+        /// Any decimal (sub-minor, huge, negative, every scale) gives what the decimal arithmetic gives.
+        #[test]
+        fn to_minor_matches_decimal_arithmetic(lo in any::<u32>(), mid in any::<u32>(), hi in any::<u32>(),
+                                               negative in any::<bool>(), scale in 0u32..=28, idx in 0usize..4) {
+            let cur = [Currency::USD, Currency::JPY, Currency::BHD, Currency::from_code("CLF").unwrap()][idx];
+            // Small mantissas too, so whole and exact amounts are common, not only overflows.
+            for (lo, mid, hi) in [(lo, mid, hi), (lo, 0, 0), (lo % 100_000, 0, 0)] {
+                let m = Money { amount: Decimal::from_parts(lo, mid, hi, negative, scale), currency: cur };
+                prop_assert_eq!(m.to_minor(), to_minor_by_decimal(&m), "{:?}", m);
+            }
+        }
+
         #[test]
         fn minor_round_trip(minor in -1_000_000_000_000i64..1_000_000_000_000i64, idx in 0usize..4) {
             let cur = [Currency::USD, Currency::JPY, Currency::BHD, Currency::from_code("CLF").unwrap()][idx];

@@ -4,7 +4,6 @@ use std::any::Any;
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -151,6 +150,10 @@ struct Slot {
 #[derive(Debug, Default)]
 struct Shard {
     index: HashTable<usize>,
+    /// The last fencing token handed out here. A key always lives in the same shard, so tokens from one
+    /// counter per shard are strictly increasing per key and unique per slot, without a store-wide atomic that
+    /// every core would contend on.
+    last_token: u64,
     slots: Vec<Option<Slot>>,
     free: Vec<usize>,
     queue: VecDeque<(Instant, usize)>,
@@ -227,11 +230,27 @@ impl Shard {
     }
 }
 
+fn next_token(last: &mut u64) -> FencingToken {
+    *last += 1;
+    FencingToken(*last)
+}
+
+/// A shard on cache lines of its own, so cores working on neighbouring shards do not contend on one line.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Padded(Mutex<Shard>);
+
+impl std::ops::Deref for Padded {
+    type Target = Mutex<Shard>;
+    fn deref(&self) -> &Mutex<Shard> {
+        &self.0
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
-    shards: Box<[Mutex<Shard>]>,
+    shards: Box<[Padded]>,
     hasher: RandomState,
-    next_token: AtomicU64,
 }
 
 /// An in-memory [`IdempotencyStore`]: sharded slabs of records behind `parking_lot` mutexes. Records expire
@@ -266,11 +285,7 @@ impl MemoryStore {
     pub fn with_shards(shards: usize) -> Self {
         let n = shards.max(1).next_power_of_two();
         MemoryStore {
-            inner: Arc::new(Inner {
-                shards: (0..n).map(|_| Mutex::new(Shard::default())).collect(),
-                hasher: RandomState::new(),
-                next_token: AtomicU64::new(1),
-            }),
+            inner: Arc::new(Inner { shards: (0..n).map(|_| Padded::default()).collect(), hasher: RandomState::new() }),
         }
     }
 
@@ -281,10 +296,6 @@ impl MemoryStore {
         let hash = self.inner.hasher.hash_one(key);
         // `shards.len()` is a power of two (see `with_shards`), so the mask picks a valid index.
         (hash, (hash >> 32) as usize & (self.inner.shards.len() - 1))
-    }
-
-    fn token(&self) -> FencingToken {
-        FencingToken(self.inner.next_token.fetch_add(1, Ordering::Relaxed))
     }
 
     /// Number of records held, expired ones included until they are reclaimed.
@@ -329,7 +340,8 @@ impl MemoryStore {
     ) -> LocalClaim<R> {
         let now = Instant::now();
         let (hash, shard_no) = self.locate(key.as_bytes());
-        let mut shard = self.inner.shards[shard_no].lock();
+        let mut guard = self.inner.shards[shard_no].lock();
+        let shard = &mut *guard;
         if let Some(slot) = shard.find(hash, key.as_bytes())
             && let Some(r) = &mut shard.slots[slot]
         {
@@ -349,14 +361,14 @@ impl MemoryStore {
                     State::InFlight { .. } => true,
                 }
             };
-            let token = self.token();
+            let token = next_token(&mut shard.last_token);
             r.state = State::InFlight { token, lease_until: now + lease };
             r.expires_at = now + ttl.max(lease);
             return LocalClaim::Acquired { slot: SlotRef { shard: shard_no, slot }, token, took_over };
         }
         // Two reclaimed per insert at least keeps pace with inserts (a completed record may come up twice).
         shard.reclaim(now, 4);
-        let token = self.token();
+        let token = next_token(&mut shard.last_token);
         let slot = shard.insert(Slot {
             key: RecordKey::new(key),
             hash,
