@@ -69,8 +69,8 @@ pub(crate) struct FieldHasher {
     len: usize,
 }
 
-/// Room for a typical request's fields (a charge is about 50 bytes); longer input streams through.
-const FIELD_BUF: usize = 128;
+/// One SHA-256 block: a typical charge (about 50 bytes) fits; longer input goes to the hasher a block at a time.
+const FIELD_BUF: usize = 64;
 
 impl FieldHasher {
     pub(crate) fn new() -> Self {
@@ -88,12 +88,24 @@ impl FieldHasher {
         self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
         self.len += bytes.len();
     }
+    /// One byte (a tag, a short length), stored directly rather than through a copy.
+    fn byte(&mut self, b: u8) {
+        if self.len == FIELD_BUF {
+            self.sha.update(self.buf);
+            self.len = 0;
+        }
+        self.buf[self.len] = b;
+        self.len += 1;
+    }
     pub(crate) fn field(&mut self, bytes: &[u8]) {
         self.count(bytes.len());
         self.put(bytes);
     }
     /// A number (a length, a count) as an LEB128 varint.
     pub(crate) fn count(&mut self, n: usize) {
+        if let Ok(b @ 0..0x80) = u8::try_from(n) {
+            return self.byte(b);
+        }
         let (mut n, mut out, mut len) = (n as u64, [0u8; 10], 0);
         loop {
             let low = (n & 0x7f) as u8;
@@ -109,18 +121,18 @@ impl FieldHasher {
     fn opt(&mut self, bytes: Option<&[u8]>) {
         match bytes {
             Some(b) => {
-                self.put(&[1]);
+                self.byte(1);
                 self.field(b);
             }
-            None => self.put(&[0]),
+            None => self.byte(0),
         }
     }
     fn money(&mut self, m: Option<&Money>) {
         let Some(m) = m else {
-            self.put(&[0]);
+            self.byte(0);
             return;
         };
-        self.put(&[1]);
+        self.byte(1);
         self.field(m.currency().code().as_bytes());
         match m.to_minor() {
             Ok(minor) => self.field(&minor.to_be_bytes()),
@@ -345,7 +357,15 @@ mod tests {
     /// their sizes, including fields that straddle or exceed the buffer.
     #[test]
     fn field_hasher_equals_sha256_of_the_framed_fields() {
-        for sizes in [vec![0, 1, 7], vec![200, 100], vec![255, 1, 300], vec![1000], vec![248, 0, 248, 2048, 3]] {
+        for sizes in [
+            vec![0; 100],
+            vec![63, 0, 1],
+            vec![0, 1, 7],
+            vec![200, 100],
+            vec![255, 1, 300],
+            vec![1000],
+            vec![248, 0, 248, 2048, 3],
+        ] {
             let fields: Vec<Vec<u8>> = sizes.iter().enumerate().map(|(i, &n)| vec![i as u8; n]).collect();
             let mut h = FieldHasher::new();
             let mut framed = Vec::new();

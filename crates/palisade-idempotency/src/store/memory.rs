@@ -130,21 +130,23 @@ struct Slot {
     fingerprint: Fingerprint,
     state: State,
     expires_at: Instant,
+    /// The position of this record's queue entry, counted from the shard's first entry ever (see `popped`).
+    queued: u64,
 }
 
 /// One shard: records in a slab (freed slots are reused, so a steady load allocates nothing for the store), an
 /// index from key hash to slot, and an expiry queue in insertion order.
 ///
-/// Every occupied slot has exactly one entry in `queue`, holding the record's expiry when it was queued.
-/// Reclaiming pops entries whose time has come: a record that is really expired is removed; one whose expiry
-/// moved later (it completed, or was taken over) goes back into the queue with its new time. (A completion
-/// with a TTL shorter than the claim's lease moves expiry earlier: the record is ignored from then on and its
-/// memory is reclaimed at the queued time.) Records are only
-/// removed here and in [`purge`](Shard::purge), which drops the queue entries of what it removes, so a queue
-/// entry never points at a slot that was reused.
+/// Every occupied slot has exactly one entry in `queue`, holding when the record is due. A completion moves its
+/// record's entry in place to the new expiry (the record knows where its entry is). Reclaiming pops entries
+/// whose time has come: a record that is really expired is removed; one whose expiry moved later in another
+/// way (a takeover) goes back into the queue with its new time. Records are only removed here and in
+/// [`purge`](Shard::purge), which drops the queue entries of what it removes, so a queue entry never points at
+/// a slot that was reused.
 ///
 /// The queue is in insertion order, which is expiry order when a store serves one TTL (the usual case; a
-/// completion moves expiry later by the request's duration only). When layers with different TTLs share a
+/// completion moves expiry later by the request's duration only, so reclaiming the records behind it waits at
+/// most that long). When layers with different TTLs share a
 /// store, a short-lived record is reclaimed once the records inserted before it are: memory stays bounded by
 /// what the longest TTL keeps alive, and an expired record is ignored at once either way.
 #[derive(Debug, Default)]
@@ -157,6 +159,8 @@ struct Shard {
     slots: Vec<Option<Slot>>,
     free: Vec<usize>,
     queue: VecDeque<(Instant, usize)>,
+    /// Entries ever popped from `queue`: the entry a record's `queued` names is at `queued - popped`.
+    popped: u64,
 }
 
 impl Shard {
@@ -165,8 +169,9 @@ impl Shard {
         self.index.find(hash, |&i| slots[i].as_ref().is_some_and(|r| r.key.as_bytes() == key)).copied()
     }
 
-    fn insert(&mut self, record: Slot) -> usize {
+    fn insert(&mut self, mut record: Slot) -> usize {
         let (hash, expires_at) = (record.hash, record.expires_at);
+        record.queued = self.popped + self.queue.len() as u64;
         let slot = match self.free.pop() {
             Some(i) => {
                 self.slots[i] = Some(record);
@@ -191,8 +196,10 @@ impl Shard {
                 return;
             }
             self.queue.pop_front();
-            let Some(record) = &self.slots[slot] else { continue };
+            self.popped += 1;
+            let Some(record) = &mut self.slots[slot] else { continue };
             if record.expires_at > now {
+                record.queued = self.popped + self.queue.len() as u64;
                 self.queue.push_back((record.expires_at, slot));
                 continue;
             }
@@ -219,6 +226,22 @@ impl Shard {
         }
         let slots = &self.slots;
         self.queue.retain(|&(_, slot)| slots[slot].is_some());
+        for (i, &(_, slot)) in self.queue.iter().enumerate() {
+            if let Some(r) = &mut self.slots[slot] {
+                r.queued = self.popped + i as u64;
+            }
+        }
+    }
+
+    /// Moves a record's queue entry to its current expiry, where it is (no second visit when it comes up).
+    fn requeue_in_place(&mut self, slot: usize) {
+        let Some(Some(r)) = self.slots.get(slot) else { return };
+        let at = r.queued.wrapping_sub(self.popped);
+        if let Some(entry) = usize::try_from(at).ok().and_then(|at| self.queue.get_mut(at))
+            && entry.1 == slot
+        {
+            entry.0 = r.expires_at;
+        }
     }
 
     fn live(&mut self, slot: usize, now: Instant) -> Option<&mut Slot> {
@@ -375,6 +398,7 @@ impl MemoryStore {
             fingerprint: *fingerprint,
             state: State::InFlight { token, lease_until: now + lease },
             expires_at: now + ttl.max(lease),
+            queued: 0,
         });
         LocalClaim::Acquired { slot: SlotRef { shard: shard_no, slot }, token, took_over: false }
     }
@@ -399,10 +423,11 @@ impl MemoryStore {
             Some(r) if matches!(r.state, State::InFlight { token: t, .. } if t == token) => {
                 r.state = State::Completed { response };
                 r.expires_at = now + ttl;
-                true
             }
-            _ => false,
+            _ => return false,
         }
+        shard.requeue_in_place(at.slot);
+        true
     }
 
     /// [`complete_local`](Self::complete_local) by key.
@@ -549,7 +574,7 @@ mod tests {
         let s = MemoryStore::with_shards(1);
         for i in 0..N {
             let t = acquired(s.claim_now(&format!("old-{i}"), &FP, LEASE, Duration::from_secs(1)));
-            // Half complete (their expiry moves later and they are re-queued once), half stay in flight.
+            // Half complete (their queue entries move to the later expiry in place), half stay in flight.
             if i % 2 == 0 {
                 assert!(s.complete_now(&format!("old-{i}"), t, Bytes::from_static(b"r"), Duration::from_secs(1)));
             }
@@ -571,6 +596,42 @@ mod tests {
             assert_eq!(s.get_now(&format!("old-{i}")), None);
             assert!(matches!(s.get_now(&format!("new-{i}")), Some(Record::InFlight { .. })));
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_completion_moves_its_queue_entry_in_place() {
+        let s = MemoryStore::with_shards(1);
+        let ttl = Duration::from_secs(10);
+        let mut tokens = vec![];
+        for k in ["a", "b", "c"] {
+            tokens.push(acquired(s.claim_now(k, &FP, LEASE, ttl)));
+        }
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(s.complete_now("b", tokens[1], Bytes::from_static(b"r"), ttl));
+        {
+            let shard = s.inner.shards[0].lock();
+            let dues: Vec<_> = shard
+                .queue
+                .iter()
+                .map(|&(due, slot)| (due, shard.slots[slot].as_ref().unwrap().key.as_str().to_owned()))
+                .collect();
+            assert_eq!(dues.len(), 3, "still one entry per record");
+            for (due, key) in &dues {
+                let record =
+                    shard.slots[shard.find(s.locate(key.as_bytes()).0, key.as_bytes()).unwrap()].as_ref().unwrap();
+                assert_eq!(*due, record.expires_at, "{key}: the queue holds the record's current expiry");
+            }
+        }
+        // At 10 s "a" and "c" are due; "b" (completed at 1 s) is not, and nothing is visited twice.
+        tokio::time::advance(Duration::from_secs(9)).await;
+        let _ = s.claim_now("d", &FP, LEASE, ttl);
+        assert_eq!(s.get_now("b").map(|r| matches!(r, Record::Completed { .. })), Some(true));
+        let shard = s.inner.shards[0].lock();
+        assert_eq!(shard.popped, 1, "the front entry was popped once: \"a\", removed");
+        drop(shard);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        s.purge_expired();
+        assert_eq!(s.len(), 1, "only \"d\" is left");
     }
 
     #[tokio::test(start_paused = true)]
