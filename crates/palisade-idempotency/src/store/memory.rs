@@ -626,9 +626,7 @@ mod tests {
         tokio::time::advance(Duration::from_secs(9)).await;
         let _ = s.claim_now("d", &FP, LEASE, ttl);
         assert_eq!(s.get_now("b").map(|r| matches!(r, Record::Completed { .. })), Some(true));
-        let shard = s.inner.shards[0].lock();
-        assert_eq!(shard.popped, 1, "the front entry was popped once: \"a\", removed");
-        drop(shard);
+        assert_eq!(s.inner.shards[0].lock().popped, 1, "the front entry was popped once: \"a\", removed");
         tokio::time::advance(Duration::from_secs(1)).await;
         s.purge_expired();
         assert_eq!(s.len(), 1, "only \"d\" is left");
