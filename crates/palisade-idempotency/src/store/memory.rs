@@ -203,12 +203,18 @@ impl Shard {
                 self.queue.push_back((record.expires_at, slot));
                 continue;
             }
-            if let Ok(entry) = self.index.find_entry(record.hash, |&i| i == slot) {
-                entry.remove();
-            }
-            self.slots[slot] = None;
-            self.free.push(slot);
+            let hash = record.hash;
+            self.remove(slot, hash);
         }
+    }
+
+    /// Frees a slot and its index entry (its queue entry is the caller's business).
+    fn remove(&mut self, slot: usize, hash: u64) {
+        if let Ok(entry) = self.index.find_entry(hash, |&i| i == slot) {
+            entry.remove();
+        }
+        self.slots[slot] = None;
+        self.free.push(slot);
     }
 
     /// Removes every expired record, wherever it sits in the queue.
@@ -218,11 +224,8 @@ impl Shard {
             if record.expires_at > now {
                 continue;
             }
-            if let Ok(entry) = self.index.find_entry(record.hash, |&i| i == slot) {
-                entry.remove();
-            }
-            self.slots[slot] = None;
-            self.free.push(slot);
+            let hash = record.hash;
+            self.remove(slot, hash);
         }
         let slots = &self.slots;
         self.queue.retain(|&(_, slot)| slots[slot].is_some());
@@ -411,7 +414,7 @@ impl MemoryStore {
 
     /// The synchronous complete behind [`IdempotencyStore::complete`].
     pub fn complete_now(&self, key: &str, token: FencingToken, response: Bytes, ttl: Duration) -> bool {
-        self.slot_of(key).is_some_and(|at| self.complete_local(at, token, Payload::Bytes(response), ttl))
+        self.complete_keyed(key, token, Payload::Bytes(response), ttl)
     }
 
     /// [`complete_now`](Self::complete_now) at a known slot, with a payload the layer may keep as a value.
