@@ -342,6 +342,9 @@ async fn failing_after_commit_twice_charges_once_and_succeeds() {
 async fn each_retry_emits_an_event_with_stable_fields() {
     let capture = palisade_testkit::LogCapture::new();
     let _guard = tracing::subscriber::set_default(capture.subscriber());
+    // Other tests in this binary set and drop their own scoped subscribers on other threads; recompute the
+    // callsites' cached interest now that this one is live, so none stays cached as "never" from their drops.
+    tracing::callsite::rebuild_interest_cache();
     let gw = Scripted::new(
         [Step::Err(PaymentError::RateLimited { retry_after: Some(Duration::from_millis(1500)) })],
         Step::Err(PaymentError::timeout("lost")),
