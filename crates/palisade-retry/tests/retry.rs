@@ -339,30 +339,6 @@ async fn failing_after_commit_twice_charges_once_and_succeeds() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn each_retry_emits_an_event_with_stable_fields() {
-    let capture = palisade_testkit::LogCapture::new();
-    let _guard = tracing::subscriber::set_default(capture.subscriber());
-    // Other tests in this binary set and drop their own scoped subscribers on other threads; recompute the
-    // callsites' cached interest now that this one is live, so none stays cached as "never" from their drops.
-    tracing::callsite::rebuild_interest_cache();
-    let gw = Scripted::new(
-        [Step::Err(PaymentError::RateLimited { retry_after: Some(Duration::from_millis(1500)) })],
-        Step::Err(PaymentError::timeout("lost")),
-    );
-    let mut svc = RetryLayer::builder().max_attempts(2).build().layer(gw.clone());
-    assert!(run(&mut svc, charge("o1", None)).await.is_err());
-    let logs = capture.contents();
-    let retry = logs.lines().find(|l| l.contains(" INFO ") && l.contains("retrying gateway call")).expect(&logs);
-    for field in ["attempt=1", "delay_ms=1500", "outcome=\"retriable\"", "reason=\"retry_after\""] {
-        assert!(retry.contains(field), "missing {field} in {retry}");
-    }
-    let gave_up = logs.lines().find(|l| l.contains("not retrying")).expect(&logs);
-    for field in ["attempt=2", "outcome=\"unknown\"", "reason=\"max_attempts\""] {
-        assert!(gave_up.contains(field), "missing {field} in {gave_up}");
-    }
-}
-
-#[tokio::test(start_paused = true)]
 async fn http_mode_replays_the_body_and_answers_timeouts_with_problem_json() {
     use http::{Request, Response, StatusCode};
 
