@@ -63,25 +63,35 @@ impl Fingerprinted for GatewayRequest {
 ///
 /// Short fields are gathered in a stack buffer and hashed in one go: SHA-256 is a stream, so the digest is the
 /// same as feeding each piece on its own, without paying the hasher's per-call bookkeeping a dozen times.
+///
+/// A message that fits one block with its padding (55 bytes or less, a typical charge) is padded here and
+/// compressed once with [`sha2::compress256`]; the streaming hasher is only set up for longer input.
 pub(crate) struct FieldHasher {
-    sha: Sha256,
+    /// `None` until the input outgrows the buffer.
+    sha: Option<Sha256>,
+    /// Bytes not hashed yet; zero beyond `len` while `sha` is `None`.
     buf: [u8; FIELD_BUF],
     len: usize,
 }
+
+/// SHA-256's initial hash value (FIPS 180-4, 5.3.3).
+const SHA256_IV: [u32; 8] =
+    [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19];
 
 /// One SHA-256 block: a typical charge (about 50 bytes) fits; longer input goes to the hasher a block at a time.
 const FIELD_BUF: usize = 64;
 
 impl FieldHasher {
     pub(crate) fn new() -> Self {
-        FieldHasher { sha: Sha256::new(), buf: [0; FIELD_BUF], len: 0 }
+        FieldHasher { sha: None, buf: [0; FIELD_BUF], len: 0 }
     }
     fn put(&mut self, bytes: &[u8]) {
         if self.len + bytes.len() > FIELD_BUF {
-            self.sha.update(&self.buf[..self.len]);
+            let sha = self.sha.get_or_insert_with(Sha256::new);
+            sha.update(&self.buf[..self.len]);
             self.len = 0;
             if bytes.len() > FIELD_BUF {
-                self.sha.update(bytes);
+                sha.update(bytes);
                 return;
             }
         }
@@ -91,7 +101,7 @@ impl FieldHasher {
     /// One byte (a tag, a short length), stored directly rather than through a copy.
     fn byte(&mut self, b: u8) {
         if self.len == FIELD_BUF {
-            self.sha.update(self.buf);
+            self.sha.get_or_insert_with(Sha256::new).update(self.buf);
             self.len = 0;
         }
         self.buf[self.len] = b;
@@ -140,8 +150,26 @@ impl FieldHasher {
         }
     }
     pub(crate) fn finish(mut self) -> Fingerprint {
-        self.sha.update(&self.buf[..self.len]);
-        Fingerprint(self.sha.finalize().into())
+        match self.sha {
+            Some(mut sha) => {
+                sha.update(&self.buf[..self.len]);
+                Fingerprint(sha.finalize().into())
+            }
+            // The whole message is `buf[..len]`, and the padding fits after it: the 0x80 marker, zeros (the
+            // buffer's own), and the length in bits in the last 8 bytes (FIPS 180-4, 5.1.1).
+            None if self.len <= FIELD_BUF - 9 => {
+                self.buf[self.len] = 0x80;
+                self.buf[FIELD_BUF - 8..].copy_from_slice(&(self.len as u64 * 8).to_be_bytes());
+                let mut state = SHA256_IV;
+                sha2::compress256(&mut state, &[self.buf.into()]);
+                let mut out = [0u8; 32];
+                for (o, w) in out.chunks_exact_mut(4).zip(state) {
+                    o.copy_from_slice(&w.to_be_bytes());
+                }
+                Fingerprint(out)
+            }
+            None => Fingerprint(Sha256::digest(&self.buf[..self.len]).into()),
+        }
     }
 }
 
@@ -365,7 +393,12 @@ mod tests {
             vec![255, 1, 300],
             vec![1000],
             vec![248, 0, 248, 2048, 3],
-        ] {
+        ]
+        .into_iter()
+        // Every message length around the one-block path (up to 55 framed bytes) and past it.
+        .chain((0..130).map(|n| vec![n]))
+        .chain([vec![], vec![20, 33], vec![20, 34]])
+        {
             let fields: Vec<Vec<u8>> = sizes.iter().enumerate().map(|(i, &n)| vec![i as u8; n]).collect();
             let mut h = FieldHasher::new();
             let mut framed = Vec::new();
