@@ -87,6 +87,55 @@ fn typed(c: &mut Criterion) {
         eprintln!("{name}: {} records held at the end", store.len());
     }
 
+    // A floor for the store's part: the least any in-memory record keeping does per new request, with no
+    // lock, fingerprint, lease or expiry clock. A std `HashMap` from key to a boxed copy of the response, and a
+    // FIFO of keys that evicts the oldest once `held` records are kept: the cold size matches what
+    // `new_request` holds in a steady state, the warm one a few hundred records.
+    for (name, held) in [("floor_map_fifo", 140_000), ("floor_map_fifo_warm", 1_000)] {
+        let mut svc = bare();
+        let map: std::collections::HashMap<IdempotencyKey, Box<GatewayResponse>> =
+            std::collections::HashMap::with_capacity(held + 1);
+        let state = std::cell::RefCell::new((map, std::collections::VecDeque::with_capacity(held + 1)));
+        g.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| {
+                let i = n.fetch_add(1, Ordering::Relaxed);
+                let mut r = reqs[(i % 1000) as usize].clone();
+                r.set_gateway_key(IdempotencyKey::new(format!("n{i}")).expect("key"));
+                let key = r.gateway_key().cloned().expect("key");
+                let fut = svc.call(r);
+                let state = &state;
+                async move {
+                    let res = fut.await.expect("ok");
+                    let (map, fifo) = &mut *state.borrow_mut();
+                    map.insert(key.clone(), Box::new(res.clone()));
+                    fifo.push_back(key);
+                    if fifo.len() > held
+                        && let Some(old) = fifo.pop_front()
+                    {
+                        map.remove(&old);
+                    }
+                    res
+                }
+            })
+        });
+    }
+
+    {
+        let store = MemoryStore::new();
+        let mut svc = IdempotencyLayer::builder().store(store.clone()).build().layer(bare());
+        // Defaults (24 h TTL): nothing expires during the run, so the store grows to millions of records.
+        g.bench_function("new_request_default_ttl", |b| {
+            b.to_async(&rt).iter(|| {
+                let i = n.fetch_add(1, Ordering::Relaxed);
+                let mut r = reqs[(i % 1000) as usize].clone();
+                r.set_gateway_key(IdempotencyKey::new(format!("n{i}")).expect("key"));
+                let fut = svc.call(r);
+                async move { fut.await.expect("ok") }
+            })
+        });
+        eprintln!("new_request_default_ttl: {} records held at the end", store.len());
+    }
+
     let n = AtomicU64::new(0);
     g.bench_function("rekey_only", |b| {
         // What `new_request` spends outside the layer (clone + key formatting), to subtract.
@@ -193,6 +242,19 @@ fn components(c: &mut Criterion) {
             }
         })
     });
+    // The store alone with the cold `new_request`'s size (TTL 200 ms: 100 k+ records held).
+    let cold_store = MemoryStore::new();
+    let cold_keys: Vec<String> = (0..1 << 21).map(|i| format!("k:n{i}")).collect();
+    g.bench_function("memory_claim_complete_cold", |b| {
+        b.iter(|| {
+            let i = n.fetch_add(1, Ordering::Relaxed) as usize;
+            let key = &cold_keys[i % (1 << 21)];
+            if let palisade_idempotency::Claim::Acquired { token, .. } = cold_store.claim_now(key, &fp, COLD, COLD) {
+                cold_store.complete_now(key, token, Bytes::from_static(b"x"), COLD);
+            }
+        })
+    });
+    eprintln!("memory_claim_complete_cold: {} records held at the end", cold_store.len());
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     g.bench_function("memory_claim_complete_async", |b| {
         b.to_async(&rt).iter(|| {
@@ -217,6 +279,7 @@ fn components(c: &mut Criterion) {
         })
     });
     g.bench_function("now", |b| b.iter(tokio::time::Instant::now));
+    g.bench_function("std_now", |b| b.iter(std::time::Instant::now));
     g.finish();
 }
 
