@@ -205,7 +205,7 @@ impl Shard {
                 continue;
             }
             let hash = record.hash;
-            *out = self.remove(slot, hash);
+            *out = self.remove(slot, hash).map(|r| r.state);
         }
     }
 
@@ -261,9 +261,9 @@ impl Shard {
 /// twice in the queue); a few more catch up after a burst.
 const RECLAIM: usize = 4;
 
-/// Records reclaimed under a shard's lock, dropped once it is released: freeing a record's response touches
+/// The states of records reclaimed under a shard's lock, dropped once it is released: freeing a record's response touches
 /// memory that has usually left the cache, and those misses should not lengthen the critical section.
-type Freed = [Option<Slot>; RECLAIM];
+type Freed = [Option<State>; RECLAIM];
 
 fn next_token(last: &mut u64) -> FencingToken {
     *last += 1;
