@@ -261,8 +261,9 @@ impl Shard {
 /// twice in the queue); a few more catch up after a burst.
 const RECLAIM: usize = 4;
 
-/// The states of records reclaimed under a shard's lock, dropped once it is released: freeing a record's response touches
-/// memory that has usually left the cache, and those misses should not lengthen the critical section.
+/// The states of records reclaimed under a shard's lock, dropped once it is released: freeing a record's
+/// response touches memory that has usually left the cache, and those misses should not lengthen the critical
+/// section.
 type Freed = [Option<State>; RECLAIM];
 
 fn next_token(last: &mut u64) -> FencingToken {
