@@ -333,7 +333,11 @@ fn redis_store(c: &mut Criterion) {
     use tower::ServiceExt;
     const CONCURRENCY: usize = 50;
 
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    // One client thread, like `redis-benchmark` (one event loop for its 50 connections). Redis runs on the same
+    // machine; a second client thread would compete with it for the CPUs and measure the scheduler instead.
+    // PALISADE_BENCH_WORKERS overrides it.
+    let workers = std::env::var("PALISADE_BENCH_WORKERS").ok().and_then(|w| w.parse().ok()).unwrap_or(1);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build().expect("runtime");
     let url = std::env::var("PALISADE_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let Ok(store) = rt.block_on(RedisStore::connect(&url)) else {
         eprintln!("SKIPPED redis benchmarks: nothing answers at {url}");

@@ -1,5 +1,5 @@
 //! The store-agnostic scenarios on Redis (through palisade-testkit), plus what only Redis has: an unreachable
-//! server, server-side expiry, hash-tagged keys. Leases end by writing the record's lease field, not by sleeping.
+//! server, server-side expiry, hash-tagged keys. Leases end by rewriting the record's lease to 0, not by sleeping.
 
 mod common;
 
@@ -20,7 +20,16 @@ async fn setup(name: &str) -> Option<(RedisTest, RedisStore, Expire)> {
     let expire: Expire = Arc::new(move |key: String| {
         let (mut conn, rkey) = (conn.clone(), s.record_key(&key));
         Box::pin(async move {
-            let _: () = redis::cmd("HSET").arg(&rkey).arg("lease").arg("0").query_async(&mut conn).await.unwrap();
+            // An in-flight record (`i` first) ends in `:<lease ms>`, and lease 0 is an ended lease. A completed
+            // record has no lease.
+            let mut record: Vec<u8> = redis::cmd("GET").arg(&rkey).query_async(&mut conn).await.unwrap();
+            if record.first() != Some(&b'i') {
+                return;
+            }
+            let colon = record.iter().rposition(|&b| b == b':').expect("an in-flight record has a lease");
+            record.truncate(colon + 1);
+            record.push(b'0');
+            let _: () = redis::cmd("SET").arg(&rkey).arg(record).arg("KEEPTTL").query_async(&mut conn).await.unwrap();
         })
     });
     Some((r, store, expire))
@@ -121,4 +130,59 @@ async fn unreachable_redis_is_a_typed_error_and_no_inner_call() {
     assert_eq!(res.status(), http::StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(res.headers()[http::header::CONTENT_TYPE], "application/problem+json");
     assert_eq!(handler_calls.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+/// The record is one string: state byte, 32 raw fingerprint bytes, then the state's fields. Fingerprints made of
+/// the bytes the format itself uses (`:`, `d`, `i`, digits) must not confuse the scripts, a release keeps the
+/// record's TTL, and a key holding something else is a typed store error, never a claim.
+#[tokio::test]
+async fn record_format_survives_any_fingerprint_bytes() {
+    use palisade_idempotency::{Claim, Fingerprint, IdempotencyStore, Record};
+    let Some((r, store, expire)) = setup("idem_format").await else { return };
+    let mut conn = r.conn.clone();
+    for (i, fill) in [b':', b'd', b'i', b'0', 0u8, 0xff].into_iter().enumerate() {
+        let k = format!("format-{i}");
+        let fp = Fingerprint([fill; 32]);
+        let mut other = fp;
+        other.0[31] ^= 1;
+        let Claim::Acquired { token: t1, took_over: false } = store.claim(&k, &fp, LEASE, TTL).await.unwrap() else {
+            panic!("fresh key must be acquired")
+        };
+        assert_eq!(store.claim(&k, &other, LEASE, TTL).await.unwrap(), Claim::Mismatch);
+        assert!(matches!(store.get(&k).await.unwrap(), Some(Record::InFlight { token, fingerprint, lease_remaining })
+                if token == t1 && fingerprint == fp && lease_remaining > Duration::ZERO));
+        // A token that is a prefix or an extension of the real one holds nothing.
+        let shorter = palisade_idempotency::FencingToken(t1.0 / 10);
+        let longer = palisade_idempotency::FencingToken(t1.0 * 10 + 1);
+        assert!(!store.release(&k, shorter).await.unwrap());
+        assert!(!store.complete(&k, longer, bytes::Bytes::from_static(b"x"), TTL).await.unwrap());
+
+        let rkey = store.record_key(&k);
+        let before: i64 = redis::cmd("PTTL").arg(&rkey).query_async(&mut conn).await.unwrap();
+        assert!(store.release(&k, t1).await.unwrap());
+        let after: i64 = redis::cmd("PTTL").arg(&rkey).query_async(&mut conn).await.unwrap();
+        assert!(after > before - 60_000 && after <= before, "release must keep the TTL: {before} then {after}");
+        assert!(
+            matches!(store.get(&k).await.unwrap(), Some(Record::InFlight { lease_remaining, .. }) if lease_remaining == Duration::ZERO)
+        );
+        assert_eq!(store.claim(&k, &other, LEASE, TTL).await.unwrap(), Claim::Mismatch);
+        let Claim::Acquired { token: t2, took_over: true } = store.claim(&k, &fp, LEASE, TTL).await.unwrap() else {
+            panic!("a released key is taken over")
+        };
+        assert!(t2 > t1);
+        let body = bytes::Bytes::from(vec![fill, b':', b'd', fill]);
+        assert!(store.complete(&k, t2, body.clone(), TTL).await.unwrap());
+        assert_eq!(store.claim(&k, &fp, LEASE, TTL).await.unwrap(), Claim::Completed { response: body.clone() });
+        assert_eq!(store.claim(&k, &other, LEASE, TTL).await.unwrap(), Claim::Mismatch);
+        assert_eq!(store.get(&k).await.unwrap(), Some(Record::Completed { fingerprint: fp, response: body }));
+        expire(k.clone()).await;
+    }
+
+    // Something else under a record's key: a store error (the layer answers 503), not a claim.
+    let k = "format-foreign";
+    let _: () = redis::cmd("HSET").arg(store.record_key(k)).arg("f").arg("v").query_async(&mut conn).await.unwrap();
+    assert!(store.claim(k, &Fingerprint([1; 32]), LEASE, TTL).await.is_err());
+    let _: () = redis::cmd("SET").arg(store.record_key(k)).arg("garbage").query_async(&mut conn).await.unwrap();
+    assert!(store.get(k).await.is_err());
+    r.cleanup().await;
 }

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use palisade_core::store::RedisConnection;
-use redis::Script;
 use redis::aio::ConnectionManager;
+use redis::{Script, Value};
 
 use super::{Claim, FencingToken, Fingerprint, IdempotencyStore, Record, StoreFuture};
 use crate::error::StoreError;
@@ -14,69 +14,79 @@ use crate::error::StoreError;
 /// Default key prefix: `palisade:idem:`, so the records are easy to find and to keep apart from other data.
 pub const DEFAULT_REDIS_PREFIX: &str = "palisade:idem:";
 
-// Every script reads the clock with TIME, on the Redis server, so leases mean the same thing to every instance
-// whatever their own clocks say. Redis 7 replicates scripts by effects; on 5 and 6 the call below turns that on,
-// which is what makes writes after TIME legal there.
-const PRELUDE: &str = "if redis.replicate_commands then pcall(redis.replicate_commands) end\n\
-local t = redis.call('TIME')\n\
-local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])\n\
-local now_ms = math.floor(now_us / 1000)\n";
+// One string per record, so a script reads it with one GET and writes it with one SET (the TTL in the same call):
+// - in flight: `i` ‖ fingerprint (32 bytes) ‖ token ‖ `:` ‖ lease ms. The lease ends token / 1000 + lease ms
+//   (server clock, ms); a released claim has lease ms `0`.
+// - completed: `d` ‖ fingerprint (32 bytes) ‖ stored response.
+// The fencing token is max(previous + 1, server time in µs) in decimal: strictly increasing for the key while
+// the record lives, and still greater than any earlier token after the record expired (as long as the server
+// clock does not jump back). Numbers stay below 2^53, exact in Lua's doubles.
+// Each script call and each `redis.call` in it costs Redis far more than a plain command, so the scripts make as
+// few of both as the atomic step allows; a completed record goes back whole and the client compares its
+// fingerprint. Redis 6.0 or later (`KEEPTTL`); Redis 5 and later replicate scripts by effects, which is what
+// makes writes after TIME legal.
 
-// KEYS[1] record hash; ARGV: fingerprint, lease ms, ttl ms.
-// The fencing token is max(previous + 1, server time in µs): strictly increasing for the key while the record
-// lives, and still greater than any earlier token after the record expired (as long as the server clock does
-// not jump back). Numbers stay below 2^53, exact in Lua's doubles; '%.0f' prints them without exponent.
+// KEYS[1] record; ARGV: fingerprint, lease ms, record TTL ms (at least the lease).
+// Answers: the completed record (bulk), -1 (fingerprint differs), n > 0 (in flight, lease ends in n ms),
+// or {token, took_over 0/1} (acquired).
 const CLAIM: &str = "
-local h = redis.call('HMGET', KEYS[1], 'fp', 'st', 'tok', 'lease', 'body')
-local tok
-local took = '0'
-if h[1] then
-  if h[1] ~= ARGV[1] then return {'mismatch'} end
-  if h[2] == 'd' then return {'completed', h[5]} end
-  local lease = tonumber(h[4]) or 0
-  if lease > now_ms then return {'inflight', string.format('%.0f', lease - now_ms)} end
-  tok = math.max((tonumber(h[3]) or 0) + 1, now_us)
-  took = '1'
-else
-  tok = now_us
+local v = redis.call('GET', KEYS[1])
+if not v then
+  local t = redis.call('TIME')
+  local tok = t[1] .. string.sub('00000' .. t[2], -6)
+  redis.call('SET', KEYS[1], 'i' .. ARGV[1] .. tok .. ':' .. ARGV[2], 'PX', ARGV[3])
+  return {tok, 0}
 end
-local lease_ms = tonumber(ARGV[2])
-local ttl_ms = math.max(tonumber(ARGV[3]), lease_ms)
-local tok_s = string.format('%.0f', tok)
-redis.call('HSET', KEYS[1], 'fp', ARGV[1], 'st', 'i', 'tok', tok_s, 'lease', string.format('%.0f', now_ms + lease_ms))
-redis.call('PEXPIRE', KEYS[1], ttl_ms)
-return {'acquired', tok_s, took}
+if string.byte(v, 1) == 100 then return v end
+if string.sub(v, 2, 33) ~= ARGV[1] then return -1 end
+local sep = string.find(v, ':', 34, true)
+local prev = tonumber(string.sub(v, 34, sep - 1))
+local lease = tonumber(string.sub(v, sep + 1))
+local t = redis.call('TIME')
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+if lease > 0 then
+  local rem = math.floor(prev / 1000) + lease - math.floor(now_us / 1000)
+  if rem > 0 then return rem end
+end
+local tok = string.format('%.0f', math.max(prev + 1, now_us))
+redis.call('SET', KEYS[1], 'i' .. ARGV[1] .. tok .. ':' .. ARGV[2], 'PX', ARGV[3])
+return {tok, 1}
 ";
 
-// KEYS[1] record hash; ARGV: token, response, ttl ms.
+// KEYS[1] record; ARGV: token, response, TTL ms. 1 when the token holds the claim and the record is now completed.
 const COMPLETE: &str = "
-local h = redis.call('HMGET', KEYS[1], 'st', 'tok')
-if h[1] == 'i' and h[2] == ARGV[1] then
-  redis.call('HSET', KEYS[1], 'st', 'd', 'body', ARGV[2])
-  redis.call('HDEL', KEYS[1], 'lease')
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+local v = redis.call('GET', KEYS[1])
+if v and string.byte(v, 1) == 105 and string.sub(v, 34, 34 + #ARGV[1]) == ARGV[1] .. ':' then
+  redis.call('SET', KEYS[1], 'd' .. string.sub(v, 2, 33) .. ARGV[2], 'PX', ARGV[3])
   return 1
 end
 return 0
 ";
 
-// KEYS[1] record hash; ARGV: token. Ends the lease; keeps fingerprint and token.
+// KEYS[1] record; ARGV: token. Ends the lease (lease ms 0); keeps fingerprint, token and TTL.
 const RELEASE: &str = "
-local h = redis.call('HMGET', KEYS[1], 'st', 'tok')
-if h[1] == 'i' and h[2] == ARGV[1] then
-  redis.call('HSET', KEYS[1], 'lease', '0')
+local v = redis.call('GET', KEYS[1])
+if v and string.byte(v, 1) == 105 and string.sub(v, 34, 34 + #ARGV[1]) == ARGV[1] .. ':' then
+  redis.call('SET', KEYS[1], string.sub(v, 1, 34 + #ARGV[1]) .. '0', 'KEEPTTL')
   return 1
 end
 return 0
 ";
 
-// KEYS[1] record hash.
+// KEYS[1] record. Answers nil (no record), the completed record (bulk), or {in-flight record, lease ms left}.
 const GET: &str = "
-local h = redis.call('HMGET', KEYS[1], 'fp', 'st', 'tok', 'lease', 'body')
-if not h[1] then return {} end
-if h[2] == 'd' then return {'completed', h[1], h[5]} end
-local rem = math.max((tonumber(h[4]) or 0) - now_ms, 0)
-return {'inflight', h[1], h[3], string.format('%.0f', rem)}
+local v = redis.call('GET', KEYS[1])
+if not v then return false end
+if string.byte(v, 1) == 100 then return v end
+local sep = string.find(v, ':', 34, true)
+local lease = tonumber(string.sub(v, sep + 1))
+local rem = 0
+if lease > 0 then
+  local t = redis.call('TIME')
+  local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  rem = math.max(math.floor(tonumber(string.sub(v, 34, sep - 1)) / 1000) + lease - now_ms, 0)
+end
+return {v, rem}
 ";
 
 #[derive(Debug)]
@@ -90,10 +100,10 @@ struct Scripts {
 impl Scripts {
     fn new() -> Self {
         Scripts {
-            claim: Script::new(&format!("{PRELUDE}{CLAIM}")),
+            claim: Script::new(CLAIM),
             complete: Script::new(COMPLETE),
             release: Script::new(RELEASE),
-            get: Script::new(&format!("{PRELUDE}{GET}")),
+            get: Script::new(GET),
         }
     }
 }
@@ -102,7 +112,9 @@ impl Scripts {
 ///
 /// - One Lua script per operation (claim, complete-if-token-matches, release-if-owned, get), sent with EVALSHA
 ///   and reloaded on NOSCRIPT.
-/// - One hash per record at `{prefix}{<scope/key>}`: the hash tag keeps the record on one Cluster slot.
+/// - One string per record at `{prefix}{<scope/key>}` (state byte, fingerprint, then token and lease or the
+///   stored response), read with one GET and written with one SET per script; the hash tag keeps the record on
+///   one Cluster slot. Needs Redis 6.0 or later (`SET ... KEEPTTL`).
 /// - Leases are measured in Redis server time (`TIME`), so instances with skewed clocks agree.
 /// - A reconnecting `ConnectionManager`. When Redis cannot be reached, every operation returns a
 ///   [`StoreError`] and the layer answers 503 without calling the inner service.
@@ -178,20 +190,59 @@ fn ms(d: Duration) -> u64 {
 }
 
 fn text(v: &[u8]) -> Result<&str, StoreError> {
-    std::str::from_utf8(v).map_err(|_| StoreError::new("redis script answered a non-UTF-8 field"))
+    std::str::from_utf8(v).map_err(|_| StoreError::new("redis record holds a non-UTF-8 number"))
 }
 
 fn number(v: &[u8]) -> Result<u64, StoreError> {
-    text(v)?.parse().map_err(|_| StoreError::new("redis script answered a malformed number"))
+    text(v)?.parse().map_err(|_| StoreError::new("redis record holds a malformed number"))
 }
 
-fn fingerprint(v: &[u8]) -> Result<Fingerprint, StoreError> {
-    let arr: [u8; 32] = v.try_into().map_err(|_| StoreError::new("stored fingerprint is not 32 bytes"))?;
-    Ok(Fingerprint(arr))
+fn lease_ms(n: i64) -> Duration {
+    Duration::from_millis(u64::try_from(n).unwrap_or(0))
 }
 
-fn bad_reply(reply: &[Vec<u8>]) -> StoreError {
-    StoreError::new(format!("unexpected reply from the idempotency script ({} fields)", reply.len()))
+fn bad_reply(reply: &Value) -> StoreError {
+    let kind = match reply {
+        Value::Nil => "nil",
+        Value::Int(_) => "an integer",
+        Value::BulkString(_) => "a string",
+        Value::Array(_) => "an array",
+        _ => "another type",
+    };
+    StoreError::new(format!("unexpected reply from the idempotency script ({kind})"))
+}
+
+/// A record as stored: a state byte (`i` in flight, `d` completed), the 32-byte fingerprint, then the state's
+/// fields (see the comment on the scripts).
+struct Stored {
+    raw: Vec<u8>,
+}
+
+impl Stored {
+    fn new(raw: Vec<u8>, state: u8) -> Result<Self, StoreError> {
+        if raw.len() < 33 || raw[0] != state {
+            return Err(StoreError::new("redis record is not in the expected format"));
+        }
+        Ok(Stored { raw })
+    }
+
+    fn fingerprint(&self) -> Fingerprint {
+        let mut fp = [0u8; 32];
+        fp.copy_from_slice(&self.raw[1..33]);
+        Fingerprint(fp)
+    }
+
+    /// A completed record's response, without copying it.
+    fn into_response(self) -> Bytes {
+        Bytes::from(self.raw).slice(33..)
+    }
+
+    /// An in-flight record's token.
+    fn token(&self) -> Result<FencingToken, StoreError> {
+        let rest = &self.raw[33..];
+        let end = rest.iter().position(|&b| b == b':').ok_or_else(|| StoreError::new("redis record has no lease"))?;
+        Ok(FencingToken(number(&rest[..end])?))
+    }
 }
 
 impl IdempotencyStore for RedisStore {
@@ -204,28 +255,33 @@ impl IdempotencyStore for RedisStore {
     ) -> StoreFuture<'a, Claim> {
         Box::pin(async move {
             let mut conn = self.conn().await?;
-            let reply: Vec<Vec<u8>> = self
+            let reply: Value = self
                 .scripts
                 .claim
                 .key(self.record_key(key))
                 .arg(&fingerprint.0[..])
                 .arg(ms(lease))
-                .arg(ms(ttl))
+                .arg(ms(ttl.max(lease)))
                 .invoke_async(&mut conn)
                 .await?;
-            match reply.first().map(Vec::as_slice) {
-                Some(b"acquired") if reply.len() == 3 => Ok(Claim::Acquired {
-                    token: FencingToken(number(&reply[1])?),
-                    took_over: reply[2].as_slice() == b"1",
-                }),
-                Some(b"inflight") if reply.len() == 2 => {
-                    Ok(Claim::InFlight { lease_remaining: Duration::from_millis(number(&reply[1])?) })
+            match reply {
+                Value::BulkString(raw) => {
+                    let record = Stored::new(raw, b'd')?;
+                    if record.fingerprint() == *fingerprint {
+                        Ok(Claim::Completed { response: record.into_response() })
+                    } else {
+                        Ok(Claim::Mismatch)
+                    }
                 }
-                Some(b"completed") if reply.len() == 2 => {
-                    Ok(Claim::Completed { response: Bytes::from(reply.into_iter().nth(1).unwrap_or_default()) })
-                }
-                Some(b"mismatch") => Ok(Claim::Mismatch),
-                _ => Err(bad_reply(&reply)),
+                Value::Int(-1) => Ok(Claim::Mismatch),
+                Value::Int(n) if n > 0 => Ok(Claim::InFlight { lease_remaining: lease_ms(n) }),
+                Value::Array(fields) => match fields.as_slice() {
+                    [Value::BulkString(token), Value::Int(took_over)] => {
+                        Ok(Claim::Acquired { token: FencingToken(number(token)?), took_over: *took_over == 1 })
+                    }
+                    _ => Err(bad_reply(&Value::Array(fields))),
+                },
+                other => Err(bad_reply(&other)),
             }
         })
     }
@@ -264,22 +320,26 @@ impl IdempotencyStore for RedisStore {
     fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Record>> {
         Box::pin(async move {
             let mut conn = self.conn().await?;
-            let reply: Vec<Vec<u8>> = self.scripts.get.key(self.record_key(key)).invoke_async(&mut conn).await?;
-            match reply.first().map(Vec::as_slice) {
-                None => Ok(None),
-                Some(b"completed") if reply.len() == 3 => {
-                    let fp = fingerprint(&reply[1])?;
-                    Ok(Some(Record::Completed {
-                        fingerprint: fp,
-                        response: Bytes::from(reply.into_iter().nth(2).unwrap_or_default()),
-                    }))
+            let reply: Value = self.scripts.get.key(self.record_key(key)).invoke_async(&mut conn).await?;
+            match reply {
+                Value::Nil => Ok(None),
+                Value::BulkString(raw) => {
+                    let record = Stored::new(raw, b'd')?;
+                    Ok(Some(Record::Completed { fingerprint: record.fingerprint(), response: record.into_response() }))
                 }
-                Some(b"inflight") if reply.len() == 4 => Ok(Some(Record::InFlight {
-                    fingerprint: fingerprint(&reply[1])?,
-                    token: FencingToken(number(&reply[2])?),
-                    lease_remaining: Duration::from_millis(number(&reply[3])?),
-                })),
-                _ => Err(bad_reply(&reply)),
+                Value::Array(mut fields) => match fields.as_mut_slice() {
+                    [Value::BulkString(raw), Value::Int(left)] => {
+                        let left = lease_ms(*left);
+                        let record = Stored::new(std::mem::take(raw), b'i')?;
+                        Ok(Some(Record::InFlight {
+                            fingerprint: record.fingerprint(),
+                            token: record.token()?,
+                            lease_remaining: left,
+                        }))
+                    }
+                    _ => Err(bad_reply(&Value::Array(fields))),
+                },
+                other => Err(bad_reply(&other)),
             }
         })
     }
