@@ -158,7 +158,8 @@ struct Shard {
     last_token: u64,
     slots: Vec<Option<Slot>>,
     free: Vec<usize>,
-    queue: VecDeque<(Instant, usize)>,
+    /// (due, slot, key hash): the hash lets reclaim find the index entry without waiting for the slot.
+    queue: VecDeque<(Instant, usize, u64)>,
     /// Entries ever popped from `queue`: the entry a record's `queued` names is at `queued - popped`.
     popped: u64,
 }
@@ -184,7 +185,7 @@ impl Shard {
         };
         let slots = &self.slots;
         self.index.insert_unique(hash, slot, |&i| slots[i].as_ref().map_or(0, |r| r.hash));
-        self.queue.push_back((expires_at, slot));
+        self.queue.push_back((expires_at, slot, hash));
         slot
     }
 
@@ -192,7 +193,7 @@ impl Shard {
     /// dropped after the shard's lock is released.
     fn reclaim(&mut self, now: Instant, freed: &mut Freed) {
         for out in freed.iter_mut() {
-            let Some(&(due, slot)) = self.queue.front() else { return };
+            let Some(&(due, slot, hash)) = self.queue.front() else { return };
             if due > now {
                 return;
             }
@@ -201,10 +202,9 @@ impl Shard {
             let Some(record) = &mut self.slots[slot] else { continue };
             if record.expires_at > now {
                 record.queued = self.popped + self.queue.len() as u64;
-                self.queue.push_back((record.expires_at, slot));
+                self.queue.push_back((record.expires_at, slot, hash));
                 continue;
             }
-            let hash = record.hash;
             *out = self.remove(slot, hash).map(|r| r.state);
         }
     }
@@ -229,8 +229,8 @@ impl Shard {
             self.remove(slot, hash);
         }
         let slots = &self.slots;
-        self.queue.retain(|&(_, slot)| slots[slot].is_some());
-        for (i, &(_, slot)) in self.queue.iter().enumerate() {
+        self.queue.retain(|&(_, slot, _)| slots[slot].is_some());
+        for (i, &(_, slot, _)) in self.queue.iter().enumerate() {
             if let Some(r) = &mut self.slots[slot] {
                 r.queued = self.popped + i as u64;
             }
@@ -663,7 +663,7 @@ mod tests {
             let dues: Vec<_> = shard
                 .queue
                 .iter()
-                .map(|&(due, slot)| (due, shard.slots[slot].as_ref().unwrap().key.as_str().to_owned()))
+                .map(|&(due, slot, _)| (due, shard.slots[slot].as_ref().unwrap().key.as_str().to_owned()))
                 .collect();
             assert_eq!(dues.len(), 3, "still one entry per record");
             for (due, key) in &dues {
