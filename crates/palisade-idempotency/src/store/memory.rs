@@ -189,9 +189,12 @@ impl Shard {
         slot
     }
 
-    /// Removes up to [`RECLAIM`] expired records from the front of the queue, handing them to `freed` to be
-    /// dropped after the shard's lock is released.
+    /// When no slot is free, removes up to [`RECLAIM`] expired records from the front of the queue, handing them
+    /// to `freed` to be dropped after the shard's lock is released.
     fn reclaim(&mut self, now: Instant, freed: &mut Freed) {
+        if !self.free.is_empty() {
+            return;
+        }
         for out in freed.iter_mut() {
             let Some(&(due, slot, hash)) = self.queue.front() else { return };
             if due > now {
@@ -257,9 +260,10 @@ impl Shard {
     }
 }
 
-/// Most records reclaimed per insert. Two at least keep pace with inserts (a completed record may come up
-/// twice in the queue); a few more catch up after a burst.
-const RECLAIM: usize = 4;
+/// Most records reclaimed by an insert that finds no free slot. Reclaiming in batches lets the processor
+/// overlap the cache misses of several old records (each its own chain: slot, index entry) instead of taking
+/// one chain per insert; at most this many expired records wait for their batch.
+const RECLAIM: usize = 16;
 
 /// The states of records reclaimed under a shard's lock, dropped once it is released: freeing a record's
 /// response touches memory that has usually left the cache, and those misses should not lengthen the critical
@@ -291,7 +295,7 @@ struct Inner {
 
 /// An in-memory [`IdempotencyStore`]: sharded slabs of records behind `parking_lot` mutexes. Records expire
 /// after their TTL: an expired record is ignored at once, and its memory is reclaimed in insertion order by
-/// later inserts into its shard (a few per insert), so memory stays bounded by the records alive within the
+/// later inserts into its shard (in batches, when no slot is free), so memory stays bounded by the records alive within the
 /// TTL without a background task, and a steady load reuses slots instead of allocating. Time is
 /// `tokio::time`, so tests can pause and advance it.
 ///
@@ -597,7 +601,7 @@ mod tests {
         tokio::time::advance(LEASE + Duration::from_secs(1)).await;
         for i in 0..N {
             let _ = s.claim_now(&format!("new-{i}"), &FP, LEASE, TTL);
-            // Each insert reclaims at least one expired record, so the count never grows past N + 1.
+            // An insert that finds no free slot reclaims a batch first, so the count never grows past N + 1.
             assert!(s.len() <= N + 1, "expired records were not reclaimed: {}", s.len());
         }
         assert_eq!(s.len(), N);
