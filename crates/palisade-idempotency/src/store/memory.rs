@@ -295,9 +295,9 @@ struct Inner {
 
 /// An in-memory [`IdempotencyStore`]: sharded slabs of records behind `parking_lot` mutexes. Records expire
 /// after their TTL: an expired record is ignored at once, and its memory is reclaimed in insertion order by
-/// later inserts into its shard (in batches, when no slot is free), so memory stays bounded by the records alive within the
-/// TTL without a background task, and a steady load reuses slots instead of allocating. Time is
-/// `tokio::time`, so tests can pause and advance it.
+/// later inserts into its shard (in batches, when no slot is free), so memory stays bounded by the records
+/// alive within the TTL without a background task, and a steady load reuses slots instead of allocating. Time
+/// is `tokio::time`, so tests can pause and advance it.
 ///
 /// Good for a single process and for tests. Records do not survive a restart and are not shared between
 /// processes: use `RedisStore` (feature `redis`) when several instances serve the same keys.
