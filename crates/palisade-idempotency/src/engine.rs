@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use crate::config::Settings;
 use crate::error::{IdempotencyRejection, StoreError};
-use crate::store::{Claim, FencingToken, Fingerprint, Payload, SlotRef};
+use crate::store::{Claim, FencingToken, Fingerprint, LocalClaim, Payload, SlotRef};
 
 /// The storage key of an idempotency key within a scope. Scope and key are length-delimited, so no
 /// `(scope, key)` pair can produce another pair's storage key: two tenants' equal keys never meet.
@@ -187,6 +187,29 @@ impl Engine {
     /// The in-flight refusal when duplicates do not wait; `None` when they do (then run [`begin`](Self::begin)).
     pub(crate) fn refuse_in_flight(&self, lease_remaining: Duration) -> Option<IdempotencyRejection> {
         self.settings.wait.is_zero().then(|| self.in_flight(lease_remaining))
+    }
+
+    /// [`begin`](Self::begin) on the layer's memory store, which answers at once: no store future, no key on the
+    /// heap, and a ticket that completes at its slot. `None` when the store is another one, or when a duplicate
+    /// should wait for its in-flight original (then run `begin`).
+    pub(crate) fn begin_local(
+        self: &Arc<Self>,
+        key: &str,
+        fp: &Fingerprint,
+    ) -> Option<Result<Begin, IdempotencyRejection>> {
+        let s = &self.settings;
+        let claim = s.memory.as_ref()?.claim_local(key, fp, s.lease, s.ttl, Payload::to_bytes);
+        Some(match claim {
+            LocalClaim::Acquired { slot, token, took_over } => {
+                Ok(Begin::Execute(self.acquired(TicketKey::Slot(slot), token, took_over)))
+            }
+            LocalClaim::Completed(response) => {
+                Self::replayed();
+                Ok(Begin::Replay(response))
+            }
+            LocalClaim::Mismatch => Err(Self::conflict()),
+            LocalClaim::InFlight { lease_remaining } => Err(self.refuse_in_flight(lease_remaining)?),
+        })
     }
 
     pub(crate) async fn begin(self: &Arc<Self>, key: Arc<str>, fp: Fingerprint) -> Result<Begin, IdempotencyRejection> {

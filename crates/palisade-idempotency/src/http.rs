@@ -385,9 +385,15 @@ where
             };
             let fp = fingerprint(&parts, &shared.fingerprint_headers, &bytes);
             let scope = shared.scope.as_ref().and_then(|f| f(&parts));
-            let skey: Arc<str> = Arc::from(KeyBuf::new(scope.as_deref(), &key).as_str());
             parts.extensions.insert(GatewayKey(gateway_key_for(scope.as_deref(), &key)));
-            let ticket = match shared.engine.begin(skey, fp).await {
+            let begun = {
+                let skey = KeyBuf::new(scope.as_deref(), &key);
+                match shared.engine.begin_local(skey.as_str(), &fp) {
+                    Some(begun) => begun,
+                    None => shared.engine.begin(Arc::from(skey.as_str()), fp).await,
+                }
+            };
+            let ticket = match begun {
                 Ok(Begin::Execute(t)) => t,
                 Ok(Begin::Replay(stored)) => return Ok(replay(stored)),
                 Err(r) => return Ok(reject(&r)),
