@@ -182,7 +182,10 @@ async fn record_format_survives_any_fingerprint_bytes() {
     let k = "format-foreign";
     let _: () = redis::cmd("HSET").arg(store.record_key(k)).arg("f").arg("v").query_async(&mut conn).await.unwrap();
     assert!(store.claim(k, &Fingerprint([1; 32]), LEASE, TTL).await.is_err());
-    let _: () = redis::cmd("SET").arg(store.record_key(k)).arg("garbage").query_async(&mut conn).await.unwrap();
-    assert!(store.get(k).await.is_err());
+    for garbage in ["garbage", "i", "d", "x-not-a-record-but-long-enough-to-hold-a-fingerprint:1"] {
+        let _: () = redis::cmd("SET").arg(store.record_key(k)).arg(garbage).query_async(&mut conn).await.unwrap();
+        assert!(store.claim(k, &Fingerprint([1; 32]), LEASE, TTL).await.is_err(), "{garbage}");
+        assert!(store.get(k).await.is_err(), "{garbage}");
+    }
     r.cleanup().await;
 }

@@ -37,9 +37,12 @@ if not v then
   redis.call('SET', KEYS[1], 'i' .. ARGV[1] .. tok .. ':' .. ARGV[2], 'PX', ARGV[3])
   return {tok, 0}
 end
-if string.byte(v, 1) == 100 then return v end
+local st = string.byte(v, 1)
+if st == 100 then return v end
+if st ~= 105 or #v < 35 then return redis.error_reply('not an idempotency record') end
 if string.sub(v, 2, 33) ~= ARGV[1] then return -1 end
 local sep = string.find(v, ':', 34, true)
+if not sep then return redis.error_reply('not an idempotency record') end
 local prev = tonumber(string.sub(v, 34, sep - 1))
 local lease = tonumber(string.sub(v, sep + 1))
 local t = redis.call('TIME')
@@ -78,7 +81,8 @@ const GET: &str = "
 local v = redis.call('GET', KEYS[1])
 if not v then return false end
 if string.byte(v, 1) == 100 then return v end
-local sep = string.find(v, ':', 34, true)
+local sep = string.byte(v, 1) == 105 and string.find(v, ':', 34, true)
+if not sep then return redis.error_reply('not an idempotency record') end
 local lease = tonumber(string.sub(v, sep + 1))
 local rem = 0
 if lease > 0 then
