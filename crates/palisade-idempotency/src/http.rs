@@ -385,7 +385,6 @@ where
             };
             let fp = fingerprint(&parts, &shared.fingerprint_headers, &bytes);
             let scope = shared.scope.as_ref().and_then(|f| f(&parts));
-            parts.extensions.insert(GatewayKey(gateway_key_for(scope.as_deref(), &key)));
             let begun = {
                 let skey = KeyBuf::new(scope.as_deref(), &key);
                 match shared.engine.begin_local(skey.as_str(), &fp) {
@@ -398,6 +397,8 @@ where
                 Ok(Begin::Replay(stored)) => return Ok(replay(stored)),
                 Err(r) => return Ok(reject(&r)),
             };
+            // Only a request that executes needs its gateway key (a replay or a refusal allocates nothing for it).
+            parts.extensions.insert(GatewayKey(gateway_key_for(scope.as_deref(), &key)));
             if let Err(e) = std::future::poll_fn(|cx| inner.poll_ready(cx)).await {
                 ticket.release().await;
                 return Err(e);
