@@ -385,12 +385,16 @@ where
             };
             let fp = fingerprint(&parts, &shared.fingerprint_headers, &bytes);
             let scope = shared.scope.as_ref().and_then(|f| f(&parts));
-            let begun = {
+            // The storage key is built on the stack and is gone before any await, so it takes no room in this
+            // future; only other stores and waiting duplicates need it on the heap.
+            let local = {
                 let skey = KeyBuf::new(scope.as_deref(), &key);
-                match shared.engine.begin_local(skey.as_str(), &fp) {
-                    Some(begun) => begun,
-                    None => shared.engine.begin(Arc::from(skey.as_str()), fp).await,
-                }
+                shared.engine.begin_local(skey.as_str(), &fp).ok_or_else(|| Arc::<str>::from(skey.as_str()))
+            };
+            let begun = match local {
+                Ok(begun) => begun,
+                // Boxed: inline, the general path's state would grow every call's future.
+                Err(skey) => Box::pin(shared.engine.begin(skey, fp)).await,
             };
             let ticket = match begun {
                 Ok(Begin::Execute(t)) => t,
