@@ -4,10 +4,13 @@
 //! in expiry order). Every answer must be the model's, and the store must hold every live record and no key the
 //! model does not know; after `purge_expired()` it holds exactly the live records.
 
+mod common;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::{FOREIGN, Tok};
 use palisade_idempotency::{Claim, FencingToken, Fingerprint, MemoryStore, Record};
 use proptest::prelude::*;
 
@@ -17,22 +20,6 @@ const FPS: [Fingerprint; 2] = [Fingerprint([1; 32]), Fingerprint([2; 32])];
 const LEASES: [u64; 5] = [1, 5, 10, 30, 100];
 /// TTLs, in ms: zero (a completion that expires at once), shorter than most leases, and longer.
 const TTLS: [u64; 7] = [0, 1, 5, 10, 30, 100, 300];
-/// A token no claim hands out in these runs (checked as tokens are issued).
-const FOREIGN: FencingToken = FencingToken(u64::MAX);
-
-/// Which token a `complete` or `release` presents.
-#[derive(Debug, Clone)]
-enum Tok {
-    /// The latest token ever handed out for this key (the holder's, unless it expired or was taken over).
-    Latest,
-    /// The i-th (mod count) token ever handed out for this key: often stale.
-    OfKey(usize),
-    /// The i-th (mod count) token handed out for any key.
-    Any(usize),
-    /// A token never handed out.
-    Foreign,
-}
-
 #[derive(Debug, Clone)]
 enum Op {
     Claim { key: usize, fp: usize, lease_ms: u64, ttl_ms: u64 },
@@ -48,12 +35,7 @@ fn op() -> impl Strategy<Value = Op> {
     let fp = prop_oneof![3 => Just(0usize), 1 => Just(1usize)];
     let lease = proptest::sample::select(&LEASES[..]);
     let ttl = proptest::sample::select(&TTLS[..]);
-    let tok = prop_oneof![
-        4 => Just(Tok::Latest),
-        2 => any::<usize>().prop_map(Tok::OfKey),
-        1 => any::<usize>().prop_map(Tok::Any),
-        1 => Just(Tok::Foreign),
-    ];
+    let tok = Tok::strategy();
     prop_oneof![
         4 => (key.clone(), fp, lease, ttl.clone())
             .prop_map(|(key, fp, lease_ms, ttl_ms)| Op::Claim { key, fp, lease_ms, ttl_ms }),
@@ -137,13 +119,7 @@ impl Model {
     }
 
     fn token(&self, key: usize, tok: &Tok) -> FencingToken {
-        let pick = |v: &[FencingToken], i: usize| if v.is_empty() { FOREIGN } else { v[i % v.len()] };
-        match *tok {
-            Tok::Latest => self.tokens[key].last().copied().unwrap_or(FOREIGN),
-            Tok::OfKey(i) => pick(&self.tokens[key], i),
-            Tok::Any(i) => pick(&self.all_tokens, i),
-            Tok::Foreign => FOREIGN,
-        }
+        tok.pick(&self.tokens[key], &self.all_tokens)
     }
 
     /// The live in-flight record of `key` whose latest token is `token`.

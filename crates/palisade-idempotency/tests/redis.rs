@@ -19,18 +19,7 @@ async fn setup(name: &str) -> Option<(RedisTest, RedisStore, Expire)> {
     let (conn, s) = (r.conn.clone(), store.clone());
     let expire: Expire = Arc::new(move |key: String| {
         let (mut conn, rkey) = (conn.clone(), s.record_key(&key));
-        Box::pin(async move {
-            // An in-flight record (`i` first) ends in `:<lease ms>`, and lease 0 is an ended lease. A completed
-            // record has no lease.
-            let mut record: Vec<u8> = redis::cmd("GET").arg(&rkey).query_async(&mut conn).await.unwrap();
-            if record.first() != Some(&b'i') {
-                return;
-            }
-            let colon = record.iter().rposition(|&b| b == b':').expect("an in-flight record has a lease");
-            record.truncate(colon + 1);
-            record.push(b'0');
-            let _: () = redis::cmd("SET").arg(&rkey).arg(record).arg("KEEPTTL").query_async(&mut conn).await.unwrap();
-        })
+        Box::pin(async move { end_redis_lease(&mut conn, &rkey).await })
     });
     Some((r, store, expire))
 }

@@ -19,7 +19,65 @@ use tower::{Layer, ServiceExt};
 /// Ends the lease of a storage key at once, as if its holder had crashed long ago.
 pub type Expire = Arc<dyn Fn(String) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
+/// Ends the lease of the Redis record at `rkey`, as if its holder had crashed long ago: an in-flight record (`i`
+/// first) ends in `:<lease ms>`, and lease 0 is an ended lease. A completed record, or none, is left alone.
+pub async fn end_redis_lease(conn: &mut impl redis::aio::ConnectionLike, rkey: &str) {
+    let record: Option<Vec<u8>> = redis::cmd("GET").arg(rkey).query_async(conn).await.unwrap();
+    let Some(mut record) = record.filter(|r| r.first() == Some(&b'i')) else { return };
+    let colon = record.iter().rposition(|&b| b == b':').expect("an in-flight record has a lease");
+    record.truncate(colon + 1);
+    record.push(b'0');
+    let _: () = redis::cmd("SET").arg(rkey).arg(record).arg("KEEPTTL").query_async(conn).await.unwrap();
+}
+
 pub const LEASE: Duration = Duration::from_secs(30);
+
+/// A token no store hands out in these tests.
+pub const FOREIGN: FencingToken = FencingToken(u64::MAX);
+
+/// Which token a `complete` or `release` presents, in the model-based tests (tests/*_model.rs).
+#[derive(Debug, Clone)]
+pub enum Tok {
+    /// The latest token handed out for this key (the holder's, unless it expired or was taken over).
+    Latest,
+    /// The i-th (mod count) token handed out for this key: often stale.
+    OfKey(usize),
+    /// The i-th (mod count) token handed out for any key.
+    Any(usize),
+    /// The latest token with its last digit dropped (`true`) or a digit added: a prefix or an extension of it.
+    Near(bool),
+    /// A token never handed out.
+    Foreign,
+}
+
+impl Tok {
+    /// Mostly the holder's token, sometimes a stale, foreign or near-miss one.
+    pub fn strategy() -> impl proptest::strategy::Strategy<Value = Tok> + Clone {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => Just(Tok::Latest),
+            2 => any::<usize>().prop_map(Tok::OfKey),
+            1 => any::<usize>().prop_map(Tok::Any),
+            1 => any::<bool>().prop_map(Tok::Near),
+            1 => Just(Tok::Foreign),
+        ]
+    }
+
+    /// The token this names, given the tokens handed out so far for the key and for every key, in order.
+    pub fn pick(&self, of_key: &[FencingToken], all: &[FencingToken]) -> FencingToken {
+        let nth = |v: &[FencingToken], i: usize| if v.is_empty() { FOREIGN } else { v[i % v.len()] };
+        let latest = of_key.last().copied().unwrap_or(FOREIGN);
+        match *self {
+            Tok::Latest => latest,
+            Tok::OfKey(i) => nth(of_key, i),
+            Tok::Any(i) => nth(all, i),
+            Tok::Near(shorter) if latest != FOREIGN => {
+                FencingToken(if shorter { latest.0 / 10 } else { latest.0 * 10 + 1 })
+            }
+            Tok::Near(_) | Tok::Foreign => FOREIGN,
+        }
+    }
+}
 pub const TTL: Duration = Duration::from_secs(3600);
 
 pub fn charge(order: &str, amount: &str, token: &str, key: &str) -> GatewayRequest {
