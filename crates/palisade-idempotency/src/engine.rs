@@ -140,9 +140,11 @@ pub(crate) struct Engine {
     pub(crate) settings: Settings,
 }
 
-pub(crate) enum Begin {
+/// What a claim leads to: execute with the ticket, or replay `R` (the stored bytes, or on the layer's memory
+/// store whatever the caller made of the kept payload).
+pub(crate) enum Begin<R = Bytes> {
     Execute(Ticket),
-    Replay(Bytes),
+    Replay(R),
 }
 
 /// Shortest and longest pause between claim attempts while waiting for an in-flight original.
@@ -190,15 +192,17 @@ impl Engine {
     }
 
     /// [`begin`](Self::begin) on the layer's memory store, which answers at once: no store future, no key on the
-    /// heap, and a ticket that completes at its slot. `None` when the store is another one, or when a duplicate
-    /// should wait for its in-flight original (then run `begin`).
-    pub(crate) fn begin_local(
+    /// heap, and a ticket that completes at its slot. A completed record replays what `on_completed` makes of
+    /// its payload, under the shard lock (keep it short: a clone). `None` when the store is another one, or when
+    /// a duplicate should wait for its in-flight original (then run `begin`).
+    pub(crate) fn begin_local<R>(
         self: &Arc<Self>,
         key: &str,
         fp: &Fingerprint,
-    ) -> Option<Result<Begin, IdempotencyRejection>> {
+        on_completed: impl FnOnce(&Payload) -> R,
+    ) -> Option<Result<Begin<R>, IdempotencyRejection>> {
         let s = &self.settings;
-        let claim = s.memory.as_ref()?.claim_local(key, fp, s.lease, s.ttl, Payload::to_bytes);
+        let claim = s.memory.as_ref()?.claim_local(key, fp, s.lease, s.ttl, on_completed);
         Some(match claim {
             LocalClaim::Acquired { slot, token, took_over } => {
                 Ok(Begin::Execute(self.acquired(TicketKey::Slot(slot), token, took_over)))

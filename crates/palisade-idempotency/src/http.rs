@@ -20,7 +20,7 @@ use crate::config::{DEFAULT_BODY_LIMIT, MissingKey, Settings, common_setters};
 use crate::engine::{Begin, Engine, KeyBuf, count, gateway_key_for};
 use crate::error::IdempotencyRejection;
 use crate::layer::FieldHasher;
-use crate::store::Fingerprint;
+use crate::store::{Fingerprint, Payload};
 
 /// The request header that carries the key (Stripe, and draft-ietf-httpapi-idempotency-key-header).
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -389,7 +389,10 @@ where
             // future; only other stores and waiting duplicates need it on the heap.
             let local = {
                 let skey = KeyBuf::new(scope.as_deref(), &key);
-                shared.engine.begin_local(skey.as_str(), &fp).ok_or_else(|| Arc::<str>::from(skey.as_str()))
+                shared
+                    .engine
+                    .begin_local(skey.as_str(), &fp, Payload::to_bytes)
+                    .ok_or_else(|| Arc::<str>::from(skey.as_str()))
             };
             let begun = match local {
                 Ok(begun) => begun,
@@ -440,7 +443,7 @@ where
             };
             let stored = &shared.stored_headers;
             let payload = encode(res_parts.status, &res_parts.headers, stored, &body);
-            ticket.record(outcome, Some(crate::store::Payload::Bytes(payload))).await;
+            ticket.record(outcome, Some(Payload::Bytes(payload))).await;
             Ok(Response::from_parts(res_parts, ResB::from(body)))
         })
     }

@@ -13,10 +13,10 @@ use serde::de::DeserializeOwned;
 use tower_service::Service;
 
 use crate::config::MissingKey;
-use crate::engine::{Begin, Engine, KeyBuf, Ticket, TicketKey, count, gateway_key_for};
+use crate::engine::{Begin, KeyBuf, Ticket, count, gateway_key_for};
 use crate::error::IdempotencyRejection;
 use crate::layer::Typed;
-use crate::store::{LocalClaim, Payload};
+use crate::store::Payload;
 
 /// The service [`IdempotencyLayer`](crate::IdempotencyLayer) produces.
 pub struct IdempotencyService<S, Req, C> {
@@ -159,33 +159,24 @@ where
 
         // A memory store answers at once: claim here, replay a kept value by cloning it, and box only the
         // execution. Waiting for an in-flight original takes the general path below.
-        if let Some(mem) = &engine.settings.memory {
-            let s = &engine.settings;
-            let claim = mem.claim_local(skey.as_str(), &fingerprint, s.lease, s.ttl, |p| match p {
-                Payload::Local(v) => match v.as_any().downcast_ref::<Result<S::Response, S::Error>>() {
-                    Some(result) => Ok(result.clone()),
-                    // Kept by a layer with other types: read it as the bytes it would have stored.
-                    None => Err(v.encode()),
-                },
-                Payload::Bytes(b) => Err(b.clone()),
-            });
-            match claim {
-                LocalClaim::Acquired { slot, token, took_over } => {
-                    set_gateway_key(&mut req, scope.as_deref(), key);
-                    let ticket = engine.acquired(TicketKey::Slot(slot), token, took_over);
-                    return self.execute_local(req, ticket);
-                }
-                LocalClaim::Completed(found) => {
-                    Engine::replayed();
-                    return ResponseFuture::ready(found.unwrap_or_else(|bytes| decode(&bytes)));
-                }
-                LocalClaim::Mismatch => return ResponseFuture::ready(Err(Engine::conflict().into())),
-                LocalClaim::InFlight { lease_remaining } => {
-                    if let Some(refusal) = engine.refuse_in_flight(lease_remaining) {
-                        return ResponseFuture::ready(Err(refusal.into()));
-                    }
-                }
+        let kept = |p: &Payload| match p {
+            Payload::Local(v) => match v.as_any().downcast_ref::<Result<S::Response, S::Error>>() {
+                Some(result) => Ok(result.clone()),
+                // Kept by a layer with other types: read it as the bytes it would have stored.
+                None => Err(v.encode()),
+            },
+            Payload::Bytes(b) => Err(b.clone()),
+        };
+        match engine.begin_local(skey.as_str(), &fingerprint, kept) {
+            Some(Ok(Begin::Execute(ticket))) => {
+                set_gateway_key(&mut req, scope.as_deref(), key);
+                return self.execute_local(req, ticket);
             }
+            Some(Ok(Begin::Replay(found))) => {
+                return ResponseFuture::ready(found.unwrap_or_else(|bytes| decode(&bytes)));
+            }
+            Some(Err(refusal)) => return ResponseFuture::ready(Err(refusal.into())),
+            None => {}
         }
 
         let local = engine.settings.memory.is_some();
