@@ -31,7 +31,7 @@ struct NewCharge {
 /// The charge the API answers with.
 #[derive(Debug, Serialize)]
 struct Charge {
-    id: String,
+    id: palisade_core::GatewayId,
     object: &'static str,
     amount: String,
     currency: String,

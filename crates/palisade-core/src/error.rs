@@ -11,24 +11,26 @@ use serde::{Deserialize, Serialize};
 
 use crate::card::mask_card_like;
 use crate::outcome::Outcome;
+use crate::text::{Compact, deserialize_text};
 
 /// Free text that can never carry a card number: card-like digit runs are masked on construction and on
-/// deserialization.
-#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
-#[serde(from = "String", into = "String")]
-pub struct SafeText(String);
+/// deserialization. Short text is kept inline (see [`GatewayId`](crate::GatewayId)), so cloning an order
+/// reference or a short message does not allocate.
+#[derive(Clone, PartialEq, Eq, Hash, Default)]
+pub struct SafeText(Compact);
 
 impl SafeText {
     /// Builds safe text, masking any card-like digit run as `[REDACTED_PAN]`.
     #[must_use]
     pub fn new(text: impl Into<String>) -> Self {
         let text = text.into();
-        if crate::card::contains_card_like(&text) { SafeText(mask_card_like(&text)) } else { SafeText(text) }
+        let text = if crate::card::contains_card_like(&text) { mask_card_like(&text) } else { text };
+        SafeText(Compact::from_string(text))
     }
     /// The (already masked) text.
     #[must_use]
     pub fn as_str(&self) -> &str {
-        &self.0
+        self.0.as_str()
     }
 }
 impl From<String> for SafeText {
@@ -43,26 +45,37 @@ impl From<&str> for SafeText {
 }
 impl From<SafeText> for String {
     fn from(s: SafeText) -> Self {
-        s.0
+        s.as_str().to_owned()
+    }
+}
+impl Serialize for SafeText {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+impl<'de> Deserialize<'de> for SafeText {
+    /// Masks card-like digit runs in what it reads, as [`SafeText::new`] does.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = deserialize_text(d)?;
+        Ok(if crate::card::contains_card_like(text.as_str()) { SafeText::new(text.as_str()) } else { SafeText(text) })
     }
 }
 impl fmt::Display for SafeText {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 impl fmt::Debug for SafeText {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&self.0, f)
+        fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
 /// A gateway's own reason code (`card_declined`, `do_not_honor`, `51`...), sanitized: lowercase ASCII letters,
 /// digits, `_`, `-` and `.` only, at most 64 characters. Anything else is replaced by `_`, so a gateway that echoes
 /// a card number or free text in its code cannot smuggle it into logs.
-#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(from = "String", into = "String")]
-pub struct GatewayCode(String);
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct GatewayCode(Compact);
 
 impl GatewayCode {
     /// Maximum length kept; longer codes are truncated.
@@ -80,12 +93,12 @@ impl GatewayCode {
                 if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') { c } else { '_' }
             })
             .collect();
-        GatewayCode(s)
+        GatewayCode(Compact::from_string(s))
     }
     /// The sanitized code.
     #[must_use]
     pub fn as_str(&self) -> &str {
-        &self.0
+        self.0.as_str()
     }
 }
 impl From<String> for GatewayCode {
@@ -95,17 +108,28 @@ impl From<String> for GatewayCode {
 }
 impl From<GatewayCode> for String {
     fn from(c: GatewayCode) -> Self {
-        c.0
+        c.as_str().to_owned()
     }
 }
 impl fmt::Display for GatewayCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 impl fmt::Debug for GatewayCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&self.0, f)
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+impl Serialize for GatewayCode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+impl<'de> Deserialize<'de> for GatewayCode {
+    /// Sanitizes what it reads, as [`GatewayCode::new`] does.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        deserialize_text(d).map(|text| GatewayCode::new(text.as_str()))
     }
 }
 

@@ -15,6 +15,7 @@ use crate::card::contains_card_like;
 use crate::error::{PaymentError, SafeText};
 use crate::key::{GatewayKeyed, IdempotencyKey};
 use crate::money::Money;
+use crate::text::GatewayId;
 
 /// A gateway's token for a payment method (`tok_visa`, `pm_1Abc...`). Never a card number: construction refuses
 /// anything that looks like one, so raw PANs cannot enter the typed API. `Debug` shows it shortened.
@@ -180,7 +181,7 @@ impl ChargeRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaptureRequest {
     /// The authorization's id.
-    pub authorization_id: String,
+    pub authorization_id: GatewayId,
     /// The amount to capture; all when `None`.
     #[serde(default)]
     pub amount: Option<Money>,
@@ -193,7 +194,7 @@ pub struct CaptureRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VoidRequest {
     /// The authorization's id.
-    pub authorization_id: String,
+    pub authorization_id: GatewayId,
     /// The gateway idempotency key.
     #[serde(default)]
     pub idempotency_key: Option<IdempotencyKey>,
@@ -203,7 +204,7 @@ pub struct VoidRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefundRequest {
     /// The id of the charge or capture to refund.
-    pub payment_id: String,
+    pub payment_id: GatewayId,
     /// The amount; all when `None`.
     #[serde(default)]
     pub amount: Option<Money>,
@@ -301,7 +302,7 @@ pub enum PaymentStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GatewayResponse {
     /// The gateway's id for the object this operation created or changed (`ch_…`, `auth_…`, `re_…`).
-    pub id: String,
+    pub id: GatewayId,
     /// The operation performed.
     pub operation: Operation,
     /// The status afterwards.

@@ -29,6 +29,7 @@ mod money;
 mod outcome;
 pub mod problem;
 pub mod store;
+mod text;
 
 pub use error::{ErrorKind, GatewayCode, OutcomeClass, PaymentError, SafeText};
 pub use gateway::{
@@ -40,6 +41,7 @@ pub use money::{Currency, IsoRules, MinorUnitRules, Money, MoneyError, StripeRul
 pub use outcome::{Classify, DefaultClassifier, ErrorOutcome, HttpClassifier, Outcome, parse_retry_after};
 pub use problem::Problem;
 pub use store::FailurePolicy;
+pub use text::{GatewayId, INLINE_TEXT};
 
 /// `tower::BoxError`, without depending on tower.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

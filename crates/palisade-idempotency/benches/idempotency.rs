@@ -27,9 +27,10 @@ fn request(key: &str) -> GatewayRequest {
     )
 }
 
+/// A charge as a gateway returns it, with an id of Stripe's length (27 characters).
 fn response() -> GatewayResponse {
     GatewayResponse {
-        id: "ch_000001".into(),
+        id: "ch_3MqBz2LkdIwHu7ix0snN0B15".into(),
         operation: Operation::Charge,
         status: PaymentStatus::Captured,
         amount: Money::parse("12.34", Currency::USD).expect("amount"),

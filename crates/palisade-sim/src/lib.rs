@@ -51,8 +51,8 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use palisade_core::{
-    GatewayCode, GatewayKeyed, GatewayRequest, GatewayResponse, IdempotencyKey, Money, Operation, PaymentError,
-    PaymentStatus, SafeText,
+    GatewayCode, GatewayId, GatewayKeyed, GatewayRequest, GatewayResponse, IdempotencyKey, Money, Operation,
+    PaymentError, PaymentStatus, SafeText,
 };
 
 /// A fault the simulator can inject into one call.
@@ -200,7 +200,7 @@ struct Payment {
 #[derive(Debug)]
 struct State {
     keys: HashMap<IdempotencyKey, KeyEntry>,
-    payments: HashMap<String, Payment>,
+    payments: HashMap<GatewayId, Payment>,
     ledger: Vec<LedgerEntry>,
     scripted: HashMap<Operation, VecDeque<Fault>>,
     outage: Option<Fault>,
@@ -416,9 +416,9 @@ impl State {
         l.base + Duration::from_nanos(self.rng.random_range(0..=nanos))
     }
 
-    fn new_id(&mut self, prefix: &str) -> String {
+    fn new_id(&mut self, prefix: &str) -> GatewayId {
         self.next_id += 1;
-        format!("{prefix}_{:06}", self.next_id)
+        GatewayId::from(format!("{prefix}_{:06}", self.next_id))
     }
 
     fn record(
@@ -494,7 +494,7 @@ impl State {
                     return Err(PaymentError::invalid_request("capture amount exceeds the authorization"));
                 }
                 let order = p.order_reference.clone();
-                if let Some(p) = self.payments.get_mut(&c.authorization_id) {
+                if let Some(p) = self.payments.get_mut(c.authorization_id.as_str()) {
                     p.status = PaymentStatus::Captured;
                     p.captured = Some(amount);
                 }
@@ -513,7 +513,7 @@ impl State {
                     return Err(PaymentError::invalid_request("only an uncaptured authorization can be voided"));
                 }
                 let (order, amount) = (p.order_reference.clone(), p.amount);
-                if let Some(p) = self.payments.get_mut(&v.authorization_id) {
+                if let Some(p) = self.payments.get_mut(v.authorization_id.as_str()) {
                     p.status = PaymentStatus::Voided;
                 }
                 self.record(Operation::Void, &order, amount, &v.authorization_id, key);
@@ -542,7 +542,7 @@ impl State {
                 let order = p.order_reference.clone();
                 let total = already.checked_add(&amount).map_err(|e| PaymentError::invalid_request(e.to_string()))?;
                 let id = self.new_id("re");
-                if let Some(p) = self.payments.get_mut(&r.payment_id) {
+                if let Some(p) = self.payments.get_mut(r.payment_id.as_str()) {
                     p.refunded = Some(total);
                     if total == captured {
                         p.status = PaymentStatus::Refunded;
