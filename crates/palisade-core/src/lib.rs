@@ -3,7 +3,8 @@
 //! - [`PaymentError`]: one typed error for a whole gateway stack, serializable with its type intact.
 //! - [`Outcome`] and [`Classify`]: what a result means for money (retry? breaker failure? store and replay?).
 //! - [`Money`] and [`Currency`]: exact amounts, ISO 4217 exponents, minor units that never round silently.
-//! - [`GatewayRequest`] / [`GatewayResponse`]: the shape of a gateway `Service`.
+//! - [`GatewayRequest`] / [`GatewayResponse`]: the shape of a gateway `Service`. Their ids ([`GatewayId`]), order
+//!   references and messages ([`SafeText`]) keep short text inline, so a response clones without the heap.
 //! - [`IdempotencyKey`] and [`GatewayKeyed`]: how a key travels from the edge to the gateway.
 //!
 //! ```
