@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::card::mask_card_like;
 use crate::outcome::Outcome;
-use crate::text::{Compact, deserialize_text};
+use crate::text::{Compact, deserialize_text, text_traits};
 
 /// Free text that can never carry a card number: card-like digit runs are masked on construction and on
 /// deserialization. Short text is kept inline (see [`GatewayId`](crate::GatewayId)), so cloning an order
@@ -43,31 +43,12 @@ impl From<&str> for SafeText {
         SafeText::new(s)
     }
 }
-impl From<SafeText> for String {
-    fn from(s: SafeText) -> Self {
-        s.as_str().to_owned()
-    }
-}
-impl Serialize for SafeText {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
+text_traits!(SafeText);
 impl<'de> Deserialize<'de> for SafeText {
     /// Masks card-like digit runs in what it reads, as [`SafeText::new`] does.
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = deserialize_text(d)?;
         Ok(if crate::card::contains_card_like(text.as_str()) { SafeText::new(text.as_str()) } else { SafeText(text) })
-    }
-}
-impl fmt::Display for SafeText {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-impl fmt::Debug for SafeText {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
@@ -106,26 +87,7 @@ impl From<String> for GatewayCode {
         GatewayCode::new(&s)
     }
 }
-impl From<GatewayCode> for String {
-    fn from(c: GatewayCode) -> Self {
-        c.as_str().to_owned()
-    }
-}
-impl fmt::Display for GatewayCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-impl fmt::Debug for GatewayCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.as_str(), f)
-    }
-}
-impl Serialize for GatewayCode {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
+text_traits!(GatewayCode);
 impl<'de> Deserialize<'de> for GatewayCode {
     /// Sanitizes what it reads, as [`GatewayCode::new`] does.
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -574,6 +536,28 @@ mod tests {
         let code = GatewayCode::new("Decline 4111 1111 1111 1111 <script>");
         assert!(!code.as_str().contains("4111"));
         assert!(code.as_str().chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_-.".contains(c)));
+    }
+
+    #[test]
+    fn text_reads_sanitized_whether_short_long_borrowed_or_escaped() {
+        let long = "x".repeat(crate::INLINE_TEXT + 20);
+        // serde_json hands a visitor a borrowed str for plain text and an owned String for escaped text: both are
+        // masked, short (inline) or long (heap).
+        for json in [
+            r#""pan 4111111111111111""#.to_owned(),
+            r#""pan \u0034111111111111111""#.to_owned(),
+            format!(r#""{long} pan 4111111111111111""#),
+        ] {
+            let text: SafeText = serde_json::from_str(&json).unwrap();
+            assert!(!text.as_str().contains("4111111111111111"), "{json}: {text}");
+            assert!(text.as_str().contains("[REDACTED_PAN]"), "{json}: {text}");
+        }
+        let text: SafeText = serde_json::from_str(&format!(r#""{long}""#)).unwrap();
+        assert_eq!(text.as_str(), long);
+        assert_eq!(serde_json::to_string(&text).unwrap(), format!(r#""{long}""#));
+        let code: GatewayCode = serde_json::from_str(r#""Do Not Honor 4111111111111111""#).unwrap();
+        assert_eq!(code.as_str(), "do_not_honor__redacted_pan_");
+        assert_eq!(String::from(code.clone()), code.as_str());
     }
 
     #[test]

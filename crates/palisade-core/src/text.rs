@@ -11,7 +11,7 @@ use std::fmt;
 use std::ops::Deref;
 
 use arrayvec::ArrayString;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Deserializer};
 
 /// Longest text kept inline, in bytes. 40 covers the ids of the gateways we know of (Stripe's `ch_…`/`pi_…`
 /// are 27, Checkout.com's `pay_…` 30, Adyen's pspReference 16, Braintree's 8), a UUID (36), and reason codes.
@@ -91,6 +91,34 @@ pub(crate) fn deserialize_text<'de, D: Deserializer<'de>>(d: D) -> Result<Compac
     d.deserialize_string(Visitor)
 }
 
+/// `Display`, `Debug` (the text, quoted), `Serialize` (a plain string) and `From<$t> for String` for a type with
+/// an `as_str()`: the same for every text type of this crate.
+macro_rules! text_traits {
+    ($t:ty) => {
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+        impl std::fmt::Debug for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                std::fmt::Debug::fmt(self.as_str(), f)
+            }
+        }
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+        impl From<$t> for String {
+            fn from(text: $t) -> Self {
+                text.as_str().to_owned()
+            }
+        }
+    };
+}
+pub(crate) use text_traits;
+
 /// A gateway's id for a payment object: a charge (`ch_…`), a payment intent (`pi_…`), an authorization, a
 /// refund, an Adyen pspReference. Kept inline up to [`INLINE_TEXT`] bytes, so a response clones and drops
 /// without touching the heap; longer ids work too, on the heap. Serializes as a plain string.
@@ -144,11 +172,6 @@ impl From<String> for GatewayId {
         GatewayId(Compact::from_string(s))
     }
 }
-impl From<GatewayId> for String {
-    fn from(id: GatewayId) -> Self {
-        id.as_str().to_owned()
-    }
-}
 impl PartialEq<str> for GatewayId {
     fn eq(&self, other: &str) -> bool {
         self.as_str() == other
@@ -164,21 +187,7 @@ impl PartialEq<String> for GatewayId {
         self.as_str() == other
     }
 }
-impl fmt::Display for GatewayId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-impl fmt::Debug for GatewayId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.as_str(), f)
-    }
-}
-impl Serialize for GatewayId {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
+text_traits!(GatewayId);
 impl<'de> Deserialize<'de> for GatewayId {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         deserialize_text(d).map(GatewayId)
