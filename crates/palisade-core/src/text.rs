@@ -1,8 +1,8 @@
 //! Short text kept inline: the ids, codes and references a gateway answer carries.
 //!
 //! A response is cloned whenever a layer keeps a copy (the idempotency layer keeps every final result for its
-//! retention time, an audit trail keeps what it logs). With `String` fields each copy is one heap allocation
-//! per field, and each kept copy is freed much later, from memory that has left the cache. Gateway ids and
+//! retention time and replays clones of it). With `String` fields each copy is one heap allocation per field,
+//! and each kept copy is freed much later, from memory that has left the cache. Gateway ids and
 //! reason codes are short, so they live inside the value instead: cloning them is a copy, and dropping them
 //! frees nothing.
 
