@@ -79,33 +79,35 @@ fn charge(key: &str) -> GatewayRequest {
     )
 }
 
-/// Allocations per call over `reqs` (built before counting starts); every call must succeed.
-fn per_call<S: Service<GatewayRequest>>(svc: &mut S, reqs: Vec<GatewayRequest>) -> f64
+/// Allocations per call over `reqs` (built before counting starts); every call must answer `expected`.
+fn per_call<S: Service<GatewayRequest>>(svc: &mut S, reqs: Vec<GatewayRequest>, expected: &S::Response) -> f64
 where
+    S::Response: PartialEq + std::fmt::Debug,
     S::Error: std::fmt::Debug,
 {
     let n = reqs.len();
     let before = dhat::HeapStats::get().total_blocks;
     for r in reqs {
         // The result is dropped inside the count: a response that owns heap memory would show.
-        drop(once(svc, r).unwrap());
+        assert_eq!(&once(svc, r).unwrap(), expected);
     }
     (dhat::HeapStats::get().total_blocks - before) as f64 / n as f64
 }
 
 /// Allocations per new request and per replay, after a warm-up that grows the store to hold every record
 /// measured (the slab, its index and its expiry queue grow by doubling, which is not counted).
-fn new_and_replay<S: Service<GatewayRequest>>(svc: &mut S, name: &str) -> (f64, f64)
+fn new_and_replay<S: Service<GatewayRequest>>(svc: &mut S, name: &str, expected: &S::Response) -> (f64, f64)
 where
+    S::Response: PartialEq + std::fmt::Debug,
     S::Error: std::fmt::Debug,
 {
     const N: usize = 5_000;
     let warm: Vec<_> = (0..4 * N).map(|i| charge(&format!("{name}-warm-{i}"))).collect();
-    per_call(svc, warm);
+    per_call(svc, warm, expected);
     let fresh: Vec<_> = (0..N).map(|i| charge(&format!("{name}-new-{i}"))).collect();
-    let new = per_call(svc, fresh);
+    let new = per_call(svc, fresh, expected);
     let again: Vec<_> = (0..N).map(|i| charge(&format!("{name}-new-{i}"))).collect();
-    let replay = per_call(svc, again);
+    let replay = per_call(svc, again, expected);
     println!("allocations per call ({name}): new request {new:.2}, replay {replay:.2}");
     (new, replay)
 }
@@ -119,7 +121,7 @@ fn main() {
     let mut charging = layer().layer(Charging(captured()));
     let _profiler = dhat::Profiler::builder().testing().build();
 
-    let (new, replay) = new_and_replay(&mut plain, "number");
+    let (new, replay) = new_and_replay(&mut plain, "number", &201);
     // The profiler does count: the kept result is an allocation.
     assert!(new >= 1.0, "the profiler sees no allocations");
     // A new request: the kept result only (the future is not boxed, a short record key lives inline in its
@@ -130,7 +132,7 @@ fn main() {
 
     // A gateway response keeps its id and order reference inline, so keeping it is still the one box and
     // replaying it (a clone) allocates nothing.
-    let (new, replay) = new_and_replay(&mut charging, "charge");
+    let (new, replay) = new_and_replay(&mut charging, "charge", &captured());
     assert!(new <= 1.0, "a new charge allocates {new:.2} times");
     assert_eq!(replay, 0.0, "a replayed charge allocates {replay:.2} times");
     println!("allocations_per_call ... ok");

@@ -494,7 +494,7 @@ impl State {
                     return Err(PaymentError::invalid_request("capture amount exceeds the authorization"));
                 }
                 let order = p.order_reference.clone();
-                if let Some(p) = self.payments.get_mut(c.authorization_id.as_str()) {
+                if let Some(p) = self.payments.get_mut(&c.authorization_id) {
                     p.status = PaymentStatus::Captured;
                     p.captured = Some(amount);
                 }
@@ -513,7 +513,7 @@ impl State {
                     return Err(PaymentError::invalid_request("only an uncaptured authorization can be voided"));
                 }
                 let (order, amount) = (p.order_reference.clone(), p.amount);
-                if let Some(p) = self.payments.get_mut(v.authorization_id.as_str()) {
+                if let Some(p) = self.payments.get_mut(&v.authorization_id) {
                     p.status = PaymentStatus::Voided;
                 }
                 self.record(Operation::Void, &order, amount, &v.authorization_id, key);
@@ -542,7 +542,7 @@ impl State {
                 let order = p.order_reference.clone();
                 let total = already.checked_add(&amount).map_err(|e| PaymentError::invalid_request(e.to_string()))?;
                 let id = self.new_id("re");
-                if let Some(p) = self.payments.get_mut(r.payment_id.as_str()) {
+                if let Some(p) = self.payments.get_mut(&r.payment_id) {
                     p.refunded = Some(total);
                     if total == captured {
                         p.status = PaymentStatus::Refunded;
