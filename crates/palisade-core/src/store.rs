@@ -35,23 +35,31 @@ mod redis_support {
     use super::*;
 
     /// Builds a Redis key `{prefix}{{tag}}:{suffix}`. Every key one atomic operation touches must share the
-    /// hash tag, so the operation runs on one Redis Cluster slot. Braces in `tag` are replaced so a user value
-    /// cannot break the slot.
+    /// hash tag, so the operation runs on one Redis Cluster slot.
+    ///
+    /// `%`, `{` and `}` in `tag` are percent-escaped (`%25`, `%7B`, `%7D`): a user value cannot end the hash tag
+    /// early, and no two tags give the same key (an escape, unlike a replacement, can be read back), so the
+    /// keys `a{b` and `a(b` are two records, and so are two tenants whose scopes differ only there.
     ///
     /// ```
-    /// assert_eq!(palisade_core::store::redis_key("pal:idem:", "tenant-1/key-9", "rec"), "pal:idem:{tenant-1/key-9}:rec");
+    /// use palisade_core::store::redis_key;
+    /// assert_eq!(redis_key("pal:idem:", "tenant-1/key-9", "rec"), "pal:idem:{tenant-1/key-9}:rec");
+    /// assert_eq!(redis_key("p:", "a{b}%", ""), "p:{a%7Bb%7D%25}");
+    /// assert_ne!(redis_key("p:", "a{b", ""), redis_key("p:", "a(b", ""));
     /// ```
     #[must_use]
     pub fn redis_key(prefix: &str, tag: &str, suffix: &str) -> String {
-        let mut k = String::with_capacity(prefix.len() + tag.len() + suffix.len() + 3);
+        let escapes = tag.bytes().filter(|b| matches!(b, b'%' | b'{' | b'}')).count();
+        let mut k = String::with_capacity(prefix.len() + tag.len() + 2 * escapes + suffix.len() + 3);
         k.push_str(prefix);
         k.push('{');
         for c in tag.chars() {
-            k.push(match c {
-                '{' => '(',
-                '}' => ')',
-                c => c,
-            });
+            match c {
+                '%' => k.push_str("%25"),
+                '{' => k.push_str("%7B"),
+                '}' => k.push_str("%7D"),
+                c => k.push(c),
+            }
         }
         k.push('}');
         if !suffix.is_empty() {
@@ -215,7 +223,34 @@ mod tests {
 
     #[test]
     fn keys_keep_one_hash_tag() {
-        assert_eq!(redis_key("p:", "a{b}c", "x"), "p:{a(b)c}:x");
+        assert_eq!(redis_key("p:", "a{b}c", "x"), "p:{a%7Bb%7Dc}:x");
         assert_eq!(redis_key("p:", "t", ""), "p:{t}");
+        assert_eq!(redis_key("p:", "100%", ""), "p:{100%25}");
+    }
+
+    /// The tag between the first `{` and the `}` after it, as Redis Cluster reads it to pick a slot.
+    fn cluster_tag(key: &str) -> &str {
+        let open = key.find('{').expect("an opening brace");
+        let close = key[open + 1..].find('}').expect("a closing brace");
+        &key[open + 1..open + 1 + close]
+    }
+
+    /// Percent-decoding, the inverse of the escape `redis_key` applies.
+    fn unescape(tag: &str) -> String {
+        tag.replace("%7B", "{").replace("%7D", "}").replace("%25", "%")
+    }
+
+    proptest::proptest! {
+        /// Two different tags never give the same key, and the whole tag (escaped) is the slot's hash tag.
+        #[test]
+        fn distinct_tags_give_distinct_keys_in_one_slot(
+            a in "[a-z%{}()]{0,12}",
+            b in "[a-z%{}()]{0,12}",
+            suffix in proptest::sample::select(vec!["", "tat", "state"]),
+        ) {
+            let (ka, kb) = (redis_key("pal:", &a, suffix), redis_key("pal:", &b, suffix));
+            proptest::prop_assert_eq!(ka == kb, a == b, "{} / {}", ka, kb);
+            proptest::prop_assert_eq!(unescape(cluster_tag(&ka)), a);
+        }
     }
 }

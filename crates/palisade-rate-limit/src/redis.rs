@@ -53,7 +53,7 @@ return {1, math.floor((capacity - ahead) / interval), ahead}
 /// How a key is written into a Redis key name. Implemented for the usual key types; map anything else to a
 /// `String` in your key function. Never use a raw card number: Redis keys are visible to anyone with access.
 pub trait RedisKey {
-    /// The key's text (placed inside the hash tag; braces are replaced).
+    /// The key's text (placed inside the hash tag; `%`, `{` and `}` are percent-escaped).
     fn redis_key(&self) -> Cow<'_, str>;
 }
 

@@ -229,7 +229,8 @@ async fn redis_keys_are_hash_tagged_and_expire() {
     let Claim::Acquired(token) = store.claim("evt_{x}", Duration::from_secs(60)).await.unwrap() else {
         panic!("first claim acquires")
     };
-    let key = format!("{}{{evt_(x)}}", r.prefix);
+    // Braces in an event id are escaped, so the hash tag stays whole and `evt_(x)` is another event.
+    let key = format!("{}{{evt_%7Bx%7D}}", r.prefix);
     let mut conn = r.conn.clone();
     let ttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut conn).await.unwrap();
     assert!((1..=60_000).contains(&ttl), "lease is the key's expiry: {ttl}");
@@ -237,6 +238,7 @@ async fn redis_keys_are_hash_tagged_and_expire() {
         Claim::InProgress { retry_after } => assert!(retry_after <= Duration::from_secs(60)),
         other => panic!("expected in progress, got {other:?}"),
     }
+    assert!(matches!(store.claim("evt_(x)", Duration::from_secs(60)).await.unwrap(), Claim::Acquired(_)));
     // A stale token cannot release the claim; the holder's can; completion keeps it for the retention.
     let Claim::Acquired(stale) = store.claim("evt_other", Duration::from_secs(60)).await.unwrap() else {
         panic!("other claim")
