@@ -357,7 +357,8 @@ impl Ticket {
     fn stored(&self, outcome: Outcome, stored: Result<bool, StoreError>) {
         match stored {
             Ok(true) => {
-                tracing::debug!(result = "stored", outcome = outcome.class().as_str(), "idempotent result stored")
+                tracing::debug!(result = "stored", outcome = outcome.class().as_str(), "idempotent result stored");
+                count("stored");
             }
             Ok(false) => {
                 tracing::warn!(
@@ -377,12 +378,17 @@ impl Ticket {
 
     fn released(&self, released: Result<bool, StoreError>) {
         match released {
-            Ok(true) => tracing::debug!(result = "released", "idempotency claim released for re-execution"),
+            Ok(true) => {
+                tracing::debug!(result = "released", "idempotency claim released for re-execution");
+                count("released");
+            }
             Ok(false) => {
-                tracing::warn!(result = "fenced", token = self.token.0, "lease was taken over while this request ran")
+                tracing::warn!(result = "fenced", token = self.token.0, "lease was taken over while this request ran");
+                count("fenced");
             }
             Err(e) => {
-                tracing::error!(result = "release_failed", error = %e, "could not release the claim; it ends with its lease")
+                tracing::error!(result = "release_failed", error = %e, "could not release the claim; it ends with its lease");
+                count("release_failed");
             }
         }
     }

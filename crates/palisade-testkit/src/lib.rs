@@ -7,6 +7,7 @@
 //!   Redis test can skip silently in CI.
 //! - [`LogCapture`]: a tracing subscriber that writes everything into memory, so tests can assert that no card
 //!   number reaches any log output.
+//! - [`MetricsCapture`]: a `metrics` recorder that keeps counters and histogram values for assertions.
 //!
 //! ```no_run
 //! # async fn t() {
@@ -16,6 +17,9 @@
 //! ```
 
 #![warn(clippy::unwrap_used, clippy::expect_used)]
+
+mod metrics;
+pub use crate::metrics::{HistogramRecord, MetricsCapture};
 
 use std::io;
 use std::net::TcpListener;
