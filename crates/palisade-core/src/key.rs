@@ -180,6 +180,8 @@ mod tests {
         assert_eq!(IdempotencyKey::parse(" abc ").unwrap().as_str(), "abc");
         assert_eq!(IdempotencyKey::parse(r#""a\"b\\c""#).unwrap().as_str(), r#"a"b\c"#);
         assert_eq!(IdempotencyKey::parse("\"\""), Err(KeyError::Empty));
+        // A valid sf-string, but a space cannot go on to the gateway as part of a key.
+        assert_eq!(IdempotencyKey::parse("\"a b\""), Err(KeyError::InvalidCharacter(1)));
         assert_eq!(IdempotencyKey::parse(""), Err(KeyError::Empty));
         assert!(matches!(IdempotencyKey::parse("\"abc"), Err(KeyError::MalformedQuoted(_))));
         assert!(matches!(IdempotencyKey::parse("\"a\"b"), Err(KeyError::MalformedQuoted(_))));
