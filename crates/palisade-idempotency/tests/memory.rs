@@ -50,24 +50,34 @@ async fn conflicts_memory() {
     conflicts(MemoryStore::new()).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_key_race_two_instances_on_threads_memory() {
+    let store = MemoryStore::new();
+    same_key_race([store.clone(), store], Gateway::Open).await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn scope_isolation_memory() {
     scope_isolation(MemoryStore::new()).await;
 }
 
 #[tokio::test(start_paused = true)]
-async fn results_expire_after_the_ttl() {
-    let sim = GatewaySim::new();
+async fn braces_in_scopes_and_keys_memory() {
+    braces_in_scopes_and_keys(MemoryStore::new()).await;
+}
+
+/// The TTL scenario under paused time: the scenario writes its records at the start, so the clock stops 1 ms
+/// before the TTL ends, then at the very instant it ends.
+#[tokio::test(start_paused = true)]
+async fn ttl_expiry_memory() {
     let ttl = Duration::from_secs(24 * 3600);
-    let svc = IdempotencyLayer::builder().store(MemoryStore::new()).ttl(ttl).build().layer(sim.clone());
-    let req = charge("order-6000", "10.00", "tok_visa", "k-6000");
-    svc.clone().oneshot(req.clone()).await.unwrap();
-    tokio::time::advance(ttl - Duration::from_secs(1)).await;
-    svc.clone().oneshot(req.clone()).await.unwrap();
-    assert_eq!(sim.calls(), 1, "replayed within the TTL");
-    tokio::time::advance(Duration::from_secs(1)).await;
-    svc.clone().oneshot(req).await.unwrap();
-    assert_eq!(sim.calls(), 2, "executed again after the TTL (the gateway deduplicates by key)");
+    let end = tokio::time::Instant::now() + ttl;
+    let advance_to = |at: tokio::time::Instant| -> OnKey {
+        Arc::new(move |_key: String| {
+            Box::pin(tokio::time::advance(at.saturating_duration_since(tokio::time::Instant::now())))
+        })
+    };
+    ttl_expiry(MemoryStore::new(), ttl, advance_to(end - Duration::from_millis(1)), advance_to(end)).await;
 }
 
 #[tokio::test(start_paused = true)]

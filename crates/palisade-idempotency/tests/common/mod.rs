@@ -16,8 +16,11 @@ use tokio::sync::Semaphore;
 use tower::util::BoxCloneService;
 use tower::{Layer, ServiceExt};
 
+/// Something a store's test does to time around the record at a storage key: ends a lease, or waits out a TTL.
+pub type OnKey = Arc<dyn Fn(String) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
 /// Ends the lease of a storage key at once, as if its holder had crashed long ago.
-pub type Expire = Arc<dyn Fn(String) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+pub type Expire = OnKey;
 
 /// Ends the lease of the Redis record at `rkey`, as if its holder had crashed long ago: an in-flight record (`i`
 /// first) ends in `:<lease ms>`, and lease 0 is an ended lease. A completed record, or none, is left alone.
@@ -138,6 +141,25 @@ pub async fn next<T: 'static>(set: &mut tokio::task::JoinSet<T>) -> Option<T> {
     }
 }
 
+/// [`next`], but failing as soon as `broken` says what went wrong, instead of once the requests are stuck.
+pub async fn next_unless<T: 'static>(
+    set: &mut tokio::task::JoinSet<T>,
+    broken: impl Fn() -> Option<String>,
+) -> Option<T> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(what) = broken() {
+            panic!("{what}");
+        }
+        // `join_next` is cancel safe: a timeout loses no finished task.
+        match tokio::time::timeout(Duration::from_millis(50), set.join_next()).await {
+            Ok(r) => return r.map(|r| r.unwrap()),
+            Err(_) if tokio::time::Instant::now() < deadline => {}
+            Err(_) => panic!("requests stuck: more than one execution is waiting inside the gateway"),
+        }
+    }
+}
+
 fn acquired(c: Claim) -> FencingToken {
     match c {
         Claim::Acquired { token, .. } => token,
@@ -191,21 +213,50 @@ pub async fn store_contract(store: impl IdempotencyStore, expire: Expire) {
 /// 1000 concurrent same-key same-payload requests with nobody waiting: exactly one reaches the gateway, the
 /// other 999 are refused as in flight; afterwards the stored charge is replayed.
 pub async fn thousand_concurrent_refused(store: impl IdempotencyStore) {
+    same_key_race([store], Gateway::Held).await;
+}
+
+/// When the gateway answers the one request that reaches it, in [`same_key_race`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gateway {
+    /// Only once every other request has been answered: they are all refused as in flight.
+    Held,
+    /// At once: its completion races the other claims, which are replays of its charge or in-flight refusals.
+    Open,
+}
+
+/// 1000 concurrent same-key same-payload requests, dealt in turn to one service per store (give two stores on
+/// two connections to run two instances of the service, as two processes would): exactly one reaches the
+/// gateway, every other one is a replay of its charge or an in-flight refusal (only refusals when the gateway
+/// is [`Gateway::Held`]); afterwards every instance replays the stored charge.
+pub async fn same_key_race<S: IdempotencyStore>(stores: impl IntoIterator<Item = S>, gateway: Gateway) {
+    const N: usize = 1000;
     let gated = Gated::new(GatewaySim::new());
-    let svc = IdempotencyLayer::builder().store(store).lease(LEASE).build().layer(gated.service());
+    if gateway == Gateway::Open {
+        gated.open();
+    }
+    let svcs: Vec<_> = stores
+        .into_iter()
+        .map(|store| IdempotencyLayer::builder().store(store).lease(LEASE).build().layer(gated.service()))
+        .collect();
+    assert!(!svcs.is_empty(), "same_key_race needs a store");
     let req = charge("order-1000", "12.34", "tok_visa", "k-1000");
     let mut set = tokio::task::JoinSet::new();
-    for _ in 0..1000 {
-        let (svc, req) = (svc.clone(), req.clone());
+    for i in 0..N {
+        let (svc, req) = (svcs[i % svcs.len()].clone(), req.clone());
         set.spawn(async move { svc.oneshot(req).await });
     }
     let (mut refused, mut ok) = (0, Vec::new());
-    while let Some(r) = next(&mut set).await {
+    let executions = || match gated.entered.load(Ordering::SeqCst) {
+        0 | 1 => None,
+        n => Some(format!("inner service called {n} times for one key")),
+    };
+    while let Some(r) = next_unless(&mut set, executions).await {
         match r {
             Err(PaymentError::IdempotencyInFlight { retry_after }) => {
                 assert!(retry_after.is_some());
                 refused += 1;
-                if refused == 999 {
+                if refused == N - 1 {
                     gated.open();
                 }
             }
@@ -213,12 +264,17 @@ pub async fn thousand_concurrent_refused(store: impl IdempotencyStore) {
             Err(e) => panic!("unexpected error {e}"),
         }
     }
-    assert_eq!((ok.len(), refused), (1, 999));
     assert_eq!(gated.entered.load(Ordering::SeqCst), 1, "inner service called more than once");
     assert_eq!(gated.sim.calls(), 1);
     assert_eq!(gated.sim.charges_for("order-1000").len(), 1);
-    let again = svc.clone().oneshot(req).await.unwrap();
-    assert_eq!(again, ok[0]);
+    assert_eq!(ok.len() + refused, N);
+    if gateway == Gateway::Held {
+        assert_eq!((ok.len(), refused), (1, N - 1));
+    }
+    assert!(!ok.is_empty() && ok.iter().all(|r| *r == ok[0]), "answers other than the one charge: {ok:?}");
+    for svc in &svcs {
+        assert_eq!(svc.clone().oneshot(req.clone()).await.unwrap(), ok[0]);
+    }
     assert_eq!(gated.sim.calls(), 1);
 }
 
@@ -342,28 +398,160 @@ pub async fn conflicts(store: impl IdempotencyStore + Clone) {
 
 /// Two tenants' equal keys never meet: both execute, with different gateway keys.
 pub async fn scope_isolation(store: impl IdempotencyStore + Clone) {
+    scopes_never_meet(store, &["tenant-a", "tenant-b"]).await;
+}
+
+/// A layer whose scope is the charge's customer, as a multi-tenant service would have.
+fn scoped_layer(
+    store: impl IdempotencyStore,
+    sim: &GatewaySim,
+) -> BoxCloneService<GatewayRequest, GatewayResponse, PaymentError> {
+    BoxCloneService::new(
+        IdempotencyLayer::builder()
+            .store(store)
+            .scope(|r: &GatewayRequest| match r {
+                GatewayRequest::Charge(c) => c.customer.as_ref().map(|c| c.as_str().to_owned()),
+                _ => None,
+            })
+            .build()
+            .layer(sim.clone()),
+    )
+}
+
+/// A charge of `amount` for `order` under idempotency key `key`, by `customer` (the scope of [`scoped_layer`]).
+fn charge_by(customer: &str, order: &str, amount: &str, key: &str) -> GatewayRequest {
+    match charge(order, amount, "tok_visa", key) {
+        GatewayRequest::Charge(c) => GatewayRequest::Charge(c.customer(customer)),
+        _ => unreachable!(),
+    }
+}
+
+/// Tenants sending the same idempotency key with different payloads: each executes its own request (no
+/// conflict, no replay of another tenant's charge) with a gateway key of its own, and each replay is its own.
+pub async fn scopes_never_meet(store: impl IdempotencyStore + Clone, tenants: &[&str]) {
+    let sim = GatewaySim::new();
+    let svc = scoped_layer(store, &sim);
+    let for_tenant = |i: usize| {
+        charge_by(tenants[i], &format!("order-{}", tenants[i]), &format!("{}.00", 10 * (i + 1)), "shared-key")
+    };
+    let mut answers = Vec::new();
+    for (i, tenant) in tenants.iter().enumerate() {
+        let res = svc.clone().oneshot(for_tenant(i)).await;
+        answers.push(res.unwrap_or_else(|e| panic!("tenant {tenant:?} met another tenant's record: {e}")));
+    }
+    let ids: std::collections::BTreeSet<_> = answers.iter().map(|a| a.id.clone()).collect();
+    assert_eq!(ids.len(), tenants.len(), "a tenant was answered with another tenant's charge: {answers:?}");
+    let ledger = sim.ledger();
+    assert_eq!(ledger.len(), tenants.len());
+    let gateway_keys: std::collections::BTreeSet<_> = ledger.iter().map(|e| e.gateway_key.clone()).collect();
+    assert_eq!(gateway_keys.len(), tenants.len(), "tenants share a gateway key: {ledger:?}");
+    assert!(ledger.iter().all(|e| e.gateway_key.as_deref() != Some("shared-key")), "{ledger:?}");
+    for (i, tenant) in tenants.iter().enumerate() {
+        assert_eq!(sim.charges_for(&format!("order-{tenant}")).len(), 1);
+        // each tenant's replay is its own
+        assert_eq!(svc.clone().oneshot(for_tenant(i)).await.unwrap(), answers[i], "tenant {tenant:?}");
+    }
+    assert_eq!(sim.calls(), tenants.len() as u64);
+}
+
+/// Scopes and keys that differ only in braces (or in what a brace could be escaped to) are different records:
+/// no scope or key may be rewritten into another one on its way to the store.
+pub async fn braces_in_scopes_and_keys(store: impl IdempotencyStore + Clone) {
+    scopes_never_meet(store.clone(), &["t{x", "t(x", "t%7Bx", "t}x", "t)x"]).await;
+
+    let keys = ["a{b", "a(b", "a%7Bb", "a%257Bb", "a}b", "a)b", "a{b}", "a(b)"];
+    let sim = GatewaySim::new();
+    let plain = BoxCloneService::new(IdempotencyLayer::builder().store(store.clone()).build().layer(sim.clone()));
+    let scoped = scoped_layer(store.clone(), &sim);
+    for (scope, svc) in [(None, plain), (Some("t{x"), scoped)] {
+        let req = |i: usize| {
+            charge_by(scope.unwrap_or("-"), &format!("order-{scope:?}-{}", keys[i]), &format!("{}.00", i + 1), keys[i])
+        };
+        let mut answers = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            let res = svc.clone().oneshot(req(i)).await;
+            answers
+                .push(res.unwrap_or_else(|e| panic!("key {key:?} in scope {scope:?} met another key's record: {e}")));
+        }
+        let ids: std::collections::BTreeSet<_> = answers.iter().map(|a| a.id.clone()).collect();
+        assert_eq!(ids.len(), keys.len(), "scope {scope:?}: a key was answered with another key's charge");
+        let mut fingerprints = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            let skey = storage_key(scope, &IdempotencyKey::new(key).unwrap());
+            match store.get(&skey).await.unwrap() {
+                Some(Record::Completed { fingerprint, .. }) => fingerprints.push(fingerprint),
+                other => panic!("key {key:?} in scope {scope:?}: expected its own completed record, found {other:?}"),
+            }
+            assert_eq!(svc.clone().oneshot(req(i)).await.unwrap(), answers[i], "key {key:?} in scope {scope:?}");
+        }
+        let distinct: std::collections::BTreeSet<_> = fingerprints.iter().map(|f| f.0).collect();
+        assert_eq!(distinct.len(), keys.len(), "scope {scope:?}: two keys read one record");
+    }
+    assert_eq!(sim.calls(), 2 * keys.len() as u64);
+}
+
+/// TTL expiry, on the store's own clock. A completed result is replayed until its TTL ends, and after it the key
+/// is new: the same request executes again (a second inner call; the gateway deduplicates it by key). A claim
+/// released after a retriable failure keeps its fingerprint (a different request is refused) until the same TTL
+/// ends, and no longer: after it a different request with that key executes.
+///
+/// `almost` brings time to just before the TTL of a record written now ends; `gone(storage key)` returns once
+/// that record has expired. What the scenario sees before the TTL is asserted only when less than `ttl` has
+/// really passed since it wrote the records (always, under paused time): a store on a real clock (Redis) on a
+/// machine too slow for its short TTL makes that part inconclusive, and says so, rather than failing.
+pub async fn ttl_expiry(store: impl IdempotencyStore + Clone, ttl: Duration, almost: OnKey, gone: OnKey) {
     let sim = GatewaySim::new();
     let svc = IdempotencyLayer::builder()
-        .store(store)
-        .scope(|r: &GatewayRequest| match r {
-            GatewayRequest::Charge(c) => c.customer.as_ref().map(|c| c.as_str().to_owned()),
-            _ => None,
-        })
+        .store(store.clone())
+        .ttl(ttl)
+        .lease(LEASE.min(ttl)) // an in-flight record lives max(TTL, lease): the released claim lives the TTL
         .build()
         .layer(sim.clone());
-    let for_tenant =
-        |tenant: &str, amount: &str| match charge(&format!("order-{tenant}"), amount, "tok_visa", "shared-key") {
-            GatewayRequest::Charge(c) => GatewayRequest::Charge(c.customer(tenant)),
-            _ => unreachable!(),
-        };
-    let a = svc.clone().oneshot(for_tenant("tenant-a", "10.00")).await.unwrap();
-    let b = svc.clone().oneshot(for_tenant("tenant-b", "20.00")).await.unwrap();
-    assert_ne!(a.id, b.id);
-    let ledger = sim.ledger();
-    assert_eq!(ledger.len(), 2);
-    assert_ne!(ledger[0].gateway_key, ledger[1].gateway_key);
-    assert_ne!(ledger[0].gateway_key.as_deref(), Some("shared-key"));
-    // each tenant's replay is its own
-    assert_eq!(svc.clone().oneshot(for_tenant("tenant-a", "10.00")).await.unwrap(), a);
+    let done = charge("order-6000", "10.00", "tok_visa", "k-6000");
+    let released = charge("order-6001", "10.00", "tok_visa", "k-6001");
+    let other = charge("order-6001", "99.00", "tok_visa", "k-6001");
+    let done_key = storage_key(None, &IdempotencyKey::new("k-6000").unwrap());
+    let released_key = storage_key(None, &IdempotencyKey::new("k-6001").unwrap());
+
+    let started = tokio::time::Instant::now();
+    let first = svc.clone().oneshot(done.clone()).await.unwrap();
+    sim.script(Operation::Charge, [palisade_sim::Fault::FailBeforeCommit]);
+    let failed = svc.clone().oneshot(released.clone()).await.unwrap_err();
+    assert!(matches!(failed, PaymentError::NetworkBeforeSend { .. }), "{failed}");
+    assert!(
+        matches!(store.get(&released_key).await.unwrap(), Some(Record::InFlight { lease_remaining, .. }) if lease_remaining == Duration::ZERO),
+        "a retriable failure releases the claim"
+    );
     assert_eq!(sim.calls(), 2);
+
+    almost(done_key.clone()).await;
+    let replay = svc.clone().oneshot(done.clone()).await;
+    let calls = sim.calls();
+    let refused = svc.clone().oneshot(other.clone()).await;
+    let elapsed = started.elapsed();
+    if elapsed < ttl {
+        assert_eq!(replay.unwrap(), first);
+        assert_eq!(calls, 2, "replayed within the TTL");
+        assert_eq!(refused.unwrap_err(), PaymentError::IdempotencyConflict, "a released claim keeps its fingerprint");
+        assert_eq!(sim.calls(), 2);
+    } else {
+        eprintln!(
+            "ttl_expiry: {elapsed:?} passed before the checks within the TTL of {ttl:?} ended: nothing to conclude \
+             about the time before the TTL on this run"
+        );
+    }
+
+    gone(done_key.clone()).await;
+    assert_eq!(store.get(&done_key).await.unwrap(), None, "the completed record outlived its TTL");
+    gone(released_key.clone()).await;
+    assert_eq!(store.get(&released_key).await.unwrap(), None, "the released claim outlived its TTL");
+    let calls = sim.calls();
+    let again = svc.clone().oneshot(done.clone()).await.unwrap();
+    assert_eq!(sim.calls(), calls + 1, "executed again after the TTL");
+    assert_eq!(again.id, first.id, "the gateway deduplicates the execution by key");
+    assert_eq!(sim.charges_for("order-6000").len(), 1);
+    let new = svc.oneshot(other).await;
+    assert!(new.is_ok(), "the key of an expired released claim is new, to any request: {new:?}");
+    assert_eq!(sim.calls(), calls + 2);
+    assert_eq!(sim.charges_for("order-6001").len(), 1);
 }
