@@ -49,8 +49,7 @@ mod redis_support {
     /// ```
     #[must_use]
     pub fn redis_key(prefix: &str, tag: &str, suffix: &str) -> String {
-        let escapes = tag.bytes().filter(|b| matches!(b, b'%' | b'{' | b'}')).count();
-        let mut k = String::with_capacity(prefix.len() + tag.len() + 2 * escapes + suffix.len() + 3);
+        let mut k = String::with_capacity(prefix.len() + tag.len() + suffix.len() + 3);
         k.push_str(prefix);
         k.push('{');
         for c in tag.chars() {

@@ -135,10 +135,7 @@ pub async fn wait_until(what: &str, cond: impl Fn() -> bool) {
 /// The next finished task; panics instead of hanging when every remaining request is stuck (under paused time the
 /// clock jumps ahead as soon as everything is blocked, so a stuck test fails at once).
 pub async fn next<T: 'static>(set: &mut tokio::task::JoinSet<T>) -> Option<T> {
-    match tokio::time::timeout(Duration::from_secs(60), set.join_next()).await {
-        Ok(r) => r.map(|r| r.unwrap()),
-        Err(_) => panic!("requests stuck: more than one execution is waiting inside the gateway"),
-    }
+    next_unless(set, || None).await
 }
 
 /// [`next`], but failing as soon as `broken` says what went wrong, instead of once the requests are stuck.
