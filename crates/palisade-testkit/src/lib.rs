@@ -8,6 +8,7 @@
 //! - [`LogCapture`]: a tracing subscriber that writes everything into memory, so tests can assert that no card
 //!   number reaches any log output.
 //! - [`MetricsCapture`]: a `metrics` recorder that keeps counters and histogram values for assertions.
+//! - [`StallProxy`]: a TCP proxy in front of Redis that holds commands on request, for "Redis stalled" tests.
 //!
 //! ```no_run
 //! # async fn t() {
@@ -19,7 +20,9 @@
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 mod metrics;
+mod stall;
 pub use crate::metrics::{HistogramRecord, MetricsCapture};
+pub use crate::stall::StallProxy;
 
 use std::io;
 use std::net::TcpListener;
