@@ -1,4 +1,4 @@
-//! How results become breaker verdicts, and how rejections are delivered (typed error or HTTP response).
+//! How results become breaker verdicts.
 
 use std::convert::Infallible;
 
@@ -6,7 +6,6 @@ use palisade_core::{BoxError, Classify, PaymentError};
 
 use crate::breaker::Verdict;
 use crate::config::LayerRejections;
-use crate::error::CircuitOpen;
 
 /// Recognises a refusal made by an inner Palisade layer (rate limited, idempotency in flight, another breaker
 /// open, store unavailable) rather than by the gateway. What it then counts as is
@@ -75,30 +74,4 @@ where
         };
     }
     if c.classify(result).is_failure() { Verdict::Failure } else { Verdict::Success }
-}
-
-/// How a rejection reaches the caller.
-pub trait RejectWith<Res, E> {
-    /// The result the service returns for a refused call.
-    fn reject(&self, rejection: CircuitOpen) -> Result<Res, E>;
-}
-
-/// Typed mode (the default): the rejection is the error, `E: From<CircuitOpen>` (`PaymentError` implements it).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Typed;
-
-impl<Res, E: From<CircuitOpen>> RejectWith<Res, E> for Typed {
-    fn reject(&self, rejection: CircuitOpen) -> Result<Res, E> {
-        Err(E::from(rejection))
-    }
-}
-
-/// HTTP mode: the rejection is a `503` `application/problem+json` response with `Retry-After`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Http;
-
-impl<B: From<Vec<u8>>, E> RejectWith<http::Response<B>, E> for Http {
-    fn reject(&self, rejection: CircuitOpen) -> Result<http::Response<B>, E> {
-        Ok(rejection.to_problem().into_response())
-    }
 }

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use palisade_core::mode::Rejection;
 use palisade_core::{PaymentError, Problem};
 
 use crate::events::State;
@@ -34,10 +35,11 @@ impl CircuitOpen {
     pub const fn new(state: State, retry_after: Option<Duration>) -> Self {
         CircuitOpen { state, retry_after }
     }
+}
 
+impl Rejection for CircuitOpen {
     /// The problem+json document for this rejection: 503 with `Retry-After` when there is a hint.
-    #[must_use]
-    pub fn to_problem(&self) -> Problem {
+    fn to_problem(&self) -> Problem {
         Problem::from_error(&PaymentError::from(*self))
     }
 }

@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use palisade_core::backoff::{Backoff, Jitter};
+use palisade_core::mode::{Http, Typed};
 use palisade_core::{DefaultClassifier, HttpClassifier};
 use tower_layer::Layer;
 
 use crate::breaker::Breaker;
-use crate::classify::{Http, PaymentRejections, Typed};
+use crate::classify::PaymentRejections;
 use crate::config::{ConfigError, LayerRejections, Settings, Window};
 use crate::events::Event;
 use crate::handle::CircuitBreakerHandle;

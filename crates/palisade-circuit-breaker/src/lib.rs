@@ -74,7 +74,7 @@ mod service;
 mod shared;
 mod window;
 
-pub use classify::{DetectRejection, Http, NoRejections, PaymentRejections, RejectWith, Typed};
+pub use classify::{DetectRejection, NoRejections, PaymentRejections};
 pub use config::{
     ConfigError, DEFAULT_FAILURE_RATE, DEFAULT_HALF_OPEN_PROBES, DEFAULT_MAX_OPEN_DURATION, DEFAULT_MINIMUM_CALLS,
     DEFAULT_OPEN_DURATION, DEFAULT_OPEN_GROWTH, DEFAULT_SLOW_CALL_THRESHOLD, DEFAULT_TIME_BUCKETS,
@@ -86,6 +86,7 @@ pub use future::ResponseFuture;
 pub use handle::CircuitBreakerHandle;
 pub use keyed::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_KEYS, KeyedHandle};
 pub use layer::{Builder, CircuitBreakerLayer, Keyed, Partition, Single};
+pub use palisade_core::mode::{Http, Rejection, Typed};
 pub use service::CircuitBreaker;
 #[cfg(feature = "redis")]
 pub use shared::{Aggregate, DEFAULT_PREFIX, DEFAULT_SYNC_INTERVAL, RedisShared, SharedStatus};

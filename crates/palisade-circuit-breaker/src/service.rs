@@ -3,9 +3,10 @@
 use std::task::{Context, Poll};
 
 use palisade_core::Classify;
+use palisade_core::mode::Refuse;
 use tower_service::Service;
 
-use crate::classify::{DetectRejection, RejectWith};
+use crate::classify::DetectRejection;
 use crate::error::CircuitOpen;
 use crate::future::{Guard, ResponseFuture};
 use crate::layer::Partition;
@@ -28,7 +29,7 @@ where
     S: Service<Req, Response = Res, Error = E>,
     C: Classify<Res, E> + Clone,
     D: DetectRejection<Res, E> + Clone,
-    M: RejectWith<Res, E>,
+    M: Refuse<CircuitOpen, Res, E>,
     P: Partition<Req>,
 {
     type Response = Res;
@@ -48,7 +49,7 @@ where
                 let guard = Guard { breaker, permit, done: false };
                 ResponseFuture::called(self.inner.call(req), guard, self.classifier.clone(), self.detector.clone())
             }
-            Err(r) => ResponseFuture::rejected(self.mode.reject(CircuitOpen::new(r.state, r.retry_after))),
+            Err(r) => ResponseFuture::rejected(self.mode.refuse(CircuitOpen::new(r.state, r.retry_after))),
         }
     }
 }

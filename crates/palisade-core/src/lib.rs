@@ -26,6 +26,7 @@ pub mod card;
 mod error;
 mod gateway;
 mod key;
+pub mod mode;
 mod money;
 mod outcome;
 pub mod problem;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use palisade_core::FailurePolicy;
+use palisade_core::mode::{Http, Typed};
 
 use crate::clock::ClockSource;
 use crate::gcra::{Quota, QuotaError};
@@ -15,14 +16,14 @@ use crate::local::{DEFAULT_MAX_KEYS, KeyedRateLimiter, RateLimiter};
 /// Default name of a limit, as it appears in `RateLimit-Policy`, tracing fields and metric labels.
 pub const DEFAULT_POLICY_NAME: &str = "default";
 
-/// Default longest wait in [`Mode::Wait`]: 1 second. Long enough to smooth a burst at a gateway's TPS cap,
+/// Default longest wait in [`OnLimit::Wait`]: 1 second. Long enough to smooth a burst at a gateway's TPS cap,
 /// short enough that a caller's own timeout (typically a few seconds for a charge) still has room.
 pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(1);
 
 /// What the layer does with a request that is over the limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
-pub enum Mode {
+pub enum OnLimit {
     /// Refuse at once with [`crate::RateLimited`] (HTTP 429 in HTTP mode). The default: an API should tell its
     /// client to come back, not hold a connection.
     #[default]
@@ -85,15 +86,6 @@ impl<Req, F: Fn(&Req) -> u32> CostFn<Req> for F {
     }
 }
 
-/// Typed mode: a refusal is `Err(E::from(RateLimitError))` (for example a [`palisade_core::PaymentError`]).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Typed;
-
-/// HTTP mode: a refusal is an `application/problem+json` response (429 with `Retry-After`, `RateLimit`,
-/// `RateLimit-Policy`; 503 when the store is down), and admitted responses carry `RateLimit` / `RateLimit-Policy`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Http;
-
 /// A limit that could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -126,7 +118,7 @@ pub(crate) struct Settings {
     rate: Option<(u32, Duration)>,
     burst: Option<u32>,
     name: Arc<str>,
-    mode: Mode,
+    on_limit: OnLimit,
     shadow: bool,
     max_keys: usize,
     failure: FailurePolicy,
@@ -146,7 +138,7 @@ impl Default for Builder {
                 rate: None,
                 burst: None,
                 name: Arc::from(DEFAULT_POLICY_NAME),
-                mode: Mode::Reject,
+                on_limit: OnLimit::Reject,
                 shadow: false,
                 max_keys: DEFAULT_MAX_KEYS,
                 failure: FailurePolicy::FailClosed,
@@ -189,14 +181,14 @@ impl<K, F, C, P> Builder<K, F, C, P> {
     }
 
     /// Reject (default) or wait.
-    pub fn mode(mut self, mode: Mode) -> Self {
-        self.s.mode = mode;
+    pub fn on_limit(mut self, on_limit: OnLimit) -> Self {
+        self.s.on_limit = on_limit;
         self
     }
 
-    /// Shorthand for `mode(Mode::Wait { max_wait })`.
+    /// Shorthand for `on_limit(OnLimit::Wait { max_wait })`.
     pub fn wait(self, max_wait: Duration) -> Self {
-        self.mode(Mode::Wait { max_wait })
+        self.on_limit(OnLimit::Wait { max_wait })
     }
 
     /// Shadow mode: decide and record (tracing event `decision = "shadow_rejected"`, metric), but never refuse.
@@ -303,7 +295,7 @@ where
             inner: Arc::new(Inner {
                 quota,
                 name: self.s.name,
-                mode: self.s.mode,
+                on_limit: self.s.on_limit,
                 shadow: self.s.shadow,
                 failure: self.s.failure,
                 backend,

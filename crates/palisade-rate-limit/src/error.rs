@@ -1,5 +1,6 @@
 //! The layer's refusals, typed, and their conversion into [`PaymentError`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use palisade_core::PaymentError;
@@ -8,7 +9,7 @@ use crate::Quota;
 
 /// A request was refused because its key is over its limit. Retrying after `retry_after` succeeds (for a
 /// local limiter, exactly then, if nothing else spent the capacity meanwhile).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("rate limited: retry after {} ms", retry_after.as_millis())]
 #[non_exhaustive]
 pub struct RateLimited {
@@ -16,13 +17,16 @@ pub struct RateLimited {
     pub retry_after: Duration,
     /// The quota that refused it (for `RateLimit-Policy`).
     pub quota: Quota,
+    /// The name of the limit that refused it (the layer's policy name, for `RateLimit` and `RateLimit-Policy`),
+    /// once the layer has attached it.
+    pub policy: Option<Arc<str>>,
 }
 
 impl RateLimited {
     /// A refusal by `quota`, admissible again after `retry_after`.
     #[must_use]
     pub fn new(retry_after: Duration, quota: Quota) -> Self {
-        RateLimited { retry_after, quota }
+        RateLimited { retry_after, quota, policy: None }
     }
 }
 
@@ -49,6 +53,15 @@ pub enum RateLimitError {
 }
 
 impl RateLimitError {
+    /// This refusal, naming the limit that made it (a no-op for refusals other than [`RateLimitError::Limited`]).
+    #[must_use]
+    pub fn with_policy(mut self, name: &Arc<str>) -> Self {
+        if let RateLimitError::Limited(l) = &mut self {
+            l.policy = Some(name.clone());
+        }
+        self
+    }
+
     /// The wait after which a retry may succeed, if there is one.
     #[must_use]
     pub fn retry_after(&self) -> Option<Duration> {

@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use pin_project_lite::pin_project;
 
 use crate::gcra::{Admitted, Quota};
-use crate::http::Respond;
+use crate::http::Decorate;
 
 /// A boxed future for the slow paths (waiting, Redis round trip).
 pub(crate) type Slow<Res, E> = Pin<Box<dyn Future<Output = Result<Res, E>> + Send>>;
@@ -51,7 +51,7 @@ impl<Fut, Res, E, P> ResponseFuture<Fut, Res, E, P> {
 impl<Fut, Res, E, P> Future for ResponseFuture<Fut, Res, E, P>
 where
     Fut: Future<Output = Result<Res, E>>,
-    P: Respond<Res, E>,
+    P: Decorate<Res, E>,
 {
     type Output = Result<Res, E>;
 

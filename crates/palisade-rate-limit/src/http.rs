@@ -13,9 +13,10 @@
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
+use palisade_core::mode::{Http, Refuse, Rejection, Typed};
 use palisade_core::{PaymentError, Problem};
 
-use crate::config::{Http, Typed};
+use crate::config::DEFAULT_POLICY_NAME;
 use crate::error::RateLimitError;
 use crate::gcra::{Admitted, Quota};
 
@@ -47,39 +48,42 @@ fn sf_string(name: &str) -> String {
     name.chars().map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' { c } else { '_' }).collect()
 }
 
-/// Turns a decision into the service's output. Implemented by [`Typed`] and [`Http`].
-pub trait Respond<Res, E> {
+impl Rejection for RateLimitError {
+    /// 429 with `Retry-After`, `RateLimit` and `RateLimit-Policy` when over the limit (named after the limit that
+    /// refused, or [`DEFAULT_POLICY_NAME`]); 400 when the cost exceeds the burst; 503 when the store is down.
+    fn to_problem(&self) -> Problem {
+        let problem = Problem::from_error(&PaymentError::from(self.clone()));
+        match self {
+            RateLimitError::Limited(l) => {
+                let name = l.policy.as_deref().unwrap_or(DEFAULT_POLICY_NAME);
+                problem
+                    .with_header(RATELIMIT.clone(), ratelimit_value(name, 0, l.retry_after))
+                    .with_header(RATELIMIT_POLICY.clone(), policy_value(name, l.quota))
+            }
+            _ => problem,
+        }
+    }
+}
+
+/// The rate limit's part of a mode beyond refusing: whether and how an admitted response is decorated.
+/// Implemented by [`Typed`] (never touches a response) and [`Http`] (adds `RateLimit` and `RateLimit-Policy`).
+pub trait Decorate<Res, E>: Refuse<RateLimitError, Res, E> + Default {
     /// Whether admitted responses are touched (adds headers).
     const DECORATES: bool;
-    /// The output for a refused request.
-    fn reject(name: &str, quota: Quota, err: RateLimitError) -> Result<Res, E>;
     /// The output for an admitted request (`admitted` is `None` in shadow mode or fail-open).
     fn admitted(name: &str, quota: Quota, res: Result<Res, E>, admitted: Option<Admitted>) -> Result<Res, E>;
 }
 
-impl<Res, E: From<RateLimitError>> Respond<Res, E> for Typed {
+impl<Res, E: From<RateLimitError>> Decorate<Res, E> for Typed {
     const DECORATES: bool = false;
-    #[inline]
-    fn reject(_: &str, _: Quota, err: RateLimitError) -> Result<Res, E> {
-        Err(E::from(err))
-    }
     #[inline]
     fn admitted(_: &str, _: Quota, res: Result<Res, E>, _: Option<Admitted>) -> Result<Res, E> {
         res
     }
 }
 
-impl<B: From<Vec<u8>>, E> Respond<http::Response<B>, E> for Http {
+impl<B: From<Vec<u8>>, E> Decorate<http::Response<B>, E> for Http {
     const DECORATES: bool = true;
-    fn reject(name: &str, quota: Quota, err: RateLimitError) -> Result<http::Response<B>, E> {
-        let mut problem = Problem::from_error(&PaymentError::from(err.clone()));
-        if let RateLimitError::Limited(l) = &err {
-            problem = problem
-                .with_header(RATELIMIT.clone(), ratelimit_value(name, 0, l.retry_after))
-                .with_header(RATELIMIT_POLICY.clone(), policy_value(name, quota));
-        }
-        Ok(problem.into_response())
-    }
     fn admitted(
         name: &str,
         quota: Quota,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use palisade_core::FailurePolicy;
 use tower_layer::Layer;
 
-use crate::config::{Builder, Mode};
+use crate::config::{Builder, OnLimit};
 use crate::error::{RateLimitError, RateLimited};
 use crate::gcra::{Admitted, Quota};
 use crate::local::{KeyedRateLimiter, RateLimiter};
@@ -28,7 +28,7 @@ pub(crate) enum Backend<K: std::hash::Hash + Eq> {
 pub(crate) struct Inner<K: std::hash::Hash + Eq, F, C, P> {
     pub(crate) quota: Quota,
     pub(crate) name: Arc<str>,
-    pub(crate) mode: Mode,
+    pub(crate) on_limit: OnLimit,
     pub(crate) shadow: bool,
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) failure: FailurePolicy,
@@ -244,7 +244,7 @@ impl<K: std::hash::Hash + Eq, F, C, P> std::fmt::Debug for RateLimitLayer<K, F, 
         f.debug_struct("RateLimitLayer")
             .field("name", &self.inner.name)
             .field("quota", &self.inner.quota)
-            .field("mode", &self.inner.mode)
+            .field("on_limit", &self.inner.on_limit)
             .field("shadow", &self.inner.shadow)
             .finish_non_exhaustive()
     }

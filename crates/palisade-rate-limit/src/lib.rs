@@ -12,8 +12,8 @@
 //!   [`KeyedRateLimiter`]).
 //! - **Shared by every clone.** All services made by a layer, and all their clones, share one state: axum cloning
 //!   your service per connection cannot multiply the limit.
-//! - **Reject or wait.** [`Mode::Reject`] refuses with [`RateLimited`] (into [`palisade_core::PaymentError`], or
-//!   in HTTP mode a 429 problem+json with `Retry-After`, `RateLimit` and `RateLimit-Policy`); [`Mode::Wait`]
+//! - **Reject or wait.** [`OnLimit::Reject`] refuses with [`RateLimited`] (into [`palisade_core::PaymentError`], or
+//!   in HTTP mode a 429 problem+json with `Retry-After`, `RateLimit` and `RateLimit-Policy`); [`OnLimit::Wait`]
 //!   holds requests up to a maximum wait, in order, and a cancelled waiter spends nothing.
 //! - **Redis-wide** (feature `redis`): one Lua script and one round trip per decision, on Redis server time,
 //!   with fail-closed / fail-open policy, shadow mode and a local cache of limited keys.
@@ -68,11 +68,12 @@ mod service;
 
 pub use clock::ClockSource;
 pub use config::{
-    BuildError, Builder, CostFn, DEFAULT_MAX_WAIT, DEFAULT_POLICY_NAME, Global, Http, KeyFn, Mode, Typed, UnitCost,
+    BuildError, Builder, CostFn, DEFAULT_MAX_WAIT, DEFAULT_POLICY_NAME, Global, KeyFn, OnLimit, UnitCost,
 };
 pub use error::{RateLimitError, RateLimited};
 pub use future::ResponseFuture;
 pub use gcra::{Admitted, Quota, QuotaError};
 pub use layer::RateLimitLayer;
 pub use local::{DEFAULT_MAX_KEYS, KeyedRateLimiter, RateLimiter};
+pub use palisade_core::mode::{Http, Rejection, Typed};
 pub use service::RateLimit;

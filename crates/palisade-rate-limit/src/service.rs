@@ -11,10 +11,10 @@ use tokio::sync::{AcquireError, OwnedSemaphorePermit};
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
-use crate::config::{CostFn, KeyFn, Mode};
+use crate::config::{CostFn, KeyFn, OnLimit};
 use crate::error::RateLimitError;
 use crate::future::ResponseFuture;
-use crate::http::Respond;
+use crate::http::Decorate;
 use crate::layer::{Backend, Inner};
 
 type Acquire = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send + Sync>>;
@@ -144,14 +144,14 @@ where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     F: KeyFn<Req, Key = K> + Send + Sync + 'static,
     C: CostFn<Req> + Send + Sync + 'static,
-    P: Respond<S::Response, S::Error> + 'static,
+    P: Decorate<S::Response, S::Error> + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future, S::Response, S::Error, P>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        if let (Mode::Wait { max_wait }, false) = (self.shared.mode, self.shared.shadow) {
+        if let (OnLimit::Wait { max_wait }, false) = (self.shared.on_limit, self.shared.shadow) {
             std::task::ready!(self.poll_backpressure(cx, max_wait));
         }
         self.inner.poll_ready(cx)
@@ -162,8 +162,8 @@ where
         let key = shared.key_fn.key(&req);
         let cost = shared.cost_fn.cost(&req);
         let ready = std::mem::take(&mut self.ready);
-        let deadline = match shared.mode {
-            Mode::Wait { max_wait } if !shared.shadow && !ready.expired => {
+        let deadline = match shared.on_limit {
+            OnLimit::Wait { max_wait } if !shared.shadow && !ready.expired => {
                 Some(ready.deadline.unwrap_or_else(|| Instant::now() + max_wait))
             }
             _ => None,
@@ -182,7 +182,7 @@ where
                         let policy = P::DECORATES.then(|| (shared.name.clone(), shared.quota));
                         ResponseFuture::called(self.inner.call(req), admitted, policy)
                     }
-                    Err(e) => ResponseFuture::ready(P::reject(&shared.name, shared.quota, e)),
+                    Err(e) => ResponseFuture::ready(P::default().refuse(e.with_policy(&shared.name))),
                 };
             }
         }
@@ -202,7 +202,7 @@ where
                     let res = svc.call(req).await;
                     P::admitted(&shared.name, shared.quota, res, admitted)
                 }
-                Err(e) => P::reject(&shared.name, shared.quota, e),
+                Err(e) => P::default().refuse(e.with_policy(&shared.name)),
             }
         }) as Pin<Box<dyn Future<Output = _> + Send>>)
     }

@@ -9,9 +9,8 @@ use palisade_core::backoff::{Backoff, Jitter};
 use palisade_core::{DefaultClassifier, HttpClassifier};
 
 use crate::budget::RetryBudget;
-use crate::error::Typed;
-use crate::http::Http;
 use crate::layer::RetryLayer;
+use palisade_core::mode::{Http, Typed};
 
 /// Default attempts per call, the first included: 3. Stripe's and Adyen's own client libraries retry twice; a
 /// third retry rarely succeeds where two failed and only lengthens the checkout.

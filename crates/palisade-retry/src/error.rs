@@ -2,13 +2,15 @@
 
 use std::time::Duration;
 
-use palisade_core::PaymentError;
+use palisade_core::mode::Rejection;
+use palisade_core::{PaymentError, Problem};
 
 /// An attempt exceeded the per-attempt timeout (or the total deadline cut it short) and no retry was left.
 ///
 /// Its outcome is `Unknown`: the request had left, the charge may have happened. Converts into
 /// [`PaymentError::GatewayTimeout`], so a stack that speaks `PaymentError` keeps one error type; `tower::BoxError`
-/// works too.
+/// works too. It is the one thing the retry layer produces itself: in typed mode (the default) it is the
+/// service's error, in HTTP mode a `504` `application/problem+json` response.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "gateway attempt {attempt} timed out after {} ms; the charge may have happened: retry only with the same idempotency key",
@@ -27,25 +29,9 @@ impl From<AttemptTimedOut> for PaymentError {
     }
 }
 
-/// What the layer returns when the last attempt timed out: the one thing the retry layer produces itself.
-///
-/// [`Typed`] (the default) returns `Err(E::from(AttemptTimedOut))`; [`Http`](crate::http::Http) returns a
-/// `504` `application/problem+json` response.
-pub trait Mode<Res, E> {
-    /// The result for a timed-out last attempt.
-    ///
-    /// # Errors
-    /// In typed mode, always: the timeout as the service's error.
-    fn timed_out(&self, err: AttemptTimedOut) -> Result<Res, E>;
-}
-
-/// Typed mode: the timeout becomes the service's error type (`E: From<AttemptTimedOut>`, which
-/// `PaymentError` and `tower::BoxError` satisfy).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Typed;
-
-impl<Res, E: From<AttemptTimedOut>> Mode<Res, E> for Typed {
-    fn timed_out(&self, err: AttemptTimedOut) -> Result<Res, E> {
-        Err(E::from(err))
+impl Rejection for AttemptTimedOut {
+    /// `504 Gateway Timeout`: what [`Http`](palisade_core::mode::Http) mode answers for a timed-out last attempt.
+    fn to_problem(&self) -> Problem {
+        Problem::from_error(&PaymentError::from(self.clone()))
     }
 }

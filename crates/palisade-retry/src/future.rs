@@ -14,7 +14,9 @@ use tokio::time::{Instant, Sleep, sleep_until};
 use tower_service::Service;
 
 use crate::config::Policy;
-use crate::error::{AttemptTimedOut, Mode};
+use palisade_core::mode::Refuse;
+
+use crate::error::AttemptTimedOut;
 
 /// Why the layer retried or stopped: the `reason` field of its tracing events and metrics.
 mod reason {
@@ -155,7 +157,7 @@ where
     S: Service<Req>,
     Req: GatewayKeyed + Clone,
     C: Classify<S::Response, S::Error>,
-    M: Mode<S::Response, S::Error>,
+    M: Refuse<AttemptTimedOut, S::Response, S::Error>,
 {
     type Output = Result<S::Response, S::Error>;
 
@@ -189,7 +191,7 @@ where
     S: Service<Req>,
     Req: GatewayKeyed + Clone,
     C: Classify<S::Response, S::Error>,
-    M: Mode<S::Response, S::Error>,
+    M: Refuse<AttemptTimedOut, S::Response, S::Error>,
 {
     /// The state machine. `entry` is what the fast path already learned about the current attempt.
     #[inline(never)]
@@ -287,12 +289,11 @@ where
                                         Poll::Ready(finish(this.policy, last))
                                     }
                                     // Unreachable: `last` is set before every retry. Answer as a timeout.
-                                    None => {
-                                        Poll::Ready(this.policy.mode.timed_out(AttemptTimedOut {
-                                            after: Duration::ZERO,
-                                            attempt: *this.attempt,
-                                        }))
-                                    }
+                                    None => Poll::Ready(
+                                        this.policy
+                                            .mode
+                                            .refuse(AttemptTimedOut { after: Duration::ZERO, attempt: *this.attempt }),
+                                    ),
                                 };
                             }
                             return Poll::Pending;
@@ -310,7 +311,7 @@ where
                         return match this.last.take() {
                             Some((last, _)) => Poll::Ready(finish(this.policy, last)),
                             None => Poll::Ready(
-                                this.policy.mode.timed_out(AttemptTimedOut { after: Duration::ZERO, attempt: 0 }),
+                                this.policy.mode.refuse(AttemptTimedOut { after: Duration::ZERO, attempt: 0 }),
                             ),
                         };
                     };
@@ -334,10 +335,10 @@ where
     }
 }
 
-fn finish<Res, E, C, M: Mode<Res, E>>(policy: &Policy<C, M>, last: Last<Res, E>) -> Result<Res, E> {
+fn finish<Res, E, C, M: Refuse<AttemptTimedOut, Res, E>>(policy: &Policy<C, M>, last: Last<Res, E>) -> Result<Res, E> {
     match last {
         Last::Result(r) => r,
-        Last::TimedOut(t) => policy.mode.timed_out(t),
+        Last::TimedOut(t) => policy.mode.refuse(t),
     }
 }
 

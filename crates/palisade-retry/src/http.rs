@@ -10,16 +10,4 @@
 //! Classification is [`palisade_core::HttpClassifier`] (status + `Retry-After`); an attempt that times out is
 //! answered with a `504 Gateway Timeout` `application/problem+json` response ([`palisade_core::Problem`]).
 
-use palisade_core::{PaymentError, Problem};
-
-use crate::error::{AttemptTimedOut, Mode};
-
-/// HTTP mode: a timed-out last attempt is answered with a `504` problem+json response instead of an error.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Http;
-
-impl<B: From<Vec<u8>>, E> Mode<http::Response<B>, E> for Http {
-    fn timed_out(&self, err: AttemptTimedOut) -> Result<http::Response<B>, E> {
-        Ok(Problem::from_error(&PaymentError::from(err)).into_response())
-    }
-}
+pub use palisade_core::mode::Http;

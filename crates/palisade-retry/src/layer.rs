@@ -6,9 +6,9 @@ use std::sync::Arc;
 use tower_layer::Layer;
 
 use crate::config::{Policy, RetryLayerBuilder};
-use crate::error::Typed;
 use crate::service::Retry;
 use palisade_core::DefaultClassifier;
+use palisade_core::mode::Typed;
 
 /// Retries calls whose [`Outcome`](palisade_core::Outcome) allows it, with jittered backoff, `Retry-After`, a
 /// deadline and a shared budget, always with the same gateway idempotency key. See the [crate docs](crate).

@@ -72,8 +72,9 @@ mod service;
 
 pub use budget::{BudgetError, RetryBudget};
 pub use config::RetryLayerBuilder;
-pub use error::{AttemptTimedOut, Mode, Typed};
+pub use error::AttemptTimedOut;
 pub use future::ResponseFuture;
 pub use layer::RetryLayer;
 pub use palisade_core::backoff::{Backoff, Jitter};
+pub use palisade_core::mode::{Http, Rejection, Typed};
 pub use service::Retry;

@@ -9,7 +9,9 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 use crate::config::Policy;
-use crate::error::Mode;
+use palisade_core::mode::Refuse;
+
+use crate::error::AttemptTimedOut;
 use crate::future::ResponseFuture;
 
 /// Retries the inner service `S` by [`Outcome`](palisade_core::Outcome).
@@ -60,7 +62,7 @@ where
     S: Service<Req> + Clone,
     Req: GatewayKeyed + Clone,
     C: Classify<S::Response, S::Error>,
-    M: Mode<S::Response, S::Error>,
+    M: Refuse<AttemptTimedOut, S::Response, S::Error>,
 {
     type Response = S::Response;
     type Error = S::Error;
