@@ -107,8 +107,8 @@ impl CircuitBreakerLayer {
     /// [`DEFAULT_MAX_OPEN_DURATION`](crate::DEFAULT_MAX_OPEN_DURATION) with equal jitter,
     /// [`DEFAULT_HALF_OPEN_PROBES`](crate::DEFAULT_HALF_OPEN_PROBES) probes that must all succeed, inner layers'
     /// rejections ignored, typed mode with [`DefaultClassifier`].
-    pub fn builder() -> Builder {
-        Builder {
+    pub fn builder() -> CircuitBreakerLayerBuilder {
+        CircuitBreakerLayerBuilder {
             settings: Settings::default(),
             classifier: DefaultClassifier,
             detector: PaymentRejections,
@@ -153,7 +153,7 @@ impl<S, C: Clone, D: Clone, M: Clone, P: Clone> Layer<S> for CircuitBreakerLayer
 
 /// Builds a [`CircuitBreakerLayer`]. Every setting has a documented default.
 #[must_use]
-pub struct Builder<C = DefaultClassifier, D = PaymentRejections, M = Typed> {
+pub struct CircuitBreakerLayerBuilder<C = DefaultClassifier, D = PaymentRejections, M = Typed> {
     settings: Settings,
     classifier: C,
     detector: D,
@@ -164,13 +164,13 @@ pub struct Builder<C = DefaultClassifier, D = PaymentRejections, M = Typed> {
     shared: Option<crate::shared::RedisShared>,
 }
 
-impl<C, D, M> fmt::Debug for Builder<C, D, M> {
+impl<C, D, M> fmt::Debug for CircuitBreakerLayerBuilder<C, D, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Builder").field("name", &self.settings.name).finish_non_exhaustive()
+        f.debug_struct("CircuitBreakerLayerBuilder").field("name", &self.settings.name).finish_non_exhaustive()
     }
 }
 
-impl<C, D, M> Builder<C, D, M> {
+impl<C, D, M> CircuitBreakerLayerBuilder<C, D, M> {
     /// The breaker's name in events, logs, metrics and Redis keys. Default `"gateway"`.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.settings.name = Arc::from(name.into());
@@ -271,8 +271,8 @@ impl<C, D, M> Builder<C, D, M> {
         self
     }
     /// A custom classifier (`Classify<Res, E>`, or a closure).
-    pub fn classifier<C2>(self, classifier: C2) -> Builder<C2, D, M> {
-        Builder {
+    pub fn classifier<C2>(self, classifier: C2) -> CircuitBreakerLayerBuilder<C2, D, M> {
+        CircuitBreakerLayerBuilder {
             settings: self.settings,
             classifier,
             detector: self.detector,
@@ -285,8 +285,8 @@ impl<C, D, M> Builder<C, D, M> {
     }
     /// A custom detector of inner layers' rejections (a closure `Fn(&Result<Res, E>) -> bool`, or
     /// [`NoRejections`](crate::NoRejections) for error types that carry none).
-    pub fn rejections<D2>(self, detector: D2) -> Builder<C, D2, M> {
-        Builder {
+    pub fn rejections<D2>(self, detector: D2) -> CircuitBreakerLayerBuilder<C, D2, M> {
+        CircuitBreakerLayerBuilder {
             settings: self.settings,
             classifier: self.classifier,
             detector,
@@ -299,8 +299,8 @@ impl<C, D, M> Builder<C, D, M> {
     }
     /// HTTP mode: responses are classified by [`HttpClassifier`] (status and `Retry-After`), and a rejection is a
     /// `503` problem+json response with `Retry-After` instead of an error.
-    pub fn http(self) -> Builder<HttpClassifier, D, Http> {
-        Builder {
+    pub fn http(self) -> CircuitBreakerLayerBuilder<HttpClassifier, D, Http> {
+        CircuitBreakerLayerBuilder {
             settings: self.settings,
             classifier: HttpClassifier,
             detector: self.detector,
@@ -374,7 +374,7 @@ impl<C, D, M> Builder<C, D, M> {
 }
 
 #[cfg(feature = "redis")]
-impl<C, D, M> Builder<C, D, M> {
+impl<C, D, M> CircuitBreakerLayerBuilder<C, D, M> {
     /// Shares the trip decision with the other instances of this service through Redis: the breaker opens
     /// everywhere when the failure (or slow-call) rate of all instances together reaches the threshold. Local
     /// rules still apply to this instance alone. Works for [`build`](Self::build) and

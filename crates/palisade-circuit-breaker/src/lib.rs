@@ -17,7 +17,7 @@
 //! - **Lock-free when closed**: admitting and recording a call are atomic operations on the breaker, no lock, no
 //!   allocation (the response future is a named `pin_project` future).
 //! - **Per-key** breakers (per gateway, merchant, host) with a bound on their number and idle eviction
-//!   ([`Builder::build_keyed`]).
+//!   ([`CircuitBreakerLayerBuilder::build_keyed`]).
 //! - **Shared through Redis** (feature `redis`): instances open together on the failure rate of all instances,
 //!   so one bad instance cannot open the breaker for everyone; unreachable Redis falls back to local decisions.
 //! - A [`CircuitBreakerHandle`] to read the state, force it open or closed, disable or reset it; events as
@@ -85,7 +85,7 @@ pub use events::{Event, Reason, State};
 pub use future::ResponseFuture;
 pub use handle::CircuitBreakerHandle;
 pub use keyed::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_KEYS, KeyedHandle};
-pub use layer::{Builder, CircuitBreakerLayer, Keyed, Partition, Single};
+pub use layer::{CircuitBreakerLayer, CircuitBreakerLayerBuilder, Keyed, Partition, Single};
 pub use palisade_core::mode::{Http, Rejection, Typed};
 pub use service::CircuitBreaker;
 #[cfg(feature = "redis")]

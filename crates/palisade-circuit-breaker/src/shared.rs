@@ -143,7 +143,7 @@ struct StatusCell {
 }
 
 /// Redis as the shared state of one breaker across the instances of a service. Pass it to
-/// [`Builder::shared`](crate::Builder::shared).
+/// [`CircuitBreakerLayerBuilder::shared`](crate::CircuitBreakerLayerBuilder::shared).
 ///
 /// ```no_run
 /// use palisade_circuit_breaker::{CircuitBreakerLayer, RedisShared};

@@ -33,7 +33,7 @@ async fn call<S: Service<Res, Response = (), Error = PaymentError>>(s: &mut S, r
     s.ready().await?.call(r).await
 }
 
-fn fixed(open: Duration) -> palisade_circuit_breaker::Builder {
+fn fixed(open: Duration) -> palisade_circuit_breaker::CircuitBreakerLayerBuilder {
     CircuitBreakerLayer::builder().window_calls(10).minimum_calls(10).failure_rate(0.5).open_duration(open)
 }
 

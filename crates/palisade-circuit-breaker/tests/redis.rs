@@ -29,7 +29,7 @@ fn shared(conn: redis::aio::ConnectionManager, prefix: &str, id: &str) -> RedisS
     RedisShared::new(conn).prefix(prefix).instance_id(id).sync_interval(Duration::from_secs(3600))
 }
 
-fn builder() -> palisade_circuit_breaker::Builder {
+fn builder() -> palisade_circuit_breaker::CircuitBreakerLayerBuilder {
     CircuitBreakerLayer::builder().name("psp").window_calls(20).minimum_calls(20).failure_rate(0.5)
 }
 

@@ -103,7 +103,7 @@ pub enum BuildError {
 
 /// Builds a [`RateLimitLayer`]. Start with [`RateLimitLayer::builder`].
 #[must_use = "a builder does nothing until .build() is called"]
-pub struct Builder<K = (), F = Global, C = UnitCost, P = Typed> {
+pub struct RateLimitLayerBuilder<K = (), F = Global, C = UnitCost, P = Typed> {
     pub(crate) s: Settings,
     pub(crate) key_fn: F,
     pub(crate) cost_fn: C,
@@ -125,15 +125,15 @@ pub(crate) struct Settings {
     clock: ClockSource,
 }
 
-impl<K, F, C, P> std::fmt::Debug for Builder<K, F, C, P> {
+impl<K, F, C, P> std::fmt::Debug for RateLimitLayerBuilder<K, F, C, P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Builder").field("settings", &self.s).finish_non_exhaustive()
+        f.debug_struct("RateLimitLayerBuilder").field("settings", &self.s).finish_non_exhaustive()
     }
 }
 
-impl Default for Builder {
+impl Default for RateLimitLayerBuilder {
     fn default() -> Self {
-        Builder {
+        RateLimitLayerBuilder {
             s: Settings {
                 rate: None,
                 burst: None,
@@ -153,7 +153,7 @@ impl Default for Builder {
     }
 }
 
-impl<K, F, C, P> Builder<K, F, C, P> {
+impl<K, F, C, P> RateLimitLayerBuilder<K, F, C, P> {
     /// `rate` units per `period` (required). Burst defaults to `rate`.
     pub fn rate(mut self, rate: u32, period: Duration) -> Self {
         self.s.rate = Some((rate, period));
@@ -221,13 +221,13 @@ impl<K, F, C, P> Builder<K, F, C, P> {
 
     /// Limits per key: `f` maps a request to its key (merchant id, card token, client IP...). Each key gets the
     /// full quota. Never return a raw card number as a key; use the token or a hash.
-    pub fn key_by<Req, K2, F2>(self, f: F2) -> Builder<K2, F2, C, P>
+    pub fn key_by<Req, K2, F2>(self, f: F2) -> RateLimitLayerBuilder<K2, F2, C, P>
     where
         F2: Fn(&Req) -> K2,
     {
         // A Redis store is kept, but its key naming belongs to the old key type: `build` asks for `.redis()`
         // again rather than silently limiting in memory.
-        Builder {
+        RateLimitLayerBuilder {
             s: self.s,
             key_fn: f,
             cost_fn: self.cost_fn,
@@ -238,11 +238,11 @@ impl<K, F, C, P> Builder<K, F, C, P> {
     }
 
     /// The number of units a request spends (default 1), e.g. a batch of refunds spends one per refund.
-    pub fn cost_by<Req, C2>(self, c: C2) -> Builder<K, F, C2, P>
+    pub fn cost_by<Req, C2>(self, c: C2) -> RateLimitLayerBuilder<K, F, C2, P>
     where
         C2: Fn(&Req) -> u32,
     {
-        Builder {
+        RateLimitLayerBuilder {
             s: self.s,
             key_fn: self.key_fn,
             cost_fn: c,
@@ -253,8 +253,8 @@ impl<K, F, C, P> Builder<K, F, C, P> {
     }
 
     /// HTTP mode: refusals become problem+json responses and admitted responses carry `RateLimit` headers.
-    pub fn http(self) -> Builder<K, F, C, Http> {
-        Builder {
+    pub fn http(self) -> RateLimitLayerBuilder<K, F, C, Http> {
+        RateLimitLayerBuilder {
             s: self.s,
             key_fn: self.key_fn,
             cost_fn: self.cost_fn,
@@ -274,7 +274,7 @@ impl<K, F, C, P> Builder<K, F, C, P> {
     }
 }
 
-impl<K, F, C, P> Builder<K, F, C, P>
+impl<K, F, C, P> RateLimitLayerBuilder<K, F, C, P>
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
 {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use palisade_core::FailurePolicy;
 use tower_layer::Layer;
 
-use crate::config::{Builder, OnLimit};
+use crate::config::{OnLimit, RateLimitLayerBuilder};
 use crate::error::{RateLimitError, RateLimited};
 use crate::gcra::{Admitted, Quota};
 use crate::local::{KeyedRateLimiter, RateLimiter};
@@ -206,8 +206,8 @@ pub struct RateLimitLayer<K: std::hash::Hash + Eq = (), F = crate::Global, C = c
 
 impl RateLimitLayer {
     /// A builder with the defaults: reject mode, one global limit, cost 1, typed errors, in memory.
-    pub fn builder() -> Builder {
-        Builder::default()
+    pub fn builder() -> RateLimitLayerBuilder {
+        RateLimitLayerBuilder::default()
     }
 }
 

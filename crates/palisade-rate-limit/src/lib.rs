@@ -68,7 +68,7 @@ mod service;
 
 pub use clock::ClockSource;
 pub use config::{
-    BuildError, Builder, CostFn, DEFAULT_MAX_WAIT, DEFAULT_POLICY_NAME, Global, KeyFn, OnLimit, UnitCost,
+    BuildError, CostFn, DEFAULT_MAX_WAIT, DEFAULT_POLICY_NAME, Global, KeyFn, OnLimit, RateLimitLayerBuilder, UnitCost,
 };
 pub use error::{RateLimitError, RateLimited};
 pub use future::ResponseFuture;

@@ -23,7 +23,7 @@ use palisade_core::store::{RedisConnection, redis_key, redis_unavailable};
 use redis::aio::ConnectionManager;
 use tokio::time::Instant;
 
-use crate::config::{BuildError, Builder};
+use crate::config::{BuildError, RateLimitLayerBuilder};
 use crate::error::{RateLimitError, RateLimited};
 use crate::gcra::{Admitted, Gcra, Quota};
 
@@ -158,7 +158,7 @@ impl<K> RedisBackendConfig<K> {
     }
 }
 
-impl<K, F, C, P> Builder<K, F, C, P> {
+impl<K, F, C, P> RateLimitLayerBuilder<K, F, C, P> {
     /// Keeps the limit in Redis, shared by every instance (call after `key_by`).
     pub fn redis(mut self, store: RedisStore) -> Self
     where
