@@ -40,8 +40,12 @@ fn stack(sim: &GatewaySim, rate_per_sec: u32) -> (Gateway, CircuitBreakerHandle)
 
 fn charge(order: &str, token: &str, key: &str) -> GatewayRequest {
     GatewayRequest::Charge(
-        ChargeRequest::new(Money::parse("42.00", Currency::EUR).unwrap(), PaymentToken::new(token).unwrap(), order)
-            .idempotency_key(IdempotencyKey::new(key).unwrap()),
+        ChargeRequest::new(
+            Money::parse("42.00", Currency::EUR).unwrap(),
+            PaymentToken::new(token).unwrap(),
+            order.parse().unwrap(),
+        )
+        .idempotency_key(IdempotencyKey::new(key).unwrap()),
     )
 }
 

@@ -15,7 +15,7 @@ fn charge(order: &str, amount: &str, key: &str) -> GatewayRequest {
         ChargeRequest::new(
             Money::parse(amount, Currency::USD).expect("valid amount"),
             PaymentToken::new("tok_visa").expect("valid token"),
-            order,
+            order.parse().expect("a reference without card data"),
         )
         .idempotency_key(IdempotencyKey::new(key).expect("valid key")),
     )

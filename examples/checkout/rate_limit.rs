@@ -16,7 +16,7 @@ fn charge(order: &str, amount: &str, token: &str) -> GatewayRequest {
         ChargeRequest::new(
             Money::parse(amount, Currency::USD).expect("valid amount"),
             PaymentToken::new(token).expect("valid token"),
-            order,
+            order.parse().expect("a reference without card data"),
         )
         .idempotency_key(IdempotencyKey::new(format!("k-{order}")).expect("valid key")),
     )

@@ -15,7 +15,8 @@ pub async fn log_redaction(r: &mut Report, _env: &Env) {
     r.scenario(
         "log redaction",
         "A support agent pastes the customer's own words into the order: a card number and its CVV.\n\
-         The note is logged, and the charge goes through the audit layer (RedactionLayer) to the gateway.\n\
+         The note is logged; it cannot ride the charge as metadata (a reference holding a card is refused),\n\
+         and the charge goes through the audit layer (RedactionLayer) to the gateway.\n\
          Every byte the log formatter writes passes the redacting writer first, so the captured log\n\
          shows the card as ************1111 and the CVV as ***.",
     );
@@ -36,12 +37,13 @@ pub async fn log_redaction(r: &mut Report, _env: &Env) {
         ChargeRequest::new(
             Money::parse("18.50", Currency::USD).expect("valid amount"),
             PaymentToken::new("tok_visa").expect("valid token"),
-            "order-1701",
+            "order-1701".parse().expect("a reference without card data"),
         )
-        .meta("support_note", NOTE)
+        .meta("support_ticket", "ticket-1701".parse().expect("a reference without card data"))
         .idempotency_key(IdempotencyKey::new("k-1701").expect("valid key")),
     );
     let res = svc.oneshot(req).await;
+    let note_refused = NOTE.parse::<Reference>().is_err();
 
     let log = cap.contents();
     for line in log.lines() {
@@ -50,6 +52,10 @@ pub async fn log_redaction(r: &mut Report, _env: &Env) {
     r.check(
         "the charge went through: one charge for order-1701 in the ledger",
         res.is_ok() && gw.charges_for("order-1701").len() == 1,
+    );
+    r.check(
+        "the note with the card number is refused as charge metadata, so it never reaches the gateway",
+        note_refused,
     );
     r.check("the captured log shows the card as ************1111", log.contains("************1111"));
     r.check(
@@ -63,8 +69,7 @@ pub async fn log_redaction(r: &mut Report, _env: &Env) {
         !log.contains("cvv 123") && log.matches("cvv ***").count() >= 2,
     );
     r.check(
-        "the audit layer recorded the call, scrubbed, with its outcome",
-        log.lines()
-            .any(|l| l.contains("palisade::audit") && l.contains("outcome=\"success\"") && l.contains("cvv ***")),
+        "the audit layer recorded the call with its outcome",
+        log.lines().any(|l| l.contains("palisade::audit") && l.contains("outcome=\"success\"")),
     );
 }

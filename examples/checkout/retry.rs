@@ -43,7 +43,7 @@ pub async fn transient_failure_recovers(r: &mut Report, _env: &Env) {
     let req = GatewayRequest::Charge(ChargeRequest::new(
         Money::parse("120.00", Currency::USD).expect("valid amount"),
         PaymentToken::new("tok_visa").expect("valid token"),
-        "order-1004",
+        "order-1004".parse().expect("a reference without card data"),
     ));
     let res = match svc.ready().await {
         Ok(ready) => ready.call(req).await,

@@ -69,7 +69,7 @@ async fn run<D: DeliveryStore>(r: &mut Report, store: D) {
     let charge = ChargeRequest::new(
         Money::parse("49.99", Currency::USD).expect("valid amount"),
         PaymentToken::new("tok_visa").expect("valid token"),
-        "order-1008",
+        "order-1008".parse().expect("a reference without card data"),
     )
     .idempotency_key(IdempotencyKey::new("k-1008").expect("valid key"));
     let charged = gw.ready().await.expect("ready").call(GatewayRequest::Charge(charge)).await;

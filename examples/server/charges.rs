@@ -8,7 +8,7 @@ use axum::routing::post;
 use axum::{Extension, Router};
 use palisade::core::{
     CaptureRequest, ChargeRequest, Currency, GatewayKey, GatewayRequest, GatewayResponse, IdempotencyKey, Money,
-    PaymentError, PaymentToken, Problem,
+    PaymentError, PaymentToken, Problem, Reference,
 };
 use palisade::idempotency::{HttpIdempotencyLayer, gateway_key_for};
 use palisade::sim::GatewaySim;
@@ -67,12 +67,17 @@ async fn create_charge(State(sim): State<GatewaySim>, key: Option<Extension<Gate
     if new.order_id.is_empty() || new.order_id.len() > 255 {
         return invalid("order_id must be 1 to 255 characters");
     }
+    // Sent to the gateway exactly as given; an order id holding a card number is refused here (400).
+    let order_id: Reference = match new.order_id.parse() {
+        Ok(r) => r,
+        Err(e) => return problem(&PaymentError::from(e)),
+    };
     // The idempotency layer puts the gateway key in the extensions; the gateway deduplicates on it, which is what
     // makes re-executing a request whose first attempt ended Unknown safe.
     let auth_key = key.map_or_else(IdempotencyKey::generate, |Extension(k)| k.0);
     let capture_key = gateway_key_for(Some("capture"), &auth_key);
 
-    let auth = ChargeRequest::new(amount, source, new.order_id.clone()).idempotency_key(auth_key);
+    let auth = ChargeRequest::new(amount, source, order_id).idempotency_key(auth_key);
     let authorized = match sim.handle(GatewayRequest::Authorize(auth)).await {
         Ok(a) => a,
         Err(e) => return problem(&e),

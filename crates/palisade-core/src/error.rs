@@ -52,6 +52,12 @@ impl<'de> Deserialize<'de> for SafeText {
     }
 }
 
+impl From<crate::text::ReferenceError> for PaymentError {
+    fn from(e: crate::text::ReferenceError) -> Self {
+        PaymentError::invalid_request(e.to_string())
+    }
+}
+
 /// A gateway's own reason code (`card_declined`, `do_not_honor`, `51`...), sanitized: lowercase ASCII letters,
 /// digits, `_`, `-` and `.` only, at most 64 characters. Anything else is replaced by `_`, so a gateway that echoes
 /// a card number or free text in its code cannot smuggle it into logs.

@@ -12,10 +12,11 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::card::contains_card_like;
-use crate::error::{PaymentError, SafeText};
+use crate::error::PaymentError;
 use crate::key::{GatewayKeyed, IdempotencyKey};
 use crate::money::Money;
 use crate::text::GatewayId;
+use crate::text::Reference;
 
 /// A gateway's token for a payment method (`tok_visa`, `pm_1Abc...`). Never a card number: construction refuses
 /// anything that looks like one, so raw PANs cannot enter the typed API. `Debug` shows it shortened.
@@ -133,12 +134,12 @@ pub struct ChargeRequest {
     pub source: PaymentToken,
     /// The customer, if any.
     #[serde(default)]
-    pub customer: Option<SafeText>,
-    /// The merchant's order reference.
-    pub order_reference: SafeText,
-    /// Free-form metadata (card-like values are masked on entry).
+    pub customer: Option<Reference>,
+    /// The merchant's order reference, sent exactly as given.
+    pub order_reference: Reference,
+    /// Free-form metadata, sent exactly as given (a value holding a card number is refused when it is made).
     #[serde(default)]
-    pub metadata: BTreeMap<String, SafeText>,
+    pub metadata: BTreeMap<String, Reference>,
     /// The gateway idempotency key.
     #[serde(default)]
     pub idempotency_key: Option<IdempotencyKey>,
@@ -147,26 +148,26 @@ pub struct ChargeRequest {
 impl ChargeRequest {
     /// A charge request with no customer or metadata and no key yet.
     #[must_use]
-    pub fn new(amount: Money, source: PaymentToken, order_reference: impl Into<String>) -> Self {
+    pub fn new(amount: Money, source: PaymentToken, order_reference: Reference) -> Self {
         ChargeRequest {
             amount,
             source,
             customer: None,
-            order_reference: SafeText::new(order_reference),
+            order_reference,
             metadata: BTreeMap::new(),
             idempotency_key: None,
         }
     }
     /// Sets the customer.
     #[must_use]
-    pub fn customer(mut self, customer: impl Into<String>) -> Self {
-        self.customer = Some(SafeText::new(customer));
+    pub fn customer(mut self, customer: Reference) -> Self {
+        self.customer = Some(customer);
         self
     }
     /// Adds a metadata entry.
     #[must_use]
-    pub fn meta(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.metadata.insert(key.into(), SafeText::new(value));
+    pub fn meta(mut self, key: impl Into<String>, value: Reference) -> Self {
+        self.metadata.insert(key.into(), value);
         self
     }
     /// Sets the gateway idempotency key.
@@ -309,8 +310,8 @@ pub struct GatewayResponse {
     pub status: PaymentStatus,
     /// The amount moved.
     pub amount: Money,
-    /// The merchant's order reference.
-    pub order_reference: SafeText,
+    /// The merchant's order reference, as the request sent it.
+    pub order_reference: Reference,
 }
 
 /// The `Service` shape gateways implement: `Service<GatewayRequest, Response = GatewayResponse,
@@ -352,19 +353,22 @@ mod tests {
     fn debug_never_shows_card_numbers_and_shortens_tokens() {
         let t = PaymentToken::new("tok_chargeDeclined").unwrap();
         assert_eq!(format!("{t:?}"), "PaymentToken(tok_…ined)");
-        let req = ChargeRequest::new(Money::parse("10.00", Currency::USD).unwrap(), t, "order 4242424242424242")
-            .customer("cus 4111 1111 1111 1111")
-            .meta("note", "card 5555555555554444");
-        let shown = format!("{req:?}");
-        for pan in ["4242424242424242", "4111 1111 1111 1111", "5555555555554444", "tok_chargeDeclined"] {
-            assert!(!shown.contains(pan), "{shown}");
+        // Card data cannot get into a request's references at all...
+        for text in ["order 4242424242424242", "cus 4111 1111 1111 1111", "card 5555555555554444", "cvv: 737"] {
+            assert!(Reference::new(text).is_err(), "{text}");
         }
+        // ...and the token is shortened.
+        let req = ChargeRequest::new(Money::parse("10.00", Currency::USD).unwrap(), t, "order-1".parse().unwrap())
+            .customer("cus_1".parse().unwrap());
+        let shown = format!("{req:?}");
+        assert!(!shown.contains("tok_chargeDeclined"), "{shown}");
     }
 
     #[test]
     fn keys_ride_the_request() {
         let t = PaymentToken::new("tok_visa").unwrap();
-        let mut r = GatewayRequest::Charge(ChargeRequest::new(Money::from_minor(100, Currency::USD), t, "o1"));
+        let mut r =
+            GatewayRequest::Charge(ChargeRequest::new(Money::from_minor(100, Currency::USD), t, "o1".parse().unwrap()));
         assert!(r.gateway_key().is_none());
         let k = r.ensure_gateway_key();
         assert_eq!(r.gateway_key(), Some(&k));

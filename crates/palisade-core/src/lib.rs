@@ -4,7 +4,8 @@
 //! - [`Outcome`] and [`Classify`]: what a result means for money (retry? breaker failure? store and replay?).
 //! - [`Money`] and [`Currency`]: exact amounts, ISO 4217 exponents, minor units that never round silently.
 //! - [`GatewayRequest`] / [`GatewayResponse`]: the shape of a gateway `Service`. Their ids ([`GatewayId`]), order
-//!   references and messages ([`SafeText`]) keep short text inline, so a response clones without the heap.
+//!   references ([`Reference`]: sent exactly, refused when they hold a card) and messages ([`SafeText`]: masked)
+//!   keep short text inline, so a response clones without the heap.
 //! - [`IdempotencyKey`] and [`GatewayKeyed`]: how a key travels from the edge to the gateway.
 //!
 //! ```
@@ -43,7 +44,7 @@ pub use money::{Currency, IsoRules, MinorUnitRules, Money, MoneyError, StripeRul
 pub use outcome::{Classify, DefaultClassifier, ErrorOutcome, HttpClassifier, Outcome, parse_retry_after};
 pub use problem::Problem;
 pub use store::FailurePolicy;
-pub use text::{GatewayId, INLINE_TEXT};
+pub use text::{GatewayId, INLINE_TEXT, Reference, ReferenceError};
 
 /// `tower::BoxError`, without depending on tower.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -194,6 +194,100 @@ impl<'de> Deserialize<'de> for GatewayId {
     }
 }
 
+/// Text a merchant sends to the gateway: an order reference, a customer id, a metadata value.
+///
+/// Kept and sent **exactly** as given: data sent to a gateway is never altered. Text that holds card data (as
+/// the PCI scanner, [`crate::card`], finds it: a card number by Luhn **and** the IIN/length table, so
+/// `order-1733270400018` is an ordinary id; track data; a labelled CVV or PIN) is refused when the reference is
+/// made, with a [`ReferenceError`] (an `invalid_request`, HTTP 400, in a [`PaymentError`](crate::PaymentError)):
+/// card data belongs in a payment token, never in a reference the gateway keeps. Short text is kept inline
+/// (see [`GatewayId`]).
+///
+/// ```
+/// use palisade_core::Reference;
+/// let r = Reference::new("order-1733270400018").unwrap();
+/// assert_eq!(r, "order-1733270400018");
+/// assert_eq!(serde_json::to_string(&r).unwrap(), r#""order-1733270400018""#);
+/// assert!(Reference::new("order 4242 4242 4242 4242").is_err());
+/// assert!(serde_json::from_str::<Reference>(r#""4242424242424242""#).is_err());
+/// ```
+#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Reference(Compact);
+
+/// A reference held card data, so it was refused. Converts into
+/// [`PaymentError::InvalidRequest`](crate::PaymentError::InvalidRequest) (HTTP 400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "a reference or metadata value holds card data (a card number, track data, a CVV or PIN): send the card as a payment token, never in free text"
+)]
+#[non_exhaustive]
+pub struct ReferenceError;
+
+impl Reference {
+    /// The reference, exactly as given, unless it holds card data.
+    ///
+    /// # Errors
+    /// [`ReferenceError`] when the scanner finds a card number, track data, or a labelled CVV or PIN in `text`.
+    pub fn new(text: impl Into<String>) -> Result<Self, ReferenceError> {
+        let text = text.into();
+        if crate::card::contains_card_like(&text) {
+            return Err(ReferenceError);
+        }
+        Ok(Reference(Compact::from_string(text)))
+    }
+
+    /// The exact text, as it is sent to the gateway.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+text_traits!(Reference);
+impl<'de> Deserialize<'de> for Reference {
+    /// Refuses text holding card data, as [`Reference::new`] does.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = deserialize_text(d)?;
+        if crate::card::contains_card_like(text.as_str()) {
+            return Err(serde::de::Error::custom(ReferenceError));
+        }
+        Ok(Reference(text))
+    }
+}
+impl TryFrom<&str> for Reference {
+    type Error = ReferenceError;
+    fn try_from(s: &str) -> Result<Self, ReferenceError> {
+        Reference::new(s)
+    }
+}
+impl TryFrom<String> for Reference {
+    type Error = ReferenceError;
+    fn try_from(s: String) -> Result<Self, ReferenceError> {
+        Reference::new(s)
+    }
+}
+impl std::str::FromStr for Reference {
+    type Err = ReferenceError;
+    fn from_str(s: &str) -> Result<Self, ReferenceError> {
+        Reference::new(s)
+    }
+}
+impl AsRef<str> for Reference {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+impl PartialEq<str> for Reference {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+impl PartialEq<&str> for Reference {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,6 +308,28 @@ mod tests {
         // Multi-byte text is measured in bytes, never split.
         let accents = "é".repeat(INLINE_TEXT / 2 + 1);
         assert_eq!(Compact::new(&accents).as_str(), accents);
+    }
+
+    #[test]
+    fn references_are_kept_exactly_and_refuse_card_numbers() {
+        // Order ids with Luhn-valid digit runs that are not cards reach the gateway unchanged.
+        for id in ["order-1733270400000", "order-1733270400018", "order-1796343902980048107"] {
+            let r = Reference::new(id).unwrap();
+            assert_eq!(r.as_str(), id);
+            assert_eq!(r.to_string(), id);
+            assert_eq!(serde_json::to_string(&r).unwrap(), format!("\"{id}\""));
+            assert_eq!(serde_json::from_str::<Reference>(&format!("\"{id}\"")).unwrap(), r);
+        }
+        for card in [
+            "4242424242424242",
+            "order-4111 1111 1111 1111",
+            "%B4242424242424242^DOE/J^2512101?",
+            "note cvv=123",
+            "pin: 1234",
+        ] {
+            assert_eq!(Reference::new(card), Err(ReferenceError), "{card}");
+            assert!(serde_json::from_str::<Reference>(&serde_json::to_string(card).unwrap()).is_err());
+        }
     }
 
     proptest! {

@@ -21,7 +21,7 @@ fn request(key: &str) -> GatewayRequest {
         ChargeRequest::new(
             Money::parse("12.34", Currency::USD).expect("amount"),
             PaymentToken::new("tok_visa").expect("token"),
-            "order-bench",
+            "order-bench".parse().unwrap(),
         )
         .idempotency_key(IdempotencyKey::new(key).expect("key")),
     )
@@ -34,7 +34,7 @@ fn response() -> GatewayResponse {
         operation: Operation::Charge,
         status: PaymentStatus::Captured,
         amount: Money::parse("12.34", Currency::USD).expect("amount"),
-        order_reference: "order-bench".into(),
+        order_reference: "order-bench".parse().expect("reference"),
     }
 }
 

@@ -336,8 +336,28 @@ mod tests {
     use palisade_core::{Currency, PaymentToken};
 
     fn charge(amount: &str, key: &str) -> ChargeRequest {
-        ChargeRequest::new(Money::parse(amount, Currency::USD).unwrap(), PaymentToken::new("tok_visa").unwrap(), "o1")
-            .idempotency_key(IdempotencyKey::new(key).unwrap())
+        ChargeRequest::new(
+            Money::parse(amount, Currency::USD).unwrap(),
+            PaymentToken::new("tok_visa").unwrap(),
+            "o1".parse().unwrap(),
+        )
+        .idempotency_key(IdempotencyKey::new(key).unwrap())
+    }
+
+    #[test]
+    fn order_references_are_fingerprinted_exactly() {
+        // Two ids whose Luhn-valid digit runs a masking type once turned into one `order-[REDACTED_PAN]`: two
+        // different orders, so two fingerprints (one is never replayed the other's charge).
+        let order = |o: &str| {
+            GatewayRequest::Charge(ChargeRequest::new(
+                Money::parse("10.00", Currency::USD).unwrap(),
+                PaymentToken::new("tok_visa").unwrap(),
+                o.parse().unwrap(),
+            ))
+        };
+        let (a, b) = (order("order-1733270400000"), order("order-1733270400018"));
+        assert_ne!(a.fingerprint(), b.fingerprint());
+        assert_eq!(a.fingerprint(), order("order-1733270400000").fingerprint());
     }
 
     #[test]
@@ -348,13 +368,13 @@ mod tests {
         let different = [
             GatewayRequest::Charge(charge("10.01", "a")),
             GatewayRequest::Authorize(charge("10.00", "a")),
-            GatewayRequest::Charge(charge("10.00", "a").customer("c")),
-            GatewayRequest::Charge(charge("10.00", "a").meta("k", "v")),
-            GatewayRequest::Charge(charge("10.00", "a").meta("kv", "")),
+            GatewayRequest::Charge(charge("10.00", "a").customer("c".parse().unwrap())),
+            GatewayRequest::Charge(charge("10.00", "a").meta("k", "v".parse().unwrap())),
+            GatewayRequest::Charge(charge("10.00", "a").meta("kv", "".parse().unwrap())),
             GatewayRequest::Charge(ChargeRequest::new(
                 Money::parse("10.00", Currency::EUR).unwrap(),
                 PaymentToken::new("tok_visa").unwrap(),
-                "o1",
+                "o1".parse().unwrap(),
             )),
         ];
         for d in &different {
@@ -419,10 +439,10 @@ mod tests {
         let c = ChargeRequest::new(
             Money::parse("12.34", Currency::USD).unwrap(),
             PaymentToken::new("tok_visa").unwrap(),
-            "order-1",
+            "order-1".parse().unwrap(),
         )
-        .customer("cus_1")
-        .meta("a", "b")
+        .customer("cus_1".parse().unwrap())
+        .meta("a", "b".parse().unwrap())
         .idempotency_key(IdempotencyKey::new("k").unwrap());
         let r = GatewayRequest::Refund(RefundRequest {
             payment_id: "ch_1".into(),

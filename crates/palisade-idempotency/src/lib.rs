@@ -31,8 +31,12 @@
 //! let sim = GatewaySim::new();
 //! let mut gateway = IdempotencyLayer::builder().store(MemoryStore::new()).build().layer(sim.clone());
 //! let charge = GatewayRequest::Charge(
-//!     ChargeRequest::new(Money::parse("10.00", Currency::USD).unwrap(), PaymentToken::new("tok_visa").unwrap(), "order-1")
-//!         .idempotency_key(IdempotencyKey::new("checkout-order-1").unwrap()),
+//!     ChargeRequest::new(
+//!         Money::parse("10.00", Currency::USD).unwrap(),
+//!         PaymentToken::new("tok_visa").unwrap(),
+//!         "order-1".parse().unwrap(),
+//!     )
+//!     .idempotency_key(IdempotencyKey::new("checkout-order-1").unwrap()),
 //! );
 //! let first = gateway.ready().await.unwrap().call(charge.clone()).await.unwrap();
 //! let again = gateway.ready().await.unwrap().call(charge).await.unwrap(); // a replay

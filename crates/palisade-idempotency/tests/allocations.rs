@@ -57,7 +57,7 @@ fn captured() -> GatewayResponse {
         operation: Operation::Charge,
         status: PaymentStatus::Captured,
         amount: Money::parse("12.34", Currency::USD).unwrap(),
-        order_reference: "order-2026-11-27-000123".into(),
+        order_reference: "order-2026-11-27-000123".parse().unwrap(),
     }
 }
 
@@ -74,8 +74,12 @@ fn once<S: Service<GatewayRequest>>(svc: &mut S, req: GatewayRequest) -> Result<
 
 fn charge(key: &str) -> GatewayRequest {
     GatewayRequest::Charge(
-        ChargeRequest::new(Money::parse("12.34", Currency::USD).unwrap(), PaymentToken::new("tok_visa").unwrap(), "o1")
-            .idempotency_key(IdempotencyKey::new(key).unwrap()),
+        ChargeRequest::new(
+            Money::parse("12.34", Currency::USD).unwrap(),
+            PaymentToken::new("tok_visa").unwrap(),
+            "o1".parse().unwrap(),
+        )
+        .idempotency_key(IdempotencyKey::new(key).unwrap()),
     )
 }
 

@@ -86,7 +86,7 @@ async fn missing_key_passes_through_or_is_rejected() {
     let no_key = GatewayRequest::Charge(ChargeRequest::new(
         Money::parse("1.00", Currency::USD).unwrap(),
         PaymentToken::new("tok_visa").unwrap(),
-        "order-7000",
+        "order-7000".parse().unwrap(),
     ));
     let pass = IdempotencyLayer::builder().build().layer(sim.clone());
     pass.clone().oneshot(no_key.clone()).await.unwrap();
@@ -130,9 +130,9 @@ async fn custom_key_extractor_sets_the_gateway_key() {
         ChargeRequest::new(
             Money::parse("3.00", Currency::USD).unwrap(),
             PaymentToken::new("tok_visa").unwrap(),
-            "order-9000",
+            "order-9000".parse().unwrap(),
         )
-        .meta("request_id", "req-42"),
+        .meta("request_id", "req-42".parse().unwrap()),
     );
     svc.clone().oneshot(req.clone()).await.unwrap();
     svc.oneshot(req).await.unwrap();

@@ -12,8 +12,11 @@ use tower::{Layer, ServiceExt};
 const LEASE: Duration = Duration::from_secs(10);
 
 fn charge(order: &str, amount: &str, key: Option<&str>) -> GatewayRequest {
-    let c =
-        ChargeRequest::new(Money::parse(amount, Currency::USD).unwrap(), PaymentToken::new("tok_visa").unwrap(), order);
+    let c = ChargeRequest::new(
+        Money::parse(amount, Currency::USD).unwrap(),
+        PaymentToken::new("tok_visa").unwrap(),
+        order.parse().unwrap(),
+    );
     GatewayRequest::Charge(match key {
         Some(k) => c.idempotency_key(IdempotencyKey::new(k).unwrap()),
         None => c,

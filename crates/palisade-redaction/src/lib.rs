@@ -50,7 +50,6 @@ mod http;
 mod json;
 mod layer;
 mod redactor;
-mod scan;
 mod sensitive;
 mod stream;
 mod tokenizer;
@@ -65,11 +64,11 @@ pub use layer::{
     AUDIT_TARGET, AuditFuture, CANCELLED, DEFAULT_SERVICE_NAME, DURATION_HISTOGRAM, Redaction, RedactionLayer,
     RedactionLayerBuilder,
 };
+pub use palisade_core::card::{Brand, brand, is_pan};
 pub use redactor::{
     CVV_REPLACEMENT, PAN_REPLACEMENT, PIN_REPLACEMENT, PanFormat, RedactionError, Redactor, RedactorBuilder,
     TRACK1_REPLACEMENT, TRACK2_REPLACEMENT, TokenKey, redact, redact_bytes,
 };
-pub use scan::{Brand, brand, is_pan};
 pub use sensitive::{Exposed, SENSITIVE_PLACEHOLDER, Sensitive, serialize_exposed};
 pub use stream::{AsyncRedactingWriter, HOLD_BACK, MAX_PENDING, RedactingWriter};
 pub use tokenizer::{CardToken, EphemeralTokenizer, TokenizeError, Tokenizer};

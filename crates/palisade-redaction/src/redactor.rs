@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::scan::{self, Findings, Kind, Rules};
+use palisade_core::card::scan::{self, Findings, Kind, Rules};
 
 /// How a PAN is written out. One configuration emits one format only.
 #[derive(Clone, PartialEq, Eq, Default)]

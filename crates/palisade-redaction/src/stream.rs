@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use crate::redactor::Redactor;
-use crate::scan::{self, Findings};
+use palisade_core::card::scan::{self, Findings};
 
 /// Bytes of a long line held back until more data shows how they end: more than the longest finding (Track 1,
 /// 79 bytes) plus the look-back of a label, so a finding is always seen whole before the cut passes it.

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use palisade_core::PaymentError;
 
-use crate::scan::{Brand, brand, is_pan};
 use crate::sensitive::Sensitive;
+use palisade_core::card::{Brand, brand, is_pan};
 
 /// A token standing for a card number, with the parts PCI DSS allows to show. Safe to log.
 #[derive(Clone, PartialEq, Eq, Hash)]

@@ -84,7 +84,7 @@ fn charge() -> GatewayRequest {
         ChargeRequest::new(
             Money::parse("49.99", Currency::USD).unwrap(),
             PaymentToken::new("tok_visa").unwrap(),
-            "order-1001",
+            "order-1001".parse().unwrap(),
         )
         .idempotency_key(IdempotencyKey::new("order-1001-charge").unwrap()),
     )

@@ -49,7 +49,7 @@
 //! let charge = GatewayRequest::Charge(ChargeRequest::new(
 //!     Money::parse("25.00", Currency::USD).unwrap(),
 //!     PaymentToken::new("tok_visa").unwrap(),
-//!     "order-7",
+//!     "order-7".parse().unwrap(),
 //! ));
 //! let res = gateway.ready().await.unwrap().call(charge).await;
 //! assert!(res.is_ok(), "the third attempt gets the stored result");

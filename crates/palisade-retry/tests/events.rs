@@ -22,7 +22,7 @@ async fn each_retry_emits_an_event_with_stable_fields() {
     let req = GatewayRequest::Charge(ChargeRequest::new(
         Money::parse("10.00", Currency::USD).unwrap(),
         PaymentToken::new("tok_visa").unwrap(),
-        "o1",
+        "o1".parse().unwrap(),
     ));
     assert!(svc.ready().await.unwrap().call(req).await.is_err());
     assert_eq!(sim.calls(), 2);

@@ -74,7 +74,7 @@ fn charge(order: &str, key: Option<&str>) -> GatewayRequest {
     let mut c = ChargeRequest::new(
         Money::parse("10.00", Currency::USD).unwrap(),
         PaymentToken::new("tok_visa").unwrap(),
-        order,
+        order.parse().unwrap(),
     );
     if let Some(k) = key {
         c = c.idempotency_key(IdempotencyKey::new(k).unwrap());

@@ -21,7 +21,11 @@
 //! sim.script(Operation::Charge, [Fault::FailAfterCommit]);
 //! let key = IdempotencyKey::new("order-1-charge").unwrap();
 //! let req = GatewayRequest::Charge(
-//!     ChargeRequest::new(Money::parse("10.00", Currency::USD).unwrap(), PaymentToken::new("tok_visa").unwrap(), "order-1")
+//!     ChargeRequest::new(
+//!         Money::parse("10.00", Currency::USD).unwrap(),
+//!         PaymentToken::new("tok_visa").unwrap(),
+//!         "order-1".parse().unwrap(),
+//!     )
 //!         .idempotency_key(key),
 //! );
 //! // The response is lost, but the charge happened ...
@@ -52,7 +56,7 @@ use serde::Serialize;
 
 use palisade_core::{
     GatewayCode, GatewayId, GatewayKeyed, GatewayRequest, GatewayResponse, IdempotencyKey, Money, Operation,
-    PaymentError, PaymentStatus, SafeText,
+    PaymentError, PaymentStatus, Reference,
 };
 
 /// A fault the simulator can inject into one call.
@@ -194,7 +198,7 @@ struct Payment {
     amount: Money,
     captured: Option<Money>,
     refunded: Option<Money>,
-    order_reference: SafeText,
+    order_reference: Reference,
 }
 
 #[derive(Debug)]
@@ -424,7 +428,7 @@ impl State {
     fn record(
         &mut self,
         op: Operation,
-        order: &SafeText,
+        order: &Reference,
         amount: Money,
         payment_id: &str,
         key: Option<&IdempotencyKey>,

@@ -6,8 +6,11 @@ use palisade_sim::{Fault, FaultPlan, GatewaySim, Latency};
 use tower::{Service, ServiceExt};
 
 fn charge(order: &str, amount: &str, token: &str, key: Option<&str>) -> GatewayRequest {
-    let mut c =
-        ChargeRequest::new(Money::parse(amount, Currency::USD).unwrap(), PaymentToken::new(token).unwrap(), order);
+    let mut c = ChargeRequest::new(
+        Money::parse(amount, Currency::USD).unwrap(),
+        PaymentToken::new(token).unwrap(),
+        order.parse().unwrap(),
+    );
     if let Some(k) = key {
         c = c.idempotency_key(IdempotencyKey::new(k).unwrap());
     }
@@ -181,7 +184,7 @@ async fn authorize_capture_void_refund() {
     let auth = GatewayRequest::Authorize(ChargeRequest::new(
         Money::parse("10.00", Currency::USD).unwrap(),
         PaymentToken::new("tok_visa").unwrap(),
-        "o1",
+        "o1".parse().unwrap(),
     ));
     let a = call(&mut sim, auth.clone()).await.unwrap();
     assert_eq!(a.status, PaymentStatus::Authorized);
@@ -213,7 +216,7 @@ async fn authorize_capture_void_refund() {
         GatewayRequest::Authorize(ChargeRequest::new(
             Money::parse("3.00", Currency::USD).unwrap(),
             PaymentToken::new("tok_visa").unwrap(),
-            "o2",
+            "o2".parse().unwrap(),
         )),
     )
     .await

@@ -85,8 +85,12 @@ pub const TTL: Duration = Duration::from_secs(3600);
 
 pub fn charge(order: &str, amount: &str, token: &str, key: &str) -> GatewayRequest {
     GatewayRequest::Charge(
-        ChargeRequest::new(Money::parse(amount, Currency::USD).unwrap(), PaymentToken::new(token).unwrap(), order)
-            .idempotency_key(IdempotencyKey::new(key).unwrap()),
+        ChargeRequest::new(
+            Money::parse(amount, Currency::USD).unwrap(),
+            PaymentToken::new(token).unwrap(),
+            order.parse().unwrap(),
+        )
+        .idempotency_key(IdempotencyKey::new(key).unwrap()),
     )
 }
 
@@ -418,7 +422,7 @@ fn scoped_layer(
 /// A charge of `amount` for `order` under idempotency key `key`, by `customer` (the scope of [`scoped_layer`]).
 fn charge_by(customer: &str, order: &str, amount: &str, key: &str) -> GatewayRequest {
     match charge(order, amount, "tok_visa", key) {
-        GatewayRequest::Charge(c) => GatewayRequest::Charge(c.customer(customer)),
+        GatewayRequest::Charge(c) => GatewayRequest::Charge(c.customer(customer.parse().unwrap())),
         _ => unreachable!(),
     }
 }

@@ -1,4 +1,5 @@
-//! The single-pass byte scanner.
+//! The single-pass byte scanner: the one definition of card data in Palisade. Core's masking of display text
+//! and `palisade-redaction` (log formats, streams, tracing) both run it.
 //!
 //! The scanner only ever wakes up at an ASCII digit: every thing it looks for (a PAN, track data, a CVV or PIN
 //! value) contains one, and labels are found by looking *back* from the digits. Between digits it skips eight
@@ -11,12 +12,12 @@
 //! and no window may include it. Overlapping candidates are merged, so a true PAN is never half-hidden behind a
 //! false one next to it.
 
-use palisade_core::card::luhn_valid;
+use super::luhn_valid;
 
 /// The longest PAN.
-pub(crate) const MAX_PAN: usize = 19;
+pub const MAX_PAN: usize = 19;
 /// The shortest PAN this scanner accepts (12-digit Maestro is out: see the crate docs).
-pub(crate) const MIN_PAN: usize = 13;
+pub const MIN_PAN: usize = 13;
 /// Track 1 is at most 79 characters, sentinels included.
 const MAX_TRACK1: usize = 79;
 /// Track 2 is at most 40 characters, sentinels included.
@@ -27,7 +28,7 @@ const MAX_LABEL_GAP: usize = 6;
 /// What a finding is. When findings overlap they merge, and the later variant here (the one that hides more)
 /// decides how the merged range is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Kind {
+pub enum Kind {
     /// A primary account number (keeps the last four in mask formats).
     Pan,
     /// A labelled card verification value (CVV, CVC, CID, security code).
@@ -42,10 +43,13 @@ pub(crate) enum Kind {
 
 /// A byte range to replace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Finding {
-    pub(crate) start: usize,
-    pub(crate) end: usize,
-    pub(crate) kind: Kind,
+pub struct Finding {
+    /// First byte.
+    pub start: usize,
+    /// One past the last byte.
+    pub end: usize,
+    /// What was found.
+    pub kind: Kind,
 }
 
 /// Card brands of the IIN table.
@@ -142,7 +146,7 @@ fn digit_mask(x: u64) -> u64 {
 
 /// The position of the first ASCII digit at or after `i`.
 #[inline]
-pub(crate) fn next_digit(b: &[u8], mut i: usize) -> Option<usize> {
+pub fn next_digit(b: &[u8], mut i: usize) -> Option<usize> {
     while i + 16 <= b.len() {
         let m0 = digit_mask(word(b, i));
         if m0 != 0 {
@@ -165,7 +169,8 @@ pub(crate) fn next_digit(b: &[u8], mut i: usize) -> Option<usize> {
 
 /// True when `b` contains an ASCII digit (the scanner's only trigger): text without one is always clean.
 #[must_use]
-pub(crate) fn has_digit(b: &[u8]) -> bool {
+#[inline]
+pub fn has_digit(b: &[u8]) -> bool {
     next_digit(b, 0).is_some()
 }
 
@@ -215,8 +220,9 @@ fn label_before(b: &[u8], s: usize, labels: &[&[u8]]) -> bool {
 
 /// The scanner's output buffer, merging overlapping findings as they arrive.
 #[derive(Debug, Default, Clone)]
-pub(crate) struct Findings {
-    pub(crate) list: Vec<Finding>,
+pub struct Findings {
+    /// The findings, in order, never overlapping.
+    pub list: Vec<Finding>,
 }
 
 impl Findings {
@@ -239,14 +245,17 @@ impl Findings {
 
 /// What to look for besides PANs.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Rules {
-    pub(crate) cvv: bool,
-    pub(crate) track: bool,
-    pub(crate) pin: bool,
+pub struct Rules {
+    /// Labelled CVV/CVC values.
+    pub cvv: bool,
+    /// Track 1 and Track 2 data.
+    pub track: bool,
+    /// Labelled PINs and PIN blocks.
+    pub pin: bool,
 }
 
 /// Scans `b[from..]` (bytes before `from` are only read as context for labels) and appends findings.
-pub(crate) fn scan(b: &[u8], from: usize, rules: Rules, out: &mut Findings) {
+pub fn scan(b: &[u8], from: usize, rules: Rules, out: &mut Findings) {
     let first = out.list.len();
     let mut i = from;
     while let Some(s) = next_digit(b, i) {
