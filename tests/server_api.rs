@@ -125,3 +125,55 @@ async fn concurrent_duplicates_charge_once() {
     assert!(in_flight > 0, "the duplicates did not overlap");
     assert_eq!(sim.charges_for("o-conc").len(), 1, "ledger: {:?}", sim.ledger());
 }
+
+/// Issue 16, finding 1: order ids reach the gateway exactly as sent (ids with Luhn-valid digit runs were once
+/// masked to `order-[REDACTED_PAN]` on the way), and an order id holding a card number is refused before any
+/// gateway call.
+#[tokio::test(start_paused = true)]
+async fn order_ids_reach_the_gateway_unchanged_and_card_numbers_are_refused() {
+    let (app, sim) = server(0);
+    let ids = ["order-1733270400000", "order-1733270400018", "order-1796343902980048107"];
+    for (i, id) in ids.iter().enumerate() {
+        let (status, _, body) = send(&app, charge(Some(&format!("ids-{i}")), &visa(id))).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        assert_eq!(body["order_id"], *id);
+        assert_eq!(sim.charges_for(id).len(), 1, "{id} in the ledger as sent: {:?}", sim.ledger());
+    }
+    for e in ledger(&app).await {
+        assert!(ids.contains(&e["order_id"].as_str().unwrap()), "{e}");
+    }
+
+    let (status, _, p) = send(&app, charge(Some("pan-in-id"), &visa("order-4242424242424242"))).await;
+    assert_eq!((status, p["type"].as_str()), (StatusCode::BAD_REQUEST, Some("urn:palisade:problem:invalid_request")));
+    assert!(!p.to_string().contains("4242424242424242"), "{p}");
+    assert_eq!(ledger(&app).await.len(), 2 * ids.len(), "the refused order never reached the gateway");
+}
+
+/// Issue 16, finding 2: amounts that do not fit minor units, or that stray from the one amount grammar, are a
+/// 400 and never reach the gateway; a charge answers with its amount in the currency's canonical form.
+#[tokio::test(start_paused = true)]
+async fn amounts_follow_one_grammar_and_print_canonically() {
+    let (app, _) = server(0);
+    for (i, bad) in
+        ["99999999999999999999999", "92233720368547758.08", " 12.34", "+12.34", ".5", "5.", "00012.34", "1e3"]
+            .into_iter()
+            .enumerate()
+    {
+        let body = json!({"amount": bad, "currency":"USD","source":"tok_visa","order_id":"o-amount"});
+        let (status, _, p) = send(&app, charge(Some(&format!("amount-{i}")), &body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad:?}: {p}");
+    }
+    assert!(ledger(&app).await.is_empty(), "no refused amount reached the gateway");
+
+    for (i, (amount, currency, shown)) in
+        [("12.3", "USD", "12.30"), ("100", "JPY", "100"), ("1.2", "BHD", "1.200")].into_iter().enumerate()
+    {
+        let body = json!({"amount": amount, "currency": currency, "source":"tok_visa","order_id":"o-canon"});
+        let (status, _, c) = send(&app, charge(Some(&format!("canon-{i}")), &body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{c}");
+        assert_eq!(c["amount"], shown);
+    }
+    for e in ledger(&app).await {
+        assert!(["12.30", "100", "1.200"].contains(&e["amount"].as_str().unwrap()), "{e}");
+    }
+}

@@ -51,9 +51,21 @@ pub enum MoneyError {
         /// The rule that refused it.
         rule: &'static str,
     },
-    /// The amount text could not be parsed as a decimal.
-    #[error("invalid amount {0:?}: expected a decimal string such as \"12.34\"")]
+    /// The amount text does not follow the amount grammar (see [`Money::parse`]).
+    #[error(
+        "invalid amount {0:?}: expected a plain decimal such as \"12.34\" (digits with an optional leading '-' and '.'; no '+', spaces, exponent or leading zeros)"
+    )]
     InvalidAmount(String),
+    /// The amount does not fit in a signed 64-bit count of minor units, which is what gateways take.
+    #[error(
+        "{amount} {currency} is out of range: an amount must fit in a signed 64-bit count of minor units (at most 9223372036854775807 minor units)"
+    )]
+    OutOfRange {
+        /// The amount given.
+        amount: Decimal,
+        /// The currency.
+        currency: Currency,
+    },
 }
 
 /// An ISO 4217 currency with its minor-unit exponent.
@@ -186,7 +198,9 @@ impl<'de> Deserialize<'de> for Currency {
     }
 }
 
-/// An exact amount of one currency. Serializes as `{"amount":"12.34","currency":"USD"}`.
+/// An exact amount of one currency, always representable as a signed 64-bit count of the currency's minor units.
+/// Kept in canonical form, with exactly the currency's number of decimals, so it prints, serializes and compares
+/// one way: `12.30` USD, `100` JPY, `1.230` BHD. Serializes as `{"amount":"12.30","currency":"USD"}`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub struct Money {
     #[serde(with = "rust_decimal::serde::str")]
@@ -195,70 +209,85 @@ pub struct Money {
 }
 
 #[derive(Deserialize)]
-struct RawMoney {
-    #[serde(with = "rust_decimal::serde::str")]
-    amount: Decimal,
+struct RawMoney<'a> {
+    #[serde(borrow)]
+    amount: std::borrow::Cow<'a, str>,
     currency: Currency,
 }
 
 impl<'de> Deserialize<'de> for Money {
+    /// Reads the amount with [`Money::parse`]'s grammar.
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let raw = RawMoney::deserialize(d)?;
-        Money::new(raw.amount, raw.currency).map_err(serde::de::Error::custom)
+        Money::parse(&raw.amount, raw.currency).map_err(serde::de::Error::custom)
     }
 }
 
 impl Money {
-    /// An amount, refused when finer than the currency's minor unit.
+    /// An amount, refused when finer than the currency's minor unit or too large for 64-bit minor units.
     ///
     /// # Errors
-    /// [`MoneyError::SubMinorAmount`].
+    /// [`MoneyError::SubMinorAmount`] or [`MoneyError::OutOfRange`].
     pub fn new(amount: Decimal, currency: Currency) -> Result<Money, MoneyError> {
+        let exponent = u32::from(currency.exponent);
         let normalized = amount.normalize();
-        if normalized.scale() > u32::from(currency.exponent) {
+        if normalized.scale() > exponent {
             return Err(MoneyError::SubMinorAmount { amount, currency, exponent: currency.exponent });
         }
-        Ok(Money { amount, currency })
+        let minor = minor_units(normalized, exponent).ok_or(MoneyError::OutOfRange { amount, currency })?;
+        Ok(Money::from_minor(minor, currency))
     }
-    /// Parses `"12.34"` in `currency`.
+
+    /// Parses an amount in major units (`"12.34"` USD, `"500"` JPY, `"1.234"` BHD).
+    ///
+    /// The one grammar for amounts, here and in every JSON or CSV field Palisade reads:
+    /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?`. No `+`, no spaces, no exponent, no leading zeros, no bare `.5` or `5.`:
+    /// an amount that reaches a gateway should never depend on how lenient a parser was. Decimals beyond the
+    /// currency's exponent must be zeros (`1.000` JPY is `1`; `0.001` USD is refused), and the amount must fit
+    /// in a signed 64-bit count of minor units, as gateways take it.
+    ///
+    /// ```
+    /// use palisade_core::{Currency, Money, MoneyError};
+    /// assert_eq!(Money::parse("12.3", Currency::USD).unwrap().to_string(), "12.30 USD");
+    /// for bad in [" 12.34", "+12.34", ".5", "5.", "00012.34", "1e3", "12,34", ""] {
+    ///     assert!(matches!(Money::parse(bad, Currency::USD), Err(MoneyError::InvalidAmount(_))), "{bad}");
+    /// }
+    /// assert!(matches!(Money::parse("92233720368547758.08", Currency::USD), Err(MoneyError::OutOfRange { .. })));
+    /// ```
     ///
     /// # Errors
-    /// [`MoneyError::InvalidAmount`] or [`MoneyError::SubMinorAmount`].
-    pub fn parse(amount: &str, currency: Currency) -> Result<Money, MoneyError> {
-        let d = Decimal::from_str_exact(amount.trim()).map_err(|_| MoneyError::InvalidAmount(amount.to_owned()))?;
-        Money::new(d, currency)
+    /// [`MoneyError::InvalidAmount`], [`MoneyError::SubMinorAmount`] or [`MoneyError::OutOfRange`].
+    pub fn parse(text: &str, currency: Currency) -> Result<Money, MoneyError> {
+        let unsigned = text.strip_prefix('-').unwrap_or(text).as_bytes();
+        let (int, frac) = match unsigned.iter().position(|&c| c == b'.') {
+            Some(dot) => (&unsigned[..dot], Some(&unsigned[dot + 1..])),
+            None => (unsigned, None),
+        };
+        let int_ok = !int.is_empty() && int.iter().all(u8::is_ascii_digit) && (int.len() == 1 || int[0] != b'0');
+        let frac_ok = frac.is_none_or(|f| !f.is_empty() && f.iter().all(u8::is_ascii_digit));
+        if !int_ok || !frac_ok {
+            return Err(MoneyError::InvalidAmount(text.to_owned()));
+        }
+        // Grammatical but beyond a decimal's 28 digits: far out of range for any currency.
+        let amount =
+            Decimal::from_str_exact(text).map_err(|_| MoneyError::OutOfRange { amount: Decimal::MAX, currency })?;
+        Money::new(amount, currency)
     }
     /// From integer minor units (cents for USD, yen for JPY, fils for BHD).
     #[must_use]
     pub fn from_minor(minor: i64, currency: Currency) -> Money {
         Money { amount: Decimal::new(minor, u32::from(currency.exponent)), currency }
     }
-    /// To integer minor units.
+    /// To integer minor units. Every `Money` fits (it is refused on construction otherwise), so this cannot fail
+    /// for a `Money` built through this crate's constructors; the `Result` stays for the API's stability.
     ///
     /// # Errors
-    /// [`MoneyError::SubMinorAmount`] (cannot happen for a `Money` built through [`Money::new`]) or
-    /// [`MoneyError::Overflow`].
+    /// [`MoneyError::Overflow`], never for a `Money` built through [`Money::new`], [`Money::parse`],
+    /// [`Money::from_minor`] or the checked arithmetic.
     pub fn to_minor(&self) -> Result<i64, MoneyError> {
-        // Integer arithmetic on the decimal's parts (amount = mantissa × 10^-scale): no decimal multiplication.
-        // The mantissa has 96 bits and the scale is at most 28, so every power and product below fits in i128.
-        let exponent = u32::from(self.currency.exponent);
-        let (mantissa, scale) = (self.amount.mantissa(), self.amount.scale());
-        let minor = if scale <= exponent {
-            10i128.checked_pow(exponent - scale).and_then(|p| mantissa.checked_mul(p))
-        } else {
-            let p = 10i128.checked_pow(scale - exponent).ok_or(MoneyError::Overflow)?;
-            if mantissa % p != 0 {
-                return Err(MoneyError::SubMinorAmount {
-                    amount: self.amount,
-                    currency: self.currency,
-                    exponent: self.currency.exponent,
-                });
-            }
-            Some(mantissa / p)
-        };
-        minor.and_then(|m| i64::try_from(m).ok()).ok_or(MoneyError::Overflow)
+        minor_units(self.amount, u32::from(self.currency.exponent)).ok_or(MoneyError::Overflow)
     }
-    /// The amount.
+    /// The amount in major units, canonical: exactly the currency's number of decimals (`12.30`, `100`).
     #[must_use]
     pub const fn amount(&self) -> Decimal {
         self.amount
@@ -292,8 +321,8 @@ impl Money {
     /// [`MoneyError::CurrencyMismatch`] or [`MoneyError::Overflow`].
     pub fn checked_add(&self, other: &Money) -> Result<Money, MoneyError> {
         self.same_currency(other)?;
-        let amount = self.amount.checked_add(other.amount).ok_or(MoneyError::Overflow)?;
-        Ok(Money { amount, currency: self.currency })
+        let minor = self.to_minor()?.checked_add(other.to_minor()?).ok_or(MoneyError::Overflow)?;
+        Ok(Money::from_minor(minor, self.currency))
     }
     /// `self - other`, same currency only.
     ///
@@ -301,8 +330,8 @@ impl Money {
     /// [`MoneyError::CurrencyMismatch`] or [`MoneyError::Overflow`].
     pub fn checked_sub(&self, other: &Money) -> Result<Money, MoneyError> {
         self.same_currency(other)?;
-        let amount = self.amount.checked_sub(other.amount).ok_or(MoneyError::Overflow)?;
-        Ok(Money { amount, currency: self.currency })
+        let minor = self.to_minor()?.checked_sub(other.to_minor()?).ok_or(MoneyError::Overflow)?;
+        Ok(Money::from_minor(minor, self.currency))
     }
     /// Compares two amounts of one currency.
     ///
@@ -314,12 +343,27 @@ impl Money {
     }
 }
 
+/// `amount` (`mantissa × 10^-scale`) as a count of `10^-exponent` units, when it is a whole count that fits in
+/// an `i64`. Integer arithmetic on the decimal's parts: the mantissa has 96 bits and the scale is at most 28, so
+/// every power and product below fits in an `i128`.
+fn minor_units(amount: Decimal, exponent: u32) -> Option<i64> {
+    let (mantissa, scale) = (amount.mantissa(), amount.scale());
+    let minor = if scale <= exponent {
+        mantissa.checked_mul(10i128.checked_pow(exponent - scale)?)?
+    } else {
+        let p = 10i128.checked_pow(scale - exponent)?;
+        if mantissa % p != 0 {
+            return None;
+        }
+        mantissa / p
+    };
+    i64::try_from(minor).ok()
+}
+
 impl fmt::Display for Money {
+    /// `12.30 USD`, `100 JPY`: the canonical amount and the currency code.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scaled = self.amount.round_dp(u32::from(self.currency.exponent));
-        let mut shown = scaled;
-        shown.rescale(u32::from(self.currency.exponent));
-        write!(f, "{shown} {}", self.currency)
+        write!(f, "{} {}", self.amount, self.currency)
     }
 }
 impl fmt::Debug for Money {
@@ -444,6 +488,7 @@ mod tests {
         // trailing zeros are not finer
         assert!(Money::parse("1.000", Currency::JPY).is_ok());
         assert!(matches!(Money::parse("abc", Currency::USD), Err(MoneyError::InvalidAmount(_))));
+        assert!(matches!(Money::parse("12.340", Currency::USD), Ok(m) if m.to_minor() == Ok(1234)));
         let e = serde_json::from_str::<Money>(r#"{"amount":"1.001","currency":"USD"}"#).unwrap_err();
         assert!(e.to_string().contains("finer"), "{e}");
     }
@@ -480,6 +525,58 @@ mod tests {
         assert_eq!(format!("{}", Money::from_minor(5, Currency::USD)), "0.05 USD");
     }
 
+    #[test]
+    fn one_grammar() {
+        for bad in [
+            " 12.34", "12.34 ", "+12.34", ".5", "5.", "00012.34", "01", "-", "-.5", "1e3", "1E3", "12,34", "1_000", "",
+            ".", "--1", "- 1", "0x10", "١٢", "NaN", "inf",
+        ] {
+            assert!(matches!(Money::parse(bad, Currency::USD), Err(MoneyError::InvalidAmount(_))), "{bad:?}");
+            let json = format!(r#"{{"amount":{},"currency":"USD"}}"#, serde_json::to_string(bad).unwrap());
+            assert!(serde_json::from_str::<Money>(&json).is_err(), "{bad:?}");
+        }
+        for good in ["0", "0.5", "12.34", "-12.34", "100", "10.0", "0.00"] {
+            assert!(Money::parse(good, Currency::USD).is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn amounts_must_fit_minor_units() {
+        for huge in
+            ["99999999999999999999999", "92233720368547758.08", "-92233720368547758.09", "1".repeat(40).as_str()]
+        {
+            assert!(matches!(Money::parse(huge, Currency::USD), Err(MoneyError::OutOfRange { .. })), "{huge}");
+        }
+        let json = r#"{"amount":"92233720368547758.08","currency":"USD"}"#;
+        assert!(serde_json::from_str::<Money>(json).unwrap_err().to_string().contains("out of range"));
+        assert_eq!(Money::parse("92233720368547758.07", Currency::USD).unwrap().to_minor(), Ok(i64::MAX));
+        assert_eq!(Money::parse("-92233720368547758.08", Currency::USD).unwrap().to_minor(), Ok(i64::MIN));
+        assert_eq!(Money::parse("9223372036854775807", Currency::JPY).unwrap().to_minor(), Ok(i64::MAX));
+        assert!(matches!(Money::parse("9223372036854775808", Currency::JPY), Err(MoneyError::OutOfRange { .. })));
+        let max = Money::from_minor(i64::MAX, Currency::USD);
+        assert_eq!(max.checked_add(&Money::from_minor(1, Currency::USD)), Err(MoneyError::Overflow));
+        assert!(matches!(Money::new(Decimal::MAX, Currency::USD), Err(MoneyError::OutOfRange { .. })));
+    }
+
+    #[test]
+    fn prints_canonically_for_the_currency() {
+        for (text, cur, shown) in [
+            ("100", Currency::JPY, "100 JPY"),
+            ("100.000", Currency::JPY, "100 JPY"),
+            ("12.3", Currency::USD, "12.30 USD"),
+            ("12", Currency::USD, "12.00 USD"),
+            ("1.23", Currency::BHD, "1.230 BHD"),
+            ("0", Currency::USD, "0.00 USD"),
+        ] {
+            let m = Money::parse(text, cur).unwrap();
+            assert_eq!(m.to_string(), shown);
+            let amount = shown.split(' ').next().unwrap();
+            assert_eq!(m.amount().to_string(), amount);
+            assert_eq!(serde_json::to_value(m).unwrap()["amount"], amount);
+        }
+        assert_eq!(Money::parse("12.3", Currency::USD), Money::parse("12.30", Currency::USD));
+    }
+
     /// The decimal arithmetic `to_minor` replaced: scale by 10^exponent, refuse a fraction, convert.
     fn to_minor_by_decimal(m: &Money) -> Result<i64, MoneyError> {
         let scaled = m
@@ -497,16 +594,36 @@ mod tests {
     }
 
     proptest! {
-        /// Any decimal (sub-minor, huge, negative, every scale) gives what the decimal arithmetic gives.
+        /// Any decimal (sub-minor, huge, negative, every scale) is accepted exactly when the decimal arithmetic
+        /// finds a whole count of minor units that fits, and then to that count.
         #[test]
-        fn to_minor_matches_decimal_arithmetic(lo in any::<u32>(), mid in any::<u32>(), hi in any::<u32>(),
-                                               negative in any::<bool>(), scale in 0u32..=28, idx in 0usize..4) {
+        fn new_matches_decimal_arithmetic(lo in any::<u32>(), mid in any::<u32>(), hi in any::<u32>(),
+                                          negative in any::<bool>(), scale in 0u32..=28, idx in 0usize..4) {
             let cur = [Currency::USD, Currency::JPY, Currency::BHD, Currency::from_code("CLF").unwrap()][idx];
             // Small mantissas too, so whole and exact amounts are common, not only overflows.
             for (lo, mid, hi) in [(lo, mid, hi), (lo, 0, 0), (lo % 100_000, 0, 0)] {
-                let m = Money { amount: Decimal::from_parts(lo, mid, hi, negative, scale), currency: cur };
-                prop_assert_eq!(m.to_minor(), to_minor_by_decimal(&m), "{:?}", m);
+                let amount = Decimal::from_parts(lo, mid, hi, negative, scale);
+                let expected = to_minor_by_decimal(&Money { amount, currency: cur });
+                match Money::new(amount, cur) {
+                    Ok(m) => prop_assert_eq!(Ok(m.to_minor().unwrap()), expected),
+                    Err(MoneyError::SubMinorAmount { .. }) => {
+                        let sub_minor = matches!(expected, Err(MoneyError::SubMinorAmount { .. }));
+                        prop_assert!(sub_minor, "{:?}", expected);
+                    }
+                    Err(MoneyError::OutOfRange { .. }) => prop_assert_eq!(expected, Err(MoneyError::Overflow)),
+                    Err(e) => prop_assert!(false, "unexpected {e}"),
+                }
             }
+        }
+
+        /// Every amount prints in a form the grammar reads back to the same amount.
+        #[test]
+        fn canonical_text_round_trips(minor in any::<i64>(), idx in 0usize..4) {
+            let cur = [Currency::USD, Currency::JPY, Currency::BHD, Currency::from_code("CLF").unwrap()][idx];
+            let m = Money::from_minor(minor, cur);
+            let text = m.amount().to_string();
+            prop_assert_eq!(Money::parse(&text, cur).unwrap(), m);
+            prop_assert_eq!(Money::parse(&text, cur).unwrap().to_minor().unwrap(), minor);
         }
 
         #[test]
