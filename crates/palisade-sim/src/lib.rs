@@ -343,7 +343,31 @@ impl GatewaySim {
             // Refused before anything was read: fast, no latency.
             return Err(PaymentError::network("connection refused by simulated gateway"));
         }
-        sleep(delay).await;
+        if delay.is_zero() {
+            return self.finish(req, key, fault, replay);
+        }
+        // The gateway has the request now. Like a real gateway it finishes the call even when the caller goes
+        // away (a client timeout, a dropped future): otherwise the key would stay in progress forever.
+        let this = self.clone();
+        let work = tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            this.finish(req, key, fault, replay)
+        });
+        match work.await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(PaymentError::timeout(format!("simulated gateway stopped mid-call: {e}"))),
+        }
+    }
+
+    /// The part of a call after the latency: replay, fault or execution, and the key's final state.
+    fn finish(
+        &self,
+        req: GatewayRequest,
+        key: Option<IdempotencyKey>,
+        fault: Option<Fault>,
+        replay: Option<Result<GatewayResponse, PaymentError>>,
+    ) -> Result<GatewayResponse, PaymentError> {
         if let Some(result) = replay {
             // A replay of a stored result has no effect; its response can still be lost like any other.
             return match fault.and_then(fault_error) {
@@ -385,12 +409,6 @@ fn fault_error(fault: Fault) -> Option<PaymentError> {
         }
         Fault::FailBeforeCommit => Some(PaymentError::network("connection refused by simulated gateway")),
         Fault::FailAfterCommit => None,
-    }
-}
-
-async fn sleep(d: Duration) {
-    if !d.is_zero() {
-        tokio::time::sleep(d).await;
     }
 }
 

@@ -85,6 +85,20 @@ async fn same_key_concurrently_conflicts() {
     assert_eq!(sim.charges_for("o1").len(), 1);
 }
 
+/// Issue 16, finding 17: a caller that goes away mid-call (its client timed out, its future was dropped) does not
+/// leave the key in progress forever: the gateway finishes the call, and the same key then replays its result.
+#[tokio::test(start_paused = true)]
+async fn a_dropped_caller_does_not_leave_its_key_in_flight() {
+    let mut sim = GatewaySim::builder().latency(Latency::fixed(Duration::from_millis(100))).build();
+    let first =
+        tokio::time::timeout(Duration::from_millis(10), call(&mut sim, charge("o1", "5.00", "tok_visa", Some("k1"))));
+    assert!(first.await.is_err(), "the caller gave up before the gateway answered");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let again = call(&mut sim, charge("o1", "5.00", "tok_visa", Some("k1"))).await;
+    assert!(again.is_ok(), "the key answers with the finished call's result, not in flight: {again:?}");
+    assert_eq!(sim.charges_for("o1").len(), 1, "the call the caller abandoned was finished once, and replayed");
+}
+
 #[tokio::test]
 async fn fail_after_commit_charges_but_caller_sees_unknown() {
     let mut sim = GatewaySim::new();
