@@ -177,3 +177,36 @@ async fn amounts_follow_one_grammar_and_print_canonically() {
         assert!(["12.30", "100", "1.200"].contains(&e["amount"].as_str().unwrap()), "{e}");
     }
 }
+
+/// Issue 16, finding 7: two accounts sending the same key get their own charges; a request without the account
+/// header keeps the unscoped behaviour; a malformed account header is refused before anything runs.
+#[tokio::test(start_paused = true)]
+async fn the_account_header_scopes_keys() {
+    let (app, sim) = server(0);
+    let as_account = |account: Option<&str>, order: &str| {
+        let mut req = charge(Some("shared-key"), &visa(order));
+        if let Some(a) = account {
+            req.headers_mut().insert("x-account", a.parse().unwrap());
+        }
+        req
+    };
+    let (sa, _, a) = send(&app, as_account(Some("acct_a"), "order-a")).await;
+    let (sb, hb, b) = send(&app, as_account(Some("acct_b"), "order-b")).await;
+    assert_eq!((sa, sb), (StatusCode::CREATED, StatusCode::CREATED), "{b}");
+    assert!(hb.get("idempotent-replayed").is_none(), "account b was not replayed account a's charge");
+    assert_ne!(a["id"], b["id"]);
+    assert_eq!((sim.charges_for("order-a").len(), sim.charges_for("order-b").len()), (1, 1));
+    // Each account replays its own; the unscoped key is a third record.
+    let (_, h, again) = send(&app, as_account(Some("acct_a"), "order-a")).await;
+    assert_eq!((&h["idempotent-replayed"], &again["id"]), (&"true".parse().unwrap(), &a["id"]));
+    let (s, _, _) = send(&app, as_account(None, "order-none")).await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert_eq!(sim.charges_for("order-none").len(), 1);
+
+    for bad in ["", &"a".repeat(65), "acct a"] {
+        let mut req = charge(Some("k-bad-account"), &visa("order-bad"));
+        req.headers_mut().insert("x-account", bad.parse().unwrap());
+        assert_eq!(send(&app, req).await.0, StatusCode::BAD_REQUEST, "{bad:?}");
+    }
+    assert!(sim.charges_for("order-bad").is_empty());
+}

@@ -8,6 +8,8 @@
 //!   "order_id":"o1"}`: authorizes and captures through the simulator; 201 with the charge. A decline is a 402
 //!   problem+json, stored and replayed like any final answer. Without a key: 400; same key while the first is
 //!   running: 409; same key with another body: 422; body over 64 KiB: 413; idempotency store down: 503.
+//!   An optional `X-Account` header scopes the key (two accounts with one key get two charges); a request
+//!   without it is unscoped, as before. A real API takes the scope from its authentication, not a header.
 //! - `GET /v1/_sim/ledger`: what the simulated gateway really executed, as a JSON array.
 //! - `--latency-ms` sets the simulator's latency per gateway call, so concurrent duplicates really overlap.
 //! - `--redis URL` keeps idempotency records in Redis (shared by every instance), memory otherwise.
