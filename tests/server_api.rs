@@ -210,3 +210,25 @@ async fn the_account_header_scopes_keys() {
     }
     assert!(sim.charges_for("order-bad").is_empty());
 }
+
+/// Issue 16, finding 5: a PATCH (405 from the router) and an invalid body (400 from the handler's validation)
+/// sent with a key leave that key unused: the real POST with it then charges (201), instead of a 422 for 24 h.
+#[tokio::test(start_paused = true)]
+async fn refusals_before_any_effect_leave_the_key_unused() {
+    let (app, sim) = server(0);
+    let patch = Request::patch("/v1/charges")
+        .header("Idempotency-Key", "k-refused")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(visa("o-refused").to_string()))
+        .unwrap();
+    assert_eq!(send(&app, patch).await.0, StatusCode::METHOD_NOT_ALLOWED);
+    let (status, _, _) = send(&app, charge(Some("k-refused"), &json!({"amount":"x"}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _, _) = send(&app, charge(Some("k-refused"), &visa("order-4242424242424242"))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    let (status, h, body) = send(&app, charge(Some("k-refused"), &visa("o-refused"))).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert!(h.get("idempotent-replayed").is_none());
+    assert_eq!(sim.charges_for("o-refused").len(), 1);
+}

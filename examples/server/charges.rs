@@ -10,7 +10,7 @@ use palisade::core::{
     CaptureRequest, ChargeRequest, Currency, GatewayKey, GatewayRequest, GatewayResponse, IdempotencyKey, Money,
     PaymentError, PaymentToken, Problem, Reference,
 };
-use palisade::idempotency::{HttpIdempotencyLayer, gateway_key_for};
+use palisade::idempotency::{HttpIdempotencyLayer, NotExecuted, gateway_key_for};
 use palisade::sim::GatewaySim;
 use serde::{Deserialize, Serialize};
 
@@ -43,8 +43,16 @@ fn problem(err: &PaymentError) -> Response {
     Problem::from_error(err).into_response::<axum::body::Body>()
 }
 
+/// A validation error: a 400 marked [`NotExecuted`], so the idempotency layer keeps no record and the key stays
+/// usable for the corrected request.
 fn invalid(message: impl Into<String>) -> Response {
-    problem(&PaymentError::invalid_request(message))
+    refused(&PaymentError::invalid_request(message))
+}
+
+fn refused(err: &PaymentError) -> Response {
+    let mut res = problem(err);
+    res.extensions_mut().insert(NotExecuted);
+    res
 }
 
 async fn create_charge(State(sim): State<GatewaySim>, key: Option<Extension<GatewayKey>>, body: Bytes) -> Response {
@@ -70,7 +78,7 @@ async fn create_charge(State(sim): State<GatewaySim>, key: Option<Extension<Gate
     // Sent to the gateway exactly as given; an order id holding a card number is refused here (400).
     let order_id: Reference = match new.order_id.parse() {
         Ok(r) => r,
-        Err(e) => return problem(&PaymentError::from(e)),
+        Err(e) => return refused(&PaymentError::from(e)),
     };
     // The idempotency layer puts the gateway key in the extensions; the gateway deduplicates on it, which is what
     // makes re-executing a request whose first attempt ended Unknown safe.

@@ -9,19 +9,20 @@ use crate::store::{IdempotencyStore, MemoryStore};
 /// any client retry loop and for a customer refreshing the next morning; short enough to bound storage.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// How long a claim protects an executing request: 90 seconds. A lease must outlast the slowest execution the
-/// inner service can take, retries included, or a second copy could start while the first is still running.
-/// Stripe's SDKs give up on a request after 80 s, so 90 s covers a gateway call that runs to its client timeout.
-/// It is also the longest a retry waits after the holder crashed before it can take over.
-pub const DEFAULT_LEASE: Duration = Duration::from_secs(90);
+/// How long a claim protects an executing request between two renewals: 10 seconds. While the request runs the
+/// layer renews the lease every third of it (a heartbeat), so a live holder keeps its key however long the
+/// gateway takes (Stripe's SDKs wait up to 80 s), and the lease only has to cover the gap a holder leaves when
+/// it dies: a crashed or frozen holder blocks its key for at most 10 s, not minutes. Three heartbeats per lease
+/// ride out a store hiccup of up to two of them.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 
 /// How long a duplicate waits for the in-flight original before it is refused: zero. Like Stripe, a duplicate
 /// is answered at once with 409 and `Retry-After`; waiting holds a connection and a task per duplicate, so it
 /// is opt-in ([`wait_for_in_flight`](crate::IdempotencyLayerBuilder::wait_for_in_flight)).
 pub const DEFAULT_WAIT: Duration = Duration::ZERO;
 
-/// The `Retry-After` sent with a 409 in-flight rejection: 1 second. Payment calls take hundreds of
-/// milliseconds to a few seconds; the remaining lease (up to 90 s) would send clients away far too long.
+/// The longest `Retry-After` sent with a 409 in-flight rejection: 1 second (less when the lease ends sooner).
+/// Payment calls take hundreds of milliseconds to a few seconds; a whole lease would send clients away too long.
 pub const DEFAULT_IN_FLIGHT_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// The most of a request body the HTTP mode buffers to fingerprint it: 1 MiB. Payment API bodies are a few
@@ -52,6 +53,7 @@ pub(crate) struct Settings {
     pub(crate) wait: Duration,
     pub(crate) in_flight_retry_after: Duration,
     pub(crate) missing_key: MissingKey,
+    pub(crate) renew_leases: bool,
 }
 
 impl Default for Settings {
@@ -65,6 +67,7 @@ impl Default for Settings {
             wait: DEFAULT_WAIT,
             in_flight_retry_after: DEFAULT_IN_FLIGHT_RETRY_AFTER,
             missing_key: MissingKey::PassThrough,
+            renew_leases: true,
         }
     }
 }
@@ -77,6 +80,7 @@ impl std::fmt::Debug for Settings {
             .field("wait", &self.wait)
             .field("in_flight_retry_after", &self.in_flight_retry_after)
             .field("missing_key", &self.missing_key)
+            .field("renew_leases", &self.renew_leases)
             .finish_non_exhaustive()
     }
 }
@@ -96,10 +100,18 @@ macro_rules! common_setters {
             self.settings.ttl = ttl;
             self
         }
-        /// How long a claim protects an executing request before another may take over (default
-        /// [`DEFAULT_LEASE`](crate::DEFAULT_LEASE), 90 s). Must exceed the inner service's longest execution.
+        /// How long a claim protects an executing request between renewals, and so how long a crashed holder
+        /// blocks its key (default [`DEFAULT_LEASE`](crate::DEFAULT_LEASE), 10 s). The layer renews it every
+        /// third of it while the request runs.
         pub fn lease(mut self, lease: std::time::Duration) -> Self {
             self.settings.lease = lease;
+            self
+        }
+        /// Whether the lease is renewed while a request runs (default `true`). Without renewal a lease must
+        /// outlast the inner service's longest execution, or a duplicate takes over a live request (the
+        /// gateway key then keeps the gateway from acting twice). Turn it off only to test takeover.
+        pub fn renew_leases(mut self, on: bool) -> Self {
+            self.settings.renew_leases = on;
             self
         }
         /// Lets a duplicate wait up to `wait` for the in-flight original and replay its result (default

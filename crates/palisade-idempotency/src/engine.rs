@@ -1,5 +1,6 @@
 //! The protocol both modes run: claim (or wait, or refuse), execute, then record by outcome.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -127,6 +128,7 @@ pub(crate) fn count(result: &'static str) {
         "fenced",
         "store_failed",
         "release_failed",
+        "not_executed",
         "passthrough",
         "missing_key",
         "invalid_key",
@@ -156,6 +158,23 @@ impl Engine {
         Arc::new(Engine { settings })
     }
 
+    /// Sends [`abandon`](crate::IdempotencyStore::abandon) for a claim whose answer was lost, in the background.
+    fn abandon_later(self: &Arc<Self>, key: Arc<str>, attempt: u64) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+        let engine = self.clone();
+        rt.spawn(async move {
+            match engine.settings.store.abandon(&key, attempt).await {
+                Ok(true) => tracing::info!(result = "abandoned", "a claim whose answer was lost was undone"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(
+                    result = "abandon_failed",
+                    error = %e,
+                    "could not undo a claim whose answer was lost; if it landed, it ends with its lease"
+                ),
+            }
+        });
+    }
+
     /// Logs and counts an acquired claim, and makes its ticket.
     pub(crate) fn acquired(self: &Arc<Self>, key: TicketKey, token: FencingToken, took_over: bool) -> Ticket {
         if took_over {
@@ -183,7 +202,8 @@ impl Engine {
             "duplicate refused while the original runs"
         );
         count("in_flight");
-        IdempotencyRejection::InFlight { retry_after: self.settings.in_flight_retry_after }
+        let retry_after = self.settings.in_flight_retry_after.min(lease_remaining.max(Duration::from_millis(1)));
+        IdempotencyRejection::InFlight { retry_after }
     }
 
     /// The in-flight refusal when duplicates do not wait; `None` when they do (then run [`begin`](Self::begin)).
@@ -221,10 +241,19 @@ impl Engine {
         let mut deadline = None;
         let mut pause = POLL_MIN;
         loop {
-            let claim = match s.store.claim(&key, &fp, s.lease, s.ttl).await {
+            let attempt = crate::store::random_attempt();
+            let claim = match s.store.claim_as(&key, &fp, s.lease, s.ttl, attempt).await {
                 Ok(c) => c,
                 Err(e) => {
-                    tracing::warn!(result = "store_unavailable", error = %e, "idempotency store unavailable; request refused");
+                    // The claim may have landed although its answer never came (a stalled store answers late):
+                    // undo it, so the 503 below means the key is usable when its Retry-After says. A store runs
+                    // this after the claim, as one connection does.
+                    self.abandon_later(key.clone(), attempt);
+                    tracing::warn!(
+                        result = "store_unavailable",
+                        error = %e,
+                        "idempotency store unavailable while claiming the key; request refused, not executed"
+                    );
                     count("store_unavailable");
                     return Err(e.into());
                 }
@@ -319,6 +348,106 @@ impl Ticket {
         }
     }
 
+    /// Whether this ticket's lease is renewed while its request runs.
+    pub(crate) fn renews(&self) -> bool {
+        self.engine.settings.renew_leases
+    }
+
+    /// The lease's heartbeat interval: a third of the lease.
+    pub(crate) fn beat_every(&self) -> Duration {
+        (self.engine.settings.lease / 3).max(Duration::from_millis(1))
+    }
+
+    /// Runs `fut` (the request) while renewing the lease every third of it, so a live request keeps its key
+    /// however long it takes. Without [`renew_leases`](crate::IdempotencyLayerBuilder::renew_leases) it just
+    /// runs `fut`.
+    pub(crate) async fn hold<F: Future>(&self, fut: F) -> F::Output {
+        if !self.engine.settings.renew_leases {
+            return fut.await;
+        }
+        tokio::select! {
+            biased;
+            out = fut => out,
+            never = self.beat() => match never {},
+        }
+    }
+
+    async fn beat(&self) -> std::convert::Infallible {
+        let every = self.beat_every();
+        let mut tick = tokio::time::interval_at(Instant::now() + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let s = &self.engine.settings;
+            let renewed = match &self.key {
+                TicketKey::Key(key) if s.memory.is_none() => s.store.renew(key, self.token, s.lease).await,
+                _ => Ok(self.renew_in_memory()),
+            };
+            self.renewed(renewed);
+        }
+    }
+
+    /// One heartbeat on the layer's memory store, which answers at once.
+    pub(crate) fn renew_now(&self) {
+        let renewed = self.renew_in_memory();
+        self.renewed(Ok(renewed));
+    }
+
+    fn renew_in_memory(&self) -> bool {
+        let s = &self.engine.settings;
+        match (&s.memory, &self.key) {
+            (Some(m), TicketKey::Slot(at)) => m.renew_local(*at, self.token, s.lease),
+            (Some(m), TicketKey::Key(key)) => m.renew_now(key, self.token, s.lease),
+            (None, _) => false,
+        }
+    }
+
+    fn renewed(&self, renewed: Result<bool, StoreError>) {
+        match renewed {
+            Ok(true) => tracing::trace!(result = "renewed", token = self.token.0, "idempotency lease renewed"),
+            Ok(false) => tracing::warn!(
+                result = "fenced",
+                token = self.token.0,
+                "lease was taken over while this request runs; its result will not be stored"
+            ),
+            Err(e) => tracing::warn!(
+                result = "renew_failed",
+                error = %e,
+                "could not renew the idempotency lease; trying again at the next heartbeat"
+            ),
+        }
+    }
+
+    /// Forgets the claim: the request was refused before any effect (a routing refusal, a validation error, a
+    /// handler's [`NotExecuted`](crate::NotExecuted)), so the key is unused again.
+    pub(crate) async fn forget(mut self) {
+        self.armed = false;
+        let s = &self.engine.settings;
+        let forgot = match (&s.memory, &self.key) {
+            (Some(m), TicketKey::Slot(at)) => Ok(m.forget_local(*at, self.token)),
+            (Some(m), TicketKey::Key(key)) => Ok(m.forget_now(key, self.token)),
+            (None, _) => s.store.forget(self.key_str(), self.token).await,
+        };
+        match forgot {
+            Ok(true) => {
+                tracing::debug!(result = "not_executed", "the request did not execute; its key is unused again");
+                count("not_executed");
+            }
+            Ok(false) => {
+                tracing::warn!(result = "fenced", token = self.token.0, "lease was taken over while this request ran");
+                count("fenced");
+            }
+            Err(e) => {
+                tracing::error!(
+                    result = "release_failed",
+                    error = %e,
+                    "the request did not execute, but its claim could not be removed; the same request may retry when the lease ends"
+                );
+                count("release_failed");
+            }
+        }
+    }
+
     /// Releases the claim now (the request did not run, or its outcome is not final).
     pub(crate) async fn release(mut self) {
         self.armed = false;
@@ -370,7 +499,12 @@ impl Ticket {
                 count("fenced");
             }
             Err(e) => {
-                tracing::error!(result = "store_failed", error = %e, "could not store the idempotent result; the key stays claimed until its lease ends");
+                tracing::error!(
+                    result = "store_failed",
+                    error = %e,
+                    outcome = outcome.class().as_str(),
+                    "the request was executed but its result could not be stored; the key stays claimed until its lease ends, then a retry executes it again with the same gateway key"
+                );
                 count("store_failed");
             }
         }
@@ -387,7 +521,11 @@ impl Ticket {
                 count("fenced");
             }
             Err(e) => {
-                tracing::error!(result = "release_failed", error = %e, "could not release the claim; it ends with its lease");
+                tracing::error!(
+                    result = "release_failed",
+                    error = %e,
+                    "could not release the claim (the outcome was not final); the key is free for a retry when its lease ends"
+                );
                 count("release_failed");
             }
         }

@@ -6,9 +6,11 @@ use http::StatusCode;
 use palisade_core::{KeyError, PaymentError, Problem};
 
 /// A store operation failed (Redis unreachable, timed out, answered garbage). The layer never calls the inner
-/// service after one: it fails closed.
+/// service after a failed claim: it fails closed. Its message says only what failed, never what happened to the
+/// request: that depends on where it failed, and the layer says it (see [`IdempotencyRejection::StoreUnavailable`]
+/// and the `store_failed` / `release_failed` log events).
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("idempotency store unavailable: {message}; the request was not executed, retry later")]
+#[error("idempotency store unavailable: {message}")]
 pub struct StoreError {
     message: String,
 }
@@ -63,8 +65,8 @@ pub enum IdempotencyRejection {
     /// The request body could not be read. HTTP 400.
     #[error("request body could not be read: {0}")]
     BodyRead(String),
-    /// The store could not be reached. The request was not executed. HTTP 503.
-    #[error(transparent)]
+    /// The store could not be reached to claim the key, so the request was not executed. HTTP 503.
+    #[error("{0}; the request was not executed, retry later with the same key")]
     StoreUnavailable(#[from] StoreError),
     /// A stored result exists but cannot be decoded (written by an incompatible version?). The request was not
     /// executed again, because it may already have taken effect. HTTP 503.
@@ -178,5 +180,15 @@ mod tests {
         }
         let p = IdempotencyRejection::InFlight { retry_after: Duration::from_millis(1500) }.to_problem();
         assert_eq!(p.retry_after, Some(2));
+    }
+
+    /// Issue 16, finding 18: a store error says what failed, never what happened to the request (it is logged
+    /// after executions too); only the refusal before execution says "not executed".
+    #[test]
+    fn messages_say_what_really_happened() {
+        let e = StoreError::new("redis: timed out");
+        assert!(!e.to_string().contains("executed"), "{e}");
+        let refusal = IdempotencyRejection::StoreUnavailable(e).to_string();
+        assert!(refusal.contains("was not executed"), "{refusal}");
     }
 }

@@ -218,6 +218,36 @@ impl<S: fmt::Debug> fmt::Debug for HttpIdempotencyService<S> {
     }
 }
 
+/// Marks a response whose request was refused before it had any effect (a validation error, a precondition
+/// that failed before the gateway was called): the idempotency layer then keeps no record, and the key stays
+/// unused, so the corrected request can still be sent with it. Stripe saves a result only once an endpoint
+/// started executing; this is how a handler says it did not.
+///
+/// ```
+/// use axum::http::StatusCode;
+/// use axum::response::{IntoResponse, Response};
+/// use palisade_idempotency::NotExecuted;
+///
+/// fn invalid(message: &'static str) -> Response {
+///     let mut res = (StatusCode::BAD_REQUEST, message).into_response();
+///     res.extensions_mut().insert(NotExecuted);
+///     res
+/// }
+/// # let _ = invalid("amount must be positive");
+/// ```
+///
+/// Responses the router makes itself, `404 Not Found` and `405 Method Not Allowed`, are treated as not executed
+/// without the marker: no handler ran. Every other response is classified and, when final, stored, a decline
+/// (402) included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NotExecuted;
+
+/// True when `res` says its request had no effect: [`NotExecuted`], or a routing refusal (404, 405).
+fn not_executed<B>(res: &Response<B>) -> bool {
+    res.extensions().get::<NotExecuted>().is_some()
+        || matches!(res.status(), StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED)
+}
+
 /// The response a rejection turns into: `application/problem+json` with the rejection's status.
 fn problem_response<B: From<Bytes>>(p: Problem) -> Response<B> {
     let mut res = Response::new(B::from(Bytes::from(p.body_bytes())));
@@ -407,10 +437,11 @@ where
             // Only a request that executes needs its gateway key (a replay or a refusal allocates nothing for it).
             parts.extensions.insert(GatewayKey(gateway_key_for(scope.as_deref(), &key)));
             if let Err(e) = std::future::poll_fn(|cx| inner.poll_ready(cx)).await {
-                ticket.release().await;
+                // The service never saw the request.
+                ticket.forget().await;
                 return Err(e);
             }
-            let res = match inner.call(Request::from_parts(parts, B::from(bytes))).await {
+            let res = match ticket.hold(inner.call(Request::from_parts(parts, B::from(bytes)))).await {
                 Ok(res) => res,
                 Err(e) => {
                     // A failed service may or may not have acted: Unknown, released for re-execution.
@@ -418,6 +449,11 @@ where
                     return Err(e);
                 }
             };
+            if not_executed(&res) {
+                // Refused before any effect: the key stays unused, so the real request can still use it.
+                ticket.forget().await;
+                return Ok(res);
+            }
             let outcome = (shared.classify)(res.status(), res.headers());
             if !outcome.is_final() {
                 // Not stored: hand the response on as it is, streaming.

@@ -71,7 +71,7 @@ pub mod store;
 
 pub use crate::http::{
     DEFAULT_STORED_HEADERS, FORBIDDEN_STORED_HEADERS, HttpIdempotencyLayer, HttpIdempotencyLayerBuilder,
-    HttpIdempotencyService, HttpResponseFuture, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED,
+    HttpIdempotencyService, HttpResponseFuture, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, NotExecuted,
 };
 pub use config::{
     DEFAULT_BODY_LIMIT, DEFAULT_IN_FLIGHT_RETRY_AFTER, DEFAULT_LEASE, DEFAULT_TTL, DEFAULT_WAIT, MissingKey,

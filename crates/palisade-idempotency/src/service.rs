@@ -10,6 +10,7 @@ use palisade_core::{Classify, GatewayKeyed, IdempotencyKey};
 use pin_project_lite::pin_project;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
 use crate::config::MissingKey;
@@ -67,7 +68,7 @@ pin_project! {
     #[project = KindProj]
     enum Kind<F, T, E, C> {
         Ready { result: Option<Result<T, E>> },
-        Executing { #[pin] fut: F, ticket: Option<Ticket>, classifier: C },
+        Executing { #[pin] fut: F, ticket: Option<Ticket>, classifier: C, beat: Option<Pin<Box<Sleep>>> },
         Boxed { fut: BoxFuture<T, E> },
     }
 }
@@ -96,8 +97,19 @@ where
                 Some(r) => Poll::Ready(r),
                 None => panic!("idempotency ResponseFuture polled after completion"),
             },
-            KindProj::Executing { fut, ticket, classifier } => {
-                let result = std::task::ready!(fut.poll(cx));
+            KindProj::Executing { fut, ticket, classifier, beat } => {
+                let Poll::Ready(result) = fut.poll(cx) else {
+                    // Still running: renew the lease every third of it (the timer is made only for a request
+                    // that did not finish at once).
+                    if let Some(t) = ticket.as_ref().filter(|t| t.renews()) {
+                        let sleep = beat.get_or_insert_with(|| Box::pin(tokio::time::sleep(t.beat_every())));
+                        while sleep.as_mut().poll(cx).is_ready() {
+                            t.renew_now();
+                            sleep.as_mut().reset(Instant::now() + t.beat_every());
+                        }
+                    }
+                    return Poll::Pending;
+                };
                 if let Some(ticket) = ticket.take() {
                     let outcome = classifier.classify(&result);
                     // Kept as the value: a replay in this process clones it instead of decoding JSON.
@@ -227,6 +239,7 @@ where
                     fut: self.inner.call(req),
                     ticket: Some(ticket),
                     classifier: self.classifier.clone(),
+                    beat: None,
                 },
             },
             Poll::Ready(Err(e)) => {
@@ -256,13 +269,13 @@ where
         };
         Box::pin(async move {
             let result = match called {
-                Ok(fut) => fut.await,
+                Ok(fut) => ticket.hold(fut).await,
                 Err((mut inner, req)) => {
                     if let Err(e) = ready(&mut inner).await {
                         ticket.release().await;
                         return Err(e);
                     }
-                    inner.call(req).await
+                    ticket.hold(inner.call(req)).await
                 }
             };
             let outcome = classifier.classify(&result);

@@ -76,3 +76,8 @@ async fn patch_is_covered_by_default_and_methods_are_configurable() {
 async fn a_custom_classifier_decides_what_is_stored() {
     s::a_custom_classifier_decides_what_is_stored(MemoryStore::new()).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn refusals_before_any_effect_leave_the_key_unused() {
+    s::refusals_before_any_effect_leave_the_key_unused(MemoryStore::new()).await;
+}

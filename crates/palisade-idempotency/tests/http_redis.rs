@@ -111,3 +111,10 @@ async fn a_custom_classifier_decides_what_is_stored_redis() {
     s::a_custom_classifier_decides_what_is_stored(store).await;
     r.cleanup().await;
 }
+
+#[tokio::test]
+async fn refusals_before_any_effect_leave_the_key_unused_redis() {
+    let Some((r, store)) = setup("idem_http_not_executed").await else { return };
+    s::refusals_before_any_effect_leave_the_key_unused(store).await;
+    r.cleanup().await;
+}

@@ -169,3 +169,8 @@ async fn kept_values_read_as_json_and_across_types() {
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 0);
     assert_eq!(sim.calls(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn renew_forget_abandon_memory() {
+    renew_forget_abandon(MemoryStore::new(), expire_by_advancing(), false).await;
+}

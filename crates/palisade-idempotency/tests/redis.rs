@@ -235,3 +235,10 @@ async fn record_format_survives_any_fingerprint_bytes() {
     }
     r.cleanup().await;
 }
+
+#[tokio::test]
+async fn renew_forget_abandon_redis() {
+    let Some((r, store, expire)) = setup("idem_lease_ops").await else { return };
+    renew_forget_abandon(store, expire, true).await;
+    r.cleanup().await;
+}

@@ -475,6 +475,54 @@ impl MemoryStore {
         }
     }
 
+    /// The synchronous renewal behind [`IdempotencyStore::renew`].
+    pub fn renew_now(&self, key: &str, token: FencingToken, lease: Duration) -> bool {
+        self.slot_of(key).is_some_and(|at| self.renew_local(at, token, lease))
+    }
+
+    /// [`renew_now`](Self::renew_now) at a known slot.
+    pub(crate) fn renew_local(&self, at: SlotRef, token: FencingToken, lease: Duration) -> bool {
+        let now = Instant::now();
+        let mut shard = self.inner.shards[at.shard].lock();
+        let grew = match shard.live(at.slot, now) {
+            Some(r) if matches!(r.state, State::InFlight { token: t, lease_until } if t == token && lease_until > now) =>
+            {
+                r.state = State::InFlight { token, lease_until: now + lease };
+                let grew = r.expires_at < now + lease;
+                if grew {
+                    r.expires_at = now + lease;
+                }
+                grew
+            }
+            _ => return false,
+        };
+        if grew {
+            shard.requeue_in_place(at.slot);
+        }
+        true
+    }
+
+    /// The synchronous forget behind [`IdempotencyStore::forget`].
+    pub fn forget_now(&self, key: &str, token: FencingToken) -> bool {
+        self.slot_of(key).is_some_and(|at| self.forget_local(at, token))
+    }
+
+    /// [`forget_now`](Self::forget_now) at a known slot: the record expires now, which every operation treats as
+    /// absent (a claim makes the key new again); its slot is reclaimed in queue order like any expired record.
+    pub(crate) fn forget_local(&self, at: SlotRef, token: FencingToken) -> bool {
+        let now = Instant::now();
+        let mut shard = self.inner.shards[at.shard].lock();
+        match shard.live(at.slot, now) {
+            Some(r) if matches!(r.state, State::InFlight { token: t, .. } if t == token) => {
+                r.state = State::InFlight { token, lease_until: now };
+                r.expires_at = now;
+            }
+            _ => return false,
+        }
+        shard.requeue_in_place(at.slot);
+        true
+    }
+
     /// The synchronous read behind [`IdempotencyStore::get`].
     #[must_use]
     pub fn get_now(&self, key: &str) -> Option<Record> {
@@ -523,6 +571,14 @@ impl IdempotencyStore for MemoryStore {
     }
     fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Record>> {
         let r = self.get_now(key);
+        Box::pin(std::future::ready(Ok(r)))
+    }
+    fn renew<'a>(&'a self, key: &'a str, token: FencingToken, lease: Duration) -> StoreFuture<'a, bool> {
+        let r = self.renew_now(key, token, lease);
+        Box::pin(std::future::ready(Ok(r)))
+    }
+    fn forget<'a>(&'a self, key: &'a str, token: FencingToken) -> StoreFuture<'a, bool> {
+        let r = self.forget_now(key, token);
         Box::pin(std::future::ready(Ok(r)))
     }
 }

@@ -12,6 +12,11 @@
 //!        or lease expiry ──▶ (claimable)
 //! ```
 //!
+//! While the request runs, the layer renews the lease (a heartbeat every third of it), so a live holder keeps
+//! its key however long the call takes, and a holder that crashed blocks it for at most one lease. A request
+//! refused before any effect (a routing refusal, a validation error, a claim whose answer was lost) is
+//! *forgotten*: the key is unused again, as if it had never been seen.
+//!
 //! Every operation is atomic on its own, so two processes sharing a store cannot both hold a key. The fencing
 //! token handed out by a claim is strictly greater than any earlier token for that key, and `complete` /
 //! `release` only act when the caller still holds the latest token: a holder whose lease ran out (it was slow,
@@ -33,6 +38,13 @@ pub use memory::{DEFAULT_SHARDS, MemoryStore};
 pub(crate) use memory::{LocalClaim, Payload, SlotRef};
 #[cfg(feature = "redis")]
 pub use redis::{DEFAULT_REDIS_PREFIX, RedisStore};
+
+/// A random number for [`IdempotencyStore::claim_as`]: distinct per call (std's `RandomState` draws fresh keys
+/// for every instance), with no dependency on a random-number crate.
+pub(crate) fn random_attempt() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::hash::RandomState::new().build_hasher().finish()
+}
 
 /// The future every store operation returns.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -135,6 +147,39 @@ pub trait IdempotencyStore: Send + Sync + 'static {
 
     /// Reads a record without changing it.
     fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Record>>;
+
+    /// Extends the lease to `lease` from now (the heartbeat of a running request), if the record is IN_FLIGHT
+    /// with a live lease and `token` is its latest token. Returns whether it did: `false` means the lease was
+    /// taken over (or released), and the holder's result will be fenced off.
+    fn renew<'a>(&'a self, key: &'a str, token: FencingToken, lease: Duration) -> StoreFuture<'a, bool>;
+
+    /// Removes the record, if it is IN_FLIGHT and `token` is its latest token: the request was refused before
+    /// any effect, so the key is unused again (a later request with any payload executes). Returns whether it
+    /// did.
+    fn forget<'a>(&'a self, key: &'a str, token: FencingToken) -> StoreFuture<'a, bool>;
+
+    /// [`claim`](Self::claim), recording `attempt` (a random number the layer draws per claim) as the holder,
+    /// so that [`abandon`](Self::abandon) can undo a claim whose answer never arrived. The default ignores the
+    /// attempt: right for stores whose calls cannot time out after they took effect (memory).
+    fn claim_as<'a>(
+        &'a self,
+        key: &'a str,
+        fingerprint: &'a Fingerprint,
+        lease: Duration,
+        ttl: Duration,
+        attempt: u64,
+    ) -> StoreFuture<'a, Claim> {
+        let _ = attempt;
+        self.claim(key, fingerprint, lease, ttl)
+    }
+
+    /// Removes the record if it is IN_FLIGHT and still held by the claim of `attempt`: the layer sends this after
+    /// a claim failed or timed out, since the claim may still have landed (or land later: a store must run it
+    /// after that claim, as one connection does). Returns whether it did. The default does nothing.
+    fn abandon<'a>(&'a self, key: &'a str, attempt: u64) -> StoreFuture<'a, bool> {
+        let _ = (key, attempt);
+        Box::pin(std::future::ready(Ok(false)))
+    }
 }
 
 impl<T: IdempotencyStore + ?Sized> IdempotencyStore for std::sync::Arc<T> {
@@ -161,5 +206,24 @@ impl<T: IdempotencyStore + ?Sized> IdempotencyStore for std::sync::Arc<T> {
     }
     fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Record>> {
         (**self).get(key)
+    }
+    fn renew<'a>(&'a self, key: &'a str, token: FencingToken, lease: Duration) -> StoreFuture<'a, bool> {
+        (**self).renew(key, token, lease)
+    }
+    fn forget<'a>(&'a self, key: &'a str, token: FencingToken) -> StoreFuture<'a, bool> {
+        (**self).forget(key, token)
+    }
+    fn claim_as<'a>(
+        &'a self,
+        key: &'a str,
+        fingerprint: &'a Fingerprint,
+        lease: Duration,
+        ttl: Duration,
+        attempt: u64,
+    ) -> StoreFuture<'a, Claim> {
+        (**self).claim_as(key, fingerprint, lease, ttl, attempt)
+    }
+    fn abandon<'a>(&'a self, key: &'a str, attempt: u64) -> StoreFuture<'a, bool> {
+        (**self).abandon(key, attempt)
     }
 }

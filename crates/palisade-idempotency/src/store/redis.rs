@@ -15,8 +15,10 @@ use crate::error::StoreError;
 pub const DEFAULT_REDIS_PREFIX: &str = "palisade:idem:";
 
 // One string per record, so a script reads it with one GET and writes it with one SET (the TTL in the same call):
-// - in flight: `i` ‖ fingerprint (32 bytes) ‖ token ‖ `:` ‖ lease ms. The lease ends token / 1000 + lease ms
-//   (server clock, ms); a released claim has lease ms `0`.
+// - in flight: `i` ‖ fingerprint (32 bytes) ‖ token ‖ `:` ‖ lease ms [‖ `/` ‖ attempt]. The lease ends
+//   token / 1000 + lease ms (server clock, ms); a renewal moves it by rewriting lease ms; a released claim has
+//   lease ms `0` and no attempt. The attempt (a random number per claim) lets `abandon` undo a claim whose
+//   answer never reached the layer.
 // - completed: `d` ‖ fingerprint (32 bytes) ‖ stored response.
 // The fencing token is max(previous + 1, server time in µs) in decimal: strictly increasing for the key while
 // the record lives, and still greater than any earlier token after the record expired (as long as the server
@@ -26,7 +28,7 @@ pub const DEFAULT_REDIS_PREFIX: &str = "palisade:idem:";
 // fingerprint. Redis 6.0 or later (`KEEPTTL`); Redis 5 and later replicate scripts by effects, which is what
 // makes writes after TIME legal.
 
-// KEYS[1] record; ARGV: fingerprint, lease ms, record TTL ms (at least the lease).
+// KEYS[1] record; ARGV: fingerprint, lease ms, record TTL ms (at least the lease), attempt.
 // Answers: the completed record (bulk), -1 (fingerprint differs), n > 0 (in flight, lease ends in n ms),
 // or {token, took_over 0/1} (acquired).
 const CLAIM: &str = "
@@ -34,7 +36,7 @@ local v = redis.call('GET', KEYS[1])
 if not v then
   local t = redis.call('TIME')
   local tok = t[1] .. string.sub('00000' .. t[2], -6)
-  redis.call('SET', KEYS[1], 'i' .. ARGV[1] .. tok .. ':' .. ARGV[2], 'PX', ARGV[3])
+  redis.call('SET', KEYS[1], 'i' .. ARGV[1] .. tok .. ':' .. ARGV[2] .. '/' .. ARGV[4], 'PX', ARGV[3])
   return {tok, 0}
 end
 local st = string.byte(v, 1)
@@ -44,7 +46,8 @@ if string.sub(v, 2, 33) ~= ARGV[1] then return -1 end
 local sep = string.find(v, ':', 34, true)
 if not sep then return redis.error_reply('not an idempotency record') end
 local prev = tonumber(string.sub(v, 34, sep - 1))
-local lease = tonumber(string.sub(v, sep + 1))
+local slash = string.find(v, '/', sep + 1, true)
+local lease = tonumber(string.sub(v, sep + 1, (slash or 0) - 1))
 local t = redis.call('TIME')
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 if lease > 0 then
@@ -52,7 +55,7 @@ if lease > 0 then
   if rem > 0 then return rem end
 end
 local tok = string.format('%.0f', math.max(prev + 1, now_us))
-redis.call('SET', KEYS[1], 'i' .. ARGV[1] .. tok .. ':' .. ARGV[2], 'PX', ARGV[3])
+redis.call('SET', KEYS[1], 'i' .. ARGV[1] .. tok .. ':' .. ARGV[2] .. '/' .. ARGV[4], 'PX', ARGV[3])
 return {tok, 1}
 ";
 
@@ -83,7 +86,8 @@ if not v then return false end
 if string.byte(v, 1) == 100 then return v end
 local sep = string.byte(v, 1) == 105 and string.find(v, ':', 34, true)
 if not sep then return redis.error_reply('not an idempotency record') end
-local lease = tonumber(string.sub(v, sep + 1))
+local slash = string.find(v, '/', sep + 1, true)
+local lease = tonumber(string.sub(v, sep + 1, (slash or 0) - 1))
 local rem = 0
 if lease > 0 then
   local t = redis.call('TIME')
@@ -93,12 +97,55 @@ end
 return {v, rem}
 ";
 
+// KEYS[1] record; ARGV: token, lease ms. Moves the end of a live lease held by the token to now + lease (and
+// the record's TTL with it when shorter); 1 when it did.
+const RENEW: &str = "
+local v = redis.call('GET', KEYS[1])
+if not (v and string.byte(v, 1) == 105 and string.sub(v, 34, 34 + #ARGV[1]) == ARGV[1] .. ':') then return 0 end
+local sep = 34 + #ARGV[1]
+local slash = string.find(v, '/', sep + 1, true)
+local lease = tonumber(string.sub(v, sep + 1, (slash or 0) - 1))
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local tok_ms = math.floor(tonumber(ARGV[1]) / 1000)
+if lease == 0 or tok_ms + lease <= now_ms then return 0 end
+local tail = ''
+if slash then tail = string.sub(v, slash) end
+redis.call('SET', KEYS[1], string.sub(v, 1, sep) .. string.format('%.0f', now_ms - tok_ms + tonumber(ARGV[2])) .. tail, 'KEEPTTL')
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 1
+";
+
+// KEYS[1] record; ARGV: token. Deletes a claim held by the token (its request did nothing); 1 when it did.
+const FORGET: &str = "
+local v = redis.call('GET', KEYS[1])
+if v and string.byte(v, 1) == 105 and string.sub(v, 34, 34 + #ARGV[1]) == ARGV[1] .. ':' then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+";
+
+// KEYS[1] record; ARGV: attempt. Ends the lease of a claim still held by the attempt (as RELEASE does: the
+// fingerprint stays, so only the same request takes the key over); 1 when it did.
+const ABANDON: &str = "
+local v = redis.call('GET', KEYS[1])
+if not (v and string.byte(v, 1) == 105 and string.sub(v, -(#ARGV[1] + 1)) == '/' .. ARGV[1]) then return 0 end
+local sep = string.find(v, ':', 34, true)
+if not sep then return 0 end
+redis.call('SET', KEYS[1], string.sub(v, 1, sep) .. '0', 'KEEPTTL')
+return 1
+";
+
 #[derive(Debug)]
 struct Scripts {
     claim: Script,
     complete: Script,
     release: Script,
     get: Script,
+    renew: Script,
+    forget: Script,
+    abandon: Script,
 }
 
 impl Scripts {
@@ -108,6 +155,9 @@ impl Scripts {
             complete: Script::new(COMPLETE),
             release: Script::new(RELEASE),
             get: Script::new(GET),
+            renew: Script::new(RENEW),
+            forget: Script::new(FORGET),
+            abandon: Script::new(ABANDON),
         }
     }
 }
@@ -257,6 +307,17 @@ impl IdempotencyStore for RedisStore {
         lease: Duration,
         ttl: Duration,
     ) -> StoreFuture<'a, Claim> {
+        self.claim_as(key, fingerprint, lease, ttl, super::random_attempt())
+    }
+
+    fn claim_as<'a>(
+        &'a self,
+        key: &'a str,
+        fingerprint: &'a Fingerprint,
+        lease: Duration,
+        ttl: Duration,
+        attempt: u64,
+    ) -> StoreFuture<'a, Claim> {
         Box::pin(async move {
             let mut conn = self.conn().await?;
             let reply: Value = self
@@ -266,6 +327,7 @@ impl IdempotencyStore for RedisStore {
                 .arg(&fingerprint.0[..])
                 .arg(ms(lease))
                 .arg(ms(ttl.max(lease)))
+                .arg(attempt)
                 .invoke_async(&mut conn)
                 .await?;
             match reply {
@@ -317,6 +379,38 @@ impl IdempotencyStore for RedisStore {
             let mut conn = self.conn().await?;
             let done: i64 =
                 self.scripts.release.key(self.record_key(key)).arg(token.0.to_string()).invoke_async(&mut conn).await?;
+            Ok(done == 1)
+        })
+    }
+
+    fn renew<'a>(&'a self, key: &'a str, token: FencingToken, lease: Duration) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let mut conn = self.conn().await?;
+            let done: i64 = self
+                .scripts
+                .renew
+                .key(self.record_key(key))
+                .arg(token.0.to_string())
+                .arg(ms(lease))
+                .invoke_async(&mut conn)
+                .await?;
+            Ok(done == 1)
+        })
+    }
+
+    fn forget<'a>(&'a self, key: &'a str, token: FencingToken) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let mut conn = self.conn().await?;
+            let done: i64 =
+                self.scripts.forget.key(self.record_key(key)).arg(token.0.to_string()).invoke_async(&mut conn).await?;
+            Ok(done == 1)
+        })
+    }
+
+    fn abandon<'a>(&'a self, key: &'a str, attempt: u64) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let mut conn = self.conn().await?;
+            let done: i64 = self.scripts.abandon.key(self.record_key(key)).arg(attempt).invoke_async(&mut conn).await?;
             Ok(done == 1)
         })
     }

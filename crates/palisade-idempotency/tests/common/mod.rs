@@ -211,6 +211,47 @@ pub async fn store_contract(store: impl IdempotencyStore, expire: Expire) {
     assert!(matches!(store.claim(k, &fp, LEASE, TTL).await.unwrap(), Claim::Completed { .. }));
 }
 
+/// Store conformance for issue 16's lease operations: renew keeps a live lease alive and cannot revive an ended
+/// one or serve a stale token; forget leaves the key as if never seen; abandon (on stores that record attempts,
+/// `records_attempts`) undoes a claim by its attempt, keeping its fingerprint.
+pub async fn renew_forget_abandon(store: impl IdempotencyStore, expire: Expire, records_attempts: bool) {
+    let fp = Fingerprint([7; 32]);
+    let other = Fingerprint([8; 32]);
+    let k = "lease-ops-key";
+    let t1 = acquired(store.claim(k, &fp, LEASE, TTL).await.unwrap());
+    assert!(store.renew(k, t1, LEASE).await.unwrap(), "the holder renews");
+    assert!(!store.renew(k, FOREIGN, LEASE).await.unwrap(), "a foreign token renews nothing");
+    assert!(matches!(store.claim(k, &fp, LEASE, TTL).await.unwrap(), Claim::InFlight { .. }));
+    // An ended lease is not revived by a late heartbeat: a claim takes over and the old holder is fenced.
+    expire(k.to_owned()).await;
+    assert!(!store.renew(k, t1, LEASE).await.unwrap(), "a renewal after the lease ended fails");
+    let t2 = acquired(store.claim(k, &fp, LEASE, TTL).await.unwrap());
+    assert!(!store.renew(k, t1, LEASE).await.unwrap());
+    assert!(store.renew(k, t2, LEASE).await.unwrap());
+    // Forget: only the holder's token; then the key is unused, even for another request.
+    assert!(!store.forget(k, t1).await.unwrap(), "a stale token forgets nothing");
+    assert!(store.forget(k, t2).await.unwrap());
+    assert_eq!(store.get(k).await.unwrap(), None);
+    assert!(!store.complete(k, t2, Bytes::from_static(b"late"), TTL).await.unwrap(), "nothing left to complete");
+    let t3 = acquired(store.claim(k, &other, LEASE, TTL).await.unwrap());
+    assert!(store.complete(k, t3, Bytes::from_static(b"done"), TTL).await.unwrap());
+    assert!(!store.forget(k, t3).await.unwrap(), "a completed record is never forgotten");
+    assert!(!store.renew(k, t3, LEASE).await.unwrap(), "nor renewed");
+
+    // Abandon by attempt.
+    let a = "lease-abandon-key";
+    let ta = acquired(store.claim_as(a, &fp, LEASE, TTL, 42).await.unwrap());
+    assert!(!store.abandon(a, 41).await.unwrap(), "another attempt's claim is left alone");
+    assert_eq!(store.abandon(a, 42).await.unwrap(), records_attempts);
+    if records_attempts {
+        assert_eq!(store.claim(a, &other, LEASE, TTL).await.unwrap(), Claim::Mismatch, "the fingerprint stays");
+        let c = store.claim(a, &fp, LEASE, TTL).await.unwrap();
+        assert!(matches!(c, Claim::Acquired { took_over: true, .. }), "the same request takes the key: {c:?}");
+        assert!(!store.abandon(a, 42).await.unwrap(), "an abandoned attempt no longer holds anything");
+        assert!(!store.renew(a, ta, LEASE).await.unwrap());
+    }
+}
+
 /// 1000 concurrent same-key same-payload requests with nobody waiting: exactly one reaches the gateway, the
 /// other 999 are refused as in flight; afterwards the stored charge is replayed.
 pub async fn thousand_concurrent_refused(store: impl IdempotencyStore) {

@@ -14,7 +14,7 @@ use palisade_core::GatewayKey;
 use palisade_idempotency::store::StoreFuture;
 use palisade_idempotency::{
     Claim, FencingToken, Fingerprint, HttpIdempotencyLayer, HttpIdempotencyLayerBuilder, IdempotencyStore, MissingKey,
-    Record,
+    NotExecuted, Record,
 };
 use tokio::sync::Semaphore;
 use tower::util::BoxCloneService;
@@ -84,8 +84,9 @@ impl Handler {
                     .and_then(|v| v.to_str().ok()?.parse::<u16>().ok())
                     .map_or(StatusCode::CREATED, |s| StatusCode::from_u16(s).unwrap());
                 let gk = req.extensions().get::<GatewayKey>().map(|k| k.0.to_string()).unwrap_or_default();
+                let not_executed = req.headers().contains_key("x-not-executed");
                 let body = req.into_body().collect().await.unwrap().to_bytes();
-                let res = Response::builder()
+                let mut res = Response::builder()
                     .status(status)
                     .header(header::CONTENT_TYPE, "application/octet-stream")
                     .header(header::LOCATION, "/v1/charges/ch_1")
@@ -96,6 +97,9 @@ impl Handler {
                     .header("x-execution", n.to_string())
                     .body(Body::from(body))
                     .unwrap();
+                if not_executed {
+                    res.extensions_mut().insert(NotExecuted);
+                }
                 Ok::<_, Infallible>(res)
             }
         });
@@ -359,6 +363,12 @@ impl<S: IdempotencyStore> IdempotencyStore for SeesInFlight<S> {
     fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Record>> {
         self.inner.get(key)
     }
+    fn renew<'a>(&'a self, key: &'a str, token: FencingToken, lease: Duration) -> StoreFuture<'a, bool> {
+        self.inner.renew(key, token, lease)
+    }
+    fn forget<'a>(&'a self, key: &'a str, token: FencingToken) -> StoreFuture<'a, bool> {
+        self.inner.forget(key, token)
+    }
 }
 
 /// The duplicate runs on a second instance sharing the store, whose store says when the duplicate found the
@@ -490,4 +500,49 @@ pub async fn a_custom_classifier_decides_what_is_stored<S: IdempotencyStore + Cl
     assert_eq!(again.status(), StatusCode::CONFLICT);
     assert!(is_replay(&again));
     assert_eq!(h.calls(), 1);
+}
+
+/// Issue 16, finding 5: a request refused before any effect (the router's 404 and 405, a handler's 400 marked
+/// [`NotExecuted`]) leaves its key unused, so the real request with that key executes (no 422, no replay of the
+/// refusal); a decline (402) and an unmarked 400 are still final answers, stored and replayed.
+pub async fn refusals_before_any_effect_leave_the_key_unused<S: IdempotencyStore + Clone>(store: S) {
+    let h = Handler::open();
+    let app = h.app(on(&store).build());
+    let refused = |method: Method, status: &str, marked: bool| {
+        let mut b = Request::builder()
+            .method(method)
+            .uri("/v1/charges")
+            .header("idempotency-key", "k-refused")
+            .header("x-status", status);
+        if marked {
+            b = b.header("x-not-executed", "1");
+        }
+        b.body(Body::from("wrong")).unwrap()
+    };
+    for (method, status, marked) in [
+        (Method::PATCH, "405", false),
+        (Method::POST, "404", false),
+        (Method::POST, "400", true),
+        (Method::POST, "422", true),
+    ] {
+        let res = app.clone().oneshot(refused(method.clone(), status, marked)).await.unwrap();
+        assert_eq!(res.status().as_str(), status);
+        assert!(!is_replay(&res), "{method} {status} was not replayed");
+    }
+    // The real request, another method and body under the same key, executes.
+    let real = keyed(Method::POST, "/v1/charges", "k-refused", "the real charge");
+    let res = app.clone().oneshot(real).await.unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    assert!(!is_replay(&res));
+    assert_eq!(body_of(res).await, "the real charge");
+    let again = app.clone().oneshot(keyed(Method::POST, "/v1/charges", "k-refused", "the real charge")).await.unwrap();
+    assert!(is_replay(&again), "and is stored like any final answer");
+    assert_eq!(h.calls(), 5);
+
+    // An unmarked 400 is a final answer (a gateway's invalid_request after execution): stored and replayed.
+    let unmarked = || {
+        Request::post("/v1/charges").header("idempotency-key", "k-400").header("x-status", "400").body(Body::from("x"))
+    };
+    assert_eq!(app.clone().oneshot(unmarked().unwrap()).await.unwrap().status(), StatusCode::BAD_REQUEST);
+    assert!(is_replay(&app.clone().oneshot(unmarked().unwrap()).await.unwrap()));
 }
