@@ -18,12 +18,13 @@ use crate::verifier::Verifier;
 /// raise the limit for GitHub endpoints that receive large pushes.
 pub const DEFAULT_BODY_LIMIT: usize = 2 * 1024 * 1024;
 
-/// Default lease of an `IN_PROGRESS` claim: 60 s.
+/// Default lease of an `IN_PROGRESS` claim: 10 s between renewals.
 ///
-/// Longer than the time senders wait for an answer before they count a delivery as failed (tens of seconds),
-/// so a handler that is still running is not run a second time by the sender's own retry; short enough that
-/// when the process dies mid-handler, the next redelivery (minutes later on every sender's schedule) runs it.
-pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
+/// The layer renews the lease every third of it while the handler runs (a heartbeat), so a handler that is
+/// still running keeps its claim however long it takes, and the sender's own retry of it is answered 503 "in
+/// progress". The lease only has to cover the gap a dead process leaves: the next redelivery after 10 s runs
+/// the handler, and three heartbeats per lease ride out a store hiccup of two of them.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 
 /// Default retention of a `DONE` record: 7 days.
 ///

@@ -72,7 +72,9 @@ impl WebhookRejection {
                 self.to_string(),
             )
             .with_retry_after((*retry_after).max(Duration::from_secs(1))),
-            WebhookRejection::Store(e) => Problem::from_error(e),
+            // A claim whose answer was lost is released right after it (see the layer), so the event can be
+            // redelivered as soon as the store answers again.
+            WebhookRejection::Store(e) => Problem::from_error(e).with_retry_after(Duration::from_secs(1)),
         }
     }
 }

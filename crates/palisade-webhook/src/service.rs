@@ -1,9 +1,11 @@
 //! [`WebhookService`]: capture, verify, deduplicate, hand on.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
@@ -85,6 +87,50 @@ impl<D: DeliveryStore> Drop for ClaimGuard<D> {
     }
 }
 
+/// Releases, in the background, a claim whose answer never arrived (it may have landed, or land later).
+fn release_later<D: DeliveryStore>(store: &D, event_id: &str, token: ClaimToken) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+    let (store, id) = (store.clone(), event_id.to_owned());
+    rt.spawn(async move {
+        if let Err(e) = store.release(&id, &token).await {
+            tracing::warn!(target: "palisade_webhook", event_id = id, "could not undo a claim whose answer was lost; if it landed, it ends with its lease: {e}");
+        }
+    });
+}
+
+/// Runs the handler while renewing the claim's lease every third of it.
+async fn hold<D: DeliveryStore, F: Future>(
+    store: &D,
+    event_id: &str,
+    token: &ClaimToken,
+    lease: Duration,
+    handler: F,
+) -> F::Output {
+    tokio::select! {
+        biased;
+        out = handler => out,
+        never = heartbeat(store, event_id, token, lease) => match never {},
+    }
+}
+
+async fn heartbeat<D: DeliveryStore>(store: &D, event_id: &str, token: &ClaimToken, lease: Duration) -> Infallible {
+    let every = (lease / 3).max(Duration::from_millis(1));
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match store.renew(event_id, token, lease).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(target: "palisade_webhook", event_id, "the claim's lease ended while the handler runs; a redelivery may run it again")
+            }
+            Err(e) => {
+                tracing::warn!(target: "palisade_webhook", event_id, "could not renew the claim's lease; trying again at the next heartbeat: {e}")
+            }
+        }
+    }
+}
+
 impl<S, D, B, ResBody> Service<Request<B>> for WebhookService<S, D>
 where
     S: Service<Request<Full<Bytes>>, Response = Response<ResBody>> + Clone + Send + 'static,
@@ -142,9 +188,14 @@ where
                 return inner.call(req).await;
             }
             let Some(event_id) = event_id else { return Ok(reject(&WebhookRejection::EventIdMissing)) };
-            let claim = match shared.store.claim(&event_id, shared.lease).await {
+            let token = ClaimToken::fresh();
+            let claim = match shared.store.claim_with(&event_id, &token, shared.lease).await {
                 Ok(c) => c,
                 Err(e) => {
+                    // The claim may have landed although its answer never came (a stalled store answers late):
+                    // release it, so the sender's redelivery after Retry-After is handled. One connection runs
+                    // the release after the claim.
+                    release_later(&shared.store, &event_id, token);
                     if shared.failure_policy == FailurePolicy::FailOpen {
                         tracing::warn!(target: "palisade_webhook", event_id, "delivery store unavailable, running the handler without deduplication (fail-open): {e}");
                         return inner.call(req).await;
@@ -169,7 +220,10 @@ where
                 }
             };
             let mut guard = ClaimGuard { store: shared.store.clone(), event_id, token: Some(token) };
-            let result = inner.call(req).await;
+            let result = match guard.token.as_ref() {
+                Some(token) => hold(&shared.store, &guard.event_id, token, shared.lease, inner.call(req)).await,
+                None => inner.call(req).await,
+            };
             let Some(token) = guard.token.take() else { return result };
             let event_id = std::mem::take(&mut guard.event_id);
             let handled = matches!(&result, Ok(res) if res.status().is_success());

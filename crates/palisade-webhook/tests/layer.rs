@@ -263,7 +263,7 @@ async fn a_crashed_holder_s_claim_expires_after_the_lease() {
     };
     let res = app.clone().oneshot(signed("msg_crash", NOW, b"{}")).await.unwrap();
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(res.headers()[header::RETRY_AFTER], "60");
+    assert_eq!(res.headers()[header::RETRY_AFTER], palisade_webhook::DEFAULT_LEASE.as_secs().to_string().as_str());
     assert_eq!(h.calls.load(Ordering::SeqCst), 0);
     tokio::time::advance(palisade_webhook::DEFAULT_LEASE).await;
     assert_eq!(app.oneshot(signed("msg_crash", NOW, b"{}")).await.unwrap().status(), StatusCode::OK);
@@ -299,8 +299,11 @@ async fn a_delivery_dropped_mid_handler_releases_its_claim() {
 struct DownStore;
 
 impl DeliveryStore for DownStore {
-    async fn claim(&self, _: &str, _: Duration) -> Result<Claim, PaymentError> {
+    async fn claim_with(&self, _: &str, _: &ClaimToken, _: Duration) -> Result<Claim, PaymentError> {
         Err(PaymentError::store_unavailable("redis: connection refused"))
+    }
+    async fn renew(&self, _: &str, _: &ClaimToken, _: Duration) -> Result<bool, PaymentError> {
+        Err(PaymentError::store_unavailable("down"))
     }
     async fn complete(&self, _: &str, _: &ClaimToken, _: Duration) -> Result<(), PaymentError> {
         Err(PaymentError::store_unavailable("down"))
@@ -365,5 +368,62 @@ async fn redis_down_answers_503_and_the_lazy_store_connects_once_redis_is_there(
         StatusCode::OK
     );
     assert_eq!(lazy.claim("msg_rd", Duration::from_secs(60)).await.unwrap(), Claim::Done);
+    r.cleanup().await;
+}
+
+/// A handler that takes `delay`, counting its calls.
+fn slow_app<D: DeliveryStore>(store: D, lease: Duration, delay: Duration, calls: Arc<AtomicUsize>) -> Router {
+    let layer = WebhookLayer::builder(verifier()).dedup(store).lease(lease).build();
+    let handler = move || {
+        let calls = calls.clone();
+        async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(delay).await;
+            StatusCode::OK
+        }
+    };
+    Router::new().route("/hook", post(handler)).route_layer(layer)
+}
+
+/// Issue 16, finding 4: a handler ten leases long keeps its claim (the layer renews it), so the sender's retry
+/// in the middle is answered "in progress" and never runs the handler a second time.
+#[tokio::test(start_paused = true)]
+async fn a_handler_of_many_leases_keeps_its_claim() {
+    let lease = Duration::from_secs(1);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let app = slow_app(MemoryDeliveryStore::new(), lease, lease * 10, calls.clone());
+    let first = tokio::spawn(app.clone().oneshot(signed("msg_long", NOW, b"{}")));
+    tokio::time::sleep(lease * 5).await;
+    let (status, p) = problem(app.clone().oneshot(signed("msg_long", NOW, b"{}")).await.unwrap()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{p}");
+    assert_eq!(p["type"], "urn:palisade:problem:webhook_in_progress");
+    assert!(p["retry_after"].as_u64().unwrap() <= 1, "Retry-After is the lease left: {p}");
+    assert_eq!(first.await.unwrap().unwrap().status(), StatusCode::OK);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+/// Issue 16, finding 3: Redis stalls past its response timeout while an event is claimed: the delivery gets 503,
+/// the claim lands when Redis resumes, and the layer's release (sent after it on the same connection) undoes it,
+/// so the sender's redelivery after `Retry-After` is handled instead of "in progress" for a whole lease.
+#[tokio::test]
+async fn a_claim_that_timed_out_does_not_block_the_redelivery() {
+    let Some(r) = palisade_testkit::redis("webhook_stalled_claim").await else { return };
+    let proxy = palisade_testkit::StallProxy::start(&r.url).await;
+    let store =
+        palisade_webhook::RedisDeliveryStore::connect(&proxy.url()).await.unwrap().with_prefix(r.prefix.clone());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let app = slow_app(store, palisade_webhook::DEFAULT_LEASE, Duration::ZERO, calls.clone());
+    assert_eq!(app.clone().oneshot(signed("msg_warm", NOW, b"{}")).await.unwrap().status(), StatusCode::OK);
+
+    proxy.stall();
+    let refused = app.clone().oneshot(signed("msg_stalled", NOW, b"{}")).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let retry_after: u64 = refused.headers()[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
+    proxy.resume();
+    tokio::time::sleep(Duration::from_secs(retry_after)).await;
+
+    let redelivered = app.clone().oneshot(signed("msg_stalled", NOW, b"{}")).await.unwrap();
+    assert_eq!(redelivered.status(), StatusCode::OK, "handled, not in progress");
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "the warm-up and the redelivery");
     r.cleanup().await;
 }

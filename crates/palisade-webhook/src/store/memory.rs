@@ -62,7 +62,7 @@ impl MemoryDeliveryStore {
 }
 
 impl DeliveryStore for MemoryDeliveryStore {
-    async fn claim(&self, event_id: &str, lease: Duration) -> Result<Claim, PaymentError> {
+    async fn claim_with(&self, event_id: &str, token: &ClaimToken, lease: Duration) -> Result<Claim, PaymentError> {
         let now = Instant::now();
         let mut g = self.inner.lock();
         g.claims += 1;
@@ -75,12 +75,11 @@ impl DeliveryStore for MemoryDeliveryStore {
                 State::InProgress(_) => Claim::InProgress { retry_after: r.expires - now },
             }),
             _ => {
-                let token = ClaimToken::fresh();
                 g.records.insert(
                     event_id.to_owned(),
                     Record { state: State::InProgress(token.clone()), expires: now + lease },
                 );
-                Ok(Claim::Acquired(token))
+                Ok(Claim::Acquired(token.clone()))
             }
         }
     }
@@ -98,6 +97,18 @@ impl DeliveryStore for MemoryDeliveryStore {
             g.records.insert(event_id.to_owned(), Record { state: State::Done, expires: now + retention });
         }
         Ok(())
+    }
+
+    async fn renew(&self, event_id: &str, token: &ClaimToken, lease: Duration) -> Result<bool, PaymentError> {
+        let now = Instant::now();
+        let mut g = self.inner.lock();
+        match g.records.get_mut(event_id) {
+            Some(r) if r.expires > now && matches!(&r.state, State::InProgress(t) if t == token) => {
+                r.expires = now + lease;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     async fn release(&self, event_id: &str, token: &ClaimToken) -> Result<(), PaymentError> {

@@ -1,8 +1,10 @@
 //! Delivery deduplication stores: a record per event id, `IN_PROGRESS` (with a lease) → `DONE`.
 //!
-//! - [`DeliveryStore::claim`]: absent → `IN_PROGRESS` with a fresh token and the lease as expiry
+//! - [`DeliveryStore::claim_with`]: absent → `IN_PROGRESS` with the caller's token and the lease as expiry
 //!   ([`Claim::Acquired`]); `IN_PROGRESS` → [`Claim::InProgress`] with the lease's remaining time; `DONE` →
-//!   [`Claim::Done`].
+//!   [`Claim::Done`]. The caller draws the token first, so it can release a claim whose answer it never got.
+//! - [`DeliveryStore::renew`]: the heartbeat; the layer extends the lease every third of it while the handler
+//!   runs, so a handler of any length keeps its claim and a dead one blocks the event for one lease at most.
 //! - [`DeliveryStore::complete`]: the handler succeeded; `DONE`, kept for the retention period.
 //! - [`DeliveryStore::release`]: the handler failed; the record is deleted so the sender's redelivery runs the
 //!   handler again. A process that dies releases nothing: its lease expires instead.
@@ -28,7 +30,9 @@ pub use redis::{DEFAULT_REDIS_PREFIX, RedisDeliveryStore};
 pub struct ClaimToken(pub(crate) String);
 
 impl ClaimToken {
-    pub(crate) fn fresh() -> Self {
+    /// A fresh random token.
+    #[must_use]
+    pub fn fresh() -> Self {
         ClaimToken(uuid::Uuid::new_v4().simple().to_string())
     }
     /// The token's text.
@@ -55,8 +59,27 @@ pub enum Claim {
 
 /// Atomic operations on delivery records. Errors are [`PaymentError::StoreUnavailable`].
 pub trait DeliveryStore: Clone + Send + Sync + 'static {
-    /// Claims `event_id` for `lease`.
-    fn claim(&self, event_id: &str, lease: Duration) -> impl Future<Output = Result<Claim, PaymentError>> + Send;
+    /// Claims `event_id` for `lease` with `token` (absent or expired → acquired with that token).
+    fn claim_with(
+        &self,
+        event_id: &str,
+        token: &ClaimToken,
+        lease: Duration,
+    ) -> impl Future<Output = Result<Claim, PaymentError>> + Send;
+
+    /// Claims `event_id` for `lease` with a fresh token.
+    fn claim(&self, event_id: &str, lease: Duration) -> impl Future<Output = Result<Claim, PaymentError>> + Send {
+        let token = ClaimToken::fresh();
+        async move { self.claim_with(event_id, &token, lease).await }
+    }
+
+    /// Extends `event_id`'s lease to `lease` from now if `token` still holds a live claim. Returns whether it did.
+    fn renew(
+        &self,
+        event_id: &str,
+        token: &ClaimToken,
+        lease: Duration,
+    ) -> impl Future<Output = Result<bool, PaymentError>> + Send;
 
     /// Marks `event_id` done (kept for `retention`). Also records it when the claim had expired and nobody
     /// else holds it; leaves another holder's claim alone.
@@ -81,8 +104,11 @@ pub trait DeliveryStore: Clone + Send + Sync + 'static {
 pub struct NoDedup;
 
 impl DeliveryStore for NoDedup {
-    async fn claim(&self, _event_id: &str, _lease: Duration) -> Result<Claim, PaymentError> {
-        Ok(Claim::Acquired(ClaimToken(String::new())))
+    async fn claim_with(&self, _event_id: &str, token: &ClaimToken, _lease: Duration) -> Result<Claim, PaymentError> {
+        Ok(Claim::Acquired(token.clone()))
+    }
+    async fn renew(&self, _: &str, _: &ClaimToken, _: Duration) -> Result<bool, PaymentError> {
+        Ok(true)
     }
     async fn complete(&self, _: &str, _: &ClaimToken, _: Duration) -> Result<(), PaymentError> {
         Ok(())

@@ -44,6 +44,15 @@ return 0
     )
 });
 
+static RENEW: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == 'p:' .. ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+",
+    )
+});
+
 static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -115,8 +124,7 @@ fn millis(d: Duration) -> u64 {
 }
 
 impl DeliveryStore for RedisDeliveryStore {
-    async fn claim(&self, event_id: &str, lease: Duration) -> Result<Claim, PaymentError> {
-        let token = ClaimToken::fresh();
+    async fn claim_with(&self, event_id: &str, token: &ClaimToken, lease: Duration) -> Result<Claim, PaymentError> {
         let mut conn = self.conn().await?;
         let (status, pttl): (i64, i64) = CLAIM
             .key(self.key(event_id))
@@ -126,7 +134,7 @@ impl DeliveryStore for RedisDeliveryStore {
             .await
             .map_err(|e| redis_unavailable(&e))?;
         Ok(match status {
-            1 => Claim::Acquired(token),
+            1 => Claim::Acquired(token.clone()),
             2 => Claim::Done,
             // PTTL is -1 only if someone removed the expiry by hand; report a full lease then.
             _ => Claim::InProgress { retry_after: u64::try_from(pttl).map_or(lease, Duration::from_millis) },
@@ -143,6 +151,18 @@ impl DeliveryStore for RedisDeliveryStore {
             .await
             .map_err(|e| redis_unavailable(&e))?;
         Ok(())
+    }
+
+    async fn renew(&self, event_id: &str, token: &ClaimToken, lease: Duration) -> Result<bool, PaymentError> {
+        let mut conn = self.conn().await?;
+        let renewed: i64 = RENEW
+            .key(self.key(event_id))
+            .arg(token.as_str())
+            .arg(millis(lease))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| redis_unavailable(&e))?;
+        Ok(renewed == 1)
     }
 
     async fn release(&self, event_id: &str, token: &ClaimToken) -> Result<(), PaymentError> {
