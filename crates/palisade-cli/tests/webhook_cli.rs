@@ -170,3 +170,40 @@ fn usage_errors_exit_2() {
         assert!(o.stdout.is_empty(), "{args:?}");
     }
 }
+
+/// Issue 16, finding 14: `sign` refuses a timestamp `verify` would never accept (16 digits, negative), as a usage
+/// error (exit 2), and signs the largest one it accepts.
+#[test]
+fn sign_refuses_timestamps_verify_never_accepts() {
+    for ts in ["1000000000000000", "9999999999999999", "-1"] {
+        let o = palisade(
+            &["webhook", "sign", "--scheme", "stripe", "--secret", "whsec_test_secret", "--timestamp", ts],
+            b"{}",
+        );
+        assert_eq!(o.status.code(), Some(2), "{ts}: {o:?}");
+        assert!(stdout(&o).is_empty(), "{ts}: nothing signed");
+    }
+    let max = "999999999999999";
+    let o = palisade(
+        &["webhook", "sign", "--scheme", "stripe", "--secret", "whsec_test_secret", "--timestamp", max],
+        b"{}",
+    );
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let sig = stdout(&o).trim().to_owned();
+    let o = palisade(
+        &[
+            "webhook",
+            "verify",
+            "--scheme",
+            "stripe",
+            "--secret",
+            "whsec_test_secret",
+            "--signature",
+            &sig,
+            "--now",
+            max,
+        ],
+        b"{}",
+    );
+    assert_eq!(o.status.code(), Some(0), "what sign emits, verify reads: {o:?}");
+}

@@ -55,17 +55,24 @@ pub enum VerifyError {
         "no webhook signature matched any configured secret: wrong secret, a body changed before verification (verify the raw bytes), or a forgery"
     )]
     NoSignatureMatched,
+    /// The signature is genuine but the body names its event id twice (two top-level `"id"` members): which one
+    /// is the event would depend on the JSON parser, so deduplication and the handler could disagree.
+    #[error(
+        "the webhook body has more than one top-level \"id\" member, so its event id is ambiguous; refused so deduplication and the handler cannot disagree"
+    )]
+    EventIdAmbiguous,
 }
 
 impl VerifyError {
     /// Every kind name, for exhaustive tables and documentation.
-    pub const KINDS: [&'static str; 6] = [
+    pub const KINDS: [&'static str; 7] = [
         "header_missing",
         "header_malformed",
         "timestamp_malformed",
         "too_old",
         "too_far_in_future",
         "no_signature_matched",
+        "event_id_ambiguous",
     ];
 
     /// Stable snake_case name of the failed check (`too_old`, `no_signature_matched`, ...).
@@ -78,6 +85,7 @@ impl VerifyError {
             VerifyError::TooOld { .. } => "too_old",
             VerifyError::TooFarInFuture { .. } => "too_far_in_future",
             VerifyError::NoSignatureMatched => "no_signature_matched",
+            VerifyError::EventIdAmbiguous => "event_id_ambiguous",
         }
     }
 
@@ -125,6 +133,12 @@ pub enum SignError {
     /// The message id cannot be sent in an HTTP header.
     #[error("the message id must be visible ASCII without whitespace, so it travels in an HTTP header unchanged")]
     InvalidId,
+    /// The timestamp is one no verifier accepts (negative, or more than 15 digits).
+    #[error("timestamp {timestamp} cannot be verified: a Unix timestamp in seconds, 0 to 15 digits, is required")]
+    TimestampOutOfRange {
+        /// The timestamp given.
+        timestamp: i64,
+    },
 }
 
 #[cfg(test)]
@@ -149,6 +163,7 @@ mod tests {
             VerifyError::TooOld { age_secs: 1, tolerance_secs: 0 },
             VerifyError::TooFarInFuture { ahead_secs: 1, tolerance_secs: 0 },
             VerifyError::NoSignatureMatched,
+            VerifyError::EventIdAmbiguous,
         ];
         let kinds: Vec<_> = all.iter().map(VerifyError::kind).collect();
         assert_eq!(kinds, VerifyError::KINDS);

@@ -14,6 +14,9 @@ pub enum WebhookRejection {
     /// Verification failed: 400, type `webhook_signature` (or `webhook_replay` for the timestamp window).
     #[error(transparent)]
     Invalid(#[from] VerifyError),
+    /// Webhooks are delivered with POST; any other method gets 405 with `Allow: POST` before anything is read.
+    #[error("webhooks are delivered with POST; this route accepts nothing else")]
+    MethodNotAllowed,
     /// The body is larger than the limit: 413.
     #[error(
         "webhook body is larger than the {limit}-byte limit; raise `body_limit` if the sender's events are this big"
@@ -47,6 +50,13 @@ impl WebhookRejection {
     pub fn problem(&self) -> Problem {
         match self {
             WebhookRejection::Invalid(e) => Problem::from_error(&PaymentError::from(e.clone())),
+            WebhookRejection::MethodNotAllowed => Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed",
+                self.to_string(),
+            )
+            .with_header(http::header::ALLOW, http::HeaderValue::from_static("POST")),
             WebhookRejection::BodyTooLarge { .. } => Problem::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "webhook_body_too_large",
@@ -87,7 +97,8 @@ impl From<WebhookRejection> for PaymentError {
                 PaymentError::IdempotencyInFlight { retry_after: Some(retry_after) }
             }
             WebhookRejection::Store(e) => e,
-            other @ (WebhookRejection::BodyTooLarge { .. }
+            other @ (WebhookRejection::MethodNotAllowed
+            | WebhookRejection::BodyTooLarge { .. }
             | WebhookRejection::BodyUnreadable
             | WebhookRejection::EventIdMissing) => PaymentError::invalid_request(other.to_string()),
         }

@@ -155,6 +155,9 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let shared = self.shared.clone();
+        if req.method() != http::Method::POST {
+            return Box::pin(std::future::ready(Ok(reject(&WebhookRejection::MethodNotAllowed))));
+        }
         Box::pin(async move {
             let limit = shared.body_limit;
             let (mut parts, body) = req.into_parts();

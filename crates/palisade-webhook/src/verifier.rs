@@ -144,7 +144,7 @@ impl Verifier {
         }
         Ok(Verified {
             scheme: self.scheme.name(),
-            event_id: self.scheme.event_id(&signed, body),
+            event_id: self.scheme.event_id(&signed, body)?,
             timestamp,
             secret_index,
         })
@@ -306,6 +306,7 @@ impl Signer {
     /// # Errors
     /// [`SignError`] when the scheme needs something `msg` lacks.
     pub fn signature(&self, msg: &Message<'_>) -> Result<String, SignError> {
+        check_timestamp(msg)?;
         self.scheme.sign(&self.key, msg)
     }
 
@@ -314,7 +315,17 @@ impl Signer {
     /// # Errors
     /// [`SignError`] when the scheme needs something `msg` lacks.
     pub fn headers(&self, msg: &Message<'_>) -> Result<HeaderMap, SignError> {
+        check_timestamp(msg)?;
         self.scheme.sign_headers(&self.key, msg)
+    }
+}
+
+/// A signer never emits a timestamp a verifier would refuse as malformed.
+fn check_timestamp(msg: &Message<'_>) -> Result<(), SignError> {
+    if crate::scheme::signable_timestamp(msg.timestamp) {
+        Ok(())
+    } else {
+        Err(SignError::TimestampOutOfRange { timestamp: msg.timestamp })
     }
 }
 

@@ -427,3 +427,21 @@ async fn a_claim_that_timed_out_does_not_block_the_redelivery() {
     assert_eq!(calls.load(Ordering::SeqCst), 2, "the warm-up and the redelivery");
     r.cleanup().await;
 }
+
+/// Issue 16, finding 15: a GET (or any method but POST) on the webhook route is 405 with `Allow: POST`, not a 400
+/// about a missing signature; the handler never runs.
+#[tokio::test]
+async fn other_methods_get_405_with_allow_post() {
+    let h = Arc::new(Handler::default());
+    let layer = WebhookLayer::builder(verifier()).dedup(MemoryDeliveryStore::new()).build();
+    let app = Router::new().route("/hook", axum::routing::any(handle)).route_layer(layer).with_state(h.clone());
+    for method in [http::Method::GET, http::Method::PUT, http::Method::DELETE] {
+        let req = Request::builder().method(method.clone()).uri("/hook").body(Body::empty()).unwrap();
+        let res = app.clone().oneshot(req).await.unwrap();
+        assert_eq!(res.headers()[header::ALLOW], "POST", "{method}");
+        let (status, p) = problem(res).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method}");
+        assert_eq!(p["type"], "urn:palisade:problem:method_not_allowed");
+    }
+    assert_eq!(h.calls.load(Ordering::SeqCst), 0);
+}

@@ -153,8 +153,11 @@ pub trait Scheme: fmt::Debug + Send + Sync + 'static {
 
     /// The event id used for deduplication: by default the id header; Stripe reads the event's JSON `id`.
     /// Called only after the signature was verified.
-    fn event_id(&self, signed: &Signed<'_>, _body: &[u8]) -> Option<String> {
-        signed.id.map(str::to_owned)
+    ///
+    /// # Errors
+    /// [`VerifyError::EventIdAmbiguous`] when the body names the event id twice.
+    fn event_id(&self, signed: &Signed<'_>, _body: &[u8]) -> Result<Option<String>, VerifyError> {
+        Ok(signed.id.map(str::to_owned))
     }
 
     /// Every header a sender sets for `msg`: the signature, plus the id and timestamp headers the scheme uses.
@@ -235,9 +238,19 @@ pub(crate) fn header_str<'h>(headers: &'h HeaderMap, name: &'static HeaderName) 
     v.to_str().map_err(|_| VerifyError::HeaderMalformed { header: name_str, reason: "not visible ASCII" })
 }
 
-/// Parses a Unix timestamp: 1 to 15 ASCII digits, nothing else (no sign, no spaces, no fraction).
+/// Most digits of a signed Unix timestamp, on both sides: a verifier reads at most this many, and a signer refuses
+/// a timestamp that would need more (15 digits reach far past any real clock, and bound what is parsed).
+pub(crate) const TIMESTAMP_DIGITS: u32 = 15;
+
+/// True when `ts` can be signed: a Unix timestamp a verifier will read (0 to [`TIMESTAMP_DIGITS`] digits).
+pub(crate) fn signable_timestamp(ts: i64) -> bool {
+    (0..10i64.pow(TIMESTAMP_DIGITS)).contains(&ts)
+}
+
+/// Parses a Unix timestamp: 1 to [`TIMESTAMP_DIGITS`] ASCII digits, nothing else (no sign, no spaces, no
+/// fraction).
 pub(crate) fn parse_timestamp(s: &str) -> Result<i64, VerifyError> {
-    if s.is_empty() || s.len() > 15 || !s.bytes().all(|b| b.is_ascii_digit()) {
+    if s.is_empty() || s.len() > TIMESTAMP_DIGITS as usize || !s.bytes().all(|b| b.is_ascii_digit()) {
         return Err(VerifyError::TimestampMalformed);
     }
     s.parse::<i64>().map_err(|_| VerifyError::TimestampMalformed)

@@ -124,37 +124,49 @@ impl Scheme for Stripe {
         Ok(format!("t={t},v1={}", hex::encode(mac)))
     }
 
-    /// The event object's `id` (`evt_…`), read from the verified JSON body.
-    fn event_id(&self, _signed: &Signed<'_>, body: &[u8]) -> Option<String> {
-        #[derive(serde::Deserialize)]
-        struct Event {
-            id: Option<String>,
+    /// The event object's `id` (`evt_…`), read from the verified JSON body: the top-level `"id"` member, which
+    /// must appear once (a body with two is refused, whichever a parser would keep). `None` when the body is not
+    /// a JSON object or has no string `id`.
+    fn event_id(&self, _signed: &Signed<'_>, body: &[u8]) -> Result<Option<String>, VerifyError> {
+        let mut de = serde_json::Deserializer::from_slice(body);
+        match serde::de::Deserializer::deserialize_map(&mut de, TopLevelId) {
+            Ok(Ids::One(id)) => Ok(Some(id).filter(|id| !id.is_empty())),
+            Ok(Ids::Twice) => Err(VerifyError::EventIdAmbiguous),
+            Ok(Ids::None) | Err(_) => Ok(None),
         }
-        if let Some(id) = leading_id(body) {
-            return Some(id.to_owned());
-        }
-        serde_json::from_slice::<Event>(body).ok()?.id.filter(|id| !id.is_empty())
     }
 }
 
-/// Fast path for Stripe's own layout, where `id` is the event object's first key (`{"id": "evt_…", …`):
-/// reads it without scanning the rest of the body. Anything else (other key order, escapes, odd characters)
-/// returns `None` and the caller parses the whole body. Only ever applied to a body whose signature verified,
-/// so the sender, not an attacker, chose its layout.
-fn leading_id(body: &[u8]) -> Option<&str> {
-    fn ws(b: &[u8]) -> &[u8] {
-        let n = b.iter().take_while(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r')).count();
-        &b[n..]
+/// The top-level `"id"` members of a JSON object, counted while the rest of the object is skipped (nothing but
+/// the id is kept; an escaped key such as `"i\u0064"` counts too, as every JSON parser reads it as `id`).
+enum Ids {
+    None,
+    One(String),
+    Twice,
+}
+
+struct TopLevelId;
+
+impl<'de> serde::de::Visitor<'de> for TopLevelId {
+    type Value = Ids;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
     }
-    let rest = ws(body).strip_prefix(b"{")?;
-    let rest = ws(rest).strip_prefix(b"\"id\"")?;
-    let rest = ws(rest).strip_prefix(b":")?;
-    let rest = ws(rest).strip_prefix(b"\"")?;
-    let len = rest.iter().take_while(|c| c.is_ascii_alphanumeric() || **c == b'_' || **c == b'-').count();
-    if len == 0 || rest.get(len) != Some(&b'"') {
-        return None;
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Ids, A::Error> {
+        let mut ids = Ids::None;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if key != "id" {
+                map.next_value::<serde::de::IgnoredAny>()?;
+                continue;
+            }
+            let value = map.next_value::<Option<String>>().ok().flatten().unwrap_or_default();
+            ids = match ids {
+                Ids::None => Ids::One(value),
+                _ => Ids::Twice,
+            };
+        }
+        Ok(ids)
     }
-    std::str::from_utf8(&rest[..len]).ok()
 }
 
 #[cfg(test)]
@@ -192,17 +204,30 @@ mod tests {
 
     #[test]
     fn event_id_comes_from_the_json_body() {
-        assert_eq!(Stripe.event_id(&Signed::default(), BODY).as_deref(), Some("evt_1"));
-        assert_eq!(Stripe.event_id(&Signed::default(), b"not json"), None);
-        assert_eq!(Stripe.event_id(&Signed::default(), br#"{"object":"event"}"#), None);
-        // The fast path and the full parse agree.
+        let id = |body: &[u8]| Stripe.event_id(&Signed::default(), body);
+        assert_eq!(id(BODY).unwrap().as_deref(), Some("evt_1"));
+        assert_eq!(id(b"not json").unwrap(), None);
+        assert_eq!(id(br#"{"object":"event"}"#).unwrap(), None);
         let pretty = b"{\n  \"id\": \"evt_1NG8Du2eZvKYlo2CUI79vXWy\",\n  \"object\": \"event\"\n}";
-        assert_eq!(leading_id(pretty), Some("evt_1NG8Du2eZvKYlo2CUI79vXWy"));
-        let later = br#"{"object":"event","id":"evt_2"}"#;
-        assert_eq!(leading_id(later), None);
-        assert_eq!(Stripe.event_id(&Signed::default(), later).as_deref(), Some("evt_2"));
-        let escaped = br#"{"id":"evt_\u0033"}"#;
-        assert_eq!(leading_id(escaped), None);
-        assert_eq!(Stripe.event_id(&Signed::default(), escaped).as_deref(), Some("evt_3"));
+        assert_eq!(id(pretty).unwrap().as_deref(), Some("evt_1NG8Du2eZvKYlo2CUI79vXWy"));
+        assert_eq!(id(br#"{"object":"event","id":"evt_2"}"#).unwrap().as_deref(), Some("evt_2"));
+        assert_eq!(id(br#"{"id":"evt_\u0033"}"#).unwrap().as_deref(), Some("evt_3"));
+        // Nested ids (the event's data object) are not the event's.
+        let nested = br#"{"id":"evt_4","data":{"object":{"id":"ch_1"}}}"#;
+        assert_eq!(id(nested).unwrap().as_deref(), Some("evt_4"));
+    }
+
+    /// Issue 16, finding 13: a body with two top-level `"id"` members is refused, however the second is spelled:
+    /// dedup once read the first and the handler's parser the last.
+    #[test]
+    fn two_event_ids_are_refused() {
+        for body in [
+            &br#"{"id":"evt_1","object":"event","id":"evt_2"}"#[..],
+            br#"{"object":"event","id":"evt_1","data":{},"id":"evt_1"}"#,
+            br#"{"id":"evt_1","i\u0064":"evt_2"}"#,
+        ] {
+            let got = Stripe.event_id(&Signed::default(), body);
+            assert_eq!(got, Err(VerifyError::EventIdAmbiguous), "{}", String::from_utf8_lossy(body));
+        }
     }
 }
