@@ -56,7 +56,7 @@ fn every_mode() {
     assert!(text.starts_with("x [PAN_TOKEN:") && !text.contains("1111"), "{text}");
     let other = run(
         &["--mode", "token", "--token-key-env", "K2"],
-        &[("K2", "another key of enough length!!")],
+        &[("K2", "another key of enough length, 32+ bytes")],
         b"x 4111 1111 1111 1111 y",
     );
     assert_eq!(other.status.code(), Some(0));
@@ -71,6 +71,11 @@ fn token_mode_without_a_key_is_a_usage_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("PALISADE_TOKEN_KEY"));
     let out = run(&["--mode", "nope"], &[], b"");
     assert_eq!(out.status.code(), Some(2));
+    // Issue 16, finding 11: a key too short for HMAC-SHA256 to mean something is a usage error too.
+    let out = run(&["--mode", "token", "--token-key-env", "SHORT"], &[("SHORT", "12345")], b"4111111111111111");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty(), "nothing is written with a weak key");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 32"), "{out:?}");
 }
 
 #[test]

@@ -66,8 +66,8 @@ pub use layer::{
 };
 pub use palisade_core::card::{Brand, brand, is_pan};
 pub use redactor::{
-    CVV_REPLACEMENT, PAN_REPLACEMENT, PIN_REPLACEMENT, PanFormat, RedactionError, Redactor, RedactorBuilder,
-    TRACK1_REPLACEMENT, TRACK2_REPLACEMENT, TokenKey, redact, redact_bytes,
+    CVV_REPLACEMENT, MIN_TOKEN_KEY, PAN_REPLACEMENT, PIN_REPLACEMENT, PanFormat, RedactionError, Redactor,
+    RedactorBuilder, TRACK1_REPLACEMENT, TRACK2_REPLACEMENT, TokenKey, redact, redact_bytes,
 };
 pub use sensitive::{Exposed, SENSITIVE_PLACEHOLDER, Sensitive, serialize_exposed};
 pub use stream::{AsyncRedactingWriter, HOLD_BACK, MAX_PENDING, RedactingWriter};

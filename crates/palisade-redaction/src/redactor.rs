@@ -43,16 +43,21 @@ impl fmt::Debug for PanFormat {
 #[derive(Clone, PartialEq, Eq)]
 pub struct TokenKey(Arc<[u8]>);
 
+/// The shortest [`TokenKey`]: 32 bytes, HMAC-SHA256's output length, the key length RFC 2104 recommends for it.
+/// A card number has well under 40 bits of entropy once its brand and check digit are known, so a token is only
+/// as safe as its key: anyone with a short (guessable) key can test guesses of card numbers against tokens.
+pub const MIN_TOKEN_KEY: usize = 32;
+
 impl TokenKey {
-    /// A key from secret bytes. Use at least 32 random bytes: anyone with the key can test guesses of a card
-    /// number against a token.
+    /// A key from secret bytes: at least [`MIN_TOKEN_KEY`] (32) of them, random (`openssl rand -hex 32` gives
+    /// 64 characters of text).
     ///
     /// # Errors
-    /// [`RedactionError::EmptyTokenKey`] when `key` is empty.
+    /// [`RedactionError::TokenKeyTooShort`] when `key` is shorter than [`MIN_TOKEN_KEY`].
     pub fn new(key: impl AsRef<[u8]>) -> Result<Self, RedactionError> {
         let key = key.as_ref();
-        if key.is_empty() {
-            return Err(RedactionError::EmptyTokenKey);
+        if key.len() < MIN_TOKEN_KEY {
+            return Err(RedactionError::TokenKeyTooShort { len: key.len() });
         }
         Ok(TokenKey(Arc::from(key)))
     }
@@ -84,9 +89,14 @@ impl fmt::Debug for TokenKey {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RedactionError {
-    /// A token key was empty.
-    #[error("the token key is empty: give PanFormat::Token at least 32 random bytes")]
-    EmptyTokenKey,
+    /// A token key was shorter than [`MIN_TOKEN_KEY`].
+    #[error(
+        "the token key is {len} bytes: HMAC-SHA256 tokens need a key of at least 32 random bytes (e.g. `openssl rand -hex 32`)"
+    )]
+    TokenKeyTooShort {
+        /// The key's length in bytes.
+        len: usize,
+    },
     /// A `--mode` or format name was not recognised.
     #[error("unknown PAN format {0:?}: use mask, bin-last4, full or token")]
     UnknownFormat(String),
@@ -294,7 +304,7 @@ mod tests {
 
     #[test]
     fn formats() {
-        let key = TokenKey::new(b"k").unwrap_or_else(|e| panic!("{e}"));
+        let key = TokenKey::new([7u8; MIN_TOKEN_KEY]).unwrap_or_else(|e| panic!("{e}"));
         let text = "a 4242-4242-4242-4242 b";
         let with = |f: PanFormat| Redactor::builder().pan_format(f).build().redact(text).into_owned();
         assert_eq!(with(PanFormat::Mask), "a ****-****-****-4242 b");
@@ -307,10 +317,14 @@ mod tests {
         let r = Redactor::builder().pan_format(PanFormat::Token(key)).build();
         assert_eq!(r.redact("a 4242424242424242 b"), t1);
         let other = Redactor::builder()
-            .pan_format(PanFormat::Token(TokenKey::new(b"other").unwrap_or_else(|e| panic!("{e}"))))
+            .pan_format(PanFormat::Token(TokenKey::new([8u8; MIN_TOKEN_KEY]).unwrap_or_else(|e| panic!("{e}"))))
             .build();
         assert_ne!(other.redact(text), t1);
-        assert_eq!(TokenKey::new(b""), Err(RedactionError::EmptyTokenKey));
+        assert_eq!(TokenKey::new(b""), Err(RedactionError::TokenKeyTooShort { len: 0 }));
+        // Issue 16, finding 11: a 5-byte key was accepted.
+        assert_eq!(TokenKey::new(b"12345"), Err(RedactionError::TokenKeyTooShort { len: 5 }));
+        assert!(TokenKey::new([0u8; MIN_TOKEN_KEY - 1]).is_err());
+        assert!(TokenKey::new([0u8; MIN_TOKEN_KEY]).is_ok());
         assert_eq!(format!("{:?}", r.pan_format()), "Token(<key>)");
     }
 
