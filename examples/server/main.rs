@@ -13,10 +13,13 @@
 //! - `GET /v1/_sim/ledger`: what the simulated gateway really executed, as a JSON array.
 //! - `--latency-ms` sets the simulator's latency per gateway call, so concurrent duplicates really overlap.
 //! - `--redis URL` keeps idempotency records in Redis (shared by every instance), memory otherwise.
+//! - `--header-timeout-ms`, `--body-timeout-ms` and `--max-connections` bound what slow or half-sent requests
+//!   can hold (defaults 5 s, 10 s, 1024; see docs/production-checklist.md).
 
 mod app;
 mod charges;
 mod ledger;
+mod serve;
 mod webhooks;
 
 use std::net::SocketAddr;
@@ -43,6 +46,15 @@ struct Args {
     /// Simulated gateway latency per call, in milliseconds.
     #[arg(long, default_value_t = 0)]
     latency_ms: u64,
+    /// Longest time a client may take to send a request's head, in milliseconds (slow clients are cut off).
+    #[arg(long, default_value_t = serve::DEFAULT_HEADER_TIMEOUT.as_millis() as u64)]
+    header_timeout_ms: u64,
+    /// Longest time a client may take to send a request's body, in milliseconds.
+    #[arg(long, default_value_t = serve::DEFAULT_BODY_TIMEOUT.as_millis() as u64)]
+    body_timeout_ms: u64,
+    /// Most connections served at once; more wait in the listen backlog.
+    #[arg(long, default_value_t = serve::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
 }
 
 #[tokio::main]
@@ -63,6 +75,11 @@ async fn main() -> anyhow::Result<()> {
 
     let listener = tokio::net::TcpListener::bind(args.addr).await?;
     println!("palisade server listening on http://{} (idempotency store: {store_name})", listener.local_addr()?);
-    axum::serve(listener, app).await?;
+    let limits = serve::Limits {
+        header_timeout: Duration::from_millis(args.header_timeout_ms),
+        body_timeout: Duration::from_millis(args.body_timeout_ms),
+        max_connections: args.max_connections,
+    };
+    serve::serve(listener, app, limits).await?;
     Ok(())
 }
