@@ -73,6 +73,7 @@ struct HttpShared {
     body_limit: usize,
     scope: Option<PartsScopeFn>,
     classify: StatusClassifyFn,
+    json_fingerprint: bool,
 }
 
 /// Makes an HTTP service idempotent on the `Idempotency-Key` header. See the [crate docs](crate).
@@ -114,6 +115,7 @@ impl HttpIdempotencyLayer {
             body_limit: DEFAULT_BODY_LIMIT,
             scope: None,
             classify: default_classify(),
+            json_fingerprint: true,
         }
     }
 }
@@ -135,6 +137,7 @@ pub struct HttpIdempotencyLayerBuilder {
     body_limit: usize,
     scope: Option<PartsScopeFn>,
     classify: StatusClassifyFn,
+    json_fingerprint: bool,
 }
 
 impl HttpIdempotencyLayerBuilder {
@@ -150,6 +153,16 @@ impl HttpIdempotencyLayerBuilder {
     /// Adds a request header to the fingerprint (default: none; method, path, query and body always count).
     pub fn fingerprint_header(mut self, name: HeaderName) -> Self {
         self.fingerprint_headers.push(name);
+        self
+    }
+
+    /// Whether a JSON body (`application/json`, `application/*+json`) is fingerprinted by its canonical form
+    /// (default `true`): the same JSON with its members reordered or re-spaced is the same request (replayed),
+    /// as a client that re-serializes a map on retry expects. A body holding a number other than a 64-bit integer
+    /// (or a duplicate member, or not JSON at all) is fingerprinted by its bytes, so two different amounts can
+    /// never read as one. `false` fingerprints every body byte for byte.
+    pub fn json_fingerprint(mut self, on: bool) -> Self {
+        self.json_fingerprint = on;
         self
     }
 
@@ -200,6 +213,7 @@ impl HttpIdempotencyLayerBuilder {
                 body_limit: self.body_limit,
                 scope: self.scope,
                 classify: self.classify,
+                json_fingerprint: self.json_fingerprint,
             }),
         }
     }
@@ -272,11 +286,27 @@ fn read_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, IdempotencyRe
     Ok(Some(IdempotencyKey::parse(s)?))
 }
 
-fn fingerprint(parts: &http::request::Parts, headers: &[HeaderName], body: &[u8]) -> Fingerprint {
+/// True for `application/json` and `application/*+json` media types (parameters and case aside).
+fn is_json(content_type: &[u8]) -> bool {
+    let media = content_type.split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
+    media.eq_ignore_ascii_case(b"application/json")
+        || (media.len() > 17
+            && media[..12].eq_ignore_ascii_case(b"application/")
+            && media[media.len() - 5..].eq_ignore_ascii_case(b"+json"))
+}
+
+/// What makes two requests the same request: method, path, query, `Content-Type`, the configured headers, and
+/// the body, which for JSON (when `json` is on) is its canonical form (see [`crate::canonical`]).
+fn fingerprint(parts: &http::request::Parts, headers: &[HeaderName], body: &[u8], json: bool) -> Fingerprint {
     let mut h = FieldHasher::new();
     h.field(parts.method.as_str().as_bytes());
     h.field(parts.uri.path().as_bytes());
     h.field(parts.uri.query().unwrap_or("").as_bytes());
+    // The media type changes what the body means: the same bytes as JSON and as a form are two requests.
+    let content_type = parts.headers.get(header::CONTENT_TYPE).map_or(&b""[..], HeaderValue::as_bytes);
+    h.field(&content_type.to_ascii_lowercase());
+    let canonical = if json && is_json(content_type) { crate::canonical::canonical_json(body) } else { None };
+    h.field(if canonical.is_some() { b"canonical-json" } else { b"bytes" });
     for name in headers {
         h.field(name.as_str().as_bytes());
         for v in parts.headers.get_all(name) {
@@ -284,7 +314,7 @@ fn fingerprint(parts: &http::request::Parts, headers: &[HeaderName], body: &[u8]
         }
         h.field(b"\0end");
     }
-    h.field(body);
+    h.field(canonical.as_deref().unwrap_or(body));
     h.finish()
 }
 
@@ -413,7 +443,7 @@ where
                 }
                 Err(e) => return Ok(reject(&IdempotencyRejection::BodyRead(e.to_string()))),
             };
-            let fp = fingerprint(&parts, &shared.fingerprint_headers, &bytes);
+            let fp = fingerprint(&parts, &shared.fingerprint_headers, &bytes, shared.json_fingerprint);
             let scope = shared.scope.as_ref().and_then(|f| f(&parts));
             // The storage key is built on the stack and is gone before any await, so it takes no room in this
             // future; only other stores and waiting duplicates need it on the heap.

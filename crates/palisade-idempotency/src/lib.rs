@@ -61,6 +61,7 @@
 
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
+mod canonical;
 mod config;
 mod engine;
 mod error;

@@ -81,3 +81,8 @@ async fn a_custom_classifier_decides_what_is_stored() {
 async fn refusals_before_any_effect_leave_the_key_unused() {
     s::refusals_before_any_effect_leave_the_key_unused(MemoryStore::new()).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn json_bodies_are_fingerprinted_by_value_and_content_type_counts() {
+    s::json_bodies_are_fingerprinted_by_value_and_content_type_counts(MemoryStore::new()).await;
+}

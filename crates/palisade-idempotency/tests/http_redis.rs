@@ -118,3 +118,10 @@ async fn refusals_before_any_effect_leave_the_key_unused_redis() {
     s::refusals_before_any_effect_leave_the_key_unused(store).await;
     r.cleanup().await;
 }
+
+#[tokio::test]
+async fn json_bodies_are_fingerprinted_by_value_and_content_type_counts_redis() {
+    let Some((r, store)) = setup("idem_http_json_fingerprint").await else { return };
+    s::json_bodies_are_fingerprinted_by_value_and_content_type_counts(store).await;
+    r.cleanup().await;
+}

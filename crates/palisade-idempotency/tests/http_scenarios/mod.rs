@@ -546,3 +546,41 @@ pub async fn refusals_before_any_effect_leave_the_key_unused<S: IdempotencyStore
     assert_eq!(app.clone().oneshot(unmarked().unwrap()).await.unwrap().status(), StatusCode::BAD_REQUEST);
     assert!(is_replay(&app.clone().oneshot(unmarked().unwrap()).await.unwrap()));
 }
+
+/// Issue 16, finding 6: the same JSON with its members reordered or re-spaced is the same request (replayed, not
+/// 422); a JSON amount that is not an integer keeps byte-for-byte fingerprints (two amounts never read as one);
+/// and `Content-Type` is part of the fingerprint (the same bytes as another media type are another request).
+pub async fn json_bodies_are_fingerprinted_by_value_and_content_type_counts<S: IdempotencyStore + Clone>(store: S) {
+    let h = Handler::open();
+    let app = h.app(on(&store).build());
+    let send = |key: &'static str, content_type: &'static str, body: &'static str| {
+        Request::post("/v1/charges")
+            .header("idempotency-key", key)
+            .header(header::CONTENT_TYPE, content_type)
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let first = app.clone().oneshot(send("j", "application/json", r#"{"amount":"12.34","currency":"USD","n":7}"#));
+    assert_eq!(first.await.unwrap().status(), StatusCode::CREATED);
+    let reordered =
+        send("j", "application/json; charset=utf-8", "{ \"n\": 7,\n  \"currency\": \"USD\", \"amount\": \"12.34\" }");
+    // The charset parameter is part of the media type header: another request.
+    assert_eq!(app.clone().oneshot(reordered).await.unwrap().status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let reordered = send("j", "application/json", "{ \"n\": 7,\n  \"currency\": \"USD\", \"amount\": \"12.34\" }");
+    let res = app.clone().oneshot(reordered).await.unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    assert!(is_replay(&res), "the same JSON value is the same request");
+    let other = send("j", "application/json", r#"{"amount":"12.35","currency":"USD","n":7}"#);
+    assert_eq!(app.clone().oneshot(other).await.unwrap().status(), StatusCode::UNPROCESSABLE_ENTITY);
+
+    // Same bytes, another media type: another request.
+    let form = send("j", "application/x-www-form-urlencoded", r#"{"amount":"12.34","currency":"USD","n":7}"#);
+    assert_eq!(app.clone().oneshot(form).await.unwrap().status(), StatusCode::UNPROCESSABLE_ENTITY);
+
+    // A fractional JSON number keeps the bytes: reordering it is a conflict, never a replay of another amount.
+    let f = app.clone().oneshot(send("f", "application/json", r#"{"amount":12.34,"currency":"USD"}"#));
+    assert_eq!(f.await.unwrap().status(), StatusCode::CREATED);
+    let f2 = send("f", "application/json", r#"{"currency":"USD","amount":12.34}"#);
+    assert_eq!(app.clone().oneshot(f2).await.unwrap().status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(h.calls(), 2);
+}

@@ -1,0 +1,158 @@
+//! The canonical form of a JSON body, for fingerprints: the same JSON value gives the same bytes whatever its
+//! member order, whitespace or string escapes, so a client that re-serializes its request (a map with another
+//! iteration order, a pretty printer) is replayed instead of refused with 422.
+//!
+//! In the spirit of RFC 8785 (JCS): members sorted by key, no insignificant whitespace, strings in one escape
+//! form. Unlike JCS, numbers are never reinterpreted: an integer is kept exactly, and a body holding any other
+//! number (a fraction, an exponent, an integer beyond 64 bits) has no canonical form here, so its fingerprint
+//! stays the raw bytes. Reading `12.34` and `12.340000000000000001` as one double would make two different
+//! amounts the same request; refusing a reordered body is the safe failure, replaying the wrong amount is not.
+//! A body with a duplicate member name has no canonical form either (which value counts depends on the
+//! parser).
+
+use std::fmt;
+
+use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
+
+/// The canonical bytes of `body`, or `None` when it is not JSON, or holds a number other than a 64-bit integer
+/// or a duplicate member name (then the raw bytes are fingerprinted).
+pub(crate) fn canonical_json(body: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(body.len());
+    let mut de = serde_json::Deserializer::from_slice(body);
+    Canonical { out: &mut out }.deserialize(&mut de).ok()?;
+    de.end().ok()?;
+    Some(out)
+}
+
+/// Writes the canonical form of one JSON value into `out`.
+struct Canonical<'a> {
+    out: &'a mut Vec<u8>,
+}
+
+impl<'de> DeserializeSeed<'de> for Canonical<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+fn string(out: &mut Vec<u8>, s: &str) {
+    // Writing a str into a Vec cannot fail.
+    let _ = serde_json::to_writer(out, s);
+}
+
+impl<'de> Visitor<'de> for Canonical<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<(), E> {
+        self.out.extend_from_slice(if v { b"true" } else { b"false" });
+        Ok(())
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        self.out.extend_from_slice(b"null");
+        Ok(())
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<(), E> {
+        self.out.extend_from_slice(v.to_string().as_bytes());
+        Ok(())
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<(), E> {
+        self.out.extend_from_slice(v.to_string().as_bytes());
+        Ok(())
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
+        Err(E::custom("a number that is not a 64-bit integer has no exact canonical form"))
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
+        string(self.out, v);
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.out.push(b'[');
+        let mut first = true;
+        loop {
+            let mark = self.out.len();
+            if !first {
+                self.out.push(b',');
+            }
+            if seq.next_element_seed(Canonical { out: self.out })?.is_none() {
+                self.out.truncate(mark);
+                break;
+            }
+            first = false;
+        }
+        self.out.push(b']');
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut members: Vec<(String, Vec<u8>)> = Vec::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let mut value = Vec::new();
+            map.next_value_seed(Canonical { out: &mut value })?;
+            members.push((key, value));
+        }
+        // RFC 8785 sorts by UTF-16 code units; sorting by the UTF-8 bytes orders every key the same way each
+        // time, which is all a fingerprint needs.
+        members.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        if members.windows(2).any(|w| w[0].0 == w[1].0) {
+            return Err(A::Error::custom("duplicate member name"));
+        }
+        self.out.push(b'{');
+        for (i, (key, value)) in members.iter().enumerate() {
+            if i > 0 {
+                self.out.push(b',');
+            }
+            string(self.out, key);
+            self.out.push(b':');
+            self.out.extend_from_slice(value);
+        }
+        self.out.push(b'}');
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn canon(s: &str) -> Option<String> {
+        canonical_json(s.as_bytes()).map(|b| String::from_utf8(b).unwrap())
+    }
+
+    #[test]
+    fn member_order_whitespace_and_escapes_do_not_matter() {
+        let a = canon(r#"{"amount":"12.34","currency":"USD","meta":{"b":1,"a":[true,null,"x"]}}"#);
+        let b = canon(
+            "{ \"meta\" : { \"a\" : [ true , null , \"\\u0078\" ], \"b\" : 1 },\n \"currency\":\"USD\", \"amount\":\"12.34\" }",
+        );
+        assert_eq!(a, b);
+        assert_eq!(a.as_deref(), Some(r#"{"amount":"12.34","currency":"USD","meta":{"a":[true,null,"x"],"b":1}}"#));
+        assert_eq!(canon("[]").as_deref(), Some("[]"));
+        assert_eq!(canon("{}").as_deref(), Some("{}"));
+    }
+
+    #[test]
+    fn values_that_differ_stay_different() {
+        assert_ne!(canon(r#"{"amount":1000}"#), canon(r#"{"amount":1001}"#));
+        assert_ne!(canon(r#"{"a":"1"}"#), canon(r#"{"a":1}"#));
+        assert_ne!(canon(r#"[1,2]"#), canon(r#"[2,1]"#), "array order is meaning");
+        assert!(canon(r#"{"n":-9223372036854775808,"m":18446744073709551615}"#).is_some());
+    }
+
+    #[test]
+    fn no_canonical_form_for_inexact_numbers_duplicates_or_non_json() {
+        for body in [
+            r#"{"amount":12.34}"#,
+            r#"{"amount":1e3}"#,
+            r#"{"amount":18446744073709551616}"#,
+            r#"{"id":1,"id":2}"#,
+            "not json",
+            r#"{"a":1} trailing"#,
+        ] {
+            assert_eq!(canon(body), None, "{body}");
+        }
+    }
+}
