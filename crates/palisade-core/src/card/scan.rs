@@ -20,6 +20,10 @@ pub const MAX_PAN: usize = 19;
 pub const MIN_PAN: usize = 13;
 /// Track 1 is at most 79 characters, sentinels included.
 const MAX_TRACK1: usize = 79;
+/// How far the scanner looks for the caret after a Track 1 name. The standard name is at most 26 characters,
+/// but decoders and logs write longer and non-ASCII (UTF-8) names; the expiry and service code after the caret
+/// must go with the rest, so the search allows for them.
+const MAX_TRACK1_NAME: usize = 64;
 /// Track 2 is at most 40 characters, sentinels included.
 const MAX_TRACK2: usize = 40;
 /// Bytes of separators (`"`, `:`, `=`, spaces) allowed between a label and its value.
@@ -192,10 +196,19 @@ const CVV_LABELS: &[&[u8]] = &[
 
 const PIN_LABELS: &[&[u8]] = &[b"pin", b"pin_block", b"pinblock", b"pin block", b"pin-block", b"pin_code", b"pincode"];
 
-/// True when one of `labels` ends right before the separators in front of `s`.
+/// What may stand between a label and its value: spaces and line breaks, quotes, `:` and `=`, and the closing
+/// `]` of a form-encoded field (`card[cvc]=123`) or `>` of an XML element (`<cvv>123</cvv>`).
+#[inline]
+fn label_gap(c: u8) -> bool {
+    matches!(c, b' ' | b'\t' | b'\n' | b'\r' | b'"' | b'\'' | b':' | b'=' | b']' | b'>')
+}
+
+/// True when one of `labels` ends right before the separators in front of `s`. A label counts on its own
+/// (`cvv`, `card_cvv`, `card[cvc]`, `<cvv>`) or as a camel-case word of a longer name (`cardCvv`, `CardCVC`,
+/// `cardSecurityCode`, `cardPin`), in any case; not as the tail of a lowercase word (`acid`, `spin`).
 fn label_before(b: &[u8], s: usize, labels: &[&[u8]]) -> bool {
     let mut j = s;
-    while j > 0 && s - j < MAX_LABEL_GAP && matches!(b[j - 1], b' ' | b'\t' | b'"' | b'\'' | b':' | b'=') {
+    while j > 0 && s - j < MAX_LABEL_GAP && label_gap(b[j - 1]) {
         j -= 1;
     }
     if j == s || j == 0 {
@@ -214,7 +227,9 @@ fn label_before(b: &[u8], s: usize, labels: &[&[u8]]) -> bool {
         let start = j - n;
         label[n - 1] == last
             && b[start..j].eq_ignore_ascii_case(label)
-            && (start == 0 || !b[start - 1].is_ascii_alphabetic())
+            && (start == 0
+                || !b[start - 1].is_ascii_alphabetic()
+                || (b[start - 1].is_ascii_lowercase() && b[start].is_ascii_uppercase()))
     })
 }
 
@@ -314,11 +329,11 @@ fn group_run(b: &[u8], s: usize, rules: Rules, out: &mut Findings) -> usize {
     if digits < MIN_PAN {
         return resume.max(q);
     }
-    resume.max(grouped_run(b, g, out))
+    resume.max(grouped_run(b, g, rules, out))
 }
 
 /// The window search over a run of two or more groups starting with `first`; returns the run's end.
-fn grouped_run(b: &[u8], first: Group, out: &mut Findings) -> usize {
+fn grouped_run(b: &[u8], first: Group, rules: Rules, out: &mut Findings) -> usize {
     let n = b.len();
     // Groups whose digits, together, are at most MAX_PAN: the only windows that can hold a PAN.
     let mut win = [Group::default(); MAX_PAN];
@@ -366,6 +381,14 @@ fn grouped_run(b: &[u8], first: Group, out: &mut Findings) -> usize {
             }
             g = Group { start: p + 1, end: q };
         } else {
+            // Track data may follow a run (`qty 2 4111…=2512…`): its PAN is the run's last group.
+            if rules.track
+                && let Some(f) = track(b, g)
+            {
+                let end = f.end;
+                out.push(f);
+                return end;
+            }
             return p;
         }
     }
@@ -404,7 +427,7 @@ fn labelled(b: &[u8], g: Group, rules: Rules, out: &mut Findings) -> Option<usiz
             ts -= 1;
         }
         // A label needs a separator right before the value.
-        if ts == 0 || !matches!(b[ts - 1], b' ' | b'\t' | b'"' | b'\'' | b':' | b'=') {
+        if ts == 0 || !label_gap(b[ts - 1]) {
             return None;
         }
         let mut te = g.end;
@@ -441,14 +464,16 @@ fn track(b: &[u8], g: Group) -> Option<Finding> {
                 return None;
             }
             let start = g.start - usize::from(has_b) - usize::from(has_pct);
-            let limit = n.min(start + MAX_TRACK1);
-            // Name: up to the second caret.
+            // Name: up to the second caret, any printable text (UTF-8 included), longer than the standard's 26.
             let mut q = g.end + 1;
-            while q < limit && b[q] != b'^' && (0x20..0x7f).contains(&b[q]) {
+            let name_limit = n.min(q + MAX_TRACK1_NAME);
+            while q < name_limit && b[q] != b'^' && (b[q] >= 0x20 && b[q] != 0x7f) {
                 q += 1;
             }
-            if q < limit && b[q] == b'^' {
+            if q < name_limit && b[q] == b'^' {
                 q += 1;
+                // Expiry, service code and discretionary data, up to the end sentinel.
+                let limit = n.min(q + MAX_TRACK1);
                 while q < limit && b[q] != b'?' && b[q].is_ascii_graphic() && !matches!(b[q], b'"' | b',' | b'&') {
                     q += 1;
                 }
@@ -458,7 +483,8 @@ fn track(b: &[u8], g: Group) -> Option<Finding> {
             }
             Some(Finding { start, end: q, kind: Kind::Track1 })
         }
-        b'=' => {
+        // `=` is the standard separator; `D` is how EMV (tag 57) and many readers write it.
+        b'=' | b'D' => {
             let has_semi = g.start > 0 && b[g.start - 1] == b';';
             if !(if has_semi { luhn_valid(digits) } else { is_pan(digits) }) {
                 return None;
@@ -512,6 +538,46 @@ mod tests {
         v[3] = b'0';
         v[4] = b'9';
         assert_eq!(next_digit(&v, 0), Some(3));
+    }
+
+    /// Issue 16, finding 8: labels in camel case, form encoding, XML and across a line break.
+    #[test]
+    fn labels_in_every_spelling() {
+        for (text, value, kind) in [
+            ("cardCvv=123", "123", Kind::Cvv),
+            ("CardCVC: 456", "456", Kind::Cvv),
+            ("cardCvc2=123", "123", Kind::Cvv),
+            (r#"{"cardCvc":"123"}"#, "123", Kind::Cvv),
+            ("cardSecurityCode=321", "321", Kind::Cvv),
+            ("cardPin=1234", "1234", Kind::Pin),
+            ("card[cvc]=123&card[number]=x", "123", Kind::Cvv),
+            ("cvv:\n123", "123", Kind::Cvv),
+            ("cvv:\r\n123", "123", Kind::Cvv),
+            ("<cvv>123</cvv>", "123", Kind::Cvv),
+            ("CVV2 = 4567", "4567", Kind::Cvv),
+        ] {
+            assert_eq!(kinds(text), vec![(value.to_owned(), kind)], "{text:?}");
+        }
+        // The tail of a lowercase word is not a label.
+        for text in ["acid: 123", "placid=123", "spin: 1234", "lucid 999", "status=200", "id:123"] {
+            assert!(kinds(text).is_empty(), "{text:?}: {:?}", kinds(text));
+        }
+    }
+
+    /// Issue 16, finding 9: track data goes whole, with its expiry and service code.
+    #[test]
+    fn tracks_go_whole() {
+        let t2 = ";4111111111111111D25121010000000000?";
+        assert_eq!(kinds(&format!("x {t2} y")), vec![(t2.to_owned(), Kind::Track2)]);
+        let t2_bare = "4111111111111111D2512101000";
+        assert_eq!(kinds(&format!("t2 {t2_bare} end")), vec![(t2_bare.to_owned(), Kind::Track2)]);
+        // After other digits in one run (a quantity, a line number), the track still goes whole.
+        let t2_eq = "4111111111111111=2512101000";
+        assert_eq!(kinds(&format!("qty 2 {t2_eq}")), vec![(t2_eq.to_owned(), Kind::Track2)]);
+        let long_name = "%B4111111111111111^LONGFAMILYNAMEOFTHEHOLDER/FIRSTNAMES MR^2512101000000000?";
+        assert_eq!(kinds(&format!("t1 {long_name} end")), vec![(long_name.to_owned(), Kind::Track1)]);
+        let utf8_name = "%B4111111111111111^MÜLLER/JÖRG^2512101?";
+        assert_eq!(kinds(&format!("t1 {utf8_name} end")), vec![(utf8_name.to_owned(), Kind::Track1)]);
     }
 
     #[test]
