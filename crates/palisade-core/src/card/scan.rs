@@ -332,45 +332,103 @@ fn group_run(b: &[u8], s: usize, rules: Rules, out: &mut Findings) -> usize {
     resume.max(grouped_run(b, g, rules, out))
 }
 
+/// Room for the window's groups and digits before they are moved back to the front of their buffers.
+const WINDOW_ROOM: usize = 4 * MAX_PAN;
+
+/// True when a PAN of `len` digits can start with `first`: the lengths of [`brand`]'s table by first digit. A
+/// check of two bytes that turns away most windows before the table is read.
+#[inline]
+fn pan_length_fits(first: u8, len: usize) -> bool {
+    match first {
+        b'1' => len == 15,
+        b'2' => len == 16,
+        b'4' => matches!(len, 13 | 16 | 19),
+        b'3' => len >= 14,
+        b'5' | b'6' => true,
+        _ => false,
+    }
+}
+
+/// A digit's Luhn contribution when doubled.
+const DOUBLED: [u16; 10] = [0, 2, 4, 6, 8, 1, 3, 5, 7, 9];
+
+/// Luhn prefix sums over a digit buffer: entry `i` holds, for the digits before position `i`, the plain sum of
+/// those at even positions, at odd positions, then the doubled sum of those at even and at odd positions. The
+/// Luhn sum of any slice is then two subtractions, whatever its length.
+type LuhnSums = [[u16; 4]; WINDOW_ROOM + 1];
+
+#[inline]
+fn luhn_push(sums: &mut LuhnSums, i: usize, digit: u8) {
+    let v = digit - b'0';
+    let mut next = sums[i];
+    next[i & 1] += u16::from(v);
+    next[2 + (i & 1)] += DOUBLED[usize::from(v)];
+    sums[i + 1] = next;
+}
+
+/// True when `digits[from..to]` passes Luhn, from the prefix sums: counted from the right, the second, fourth, …
+/// digits are doubled, which are the positions of `to`'s parity.
+#[inline]
+fn luhn_slice(sums: &LuhnSums, from: usize, to: usize) -> bool {
+    let q = to & 1;
+    let sum = (sums[to][2 + q] - sums[from][2 + q]) + (sums[to][1 - q] - sums[from][1 - q]);
+    sum % 10 == 0
+}
+
 /// The window search over a run of two or more groups starting with `first`; returns the run's end.
+///
+/// The window holds the latest groups whose digits, together, are at most [`MAX_PAN`] (the only windows that
+/// can hold a PAN), and their digits side by side in one buffer with Luhn prefix sums, so every candidate window
+/// is a slice of it checked in constant time: nothing is copied per candidate, and a digit-dense run
+/// (`1 1 1 …`) costs a few operations per group.
 fn grouped_run(b: &[u8], first: Group, rules: Rules, out: &mut Findings) -> usize {
     let n = b.len();
-    // Groups whose digits, together, are at most MAX_PAN: the only windows that can hold a PAN.
-    let mut win = [Group::default(); MAX_PAN];
-    let mut wlen = 0usize;
-    let mut wdigits = 0usize;
+    let mut starts = [0usize; WINDOW_ROOM];
+    let mut lens = [0usize; WINDOW_ROOM];
+    let mut digits = [0u8; WINDOW_ROOM];
+    let mut sums: LuhnSums = [[0; 4]; WINDOW_ROOM + 1];
+    // The window is groups `lo..hi` and their digits `dlo..dhi`.
+    let (mut lo, mut hi, mut dlo, mut dhi) = (0, 0, 0, 0);
     let mut g = first;
     loop {
         let glen = g.end - g.start;
         if glen > MAX_PAN {
-            wlen = 0;
-            wdigits = 0;
+            // A long id: no window may include it.
+            (lo, hi, dlo, dhi) = (0, 0, 0, 0);
         } else {
-            if wlen == MAX_PAN {
-                // Cannot happen (each group holds a digit and the window holds at most MAX_PAN digits); kept so
-                // the index below is provably in bounds.
-                wdigits -= win[0].end - win[0].start;
-                win.copy_within(1.., 0);
-                wlen -= 1;
+            while dhi - dlo + glen > MAX_PAN {
+                dlo += lens[lo];
+                lo += 1;
             }
-            win[wlen] = g;
-            wlen += 1;
-            wdigits += glen;
-            while wdigits > MAX_PAN {
-                wdigits -= win[0].end - win[0].start;
-                win.copy_within(1..wlen, 0);
-                wlen -= 1;
+            if hi == WINDOW_ROOM || dhi + glen > WINDOW_ROOM {
+                starts.copy_within(lo..hi, 0);
+                lens.copy_within(lo..hi, 0);
+                digits.copy_within(dlo..dhi, 0);
+                (hi, dhi) = (hi - lo, dhi - dlo);
+                (lo, dlo) = (0, 0);
+                for i in 0..dhi {
+                    luhn_push(&mut sums, i, digits[i]);
+                }
+            }
+            starts[hi] = g.start;
+            lens[hi] = glen;
+            hi += 1;
+            for &d in &b[g.start..g.end] {
+                digits[dhi] = d;
+                luhn_push(&mut sums, dhi, d);
+                dhi += 1;
             }
             // Windows ending at this group, longest first.
-            let mut d = wdigits;
-            for k in 0..wlen {
+            let mut at = dlo;
+            for k in lo..hi {
+                let d = dhi - at;
                 if d < MIN_PAN {
                     break;
                 }
-                if candidate(b, &win[k..wlen], d) {
-                    out.push(Finding { start: win[k].start, end: g.end, kind: Kind::Pan });
+                if pan_length_fits(digits[at], d) && luhn_slice(&sums, at, dhi) && brand(&digits[at..dhi]).is_some() {
+                    out.push(Finding { start: starts[k], end: g.end, kind: Kind::Pan });
                 }
-                d -= win[k].end - win[k].start;
+                at += lens[k];
             }
         }
         let p = g.end;
@@ -392,22 +450,6 @@ fn grouped_run(b: &[u8], first: Group, rules: Rules, out: &mut Findings) -> usiz
             return p;
         }
     }
-}
-
-/// True when the digits of `groups` (`d` of them) form a PAN.
-#[inline]
-fn candidate(b: &[u8], groups: &[Group], d: usize) -> bool {
-    if groups.len() == 1 {
-        return is_pan(&b[groups[0].start..groups[0].end]);
-    }
-    let mut buf = [0u8; MAX_PAN];
-    let mut k = 0;
-    for g in groups {
-        let len = g.end - g.start;
-        buf[k..k + len].copy_from_slice(&b[g.start..g.end]);
-        k += len;
-    }
-    is_pan(&buf[..d])
 }
 
 /// A labelled CVV or PIN whose value starts at group `g` (the first group of a run). Returns the end of the
@@ -578,6 +620,22 @@ mod tests {
         assert_eq!(kinds(&format!("t1 {long_name} end")), vec![(long_name.to_owned(), Kind::Track1)]);
         let utf8_name = "%B4111111111111111^MÜLLER/JÖRG^2512101?";
         assert_eq!(kinds(&format!("t1 {utf8_name} end")), vec![(utf8_name.to_owned(), Kind::Track1)]);
+    }
+
+    /// The window search's pre-filter never turns away a length the IIN table accepts (every 6-digit prefix,
+    /// every PAN length).
+    #[test]
+    fn the_length_prefilter_agrees_with_the_iin_table() {
+        let mut digits = [b'0'; MAX_PAN];
+        for prefix in 0..1_000_000u32 {
+            let text = format!("{prefix:06}");
+            digits[..6].copy_from_slice(text.as_bytes());
+            for len in MIN_PAN..=MAX_PAN {
+                if brand(&digits[..len]).is_some() {
+                    assert!(pan_length_fits(digits[0], len), "{text} length {len}");
+                }
+            }
+        }
     }
 
     #[test]
