@@ -372,7 +372,7 @@ fn luhn_push(sums: &mut LuhnSums, i: usize, digit: u8) {
 fn luhn_slice(sums: &LuhnSums, from: usize, to: usize) -> bool {
     let q = to & 1;
     let sum = (sums[to][2 + q] - sums[from][2 + q]) + (sums[to][1 - q] - sums[from][1 - q]);
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// The window search over a run of two or more groups starting with `first`; returns the run's end.
