@@ -406,8 +406,8 @@ fn grouped_run(b: &[u8], first: Group, rules: Rules, out: &mut Findings) -> usiz
                 digits.copy_within(dlo..dhi, 0);
                 (hi, dhi) = (hi - lo, dhi - dlo);
                 (lo, dlo) = (0, 0);
-                for i in 0..dhi {
-                    luhn_push(&mut sums, i, digits[i]);
+                for (i, &d) in digits[..dhi].iter().enumerate() {
+                    luhn_push(&mut sums, i, d);
                 }
             }
             starts[hi] = g.start;
