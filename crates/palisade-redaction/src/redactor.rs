@@ -249,24 +249,30 @@ impl Redactor {
             Kind::Track1 => out.extend_from_slice(TRACK1_REPLACEMENT.as_bytes()),
             Kind::Track2 => out.extend_from_slice(TRACK2_REPLACEMENT.as_bytes()),
             Kind::Pan => {
-                let total = region.iter().filter(|b| b.is_ascii_digit()).count();
+                let mut total = 0;
+                scan::pan_bytes(region, |_, digit| total += usize::from(digit));
                 let keep = |i: usize, lead: usize| i < lead || i + 4 >= total;
                 match &self.format {
                     PanFormat::Mask | PanFormat::BinLast4 => {
                         let lead = if matches!(self.format, PanFormat::BinLast4) { 6 } else { 0 };
                         let mut i = 0;
-                        for &c in region {
-                            if c.is_ascii_digit() {
+                        scan::pan_bytes(region, |c, digit| {
+                            if digit {
                                 out.push(if keep(i, lead) { c } else { b'*' });
                                 i += 1;
                             } else {
                                 out.push(c);
                             }
-                        }
+                        });
                     }
                     PanFormat::Full => out.extend_from_slice(PAN_REPLACEMENT.as_bytes()),
                     PanFormat::Token(key) => {
-                        let digits: Vec<u8> = region.iter().copied().filter(u8::is_ascii_digit).collect();
+                        let mut digits = Vec::with_capacity(total);
+                        scan::pan_bytes(region, |c, digit| {
+                            if digit {
+                                digits.push(c);
+                            }
+                        });
                         key.token(&digits, out);
                     }
                 }

@@ -99,6 +99,10 @@ fn joined(b: &[u8], p: usize) -> bool {
     let (x, y) = (b[p - 1], b[p]);
     (x.is_ascii_alphanumeric() && y.is_ascii_alphanumeric())
         || (x.is_ascii_digit() && matches!(y, b' ' | b'-' | b'^' | b'=' | b'?'))
+        // Multi-byte separators (U+00A0, U+2009, U+2013, U+2014, `%20`) between digit groups: never cut in or
+        // next to one (any non-ASCII byte next to a digit or another non-ASCII byte counts, conservatively).
+        || (x.is_ascii_digit() && (y == b'%' || y >= 0x80))
+        || (x >= 0x80 && (y >= 0x80 || y.is_ascii_digit()))
         || (matches!(x, b' ' | b'-') && y.is_ascii_digit() && p >= 2 && b[p - 2].is_ascii_digit())
         || (matches!(x, b'%' | b';' | b'^' | b'=') && y.is_ascii_alphanumeric())
 }

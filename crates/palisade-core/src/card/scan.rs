@@ -125,9 +125,44 @@ fn is_digit(b: u8) -> bool {
     b.is_ascii_digit()
 }
 
+/// The length of the digit-group separator at `p`, 0 when there is none: a space or a dash, their typographic
+/// forms (no-break space U+00A0, en dash U+2013, em dash U+2014), and a URL-encoded space (`%20`). Tabs, double
+/// and thin spaces, dots, slashes and underscores are not: cards are not written with them, and measured on
+/// look-alike text they join columns, dates, addresses and paths into false cards (docs/redaction.md).
 #[inline]
-fn is_sep(b: u8) -> bool {
-    b == b' ' || b == b'-'
+fn sep_len(b: &[u8], p: usize) -> usize {
+    match b[p] {
+        b' ' | b'-' => 1,
+        0xC2 if b.get(p + 1) == Some(&0xA0) => 2,
+        0xE2 if b.get(p + 1) == Some(&0x80) && matches!(b.get(p + 2), Some(0x93 | 0x94)) => 3,
+        b'%' if b.get(p + 1) == Some(&b'2') && b.get(p + 2) == Some(&b'0') => 3,
+        _ => 0,
+    }
+}
+
+/// Where the next group of a run starts when a separator at `p` is followed by a digit.
+#[inline]
+fn next_group(b: &[u8], p: usize) -> Option<usize> {
+    if p >= b.len() {
+        return None;
+    }
+    let l = sep_len(b, p);
+    (l > 0 && p + l < b.len() && is_digit(b[p + l])).then_some(p + l)
+}
+
+/// Walks the bytes of a PAN finding, telling the card's digits from the separators between them (the `2` and
+/// `0` of a `%20` are not card digits): `f(byte, is_card_digit)` for each byte, in order.
+pub fn pan_bytes(region: &[u8], mut f: impl FnMut(u8, bool)) {
+    let mut i = 0;
+    while i < region.len() {
+        if region[i..].starts_with(b"%20") {
+            region[i..i + 3].iter().for_each(|&c| f(c, false));
+            i += 3;
+        } else {
+            f(region[i], is_digit(region[i]));
+            i += 1;
+        }
+    }
 }
 
 const LO: u64 = 0x0101_0101_0101_0101;
@@ -302,7 +337,7 @@ fn group_run(b: &[u8], s: usize, rules: Rules, out: &mut Findings) -> usize {
     if let Some(end) = labelled(b, g, rules, out) {
         resume = end;
     }
-    if !(p + 1 < n && is_sep(b[p]) && is_digit(b[p + 1])) {
+    if next_group(b, p).is_none() {
         // A lone group: the common case (ids, amounts, timestamps), decided without the window.
         if rules.track
             && let Some(f) = track(b, g)
@@ -319,8 +354,9 @@ fn group_run(b: &[u8], s: usize, rules: Rules, out: &mut Findings) -> usize {
     // Dates, phone numbers, versions: runs with fewer digits than a card end here, without the window.
     let mut q = p;
     let mut digits = p - s;
-    while digits < MIN_PAN && q + 1 < n && is_sep(b[q]) && is_digit(b[q + 1]) {
-        q += 1;
+    while digits < MIN_PAN {
+        let Some(next) = next_group(b, q) else { break };
+        q = next;
         while q < n && is_digit(b[q]) {
             q += 1;
             digits += 1;
@@ -431,13 +467,12 @@ fn grouped_run(b: &[u8], first: Group, rules: Rules, out: &mut Findings) -> usiz
                 at += lens[k];
             }
         }
-        let p = g.end;
-        if p + 1 < n && is_sep(b[p]) && is_digit(b[p + 1]) {
-            let mut q = p + 1;
+        if let Some(next) = next_group(b, g.end) {
+            let mut q = next;
             while q < n && is_digit(b[q]) {
                 q += 1;
             }
-            g = Group { start: p + 1, end: q };
+            g = Group { start: next, end: q };
         } else {
             // Track data may follow a run (`qty 2 4111…=2512…`): its PAN is the run's last group.
             if rules.track
@@ -447,7 +482,7 @@ fn grouped_run(b: &[u8], first: Group, rules: Rules, out: &mut Findings) -> usiz
                 out.push(f);
                 return end;
             }
-            return p;
+            return g.end;
         }
     }
 }
