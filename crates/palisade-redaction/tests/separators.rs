@@ -51,3 +51,15 @@ fn a_stream_split_inside_a_separator_still_hides_the_card() {
         }
     }
 }
+
+/// Escaped digits are not read by the text scanner (decision in docs/redaction.md), but JSON redaction decodes
+/// strings before it scans them, so a card spelled with `\u0034` escapes inside JSON is still hidden.
+#[test]
+fn escaped_digits_are_caught_by_json_redaction() {
+    let escaped: String = "4111111111111111".chars().map(|c| format!("\\u{:04x}", c as u32)).collect();
+    let body = format!(r#"{{"note":"card {escaped}"}}"#);
+    assert!(!Redactor::new().is_sensitive(body.as_bytes()), "the text scanner does not decode escapes");
+    let out = Redactor::new().redact_json_bytes(body.as_bytes()).into_owned();
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("************1111") && !text.contains("4111111111111111"), "{text}");
+}
