@@ -288,6 +288,15 @@ pub(crate) enum TicketKey {
     Key(Arc<str>),
 }
 
+/// How a claim ended without a stored result.
+#[derive(Clone, Copy)]
+enum Ended {
+    /// The outcome was not final: the same request may execute again.
+    Released,
+    /// Nothing was executed: the key is unused again.
+    Forgotten,
+}
+
 /// The right to execute one claimed request. Record the outcome with [`Ticket::record`]; a ticket dropped
 /// without one (the caller's future was cancelled) releases its claim in the background, because the request
 /// may or may not have run — the Unknown case, which is safe to re-execute only because the gateway key flows.
@@ -428,24 +437,7 @@ impl Ticket {
             (Some(m), TicketKey::Key(key)) => Ok(m.forget_now(key, self.token)),
             (None, _) => s.store.forget(self.key_str(), self.token).await,
         };
-        match forgot {
-            Ok(true) => {
-                tracing::debug!(result = "not_executed", "the request did not execute; its key is unused again");
-                count("not_executed");
-            }
-            Ok(false) => {
-                tracing::warn!(result = "fenced", token = self.token.0, "lease was taken over while this request ran");
-                count("fenced");
-            }
-            Err(e) => {
-                tracing::error!(
-                    result = "release_failed",
-                    error = %e,
-                    "the request did not execute, but its claim could not be removed; the same request may retry when the lease ends"
-                );
-                count("release_failed");
-            }
-        }
+        self.ended(forgot, Ended::Forgotten);
     }
 
     /// Releases the claim now (the request did not run, or its outcome is not final).
@@ -511,20 +503,37 @@ impl Ticket {
     }
 
     fn released(&self, released: Result<bool, StoreError>) {
-        match released {
-            Ok(true) => {
+        self.ended(released, Ended::Released);
+    }
+
+    /// Logs and counts how a claim ended without a stored result.
+    fn ended(&self, ended: Result<bool, StoreError>, how: Ended) {
+        match (ended, how) {
+            (Ok(true), Ended::Released) => {
                 tracing::debug!(result = "released", "idempotency claim released for re-execution");
                 count("released");
             }
-            Ok(false) => {
+            (Ok(true), Ended::Forgotten) => {
+                tracing::debug!(result = "not_executed", "the request did not execute; its key is unused again");
+                count("not_executed");
+            }
+            (Ok(false), _) => {
                 tracing::warn!(result = "fenced", token = self.token.0, "lease was taken over while this request ran");
                 count("fenced");
             }
-            Err(e) => {
+            (Err(e), Ended::Released) => {
                 tracing::error!(
                     result = "release_failed",
                     error = %e,
                     "could not release the claim (the outcome was not final); the key is free for a retry when its lease ends"
+                );
+                count("release_failed");
+            }
+            (Err(e), Ended::Forgotten) => {
+                tracing::error!(
+                    result = "release_failed",
+                    error = %e,
+                    "the request did not execute, but its claim could not be removed; the same request may retry when the lease ends"
                 );
                 count("release_failed");
             }
