@@ -3,7 +3,8 @@
 //! This facade re-exports each Palisade crate behind a feature of the same name. Depend on a single crate
 //! (`palisade-retry`, ...) instead when you need only one layer.
 //!
-//! Stack order, outermost first: Idempotency → Fraud → CircuitBreaker → Retry → RateLimit → Redaction → gateway.
+//! Stack order, outermost first: Idempotency → CircuitBreaker → Retry → RateLimit → Redaction (audit) → gateway.
+//! A fraud screening layer (`palisade-fraud`, planned) will sit between Idempotency and CircuitBreaker.
 
 pub use palisade_core as core;
 
