@@ -22,7 +22,7 @@ use std::sync::{Arc, LazyLock, Weak};
 use std::time::Duration;
 
 use palisade_core::PaymentError;
-use palisade_core::store::{redis_key, redis_unavailable};
+use palisade_store::redis::{redis_key, redis_unavailable};
 use parking_lot::Mutex;
 use redis::Script;
 use redis::aio::ConnectionManager;
@@ -192,13 +192,13 @@ impl RedisShared {
         }
     }
 
-    /// Connects to `url` (a reconnecting connection with timeouts, from `palisade_core::store::connect`).
+    /// Connects to `url` (a reconnecting connection with timeouts, from `palisade_store::redis::connect`).
     ///
     /// # Errors
     /// [`PaymentError::StoreUnavailable`] when Redis does not answer. A breaker does not need Redis to work:
     /// callers may build a local-only breaker instead.
     pub async fn connect(url: &str) -> Result<Self, PaymentError> {
-        Ok(RedisShared::new(palisade_core::store::connect(url).await?))
+        Ok(RedisShared::new(palisade_store::redis::connect(url).await?))
     }
     /// Key prefix (default [`DEFAULT_PREFIX`]).
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {

@@ -396,7 +396,7 @@ fn redis_store(c: &mut Criterion) {
     g.finish();
     // Leave nothing behind (records expire after 60 s anyway).
     rt.block_on(async {
-        if let Ok(mut conn) = palisade_core::store::connect(&url).await {
+        if let Ok(mut conn) = palisade_store::redis::connect(&url).await {
             let keys: Vec<String> =
                 redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut conn).await.unwrap_or_default();
             for chunk in keys.chunks(1000) {

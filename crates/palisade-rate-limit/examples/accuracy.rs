@@ -77,7 +77,7 @@ async fn main() -> Result<(), tower::BoxError> {
 
     #[cfg(feature = "redis")]
     if let Ok(url) = std::env::var("PALISADE_REDIS_URL") {
-        let conn = palisade_core::store::connect(&url).await?;
+        let conn = palisade_store::redis::connect(&url).await?;
         let prefix = format!("palisade-accuracy:{}:", std::process::id());
         let redis = palisade_rate_limit::RateLimitLayer::builder()
             .rate(RATE / 4, Duration::from_secs(1))

@@ -18,7 +18,7 @@ async fn main() -> Result<(), tower::BoxError> {
     let mut args = std::env::args().skip(1);
     let url = args.next().unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned());
     let total: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(200_000);
-    let conn = palisade_core::store::connect(&url).await?;
+    let conn = palisade_store::redis::connect(&url).await?;
     let prefix = format!("palisade-bench:{}:", std::process::id());
     let layer = RateLimitLayer::builder()
         .rate(1_000_000_000, Duration::from_secs(1))

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use palisade_core::store::{RedisConnection, redis_key, redis_unavailable};
+use palisade_store::redis::{RedisConnection, redis_key, redis_unavailable};
 use redis::aio::ConnectionManager;
 use tokio::time::Instant;
 
@@ -101,7 +101,7 @@ pub struct RedisStore {
 /// While Redis cannot be reached, a new connection attempt is made at most once per this interval (1 s); the
 /// decisions in between follow the failure policy at once. Short enough to notice Redis coming back quickly, long
 /// enough that a blackholed host (2 s connect timeout) does not make every request wait.
-pub const DEFAULT_RECONNECT_INTERVAL: Duration = palisade_core::store::RECONNECT_INTERVAL;
+pub const DEFAULT_RECONNECT_INTERVAL: Duration = palisade_store::redis::RECONNECT_INTERVAL;
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

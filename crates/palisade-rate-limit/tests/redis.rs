@@ -20,7 +20,7 @@ async fn several_limiters_sharing_a_key_hold_the_global_limit() {
     // Three "instances", each with its own connection; 20 per hour per key, so nothing refills mid-test.
     let mut services = Vec::new();
     for _ in 0..3 {
-        let conn = palisade_core::store::connect(&r.url).await.unwrap();
+        let conn = palisade_store::redis::connect(&r.url).await.unwrap();
         let layer = RateLimitLayer::builder()
             .rate(20, Duration::from_secs(3600))
             .key_by(|req: &String| req.clone())

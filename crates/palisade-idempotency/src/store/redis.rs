@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use palisade_core::store::RedisConnection;
+use palisade_store::redis::RedisConnection;
 use redis::aio::ConnectionManager;
 use redis::{Script, Value};
 
@@ -198,18 +198,18 @@ impl RedisStore {
         }
     }
 
-    /// Connects to `url` now (reconnecting `ConnectionManager`, via `palisade_core::store::connect`).
+    /// Connects to `url` now (reconnecting `ConnectionManager`, via `palisade_store::redis::connect`).
     ///
     /// # Errors
     /// [`StoreError`] when the URL is invalid or Redis does not answer.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let conn = palisade_core::store::connect(url).await.map_err(|e| StoreError::new(e.to_string()))?;
+        let conn = palisade_store::redis::connect(url).await.map_err(|e| StoreError::new(e.to_string()))?;
         Ok(RedisStore::new(conn))
     }
 
     /// A store that connects on first use, so a service can start while Redis is down (and answer 503
     /// meanwhile). While Redis is unreachable it tries again at most once a second and fails fast in between
-    /// ([`palisade_core::store::RedisConnection`]).
+    /// ([`palisade_store::redis::RedisConnection`]).
     ///
     /// # Errors
     /// [`StoreError`] when the URL cannot be parsed.
@@ -231,7 +231,7 @@ impl RedisStore {
     /// The Redis key of the record for a storage key (see [`storage_key`](crate::storage_key)).
     #[must_use]
     pub fn record_key(&self, storage_key: &str) -> String {
-        palisade_core::store::redis_key(&self.prefix, storage_key, "")
+        palisade_store::redis::redis_key(&self.prefix, storage_key, "")
     }
 
     async fn conn(&self) -> Result<ConnectionManager, StoreError> {

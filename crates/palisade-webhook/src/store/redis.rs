@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use palisade_core::PaymentError;
-use palisade_core::store::{RedisConnection, connect, redis_key, redis_unavailable};
+use palisade_store::redis::{RedisConnection, connect, redis_key, redis_unavailable};
 use redis::Script;
 use redis::aio::ConnectionManager;
 
