@@ -67,7 +67,7 @@ impl<R, Res, E: From<R>> Refuse<R, Res, E> for Typed {
     }
 }
 
-impl<R: Rejection, B: From<Vec<u8>>, E> Refuse<R, http::Response<B>, E> for Http {
+impl<R: Rejection, B: From<bytes::Bytes>, E> Refuse<R, http::Response<B>, E> for Http {
     fn refuse(&self, rejection: R) -> Result<http::Response<B>, E> {
         Ok(rejection.to_problem().into_response())
     }

@@ -85,10 +85,12 @@ impl Problem {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
-    /// The response, with any body type that can be built from bytes (axum's `Body`, `Full<Bytes>`, `String`...).
+    /// The response, with any body type that can be built from [`Bytes`](bytes::Bytes): axum's `Body`,
+    /// `http_body_util::Full<Bytes>`, `Vec<u8>`, `Bytes`, or a service's own body type (the idempotency layer's
+    /// `B: From<Bytes>`), so every layer builds its refusals here.
     #[must_use]
-    pub fn into_response<B: From<Vec<u8>>>(self) -> Response<B> {
-        let body = self.body_bytes();
+    pub fn into_response<B: From<bytes::Bytes>>(self) -> Response<B> {
+        let body = bytes::Bytes::from(self.body_bytes());
         let mut res = Response::new(B::from(body));
         *res.status_mut() = self.status;
         res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));

@@ -262,17 +262,8 @@ fn not_executed<B>(res: &Response<B>) -> bool {
         || matches!(res.status(), StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED)
 }
 
-/// The response a rejection turns into: `application/problem+json` with the rejection's status.
-fn problem_response<B: From<Bytes>>(p: Problem) -> Response<B> {
-    let mut res = Response::new(B::from(Bytes::from(p.body_bytes())));
-    *res.status_mut() = p.status;
-    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(palisade_core::problem::PROBLEM_JSON));
-    res.headers_mut().extend(p.headers);
-    res
-}
-
 fn reject<B: From<Bytes>>(r: &IdempotencyRejection) -> Response<B> {
-    problem_response(r.to_problem())
+    r.to_problem().into_response()
 }
 
 /// Reads the key: absent → `Ok(None)`; several headers or a malformed value → rejection.
@@ -504,7 +495,7 @@ where
                             "the response body failed while it was read: {e}; the request may be retried with the same key"
                         ),
                     );
-                    return Ok(problem_response(p));
+                    return Ok(p.into_response());
                 }
             };
             let stored = &shared.stored_headers;

@@ -82,7 +82,7 @@ impl<Res, E: From<RateLimitError>> Decorate<Res, E> for Typed {
     }
 }
 
-impl<B: From<Vec<u8>>, E> Decorate<http::Response<B>, E> for Http {
+impl<B: From<bytes::Bytes>, E> Decorate<http::Response<B>, E> for Http {
     const DECORATES: bool = true;
     fn admitted(
         name: &str,

@@ -62,7 +62,7 @@ impl<S, D> WebhookService<S, D> {
 /// per webhook is noise next to reading the body and an HMAC over it.
 pub type ResponseFuture<R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send>>;
 
-fn reject<B: From<Vec<u8>>>(r: &WebhookRejection) -> Response<B> {
+fn reject<B: From<Bytes>>(r: &WebhookRejection) -> Response<B> {
     r.problem().into_response()
 }
 
@@ -140,7 +140,7 @@ where
     B: Body + Send + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
-    ResBody: From<Vec<u8>> + Send + 'static,
+    ResBody: From<Bytes> + Send + 'static,
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
@@ -212,7 +212,7 @@ where
                 Claim::Acquired(token) => token,
                 Claim::Done => {
                     telemetry::delivery("duplicate_done", &event_id);
-                    let mut res = Response::new(ResBody::from(Vec::new()));
+                    let mut res = Response::new(ResBody::from(Bytes::new()));
                     *res.status_mut() = StatusCode::OK;
                     res.headers_mut().insert(DUPLICATE_HEADER, HeaderValue::from_static("done"));
                     return Ok(res);
