@@ -23,6 +23,7 @@
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod backoff;
+pub mod body;
 pub mod card;
 mod error;
 mod gateway;

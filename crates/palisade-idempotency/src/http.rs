@@ -12,7 +12,8 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body::Body;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
+use palisade_core::body::{BodyError, collect_limited};
 use palisade_core::{BoxError, GatewayKey, HttpClassifier, IdempotencyKey, Outcome, Problem};
 use tower_service::Service;
 
@@ -418,17 +419,11 @@ where
                 return Box::pin(std::future::ready(Ok(reject(&r))));
             }
         };
-        let limit = shared.body_limit;
-        let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limit as u64) {
-            count("body_too_large");
-            return Box::pin(std::future::ready(Ok(reject(&IdempotencyRejection::BodyTooLarge { limit }))));
-        }
         Box::pin(async move {
             let (mut parts, body) = req.into_parts();
-            let bytes = match Limited::new(body, limit).collect().await {
-                Ok(c) => c.to_bytes(),
-                Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            let bytes = match collect_limited(&parts.headers, body, shared.body_limit).await {
+                Ok(bytes) => bytes,
+                Err(BodyError::TooLarge { limit }) => {
                     count("body_too_large");
                     return Ok(reject(&IdempotencyRejection::BodyTooLarge { limit }));
                 }

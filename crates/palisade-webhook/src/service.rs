@@ -8,9 +8,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderValue, Request, Response, StatusCode};
 use http_body::Body;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::Full;
+use palisade_core::body::{BodyError, collect_limited};
 use palisade_core::{BoxError, FailurePolicy};
 use tower_service::Service;
 
@@ -159,21 +160,10 @@ where
             return Box::pin(std::future::ready(Ok(reject(&WebhookRejection::MethodNotAllowed))));
         }
         Box::pin(async move {
-            let limit = shared.body_limit;
             let (mut parts, body) = req.into_parts();
-            let declared = parts
-                .headers
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
-            if declared.is_some_and(|n| n > limit as u64) {
-                return Ok(reject(&WebhookRejection::BodyTooLarge { limit }));
-            }
-            let bytes = match Limited::new(body, limit).collect().await {
-                Ok(c) => c.to_bytes(),
-                Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-                    return Ok(reject(&WebhookRejection::BodyTooLarge { limit }));
-                }
+            let bytes = match collect_limited(&parts.headers, body, shared.body_limit).await {
+                Ok(bytes) => bytes,
+                Err(BodyError::TooLarge { limit }) => return Ok(reject(&WebhookRejection::BodyTooLarge { limit })),
                 Err(_) => return Ok(reject(&WebhookRejection::BodyUnreadable)),
             };
             let verified = match shared.verifier.verify(&parts.headers, &bytes) {
