@@ -5,7 +5,7 @@
 
 use http::{HeaderMap, HeaderName};
 
-use super::{Message, Scheme, SchemeHeaders, Signed, header_str, hex32};
+use super::{Message, Scheme, SchemeHeaders, Signed, collected, header_str, hex32, raw_key};
 use crate::error::{SecretError, SignError, VerifyError};
 use crate::key::Key;
 
@@ -49,16 +49,11 @@ impl Scheme for GitHub {
     }
 
     fn key(&self, secret: &str) -> Result<Key, SecretError> {
-        if secret.is_empty() {
-            return Err(SecretError::Empty);
-        }
-        Ok(Key::from_bytes(secret.as_bytes()))
+        raw_key(secret)
     }
 
     fn parse<'h>(&self, headers: &'h HeaderMap) -> Result<Signed<'h>, VerifyError> {
-        let mut signatures = Vec::new();
-        let signed = parse_into(headers, &mut |sig| signatures.push(sig))?;
-        Ok(Signed { signatures, ..signed })
+        collected(|push| parse_into(headers, push))
     }
 
     fn mac(&self, key: &Key, _signed: &Signed<'_>, body: &[u8]) -> [u8; 32] {

@@ -227,6 +227,25 @@ fn static_name(name: &HeaderName) -> &'static str {
     known.into_iter().find(|k| *k == name).map_or("signature", HeaderName::as_str)
 }
 
+/// [`Scheme::parse`] from a built-in scheme's allocation-free `parse_into`: its candidate signatures collected.
+pub(crate) fn collected<'h>(
+    parse_into: impl FnOnce(&mut &mut dyn FnMut([u8; 32])) -> Result<Signed<'h>, VerifyError>,
+) -> Result<Signed<'h>, VerifyError> {
+    let mut signatures = Vec::new();
+    let mut push = |sig| signatures.push(sig);
+    let mut push: &mut dyn FnMut([u8; 32]) = &mut push;
+    let signed = parse_into(&mut push)?;
+    Ok(Signed { signatures, ..signed })
+}
+
+/// A key made of a secret's own bytes (Stripe's whole `whsec_…` string, GitHub's string); refused when empty.
+pub(crate) fn raw_key(secret: &str) -> Result<Key, SecretError> {
+    if secret.is_empty() {
+        return Err(SecretError::Empty);
+    }
+    Ok(Key::from_bytes(secret.as_bytes()))
+}
+
 /// Reads one header as visible-ASCII text.
 pub(crate) fn header_str<'h>(headers: &'h HeaderMap, name: &'static HeaderName) -> Result<&'h str, VerifyError> {
     let name_str = name.as_str();

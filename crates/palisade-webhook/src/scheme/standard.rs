@@ -9,7 +9,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use http::{HeaderMap, HeaderName};
 
-use super::{Message, Scheme, SchemeHeaders, Signed, header_str, parse_timestamp};
+use super::{Message, Scheme, SchemeHeaders, Signed, collected, header_str, parse_timestamp};
 use crate::error::{SecretError, SignError, VerifyError};
 use crate::key::Key;
 
@@ -100,9 +100,7 @@ impl Scheme for StandardWebhooks {
     }
 
     fn parse<'h>(&self, headers: &'h HeaderMap) -> Result<Signed<'h>, VerifyError> {
-        let mut signatures = Vec::new();
-        let signed = parse_into(headers, &mut |sig| signatures.push(sig))?;
-        Ok(Signed { signatures, ..signed })
+        collected(|push| parse_into(headers, push))
     }
 
     fn mac(&self, key: &Key, signed: &Signed<'_>, body: &[u8]) -> [u8; 32] {

@@ -6,7 +6,7 @@
 
 use http::{HeaderMap, HeaderName};
 
-use super::{Message, Scheme, SchemeHeaders, Signed, header_str, hex32, parse_timestamp};
+use super::{Message, Scheme, SchemeHeaders, Signed, collected, header_str, hex32, parse_timestamp, raw_key};
 use crate::error::{SecretError, SignError, VerifyError};
 use crate::key::Key;
 
@@ -101,16 +101,11 @@ impl Scheme for Stripe {
     }
 
     fn key(&self, secret: &str) -> Result<Key, SecretError> {
-        if secret.is_empty() {
-            return Err(SecretError::Empty);
-        }
-        Ok(Key::from_bytes(secret.as_bytes()))
+        raw_key(secret)
     }
 
     fn parse<'h>(&self, headers: &'h HeaderMap) -> Result<Signed<'h>, VerifyError> {
-        let mut signatures = Vec::new();
-        let signed = parse_into(headers, &mut |sig| signatures.push(sig))?;
-        Ok(Signed { signatures, ..signed })
+        collected(|push| parse_into(headers, push))
     }
 
     fn mac(&self, key: &Key, signed: &Signed<'_>, body: &[u8]) -> [u8; 32] {
