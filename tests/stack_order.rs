@@ -11,7 +11,7 @@ use palisade::circuit_breaker::{CircuitBreakerHandle, CircuitBreakerLayer, State
 use palisade::core::*;
 use palisade::idempotency::{IdempotencyLayer, MemoryStore};
 use palisade::rate_limit::RateLimitLayer;
-use palisade::redaction::RedactionLayer;
+use palisade::redaction::AuditLayer;
 use palisade::retry::RetryLayer;
 use palisade::sim::{Fault, GatewaySim};
 use tower::util::BoxCloneService;
@@ -33,7 +33,7 @@ fn stack(sim: &GatewaySim, rate_per_sec: u32) -> (Gateway, CircuitBreakerHandle)
         .layer(breaker)
         .layer(RetryLayer::builder().max_attempts(3).build())
         .layer(RateLimitLayer::builder().rate(rate_per_sec, Duration::from_secs(1)).build().expect("valid quota"))
-        .layer(RedactionLayer::new())
+        .layer(AuditLayer::new())
         .service(sim.clone());
     (BoxCloneService::new(svc), handle)
 }

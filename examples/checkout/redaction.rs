@@ -1,7 +1,7 @@
 //! Scenario: log redaction. Card data typed into a support note never reaches a log line.
 
 use palisade::core::*;
-use palisade::redaction::{RedactingMakeWriter, RedactionLayer, Redactor};
+use palisade::redaction::{AuditLayer, RedactingMakeWriter, Redactor};
 use palisade::sim::GatewaySim;
 use palisade_testkit::LogCapture;
 use tower::{ServiceBuilder, ServiceExt};
@@ -16,7 +16,7 @@ pub async fn log_redaction(r: &mut Report, _env: &Env) {
         "log redaction",
         "A support agent pastes the customer's own words into the order: a card number and its CVV.\n\
          The note is logged; it cannot ride the charge as metadata (a reference holding a card is refused),\n\
-         and the charge goes through the audit layer (RedactionLayer) to the gateway.\n\
+         and the charge goes through the audit layer (AuditLayer) to the gateway.\n\
          Every byte the log formatter writes passes the redacting writer first, so the captured log\n\
          shows the card as ************1111 and the CVV as ***.",
     );
@@ -32,7 +32,7 @@ pub async fn log_redaction(r: &mut Report, _env: &Env) {
     tracing::warn!(target: "legacy_crm::sync", "synced ticket for order-1701: {NOTE}");
 
     let gw = GatewaySim::new();
-    let svc = ServiceBuilder::new().layer(RedactionLayer::builder().service_name("sim").build()).service(gw.clone());
+    let svc = ServiceBuilder::new().layer(AuditLayer::builder().service_name("sim").build()).service(gw.clone());
     let req = GatewayRequest::Charge(
         ChargeRequest::new(
             Money::parse("18.50", Currency::USD).expect("valid amount"),

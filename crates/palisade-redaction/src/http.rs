@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::layer::{AuditConfig, RedactionLayerBuilder};
+use crate::layer::{AuditConfig, AuditLayerBuilder};
 
 /// Headers whose values are never logged, only named: credentials (`Authorization`, `Proxy-Authorization`,
 /// `X-Api-Key`), session cookies (`Cookie`, `Set-Cookie`) and webhook signatures (`Stripe-Signature`,
@@ -51,14 +51,14 @@ struct HttpConfig {
 /// passed on unchanged as `Full<Bytes>`; the outcome comes from [`HttpClassifier`].
 ///
 /// ```
-/// use palisade_redaction::RedactionLayer;
+/// use palisade_redaction::AuditLayer;
 /// use tower::{ServiceBuilder, ServiceExt};
 /// use http_body_util::Full;
 /// use bytes::Bytes;
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let svc = ServiceBuilder::new()
-///     .layer(RedactionLayer::builder().http().build())
+///     .layer(AuditLayer::builder().http().build())
 ///     .service_fn(|_req: http::Request<Full<Bytes>>| async {
 ///         Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from_static(b"{\"ok\":true}"))))
 ///     });
@@ -75,23 +75,23 @@ struct HttpConfig {
 /// # }
 /// ```
 #[derive(Debug, Clone)]
-pub struct HttpRedactionLayer {
+pub struct HttpAuditLayer {
     cfg: Arc<HttpConfig>,
 }
 
-/// Builds an [`HttpRedactionLayer`].
+/// Builds an [`HttpAuditLayer`].
 #[derive(Debug, Clone)]
 #[must_use]
-pub struct HttpRedactionLayerBuilder {
-    base: RedactionLayerBuilder<()>,
+pub struct HttpAuditLayerBuilder {
+    base: AuditLayerBuilder<()>,
     sensitive: Vec<HeaderName>,
     body_limit: usize,
 }
 
-impl<C> RedactionLayerBuilder<C> {
+impl<C> AuditLayerBuilder<C> {
     /// Switches to HTTP mode.
-    pub fn http(self) -> HttpRedactionLayerBuilder {
-        HttpRedactionLayerBuilder {
+    pub fn http(self) -> HttpAuditLayerBuilder {
+        HttpAuditLayerBuilder {
             base: self.classifier(()),
             sensitive: DEFAULT_SENSITIVE_HEADERS.iter().map(|h| HeaderName::from_static(h)).collect(),
             body_limit: DEFAULT_BODY_LOG_LIMIT,
@@ -99,7 +99,7 @@ impl<C> RedactionLayerBuilder<C> {
     }
 }
 
-impl HttpRedactionLayerBuilder {
+impl HttpAuditLayerBuilder {
     /// Masks one more header (in addition to [`DEFAULT_SENSITIVE_HEADERS`]).
     pub fn sensitive_header(mut self, name: HeaderName) -> Self {
         self.sensitive.push(name);
@@ -111,8 +111,8 @@ impl HttpRedactionLayerBuilder {
         self
     }
     /// The layer.
-    pub fn build(self) -> HttpRedactionLayer {
-        HttpRedactionLayer {
+    pub fn build(self) -> HttpAuditLayer {
+        HttpAuditLayer {
             cfg: Arc::new(HttpConfig {
                 audit: AuditConfig { redactor: self.base.redactor, service: self.base.service },
                 sensitive: self.sensitive,
@@ -122,16 +122,16 @@ impl HttpRedactionLayerBuilder {
     }
 }
 
-impl<S> Layer<S> for HttpRedactionLayer {
-    type Service = HttpRedaction<S>;
+impl<S> Layer<S> for HttpAuditLayer {
+    type Service = HttpAudit<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        HttpRedaction { inner, cfg: self.cfg.clone() }
+        HttpAudit { inner, cfg: self.cfg.clone() }
     }
 }
 
-/// The service of [`HttpRedactionLayer`].
+/// The service of [`HttpAuditLayer`].
 #[derive(Debug, Clone)]
-pub struct HttpRedaction<S> {
+pub struct HttpAudit<S> {
     inner: S,
     cfg: Arc<HttpConfig>,
 }
@@ -170,7 +170,7 @@ impl HttpConfig {
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-impl<S, B, RB> Service<Request<B>> for HttpRedaction<S>
+impl<S, B, RB> Service<Request<B>> for HttpAudit<S>
 where
     S: Service<Request<Full<Bytes>>, Response = Response<RB>> + Clone + Send + 'static,
     S::Future: Send,

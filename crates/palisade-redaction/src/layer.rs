@@ -1,4 +1,4 @@
-//! [`RedactionLayer`]: the audit trail. One tracing event per call, with the request and the result rendered
+//! [`AuditLayer`]: the audit trail. One tracing event per call, with the request and the result rendered
 //! through the redactor, the outcome class and the duration.
 
 use std::borrow::Cow;
@@ -62,18 +62,18 @@ impl AuditConfig {
 }
 
 /// The audit layer for typed services (a gateway `Service<GatewayRequest>`). Innermost in the Palisade stack,
-/// so each attempt is recorded exactly as sent. For HTTP services use [`HttpRedactionLayer`].
+/// so each attempt is recorded exactly as sent. For HTTP services use [`HttpAuditLayer`].
 ///
 /// The request is rendered with `Debug`, the response with `Debug`, an error with `Display`, each through the
 /// [`Redactor`]; the outcome comes from the classifier (default [`DefaultClassifier`]).
 ///
 /// ```
-/// use palisade_redaction::RedactionLayer;
+/// use palisade_redaction::AuditLayer;
 /// use tower::{ServiceBuilder, ServiceExt};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let svc = ServiceBuilder::new()
-///     .layer(RedactionLayer::builder().service_name("stripe").build())
+///     .layer(AuditLayer::builder().service_name("stripe").build())
 ///     .service_fn(|req: String| async move { Ok::<_, palisade_core::PaymentError>(req.len()) });
 /// let cap = palisade_testkit::LogCapture::new();
 /// let _guard = tracing::subscriber::set_default(cap.subscriber());
@@ -84,23 +84,23 @@ impl AuditConfig {
 /// # }
 /// ```
 ///
-/// [`HttpRedactionLayer`]: crate::HttpRedactionLayer
+/// [`HttpAuditLayer`]: crate::HttpAuditLayer
 #[derive(Debug, Clone)]
-pub struct RedactionLayer<C = DefaultClassifier> {
+pub struct AuditLayer<C = DefaultClassifier> {
     cfg: Arc<AuditConfig>,
     classifier: C,
 }
 
-impl RedactionLayer {
+impl AuditLayer {
     /// A layer with the defaults: the default [`Redactor`], service name [`DEFAULT_SERVICE_NAME`],
     /// [`DefaultClassifier`].
     #[must_use]
     pub fn new() -> Self {
-        RedactionLayer::builder().build()
+        AuditLayer::builder().build()
     }
     /// A builder.
-    pub fn builder() -> RedactionLayerBuilder {
-        RedactionLayerBuilder {
+    pub fn builder() -> AuditLayerBuilder {
+        AuditLayerBuilder {
             redactor: Redactor::default(),
             service: Cow::Borrowed(DEFAULT_SERVICE_NAME),
             classifier: DefaultClassifier,
@@ -108,22 +108,22 @@ impl RedactionLayer {
     }
 }
 
-impl Default for RedactionLayer {
+impl Default for AuditLayer {
     fn default() -> Self {
-        RedactionLayer::new()
+        AuditLayer::new()
     }
 }
 
-/// Builds a [`RedactionLayer`] (or, with [`http`](Self::http), an [`HttpRedactionLayer`](crate::HttpRedactionLayer)).
+/// Builds a [`AuditLayer`] (or, with [`http`](Self::http), an [`HttpAuditLayer`](crate::HttpAuditLayer)).
 #[derive(Debug, Clone)]
 #[must_use]
-pub struct RedactionLayerBuilder<C = DefaultClassifier> {
+pub struct AuditLayerBuilder<C = DefaultClassifier> {
     pub(crate) redactor: Redactor,
     pub(crate) service: Cow<'static, str>,
     classifier: C,
 }
 
-impl<C> RedactionLayerBuilder<C> {
+impl<C> AuditLayerBuilder<C> {
     /// The redactor (default: [`Redactor::default`], masking).
     pub fn redactor(mut self, redactor: Redactor) -> Self {
         self.redactor = redactor;
@@ -135,34 +135,34 @@ impl<C> RedactionLayerBuilder<C> {
         self
     }
     /// The classifier deciding each call's outcome (default [`DefaultClassifier`]); a closure works.
-    pub fn classifier<C2>(self, classifier: C2) -> RedactionLayerBuilder<C2> {
-        RedactionLayerBuilder { redactor: self.redactor, service: self.service, classifier }
+    pub fn classifier<C2>(self, classifier: C2) -> AuditLayerBuilder<C2> {
+        AuditLayerBuilder { redactor: self.redactor, service: self.service, classifier }
     }
     /// The layer.
-    pub fn build(self) -> RedactionLayer<C> {
-        RedactionLayer {
+    pub fn build(self) -> AuditLayer<C> {
+        AuditLayer {
             cfg: Arc::new(AuditConfig { redactor: self.redactor, service: self.service }),
             classifier: self.classifier,
         }
     }
 }
 
-impl<S, C: Clone> Layer<S> for RedactionLayer<C> {
-    type Service = Redaction<S, C>;
+impl<S, C: Clone> Layer<S> for AuditLayer<C> {
+    type Service = Audit<S, C>;
     fn layer(&self, inner: S) -> Self::Service {
-        Redaction { inner, cfg: self.cfg.clone(), classifier: self.classifier.clone() }
+        Audit { inner, cfg: self.cfg.clone(), classifier: self.classifier.clone() }
     }
 }
 
-/// The service of [`RedactionLayer`].
+/// The service of [`AuditLayer`].
 #[derive(Debug, Clone)]
-pub struct Redaction<S, C = DefaultClassifier> {
+pub struct Audit<S, C = DefaultClassifier> {
     inner: S,
     cfg: Arc<AuditConfig>,
     classifier: C,
 }
 
-impl<S, C, Req> Service<Req> for Redaction<S, C>
+impl<S, C, Req> Service<Req> for Audit<S, C>
 where
     S: Service<Req>,
     Req: fmt::Debug,
@@ -192,7 +192,7 @@ where
 }
 
 pin_project_lite::pin_project! {
-    /// The future of [`Redaction`]: the inner call, then the audit event. Dropped before it completes (a timeout
+    /// The future of [`Audit`]: the inner call, then the audit event. Dropped before it completes (a timeout
     /// above it gave up), it still records the call, as `unknown`: the request may have reached the gateway.
     pub struct AuditFuture<F, C> {
         #[pin]

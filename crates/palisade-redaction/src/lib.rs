@@ -41,7 +41,7 @@
 //! - [`Redactor::redact_json`]: drops sensitive keys ([`SENSITIVE_KEYS`]) and scrubs every string.
 //! - [`install`], [`RedactingMakeWriter`], [`RedactingFields`]: tracing.
 //! - [`Sensitive`]: values whose `Debug`, `Display` and serialization are redacted.
-//! - [`RedactionLayer`] / [`HttpRedactionLayer`]: the audit trail.
+//! - [`AuditLayer`] / [`HttpAuditLayer`]: the audit trail.
 //! - [`Tokenizer`] / [`EphemeralTokenizer`]: vault tokens.
 
 #![warn(clippy::unwrap_used, clippy::expect_used)]
@@ -56,13 +56,13 @@ mod tokenizer;
 mod trace;
 
 pub use http::{
-    DEFAULT_BODY_LOG_LIMIT, DEFAULT_SENSITIVE_HEADERS, HEADER_PLACEHOLDER, HttpRedaction, HttpRedactionLayer,
-    HttpRedactionLayerBuilder,
+    DEFAULT_BODY_LOG_LIMIT, DEFAULT_SENSITIVE_HEADERS, HEADER_PLACEHOLDER, HttpAudit, HttpAuditLayer,
+    HttpAuditLayerBuilder,
 };
 pub use json::{SENSITIVE_KEYS, is_sensitive_key};
 pub use layer::{
-    AUDIT_TARGET, AuditFuture, CANCELLED, DEFAULT_SERVICE_NAME, DURATION_HISTOGRAM, Redaction, RedactionLayer,
-    RedactionLayerBuilder,
+    AUDIT_TARGET, Audit, AuditFuture, AuditLayer, AuditLayerBuilder, CANCELLED, DEFAULT_SERVICE_NAME,
+    DURATION_HISTOGRAM,
 };
 pub use palisade_core::card::{Brand, brand, is_pan};
 pub use redactor::{

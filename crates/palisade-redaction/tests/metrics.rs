@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use palisade_core::PaymentError;
-use palisade_redaction::{DURATION_HISTOGRAM, RedactionLayer};
+use palisade_redaction::{AuditLayer, DURATION_HISTOGRAM};
 use palisade_testkit::MetricsCapture;
 use tower::{ServiceBuilder, ServiceExt};
 
@@ -14,7 +14,7 @@ fn one_duration_per_call_by_service_and_outcome() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
     metrics::with_local_recorder(&recorder, || {
         rt.block_on(async {
-            let svc = ServiceBuilder::new().layer(RedactionLayer::builder().service_name("gw").build()).service_fn(
+            let svc = ServiceBuilder::new().layer(AuditLayer::builder().service_name("gw").build()).service_fn(
                 |ok: bool| async move {
                     tokio::time::sleep(Duration::from_millis(40)).await;
                     if ok { Ok(()) } else { Err(PaymentError::timeout("lost")) }

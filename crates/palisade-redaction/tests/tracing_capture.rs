@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use palisade_core::PaymentError;
 use palisade_redaction::{
-    HttpRedactionLayer, PanFormat, RedactingFields, RedactingMakeWriter, RedactionLayer, Redactor, Sensitive,
+    AuditLayer, HttpAuditLayer, PanFormat, RedactingFields, RedactingMakeWriter, Redactor, Sensitive,
 };
 use palisade_testkit::{LogCapture, assert_no_card_numbers};
 use tower::{ServiceBuilder, ServiceExt};
@@ -117,7 +117,7 @@ async fn audit_layer_records_one_scrubbed_event_per_call_with_outcome_and_durati
     let plain = LogCapture::new();
     let plain_sub = tracing_subscriber::fmt().with_ansi(false).with_writer(plain.clone()).finish();
     let _g = tracing::subscriber::set_default(plain_sub);
-    let svc = ServiceBuilder::new().layer(RedactionLayer::builder().service_name("legacy-gw").build()).service_fn(
+    let svc = ServiceBuilder::new().layer(AuditLayer::builder().service_name("legacy-gw").build()).service_fn(
         |req: LegacyChargeRequest| async move {
             tokio::time::sleep(Duration::from_millis(250)).await;
             match req.amount {
@@ -150,7 +150,7 @@ async fn audit_layer_records_one_scrubbed_event_per_call_with_outcome_and_durati
 async fn http_mode_masks_secret_headers_and_bodies() {
     let plain = LogCapture::new();
     let _g = tracing::subscriber::set_default(plain.subscriber());
-    let layer: HttpRedactionLayer = RedactionLayer::builder().service_name("api").http().build();
+    let layer: HttpAuditLayer = AuditLayer::builder().service_name("api").http().build();
     let svc = ServiceBuilder::new().layer(layer).service_fn(|req: http::Request<Full<Bytes>>| async move {
         let body = req.into_body().collect().await?.to_bytes();
         // The inner service sees the body unchanged.
@@ -191,7 +191,7 @@ async fn http_mode_masks_secret_headers_and_bodies() {
 async fn a_call_dropped_by_a_timeout_is_still_audited_as_unknown() {
     let plain = LogCapture::new();
     let _g = tracing::subscriber::set_default(plain.subscriber());
-    let svc = ServiceBuilder::new().layer(RedactionLayer::new()).service_fn(|_req: LegacyChargeRequest| async {
+    let svc = ServiceBuilder::new().layer(AuditLayer::new()).service_fn(|_req: LegacyChargeRequest| async {
         tokio::time::sleep(Duration::from_secs(60)).await;
         Ok::<_, PaymentError>(())
     });
@@ -208,7 +208,7 @@ async fn a_call_dropped_by_a_timeout_is_still_audited_as_unknown() {
 async fn an_http_call_dropped_by_a_timeout_is_still_audited_as_unknown() {
     let plain = LogCapture::new();
     let _g = tracing::subscriber::set_default(plain.subscriber());
-    let svc = ServiceBuilder::new().layer(RedactionLayer::builder().http().build()).service_fn(
+    let svc = ServiceBuilder::new().layer(AuditLayer::builder().http().build()).service_fn(
         |_req: http::Request<Full<Bytes>>| async {
             tokio::time::sleep(Duration::from_secs(60)).await;
             Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::new())))
