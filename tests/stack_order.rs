@@ -39,14 +39,7 @@ fn stack(sim: &GatewaySim, rate_per_sec: u32) -> (Gateway, CircuitBreakerHandle)
 }
 
 fn charge(order: &str, token: &str, key: &str) -> GatewayRequest {
-    GatewayRequest::Charge(
-        ChargeRequest::new(
-            Money::parse("42.00", Currency::EUR).unwrap(),
-            PaymentToken::new(token).unwrap(),
-            order.parse().unwrap(),
-        )
-        .idempotency_key(IdempotencyKey::new(key).unwrap()),
-    )
+    palisade_testkit::charge(order).amount("42.00").currency(Currency::EUR).token(token).key(key).build()
 }
 
 async fn call(svc: &mut Gateway, req: GatewayRequest) -> Result<GatewayResponse, PaymentError> {

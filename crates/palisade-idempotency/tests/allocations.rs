@@ -9,10 +9,7 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use palisade_core::{
-    ChargeRequest, Currency, GatewayRequest, GatewayResponse, IdempotencyKey, Money, Operation, PaymentError,
-    PaymentStatus, PaymentToken,
-};
+use palisade_core::{Currency, GatewayRequest, GatewayResponse, Money, Operation, PaymentError, PaymentStatus};
 use palisade_idempotency::{IdempotencyLayer, MemoryStore};
 use tower::{Layer, Service};
 
@@ -73,14 +70,7 @@ fn once<S: Service<GatewayRequest>>(svc: &mut S, req: GatewayRequest) -> Result<
 }
 
 fn charge(key: &str) -> GatewayRequest {
-    GatewayRequest::Charge(
-        ChargeRequest::new(
-            Money::parse("12.34", Currency::USD).unwrap(),
-            PaymentToken::new("tok_visa").unwrap(),
-            "o1".parse().unwrap(),
-        )
-        .idempotency_key(IdempotencyKey::new(key).unwrap()),
-    )
+    palisade_testkit::charge("o1").amount("12.34").key(key).build()
 }
 
 /// Allocations per call over `reqs` (built before counting starts); every call must answer `expected`.

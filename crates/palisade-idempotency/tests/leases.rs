@@ -15,14 +15,7 @@ use palisade_sim::{GatewaySim, Latency};
 use tower::{Layer, ServiceExt};
 
 fn charge(key: &str) -> GatewayRequest {
-    GatewayRequest::Charge(
-        ChargeRequest::new(
-            Money::parse("10.00", Currency::USD).unwrap(),
-            PaymentToken::new("tok_visa").unwrap(),
-            "order-lease".parse().unwrap(),
-        )
-        .idempotency_key(IdempotencyKey::new(key).unwrap()),
-    )
+    palisade_testkit::charge("order-lease").key(key).build()
 }
 
 /// Typed mode on the memory store: a gateway call of ten leases keeps its claim; a duplicate halfway through is

@@ -12,15 +12,7 @@ use tower::{Layer, ServiceExt};
 const LEASE: Duration = Duration::from_secs(10);
 
 fn charge(order: &str, amount: &str, key: Option<&str>) -> GatewayRequest {
-    let c = ChargeRequest::new(
-        Money::parse(amount, Currency::USD).unwrap(),
-        PaymentToken::new("tok_visa").unwrap(),
-        order.parse().unwrap(),
-    );
-    GatewayRequest::Charge(match key {
-        Some(k) => c.idempotency_key(IdempotencyKey::new(k).unwrap()),
-        None => c,
-    })
+    palisade_testkit::charge(order).amount(amount).maybe_key(key).build()
 }
 
 /// Answers a charge at once; `slow` orders take three leases, `lost` ones time out (an Unknown outcome).
@@ -31,13 +23,7 @@ async fn gateway(req: GatewayRequest) -> Result<GatewayResponse, PaymentError> {
         "lost" => return Err(PaymentError::timeout("no answer")),
         _ => {}
     }
-    Ok(GatewayResponse {
-        id: "ch_1".into(),
-        operation: Operation::Charge,
-        status: PaymentStatus::Captured,
-        amount: c.amount,
-        order_reference: c.order_reference,
-    })
+    Ok(palisade_testkit::captured(&GatewayRequest::Charge(c)))
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]

@@ -71,15 +71,7 @@ impl Service<GatewayRequest> for Scripted {
 }
 
 fn charge(order: &str, key: Option<&str>) -> GatewayRequest {
-    let mut c = ChargeRequest::new(
-        Money::parse("10.00", Currency::USD).unwrap(),
-        PaymentToken::new("tok_visa").unwrap(),
-        order.parse().unwrap(),
-    );
-    if let Some(k) = key {
-        c = c.idempotency_key(IdempotencyKey::new(k).unwrap());
-    }
-    GatewayRequest::Charge(c)
+    palisade_testkit::charge(order).maybe_key(key).build()
 }
 
 fn net() -> PaymentError {

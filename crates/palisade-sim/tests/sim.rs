@@ -6,15 +6,7 @@ use palisade_sim::{Fault, FaultPlan, GatewaySim, Latency};
 use tower::{Service, ServiceExt};
 
 fn charge(order: &str, amount: &str, token: &str, key: Option<&str>) -> GatewayRequest {
-    let mut c = ChargeRequest::new(
-        Money::parse(amount, Currency::USD).unwrap(),
-        PaymentToken::new(token).unwrap(),
-        order.parse().unwrap(),
-    );
-    if let Some(k) = key {
-        c = c.idempotency_key(IdempotencyKey::new(k).unwrap());
-    }
-    GatewayRequest::Charge(c)
+    palisade_testkit::charge(order).amount(amount).token(token).maybe_key(key).build()
 }
 
 async fn call(sim: &mut GatewaySim, req: GatewayRequest) -> Result<GatewayResponse, PaymentError> {

@@ -9,6 +9,7 @@
 //!   number reaches any log output.
 //! - [`MetricsCapture`]: a `metrics` recorder that keeps counters and histogram values for assertions.
 //! - [`StallProxy`]: a TCP proxy in front of Redis that holds commands on request, for "Redis stalled" tests.
+//! - [`charge`] and [`captured`]: a gateway request built in one line, and an instant gateway answer.
 //!
 //! ```no_run
 //! # async fn t() {
@@ -19,8 +20,10 @@
 
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
+mod gateway;
 mod metrics;
 mod stall;
+pub use crate::gateway::{ChargeBuilder, captured, charge};
 pub use crate::metrics::{HistogramRecord, MetricsCapture};
 pub use crate::stall::StallProxy;
 

@@ -84,14 +84,7 @@ impl Tok {
 pub const TTL: Duration = Duration::from_secs(3600);
 
 pub fn charge(order: &str, amount: &str, token: &str, key: &str) -> GatewayRequest {
-    GatewayRequest::Charge(
-        ChargeRequest::new(
-            Money::parse(amount, Currency::USD).unwrap(),
-            PaymentToken::new(token).unwrap(),
-            order.parse().unwrap(),
-        )
-        .idempotency_key(IdempotencyKey::new(key).unwrap()),
-    )
+    palisade_testkit::charge(order).amount(amount).token(token).key(key).build()
 }
 
 pub type Gw = BoxCloneService<GatewayRequest, GatewayResponse, PaymentError>;
