@@ -13,15 +13,9 @@ use tokio::time::Instant;
 
 use crate::breaker::Breaker;
 use crate::config::Config;
+pub use crate::defaults::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_KEYS};
 use crate::events::State;
 use crate::handle::CircuitBreakerHandle;
-
-/// Most per-key breakers kept at once: ten thousand merchants or hosts at a few hundred bytes each (plus the
-/// window: one byte per call) is a few megabytes, a bound a payment service can always afford.
-pub const DEFAULT_MAX_KEYS: usize = 10_000;
-/// A per-key breaker not used for this long is dropped: ten minutes outlives any open duration's default ceiling
-/// (five minutes), so an open breaker is not forgotten while it still protects.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
 pub(crate) struct Registry<K> {
     cfg: Arc<Config>,

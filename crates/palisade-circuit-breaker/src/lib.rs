@@ -63,6 +63,7 @@
 mod breaker;
 mod classify;
 mod config;
+pub mod defaults;
 mod error;
 mod events;
 mod future;

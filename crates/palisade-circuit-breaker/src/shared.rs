@@ -29,13 +29,8 @@ use redis::aio::ConnectionManager;
 
 use crate::breaker::Breaker;
 use crate::config::ConfigError;
+pub use crate::defaults::{DEFAULT_PREFIX, DEFAULT_SYNC_INTERVAL};
 use crate::events::{Event, State, emit};
-
-/// How often an instance reports and reads the shared state: a second bounds how long one instance keeps
-/// calling a gateway that all others already see failing, and costs one small script per second per instance.
-pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_secs(1);
-/// Default key prefix: keys are `palisade:cb:{name}:inst` and `palisade:cb:{name}:state`.
-pub const DEFAULT_PREFIX: &str = "palisade:cb:";
 
 const SYNC_LUA: &str = r"
 local t = redis.call('TIME')

@@ -3,31 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::defaults::{
+    DEFAULT_BODY_LIMIT, DEFAULT_IN_FLIGHT_RETRY_AFTER, DEFAULT_LEASE, DEFAULT_TTL, DEFAULT_WAIT,
+};
 use crate::store::{IdempotencyStore, MemoryStore};
-
-/// How long a completed result is kept and replayed: 24 hours, Stripe's documented retention. Long enough for
-/// any client retry loop and for a customer refreshing the next morning; short enough to bound storage.
-pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 60 * 60);
-
-/// How long a claim protects an executing request between two renewals: 10 seconds. While the request runs the
-/// layer renews the lease every third of it (a heartbeat), so a live holder keeps its key however long the
-/// gateway takes (Stripe's SDKs wait up to 80 s), and the lease only has to cover the gap a holder leaves when
-/// it dies: a crashed or frozen holder blocks its key for at most 10 s, not minutes. Three heartbeats per lease
-/// ride out a store hiccup of up to two of them.
-pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
-
-/// How long a duplicate waits for the in-flight original before it is refused: zero. Like Stripe, a duplicate
-/// is answered at once with 409 and `Retry-After`; waiting holds a connection and a task per duplicate, so it
-/// is opt-in ([`wait_for_in_flight`](crate::IdempotencyLayerBuilder::wait_for_in_flight)).
-pub const DEFAULT_WAIT: Duration = Duration::ZERO;
-
-/// The longest `Retry-After` sent with a 409 in-flight rejection: 1 second (less when the lease ends sooner).
-/// Payment calls take hundreds of milliseconds to a few seconds; a whole lease would send clients away too long.
-pub const DEFAULT_IN_FLIGHT_RETRY_AFTER: Duration = Duration::from_secs(1);
-
-/// The most of a request body the HTTP mode buffers to fingerprint it: 1 MiB. Payment API bodies are a few
-/// kilobytes; the limit bounds the memory a request can pin. Larger bodies get 413.
-pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 
 /// What to do with a request that carries no idempotency key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

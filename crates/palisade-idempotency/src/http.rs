@@ -18,6 +18,7 @@ use palisade_core::{BoxError, GatewayKey, HttpClassifier, IdempotencyKey, Outcom
 use tower_service::Service;
 
 use crate::config::{DEFAULT_BODY_LIMIT, MissingKey, Settings, common_setters};
+pub use crate::defaults::DEFAULT_STORED_HEADERS;
 use crate::engine::{Begin, Engine, KeyBuf, count, gateway_key_for};
 use crate::error::IdempotencyRejection;
 use crate::layer::FieldHasher;
@@ -28,19 +29,6 @@ pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key
 
 /// The header a replayed response carries: `Idempotent-Replayed: true` (Stripe's name).
 pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
-
-/// Response headers stored and replayed by default: the ones that describe the representation or the created
-/// resource. Everything else is dropped; see [`FORBIDDEN_STORED_HEADERS`].
-pub const DEFAULT_STORED_HEADERS: [HeaderName; 8] = [
-    header::CONTENT_TYPE,
-    header::CONTENT_LANGUAGE,
-    header::CONTENT_LOCATION,
-    header::LOCATION,
-    header::ETAG,
-    header::LAST_MODIFIED,
-    header::LINK,
-    header::CACHE_CONTROL,
-];
 
 /// Headers never stored, even when configured: they belong to one response (`Set-Cookie`, `Date`), to the
 /// connection (`Content-Length`, `Transfer-Encoding`, `Connection`), or to a moment (`Retry-After`, rate-limit

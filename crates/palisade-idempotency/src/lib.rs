@@ -63,6 +63,7 @@
 
 mod canonical;
 mod config;
+pub mod defaults;
 mod engine;
 mod error;
 mod http;

@@ -9,16 +9,10 @@ use palisade_core::FailurePolicy;
 use palisade_core::mode::{Http, Typed};
 
 use crate::clock::ClockSource;
+pub use crate::defaults::{DEFAULT_MAX_WAIT, DEFAULT_POLICY_NAME};
 use crate::gcra::{Quota, QuotaError};
 use crate::layer::{Backend, Inner, RateLimitLayer};
 use crate::local::{DEFAULT_MAX_KEYS, KeyedRateLimiter, RateLimiter};
-
-/// Default name of a limit, as it appears in `RateLimit-Policy`, tracing fields and metric labels.
-pub const DEFAULT_POLICY_NAME: &str = "default";
-
-/// Default longest wait in [`OnLimit::Wait`]: 1 second. Long enough to smooth a burst at a gateway's TPS cap,
-/// short enough that a caller's own timeout (typically a few seconds for a charge) still has room.
-pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(1);
 
 /// What the layer does with a request that is over the limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -7,7 +7,7 @@
 //! - **Exact.** A refusal says exactly when the same request would be admitted (`retry_after`), and admission is
 //!   exactly the configured quota, not a fixed window's approximation.
 //! - **Lock-free, one word.** A global limit is one `AtomicU64` updated by compare-and-swap.
-//! - **Keyed, bounded memory.** [`Builder::key_by`] gives each key its own limit; at most
+//! - **Keyed, bounded memory.** [`RateLimitLayerBuilder::key_by`] gives each key its own limit; at most
 //!   [`DEFAULT_MAX_KEYS`] keys are tracked and idle keys are evicted without losing anything (see
 //!   [`KeyedRateLimiter`]).
 //! - **Shared by every clone.** All services made by a layer, and all their clones, share one state: axum cloning
@@ -56,6 +56,7 @@
 
 mod clock;
 mod config;
+pub mod defaults;
 mod error;
 mod future;
 mod gcra;

@@ -8,13 +8,9 @@ use std::time::Duration;
 use dashmap::DashMap;
 
 use crate::clock::{Clock, ClockSource};
+pub use crate::defaults::DEFAULT_MAX_KEYS;
 use crate::error::{RateLimitError, RateLimited};
 use crate::gcra::{Admitted, Gcra, Quota, Verdict};
-
-/// Default cap on the number of keys a [`KeyedRateLimiter`] tracks: 100,000 keys is about 6 MB of state, enough
-/// for the distinct cards or IPs a busy API sees within one burst window, and small enough that a key-churning
-/// attacker cannot exhaust memory.
-pub const DEFAULT_MAX_KEYS: usize = 100_000;
 
 /// One atomic GCRA step on `tat`: load, decide, compare-and-swap; on contention, decide again with the value
 /// that won. Lock-free: some caller always makes progress.

@@ -24,11 +24,9 @@ use redis::aio::ConnectionManager;
 use tokio::time::Instant;
 
 use crate::config::{BuildError, RateLimitLayerBuilder};
+pub use crate::defaults::{DEFAULT_PREFIX, DEFAULT_RECONNECT_INTERVAL};
 use crate::error::{RateLimitError, RateLimited};
 use crate::gcra::{Admitted, Gcra, Quota};
-
-/// Default key prefix: `palisade:rl:`.
-pub const DEFAULT_PREFIX: &str = "palisade:rl:";
 
 /// The GCRA script. KEYS[1] = the TAT key; ARGV = interval µs, capacity µs, cost.
 /// Returns {admitted (1/0), remaining or retry_after µs, reset µs (admitted) or TAT − now µs (refused)}.
@@ -97,11 +95,6 @@ pub struct RedisStore {
     prefix: String,
     local_cache: bool,
 }
-
-/// While Redis cannot be reached, a new connection attempt is made at most once per this interval (1 s); the
-/// decisions in between follow the failure policy at once. Short enough to notice Redis coming back quickly, long
-/// enough that a blackholed host (2 s connect timeout) does not make every request wait.
-pub const DEFAULT_RECONNECT_INTERVAL: Duration = palisade_store::redis::RECONNECT_INTERVAL;
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -16,25 +16,8 @@ use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
 
+pub use crate::defaults::{DEFAULT_BODY_LOG_LIMIT, DEFAULT_SENSITIVE_HEADERS};
 use crate::layer::{AuditConfig, AuditLayerBuilder};
-
-/// Headers whose values are never logged, only named: credentials (`Authorization`, `Proxy-Authorization`,
-/// `X-Api-Key`), session cookies (`Cookie`, `Set-Cookie`) and webhook signatures (`Stripe-Signature`,
-/// `Webhook-Signature`, `X-Hub-Signature-256`), which let anyone holding one replay or forge a call.
-pub const DEFAULT_SENSITIVE_HEADERS: &[&str] = &[
-    "authorization",
-    "proxy-authorization",
-    "cookie",
-    "set-cookie",
-    "x-api-key",
-    "stripe-signature",
-    "webhook-signature",
-    "x-hub-signature-256",
-];
-
-/// How many bytes of each (already redacted) body the audit event keeps: 4 KiB shows a payment request or a
-/// gateway answer whole, and keeps one event from flooding the log with an upload.
-pub const DEFAULT_BODY_LOG_LIMIT: usize = 4096;
 
 /// What a masked header value is written as.
 pub const HEADER_PLACEHOLDER: &str = "[REDACTED]";

@@ -13,12 +13,11 @@ use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
 
+pub use crate::defaults::DEFAULT_SERVICE_NAME;
 use crate::redactor::Redactor;
 
 /// The tracing target of audit events. Filter on it to route the audit trail (`palisade::audit=info`).
 pub const AUDIT_TARGET: &str = "palisade::audit";
-/// The default `service` field: the layer sits in front of a payment gateway.
-pub const DEFAULT_SERVICE_NAME: &str = "gateway";
 /// The histogram (seconds) recorded per call behind the `metrics` feature, labelled `service` and `outcome`.
 pub const DURATION_HISTOGRAM: &str = "palisade_redaction_call_duration_seconds";
 

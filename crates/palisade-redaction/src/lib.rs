@@ -46,6 +46,7 @@
 
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod defaults;
 mod http;
 mod json;
 mod layer;

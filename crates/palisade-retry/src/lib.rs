@@ -64,6 +64,7 @@
 
 pub mod budget;
 pub mod config;
+pub mod defaults;
 mod error;
 mod future;
 pub mod http;

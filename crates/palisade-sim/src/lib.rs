@@ -4,8 +4,8 @@
 //! - **Magic tokens**: `tok_visa` (and any other well-formed token) succeeds; `tok_chargeDeclined`,
 //!   `tok_insufficientFunds`, `tok_fraudulent`, `tok_authenticationRequired` fail as their names say.
 //! - **Idempotency like Stripe**: the same gateway key with the same parameters returns the stored result, errors
-//!   included; different parameters are refused ([`PaymentError::IdempotencyConflict`]); the same key while the
-//!   first request is still being processed is refused ([`PaymentError::IdempotencyInFlight`]).
+//!   included; different parameters are refused ([`PaymentError::IdempotencyConflict`](palisade_core::PaymentError::IdempotencyConflict)); the same key while the
+//!   first request is still being processed is refused ([`PaymentError::IdempotencyInFlight`](palisade_core::PaymentError::IdempotencyInFlight)).
 //! - **Faults**, seeded and reproducible, or scripted call by call: fail before commit (`Retriable`), **fail after
 //!   commit** (the charge is in the ledger but the caller sees a timeout: `Unknown`), timeout without commit, 429
 //!   with `retry_after`, 503, 5xx, and latency.

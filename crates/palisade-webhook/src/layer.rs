@@ -7,30 +7,10 @@ use std::time::Duration;
 use palisade_core::FailurePolicy;
 use tower_layer::Layer;
 
+pub use crate::defaults::{DEFAULT_BODY_LIMIT, DEFAULT_LEASE, DEFAULT_RETENTION};
 use crate::service::WebhookService;
 use crate::store::{DeliveryStore, NoDedup};
 use crate::verifier::Verifier;
-
-/// Default body limit: 2 MiB.
-///
-/// The same as axum's `DefaultBodyLimit`, so putting this layer in front of a route never refuses a body the
-/// route alone would have accepted; payment gateways' events are a few KiB. GitHub payloads can reach 25 MB:
-/// raise the limit for GitHub endpoints that receive large pushes.
-pub const DEFAULT_BODY_LIMIT: usize = 2 * 1024 * 1024;
-
-/// Default lease of an `IN_PROGRESS` claim: 10 s between renewals.
-///
-/// The layer renews the lease every third of it while the handler runs (a heartbeat), so a handler that is
-/// still running keeps its claim however long it takes, and the sender's own retry of it is answered 503 "in
-/// progress". The lease only has to cover the gap a dead process leaves: the next redelivery after 10 s runs
-/// the handler, and three heartbeats per lease ride out a store hiccup of two of them.
-pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
-
-/// Default retention of a `DONE` record: 7 days.
-///
-/// Longer than senders' automatic retry windows (Stripe retries for up to 3 days) plus room for a manual
-/// "resend" from a dashboard, so a late duplicate still finds the record.
-pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 pub(crate) struct Shared<D> {
     pub(crate) verifier: Verifier,

@@ -57,6 +57,7 @@
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 mod clock;
+pub mod defaults;
 mod error;
 mod key;
 mod layer;

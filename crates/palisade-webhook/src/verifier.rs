@@ -8,16 +8,10 @@ use http::HeaderMap;
 use subtle::{Choice, ConstantTimeEq};
 
 use crate::clock::{Clock, SystemClock};
+pub use crate::defaults::DEFAULT_TOLERANCE;
 use crate::error::{SecretError, SignError, VerifyError};
 use crate::key::Key;
 use crate::scheme::{Builtin, Candidates, Message, Scheme, Signed};
-
-/// Default tolerance into the past and into the future: 300 s.
-///
-/// Five minutes is what Stripe's and the Standard Webhooks reference libraries use: wide enough for a sender's
-/// queueing delay and ordinary clock skew, narrow enough that a captured request cannot be replayed later.
-/// (Replays inside the window are stopped by delivery deduplication.)
-pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
 
 /// How far a signed timestamp may lie from now. Bounds are inclusive: a timestamp exactly `past` old passes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,9 +12,7 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use super::{Claim, FencingToken, Fingerprint, IdempotencyStore, Record, StoreFuture};
-
-/// Default number of shards: enough that 2–64 cores rarely meet on one lock, small enough that an idle store costs little.
-pub const DEFAULT_SHARDS: usize = 64;
+pub use crate::defaults::DEFAULT_SHARDS;
 
 /// Longest record key kept inline in its record: 46 bytes, so the storage key of a UUID idempotency key
 /// (`k:` + 36 characters) needs no allocation of its own and is compared without a pointer chase.

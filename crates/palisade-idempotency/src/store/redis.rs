@@ -9,10 +9,8 @@ use redis::aio::ConnectionManager;
 use redis::{Script, Value};
 
 use super::{Claim, FencingToken, Fingerprint, IdempotencyStore, Record, StoreFuture};
+pub use crate::defaults::DEFAULT_REDIS_PREFIX;
 use crate::error::StoreError;
-
-/// Default key prefix: `palisade:idem:`, so the records are easy to find and to keep apart from other data.
-pub const DEFAULT_REDIS_PREFIX: &str = "palisade:idem:";
 
 // One string per record, so a script reads it with one GET and writes it with one SET (the TTL in the same call):
 // - in flight: `i` ‖ fingerprint (32 bytes) ‖ token ‖ `:` ‖ lease ms [‖ `/` ‖ attempt]. The lease ends

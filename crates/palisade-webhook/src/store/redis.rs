@@ -13,9 +13,7 @@ use redis::Script;
 use redis::aio::ConnectionManager;
 
 use super::{Claim, ClaimToken, DeliveryStore};
-
-/// Default key prefix.
-pub const DEFAULT_REDIS_PREFIX: &str = "palisade:webhook:";
+pub use crate::defaults::DEFAULT_REDIS_PREFIX;
 
 static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
