@@ -12,7 +12,7 @@ pub use crate::defaults::{
     DEFAULT_OPEN_DURATION, DEFAULT_OPEN_GROWTH, DEFAULT_SLOW_CALL_THRESHOLD, DEFAULT_TIME_BUCKETS,
     DEFAULT_WINDOW_CALLS,
 };
-use crate::events::Event;
+use crate::events::Listener;
 
 /// The `Retry-After` hint given while half-open probes are all in flight: a probe answers within about a second.
 pub const HALF_OPEN_RETRY_HINT: Duration = Duration::from_secs(1);
@@ -57,9 +57,6 @@ pub enum LayerRejections {
     /// Counted as a success.
     Success,
 }
-
-/// Called for every [`Event`] with the breaker's label (`name`, or `name/key` for per-key breakers).
-pub type Listener = Arc<dyn Fn(&str, &Event) + Send + Sync>;
 
 /// A configuration the builder refused.
 #[derive(Debug, Error, Clone, PartialEq)]

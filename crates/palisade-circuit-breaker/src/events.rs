@@ -5,7 +5,10 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::config::Listener;
+use std::sync::Arc;
+
+/// Called for every [`Event`] with the breaker's label (`name`, or `name/key` for per-key breakers).
+pub type Listener = Arc<dyn Fn(&str, &Event) + Send + Sync>;
 
 /// A breaker's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -15,72 +15,8 @@ use crate::classify::PaymentRejections;
 use crate::config::{ConfigError, LayerRejections, Settings, Window};
 use crate::events::Event;
 use crate::handle::CircuitBreakerHandle;
-use crate::keyed::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_KEYS, KeyedHandle, Registry};
+use crate::keyed::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_KEYS, Keyed, KeyedHandle, Registry, Single};
 use crate::service::CircuitBreaker;
-
-/// A reference to the breaker a request goes through (opaque).
-#[doc(hidden)]
-pub struct BreakerRef(pub(crate) Arc<Breaker>);
-
-/// Which breaker a request goes through: [`Single`] (one for all) or [`Keyed`] (one per key). Sealed.
-pub trait Partition<Req>: sealed::Sealed {
-    #[doc(hidden)]
-    fn breaker_for(&self, req: &Req) -> BreakerRef;
-}
-
-mod sealed {
-    pub trait Sealed {}
-}
-
-/// One breaker for every request.
-#[derive(Clone)]
-pub struct Single {
-    pub(crate) breaker: Arc<Breaker>,
-}
-
-impl fmt::Debug for Single {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Single").field(&self.breaker.label).finish()
-    }
-}
-
-impl sealed::Sealed for Single {}
-impl<Req> Partition<Req> for Single {
-    #[inline]
-    fn breaker_for(&self, _: &Req) -> BreakerRef {
-        BreakerRef(self.breaker.clone())
-    }
-}
-
-/// One breaker per key, from a key function over the request.
-pub struct Keyed<K, F> {
-    pub(crate) registry: Arc<Registry<K>>,
-    pub(crate) key_fn: Arc<F>,
-}
-
-impl<K, F> Clone for Keyed<K, F> {
-    fn clone(&self) -> Self {
-        Keyed { registry: self.registry.clone(), key_fn: self.key_fn.clone() }
-    }
-}
-
-impl<K, F> fmt::Debug for Keyed<K, F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Keyed").finish_non_exhaustive()
-    }
-}
-
-impl<K, F> sealed::Sealed for Keyed<K, F> {}
-impl<Req, K, F> Partition<Req> for Keyed<K, F>
-where
-    F: Fn(&Req) -> K,
-    K: Hash + Eq + Clone + fmt::Display,
-{
-    #[inline]
-    fn breaker_for(&self, req: &Req) -> BreakerRef {
-        BreakerRef(self.registry.get(&(self.key_fn)(req)))
-    }
-}
 
 /// Puts a circuit breaker in front of a service. Clones share the breaker(s).
 ///

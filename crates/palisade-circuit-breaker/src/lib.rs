@@ -79,14 +79,16 @@ pub use classify::{DetectRejection, NoRejections, PaymentRejections};
 pub use config::{
     ConfigError, DEFAULT_FAILURE_RATE, DEFAULT_HALF_OPEN_PROBES, DEFAULT_MAX_OPEN_DURATION, DEFAULT_MINIMUM_CALLS,
     DEFAULT_OPEN_DURATION, DEFAULT_OPEN_GROWTH, DEFAULT_SLOW_CALL_THRESHOLD, DEFAULT_TIME_BUCKETS,
-    DEFAULT_WINDOW_CALLS, HALF_OPEN_RETRY_HINT, LayerRejections, Listener, Window,
+    DEFAULT_WINDOW_CALLS, HALF_OPEN_RETRY_HINT, LayerRejections, Window,
 };
 pub use error::CircuitOpen;
+pub use events::Listener;
 pub use events::{Event, Reason, State};
 pub use future::ResponseFuture;
 pub use handle::CircuitBreakerHandle;
 pub use keyed::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_KEYS, KeyedHandle};
-pub use layer::{CircuitBreakerLayer, CircuitBreakerLayerBuilder, Keyed, Partition, Single};
+pub use keyed::{Keyed, Partition, Single};
+pub use layer::{CircuitBreakerLayer, CircuitBreakerLayerBuilder};
 pub use palisade_core::mode::{Http, Rejection, Typed};
 pub use service::CircuitBreaker;
 #[cfg(feature = "redis")]

@@ -9,7 +9,7 @@ use tower_service::Service;
 use crate::classify::DetectRejection;
 use crate::error::CircuitOpen;
 use crate::future::{Guard, ResponseFuture};
-use crate::layer::Partition;
+use crate::keyed::Partition;
 
 /// A service guarded by a circuit breaker. Built by [`CircuitBreakerLayer`](crate::CircuitBreakerLayer).
 ///

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{Settings, common_setters};
 use crate::engine::Engine;
-use crate::service::IdempotencyService;
+use crate::service::{FingerprintFn, IdempotencyService, KeyFn, ScopeFn, Typed};
 use crate::store::Fingerprint;
 
 /// What makes two requests "the same request" for the typed mode.
@@ -198,17 +198,6 @@ impl std::io::Write for HashWriter {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
-}
-
-pub(crate) type KeyFn<Req> = Arc<dyn Fn(&Req) -> Option<IdempotencyKey> + Send + Sync>;
-pub(crate) type ScopeFn<Req> = Arc<dyn Fn(&Req) -> Option<String> + Send + Sync>;
-pub(crate) type FingerprintFn<Req> = Arc<dyn Fn(&Req) -> Fingerprint + Send + Sync>;
-
-pub(crate) struct Typed<Req> {
-    pub(crate) engine: Arc<Engine>,
-    pub(crate) key: KeyFn<Req>,
-    pub(crate) scope: Option<ScopeFn<Req>>,
-    pub(crate) fingerprint: FingerprintFn<Req>,
 }
 
 /// Makes a typed service idempotent: one execution per key, whatever the concurrency, across every process

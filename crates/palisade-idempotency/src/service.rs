@@ -14,10 +14,24 @@ use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
 use crate::config::MissingKey;
+use crate::engine::Engine;
 use crate::engine::{Begin, KeyBuf, Ticket, count, gateway_key_for};
 use crate::error::IdempotencyRejection;
-use crate::layer::Typed;
+use crate::store::Fingerprint;
 use crate::store::Payload;
+
+pub(crate) type KeyFn<Req> = Arc<dyn Fn(&Req) -> Option<IdempotencyKey> + Send + Sync>;
+pub(crate) type ScopeFn<Req> = Arc<dyn Fn(&Req) -> Option<String> + Send + Sync>;
+pub(crate) type FingerprintFn<Req> = Arc<dyn Fn(&Req) -> Fingerprint + Send + Sync>;
+
+/// What every clone of a typed layer and its services share: the engine and how a request gives its key, scope
+/// and fingerprint.
+pub(crate) struct Typed<Req> {
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) key: KeyFn<Req>,
+    pub(crate) scope: Option<ScopeFn<Req>>,
+    pub(crate) fingerprint: FingerprintFn<Req>,
+}
 
 /// The service [`IdempotencyLayer`](crate::IdempotencyLayer) produces.
 pub struct IdempotencyService<S, Req, C> {

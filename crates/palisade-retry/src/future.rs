@@ -13,7 +13,7 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep_until};
 use tower_service::Service;
 
-use crate::config::Policy;
+use crate::policy::Policy;
 use palisade_core::mode::Refuse;
 
 use crate::error::AttemptTimedOut;

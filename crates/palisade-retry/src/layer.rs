@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tower_layer::Layer;
 
-use crate::config::{Policy, RetryLayerBuilder};
+use crate::policy::Policy;
 use crate::service::Retry;
 use palisade_core::DefaultClassifier;
 use palisade_core::mode::Typed;
@@ -14,13 +14,6 @@ use palisade_core::mode::Typed;
 /// deadline and a shared budget, always with the same gateway idempotency key. See the [crate docs](crate).
 pub struct RetryLayer<C = DefaultClassifier, M = Typed> {
     pub(crate) policy: Arc<Policy<C, M>>,
-}
-
-impl RetryLayer {
-    /// A builder with the documented defaults (see [`crate::config`]).
-    pub fn builder() -> RetryLayerBuilder {
-        RetryLayerBuilder::new()
-    }
 }
 
 impl<C, M> RetryLayer<C, M> {

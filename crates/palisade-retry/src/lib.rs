@@ -69,6 +69,7 @@ mod error;
 mod future;
 pub mod http;
 mod layer;
+mod policy;
 mod service;
 
 pub use budget::{BudgetError, RetryBudget};

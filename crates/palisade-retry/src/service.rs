@@ -8,7 +8,7 @@ use palisade_core::{Classify, GatewayKeyed, IdempotencyKey};
 use tokio::time::Instant;
 use tower_service::Service;
 
-use crate::config::Policy;
+use crate::policy::Policy;
 use palisade_core::mode::Refuse;
 
 use crate::error::AttemptTimedOut;

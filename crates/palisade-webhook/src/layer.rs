@@ -8,18 +8,9 @@ use palisade_core::FailurePolicy;
 use tower_layer::Layer;
 
 pub use crate::defaults::{DEFAULT_BODY_LIMIT, DEFAULT_LEASE, DEFAULT_RETENTION};
-use crate::service::WebhookService;
+use crate::service::{Shared, WebhookService};
 use crate::store::{DeliveryStore, NoDedup};
 use crate::verifier::Verifier;
-
-pub(crate) struct Shared<D> {
-    pub(crate) verifier: Verifier,
-    pub(crate) store: D,
-    pub(crate) body_limit: usize,
-    pub(crate) lease: Duration,
-    pub(crate) retention: Duration,
-    pub(crate) failure_policy: FailurePolicy,
-}
 
 /// Verifies webhooks on the raw body and (with a store) delivers each event to the handler effectively once.
 ///

@@ -15,10 +15,20 @@ use palisade_core::body::{BodyError, collect_limited};
 use palisade_core::{BoxError, FailurePolicy};
 use tower_service::Service;
 
-use crate::layer::Shared;
 use crate::rejection::WebhookRejection;
 use crate::store::{Claim, ClaimToken, DeliveryStore};
 use crate::telemetry;
+use crate::verifier::Verifier;
+
+/// What every clone of a webhook layer and its services share.
+pub(crate) struct Shared<D> {
+    pub(crate) verifier: Verifier,
+    pub(crate) store: D,
+    pub(crate) body_limit: usize,
+    pub(crate) lease: Duration,
+    pub(crate) retention: Duration,
+    pub(crate) failure_policy: FailurePolicy,
+}
 
 /// The verified event's id, in the request extensions (`axum::Extension<EventId>` extracts it).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -5,12 +5,12 @@
 //! `palisade_webhook_deliveries_total{outcome}`.
 
 use crate::error::VerifyError;
-use crate::verifier::Verified;
 
-pub(crate) fn verified(scheme: &'static str, result: &Result<Verified, VerifyError>) {
+/// A verification's result: the index of the secret that matched, or why it failed.
+pub(crate) fn verified(scheme: &'static str, result: Result<usize, &VerifyError>) {
     match result {
-        Ok(v) => {
-            tracing::debug!(target: "palisade_webhook", scheme, secret_index = v.secret_index, "webhook signature verified");
+        Ok(secret_index) => {
+            tracing::debug!(target: "palisade_webhook", scheme, secret_index, "webhook signature verified");
         }
         Err(e) => {
             tracing::warn!(target: "palisade_webhook", scheme, check = e.kind(), "webhook rejected: {e}");
