@@ -1,6 +1,7 @@
 //! Issue 16, finding 16, against the real listener of examples/server on a socket: half-sent requests are cut
 //! off by the header and body read timeouts and cannot hold every connection, so a normal request still gets
-//! its answer. Real time with short limits (well under two seconds).
+//! its answer; a body sent a byte at a time is cut off at the body deadline; an idle kept-alive connection is
+//! closed. Real time with short limits (well under two seconds each).
 
 #[path = "../examples/server/app.rs"]
 mod app;
@@ -84,4 +85,50 @@ async fn a_body_that_never_arrives_is_cut_off() {
     client.write_all(full_request("k-body").as_bytes()).await.unwrap();
     let answer = read_all(&mut client, Duration::from_secs(2)).await.unwrap();
     assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+}
+
+/// The body timeout is a deadline for the whole body, not for each read: a client that sends a byte every 100 ms
+/// (each read well inside the 300 ms limit) is still cut off, instead of holding the connection for as long as
+/// its body lasts.
+#[tokio::test]
+async fn a_body_sent_a_byte_at_a_time_is_cut_off_at_the_deadline() {
+    let addr = start().await;
+    let s = TcpStream::connect(addr).await.unwrap();
+    let (mut read, mut write) = s.into_split();
+    let head = format!(
+        "POST /v1/charges HTTP/1.1\r\nHost: test\r\nIdempotency-Key: k-drip\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n",
+        BODY.len()
+    );
+    write.write_all(head.as_bytes()).await.unwrap();
+    // About 8 s of body at this pace: far past the deadline.
+    let drip = tokio::spawn(async move {
+        for b in BODY.bytes() {
+            if write.write_all(&[b]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let started = tokio::time::Instant::now();
+    let mut out = Vec::new();
+    let answered = tokio::time::timeout(Duration::from_secs(2), read.read_to_end(&mut out)).await;
+    drip.abort();
+    let answer = String::from_utf8_lossy(&out);
+    assert!(answered.is_ok(), "the dribbled body still held the connection after {:?}: {answer}", started.elapsed());
+    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 400"), "{answer}");
+}
+
+/// The header timeout also closes a kept-alive connection that sends no next request: an idle connection does
+/// not hold a slot for ever.
+#[tokio::test]
+async fn an_idle_kept_alive_connection_is_closed() {
+    let addr = start().await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let keep_alive = full_request("k-idle").replace("Connection: close\r\n", "");
+    s.write_all(keep_alive.as_bytes()).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let answer = read_all(&mut s, Duration::from_secs(2)).await.expect("the idle connection is closed");
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    assert!(started.elapsed() >= LIMITS.header_timeout, "closed after the timeout, not at once");
 }

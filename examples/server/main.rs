@@ -13,8 +13,9 @@
 //! - `GET /v1/_sim/ledger`: what the simulated gateway really executed, as a JSON array.
 //! - `--latency-ms` sets the simulator's latency per gateway call, so concurrent duplicates really overlap.
 //! - `--redis URL` keeps idempotency records in Redis (shared by every instance), memory otherwise.
-//! - `--header-timeout-ms`, `--body-timeout-ms` and `--max-connections` bound what slow or half-sent requests
-//!   can hold (defaults 5 s, 10 s, 1024; see docs/production-checklist.md).
+//! - `--header-timeout-ms` (the head, and an idle kept-alive connection), `--body-timeout-ms` (the whole body)
+//!   and `--max-connections` bound what slow or half-sent requests can hold (defaults 5 s, 10 s, 1024; see
+//!   docs/production-checklist.md).
 
 mod app;
 mod charges;
@@ -46,10 +47,11 @@ struct Args {
     /// Simulated gateway latency per call, in milliseconds.
     #[arg(long, default_value_t = 0)]
     latency_ms: u64,
-    /// Longest time a client may take to send a request's head, in milliseconds (slow clients are cut off).
+    /// Longest time a client may take to send a request's head, in milliseconds (slow clients are cut off); also
+    /// how long a kept-alive connection may sit idle.
     #[arg(long, default_value_t = serve::DEFAULT_HEADER_TIMEOUT.as_millis() as u64)]
     header_timeout_ms: u64,
-    /// Longest time a client may take to send a request's body, in milliseconds.
+    /// Longest time a client may take to send a request's whole body after its head, in milliseconds.
     #[arg(long, default_value_t = serve::DEFAULT_BODY_TIMEOUT.as_millis() as u64)]
     body_timeout_ms: u64,
     /// Most connections served at once; more wait in the listen backlog.

@@ -1,24 +1,33 @@
 //! The listener: HTTP/1.1 connections with read timeouts and a connection limit, so slow or half-sent requests
 //! (slowloris) cannot hold every connection and starve real clients.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::Request;
+use http_body::{Frame, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio::time::Sleep;
 use tower::ServiceBuilder;
-use tower_http::timeout::RequestBodyTimeoutLayer;
 
-/// How long a client may take to send a request's head (request line and headers), from the first byte or
-/// from the end of the previous request on a kept-alive connection: 5 s. A real client sends its head in one
-/// packet; a connection that dribbles it is closed.
+/// How long a client may take to send a request's head (request line and headers), counted from when the server
+/// starts waiting for it: the accept, or the end of the previous response on a kept-alive connection: 5 s. So it
+/// is also the idle keep-alive timeout. A real client sends its head in one packet, right after connecting or
+/// when it reuses a connection; a connection that dribbles its head, or sits idle, is closed.
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long a client may take to send a request's body: 10 s. Charge bodies are a few hundred bytes; a body that
-/// does not arrive in 10 s fails the request (400) and frees the connection.
+/// How long a client may take to send a request's whole body, counted from the end of its head: 10 s. A deadline
+/// for the body, not for each read, so a client sending a byte at a time is cut off too. Charge bodies are a few
+/// hundred bytes; a body that has not arrived by then fails the request (400) and frees the connection. Only
+/// reading the body is bounded: a charge already sent to the gateway is never cut off halfway.
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Most connections served at once: 1024. Past it the server stops accepting (new clients wait in the kernel's
@@ -52,7 +61,12 @@ impl Default for Limits {
 /// Only when no connection can be accepted at all; a failed accept (a client that reset, a full descriptor
 /// table) is logged and retried.
 pub async fn serve(listener: TcpListener, app: Router, limits: Limits) -> std::io::Result<()> {
-    let app = ServiceBuilder::new().layer(RequestBodyTimeoutLayer::new(limits.body_timeout)).service(app);
+    let body_timeout = limits.body_timeout;
+    let app = ServiceBuilder::new()
+        .map_request(move |req: Request<hyper::body::Incoming>| {
+            req.map(|body| Body::new(DeadlineBody::new(Body::new(body), body_timeout)))
+        })
+        .service(app);
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     loop {
         // Acquired before accepting: at the limit, new connections wait in the backlog.
@@ -76,5 +90,55 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits) -> std::i
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });
+    }
+}
+
+/// A request body that must arrive whole within a deadline, set when the body is wrapped (the end of the head).
+/// tower-http's `RequestBodyTimeout` bounds each wait between chunks instead, which a client sending a byte at a
+/// time never trips. Data that has already arrived is handed out even after the deadline, so a handler that reads
+/// the body late is not failed by it.
+struct DeadlineBody {
+    inner: Body,
+    deadline: Pin<Box<Sleep>>,
+    expired: bool,
+}
+
+impl DeadlineBody {
+    fn new(inner: Body, timeout: Duration) -> Self {
+        DeadlineBody { inner, deadline: Box::pin(tokio::time::sleep(timeout)), expired: false }
+    }
+}
+
+/// The error a [`DeadlineBody`] ends with.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within the body timeout")]
+struct BodyDeadlineExceeded;
+
+impl HttpBody for DeadlineBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        if self.expired {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        match self.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                self.expired = true;
+                Poll::Ready(Some(Err(axum::Error::new(BodyDeadlineExceeded))))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.expired || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
