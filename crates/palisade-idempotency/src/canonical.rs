@@ -10,6 +10,7 @@
 //! A body with a duplicate member name has no canonical form either (which value counts depends on the
 //! parser).
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
@@ -88,11 +89,13 @@ impl<'de> Visitor<'de> for Canonical<'_> {
         Ok(())
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let mut members: Vec<(String, Vec<u8>)> = Vec::new();
-        while let Some(key) = map.next_key::<String>()? {
-            let mut value = Vec::new();
-            map.next_value_seed(Canonical { out: &mut value })?;
-            members.push((key, value));
+        // Every member's canonical value goes into one scratch buffer; members are sorted as (key, range).
+        let mut scratch = Vec::new();
+        let mut members: Vec<(Cow<'de, str>, usize, usize)> = Vec::new();
+        while let Some(key) = map.next_key_seed(Key)? {
+            let start = scratch.len();
+            map.next_value_seed(Canonical { out: &mut scratch })?;
+            members.push((key, start, scratch.len()));
         }
         // RFC 8785 sorts by UTF-16 code units; sorting by the UTF-8 bytes orders every key the same way each
         // time, which is all a fingerprint needs.
@@ -101,16 +104,42 @@ impl<'de> Visitor<'de> for Canonical<'_> {
             return Err(A::Error::custom("duplicate member name"));
         }
         self.out.push(b'{');
-        for (i, (key, value)) in members.iter().enumerate() {
+        for (i, (key, start, end)) in members.iter().enumerate() {
             if i > 0 {
                 self.out.push(b',');
             }
             string(self.out, key);
             self.out.push(b':');
-            self.out.extend_from_slice(value);
+            self.out.extend_from_slice(&scratch[*start..*end]);
         }
         self.out.push(b'}');
         Ok(())
+    }
+}
+
+/// A member name, borrowed from the body when it has no escapes.
+struct Key;
+
+impl<'de> DeserializeSeed<'de> for Key {
+    type Value = Cow<'de, str>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Cow<'de, str>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key {
+    type Value = Cow<'de, str>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a member name")
+    }
+    fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Borrowed(v))
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(v))
     }
 }
 

@@ -284,7 +284,16 @@ fn fingerprint(parts: &http::request::Parts, headers: &[HeaderName], body: &[u8]
     h.field(parts.uri.query().unwrap_or("").as_bytes());
     // The media type changes what the body means: the same bytes as JSON and as a form are two requests.
     let content_type = parts.headers.get(header::CONTENT_TYPE).map_or(&b""[..], HeaderValue::as_bytes);
-    h.field(&content_type.to_ascii_lowercase());
+    let mut lower = [0u8; 64];
+    match lower.get_mut(..content_type.len()) {
+        // Lowercased on the stack: a media type with its parameters fits in 64 bytes.
+        Some(buf) => {
+            buf.copy_from_slice(content_type);
+            buf.make_ascii_lowercase();
+            h.field(buf);
+        }
+        None => h.field(&content_type.to_ascii_lowercase()),
+    }
     let canonical = if json && is_json(content_type) { crate::canonical::canonical_json(body) } else { None };
     h.field(if canonical.is_some() { b"canonical-json" } else { b"bytes" });
     for name in headers {
