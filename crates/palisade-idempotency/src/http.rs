@@ -94,7 +94,7 @@ impl fmt::Debug for HttpIdempotencyLayer {
 
 impl HttpIdempotencyLayer {
     /// A builder: POST and PATCH, [`DEFAULT_STORED_HEADERS`], 1 MiB body limit, no scope, a fresh
-    /// [`MemoryStore`](crate::MemoryStore), 24 h TTL, 90 s lease.
+    /// [`MemoryStore`](crate::MemoryStore), 24 h TTL, 10 s lease renewed while a request runs.
     pub fn builder() -> HttpIdempotencyLayerBuilder {
         HttpIdempotencyLayerBuilder {
             settings: Settings::default(),

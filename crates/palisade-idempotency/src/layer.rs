@@ -227,7 +227,7 @@ impl<Req, C: std::fmt::Debug> std::fmt::Debug for IdempotencyLayer<Req, C> {
 
 impl IdempotencyLayer<GatewayRequest> {
     /// A builder for the typed mode over [`GatewayRequest`]: key from the request's gateway key, no scope,
-    /// [`DefaultClassifier`], a fresh [`MemoryStore`](crate::MemoryStore), 24 h TTL, 90 s lease.
+    /// [`DefaultClassifier`], a fresh [`MemoryStore`](crate::MemoryStore), 24 h TTL, 10 s lease renewed while a request runs.
     pub fn builder() -> IdempotencyLayerBuilder<GatewayRequest> {
         IdempotencyLayerBuilder::new()
     }

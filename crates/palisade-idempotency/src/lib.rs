@@ -12,12 +12,16 @@
 //!    gateway: the request carries a gateway key derived from scope + key, and the gateway deduplicates.
 //! 2. The same key and the same request while the lease is alive: refused ([`IdempotencyRejection::InFlight`],
 //!    HTTP 409 with `Retry-After`), or, if configured, it waits for the result and replays it.
-//! 3. The holder crashed (lease ended): the next request takes over with a greater fencing token; the stale
-//!    holder's late completion is refused by the token and cannot overwrite the new result.
+//! 3. While a request runs its lease is renewed (a heartbeat every third of it), so it keeps its key however long
+//!    it takes. A holder that crashed stops renewing: within one lease the next request takes over with a greater
+//!    fencing token, and the stale holder's late completion is refused by the token.
 //! 4. The same key with a different request: [`IdempotencyRejection::Conflict`] (HTTP 422), in every state.
 //! 5. A scope (tenant, account) from the request is part of the storage key: equal keys of two tenants never meet.
 //! 6. The store cannot be reached: [`IdempotencyRejection::StoreUnavailable`] (HTTP 503), and the inner
-//!    service is **not** called. It never fails open.
+//!    service is **not** called. It never fails open. A claim whose answer was lost is undone right after it, so
+//!    the 503's `Retry-After` holds.
+//! 7. A request refused before any effect (the router's 404/405, a handler's response marked [`NotExecuted`])
+//!    leaves its key unused.
 //!
 //! # Typed mode
 //!
