@@ -114,16 +114,7 @@ async fn keys_are_isolated() {
     assert_eq!(layer.tracked_keys(), 2);
 }
 
-/// xorshift64*: seeded, reproducible, no dependency.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-}
+use palisade_testkit::Rng;
 
 fn seed() -> u64 {
     let seed = std::env::var("SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_cafe);
@@ -134,7 +125,7 @@ fn seed() -> u64 {
 #[tokio::test(start_paused = true)]
 async fn eviction_under_churn_is_lossless_and_bounded() {
     let seed = seed();
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::new(seed | 1);
     // 10 per second per key, burst 2: a key goes idle 200 ms after its last admission.
     let quota = Quota::per_second(10).unwrap().with_burst(2).unwrap();
     let bounded = KeyedRateLimiter::with_max_keys(quota, 400);
@@ -143,10 +134,11 @@ async fn eviction_under_churn_is_lossless_and_bounded() {
     let mut max_len = 0;
     let mut evicted_keys_returned = 0;
     for step in 0..20_000u64 {
-        advance(Duration::from_micros(500 + rng.next() % 1000)).await;
+        advance(Duration::from_micros(500 + rng.next_u64() % 1000)).await;
         // Half the traffic from 20 hot keys, half from an ever-growing set of fresh and returning keys.
-        let key = if rng.next().is_multiple_of(2) { rng.next() % 20 } else { 1_000 + rng.next() % (step + 1) };
-        let cost = 1 + (rng.next() % 2) as u32;
+        let key =
+            if rng.next_u64().is_multiple_of(2) { rng.next_u64() % 20 } else { 1_000 + rng.next_u64() % (step + 1) };
+        let cost = 1 + (rng.next_u64() % 2) as u32;
         let known = reference.contains_key(&key);
         let before = bounded.len();
         let r = reference.entry(key).or_insert_with(|| RateLimiter::new(quota));

@@ -15,22 +15,7 @@
 
 use palisade_redaction::Redactor;
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // xorshift64*: seeded and reproducible.
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn digits(&mut self, n: usize) -> String {
-        (0..n).map(|_| char::from(b'0' + self.below(10) as u8)).collect()
-    }
-}
+use palisade_testkit::Rng;
 
 /// A class of look-alike strings: groups of digits, and the separators such strings are written with.
 struct Class {
@@ -145,7 +130,7 @@ fn main() {
     };
     let per_class = arg("--per-class", 20_000) as usize;
     let seed = arg("--seed", 7);
-    let mut rng = Rng(seed.max(1));
+    let mut rng = Rng::new(seed);
     let corpus: Vec<(&Class, Vec<Vec<String>>)> =
         CLASSES.iter().map(|c| (c, (0..per_class).map(|_| (c.make)(&mut rng)).collect())).collect();
     let redactor = Redactor::new();

@@ -22,9 +22,11 @@
 
 mod gateway;
 mod metrics;
+mod rng;
 mod stall;
 pub use crate::gateway::{ChargeBuilder, captured, charge};
 pub use crate::metrics::{HistogramRecord, MetricsCapture};
+pub use crate::rng::Rng;
 pub use crate::stall::StallProxy;
 
 use std::io;
