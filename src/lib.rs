@@ -4,7 +4,8 @@
 //! (`palisade-retry`, ...) instead when you need only one layer.
 //!
 //! Stack order, outermost first: Idempotency → CircuitBreaker → Retry → RateLimit → Redaction (audit) → gateway.
-//! A fraud screening layer (`palisade-fraud`, planned) will sit between Idempotency and CircuitBreaker.
+//! Fraud screening (`palisade-fraud`) is planned, not part of Palisade yet; the design leaves it a place between
+//! Idempotency and CircuitBreaker.
 
 pub use palisade_core as core;
 

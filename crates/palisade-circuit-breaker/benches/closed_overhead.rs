@@ -4,7 +4,7 @@
 //!
 //! `cargo bench -p palisade-circuit-breaker --bench closed_overhead -- --warm-up-time 1 --measurement-time 3`
 
-use std::future::{Future, Ready, ready};
+use std::future::{Future, ready};
 use std::hint::black_box;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
@@ -13,7 +13,8 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use palisade_circuit_breaker::CircuitBreakerLayer;
 use palisade_core::PaymentError;
-use tower::{Layer, Service, service_fn};
+use palisade_testkit::InstantGateway;
+use tower::{Layer, Service};
 
 /// Polls a future that is ready (or becomes ready without waiting on anything) to completion.
 fn run<F: Future>(f: F) -> F::Output {
@@ -38,9 +39,9 @@ fn once<S: Service<u32>>(svc: &mut S) -> Result<S::Response, S::Error> {
     run(svc.call(black_box(7)))
 }
 
-fn gateway()
--> impl Service<u32, Response = u32, Error = PaymentError, Future = Ready<Result<u32, PaymentError>>> + Clone {
-    service_fn(|x: u32| ready(Ok::<u32, PaymentError>(x + 1)))
+/// A gateway that answers at once and keeps no state.
+fn gateway() -> InstantGateway<u32> {
+    InstantGateway::ok(8)
 }
 
 fn closed_overhead(c: &mut Criterion) {

@@ -1,4 +1,5 @@
-//! The breaker's configuration: trip rules, open durations, half-open probes, and their defaults.
+//! The breaker's configuration: trip rules, open durations, half-open probes (their defaults are in
+//! [`defaults`](crate::defaults)).
 
 use std::fmt;
 use std::sync::Arc;
@@ -7,7 +8,7 @@ use std::time::Duration;
 use palisade_core::backoff::{Backoff, Jitter};
 use thiserror::Error;
 
-pub use crate::defaults::{
+use crate::defaults::{
     DEFAULT_FAILURE_RATE, DEFAULT_HALF_OPEN_PROBES, DEFAULT_MAX_OPEN_DURATION, DEFAULT_MINIMUM_CALLS,
     DEFAULT_OPEN_DURATION, DEFAULT_OPEN_GROWTH, DEFAULT_SLOW_CALL_THRESHOLD, DEFAULT_TIME_BUCKETS,
     DEFAULT_WINDOW_CALLS,

@@ -1,5 +1,5 @@
-//! Every default of `palisade-circuit-breaker` in one place, each with the reason for its value. They are re-exported where
-//! they were always found (the crate root and their modules), so either path works.
+//! Every default of `palisade-circuit-breaker` in one place, each with the reason for its value. They are also
+//! re-exported at the crate root, where they were always found.
 
 use std::time::Duration;
 
@@ -51,5 +51,7 @@ pub const DEFAULT_TIME_BUCKETS: u32 = 10;
 pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
 #[cfg(feature = "redis")]
-/// Default key prefix: keys are `palisade:cb:{name}:inst` and `palisade:cb:{name}:state`.
+/// Default key prefix: keys are `palisade:cb:{name}:inst` and `palisade:cb:{name}:state`. Every Palisade layer
+/// keeps its keys under `palisade:` and a prefix of its own (`rl`, `idem`, `webhook`), so the layers can share one
+/// Redis with each other and with the application.
 pub const DEFAULT_PREFIX: &str = "palisade:cb:";

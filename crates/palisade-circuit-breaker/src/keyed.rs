@@ -13,7 +13,6 @@ use tokio::time::Instant;
 
 use crate::breaker::Breaker;
 use crate::config::Config;
-pub use crate::defaults::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_KEYS};
 use crate::events::State;
 use crate::handle::CircuitBreakerHandle;
 

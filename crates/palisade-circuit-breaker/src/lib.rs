@@ -61,12 +61,13 @@
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 mod breaker;
+mod builder;
 mod classify;
 mod config;
 pub mod defaults;
 mod error;
 mod events;
-mod future;
+pub mod future;
 mod handle;
 mod keyed;
 mod layer;
@@ -75,22 +76,24 @@ mod service;
 mod shared;
 mod window;
 
+pub use builder::CircuitBreakerLayerBuilder;
 pub use classify::{DetectRejection, NoRejections, PaymentRejections};
-pub use config::{
-    ConfigError, DEFAULT_FAILURE_RATE, DEFAULT_HALF_OPEN_PROBES, DEFAULT_MAX_OPEN_DURATION, DEFAULT_MINIMUM_CALLS,
-    DEFAULT_OPEN_DURATION, DEFAULT_OPEN_GROWTH, DEFAULT_SLOW_CALL_THRESHOLD, DEFAULT_TIME_BUCKETS,
-    DEFAULT_WINDOW_CALLS, HALF_OPEN_RETRY_HINT, LayerRejections, Window,
+pub use config::{ConfigError, HALF_OPEN_RETRY_HINT, LayerRejections, Window};
+pub use defaults::{
+    DEFAULT_FAILURE_RATE, DEFAULT_HALF_OPEN_PROBES, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_KEYS, DEFAULT_MAX_OPEN_DURATION,
+    DEFAULT_MINIMUM_CALLS, DEFAULT_OPEN_DURATION, DEFAULT_OPEN_GROWTH, DEFAULT_SLOW_CALL_THRESHOLD,
+    DEFAULT_TIME_BUCKETS, DEFAULT_WINDOW_CALLS,
 };
+#[cfg(feature = "redis")]
+pub use defaults::{DEFAULT_PREFIX, DEFAULT_SYNC_INTERVAL};
 pub use error::CircuitOpen;
-pub use events::Listener;
-pub use events::{Event, Reason, State};
+pub use events::{Event, Listener, Reason, State};
 pub use future::ResponseFuture;
 pub use handle::CircuitBreakerHandle;
-pub use keyed::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_KEYS, KeyedHandle};
-pub use keyed::{Keyed, Partition, Single};
-pub use layer::{CircuitBreakerLayer, CircuitBreakerLayerBuilder};
+pub use keyed::{Keyed, KeyedHandle, Partition, Single};
+pub use layer::CircuitBreakerLayer;
 pub use palisade_core::mode::{Http, Rejection, Typed};
 pub use service::CircuitBreaker;
 #[cfg(feature = "redis")]
-pub use shared::{Aggregate, DEFAULT_PREFIX, DEFAULT_SYNC_INTERVAL, RedisShared, SharedStatus};
+pub use shared::{Aggregate, RedisShared, SharedStatus};
 pub use window::Snapshot;

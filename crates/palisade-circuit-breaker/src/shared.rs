@@ -29,7 +29,7 @@ use redis::aio::ConnectionManager;
 
 use crate::breaker::Breaker;
 use crate::config::ConfigError;
-pub use crate::defaults::{DEFAULT_PREFIX, DEFAULT_SYNC_INTERVAL};
+use crate::defaults::{DEFAULT_PREFIX, DEFAULT_SYNC_INTERVAL};
 use crate::events::{Event, State, emit};
 
 const SYNC_LUA: &str = r"

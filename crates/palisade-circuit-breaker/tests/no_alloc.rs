@@ -2,13 +2,14 @@
 //! calls (successes, failures and declines) through a closed breaker. Runs as a plain `main` (no test harness),
 //! so no other thread can allocate while it measures.
 
-use std::future::{Future, Ready, ready};
+use std::future::Future;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
 use palisade_circuit_breaker::{CircuitBreakerLayer, State};
 use palisade_core::PaymentError;
-use tower::{Layer, Service, service_fn};
+use palisade_testkit::{Answer, TestGateway};
+use tower::{Layer, Service};
 
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;
@@ -29,16 +30,14 @@ fn once<S: Service<u32, Response = u32, Error = PaymentError>>(svc: &mut S, x: u
     run(svc.call(x))
 }
 
-fn gateway() -> impl Service<u32, Response = u32, Error = PaymentError, Future = Ready<Result<u32, PaymentError>>> {
-    // Errors are built only for the failing and declining calls; their construction does not allocate
-    // (no message strings): `GatewayUnavailable` and `InsufficientFunds`.
-    service_fn(|x: u32| {
-        ready(match x % 10 {
-            0 => Err(PaymentError::GatewayUnavailable { retry_after: None }),
-            1 => Err(PaymentError::InsufficientFunds),
-            _ => Ok(x),
-        })
-    })
+/// One failure and one decline in every ten calls, the rest successes.
+fn gateway() -> TestGateway<u32, u32> {
+    // The errors carry no message string, so answering with them does not allocate: `GatewayUnavailable` and
+    // `InsufficientFunds`.
+    let mut answers = vec![Answer::Ok(0); 8];
+    answers.push(Answer::Err(PaymentError::GatewayUnavailable { retry_after: None }));
+    answers.push(Answer::Err(PaymentError::InsufficientFunds));
+    TestGateway::cycle(answers)
 }
 
 /// Runs without the libtest harness (`harness = false`): this is the process's only thread, so the heap profiler

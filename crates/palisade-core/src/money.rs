@@ -593,6 +593,22 @@ mod tests {
         i64::try_from(scaled).map_err(|_| MoneyError::Overflow)
     }
 
+    /// What the grammar says `text` (grammatical by construction) is in `cur`, worked out on its digits with
+    /// integer arithmetic, apart from `Decimal`: the count of minor units, or why there is none. Sub-minor wins
+    /// over out of range, as in [`Money::new`].
+    fn expected_minor(text: &str, cur: Currency) -> Result<i64, &'static str> {
+        let (negative, unsigned) = text.strip_prefix('-').map_or((false, text), |u| (true, u));
+        let (int, frac) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+        let exponent = usize::from(cur.exponent());
+        let (kept, dropped) = frac.split_at(frac.len().min(exponent));
+        if dropped.bytes().any(|b| b != b'0') {
+            return Err("sub-minor");
+        }
+        let digits = format!("{int}{kept:0<exponent$}");
+        let magnitude: i128 = digits.parse().unwrap();
+        i64::try_from(if negative { -magnitude } else { magnitude }).map_err(|_| "out of range")
+    }
+
     proptest! {
         /// Any decimal (sub-minor, huge, negative, every scale) is accepted exactly when the decimal arithmetic
         /// finds a whole count of minor units that fits, and then to that count.
@@ -624,6 +640,49 @@ mod tests {
             let text = m.amount().to_string();
             prop_assert_eq!(Money::parse(&text, cur).unwrap(), m);
             prop_assert_eq!(Money::parse(&text, cur).unwrap().to_minor().unwrap(), minor);
+        }
+
+        /// Every text of the grammar is read exactly: accepted with the count of minor units its digits say
+        /// (so every accepted amount fits minor units), or refused as sub-minor or out of range, never as
+        /// malformed. What is accepted prints canonically (the currency's decimals) and reads back to itself.
+        #[test]
+        fn grammatical_text_is_read_exactly(text in "-?(0|[1-9][0-9]{0,21})(\\.[0-9]{1,6})?", idx in 0usize..4) {
+            let cur = [Currency::USD, Currency::JPY, Currency::BHD, Currency::from_code("CLF").unwrap()][idx];
+            match (Money::parse(&text, cur), expected_minor(&text, cur)) {
+                (Ok(m), Ok(minor)) => {
+                    prop_assert_eq!(m.to_minor(), Ok(minor));
+                    let shown = m.amount().to_string();
+                    let decimals = shown.split_once('.').map_or(0, |(_, f)| f.len());
+                    prop_assert_eq!(decimals, usize::from(cur.exponent()), "{}", shown);
+                    prop_assert_eq!(Money::parse(&shown, cur), Ok(m));
+                    prop_assert_eq!(m.to_string(), format!("{shown} {cur}"));
+                }
+                (Err(MoneyError::SubMinorAmount { .. }), Err("sub-minor"))
+                | (Err(MoneyError::OutOfRange { .. }), Err("out of range")) => {}
+                (got, expected) => prop_assert!(false, "{text:?} {cur}: got {got:?}, expected {expected:?}"),
+            }
+        }
+
+        /// Text one edit away from the grammar (a sign, a space, a leading zero, a bare or dangling point, an
+        /// exponent, a comma) is refused as malformed, whatever its value.
+        #[test]
+        fn text_off_the_grammar_is_refused(text in "-?(0|[1-9][0-9]{0,21})(\\.[0-9]{1,6})?", edit in 0usize..9) {
+            let (sign, unsigned) = if let Some(u) = text.strip_prefix('-') { ("-", u) } else { ("", text.as_str()) };
+            let (int, frac) = unsigned.split_once('.').map_or((unsigned, None), |(i, f)| (i, Some(f)));
+            let frac_or_5 = frac.unwrap_or("5");
+            let bad = match edit {
+                0 => format!("+{unsigned}"),
+                1 => format!(" {text}"),
+                2 => format!("{text} "),
+                3 => format!("{sign}0{unsigned}"),
+                4 => format!("{sign}.{frac_or_5}"),
+                5 => format!("{sign}{int}."),
+                6 => format!("{text}e0"),
+                7 => format!("{sign}{int},{frac_or_5}"),
+                _ => format!("--{unsigned}"),
+            };
+            let refused = matches!(Money::parse(&bad, Currency::USD), Err(MoneyError::InvalidAmount(_)));
+            prop_assert!(refused, "{:?} was not refused as malformed", bad);
         }
 
         #[test]

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use palisade_rate_limit::{KeyedRateLimiter, Quota, RateLimitLayer, RateLimiter};
+use palisade_testkit::InstantGateway;
 use tower::{Layer, Service};
 
 /// Large enough that every check is admitted: we measure the decision, not the refusal path.
@@ -93,7 +94,7 @@ fn drive<S: Service<u64>>(svc: &mut S, req: u64) -> bool {
 fn service(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
     let _enter = rt.enter();
-    let inner = tower::service_fn(|r: u64| std::future::ready(Ok::<_, tower::BoxError>(r)));
+    let inner = InstantGateway::ok(1u64);
     let mut g = c.benchmark_group("service_call");
     let mut ours = RateLimitLayer::builder().rate(RATE, Duration::from_secs(1)).build().unwrap().layer(inner);
     g.bench_function("palisade", |b| b.iter(|| black_box(drive(&mut ours, 1))));

@@ -1,15 +1,16 @@
-//! Every default of `palisade-rate-limit` in one place, each with the reason for its value. They are re-exported where
-//! they were always found (the crate root and their modules), so either path works.
+//! Every default of `palisade-rate-limit` in one place, each with the reason for its value. They are also
+//! re-exported where they were always found: the crate root, and the `redis` module for the Redis ones.
 
 use std::time::Duration;
 
-/// Default cap on the number of keys a [`KeyedRateLimiter`](crate::KeyedRateLimiter) tracks: 100,000 keys is about 6 MB of state, enough
-/// for the distinct cards or IPs a busy API sees within one burst window, and small enough that a key-churning
-/// attacker cannot exhaust memory.
+/// Default cap on the number of keys a [`KeyedRateLimiter`](crate::KeyedRateLimiter) tracks: 100,000 keys is
+/// about 6 MB of state, enough for the distinct cards or IPs a busy API sees within one burst window, and small
+/// enough that a key-churning attacker cannot exhaust memory.
 pub const DEFAULT_MAX_KEYS: usize = 100_000;
 
 #[cfg(feature = "redis")]
-/// Default key prefix: `palisade:rl:`.
+/// Default key prefix: `palisade:rl:`. Every Palisade layer keeps its keys under `palisade:` and a prefix of its own
+/// (`cb`, `idem`, `webhook`), so the layers can share one Redis with each other and with the application.
 pub const DEFAULT_PREFIX: &str = "palisade:rl:";
 
 #[cfg(feature = "redis")]
@@ -21,6 +22,7 @@ pub const DEFAULT_RECONNECT_INTERVAL: Duration = palisade_store::redis::RECONNEC
 /// Default name of a limit, as it appears in `RateLimit-Policy`, tracing fields and metric labels.
 pub const DEFAULT_POLICY_NAME: &str = "default";
 
-/// Default longest wait in [`OnLimit::Wait`](crate::OnLimit::Wait): 1 second. Long enough to smooth a burst at a gateway's TPS cap,
-/// short enough that a caller's own timeout (typically a few seconds for a charge) still has room.
+/// Default longest wait in [`OnLimit::Wait`](crate::OnLimit::Wait): 1 second. Long enough to smooth a burst at a
+/// gateway's TPS cap, short enough that a caller's own timeout (typically a few seconds for a charge) still has
+/// room.
 pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(1);

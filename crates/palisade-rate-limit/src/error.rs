@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use palisade_core::PaymentError;
 
-use crate::Quota;
+use crate::gcra::{Quota, QuotaError};
 
 /// A request was refused because its key is over its limit. Retrying after `retry_after` succeeds (for a
 /// local limiter, exactly then, if nothing else spent the capacity meanwhile).
@@ -86,4 +86,19 @@ impl From<RateLimitError> for PaymentError {
             RateLimitError::StoreUnavailable(p) => p,
         }
     }
+}
+
+/// A limit that could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// No rate was set.
+    #[error("no rate set: call .rate(n, period) or .quota(q) on the builder")]
+    NoRate,
+    /// The quota is invalid.
+    #[error(transparent)]
+    Quota(#[from] QuotaError),
+    /// `.redis()` was called before `.key_by()`.
+    #[error("call .redis(store) after .key_by(..): the Redis key names depend on the key type")]
+    RedisBeforeKeyBy,
 }

@@ -16,7 +16,7 @@ use http::{HeaderName, HeaderValue};
 use palisade_core::mode::{Http, Refuse, Rejection, Typed};
 use palisade_core::{PaymentError, Problem};
 
-use crate::config::DEFAULT_POLICY_NAME;
+use crate::defaults::DEFAULT_POLICY_NAME;
 use crate::error::RateLimitError;
 use crate::gcra::{Admitted, Quota};
 

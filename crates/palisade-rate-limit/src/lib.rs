@@ -54,11 +54,12 @@
 
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
+mod builder;
 mod clock;
 mod config;
 pub mod defaults;
 mod error;
-mod future;
+pub mod future;
 mod gcra;
 pub mod http;
 mod layer;
@@ -67,14 +68,14 @@ mod local;
 pub mod redis;
 mod service;
 
+pub use builder::RateLimitLayerBuilder;
 pub use clock::ClockSource;
-pub use config::{
-    BuildError, CostFn, DEFAULT_MAX_WAIT, DEFAULT_POLICY_NAME, Global, KeyFn, OnLimit, RateLimitLayerBuilder, UnitCost,
-};
-pub use error::{RateLimitError, RateLimited};
+pub use config::{CostFn, Global, KeyFn, OnLimit, UnitCost};
+pub use defaults::{DEFAULT_MAX_KEYS, DEFAULT_MAX_WAIT, DEFAULT_POLICY_NAME};
+pub use error::{BuildError, RateLimitError, RateLimited};
 pub use future::ResponseFuture;
 pub use gcra::{Admitted, Quota, QuotaError};
 pub use layer::RateLimitLayer;
-pub use local::{DEFAULT_MAX_KEYS, KeyedRateLimiter, RateLimiter};
+pub use local::{KeyedRateLimiter, RateLimiter};
 pub use palisade_core::mode::{Http, Rejection, Typed};
 pub use service::RateLimit;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 
 use crate::clock::{Clock, ClockSource};
-pub use crate::defaults::DEFAULT_MAX_KEYS;
+use crate::defaults::DEFAULT_MAX_KEYS;
 use crate::error::{RateLimitError, RateLimited};
 use crate::gcra::{Admitted, Gcra, Quota, Verdict};
 

@@ -23,9 +23,8 @@ use palisade_store::redis::{RedisConnection, redis_key, redis_unavailable};
 use redis::aio::ConnectionManager;
 use tokio::time::Instant;
 
-use crate::config::{BuildError, RateLimitLayerBuilder};
 pub use crate::defaults::{DEFAULT_PREFIX, DEFAULT_RECONNECT_INTERVAL};
-use crate::error::{RateLimitError, RateLimited};
+use crate::error::{BuildError, RateLimitError, RateLimited};
 use crate::gcra::{Admitted, Gcra, Quota};
 
 /// The GCRA script. KEYS[1] = the TAT key; ARGV = interval µs, capacity µs, cost.
@@ -146,19 +145,16 @@ pub(crate) struct RedisBackendConfig<K> {
 }
 
 impl<K> RedisBackendConfig<K> {
-    pub(crate) fn rekeyed<K2>(self) -> RedisBackendConfig<K2> {
-        RedisBackendConfig { store: self.store, key_name: None }
-    }
-}
-
-impl<K, F, C, P> RateLimitLayerBuilder<K, F, C, P> {
-    /// Keeps the limit in Redis, shared by every instance (call after `key_by`).
-    pub fn redis(mut self, store: RedisStore) -> Self
+    /// The backend of a builder whose key type is `K`.
+    pub(crate) fn new(store: RedisStore) -> Self
     where
         K: RedisKey,
     {
-        self.redis = Some(RedisBackendConfig { store, key_name: Some(<K as RedisKey>::redis_key) });
-        self
+        RedisBackendConfig { store, key_name: Some(<K as RedisKey>::redis_key) }
+    }
+
+    pub(crate) fn rekeyed<K2>(self) -> RedisBackendConfig<K2> {
+        RedisBackendConfig { store: self.store, key_name: None }
     }
 }
 

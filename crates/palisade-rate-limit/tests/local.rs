@@ -1,19 +1,18 @@
 //! Local (in-process) behaviour of the rate limit layer, under paused time.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use palisade_core::{Classify, DefaultClassifier, Outcome, PaymentError};
 use palisade_rate_limit::{KeyedRateLimiter, Quota, RateLimitError, RateLimitLayer, RateLimiter};
+use palisade_testkit::TestGateway;
 use tokio::time::{Instant, advance};
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
 type Res = Result<&'static str, PaymentError>;
 
-fn ok_service() -> impl Service<String, Response = &'static str, Error = PaymentError, Future: Send> + Clone + Send {
-    tower::service_fn(|_: String| async { Ok::<_, PaymentError>("ok") })
+fn ok_service() -> TestGateway<String, &'static str> {
+    TestGateway::ok("ok")
 }
 
 async fn call<S>(svc: &mut S, req: &str) -> Res
@@ -184,12 +183,7 @@ async fn a_full_map_refuses_new_keys_instead_of_leaking_the_limit() {
 
 #[tokio::test(start_paused = true)]
 async fn clones_share_one_limit_so_the_axum_pitfall_cannot_happen() {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let c = calls.clone();
-    let inner = tower::service_fn(move |_: String| {
-        c.fetch_add(1, Ordering::SeqCst);
-        async { Ok::<_, PaymentError>("ok") }
-    });
+    let inner = ok_service();
 
     // What axum does: clone the service for every connection and request. With tower's RateLimit applied per
     // clone (it is not Clone itself, so it ends up inside each clone), every clone gets its own 5 req/s.
@@ -201,7 +195,7 @@ async fn clones_share_one_limit_so_the_axum_pitfall_cannot_happen() {
     assert_eq!(naive_admitted, 300, "the pitfall: one limiter per clone lets everything through");
 
     // Palisade: the layer's state is shared by every service it makes and every clone of them.
-    calls.store(0, Ordering::SeqCst);
+    let naive_calls = inner.calls();
     let layer = RateLimitLayer::builder().rate(5, Duration::from_secs(1)).build().unwrap();
     let router = layer.layer(inner.clone());
     let mut admitted = 0;
@@ -210,7 +204,7 @@ async fn clones_share_one_limit_so_the_axum_pitfall_cannot_happen() {
         admitted += usize::from(call(&mut svc, "x").await.is_ok());
     }
     assert_eq!(admitted, 5);
-    assert_eq!(calls.load(Ordering::SeqCst), 5, "the gateway saw exactly the cap");
+    assert_eq!(inner.calls() - naive_calls, 5, "the gateway saw exactly the cap");
 
     // And concurrently, from many tasks on many threads' worth of clones.
     advance(Duration::from_secs(1)).await;
@@ -257,15 +251,8 @@ async fn wait_mode_admits_in_order_and_times_out() {
     // One per second, burst 1; wait at most 2.5 s.
     let layer = RateLimitLayer::builder().rate(1, Duration::from_secs(1)).wait(ms(2500)).build().unwrap();
     let start = Instant::now();
-    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let inner = {
-        let order = order.clone();
-        tower::service_fn(move |r: String| {
-            order.lock().unwrap().push((r, start.elapsed()));
-            async { Ok::<_, PaymentError>("ok") }
-        })
-    };
-    let svc = layer.layer(inner);
+    let inner = ok_service().recording();
+    let svc = layer.layer(inner.clone());
     let mut tasks = Vec::new();
     for i in 0..5 {
         let mut svc = svc.clone();
@@ -276,10 +263,10 @@ async fn wait_mode_admits_in_order_and_times_out() {
     for t in tasks {
         results.push(t.await.unwrap());
     }
-    let order = order.lock().unwrap().clone();
-    let names: Vec<_> = order.iter().map(|(r, _)| r.as_str()).collect();
+    let order = inner.log();
+    let names: Vec<_> = order.iter().map(|c| c.request.as_str()).collect();
     assert_eq!(names, ["r0", "r1", "r2"], "admitted in arrival order, one per second");
-    assert_eq!(order.iter().map(|(_, t)| *t).collect::<Vec<_>>(), [ms(0), ms(1000), ms(2000)]);
+    assert_eq!(order.iter().map(|c| c.at - start).collect::<Vec<_>>(), [ms(0), ms(1000), ms(2000)]);
     assert!(results[..3].iter().all(Result::is_ok));
     // r3 would have to wait 3 s (> 2.5 s): refused with its exact retry_after, without waiting in vain.
     assert!(matches!(results[3], Err(PaymentError::RateLimited { retry_after: Some(_) })), "{:?}", results[3]);
@@ -289,12 +276,8 @@ async fn wait_mode_admits_in_order_and_times_out() {
 #[tokio::test(start_paused = true)]
 async fn a_cancelled_waiter_spends_nothing() {
     let layer = RateLimitLayer::builder().rate(1, Duration::from_secs(1)).wait(Duration::from_secs(5)).build().unwrap();
-    let calls = Arc::new(AtomicUsize::new(0));
-    let c = calls.clone();
-    let svc = layer.layer(tower::service_fn(move |_: String| {
-        c.fetch_add(1, Ordering::SeqCst);
-        async { Ok::<_, PaymentError>("ok") }
-    }));
+    let gw = ok_service();
+    let svc = layer.layer(gw.clone());
     let mut first = svc.clone();
     assert!(call(&mut first, "first").await.is_ok());
 
@@ -315,7 +298,7 @@ async fn a_cancelled_waiter_spends_nothing() {
     let mut next = svc.clone();
     let res = tokio::time::timeout(Duration::ZERO, call(&mut next, "next")).await;
     assert!(matches!(res, Ok(Ok("ok"))), "admitted at once: {res:?}");
-    assert_eq!(calls.load(Ordering::SeqCst), 2, "the cancelled waiter never reached the gateway");
+    assert_eq!(gw.calls(), 2, "the cancelled waiter never reached the gateway");
     // And the unit was really spent by `next`: the following request has to wait a full interval.
     let mut after = svc.clone();
     let t0 = Instant::now();

@@ -1,22 +1,18 @@
 //! Redis-wide limits: shared keys across limiters, failure policy, shadow mode, local cache.
 #![cfg(feature = "redis")]
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use palisade_core::PaymentError;
 use palisade_rate_limit::RateLimitLayer;
 use palisade_rate_limit::redis::RedisStore;
-use palisade_testkit::{LogCapture, redis, unreachable_redis_url};
+use palisade_testkit::{LogCapture, TestGateway, redis, unreachable_redis_url};
 use tower::{Layer, Service, ServiceExt};
-
-mod common;
-use common::counting;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_limiters_sharing_a_key_hold_the_global_limit() {
     let Some(r) = redis("rl_shared_key").await else { return };
-    let (calls, inner) = counting();
+    let gw = TestGateway::<String, ()>::ok(());
     // Three "instances", each with its own connection; 20 per hour per key, so nothing refills mid-test.
     let mut services = Vec::new();
     for _ in 0..3 {
@@ -27,7 +23,7 @@ async fn several_limiters_sharing_a_key_hold_the_global_limit() {
             .redis(RedisStore::new(conn).prefix(r.prefix.clone()))
             .build()
             .unwrap();
-        services.push(layer.layer(inner.clone()));
+        services.push(layer.layer(gw.clone()));
     }
     let mut tasks = Vec::new();
     for i in 0..90 {
@@ -45,7 +41,7 @@ async fn several_limiters_sharing_a_key_hold_the_global_limit() {
     }
     assert_eq!(a, 20, "merchant-a: exactly its quota across all instances");
     assert_eq!(b, 9, "merchant-b: its own key, under its quota");
-    assert_eq!(calls.load(Ordering::SeqCst), 29);
+    assert_eq!(gw.calls(), 29);
     assert_eq!(refused.len(), 61);
     for e in refused {
         let Some(after) = e.retry_after() else { panic!("{e:?}") };
@@ -58,14 +54,14 @@ async fn several_limiters_sharing_a_key_hold_the_global_limit() {
 #[tokio::test]
 async fn redis_and_local_agree_on_burst_and_cost() {
     let Some(r) = redis("rl_cost").await else { return };
-    let (_, inner) = counting();
+    let gw = TestGateway::<String, ()>::ok(());
     let layer = RateLimitLayer::builder()
         .rate(5, Duration::from_secs(3600))
         .cost_by(|req: &String| req.len() as u32)
         .redis(RedisStore::new(r.conn.clone()).prefix(r.prefix.clone()))
         .build()
         .unwrap();
-    let mut svc = layer.layer(inner);
+    let mut svc = layer.layer(gw.clone());
     assert!(svc.ready().await.unwrap().call("xxx".to_owned()).await.is_ok()); // 3 of 5
     let e = svc.ready().await.unwrap().call("xxx".to_owned()).await.unwrap_err(); // needs 1 more unit
     let after = e.retry_after().unwrap();
@@ -84,7 +80,7 @@ async fn redis_and_local_agree_on_burst_and_cost() {
 #[tokio::test]
 async fn shadow_mode_never_rejects_but_records() {
     let Some(r) = redis("rl_shadow").await else { return };
-    let (calls, inner) = counting();
+    let gw = TestGateway::<String, ()>::ok(());
     let layer = RateLimitLayer::builder()
         .name("new-limit")
         .rate(2, Duration::from_secs(3600))
@@ -92,13 +88,13 @@ async fn shadow_mode_never_rejects_but_records() {
         .redis(RedisStore::new(r.conn.clone()).prefix(r.prefix.clone()).local_cache(true))
         .build()
         .unwrap();
-    let mut svc = layer.layer(inner);
+    let mut svc = layer.layer(gw.clone());
     let cap = LogCapture::new();
     let _guard = tracing::subscriber::set_default(cap.subscriber());
     for _ in 0..5 {
         assert!(svc.ready().await.unwrap().call("x".to_owned()).await.is_ok());
     }
-    assert_eq!(calls.load(Ordering::SeqCst), 5, "shadow mode never refuses");
+    assert_eq!(gw.calls(), 5, "shadow mode never refuses");
     let logs = cap.contents();
     assert_eq!(logs.matches("decision=\"shadow_rejected\"").count(), 3, "{logs}");
     assert!(logs.contains("limiter=\"new-limit\""), "{logs}");
@@ -116,9 +112,9 @@ async fn local_cache_refuses_known_limited_keys_without_asking_redis() {
             .build()
             .unwrap()
     };
-    let (_, inner) = counting();
-    let mut cached = build(true).layer(inner.clone());
-    let mut uncached = build(false).layer(inner);
+    let gw = TestGateway::<String, ()>::ok(());
+    let mut cached = build(true).layer(gw.clone());
+    let mut uncached = build(false).layer(gw);
     assert!(cached.ready().await.unwrap().call("card".to_owned()).await.is_ok());
     assert!(cached.ready().await.unwrap().call("card".to_owned()).await.is_err()); // Redis refuses; cached
     // Reset the key behind both limiters' backs: only a limiter that asks Redis can notice.

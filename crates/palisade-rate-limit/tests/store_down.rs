@@ -3,47 +3,43 @@
 //! hitting the same callsite without a subscriber at the same moment can hide events from this one.
 #![cfg(feature = "redis")]
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use palisade_core::{FailurePolicy, PaymentError};
 use palisade_rate_limit::RateLimitLayer;
 use palisade_rate_limit::redis::RedisStore;
-use palisade_testkit::{LogCapture, unreachable_redis_url};
+use palisade_testkit::{LogCapture, TestGateway, unreachable_redis_url};
 use tower::{Layer, Service, ServiceExt};
-
-mod common;
-use common::counting;
 
 #[tokio::test]
 async fn unreachable_redis_fails_closed_by_default_and_open_when_asked() {
     let cap = LogCapture::new();
     let _guard = tracing::subscriber::set_default(cap.subscriber());
 
-    let (calls, inner) = counting();
+    let gw = TestGateway::<String, ()>::ok(());
     let layer = RateLimitLayer::builder()
         .rate(100, Duration::from_secs(1))
         .redis(RedisStore::from_url(&unreachable_redis_url()))
         .build()
         .unwrap();
-    let mut svc = layer.layer(inner);
+    let mut svc = layer.layer(gw.clone());
     let e = svc.ready().await.unwrap().call("x".to_owned()).await.unwrap_err();
     assert!(matches!(e, PaymentError::StoreUnavailable { .. }), "{e:?}");
     assert_eq!(e.http_status(), http::StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(calls.load(Ordering::SeqCst), 0, "fail-closed: the gateway was not called");
+    assert_eq!(gw.calls(), 0, "fail-closed: the gateway was not called");
     assert_eq!(cap.contents().matches("decision=\"store_unavailable\"").count(), 1, "{}", cap.contents());
 
-    let (calls, inner) = counting();
+    let gw = TestGateway::<String, ()>::ok(());
     let layer = RateLimitLayer::builder()
         .rate(1, Duration::from_secs(1))
         .on_store_failure(FailurePolicy::FailOpen)
         .redis(RedisStore::from_url(&unreachable_redis_url()))
         .build()
         .unwrap();
-    let mut svc = layer.layer(inner);
+    let mut svc = layer.layer(gw.clone());
     for _ in 0..3 {
         assert!(svc.ready().await.unwrap().call("x".to_owned()).await.is_ok());
     }
-    assert_eq!(calls.load(Ordering::SeqCst), 3, "fail-open: admitted although a 1/s limit could not be checked");
+    assert_eq!(gw.calls(), 3, "fail-open: admitted although a 1/s limit could not be checked");
     assert_eq!(cap.contents().matches("decision=\"fail_open\"").count(), 3, "{}", cap.contents());
 }

@@ -6,7 +6,7 @@
 //!
 //! After criterion's group, an interleaved pass prints medians and ratios measured under the same load.
 
-use std::future::{Future, Ready, ready};
+use std::future::Future;
 use std::hint::black_box;
 use std::pin::pin;
 use std::sync::Arc;
@@ -15,24 +15,12 @@ use std::time::Duration;
 
 use criterion::Criterion;
 use palisade_core::*;
+use palisade_testkit::InstantGateway;
 use tower::retry::budget::{Budget, TpsBudget};
 use tower::{Layer, Service};
 
-/// A gateway that answers at once.
-#[derive(Clone)]
-struct Instant200;
-
-impl Service<GatewayRequest> for Instant200 {
-    type Response = u16;
-    type Error = PaymentError;
-    type Future = Ready<Result<u16, PaymentError>>;
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), PaymentError>> {
-        Poll::Ready(Ok(()))
-    }
-    fn call(&mut self, _: GatewayRequest) -> Self::Future {
-        ready(Ok(200))
-    }
-}
+/// A gateway that answers 200 at once and keeps no state.
+const INSTANT_200: InstantGateway<u16> = InstantGateway::ok(200);
 
 /// tower's policy made equivalent: attempts, exponential backoff, a budget deposited on every success.
 #[derive(Clone)]
@@ -80,26 +68,19 @@ fn call<S: Service<GatewayRequest>>(svc: &mut S, req: &GatewayRequest) -> Result
 }
 
 fn charge() -> GatewayRequest {
-    GatewayRequest::Charge(
-        ChargeRequest::new(
-            Money::parse("49.99", Currency::USD).unwrap(),
-            PaymentToken::new("tok_visa").unwrap(),
-            "order-1001".parse().unwrap(),
-        )
-        .idempotency_key(IdempotencyKey::new("order-1001-charge").unwrap()),
-    )
+    palisade_testkit::charge("order-1001").amount("49.99").key("order-1001-charge").build()
 }
 
 type Variant = (&'static str, Box<dyn FnMut(&GatewayRequest) -> bool>);
 
 /// The contenders, each a closure making one call (same request, same instant gateway).
 fn variants() -> Vec<Variant> {
-    let mut bare = Instant200;
+    let mut bare = INSTANT_200;
     let mut tower_retry = tower::retry::RetryLayer::new(TowerPolicy {
         left: 3,
         budget: Arc::new(TpsBudget::new(Duration::from_secs(10), 10, 0.2)),
     })
-    .layer(Instant200);
+    .layer(INSTANT_200);
     let tr_budget = tower_resilience::retry::RetryBudgetBuilder::new()
         .token_bucket()
         .tokens_per_second(10.0)
@@ -112,14 +93,14 @@ fn variants() -> Vec<Variant> {
         .retry_on(|e: &PaymentError| e.outcome().is_failure())
         .budget(tr_budget)
         .build()
-        .layer(Instant200);
+        .layer(INSTANT_200);
     // Equivalent to tower's: attempts, backoff, budget; no deadline.
-    let mut palisade = palisade_retry::RetryLayer::builder().max_attempts(3).no_deadline().build().layer(Instant200);
+    let mut palisade = palisade_retry::RetryLayer::builder().max_attempts(3).no_deadline().build().layer(INSTANT_200);
     // The defaults: budget, 30 s deadline, key assignment.
-    let mut defaults = palisade_retry::RetryLayer::builder().build().layer(Instant200);
+    let mut defaults = palisade_retry::RetryLayer::builder().build().layer(INSTANT_200);
     // No budget and no deadline: the layer without a clock read (what the clock and the budget cost).
     let mut bare_policy =
-        palisade_retry::RetryLayer::builder().max_attempts(3).no_deadline().no_budget().build().layer(Instant200);
+        palisade_retry::RetryLayer::builder().max_attempts(3).no_deadline().no_budget().build().layer(INSTANT_200);
     vec![
         ("no retry layer (baseline)", Box::new(move |r| call(&mut bare, r).is_ok())),
         ("tower::retry::Retry (3 attempts, TpsBudget)", Box::new(move |r| call(&mut tower_retry, r).is_ok())),

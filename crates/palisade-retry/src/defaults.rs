@@ -1,5 +1,10 @@
-//! Every default of `palisade-retry` in one place, each with the reason for its value. They are re-exported where
-//! they were always found (the crate root and their modules), so either path works.
+//! Every default of the retry layer's builder in one place, each with the reason for its value. They are also
+//! re-exported from [`config`](crate::config), where they were always found.
+//!
+//! The default budget's numbers stay on [`RetryBudget`](crate::RetryBudget) (`RetryBudget::DEFAULT_RATIO`,
+//! `DEFAULT_MIN_PER_SEC`, `DEFAULT_WINDOW`): they are the arguments `RetryBudget::default()` gives
+//! [`RetryBudget::new`](crate::RetryBudget::new), and a budget is built, and can be shared by several layers,
+//! apart from any builder.
 
 use std::time::Duration;
 

@@ -66,7 +66,7 @@ pub mod budget;
 pub mod config;
 pub mod defaults;
 mod error;
-mod future;
+pub mod future;
 pub mod http;
 mod layer;
 mod policy;

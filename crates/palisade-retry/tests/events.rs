@@ -19,11 +19,7 @@ async fn each_retry_emits_an_event_with_stable_fields() {
     let sim = GatewaySim::new();
     sim.script(Operation::Charge, [Fault::RateLimited { retry_after: Duration::from_millis(1500) }, Fault::Timeout]);
     let mut svc = RetryLayer::builder().max_attempts(2).build().layer(sim.clone());
-    let req = GatewayRequest::Charge(ChargeRequest::new(
-        Money::parse("10.00", Currency::USD).unwrap(),
-        PaymentToken::new("tok_visa").unwrap(),
-        "o1".parse().unwrap(),
-    ));
+    let req = palisade_testkit::charge("o1").build();
     assert!(svc.ready().await.unwrap().call(req).await.is_err());
     assert_eq!(sim.calls(), 2);
     let logs = capture.contents();

@@ -1,12 +1,12 @@
 //! The waits the layer really takes stay within the jitter's bounds, for any seed and settings (proptest over
 //! the layer itself, under paused time; the timer wheel rounds a wait up to the next millisecond).
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use palisade_core::backoff::{Backoff, Jitter};
 use palisade_core::*;
 use palisade_retry::RetryLayer;
+use palisade_testkit::TestGateway;
 use proptest::prelude::*;
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
@@ -17,12 +17,7 @@ const TICK: Duration = Duration::from_millis(1);
 fn gaps(backoff: Backoff, min_delay: Duration, attempts: u32, seed: u64) -> Vec<Duration> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
     rt.block_on(async {
-        let seen: Arc<Mutex<Vec<Instant>>> = Arc::default();
-        let log = seen.clone();
-        let gw = tower::service_fn(move |_req: GatewayRequest| {
-            log.lock().unwrap().push(Instant::now());
-            async { Err::<(), _>(PaymentError::network("refused")) }
-        });
+        let gw = TestGateway::<GatewayRequest, ()>::err(PaymentError::network("refused")).recording();
         let mut svc = RetryLayer::builder()
             .backoff(backoff)
             .min_delay(min_delay)
@@ -31,10 +26,10 @@ fn gaps(backoff: Backoff, min_delay: Duration, attempts: u32, seed: u64) -> Vec<
             .no_budget()
             .seed(seed)
             .build()
-            .layer(gw);
+            .layer(gw.clone());
         let req = GatewayRequest::Void(VoidRequest { authorization_id: "auth_1".into(), idempotency_key: None });
         assert!(svc.ready().await.unwrap().call(req).await.is_err());
-        let at = seen.lock().unwrap().clone();
+        let at: Vec<Instant> = gw.log().iter().map(|c| c.at).collect();
         assert_eq!(at.len() as u32, attempts);
         at.windows(2).map(|w| w[1] - w[0]).collect()
     })

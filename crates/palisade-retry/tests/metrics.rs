@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use palisade_core::*;
 use palisade_retry::RetryLayer;
-use palisade_testkit::MetricsCapture;
+use palisade_testkit::{MetricsCapture, TestGateway};
 use tower::{Layer, Service, ServiceExt};
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
@@ -14,8 +14,8 @@ async fn retries_and_refusals_are_counted() {
     let capture = MetricsCapture::default();
     let _guard = metrics::set_default_local_recorder(&capture);
 
-    let gw = tower::service_fn(|_req: GatewayRequest| async {
-        Err::<(), _>(PaymentError::RateLimited { retry_after: Some(Duration::from_millis(10)) })
+    let gw = TestGateway::<GatewayRequest, ()>::err(PaymentError::RateLimited {
+        retry_after: Some(Duration::from_millis(10)),
     });
     let mut svc = RetryLayer::builder().max_attempts(3).build().layer(gw);
     let req = GatewayRequest::Void(VoidRequest { authorization_id: "auth_1".into(), idempotency_key: None });

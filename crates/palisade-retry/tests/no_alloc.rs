@@ -3,12 +3,13 @@
 //! allocate (a gateway key is an `Arc<str>`). Runs as a plain `main` (`harness = false`), so no other thread
 //! allocates while it measures.
 
-use std::future::{Future, Ready, ready};
+use std::future::Future;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
 use palisade_core::{GatewayKeyed, IdempotencyKey, PaymentError};
 use palisade_retry::RetryLayer;
+use palisade_testkit::{Answer, TestGateway};
 use tower::{Layer, Service};
 
 #[global_allocator]
@@ -28,21 +29,11 @@ impl GatewayKeyed for Req {
 }
 
 /// Answers at once: 200, or a decline for every tenth call (Terminal: returned, not retried).
-#[derive(Clone)]
-struct Gateway(std::sync::Arc<std::sync::atomic::AtomicU32>);
-
-impl Service<Req> for Gateway {
-    type Response = u16;
-    type Error = PaymentError;
-    type Future = Ready<Result<u16, PaymentError>>;
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), PaymentError>> {
-        Poll::Ready(Ok(()))
-    }
-    fn call(&mut self, _: Req) -> Self::Future {
-        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        // `InsufficientFunds` carries no string, so building it does not allocate.
-        ready(if n.is_multiple_of(10) { Err(PaymentError::InsufficientFunds) } else { Ok(200) })
-    }
+fn gateway() -> TestGateway<Req, u16> {
+    // `InsufficientFunds` carries no string, so answering with it does not allocate.
+    let mut answers = vec![Answer::Ok(200); 9];
+    answers.push(Answer::Err(PaymentError::InsufficientFunds));
+    TestGateway::cycle(answers)
 }
 
 fn once<S: Service<Req>>(svc: &mut S, req: Req) -> Result<S::Response, S::Error> {
@@ -65,7 +56,7 @@ fn main() {
             RetryLayer::builder().no_deadline().jitter(palisade_retry::Jitter::Decorrelated).build(),
         ),
     ] {
-        let mut svc = layer.layer(Gateway(Default::default()));
+        let mut svc = layer.layer(gateway());
         // Warm up; the ten calls also align the declines on every tenth call below.
         for _ in 0..10 {
             let _ = once(&mut svc, Req(Some(key.clone())));

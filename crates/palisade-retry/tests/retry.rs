@@ -1,8 +1,5 @@
 //! Behaviour of the retry layer under paused time: what is retried, when, how often, with which key.
 
-use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -11,63 +8,23 @@ use palisade_core::backoff::{Backoff, Jitter};
 use palisade_core::*;
 use palisade_retry::{RetryBudget, RetryLayer};
 use palisade_sim::{Fault, GatewaySim};
+use palisade_testkit::{Answer, TestGateway};
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 
-/// When each call arrived and which key it carried.
-type CallLog = Arc<Mutex<Vec<(Instant, Option<IdempotencyKey>)>>>;
 /// Body and key of each HTTP call.
 type HttpLog = Arc<Mutex<Vec<(String, Option<IdempotencyKey>)>>>;
 
-/// One scripted answer of the mock gateway.
-#[derive(Clone)]
-enum Step {
-    Ok,
-    Err(PaymentError),
-    /// Never answers (for timeouts).
-    Hang,
+type Gateway = TestGateway<GatewayRequest, &'static str>;
+
+/// A gateway that answers from a script, then `then` for every later call, and records each call.
+fn scripted(script: impl IntoIterator<Item = Answer<&'static str>>, then: Answer<&'static str>) -> Gateway {
+    TestGateway::script(script).then(then).recording()
 }
 
-/// A gateway that answers from a script and records when each call arrived and which key it carried.
-#[derive(Clone)]
-struct Scripted {
-    script: Arc<Mutex<VecDeque<Step>>>,
-    /// Answer when the script is empty.
-    then: Step,
-    calls: CallLog,
-}
-
-impl Scripted {
-    fn new(script: impl IntoIterator<Item = Step>, then: Step) -> Self {
-        Scripted { script: Arc::new(Mutex::new(script.into_iter().collect())), then, calls: Arc::default() }
-    }
-    fn calls(&self) -> Vec<(Instant, Option<IdempotencyKey>)> {
-        self.calls.lock().unwrap().clone()
-    }
-    fn count(&self) -> usize {
-        self.calls.lock().unwrap().len()
-    }
-}
-
-impl Service<GatewayRequest> for Scripted {
-    type Response = &'static str;
-    type Error = PaymentError;
-    type Future = Pin<Box<dyn Future<Output = Result<&'static str, PaymentError>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), PaymentError>> {
-        Poll::Ready(Ok(()))
-    }
-    fn call(&mut self, req: GatewayRequest) -> Self::Future {
-        self.calls.lock().unwrap().push((Instant::now(), req.gateway_key().cloned()));
-        let step = self.script.lock().unwrap().pop_front().unwrap_or_else(|| self.then.clone());
-        Box::pin(async move {
-            match step {
-                Step::Ok => Ok("ok"),
-                Step::Err(e) => Err(e),
-                Step::Hang => std::future::pending().await,
-            }
-        })
-    }
+/// When each call arrived and which key it carried.
+fn log(gw: &Gateway) -> Vec<(Instant, Option<IdempotencyKey>)> {
+    gw.log().into_iter().map(|c| (c.at, c.request.gateway_key().cloned())).collect()
 }
 
 fn charge(order: &str, key: Option<&str>) -> GatewayRequest {
@@ -92,20 +49,20 @@ where
 
 #[tokio::test(start_paused = true)]
 async fn never_retries_terminal() {
-    let gw = Scripted::new([Step::Err(PaymentError::declined("do_not_honor"))], Step::Ok);
+    let gw = scripted([Answer::Err(PaymentError::declined("do_not_honor"))], Answer::Ok("ok"));
     let mut svc = RetryLayer::builder().max_attempts(5).build().layer(gw.clone());
     let res = run(&mut svc, charge("o1", None)).await;
     assert_eq!(res, Err(PaymentError::declined("do_not_honor")));
-    assert_eq!(gw.count(), 1);
+    assert_eq!(gw.calls(), 1);
 }
 
 #[tokio::test(start_paused = true)]
 async fn retriable_failures_are_retried_with_the_same_assigned_key() {
-    let gw = Scripted::new([Step::Err(net()), Step::Err(net())], Step::Ok);
+    let gw = scripted([Answer::Err(net()), Answer::Err(net())], Answer::Ok("ok"));
     let mut svc = RetryLayer::builder().max_attempts(3).build().layer(gw.clone());
     let res = run(&mut svc, charge("o1", None)).await;
     assert_eq!(res, Ok("ok"));
-    let calls = gw.calls();
+    let calls = log(&gw);
     assert_eq!(calls.len(), 3);
     let key = calls[0].1.clone().expect("the layer assigns a key before the first attempt");
     assert!(calls.iter().all(|(_, k)| k.as_ref() == Some(&key)), "every attempt carries the same key");
@@ -113,76 +70,76 @@ async fn retriable_failures_are_retried_with_the_same_assigned_key() {
 
 #[tokio::test(start_paused = true)]
 async fn an_existing_key_is_kept() {
-    let gw = Scripted::new([Step::Err(PaymentError::timeout("lost"))], Step::Ok);
+    let gw = scripted([Answer::Err(PaymentError::timeout("lost"))], Answer::Ok("ok"));
     let mut svc = RetryLayer::builder().build().layer(gw.clone());
     assert_eq!(run(&mut svc, charge("o1", Some("edge-key-1"))).await, Ok("ok"));
-    assert!(gw.calls().iter().all(|(_, k)| k.as_ref().map(IdempotencyKey::as_str) == Some("edge-key-1")));
+    assert!(log(&gw).iter().all(|(_, k)| k.as_ref().map(IdempotencyKey::as_str) == Some("edge-key-1")));
 }
 
 #[tokio::test(start_paused = true)]
 async fn stops_at_max_attempts_and_returns_the_last_outcome() {
-    let gw = Scripted::new([Step::Err(net()), Step::Err(net())], Step::Err(PaymentError::timeout("last")));
+    let gw = scripted([Answer::Err(net()), Answer::Err(net())], Answer::Err(PaymentError::timeout("last")));
     let mut svc = RetryLayer::builder().max_attempts(4).backoff(fixed(10)).build().layer(gw.clone());
     let res = run(&mut svc, charge("o1", None)).await;
     assert_eq!(res, Err(PaymentError::timeout("last")));
-    assert_eq!(gw.count(), 4);
+    assert_eq!(gw.calls(), 4);
 }
 
 #[tokio::test(start_paused = true)]
 async fn unknown_is_retried_only_with_a_gateway_key() {
     // Without key assignment and without a key: an Unknown outcome is returned at once.
-    let gw = Scripted::new([Step::Err(PaymentError::timeout("lost"))], Step::Ok);
+    let gw = scripted([Answer::Err(PaymentError::timeout("lost"))], Answer::Ok("ok"));
     let mut svc = RetryLayer::builder().assign_gateway_key(false).build().layer(gw.clone());
     assert!(matches!(run(&mut svc, charge("o1", None)).await, Err(PaymentError::GatewayTimeout { .. })));
-    assert_eq!(gw.count(), 1);
-    assert_eq!(gw.calls()[0].1, None);
+    assert_eq!(gw.calls(), 1);
+    assert_eq!(log(&gw)[0].1, None);
 
     // Same settings, but the request carries a key: retried.
-    let gw = Scripted::new([Step::Err(PaymentError::timeout("lost"))], Step::Ok);
+    let gw = scripted([Answer::Err(PaymentError::timeout("lost"))], Answer::Ok("ok"));
     let mut svc = RetryLayer::builder().assign_gateway_key(false).build().layer(gw.clone());
     assert_eq!(run(&mut svc, charge("o1", Some("k"))).await, Ok("ok"));
-    assert_eq!(gw.count(), 2);
+    assert_eq!(gw.calls(), 2);
 
     // A retriable outcome needs no key.
-    let gw = Scripted::new([Step::Err(net())], Step::Ok);
+    let gw = scripted([Answer::Err(net())], Answer::Ok("ok"));
     let mut svc = RetryLayer::builder().assign_gateway_key(false).build().layer(gw.clone());
     assert_eq!(run(&mut svc, charge("o1", None)).await, Ok("ok"));
-    assert_eq!(gw.count(), 2);
+    assert_eq!(gw.calls(), 2);
 
     // retry_unknown(false): never, key or not.
-    let gw = Scripted::new([Step::Err(PaymentError::timeout("lost"))], Step::Ok);
+    let gw = scripted([Answer::Err(PaymentError::timeout("lost"))], Answer::Ok("ok"));
     let mut svc = RetryLayer::builder().retry_unknown(false).build().layer(gw.clone());
     assert!(run(&mut svc, charge("o1", Some("k"))).await.is_err());
-    assert_eq!(gw.count(), 1);
+    assert_eq!(gw.calls(), 1);
 }
 
 #[tokio::test(start_paused = true)]
 async fn retry_after_is_honoured_exactly() {
     let ra = Duration::from_millis(2_750);
-    let gw = Scripted::new([Step::Err(PaymentError::RateLimited { retry_after: Some(ra) })], Step::Ok);
+    let gw = scripted([Answer::Err(PaymentError::RateLimited { retry_after: Some(ra) })], Answer::Ok("ok"));
     // A backoff that would wait much longer, to show Retry-After replaces it.
     let mut svc = RetryLayer::builder().backoff(fixed(5_000)).build().layer(gw.clone());
     assert_eq!(run(&mut svc, charge("o1", None)).await, Ok("ok"));
-    let calls = gw.calls();
+    let calls = log(&gw);
     assert_eq!(calls[1].0 - calls[0].0, ra);
 }
 
 #[tokio::test(start_paused = true)]
 async fn retry_after_is_capped_by_max_delay() {
-    let gw = Scripted::new(
-        [Step::Err(PaymentError::GatewayUnavailable { retry_after: Some(Duration::from_secs(60)) })],
-        Step::Ok,
+    let gw = scripted(
+        [Answer::Err(PaymentError::GatewayUnavailable { retry_after: Some(Duration::from_secs(60)) })],
+        Answer::Ok("ok"),
     );
     let mut svc = RetryLayer::builder().max_delay(Duration::from_secs(2)).build().layer(gw.clone());
     assert_eq!(run(&mut svc, charge("o1", None)).await, Ok("ok"));
-    let calls = gw.calls();
+    let calls = log(&gw);
     assert_eq!(calls[1].0 - calls[0].0, Duration::from_secs(2));
 }
 
 #[tokio::test(start_paused = true)]
 async fn retry_after_past_the_deadline_returns_the_last_outcome_at_once() {
     let open = PaymentError::CircuitOpen { retry_after: Some(Duration::from_secs(8)) };
-    let gw = Scripted::new([Step::Err(open.clone())], Step::Ok);
+    let gw = scripted([Answer::Err(open.clone())], Answer::Ok("ok"));
     let mut svc = RetryLayer::builder()
         .deadline(Duration::from_secs(5))
         .max_delay(Duration::from_secs(30))
@@ -190,14 +147,14 @@ async fn retry_after_past_the_deadline_returns_the_last_outcome_at_once() {
         .layer(gw.clone());
     let t0 = Instant::now();
     assert_eq!(run(&mut svc, charge("o1", None)).await, Err(open));
-    assert_eq!(gw.count(), 1);
+    assert_eq!(gw.calls(), 1);
     assert_eq!(t0.elapsed(), Duration::ZERO, "no waiting for a retry that cannot happen");
 }
 
 #[tokio::test(start_paused = true)]
 async fn stops_at_the_deadline() {
     // Delays 1 s, 2 s, 4 s ...: attempts at 0, 1, 3; the next would start at 7 > 5.
-    let gw = Scripted::new([], Step::Err(net()));
+    let gw = scripted([], Answer::Err(net()));
     let mut svc = RetryLayer::builder()
         .max_attempts(10)
         .backoff(fixed(1_000))
@@ -206,25 +163,25 @@ async fn stops_at_the_deadline() {
         .layer(gw.clone());
     let t0 = Instant::now();
     assert_eq!(run(&mut svc, charge("o1", None)).await, Err(net()));
-    let at: Vec<Duration> = gw.calls().iter().map(|(t, _)| *t - t0).collect();
+    let at: Vec<Duration> = log(&gw).iter().map(|(t, _)| *t - t0).collect();
     assert_eq!(at, [Duration::ZERO, Duration::from_secs(1), Duration::from_secs(3)]);
     assert_eq!(t0.elapsed(), Duration::from_secs(3));
 }
 
 #[tokio::test(start_paused = true)]
 async fn an_attempt_over_its_timeout_is_unknown_and_retried_with_the_same_key() {
-    let gw = Scripted::new([Step::Hang], Step::Ok);
+    let gw = scripted([Answer::Hang], Answer::Ok("ok"));
     let mut svc =
         RetryLayer::builder().attempt_timeout(Duration::from_secs(2)).backoff(fixed(100)).build().layer(gw.clone());
     let t0 = Instant::now();
     assert_eq!(run(&mut svc, charge("o1", None)).await, Ok("ok"));
-    let calls = gw.calls();
+    let calls = log(&gw);
     assert_eq!(calls.len(), 2);
     assert_eq!(calls[1].0 - t0, Duration::from_millis(2_100), "2 s timeout, then the 100 ms backoff");
     assert!(calls[0].1.is_some() && calls[0].1 == calls[1].1);
 
     // Without a key it is not retried (Unknown), and the caller gets a gateway timeout.
-    let gw = Scripted::new([Step::Hang], Step::Ok);
+    let gw = scripted([Answer::Hang], Answer::Ok("ok"));
     let mut svc = RetryLayer::builder()
         .attempt_timeout(Duration::from_secs(2))
         .assign_gateway_key(false)
@@ -232,12 +189,12 @@ async fn an_attempt_over_its_timeout_is_unknown_and_retried_with_the_same_key() 
         .layer(gw.clone());
     let res = run(&mut svc, charge("o1", None)).await;
     assert!(matches!(res, Err(PaymentError::GatewayTimeout { .. })), "{res:?}");
-    assert_eq!(gw.count(), 1);
+    assert_eq!(gw.calls(), 1);
 }
 
 #[tokio::test(start_paused = true)]
 async fn the_deadline_caps_the_attempt_timeout() {
-    let gw = Scripted::new([], Step::Hang);
+    let gw = scripted([], Answer::Hang);
     let mut svc = RetryLayer::builder()
         .attempt_timeout(Duration::from_secs(10))
         .deadline(Duration::from_secs(3))
@@ -247,12 +204,12 @@ async fn the_deadline_caps_the_attempt_timeout() {
     let res = run(&mut svc, charge("o1", None)).await;
     assert!(matches!(res, Err(PaymentError::GatewayTimeout { .. })), "{res:?}");
     assert_eq!(t0.elapsed(), Duration::from_secs(3));
-    assert_eq!(gw.count(), 1);
+    assert_eq!(gw.calls(), 1);
 }
 
 #[tokio::test(start_paused = true)]
 async fn timeouts_convert_into_box_errors_too() {
-    let gw = Scripted::new([], Step::Hang).map_err(tower::BoxError::from);
+    let gw = scripted([], Answer::Hang).map_err(tower::BoxError::from);
     let mut svc = RetryLayer::builder().attempt_timeout(Duration::from_secs(1)).max_attempts(1).build().layer(gw);
     let err = run(&mut svc, charge("o1", None)).await.unwrap_err();
     let timed_out = err.downcast_ref::<palisade_retry::AttemptTimedOut>().expect("the layer's own error");
@@ -264,42 +221,44 @@ async fn timeouts_convert_into_box_errors_too() {
 async fn budget_exhaustion_stops_retries_and_recovers() {
     // No share of calls, a floor of one retry per second.
     let budget = RetryBudget::new(0.0, 1, Duration::from_secs(10)).unwrap();
-    let gw = Scripted::new([], Step::Err(net()));
+    let gw = scripted([], Answer::Err(net()));
     let layer = RetryLayer::builder().max_attempts(5).backoff(fixed(10)).budget(budget).build();
     let mut a = layer.layer(gw.clone());
     // A clone of the layer shares the budget.
     let mut b = layer.clone().layer(gw.clone());
 
     assert!(run(&mut a, charge("o1", None)).await.is_err());
-    assert_eq!(gw.count(), 2, "the floor's one retry, then the budget is empty");
+    assert_eq!(gw.calls(), 2, "the floor's one retry, then the budget is empty");
     assert!(run(&mut b, charge("o2", None)).await.is_err());
-    assert_eq!(gw.count(), 3, "the other clone finds the budget empty too: no retry");
+    assert_eq!(gw.calls(), 3, "the other clone finds the budget empty too: no retry");
 
     tokio::time::advance(Duration::from_secs(1)).await;
     assert!(run(&mut b, charge("o3", None)).await.is_err());
-    assert_eq!(gw.count(), 5, "a second later the floor has refilled one retry");
+    assert_eq!(gw.calls(), 5, "a second later the floor has refilled one retry");
 }
 
 #[tokio::test(start_paused = true)]
 async fn the_budget_grants_its_share_of_recent_calls() {
     // 50 % of calls, no floor: ten good calls fund five retries.
     let budget = RetryBudget::new(0.5, 0, Duration::from_secs(10)).unwrap();
-    let gw = Scripted::new(std::iter::repeat_n(Step::Ok, 10), Step::Err(net()));
+    let gw = scripted(std::iter::repeat_n(Answer::Ok("ok"), 10), Answer::Err(net()));
     let mut svc = RetryLayer::builder().max_attempts(100).backoff(fixed(1)).budget(budget).build().layer(gw.clone());
     for i in 0..10 {
         assert!(run(&mut svc, charge(&format!("ok{i}"), None)).await.is_ok());
     }
     assert!(run(&mut svc, charge("bad", None)).await.is_err());
     // The failing call deposited half a retry too: 11 × 0.5 = 5.5 → 5 retries, 6 attempts.
-    assert_eq!(gw.count(), 10 + 6);
+    assert_eq!(gw.calls(), 10 + 6);
 }
 
 /// A gateway that takes a ready slot in `poll_ready` and gives it back when the call's future ends, and that
 /// panics if called without one: `tower::limit::ConcurrencyLimit(1)` around the script.
 #[tokio::test(start_paused = true)]
 async fn no_ready_slot_is_held_while_sleeping() {
-    let gw =
-        Scripted::new([Step::Err(PaymentError::RateLimited { retry_after: Some(Duration::from_secs(5)) })], Step::Ok);
+    let gw = scripted(
+        [Answer::Err(PaymentError::RateLimited { retry_after: Some(Duration::from_secs(5)) })],
+        Answer::Ok("ok"),
+    );
     let limited = tower::limit::ConcurrencyLimitLayer::new(1).layer(gw.clone());
     let svc = RetryLayer::builder().build().layer(limited);
 
@@ -308,12 +267,12 @@ async fn no_ready_slot_is_held_while_sleeping() {
     let slow = tokio::spawn(async move { run(&mut first, charge("slow", None)).await });
     // Let the first call fail and start its 5 s wait.
     tokio::time::sleep(Duration::from_millis(1)).await;
-    assert_eq!(gw.count(), 1);
+    assert_eq!(gw.calls(), 1);
     let mut second = svc.clone();
     assert_eq!(run(&mut second, charge("fast", None)).await, Ok("ok"));
     assert!(t0.elapsed() < Duration::from_secs(5), "the second call did not wait for the first one's sleep");
     assert_eq!(slow.await.unwrap(), Ok("ok"));
-    assert_eq!(gw.count(), 3);
+    assert_eq!(gw.calls(), 3);
 }
 
 #[tokio::test(start_paused = true)]

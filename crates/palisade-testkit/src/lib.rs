@@ -20,10 +20,12 @@
 
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
+mod answer;
 mod gateway;
 mod metrics;
 mod rng;
 mod stall;
+pub use crate::answer::{Answer, AnswerFuture, Call, InstantGateway, TestGateway};
 pub use crate::gateway::{ChargeBuilder, captured, charge};
 pub use crate::metrics::{HistogramRecord, MetricsCapture};
 pub use crate::rng::Rng;
