@@ -8,9 +8,10 @@
 //!
 //! `sign` prints the signature header's value (`t=…,v1=…`, `v1,…` or `sha256=…`). `verify` prints `valid` and
 //! exits 0, or prints the failed check's kind on the first line of stderr (`header_missing`, `header_malformed`,
-//! `timestamp_malformed`, `too_old`, `too_far_in_future`, `no_signature_matched`), an explanation on the second,
-//! and exits 1. Usage errors (unknown scheme, unusable secret, a missing `--id`/`--timestamp` the scheme needs)
-//! exit 2. `--id` and `--timestamp` are used by the schemes that sign them (Standard Webhooks; Stripe's
+//! `timestamp_malformed`, `too_old`, `too_far_in_future`, `no_signature_matched`, `event_id_ambiguous`), an
+//! explanation on the second, and exits 1. Usage errors (unknown scheme, unusable secret, a missing
+//! `--id`/`--timestamp` the scheme needs, a `--timestamp` to sign that `verify` would never accept: negative or
+//! over 15 digits) exit 2. `--id` and `--timestamp` are used by the schemes that sign them (Standard Webhooks; Stripe's
 //! timestamp for `sign`) and ignored by the others.
 
 use std::io::{self, Read};
@@ -129,6 +130,11 @@ fn sign(args: SignArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => return usage(e),
     };
+    // The verifier's rule, checked before the body is read: a bad flag is reported without waiting for stdin.
+    let timestamp = args.timestamp.unwrap_or_else(|| SystemClock.now_unix());
+    if let Err(e) = Signer::check_timestamp(timestamp) {
+        return usage(e);
+    }
     let body = match read_body() {
         Ok(b) => b,
         Err(e) => {
@@ -136,7 +142,6 @@ fn sign(args: SignArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let timestamp = args.timestamp.unwrap_or_else(|| SystemClock.now_unix());
     match signer.signature(&Message { id: args.id.as_deref(), timestamp, body: &body }) {
         Ok(sig) => {
             println!("{sig}");

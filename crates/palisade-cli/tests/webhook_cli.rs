@@ -207,3 +207,33 @@ fn sign_refuses_timestamps_verify_never_accepts() {
     );
     assert_eq!(o.status.code(), Some(0), "what sign emits, verify reads: {o:?}");
 }
+
+/// Issue 16, finding 13: `verify` of a genuinely signed Stripe body that names its event id twice fails (exit 1)
+/// with `event_id_ambiguous`, the check the webhook layer refuses it with.
+#[test]
+fn verify_names_an_ambiguous_event_id() {
+    let body = br#"{"id":"evt_1","type":"charge.succeeded","id":"evt_2"}"#;
+    let sig =
+        palisade(&["webhook", "sign", "--scheme", "stripe", "--secret", "whsec_s", "--timestamp", "1700000000"], body);
+    let sig = stdout(&sig).trim().to_owned();
+    let verify = |body: &[u8]| {
+        palisade(
+            &[
+                "webhook",
+                "verify",
+                "--scheme",
+                "stripe",
+                "--secret",
+                "whsec_s",
+                "--signature",
+                &sig,
+                "--now",
+                "1700000000",
+            ],
+            body,
+        )
+    };
+    let o = verify(body);
+    assert_eq!((o.status.code(), stderr_kind(&o)), (Some(1), "event_id_ambiguous".to_owned()), "{o:?}");
+    assert!(o.stdout.is_empty());
+}

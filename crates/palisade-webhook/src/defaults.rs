@@ -14,8 +14,12 @@ pub const DEFAULT_BODY_LIMIT: usize = 2 * 1024 * 1024;
 ///
 /// The layer renews the lease every third of it while the handler runs (a heartbeat), so a handler that is
 /// still running keeps its claim however long it takes, and the sender's own retry of it is answered 503 "in
-/// progress". The lease only has to cover the gap a dead process leaves: the next redelivery after 10 s runs
-/// the handler, and three heartbeats per lease ride out a store hiccup of two of them.
+/// progress". The lease only has to cover the gap a dead process leaves: a crashed holder blocks its event for
+/// at most 10 s, then the next redelivery runs the handler. A renewal that fails (a store hiccup) is tried again
+/// at the next heartbeat, while a third of the lease is still left: one failed renewal costs nothing, and a store
+/// outage shorter than a third of the lease (3.3 s) never loses the claim. Two failed renewals in a row do (the
+/// third comes as the lease ends): a redelivery may then run the handler too, and fencing keeps this holder
+/// from recording the event over the one that took over.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 
 /// Default retention of a `DONE` record: 7 days.

@@ -97,11 +97,16 @@ impl VerifyError {
 }
 
 impl From<VerifyError> for PaymentError {
-    /// Window failures become [`PaymentError::WebhookReplay`], everything else
-    /// [`PaymentError::WebhookSignature`]; the reason starts with the kind name.
+    /// Window failures become [`PaymentError::WebhookReplay`], an ambiguous event id (the signature is genuine)
+    /// [`PaymentError::InvalidRequest`], everything else [`PaymentError::WebhookSignature`]; the reason starts
+    /// with the kind name.
     fn from(e: VerifyError) -> Self {
         let reason = SafeText::new(format!("{}: {e}", e.kind()));
-        if e.is_replay() { PaymentError::WebhookReplay { reason } } else { PaymentError::WebhookSignature { reason } }
+        match e {
+            VerifyError::EventIdAmbiguous => PaymentError::InvalidRequest { message: reason },
+            e if e.is_replay() => PaymentError::WebhookReplay { reason },
+            _ => PaymentError::WebhookSignature { reason },
+        }
     }
 }
 
@@ -151,6 +156,12 @@ mod tests {
         assert!(matches!(&e, PaymentError::WebhookReplay { reason } if reason.as_str().starts_with("too_old")));
         let e: PaymentError = VerifyError::NoSignatureMatched.into();
         assert!(matches!(e, PaymentError::WebhookSignature { .. }));
+        assert_eq!(e.http_status(), http::StatusCode::BAD_REQUEST);
+        // The signature of a body with two event ids is genuine: not a signature failure.
+        let e: PaymentError = VerifyError::EventIdAmbiguous.into();
+        assert!(
+            matches!(&e, PaymentError::InvalidRequest { message } if message.as_str().starts_with("event_id_ambiguous"))
+        );
         assert_eq!(e.http_status(), http::StatusCode::BAD_REQUEST);
     }
 

@@ -17,9 +17,10 @@ use crate::verifier::Verifier;
 /// The service it builds reads the whole body (bounded: 413 beyond [`body_limit`](WebhookLayerBuilder::body_limit)),
 /// verifies it (400 problem+json on failure), and calls the inner service with a `Request<Full<Bytes>>` holding
 /// exactly the verified bytes, with [`EventId`](crate::EventId) and [`Verified`](crate::Verified) in the request
-/// extensions. With a [`DeliveryStore`]: a duplicate of a running event gets 503 + `Retry-After`, a duplicate of
-/// a handled one gets 200 without the handler running; a handler that fails (non-2xx or error) releases its
-/// claim so the sender's redelivery runs it again.
+/// extensions. Any method but POST gets 405 with `Allow: POST`. With a [`DeliveryStore`]: a duplicate of a
+/// running event gets 503 + `Retry-After`, a duplicate of a handled one gets 200 without the handler running; a
+/// handler that fails (non-2xx or error) releases its claim so the sender's redelivery runs it again; the claim's
+/// lease is renewed while the handler runs.
 pub struct WebhookLayer<D = NoDedup> {
     shared: Arc<Shared<D>>,
 }
@@ -99,8 +100,10 @@ impl<D: DeliveryStore> WebhookLayerBuilder<D> {
         }
     }
 
-    /// How long a claim lasts before another delivery may take over (default [`DEFAULT_LEASE`]). Set it above
-    /// your handler's worst-case running time.
+    /// How long a claim lasts without renewal before another delivery may take over (default [`DEFAULT_LEASE`]).
+    /// The layer renews it every third of it while the handler runs, so it need not cover the handler's running
+    /// time: it is how long a crashed holder blocks the event, and the longest `Retry-After` of an "in progress"
+    /// answer.
     pub fn lease(mut self, d: Duration) -> Self {
         self.lease = d;
         self

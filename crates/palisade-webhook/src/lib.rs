@@ -10,7 +10,9 @@
 //!   [`EventId`] in the request extensions. With a [`DeliveryStore`] ([`MemoryDeliveryStore`], or
 //!   `RedisDeliveryStore` behind the `redis` feature) each event runs the handler effectively once: a duplicate
 //!   of a running event gets 503 + `Retry-After`, a duplicate of a handled one gets 200 without running the
-//!   handler, and a handler that fails or dies leaves the event to the sender's redelivery.
+//!   handler, and a handler that fails or dies leaves the event to the sender's redelivery. The claim is renewed
+//!   while the handler runs, so its short lease ([`DEFAULT_LEASE`]) only bounds how long a crashed instance
+//!   blocks an event. Methods other than POST get 405.
 //!
 //! ```
 //! use bytes::Bytes;

@@ -11,7 +11,8 @@ use crate::error::VerifyError;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum WebhookRejection {
-    /// Verification failed: 400, type `webhook_signature` (or `webhook_replay` for the timestamp window).
+    /// Verification failed: 400, type `webhook_signature` (`webhook_replay` for the timestamp window,
+    /// `webhook_event_id_ambiguous` for a genuine body that names its event id twice).
     #[error(transparent)]
     Invalid(#[from] VerifyError),
     /// Webhooks are delivered with POST; any other method gets 405 with `Allow: POST` before anything is read.
@@ -39,7 +40,8 @@ pub enum WebhookRejection {
         /// Remaining lease of the running delivery.
         retry_after: Duration,
     },
-    /// The delivery store could not be reached: 503, the handler was not run.
+    /// The delivery store could not be reached to claim the event: 503 with `Retry-After: 1`, the handler was not
+    /// run. A claim that landed anyway is undone, so the redelivery is handled once the store answers.
     #[error("{0}")]
     Store(PaymentError),
 }
@@ -49,6 +51,13 @@ impl WebhookRejection {
     #[must_use]
     pub fn problem(&self) -> Problem {
         match self {
+            // The signature is genuine: say what is wrong, not "signature invalid".
+            WebhookRejection::Invalid(e @ VerifyError::EventIdAmbiguous) => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "webhook_event_id_ambiguous",
+                "webhook event id ambiguous",
+                format!("{}: {e}", e.kind()),
+            ),
             WebhookRejection::Invalid(e) => Problem::from_error(&PaymentError::from(e.clone())),
             WebhookRejection::MethodNotAllowed => Problem::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -82,8 +91,9 @@ impl WebhookRejection {
                 self.to_string(),
             )
             .with_retry_after((*retry_after).max(Duration::from_secs(1))),
-            // A claim whose answer was lost is released right after it (see the layer), so the event can be
-            // redelivered as soon as the store answers again.
+            // A claim whose answer was lost is undone right after it, on the same connection (see the layer), so
+            // the event can be redelivered as soon as the store answers again. Worst case (the undo is lost too):
+            // a redelivery meanwhile gets 503 "in progress" with the true remaining lease, at most one lease.
             WebhookRejection::Store(e) => Problem::from_error(e).with_retry_after(Duration::from_secs(1)),
         }
     }
@@ -118,6 +128,9 @@ mod tests {
         let p = WebhookRejection::Invalid(VerifyError::NoSignatureMatched).problem();
         assert_eq!(p.status, StatusCode::BAD_REQUEST);
         assert_eq!(p.type_uri, "urn:palisade:problem:webhook_signature");
+        let p = WebhookRejection::Invalid(VerifyError::EventIdAmbiguous).problem();
+        assert_eq!(p.status, StatusCode::BAD_REQUEST);
+        assert_eq!(p.type_uri, "urn:palisade:problem:webhook_event_id_ambiguous");
         let e: PaymentError = WebhookRejection::InProgress { retry_after: Duration::from_secs(3) }.into();
         assert_eq!(e.retry_after(), Some(Duration::from_secs(3)));
     }

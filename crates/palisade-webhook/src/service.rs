@@ -12,7 +12,7 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::Full;
 use palisade_core::body::{BodyError, collect_limited};
-use palisade_core::{BoxError, FailurePolicy};
+use palisade_core::{BoxError, FailurePolicy, PaymentError};
 use tower_service::Service;
 
 use crate::rejection::WebhookRejection;
@@ -77,11 +77,22 @@ fn reject<B: From<Bytes>>(r: &WebhookRejection) -> Response<B> {
     r.problem().into_response()
 }
 
+/// What a store error says failed, without what it claims about the call: `PaymentError::StoreUnavailable`'s
+/// text adds "the call was not attempted", which is false once the handler has run. Every log line below says
+/// itself what happened to the delivery.
+fn what_failed(e: &PaymentError) -> String {
+    match e {
+        PaymentError::StoreUnavailable { message } => message.as_str().to_owned(),
+        other => other.to_string(),
+    }
+}
+
 /// Releases a claim if the handler's future is dropped before it finished (client gone, panic, shutdown).
 struct ClaimGuard<D: DeliveryStore> {
     store: D,
     event_id: String,
     token: Option<ClaimToken>,
+    lease: Duration,
 }
 
 impl<D: DeliveryStore> Drop for ClaimGuard<D> {
@@ -89,27 +100,68 @@ impl<D: DeliveryStore> Drop for ClaimGuard<D> {
         let Some(token) = self.token.take() else { return };
         // Without a runtime the lease simply expires.
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let store = self.store.clone();
+            let (store, lease) = (self.store.clone(), self.lease);
             let id = std::mem::take(&mut self.event_id);
             rt.spawn(async move {
-                let _ = store.release(&id, &token).await;
+                match store.release(&id, &token).await {
+                    Ok(true) => tracing::info!(
+                        target: "palisade_webhook",
+                        event_id = id,
+                        result = "dropped",
+                        "a delivery was dropped while its handler ran (it may have had effects); its claim was released, so the sender's redelivery runs the handler again"
+                    ),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(
+                        target: "palisade_webhook",
+                        event_id = id,
+                        result = "release_failed",
+                        error = what_failed(&e),
+                        "a delivery was dropped while its handler ran (it may have had effects) and the store did not confirm the release of its claim; at worst the sender's redelivery runs the handler once the lease ends (within {lease:?})"
+                    ),
+                }
             });
         }
     }
 }
 
-/// Releases, in the background, a claim whose answer never arrived (it may have landed, or land later).
-fn release_later<D: DeliveryStore>(store: &D, event_id: &str, token: ClaimToken) {
+/// Undoes, in the background, a claim whose answer never arrived: it may have landed, or land later (a stalled
+/// store runs it when it resumes, and the undo after it). A failed undo is tried again a few times, until just
+/// after the `Retry-After: 1` the delivery was answered with (a dropped connection: the new one carries it), and
+/// never past one lease, after which a claim that landed has ended by itself.
+fn abandon_later<D: DeliveryStore>(store: &D, event_id: &str, attempt: ClaimToken, lease: Duration) {
     let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
     let (store, id) = (store.clone(), event_id.to_owned());
     rt.spawn(async move {
-        if let Err(e) = store.release(&id, &token).await {
-            tracing::warn!(target: "palisade_webhook", event_id = id, "could not undo a claim whose answer was lost; if it landed, it ends with its lease: {e}");
+        let give_up = tokio::time::Instant::now() + lease;
+        let mut pause = ABANDON_FIRST_PAUSE;
+        for tries_left in (0..ABANDON_TRIES).rev() {
+            match store.abandon(&id, &attempt).await {
+                Ok(true) => {
+                    tracing::info!(target: "palisade_webhook", event_id = id, result = "abandoned", "a claim whose answer was lost had landed; it was undone, so the event's redelivery is handled");
+                    return;
+                }
+                Ok(false) => return,
+                Err(e) if tries_left > 0 && tokio::time::Instant::now() + pause < give_up => {
+                    tracing::debug!(target: "palisade_webhook", event_id = id, error = what_failed(&e), "could not undo a claim whose answer was lost yet; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                Err(e) => {
+                    tracing::warn!(target: "palisade_webhook", event_id = id, result = "abandon_failed", error = what_failed(&e), "could not undo a claim whose answer was lost; if it landed, the event is answered 503 in progress until its lease ends (within {lease:?} of landing)");
+                    return;
+                }
+            }
         }
     });
 }
 
-/// Runs the handler while renewing the claim's lease every third of it.
+/// Attempts to undo a lost claim, and the pause after the first failure (doubling): 0, 0.25, 0.75 and 1.75 s
+/// after the claim failed.
+const ABANDON_TRIES: u32 = 4;
+const ABANDON_FIRST_PAUSE: Duration = Duration::from_millis(250);
+
+/// Runs the handler while renewing the claim's lease every third of it. The renewals are polled inside this
+/// future, so they stop when the handler ends or the delivery is dropped, and follow `tokio::time`.
 async fn hold<D: DeliveryStore, F: Future>(
     store: &D,
     event_id: &str,
@@ -131,13 +183,24 @@ async fn heartbeat<D: DeliveryStore>(store: &D, event_id: &str, token: &ClaimTok
     loop {
         tick.tick().await;
         match store.renew(event_id, token, lease).await {
-            Ok(true) => {}
+            Ok(true) => tracing::trace!(target: "palisade_webhook", event_id, result = "renewed", "claim renewed"),
             Ok(false) => {
-                tracing::warn!(target: "palisade_webhook", event_id, "the claim's lease ended while the handler runs; a redelivery may run it again")
+                tracing::warn!(
+                    target: "palisade_webhook",
+                    event_id,
+                    result = "fenced",
+                    "the claim's lease ended while the handler runs (renewals failed or this process stalled): a redelivery may run the handler too, and this delivery cannot record the event as done if another took it over"
+                );
+                // A lease that ended cannot be renewed again: stop asking.
+                return std::future::pending().await;
             }
-            Err(e) => {
-                tracing::warn!(target: "palisade_webhook", event_id, "could not renew the claim's lease; trying again at the next heartbeat: {e}")
-            }
+            Err(e) => tracing::warn!(
+                target: "palisade_webhook",
+                event_id,
+                result = "renew_failed",
+                error = what_failed(&e),
+                "could not renew the claim's lease while the handler runs; trying again at the next heartbeat"
+            ),
         }
     }
 }
@@ -191,19 +254,19 @@ where
                 return inner.call(req).await;
             }
             let Some(event_id) = event_id else { return Ok(reject(&WebhookRejection::EventIdMissing)) };
-            let token = ClaimToken::fresh();
-            let claim = match shared.store.claim_with(&event_id, &token, shared.lease).await {
+            let attempt = ClaimToken::fresh();
+            let claim = match shared.store.claim_as(&event_id, shared.lease, &attempt).await {
                 Ok(c) => c,
                 Err(e) => {
                     // The claim may have landed although its answer never came (a stalled store answers late):
-                    // release it, so the sender's redelivery after Retry-After is handled. One connection runs
-                    // the release after the claim.
-                    release_later(&shared.store, &event_id, token);
+                    // undo it, so the sender's redelivery after Retry-After is handled. One connection runs the
+                    // undo after the claim.
+                    abandon_later(&shared.store, &event_id, attempt, shared.lease);
                     if shared.failure_policy == FailurePolicy::FailOpen {
-                        tracing::warn!(target: "palisade_webhook", event_id, "delivery store unavailable, running the handler without deduplication (fail-open): {e}");
+                        tracing::warn!(target: "palisade_webhook", event_id, error = what_failed(&e), "delivery store unavailable while claiming the event; running the handler without deduplication (fail-open): a concurrent or later delivery may run it too");
                         return inner.call(req).await;
                     }
-                    tracing::error!(target: "palisade_webhook", event_id, "delivery store unavailable, answering 503: {e}");
+                    tracing::error!(target: "palisade_webhook", event_id, error = what_failed(&e), "delivery store unavailable while claiming the event; answered 503, the handler was not run (the sender redelivers)");
                     telemetry::delivery("store_unavailable", &event_id);
                     return Ok(reject(&WebhookRejection::Store(e)));
                 }
@@ -222,9 +285,10 @@ where
                     return Ok(reject(&WebhookRejection::InProgress { retry_after }));
                 }
             };
-            let mut guard = ClaimGuard { store: shared.store.clone(), event_id, token: Some(token) };
+            let lease = shared.lease;
+            let mut guard = ClaimGuard { store: shared.store.clone(), event_id, token: Some(token), lease };
             let result = match guard.token.as_ref() {
-                Some(token) => hold(&shared.store, &guard.event_id, token, shared.lease, inner.call(req)).await,
+                Some(token) => hold(&shared.store, &guard.event_id, token, lease, inner.call(req)).await,
                 None => inner.call(req).await,
             };
             let Some(token) = guard.token.take() else { return result };
@@ -232,13 +296,39 @@ where
             let handled = matches!(&result, Ok(res) if res.status().is_success());
             if handled {
                 telemetry::delivery("handled", &event_id);
-                if let Err(e) = shared.store.complete(&event_id, &token, shared.retention).await {
-                    tracing::error!(target: "palisade_webhook", event_id, "could not record the event as done; a redelivery after the lease may run the handler again: {e}");
+                match shared.store.complete(&event_id, &token, shared.retention).await {
+                    Ok(true) => {}
+                    Ok(false) => tracing::warn!(
+                        target: "palisade_webhook",
+                        event_id,
+                        result = "fenced",
+                        "the handler ran and succeeded, but its claim had been taken over (its lease ended): another delivery holds or finished the event and may run the handler too; this delivery did not record it"
+                    ),
+                    Err(e) => tracing::error!(
+                        target: "palisade_webhook",
+                        event_id,
+                        result = "store_failed",
+                        error = what_failed(&e),
+                        "the handler ran and succeeded (its answer goes to the sender), but the store did not confirm that the event was recorded as done: if it was not, its claim ends with its lease (within {lease:?}), and a redelivery after that runs the handler again"
+                    ),
                 }
             } else {
                 telemetry::delivery("handler_failed", &event_id);
-                if let Err(e) = shared.store.release(&event_id, &token).await {
-                    tracing::warn!(target: "palisade_webhook", event_id, "could not release the claim; a redelivery runs the handler once the lease expires: {e}");
+                match shared.store.release(&event_id, &token).await {
+                    Ok(true) => {}
+                    Ok(false) => tracing::debug!(
+                        target: "palisade_webhook",
+                        event_id,
+                        result = "fenced",
+                        "the handler failed; its claim had already ended, so there was nothing to release"
+                    ),
+                    Err(e) => tracing::warn!(
+                        target: "palisade_webhook",
+                        event_id,
+                        result = "release_failed",
+                        error = what_failed(&e),
+                        "the handler ran and failed; the store did not confirm the release of its claim, so at worst the sender's redelivery runs the handler again once the lease ends (within {lease:?})"
+                    ),
                 }
             }
             result

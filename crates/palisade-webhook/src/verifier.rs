@@ -295,10 +295,24 @@ impl Signer {
         Ok(Signer { scheme: Arc::new(scheme), key })
     }
 
+    /// Checks that `timestamp` can be signed: the verifier's own rule (Unix seconds, 0 to 15 digits), so a
+    /// signer never emits what no verifier accepts. [`signature`](Self::signature) and
+    /// [`headers`](Self::headers) check it too; this lets a caller refuse early (the CLI, before reading the body).
+    ///
+    /// # Errors
+    /// [`SignError::TimestampOutOfRange`].
+    pub fn check_timestamp(timestamp: i64) -> Result<(), SignError> {
+        if crate::scheme::signable_timestamp(timestamp) {
+            Ok(())
+        } else {
+            Err(SignError::TimestampOutOfRange { timestamp })
+        }
+    }
+
     /// The signature header's value (`t=…,v1=…`, `v1,…` or `sha256=…`).
     ///
     /// # Errors
-    /// [`SignError`] when the scheme needs something `msg` lacks.
+    /// [`SignError`] when the scheme needs something `msg` lacks, or [`SignError::TimestampOutOfRange`].
     pub fn signature(&self, msg: &Message<'_>) -> Result<String, SignError> {
         check_timestamp(msg)?;
         self.scheme.sign(&self.key, msg)
@@ -307,7 +321,7 @@ impl Signer {
     /// Every header a sender sets for `msg`.
     ///
     /// # Errors
-    /// [`SignError`] when the scheme needs something `msg` lacks.
+    /// [`SignError`] when the scheme needs something `msg` lacks, or [`SignError::TimestampOutOfRange`].
     pub fn headers(&self, msg: &Message<'_>) -> Result<HeaderMap, SignError> {
         check_timestamp(msg)?;
         self.scheme.sign_headers(&self.key, msg)
@@ -316,11 +330,7 @@ impl Signer {
 
 /// A signer never emits a timestamp a verifier would refuse as malformed.
 fn check_timestamp(msg: &Message<'_>) -> Result<(), SignError> {
-    if crate::scheme::signable_timestamp(msg.timestamp) {
-        Ok(())
-    } else {
-        Err(SignError::TimestampOutOfRange { timestamp: msg.timestamp })
-    }
+    Signer::check_timestamp(msg.timestamp)
 }
 
 #[cfg(test)]

@@ -13,8 +13,8 @@ use http::{Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use palisade_core::{FailurePolicy, PaymentError};
 use palisade_webhook::{
-    Claim, ClaimToken, DeliveryStore, EventId, ManualClock, MemoryDeliveryStore, Message, Signer, StandardWebhooks,
-    Stripe, Verified, Verifier, WebhookLayer,
+    Claim, ClaimToken, DeliveryStore, EventId, GitHub, ManualClock, MemoryDeliveryStore, Message, Signer,
+    StandardWebhooks, Stripe, Verified, Verifier, WebhookLayer,
 };
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
@@ -243,9 +243,12 @@ async fn redis_keys_are_hash_tagged_and_expire() {
     let Claim::Acquired(stale) = store.claim("evt_other", Duration::from_secs(60)).await.unwrap() else {
         panic!("other claim")
     };
-    store.release("evt_{x}", &stale).await.unwrap();
+    assert!(!store.release("evt_{x}", &stale).await.unwrap());
+    assert!(!store.abandon("evt_{x}", &stale).await.unwrap());
+    assert!(!store.renew("evt_{x}", &stale, Duration::from_secs(60)).await.unwrap());
+    assert!(store.renew("evt_{x}", &token, Duration::from_secs(60)).await.unwrap());
     assert!(matches!(store.claim("evt_{x}", Duration::from_secs(60)).await.unwrap(), Claim::InProgress { .. }));
-    store.complete("evt_{x}", &token, Duration::from_secs(7 * 24 * 3600)).await.unwrap();
+    assert!(store.complete("evt_{x}", &token, Duration::from_secs(7 * 24 * 3600)).await.unwrap());
     let ttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut conn).await.unwrap();
     assert!(ttl > 6 * 24 * 3600 * 1000, "retention: {ttl}");
     assert_eq!(store.claim("evt_{x}", Duration::from_secs(60)).await.unwrap(), Claim::Done);
@@ -299,16 +302,16 @@ async fn a_delivery_dropped_mid_handler_releases_its_claim() {
 struct DownStore;
 
 impl DeliveryStore for DownStore {
-    async fn claim_with(&self, _: &str, _: &ClaimToken, _: Duration) -> Result<Claim, PaymentError> {
+    async fn claim_as(&self, _: &str, _: Duration, _: &ClaimToken) -> Result<Claim, PaymentError> {
         Err(PaymentError::store_unavailable("redis: connection refused"))
     }
     async fn renew(&self, _: &str, _: &ClaimToken, _: Duration) -> Result<bool, PaymentError> {
         Err(PaymentError::store_unavailable("down"))
     }
-    async fn complete(&self, _: &str, _: &ClaimToken, _: Duration) -> Result<(), PaymentError> {
+    async fn complete(&self, _: &str, _: &ClaimToken, _: Duration) -> Result<bool, PaymentError> {
         Err(PaymentError::store_unavailable("down"))
     }
-    async fn release(&self, _: &str, _: &ClaimToken) -> Result<(), PaymentError> {
+    async fn release(&self, _: &str, _: &ClaimToken) -> Result<bool, PaymentError> {
         Err(PaymentError::store_unavailable("down"))
     }
 }
@@ -385,47 +388,276 @@ fn slow_app<D: DeliveryStore>(store: D, lease: Duration, delay: Duration, calls:
     Router::new().route("/hook", post(handler)).route_layer(layer)
 }
 
-/// Issue 16, finding 4: a handler ten leases long keeps its claim (the layer renews it), so the sender's retry
-/// in the middle is answered "in progress" and never runs the handler a second time.
+/// Issue 16, finding 4: a handler ten leases long keeps its claim (the layer renews it), so the sender's retries
+/// all along are answered "in progress", with a Retry-After no longer than the lease, and never run the handler a
+/// second time.
 #[tokio::test(start_paused = true)]
 async fn a_handler_of_many_leases_keeps_its_claim() {
     let lease = Duration::from_secs(1);
     let calls = Arc::new(AtomicUsize::new(0));
     let app = slow_app(MemoryDeliveryStore::new(), lease, lease * 10, calls.clone());
     let first = tokio::spawn(app.clone().oneshot(signed("msg_long", NOW, b"{}")));
-    tokio::time::sleep(lease * 5).await;
-    let (status, p) = problem(app.clone().oneshot(signed("msg_long", NOW, b"{}")).await.unwrap()).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{p}");
-    assert_eq!(p["type"], "urn:palisade:problem:webhook_in_progress");
-    assert!(p["retry_after"].as_u64().unwrap() <= 1, "Retry-After is the lease left: {p}");
+    for _ in 0..19 {
+        tokio::time::sleep(lease / 2).await;
+        let (status, p) = problem(app.clone().oneshot(signed("msg_long", NOW, b"{}")).await.unwrap()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{p}");
+        assert_eq!(p["type"], "urn:palisade:problem:webhook_in_progress");
+        assert!(p["retry_after"].as_u64().unwrap() <= 1, "Retry-After is the lease left: {p}");
+    }
     assert_eq!(first.await.unwrap().unwrap().status(), StatusCode::OK);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let again = app.oneshot(signed("msg_long", NOW, b"{}")).await.unwrap();
+    assert_eq!(again.headers()[palisade_webhook::DUPLICATE_HEADER], "done");
 }
 
-/// Issue 16, finding 3: Redis stalls past its response timeout while an event is claimed: the delivery gets 503,
-/// the claim lands when Redis resumes, and the layer's release (sent after it on the same connection) undoes it,
-/// so the sender's redelivery after `Retry-After` is handled instead of "in progress" for a whole lease.
+/// A memory store whose renewals, releases or completions can be made to fail, as a store that is briefly
+/// unreachable would.
+#[derive(Clone, Default)]
+struct Flaky {
+    inner: MemoryDeliveryStore,
+    /// Number of upcoming renewals that fail.
+    failing_renewals: Arc<AtomicUsize>,
+    releases_fail: Arc<std::sync::atomic::AtomicBool>,
+    completions_fail: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl DeliveryStore for Flaky {
+    async fn claim_as(&self, id: &str, lease: Duration, attempt: &ClaimToken) -> Result<Claim, PaymentError> {
+        self.inner.claim_as(id, lease, attempt).await
+    }
+    async fn renew(&self, id: &str, token: &ClaimToken, lease: Duration) -> Result<bool, PaymentError> {
+        if self.failing_renewals.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+            return Err(PaymentError::store_unavailable("redis: timed out"));
+        }
+        self.inner.renew(id, token, lease).await
+    }
+    async fn complete(&self, id: &str, token: &ClaimToken, retention: Duration) -> Result<bool, PaymentError> {
+        if self.completions_fail.load(Ordering::SeqCst) {
+            return Err(PaymentError::store_unavailable("redis: timed out"));
+        }
+        self.inner.complete(id, token, retention).await
+    }
+    async fn release(&self, id: &str, token: &ClaimToken) -> Result<bool, PaymentError> {
+        if self.releases_fail.load(Ordering::SeqCst) {
+            return Err(PaymentError::store_unavailable("redis: timed out"));
+        }
+        self.inner.release(id, token).await
+    }
+}
+
+/// Issue 16, finding 4: a delivery dropped mid-handler whose release fails too (the store is down) blocks its
+/// event for at most one lease after the drop: its renewals stopped with it.
+#[tokio::test(start_paused = true)]
+async fn a_dropped_holder_blocks_its_event_for_at_most_one_lease() {
+    let lease = Duration::from_secs(3);
+    let store = Flaky::default();
+    store.releases_fail.store(true, Ordering::SeqCst);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let layer = WebhookLayer::builder(verifier()).dedup(store).lease(lease).build();
+    // The first delivery's handler never ends; later ones answer at once.
+    let handler = move || {
+        let n = counted.fetch_add(1, Ordering::SeqCst);
+        async move {
+            if n == 0 {
+                std::future::pending::<()>().await;
+            }
+            StatusCode::OK
+        }
+    };
+    let app = Router::new().route("/hook", post(handler)).route_layer(layer);
+
+    let first = tokio::spawn(app.clone().oneshot(signed("msg_dropped", NOW, b"{}")));
+    // Five renewals (every second) keep the claim alive past its first lease...
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+    first.abort();
+    let _ = first.await;
+    // ...and none after the drop: the claim renewed at 5 s ends at 8 s, within one lease of the drop.
+    tokio::time::sleep(lease - Duration::from_secs(1)).await;
+    let res = app.clone().oneshot(signed("msg_dropped", NOW, b"{}")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE, "still held until the lease ends");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let res = app.clone().oneshot(signed("msg_dropped", NOW, b"{}")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK, "free one lease after the drop");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+/// Issue 16, finding 4: renewals every third of the lease absorb one failed renewal; two in a row lose the claim
+/// (the third comes as the lease ends), a redelivery then runs the handler, and fencing keeps the late holder's
+/// completion from overwriting the new claim.
+#[tokio::test(start_paused = true)]
+async fn one_failed_renewal_is_absorbed_two_lose_the_claim_to_a_fenced_takeover() {
+    let lease = Duration::from_secs(3);
+    let store = Flaky::default();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let app = slow_app(store.clone(), lease, Duration::from_secs(5), calls.clone());
+    let deliver = |id: &'static str| app.clone().oneshot(signed(id, NOW, b"{}"));
+
+    // One failed renewal (at 1 s): the one at 2 s renews in time; the handler (5 s) runs once.
+    store.failing_renewals.store(1, Ordering::SeqCst);
+    let first = tokio::spawn(deliver("msg_hiccup"));
+    for at in [2500, 1500] {
+        tokio::time::sleep(Duration::from_millis(at)).await;
+        assert_eq!(deliver("msg_hiccup").await.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+    assert_eq!(first.await.unwrap().unwrap().status(), StatusCode::OK);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(deliver("msg_hiccup").await.unwrap().headers()[palisade_webhook::DUPLICATE_HEADER], "done");
+
+    // Two failed renewals (at 1 s and 2 s): the lease ends at 3 s and a redelivery at 3.5 s takes it over.
+    calls.store(0, Ordering::SeqCst);
+    store.failing_renewals.store(2, Ordering::SeqCst);
+    let late = tokio::spawn(deliver("msg_outage"));
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let takeover = tokio::spawn(deliver("msg_outage"));
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    // The late holder finished at 5 s; its completion was refused, so the new holder still holds the event.
+    assert_eq!(late.await.unwrap().unwrap().status(), StatusCode::OK);
+    let (status, p) = problem(deliver("msg_outage").await.unwrap()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{p}");
+    assert_eq!(p["type"], "urn:palisade:problem:webhook_in_progress");
+    assert_eq!(takeover.await.unwrap().unwrap().status(), StatusCode::OK);
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "the lost claim let the redelivery run the handler");
+    assert_eq!(deliver("msg_outage").await.unwrap().headers()[palisade_webhook::DUPLICATE_HEADER], "done");
+}
+
+/// Issue 16, finding 18: when the store fails after the handler ran, the log says the handler ran (and what
+/// happens next), never that nothing was executed.
+#[tokio::test(flavor = "current_thread")]
+async fn logs_say_the_handler_ran_when_the_store_fails_after_it() {
+    let logs = palisade_testkit::LogCapture::new();
+    let _guard = tracing::subscriber::set_default(logs.subscriber());
+    let store = Flaky::default();
+    store.completions_fail.store(true, Ordering::SeqCst);
+    store.releases_fail.store(true, Ordering::SeqCst);
+    let h = Arc::new(Handler { fail_next: AtomicUsize::new(1), ..Handler::default() });
+    let app = app(store, h.clone());
+    assert_eq!(
+        app.clone().oneshot(signed("msg_log", NOW, b"{}")).await.unwrap().status(),
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    assert_eq!(app.oneshot(signed("msg_log2", NOW, b"{}")).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(h.calls.load(Ordering::SeqCst), 2);
+    let text = logs.contents();
+    let release = text.lines().find(|l| l.contains("release_failed")).expect("the failed release is logged");
+    assert!(release.contains("the handler ran and failed"), "{release}");
+    let complete = text.lines().find(|l| l.contains("store_failed")).expect("the failed completion is logged");
+    assert!(complete.contains("the handler ran and succeeded"), "{complete}");
+    assert!(complete.contains("a redelivery after that runs the handler again"), "{complete}");
+    for line in [release, complete] {
+        assert!(!line.contains("not attempted") && !line.contains("not run"), "{line}");
+    }
+}
+
+/// Issue 16, finding 3: Redis stalls past the store's response timeout while an event is claimed: the delivery
+/// gets 503 with a short Retry-After; the claim lands when Redis resumes, and the layer's undo (sent after it on
+/// the same connection, timed out too but still queued) removes it, so the sender's redelivery after
+/// `Retry-After` runs the handler, once, instead of "in progress" for a whole lease.
 #[tokio::test]
 async fn a_claim_that_timed_out_does_not_block_the_redelivery() {
     let Some(r) = palisade_testkit::redis("webhook_stalled_claim").await else { return };
     let proxy = palisade_testkit::StallProxy::start(&r.url).await;
-    let store =
-        palisade_webhook::RedisDeliveryStore::connect(&proxy.url()).await.unwrap().with_prefix(r.prefix.clone());
+    let timeout = Duration::from_millis(300);
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(timeout));
+    let conn = redis::aio::ConnectionManager::new_with_config(redis::Client::open(proxy.url()).unwrap(), config)
+        .await
+        .unwrap();
+    let store = palisade_webhook::RedisDeliveryStore::new(conn).with_prefix(r.prefix.clone());
     let calls = Arc::new(AtomicUsize::new(0));
-    let app = slow_app(store, palisade_webhook::DEFAULT_LEASE, Duration::ZERO, calls.clone());
+    let app = slow_app(store.clone(), palisade_webhook::DEFAULT_LEASE, Duration::ZERO, calls.clone());
     assert_eq!(app.clone().oneshot(signed("msg_warm", NOW, b"{}")).await.unwrap().status(), StatusCode::OK);
 
     proxy.stall();
+    let asked = std::time::Instant::now();
     let refused = app.clone().oneshot(signed("msg_stalled", NOW, b"{}")).await.unwrap();
-    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(asked.elapsed() < Duration::from_millis(1500), "answered after the 300 ms timeout: {:?}", asked.elapsed());
     let retry_after: u64 = refused.headers()[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
+    let (status, p) = problem(refused).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{p}");
+    assert_eq!(p["type"], "urn:palisade:problem:store_unavailable");
+    assert_eq!(retry_after, 1, "a short Retry-After, not a lease");
+    // Redis stays stalled past the undo's own timeout too; then it runs the claim and everything after it.
+    tokio::time::sleep(timeout * 2).await;
     proxy.resume();
     tokio::time::sleep(Duration::from_secs(retry_after)).await;
 
     let redelivered = app.clone().oneshot(signed("msg_stalled", NOW, b"{}")).await.unwrap();
     assert_eq!(redelivered.status(), StatusCode::OK, "handled, not in progress");
     assert_eq!(calls.load(Ordering::SeqCst), 2, "the warm-up and the redelivery");
+    let again = app.oneshot(signed("msg_stalled", NOW, b"{}")).await.unwrap();
+    assert_eq!(again.headers()[palisade_webhook::DUPLICATE_HEADER], "done");
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "exactly once");
     r.cleanup().await;
+}
+
+/// A memory store whose next claim lands but answers an error (a stalled store's timeout), and whose undos can be
+/// made to fail.
+#[derive(Clone, Default)]
+struct LosesAnswers {
+    inner: MemoryDeliveryStore,
+    lose_next_claim: Arc<std::sync::atomic::AtomicBool>,
+    /// Number of upcoming undos that fail.
+    failing_abandons: Arc<AtomicUsize>,
+}
+
+impl DeliveryStore for LosesAnswers {
+    async fn claim_as(&self, id: &str, lease: Duration, attempt: &ClaimToken) -> Result<Claim, PaymentError> {
+        let claim = self.inner.claim_as(id, lease, attempt).await;
+        if self.lose_next_claim.swap(false, Ordering::SeqCst) {
+            return Err(PaymentError::store_unavailable("redis: timed out"));
+        }
+        claim
+    }
+    async fn renew(&self, id: &str, token: &ClaimToken, lease: Duration) -> Result<bool, PaymentError> {
+        self.inner.renew(id, token, lease).await
+    }
+    async fn complete(&self, id: &str, token: &ClaimToken, retention: Duration) -> Result<bool, PaymentError> {
+        self.inner.complete(id, token, retention).await
+    }
+    async fn release(&self, id: &str, token: &ClaimToken) -> Result<bool, PaymentError> {
+        self.inner.release(id, token).await
+    }
+    async fn abandon(&self, id: &str, attempt: &ClaimToken) -> Result<bool, PaymentError> {
+        if self.failing_abandons.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+            return Err(PaymentError::store_unavailable("redis: connection reset"));
+        }
+        self.inner.abandon(id, attempt).await
+    }
+}
+
+/// Issue 16, finding 3: a claim that landed although its answer was lost is undone; an undo that fails is tried
+/// again, so the redelivery after `Retry-After: 1` is handled. When every undo fails, the event is blocked for
+/// one lease at most, and the redelivery meanwhile is told the truth (503 in progress, the lease left).
+#[tokio::test(start_paused = true)]
+async fn a_lost_claim_is_undone_even_when_the_first_undos_fail() {
+    let store = LosesAnswers::default();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let app = slow_app(store.clone(), palisade_webhook::DEFAULT_LEASE, Duration::ZERO, calls.clone());
+    let deliver = |id: &'static str| app.clone().oneshot(signed(id, NOW, b"{}"));
+
+    store.lose_next_claim.store(true, Ordering::SeqCst);
+    store.failing_abandons.store(2, Ordering::SeqCst);
+    let refused = deliver("msg_lost").await.unwrap();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused.headers()[header::RETRY_AFTER], "1");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(deliver("msg_lost").await.unwrap().status(), StatusCode::OK, "the third undo freed the event");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    store.lose_next_claim.store(true, Ordering::SeqCst);
+    store.failing_abandons.store(usize::MAX, Ordering::SeqCst);
+    assert_eq!(deliver("msg_stuck").await.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (status, p) = problem(deliver("msg_stuck").await.unwrap()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(p["type"], "urn:palisade:problem:webhook_in_progress");
+    assert_eq!(p["retry_after"], 8, "the lease left: {p}");
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(deliver("msg_stuck").await.unwrap().status(), StatusCode::OK, "free after one lease");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
 
 /// Issue 16, finding 15: a GET (or any method but POST) on the webhook route is 405 with `Allow: POST`, not a 400
@@ -444,4 +676,73 @@ async fn other_methods_get_405_with_allow_post() {
         assert_eq!(p["type"], "urn:palisade:problem:method_not_allowed");
     }
     assert_eq!(h.calls.load(Ordering::SeqCst), 0);
+}
+
+/// Issue 16, finding 13: the event id must be one value for deduplication and for the handler. Per scheme, the
+/// event id is one member or header, and naming it twice is refused (400, the handler never runs): Stripe's is
+/// the body's top-level `"id"` (a nested `"id"` is another object's); Standard Webhooks' is `webhook-id` and
+/// GitHub's `X-GitHub-Delivery`, so for them a body with two `"id"` members is the handler's business.
+#[tokio::test]
+async fn an_ambiguous_event_id_is_refused_under_every_scheme() {
+    async fn send(layer: WebhookLayer<MemoryDeliveryStore>, req: Request<Body>) -> (Response<Body>, usize) {
+        let h = Arc::new(Handler::default());
+        let app = Router::new().route("/hook", post(handle)).route_layer(layer).with_state(h.clone());
+        let res = app.oneshot(req).await.unwrap();
+        let calls = h.calls.load(Ordering::SeqCst);
+        (res, calls)
+    }
+    let dedup = |v: Verifier| WebhookLayer::builder(v).dedup(MemoryDeliveryStore::new()).build();
+
+    // Stripe: two top-level ids, however spelled, are refused; a nested id is not the event's.
+    let stripe = || Verifier::builder(Stripe).secret("whsec_s").clock(ManualClock::new(NOW)).build().unwrap();
+    let stripe_req = |body: &'static str| {
+        let headers = Signer::new(Stripe, "whsec_s").unwrap().headers(&Message {
+            id: None,
+            timestamp: NOW,
+            body: body.as_bytes(),
+        });
+        let mut req = Request::post("/hook").body(Body::from(body)).unwrap();
+        req.headers_mut().extend(headers.unwrap());
+        req
+    };
+    for body in [r#"{"id":"evt_1","type":"charge.succeeded","id":"evt_2"}"#, r#"{"id":"evt_1","i\u0064":"evt_2"}"#] {
+        let (res, calls) = send(dedup(stripe()), stripe_req(body)).await;
+        let (status, p) = problem(res).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(p["type"], "urn:palisade:problem:webhook_event_id_ambiguous");
+        assert!(p["detail"].as_str().unwrap().starts_with("event_id_ambiguous: "), "{p}");
+        assert_eq!(calls, 0);
+    }
+    let (res, calls) =
+        send(dedup(stripe()), stripe_req(r#"{"id":"evt_1","data":{"object":{"id":"ch_1","id":"x"}}}"#)).await;
+    assert_eq!((res.status(), calls), (StatusCode::OK, 1), "nested ids are not the event id");
+
+    // Standard Webhooks: the id is the webhook-id header; two of them are refused, two body ids are not.
+    let (res, calls) = send(dedup(verifier()), signed("msg_1", NOW, br#"{"id":"a","id":"b"}"#)).await;
+    assert_eq!((res.status(), calls), (StatusCode::OK, 1));
+    let mut twice = signed("msg_1", NOW, b"{}");
+    twice.headers_mut().append("webhook-id", http::HeaderValue::from_static("msg_2"));
+    let (res, calls) = send(dedup(verifier()), twice).await;
+    let (status, p) = problem(res).await;
+    assert_eq!((status, calls), (StatusCode::BAD_REQUEST, 0), "{p}");
+    assert!(p["detail"].as_str().unwrap().contains("header_malformed"), "{p}");
+
+    // GitHub: the id is X-GitHub-Delivery; two of them are refused, two body ids are not.
+    let github = || Verifier::builder(GitHub).secret("gh_secret").build().unwrap();
+    let github_req = |body: &'static [u8], deliveries: &[&'static str]| {
+        let headers =
+            Signer::new(GitHub, "gh_secret").unwrap().headers(&Message { id: None, timestamp: NOW, body }).unwrap();
+        let mut req = Request::post("/hook").body(Body::from(body)).unwrap();
+        req.headers_mut().extend(headers);
+        for d in deliveries {
+            req.headers_mut().append("x-github-delivery", http::HeaderValue::from_static(d));
+        }
+        req
+    };
+    let (res, calls) = send(dedup(github()), github_req(br#"{"id":1,"id":2}"#, &["d-1"])).await;
+    assert_eq!((res.status(), calls), (StatusCode::OK, 1));
+    let (res, calls) = send(dedup(github()), github_req(b"{}", &["d-1", "d-2"])).await;
+    let (status, p) = problem(res).await;
+    assert_eq!((status, calls), (StatusCode::BAD_REQUEST, 0), "{p}");
+    assert!(p["detail"].as_str().unwrap().contains("x-github-delivery"), "{p}");
 }

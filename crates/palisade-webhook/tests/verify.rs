@@ -5,7 +5,8 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderValue};
 use palisade_webhook::scheme::{parse_github_header, parse_standard_signatures, parse_stripe_header};
 use palisade_webhook::{
-    GitHub, ManualClock, Message, Scheme, SecretError, Signer, StandardWebhooks, Stripe, Verifier, VerifyError,
+    GitHub, ManualClock, Message, Scheme, SecretError, SignError, Signer, StandardWebhooks, Stripe, Verifier,
+    VerifyError,
 };
 use proptest::prelude::*;
 
@@ -259,6 +260,34 @@ fn malformed_header_table() {
         Verifier::builder(GitHub).secret("x").build().unwrap().verify(&HeaderMap::new(), b""),
         Err(VerifyError::HeaderMissing { header: "x-hub-signature-256" })
     );
+}
+
+/// Issue 16, finding 14: a signer refuses the timestamps no verifier accepts (negative, over 15 digits) instead
+/// of emitting them, and what it signs at the edge of the range verifies.
+#[test]
+fn signers_refuse_timestamps_verifiers_never_accept() {
+    let max = 999_999_999_999_999;
+    for scheme_ix in 0..2 {
+        let signer = match scheme_ix {
+            0 => Signer::new(Stripe, ST_SECRET).unwrap(),
+            _ => Signer::new(StandardWebhooks, SW_SECRET).unwrap(),
+        };
+        for ts in [-1, max + 1, 9_999_999_999_999_999, i64::MAX, i64::MIN] {
+            let msg = Message { id: Some("msg_1"), timestamp: ts, body: b"{}" };
+            assert_eq!(signer.signature(&msg), Err(SignError::TimestampOutOfRange { timestamp: ts }), "{ts}");
+            assert_eq!(signer.headers(&msg), Err(SignError::TimestampOutOfRange { timestamp: ts }), "{ts}");
+            assert!(Signer::check_timestamp(ts).is_err(), "{ts}");
+        }
+        for ts in [0, max] {
+            let msg = Message { id: Some("msg_1"), timestamp: ts, body: b"{}" };
+            let headers = signer.headers(&msg).unwrap();
+            let verifier = match scheme_ix {
+                0 => stripe(ts, &[ST_SECRET]),
+                _ => standard(ts, &[SW_SECRET]),
+            };
+            assert_eq!(verifier.verify(&headers, b"{}").map(|v| v.timestamp), Ok(Some(ts)), "{ts}");
+        }
+    }
 }
 
 #[test]

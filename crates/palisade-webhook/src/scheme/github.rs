@@ -32,8 +32,13 @@ pub(crate) fn parse_into<'h>(
     push: &mut impl FnMut([u8; 32]),
 ) -> Result<Signed<'h>, VerifyError> {
     push(parse_github_header(header_str(headers, &HEADER)?)?);
+    // The delivery id is the event id: optional (GitHub always sends one; without it, only deduplication needs
+    // it), but never two, which the handler and deduplication could read differently.
     let id = match header_str(headers, &DELIVERY) {
         Ok(id) if !id.is_empty() => Some(id),
+        Err(e @ VerifyError::HeaderMalformed { .. }) if headers.get_all(&DELIVERY).iter().nth(1).is_some() => {
+            return Err(e);
+        }
         _ => None,
     };
     Ok(Signed { id, timestamp: None, signatures: Vec::new() })

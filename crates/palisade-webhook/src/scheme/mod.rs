@@ -261,18 +261,20 @@ pub(crate) fn header_str<'h>(headers: &'h HeaderMap, name: &'static HeaderName) 
 /// a timestamp that would need more (15 digits reach far past any real clock, and bound what is parsed).
 pub(crate) const TIMESTAMP_DIGITS: u32 = 15;
 
-/// True when `ts` can be signed: a Unix timestamp a verifier will read (0 to [`TIMESTAMP_DIGITS`] digits).
+/// The one rule for signed timestamps, used by the signer ([`Signer`](crate::Signer) refuses the others) and the
+/// verifier ([`parse_timestamp`] refuses the others): Unix seconds from 0 to the largest
+/// [`TIMESTAMP_DIGITS`]-digit number.
 pub(crate) fn signable_timestamp(ts: i64) -> bool {
     (0..10i64.pow(TIMESTAMP_DIGITS)).contains(&ts)
 }
 
-/// Parses a Unix timestamp: 1 to [`TIMESTAMP_DIGITS`] ASCII digits, nothing else (no sign, no spaces, no
-/// fraction).
+/// Parses a Unix timestamp: ASCII digits only (no sign, no spaces, no fraction) whose value
+/// [`signable_timestamp`] accepts. The length is checked first only to bound the work.
 pub(crate) fn parse_timestamp(s: &str) -> Result<i64, VerifyError> {
     if s.is_empty() || s.len() > TIMESTAMP_DIGITS as usize || !s.bytes().all(|b| b.is_ascii_digit()) {
         return Err(VerifyError::TimestampMalformed);
     }
-    s.parse::<i64>().map_err(|_| VerifyError::TimestampMalformed)
+    s.parse::<i64>().ok().filter(|&ts| signable_timestamp(ts)).ok_or(VerifyError::TimestampMalformed)
 }
 
 /// Decodes exactly 32 bytes of hex.
@@ -325,6 +327,21 @@ mod tests {
             ["", "0", &lower[..63], &format!("{lower}00"), &lower.replace('a', "g"), &lower.replacen('0', " ", 1)]
         {
             assert_eq!(hex32(bad), None, "{bad:?}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Issue 16, finding 14: sign and verify follow one rule: a timestamp can be signed exactly when the
+        /// verifier reads what the signer writes (`i64`'s decimal form), whatever the value.
+        #[test]
+        fn sign_and_verify_accept_the_same_timestamps(
+            ts in proptest::prop_oneof![
+                proptest::num::i64::ANY,
+                -10i64..10,
+                (10i64.pow(TIMESTAMP_DIGITS) - 10)..(10i64.pow(TIMESTAMP_DIGITS) + 10),
+            ],
+        ) {
+            proptest::prop_assert_eq!(signable_timestamp(ts), parse_timestamp(&ts.to_string()).is_ok(), "{}", ts);
         }
     }
 

@@ -62,7 +62,7 @@ impl MemoryDeliveryStore {
 }
 
 impl DeliveryStore for MemoryDeliveryStore {
-    async fn claim_with(&self, event_id: &str, token: &ClaimToken, lease: Duration) -> Result<Claim, PaymentError> {
+    async fn claim_as(&self, event_id: &str, lease: Duration, attempt: &ClaimToken) -> Result<Claim, PaymentError> {
         let now = Instant::now();
         let mut g = self.inner.lock();
         g.claims += 1;
@@ -77,14 +77,14 @@ impl DeliveryStore for MemoryDeliveryStore {
             _ => {
                 g.records.insert(
                     event_id.to_owned(),
-                    Record { state: State::InProgress(token.clone()), expires: now + lease },
+                    Record { state: State::InProgress(attempt.clone()), expires: now + lease },
                 );
-                Ok(Claim::Acquired(token.clone()))
+                Ok(Claim::Acquired(attempt.clone()))
             }
         }
     }
 
-    async fn complete(&self, event_id: &str, token: &ClaimToken, retention: Duration) -> Result<(), PaymentError> {
+    async fn complete(&self, event_id: &str, token: &ClaimToken, retention: Duration) -> Result<bool, PaymentError> {
         let now = Instant::now();
         let mut g = self.inner.lock();
         let mine_or_free = match g.records.get(event_id) {
@@ -96,7 +96,7 @@ impl DeliveryStore for MemoryDeliveryStore {
         if mine_or_free {
             g.records.insert(event_id.to_owned(), Record { state: State::Done, expires: now + retention });
         }
-        Ok(())
+        Ok(mine_or_free)
     }
 
     async fn renew(&self, event_id: &str, token: &ClaimToken, lease: Duration) -> Result<bool, PaymentError> {
@@ -111,14 +111,17 @@ impl DeliveryStore for MemoryDeliveryStore {
         }
     }
 
-    async fn release(&self, event_id: &str, token: &ClaimToken) -> Result<(), PaymentError> {
+    async fn release(&self, event_id: &str, token: &ClaimToken) -> Result<bool, PaymentError> {
+        let now = Instant::now();
         let mut g = self.inner.lock();
-        if let Some(Record { state: State::InProgress(t), .. }) = g.records.get(event_id)
-            && t == token
-        {
+        let held = g
+            .records
+            .get(event_id)
+            .is_some_and(|r| r.expires > now && matches!(&r.state, State::InProgress(t) if t == token));
+        if held {
             g.records.remove(event_id);
         }
-        Ok(())
+        Ok(held)
     }
 }
 
@@ -134,14 +137,16 @@ mod tests {
         tokio::time::advance(Duration::from_secs(10)).await;
         assert_eq!(s.claim("e", lease).await.unwrap(), Claim::InProgress { retry_after: Duration::from_secs(20) });
         // The holder fails: released, so the next delivery acquires.
-        s.release("e", &t1).await.unwrap();
+        assert!(s.release("e", &t1).await.unwrap());
         let Claim::Acquired(t2) = s.claim("e", lease).await.unwrap() else { panic!("released claim is free") };
         // The holder dies: the lease expires, a stale release by the old token does nothing to the new claim.
         tokio::time::advance(lease).await;
         let Claim::Acquired(t3) = s.claim("e", lease).await.unwrap() else { panic!("expired claim is free") };
-        s.release("e", &t2).await.unwrap();
+        assert!(!s.release("e", &t2).await.unwrap(), "a stale token releases nothing");
+        assert!(!s.renew("e", &t2, lease).await.unwrap(), "nor renews");
+        assert!(!s.complete("e", &t2, lease).await.unwrap(), "nor completes");
         assert!(matches!(s.claim("e", lease).await.unwrap(), Claim::InProgress { .. }));
-        s.complete("e", &t3, Duration::from_secs(3600)).await.unwrap();
+        assert!(s.complete("e", &t3, Duration::from_secs(3600)).await.unwrap());
         assert_eq!(s.claim("e", lease).await.unwrap(), Claim::Done);
         tokio::time::advance(Duration::from_secs(3600)).await;
         assert!(matches!(s.claim("e", lease).await.unwrap(), Claim::Acquired(_)), "retention ends");

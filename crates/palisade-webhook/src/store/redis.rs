@@ -51,14 +51,13 @@ return 0
     )
 });
 
-static RELEASE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+/// Deletes the claim if `ARGV[1]` holds it. Also sent whole (EVAL) by `abandon`: see there.
+const RELEASE_LUA: &str = r"
 if redis.call('GET', KEYS[1]) == 'p:' .. ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
-",
-    )
-});
+";
+
+static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE_LUA));
 
 /// Delivery records in Redis, shared by every instance that uses the same prefix. Cheap to clone.
 ///
@@ -122,33 +121,33 @@ fn millis(d: Duration) -> u64 {
 }
 
 impl DeliveryStore for RedisDeliveryStore {
-    async fn claim_with(&self, event_id: &str, token: &ClaimToken, lease: Duration) -> Result<Claim, PaymentError> {
+    async fn claim_as(&self, event_id: &str, lease: Duration, attempt: &ClaimToken) -> Result<Claim, PaymentError> {
         let mut conn = self.conn().await?;
         let (status, pttl): (i64, i64) = CLAIM
             .key(self.key(event_id))
-            .arg(token.as_str())
+            .arg(attempt.as_str())
             .arg(millis(lease))
             .invoke_async(&mut conn)
             .await
             .map_err(|e| redis_unavailable(&e))?;
         Ok(match status {
-            1 => Claim::Acquired(token.clone()),
+            1 => Claim::Acquired(attempt.clone()),
             2 => Claim::Done,
             // PTTL is -1 only if someone removed the expiry by hand; report a full lease then.
             _ => Claim::InProgress { retry_after: u64::try_from(pttl).map_or(lease, Duration::from_millis) },
         })
     }
 
-    async fn complete(&self, event_id: &str, token: &ClaimToken, retention: Duration) -> Result<(), PaymentError> {
+    async fn complete(&self, event_id: &str, token: &ClaimToken, retention: Duration) -> Result<bool, PaymentError> {
         let mut conn = self.conn().await?;
-        let _: i64 = COMPLETE
+        let completed: i64 = COMPLETE
             .key(self.key(event_id))
             .arg(token.as_str())
             .arg(millis(retention))
             .invoke_async(&mut conn)
             .await
             .map_err(|e| redis_unavailable(&e))?;
-        Ok(())
+        Ok(completed == 1)
     }
 
     async fn renew(&self, event_id: &str, token: &ClaimToken, lease: Duration) -> Result<bool, PaymentError> {
@@ -163,14 +162,31 @@ impl DeliveryStore for RedisDeliveryStore {
         Ok(renewed == 1)
     }
 
-    async fn release(&self, event_id: &str, token: &ClaimToken) -> Result<(), PaymentError> {
+    async fn release(&self, event_id: &str, token: &ClaimToken) -> Result<bool, PaymentError> {
         let mut conn = self.conn().await?;
-        let _: i64 = RELEASE
+        let released: i64 = RELEASE
             .key(self.key(event_id))
             .arg(token.as_str())
             .invoke_async(&mut conn)
             .await
             .map_err(|e| redis_unavailable(&e))?;
-        Ok(())
+        Ok(released == 1)
+    }
+
+    /// [`release`](DeliveryStore::release)'s script sent whole (EVAL, not EVALSHA), on the connection the claim
+    /// went out on, so Redis runs it after that claim. Sent whole because the layer may have stopped waiting
+    /// for it too (Redis still stalled): a `NOSCRIPT` answer (a restarted Redis, an empty script cache) would
+    /// then never be followed by the reload, and the claim would stay for its whole lease.
+    async fn abandon(&self, event_id: &str, attempt: &ClaimToken) -> Result<bool, PaymentError> {
+        let mut conn = self.conn().await?;
+        let abandoned: i64 = redis::cmd("EVAL")
+            .arg(RELEASE_LUA)
+            .arg(1)
+            .arg(self.key(event_id))
+            .arg(attempt.as_str())
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| redis_unavailable(&e))?;
+        Ok(abandoned == 1)
     }
 }
