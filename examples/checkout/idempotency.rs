@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use palisade::core::*;
-use palisade::idempotency::{IdempotencyLayer, IdempotencyStore, MemoryStore, RedisStore};
+use palisade::idempotency::{IdempotencyLayer, LeaseStore, MemoryStore, RedisStore};
 use palisade::sim::{Fault, GatewaySim, Latency};
 use tower::{Layer, ServiceExt};
 
@@ -21,7 +21,7 @@ fn charge(order: &str, amount: &str, key: &str) -> GatewayRequest {
     )
 }
 
-fn layered<S: IdempotencyStore>(store: S, sim: &GatewaySim) -> Gateway {
+fn layered<S: LeaseStore>(store: S, sim: &GatewaySim) -> Gateway {
     // A walkthrough keeps its records ten minutes, not the default 24 h, so a dev Redis does not fill up.
     let layer =
         IdempotencyLayer::builder().store(store).lease(Duration::from_secs(30)).ttl(Duration::from_secs(600)).build();

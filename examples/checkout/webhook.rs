@@ -13,8 +13,7 @@ use palisade::core::*;
 use palisade::sim::GatewaySim;
 use palisade::webhook::Clock as _;
 use palisade::webhook::{
-    DeliveryStore, EventId, MemoryDeliveryStore, Message, RedisDeliveryStore, Signer, Stripe, SystemClock, Verifier,
-    WebhookLayer,
+    EventId, LeaseStore, MemoryStore, Message, RedisStore, Signer, Stripe, SystemClock, Verifier, WebhookLayer,
 };
 use tower::{Service, ServiceExt};
 
@@ -52,7 +51,7 @@ pub async fn webhook_handling(r: &mut Report, env: &Env) {
          same event must not mark it twice; someone who edits the body in transit must be refused.",
     );
     match &env.redis_url {
-        Some(url) => match RedisDeliveryStore::connect(url).await {
+        Some(url) => match RedisStore::connect(url).await {
             Ok(store) => {
                 let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
                 r.step("delivery records in Redis");
@@ -60,11 +59,11 @@ pub async fn webhook_handling(r: &mut Report, env: &Env) {
             }
             Err(e) => r.check(&format!("Redis reachable for the delivery store ({e})"), false),
         },
-        None => run(r, MemoryDeliveryStore::new()).await,
+        None => run(r, MemoryStore::new()).await,
     }
 }
 
-async fn run<D: DeliveryStore>(r: &mut Report, store: D) {
+async fn run(r: &mut Report, store: impl LeaseStore + Clone) {
     let mut gw = GatewaySim::new();
     let charge = ChargeRequest::new(
         Money::parse("49.99", Currency::USD).expect("valid amount"),

@@ -6,7 +6,7 @@ use axum::http::HeaderName;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use palisade::core::{PaymentError, Problem};
-use palisade::idempotency::{HttpIdempotencyLayer, IdempotencyStore, MissingKey};
+use palisade::idempotency::{HttpIdempotencyLayer, LeaseStore, MissingKey};
 use palisade::sim::GatewaySim;
 
 use crate::{charges, ledger};
@@ -29,7 +29,7 @@ pub const MAX_ACCOUNT_LEN: usize = 64;
 /// The idempotency layer the API runs with: a key is required (400 without one), scoped by [`ACCOUNT_HEADER`],
 /// bodies up to [`BODY_LIMIT`], POST and PATCH, 24 h retention, the layer's default lease (renewed while a charge
 /// runs).
-pub fn idempotency(store: impl IdempotencyStore) -> HttpIdempotencyLayer {
+pub fn idempotency(store: impl LeaseStore) -> HttpIdempotencyLayer {
     HttpIdempotencyLayer::builder()
         .store(store)
         .missing_key(MissingKey::Reject)
@@ -40,7 +40,7 @@ pub fn idempotency(store: impl IdempotencyStore) -> HttpIdempotencyLayer {
 
 /// `POST /v1/charges` behind the idempotency layer, and `GET /v1/_sim/ledger`; a malformed [`ACCOUNT_HEADER`]
 /// is refused (400) before anything else.
-pub fn router(sim: GatewaySim, store: impl IdempotencyStore) -> Router {
+pub fn router(sim: GatewaySim, store: impl LeaseStore) -> Router {
     Router::new()
         .merge(charges::router(sim.clone(), idempotency(store)))
         .merge(ledger::router(sim))

@@ -24,11 +24,11 @@ mod serve;
 mod webhooks;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use clap::Parser;
-use palisade::idempotency::{MemoryStore, RedisStore};
+use palisade::idempotency::{LeaseStore, MemoryStore, RedisStore};
 use palisade::sim::{GatewaySim, Latency};
 
 /// Command-line interface. Other tools drive this server: keep these flags stable.
@@ -41,8 +41,9 @@ struct Args {
     /// Redis URL for the idempotency store (in memory when absent).
     #[arg(long)]
     redis: Option<String>,
-    /// Key prefix for the idempotency records in Redis.
-    #[arg(long, default_value = palisade::idempotency::store::DEFAULT_REDIS_PREFIX)]
+    /// Key prefix for the idempotency and webhook delivery records in Redis (one store serves both: their keys
+    /// are disjoint).
+    #[arg(long, default_value = palisade::idempotency::defaults::DEFAULT_REDIS_PREFIX)]
     redis_prefix: String,
     /// Simulated gateway latency per call, in milliseconds.
     #[arg(long, default_value_t = 0)]
@@ -64,16 +65,17 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_max_level(tracing::Level::WARN).init();
     let args = Args::parse();
     let sim = GatewaySim::builder().latency(Latency::fixed(Duration::from_millis(args.latency_ms))).build();
-    let (app, store_name): (Router, String) = match &args.redis {
+    // One store for the idempotency records and the webhook deliveries.
+    let (store, store_name): (Arc<dyn LeaseStore>, String) = match &args.redis {
+        // Connects lazily and reconnects: the server starts even while Redis is down, answering 503 meanwhile.
         Some(url) => {
-            // Connects lazily and reconnects: the server starts even while Redis is down, answering 503 meanwhile.
-            let store = RedisStore::open(url)?.with_prefix(args.redis_prefix.clone());
-            (app::router(sim.clone(), store), format!("Redis at {url}"))
+            (Arc::new(RedisStore::open(url)?.with_prefix(args.redis_prefix.clone())), format!("Redis at {url}"))
         }
-        None => (app::router(sim.clone(), MemoryStore::new()), "memory".to_owned()),
+        None => (Arc::new(MemoryStore::new()), "memory".to_owned()),
     };
+    let app = app::router(sim.clone(), store.clone());
     // webhook routes are merged here
-    let app = app.merge(webhooks::router(args.redis.as_deref())?);
+    let app = app.merge(webhooks::router(store)?);
 
     let listener = tokio::net::TcpListener::bind(args.addr).await?;
     println!("palisade server listening on http://{} (idempotency store: {store_name})", listener.local_addr()?);

@@ -22,7 +22,7 @@ use axum::Router;
 use axum::extract::{Extension, Json, State};
 use axum::http::StatusCode;
 use axum::routing::post;
-use palisade::webhook::{EventId, MemoryDeliveryStore, RedisDeliveryStore, Stripe, Verifier, WebhookLayer};
+use palisade::webhook::{EventId, LeaseStore, Stripe, Verifier, WebhookLayer};
 
 /// The secret used when `PALISADE_WEBHOOK_SECRET` is unset. For local tries only.
 pub const DEV_SECRET: &str = "whsec_palisade_dev_only";
@@ -41,7 +41,7 @@ struct Handled {
 ///
 /// # Errors
 /// When the secret or the Redis URL is unusable.
-pub fn router(redis: Option<&str>) -> anyhow::Result<Router> {
+pub fn router(store: impl LeaseStore) -> anyhow::Result<Router> {
     let secret = std::env::var("PALISADE_WEBHOOK_SECRET").unwrap_or_else(|_| {
         tracing::warn!("PALISADE_WEBHOOK_SECRET is unset; webhooks are verified with the development secret");
         DEV_SECRET.to_owned()
@@ -51,10 +51,7 @@ pub fn router(redis: Option<&str>) -> anyhow::Result<Router> {
     let layer = WebhookLayer::builder(verifier).body_limit(BODY_LIMIT);
     let handled = Arc::new(Handled::default());
     let route = Router::new().route("/v1/webhooks/gateway", post(on_event));
-    let route = match redis {
-        Some(url) => route.route_layer(layer.dedup(RedisDeliveryStore::open(url)?).build()),
-        None => route.route_layer(layer.dedup(MemoryDeliveryStore::new()).build()),
-    };
+    let route = route.route_layer(layer.dedup(store).build());
     Ok(route.with_state(handled))
 }
 

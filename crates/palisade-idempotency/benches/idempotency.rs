@@ -13,7 +13,7 @@ use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use http_body_util::Full;
 use palisade_core::*;
-use palisade_idempotency::{HttpIdempotencyLayer, IdempotencyLayer, MemoryStore};
+use palisade_idempotency::{Claim, HttpIdempotencyLayer, IdempotencyLayer, MemoryStore, Payload};
 use tower::{Layer, Service};
 
 fn request(key: &str) -> GatewayRequest {
@@ -216,7 +216,7 @@ fn threads(c: &mut Criterion) {
 
 /// Where a new request's time goes: fingerprint, store round trip, result encoding.
 fn components(c: &mut Criterion) {
-    use palisade_idempotency::{Fingerprinted, IdempotencyStore};
+    use palisade_idempotency::{Fingerprinted, LeaseStore};
     let mut g = c.benchmark_group("idempotency_components");
     let req = request("component");
     g.bench_function("fingerprint", |b| b.iter(|| std::hint::black_box(&req).fingerprint()));
@@ -228,10 +228,11 @@ fn components(c: &mut Criterion) {
         b.iter(|| {
             let i = n.fetch_add(1, Ordering::Relaxed) as usize;
             let key = &keys[i % 4096];
-            if let palisade_idempotency::Claim::Acquired { token, .. } =
-                store.claim_now(key, &fp, Duration::from_millis(1), Duration::from_millis(1))
+            // Through the trait: the memory store answers at once (`now`), no future is awaited.
+            if let Ok(Ok(Claim::Acquired { hold, .. })) =
+                store.claim(key, &fp, Duration::from_millis(1), Duration::from_millis(1)).now()
             {
-                store.complete_now(key, token, Bytes::from_static(b"x"), Duration::ZERO);
+                let _ = store.complete(&hold, Payload::from(Bytes::from_static(b"x")), Duration::ZERO).now();
             }
         })
     });
@@ -242,8 +243,8 @@ fn components(c: &mut Criterion) {
         b.iter(|| {
             let i = n.fetch_add(1, Ordering::Relaxed) as usize;
             let key = &cold_keys[i % (1 << 21)];
-            if let palisade_idempotency::Claim::Acquired { token, .. } = cold_store.claim_now(key, &fp, COLD, COLD) {
-                cold_store.complete_now(key, token, Bytes::from_static(b"x"), COLD);
+            if let Ok(Ok(Claim::Acquired { hold, .. })) = cold_store.claim(key, &fp, COLD, COLD).now() {
+                let _ = cold_store.complete(&hold, Payload::from(Bytes::from_static(b"x")), COLD).now();
             }
         })
     });
@@ -255,10 +256,10 @@ fn components(c: &mut Criterion) {
             let key = &keys[i % 4096];
             let (store, fp) = (&store, &fp);
             async move {
-                if let Ok(palisade_idempotency::Claim::Acquired { token, .. }) =
+                if let Ok(Claim::Acquired { hold, .. }) =
                     store.claim(key, fp, Duration::from_millis(1), Duration::from_millis(1)).await
                 {
-                    let _ = store.complete(key, token, Bytes::from_static(b"x"), Duration::ZERO).await;
+                    let _ = store.complete(&hold, Payload::from(Bytes::from_static(b"x")), Duration::ZERO).await;
                 }
             }
         })

@@ -6,7 +6,7 @@ use std::time::Duration;
 pub use crate::defaults::{
     DEFAULT_BODY_LIMIT, DEFAULT_IN_FLIGHT_RETRY_AFTER, DEFAULT_LEASE, DEFAULT_TTL, DEFAULT_WAIT,
 };
-use crate::store::{IdempotencyStore, MemoryStore};
+use palisade_store::lease::{LeaseStore, MemoryStore};
 
 /// What to do with a request that carries no idempotency key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -23,10 +23,7 @@ pub enum MissingKey {
 /// Settings shared by the typed and the HTTP mode.
 #[derive(Clone)]
 pub(crate) struct Settings {
-    pub(crate) store: Arc<dyn IdempotencyStore>,
-    /// The same store when it is a [`MemoryStore`]: the layer then calls it synchronously and keeps typed
-    /// results as values (no JSON, no boxed store futures).
-    pub(crate) memory: Option<MemoryStore>,
+    pub(crate) store: Arc<dyn LeaseStore>,
     pub(crate) ttl: Duration,
     pub(crate) lease: Duration,
     pub(crate) wait: Duration,
@@ -37,10 +34,8 @@ pub(crate) struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        let store = MemoryStore::new();
         Settings {
-            memory: Some(store.clone()),
-            store: Arc::new(store),
+            store: Arc::new(MemoryStore::new()),
             ttl: DEFAULT_TTL,
             lease: DEFAULT_LEASE,
             wait: DEFAULT_WAIT,
@@ -69,8 +64,7 @@ macro_rules! common_setters {
     () => {
         /// The store (default: a fresh [`MemoryStore`](crate::MemoryStore)). Share one store (or one Redis) between
         /// every instance that serves the same keys.
-        pub fn store(mut self, store: impl crate::store::IdempotencyStore) -> Self {
-            self.settings.memory = (&store as &dyn std::any::Any).downcast_ref::<crate::store::MemoryStore>().cloned();
+        pub fn store(mut self, store: impl palisade_store::lease::LeaseStore) -> Self {
             self.settings.store = std::sync::Arc::new(store);
             self
         }

@@ -43,8 +43,7 @@ pub const DEFAULT_IN_FLIGHT_RETRY_AFTER: Duration = Duration::from_secs(1);
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 
 #[cfg(feature = "redis")]
-/// Default key prefix: `palisade:idem:`, so the records are easy to find and to keep apart from other data.
-pub const DEFAULT_REDIS_PREFIX: &str = "palisade:idem:";
-
-/// Default number of shards: enough that 2–64 cores rarely meet on one lock, small enough that an idle store costs little.
-pub const DEFAULT_SHARDS: usize = 64;
+pub use palisade_store::lease::DEFAULT_REDIS_PREFIX;
+/// The store's defaults (`palisade-store`): the memory store's shard count, and (feature `redis`) the Redis key
+/// prefix, `palisade:lease:`, under which this layer's keys are `k:<key>` or `s<len>:<scope>:<key>`.
+pub use palisade_store::lease::DEFAULT_SHARDS;

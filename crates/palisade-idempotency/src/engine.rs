@@ -4,14 +4,16 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use palisade_core::{IdempotencyKey, Outcome};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use crate::config::Settings;
-use crate::error::{IdempotencyRejection, StoreError};
-use crate::store::{Claim, FencingToken, Fingerprint, LocalClaim, Payload, SlotRef};
+use crate::error::IdempotencyRejection;
+use palisade_store::StoreError;
+use palisade_store::lease::{
+    Claim, FencingToken, Fingerprint, Hold, Payload, abandon_in_background, beat_every, random_attempt, renewing,
+};
 
 /// The storage key of an idempotency key within a scope. Scope and key are length-delimited, so no
 /// `(scope, key)` pair can produce another pair's storage key: two tenants' equal keys never meet.
@@ -142,11 +144,10 @@ pub(crate) struct Engine {
     pub(crate) settings: Settings,
 }
 
-/// What a claim leads to: execute with the ticket, or replay `R` (the stored bytes, or on the layer's memory
-/// store whatever the caller made of the kept payload).
-pub(crate) enum Begin<R = Bytes> {
+/// What a claim leads to: execute with the ticket, or replay the stored answer.
+pub(crate) enum Begin {
     Execute(Ticket),
-    Replay(R),
+    Replay(Payload),
 }
 
 /// Shortest and longest pause between claim attempts while waiting for an in-flight original.
@@ -158,38 +159,21 @@ impl Engine {
         Arc::new(Engine { settings })
     }
 
-    /// Sends [`abandon`](crate::IdempotencyStore::abandon) for a claim whose answer was lost, in the background.
-    fn abandon_later(self: &Arc<Self>, key: Arc<str>, attempt: u64) {
-        let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
-        let engine = self.clone();
-        rt.spawn(async move {
-            match engine.settings.store.abandon(&key, attempt).await {
-                Ok(true) => tracing::info!(result = "abandoned", "a claim whose answer was lost was undone"),
-                Ok(false) => {}
-                Err(e) => tracing::warn!(
-                    result = "abandon_failed",
-                    error = %e,
-                    "could not undo a claim whose answer was lost; if it landed, it ends with its lease"
-                ),
-            }
-        });
-    }
-
     /// Logs and counts an acquired claim, and makes its ticket.
-    pub(crate) fn acquired(self: &Arc<Self>, key: TicketKey, token: FencingToken, took_over: bool) -> Ticket {
+    fn acquired(self: &Arc<Self>, hold: Hold, took_over: bool) -> Ticket {
         if took_over {
-            tracing::info!(result = "took_over", token = token.0, "idempotency lease ended; taking over");
+            tracing::info!(result = "took_over", token = hold.token().0, "idempotency lease ended; taking over");
         }
         count(if took_over { "took_over" } else { "executed" });
-        Ticket { engine: self.clone(), key, token, armed: true }
+        Ticket { engine: self.clone(), hold, armed: true }
     }
 
-    pub(crate) fn replayed() {
+    fn replayed() {
         tracing::debug!(result = "replayed", "idempotent replay");
         count("replayed");
     }
 
-    pub(crate) fn conflict() -> IdempotencyRejection {
+    fn conflict() -> IdempotencyRejection {
         tracing::info!(result = "conflict", "idempotency key reused with a different request");
         count("conflict");
         IdempotencyRejection::Conflict
@@ -206,34 +190,47 @@ impl Engine {
         IdempotencyRejection::InFlight { retry_after }
     }
 
-    /// The in-flight refusal when duplicates do not wait; `None` when they do (then run [`begin`](Self::begin)).
-    pub(crate) fn refuse_in_flight(&self, lease_remaining: Duration) -> Option<IdempotencyRejection> {
-        self.settings.wait.is_zero().then(|| self.in_flight(lease_remaining))
+    fn store_unavailable(e: StoreError) -> IdempotencyRejection {
+        tracing::warn!(
+            result = "store_unavailable",
+            error = %e,
+            "idempotency store unavailable while claiming the key; request refused, not executed"
+        );
+        count("store_unavailable");
+        e.into()
     }
 
-    /// [`begin`](Self::begin) on the layer's memory store, which answers at once: no store future, no key on the
-    /// heap, and a ticket that completes at its slot. A completed record replays what `on_completed` makes of
-    /// its payload, under the shard lock (keep it short: a clone). `None` when the store is another one, or when
-    /// a duplicate should wait for its in-flight original (then run `begin`).
-    pub(crate) fn begin_local<R>(
-        self: &Arc<Self>,
-        key: &str,
-        fp: &Fingerprint,
-        on_completed: impl FnOnce(&Payload) -> R,
-    ) -> Option<Result<Begin<R>, IdempotencyRejection>> {
-        let s = &self.settings;
-        let claim = s.memory.as_ref()?.claim_local(key, fp, s.lease, s.ttl, on_completed);
+    /// What a claim's answer leads to; `None` for a duplicate that waits for its in-flight original.
+    fn decide(self: &Arc<Self>, claim: Claim) -> Option<Result<Begin, IdempotencyRejection>> {
         Some(match claim {
-            LocalClaim::Acquired { slot, token, took_over } => {
-                Ok(Begin::Execute(self.acquired(TicketKey::Slot(slot), token, took_over)))
-            }
-            LocalClaim::Completed(response) => {
+            Claim::Acquired { hold, took_over } => Ok(Begin::Execute(self.acquired(hold, took_over))),
+            Claim::Done { response } => {
                 Self::replayed();
                 Ok(Begin::Replay(response))
             }
-            LocalClaim::Mismatch => Err(Self::conflict()),
-            LocalClaim::InFlight { lease_remaining } => Err(self.refuse_in_flight(lease_remaining)?),
+            Claim::Mismatch => Err(Self::conflict()),
+            Claim::Held { lease_remaining } if self.settings.wait.is_zero() => Err(self.in_flight(lease_remaining)),
+            Claim::Held { .. } => return None,
+            // `Claim` is non-exhaustive; a future state is refused rather than guessed at.
+            _ => Err(Self::store_unavailable(StoreError::new("the store answered a claim in an unknown state"))),
         })
+    }
+
+    /// [`begin`](Self::begin) without waiting, when the store answers at once (the memory store does): no
+    /// future, no key on the heap. `None` when the store's answer needs awaiting (its unpolled future is dropped:
+    /// it has done nothing), or when a duplicate should wait for its in-flight original; then run `begin`.
+    pub(crate) fn begin_now(
+        self: &Arc<Self>,
+        key: &str,
+        fp: &Fingerprint,
+    ) -> Option<Result<Begin, IdempotencyRejection>> {
+        let s = &self.settings;
+        match s.store.claim(key, fp, s.lease, s.ttl).now() {
+            Ok(Ok(claim)) => self.decide(claim),
+            // A store that answers at once has not lost a claim's answer: nothing to abandon.
+            Ok(Err(e)) => Some(Err(Self::store_unavailable(e))),
+            Err(_unpolled) => None,
+        }
     }
 
     pub(crate) async fn begin(self: &Arc<Self>, key: Arc<str>, fp: Fingerprint) -> Result<Begin, IdempotencyRejection> {
@@ -241,51 +238,41 @@ impl Engine {
         let mut deadline = None;
         let mut pause = POLL_MIN;
         loop {
-            let attempt = crate::store::random_attempt();
+            let attempt = random_attempt();
             let claim = match s.store.claim_as(&key, &fp, s.lease, s.ttl, attempt).await {
                 Ok(c) => c,
                 Err(e) => {
                     // The claim may have landed although its answer never came (a stalled store answers late):
                     // undo it, so the 503 below means the key is usable when its Retry-After says. A store runs
                     // this after the claim, as one connection does.
-                    self.abandon_later(key.clone(), attempt);
-                    tracing::warn!(
-                        result = "store_unavailable",
-                        error = %e,
-                        "idempotency store unavailable while claiming the key; request refused, not executed"
-                    );
-                    count("store_unavailable");
-                    return Err(e.into());
+                    abandon_in_background(s.store.clone(), key.clone(), attempt, s.lease, |answer| match answer {
+                        Ok(true) => tracing::info!(result = "abandoned", "a claim whose answer was lost was undone"),
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(
+                            result = "abandon_failed",
+                            error = %e,
+                            "could not undo a claim whose answer was lost; if it landed, it ends with its lease"
+                        ),
+                    });
+                    return Err(Self::store_unavailable(e));
                 }
             };
-            match claim {
-                Claim::Acquired { token, took_over } => {
-                    return Ok(Begin::Execute(self.acquired(TicketKey::Key(key), token, took_over)));
-                }
-                Claim::Completed { response } => {
-                    Self::replayed();
-                    return Ok(Begin::Replay(response));
-                }
-                Claim::Mismatch => return Err(Self::conflict()),
-                Claim::InFlight { lease_remaining } => {
-                    let now = Instant::now();
-                    let deadline = *deadline.get_or_insert(now + s.wait);
-                    if now >= deadline {
-                        return Err(self.in_flight(lease_remaining));
-                    }
-                    tokio::time::sleep(pause.min(deadline - now).min(lease_remaining.max(POLL_MIN))).await;
-                    pause = (pause * 2).min(POLL_MAX);
-                }
+            let lease_remaining = match claim {
+                Claim::Held { lease_remaining } => lease_remaining,
+                decided => match self.decide(decided) {
+                    Some(begun) => return begun,
+                    None => continue,
+                },
+            };
+            let now = Instant::now();
+            let deadline = *deadline.get_or_insert(now + s.wait);
+            if now >= deadline {
+                return Err(self.in_flight(lease_remaining));
             }
+            tokio::time::sleep(pause.min(deadline - now).min(lease_remaining.max(POLL_MIN))).await;
+            pause = (pause * 2).min(POLL_MAX);
         }
     }
-}
-
-/// Which record a ticket holds: a memory-store slot claimed on the fast path, or a storage key.
-/// A slot only comes from the layer's memory store (`Settings::memory`).
-pub(crate) enum TicketKey {
-    Slot(SlotRef),
-    Key(Arc<str>),
 }
 
 /// How a claim ended without a stored result.
@@ -298,62 +285,69 @@ enum Ended {
 }
 
 /// The right to execute one claimed request. Record the outcome with [`Ticket::record`]; a ticket dropped
-/// without one (the caller's future was cancelled) releases its claim in the background, because the request
-/// may or may not have run — the Unknown case, which is safe to re-execute only because the gateway key flows.
+/// without one (the caller's future was cancelled) releases its claim (in the background when the store does
+/// not answer at once), because the request may or may not have run — the Unknown case, which is safe to
+/// re-execute only because the gateway key flows.
 pub(crate) struct Ticket {
     engine: Arc<Engine>,
-    key: TicketKey,
-    token: FencingToken,
+    hold: Hold,
     armed: bool,
 }
 
+type Pending = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
 impl Ticket {
-    /// Records a result: final outcomes store `payload` (when it could be encoded), others release the claim.
-    /// Callers encode the payload only for final outcomes.
-    /// On a [`MemoryStore`](crate::MemoryStore) a [`Payload::Local`] is kept as the value; other stores get its
-    /// bytes.
+    /// Records a result: final outcomes store `payload` (a kept value, or bytes), others release the claim.
+    /// Callers make the payload only for final outcomes.
     pub(crate) async fn record(mut self, outcome: Outcome, payload: Option<Payload>) {
-        if self.engine.settings.memory.is_some() {
-            return self.record_now(outcome, payload);
-        }
         self.armed = false;
-        let (s, key) = (&self.engine.settings, self.key_str());
+        let s = &self.engine.settings;
         match payload.filter(|_| outcome.is_final()) {
             Some(payload) => {
-                let bytes = match payload {
-                    Payload::Bytes(b) => b,
-                    Payload::Local(v) => v.encode(),
-                };
-                let stored = s.store.complete(key, self.token, bytes, s.ttl).await;
+                let stored = s.store.complete(&self.hold, payload, s.ttl).await;
                 self.stored(outcome, stored);
             }
             None => {
-                let released = s.store.release(key, self.token).await;
-                self.released(released);
+                let released = s.store.release(&self.hold).await;
+                self.ended(released, Ended::Released);
             }
         }
     }
 
-    /// [`record`](Self::record) on the layer's memory store, which answers at once: no future needed.
-    pub(crate) fn record_now(mut self, outcome: Outcome, payload: Option<Payload>) {
-        self.armed = false;
+    /// [`record`](Self::record) at once when the store answers at once; otherwise the future that records.
+    pub(crate) fn record_now(mut self, outcome: Outcome, payload: Option<Payload>) -> Option<Pending> {
         let s = &self.engine.settings;
-        let Some(m) = &s.memory else {
-            // Only memory tickets come here; a ticket of another store ends with its lease.
-            return self.released(Ok(false));
+        // A clone of a payload is a reference count: kept in case the store must be awaited after all. A store
+        // future that is not ready is dropped unpolled, so it did nothing.
+        let answer = match payload.as_ref().filter(|_| outcome.is_final()) {
+            Some(p) => s.store.complete(&self.hold, p.clone(), s.ttl).now().map(|r| (r, true)).map_err(drop),
+            None => s.store.release(&self.hold).now().map(|r| (r, false)).map_err(drop),
         };
-        match payload.filter(|_| outcome.is_final()) {
-            Some(payload) => {
-                let stored = match &self.key {
-                    TicketKey::Slot(at) => m.complete_local(*at, self.token, payload, s.ttl),
-                    TicketKey::Key(key) => m.complete_keyed(key, self.token, payload, s.ttl),
-                };
-                self.stored(outcome, Ok(stored));
+        match answer {
+            Ok((stored, true)) => {
+                self.armed = false;
+                self.stored(outcome, stored);
+                None
             }
-            None => {
-                let released = self.release_in(m);
-                self.released(Ok(released));
+            Ok((released, false)) => {
+                self.armed = false;
+                self.ended(released, Ended::Released);
+                None
             }
+            Err(()) => Some(Box::pin(self.record(outcome, payload))),
+        }
+    }
+
+    /// Releases the claim (the request did not run) at once when the store answers at once; otherwise the
+    /// future that releases.
+    pub(crate) fn release_now(mut self) -> Option<Pending> {
+        match self.engine.settings.store.release(&self.hold).now().map_err(drop) {
+            Ok(released) => {
+                self.armed = false;
+                self.ended(released, Ended::Released);
+                None
+            }
+            Err(()) => Some(Box::pin(self.release())),
         }
     }
 
@@ -362,117 +356,56 @@ impl Ticket {
         self.engine.settings.renew_leases
     }
 
-    /// The lease's heartbeat interval: a third of the lease.
+    /// The lease's heartbeat interval.
     pub(crate) fn beat_every(&self) -> Duration {
-        (self.engine.settings.lease / 3).max(Duration::from_millis(1))
+        beat_every(self.engine.settings.lease)
     }
 
     /// Runs `fut` (the request) while renewing the lease every third of it, so a live request keeps its key
     /// however long it takes. Without [`renew_leases`](crate::IdempotencyLayerBuilder::renew_leases) it just
     /// runs `fut`.
     pub(crate) async fn hold<F: Future>(&self, fut: F) -> F::Output {
-        if !self.engine.settings.renew_leases {
+        let s = &self.engine.settings;
+        if !s.renew_leases {
             return fut.await;
         }
-        tokio::select! {
-            biased;
-            out = fut => out,
-            never = self.beat() => match never {},
-        }
+        renewing(&*s.store, &self.hold, s.lease, fut, |r| self.renewed(r)).await
     }
 
-    async fn beat(&self) -> std::convert::Infallible {
-        let every = self.beat_every();
-        let mut tick = tokio::time::interval_at(Instant::now() + every, every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let s = &self.engine.settings;
-            let renewed = match &self.key {
-                TicketKey::Key(key) if s.memory.is_none() => s.store.renew(key, self.token, s.lease).await,
-                _ => Ok(self.renew_in_memory()),
-            };
-            self.renewed(renewed);
-        }
-    }
-
-    /// One heartbeat on the layer's memory store, which answers at once.
+    /// One heartbeat from a poll: at once when the store answers at once, otherwise in the background.
     pub(crate) fn renew_now(&self) {
-        let renewed = self.renew_in_memory();
-        self.renewed(Ok(renewed));
-    }
-
-    fn renew_in_memory(&self) -> bool {
         let s = &self.engine.settings;
-        match (&s.memory, &self.key) {
-            (Some(m), TicketKey::Slot(at)) => m.renew_local(*at, self.token, s.lease),
-            (Some(m), TicketKey::Key(key)) => m.renew_now(key, self.token, s.lease),
-            (None, _) => false,
+        match s.store.renew(&self.hold, s.lease).now() {
+            Ok(renewed) => self.renewed(renewed),
+            Err(_unpolled) => {
+                let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+                let (engine, hold) = (self.engine.clone(), self.hold.clone());
+                rt.spawn(async move {
+                    let s = &engine.settings;
+                    let renewed = s.store.renew(&hold, s.lease).await;
+                    log_renewed(hold.token(), renewed);
+                });
+            }
         }
     }
 
     fn renewed(&self, renewed: Result<bool, StoreError>) {
-        match renewed {
-            Ok(true) => tracing::trace!(result = "renewed", token = self.token.0, "idempotency lease renewed"),
-            Ok(false) => tracing::warn!(
-                result = "fenced",
-                token = self.token.0,
-                "lease was taken over while this request runs; its result will not be stored"
-            ),
-            Err(e) => tracing::warn!(
-                result = "renew_failed",
-                error = %e,
-                "could not renew the idempotency lease; trying again at the next heartbeat"
-            ),
-        }
+        log_renewed(self.hold.token(), renewed);
     }
 
     /// Forgets the claim: the request was refused before any effect (a routing refusal, a validation error, a
     /// handler's [`NotExecuted`](crate::NotExecuted)), so the key is unused again.
     pub(crate) async fn forget(mut self) {
         self.armed = false;
-        let s = &self.engine.settings;
-        let forgot = match (&s.memory, &self.key) {
-            (Some(m), TicketKey::Slot(at)) => Ok(m.forget_local(*at, self.token)),
-            (Some(m), TicketKey::Key(key)) => Ok(m.forget_now(key, self.token)),
-            (None, _) => s.store.forget(self.key_str(), self.token).await,
-        };
+        let forgot = self.engine.settings.store.forget(&self.hold).await;
         self.ended(forgot, Ended::Forgotten);
     }
 
     /// Releases the claim now (the request did not run, or its outcome is not final).
     pub(crate) async fn release(mut self) {
         self.armed = false;
-        let released = match &self.engine.settings.memory {
-            Some(m) => Ok(self.release_in(m)),
-            None => self.engine.settings.store.release(self.key_str(), self.token).await,
-        };
-        self.released(released);
-    }
-
-    /// Releases the claim without waiting: at once on the layer's memory store, otherwise in the background
-    /// (the ticket's drop).
-    pub(crate) fn release_now(mut self) {
-        if let Some(m) = &self.engine.settings.memory {
-            self.armed = false;
-            let released = self.release_in(m);
-            self.released(Ok(released));
-        }
-    }
-
-    fn release_in(&self, m: &crate::MemoryStore) -> bool {
-        match &self.key {
-            TicketKey::Slot(at) => m.release_local(*at, self.token),
-            TicketKey::Key(key) => m.release_now(key, self.token),
-        }
-    }
-
-    /// The storage key; empty for a memory slot, which only the memory store's own paths use.
-    fn key_str(&self) -> &str {
-        match &self.key {
-            TicketKey::Key(key) => key,
-            TicketKey::Slot(_) => "",
-        }
+        let released = self.engine.settings.store.release(&self.hold).await;
+        self.ended(released, Ended::Released);
     }
 
     fn stored(&self, outcome: Outcome, stored: Result<bool, StoreError>) {
@@ -484,7 +417,7 @@ impl Ticket {
             Ok(false) => {
                 tracing::warn!(
                     result = "fenced",
-                    token = self.token.0,
+                    token = self.hold.token().0,
                     outcome = outcome.class().as_str(),
                     "lease was taken over while this request ran; its result was not stored"
                 );
@@ -502,10 +435,6 @@ impl Ticket {
         }
     }
 
-    fn released(&self, released: Result<bool, StoreError>) {
-        self.ended(released, Ended::Released);
-    }
-
     /// Logs and counts how a claim ended without a stored result.
     fn ended(&self, ended: Result<bool, StoreError>, how: Ended) {
         match (ended, how) {
@@ -518,7 +447,11 @@ impl Ticket {
                 count("not_executed");
             }
             (Ok(false), _) => {
-                tracing::warn!(result = "fenced", token = self.token.0, "lease was taken over while this request ran");
+                tracing::warn!(
+                    result = "fenced",
+                    token = self.hold.token().0,
+                    "lease was taken over while this request ran"
+                );
                 count("fenced");
             }
             (Err(e), Ended::Released) => {
@@ -541,26 +474,37 @@ impl Ticket {
     }
 }
 
+fn log_renewed(token: FencingToken, renewed: Result<bool, StoreError>) {
+    match renewed {
+        Ok(true) => tracing::trace!(result = "renewed", token = token.0, "idempotency lease renewed"),
+        Ok(false) => tracing::warn!(
+            result = "fenced",
+            token = token.0,
+            "lease was taken over while this request runs; its result will not be stored"
+        ),
+        Err(e) => tracing::warn!(
+            result = "renew_failed",
+            error = %e,
+            "could not renew the idempotency lease; trying again at the next heartbeat"
+        ),
+    }
+}
+
 impl Drop for Ticket {
     fn drop(&mut self) {
         if !self.armed {
             return;
         }
-        // Cancelled mid-request: a memory store releases at once; another store in the background if a runtime
-        // is there; otherwise the lease ends it.
-        let key = match (&self.engine.settings.memory, &self.key) {
-            (Some(m), _) => {
-                self.release_in(m);
-                return;
-            }
-            (None, TicketKey::Slot(_)) => return,
-            (None, TicketKey::Key(key)) => key.clone(),
-        };
+        // Cancelled mid-request: release at once when the store answers at once, otherwise in the background if
+        // a runtime is there; otherwise the lease ends it.
+        let store = &self.engine.settings.store;
+        if store.release(&self.hold).now().is_ok() {
+            return;
+        }
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let engine = self.engine.clone();
-            let token = self.token;
+            let (engine, hold) = (self.engine.clone(), self.hold.clone());
             rt.spawn(async move {
-                let _ = engine.settings.store.release(&key, token).await;
+                let _ = engine.settings.store.release(&hold).await;
             });
         }
     }

@@ -5,35 +5,7 @@ use std::time::Duration;
 use http::StatusCode;
 use palisade_core::{KeyError, PaymentError, Problem};
 
-/// A store operation failed (Redis unreachable, timed out, answered garbage). The layer never calls the inner
-/// service after a failed claim: it fails closed. Its message says only what failed, never what happened to the
-/// request: that depends on where it failed, and the layer says it (see [`IdempotencyRejection::StoreUnavailable`]
-/// and the `store_failed` / `release_failed` log events).
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("idempotency store unavailable: {message}")]
-pub struct StoreError {
-    message: String,
-}
-
-impl StoreError {
-    /// A store error with a description of what failed.
-    #[must_use]
-    pub fn new(message: impl Into<String>) -> Self {
-        StoreError { message: palisade_core::card::mask_card_like(&message.into()) }
-    }
-    /// What failed.
-    #[must_use]
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-}
-
-#[cfg(feature = "redis")]
-impl From<redis::RedisError> for StoreError {
-    fn from(e: redis::RedisError) -> Self {
-        StoreError::new(format!("redis: {e}"))
-    }
-}
+use palisade_store::StoreError;
 
 /// Why the idempotency layer answered a request itself instead of executing it.
 ///

@@ -22,7 +22,7 @@ pub use crate::defaults::DEFAULT_STORED_HEADERS;
 use crate::engine::{Begin, Engine, KeyBuf, count, gateway_key_for};
 use crate::error::IdempotencyRejection;
 use crate::layer::FieldHasher;
-use crate::store::{Fingerprint, Payload};
+use palisade_store::lease::{Fingerprint, Payload};
 
 /// The request header that carries the key (Stripe, and draft-ietf-httpapi-idempotency-key-header).
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -432,10 +432,7 @@ where
             // future; only other stores and waiting duplicates need it on the heap.
             let local = {
                 let skey = KeyBuf::new(scope.as_deref(), &key);
-                shared
-                    .engine
-                    .begin_local(skey.as_str(), &fp, Payload::to_bytes)
-                    .ok_or_else(|| Arc::<str>::from(skey.as_str()))
+                shared.engine.begin_now(skey.as_str(), &fp).ok_or_else(|| Arc::<str>::from(skey.as_str()))
             };
             let begun = match local {
                 Ok(begun) => begun,
@@ -444,7 +441,7 @@ where
             };
             let ticket = match begun {
                 Ok(Begin::Execute(t)) => t,
-                Ok(Begin::Replay(stored)) => return Ok(replay(stored)),
+                Ok(Begin::Replay(stored)) => return Ok(replay(stored.to_bytes())),
                 Err(r) => return Ok(reject(&r)),
             };
             // Only a request that executes needs its gateway key (a replay or a refusal allocates nothing for it).

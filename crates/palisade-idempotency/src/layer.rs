@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::config::{Settings, common_setters};
 use crate::engine::Engine;
 use crate::service::{FingerprintFn, IdempotencyService, KeyFn, ScopeFn, Typed};
-use crate::store::Fingerprint;
+use palisade_store::lease::Fingerprint;
 
 /// What makes two requests "the same request" for the typed mode.
 pub trait Fingerprinted {
@@ -170,33 +170,6 @@ impl FieldHasher {
             }
             None => Fingerprint(Sha256::digest(&self.buf[..self.len]).into()),
         }
-    }
-}
-
-impl Fingerprint {
-    /// SHA-256 of a value's JSON form.
-    #[must_use]
-    pub fn of_json<T: serde::Serialize + ?Sized>(value: &T) -> Fingerprint {
-        let mut h = HashWriter(Sha256::new());
-        // Writing into a hasher cannot fail; a value whose Serialize fails hashes what was written so far.
-        let _ = serde_json::to_writer(&mut h, value);
-        Fingerprint(h.0.finalize().into())
-    }
-    /// SHA-256 of bytes.
-    #[must_use]
-    pub fn of_bytes(bytes: &[u8]) -> Fingerprint {
-        Fingerprint(Sha256::digest(bytes).into())
-    }
-}
-
-struct HashWriter(Sha256);
-impl std::io::Write for HashWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 

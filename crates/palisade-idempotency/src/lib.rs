@@ -60,8 +60,10 @@
 //!
 //! # Stores
 //!
-//! [`IdempotencyStore`] is a trait of four atomic operations; [`MemoryStore`] serves one process, and
-//! `RedisStore` (feature `redis`) serves many, with Lua scripts, hash-tagged keys and Redis server time.
+//! The layer keeps its records through the lease protocol of `palisade-store` ([`LeaseStore`]: claim with a
+//! lease and a fencing token, renew, complete, release, forget, abandon). [`MemoryStore`] serves one process
+//! and answers at once (the layer then runs without a boxed future and keeps results as values); `RedisStore`
+//! (feature `redis`) serves many, with Lua scripts, hash-tagged keys and Redis server time.
 
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
@@ -73,7 +75,6 @@ mod error;
 mod http;
 mod layer;
 mod service;
-pub mod store;
 
 pub use crate::http::{
     DEFAULT_STORED_HEADERS, FORBIDDEN_STORED_HEADERS, HttpIdempotencyLayer, HttpIdempotencyLayerBuilder,
@@ -83,9 +84,13 @@ pub use config::{
     DEFAULT_BODY_LIMIT, DEFAULT_IN_FLIGHT_RETRY_AFTER, DEFAULT_LEASE, DEFAULT_TTL, DEFAULT_WAIT, MissingKey,
 };
 pub use engine::{gateway_key_for, storage_key};
-pub use error::{IdempotencyRejection, StoreError};
+pub use error::IdempotencyRejection;
 pub use layer::{Fingerprinted, IdempotencyLayer, IdempotencyLayerBuilder};
-pub use service::{IdempotencyService, ResponseFuture};
+/// The store vocabulary, from `palisade-store`: what the layer keeps its records in.
+pub use palisade_store::StoreError;
 #[cfg(feature = "redis")]
-pub use store::RedisStore;
-pub use store::{Claim, FencingToken, Fingerprint, IdempotencyStore, MemoryStore, Record};
+pub use palisade_store::lease::RedisStore;
+pub use palisade_store::lease::{
+    Claim, FencingToken, Fingerprint, Hold, LeaseStore, MemoryStore, Payload, Record, StoreFuture,
+};
+pub use service::{IdempotencyService, ResponseFuture};

@@ -5,7 +5,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use palisade_core::{Classify, GatewayKeyed, IdempotencyKey};
 use pin_project_lite::pin_project;
 use serde::Serialize;
@@ -17,8 +16,7 @@ use crate::config::MissingKey;
 use crate::engine::Engine;
 use crate::engine::{Begin, KeyBuf, Ticket, count, gateway_key_for};
 use crate::error::IdempotencyRejection;
-use crate::store::Fingerprint;
-use crate::store::Payload;
+use palisade_store::lease::{Fingerprint, Payload};
 
 pub(crate) type KeyFn<Req> = Arc<dyn Fn(&Req) -> Option<IdempotencyKey> + Send + Sync>;
 pub(crate) type ScopeFn<Req> = Arc<dyn Fn(&Req) -> Option<String> + Send + Sync>;
@@ -69,70 +67,141 @@ impl<S, Req, C> IdempotencyService<S, Req, C> {
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
 
 pin_project! {
-    /// The future of [`IdempotencyService`]: a replay or refusal ready at once, a request executing against the
-    /// layer's memory store (recorded in place when it completes, no allocation), or, for other stores and for
-    /// duplicates that wait, a boxed future.
-    pub struct ResponseFuture<F, T, E, C> {
+    /// The future of [`IdempotencyService`]: a replay or refusal ready at once; a request claimed in a store that
+    /// answered at once (the memory store), driven in place — the inner service's readiness, its call, the lease
+    /// heartbeat and the recording, with no allocation but the kept result; or, for stores that must be awaited
+    /// and for duplicates that wait, a boxed future.
+    pub struct ResponseFuture<S, Req, C>
+    where
+        S: Service<Req>,
+    {
         #[pin]
-        kind: Kind<F, T, E, C>,
+        kind: Kind<S, Req, C>,
     }
 }
 
 pin_project! {
     #[project = KindProj]
-    enum Kind<F, T, E, C> {
-        Ready { result: Option<Result<T, E>> },
-        Executing { #[pin] fut: F, ticket: Option<Ticket>, classifier: C, beat: Option<Pin<Box<Sleep>>> },
-        Boxed { fut: BoxFuture<T, E> },
+    enum Kind<S, Req, C>
+    where
+        S: Service<Req>,
+    {
+        Ready { result: Option<Result<S::Response, S::Error>> },
+        Executing {
+            #[pin]
+            call: Call<S, Req>,
+            ticket: Option<Ticket>,
+            classifier: C,
+            beat: Option<Pin<Box<Sleep>>>,
+        },
+        Recording { fut: Pin<Box<dyn Future<Output = ()> + Send>>, result: Option<Result<S::Response, S::Error>> },
+        Boxed { fut: BoxFuture<S::Response, S::Error> },
     }
 }
 
-impl<F, T, E, C> ResponseFuture<F, T, E, C> {
-    fn ready(result: Result<T, E>) -> Self {
+pin_project! {
+    /// The inner service waiting to be ready (polled with the caller's context, as tower's `Oneshot` does), then
+    /// its call.
+    #[project = CallProj]
+    enum Call<S, Req>
+    where
+        S: Service<Req>,
+    {
+        Waiting { inner: S, req: Option<Req> },
+        Running { #[pin] fut: S::Future },
+    }
+}
+
+impl<S: Service<Req>, Req, C> ResponseFuture<S, Req, C> {
+    fn ready(result: Result<S::Response, S::Error>) -> Self {
         ResponseFuture { kind: Kind::Ready { result: Some(result) } }
     }
-    fn boxed(fut: impl Future<Output = Result<T, E>> + Send + 'static) -> Self {
+    fn boxed(fut: impl Future<Output = Result<S::Response, S::Error>> + Send + 'static) -> Self {
         ResponseFuture { kind: Kind::Boxed { fut: Box::pin(fut) } }
     }
 }
 
-impl<F, T, E, C> Future for ResponseFuture<F, T, E, C>
+impl<S, Req, C> Future for ResponseFuture<S, Req, C>
 where
-    F: Future<Output = Result<T, E>>,
-    T: Serialize + Clone + Send + 'static,
-    E: Serialize + Clone + Send + 'static,
-    C: Classify<T, E>,
+    S: Service<Req>,
+    S::Response: Serialize + Clone + Send + Sync + 'static,
+    S::Error: Serialize + Clone + Send + Sync + 'static,
+    C: Classify<S::Response, S::Error>,
 {
-    type Output = Result<T, E>;
+    type Output = Result<S::Response, S::Error>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut kind = self.as_mut().project().kind;
+        let (result, recording) = match kind.as_mut().project() {
             KindProj::Ready { result } => match result.take() {
-                Some(r) => Poll::Ready(r),
+                Some(r) => return Poll::Ready(r),
                 None => panic!("idempotency ResponseFuture polled after completion"),
             },
-            KindProj::Executing { fut, ticket, classifier, beat } => {
-                let Poll::Ready(result) = fut.poll(cx) else {
-                    // Still running: renew the lease every third of it (the timer is made only for a request
-                    // that did not finish at once).
-                    if let Some(t) = ticket.as_ref().filter(|t| t.renews()) {
-                        let sleep = beat.get_or_insert_with(|| Box::pin(tokio::time::sleep(t.beat_every())));
-                        while sleep.as_mut().poll(cx).is_ready() {
-                            t.renew_now();
-                            sleep.as_mut().reset(Instant::now() + t.beat_every());
-                        }
-                    }
+            KindProj::Boxed { fut } => return fut.as_mut().poll(cx),
+            KindProj::Recording { fut, result } => {
+                if fut.as_mut().poll(cx).is_pending() {
                     return Poll::Pending;
-                };
-                if let Some(ticket) = ticket.take() {
-                    let outcome = classifier.classify(&result);
-                    // Kept as the value: a replay in this process clones it instead of decoding JSON.
-                    let payload = outcome.is_final().then(|| Payload::Local(Box::new(result.clone())));
-                    ticket.record_now(outcome, payload);
                 }
-                Poll::Ready(result)
+                match result.take() {
+                    Some(r) => return Poll::Ready(r),
+                    None => panic!("idempotency ResponseFuture polled after completion"),
+                }
             }
-            KindProj::Boxed { fut } => fut.as_mut().poll(cx),
+            KindProj::Executing { mut call, ticket, classifier, beat } => {
+                let result = loop {
+                    match call.as_mut().project() {
+                        CallProj::Waiting { inner, req } => match inner.poll_ready(cx) {
+                            Poll::Ready(Ok(())) => {
+                                let Some(req) = req.take() else {
+                                    panic!("idempotency ResponseFuture polled after completion")
+                                };
+                                let fut = inner.call(req);
+                                call.set(Call::Running { fut });
+                            }
+                            Poll::Ready(Err(e)) => break Err(e),
+                            Poll::Pending => break Ok(Poll::Pending),
+                        },
+                        CallProj::Running { fut } => match fut.poll(cx) {
+                            Poll::Ready(r) => break Ok(Poll::Ready(r)),
+                            Poll::Pending => break Ok(Poll::Pending),
+                        },
+                    }
+                };
+                match result {
+                    Ok(Poll::Ready(result)) => {
+                        let recording = ticket.take().and_then(|ticket| {
+                            let outcome = classifier.classify(&result);
+                            // Kept as the value: a replay in this process clones it instead of decoding JSON;
+                            // a remote store keeps its JSON.
+                            let payload = outcome.is_final().then(|| Payload::value(result.clone()));
+                            ticket.record_now(outcome, payload)
+                        });
+                        (result, recording)
+                    }
+                    Ok(Poll::Pending) => {
+                        // Still running: renew the lease every third of it (the timer is made only for a request
+                        // that did not finish at once).
+                        if let Some(t) = ticket.as_ref().filter(|t| t.renews()) {
+                            let sleep = beat.get_or_insert_with(|| Box::pin(tokio::time::sleep(t.beat_every())));
+                            while sleep.as_mut().poll(cx).is_ready() {
+                                t.renew_now();
+                                sleep.as_mut().reset(Instant::now() + t.beat_every());
+                            }
+                        }
+                        return Poll::Pending;
+                    }
+                    // The inner service failed before the call: nothing ran, so the claim is released.
+                    Err(e) => (Err(e), ticket.take().and_then(Ticket::release_now)),
+                }
+            }
+        };
+        match recording {
+            None => Poll::Ready(result),
+            Some(fut) => {
+                // The store must be awaited for the recording: answer once it is done.
+                kind.set(Kind::Recording { fut, result: Some(result) });
+                self.poll(cx)
+            }
         }
     }
 }
@@ -145,14 +214,14 @@ impl<S, Req, C> Service<Req> for IdempotencyService<S, Req, C>
 where
     S: Service<Req> + Clone + Send + 'static,
     S::Future: Send,
-    S::Response: Serialize + DeserializeOwned + Clone + Send + 'static,
-    S::Error: Serialize + DeserializeOwned + Clone + From<IdempotencyRejection> + Send + 'static,
+    S::Response: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+    S::Error: Serialize + DeserializeOwned + Clone + From<IdempotencyRejection> + Send + Sync + 'static,
     Req: GatewayKeyed + Send + 'static,
     C: Classify<S::Response, S::Error> + Clone + Send + Sync + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future, S::Response, S::Error, C>;
+    type Future = ResponseFuture<S, Req, C>;
 
     /// Always ready: the inner service's readiness is awaited only when the request is really executed, so a
     /// replay or a refusal never waits for (or takes) inner capacity.
@@ -183,128 +252,65 @@ where
         let skey = KeyBuf::new(scope.as_deref(), &key);
         let engine = &shared.engine;
 
-        // A memory store answers at once: claim here, replay a kept value by cloning it, and box only the
-        // execution. Waiting for an in-flight original takes the general path below.
-        let kept = |p: &Payload| match p {
-            Payload::Local(v) => match v.as_any().downcast_ref::<Result<S::Response, S::Error>>() {
-                Some(result) => Ok(result.clone()),
-                // Kept by a layer with other types: read it as the bytes it would have stored.
-                None => Err(v.encode()),
-            },
-            Payload::Bytes(b) => Err(b.clone()),
-        };
-        match engine.begin_local(skey.as_str(), &fingerprint, kept) {
+        // A store that answers at once (memory): claim here, replay a kept value by cloning it, and run the
+        // request in place. Stores that must be awaited, and duplicates that wait, take the general path below.
+        match engine.begin_now(skey.as_str(), &fingerprint) {
             Some(Ok(Begin::Execute(ticket))) => {
                 set_gateway_key(&mut req, scope.as_deref(), key);
-                return self.execute_local(req, ticket);
+                return ResponseFuture {
+                    kind: Kind::Executing {
+                        call: Call::Waiting { inner: self.take_inner(), req: Some(req) },
+                        ticket: Some(ticket),
+                        classifier: self.classifier.clone(),
+                        beat: None,
+                    },
+                };
             }
-            Some(Ok(Begin::Replay(found))) => {
-                return ResponseFuture::ready(found.unwrap_or_else(|bytes| decode(&bytes)));
-            }
+            Some(Ok(Begin::Replay(found))) => return ResponseFuture::ready(replayed(&found)),
             Some(Err(refusal)) => return ResponseFuture::ready(Err(refusal.into())),
             None => {}
         }
 
-        let local = engine.settings.memory.is_some();
         let skey: Arc<str> = Arc::from(skey.as_str());
         set_gateway_key(&mut req, scope.as_deref(), key);
         let engine = engine.clone();
-        let mut this = self.clone_for_call();
+        let (mut inner, classifier) = (self.take_inner(), self.classifier.clone());
         ResponseFuture::boxed(async move {
-            match engine.begin(skey, fingerprint).await? {
-                Begin::Replay(bytes) => decode(&bytes),
-                Begin::Execute(ticket) => this.execute(req, ticket, local).await,
+            let ticket = match engine.begin(skey, fingerprint).await? {
+                Begin::Replay(found) => return replayed(&found),
+                Begin::Execute(ticket) => ticket,
+            };
+            if let Err(e) = ready(&mut inner).await {
+                ticket.release().await;
+                return Err(e);
             }
+            let result = ticket.hold(inner.call(req)).await;
+            let outcome = classifier.classify(&result);
+            let payload = outcome.is_final().then(|| Payload::value(result.clone()));
+            ticket.record(outcome, payload).await;
+            result
         })
     }
 }
 
-impl<S, Req, C> IdempotencyService<S, Req, C>
-where
-    S: Service<Req> + Clone + Send + 'static,
-    S::Future: Send,
-    S::Response: Serialize + Clone + Send + 'static,
-    S::Error: Serialize + Clone + Send + 'static,
-    Req: Send + 'static,
-    C: Classify<S::Response, S::Error> + Clone + Send + Sync + 'static,
-{
-    /// The inner service for one call, leaving a clone in its place (the one that was driven to readiness, if
-    /// any, goes with the call).
+impl<S: Clone, Req, C> IdempotencyService<S, Req, C> {
+    /// The inner service for one call, leaving a clone in its place.
     fn take_inner(&mut self) -> S {
         let clone = self.inner.clone();
         std::mem::replace(&mut self.inner, clone)
     }
+}
 
-    fn clone_for_call(&mut self) -> Self {
-        IdempotencyService {
-            inner: self.take_inner(),
-            shared: self.shared.clone(),
-            classifier: self.classifier.clone(),
-        }
-    }
-
-    /// Runs a request claimed on the layer's memory store. When the inner service is ready right away (asked
-    /// with a no-op waker) it is called here and the call's own future is driven in place, recording the outcome
-    /// when it completes; otherwise this takes the general path.
-    fn execute_local(&mut self, req: Req, ticket: Ticket) -> ResponseFuture<S::Future, S::Response, S::Error, C> {
-        match self.inner.poll_ready(&mut Context::from_waker(std::task::Waker::noop())) {
-            Poll::Ready(Ok(())) => ResponseFuture {
-                kind: Kind::Executing {
-                    fut: self.inner.call(req),
-                    ticket: Some(ticket),
-                    classifier: self.classifier.clone(),
-                    beat: None,
-                },
-            },
-            Poll::Ready(Err(e)) => {
-                ticket.release_now();
-                ResponseFuture::ready(Err(e))
-            }
-            Poll::Pending => ResponseFuture { kind: Kind::Boxed { fut: self.execute(req, ticket, true) } },
-        }
-    }
-
-    /// Runs a claimed request and records its outcome: on a memory store (`local`) a final result is kept as a
-    /// value, elsewhere as JSON.
-    ///
-    /// When the inner service is ready right away (asked with a no-op waker), it is called here, so the call
-    /// needs no clone of it; otherwise a clone goes with the future and readiness is awaited there.
-    fn execute(&mut self, req: Req, ticket: Ticket, local: bool) -> BoxFuture<S::Response, S::Error> {
-        let classifier = self.classifier.clone();
-        let called = match self.inner.poll_ready(&mut Context::from_waker(std::task::Waker::noop())) {
-            Poll::Ready(Ok(())) => Ok(self.inner.call(req)),
-            Poll::Ready(Err(e)) => {
-                return Box::pin(async move {
-                    ticket.release().await;
-                    Err(e)
-                });
-            }
-            Poll::Pending => Err((self.take_inner(), req)),
-        };
-        Box::pin(async move {
-            let result = match called {
-                Ok(fut) => ticket.hold(fut).await,
-                Err((mut inner, req)) => {
-                    if let Err(e) = ready(&mut inner).await {
-                        ticket.release().await;
-                        return Err(e);
-                    }
-                    ticket.hold(inner.call(req)).await
-                }
-            };
-            let outcome = classifier.classify(&result);
-            let payload = if !outcome.is_final() {
-                None
-            } else if local {
-                Some(Payload::Local(Box::new(result.clone())))
-            } else {
-                // Sized for a typical response, so encoding does not grow the buffer.
-                let mut buf = Vec::with_capacity(256);
-                serde_json::to_writer(&mut buf, &result).ok().map(|()| Payload::Bytes(Bytes::from(buf)))
-            };
-            ticket.record(outcome, payload).await;
-            result
-        })
+/// A stored result: the value itself when this process kept it, otherwise its JSON.
+fn replayed<T, E>(found: &Payload) -> Result<T, E>
+where
+    T: DeserializeOwned + Clone + 'static,
+    E: DeserializeOwned + Clone + From<IdempotencyRejection> + 'static,
+{
+    match found.downcast_ref::<Result<T, E>>() {
+        Some(result) => result.clone(),
+        // Bytes, or kept by a layer with other types: read it as the JSON it would have stored.
+        None => decode(&found.to_bytes()),
     }
 }
 

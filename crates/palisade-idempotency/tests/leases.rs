@@ -35,7 +35,7 @@ async fn a_call_of_many_leases_keeps_its_claim_typed() {
     assert_eq!(sim.calls(), 1, "the duplicate never reached the gateway");
     assert_eq!(sim.charges_for("order-lease").len(), 1);
     // Boxed path too: a store the layer cannot call in place (shared through an Arc).
-    let shared: Arc<dyn palisade_idempotency::IdempotencyStore> = Arc::new(MemoryStore::new());
+    let shared: Arc<dyn palisade_idempotency::LeaseStore> = Arc::new(MemoryStore::new());
     let svc = IdempotencyLayer::builder().store(shared).lease(lease).build().layer(sim.clone());
     let first = tokio::spawn(svc.clone().oneshot(charge("long-boxed")));
     tokio::time::sleep(lease * 5).await;

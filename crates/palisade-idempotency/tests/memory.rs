@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use palisade_core::*;
-use palisade_idempotency::{IdempotencyLayer, MemoryStore, MissingKey};
+use palisade_idempotency::{IdempotencyLayer, LeaseStore, MemoryStore, MissingKey};
 use palisade_sim::GatewaySim;
 use tower::{Layer, ServiceExt};
 
@@ -150,10 +150,10 @@ async fn kept_values_read_as_json_and_across_types() {
     let req = charge("order-9100", "10.00", "tok_visa", "k-9100");
     let first = svc.oneshot(req.clone()).await.unwrap();
     let key = palisade_idempotency::storage_key(None, &IdempotencyKey::new("k-9100").unwrap());
-    let Some(palisade_idempotency::Record::Completed { response, .. }) = store.get_now(&key) else {
+    let Some(palisade_idempotency::Record::Done { response, .. }) = store.get(&key).await.unwrap() else {
         panic!("the result is stored");
     };
-    let stored: Result<GatewayResponse, PaymentError> = serde_json::from_slice(&response).unwrap();
+    let stored: Result<GatewayResponse, PaymentError> = serde_json::from_slice(&response.to_bytes()).unwrap();
     assert_eq!(stored, Ok(first.clone()));
 
     // Another layer over the same store whose service answers JSON values: a replay, not an execution.
@@ -172,5 +172,5 @@ async fn kept_values_read_as_json_and_across_types() {
 
 #[tokio::test(start_paused = true)]
 async fn renew_forget_abandon_memory() {
-    renew_forget_abandon(MemoryStore::new(), expire_by_advancing(), false).await;
+    renew_forget_abandon(MemoryStore::new(), expire_by_advancing(), true).await;
 }

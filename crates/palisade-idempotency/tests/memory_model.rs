@@ -1,4 +1,4 @@
-//! `MemoryStore` against a reference model of the `IdempotencyStore` contract (proptest, paused time): random
+//! `MemoryStore` against a reference model of the `LeaseStore` contract (proptest, paused time): random
 //! sequences of claim / complete / release / get / advance / purge over a few keys, two fingerprints and mixed
 //! leases and TTLs (TTL shorter than the lease, TTLs that differ between operations, so the expiry queue is not
 //! in expiry order). Every answer must be the model's, and the store must hold every live record and no key the
@@ -11,7 +11,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{FOREIGN, Tok};
-use palisade_idempotency::{Claim, FencingToken, Fingerprint, MemoryStore, Record};
+use palisade_idempotency::{
+    Claim, FencingToken, Fingerprint, Hold, LeaseStore, MemoryStore, Payload, Record, StoreFuture,
+};
+
+/// A memory store's answer, which it gives at once.
+fn now<T>(f: StoreFuture<'_, T>) -> T {
+    f.now().expect("the memory store answers at once").expect("the memory store does not fail")
+}
 use proptest::prelude::*;
 
 const KEYS: [&str; 6] = ["k0", "k1", "k2", "k3", "k4", "k5"];
@@ -65,7 +72,7 @@ struct Rec {
     expires_at: u64,
 }
 
-/// The contract of `IdempotencyStore` (src/store/mod.rs), with time in ms since the start. Records stay in
+/// The contract of `LeaseStore` (src/store/mod.rs), with time in ms since the start. Records stay in
 /// `recs` after they expire (the store may still hold them) until a purge.
 #[derive(Debug, Default)]
 struct Model {
@@ -103,9 +110,9 @@ impl Model {
             return Expect::Exactly(Claim::Mismatch);
         }
         match &r.state {
-            State::Completed { body } => Expect::Exactly(Claim::Completed { response: body.clone() }),
+            State::Completed { body } => Expect::Exactly(Claim::Done { response: Payload::from(body.clone()) }),
             State::InFlight { lease_until, .. } if *lease_until > self.now => {
-                Expect::Exactly(Claim::InFlight { lease_remaining: ms(lease_until - self.now) })
+                Expect::Exactly(Claim::Held { lease_remaining: ms(lease_until - self.now) })
             }
             State::InFlight { .. } => Expect::Acquired { took_over: true },
         }
@@ -148,12 +155,12 @@ impl Model {
     fn get(&self, key: usize) -> Option<Record> {
         let r = self.live(key)?;
         Some(match &r.state {
-            State::InFlight { token, lease_until } => Record::InFlight {
+            State::InFlight { token, lease_until } => Record::Held {
                 fingerprint: FPS[r.fp],
                 token: *token,
                 lease_remaining: ms(lease_until.saturating_sub(self.now)),
             },
-            State::Completed { body } => Record::Completed { fingerprint: FPS[r.fp], response: body.clone() },
+            State::Completed { body } => Record::Done { fingerprint: FPS[r.fp], response: Payload::from(body.clone()) },
         })
     }
 
@@ -173,16 +180,17 @@ fn run(shards: usize, ops: &[Op]) -> Result<(), TestCaseError> {
             let at = model.now;
             match *op {
                 Op::Claim { key, fp, lease_ms, ttl_ms } => {
-                    let got = store.claim_now(KEYS[key], &FPS[fp], ms(lease_ms), ms(ttl_ms));
+                    let got = now(store.claim(KEYS[key], &FPS[fp], ms(lease_ms), ms(ttl_ms)));
                     match model.claim(key, fp) {
                         Expect::Acquired { took_over } => {
-                            let Claim::Acquired { token, took_over: got_took_over } = got else {
+                            let Claim::Acquired { hold, took_over: got_took_over } = got else {
                                 return Err(TestCaseError::fail(format!(
                                     "step {step} at {at} ms, {op:?}: store {got:?}, model Acquired {{ took_over: \
                                      {took_over} }}"
                                 )));
                             };
                             prop_assert_eq!(got_took_over, took_over, "step {} at {} ms, {:?}", step, at, op);
+                            let token = hold.token();
                             prop_assert_ne!(token, FOREIGN);
                             if let Some(&earlier) = model.tokens[key].last() {
                                 prop_assert!(
@@ -198,18 +206,19 @@ fn run(shards: usize, ops: &[Op]) -> Result<(), TestCaseError> {
                 Op::Complete { key, ref tok, body, ttl_ms } => {
                     let token = model.token(key, tok);
                     let body = Bytes::from(vec![body; 3]);
-                    let got = store.complete_now(KEYS[key], token, body.clone(), ms(ttl_ms));
+                    let got =
+                        now(store.complete(&Hold::new(KEYS[key], token), Payload::from(body.clone()), ms(ttl_ms)));
                     let want = model.complete(key, token, body, ttl_ms);
                     prop_assert_eq!(got, want, "step {} at {} ms, {:?} with {:?}", step, at, op, token);
                 }
                 Op::Release { key, ref tok } => {
                     let token = model.token(key, tok);
-                    let got = store.release_now(KEYS[key], token);
+                    let got = now(store.release(&Hold::new(KEYS[key], token)));
                     let want = model.release(key, token);
                     prop_assert_eq!(got, want, "step {} at {} ms, {:?} with {:?}", step, at, op, token);
                 }
                 Op::Get { key } => {
-                    prop_assert_eq!(store.get_now(KEYS[key]), model.get(key), "step {} at {} ms, {:?}", step, at, op);
+                    prop_assert_eq!(now(store.get(KEYS[key])), model.get(key), "step {} at {} ms, {:?}", step, at, op);
                 }
                 Op::Advance { ms: n } => {
                     tokio::time::advance(ms(n)).await;
@@ -230,7 +239,7 @@ fn run(shards: usize, ops: &[Op]) -> Result<(), TestCaseError> {
         }
         // Whatever the last step was, every key reads as the model says.
         for (key, name) in KEYS.iter().enumerate() {
-            prop_assert_eq!(store.get_now(name), model.get(key), "final get of {}", name);
+            prop_assert_eq!(now(store.get(name)), model.get(key), "final get of {}", name);
         }
         Ok(())
     })
@@ -268,7 +277,7 @@ fn model_follows_the_documented_lifecycle() {
     run(1, &ops).unwrap();
     let mut m = Model::new();
     m.acquired(0, 0, FencingToken(1), 10, 100);
-    assert!(matches!(m.claim(0, 0), Expect::Exactly(Claim::InFlight { lease_remaining }) if lease_remaining == ms(10)));
+    assert!(matches!(m.claim(0, 0), Expect::Exactly(Claim::Held { lease_remaining }) if lease_remaining == ms(10)));
     assert!(matches!(m.claim(0, 1), Expect::Exactly(Claim::Mismatch)));
     m.now = 10;
     assert!(matches!(m.claim(0, 0), Expect::Acquired { took_over: true }));

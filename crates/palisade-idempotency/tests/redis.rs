@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use palisade_core::*;
-use palisade_idempotency::{HttpIdempotencyLayer, IdempotencyLayer, RedisStore, storage_key};
+use palisade_idempotency::{Hold, HttpIdempotencyLayer, IdempotencyLayer, Payload, RedisStore, storage_key};
 use palisade_sim::GatewaySim;
 use palisade_testkit::RedisTest;
 use tower::{Layer, ServiceExt};
@@ -183,7 +183,7 @@ async fn unreachable_redis_is_a_typed_error_and_no_inner_call() {
 /// record's TTL, and a key holding something else is a typed store error, never a claim.
 #[tokio::test]
 async fn record_format_survives_any_fingerprint_bytes() {
-    use palisade_idempotency::{Claim, Fingerprint, IdempotencyStore, Record};
+    use palisade_idempotency::{Claim, Fingerprint, LeaseStore, Record};
     let Some((r, store, expire)) = setup("idem_format").await else { return };
     let mut conn = r.conn.clone();
     for (i, fill) in [b':', b'd', b'i', b'0', 0u8, 0xff].into_iter().enumerate() {
@@ -191,36 +191,43 @@ async fn record_format_survives_any_fingerprint_bytes() {
         let fp = Fingerprint([fill; 32]);
         let mut other = fp;
         other.0[31] ^= 1;
-        let Claim::Acquired { token: t1, took_over: false } = store.claim(&k, &fp, LEASE, TTL).await.unwrap() else {
+        let Claim::Acquired { hold, took_over: false } = store.claim(&k, &fp, LEASE, TTL).await.unwrap() else {
             panic!("fresh key must be acquired")
         };
+        let t1 = hold.token();
         assert_eq!(store.claim(&k, &other, LEASE, TTL).await.unwrap(), Claim::Mismatch);
-        assert!(matches!(store.get(&k).await.unwrap(), Some(Record::InFlight { token, fingerprint, lease_remaining })
+        assert!(matches!(store.get(&k).await.unwrap(), Some(Record::Held { token, fingerprint, lease_remaining })
                 if token == t1 && fingerprint == fp && lease_remaining > Duration::ZERO));
         // A token that is a prefix or an extension of the real one holds nothing.
         let shorter = palisade_idempotency::FencingToken(t1.0 / 10);
         let longer = palisade_idempotency::FencingToken(t1.0 * 10 + 1);
-        assert!(!store.release(&k, shorter).await.unwrap());
-        assert!(!store.complete(&k, longer, bytes::Bytes::from_static(b"x"), TTL).await.unwrap());
+        assert!(!store.release(&Hold::new(&k, shorter)).await.unwrap());
+        assert!(
+            !store.complete(&Hold::new(&k, longer), Payload::from(bytes::Bytes::from_static(b"x")), TTL).await.unwrap()
+        );
 
         let rkey = store.record_key(&k);
         let before: i64 = redis::cmd("PTTL").arg(&rkey).query_async(&mut conn).await.unwrap();
-        assert!(store.release(&k, t1).await.unwrap());
+        assert!(store.release(&Hold::new(&k, t1)).await.unwrap());
         let after: i64 = redis::cmd("PTTL").arg(&rkey).query_async(&mut conn).await.unwrap();
         assert!(after > before - 60_000 && after <= before, "release must keep the TTL: {before} then {after}");
         assert!(
-            matches!(store.get(&k).await.unwrap(), Some(Record::InFlight { lease_remaining, .. }) if lease_remaining == Duration::ZERO)
+            matches!(store.get(&k).await.unwrap(), Some(Record::Held { lease_remaining, .. }) if lease_remaining == Duration::ZERO)
         );
         assert_eq!(store.claim(&k, &other, LEASE, TTL).await.unwrap(), Claim::Mismatch);
-        let Claim::Acquired { token: t2, took_over: true } = store.claim(&k, &fp, LEASE, TTL).await.unwrap() else {
+        let Claim::Acquired { hold, took_over: true } = store.claim(&k, &fp, LEASE, TTL).await.unwrap() else {
             panic!("a released key is taken over")
         };
+        let t2 = hold.token();
         assert!(t2 > t1);
         let body = bytes::Bytes::from(vec![fill, b':', b'd', fill]);
-        assert!(store.complete(&k, t2, body.clone(), TTL).await.unwrap());
-        assert_eq!(store.claim(&k, &fp, LEASE, TTL).await.unwrap(), Claim::Completed { response: body.clone() });
+        assert!(store.complete(&Hold::new(&k, t2), Payload::from(body.clone()), TTL).await.unwrap());
+        assert_eq!(
+            store.claim(&k, &fp, LEASE, TTL).await.unwrap(),
+            Claim::Done { response: Payload::from(body.clone()) }
+        );
         assert_eq!(store.claim(&k, &other, LEASE, TTL).await.unwrap(), Claim::Mismatch);
-        assert_eq!(store.get(&k).await.unwrap(), Some(Record::Completed { fingerprint: fp, response: body }));
+        assert_eq!(store.get(&k).await.unwrap(), Some(Record::Done { fingerprint: fp, response: Payload::from(body) }));
         expire(k.clone()).await;
     }
 

@@ -1,4 +1,4 @@
-//! `RedisStore` against a model of the `IdempotencyStore` contract (proptest): random sequences of claim /
+//! `RedisStore` against a model of the `LeaseStore` contract (proptest): random sequences of claim /
 //! complete / release / get over a few keys and two fingerprints, with stale, foreign and near-miss tokens.
 //! Redis keeps real time, so leases and TTLs are long, and time is moved by hand instead: a lease ends by
 //! rewriting the record (as tests/redis.rs does) and a record expires by deleting it. Every answer must be the
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{Tok, end_redis_lease};
-use palisade_idempotency::{Claim, FencingToken, Fingerprint, IdempotencyStore, Record, RedisStore};
+use palisade_idempotency::{Claim, FencingToken, Fingerprint, Hold, LeaseStore, Payload, Record, RedisStore};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
@@ -108,21 +108,28 @@ async fn run(store: &RedisStore, conn: &mut redis::aio::ConnectionManager, ops: 
                         None
                     }
                     Some((_, State::Completed { body })) => {
-                        prop_assert_eq!(&got, &Claim::Completed { response: body.clone() }, "step {}, {:?}", step, op);
+                        prop_assert_eq!(
+                            &got,
+                            &Claim::Done { response: Payload::from(body.clone()) },
+                            "step {}, {:?}",
+                            step,
+                            op
+                        );
                         None
                     }
                     Some((_, State::InFlight { alive: true, .. })) => {
-                        let ok = matches!(got, Claim::InFlight { lease_remaining } if lease_remaining > Duration::ZERO && lease_remaining <= LEASE);
+                        let ok = matches!(got, Claim::Held { lease_remaining } if lease_remaining > Duration::ZERO && lease_remaining <= LEASE);
                         prop_assert!(ok, "step {}, {:?}: {:?}, want in flight", step, op, got);
                         None
                     }
                     Some((_, State::InFlight { alive: false, .. })) => Some(true),
                 };
                 if let Some(want) = took_over {
-                    let Claim::Acquired { token, took_over } = got else {
+                    let Claim::Acquired { hold, took_over } = got else {
                         return Err(fail(step, op, format!("{got:?}, want acquired")));
                     };
                     prop_assert_eq!(took_over, want, "step {}, {:?}", step, op);
+                    let token = hold.token();
                     if let Some(&earlier) = model.tokens[key].last() {
                         prop_assert!(token > earlier, "step {}, {:?}: token {:?} after {:?}", step, op, token, earlier);
                     }
@@ -135,7 +142,7 @@ async fn run(store: &RedisStore, conn: &mut redis::aio::ConnectionManager, ops: 
                 let token = model.token(key, tok);
                 let body = Bytes::from(vec![body, b':', body]);
                 let got = store
-                    .complete(&name(key), token, body.clone(), TTL)
+                    .complete(&Hold::new(&name(key), token), Payload::from(body.clone()), TTL)
                     .await
                     .map_err(|e| fail(step, op, e.to_string()))?;
                 let want = match model.holder(key, token) {
@@ -149,7 +156,8 @@ async fn run(store: &RedisStore, conn: &mut redis::aio::ConnectionManager, ops: 
             }
             Op::Release { key, ref tok } => {
                 let token = model.token(key, tok);
-                let got = store.release(&name(key), token).await.map_err(|e| fail(step, op, e.to_string()))?;
+                let got =
+                    store.release(&Hold::new(&name(key), token)).await.map_err(|e| fail(step, op, e.to_string()))?;
                 let want = match model.holder(key, token) {
                     Some(rec) => {
                         rec.1 = State::InFlight { token, alive: false };
@@ -163,12 +171,12 @@ async fn run(store: &RedisStore, conn: &mut redis::aio::ConnectionManager, ops: 
                 let got = store.get(&name(key)).await.map_err(|e| fail(step, op, e.to_string()))?;
                 let ok = match (model.recs.get(&key), &got) {
                     (None, None) => true,
-                    (Some((fp, State::Completed { body })), Some(Record::Completed { fingerprint, response })) => {
+                    (Some((fp, State::Completed { body })), Some(Record::Done { fingerprint, response })) => {
                         fingerprint == &FPS[*fp] && response == body
                     }
                     (
                         Some((fp, State::InFlight { token, alive })),
-                        Some(Record::InFlight { fingerprint, token: t, lease_remaining }),
+                        Some(Record::Held { fingerprint, token: t, lease_remaining }),
                     ) => {
                         let lease_ok = if *alive {
                             *lease_remaining > Duration::ZERO && *lease_remaining <= LEASE

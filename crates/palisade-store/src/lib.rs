@@ -1,17 +1,22 @@
-//! State that outlives a process, and the connections to where it lives.
+//! State that outlives a request, and the connections to where it lives.
 //!
-//! Today this crate holds the shared Redis plumbing (behind the `redis` feature): [`redis::RedisConnection`] (a
-//! reconnecting, optionally lazy connection that fails fast while Redis is down), [`redis::connect`],
-//! [`redis::redis_key`] (keys with one hash tag, so every key of an operation lives on one Redis Cluster slot,
-//! user values percent-escaped so the tag stays whole) and [`redis::redis_unavailable`]. Layer crates depend on it
-//! for their Redis stores, so `palisade-core` stays a vocabulary without a Redis dependency.
+//! - [`lease`]: the lease protocol (claim with a lease and a fencing token → renew → complete / release /
+//!   forget, abandon for a lost claim) as one trait, [`lease::LeaseStore`], with a memory backend and (feature
+//!   `redis`) a Redis one. Idempotency records and webhook deliveries both run on it.
+//! - [`redis`] (feature `redis`): [`redis::RedisConnection`] (a reconnecting, optionally lazy connection that
+//!   fails fast while Redis is down), [`redis::connect`], [`redis::redis_key`] (keys with one hash tag, so
+//!   every key of an operation lives on one Redis Cluster slot, user values percent-escaped so the tag stays
+//!   whole) and [`redis::redis_unavailable`]. The rate-limit and circuit-breaker stores use it too.
+//! - [`StoreError`]: a store could not be asked or did not answer.
 //!
-//! The lease protocol that idempotency records and webhook deliveries both run (claim with a lease and a fencing
-//! token, renew, complete, release, forget, abandon) moves here next.
+//! Layer crates depend on `palisade-core` and this crate, never on each other; backends stay behind features.
 
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
+mod error;
+pub mod lease;
 #[cfg(feature = "redis")]
 pub mod redis;
 
+pub use error::StoreError;
 pub use palisade_core::FailurePolicy;

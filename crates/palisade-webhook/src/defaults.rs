@@ -35,6 +35,7 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// (Replays inside the window are stopped by delivery deduplication.)
 pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
 
+/// The Redis store's default key prefix (`palisade-store`), under which a delivery's record is
+/// `webhook:<event id>`.
 #[cfg(feature = "redis")]
-/// Default key prefix.
-pub const DEFAULT_REDIS_PREFIX: &str = "palisade:webhook:";
+pub use palisade_store::lease::DEFAULT_REDIS_PREFIX;

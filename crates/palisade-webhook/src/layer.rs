@@ -9,46 +9,47 @@ use tower_layer::Layer;
 
 pub use crate::defaults::{DEFAULT_BODY_LIMIT, DEFAULT_LEASE, DEFAULT_RETENTION};
 use crate::service::{Shared, WebhookService};
-use crate::store::{DeliveryStore, NoDedup};
 use crate::verifier::Verifier;
+use palisade_store::lease::LeaseStore;
 
 /// Verifies webhooks on the raw body and (with a store) delivers each event to the handler effectively once.
 ///
 /// The service it builds reads the whole body (bounded: 413 beyond [`body_limit`](WebhookLayerBuilder::body_limit)),
 /// verifies it (400 problem+json on failure), and calls the inner service with a `Request<Full<Bytes>>` holding
 /// exactly the verified bytes, with [`EventId`](crate::EventId) and [`Verified`](crate::Verified) in the request
-/// extensions. Any method but POST gets 405 with `Allow: POST`. With a [`DeliveryStore`]: a duplicate of a
+/// extensions. Any method but POST gets 405 with `Allow: POST`. With a [`LeaseStore`] (see [`dedup`](WebhookLayerBuilder::dedup)): a duplicate of a
 /// running event gets 503 + `Retry-After`, a duplicate of a handled one gets 200 without the handler running; a
 /// handler that fails (non-2xx or error) releases its claim so the sender's redelivery runs it again; the claim's
 /// lease is renewed while the handler runs.
-pub struct WebhookLayer<D = NoDedup> {
-    shared: Arc<Shared<D>>,
+pub struct WebhookLayer {
+    shared: Arc<Shared>,
 }
 
-impl<D> Clone for WebhookLayer<D> {
+impl Clone for WebhookLayer {
     fn clone(&self) -> Self {
         WebhookLayer { shared: self.shared.clone() }
     }
 }
 
-impl<D> fmt::Debug for WebhookLayer<D> {
+impl fmt::Debug for WebhookLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WebhookLayer")
             .field("verifier", &self.shared.verifier)
             .field("body_limit", &self.shared.body_limit)
             .field("lease", &self.shared.lease)
             .field("retention", &self.shared.retention)
+            .field("dedup", &self.shared.store.is_some())
             .finish_non_exhaustive()
     }
 }
 
-impl WebhookLayer<NoDedup> {
+impl WebhookLayer {
     /// Starts a layer around `verifier`. Defaults: [`DEFAULT_BODY_LIMIT`], no deduplication,
     /// [`DEFAULT_LEASE`], [`DEFAULT_RETENTION`], fail closed when the store is down.
-    pub fn builder(verifier: Verifier) -> WebhookLayerBuilder<NoDedup> {
+    pub fn builder(verifier: Verifier) -> WebhookLayerBuilder {
         WebhookLayerBuilder {
             verifier,
-            store: NoDedup,
+            store: None,
             body_limit: DEFAULT_BODY_LIMIT,
             lease: DEFAULT_LEASE,
             retention: DEFAULT_RETENTION,
@@ -57,8 +58,8 @@ impl WebhookLayer<NoDedup> {
     }
 }
 
-impl<S, D> Layer<S> for WebhookLayer<D> {
-    type Service = WebhookService<S, D>;
+impl<S> Layer<S> for WebhookLayer {
+    type Service = WebhookService<S>;
     fn layer(&self, inner: S) -> Self::Service {
         WebhookService::new(inner, self.shared.clone())
     }
@@ -66,38 +67,34 @@ impl<S, D> Layer<S> for WebhookLayer<D> {
 
 /// Builds a [`WebhookLayer`].
 #[must_use]
-pub struct WebhookLayerBuilder<D> {
+pub struct WebhookLayerBuilder {
     verifier: Verifier,
-    store: D,
+    store: Option<Arc<dyn LeaseStore>>,
     body_limit: usize,
     lease: Duration,
     retention: Duration,
     failure_policy: FailurePolicy,
 }
 
-impl<D> fmt::Debug for WebhookLayerBuilder<D> {
+impl fmt::Debug for WebhookLayerBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WebhookLayerBuilder").field("verifier", &self.verifier).finish_non_exhaustive()
     }
 }
 
-impl<D: DeliveryStore> WebhookLayerBuilder<D> {
+impl WebhookLayerBuilder {
     /// Largest body read (default [`DEFAULT_BODY_LIMIT`]); larger bodies get 413 without being verified.
     pub fn body_limit(mut self, bytes: usize) -> Self {
         self.body_limit = bytes;
         self
     }
 
-    /// Deduplicates deliveries by event id in `store` (memory or Redis).
-    pub fn dedup<D2: DeliveryStore>(self, store: D2) -> WebhookLayerBuilder<D2> {
-        WebhookLayerBuilder {
-            verifier: self.verifier,
-            store,
-            body_limit: self.body_limit,
-            lease: self.lease,
-            retention: self.retention,
-            failure_policy: self.failure_policy,
-        }
+    /// Deduplicates deliveries by event id in `store` ([`MemoryStore`](crate::MemoryStore), or `RedisStore`
+    /// with the `redis` feature): the lease protocol of `palisade-store`, with the event's record at
+    /// `webhook:<event id>` (disjoint from idempotency keys, so one store can serve both layers).
+    pub fn dedup(mut self, store: impl LeaseStore) -> Self {
+        self.store = Some(Arc::new(store));
+        self
     }
 
     /// How long a claim lasts without renewal before another delivery may take over (default [`DEFAULT_LEASE`]).
@@ -123,7 +120,7 @@ impl<D: DeliveryStore> WebhookLayerBuilder<D> {
     }
 
     /// Builds the layer.
-    pub fn build(self) -> WebhookLayer<D> {
+    pub fn build(self) -> WebhookLayer {
         WebhookLayer {
             shared: Arc::new(Shared {
                 verifier: self.verifier,

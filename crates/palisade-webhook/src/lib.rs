@@ -7,8 +7,9 @@
 //! - [`Signer`]: the sending side of each scheme (tests, the `palisade webhook sign` command).
 //! - [`WebhookLayer`]: a tower layer for axum/hyper that reads the raw body (bounded, 413 beyond the limit),
 //!   verifies it (400 `application/problem+json` on failure) and hands exactly the verified bytes on, with the
-//!   [`EventId`] in the request extensions. With a [`DeliveryStore`] ([`MemoryDeliveryStore`], or
-//!   `RedisDeliveryStore` behind the `redis` feature) each event runs the handler effectively once: a duplicate
+//!   [`EventId`] in the request extensions. With a store ([`MemoryStore`], or `RedisStore` behind the `redis`
+//!   feature: the lease protocol of `palisade-store`, event id as key) each event runs the handler effectively
+//!   once: a duplicate
 //!   of a running event gets 503 + `Retry-After`, a duplicate of a handled one gets 200 without running the
 //!   handler, and a handler that fails or dies leaves the event to the sender's redelivery. The claim is renewed
 //!   while the handler runs, so its short lease ([`DEFAULT_LEASE`]) only bounds how long a crashed instance
@@ -19,7 +20,7 @@
 //! use http::{Request, Response, StatusCode};
 //! use http_body_util::Full;
 //! use palisade_webhook::{
-//!     EventId, ManualClock, MemoryDeliveryStore, Message, Signer, StandardWebhooks, Verifier, WebhookLayer,
+//!     EventId, ManualClock, MemoryStore, Message, Signer, StandardWebhooks, Verifier, WebhookLayer,
 //! };
 //! use tower::{Layer, ServiceExt, service_fn};
 //!
@@ -27,7 +28,7 @@
 //! let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 //! let now = 1_700_000_000;
 //! let verifier = Verifier::builder(StandardWebhooks).secret(secret).clock(ManualClock::new(now)).build()?;
-//! let layer = WebhookLayer::builder(verifier).dedup(MemoryDeliveryStore::new()).build();
+//! let layer = WebhookLayer::builder(verifier).dedup(MemoryStore::new()).build();
 //!
 //! // The handler sees the verified bytes and the event id.
 //! let handler = layer.layer(service_fn(|req: Request<Full<Bytes>>| async move {
@@ -54,7 +55,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Features: `redis` (the Redis delivery store), `metrics` (counters). See `docs/webhooks.md`.
+//! Features: `redis` (the Redis store), `metrics` (counters). See `docs/webhooks.md`.
 
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
@@ -66,7 +67,6 @@ mod layer;
 mod rejection;
 pub mod scheme;
 mod service;
-pub mod store;
 mod telemetry;
 mod verifier;
 
@@ -74,10 +74,11 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{SecretError, SignError, VerifyError};
 pub use key::Key;
 pub use layer::{DEFAULT_BODY_LIMIT, DEFAULT_LEASE, DEFAULT_RETENTION, WebhookLayer, WebhookLayerBuilder};
+/// The delivery store: the lease protocol of `palisade-store`.
+#[cfg(feature = "redis")]
+pub use palisade_store::lease::RedisStore;
+pub use palisade_store::lease::{LeaseStore, MemoryStore};
 pub use rejection::WebhookRejection;
 pub use scheme::{GitHub, Message, Scheme, StandardWebhooks, Stripe};
 pub use service::{DUPLICATE_HEADER, EventId, ResponseFuture, WebhookService};
-#[cfg(feature = "redis")]
-pub use store::RedisDeliveryStore;
-pub use store::{Claim, ClaimToken, DeliveryStore, MemoryDeliveryStore, NoDedup};
 pub use verifier::{DEFAULT_TOLERANCE, Signer, Tolerance, Verified, Verifier, VerifierBuilder};

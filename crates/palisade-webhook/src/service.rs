@@ -1,6 +1,5 @@
 //! [`WebhookService`]: capture, verify, deduplicate, hand on.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,18 +11,22 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::Full;
 use palisade_core::body::{BodyError, collect_limited};
-use palisade_core::{BoxError, FailurePolicy, PaymentError};
+use palisade_core::{BoxError, FailurePolicy};
+use palisade_store::StoreError;
+use palisade_store::lease::{
+    Claim, Fingerprint, Hold, LeaseStore, Payload, abandon_in_background, random_attempt, renewing,
+};
 use tower_service::Service;
 
 use crate::rejection::WebhookRejection;
-use crate::store::{Claim, ClaimToken, DeliveryStore};
 use crate::telemetry;
 use crate::verifier::Verifier;
 
 /// What every clone of a webhook layer and its services share.
-pub(crate) struct Shared<D> {
+pub(crate) struct Shared {
     pub(crate) verifier: Verifier,
-    pub(crate) store: D,
+    /// Deduplicates deliveries when set.
+    pub(crate) store: Option<Arc<dyn LeaseStore>>,
     pub(crate) body_limit: usize,
     pub(crate) lease: Duration,
     pub(crate) retention: Duration,
@@ -46,25 +49,25 @@ impl EventId {
 pub const DUPLICATE_HEADER: &str = "palisade-webhook-duplicate";
 
 /// The service built by [`WebhookLayer`](crate::WebhookLayer).
-pub struct WebhookService<S, D> {
+pub struct WebhookService<S> {
     inner: S,
-    shared: Arc<Shared<D>>,
+    shared: Arc<Shared>,
 }
 
-impl<S: Clone, D> Clone for WebhookService<S, D> {
+impl<S: Clone> Clone for WebhookService<S> {
     fn clone(&self) -> Self {
         WebhookService { inner: self.inner.clone(), shared: self.shared.clone() }
     }
 }
 
-impl<S: std::fmt::Debug, D> std::fmt::Debug for WebhookService<S, D> {
+impl<S: std::fmt::Debug> std::fmt::Debug for WebhookService<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebhookService").field("inner", &self.inner).finish_non_exhaustive()
     }
 }
 
-impl<S, D> WebhookService<S, D> {
-    pub(crate) fn new(inner: S, shared: Arc<Shared<D>>) -> Self {
+impl<S> WebhookService<S> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared>) -> Self {
         WebhookService { inner, shared }
     }
 }
@@ -77,140 +80,58 @@ fn reject<B: From<Bytes>>(r: &WebhookRejection) -> Response<B> {
     r.problem().into_response()
 }
 
-/// What a store error says failed, without what it claims about the call: `PaymentError::StoreUnavailable`'s
-/// text adds "the call was not attempted", which is false once the handler has run. Every log line below says
-/// itself what happened to the delivery.
-fn what_failed(e: &PaymentError) -> String {
-    match e {
-        PaymentError::StoreUnavailable { message } => message.as_str().to_owned(),
-        other => other.to_string(),
-    }
+/// The store key of an event's delivery record: disjoint from every idempotency key, so one store serves both.
+fn delivery_key(event_id: &str) -> Arc<str> {
+    Arc::from(format!("webhook:{event_id}"))
 }
 
 /// Releases a claim if the handler's future is dropped before it finished (client gone, panic, shutdown).
-struct ClaimGuard<D: DeliveryStore> {
-    store: D,
+struct ClaimGuard {
+    store: Arc<dyn LeaseStore>,
     event_id: String,
-    token: Option<ClaimToken>,
+    hold: Option<Hold>,
     lease: Duration,
 }
 
-impl<D: DeliveryStore> Drop for ClaimGuard<D> {
+impl Drop for ClaimGuard {
     fn drop(&mut self) {
-        let Some(token) = self.token.take() else { return };
-        // Without a runtime the lease simply expires.
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let (store, lease) = (self.store.clone(), self.lease);
-            let id = std::mem::take(&mut self.event_id);
-            rt.spawn(async move {
-                match store.release(&id, &token).await {
-                    Ok(true) => tracing::info!(
-                        target: "palisade_webhook",
-                        event_id = id,
-                        result = "dropped",
-                        "a delivery was dropped while its handler ran (it may have had effects); its claim was released, so the sender's redelivery runs the handler again"
-                    ),
-                    Ok(false) => {}
-                    Err(e) => tracing::warn!(
-                        target: "palisade_webhook",
-                        event_id = id,
-                        result = "release_failed",
-                        error = what_failed(&e),
-                        "a delivery was dropped while its handler ran (it may have had effects) and the store did not confirm the release of its claim; at worst the sender's redelivery runs the handler once the lease ends (within {lease:?})"
-                    ),
-                }
-            });
-        }
-    }
-}
-
-/// Undoes, in the background, a claim whose answer never arrived: it may have landed, or land later (a stalled
-/// store runs it when it resumes, and the undo after it). A failed undo is tried again a few times, until just
-/// after the `Retry-After: 1` the delivery was answered with (a dropped connection: the new one carries it), and
-/// never past one lease, after which a claim that landed has ended by itself.
-fn abandon_later<D: DeliveryStore>(store: &D, event_id: &str, attempt: ClaimToken, lease: Duration) {
-    let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
-    let (store, id) = (store.clone(), event_id.to_owned());
-    rt.spawn(async move {
-        let give_up = tokio::time::Instant::now() + lease;
-        let mut pause = ABANDON_FIRST_PAUSE;
-        for tries_left in (0..ABANDON_TRIES).rev() {
-            match store.abandon(&id, &attempt).await {
-                Ok(true) => {
-                    tracing::info!(target: "palisade_webhook", event_id = id, result = "abandoned", "a claim whose answer was lost had landed; it was undone, so the event's redelivery is handled");
-                    return;
-                }
-                Ok(false) => return,
-                Err(e) if tries_left > 0 && tokio::time::Instant::now() + pause < give_up => {
-                    tracing::debug!(target: "palisade_webhook", event_id = id, error = what_failed(&e), "could not undo a claim whose answer was lost yet; trying again");
-                    tokio::time::sleep(pause).await;
-                    pause *= 2;
-                }
-                Err(e) => {
-                    tracing::warn!(target: "palisade_webhook", event_id = id, result = "abandon_failed", error = what_failed(&e), "could not undo a claim whose answer was lost; if it landed, the event is answered 503 in progress until its lease ends (within {lease:?} of landing)");
-                    return;
-                }
-            }
-        }
-    });
-}
-
-/// Attempts to undo a lost claim, and the pause after the first failure (doubling): 0, 0.25, 0.75 and 1.75 s
-/// after the claim failed.
-const ABANDON_TRIES: u32 = 4;
-const ABANDON_FIRST_PAUSE: Duration = Duration::from_millis(250);
-
-/// Runs the handler while renewing the claim's lease every third of it. The renewals are polled inside this
-/// future, so they stop when the handler ends or the delivery is dropped, and follow `tokio::time`.
-async fn hold<D: DeliveryStore, F: Future>(
-    store: &D,
-    event_id: &str,
-    token: &ClaimToken,
-    lease: Duration,
-    handler: F,
-) -> F::Output {
-    tokio::select! {
-        biased;
-        out = handler => out,
-        never = heartbeat(store, event_id, token, lease) => match never {},
-    }
-}
-
-async fn heartbeat<D: DeliveryStore>(store: &D, event_id: &str, token: &ClaimToken, lease: Duration) -> Infallible {
-    let every = (lease / 3).max(Duration::from_millis(1));
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        match store.renew(event_id, token, lease).await {
-            Ok(true) => tracing::trace!(target: "palisade_webhook", event_id, result = "renewed", "claim renewed"),
-            Ok(false) => {
-                tracing::warn!(
-                    target: "palisade_webhook",
-                    event_id,
-                    result = "fenced",
-                    "the claim's lease ended while the handler runs (renewals failed or this process stalled): a redelivery may run the handler too, and this delivery cannot record the event as done if another took it over"
-                );
-                // A lease that ended cannot be renewed again: stop asking.
-                return std::future::pending().await;
-            }
+        let Some(hold) = self.hold.take() else { return };
+        let (id, lease) = (std::mem::take(&mut self.event_id), self.lease);
+        let log = move |released: Result<bool, StoreError>| match released {
+            Ok(true) => tracing::info!(
+                target: "palisade_webhook",
+                event_id = id,
+                result = "dropped",
+                "a delivery was dropped while its handler ran (it may have had effects); its claim was released, so the sender's redelivery runs the handler again"
+            ),
+            Ok(false) => {}
             Err(e) => tracing::warn!(
                 target: "palisade_webhook",
-                event_id,
-                result = "renew_failed",
-                error = what_failed(&e),
-                "could not renew the claim's lease while the handler runs; trying again at the next heartbeat"
+                event_id = id,
+                result = "release_failed",
+                error = %e,
+                "a delivery was dropped while its handler ran (it may have had effects) and the store did not confirm the release of its claim; at worst the sender's redelivery runs the handler once the lease ends (within {lease:?})"
             ),
+        };
+        let now = self.store.release(&hold).now().map_err(drop);
+        match now {
+            Ok(released) => log(released),
+            // Without a runtime the lease simply expires.
+            Err(()) => {
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    let store = self.store.clone();
+                    rt.spawn(async move { log(store.release(&hold).await) });
+                }
+            }
         }
     }
 }
 
-impl<S, D, B, ResBody> Service<Request<B>> for WebhookService<S, D>
+impl<S, B, ResBody> Service<Request<B>> for WebhookService<S>
 where
     S: Service<Request<Full<Bytes>>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send,
     S::Error: Send + 'static,
-    D: DeliveryStore,
     B: Body + Send + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
@@ -250,53 +171,89 @@ where
             parts.extensions.insert(verified);
             let req = Request::from_parts(parts, Full::new(bytes));
 
-            if !shared.store.deduplicates() {
-                return inner.call(req).await;
-            }
+            let Some(store) = shared.store.clone() else { return inner.call(req).await };
             let Some(event_id) = event_id else { return Ok(reject(&WebhookRejection::EventIdMissing)) };
-            let attempt = ClaimToken::fresh();
-            let claim = match shared.store.claim_as(&event_id, shared.lease, &attempt).await {
+            let (key, lease) = (delivery_key(&event_id), shared.lease);
+            let attempt = random_attempt();
+            // Kept for the retention period from the start, so a handler that outlives its lease can still
+            // record the event as done when nobody took it over.
+            let claimed = store.claim_as(&key, &Fingerprint::NONE, lease, shared.retention, attempt).await;
+            let claim = match claimed {
                 Ok(c) => c,
                 Err(e) => {
                     // The claim may have landed although its answer never came (a stalled store answers late):
                     // undo it, so the sender's redelivery after Retry-After is handled. One connection runs the
                     // undo after the claim.
-                    abandon_later(&shared.store, &event_id, attempt, shared.lease);
+                    let id = event_id.clone();
+                    abandon_in_background(store.clone(), key, attempt, lease, move |answer| match answer {
+                        Ok(true) => {
+                            tracing::info!(target: "palisade_webhook", event_id = id, result = "abandoned", "a claim whose answer was lost had landed; it was undone, so the event's redelivery is handled")
+                        }
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::warn!(target: "palisade_webhook", event_id = id, result = "abandon_failed", error = %e, "could not undo a claim whose answer was lost; if it landed, the event is answered 503 in progress until its lease ends (within {lease:?} of landing)")
+                        }
+                    });
                     if shared.failure_policy == FailurePolicy::FailOpen {
-                        tracing::warn!(target: "palisade_webhook", event_id, error = what_failed(&e), "delivery store unavailable while claiming the event; running the handler without deduplication (fail-open): a concurrent or later delivery may run it too");
+                        tracing::warn!(target: "palisade_webhook", event_id, error = %e, "delivery store unavailable while claiming the event; running the handler without deduplication (fail-open): a concurrent or later delivery may run it too");
                         return inner.call(req).await;
                     }
-                    tracing::error!(target: "palisade_webhook", event_id, error = what_failed(&e), "delivery store unavailable while claiming the event; answered 503, the handler was not run (the sender redelivers)");
+                    tracing::error!(target: "palisade_webhook", event_id, error = %e, "delivery store unavailable while claiming the event; answered 503, the handler was not run (the sender redelivers)");
                     telemetry::delivery("store_unavailable", &event_id);
-                    return Ok(reject(&WebhookRejection::Store(e)));
+                    return Ok(reject(&WebhookRejection::Store(e.into())));
                 }
             };
-            let token = match claim {
-                Claim::Acquired(token) => token,
-                Claim::Done => {
+            let hold = match claim {
+                Claim::Acquired { hold, .. } => hold,
+                Claim::Done { .. } => {
                     telemetry::delivery("duplicate_done", &event_id);
                     let mut res = Response::new(ResBody::from(Bytes::new()));
                     *res.status_mut() = StatusCode::OK;
                     res.headers_mut().insert(DUPLICATE_HEADER, HeaderValue::from_static("done"));
                     return Ok(res);
                 }
-                Claim::InProgress { retry_after } => {
+                Claim::Held { lease_remaining } => {
                     telemetry::delivery("duplicate_in_progress", &event_id);
-                    return Ok(reject(&WebhookRejection::InProgress { retry_after }));
+                    return Ok(reject(&WebhookRejection::InProgress { retry_after: lease_remaining }));
+                }
+                // Deliveries all claim with `Fingerprint::NONE`; a mismatch (a key written by something else) or a
+                // state this version does not know is refused, never handled twice.
+                _ => {
+                    tracing::error!(target: "palisade_webhook", event_id, "the delivery record holds something this layer did not write; answered 503, the handler was not run");
+                    let e = StoreError::new("the delivery record is not one this layer wrote");
+                    return Ok(reject(&WebhookRejection::Store(e.into())));
                 }
             };
-            let lease = shared.lease;
-            let mut guard = ClaimGuard { store: shared.store.clone(), event_id, token: Some(token), lease };
-            let result = match guard.token.as_ref() {
-                Some(token) => hold(&shared.store, &guard.event_id, token, lease, inner.call(req)).await,
+            let mut guard = ClaimGuard { store: store.clone(), event_id, hold: Some(hold), lease };
+            let result = match guard.hold.as_ref() {
+                Some(hold) => {
+                    let id = guard.event_id.as_str();
+                    renewing(&*store, hold, lease, inner.call(req), |renewed| match renewed {
+                        Ok(true) => tracing::trace!(target: "palisade_webhook", event_id = id, result = "renewed", "claim renewed"),
+                        Ok(false) => tracing::warn!(
+                            target: "palisade_webhook",
+                            event_id = id,
+                            result = "fenced",
+                            "the claim's lease ended while the handler runs (renewals failed or this process stalled): a redelivery may run the handler too, and this delivery cannot record the event as done if another took it over"
+                        ),
+                        Err(e) => tracing::warn!(
+                            target: "palisade_webhook",
+                            event_id = id,
+                            result = "renew_failed",
+                            error = %e,
+                            "could not renew the claim's lease while the handler runs; trying again at the next heartbeat"
+                        ),
+                    })
+                    .await
+                }
                 None => inner.call(req).await,
             };
-            let Some(token) = guard.token.take() else { return result };
+            let Some(hold) = guard.hold.take() else { return result };
             let event_id = std::mem::take(&mut guard.event_id);
             let handled = matches!(&result, Ok(res) if res.status().is_success());
             if handled {
                 telemetry::delivery("handled", &event_id);
-                match shared.store.complete(&event_id, &token, shared.retention).await {
+                match store.complete(&hold, Payload::Bytes(Bytes::new()), shared.retention).await {
                     Ok(true) => {}
                     Ok(false) => tracing::warn!(
                         target: "palisade_webhook",
@@ -308,13 +265,13 @@ where
                         target: "palisade_webhook",
                         event_id,
                         result = "store_failed",
-                        error = what_failed(&e),
+                        error = %e,
                         "the handler ran and succeeded (its answer goes to the sender), but the store did not confirm that the event was recorded as done: if it was not, its claim ends with its lease (within {lease:?}), and a redelivery after that runs the handler again"
                     ),
                 }
             } else {
                 telemetry::delivery("handler_failed", &event_id);
-                match shared.store.release(&event_id, &token).await {
+                match store.release(&hold).await {
                     Ok(true) => {}
                     Ok(false) => tracing::debug!(
                         target: "palisade_webhook",
@@ -326,7 +283,7 @@ where
                         target: "palisade_webhook",
                         event_id,
                         result = "release_failed",
-                        error = what_failed(&e),
+                        error = %e,
                         "the handler ran and failed; the store did not confirm the release of its claim, so at worst the sender's redelivery runs the handler again once the lease ends (within {lease:?})"
                     ),
                 }

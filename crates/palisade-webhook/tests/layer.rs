@@ -11,10 +11,12 @@ use axum::extract::{Extension, Json, State};
 use axum::routing::post;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
-use palisade_core::{FailurePolicy, PaymentError};
+use palisade_core::FailurePolicy;
+use palisade_store::StoreError;
+use palisade_store::lease::{Claim, Fingerprint, Hold, Payload, Record, StoreFuture};
 use palisade_webhook::{
-    Claim, ClaimToken, DeliveryStore, EventId, GitHub, ManualClock, MemoryDeliveryStore, Message, Signer,
-    StandardWebhooks, Stripe, Verified, Verifier, WebhookLayer,
+    EventId, GitHub, LeaseStore, ManualClock, MemoryStore, Message, Signer, StandardWebhooks, Stripe, Verified,
+    Verifier, WebhookLayer,
 };
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
@@ -46,7 +48,7 @@ fn verifier() -> Verifier {
     Verifier::builder(StandardWebhooks).secret(SECRET).clock(ManualClock::new(NOW)).build().unwrap()
 }
 
-fn app<D: DeliveryStore>(store: D, h: Arc<Handler>) -> Router {
+fn app(store: impl LeaseStore, h: Arc<Handler>) -> Router {
     let layer = WebhookLayer::builder(verifier()).dedup(store).build();
     Router::new().route("/hook", post(handle)).route_layer(layer).with_state(h)
 }
@@ -104,7 +106,7 @@ fn app_without_dedup(h: Arc<Handler>) -> Router {
 #[tokio::test]
 async fn failures_are_400_problems_and_never_reach_the_handler() {
     let h = Arc::new(Handler::default());
-    let app = app(MemoryDeliveryStore::new(), h.clone());
+    let app = app(MemoryStore::new(), h.clone());
 
     let mut tampered = signed("msg_t", NOW, br#"{"amount":100}"#);
     *tampered.body_mut() = Body::from(r#"{"amount":900}"#);
@@ -150,7 +152,7 @@ async fn bodies_beyond_the_limit_get_413_before_verification() {
 
 /// 100 concurrent deliveries of one event: one runs the handler, 99 are told to come back (503 +
 /// Retry-After) while it runs; afterwards a duplicate gets 200 without the handler.
-async fn hundred_concurrent_deliveries_run_the_handler_once<D: DeliveryStore>(store: D) {
+async fn hundred_concurrent_deliveries_run_the_handler_once(store: impl LeaseStore) {
     let h = Arc::new(Handler { gate: Some(Semaphore::new(0)), ..Handler::default() });
     let app = app(store, h.clone());
     let mut tasks = tokio::task::JoinSet::new();
@@ -184,7 +186,7 @@ async fn hundred_concurrent_deliveries_run_the_handler_once<D: DeliveryStore>(st
 
 /// A handler that fails releases the claim: the sender's redelivery runs it again, and once it succeeds the
 /// event is done.
-async fn failed_handler_runs_again_on_redelivery<D: DeliveryStore>(store: D) {
+async fn failed_handler_runs_again_on_redelivery(store: impl LeaseStore) {
     let h = Arc::new(Handler { fail_next: AtomicUsize::new(1), ..Handler::default() });
     let app = app(store, h.clone());
     let deliver = || app.clone().oneshot(signed("msg_retry", NOW, b"{}"));
@@ -198,18 +200,18 @@ async fn failed_handler_runs_again_on_redelivery<D: DeliveryStore>(store: D) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_hundred_concurrent_deliveries_run_the_handler_once() {
-    hundred_concurrent_deliveries_run_the_handler_once(MemoryDeliveryStore::new()).await;
+    hundred_concurrent_deliveries_run_the_handler_once(MemoryStore::new()).await;
 }
 
 #[tokio::test]
 async fn memory_failed_handler_runs_again_on_redelivery() {
-    failed_handler_runs_again_on_redelivery(MemoryDeliveryStore::new()).await;
+    failed_handler_runs_again_on_redelivery(MemoryStore::new()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_hundred_concurrent_deliveries_run_the_handler_once() {
     let Some(r) = palisade_testkit::redis("webhook_hundred_concurrent").await else { return };
-    let store = palisade_webhook::RedisDeliveryStore::new(r.conn.clone()).with_prefix(r.prefix.clone());
+    let store = palisade_webhook::RedisStore::new(r.conn.clone()).with_prefix(r.prefix.clone());
     hundred_concurrent_deliveries_run_the_handler_once(store).await;
     r.cleanup().await;
 }
@@ -217,7 +219,7 @@ async fn redis_hundred_concurrent_deliveries_run_the_handler_once() {
 #[tokio::test]
 async fn redis_failed_handler_runs_again_on_redelivery() {
     let Some(r) = palisade_testkit::redis("webhook_failed_handler").await else { return };
-    let store = palisade_webhook::RedisDeliveryStore::new(r.conn.clone()).with_prefix(r.prefix.clone());
+    let store = palisade_webhook::RedisStore::new(r.conn.clone()).with_prefix(r.prefix.clone());
     failed_handler_runs_again_on_redelivery(store).await;
     r.cleanup().await;
 }
@@ -225,43 +227,50 @@ async fn redis_failed_handler_runs_again_on_redelivery() {
 #[tokio::test]
 async fn redis_keys_are_hash_tagged_and_expire() {
     let Some(r) = palisade_testkit::redis("webhook_keys").await else { return };
-    let store = palisade_webhook::RedisDeliveryStore::new(r.conn.clone()).with_prefix(r.prefix.clone());
-    let Claim::Acquired(token) = store.claim("evt_{x}", Duration::from_secs(60)).await.unwrap() else {
+    let store = palisade_webhook::RedisStore::new(r.conn.clone()).with_prefix(r.prefix.clone());
+    // The layer's record for event `evt_{x}`.
+    let (id, minute) = ("webhook:evt_{x}", Duration::from_secs(60));
+    let none = Fingerprint::NONE;
+    let Claim::Acquired { hold, .. } = store.claim(id, &none, minute, minute).await.unwrap() else {
         panic!("first claim acquires")
     };
     // Braces in an event id are escaped, so the hash tag stays whole and `evt_(x)` is another event.
-    let key = format!("{}{{evt_%7Bx%7D}}", r.prefix);
+    let key = format!("{}{{webhook:evt_%7Bx%7D}}", r.prefix);
     let mut conn = r.conn.clone();
     let ttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut conn).await.unwrap();
-    assert!((1..=60_000).contains(&ttl), "lease is the key's expiry: {ttl}");
-    match store.claim("evt_{x}", Duration::from_secs(60)).await.unwrap() {
-        Claim::InProgress { retry_after } => assert!(retry_after <= Duration::from_secs(60)),
+    assert!((1..=60_000).contains(&ttl), "the claim's retention is the key's expiry: {ttl}");
+    match store.claim(id, &none, minute, minute).await.unwrap() {
+        Claim::Held { lease_remaining } => assert!(lease_remaining <= minute),
         other => panic!("expected in progress, got {other:?}"),
     }
-    assert!(matches!(store.claim("evt_(x)", Duration::from_secs(60)).await.unwrap(), Claim::Acquired(_)));
+    assert!(matches!(store.claim("webhook:evt_(x)", &none, minute, minute).await.unwrap(), Claim::Acquired { .. }));
     // A stale token cannot release the claim; the holder's can; completion keeps it for the retention.
-    let Claim::Acquired(stale) = store.claim("evt_other", Duration::from_secs(60)).await.unwrap() else {
+    let Claim::Acquired { hold: other, .. } = store.claim("webhook:evt_other", &none, minute, minute).await.unwrap()
+    else {
         panic!("other claim")
     };
-    assert!(!store.release("evt_{x}", &stale).await.unwrap());
-    assert!(!store.abandon("evt_{x}", &stale).await.unwrap());
-    assert!(!store.renew("evt_{x}", &stale, Duration::from_secs(60)).await.unwrap());
-    assert!(store.renew("evt_{x}", &token, Duration::from_secs(60)).await.unwrap());
-    assert!(matches!(store.claim("evt_{x}", Duration::from_secs(60)).await.unwrap(), Claim::InProgress { .. }));
-    assert!(store.complete("evt_{x}", &token, Duration::from_secs(7 * 24 * 3600)).await.unwrap());
+    let stale = Hold::new(id, other.token());
+    assert!(!store.release(&stale).await.unwrap());
+    assert!(!store.abandon(id, 7).await.unwrap(), "another attempt's claim is left alone");
+    assert!(!store.renew(&stale, minute).await.unwrap());
+    assert!(store.renew(&hold, minute).await.unwrap());
+    assert!(matches!(store.claim(id, &none, minute, minute).await.unwrap(), Claim::Held { .. }));
+    assert!(store.complete(&hold, Payload::Bytes(Bytes::new()), Duration::from_secs(7 * 24 * 3600)).await.unwrap());
     let ttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut conn).await.unwrap();
     assert!(ttl > 6 * 24 * 3600 * 1000, "retention: {ttl}");
-    assert_eq!(store.claim("evt_{x}", Duration::from_secs(60)).await.unwrap(), Claim::Done);
+    assert!(matches!(store.claim(id, &none, minute, minute).await.unwrap(), Claim::Done { .. }));
     r.cleanup().await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_crashed_holder_s_claim_expires_after_the_lease() {
-    let store = MemoryDeliveryStore::new();
+    let store = MemoryStore::new();
     let h = Arc::new(Handler::default());
     let app = app(store.clone(), h.clone());
     // A process claimed the event and died: nobody releases it.
-    let Claim::Acquired(_) = store.claim("msg_crash", palisade_webhook::DEFAULT_LEASE).await.unwrap() else {
+    let (lease, retention) = (palisade_webhook::DEFAULT_LEASE, palisade_webhook::DEFAULT_RETENTION);
+    let Claim::Acquired { .. } = store.claim("webhook:msg_crash", &Fingerprint::NONE, lease, retention).await.unwrap()
+    else {
         panic!("claim")
     };
     let res = app.clone().oneshot(signed("msg_crash", NOW, b"{}")).await.unwrap();
@@ -275,7 +284,7 @@ async fn a_crashed_holder_s_claim_expires_after_the_lease() {
 
 #[tokio::test]
 async fn a_delivery_dropped_mid_handler_releases_its_claim() {
-    let store = MemoryDeliveryStore::new();
+    let store = MemoryStore::new();
     let h = Arc::new(Handler { gate: Some(Semaphore::new(0)), ..Handler::default() });
     let app = app(store.clone(), h.clone());
     let task = tokio::spawn(app.clone().oneshot(signed("msg_drop", NOW, b"{}")));
@@ -284,14 +293,9 @@ async fn a_delivery_dropped_mid_handler_releases_its_claim() {
     }
     task.abort();
     let _ = task.await;
-    // The release runs on a spawned task; let it.
-    for _ in 0..100 {
-        if store.is_empty() {
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
-    assert!(store.is_empty(), "the dropped delivery released its claim");
+    let released =
+        |r: Option<Record>| matches!(r, Some(Record::Held { lease_remaining, .. }) if lease_remaining.is_zero());
+    assert!(released(store.get("webhook:msg_drop").await.unwrap()), "the dropped delivery released its claim");
     h.gate.as_ref().unwrap().add_permits(1);
     assert_eq!(app.oneshot(signed("msg_drop", NOW, b"{}")).await.unwrap().status(), StatusCode::OK);
     assert_eq!(h.calls.load(Ordering::SeqCst), 2);
@@ -301,18 +305,31 @@ async fn a_delivery_dropped_mid_handler_releases_its_claim() {
 #[derive(Clone)]
 struct DownStore;
 
-impl DeliveryStore for DownStore {
-    async fn claim_as(&self, _: &str, _: Duration, _: &ClaimToken) -> Result<Claim, PaymentError> {
-        Err(PaymentError::store_unavailable("redis: connection refused"))
+impl LeaseStore for DownStore {
+    fn claim_as<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a Fingerprint,
+        _: Duration,
+        _: Duration,
+        _: u64,
+    ) -> StoreFuture<'a, Claim> {
+        StoreFuture::ready(Err(StoreError::new("redis: connection refused")))
     }
-    async fn renew(&self, _: &str, _: &ClaimToken, _: Duration) -> Result<bool, PaymentError> {
-        Err(PaymentError::store_unavailable("down"))
+    fn complete<'a>(&'a self, _: &'a Hold, _: Payload, _: Duration) -> StoreFuture<'a, bool> {
+        StoreFuture::ready(Err(StoreError::new("down")))
     }
-    async fn complete(&self, _: &str, _: &ClaimToken, _: Duration) -> Result<bool, PaymentError> {
-        Err(PaymentError::store_unavailable("down"))
+    fn release<'a>(&'a self, _: &'a Hold) -> StoreFuture<'a, bool> {
+        StoreFuture::ready(Err(StoreError::new("down")))
     }
-    async fn release(&self, _: &str, _: &ClaimToken) -> Result<bool, PaymentError> {
-        Err(PaymentError::store_unavailable("down"))
+    fn renew<'a>(&'a self, _: &'a Hold, _: Duration) -> StoreFuture<'a, bool> {
+        StoreFuture::ready(Err(StoreError::new("down")))
+    }
+    fn forget<'a>(&'a self, _: &'a Hold) -> StoreFuture<'a, bool> {
+        StoreFuture::ready(Err(StoreError::new("down")))
+    }
+    fn get<'a>(&'a self, _: &'a str) -> StoreFuture<'a, Option<Record>> {
+        StoreFuture::ready(Err(StoreError::new("down")))
     }
 }
 
@@ -334,7 +351,7 @@ async fn store_down_fails_closed_by_default_and_open_when_asked() {
 async fn stripe_events_are_deduplicated_by_the_event_json_id() {
     let h = Arc::new(Handler::default());
     let v = Verifier::builder(Stripe).secret("whsec_s").clock(ManualClock::new(NOW)).build().unwrap();
-    let layer = WebhookLayer::builder(v).dedup(MemoryDeliveryStore::new()).build();
+    let layer = WebhookLayer::builder(v).dedup(MemoryStore::new()).build();
     let app = Router::new().route("/hook", post(handle)).route_layer(layer).with_state(h.clone());
     let req = |body: &'static str, ts: i64| {
         let headers = Signer::new(Stripe, "whsec_s")
@@ -358,24 +375,28 @@ async fn stripe_events_are_deduplicated_by_the_event_json_id() {
 #[tokio::test]
 async fn redis_down_answers_503_and_the_lazy_store_connects_once_redis_is_there() {
     let h = Arc::new(Handler::default());
-    let down = palisade_webhook::RedisDeliveryStore::open(&palisade_testkit::unreachable_redis_url()).unwrap();
+    let down = palisade_webhook::RedisStore::open(&palisade_testkit::unreachable_redis_url()).unwrap();
     let (status, p) = problem(app(down, h.clone()).oneshot(signed("msg_rd", NOW, b"{}")).await.unwrap()).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(p["type"], "urn:palisade:problem:store_unavailable");
     assert_eq!(h.calls.load(Ordering::SeqCst), 0, "fail closed: the handler did not run");
 
     let Some(r) = palisade_testkit::redis("webhook_lazy_open").await else { return };
-    let lazy = palisade_webhook::RedisDeliveryStore::open(&r.url).unwrap().with_prefix(r.prefix.clone());
+    let lazy = palisade_webhook::RedisStore::open(&r.url).unwrap().with_prefix(r.prefix.clone());
     assert_eq!(
         app(lazy.clone(), h.clone()).oneshot(signed("msg_rd", NOW, b"{}")).await.unwrap().status(),
         StatusCode::OK
     );
-    assert_eq!(lazy.claim("msg_rd", Duration::from_secs(60)).await.unwrap(), Claim::Done);
+    let minute = Duration::from_secs(60);
+    assert!(matches!(
+        lazy.claim("webhook:msg_rd", &Fingerprint::NONE, minute, minute).await.unwrap(),
+        Claim::Done { .. }
+    ));
     r.cleanup().await;
 }
 
 /// A handler that takes `delay`, counting its calls.
-fn slow_app<D: DeliveryStore>(store: D, lease: Duration, delay: Duration, calls: Arc<AtomicUsize>) -> Router {
+fn slow_app(store: impl LeaseStore, lease: Duration, delay: Duration, calls: Arc<AtomicUsize>) -> Router {
     let layer = WebhookLayer::builder(verifier()).dedup(store).lease(lease).build();
     let handler = move || {
         let calls = calls.clone();
@@ -395,7 +416,7 @@ fn slow_app<D: DeliveryStore>(store: D, lease: Duration, delay: Duration, calls:
 async fn a_handler_of_many_leases_keeps_its_claim() {
     let lease = Duration::from_secs(1);
     let calls = Arc::new(AtomicUsize::new(0));
-    let app = slow_app(MemoryDeliveryStore::new(), lease, lease * 10, calls.clone());
+    let app = slow_app(MemoryStore::new(), lease, lease * 10, calls.clone());
     let first = tokio::spawn(app.clone().oneshot(signed("msg_long", NOW, b"{}")));
     for _ in 0..19 {
         tokio::time::sleep(lease / 2).await;
@@ -414,34 +435,51 @@ async fn a_handler_of_many_leases_keeps_its_claim() {
 /// unreachable would.
 #[derive(Clone, Default)]
 struct Flaky {
-    inner: MemoryDeliveryStore,
+    inner: MemoryStore,
     /// Number of upcoming renewals that fail.
     failing_renewals: Arc<AtomicUsize>,
     releases_fail: Arc<std::sync::atomic::AtomicBool>,
     completions_fail: Arc<std::sync::atomic::AtomicBool>,
 }
 
-impl DeliveryStore for Flaky {
-    async fn claim_as(&self, id: &str, lease: Duration, attempt: &ClaimToken) -> Result<Claim, PaymentError> {
-        self.inner.claim_as(id, lease, attempt).await
+fn timed_out<'a, T: Send + 'a>() -> StoreFuture<'a, T> {
+    StoreFuture::ready(Err(StoreError::new("redis: timed out")))
+}
+
+impl LeaseStore for Flaky {
+    fn claim_as<'a>(
+        &'a self,
+        id: &'a str,
+        fp: &'a Fingerprint,
+        lease: Duration,
+        ttl: Duration,
+        attempt: u64,
+    ) -> StoreFuture<'a, Claim> {
+        self.inner.claim_as(id, fp, lease, ttl, attempt)
     }
-    async fn renew(&self, id: &str, token: &ClaimToken, lease: Duration) -> Result<bool, PaymentError> {
+    fn renew<'a>(&'a self, hold: &'a Hold, lease: Duration) -> StoreFuture<'a, bool> {
         if self.failing_renewals.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
-            return Err(PaymentError::store_unavailable("redis: timed out"));
+            return timed_out();
         }
-        self.inner.renew(id, token, lease).await
+        self.inner.renew(hold, lease)
     }
-    async fn complete(&self, id: &str, token: &ClaimToken, retention: Duration) -> Result<bool, PaymentError> {
+    fn complete<'a>(&'a self, hold: &'a Hold, response: Payload, retention: Duration) -> StoreFuture<'a, bool> {
         if self.completions_fail.load(Ordering::SeqCst) {
-            return Err(PaymentError::store_unavailable("redis: timed out"));
+            return timed_out();
         }
-        self.inner.complete(id, token, retention).await
+        self.inner.complete(hold, response, retention)
     }
-    async fn release(&self, id: &str, token: &ClaimToken) -> Result<bool, PaymentError> {
+    fn release<'a>(&'a self, hold: &'a Hold) -> StoreFuture<'a, bool> {
         if self.releases_fail.load(Ordering::SeqCst) {
-            return Err(PaymentError::store_unavailable("redis: timed out"));
+            return timed_out();
         }
-        self.inner.release(id, token).await
+        self.inner.release(hold)
+    }
+    fn forget<'a>(&'a self, hold: &'a Hold) -> StoreFuture<'a, bool> {
+        self.inner.forget(hold)
+    }
+    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Record>> {
+        self.inner.get(key)
     }
 }
 
@@ -565,7 +603,7 @@ async fn a_claim_that_timed_out_does_not_block_the_redelivery() {
     let conn = redis::aio::ConnectionManager::new_with_config(redis::Client::open(proxy.url()).unwrap(), config)
         .await
         .unwrap();
-    let store = palisade_webhook::RedisDeliveryStore::new(conn).with_prefix(r.prefix.clone());
+    let store = palisade_webhook::RedisStore::new(conn).with_prefix(r.prefix.clone());
     let calls = Arc::new(AtomicUsize::new(0));
     let app = slow_app(store.clone(), palisade_webhook::DEFAULT_LEASE, Duration::ZERO, calls.clone());
     assert_eq!(app.clone().oneshot(signed("msg_warm", NOW, b"{}")).await.unwrap().status(), StatusCode::OK);
@@ -597,34 +635,49 @@ async fn a_claim_that_timed_out_does_not_block_the_redelivery() {
 /// made to fail.
 #[derive(Clone, Default)]
 struct LosesAnswers {
-    inner: MemoryDeliveryStore,
+    inner: MemoryStore,
     lose_next_claim: Arc<std::sync::atomic::AtomicBool>,
     /// Number of upcoming undos that fail.
     failing_abandons: Arc<AtomicUsize>,
 }
 
-impl DeliveryStore for LosesAnswers {
-    async fn claim_as(&self, id: &str, lease: Duration, attempt: &ClaimToken) -> Result<Claim, PaymentError> {
-        let claim = self.inner.claim_as(id, lease, attempt).await;
+impl LeaseStore for LosesAnswers {
+    fn claim_as<'a>(
+        &'a self,
+        id: &'a str,
+        fp: &'a Fingerprint,
+        lease: Duration,
+        ttl: Duration,
+        attempt: u64,
+    ) -> StoreFuture<'a, Claim> {
+        let claim = self.inner.claim_as(id, fp, lease, ttl, attempt);
         if self.lose_next_claim.swap(false, Ordering::SeqCst) {
-            return Err(PaymentError::store_unavailable("redis: timed out"));
+            // The memory store acted at once; the answer is what gets lost.
+            drop(claim);
+            return timed_out();
         }
         claim
     }
-    async fn renew(&self, id: &str, token: &ClaimToken, lease: Duration) -> Result<bool, PaymentError> {
-        self.inner.renew(id, token, lease).await
+    fn renew<'a>(&'a self, hold: &'a Hold, lease: Duration) -> StoreFuture<'a, bool> {
+        self.inner.renew(hold, lease)
     }
-    async fn complete(&self, id: &str, token: &ClaimToken, retention: Duration) -> Result<bool, PaymentError> {
-        self.inner.complete(id, token, retention).await
+    fn complete<'a>(&'a self, hold: &'a Hold, response: Payload, retention: Duration) -> StoreFuture<'a, bool> {
+        self.inner.complete(hold, response, retention)
     }
-    async fn release(&self, id: &str, token: &ClaimToken) -> Result<bool, PaymentError> {
-        self.inner.release(id, token).await
+    fn release<'a>(&'a self, hold: &'a Hold) -> StoreFuture<'a, bool> {
+        self.inner.release(hold)
     }
-    async fn abandon(&self, id: &str, attempt: &ClaimToken) -> Result<bool, PaymentError> {
+    fn forget<'a>(&'a self, hold: &'a Hold) -> StoreFuture<'a, bool> {
+        self.inner.forget(hold)
+    }
+    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Record>> {
+        self.inner.get(key)
+    }
+    fn abandon<'a>(&'a self, id: &'a str, attempt: u64) -> StoreFuture<'a, bool> {
         if self.failing_abandons.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
-            return Err(PaymentError::store_unavailable("redis: connection reset"));
+            return StoreFuture::ready(Err(StoreError::new("redis: connection reset")));
         }
-        self.inner.abandon(id, attempt).await
+        self.inner.abandon(id, attempt)
     }
 }
 
@@ -665,7 +718,7 @@ async fn a_lost_claim_is_undone_even_when_the_first_undos_fail() {
 #[tokio::test]
 async fn other_methods_get_405_with_allow_post() {
     let h = Arc::new(Handler::default());
-    let layer = WebhookLayer::builder(verifier()).dedup(MemoryDeliveryStore::new()).build();
+    let layer = WebhookLayer::builder(verifier()).dedup(MemoryStore::new()).build();
     let app = Router::new().route("/hook", axum::routing::any(handle)).route_layer(layer).with_state(h.clone());
     for method in [http::Method::GET, http::Method::PUT, http::Method::DELETE] {
         let req = Request::builder().method(method.clone()).uri("/hook").body(Body::empty()).unwrap();
@@ -684,14 +737,14 @@ async fn other_methods_get_405_with_allow_post() {
 /// GitHub's `X-GitHub-Delivery`, so for them a body with two `"id"` members is the handler's business.
 #[tokio::test]
 async fn an_ambiguous_event_id_is_refused_under_every_scheme() {
-    async fn send(layer: WebhookLayer<MemoryDeliveryStore>, req: Request<Body>) -> (Response<Body>, usize) {
+    async fn send(layer: WebhookLayer, req: Request<Body>) -> (Response<Body>, usize) {
         let h = Arc::new(Handler::default());
         let app = Router::new().route("/hook", post(handle)).route_layer(layer).with_state(h.clone());
         let res = app.oneshot(req).await.unwrap();
         let calls = h.calls.load(Ordering::SeqCst);
         (res, calls)
     }
-    let dedup = |v: Verifier| WebhookLayer::builder(v).dedup(MemoryDeliveryStore::new()).build();
+    let dedup = |v: Verifier| WebhookLayer::builder(v).dedup(MemoryStore::new()).build();
 
     // Stripe: two top-level ids, however spelled, are refused; a nested id is not the event's.
     let stripe = || Verifier::builder(Stripe).secret("whsec_s").clock(ManualClock::new(NOW)).build().unwrap();

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use palisade_core::*;
-use palisade_idempotency::{Claim, FencingToken, Fingerprint, IdempotencyLayer, IdempotencyStore, Record, storage_key};
+use palisade_idempotency::{
+    Claim, FencingToken, Fingerprint, Hold, IdempotencyLayer, LeaseStore, Payload, Record, storage_key,
+};
 use palisade_sim::GatewaySim;
 use tokio::sync::Semaphore;
 use tower::util::BoxCloneService;
@@ -156,13 +158,13 @@ pub async fn next_unless<T: 'static>(
 
 fn acquired(c: Claim) -> FencingToken {
     match c {
-        Claim::Acquired { token, .. } => token,
+        Claim::Acquired { hold, .. } => hold.token(),
         other => panic!("expected Acquired, got {other:?}"),
     }
 }
 
 /// Store conformance: lifecycle, conflict in every state, release, takeover and fencing.
-pub async fn store_contract(store: impl IdempotencyStore, expire: Expire) {
+pub async fn store_contract(store: impl LeaseStore, expire: Expire) {
     let fp = Fingerprint([7; 32]);
     let other = Fingerprint([8; 32]);
     let k = "contract-key";
@@ -170,11 +172,11 @@ pub async fn store_contract(store: impl IdempotencyStore, expire: Expire) {
     let t1 = acquired(store.claim(k, &fp, LEASE, TTL).await.unwrap());
     // in flight, lease alive
     assert!(
-        matches!(store.claim(k, &fp, LEASE, TTL).await.unwrap(), Claim::InFlight { lease_remaining } if lease_remaining <= LEASE && lease_remaining > Duration::ZERO)
+        matches!(store.claim(k, &fp, LEASE, TTL).await.unwrap(), Claim::Held { lease_remaining } if lease_remaining <= LEASE && lease_remaining > Duration::ZERO)
     );
     assert_eq!(store.claim(k, &other, LEASE, TTL).await.unwrap(), Claim::Mismatch);
     assert!(
-        matches!(store.get(k).await.unwrap(), Some(Record::InFlight { token, fingerprint, .. }) if token == t1 && fingerprint == fp)
+        matches!(store.get(k).await.unwrap(), Some(Record::Held { token, fingerprint, .. }) if token == t1 && fingerprint == fp)
     );
     // lease ended: conflict still holds, the same request takes over with a greater token
     expire(k.to_owned()).await;
@@ -184,52 +186,58 @@ pub async fn store_contract(store: impl IdempotencyStore, expire: Expire) {
     let t2 = acquired(c);
     assert!(t2 > t1, "fencing token must grow: {t1:?} then {t2:?}");
     // the stale holder is refused, whatever it tries
-    assert!(!store.complete(k, t1, Bytes::from_static(b"stale"), TTL).await.unwrap());
-    assert!(!store.release(k, t1).await.unwrap());
+    assert!(!store.complete(&Hold::new(k, t1), Payload::from(Bytes::from_static(b"stale")), TTL).await.unwrap());
+    assert!(!store.release(&Hold::new(k, t1)).await.unwrap());
     // the new holder releases (a Retriable outcome), and the key can be claimed again, but not by another request
-    assert!(store.release(k, t2).await.unwrap());
+    assert!(store.release(&Hold::new(k, t2)).await.unwrap());
     assert_eq!(store.claim(k, &other, LEASE, TTL).await.unwrap(), Claim::Mismatch);
     let t3 = acquired(store.claim(k, &fp, LEASE, TTL).await.unwrap());
     assert!(t3 > t2);
     // completes; the stored bytes come back exactly, even non-UTF-8
     let payload = Bytes::from_static(&[0xff, 0x00, 0xfe, b'x']);
-    assert!(store.complete(k, t3, payload.clone(), TTL).await.unwrap());
-    assert!(!store.complete(k, t3, Bytes::from_static(b"twice"), TTL).await.unwrap());
-    assert!(!store.complete(k, t2, Bytes::from_static(b"stale"), TTL).await.unwrap());
-    assert_eq!(store.claim(k, &fp, LEASE, TTL).await.unwrap(), Claim::Completed { response: payload.clone() });
+    assert!(store.complete(&Hold::new(k, t3), Payload::from(payload.clone()), TTL).await.unwrap());
+    assert!(!store.complete(&Hold::new(k, t3), Payload::from(Bytes::from_static(b"twice")), TTL).await.unwrap());
+    assert!(!store.complete(&Hold::new(k, t2), Payload::from(Bytes::from_static(b"stale")), TTL).await.unwrap());
+    assert_eq!(
+        store.claim(k, &fp, LEASE, TTL).await.unwrap(),
+        Claim::Done { response: Payload::from(payload.clone()) }
+    );
     assert_eq!(store.claim(k, &other, LEASE, TTL).await.unwrap(), Claim::Mismatch);
-    assert_eq!(store.get(k).await.unwrap(), Some(Record::Completed { fingerprint: fp, response: payload }));
+    assert_eq!(store.get(k).await.unwrap(), Some(Record::Done { fingerprint: fp, response: Payload::from(payload) }));
     // expiring a completed record's lease changes nothing
     expire(k.to_owned()).await;
-    assert!(matches!(store.claim(k, &fp, LEASE, TTL).await.unwrap(), Claim::Completed { .. }));
+    assert!(matches!(store.claim(k, &fp, LEASE, TTL).await.unwrap(), Claim::Done { .. }));
 }
 
 /// Store conformance for issue 16's lease operations: renew keeps a live lease alive and cannot revive an ended
 /// one or serve a stale token; forget leaves the key as if never seen; abandon (on stores that record attempts,
 /// `records_attempts`) undoes a claim by its attempt, keeping its fingerprint.
-pub async fn renew_forget_abandon(store: impl IdempotencyStore, expire: Expire, records_attempts: bool) {
+pub async fn renew_forget_abandon(store: impl LeaseStore, expire: Expire, records_attempts: bool) {
     let fp = Fingerprint([7; 32]);
     let other = Fingerprint([8; 32]);
     let k = "lease-ops-key";
     let t1 = acquired(store.claim(k, &fp, LEASE, TTL).await.unwrap());
-    assert!(store.renew(k, t1, LEASE).await.unwrap(), "the holder renews");
-    assert!(!store.renew(k, FOREIGN, LEASE).await.unwrap(), "a foreign token renews nothing");
-    assert!(matches!(store.claim(k, &fp, LEASE, TTL).await.unwrap(), Claim::InFlight { .. }));
+    assert!(store.renew(&Hold::new(k, t1), LEASE).await.unwrap(), "the holder renews");
+    assert!(!store.renew(&Hold::new(k, FOREIGN), LEASE).await.unwrap(), "a foreign token renews nothing");
+    assert!(matches!(store.claim(k, &fp, LEASE, TTL).await.unwrap(), Claim::Held { .. }));
     // An ended lease is not revived by a late heartbeat: a claim takes over and the old holder is fenced.
     expire(k.to_owned()).await;
-    assert!(!store.renew(k, t1, LEASE).await.unwrap(), "a renewal after the lease ended fails");
+    assert!(!store.renew(&Hold::new(k, t1), LEASE).await.unwrap(), "a renewal after the lease ended fails");
     let t2 = acquired(store.claim(k, &fp, LEASE, TTL).await.unwrap());
-    assert!(!store.renew(k, t1, LEASE).await.unwrap());
-    assert!(store.renew(k, t2, LEASE).await.unwrap());
+    assert!(!store.renew(&Hold::new(k, t1), LEASE).await.unwrap());
+    assert!(store.renew(&Hold::new(k, t2), LEASE).await.unwrap());
     // Forget: only the holder's token; then the key is unused, even for another request.
-    assert!(!store.forget(k, t1).await.unwrap(), "a stale token forgets nothing");
-    assert!(store.forget(k, t2).await.unwrap());
+    assert!(!store.forget(&Hold::new(k, t1)).await.unwrap(), "a stale token forgets nothing");
+    assert!(store.forget(&Hold::new(k, t2)).await.unwrap());
     assert_eq!(store.get(k).await.unwrap(), None);
-    assert!(!store.complete(k, t2, Bytes::from_static(b"late"), TTL).await.unwrap(), "nothing left to complete");
+    assert!(
+        !store.complete(&Hold::new(k, t2), Payload::from(Bytes::from_static(b"late")), TTL).await.unwrap(),
+        "nothing left to complete"
+    );
     let t3 = acquired(store.claim(k, &other, LEASE, TTL).await.unwrap());
-    assert!(store.complete(k, t3, Bytes::from_static(b"done"), TTL).await.unwrap());
-    assert!(!store.forget(k, t3).await.unwrap(), "a completed record is never forgotten");
-    assert!(!store.renew(k, t3, LEASE).await.unwrap(), "nor renewed");
+    assert!(store.complete(&Hold::new(k, t3), Payload::from(Bytes::from_static(b"done")), TTL).await.unwrap());
+    assert!(!store.forget(&Hold::new(k, t3)).await.unwrap(), "a completed record is never forgotten");
+    assert!(!store.renew(&Hold::new(k, t3), LEASE).await.unwrap(), "nor renewed");
 
     // Abandon by attempt.
     let a = "lease-abandon-key";
@@ -241,13 +249,13 @@ pub async fn renew_forget_abandon(store: impl IdempotencyStore, expire: Expire, 
         let c = store.claim(a, &fp, LEASE, TTL).await.unwrap();
         assert!(matches!(c, Claim::Acquired { took_over: true, .. }), "the same request takes the key: {c:?}");
         assert!(!store.abandon(a, 42).await.unwrap(), "an abandoned attempt no longer holds anything");
-        assert!(!store.renew(a, ta, LEASE).await.unwrap());
+        assert!(!store.renew(&Hold::new(a, ta), LEASE).await.unwrap());
     }
 }
 
 /// 1000 concurrent same-key same-payload requests with nobody waiting: exactly one reaches the gateway, the
 /// other 999 are refused as in flight; afterwards the stored charge is replayed.
-pub async fn thousand_concurrent_refused(store: impl IdempotencyStore) {
+pub async fn thousand_concurrent_refused(store: impl LeaseStore) {
     same_key_race([store], Gateway::Held).await;
 }
 
@@ -264,7 +272,7 @@ pub enum Gateway {
 /// two connections to run two instances of the service, as two processes would): exactly one reaches the
 /// gateway, every other one is a replay of its charge or an in-flight refusal (only refusals when the gateway
 /// is [`Gateway::Held`]); afterwards every instance replays the stored charge.
-pub async fn same_key_race<S: IdempotencyStore>(stores: impl IntoIterator<Item = S>, gateway: Gateway) {
+pub async fn same_key_race<S: LeaseStore>(stores: impl IntoIterator<Item = S>, gateway: Gateway) {
     const N: usize = 1000;
     let gated = Gated::new(GatewaySim::new());
     if gateway == Gateway::Open {
@@ -314,7 +322,7 @@ pub async fn same_key_race<S: IdempotencyStore>(stores: impl IntoIterator<Item =
 }
 
 /// 1000 concurrent duplicates that wait for the original: every one gets the same charge, one execution.
-pub async fn thousand_concurrent_waiting(store: impl IdempotencyStore) {
+pub async fn thousand_concurrent_waiting(store: impl LeaseStore) {
     let gated = Gated::new(GatewaySim::new());
     gated.open();
     let svc = IdempotencyLayer::builder()
@@ -348,7 +356,7 @@ pub async fn thousand_concurrent_waiting(store: impl IdempotencyStore) {
 
 /// The holder "crashes" (its lease ends while it is stuck); a retry takes over, executes with the same gateway key
 /// and stores its result; the stale holder's late completion is refused and the stored result stays.
-pub async fn takeover_and_fencing(store: impl IdempotencyStore + Clone, expire: Expire) {
+pub async fn takeover_and_fencing(store: impl LeaseStore + Clone, expire: Expire) {
     let gated = Gated::new(GatewaySim::new());
     let svc = IdempotencyLayer::builder().store(store.clone()).lease(LEASE).build().layer(gated.service());
     let req = charge("order-3000", "30.00", "tok_visa", "k-3000");
@@ -360,21 +368,21 @@ pub async fn takeover_and_fencing(store: impl IdempotencyStore + Clone, expire: 
     let fresh = tokio::spawn(svc.clone().oneshot(req.clone()));
     wait_until("the takeover reaches the gateway", || gated.entered.load(Ordering::SeqCst) == 2).await;
     let skey = storage_key(None, &IdempotencyKey::new("k-3000").unwrap());
-    let Some(Record::InFlight { token: fresh_token, .. }) = store.get(&skey).await.unwrap() else {
+    let Some(Record::Held { token: fresh_token, .. }) = store.get(&skey).await.unwrap() else {
         panic!("the takeover must hold the key")
     };
     // The stale holder wakes first (the gate is FIFO), charges, and tries to complete: refused by its token.
     gated.gate.add_permits(1);
     let stale_res = stale.await.unwrap().expect("the stale holder's call succeeds at the gateway");
     assert!(
-        matches!(store.get(&skey).await.unwrap(), Some(Record::InFlight { token, .. }) if token == fresh_token),
+        matches!(store.get(&skey).await.unwrap(), Some(Record::Held { token, .. }) if token == fresh_token),
         "the stale holder overwrote the record of the request that took over"
     );
     // The takeover runs with the same gateway key: the gateway deduplicates, nothing is charged twice.
     gated.open();
     let fresh_id = fresh.await.unwrap().expect("the takeover executes").id;
     assert_eq!(stale_res.id, fresh_id);
-    assert!(matches!(store.get(&skey).await.unwrap(), Some(Record::Completed { .. })));
+    assert!(matches!(store.get(&skey).await.unwrap(), Some(Record::Done { .. })));
     assert_eq!(gated.sim.charges_for("order-3000").len(), 1, "ledger: {:?}", gated.sim.ledger());
     // A later duplicate replays the stored charge without a gateway call.
     let calls = gated.sim.calls();
@@ -384,7 +392,7 @@ pub async fn takeover_and_fencing(store: impl IdempotencyStore + Clone, expire: 
 
 /// A decline is stored and replayed as the same typed decline; a lost response (Unknown) is released and the
 /// retry is deduplicated at the gateway by the flowing key.
-pub async fn outcomes(store: impl IdempotencyStore + Clone) {
+pub async fn outcomes(store: impl LeaseStore + Clone) {
     let sim = GatewaySim::new();
     let svc = IdempotencyLayer::builder().store(store).build().layer(sim.clone());
     let declined = charge("order-4000", "20.00", "tok_chargeDeclined", "k-4000");
@@ -411,7 +419,7 @@ pub async fn outcomes(store: impl IdempotencyStore + Clone) {
 }
 
 /// Conflict in every state: in flight, completed, released.
-pub async fn conflicts(store: impl IdempotencyStore + Clone) {
+pub async fn conflicts(store: impl LeaseStore + Clone) {
     let gated = Gated::new(GatewaySim::new());
     let svc = IdempotencyLayer::builder().store(store).build().layer(gated.service());
     let a = charge("order-5000", "10.00", "tok_visa", "k-5000");
@@ -432,13 +440,13 @@ pub async fn conflicts(store: impl IdempotencyStore + Clone) {
 }
 
 /// Two tenants' equal keys never meet: both execute, with different gateway keys.
-pub async fn scope_isolation(store: impl IdempotencyStore + Clone) {
+pub async fn scope_isolation(store: impl LeaseStore + Clone) {
     scopes_never_meet(store, &["tenant-a", "tenant-b"]).await;
 }
 
 /// A layer whose scope is the charge's customer, as a multi-tenant service would have.
 fn scoped_layer(
-    store: impl IdempotencyStore,
+    store: impl LeaseStore,
     sim: &GatewaySim,
 ) -> BoxCloneService<GatewayRequest, GatewayResponse, PaymentError> {
     BoxCloneService::new(
@@ -463,7 +471,7 @@ fn charge_by(customer: &str, order: &str, amount: &str, key: &str) -> GatewayReq
 
 /// Tenants sending the same idempotency key with different payloads: each executes its own request (no
 /// conflict, no replay of another tenant's charge) with a gateway key of its own, and each replay is its own.
-pub async fn scopes_never_meet(store: impl IdempotencyStore + Clone, tenants: &[&str]) {
+pub async fn scopes_never_meet(store: impl LeaseStore + Clone, tenants: &[&str]) {
     let sim = GatewaySim::new();
     let svc = scoped_layer(store, &sim);
     let for_tenant = |i: usize| {
@@ -491,7 +499,7 @@ pub async fn scopes_never_meet(store: impl IdempotencyStore + Clone, tenants: &[
 
 /// Scopes and keys that differ only in braces (or in what a brace could be escaped to) are different records:
 /// no scope or key may be rewritten into another one on its way to the store.
-pub async fn braces_in_scopes_and_keys(store: impl IdempotencyStore + Clone) {
+pub async fn braces_in_scopes_and_keys(store: impl LeaseStore + Clone) {
     scopes_never_meet(store.clone(), &["t{x", "t(x", "t%7Bx", "t}x", "t)x"]).await;
 
     let keys = ["a{b", "a(b", "a%7Bb", "a%257Bb", "a}b", "a)b", "a{b}", "a(b)"];
@@ -514,7 +522,7 @@ pub async fn braces_in_scopes_and_keys(store: impl IdempotencyStore + Clone) {
         for (i, key) in keys.iter().enumerate() {
             let skey = storage_key(scope, &IdempotencyKey::new(key).unwrap());
             match store.get(&skey).await.unwrap() {
-                Some(Record::Completed { fingerprint, .. }) => fingerprints.push(fingerprint),
+                Some(Record::Done { fingerprint, .. }) => fingerprints.push(fingerprint),
                 other => panic!("key {key:?} in scope {scope:?}: expected its own completed record, found {other:?}"),
             }
             assert_eq!(svc.clone().oneshot(req(i)).await.unwrap(), answers[i], "key {key:?} in scope {scope:?}");
@@ -534,7 +542,7 @@ pub async fn braces_in_scopes_and_keys(store: impl IdempotencyStore + Clone) {
 /// that record has expired. What the scenario sees before the TTL is asserted only when less than `ttl` has
 /// really passed since it wrote the records (always, under paused time): a store on a real clock (Redis) on a
 /// machine too slow for its short TTL makes that part inconclusive, and says so, rather than failing.
-pub async fn ttl_expiry(store: impl IdempotencyStore + Clone, ttl: Duration, almost: OnKey, gone: OnKey) {
+pub async fn ttl_expiry(store: impl LeaseStore + Clone, ttl: Duration, almost: OnKey, gone: OnKey) {
     let sim = GatewaySim::new();
     let svc = IdempotencyLayer::builder()
         .store(store.clone())
@@ -554,7 +562,7 @@ pub async fn ttl_expiry(store: impl IdempotencyStore + Clone, ttl: Duration, alm
     let failed = svc.clone().oneshot(released.clone()).await.unwrap_err();
     assert!(matches!(failed, PaymentError::NetworkBeforeSend { .. }), "{failed}");
     assert!(
-        matches!(store.get(&released_key).await.unwrap(), Some(Record::InFlight { lease_remaining, .. }) if lease_remaining == Duration::ZERO),
+        matches!(store.get(&released_key).await.unwrap(), Some(Record::Held { lease_remaining, .. }) if lease_remaining == Duration::ZERO),
         "a retriable failure releases the claim"
     );
     assert_eq!(sim.calls(), 2);

@@ -11,10 +11,9 @@ use axum::body::Body;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use palisade_core::GatewayKey;
-use palisade_idempotency::store::StoreFuture;
 use palisade_idempotency::{
-    Claim, FencingToken, Fingerprint, HttpIdempotencyLayer, HttpIdempotencyLayerBuilder, IdempotencyStore, MissingKey,
-    NotExecuted, Record,
+    Claim, Fingerprint, Hold, HttpIdempotencyLayer, HttpIdempotencyLayerBuilder, LeaseStore, MissingKey, NotExecuted,
+    Payload, Record, StoreFuture,
 };
 use tokio::sync::Semaphore;
 use tower::util::BoxCloneService;
@@ -23,7 +22,7 @@ use tower::{Layer, ServiceExt};
 type App = BoxCloneService<Request<Body>, Response<Body>, Infallible>;
 
 /// A builder whose layer uses `store` (a clone of it: clones of a store share its records).
-fn on<S: IdempotencyStore + Clone>(store: &S) -> HttpIdempotencyLayerBuilder {
+fn on<S: LeaseStore + Clone>(store: &S) -> HttpIdempotencyLayerBuilder {
     HttpIdempotencyLayer::builder().store(store.clone())
 }
 
@@ -138,7 +137,7 @@ async fn problem_of(res: Response<Body>) -> serde_json::Value {
     serde_json::from_slice(&body_of(res).await).unwrap()
 }
 
-pub async fn replay_carries_marker_and_only_allow_listed_headers<S: IdempotencyStore + Clone>(store: S) {
+pub async fn replay_carries_marker_and_only_allow_listed_headers<S: LeaseStore + Clone>(store: S) {
     let h = Handler::open();
     let app = h.app(on(&store).build());
     let first = app.clone().oneshot(post(Some("k1"), "{\"amount\":\"1.00\"}")).await.unwrap();
@@ -162,7 +161,7 @@ pub async fn replay_carries_marker_and_only_allow_listed_headers<S: IdempotencyS
     assert_eq!(h.calls(), 1);
 }
 
-pub async fn configured_headers_are_stored_but_forbidden_ones_never<S: IdempotencyStore + Clone>(store: S) {
+pub async fn configured_headers_are_stored_but_forbidden_ones_never<S: LeaseStore + Clone>(store: S) {
     let h = Handler::open();
     let layer =
         on(&store).store_header(http::HeaderName::from_static("x-execution")).store_header(header::SET_COOKIE).build();
@@ -176,7 +175,7 @@ pub async fn configured_headers_are_stored_but_forbidden_ones_never<S: Idempoten
     assert_eq!(h.calls(), 1);
 }
 
-pub async fn non_utf8_bodies_fingerprint_and_replay_byte_for_byte<S: IdempotencyStore + Clone>(store: S) {
+pub async fn non_utf8_bodies_fingerprint_and_replay_byte_for_byte<S: LeaseStore + Clone>(store: S) {
     let h = Handler::open();
     let app = h.app(on(&store).build());
     let raw: &'static [u8] = &[0xff, 0xfe, 0x00, 0xc3, 0x28, b'a'];
@@ -192,7 +191,7 @@ pub async fn non_utf8_bodies_fingerprint_and_replay_byte_for_byte<S: Idempotency
     assert_eq!(h.calls(), 1);
 }
 
-pub async fn path_query_and_method_are_part_of_the_fingerprint<S: IdempotencyStore + Clone>(store: S) {
+pub async fn path_query_and_method_are_part_of_the_fingerprint<S: LeaseStore + Clone>(store: S) {
     let h = Handler::open();
     let app = h.app(on(&store).build());
     assert_eq!(app.clone().oneshot(post(Some("k"), "x")).await.unwrap().status(), StatusCode::CREATED);
@@ -208,7 +207,7 @@ pub async fn path_query_and_method_are_part_of_the_fingerprint<S: IdempotencySto
     assert_eq!(h.calls(), 1);
 }
 
-pub async fn sf_string_and_bare_keys_are_the_same_key<S: IdempotencyStore + Clone>(store: S) {
+pub async fn sf_string_and_bare_keys_are_the_same_key<S: LeaseStore + Clone>(store: S) {
     let h = Handler::open();
     let app = h.app(on(&store).build());
     let first = app.clone().oneshot(post(Some("\"order-1\""), "x")).await.unwrap();
@@ -227,7 +226,7 @@ pub async fn sf_string_and_bare_keys_are_the_same_key<S: IdempotencyStore + Clon
     assert_eq!(h.calls(), 1);
 }
 
-pub async fn bodies_over_the_limit_get_413_with_or_without_content_length<S: IdempotencyStore + Clone>(store: S) {
+pub async fn bodies_over_the_limit_get_413_with_or_without_content_length<S: LeaseStore + Clone>(store: S) {
     let h = Handler::open();
     let app = h.app(on(&store).body_limit(16).build());
     let declared = Request::post("/v1/charges")
@@ -269,7 +268,7 @@ impl http_body::Body for Chunks {
     }
 }
 
-pub async fn methods_not_covered_pass_through_untouched<S: IdempotencyStore + Clone>(store: S) {
+pub async fn methods_not_covered_pass_through_untouched<S: LeaseStore + Clone>(store: S) {
     let h = Handler::open();
     let app = h.app(on(&store).missing_key(MissingKey::Reject).build());
     for n in 1..=2 {
@@ -285,7 +284,7 @@ pub async fn methods_not_covered_pass_through_untouched<S: IdempotencyStore + Cl
     assert_eq!(h.calls(), 3);
 }
 
-pub async fn missing_key_is_400_when_required_and_passes_otherwise<S: IdempotencyStore + Clone>(store: S) {
+pub async fn missing_key_is_400_when_required_and_passes_otherwise<S: LeaseStore + Clone>(store: S) {
     let h = Handler::open();
     let strict = h.app(on(&store).missing_key(MissingKey::Reject).build());
     let res = strict.oneshot(post(None, "x")).await.unwrap();
@@ -302,7 +301,7 @@ pub async fn missing_key_is_400_when_required_and_passes_otherwise<S: Idempotenc
     assert_eq!(h.calls(), 2);
 }
 
-pub async fn in_flight_duplicate_gets_409_with_retry_after_then_a_replay<S: IdempotencyStore + Clone>(store: S) {
+pub async fn in_flight_duplicate_gets_409_with_retry_after_then_a_replay<S: LeaseStore + Clone>(store: S) {
     let h = Handler::gated();
     let app = h.app(on(&store).build());
     let first = tokio::spawn(app.clone().oneshot(post(Some("slow"), "x")));
@@ -332,48 +331,43 @@ struct SeesInFlight<S> {
     in_flight: Arc<Semaphore>,
 }
 
-impl<S: IdempotencyStore> IdempotencyStore for SeesInFlight<S> {
-    fn claim<'a>(
+impl<S: LeaseStore> LeaseStore for SeesInFlight<S> {
+    fn claim_as<'a>(
         &'a self,
         key: &'a str,
         fingerprint: &'a Fingerprint,
         lease: Duration,
         ttl: Duration,
+        attempt: u64,
     ) -> StoreFuture<'a, Claim> {
-        Box::pin(async move {
-            let claim = self.inner.claim(key, fingerprint, lease, ttl).await?;
-            if matches!(claim, Claim::InFlight { .. }) {
+        StoreFuture::new(async move {
+            let claim = self.inner.claim_as(key, fingerprint, lease, ttl, attempt).await?;
+            if matches!(claim, Claim::Held { .. }) {
                 self.in_flight.add_permits(1);
             }
             Ok(claim)
         })
     }
-    fn complete<'a>(
-        &'a self,
-        key: &'a str,
-        token: FencingToken,
-        response: bytes::Bytes,
-        ttl: Duration,
-    ) -> StoreFuture<'a, bool> {
-        self.inner.complete(key, token, response, ttl)
+    fn complete<'a>(&'a self, hold: &'a Hold, response: Payload, ttl: Duration) -> StoreFuture<'a, bool> {
+        self.inner.complete(hold, response, ttl)
     }
-    fn release<'a>(&'a self, key: &'a str, token: FencingToken) -> StoreFuture<'a, bool> {
-        self.inner.release(key, token)
+    fn release<'a>(&'a self, hold: &'a Hold) -> StoreFuture<'a, bool> {
+        self.inner.release(hold)
     }
     fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Record>> {
         self.inner.get(key)
     }
-    fn renew<'a>(&'a self, key: &'a str, token: FencingToken, lease: Duration) -> StoreFuture<'a, bool> {
-        self.inner.renew(key, token, lease)
+    fn renew<'a>(&'a self, hold: &'a Hold, lease: Duration) -> StoreFuture<'a, bool> {
+        self.inner.renew(hold, lease)
     }
-    fn forget<'a>(&'a self, key: &'a str, token: FencingToken) -> StoreFuture<'a, bool> {
-        self.inner.forget(key, token)
+    fn forget<'a>(&'a self, hold: &'a Hold) -> StoreFuture<'a, bool> {
+        self.inner.forget(hold)
     }
 }
 
 /// The duplicate runs on a second instance sharing the store, whose store says when the duplicate found the
 /// original in flight; only then is the original let through, so the duplicate must have waited to get the replay.
-pub async fn waiting_duplicates_get_the_replay<S: IdempotencyStore + Clone>(store: S) {
+pub async fn waiting_duplicates_get_the_replay<S: LeaseStore + Clone>(store: S) {
     let wait = Duration::from_secs(5);
     let h = Handler::gated();
     let original = h.app(on(&store).wait_for_in_flight(wait).build());
@@ -398,7 +392,7 @@ pub async fn waiting_duplicates_get_the_replay<S: IdempotencyStore + Clone>(stor
     assert_eq!(h.calls(), 1);
 }
 
-pub async fn terminal_answers_are_stored_and_failures_released<S: IdempotencyStore + Clone>(store: S) {
+pub async fn terminal_answers_are_stored_and_failures_released<S: LeaseStore + Clone>(store: S) {
     let h = Handler::open();
     let app = h.app(on(&store).build());
     let with_status = |key: &str, status: &str| {
@@ -426,7 +420,7 @@ pub async fn terminal_answers_are_stored_and_failures_released<S: IdempotencySto
     assert_eq!(h.calls(), 5);
 }
 
-pub async fn scopes_keep_tenants_apart_and_change_the_gateway_key<S: IdempotencyStore + Clone>(store: S) {
+pub async fn scopes_keep_tenants_apart_and_change_the_gateway_key<S: LeaseStore + Clone>(store: S) {
     let h = Handler::open();
     let app = h.app(on(&store).scope_header(http::HeaderName::from_static("x-tenant")).build());
     let for_tenant = |t: &str, body: &'static str| {
@@ -452,7 +446,7 @@ pub async fn scopes_keep_tenants_apart_and_change_the_gateway_key<S: Idempotency
     assert_eq!(h.calls(), 2);
 }
 
-pub async fn patch_is_covered_by_default_and_methods_are_configurable<S: IdempotencyStore + Clone>(store: S) {
+pub async fn patch_is_covered_by_default_and_methods_are_configurable<S: LeaseStore + Clone>(store: S) {
     // Default settings: a PATCH duplicate is replayed, and a PATCH reusing the key for another body is refused.
     let h = Handler::open();
     let app = h.app(on(&store).build());
@@ -483,7 +477,7 @@ pub async fn patch_is_covered_by_default_and_methods_are_configurable<S: Idempot
     assert_eq!(h.calls(), 5, "PUT once, POST twice, PATCH twice");
 }
 
-pub async fn a_custom_classifier_decides_what_is_stored<S: IdempotencyStore + Clone>(store: S) {
+pub async fn a_custom_classifier_decides_what_is_stored<S: LeaseStore + Clone>(store: S) {
     let h = Handler::open();
     // This API's 409 means "business conflict, final", unlike HttpClassifier's "in flight, retry".
     let layer = on(&store)
@@ -505,7 +499,7 @@ pub async fn a_custom_classifier_decides_what_is_stored<S: IdempotencyStore + Cl
 /// Issue 16, finding 5: a request refused before any effect (the router's 404 and 405, a handler's 400 marked
 /// [`NotExecuted`]) leaves its key unused, so the real request with that key executes (no 422, no replay of the
 /// refusal); a decline (402) and an unmarked 400 are still final answers, stored and replayed.
-pub async fn refusals_before_any_effect_leave_the_key_unused<S: IdempotencyStore + Clone>(store: S) {
+pub async fn refusals_before_any_effect_leave_the_key_unused<S: LeaseStore + Clone>(store: S) {
     let h = Handler::open();
     let app = h.app(on(&store).build());
     let refused = |method: Method, status: &str, marked: bool| {
@@ -550,7 +544,7 @@ pub async fn refusals_before_any_effect_leave_the_key_unused<S: IdempotencyStore
 /// Issue 16, finding 6: the same JSON with its members reordered or re-spaced is the same request (replayed, not
 /// 422); a JSON amount that is not an integer keeps byte-for-byte fingerprints (two amounts never read as one);
 /// and `Content-Type` is part of the fingerprint (the same bytes as another media type are another request).
-pub async fn json_bodies_are_fingerprinted_by_value_and_content_type_counts<S: IdempotencyStore + Clone>(store: S) {
+pub async fn json_bodies_are_fingerprinted_by_value_and_content_type_counts<S: LeaseStore + Clone>(store: S) {
     let h = Handler::open();
     let app = h.app(on(&store).build());
     let send = |key: &'static str, content_type: &'static str, body: &'static str| {

@@ -4,13 +4,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use palisade_store::redis::RedisConnection;
 use redis::aio::ConnectionManager;
 use redis::{Script, Value};
 
-use super::{Claim, FencingToken, Fingerprint, IdempotencyStore, Record, StoreFuture};
-pub use crate::defaults::DEFAULT_REDIS_PREFIX;
-use crate::error::StoreError;
+use super::{Claim, FencingToken, Fingerprint, Hold, LeaseStore, Payload, Record, StoreError, StoreFuture};
+use crate::redis::RedisConnection;
+
+/// Default key prefix: `palisade:lease:`, so the records are easy to find and to keep apart from other data.
+/// The layers' keys are disjoint below it (idempotency `k:…` / `s…`, webhook deliveries `webhook:…`), so one
+/// store serves both.
+pub const DEFAULT_REDIS_PREFIX: &str = "palisade:lease:";
 
 // One string per record, so a script reads it with one GET and writes it with one SET (the TTL in the same call):
 // - in flight: `i` ‖ fingerprint (32 bytes) ‖ token ‖ `:` ‖ lease ms [‖ `/` ‖ attempt]. The lease ends
@@ -39,10 +42,10 @@ if not v then
 end
 local st = string.byte(v, 1)
 if st == 100 then return v end
-if st ~= 105 or #v < 35 then return redis.error_reply('not an idempotency record') end
+if st ~= 105 or #v < 35 then return redis.error_reply('not a lease record') end
 if string.sub(v, 2, 33) ~= ARGV[1] then return -1 end
 local sep = string.find(v, ':', 34, true)
-if not sep then return redis.error_reply('not an idempotency record') end
+if not sep then return redis.error_reply('not a lease record') end
 local prev = tonumber(string.sub(v, 34, sep - 1))
 local slash = string.find(v, '/', sep + 1, true)
 local lease = tonumber(string.sub(v, sep + 1, (slash or 0) - 1))
@@ -83,7 +86,7 @@ local v = redis.call('GET', KEYS[1])
 if not v then return false end
 if string.byte(v, 1) == 100 then return v end
 local sep = string.byte(v, 1) == 105 and string.find(v, ':', 34, true)
-if not sep then return redis.error_reply('not an idempotency record') end
+if not sep then return redis.error_reply('not a lease record') end
 local slash = string.find(v, '/', sep + 1, true)
 local lease = tonumber(string.sub(v, sep + 1, (slash or 0) - 1))
 local rem = 0
@@ -143,7 +146,6 @@ struct Scripts {
     get: Script,
     renew: Script,
     forget: Script,
-    abandon: Script,
 }
 
 impl Scripts {
@@ -155,12 +157,11 @@ impl Scripts {
             get: Script::new(GET),
             renew: Script::new(RENEW),
             forget: Script::new(FORGET),
-            abandon: Script::new(ABANDON),
         }
     }
 }
 
-/// A Redis-backed [`IdempotencyStore`], shared by every instance of a service.
+/// A Redis-backed [`LeaseStore`], shared by every instance of a service.
 ///
 /// - One Lua script per operation (claim, complete-if-token-matches, release-if-owned, get), sent with EVALSHA
 ///   and reloaded on NOSCRIPT.
@@ -201,13 +202,13 @@ impl RedisStore {
     /// # Errors
     /// [`StoreError`] when the URL is invalid or Redis does not answer.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let conn = palisade_store::redis::connect(url).await.map_err(|e| StoreError::new(e.to_string()))?;
+        let conn = crate::redis::connect(url).await.map_err(|e| StoreError::new(e.to_string()))?;
         Ok(RedisStore::new(conn))
     }
 
     /// A store that connects on first use, so a service can start while Redis is down (and answer 503
     /// meanwhile). While Redis is unreachable it tries again at most once a second and fails fast in between
-    /// ([`palisade_store::redis::RedisConnection`]).
+    /// ([`RedisConnection`]).
     ///
     /// # Errors
     /// [`StoreError`] when the URL cannot be parsed.
@@ -226,10 +227,10 @@ impl RedisStore {
         self
     }
 
-    /// The Redis key of the record for a storage key (see [`storage_key`](crate::storage_key)).
+    /// The Redis key of the record for a storage key.
     #[must_use]
     pub fn record_key(&self, storage_key: &str) -> String {
-        palisade_store::redis::redis_key(&self.prefix, storage_key, "")
+        crate::redis::redis_key(&self.prefix, storage_key, "")
     }
 
     async fn conn(&self) -> Result<ConnectionManager, StoreError> {
@@ -261,7 +262,7 @@ fn bad_reply(reply: &Value) -> StoreError {
         Value::Array(_) => "an array",
         _ => "another type",
     };
-    StoreError::new(format!("unexpected reply from the idempotency script ({kind})"))
+    StoreError::new(format!("unexpected reply from the lease script ({kind})"))
 }
 
 /// A record as stored: a state byte (`i` in flight, `d` completed), the 32-byte fingerprint, then the state's
@@ -297,17 +298,7 @@ impl Stored {
     }
 }
 
-impl IdempotencyStore for RedisStore {
-    fn claim<'a>(
-        &'a self,
-        key: &'a str,
-        fingerprint: &'a Fingerprint,
-        lease: Duration,
-        ttl: Duration,
-    ) -> StoreFuture<'a, Claim> {
-        self.claim_as(key, fingerprint, lease, ttl, super::random_attempt())
-    }
-
+impl LeaseStore for RedisStore {
     fn claim_as<'a>(
         &'a self,
         key: &'a str,
@@ -316,7 +307,7 @@ impl IdempotencyStore for RedisStore {
         ttl: Duration,
         attempt: u64,
     ) -> StoreFuture<'a, Claim> {
-        Box::pin(async move {
+        StoreFuture::new(async move {
             let mut conn = self.conn().await?;
             let reply: Value = self
                 .scripts
@@ -332,17 +323,18 @@ impl IdempotencyStore for RedisStore {
                 Value::BulkString(raw) => {
                     let record = Stored::new(raw, b'd')?;
                     if record.fingerprint() == *fingerprint {
-                        Ok(Claim::Completed { response: record.into_response() })
+                        Ok(Claim::Done { response: Payload::Bytes(record.into_response()) })
                     } else {
                         Ok(Claim::Mismatch)
                     }
                 }
                 Value::Int(-1) => Ok(Claim::Mismatch),
-                Value::Int(n) if n > 0 => Ok(Claim::InFlight { lease_remaining: lease_ms(n) }),
+                Value::Int(n) if n > 0 => Ok(Claim::Held { lease_remaining: lease_ms(n) }),
                 Value::Array(fields) => match fields.as_slice() {
-                    [Value::BulkString(token), Value::Int(took_over)] => {
-                        Ok(Claim::Acquired { token: FencingToken(number(token)?), took_over: *took_over == 1 })
-                    }
+                    [Value::BulkString(token), Value::Int(took_over)] => Ok(Claim::Acquired {
+                        hold: Hold::new(key, FencingToken(number(token)?)),
+                        took_over: *took_over == 1,
+                    }),
                     _ => Err(bad_reply(&Value::Array(fields))),
                 },
                 other => Err(bad_reply(&other)),
@@ -350,14 +342,10 @@ impl IdempotencyStore for RedisStore {
         })
     }
 
-    fn complete<'a>(
-        &'a self,
-        key: &'a str,
-        token: FencingToken,
-        response: Bytes,
-        ttl: Duration,
-    ) -> StoreFuture<'a, bool> {
-        Box::pin(async move {
+    fn complete<'a>(&'a self, hold: &'a Hold, response: Payload, ttl: Duration) -> StoreFuture<'a, bool> {
+        StoreFuture::new(async move {
+            let (key, token) = (hold.key_or_err()?, hold.token());
+            let response = response.to_bytes();
             let mut conn = self.conn().await?;
             let done: i64 = self
                 .scripts
@@ -372,8 +360,9 @@ impl IdempotencyStore for RedisStore {
         })
     }
 
-    fn release<'a>(&'a self, key: &'a str, token: FencingToken) -> StoreFuture<'a, bool> {
-        Box::pin(async move {
+    fn release<'a>(&'a self, hold: &'a Hold) -> StoreFuture<'a, bool> {
+        StoreFuture::new(async move {
+            let (key, token) = (hold.key_or_err()?, hold.token());
             let mut conn = self.conn().await?;
             let done: i64 =
                 self.scripts.release.key(self.record_key(key)).arg(token.0.to_string()).invoke_async(&mut conn).await?;
@@ -381,8 +370,9 @@ impl IdempotencyStore for RedisStore {
         })
     }
 
-    fn renew<'a>(&'a self, key: &'a str, token: FencingToken, lease: Duration) -> StoreFuture<'a, bool> {
-        Box::pin(async move {
+    fn renew<'a>(&'a self, hold: &'a Hold, lease: Duration) -> StoreFuture<'a, bool> {
+        StoreFuture::new(async move {
+            let (key, token) = (hold.key_or_err()?, hold.token());
             let mut conn = self.conn().await?;
             let done: i64 = self
                 .scripts
@@ -396,8 +386,9 @@ impl IdempotencyStore for RedisStore {
         })
     }
 
-    fn forget<'a>(&'a self, key: &'a str, token: FencingToken) -> StoreFuture<'a, bool> {
-        Box::pin(async move {
+    fn forget<'a>(&'a self, hold: &'a Hold) -> StoreFuture<'a, bool> {
+        StoreFuture::new(async move {
+            let (key, token) = (hold.key_or_err()?, hold.token());
             let mut conn = self.conn().await?;
             let done: i64 =
                 self.scripts.forget.key(self.record_key(key)).arg(token.0.to_string()).invoke_async(&mut conn).await?;
@@ -406,28 +397,39 @@ impl IdempotencyStore for RedisStore {
     }
 
     fn abandon<'a>(&'a self, key: &'a str, attempt: u64) -> StoreFuture<'a, bool> {
-        Box::pin(async move {
+        StoreFuture::new(async move {
             let mut conn = self.conn().await?;
-            let done: i64 = self.scripts.abandon.key(self.record_key(key)).arg(attempt).invoke_async(&mut conn).await?;
+            // Sent whole (EVAL), not by its SHA: nobody may be waiting for the answer to reload a script Redis
+            // forgot, and the undo must not be refused for a reason the claim did not have.
+            let done: i64 = redis::cmd("EVAL")
+                .arg(ABANDON)
+                .arg(1)
+                .arg(self.record_key(key))
+                .arg(attempt)
+                .query_async(&mut conn)
+                .await?;
             Ok(done == 1)
         })
     }
 
     fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Record>> {
-        Box::pin(async move {
+        StoreFuture::new(async move {
             let mut conn = self.conn().await?;
             let reply: Value = self.scripts.get.key(self.record_key(key)).invoke_async(&mut conn).await?;
             match reply {
                 Value::Nil => Ok(None),
                 Value::BulkString(raw) => {
                     let record = Stored::new(raw, b'd')?;
-                    Ok(Some(Record::Completed { fingerprint: record.fingerprint(), response: record.into_response() }))
+                    Ok(Some(Record::Done {
+                        fingerprint: record.fingerprint(),
+                        response: Payload::Bytes(record.into_response()),
+                    }))
                 }
                 Value::Array(mut fields) => match fields.as_mut_slice() {
                     [Value::BulkString(raw), Value::Int(left)] => {
                         let left = lease_ms(*left);
                         let record = Stored::new(std::mem::take(raw), b'i')?;
-                        Ok(Some(Record::InFlight {
+                        Ok(Some(Record::Held {
                             fingerprint: record.fingerprint(),
                             token: record.token()?,
                             lease_remaining: left,

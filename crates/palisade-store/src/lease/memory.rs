@@ -1,18 +1,19 @@
 //! `MemoryStore`: sharded slabs of records behind short mutexes, with an expiry queue. One process only.
 
-use std::any::Any;
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use hashbrown::HashTable;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use super::{Claim, FencingToken, Fingerprint, IdempotencyStore, Record, StoreFuture};
-pub use crate::defaults::DEFAULT_SHARDS;
+use super::{At, Claim, FencingToken, Fingerprint, Hold, LeaseStore, Payload, Record, StoreFuture};
+
+/// Default number of shards: enough that 2–64 cores rarely meet on one lock, small enough that an idle store
+/// costs little.
+pub const DEFAULT_SHARDS: usize = 64;
 
 /// Longest record key kept inline in its record: 46 bytes, so the storage key of a UUID idempotency key
 /// (`k:` + 36 characters) needs no allocation of its own and is compared without a pointer chase.
@@ -57,55 +58,6 @@ impl std::fmt::Debug for RecordKey {
     }
 }
 
-/// A result kept as the value itself, so a replay in this process clones it instead of decoding JSON. It can
-/// still be encoded for the byte-level API ([`MemoryStore::claim_now`], [`MemoryStore::get_now`]).
-pub(crate) trait LocalValue: Send + 'static {
-    fn as_any(&self) -> &dyn Any;
-    /// The JSON form (what the layer would have stored as bytes); empty when the value cannot be encoded.
-    fn encode(&self) -> Bytes;
-}
-
-impl<T: serde::Serialize + Send + 'static> LocalValue for T {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-    fn encode(&self) -> Bytes {
-        serde_json::to_vec(self).map(Bytes::from).unwrap_or_default()
-    }
-}
-
-/// A completed record's response: bytes (the [`IdempotencyStore`] API) or a value kept by the layer.
-pub(crate) enum Payload {
-    Bytes(Bytes),
-    Local(Box<dyn LocalValue>),
-}
-
-impl Payload {
-    pub(crate) fn to_bytes(&self) -> Bytes {
-        match self {
-            Payload::Bytes(b) => b.clone(),
-            Payload::Local(v) => v.encode(),
-        }
-    }
-}
-
-impl std::fmt::Debug for Payload {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Payload::Bytes(b) => write!(f, "Bytes({} bytes)", b.len()),
-            Payload::Local(_) => f.write_str("Local(..)"),
-        }
-    }
-}
-
-/// What [`MemoryStore::claim_local`] found; `Completed` carries what the caller's closure made of the payload.
-pub(crate) enum LocalClaim<R> {
-    Acquired { slot: SlotRef, token: FencingToken, took_over: bool },
-    InFlight { lease_remaining: Duration },
-    Completed(R),
-    Mismatch,
-}
-
 /// Where an acquired record lives: its shard and its slot there. A ticket completes or releases through it
 /// without hashing or comparing the key again; the fencing token (unique across the store) tells whether the
 /// slot still holds the record it acquired.
@@ -117,8 +69,16 @@ pub(crate) struct SlotRef {
 
 #[derive(Debug)]
 enum State {
-    InFlight { token: FencingToken, lease_until: Instant },
-    Completed { response: Payload },
+    /// `attempt`: the claim's attempt number, until the lease is released or renewed by its holder (which
+    /// proves the claim's answer arrived), so [`LeaseStore::abandon`] can undo a claim whose answer was lost.
+    Held {
+        token: FencingToken,
+        lease_until: Instant,
+        attempt: Option<u64>,
+    },
+    Done {
+        response: Payload,
+    },
 }
 
 #[derive(Debug)]
@@ -295,7 +255,7 @@ struct Inner {
     hasher: RandomState,
 }
 
-/// An in-memory [`IdempotencyStore`]: sharded slabs of records behind `parking_lot` mutexes. Records expire
+/// An in-memory [`LeaseStore`]: sharded slabs of records behind `parking_lot` mutexes. Records expire
 /// after their TTL: an expired record is ignored at once, and its memory is reclaimed in insertion order by
 /// later inserts into its shard (in batches, when no slot is free), so memory stays bounded by the records
 /// alive within the TTL without a background task, and a steady load reuses slots instead of allocating. Time
@@ -360,26 +320,8 @@ impl MemoryStore {
         }
     }
 
-    /// The synchronous claim behind [`IdempotencyStore::claim`].
-    pub fn claim_now(&self, key: &str, fingerprint: &Fingerprint, lease: Duration, ttl: Duration) -> Claim {
-        match self.claim_local(key, fingerprint, lease, ttl, Payload::to_bytes) {
-            LocalClaim::Acquired { token, took_over, .. } => Claim::Acquired { token, took_over },
-            LocalClaim::InFlight { lease_remaining } => Claim::InFlight { lease_remaining },
-            LocalClaim::Completed(response) => Claim::Completed { response },
-            LocalClaim::Mismatch => Claim::Mismatch,
-        }
-    }
-
-    /// The claim, with the slot of an acquired record, and `on_completed` applied to a completed record's
-    /// payload under the shard lock (keep it short: a clone).
-    pub(crate) fn claim_local<R>(
-        &self,
-        key: &str,
-        fingerprint: &Fingerprint,
-        lease: Duration,
-        ttl: Duration,
-        on_completed: impl FnOnce(&Payload) -> R,
-    ) -> LocalClaim<R> {
+    /// The claim, with a hold on the record's slot.
+    fn claim_now(&self, key: &str, fingerprint: &Fingerprint, lease: Duration, ttl: Duration, attempt: u64) -> Claim {
         let now = Instant::now();
         let (hash, shard_no) = self.locate(key.as_bytes());
         // Declared before the guard, so dropped after it.
@@ -395,20 +337,21 @@ impl MemoryStore {
                 r.fingerprint = *fingerprint;
                 false
             } else if r.fingerprint != *fingerprint {
-                return LocalClaim::Mismatch;
+                return Claim::Mismatch;
             } else {
                 match &r.state {
-                    State::Completed { response } => return LocalClaim::Completed(on_completed(response)),
-                    State::InFlight { lease_until, .. } if *lease_until > now => {
-                        return LocalClaim::InFlight { lease_remaining: *lease_until - now };
+                    // A clone of the payload: bytes or a kept value, shared, so no allocation under the lock.
+                    State::Done { response } => return Claim::Done { response: response.clone() },
+                    State::Held { lease_until, .. } if *lease_until > now => {
+                        return Claim::Held { lease_remaining: *lease_until - now };
                     }
-                    State::InFlight { .. } => true,
+                    State::Held { .. } => true,
                 }
             };
             let token = next_token(&mut shard.last_token);
-            r.state = State::InFlight { token, lease_until: now + lease };
+            r.state = State::Held { token, lease_until: now + lease, attempt: Some(attempt) };
             r.expires_at = now + ttl.max(lease);
-            return LocalClaim::Acquired { slot: SlotRef { shard: shard_no, slot }, token, took_over };
+            return Claim::Acquired { hold: Hold::slot(SlotRef { shard: shard_no, slot }, token), took_over };
         }
         shard.reclaim(now, &mut freed);
         let token = next_token(&mut shard.last_token);
@@ -416,133 +359,134 @@ impl MemoryStore {
             key: RecordKey::new(key),
             hash,
             fingerprint: *fingerprint,
-            state: State::InFlight { token, lease_until: now + lease },
+            state: State::Held { token, lease_until: now + lease, attempt: Some(attempt) },
             expires_at: now + ttl.max(lease),
             queued: 0,
         });
-        LocalClaim::Acquired { slot: SlotRef { shard: shard_no, slot }, token, took_over: false }
+        Claim::Acquired { hold: Hold::slot(SlotRef { shard: shard_no, slot }, token), took_over: false }
     }
 
-    fn slot_of(&self, key: &str) -> Option<SlotRef> {
-        let (hash, shard) = self.locate(key.as_bytes());
-        let slot = self.inner.shards[shard].lock().find(hash, key.as_bytes())?;
-        Some(SlotRef { shard, slot })
+    /// The slot a hold names: its own for a hold this store made, found by key for one made by key.
+    fn slot_of(&self, hold: &Hold) -> Option<SlotRef> {
+        match &hold.at {
+            At::Slot(at) => Some(*at),
+            At::Key(key) => {
+                let (hash, shard) = self.locate(key.as_bytes());
+                let slot = self.inner.shards[shard].lock().find(hash, key.as_bytes())?;
+                Some(SlotRef { shard, slot })
+            }
+        }
     }
 
-    /// The synchronous complete behind [`IdempotencyStore::complete`].
-    pub fn complete_now(&self, key: &str, token: FencingToken, response: Bytes, ttl: Duration) -> bool {
-        self.complete_keyed(key, token, Payload::Bytes(response), ttl)
-    }
-
-    /// [`complete_now`](Self::complete_now) at a known slot, with a payload the layer may keep as a value.
-    /// The token check also covers a slot that was reclaimed and reused: tokens are unique across the store.
-    pub(crate) fn complete_local(&self, at: SlotRef, token: FencingToken, response: Payload, ttl: Duration) -> bool {
+    /// Runs `op` on the live record a hold names, if the hold's token is its latest, and re-queues the record
+    /// when `op` says its expiry moved. The token check also covers a slot that was reclaimed and reused: tokens
+    /// are unique per shard, and a slot belongs to one shard.
+    fn with_held(&self, hold: &Hold, op: impl FnOnce(&mut Slot, Instant) -> bool) -> bool {
+        let Some(at) = self.slot_of(hold) else { return false };
         let now = Instant::now();
         let mut shard = self.inner.shards[at.shard].lock();
-        match shard.live(at.slot, now) {
-            Some(r) if matches!(r.state, State::InFlight { token: t, .. } if t == token) => {
-                r.state = State::Completed { response };
-                r.expires_at = now + ttl;
-            }
+        let moved = match shard.live(at.slot, now) {
+            Some(r) if matches!(r.state, State::Held { token, .. } if token == hold.token) => op(r, now),
             _ => return false,
+        };
+        if moved {
+            shard.requeue_in_place(at.slot);
         }
-        shard.requeue_in_place(at.slot);
         true
     }
 
-    /// [`complete_local`](Self::complete_local) by key.
-    pub(crate) fn complete_keyed(&self, key: &str, token: FencingToken, response: Payload, ttl: Duration) -> bool {
-        self.slot_of(key).is_some_and(|at| self.complete_local(at, token, response, ttl))
+    fn complete_now(&self, hold: &Hold, response: Payload, ttl: Duration) -> bool {
+        self.with_held(hold, |r, now| {
+            r.state = State::Done { response };
+            r.expires_at = now + ttl;
+            true
+        })
     }
 
-    /// The synchronous release behind [`IdempotencyStore::release`].
-    pub fn release_now(&self, key: &str, token: FencingToken) -> bool {
-        self.slot_of(key).is_some_and(|at| self.release_local(at, token))
+    fn release_now(&self, hold: &Hold) -> bool {
+        self.with_held(hold, |r, now| {
+            r.state = State::Held { token: hold.token, lease_until: now, attempt: None };
+            false
+        })
     }
 
-    /// [`release_now`](Self::release_now) at a known slot.
-    pub(crate) fn release_local(&self, at: SlotRef, token: FencingToken) -> bool {
+    /// Fails (without acting) when the lease already ended.
+    fn renew_now(&self, hold: &Hold, lease: Duration) -> bool {
+        let mut live = false;
+        let acted = self.with_held(hold, |r, now| {
+            let State::Held { lease_until, .. } = r.state else { return false };
+            if lease_until <= now {
+                return false;
+            }
+            live = true;
+            r.state = State::Held { token: hold.token, lease_until: now + lease, attempt: None };
+            let grew = r.expires_at < now + lease;
+            if grew {
+                r.expires_at = now + lease;
+            }
+            grew
+        });
+        acted && live
+    }
+
+    /// The record expires now, which every operation treats as absent (a claim makes the key new again); its
+    /// slot is reclaimed in queue order like any expired record.
+    fn forget_now(&self, hold: &Hold) -> bool {
+        self.with_held(hold, |r, now| {
+            r.state = State::Held { token: hold.token, lease_until: now, attempt: None };
+            r.expires_at = now;
+            true
+        })
+    }
+
+    /// Ends the lease of a claim still held by `attempt` (as `release` does: the fingerprint stays).
+    fn abandon_now(&self, key: &str, attempt: u64) -> bool {
         let now = Instant::now();
-        let mut shard = self.inner.shards[at.shard].lock();
-        match shard.live(at.slot, now) {
-            Some(r) if matches!(r.state, State::InFlight { token: t, .. } if t == token) => {
-                r.state = State::InFlight { token, lease_until: now };
+        let (hash, shard) = self.locate(key.as_bytes());
+        let mut shard = self.inner.shards[shard].lock();
+        let Some(slot) = shard.find(hash, key.as_bytes()) else { return false };
+        match shard.live(slot, now) {
+            Some(r) if matches!(r.state, State::Held { attempt: Some(a), .. } if a == attempt) => {
+                if let State::Held { token, .. } = r.state {
+                    r.state = State::Held { token, lease_until: now, attempt: None };
+                }
                 true
             }
             _ => false,
         }
     }
 
-    /// The synchronous renewal behind [`IdempotencyStore::renew`].
-    pub fn renew_now(&self, key: &str, token: FencingToken, lease: Duration) -> bool {
-        self.slot_of(key).is_some_and(|at| self.renew_local(at, token, lease))
-    }
-
-    /// [`renew_now`](Self::renew_now) at a known slot.
-    pub(crate) fn renew_local(&self, at: SlotRef, token: FencingToken, lease: Duration) -> bool {
-        let now = Instant::now();
-        let mut shard = self.inner.shards[at.shard].lock();
-        let grew = match shard.live(at.slot, now) {
-            Some(r) if matches!(r.state, State::InFlight { token: t, lease_until } if t == token && lease_until > now) =>
-            {
-                r.state = State::InFlight { token, lease_until: now + lease };
-                let grew = r.expires_at < now + lease;
-                if grew {
-                    r.expires_at = now + lease;
-                }
-                grew
-            }
-            _ => return false,
-        };
-        if grew {
-            shard.requeue_in_place(at.slot);
-        }
-        true
-    }
-
-    /// The synchronous forget behind [`IdempotencyStore::forget`].
-    pub fn forget_now(&self, key: &str, token: FencingToken) -> bool {
-        self.slot_of(key).is_some_and(|at| self.forget_local(at, token))
-    }
-
-    /// [`forget_now`](Self::forget_now) at a known slot: the record expires now, which every operation treats as
-    /// absent (a claim makes the key new again); its slot is reclaimed in queue order like any expired record.
-    pub(crate) fn forget_local(&self, at: SlotRef, token: FencingToken) -> bool {
-        let now = Instant::now();
-        let mut shard = self.inner.shards[at.shard].lock();
-        match shard.live(at.slot, now) {
-            Some(r) if matches!(r.state, State::InFlight { token: t, .. } if t == token) => {
-                r.state = State::InFlight { token, lease_until: now };
-                r.expires_at = now;
-            }
-            _ => return false,
-        }
-        shard.requeue_in_place(at.slot);
-        true
-    }
-
-    /// The synchronous read behind [`IdempotencyStore::get`].
-    #[must_use]
-    pub fn get_now(&self, key: &str) -> Option<Record> {
+    fn get_now(&self, key: &str) -> Option<Record> {
         let now = Instant::now();
         let (hash, shard) = self.locate(key.as_bytes());
         let mut shard = self.inner.shards[shard].lock();
         let slot = shard.find(hash, key.as_bytes())?;
         let r = shard.live(slot, now)?;
         Some(match &r.state {
-            State::InFlight { token, lease_until } => Record::InFlight {
+            State::Held { token, lease_until, .. } => Record::Held {
                 fingerprint: r.fingerprint,
                 token: *token,
                 lease_remaining: lease_until.saturating_duration_since(now),
             },
-            State::Completed { response } => {
-                Record::Completed { fingerprint: r.fingerprint, response: response.to_bytes() }
-            }
+            State::Done { response } => Record::Done { fingerprint: r.fingerprint, response: response.clone() },
         })
     }
 }
 
-impl IdempotencyStore for MemoryStore {
+/// Every operation answers at once: its [`StoreFuture`] is ready ([`StoreFuture::now`]) and allocates nothing.
+impl LeaseStore for MemoryStore {
+    fn claim_as<'a>(
+        &'a self,
+        key: &'a str,
+        fingerprint: &'a Fingerprint,
+        lease: Duration,
+        ttl: Duration,
+        attempt: u64,
+    ) -> StoreFuture<'a, Claim> {
+        StoreFuture::ready(Ok(self.claim_now(key, fingerprint, lease, ttl, attempt)))
+    }
+    /// No attempt to draw: the memory store's answers are never lost, so nothing needs abandoning (the attempt
+    /// recorded is 0, which `abandon` is not sent for).
     fn claim<'a>(
         &'a self,
         key: &'a str,
@@ -550,34 +494,27 @@ impl IdempotencyStore for MemoryStore {
         lease: Duration,
         ttl: Duration,
     ) -> StoreFuture<'a, Claim> {
-        let r = self.claim_now(key, fingerprint, lease, ttl);
-        Box::pin(std::future::ready(Ok(r)))
+        StoreFuture::ready(Ok(self.claim_now(key, fingerprint, lease, ttl, 0)))
     }
-    fn complete<'a>(
-        &'a self,
-        key: &'a str,
-        token: FencingToken,
-        response: Bytes,
-        ttl: Duration,
-    ) -> StoreFuture<'a, bool> {
-        let r = self.complete_now(key, token, response, ttl);
-        Box::pin(std::future::ready(Ok(r)))
+    fn complete<'a>(&'a self, hold: &'a Hold, response: Payload, ttl: Duration) -> StoreFuture<'a, bool> {
+        StoreFuture::ready(Ok(self.complete_now(hold, response, ttl)))
     }
-    fn release<'a>(&'a self, key: &'a str, token: FencingToken) -> StoreFuture<'a, bool> {
-        let r = self.release_now(key, token);
-        Box::pin(std::future::ready(Ok(r)))
+    fn release<'a>(&'a self, hold: &'a Hold) -> StoreFuture<'a, bool> {
+        StoreFuture::ready(Ok(self.release_now(hold)))
+    }
+    fn renew<'a>(&'a self, hold: &'a Hold, lease: Duration) -> StoreFuture<'a, bool> {
+        StoreFuture::ready(Ok(self.renew_now(hold, lease)))
+    }
+    fn forget<'a>(&'a self, hold: &'a Hold) -> StoreFuture<'a, bool> {
+        StoreFuture::ready(Ok(self.forget_now(hold)))
     }
     fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Record>> {
-        let r = self.get_now(key);
-        Box::pin(std::future::ready(Ok(r)))
+        StoreFuture::ready(Ok(self.get_now(key)))
     }
-    fn renew<'a>(&'a self, key: &'a str, token: FencingToken, lease: Duration) -> StoreFuture<'a, bool> {
-        let r = self.renew_now(key, token, lease);
-        Box::pin(std::future::ready(Ok(r)))
-    }
-    fn forget<'a>(&'a self, key: &'a str, token: FencingToken) -> StoreFuture<'a, bool> {
-        let r = self.forget_now(key, token);
-        Box::pin(std::future::ready(Ok(r)))
+    /// The memory store's answers are never lost, but a wrapper around it (a test's stalled store) may lose
+    /// them: the claim's attempt is kept, and undone here like the Redis store does.
+    fn abandon<'a>(&'a self, key: &'a str, attempt: u64) -> StoreFuture<'a, bool> {
+        StoreFuture::ready(Ok(self.abandon_now(key, attempt)))
     }
 }
 
@@ -590,9 +527,9 @@ mod tests {
     const LEASE: Duration = Duration::from_secs(10);
     const TTL: Duration = Duration::from_secs(100);
 
-    fn acquired(c: Claim) -> FencingToken {
+    fn acquired(c: Claim) -> Hold {
         match c {
-            Claim::Acquired { token, .. } => token,
+            Claim::Acquired { hold, .. } => hold,
             other => panic!("expected Acquired, got {other:?}"),
         }
     }
@@ -600,45 +537,45 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn lifecycle_takeover_and_fencing() {
         let s = MemoryStore::with_shards(4);
-        let t1 = acquired(s.claim_now("k", &FP, LEASE, TTL));
+        let t1 = acquired(s.claim_now("k", &FP, LEASE, TTL, 1));
         assert!(
-            matches!(s.claim_now("k", &FP, LEASE, TTL), Claim::InFlight { lease_remaining } if lease_remaining == LEASE)
+            matches!(s.claim_now("k", &FP, LEASE, TTL, 1), Claim::Held { lease_remaining } if lease_remaining == LEASE)
         );
-        assert_eq!(s.claim_now("k", &OTHER, LEASE, TTL), Claim::Mismatch);
+        assert_eq!(s.claim_now("k", &OTHER, LEASE, TTL, 1), Claim::Mismatch);
         tokio::time::advance(LEASE).await;
-        let c = s.claim_now("k", &FP, LEASE, TTL);
+        let c = s.claim_now("k", &FP, LEASE, TTL, 1);
         assert!(matches!(c, Claim::Acquired { took_over: true, .. }));
         let t2 = acquired(c);
-        assert!(t2 > t1);
+        assert!(t2.token() > t1.token());
         // The stale holder is refused by its token.
-        assert!(!s.complete_now("k", t1, Bytes::from_static(b"stale"), TTL));
-        assert!(!s.release_now("k", t1));
-        assert!(s.complete_now("k", t2, Bytes::from_static(b"fresh"), TTL));
-        assert_eq!(s.claim_now("k", &FP, LEASE, TTL), Claim::Completed { response: Bytes::from_static(b"fresh") });
-        assert_eq!(s.claim_now("k", &OTHER, LEASE, TTL), Claim::Mismatch);
+        assert!(!s.complete_now(&t1, b"stale"[..].into(), TTL));
+        assert!(!s.release_now(&t1));
+        assert!(s.complete_now(&t2, b"fresh"[..].into(), TTL));
+        assert_eq!(s.claim_now("k", &FP, LEASE, TTL, 1), Claim::Done { response: b"fresh"[..].into() });
+        assert_eq!(s.claim_now("k", &OTHER, LEASE, TTL, 1), Claim::Mismatch);
         // A second complete with the winning token does not overwrite either.
-        assert!(!s.complete_now("k", t2, Bytes::from_static(b"again"), TTL));
+        assert!(!s.complete_now(&t2, b"again"[..].into(), TTL));
     }
 
     #[tokio::test(start_paused = true)]
     async fn release_makes_the_key_claimable_and_keeps_the_fingerprint() {
         let s = MemoryStore::new();
-        let t1 = acquired(s.claim_now("k", &FP, LEASE, TTL));
-        assert!(s.release_now("k", t1));
-        assert_eq!(s.claim_now("k", &OTHER, LEASE, TTL), Claim::Mismatch);
-        assert!(matches!(s.claim_now("k", &FP, LEASE, TTL), Claim::Acquired { took_over: true, .. }));
+        let t1 = acquired(s.claim_now("k", &FP, LEASE, TTL, 1));
+        assert!(s.release_now(&t1));
+        assert_eq!(s.claim_now("k", &OTHER, LEASE, TTL, 1), Claim::Mismatch);
+        assert!(matches!(s.claim_now("k", &FP, LEASE, TTL, 1), Claim::Acquired { took_over: true, .. }));
     }
 
     #[tokio::test(start_paused = true)]
     async fn records_expire_after_the_ttl() {
         let s = MemoryStore::new();
-        let t = acquired(s.claim_now("k", &FP, LEASE, TTL));
-        assert!(s.complete_now("k", t, Bytes::from_static(b"r"), TTL));
+        let t = acquired(s.claim_now("k", &FP, LEASE, TTL, 1));
+        assert!(s.complete_now(&t, b"r"[..].into(), TTL));
         tokio::time::advance(TTL - Duration::from_millis(1)).await;
-        assert!(matches!(s.get_now("k"), Some(Record::Completed { .. })));
+        assert!(matches!(s.get_now("k"), Some(Record::Done { .. })));
         tokio::time::advance(Duration::from_millis(1)).await;
         assert_eq!(s.get_now("k"), None);
-        assert!(matches!(s.claim_now("k", &OTHER, LEASE, TTL), Claim::Acquired { took_over: false, .. }));
+        assert!(matches!(s.claim_now("k", &OTHER, LEASE, TTL, 1), Claim::Acquired { took_over: false, .. }));
         tokio::time::advance(TTL).await;
         s.purge_expired();
         assert!(s.is_empty());
@@ -649,16 +586,16 @@ mod tests {
         const N: usize = 1000;
         let s = MemoryStore::with_shards(1);
         for i in 0..N {
-            let t = acquired(s.claim_now(&format!("old-{i}"), &FP, LEASE, Duration::from_secs(1)));
+            let t = acquired(s.claim_now(&format!("old-{i}"), &FP, LEASE, Duration::from_secs(1), 1));
             // Half complete (their queue entries move to the later expiry in place), half stay in flight.
             if i % 2 == 0 {
-                assert!(s.complete_now(&format!("old-{i}"), t, Bytes::from_static(b"r"), Duration::from_secs(1)));
+                assert!(s.complete_now(&t, b"r"[..].into(), Duration::from_secs(1)));
             }
         }
         let slab = s.inner.shards[0].lock().slots.len();
         tokio::time::advance(LEASE + Duration::from_secs(1)).await;
         for i in 0..N {
-            let _ = s.claim_now(&format!("new-{i}"), &FP, LEASE, TTL);
+            let _ = s.claim_now(&format!("new-{i}"), &FP, LEASE, TTL, 1);
             // An insert that finds no free slot reclaims a batch first, so the count never grows past N + 1.
             assert!(s.len() <= N + 1, "expired records were not reclaimed: {}", s.len());
         }
@@ -670,7 +607,7 @@ mod tests {
         drop(shard);
         for i in 0..N {
             assert_eq!(s.get_now(&format!("old-{i}")), None);
-            assert!(matches!(s.get_now(&format!("new-{i}")), Some(Record::InFlight { .. })));
+            assert!(matches!(s.get_now(&format!("new-{i}")), Some(Record::Held { .. })));
         }
     }
 
@@ -697,15 +634,12 @@ mod tests {
         let s = MemoryStore::with_shards(1);
         let dropped_unlocked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         for i in 0..3 {
-            let LocalClaim::Acquired { slot, token, .. } = s.claim_local(&format!("k{i}"), &FP, LEASE, TTL, |_| ())
-            else {
-                panic!("new key")
-            };
+            let hold = acquired(s.claim_now(&format!("k{i}"), &FP, LEASE, TTL, 1));
             let probe = DropProbe { store: s.clone(), dropped_unlocked: dropped_unlocked.clone() };
-            assert!(s.complete_local(slot, token, Payload::Local(Box::new(probe)), TTL));
+            assert!(s.complete_now(&hold, Payload::value(probe), TTL));
         }
         tokio::time::advance(TTL).await;
-        let _ = s.claim_now("new", &FP, LEASE, TTL);
+        let _ = s.claim_now("new", &FP, LEASE, TTL, 1);
         assert_eq!(s.len(), 1, "the three expired records were reclaimed by the insert");
         assert_eq!(dropped_unlocked.load(std::sync::atomic::Ordering::SeqCst), 3);
     }
@@ -716,10 +650,10 @@ mod tests {
         let ttl = Duration::from_secs(10);
         let mut tokens = vec![];
         for k in ["a", "b", "c"] {
-            tokens.push(acquired(s.claim_now(k, &FP, LEASE, ttl)));
+            tokens.push(acquired(s.claim_now(k, &FP, LEASE, ttl, 1)));
         }
         tokio::time::advance(Duration::from_secs(1)).await;
-        assert!(s.complete_now("b", tokens[1], Bytes::from_static(b"r"), ttl));
+        assert!(s.complete_now(&tokens[1], b"r"[..].into(), ttl));
         {
             let shard = s.inner.shards[0].lock();
             let dues: Vec<_> = shard
@@ -736,8 +670,8 @@ mod tests {
         }
         // At 10 s "a" and "c" are due; "b" (completed at 1 s) is not, and nothing is visited twice.
         tokio::time::advance(Duration::from_secs(9)).await;
-        let _ = s.claim_now("d", &FP, LEASE, ttl);
-        assert_eq!(s.get_now("b").map(|r| matches!(r, Record::Completed { .. })), Some(true));
+        let _ = s.claim_now("d", &FP, LEASE, ttl, 1);
+        assert_eq!(s.get_now("b").map(|r| matches!(r, Record::Done { .. })), Some(true));
         assert_eq!(s.inner.shards[0].lock().popped, 1, "the front entry was popped once: \"a\", removed");
         tokio::time::advance(Duration::from_secs(1)).await;
         s.purge_expired();
@@ -747,18 +681,14 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_reused_slot_refuses_the_old_token() {
         let s = MemoryStore::with_shards(1);
-        let LocalClaim::Acquired { slot, token, .. } = s.claim_local("a", &FP, LEASE, LEASE, Payload::to_bytes) else {
-            panic!("not acquired")
-        };
+        let hold = acquired(s.claim_now("a", &FP, LEASE, LEASE, 1));
         tokio::time::advance(LEASE).await;
         s.purge_expired();
-        let LocalClaim::Acquired { slot: again, .. } = s.claim_local("b", &FP, LEASE, LEASE, Payload::to_bytes) else {
-            panic!("not acquired")
-        };
-        assert_eq!(slot, again, "the test needs the slot to be reused");
-        assert!(!s.complete_local(slot, token, Payload::Bytes(Bytes::new()), TTL));
-        assert!(!s.release_local(slot, token));
-        assert!(matches!(s.get_now("b"), Some(Record::InFlight { lease_remaining, .. }) if lease_remaining == LEASE));
+        let again = acquired(s.claim_now("b", &FP, LEASE, LEASE, 1));
+        assert_eq!(hold.at, again.at, "the test needs the slot to be reused");
+        assert!(!s.complete_now(&hold, Payload::Bytes(bytes::Bytes::new()), TTL));
+        assert!(!s.release_now(&hold));
+        assert!(matches!(s.get_now("b"), Some(Record::Held { lease_remaining, .. }) if lease_remaining == LEASE));
     }
 
     #[tokio::test(start_paused = true)]
@@ -766,7 +696,7 @@ mod tests {
         let s = MemoryStore::with_shards(2);
         for i in 0..100 {
             let ttl = if i % 2 == 0 { Duration::from_secs(1) } else { TTL };
-            let _ = s.claim_now(&format!("k{i}"), &FP, Duration::from_millis(1), ttl);
+            let _ = s.claim_now(&format!("k{i}"), &FP, Duration::from_millis(1), ttl, 1);
         }
         tokio::time::advance(Duration::from_secs(2)).await;
         s.purge_expired();
