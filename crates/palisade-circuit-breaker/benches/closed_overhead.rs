@@ -4,9 +4,8 @@
 //!
 //! `cargo bench -p palisade-circuit-breaker --bench closed_overhead -- --warm-up-time 1 --measurement-time 3`
 
-use std::future::{Future, ready};
+use std::future::ready;
 use std::hint::black_box;
-use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -15,17 +14,6 @@ use palisade_circuit_breaker::CircuitBreakerLayer;
 use palisade_core::PaymentError;
 use palisade_testkit::InstantGateway;
 use tower::{Layer, Service};
-
-/// Polls a future that is ready (or becomes ready without waiting on anything) to completion.
-fn run<F: Future>(f: F) -> F::Output {
-    let mut f = pin!(f);
-    let mut cx = Context::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-    }
-}
 
 fn once<S: Service<u32>>(svc: &mut S) -> Result<S::Response, S::Error> {
     let mut cx = Context::from_waker(Waker::noop());
@@ -36,7 +24,7 @@ fn once<S: Service<u32>>(svc: &mut S) -> Result<S::Response, S::Error> {
             Poll::Pending => {}
         }
     }
-    run(svc.call(black_box(7)))
+    palisade_testkit::spin(svc.call(black_box(7)))
 }
 
 /// A gateway that answers at once and keeps no state.
@@ -79,7 +67,7 @@ fn closed_overhead(c: &mut Criterion) {
     g.bench_function("failsafe", |b| {
         b.iter(|| {
             use failsafe::futures::CircuitBreaker as _;
-            run(fs.call(ready(Ok::<u32, PaymentError>(black_box(7) + 1)))).unwrap()
+            palisade_testkit::spin(fs.call(ready(Ok::<u32, PaymentError>(black_box(7) + 1)))).unwrap()
         })
     });
     g.finish();

@@ -2,9 +2,7 @@
 //! calls (successes, failures and declines) through a closed breaker. Runs as a plain `main` (no test harness),
 //! so no other thread can allocate while it measures.
 
-use std::future::Future;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Waker};
 
 use palisade_circuit_breaker::{CircuitBreakerLayer, State};
 use palisade_core::PaymentError;
@@ -14,20 +12,10 @@ use tower::{Layer, Service};
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;
 
-fn run<F: Future>(f: F) -> F::Output {
-    let mut f = pin!(f);
-    let mut cx = Context::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-    }
-}
-
 fn once<S: Service<u32, Response = u32, Error = PaymentError>>(svc: &mut S, x: u32) -> Result<u32, PaymentError> {
     let mut cx = Context::from_waker(Waker::noop());
     while svc.poll_ready(&mut cx).is_pending() {}
-    run(svc.call(x))
+    palisade_testkit::spin(svc.call(x))
 }
 
 /// One failure and one decline in every ten calls, the rest successes.

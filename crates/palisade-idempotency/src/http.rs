@@ -96,8 +96,16 @@ impl HttpIdempotencyLayer {
     /// A builder: POST and PATCH, [`DEFAULT_STORED_HEADERS`], 1 MiB body limit, no scope, a fresh
     /// [`MemoryStore`](crate::MemoryStore), 24 h TTL, 10 s lease renewed while a request runs.
     pub fn builder() -> HttpIdempotencyLayerBuilder {
+        HttpIdempotencyLayerBuilder::with_settings(Settings::default())
+    }
+}
+
+impl HttpIdempotencyLayerBuilder {
+    /// The HTTP builder's defaults over settings a typed builder already has (see
+    /// [`IdempotencyLayerBuilder::http`](crate::IdempotencyLayerBuilder::http)).
+    pub(crate) fn with_settings(settings: Settings) -> Self {
         HttpIdempotencyLayerBuilder {
-            settings: Settings::default(),
+            settings,
             methods: vec![Method::POST, Method::PATCH],
             fingerprint_headers: Vec::new(),
             stored_headers: DEFAULT_STORED_HEADERS.to_vec(),

@@ -278,6 +278,14 @@ impl<Req: 'static, C> IdempotencyLayerBuilder<Req, C> {
         }
     }
 
+    /// Switches to the HTTP mode, as every layer's `.http()` does: the same store, TTL, lease and waiting
+    /// settings, for `http::Request`s, with the HTTP builder's own defaults for what only HTTP has (methods,
+    /// headers, body limit, JSON fingerprint); the typed key, scope, fingerprint and classifier do not apply.
+    /// Same as [`HttpIdempotencyLayer::builder`](crate::HttpIdempotencyLayer::builder) with these settings.
+    pub fn http(self) -> crate::HttpIdempotencyLayerBuilder {
+        crate::HttpIdempotencyLayerBuilder::with_settings(self.settings)
+    }
+
     /// Builds the layer.
     pub fn build(self) -> IdempotencyLayer<Req, C> {
         IdempotencyLayer {

@@ -4,9 +4,8 @@
 //! and replays by cloning. Runs as a plain `main` (`harness = false`), so no other thread allocates while it
 //! measures.
 
-use std::future::{Future, Ready, ready};
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
+use std::future::{Ready, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use palisade_core::{Currency, GatewayRequest, GatewayResponse, Money, Operation, PaymentError, PaymentStatus};
@@ -58,17 +57,6 @@ fn captured() -> GatewayResponse {
     }
 }
 
-fn once<S: Service<GatewayRequest>>(svc: &mut S, req: GatewayRequest) -> Result<S::Response, S::Error> {
-    let mut cx = Context::from_waker(Waker::noop());
-    while svc.poll_ready(&mut cx).is_pending() {}
-    let mut fut = pin!(svc.call(req));
-    loop {
-        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
-            return v;
-        }
-    }
-}
-
 fn charge(key: &str) -> GatewayRequest {
     palisade_testkit::charge("o1").amount("12.34").key(key).build()
 }
@@ -83,7 +71,7 @@ where
     let before = dhat::HeapStats::get().total_blocks;
     for r in reqs {
         // The result is dropped inside the count: a response that owns heap memory would show.
-        assert_eq!(&once(svc, r).unwrap(), expected);
+        assert_eq!(&palisade_testkit::call_spinning(svc, r).unwrap(), expected);
     }
     (dhat::HeapStats::get().total_blocks - before) as f64 / n as f64
 }

@@ -86,3 +86,8 @@ async fn refusals_before_any_effect_leave_the_key_unused() {
 async fn json_bodies_are_fingerprinted_by_value_and_content_type_counts() {
     s::json_bodies_are_fingerprinted_by_value_and_content_type_counts(MemoryStore::new()).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_typed_builder_switches_to_http_with_its_settings() {
+    s::the_typed_builder_switches_to_http_with_its_settings(MemoryStore::new()).await;
+}

@@ -125,3 +125,10 @@ async fn json_bodies_are_fingerprinted_by_value_and_content_type_counts_redis() 
     s::json_bodies_are_fingerprinted_by_value_and_content_type_counts(store).await;
     r.cleanup().await;
 }
+
+#[tokio::test]
+async fn the_typed_builder_switches_to_http_with_its_settings_redis() {
+    let Some((r, store)) = setup("idem_http_switch").await else { return };
+    s::the_typed_builder_switches_to_http_with_its_settings(store).await;
+    r.cleanup().await;
+}

@@ -6,9 +6,7 @@
 //!
 //! After criterion's group, an interleaved pass prints medians and ratios measured under the same load.
 
-use std::future::Future;
 use std::hint::black_box;
-use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -49,22 +47,13 @@ impl tower::retry::Policy<GatewayRequest, u16, PaymentError> for TowerPolicy {
     }
 }
 
-/// Polls a future that is ready at once (every service here answers immediately).
-fn now<F: Future>(f: F) -> F::Output {
-    let mut cx = Context::from_waker(Waker::noop());
-    match pin!(f).poll(&mut cx) {
-        Poll::Ready(v) => v,
-        Poll::Pending => panic!("benchmarked services answer at once"),
-    }
-}
-
 fn call<S: Service<GatewayRequest>>(svc: &mut S, req: &GatewayRequest) -> Result<S::Response, S::Error> {
     let mut cx = Context::from_waker(Waker::noop());
     match svc.poll_ready(&mut cx) {
         Poll::Ready(Ok(())) => {}
         _ => panic!("benchmarked services are always ready"),
     }
-    now(svc.call(req.clone()))
+    palisade_testkit::spin(svc.call(req.clone()))
 }
 
 fn charge() -> GatewayRequest {

@@ -3,14 +3,10 @@
 //! allocate (a gateway key is an `Arc<str>`). Runs as a plain `main` (`harness = false`), so no other thread
 //! allocates while it measures.
 
-use std::future::Future;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
-
 use palisade_core::{GatewayKeyed, IdempotencyKey, PaymentError};
 use palisade_retry::RetryLayer;
 use palisade_testkit::{Answer, TestGateway};
-use tower::{Layer, Service};
+use tower::Layer;
 
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;
@@ -36,17 +32,6 @@ fn gateway() -> TestGateway<Req, u16> {
     TestGateway::cycle(answers)
 }
 
-fn once<S: Service<Req>>(svc: &mut S, req: Req) -> Result<S::Response, S::Error> {
-    let mut cx = Context::from_waker(Waker::noop());
-    while svc.poll_ready(&mut cx).is_pending() {}
-    let mut fut = pin!(svc.call(req));
-    loop {
-        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
-            return v;
-        }
-    }
-}
-
 fn main() {
     let key = IdempotencyKey::new("order-1-charge").unwrap();
     for (name, layer) in [
@@ -59,17 +44,17 @@ fn main() {
         let mut svc = layer.layer(gateway());
         // Warm up; the ten calls also align the declines on every tenth call below.
         for _ in 0..10 {
-            let _ = once(&mut svc, Req(Some(key.clone())));
+            let _ = palisade_testkit::call_spinning(&mut svc, Req(Some(key.clone())));
         }
         let profiler = dhat::Profiler::builder().testing().build();
         let before = dhat::HeapStats::get().total_blocks;
         let mut declines = 0;
         for _ in 0..10_000 {
-            declines += u32::from(once(&mut svc, Req(Some(key.clone()))).is_err());
+            declines += u32::from(palisade_testkit::call_spinning(&mut svc, Req(Some(key.clone()))).is_err());
         }
         let during = dhat::HeapStats::get().total_blocks - before;
         // The profiler does count: a request without a key gets one, and that is an allocation.
-        let _ = once(&mut svc, Req(None));
+        let _ = palisade_testkit::call_spinning(&mut svc, Req(None));
         let after = dhat::HeapStats::get().total_blocks - before;
         drop(profiler);
         assert_eq!(declines, 1_000, "{name}: declines are returned, not retried");

@@ -24,11 +24,13 @@ mod answer;
 mod gateway;
 mod metrics;
 mod rng;
+mod spin;
 mod stall;
 pub use crate::answer::{Answer, AnswerFuture, Call, InstantGateway, TestGateway};
 pub use crate::gateway::{ChargeBuilder, captured, charge};
 pub use crate::metrics::{HistogramRecord, MetricsCapture};
 pub use crate::rng::Rng;
+pub use crate::spin::{call_spinning, spin};
 pub use crate::stall::StallProxy;
 
 use std::io;

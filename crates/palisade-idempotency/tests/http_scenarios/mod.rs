@@ -578,3 +578,21 @@ pub async fn json_bodies_are_fingerprinted_by_value_and_content_type_counts<S: L
     assert_eq!(app.clone().oneshot(f2).await.unwrap().status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(h.calls(), 2);
 }
+
+/// The typed builder's `.http()` switch keeps the settings both modes share (here the store and the missing-key
+/// policy): the HTTP layer it builds stores in that store and refuses a request without a key.
+pub async fn the_typed_builder_switches_to_http_with_its_settings<S: LeaseStore + Clone>(store: S) {
+    let layer = palisade_idempotency::IdempotencyLayer::builder()
+        .store(store.clone())
+        .missing_key(MissingKey::Reject)
+        .http()
+        .build();
+    let h = Handler::open();
+    let app = h.app(layer);
+    assert_eq!(app.clone().oneshot(post(Some("switch"), "x")).await.unwrap().status(), StatusCode::CREATED);
+    let key = palisade_idempotency::storage_key(None, &palisade_core::IdempotencyKey::new("switch").unwrap());
+    assert!(matches!(store.get(&key).await.unwrap(), Some(Record::Done { .. })), "stored in the given store");
+    assert!(is_replay(&app.clone().oneshot(post(Some("switch"), "x")).await.unwrap()));
+    assert_eq!(app.oneshot(post(None, "x")).await.unwrap().status(), StatusCode::BAD_REQUEST, "the typed policy");
+    assert_eq!(h.calls(), 1);
+}
