@@ -351,6 +351,34 @@ impl Ticket {
         }
     }
 
+    /// The handle by which the handler completes this record in its own transaction.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn tx_completion(&self, stored_headers: Arc<[http::HeaderName]>) -> crate::TxCompletion {
+        crate::TxCompletion::new(self.hold.clone(), self.engine.settings.ttl, stored_headers)
+    }
+
+    /// Ends a claim whose record the handler completed in its own transaction: when the transaction committed
+    /// the record is done and there is nothing to release; when it rolled back the claim is still held, and is
+    /// released so a retry with the key executes again.
+    #[cfg(feature = "postgres")]
+    pub(crate) async fn after_transaction(mut self) {
+        self.armed = false;
+        match self.engine.settings.store.release(&self.hold).await {
+            Ok(false) => {
+                tracing::debug!(result = "stored", "idempotent result stored in the handler's transaction");
+                count("stored");
+            }
+            Ok(true) => {
+                tracing::info!(
+                    result = "released",
+                    "the handler's transaction did not commit the idempotency record; the claim was released, so a retry executes"
+                );
+                count("released");
+            }
+            Err(e) => self.ended(Err(e), Ended::Released),
+        }
+    }
+
     /// Whether this ticket's lease is renewed while its request runs.
     pub(crate) fn renews(&self) -> bool {
         self.engine.settings.renew_leases

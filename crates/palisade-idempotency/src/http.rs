@@ -58,7 +58,7 @@ struct HttpShared {
     engine: Arc<Engine>,
     methods: Vec<Method>,
     fingerprint_headers: Vec<HeaderName>,
-    stored_headers: Vec<HeaderName>,
+    stored_headers: Arc<[HeaderName]>,
     body_limit: usize,
     scope: Option<PartsScopeFn>,
     classify: StatusClassifyFn,
@@ -206,7 +206,7 @@ impl HttpIdempotencyLayerBuilder {
                 engine: Engine::new(self.settings),
                 methods: self.methods,
                 fingerprint_headers: self.fingerprint_headers,
-                stored_headers: stored,
+                stored_headers: stored.into(),
                 body_limit: self.body_limit,
                 scope: self.scope,
                 classify: self.classify,
@@ -317,7 +317,7 @@ fn fingerprint(parts: &http::request::Parts, headers: &[HeaderName], body: &[u8]
 
 /// Stored form: status (u16), header count (u16), each header as name length (u16), name, value length (u32),
 /// value; then the body. Binary, so any body (non-UTF-8 included) round-trips unchanged.
-fn encode(status: StatusCode, headers: &HeaderMap, keep: &[HeaderName], body: &[u8]) -> Bytes {
+pub(crate) fn encode(status: StatusCode, headers: &HeaderMap, keep: &[HeaderName], body: &[u8]) -> Bytes {
     let kept: Vec<(&HeaderName, &HeaderValue)> = headers.iter().filter(|(n, _)| keep.contains(n)).collect();
     let mut out = BytesMut::with_capacity(4 + body.len() + kept.len() * 48);
     out.put_u16(status.as_u16());
@@ -454,6 +454,12 @@ where
             };
             // Only a request that executes needs its gateway key (a replay or a refusal allocates nothing for it).
             parts.extensions.insert(GatewayKey(gateway_key_for(scope.as_deref(), &key)));
+            #[cfg(feature = "postgres")]
+            let tx_completion = {
+                let c = ticket.tx_completion(shared.stored_headers.clone());
+                parts.extensions.insert(c.clone());
+                c
+            };
             if let Err(e) = std::future::poll_fn(|cx| inner.poll_ready(cx)).await {
                 // The service never saw the request.
                 ticket.forget().await;
@@ -467,6 +473,13 @@ where
                     return Err(e);
                 }
             };
+            #[cfg(feature = "postgres")]
+            if tx_completion.used() {
+                // The handler completed the record in its own transaction: committed, it is done; rolled back,
+                // the claim is still held, and is released so a retry executes.
+                ticket.after_transaction().await;
+                return Ok(res);
+            }
             if not_executed(&res) {
                 // Refused before any effect: the key stays unused, so the real request can still use it.
                 ticket.forget().await;

@@ -75,6 +75,8 @@ mod error;
 mod http;
 mod layer;
 mod service;
+#[cfg(feature = "postgres")]
+pub mod transaction;
 
 pub use crate::http::{
     DEFAULT_STORED_HEADERS, FORBIDDEN_STORED_HEADERS, HttpIdempotencyLayer, HttpIdempotencyLayerBuilder,
@@ -88,9 +90,13 @@ pub use error::IdempotencyRejection;
 pub use layer::{Fingerprinted, IdempotencyLayer, IdempotencyLayerBuilder};
 /// The store vocabulary, from `palisade-store`: what the layer keeps its records in.
 pub use palisade_store::StoreError;
+#[cfg(feature = "postgres")]
+pub use palisade_store::lease::PostgresStore;
 #[cfg(feature = "redis")]
 pub use palisade_store::lease::RedisStore;
 pub use palisade_store::lease::{
     Claim, FencingToken, Fingerprint, Hold, LeaseStore, MemoryStore, Payload, Record, StoreFuture,
 };
 pub use service::{IdempotencyService, ResponseFuture};
+#[cfg(feature = "postgres")]
+pub use transaction::TxCompletion;

@@ -23,12 +23,14 @@
 mod answer;
 mod gateway;
 mod metrics;
+mod postgres;
 mod rng;
 mod spin;
 mod stall;
 pub use crate::answer::{Answer, AnswerFuture, Call, InstantGateway, TestGateway};
 pub use crate::gateway::{ChargeBuilder, captured, charge};
 pub use crate::metrics::{HistogramRecord, MetricsCapture};
+pub use crate::postgres::{DEFAULT_POSTGRES_URL, PostgresTest, postgres, postgres_required};
 pub use crate::rng::Rng;
 pub use crate::spin::{call_spinning, spin};
 pub use crate::stall::StallProxy;

@@ -75,6 +75,8 @@ pub use error::{SecretError, SignError, VerifyError};
 pub use key::Key;
 pub use layer::{DEFAULT_BODY_LIMIT, DEFAULT_LEASE, DEFAULT_RETENTION, WebhookLayer, WebhookLayerBuilder};
 /// The delivery store: the lease protocol of `palisade-store`.
+#[cfg(feature = "postgres")]
+pub use palisade_store::lease::PostgresStore;
 #[cfg(feature = "redis")]
 pub use palisade_store::lease::RedisStore;
 pub use palisade_store::lease::{LeaseStore, MemoryStore};

@@ -216,6 +216,41 @@ async fn redis_hundred_concurrent_deliveries_run_the_handler_once() {
     r.cleanup().await;
 }
 
+async fn postgres_store(name: &str) -> Option<(palisade_testkit::PostgresTest, palisade_webhook::PostgresStore)> {
+    let pg = palisade_testkit::postgres(name).await?;
+    let store = palisade_webhook::PostgresStore::new(pg.pool.clone()).with_prefix(&pg.prefix()).unwrap();
+    store.migrate().await.unwrap();
+    Some((pg, store))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_hundred_concurrent_deliveries_run_the_handler_once() {
+    let Some((pg, store)) = postgres_store("webhook_hundred").await else { return };
+    hundred_concurrent_deliveries_run_the_handler_once(store).await;
+    pg.cleanup().await;
+}
+
+#[tokio::test]
+async fn postgres_failed_handler_runs_again_on_redelivery() {
+    let Some((pg, store)) = postgres_store("webhook_failed").await else { return };
+    failed_handler_runs_again_on_redelivery(store).await;
+    pg.cleanup().await;
+}
+
+/// Delivery records on PostgreSQL outlive the process: a second layer on a new pool (a restarted instance)
+/// answers the redelivery of a handled event as a duplicate.
+#[tokio::test]
+async fn postgres_delivery_records_survive_a_new_pool() {
+    let Some((pg, store)) = postgres_store("webhook_restart").await else { return };
+    let h = Arc::new(Handler::default());
+    assert_eq!(app(store, h.clone()).oneshot(signed("msg_pg", NOW, b"{}")).await.unwrap().status(), StatusCode::OK);
+    let restarted = palisade_webhook::PostgresStore::connect(&pg.url).await.unwrap().with_prefix(&pg.prefix()).unwrap();
+    let again = app(restarted, h.clone()).oneshot(signed("msg_pg", NOW, b"{}")).await.unwrap();
+    assert_eq!(again.headers()[palisade_webhook::DUPLICATE_HEADER], "done");
+    assert_eq!(h.calls.load(Ordering::SeqCst), 1);
+    pg.cleanup().await;
+}
+
 #[tokio::test]
 async fn redis_failed_handler_runs_again_on_redelivery() {
     let Some(r) = palisade_testkit::redis("webhook_failed_handler").await else { return };

@@ -26,8 +26,9 @@
 //!   every third of it). The **TTL** bounds how long the record, and its stored answer, is kept.
 //! - Every operation is atomic on its own, across every process sharing the store.
 //!
-//! Backends: [`MemoryStore`] (one process; answers at once, see [`StoreFuture::now`]) and, behind the `redis`
-//! feature, [`RedisStore`] (Lua scripts, server time, hash-tagged keys). A new backend implements
+//! Backends: [`MemoryStore`] (one process; answers at once, see [`StoreFuture::now`]); behind the `redis`
+//! feature, `RedisStore` (Lua scripts, server time, hash-tagged keys); behind the `postgres` feature,
+//! `PostgresStore` (durable rows, one statement per operation, completion inside the caller's transaction). A new backend implements
 //! [`LeaseStore`] and runs the shared conformance tests in `palisade-idempotency/tests/common`.
 
 use std::any::Any;
@@ -42,11 +43,15 @@ use bytes::Bytes;
 pub use crate::error::StoreError;
 
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 #[cfg(feature = "redis")]
 mod redis;
 mod tasks;
 
 pub use memory::{DEFAULT_SHARDS, MemoryStore};
+#[cfg(feature = "postgres")]
+pub use postgres::{DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_POSTGRES_PREFIX, DEFAULT_PURGE_BATCH, PostgresStore};
 #[cfg(feature = "redis")]
 pub use redis::{DEFAULT_REDIS_PREFIX, RedisStore};
 pub use tasks::{ABANDON_FIRST_PAUSE, ABANDON_TRIES, abandon_in_background, beat_every, renewing};
