@@ -41,8 +41,14 @@ pub fn idempotency(store: impl LeaseStore) -> HttpIdempotencyLayer {
 /// `POST /v1/charges` behind the idempotency layer, and `GET /v1/_sim/ledger`; a malformed [`ACCOUNT_HEADER`]
 /// is refused (400) before anything else.
 pub fn router(sim: GatewaySim, store: impl LeaseStore) -> Router {
+    router_with_orders(sim, store, None)
+}
+
+/// [`router`], with the charges handler writing `orders` rows and completing the idempotency record in the same
+/// transaction when `orders` is given (the server on PostgreSQL: `store` must be the orders' `PostgresStore`).
+pub fn router_with_orders(sim: GatewaySim, store: impl LeaseStore, orders: Option<charges::Orders>) -> Router {
     Router::new()
-        .merge(charges::router(sim.clone(), idempotency(store)))
+        .merge(charges::router(sim.clone(), idempotency(store), orders))
         .merge(ledger::router(sim))
         .layer(middleware::from_fn(valid_account))
 }

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example server -- --addr 127.0.0.1:8080 [--redis redis://127.0.0.1:6379] [--latency-ms 50]
+//! cargo run --release --example server -- --postgres postgres://postgres@127.0.0.1:5432/postgres
 //! ```
 //!
 //! - `POST /v1/charges` with `Idempotency-Key` and `{"amount":"12.34","currency":"USD","source":"tok_visa",
@@ -13,6 +14,10 @@
 //! - `GET /v1/_sim/ledger`: what the simulated gateway really executed, as a JSON array.
 //! - `--latency-ms` sets the simulator's latency per gateway call, so concurrent duplicates really overlap.
 //! - `--redis URL` keeps idempotency records in Redis (shared by every instance), memory otherwise.
+//! - `--postgres URL` keeps them in PostgreSQL instead (durable: they survive a restart of the server and of the
+//!   database); the tables are created at start (`PostgresStore::migrate`, prefix `--postgres-prefix`), and each
+//!   captured charge writes an `orders` row in the same transaction that completes its idempotency record.
+//!   `--redis` and `--postgres` exclude each other.
 //! - `--header-timeout-ms` (the head, and an idle kept-alive connection), `--body-timeout-ms` (the whole body)
 //!   and `--max-connections` bound what slow or half-sent requests can hold (defaults 5 s, 10 s, 1024; see
 //!   docs/production-checklist.md).
@@ -27,8 +32,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::Parser;
-use palisade::idempotency::{LeaseStore, MemoryStore, RedisStore};
+use palisade::idempotency::{LeaseStore, MemoryStore, PostgresStore, RedisStore};
 use palisade::sim::{GatewaySim, Latency};
 
 /// Command-line interface. Other tools drive this server: keep these flags stable.
@@ -45,6 +51,13 @@ struct Args {
     /// are disjoint).
     #[arg(long, default_value = palisade::idempotency::defaults::DEFAULT_REDIS_PREFIX)]
     redis_prefix: String,
+    /// PostgreSQL URL for the idempotency and webhook delivery records, and the `orders` table (durable).
+    #[arg(long, conflicts_with = "redis")]
+    postgres: Option<String>,
+    /// Table prefix of the PostgreSQL store (default `palisade_`); `schema.palisade_` puts the store's tables and
+    /// `orders` in `schema`.
+    #[arg(long, requires = "postgres")]
+    postgres_prefix: Option<String>,
     /// Simulated gateway latency per call, in milliseconds.
     #[arg(long, default_value_t = 0)]
     latency_ms: u64,
@@ -66,14 +79,21 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let sim = GatewaySim::builder().latency(Latency::fixed(Duration::from_millis(args.latency_ms))).build();
     // One store for the idempotency records and the webhook deliveries.
-    let (store, store_name): (Arc<dyn LeaseStore>, String) = match &args.redis {
+    let (store, store_name, orders): (Arc<dyn LeaseStore>, String, _) = match (&args.redis, &args.postgres) {
         // Connects lazily and reconnects: the server starts even while Redis is down, answering 503 meanwhile.
-        Some(url) => {
-            (Arc::new(RedisStore::open(url)?.with_prefix(args.redis_prefix.clone())), format!("Redis at {url}"))
+        (Some(url), _) => {
+            (Arc::new(RedisStore::open(url)?.with_prefix(args.redis_prefix.clone())), format!("Redis at {url}"), None)
         }
-        None => (Arc::new(MemoryStore::new()), "memory".to_owned()),
+        (None, Some(url)) => {
+            let (store, orders) = postgres(url, args.postgres_prefix.as_deref()).await?;
+            (Arc::new(store), format!("PostgreSQL at {}", redact_password(url)), Some(orders))
+        }
+        (None, None) => (Arc::new(MemoryStore::new()), "memory".to_owned(), None),
     };
-    let app = app::router(sim.clone(), store.clone());
+    let app = match orders {
+        Some(orders) => app::router_with_orders(sim.clone(), store.clone(), Some(orders)),
+        None => app::router(sim.clone(), store.clone()),
+    };
     // webhook routes are merged here
     let app = app.merge(webhooks::router(store)?);
 
@@ -86,4 +106,31 @@ async fn main() -> anyhow::Result<()> {
     };
     serve::serve(listener, app, limits).await?;
     Ok(())
+}
+
+/// The PostgreSQL store (a lazy pool) with its tables migrated, and the `orders` table. Unlike Redis, the server
+/// does not start while PostgreSQL is unreachable: the schema must be in place before the first request.
+async fn postgres(url: &str, prefix: Option<&str>) -> anyhow::Result<(PostgresStore, charges::Orders)> {
+    let shown = redact_password(url);
+    let mut store = PostgresStore::open(url).with_context(|| format!("invalid PostgreSQL URL {shown}"))?;
+    if let Some(p) = prefix {
+        store = store.with_prefix(p)?;
+    }
+    store.migrate().await.with_context(|| {
+        format!(
+            "could not create the idempotency tables in PostgreSQL at {shown} (is it running, may this user CREATE?)"
+        )
+    })?;
+    let orders = charges::Orders::create(store.clone(), prefix).await?;
+    Ok((store, orders))
+}
+
+/// `url` with its password, if any, replaced by `***`, for messages.
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else { return url.to_owned() };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
 }
