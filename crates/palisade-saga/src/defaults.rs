@@ -1,0 +1,32 @@
+//! Defaults, each with its reason.
+
+use std::time::Duration;
+
+use palisade_core::backoff::{Backoff, Jitter};
+
+/// How long an orchestrator's ownership of a saga lasts without renewal: 10 s. The owner renews it every third
+/// of it while the saga runs, so the lease only bounds how long a crashed owner's sagas wait for recovery.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
+
+/// Attempts of a step's action: 3 (the first and two retries), as the retry layer's default: enough to ride out a
+/// network blip, few enough that a customer is not kept waiting.
+pub const DEFAULT_STEP_ATTEMPTS: u32 = 3;
+
+/// Waits between a step's attempts: 100 ms doubling to at most 2 s, full jitter.
+pub const DEFAULT_STEP_BACKOFF: Backoff =
+    Backoff { base: Duration::from_millis(100), max: Duration::from_secs(2), factor: 2.0, jitter: Jitter::Full };
+
+/// How long one attempt may take: 30 s, longer than any payment gateway's own timeout, so the gateway's answer
+/// (not this deadline) normally ends an attempt.
+pub const DEFAULT_STEP_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Attempts of a compensation: 5. Compensations try harder than steps: the alternative is money in an
+/// inconsistent state and a page.
+pub const DEFAULT_COMPENSATION_ATTEMPTS: u32 = 5;
+
+/// Waits between compensation attempts: 200 ms doubling to at most 10 s, full jitter (about 15 s in all).
+pub const DEFAULT_COMPENSATION_BACKOFF: Backoff =
+    Backoff { base: Duration::from_millis(200), max: Duration::from_secs(10), factor: 2.0, jitter: Jitter::Full };
+
+/// Most orphaned sagas one recovery pass takes over: 100.
+pub const DEFAULT_RECOVERY_BATCH: usize = 100;

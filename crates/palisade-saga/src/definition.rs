@@ -1,0 +1,290 @@
+//! A saga as data: named steps, each an async action with an optional compensation, in order, or in groups that
+//! run concurrently.
+
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use palisade_core::backoff::Backoff;
+use palisade_core::{IdempotencyKey, PaymentError};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::defaults::{
+    DEFAULT_COMPENSATION_ATTEMPTS, DEFAULT_COMPENSATION_BACKOFF, DEFAULT_STEP_ATTEMPTS, DEFAULT_STEP_BACKOFF,
+    DEFAULT_STEP_DEADLINE,
+};
+use crate::error::DefinitionError;
+
+/// What a saga's context must be: the orchestrator stores it in the log as JSON and hands it to every step.
+pub trait Context: Serialize + DeserializeOwned + Send + Sync + 'static {}
+impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> Context for T {}
+
+/// The key a step passes to the gateway as its idempotency key: derived from the saga id and the step name, so
+/// every attempt of the step, in any process, after any crash, sends the same key, and the gateway acts once.
+#[must_use]
+pub fn step_key(saga_id: &str, step: &str) -> IdempotencyKey {
+    derived("step", saga_id, step)
+}
+
+/// The key a step's compensation passes to the gateway (a refund, a void): its own, so it never collides with the
+/// step's.
+#[must_use]
+pub fn compensation_key(saga_id: &str, step: &str) -> IdempotencyKey {
+    derived("compensate", saga_id, step)
+}
+
+fn derived(role: &str, saga_id: &str, step: &str) -> IdempotencyKey {
+    let mut h = Sha256::new();
+    for part in [role, saga_id, step] {
+        // Length-delimited, so no two (saga, step) pairs give the same input.
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    let digest = hex::encode(&h.finalize()[..20]);
+    // "sg-" and 40 hex digits: always a valid key.
+    IdempotencyKey::new(format!("sg-{digest}")).unwrap_or_else(|_| unreachable!("hex is a valid key"))
+}
+
+/// What a step's action and compensation see.
+pub struct StepCx<C> {
+    pub(crate) saga_id: Arc<str>,
+    pub(crate) step: Arc<str>,
+    pub(crate) attempt: u32,
+    pub(crate) context: Arc<C>,
+    pub(crate) outputs: Arc<BTreeMap<String, Value>>,
+}
+
+impl<C> StepCx<C> {
+    /// The saga's id.
+    #[must_use]
+    pub fn saga_id(&self) -> &str {
+        &self.saga_id
+    }
+    /// This step's name.
+    #[must_use]
+    pub fn step(&self) -> &str {
+        &self.step
+    }
+    /// Which attempt this is (1-based; counting continues across a crash).
+    #[must_use]
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+    /// The saga's context.
+    #[must_use]
+    pub fn context(&self) -> &C {
+        &self.context
+    }
+    /// The output of an earlier step, read as `T`; `None` if it has not completed or is not a `T`.
+    #[must_use]
+    pub fn output<T: DeserializeOwned>(&self, step: &str) -> Option<T> {
+        self.outputs.get(step).and_then(|v| serde_json::from_value(v.clone()).ok())
+    }
+    /// This step's gateway idempotency key ([`step_key`]).
+    #[must_use]
+    pub fn key(&self) -> IdempotencyKey {
+        step_key(&self.saga_id, &self.step)
+    }
+    /// This step's compensation's gateway idempotency key ([`compensation_key`]).
+    #[must_use]
+    pub fn compensation_key(&self) -> IdempotencyKey {
+        compensation_key(&self.saga_id, &self.step)
+    }
+}
+
+pub(crate) type ActionFn<C> = Arc<dyn Fn(StepCx<C>) -> BoxFuture<'static, Result<Value, PaymentError>> + Send + Sync>;
+pub(crate) type CompensateFn<C> =
+    Arc<dyn Fn(StepCx<C>, Value) -> BoxFuture<'static, Result<(), PaymentError>> + Send + Sync>;
+
+/// One step: an action, an optional compensation that undoes it, and how both are retried.
+pub struct Step<C> {
+    pub(crate) name: Arc<str>,
+    pub(crate) action: ActionFn<C>,
+    pub(crate) compensation: Option<CompensateFn<C>>,
+    pub(crate) attempts: u32,
+    pub(crate) backoff: Backoff,
+    pub(crate) deadline: Duration,
+    pub(crate) compensation_attempts: u32,
+    pub(crate) compensation_backoff: Backoff,
+}
+
+impl<C: Context> Step<C> {
+    /// A step named `name` running `action`. The action's output is stored in the log (as JSON) and handed to
+    /// later steps ([`StepCx::output`]) and to this step's compensation. Its error is classified by
+    /// [`PaymentError::outcome`]: `Retriable` and `Unknown` are retried (with the same step key), `Terminal`
+    /// starts compensation.
+    ///
+    /// Defaults: [`DEFAULT_STEP_ATTEMPTS`] attempts, [`DEFAULT_STEP_BACKOFF`], [`DEFAULT_STEP_DEADLINE`] per
+    /// attempt, compensation [`DEFAULT_COMPENSATION_ATTEMPTS`] attempts with [`DEFAULT_COMPENSATION_BACKOFF`].
+    #[must_use]
+    pub fn new<F, Fut, T>(name: &str, action: F) -> Self
+    where
+        F: Fn(StepCx<C>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, PaymentError>> + Send + 'static,
+        T: Serialize,
+    {
+        let action: ActionFn<C> = Arc::new(move |cx| {
+            let fut = action(cx);
+            Box::pin(async move {
+                let out = fut.await?;
+                serde_json::to_value(out)
+                    .map_err(|e| PaymentError::invalid_request(format!("step output is not JSON: {e}")))
+            })
+        });
+        Step {
+            name: name.into(),
+            action,
+            compensation: None,
+            attempts: DEFAULT_STEP_ATTEMPTS,
+            backoff: DEFAULT_STEP_BACKOFF,
+            deadline: DEFAULT_STEP_DEADLINE,
+            compensation_attempts: DEFAULT_COMPENSATION_ATTEMPTS,
+            compensation_backoff: DEFAULT_COMPENSATION_BACKOFF,
+        }
+    }
+
+    /// What undoes the step: called with the step's output (`null` when the step's last attempt ended Unknown:
+    /// it may have acted, and the compensation must find out, for example by the step key). A compensation must
+    /// be idempotent: after a crash it may run again.
+    #[must_use]
+    pub fn compensate<F, Fut>(mut self, compensation: F) -> Self
+    where
+        F: Fn(StepCx<C>, Value) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), PaymentError>> + Send + 'static,
+    {
+        self.compensation = Some(Arc::new(move |cx, out| Box::pin(compensation(cx, out))));
+        self
+    }
+
+    /// Attempts of the action before it fails for good (at least 1).
+    #[must_use]
+    pub fn attempts(mut self, n: u32) -> Self {
+        self.attempts = n.max(1);
+        self
+    }
+
+    /// The waits between attempts (a `Retry-After` from the error is honoured when longer).
+    #[must_use]
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// How long one attempt (of the action or of the compensation) may take. An attempt past it is abandoned and
+    /// counts as Unknown (it may have acted): retried under the same key.
+    #[must_use]
+    pub fn deadline(mut self, d: Duration) -> Self {
+        self.deadline = d;
+        self
+    }
+
+    /// Attempts of the compensation before the saga ends in `FailedCompensation` (at least 1).
+    #[must_use]
+    pub fn compensation_attempts(mut self, n: u32) -> Self {
+        self.compensation_attempts = n.max(1);
+        self
+    }
+
+    /// The waits between compensation attempts.
+    #[must_use]
+    pub fn compensation_backoff(mut self, backoff: Backoff) -> Self {
+        self.compensation_backoff = backoff;
+        self
+    }
+}
+
+/// An element of a saga: one step, or steps that run concurrently and are compensated together.
+pub(crate) enum Node<C> {
+    Step(Step<C>),
+    Group(Vec<Step<C>>),
+}
+
+impl<C> Node<C> {
+    pub(crate) fn steps(&self) -> &[Step<C>] {
+        match self {
+            Node::Step(s) => std::slice::from_ref(s),
+            Node::Group(g) => g,
+        }
+    }
+}
+
+/// A saga definition: steps in order (and groups of concurrent steps), a name the log and recovery find it by,
+/// and a deadline for the whole saga.
+pub struct Saga<C> {
+    pub(crate) name: Arc<str>,
+    pub(crate) nodes: Vec<Node<C>>,
+    pub(crate) deadline: Option<Duration>,
+}
+
+impl<C: Context> Saga<C> {
+    /// Starts a definition named `name` (unique among the sagas an orchestrator runs).
+    pub fn builder(name: &str) -> SagaBuilder<C> {
+        SagaBuilder { name: name.into(), nodes: Vec::new(), deadline: None }
+    }
+}
+
+impl<C> Saga<C> {
+    /// The definition's name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Builds a [`Saga`].
+#[must_use]
+pub struct SagaBuilder<C> {
+    name: Arc<str>,
+    nodes: Vec<Node<C>>,
+    deadline: Option<Duration>,
+}
+
+impl<C: Context> SagaBuilder<C> {
+    /// Adds a step, run after the ones before it.
+    pub fn step(mut self, step: Step<C>) -> Self {
+        self.nodes.push(Node::Step(step));
+        self
+    }
+
+    /// Adds steps that run concurrently (after the ones before, before the ones after). If one fails for good,
+    /// the others finish, and every completed step of the group is compensated, concurrently.
+    pub fn parallel(mut self, steps: impl IntoIterator<Item = Step<C>>) -> Self {
+        self.nodes.push(Node::Group(steps.into_iter().collect()));
+        self
+    }
+
+    /// A deadline for the whole saga, counted from when an orchestrator starts (or resumes) running it: when it
+    /// passes before the steps are done, no further step starts and compensation begins. Default: none (each
+    /// step has its own deadline per attempt).
+    pub fn deadline(mut self, d: Duration) -> Self {
+        self.deadline = Some(d);
+        self
+    }
+
+    /// The definition.
+    ///
+    /// # Errors
+    /// [`DefinitionError`] for a saga without steps, an empty group, or two steps with one name.
+    pub fn build(self) -> Result<Saga<C>, DefinitionError> {
+        if self.nodes.is_empty() {
+            return Err(DefinitionError::NoSteps);
+        }
+        let mut seen = HashSet::new();
+        for node in &self.nodes {
+            if node.steps().is_empty() {
+                return Err(DefinitionError::EmptyGroup);
+            }
+            for s in node.steps() {
+                if !seen.insert(s.name.clone()) {
+                    return Err(DefinitionError::DuplicateStep(s.name.to_string()));
+                }
+            }
+        }
+        Ok(Saga { name: self.name, nodes: self.nodes, deadline: self.deadline })
+    }
+}

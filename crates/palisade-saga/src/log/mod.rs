@@ -1,0 +1,100 @@
+//! The saga log: where every transition is written, so a crash at any instant leaves a history a new owner can
+//! go on from.
+//!
+//! A saga has one **owner** at a time, holding a lease and a fencing token. Every write carries the token and is
+//! refused when it is not the current one, so a slow owner that lost its lease (it stalled, it was thought dead)
+//! cannot write after the owner that took over. Each operation is one atomic step of the backend (one round trip
+//! on Redis and PostgreSQL).
+//!
+//! Backends: [`MemoryLog`] (one process: tests, and sagas that need not survive the process), and behind
+//! features `RedisLog` (`redis`) and `PostgresLog` (`postgres`). A new backend implements [`SagaLog`] and runs
+//! the conformance scenarios in `tests/common`.
+
+use std::time::Duration;
+
+pub use palisade_store::StoreError;
+pub use palisade_store::lease::StoreFuture;
+
+use crate::model::{Event, SagaRecord, SagaState, SagaSummary};
+
+mod memory;
+
+pub use memory::MemoryLog;
+
+/// Atomic operations on saga records. Object safe: the orchestrator holds an `Arc<dyn SagaLog>`.
+pub trait SagaLog: Send + Sync + 'static {
+    /// Creates saga `id` (state `Running`, no events) owned by `owner` for `lease`, and returns the owner's
+    /// fencing token; `None` when a saga with this id exists (a saga id is used once).
+    fn create<'a>(
+        &'a self,
+        id: &'a str,
+        name: &'a str,
+        context: &'a serde_json::Value,
+        owner: &'a str,
+        lease: Duration,
+    ) -> StoreFuture<'a, Option<u64>>;
+
+    /// Appends `event` and sets the state to `state`, if `token` is the saga's current token; returns whether
+    /// it did (`false`: fenced, another owner took over). A terminal `state` also ends the lease.
+    fn append<'a>(&'a self, id: &'a str, token: u64, event: &'a Event, state: SagaState) -> StoreFuture<'a, bool>;
+
+    /// Extends the owner's lease to `lease` from now, if `token` is current and the saga is not terminal.
+    fn renew<'a>(&'a self, id: &'a str, token: u64, lease: Duration) -> StoreFuture<'a, bool>;
+
+    /// Takes saga `id` over for `owner` with a new, greater token, if its lease has ended (its owner died or
+    /// stalled) and it is not terminal; `None` otherwise. With `state`, only a saga in that state, whatever its
+    /// lease (a hand retry of a failed compensation, which has no owner).
+    fn take_over<'a>(
+        &'a self,
+        id: &'a str,
+        owner: &'a str,
+        lease: Duration,
+        state: Option<SagaState>,
+    ) -> StoreFuture<'a, Option<u64>>;
+
+    /// Ids of sagas that are not terminal and whose lease has ended: the ones recovery should take over.
+    fn orphans<'a>(&'a self, limit: usize) -> StoreFuture<'a, Vec<String>>;
+
+    /// A saga with its history.
+    fn get<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<SagaRecord>>;
+
+    /// Sagas, optionally only those in `state`, at most `limit`.
+    fn list<'a>(&'a self, state: Option<SagaState>, limit: usize) -> StoreFuture<'a, Vec<SagaSummary>>;
+}
+
+impl<T: SagaLog + ?Sized> SagaLog for std::sync::Arc<T> {
+    fn create<'a>(
+        &'a self,
+        id: &'a str,
+        name: &'a str,
+        context: &'a serde_json::Value,
+        owner: &'a str,
+        lease: Duration,
+    ) -> StoreFuture<'a, Option<u64>> {
+        (**self).create(id, name, context, owner, lease)
+    }
+    fn append<'a>(&'a self, id: &'a str, token: u64, event: &'a Event, state: SagaState) -> StoreFuture<'a, bool> {
+        (**self).append(id, token, event, state)
+    }
+    fn renew<'a>(&'a self, id: &'a str, token: u64, lease: Duration) -> StoreFuture<'a, bool> {
+        (**self).renew(id, token, lease)
+    }
+    fn take_over<'a>(
+        &'a self,
+        id: &'a str,
+        owner: &'a str,
+        lease: Duration,
+        state: Option<SagaState>,
+    ) -> StoreFuture<'a, Option<u64>> {
+        (**self).take_over(id, owner, lease, state)
+    }
+    fn orphans<'a>(&'a self, limit: usize) -> StoreFuture<'a, Vec<String>> {
+        (**self).orphans(limit)
+    }
+    fn get<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<SagaRecord>> {
+        (**self).get(id)
+    }
+    fn list<'a>(&'a self, state: Option<SagaState>, limit: usize) -> StoreFuture<'a, Vec<SagaSummary>> {
+        (**self).list(state, limit)
+    }
+}

@@ -1,0 +1,622 @@
+//! The orchestrator: runs sagas forward, compensates them backward, writes every transition around its effect,
+//! and takes over the sagas of owners that died.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::{BoxFuture, join_all};
+use palisade_core::{Outcome, PaymentError};
+use parking_lot::{Mutex, RwLock};
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::defaults::{DEFAULT_LEASE, DEFAULT_RECOVERY_BATCH};
+use crate::definition::{Context, Saga, Step, StepCx};
+use crate::error::SagaError;
+use crate::log::SagaLog;
+use crate::model::{Event, SagaRecord, SagaState, SagaSummary};
+
+/// How a saga run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SagaReport {
+    /// The saga's id.
+    pub id: String,
+    /// The definition's name.
+    pub name: String,
+    /// Where it ended: `Completed`, `Compensated` or `FailedCompensation`.
+    pub state: SagaState,
+    /// The outputs of the steps that completed, by step name.
+    pub outputs: BTreeMap<String, Value>,
+    /// The failure that began compensation (`Compensated`), or the compensation that failed
+    /// (`FailedCompensation`, as [`PaymentError::SagaCompensationFailed`]); `None` when `Completed`.
+    pub error: Option<PaymentError>,
+}
+
+/// Runs sagas against a [`SagaLog`]. Cheap to clone; clones share the definitions.
+///
+/// Every orchestrator has an **owner** name (default: host, process id and a random suffix); each saga it runs is
+/// leased to it ([`DEFAULT_LEASE`], renewed every third of it while the saga runs). When an owner dies, its sagas'
+/// leases end and any orchestrator's [`recover`](Self::recover) takes them over with a new fencing token and
+/// resumes them: a step that was started but not finished runs again under the same step key, and a compensation
+/// in progress goes on.
+#[derive(Clone)]
+pub struct Orchestrator {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Orchestrator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Orchestrator").field("owner", &self.inner.owner).field("lease", &self.inner.lease).finish()
+    }
+}
+
+pub(crate) struct Inner {
+    log: Arc<dyn SagaLog>,
+    owner: Arc<str>,
+    lease: Duration,
+    definitions: RwLock<HashMap<String, Arc<dyn Runnable>>>,
+    rng: Mutex<u64>,
+}
+
+impl Inner {
+    /// A number in [0, 1) for jitter (xorshift64*, seeded per orchestrator).
+    fn unit(&self) -> f64 {
+        let mut s = self.rng.lock();
+        *s ^= *s >> 12;
+        *s ^= *s << 25;
+        *s ^= *s >> 27;
+        (s.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Builds an [`Orchestrator`].
+#[must_use]
+pub struct OrchestratorBuilder {
+    log: Arc<dyn SagaLog>,
+    owner: Option<String>,
+    lease: Duration,
+}
+
+impl OrchestratorBuilder {
+    /// The owner name this orchestrator writes into the sagas it runs (default: `<host>-<pid>-<random>`). Two live
+    /// orchestrators must not share one.
+    pub fn owner(mut self, owner: impl Into<String>) -> Self {
+        self.owner = Some(owner.into());
+        self
+    }
+
+    /// How long a saga stays owned without renewal (default [`DEFAULT_LEASE`]): how long a dead owner's sagas
+    /// wait before recovery can take them over.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease.max(Duration::from_millis(3));
+        self
+    }
+
+    /// The orchestrator.
+    pub fn build(self) -> Orchestrator {
+        let seed = {
+            use std::hash::{BuildHasher, Hasher};
+            std::hash::RandomState::new().build_hasher().finish() | 1
+        };
+        let owner = self.owner.unwrap_or_else(|| {
+            let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".to_owned());
+            format!("{host}-{}-{:06x}", std::process::id(), seed & 0xff_ffff)
+        });
+        Orchestrator {
+            inner: Arc::new(Inner {
+                log: self.log,
+                owner: owner.into(),
+                lease: self.lease,
+                definitions: RwLock::new(HashMap::new()),
+                rng: Mutex::new(seed),
+            }),
+        }
+    }
+}
+
+impl Orchestrator {
+    /// Starts building an orchestrator on `log`.
+    pub fn builder(log: impl SagaLog) -> OrchestratorBuilder {
+        OrchestratorBuilder { log: Arc::new(log), owner: None, lease: DEFAULT_LEASE }
+    }
+
+    /// This orchestrator's owner name.
+    #[must_use]
+    pub fn owner(&self) -> &str {
+        &self.inner.owner
+    }
+
+    /// The log.
+    #[must_use]
+    pub fn log(&self) -> &Arc<dyn SagaLog> {
+        &self.inner.log
+    }
+
+    /// Registers a definition (replacing one of the same name), so that recovery can resume sagas of it, and
+    /// returns it for [`start`](Self::start). Every orchestrator that may recover a saga must register its
+    /// definition.
+    pub fn register<C: Context>(&self, saga: Saga<C>) -> Arc<Saga<C>> {
+        let saga = Arc::new(saga);
+        self.inner.definitions.write().insert(saga.name.to_string(), saga.clone());
+        saga
+    }
+
+    /// Starts saga `id` of `saga` with `context` and runs it to its end: `Completed`, or `Compensated` after a
+    /// step failed for good, or `FailedCompensation`. The saga is written to the log before its first step runs.
+    ///
+    /// # Errors
+    /// [`SagaError::AlreadyExists`] when the id was used; [`SagaError::Log`] when the log fails (the saga then
+    /// stays where its log says, for recovery); [`SagaError::Fenced`] when another owner took it over.
+    pub async fn start<C: Context>(&self, saga: &Arc<Saga<C>>, id: &str, context: C) -> Result<SagaReport, SagaError> {
+        if !self.inner.definitions.read().contains_key(saga.name.as_ref()) {
+            self.inner.definitions.write().insert(saga.name.to_string(), saga.clone());
+        }
+        let json = serde_json::to_value(&context).map_err(|e| SagaError::Context(e.to_string()))?;
+        let inner = &self.inner;
+        let Some(token) = inner.log.create(id, &saga.name, &json, &inner.owner, inner.lease).await? else {
+            return Err(SagaError::AlreadyExists(id.to_owned()));
+        };
+        count_started(&saga.name);
+        Run::new(saga.clone(), inner.clone(), id, token, Arc::new(context), &[], SagaState::Running).drive().await
+    }
+
+    /// Takes saga `id` over if its owner's lease has ended (the owner died or stalled) and runs it on from where
+    /// its log says. `None` when it is not free (alive elsewhere, terminal, or unknown).
+    ///
+    /// # Errors
+    /// As [`start`](Self::start); [`SagaError::UnknownDefinition`] when its definition is not registered here.
+    pub async fn resume(&self, id: &str) -> Result<Option<SagaReport>, SagaError> {
+        let inner = &self.inner;
+        let Some(token) = inner.log.take_over(id, &inner.owner, inner.lease, None).await? else { return Ok(None) };
+        tracing::info!(saga_id = id, owner = %inner.owner, token, "saga taken over; resuming from its log");
+        count_event("taken_over");
+        self.run_owned(id, token).await.map(Some)
+    }
+
+    /// Tries again the compensation of a saga in `FailedCompensation` (after the cause was fixed): compensation
+    /// goes on from the step that failed.
+    ///
+    /// # Errors
+    /// [`SagaError::WrongState`] when the saga is not in `FailedCompensation`; as [`start`](Self::start).
+    pub async fn retry_compensation(&self, id: &str) -> Result<SagaReport, SagaError> {
+        let inner = &self.inner;
+        let want = SagaState::FailedCompensation;
+        let Some(token) = inner.log.take_over(id, &inner.owner, inner.lease, Some(want)).await? else {
+            return match inner.log.get(id).await? {
+                None => Err(SagaError::NotFound(id.to_owned())),
+                Some(r) => Err(SagaError::WrongState { id: id.to_owned(), state: r.state, wanted: want }),
+            };
+        };
+        if !inner.log.append(id, token, &Event::CompensationRetried, SagaState::Compensating).await? {
+            return Err(SagaError::Fenced(id.to_owned()));
+        }
+        tracing::warn!(saga_id = id, "compensation retried by hand");
+        self.run_owned(id, token).await
+    }
+
+    async fn run_owned(&self, id: &str, token: u64) -> Result<SagaReport, SagaError> {
+        let inner = &self.inner;
+        let record = inner.log.get(id).await?.ok_or_else(|| SagaError::NotFound(id.to_owned()))?;
+        let def = inner.definitions.read().get(&record.name).cloned();
+        let Some(def) = def else { return Err(SagaError::UnknownDefinition(record.name)) };
+        def.run(inner.clone(), record, token).await
+    }
+
+    /// One recovery pass: takes over every orphaned saga (not terminal, lease ended; at most
+    /// [`DEFAULT_RECOVERY_BATCH`]) and runs them concurrently to their end. Several orchestrators may recover at
+    /// once: each saga is taken over by one (the take-over is atomic) and resumed once.
+    ///
+    /// # Errors
+    /// [`SagaError::Log`] when the orphans cannot be listed; each saga's own result is in the list.
+    pub async fn recover(&self) -> Result<Vec<Result<SagaReport, SagaError>>, SagaError> {
+        let ids = self.inner.log.orphans(DEFAULT_RECOVERY_BATCH).await?;
+        let runs = ids.iter().map(|id| self.resume(id));
+        Ok(join_all(runs).await.into_iter().filter_map(Result::transpose).collect())
+    }
+
+    /// Runs [`recover`](Self::recover) every `every` until the handle is aborted; failures are logged.
+    pub fn spawn_recovery(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match me.recover().await {
+                    Ok(done) => {
+                        for r in done.iter().filter_map(|r| r.as_ref().err()) {
+                            tracing::warn!(error = %r, "a recovered saga stopped before its end");
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "saga recovery could not list orphaned sagas"),
+                }
+            }
+        })
+    }
+
+    /// A saga and its history.
+    ///
+    /// # Errors
+    /// [`SagaError::Log`].
+    pub async fn get(&self, id: &str) -> Result<Option<SagaRecord>, SagaError> {
+        Ok(self.inner.log.get(id).await?)
+    }
+
+    /// Sagas, optionally only in `state`.
+    ///
+    /// # Errors
+    /// [`SagaError::Log`].
+    pub async fn list(&self, state: Option<SagaState>, limit: usize) -> Result<Vec<SagaSummary>, SagaError> {
+        Ok(self.inner.log.list(state, limit).await?)
+    }
+}
+
+/// A definition with its context type erased, so the registry can resume a saga knowing only its name.
+pub(crate) trait Runnable: Send + Sync {
+    fn run(
+        self: Arc<Self>,
+        inner: Arc<Inner>,
+        record: SagaRecord,
+        token: u64,
+    ) -> BoxFuture<'static, Result<SagaReport, SagaError>>;
+}
+
+impl<C: Context> Runnable for Saga<C> {
+    fn run(
+        self: Arc<Self>,
+        inner: Arc<Inner>,
+        record: SagaRecord,
+        token: u64,
+    ) -> BoxFuture<'static, Result<SagaReport, SagaError>> {
+        Box::pin(async move {
+            let context: C = serde_json::from_value(record.context.clone())
+                .map_err(|e| SagaError::Context(format!("saga {}: {e}", record.id)))?;
+            Run::new(self, inner, &record.id, token, Arc::new(context), &record.events, record.state).drive().await
+        })
+    }
+}
+
+/// What a saga's history says has happened.
+#[derive(Default)]
+struct Progress {
+    outputs: BTreeMap<String, Value>,
+    /// The last attempt started, per step.
+    attempts: HashMap<String, u32>,
+    /// Steps whose last attempt ended Unknown: they may have acted, so they are compensated (with `null`).
+    maybe_acted: HashSet<String>,
+    /// The failure that began compensation.
+    failure: Option<PaymentError>,
+    compensated: HashSet<String>,
+    compensation_attempts: HashMap<String, u32>,
+}
+
+impl Progress {
+    fn replay(events: &[Event]) -> Progress {
+        let mut p = Progress::default();
+        for e in events {
+            match e {
+                Event::StepStarted { step, attempt } => {
+                    p.attempts.insert(step.clone(), *attempt);
+                }
+                Event::StepDone { step, output } => {
+                    p.outputs.insert(step.clone(), output.clone());
+                }
+                Event::StepFailed { step, error, outcome, last: true } => {
+                    if *outcome == palisade_core::OutcomeClass::Unknown {
+                        p.maybe_acted.insert(step.clone());
+                    }
+                    p.failure.get_or_insert_with(|| error.clone());
+                }
+                Event::CompensationStarted { step, attempt } => {
+                    p.compensation_attempts.insert(step.clone(), *attempt);
+                }
+                Event::CompensationDone { step } => {
+                    p.compensated.insert(step.clone());
+                }
+                Event::CompensationRetried => p.compensation_attempts.clear(),
+                _ => {}
+            }
+        }
+        p
+    }
+}
+
+/// How a step ended for good without an output.
+struct StepFailure {
+    step: String,
+    error: PaymentError,
+    maybe_acted: bool,
+}
+
+/// One owner's run of one saga.
+struct Run<C> {
+    saga: Arc<Saga<C>>,
+    inner: Arc<Inner>,
+    id: Arc<str>,
+    token: u64,
+    context: Arc<C>,
+    progress: Progress,
+    state: SagaState,
+}
+
+impl<C: Context> Run<C> {
+    fn new(
+        saga: Arc<Saga<C>>,
+        inner: Arc<Inner>,
+        id: &str,
+        token: u64,
+        context: Arc<C>,
+        events: &[Event],
+        state: SagaState,
+    ) -> Self {
+        Run { saga, inner, id: id.into(), token, context, progress: Progress::replay(events), state }
+    }
+
+    /// Runs the saga to a terminal state while renewing its lease; stops at once when fenced.
+    async fn drive(mut self) -> Result<SagaReport, SagaError> {
+        let (log, id, token, lease) = (self.inner.log.clone(), self.id.clone(), self.token, self.inner.lease);
+        let beat = async move {
+            let every = palisade_store::lease::beat_every(lease);
+            let mut tick = tokio::time::interval_at(Instant::now() + every, every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match log.renew(&id, token, lease).await {
+                    Ok(true) => {}
+                    Ok(false) => return SagaError::Fenced(id.to_string()),
+                    Err(e) => {
+                        tracing::warn!(saga_id = %id, error = %e, "could not renew the saga's lease; trying again")
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            biased;
+            done = self.advance() => done,
+            fenced = beat => {
+                tracing::warn!(saga_id = %self.id, "saga taken over by another owner; this one stops");
+                Err(fenced)
+            }
+        }
+    }
+
+    async fn write(&self, event: Event, state: SagaState) -> Result<(), SagaError> {
+        if self.inner.log.append(&self.id, self.token, &event, state).await? {
+            Ok(())
+        } else {
+            Err(SagaError::Fenced(self.id.to_string()))
+        }
+    }
+
+    fn cx(&self, step: &Step<C>, attempt: u32, outputs: &Arc<BTreeMap<String, Value>>) -> StepCx<C> {
+        StepCx {
+            saga_id: self.id.clone(),
+            step: step.name.clone(),
+            attempt,
+            context: self.context.clone(),
+            outputs: outputs.clone(),
+        }
+    }
+
+    async fn advance(&mut self) -> Result<SagaReport, SagaError> {
+        let started = Instant::now();
+        if self.state == SagaState::Running {
+            let saga = self.saga.clone();
+            for node in &saga.nodes {
+                let todo: Vec<&Step<C>> =
+                    node.steps().iter().filter(|s| !self.progress.outputs.contains_key(s.name.as_ref())).collect();
+                if todo.is_empty() {
+                    continue;
+                }
+                if saga.deadline.is_some_and(|d| started.elapsed() >= d) {
+                    let e = PaymentError::GatewayTimeout { message: "the saga's deadline passed".into() };
+                    self.progress.failure.get_or_insert(e);
+                    self.begin_compensation("the saga's deadline passed").await?;
+                    break;
+                }
+                let outputs = Arc::new(self.progress.outputs.clone());
+                let results = join_all(todo.iter().map(|s| self.run_step(s, &outputs))).await;
+                let mut failed = false;
+                for r in results {
+                    match r? {
+                        Ok((step, out)) => {
+                            self.progress.outputs.insert(step, out);
+                        }
+                        Err(f) => {
+                            if f.maybe_acted {
+                                self.progress.maybe_acted.insert(f.step.clone());
+                            }
+                            tracing::warn!(saga_id = %self.id, step = %f.step, error = %f.error, "saga step failed for good; compensating");
+                            self.progress.failure.get_or_insert(f.error);
+                            failed = true;
+                        }
+                    }
+                }
+                if failed {
+                    self.begin_compensation("a step failed for good").await?;
+                    break;
+                }
+            }
+            if self.state == SagaState::Running {
+                return self.finish(SagaState::Completed, None).await;
+            }
+        }
+        if self.state == SagaState::Compensating {
+            return self.compensate_all().await;
+        }
+        // Terminal already (a resumed saga that had finished): report what the log says.
+        Ok(self.report(None))
+    }
+
+    async fn begin_compensation(&mut self, reason: &str) -> Result<(), SagaError> {
+        self.write(Event::CompensationBegun { reason: reason.to_owned() }, SagaState::Compensating).await?;
+        self.state = SagaState::Compensating;
+        Ok(())
+    }
+
+    /// Runs a step's attempts until one succeeds or the step fails for good; every attempt's start is written
+    /// before it runs, its end after.
+    async fn run_step(
+        &self,
+        step: &Step<C>,
+        outputs: &Arc<BTreeMap<String, Value>>,
+    ) -> Result<Result<(String, Value), StepFailure>, SagaError> {
+        let name = step.name.to_string();
+        // Attempts count on from the log: a step resumed after a crash runs at least once more, then retries only
+        // while its budget lasts.
+        let mut attempt = self.progress.attempts.get(&name).copied().unwrap_or(0);
+        let mut previous = None;
+        loop {
+            attempt += 1;
+            self.write(Event::StepStarted { step: name.clone(), attempt }, SagaState::Running).await?;
+            let run = (step.action)(self.cx(step, attempt, outputs));
+            let result = match tokio::time::timeout(step.deadline, run).await {
+                Ok(r) => r,
+                Err(_) => Err(PaymentError::GatewayTimeout { message: "the step's deadline passed".into() }),
+            };
+            let error = match result {
+                Ok(out) => {
+                    self.write(Event::StepDone { step: name.clone(), output: out.clone() }, SagaState::Running).await?;
+                    return Ok(Ok((name, out)));
+                }
+                Err(e) => e,
+            };
+            let outcome = error.outcome();
+            let retry = !matches!(outcome, Outcome::Success | Outcome::Terminal) && attempt < step.attempts;
+            let last = !retry;
+            let failed = Event::StepFailed { step: name.clone(), error: error.clone(), outcome: outcome.class(), last };
+            self.write(failed, SagaState::Running).await?;
+            if last {
+                return Ok(Err(StepFailure { step: name, error, maybe_acted: outcome == Outcome::Unknown }));
+            }
+            let wait = step.backoff.delay(attempt - 1, previous, self.inner.unit());
+            let wait = error.retry_after().map_or(wait, |hint| wait.max(hint));
+            previous = Some(wait);
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Compensates every completed step (and every step that may have acted), last first; the steps of a group
+    /// together.
+    async fn compensate_all(&mut self) -> Result<SagaReport, SagaError> {
+        let saga = self.saga.clone();
+        let outputs = Arc::new(self.progress.outputs.clone());
+        for node in saga.nodes.iter().rev() {
+            let todo: Vec<(&Step<C>, Value)> = node
+                .steps()
+                .iter()
+                .filter(|s| s.compensation.is_some() && !self.progress.compensated.contains(s.name.as_ref()))
+                .filter_map(|s| match self.progress.outputs.get(s.name.as_ref()) {
+                    Some(out) => Some((s, out.clone())),
+                    None => self.progress.maybe_acted.contains(s.name.as_ref()).then_some((s, Value::Null)),
+                })
+                .collect();
+            let results = join_all(todo.iter().map(|(s, out)| self.compensate_step(s, out.clone(), &outputs))).await;
+            let mut failure = None;
+            for r in results {
+                match r? {
+                    Ok(step) => {
+                        self.progress.compensated.insert(step);
+                    }
+                    Err((step, e)) => {
+                        failure.get_or_insert((step, e));
+                    }
+                }
+            }
+            if let Some((step, e)) = failure {
+                let error =
+                    PaymentError::SagaCompensationFailed { step: step.as_str().into(), message: e.to_string().into() };
+                tracing::error!(
+                    saga_id = %self.id,
+                    saga = %saga.name,
+                    step,
+                    error = %e,
+                    "saga compensation failed after its retries: money may be in an inconsistent state; fix the cause, then retry the compensation (Orchestrator::retry_compensation, `palisade saga retry-compensation`)"
+                );
+                return self.finish(SagaState::FailedCompensation, Some(error)).await;
+            }
+        }
+        let failure = self.progress.failure.clone();
+        self.finish(SagaState::Compensated, failure).await
+    }
+
+    async fn compensate_step(
+        &self,
+        step: &Step<C>,
+        output: Value,
+        outputs: &Arc<BTreeMap<String, Value>>,
+    ) -> Result<Result<String, (String, PaymentError)>, SagaError> {
+        let name = step.name.to_string();
+        let Some(compensation) = &step.compensation else { return Ok(Ok(name)) };
+        let mut attempt = self.progress.compensation_attempts.get(&name).copied().unwrap_or(0);
+        let first = attempt;
+        let mut previous = None;
+        loop {
+            attempt += 1;
+            self.write(Event::CompensationStarted { step: name.clone(), attempt }, SagaState::Compensating).await?;
+            let run = compensation(self.cx(step, attempt, outputs), output.clone());
+            let result = match tokio::time::timeout(step.deadline, run).await {
+                Ok(r) => r,
+                Err(_) => Err(PaymentError::GatewayTimeout { message: "the compensation's deadline passed".into() }),
+            };
+            let error = match result {
+                Ok(()) => {
+                    self.write(Event::CompensationDone { step: name.clone() }, SagaState::Compensating).await?;
+                    return Ok(Ok(name));
+                }
+                Err(e) => e,
+            };
+            let last = attempt - first >= step.compensation_attempts;
+            let failed = Event::CompensationFailed { step: name.clone(), error: error.clone(), last };
+            self.write(failed, SagaState::Compensating).await?;
+            if last {
+                return Ok(Err((name, error)));
+            }
+            let wait = step.compensation_backoff.delay(attempt - first - 1, previous, self.inner.unit());
+            previous = Some(wait);
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    async fn finish(&mut self, state: SagaState, error: Option<PaymentError>) -> Result<SagaReport, SagaError> {
+        self.write(Event::Finished { state }, state).await?;
+        self.state = state;
+        count_finished(&self.saga.name, state);
+        tracing::info!(saga_id = %self.id, saga = %self.saga.name, state = state.as_str(), "saga finished");
+        Ok(self.report(error))
+    }
+
+    fn report(&self, error: Option<PaymentError>) -> SagaReport {
+        SagaReport {
+            id: self.id.to_string(),
+            name: self.saga.name.to_string(),
+            state: self.state,
+            outputs: self.progress.outputs.clone(),
+            error: error
+                .or_else(|| (self.state != SagaState::Completed).then(|| self.progress.failure.clone()).flatten()),
+        }
+    }
+}
+
+fn count_started(name: &str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!("palisade_saga_started_total", "saga" => name.to_owned()).increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = name;
+}
+
+fn count_finished(name: &str, state: SagaState) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!("palisade_saga_finished_total", "saga" => name.to_owned(), "state" => state.as_str())
+        .increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = (name, state);
+}
+
+fn count_event(what: &'static str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!("palisade_saga_events_total", "event" => what).increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = what;
+}

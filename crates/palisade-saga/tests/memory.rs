@@ -1,0 +1,304 @@
+//! The saga orchestrator on the memory log, under paused time: the happy path, retries, reverse-order
+//! compensation, failed compensations and their retry, crashes at every boundary with recovery, fencing,
+//! concurrent recovery, parallel groups and deadlines.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::*;
+use palisade_core::{Operation, PaymentError};
+use palisade_saga::{Event, MemoryLog, Orchestrator, Saga, SagaLog, SagaState, Step, step_key};
+use palisade_sim::Fault;
+
+const LEASE: Duration = Duration::from_secs(10);
+
+fn advance() -> impl Fn(Duration) -> futures_util::future::BoxFuture<'static, ()> {
+    |d| Box::pin(tokio::time::advance(d))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_checkout_completes_and_each_step_sees_the_ones_before() {
+    let (log, world) = (MemoryLog::new(), World::new());
+    let o = Orchestrator::builder(log.clone()).build();
+    let saga = o.register(checkout_saga(&world));
+    let report = o.start(&saga, "order-1", checkout("order-1")).await.unwrap();
+    assert_eq!(report.state, SagaState::Completed);
+    assert_eq!(report.error, None);
+    assert_eq!(report.outputs["ship"], "ship-order-1");
+    assert_eq!(world.ledger("order-1", Operation::Authorize), 1);
+    assert_eq!(world.ledger("order-1", Operation::Capture), 1);
+    // The gateway saw the step keys: the same for the same saga and step, wherever it runs.
+    let keys: Vec<_> = world.sim.entries_for("order-1").into_iter().filter_map(|e| e.gateway_key).collect();
+    assert_eq!(keys, [step_key("order-1", "authorize").to_string(), step_key("order-1", "capture").to_string()]);
+    // Every start was logged before its end.
+    let record = log.get("order-1").await.unwrap().unwrap();
+    let mut open = None;
+    for e in &record.events {
+        match e {
+            Event::StepStarted { step, .. } => assert!(open.replace(step.clone()).is_none(), "one step at a time"),
+            Event::StepDone { step, .. } => assert_eq!(open.take().as_deref(), Some(step.as_str())),
+            _ => {}
+        }
+    }
+    assert_eq!(record.owner, None);
+    assert!(matches!(
+        o.start(&saga, "order-1", checkout("order-1")).await,
+        Err(palisade_saga::SagaError::AlreadyExists(_))
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_network_errors_are_retried_with_the_same_key_and_the_saga_completes() {
+    let (log, world) = (MemoryLog::new(), World::new());
+    world.sim.script(Operation::Authorize, [Fault::FailBeforeCommit, Fault::FailAfterCommit]);
+    let o = Orchestrator::builder(log.clone()).build();
+    let saga = o.register(checkout_saga(&world));
+    let report = o.start(&saga, "order-2", checkout("order-2")).await.unwrap();
+    assert_eq!(report.state, SagaState::Completed);
+    assert_eq!(world.calls_of("authorize"), 3, "two failures, then the answer");
+    assert_eq!(world.ledger("order-2", Operation::Authorize), 1, "the lost answer's authorization is the one kept");
+    let record = log.get("order-2").await.unwrap().unwrap();
+    let failures = record.events.iter().filter(|e| matches!(e, Event::StepFailed { last: false, .. })).count();
+    assert_eq!(failures, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_shipment_refunds_the_capture_and_releases_the_stock_in_reverse_order() {
+    compensates_in_reverse_order(MemoryLog::new()).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_declined_authorization_releases_the_stock_and_is_not_compensated_itself() {
+    let (log, world) = (MemoryLog::new(), World::new());
+    let o = Orchestrator::builder(log.clone()).build();
+    let saga = o.register(checkout_saga(&world));
+    let mut ctx = checkout("order-3");
+    ctx.token = "tok_chargeDeclined".into();
+    let report = o.start(&saga, "order-3", ctx).await.unwrap();
+    assert_eq!(report.state, SagaState::Compensated, "a decline is never FailedCompensation");
+    assert_eq!(world.calls_of("authorize"), 1, "a decline is not retried");
+    let record = log.get("order-3").await.unwrap().unwrap();
+    assert_eq!(compensated(&record.events), ["reserve"]);
+    assert_eq!(world.held("mug"), 0);
+    assert_eq!(world.voids.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_capture_that_fails_for_good_voids_the_authorization() {
+    let (log, world) = (MemoryLog::new(), World::new());
+    world.sim.script(Operation::Capture, [Fault::FailBeforeCommit; 3]);
+    let o = Orchestrator::builder(log.clone()).build();
+    let saga = o.register(checkout_saga(&world));
+    let report = o.start(&saga, "order-4", checkout("order-4")).await.unwrap();
+    assert_eq!(report.state, SagaState::Compensated);
+    assert_eq!(world.calls_of("capture"), 3, "retried up to its attempts");
+    assert_eq!(world.voids.load(Ordering::SeqCst), 1, "an authorization is voided");
+    assert_eq!(world.ledger("order-4", Operation::Void), 1);
+    assert_eq!(world.ledger("order-4", Operation::Refund), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_compensation_that_keeps_failing_ends_in_failed_compensation_and_can_be_retried() {
+    let (log, world) = (MemoryLog::new(), World::new());
+    world.ship_fails.store(true, Ordering::SeqCst);
+    world.refunds_fail.store(usize::MAX, Ordering::SeqCst);
+    let o = Orchestrator::builder(log.clone()).build();
+    let saga = o.register(checkout_saga(&world));
+    let report = o.start(&saga, "order-5", checkout("order-5")).await.unwrap();
+    assert_eq!(report.state, SagaState::FailedCompensation);
+    assert!(matches!(report.error, Some(PaymentError::SagaCompensationFailed { .. })), "{:?}", report.error);
+    assert_eq!(world.held("mug"), 1, "compensation stopped at the refund: earlier steps are not undone yet");
+    let listed = o.list(Some(SagaState::FailedCompensation), 10).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    let record = log.get("order-5").await.unwrap().unwrap();
+    let refund_tries = record
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::CompensationStarted { step, .. } if step == "capture"))
+        .count();
+    assert_eq!(refund_tries, palisade_saga::defaults::DEFAULT_COMPENSATION_ATTEMPTS as usize);
+
+    // Retrying before the cause is fixed fails again, and is allowed again.
+    world.refunds_fail.store(0, Ordering::SeqCst);
+    let retried = o.retry_compensation("order-5").await.unwrap();
+    assert_eq!(retried.state, SagaState::Compensated);
+    assert_eq!(world.ledger("order-5", Operation::Refund), 1);
+    assert_eq!(world.held("mug"), 0);
+    assert!(matches!(
+        o.retry_compensation("order-5").await,
+        Err(palisade_saga::SagaError::WrongState { state: SagaState::Compensated, .. })
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_at_any_boundary_is_recovered_with_each_effect_once() {
+    crash_at_every_boundary(MemoryLog::new(), LEASE, advance()).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_live_owner_keeps_its_saga_and_a_dead_owner_s_late_writes_are_refused() {
+    let (log, world) = (MemoryLog::new(), World::new());
+    *world.crash.lock() = Some(("capture".into(), Crash::BeforeEffect));
+    let first = Orchestrator::builder(log.clone()).owner("first").lease(LEASE).build();
+    let saga = first.register(checkout_saga(&world));
+    let running = tokio::spawn({
+        let (first, saga) = (first.clone(), saga.clone());
+        async move { first.start(&saga, "order-6", checkout("order-6")).await }
+    });
+    world.crashed.notified().await;
+    // Alive (stuck in a step, but renewing): nobody may take it over, for two and a half leases (within the
+    // step's own 30 s deadline). Time moves a second at a time, so the heartbeat runs as it would.
+    for _ in 0..25 {
+        tokio::time::advance(Duration::from_secs(1)).await;
+    }
+    let second = Orchestrator::builder(log.clone()).owner("second").lease(LEASE).build();
+    second.register(checkout_saga(&world));
+    assert!(second.recover().await.unwrap().is_empty(), "a live owner's saga is not an orphan");
+    running.abort();
+    let _ = running.await;
+    let stale = log.get("order-6").await.unwrap().unwrap().token;
+    tokio::time::advance(LEASE).await;
+    let report = second.resume("order-6").await.unwrap().unwrap();
+    assert_eq!(report.state, SagaState::Completed);
+    // The first owner's token no longer writes.
+    let late = Event::StepDone { step: "capture".into(), output: serde_json::json!("late") };
+    assert!(!log.append("order-6", stale, &late, SagaState::Running).await.unwrap());
+    assert!(!log.renew("order-6", stale, LEASE).await.unwrap());
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_recovery_workers_resume_a_saga_once() {
+    let (log, world) = (MemoryLog::new(), World::new());
+    *world.crash.lock() = Some(("authorize".into(), Crash::AfterEffect));
+    let first = Orchestrator::builder(log.clone()).owner("first").lease(LEASE).build();
+    let saga = first.register(checkout_saga(&world));
+    let running = tokio::spawn(async move { first.start(&saga, "order-7", checkout("order-7")).await });
+    world.crashed.notified().await;
+    running.abort();
+    let _ = running.await;
+    tokio::time::advance(LEASE).await;
+    let workers: Vec<Orchestrator> = (0..4)
+        .map(|i| {
+            let o = Orchestrator::builder(log.clone()).owner(format!("worker-{i}")).lease(LEASE).build();
+            o.register(checkout_saga(&world));
+            o
+        })
+        .collect();
+    let passes = futures_util::future::join_all(workers.iter().map(Orchestrator::recover)).await;
+    let resumed: usize = passes.into_iter().map(|p| p.unwrap().len()).sum();
+    assert_eq!(resumed, 1, "exactly one worker took it over");
+    assert_eq!(world.calls_of("capture"), 1, "and ran the rest once");
+    assert_eq!(world.ledger("order-7", Operation::Authorize), 1);
+    assert_eq!(log.get("order-7").await.unwrap().unwrap().state, SagaState::Completed);
+}
+
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+struct Nothing;
+
+#[tokio::test(start_paused = true)]
+async fn a_parallel_group_runs_together_and_is_compensated_together() {
+    let log = MemoryLog::new();
+    let running = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let undone = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let step = |name: &'static str| {
+        let (running, most, undone) = (running.clone(), most.clone(), undone.clone());
+        Step::<Nothing>::new(name, move |_cx| {
+            let (running, most) = (running.clone(), most.clone());
+            async move {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                running.fetch_sub(1, Ordering::SeqCst);
+                Ok(name)
+            }
+        })
+        .compensate(move |cx, _| {
+            let undone = undone.clone();
+            async move {
+                undone.lock().push(cx.step().to_owned());
+                Ok(())
+            }
+        })
+    };
+    let fail = Step::<Nothing>::new("fail", |_cx| async { Err::<(), _>(PaymentError::declined("do_not_honor")) });
+    let saga = Saga::builder("group")
+        .step(step("first"))
+        .parallel([step("a"), step("b"), step("c")])
+        .step(fail)
+        .build()
+        .unwrap();
+    let o = Orchestrator::builder(log.clone()).build();
+    let saga = o.register(saga);
+    let report = o.start(&saga, "group-1", Nothing).await.unwrap();
+    assert_eq!(report.state, SagaState::Compensated);
+    assert_eq!(most.load(Ordering::SeqCst), 3, "the group's steps ran at the same time");
+    let undone = undone.lock().clone();
+    assert_eq!(undone.len(), 4);
+    assert_eq!(undone[3], "first", "the group is undone before the step before it");
+    let mut group: Vec<_> = undone[..3].to_vec();
+    group.sort();
+    assert_eq!(group, ["a", "b", "c"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_step_past_its_deadline_is_retried_and_a_saga_past_its_deadline_compensates() {
+    let log = MemoryLog::new();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let slow_once = Step::<Nothing>::new("slow_once", move |_cx| {
+        let c = c.clone();
+        async move {
+            if c.fetch_add(1, Ordering::SeqCst) == 0 {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            }
+            Ok(())
+        }
+    })
+    .deadline(Duration::from_secs(1));
+    let saga = Saga::builder("deadlines").step(slow_once).build().unwrap();
+    let o = Orchestrator::builder(log.clone()).build();
+    let report = o.start(&o.register(saga), "d-1", Nothing).await.unwrap();
+    assert_eq!(report.state, SagaState::Completed);
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "the attempt past its deadline counted as Unknown and was retried");
+
+    let undone = Arc::new(AtomicUsize::new(0));
+    let u = undone.clone();
+    let slow = Step::<Nothing>::new("slow", |_cx| async {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        Ok(())
+    })
+    .compensate(move |_cx, _| {
+        let u = u.clone();
+        async move {
+            u.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    });
+    let never = Step::<Nothing>::new("never", |_cx| async { Ok(()) });
+    let saga = Saga::builder("saga_deadline").step(slow).step(never).deadline(Duration::from_secs(2)).build().unwrap();
+    let report = o.start(&o.register(saga), "d-2", Nothing).await.unwrap();
+    assert_eq!(report.state, SagaState::Compensated);
+    assert_eq!(undone.load(Ordering::SeqCst), 1);
+    assert!(!report.outputs.contains_key("never"), "no step starts after the deadline");
+}
+
+#[test]
+fn definitions_are_checked() {
+    let s = || Step::<Nothing>::new("x", |_cx| async { Ok(()) });
+    assert!(matches!(Saga::<Nothing>::builder("e").build(), Err(palisade_saga::DefinitionError::NoSteps)));
+    assert!(matches!(
+        Saga::builder("d").step(s()).step(s()).build(),
+        Err(palisade_saga::DefinitionError::DuplicateStep(n)) if n == "x"
+    ));
+    assert!(matches!(
+        Saga::<Nothing>::builder("g").parallel([]).build(),
+        Err(palisade_saga::DefinitionError::EmptyGroup)
+    ));
+    assert_ne!(step_key("a", "bc"), step_key("ab", "c"), "keys are length-delimited");
+    assert_eq!(step_key("a", "b"), step_key("a", "b"));
+    assert_ne!(step_key("a", "b"), palisade_saga::compensation_key("a", "b"));
+}
