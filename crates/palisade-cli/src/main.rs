@@ -3,12 +3,15 @@
 //! - `palisade redact`: scrub card numbers, CVVs and track data from a stream (stdin → stdout).
 //! - `palisade webhook sign|verify`: sign or verify a webhook body (stdin) under Stripe, Standard Webhooks or
 //!   GitHub schemes.
+//! - `palisade saga list|show|retry-compensation`: inspect the sagas in a Redis or PostgreSQL saga log, and hand a
+//!   saga whose compensation failed back to the application's recovery worker.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 mod redact;
+mod saga;
 mod webhook;
 
 #[derive(Parser)]
@@ -25,6 +28,8 @@ enum Command {
     /// Sign or verify webhooks.
     #[command(subcommand)]
     Webhook(webhook::Command),
+    /// Inspect sagas in a Redis or PostgreSQL saga log; retry a failed compensation.
+    Saga(saga::Args),
 }
 
 fn main() -> ExitCode {
@@ -39,5 +44,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Redact(args) => redact::run(args),
         Command::Webhook(cmd) => webhook::run(cmd),
+        Command::Saga(args) => saga::run(args),
     }
 }
