@@ -42,13 +42,13 @@ pub(crate) struct Args {
     /// The Redis saga log's URL (`redis://host:6379/0`). Exactly one of --redis and --postgres.
     #[arg(long, global = true, value_name = "URL")]
     redis: Option<String>,
-    /// The Redis key prefix the application's `RedisLog` uses (default: the log's default).
+    /// The Redis key prefix the application's `RedisLog` uses (default `palisade:saga:`).
     #[arg(long, global = true, value_name = "P")]
     redis_prefix: Option<String>,
     /// The PostgreSQL saga log's URL (`postgres://user@host/db`). Exactly one of --redis and --postgres.
     #[arg(long, global = true, value_name = "URL")]
     postgres: Option<String>,
-    /// The table prefix the application's `PostgresLog` uses (`schema.palisade_`; default: the log's default).
+    /// The table prefix the application's `PostgresLog` uses (`schema.palisade_`; default `palisade_`).
     #[arg(long, global = true, value_name = "P")]
     postgres_prefix: Option<String>,
 }
@@ -185,6 +185,9 @@ async fn open(args: &Args) -> Result<Arc<dyn SagaLog>, Fail> {
 async fn op<T>(fut: impl Future<Output = Result<T, palisade_saga::log::StoreError>>) -> Result<T, Fail> {
     match tokio::time::timeout(OP_TIMEOUT, fut).await {
         Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) if e.message().contains("does not exist") => Err(Fail::usage(format!(
+            "{e} (is --postgres-prefix the application's? its PostgresLog::migrate creates the tables)"
+        ))),
         Ok(Err(e)) => Err(Fail::usage(e.to_string())),
         Err(_) => Err(Fail::usage(format!("the store did not answer within {OP_TIMEOUT:?}"))),
     }

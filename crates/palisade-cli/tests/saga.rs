@@ -181,6 +181,11 @@ async fn saga_commands_on_postgres() {
     log.migrate().await.unwrap();
     let store = vec!["--postgres".to_owned(), pg.url.clone(), "--postgres-prefix".to_owned(), pg.prefix()];
     scenario(Arc::new(log), store).await;
+    // A prefix with no tables: exit 2, saying where the tables come from.
+    let wrong = format!("{}.nothing_", pg.schema);
+    let o = saga(&["--postgres".to_owned(), pg.url.clone(), "--postgres-prefix".to_owned(), wrong], &["list"]).await;
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(stderr(&o).contains("PostgresLog::migrate"), "{}", stderr(&o));
     pg.cleanup().await;
 }
 
