@@ -15,6 +15,7 @@ mod idempotency;
 mod rate_limit;
 mod redaction;
 mod retry;
+mod saga;
 mod webhook;
 
 use report::Report;
@@ -43,6 +44,8 @@ async fn main() {
     rate_limit::card_testing_is_throttled(&mut report, &env).await;
     webhook::webhook_handling(&mut report, &env).await;
     redaction::log_redaction(&mut report, &env).await;
+    saga::transient_failure_saga_completes(&mut report, &env).await;
+    saga::compensation_in_reverse_order(&mut report, &env).await;
 
     std::process::exit(report.finish());
 }
