@@ -255,7 +255,6 @@ impl FraudEngine {
         self.inner.store.record_decline(&Attempt::from_attributes(attrs)).await
     }
 
-    #[allow(dead_code)] // the layer's, next
     pub(crate) async fn record_decline_attempt(&self, attempt: &Attempt) {
         if let Err(e) = self.inner.store.record_decline(attempt).await {
             tracing::warn!(target: "palisade_fraud", engine = &*self.inner.name, error = %e, "decline not recorded: velocity store unavailable");
