@@ -55,7 +55,7 @@ pub fn router_with_orders(sim: GatewaySim, store: impl LeaseStore, orders: Optio
 
 /// Refuses a request whose account header is not 1 to [`MAX_ACCOUNT_LEN`] visible ASCII characters (or is sent
 /// twice): such a request must not fall back to the unscoped keys.
-async fn valid_account(req: Request, next: Next) -> Response {
+pub async fn valid_account(req: Request, next: Next) -> Response {
     let mut values = req.headers().get_all(&ACCOUNT_HEADER).iter();
     if let Some(first) = values.next() {
         let ok = values.next().is_none()

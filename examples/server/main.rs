@@ -12,6 +12,16 @@
 //!   An optional `X-Account` header scopes the key (two accounts with one key get two charges); a request
 //!   without it is unscoped, as before. A real API takes the scope from its authentication, not a header.
 //! - `GET /v1/_sim/ledger`: what the simulated gateway really executed, as a JSON array.
+//! - `POST /v1/checkouts` with `Idempotency-Key` and `{"order_id":"o1","amount":"12.34","currency":"USD",
+//!   "source":"tok_visa","email":"a@example.com","items":[{"sku":"sku_1","qty":1}],"fail_shipment":false}`: the
+//!   checkout saga (reserve → authorize → capture → ship) through the whole stack (checkouts.rs): 201 with the
+//!   order; a decline 402; a fraud block 402 `fraud_blocked`; a compensated saga 409; each stored and replayed.
+//! - `GET /v1/orders/{order_id}`: the order's state from the saga log (orders.rs); 404 when unknown.
+//! - `GET /metrics` (Prometheus text), `GET /healthz`, `GET /readyz` (503 while a store does not answer); SIGTERM
+//!   or Ctrl-C stops accepting, finishes the requests in flight and exits 0 (ops.rs).
+//! - Orders (the saga log), stock holds and idempotency records live in the chosen store (memory, `--redis`,
+//!   `--postgres`), so instances on one store see each other's orders; each runs the saga recovery worker, which
+//!   finishes the checkouts of an instance that died. `--instance NAME` names this one in the saga log.
 //! - `--latency-ms` sets the simulator's latency per gateway call, so concurrent duplicates really overlap.
 //! - `--redis URL` keeps idempotency records in Redis (shared by every instance), memory otherwise.
 //! - `--postgres URL` keeps them in PostgreSQL instead (durable: they survive a restart of the server and of the
@@ -24,7 +34,10 @@
 
 mod app;
 mod charges;
+mod checkouts;
 mod ledger;
+mod ops;
+mod orders;
 mod serve;
 mod webhooks;
 
@@ -71,12 +84,17 @@ struct Args {
     /// Most connections served at once; more wait in the listen backlog.
     #[arg(long, default_value_t = serve::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
+    /// This instance's name in the saga log (the owner of the checkouts it runs); default `<host>-<pid>`. Two
+    /// live instances must not share one.
+    #[arg(long)]
+    instance: Option<String>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_max_level(tracing::Level::WARN).init();
     let args = Args::parse();
+    let _ = ops::metrics_handle();
     let sim = GatewaySim::builder().latency(Latency::fixed(Duration::from_millis(args.latency_ms))).build();
     // One store for the idempotency records and the webhook deliveries.
     let (store, store_name, orders): (Arc<dyn LeaseStore>, String, _) = match (&args.redis, &args.postgres) {
@@ -95,7 +113,16 @@ async fn main() -> anyhow::Result<()> {
         None => app::router(sim.clone(), store.clone()),
     };
     // webhook routes are merged here
-    let app = app.merge(webhooks::router(store)?);
+    let app = app.merge(webhooks::router(store.clone())?);
+    let log = saga_log(&args).await?;
+    let instance = args.instance.clone().unwrap_or_else(default_instance);
+    let gateway = checkouts::gateway_stack(sim.clone())?;
+    let shop = checkouts::Shop::new(gateway, checkouts::Inventory::new(store.clone()), log.clone(), &instance);
+    let recovery = shop.orchestrator().spawn_recovery(RECOVERY_EVERY);
+    let app = app
+        .merge(checkouts::router(shop.clone(), store.clone()))
+        .merge(orders::router(shop.orchestrator().clone()))
+        .merge(ops::router(ops::Readiness { store, log }));
 
     let listener = tokio::net::TcpListener::bind(args.addr).await?;
     println!("palisade server listening on http://{} (idempotency store: {store_name})", listener.local_addr()?);
@@ -104,8 +131,43 @@ async fn main() -> anyhow::Result<()> {
         body_timeout: Duration::from_millis(args.body_timeout_ms),
         max_connections: args.max_connections,
     };
-    serve::serve(listener, app, limits).await?;
+    ops::serve_until(listener, app, limits, ops::shutdown_signal()).await?;
+    recovery.abort();
+    println!("palisade server {instance} stopped");
     Ok(())
+}
+
+/// How often the saga recovery worker looks for checkouts whose instance died.
+const RECOVERY_EVERY: Duration = Duration::from_secs(1);
+
+/// `<host>-<pid>`.
+fn default_instance() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_owned()))
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".to_owned());
+    format!("{host}-{}", std::process::id())
+}
+
+/// The saga log on the chosen store: memory, Redis (prefix `<--redis-prefix>saga:`) or PostgreSQL (the
+/// `--postgres-prefix` tables, migrated here).
+async fn saga_log(args: &Args) -> anyhow::Result<Arc<dyn palisade_saga::SagaLog>> {
+    use palisade_saga::{MemoryLog, PostgresLog, RedisLog};
+    Ok(match (&args.redis, &args.postgres) {
+        (Some(url), _) => Arc::new(RedisLog::open(url)?.with_prefix(format!("{}saga:", args.redis_prefix))),
+        (None, Some(url)) => {
+            let mut log = PostgresLog::open(url)?;
+            if let Some(p) = &args.postgres_prefix {
+                log = log.with_prefix(p)?;
+            }
+            log.migrate().await.with_context(|| {
+                format!("could not create the saga log's tables in PostgreSQL at {}", redact_password(url))
+            })?;
+            Arc::new(log)
+        }
+        (None, None) => Arc::new(MemoryLog::new()),
+    })
 }
 
 /// The PostgreSQL store (a lazy pool) with its tables migrated, and the `orders` table. Unlike Redis, the server

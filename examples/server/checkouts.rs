@@ -1,0 +1,484 @@
+//! `POST /v1/checkouts`: the checkout saga (reserve inventory → authorize → capture → create shipment) through
+//! the whole stack, behind the HTTP idempotency layer.
+//!
+//! The order of the stack is the point: **Idempotency** (the HTTP layer around the route: a retry with the same
+//! key is answered from the store and runs nothing) → **Fraud** (screens the authorization before any gateway call)
+//! → **CircuitBreaker** → **Retry** → **RateLimit** → **Audit** → gateway. The saga's step keys are the gateway
+//! idempotency keys, so a step run again (a retry, a recovery after a crash) cannot charge twice.
+//!
+//! Answers, each stored and replayed by the idempotency layer: 201 with the order when the saga completed; a
+//! decline 402; a fraud block 402 `fraud_blocked`; any other compensated saga 409 `checkout_compensated` with the
+//! reason (the reservation released, the authorization voided or the capture refunded); a compensation that
+//! failed 500 `saga_compensation_failed` (not stored: the saga waits for `palisade saga retry-compensation`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use palisade::circuit_breaker::CircuitBreakerLayer;
+use palisade::core::{
+    CaptureRequest, ChargeRequest, Currency, ErrorKind, GatewayRequest, GatewayResponse, HttpClassifier, Money,
+    Outcome, PaymentError, PaymentToken, Problem, Reference, RefundRequest, VoidRequest,
+};
+use palisade::idempotency::{Claim, Fingerprint, HttpIdempotencyLayer, LeaseStore, MissingKey, NotExecuted, Payload};
+use palisade::rate_limit::RateLimitLayer;
+use palisade::redaction::AuditLayer;
+use palisade::retry::RetryLayer;
+use palisade_fraud::{Field, FraudEngine, FraudLayer, Rule};
+use palisade_saga::{Orchestrator, Saga, SagaError, SagaLog, SagaReport, SagaState, Step};
+use serde::{Deserialize, Serialize};
+use tower::util::BoxCloneSyncService;
+use tower::{ServiceBuilder, ServiceExt};
+
+use crate::app;
+
+/// The gateway the saga's steps call: the typed stack below idempotency, boxed.
+pub type Gateway = BoxCloneSyncService<GatewayRequest, GatewayResponse, PaymentError>;
+
+/// The saga definition's name (in the saga log, and what recovery finds it by).
+pub const SAGA_NAME: &str = "checkout";
+
+/// Emails the built-in fraud rules block (compared case-insensitively).
+pub const BLOCKED_EMAILS: &[&str] = &["fraud@example.com"];
+
+/// A sku the warehouse never has: reserving it fails for good, so the saga is compensated (409).
+pub const OUT_OF_STOCK_SKU: &str = "sku_out_of_stock";
+
+/// The fraud engine of the example: a blocklist of emails ([`BLOCKED_EMAILS`]) and a block above 10,000.00 in
+/// any currency the rule names.
+pub fn fraud_engine() -> FraudEngine {
+    let blocklist = Rule::blocklist("blocked_email", Field::Email, BLOCKED_EMAILS.iter().copied());
+    let big =
+        Rule::amount_over("amount_over_limit", [Currency::USD, Currency::EUR].map(|c| Money::from_minor(1_000_000, c)));
+    FraudEngine::builder().rule(blocklist).rule(big).build()
+}
+
+/// Fraud → CircuitBreaker → Retry → RateLimit → Audit around `gateway` (the in-process simulator or an HTTP
+/// client of one): the stack's order below idempotency, which the HTTP layer around the route provides.
+///
+/// # Errors
+/// Only for an invalid layer configuration (a bug here).
+pub fn gateway_stack<S>(gateway: S) -> anyhow::Result<Gateway>
+where
+    S: tower::Service<GatewayRequest, Response = GatewayResponse, Error = PaymentError> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+{
+    let breaker = CircuitBreakerLayer::builder().build().map_err(|e| anyhow::anyhow!("circuit breaker: {e}"))?;
+    let rate_limit = RateLimitLayer::builder()
+        .rate(1_000, Duration::from_secs(1))
+        .build()
+        .map_err(|e| anyhow::anyhow!("rate limit: {e}"))?;
+    let svc = ServiceBuilder::new()
+        .layer(FraudLayer::new(fraud_engine()))
+        .layer(breaker)
+        .layer(RetryLayer::builder().max_attempts(3).build())
+        .layer(rate_limit)
+        .layer(AuditLayer::new())
+        .service(gateway);
+    Ok(BoxCloneSyncService::new(svc))
+}
+
+/// Stock holds, kept in the idempotency store (memory, Redis or PostgreSQL: whatever `--redis` / `--postgres`
+/// chose), so every instance on that store sees them. A hold is a record under the reserve step's key and its
+/// release another record under the same key: both written insert-if-absent, so running the step or its
+/// compensation again (a retry, a recovery) holds or releases nothing more.
+#[derive(Clone)]
+pub struct Inventory {
+    store: Arc<dyn LeaseStore>,
+}
+
+/// How long a hold's records are kept.
+const HOLD_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+/// How long one write of a hold may stay claimed before another attempt takes it over.
+const HOLD_LEASE: Duration = Duration::from_secs(10);
+
+// Some functions are used by main.rs or the tests only.
+#[allow(dead_code)]
+impl Inventory {
+    /// Holds on `store`.
+    pub fn new(store: Arc<dyn LeaseStore>) -> Self {
+        Inventory { store }
+    }
+
+    fn hold_key(key: &str) -> String {
+        format!("inventory:hold:{key}")
+    }
+
+    fn release_key(key: &str) -> String {
+        format!("inventory:release:{key}")
+    }
+
+    /// Writes `value` under `record` once: done when it is there already.
+    async fn write_once(&self, record: &str, value: &[u8]) -> Result<(), PaymentError> {
+        let unavailable = |e: &dyn std::fmt::Display| PaymentError::store_unavailable(format!("inventory: {e}"));
+        let fp = Fingerprint::of_bytes(value);
+        match self.store.claim(record, &fp, HOLD_LEASE, HOLD_TTL).await.map_err(|e| unavailable(&e))? {
+            Claim::Acquired { hold, .. } => {
+                let payload = Payload::from(Bytes::copy_from_slice(value));
+                if self.store.complete(&hold, payload, HOLD_TTL).await.map_err(|e| unavailable(&e))? {
+                    Ok(())
+                } else {
+                    Err(unavailable(&"another attempt took the hold over"))
+                }
+            }
+            Claim::Done { .. } | Claim::Mismatch => Ok(()),
+            _ => Err(unavailable(&"another attempt is writing the hold")),
+        }
+    }
+
+    /// Holds `items` under `key` (the reserve step's key).
+    ///
+    /// # Errors
+    /// Terminal when a sku is out of stock ([`OUT_OF_STOCK_SKU`]); retriable when the store does not answer.
+    pub async fn reserve(&self, key: &str, items: &[Item]) -> Result<(), PaymentError> {
+        if let Some(item) = items.iter().find(|i| i.sku == OUT_OF_STOCK_SKU) {
+            return Err(PaymentError::invalid_request(format!("{} is out of stock", item.sku)));
+        }
+        let value = serde_json::to_vec(items).unwrap_or_default();
+        self.write_once(&Inventory::hold_key(key), &value).await
+    }
+
+    /// Releases the hold under `key`.
+    ///
+    /// # Errors
+    /// Retriable when the store does not answer.
+    pub async fn release(&self, key: &str) -> Result<(), PaymentError> {
+        self.write_once(&Inventory::release_key(key), b"released").await
+    }
+
+    /// True while the hold under `key` exists and is not released.
+    ///
+    /// # Errors
+    /// When the store does not answer.
+    pub async fn is_held(&self, key: &str) -> Result<bool, PaymentError> {
+        let get = |k: String| async move {
+            self.store.get(&k).await.map_err(|e| PaymentError::store_unavailable(format!("inventory: {e}")))
+        };
+        Ok(get(Inventory::hold_key(key)).await?.is_some() && get(Inventory::release_key(key)).await?.is_none())
+    }
+}
+
+/// One line of the order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Item {
+    /// The product.
+    pub sku: String,
+    /// How many.
+    pub qty: u32,
+}
+
+/// The request body, and the saga's context (stored in the saga log as JSON).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Checkout {
+    /// The order (also the saga's id).
+    pub order_id: String,
+    /// Decimal amount, `"12.34"`.
+    pub amount: String,
+    /// ISO 4217 code.
+    pub currency: String,
+    /// The payment token.
+    pub source: String,
+    /// The customer's email (screened by the fraud rules).
+    pub email: String,
+    /// What to reserve.
+    pub items: Vec<Item>,
+    /// Test switch: the carrier refuses the shipment, so the saga compensates (refund, release).
+    #[serde(default)]
+    pub fail_shipment: bool,
+}
+
+impl Checkout {
+    fn money(&self) -> Result<Money, PaymentError> {
+        let currency = Currency::from_code(&self.currency).map_err(|e| PaymentError::invalid_request(e.to_string()))?;
+        Money::parse(&self.amount, currency).map_err(|e| PaymentError::invalid_request(e.to_string()))
+    }
+
+    fn validate(&self) -> Result<(), PaymentError> {
+        self.money()?;
+        PaymentToken::new(self.source.clone()).map_err(|e| PaymentError::invalid_request(e.to_string()))?;
+        if self.order_id.is_empty() || self.order_id.len() > 255 {
+            return Err(PaymentError::invalid_request("order_id must be 1 to 255 characters"));
+        }
+        self.order_id.parse::<Reference>().map_err(PaymentError::from)?;
+        Reference::new(self.email.clone()).map_err(PaymentError::from)?;
+        if self.items.is_empty() || self.items.iter().any(|i| i.qty == 0 || i.sku.is_empty()) {
+            return Err(PaymentError::invalid_request("items must name at least one sku, each with qty >= 1"));
+        }
+        Ok(())
+    }
+}
+
+/// The checkout saga's definition: reserve → authorize → capture → ship, undone by release, void (only when
+/// nothing was captured) and refund.
+pub fn checkout_saga(gateway: &Gateway, inventory: &Inventory) -> Saga<Checkout> {
+    let inv = inventory.clone();
+    let reserve = Step::<Checkout>::new("reserve", move |cx| {
+        let inv = inv.clone();
+        async move {
+            inv.reserve(cx.key().as_str(), &cx.context().items).await?;
+            Ok(format!("hold_{}", cx.saga_id()))
+        }
+    });
+    let inv = inventory.clone();
+    let reserve = reserve.compensate(move |cx, _hold| {
+        let inv = inv.clone();
+        async move { inv.release(cx.key().as_str()).await }
+    });
+
+    let gw = gateway.clone();
+    let authorize = Step::<Checkout>::new("authorize", move |cx| {
+        let gw = gw.clone();
+        async move {
+            let c = cx.context();
+            let token =
+                PaymentToken::new(c.source.clone()).map_err(|e| PaymentError::invalid_request(e.to_string()))?;
+            let order: Reference = c.order_id.parse().map_err(PaymentError::from)?;
+            let charge = ChargeRequest::new(c.money()?, token, order)
+                .meta("email", Reference::new(c.email.clone()).map_err(PaymentError::from)?)
+                .idempotency_key(cx.key());
+            let res = gw.oneshot(GatewayRequest::Authorize(charge)).await?;
+            Ok(res.id.to_string())
+        }
+    });
+    let gw = gateway.clone();
+    let authorize = authorize.compensate(move |cx, auth| {
+        let gw = gw.clone();
+        async move {
+            if cx.output::<String>("capture").is_some() {
+                // Captured: the capture's refund gives the money back; a captured authorization cannot be voided.
+                return Ok(());
+            }
+            // Null: the authorization's answer was lost for good; there is no id to void and it lapses.
+            let Some(auth) = auth.as_str() else { return Ok(()) };
+            let void = VoidRequest { authorization_id: auth.into(), idempotency_key: Some(cx.compensation_key()) };
+            gw.oneshot(GatewayRequest::Void(void)).await.map(|_| ())
+        }
+    });
+
+    let gw = gateway.clone();
+    let capture = Step::<Checkout>::new("capture", move |cx| {
+        let gw = gw.clone();
+        async move {
+            let auth: String =
+                cx.output("authorize").ok_or_else(|| PaymentError::invalid_request("no authorization"))?;
+            let capture = CaptureRequest {
+                authorization_id: auth.into(),
+                amount: Some(cx.context().money()?),
+                idempotency_key: Some(cx.key()),
+            };
+            let res = gw.oneshot(GatewayRequest::Capture(capture)).await?;
+            Ok(res.id.to_string())
+        }
+    });
+    let gw = gateway.clone();
+    let capture = capture.compensate(move |cx, payment| {
+        let gw = gw.clone();
+        async move {
+            let Some(payment) = payment.as_str() else { return Ok(()) };
+            let refund = RefundRequest {
+                payment_id: payment.into(),
+                amount: Some(cx.context().money()?),
+                idempotency_key: Some(cx.compensation_key()),
+            };
+            gw.oneshot(GatewayRequest::Refund(refund)).await.map(|_| ())
+        }
+    });
+
+    let ship = Step::<Checkout>::new("ship", |cx| async move {
+        if cx.context().fail_shipment {
+            return Err(PaymentError::invalid_request("the carrier refused the shipment"));
+        }
+        Ok(format!("shp_{}", cx.saga_id()))
+    });
+
+    Saga::builder(SAGA_NAME)
+        .step(reserve)
+        .step(authorize)
+        .step(capture)
+        .step(ship)
+        .build()
+        .unwrap_or_else(|e| unreachable!("the checkout saga is a valid definition: {e}"))
+}
+
+/// Everything a checkout needs: the orchestrator (with the checkout saga registered, so its recovery worker can
+/// finish what a dead instance started) and the inventory. Cheap to clone.
+#[derive(Clone)]
+pub struct Shop {
+    orchestrator: Orchestrator,
+    saga: Arc<Saga<Checkout>>,
+    inventory: Inventory,
+}
+
+// Some functions are used by main.rs or the tests only.
+#[allow(dead_code)]
+impl Shop {
+    /// A shop on `log` and `inventory`, calling `gateway`; `instance` is the orchestrator's owner name.
+    pub fn new(gateway: Gateway, inventory: Inventory, log: Arc<dyn SagaLog>, instance: &str) -> Shop {
+        let orchestrator = Orchestrator::builder(log).owner(instance).build();
+        let saga = orchestrator.register(checkout_saga(&gateway, &inventory));
+        Shop { orchestrator, saga, inventory }
+    }
+
+    /// The orchestrator.
+    pub fn orchestrator(&self) -> &Orchestrator {
+        &self.orchestrator
+    }
+
+    /// The inventory.
+    pub fn inventory(&self) -> &Inventory {
+        &self.inventory
+    }
+}
+
+/// The idempotency layer of the checkouts route: as the charges route's ([`app::idempotency`]), except that a
+/// 409 is a final answer (a compensated checkout), stored and replayed; the layer's own "in progress" 409 and
+/// the handler's refusals marked [`NotExecuted`] keep the key usable.
+pub fn idempotency(store: impl LeaseStore) -> HttpIdempotencyLayer {
+    HttpIdempotencyLayer::builder()
+        .store(store)
+        .missing_key(MissingKey::Reject)
+        .body_limit(app::BODY_LIMIT)
+        .scope_header(app::ACCOUNT_HEADER)
+        .classifier(|status, headers| match status {
+            StatusCode::CONFLICT => Outcome::Terminal,
+            _ => HttpClassifier::classify_parts(status, headers, std::time::SystemTime::now()),
+        })
+        .build()
+}
+
+/// `POST /v1/checkouts` behind [`idempotency`] on `store`.
+pub fn router(shop: Shop, store: impl LeaseStore) -> Router {
+    Router::new()
+        .route("/v1/checkouts", post(create_checkout))
+        .layer(idempotency(store))
+        .layer(middleware::from_fn(app::valid_account))
+        .with_state(shop)
+}
+
+fn problem(p: Problem) -> Response {
+    p.into_response::<axum::body::Body>()
+}
+
+/// A refusal before anything ran: the key stays usable.
+fn refused(p: Problem) -> Response {
+    let mut res = problem(p);
+    res.extensions_mut().insert(NotExecuted);
+    res
+}
+
+fn count(result: &'static str) {
+    metrics::counter!("palisade_checkouts_total", "result" => result).increment(1);
+}
+
+async fn create_checkout(State(shop): State<Shop>, body: Bytes) -> Response {
+    let checkout: Checkout = match serde_json::from_slice(&body) {
+        Ok(c) => c,
+        Err(e) => {
+            let err = PaymentError::invalid_request(format!(
+                "body must be JSON with order_id, amount, currency, source, email and items: {e}"
+            ));
+            return refused(Problem::from_error(&err));
+        }
+    };
+    if let Err(e) = checkout.validate() {
+        return refused(Problem::from_error(&e));
+    }
+    let id = checkout.order_id.clone();
+    match shop.orchestrator.start(&shop.saga, &id, checkout.clone()).await {
+        Ok(report) => answer(&report, &checkout),
+        Err(SagaError::AlreadyExists(_)) => {
+            count("order_exists");
+            refused(Problem::new(
+                StatusCode::CONFLICT,
+                "order_exists",
+                "order exists",
+                format!("order {id} was checked out already; see GET /v1/orders/{id}"),
+            ))
+        }
+        Err(e @ (SagaError::Log(_) | SagaError::Fenced(_))) => {
+            // The saga stays where its log says; a recovery worker finishes it. The layer releases the key.
+            count("unavailable");
+            tracing::warn!(order_id = %id, error = %e, "checkout saga stopped before its end");
+            problem(Problem::from_error(&PaymentError::store_unavailable(format!(
+                "the checkout could not be recorded ({e}); GET /v1/orders/{id} shows where it is"
+            ))))
+        }
+        Err(e) => {
+            count("error");
+            problem(Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error", e.to_string()))
+        }
+    }
+}
+
+/// The order the API answers with (and `GET /v1/orders/{id}` shows).
+#[derive(Debug, Serialize)]
+struct Created<'a> {
+    order_id: &'a str,
+    state: &'static str,
+    charge_id: Option<String>,
+    authorization_id: Option<String>,
+    shipment_id: Option<String>,
+    amount: &'a str,
+    currency: &'a str,
+}
+
+fn output(report: &SagaReport, step: &str) -> Option<String> {
+    report.outputs.get(step).and_then(|v| v.as_str()).map(str::to_owned)
+}
+
+fn answer(report: &SagaReport, c: &Checkout) -> Response {
+    match report.state {
+        SagaState::Completed => {
+            count("completed");
+            let order = Created {
+                order_id: &c.order_id,
+                state: "completed",
+                charge_id: output(report, "capture"),
+                authorization_id: output(report, "authorize"),
+                shipment_id: output(report, "ship"),
+                amount: &c.amount,
+                currency: &c.currency,
+            };
+            let mut res = (StatusCode::CREATED, axum::Json(order)).into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("/v1/orders/{}", c.order_id)) {
+                res.headers_mut().insert(header::LOCATION, v);
+            }
+            res
+        }
+        SagaState::Compensated => {
+            let error = report.error.clone().unwrap_or_else(|| PaymentError::invalid_request("the saga failed"));
+            match error.kind() {
+                ErrorKind::CardDeclined
+                | ErrorKind::InsufficientFunds
+                | ErrorKind::FraudBlocked
+                | ErrorKind::AuthenticationRequired => {
+                    count(if error.kind() == ErrorKind::FraudBlocked { "fraud_blocked" } else { "declined" });
+                    problem(Problem::from_error(&error))
+                }
+                _ => {
+                    count("compensated");
+                    problem(Problem::new(
+                        StatusCode::CONFLICT,
+                        "checkout_compensated",
+                        "checkout compensated",
+                        format!("order {} was not completed and what it did was undone: {error}", c.order_id),
+                    ))
+                }
+            }
+        }
+        _ => {
+            count("failed_compensation");
+            let error = report.error.clone().unwrap_or(PaymentError::SagaCompensationFailed {
+                step: "unknown".into(),
+                message: "compensation failed".into(),
+            });
+            problem(Problem::from_error(&error))
+        }
+    }
+}
