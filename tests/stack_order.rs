@@ -1,5 +1,5 @@
-//! The whole stack, in the documented order, over the simulated gateway:
-//! Idempotency → CircuitBreaker → Retry → RateLimit → Redaction (audit) → gateway.
+//! The whole stack, built by `palisade::Stack` in its fixed order, over the simulated gateway:
+//! Idempotency → Fraud → CircuitBreaker → Retry → RateLimit → Audit → gateway.
 //!
 //! These tests check the promises that only hold because of the order: a duplicate never reaches anything below
 //! idempotency; retries below it reuse the edge key so the gateway charges once; the breaker sees a failure only
@@ -9,13 +9,15 @@ use std::time::Duration;
 
 use palisade::circuit_breaker::{CircuitBreakerHandle, CircuitBreakerLayer, State};
 use palisade::core::*;
-use palisade::idempotency::{IdempotencyLayer, MemoryStore};
+use palisade::fraud::FraudEngine;
+use palisade::idempotency::IdempotencyLayer;
 use palisade::rate_limit::RateLimitLayer;
 use palisade::redaction::AuditLayer;
 use palisade::retry::RetryLayer;
 use palisade::sim::{Fault, GatewaySim};
+use palisade::{Stack, StackStores};
 use tower::util::BoxCloneService;
-use tower::{Service, ServiceBuilder, ServiceExt};
+use tower::{Service, ServiceExt};
 
 type Gateway = BoxCloneService<GatewayRequest, GatewayResponse, PaymentError>;
 
@@ -28,13 +30,16 @@ fn stack(sim: &GatewaySim, rate_per_sec: u32) -> (Gateway, CircuitBreakerHandle)
         .build()
         .expect("valid breaker config");
     let handle = breaker.handle();
-    let svc = ServiceBuilder::new()
-        .layer(IdempotencyLayer::builder().store(MemoryStore::new()).build())
-        .layer(breaker)
-        .layer(RetryLayer::builder().max_attempts(3).build())
-        .layer(RateLimitLayer::builder().rate(rate_per_sec, Duration::from_secs(1)).build().expect("valid quota"))
-        .layer(AuditLayer::new())
-        .service(sim.clone());
+    let svc = Stack::new()
+        .stores(StackStores::memory())
+        .idempotency(IdempotencyLayer::builder())
+        .fraud(FraudEngine::builder().rule_file("block if email_domain == \"fraud.test\"").expect("valid rules"))
+        .circuit_breaker(breaker)
+        .retry(RetryLayer::builder().max_attempts(3))
+        .rate_limit(RateLimitLayer::builder().rate(rate_per_sec, Duration::from_secs(1)))
+        .audit(AuditLayer::new())
+        .service(sim.clone())
+        .expect("valid stack");
     (BoxCloneService::new(svc), handle)
 }
 
@@ -113,4 +118,42 @@ async fn every_attempt_spends_a_rate_limit_token() {
     assert!(res.is_ok(), "{res:?}");
     assert!(started.elapsed() > Duration::ZERO, "the second order had to wait for a token");
     assert_eq!(sim.charges_for("a").len() + sim.charges_for("b").len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fraud_block_never_reaches_the_breaker_or_the_gateway_and_is_replayed() {
+    let sim = GatewaySim::new();
+    let engine =
+        FraudEngine::builder().rule_file("block if email_domain == \"fraud.test\"").expect("valid rules").build();
+    let breaker = CircuitBreakerLayer::builder().window_calls(10).minimum_calls(2).failure_rate(0.5).build().unwrap();
+    let handle = breaker.handle();
+    let mut gw = BoxCloneService::new(
+        Stack::new()
+            .idempotency(IdempotencyLayer::builder())
+            .fraud(engine.clone())
+            .circuit_breaker(breaker)
+            .retry(RetryLayer::builder().max_attempts(3))
+            .service(sim.clone())
+            .unwrap(),
+    );
+    let blocked = |i: usize| {
+        let mut c = palisade_testkit::charge(&format!("o{i}")).key(&format!("fraud-{i}")).request();
+        c.metadata.insert("email".into(), Reference::new("mallory@fraud.test").unwrap());
+        GatewayRequest::Charge(c)
+    };
+    for i in 0..5 {
+        let e = call(&mut gw, blocked(i)).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::FraudBlocked);
+    }
+    assert_eq!(sim.calls(), 0, "a block never reaches the gateway");
+    assert_eq!(handle.window().calls, 0, "nor the breaker: gateway health is untouched");
+    assert_eq!(handle.state(), State::Closed);
+    // The rules change; the same key still gets the block it was given (replayed, not screened again).
+    engine.reload("").unwrap();
+    let e = call(&mut gw, blocked(0)).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::FraudBlocked, "the block is replayed by idempotency");
+    assert_eq!(sim.calls(), 0);
+    // A new key under the new rules passes through.
+    call(&mut gw, blocked(9)).await.unwrap();
+    assert_eq!(sim.calls(), 1);
 }
