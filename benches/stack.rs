@@ -103,5 +103,9 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
-criterion_main!(benches);
+mod group {
+    #![allow(missing_docs)]
+    use super::{bench, criterion_group};
+    criterion_group!(benches, bench);
+}
+criterion_main!(group::benches);

@@ -223,6 +223,7 @@ where
     /// # Errors
     /// [`StackError`] when a builder refuses its settings (the breaker's thresholds, a rate limit without a rate).
     /// With Redis stores, the breaker's sync task needs a Tokio runtime.
+    #[allow(clippy::type_complexity)]
     pub fn layer(self) -> Result<StackLayer<I::Layer, F::Layer, B::Layer, R::Layer, L::Layer, A::Layer>, StackError> {
         let s = self.stores.as_ref();
         Ok(StackLayer {
