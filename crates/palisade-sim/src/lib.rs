@@ -10,6 +10,9 @@
 //!   commit** (the charge is in the ledger but the caller sees a timeout: `Unknown`), timeout without commit, 429
 //!   with `retry_after`, 503, 5xx, and latency.
 //! - **A ledger** of every effect, so a test can assert "exactly one charge for this order".
+//! - **Over a real socket** (feature `http`): [`SimServer`] serves the simulator as a Stripe-like JSON API whose
+//!   faults happen on the wire (a lost response really closes the connection), and [`HttpGateway`] is the gateway
+//!   `Service` that calls it from another process (`palisade sim serve`; routes and shapes in `docs/sim.md`).
 //!
 //! ```
 //! use palisade_core::*;
@@ -42,9 +45,14 @@
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 mod faults;
+#[cfg(feature = "http")]
+pub mod http;
 mod ledger;
 mod service;
 
 pub use faults::{Fault, FaultPlan, Latency};
 pub use ledger::LedgerEntry;
 pub use service::{GatewaySim, SimBuilder};
+
+#[cfg(feature = "http")]
+pub use crate::http::{HttpFault, HttpGateway, SimHandle, SimServer};

@@ -1,0 +1,280 @@
+//! The simulator over a real socket: `SimServer` on 127.0.0.1:0, driven through `HttpGateway` and raw TCP.
+use std::time::Duration;
+
+use palisade_core::*;
+use palisade_sim::http::{HttpFault, HttpGateway, SimHandle, SimServer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tower::{Service, ServiceExt};
+
+fn charge(order: &str, amount: &str, token: &str, key: Option<&str>) -> GatewayRequest {
+    palisade_testkit::charge(order).amount(amount).token(token).maybe_key(key).build()
+}
+
+fn key(k: &str) -> Option<IdempotencyKey> {
+    Some(IdempotencyKey::new(k).unwrap())
+}
+
+async fn start(builder: palisade_sim::http::SimServerBuilder) -> (SimHandle, HttpGateway) {
+    let server = builder.bind("127.0.0.1:0").await.unwrap();
+    let (handle, _task) = server.spawn();
+    let client = HttpGateway::new(&handle.base_url()).unwrap().timeout(Duration::from_secs(5));
+    (handle, client)
+}
+
+async fn call(gw: &mut HttpGateway, req: GatewayRequest) -> Result<GatewayResponse, PaymentError> {
+    gw.ready().await.unwrap().call(req).await
+}
+
+/// Sends raw HTTP/1.1 (with `Connection: close`) and returns everything the server wrote before closing.
+async fn raw(handle: &SimHandle, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> String {
+    let mut s = TcpStream::connect(handle.local_addr()).await.unwrap();
+    let mut req =
+        format!("{method} {path} HTTP/1.1\r\nhost: sim\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    // A reset (the server closing with unread data) is a close too; what was read before it is in `out`.
+    let _ =
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await.expect("server answered or closed");
+    String::from_utf8(out).unwrap()
+}
+
+async fn ledger_json(handle: &SimHandle) -> serde_json::Value {
+    let res = raw(handle, "GET", "/v1/_sim/ledger", &[], "").await;
+    assert!(res.starts_with("HTTP/1.1 200"), "{res}");
+    let body = res.split_once("\r\n\r\n").unwrap().1;
+    serde_json::from_str(body).unwrap()
+}
+
+const CHARGE_BODY: &str = r#"{"amount":"12.34","currency":"USD","source":"tok_visa","order_id":"raw-1"}"#;
+
+#[tokio::test]
+async fn a_duplicate_with_the_same_key_returns_the_same_charge_and_charges_once() {
+    let (handle, mut gw) = start(SimServer::builder()).await;
+    let first = call(&mut gw, charge("o1", "12.34", "tok_visa", Some("k1"))).await.unwrap();
+    assert_eq!(first.operation, Operation::Charge);
+    assert_eq!(first.status, PaymentStatus::Captured);
+    assert_eq!(first.amount, Money::parse("12.34", Currency::USD).unwrap());
+    assert_eq!(first.order_reference.as_str(), "o1");
+    let again = call(&mut gw, charge("o1", "12.34", "tok_visa", Some("k1"))).await.unwrap();
+    assert_eq!(again, first);
+    assert_eq!(handle.sim().charges_for("o1").len(), 1);
+    let ledger = ledger_json(&handle).await;
+    assert_eq!(ledger.as_array().unwrap().len(), 1, "{ledger}");
+    assert_eq!(ledger[0]["id"], first.id.as_str());
+    assert_eq!(ledger[0]["idempotency_key"], "k1");
+
+    // The same key with other parameters is refused (422), as the in-process simulator does.
+    let e = call(&mut gw, charge("o1", "99.00", "tok_visa", Some("k1"))).await.unwrap_err();
+    assert_eq!(e, PaymentError::IdempotencyConflict);
+    // Without a key, every request is a new charge.
+    call(&mut gw, charge("o2", "1.00", "tok_visa", None)).await.unwrap();
+    call(&mut gw, charge("o2", "1.00", "tok_visa", None)).await.unwrap();
+    assert_eq!(handle.sim().charges_for("o2").len(), 2);
+}
+
+#[tokio::test]
+async fn lost_response_closes_the_connection_after_the_commit() {
+    let (handle, mut gw) = start(SimServer::builder()).await;
+    handle.script([Some(HttpFault::LostResponse)]);
+    let e = call(&mut gw, charge("o1", "5.00", "tok_visa", Some("k-lost"))).await.unwrap_err();
+    assert!(matches!(e, PaymentError::GatewayTimeout { .. }), "{e:?}");
+    assert_eq!(e.outcome().class(), OutcomeClass::Unknown);
+    let committed = handle.sim().charges_for("o1");
+    assert_eq!(committed.len(), 1, "the charge happened although its answer was lost");
+    // The retry with the same key gets the stored charge, not a second one.
+    let retry = call(&mut gw, charge("o1", "5.00", "tok_visa", Some("k-lost"))).await.unwrap();
+    assert_eq!(retry.id.as_str(), committed[0].payment_id);
+    assert_eq!(handle.sim().charges_for("o1").len(), 1);
+
+    // On the wire: the server reads the request, commits, and closes the socket without writing a byte.
+    handle.script([Some(HttpFault::LostResponse)]);
+    let res = raw(&handle, "POST", "/v1/charges", &[("idempotency-key", "k-raw")], CHARGE_BODY).await;
+    assert_eq!(res, "", "nothing was written before the close");
+    assert_eq!(handle.sim().charges_for("raw-1").len(), 1);
+}
+
+#[tokio::test]
+async fn refused_commits_nothing_and_is_retriable() {
+    let (handle, mut gw) = start(SimServer::builder()).await;
+    handle.script([Some(HttpFault::Refused)]);
+    let e = call(&mut gw, charge("o1", "5.00", "tok_visa", Some("k1"))).await.unwrap_err();
+    assert_eq!(e, PaymentError::GatewayUnavailable { retry_after: Some(Duration::from_secs(1)) });
+    assert_eq!(e.outcome().class(), OutcomeClass::Retriable);
+    assert!(handle.sim().ledger().is_empty());
+    call(&mut gw, charge("o1", "5.00", "tok_visa", Some("k1"))).await.unwrap();
+    assert_eq!(handle.sim().ledger().len(), 1);
+}
+
+#[tokio::test]
+async fn rate_limited_is_a_429_with_retry_after() {
+    let (handle, mut gw) = start(SimServer::builder().retry_after(Duration::from_secs(3))).await;
+    handle.script([Some(HttpFault::RateLimited)]);
+    let e = call(&mut gw, charge("o1", "5.00", "tok_visa", Some("k1"))).await.unwrap_err();
+    assert_eq!(e, PaymentError::RateLimited { retry_after: Some(Duration::from_secs(3)) });
+    handle.script([Some(HttpFault::RateLimited)]);
+    let res = raw(&handle, "POST", "/v1/charges", &[], CHARGE_BODY).await;
+    assert!(res.starts_with("HTTP/1.1 429"), "{res}");
+    assert!(res.to_ascii_lowercase().contains("\r\nretry-after: 3\r\n"), "{res}");
+    assert!(res.contains("application/problem+json"), "{res}");
+    assert!(handle.sim().ledger().is_empty());
+}
+
+#[tokio::test]
+async fn timeout_is_unknown_and_commits_nothing() {
+    let (handle, gw) = start(SimServer::builder().timeout_hold(Duration::from_secs(30))).await;
+    let mut gw = gw.timeout(Duration::from_millis(300));
+    handle.script([Some(HttpFault::Timeout)]);
+    let started = std::time::Instant::now();
+    let e = call(&mut gw, charge("o1", "5.00", "tok_visa", Some("k1"))).await.unwrap_err();
+    assert!(matches!(e, PaymentError::GatewayTimeout { .. }), "{e:?}");
+    assert_eq!(e.outcome().class(), OutcomeClass::Unknown);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(handle.sim().ledger().is_empty());
+    // The held request claimed nothing: the retry with the same key runs.
+    call(&mut gw, charge("o1", "5.00", "tok_visa", Some("k1"))).await.unwrap();
+    assert_eq!(handle.sim().ledger().len(), 1);
+}
+
+#[tokio::test]
+async fn error_5xx_is_unknown_and_commits_nothing() {
+    let (handle, mut gw) = start(SimServer::builder()).await;
+    handle.script([Some(HttpFault::Error5xx)]);
+    let e = call(&mut gw, charge("o1", "5.00", "tok_visa", Some("k1"))).await.unwrap_err();
+    assert_eq!(e, PaymentError::GatewayServerError { status: 500, code: Some(GatewayCode::new("api_error")) });
+    assert_eq!(e.outcome().class(), OutcomeClass::Unknown);
+    assert!(handle.sim().ledger().is_empty());
+}
+
+#[tokio::test]
+async fn declines_are_402_with_their_kind() {
+    let (handle, mut gw) = start(SimServer::builder()).await;
+    let e = call(&mut gw, charge("o1", "5.00", "tok_chargeDeclined", Some("k1"))).await.unwrap_err();
+    assert_eq!(e, PaymentError::declined("card_declined"));
+    let e = call(&mut gw, charge("o1", "5.00", "tok_insufficientFunds", None)).await.unwrap_err();
+    assert_eq!(e, PaymentError::InsufficientFunds);
+    let e = call(&mut gw, charge("o1", "5.00", "tok_fraudulent", None)).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::FraudBlocked);
+    // A stored decline replays as the same decline.
+    let e = call(&mut gw, charge("o1", "5.00", "tok_chargeDeclined", Some("k1"))).await.unwrap_err();
+    assert_eq!(e, PaymentError::declined("card_declined"));
+    let res = raw(&handle, "POST", "/v1/charges", &[], &CHARGE_BODY.replace("tok_visa", "tok_chargeDeclined")).await;
+    assert!(res.starts_with("HTTP/1.1 402"), "{res}");
+    assert!(handle.sim().ledger().is_empty());
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_network_before_send() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let mut gw = HttpGateway::new(&format!("http://{addr}")).unwrap();
+    let e = call(&mut gw, charge("o1", "5.00", "tok_visa", Some("k1"))).await.unwrap_err();
+    assert!(matches!(e, PaymentError::NetworkBeforeSend { .. }), "{e:?}");
+    assert_eq!(e.outcome().class(), OutcomeClass::Retriable);
+}
+
+#[tokio::test]
+async fn authorize_capture_void_refund_and_the_ledger_shape() {
+    let (handle, mut gw) = start(SimServer::builder()).await;
+    let auth = GatewayRequest::Authorize(palisade_testkit::charge("o1").amount("12.34").key("a1").request());
+    let auth = call(&mut gw, auth).await.unwrap();
+    assert_eq!(auth.status, PaymentStatus::Authorized);
+    let capture = GatewayRequest::Capture(CaptureRequest {
+        authorization_id: auth.id.clone(),
+        amount: Some(Money::parse("10.00", Currency::USD).unwrap()),
+        idempotency_key: key("c1"),
+    });
+    let captured = call(&mut gw, capture).await.unwrap();
+    assert_eq!(
+        (captured.status, captured.amount.to_string()),
+        (PaymentStatus::Captured, Money::parse("10.00", Currency::USD).unwrap().to_string())
+    );
+    let refund =
+        GatewayRequest::Refund(RefundRequest { payment_id: auth.id.clone(), amount: None, idempotency_key: key("r1") });
+    let refunded = call(&mut gw, refund).await.unwrap();
+    assert_eq!(refunded.status, PaymentStatus::Refunded);
+    assert!(refunded.id.as_str().starts_with("re_"));
+    let auth2 = GatewayRequest::Authorize(palisade_testkit::charge("o2").amount("1.00").request());
+    let auth2 = call(&mut gw, auth2).await.unwrap();
+    let void = GatewayRequest::Void(VoidRequest { authorization_id: auth2.id.clone(), idempotency_key: None });
+    assert_eq!(call(&mut gw, void.clone()).await.unwrap().status, PaymentStatus::Voided);
+    // Voiding twice is an invalid request (400), not a second effect.
+    assert_eq!(call(&mut gw, void).await.unwrap_err().kind(), ErrorKind::InvalidRequest);
+
+    let ledger = ledger_json(&handle).await;
+    let rows = ledger.as_array().unwrap();
+    let ops: Vec<&str> = rows.iter().map(|r| r["op"].as_str().unwrap()).collect();
+    assert_eq!(ops, ["authorize", "capture", "refund", "authorize", "void"]);
+    assert_eq!(rows[0]["order_id"], "o1");
+    assert_eq!(rows[0]["amount"], "12.34");
+    assert_eq!(rows[0]["currency"], "USD");
+    assert_eq!(rows[0]["id"], auth.id.as_str());
+    assert_eq!(rows[0]["seq"], 1);
+    assert_eq!(rows[1]["amount"], "10.00");
+    assert_eq!(rows[2]["id"], auth.id.as_str(), "a refund's id is the payment it refunds");
+    assert_eq!(rows[3]["idempotency_key"], serde_json::Value::Null);
+
+    // Routes the API does not have.
+    let res = raw(&handle, "GET", "/v1/charges", &[], "").await;
+    assert!(res.starts_with("HTTP/1.1 404"), "{res}");
+    // Bad bodies are 400s and run nothing.
+    let res = raw(
+        &handle,
+        "POST",
+        "/v1/charges",
+        &[],
+        r#"{"amount":"1.001","currency":"USD","source":"tok_visa","order_id":"x"}"#,
+    )
+    .await;
+    assert!(res.starts_with("HTTP/1.1 400"), "{res}");
+    assert_eq!(handle.sim().ledger().len(), 5);
+}
+
+#[tokio::test]
+async fn faults_can_be_scripted_over_http() {
+    let (handle, mut gw) = start(SimServer::builder()).await;
+    let res = raw(&handle, "POST", "/v1/_sim/faults", &[], r#"["none","rate_limited"]"#).await;
+    assert!(res.starts_with("HTTP/1.1 204"), "{res}");
+    call(&mut gw, charge("o1", "5.00", "tok_visa", None)).await.unwrap();
+    let e = call(&mut gw, charge("o1", "5.00", "tok_visa", None)).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::RateLimited);
+    let res = raw(&handle, "POST", "/v1/_sim/faults", &[], r#"["bogus"]"#).await;
+    assert!(res.starts_with("HTTP/1.1 400"), "{res}");
+}
+
+/// What each of `n` charges came back as, for a server with random faults.
+async fn fault_sequence(seed: u64, n: usize) -> Vec<String> {
+    let builder = SimServer::builder()
+        .seed(seed)
+        .fault(HttpFault::LostResponse, 0.15)
+        .fault(HttpFault::Error5xx, 0.15)
+        .fault(HttpFault::RateLimited, 0.15)
+        .fault(HttpFault::Refused, 0.15);
+    let (_handle, mut gw) = start(builder).await;
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let r = call(&mut gw, charge(&format!("o{i}"), "1.00", "tok_visa", Some(&format!("k{i}")))).await;
+        out.push(match r {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => e.kind().as_str().to_owned(),
+        });
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_same_seed_gives_the_same_faults() {
+    let a = fault_sequence(42, 40).await;
+    let b = fault_sequence(42, 40).await;
+    assert_eq!(a, b);
+    for kind in ["ok", "gateway_timeout", "gateway_server_error", "rate_limited", "gateway_unavailable"] {
+        assert!(a.iter().any(|k| k == kind), "{kind} missing from {a:?}");
+    }
+    assert_ne!(a, fault_sequence(7, 40).await, "another seed, other faults");
+}
