@@ -1,0 +1,367 @@
+//! Issue 22, examples/server's checkouts: `POST /v1/checkouts` runs the checkout saga through the whole stack
+//! (idempotency around the route; fraud, breaker, retry, rate limit and audit around the simulated gateway), and
+//! `GET /v1/orders/{id}`, `/metrics`, `/healthz` and `/readyz` tell where things are.
+//!
+//! In process and under paused time (no sockets): a completed checkout and its replay, a decline, a fraud block,
+//! a compensated saga, a failed compensation, the orders' states, readiness and metrics. With a real process (the
+//! server binary, built by `cargo build --example server`): SIGTERM while a checkout is in flight stops accepting,
+//! answers that checkout and exits 0.
+
+#[path = "../examples/server/app.rs"]
+mod app;
+#[path = "../examples/server/charges.rs"]
+mod charges;
+#[path = "../examples/server/checkouts.rs"]
+mod checkouts;
+#[path = "../examples/server/ledger.rs"]
+mod ledger;
+#[allow(dead_code)]
+#[path = "../examples/server/ops.rs"]
+mod ops;
+#[path = "../examples/server/orders.rs"]
+mod orders;
+#[allow(dead_code)]
+#[path = "../examples/server/serve.rs"]
+mod serve;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use palisade::core::Operation;
+use palisade::idempotency::{LeaseStore, MemoryStore, RedisStore};
+use palisade::sim::{Fault, GatewaySim, Latency};
+use palisade_saga::{MemoryLog, RedisLog, SagaLog, step_key};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::Command;
+use tower::ServiceExt;
+
+struct Server {
+    app: Router,
+    sim: GatewaySim,
+    shop: checkouts::Shop,
+}
+
+/// The server's routes as main.rs assembles them, on memory stores.
+fn server(sim: GatewaySim) -> Server {
+    let store: Arc<dyn LeaseStore> = Arc::new(MemoryStore::new());
+    let log: Arc<dyn SagaLog> = Arc::new(MemoryLog::new());
+    let gateway = checkouts::gateway_stack(sim.clone()).unwrap();
+    let shop = checkouts::Shop::new(gateway, checkouts::Inventory::new(store.clone()), log.clone(), "test-instance");
+    let app = app::router(sim.clone(), store.clone())
+        .merge(checkouts::router(shop.clone(), store.clone()))
+        .merge(orders::router(shop.orchestrator().clone()))
+        .merge(ops::router(ops::Readiness { store, log }));
+    Server { app, sim, shop }
+}
+
+fn body(order: &str) -> Value {
+    json!({
+        "order_id": order, "amount": "12.34", "currency": "USD", "source": "tok_visa", "email": "a@example.com",
+        "items": [{"sku": "sku_1", "qty": 1}], "fail_shipment": false
+    })
+}
+
+fn checkout(key: &str, body: &Value) -> Request<Body> {
+    Request::post("/v1/checkouts")
+        .header("Idempotency-Key", key)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+async fn send(app: &Router, req: Request<Body>) -> (StatusCode, http::HeaderMap, Value) {
+    let res = app.clone().oneshot(req).await.unwrap();
+    let (parts, body) = res.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    let value =
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+    (parts.status, parts.headers, value)
+}
+
+async fn get(app: &Router, path: &str) -> (StatusCode, http::HeaderMap, Value) {
+    send(app, Request::get(path).body(Body::empty()).unwrap()).await
+}
+
+impl Server {
+    /// The gateway operations the sim's ledger shows for `order`, in order.
+    async fn ops(&self, order: &str) -> Vec<String> {
+        let (status, _, ledger) = get(&self.app, "/v1/_sim/ledger").await;
+        assert_eq!(status, StatusCode::OK);
+        ledger
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["order_id"] == order)
+            .map(|e| e["op"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    async fn held(&self, order: &str) -> bool {
+        self.shop.inventory().is_held(step_key(order, "reserve").as_str()).await.unwrap()
+    }
+
+    async fn state(&self, order: &str) -> Value {
+        let (status, _, order) = get(&self.app, &format!("/v1/orders/{order}")).await;
+        assert_eq!(status, StatusCode::OK, "{order}");
+        order
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_checkout_completes_and_its_replay_runs_nothing() {
+    let s = server(GatewaySim::new());
+    let (status, h, order) = send(&s.app, checkout("k1", &body("o1"))).await;
+    assert_eq!(status, StatusCode::CREATED, "{order}");
+    assert!(h.get("idempotent-replayed").is_none());
+    assert_eq!(h[header::LOCATION], "/v1/orders/o1");
+    assert_eq!((order["order_id"].as_str(), order["state"].as_str()), (Some("o1"), Some("completed")));
+    let charge_id = order["charge_id"].as_str().expect("a charge id").to_owned();
+    assert_eq!(s.ops("o1").await, ["authorize", "capture"]);
+    assert!(s.held("o1").await, "the stock stays reserved for a completed order");
+    let (status, _, ledger) = get(&s.app, "/v1/_sim/ledger").await;
+    assert_eq!(status, StatusCode::OK);
+    let keys: Vec<&str> = ledger.as_array().unwrap().iter().map(|e| e["gateway_key"].as_str().unwrap()).collect();
+    assert_eq!(
+        keys,
+        [step_key("o1", "authorize").as_str(), step_key("o1", "capture").as_str()],
+        "the saga's step keys are the gateway idempotency keys"
+    );
+
+    let calls = s.sim.calls();
+    let (status, h, again) = send(&s.app, checkout("k1", &body("o1"))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(h["idempotent-replayed"], "true");
+    assert_eq!(again, order, "the same answer");
+    assert_eq!(s.sim.calls(), calls, "the replay reached no gateway");
+    assert_eq!(s.ops("o1").await, ["authorize", "capture"], "no new ledger entries");
+
+    let shown = s.state("o1").await;
+    assert_eq!(shown, json!({"order_id": "o1", "state": "completed", "charge_id": charge_id}));
+
+    // Another key for the same order runs nothing either: the order exists (and the key stays usable).
+    let (status, _, p) = send(&s.app, checkout("k1-other", &body("o1"))).await;
+    assert_eq!((status, p["type"].as_str()), (StatusCode::CONFLICT, Some("urn:palisade:problem:order_exists")));
+    assert_eq!(s.sim.calls(), calls);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_decline_is_a_402_replayed_with_the_stock_released() {
+    let s = server(GatewaySim::new());
+    let mut declined = body("o-decline");
+    declined["source"] = json!("tok_chargeDeclined");
+    let (status, h, p) = send(&s.app, checkout("k-decline", &declined)).await;
+    assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "{p}");
+    assert_eq!(h[header::CONTENT_TYPE], "application/problem+json");
+    assert_eq!(p["type"], "urn:palisade:problem:card_declined");
+    assert!(!s.held("o-decline").await, "the reservation was released");
+    assert!(!s.ops("o-decline").await.contains(&"capture".to_owned()));
+    assert_eq!(s.state("o-decline").await, json!({"order_id": "o-decline", "state": "compensated"}));
+
+    let calls = s.sim.calls();
+    let (status, h, again) = send(&s.app, checkout("k-decline", &declined)).await;
+    assert_eq!((status, &h["idempotent-replayed"]), (StatusCode::PAYMENT_REQUIRED, &"true".parse().unwrap()));
+    assert_eq!(again, p);
+    assert_eq!(s.sim.calls(), calls);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fraud_block_never_reaches_the_gateway_and_releases_the_stock() {
+    let s = server(GatewaySim::new());
+    let mut fraud = body("o-fraud");
+    fraud["email"] = json!("Fraud@Example.com");
+    let (status, h, p) = send(&s.app, checkout("k-fraud", &fraud)).await;
+    assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "{p}");
+    assert_eq!(h[header::CONTENT_TYPE], "application/problem+json");
+    assert_eq!(p["type"], "urn:palisade:problem:fraud_blocked");
+    assert_eq!(s.sim.calls(), 0, "no gateway call");
+    assert!(s.ops("o-fraud").await.is_empty());
+    assert!(!s.held("o-fraud").await, "the inventory reservation was compensated");
+    assert_eq!(s.state("o-fraud").await["state"], "compensated");
+
+    let (status, h, again) = send(&s.app, checkout("k-fraud", &fraud)).await;
+    assert_eq!((status, &h["idempotent-replayed"]), (StatusCode::PAYMENT_REQUIRED, &"true".parse().unwrap()));
+    assert_eq!(again, p);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_shipment_is_a_409_with_the_capture_refunded() {
+    let s = server(GatewaySim::new());
+    let mut failing = body("o-ship");
+    failing["fail_shipment"] = json!(true);
+    let (status, h, p) = send(&s.app, checkout("k-ship", &failing)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{p}");
+    assert_eq!(h[header::CONTENT_TYPE], "application/problem+json");
+    assert_eq!(p["type"], "urn:palisade:problem:checkout_compensated");
+    assert!(p["detail"].as_str().unwrap().contains("the carrier refused the shipment"), "{p}");
+    assert_eq!(s.ops("o-ship").await, ["authorize", "capture", "refund"], "refunded, not voided");
+    assert!(!s.held("o-ship").await, "the reservation was released");
+    let shown = s.state("o-ship").await;
+    assert_eq!(shown["state"], "compensated");
+    assert!(shown["charge_id"].is_string(), "the refunded charge is still named: {shown}");
+
+    let calls = s.sim.calls();
+    let (status, h, again) = send(&s.app, checkout("k-ship", &failing)).await;
+    assert_eq!((status, &h["idempotent-replayed"]), (StatusCode::CONFLICT, &"true".parse().unwrap()));
+    assert_eq!(again, p);
+    assert_eq!(s.sim.calls(), calls);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refund_that_keeps_failing_leaves_the_order_in_failed_compensation() {
+    let s = server(GatewaySim::new());
+    s.sim.script(Operation::Refund, std::iter::repeat_n(Fault::FailBeforeCommit, 1000));
+    let mut failing = body("o-stuck");
+    failing["fail_shipment"] = json!(true);
+    let (status, _, p) = send(&s.app, checkout("k-stuck", &failing)).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{p}");
+    assert_eq!(p["type"], "urn:palisade:problem:saga_compensation_failed");
+    assert_eq!(s.state("o-stuck").await["state"], "failed_compensation");
+}
+
+#[tokio::test(start_paused = true)]
+async fn orders_are_running_while_their_saga_runs_and_404_when_unknown() {
+    let sim = GatewaySim::builder().latency(Latency::fixed(Duration::from_millis(100))).build();
+    let s = server(sim);
+    let app = s.app.clone();
+    let running = tokio::spawn(async move { send(&app, checkout("k-slow", &body("o-slow"))).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(s.state("o-slow").await, json!({"order_id": "o-slow", "state": "running"}));
+    // The same key while the first runs: the layer's 409, not stored.
+    let (status, _, p) = send(&s.app, checkout("k-slow", &body("o-slow"))).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{p}");
+    assert_eq!(running.await.unwrap().0, StatusCode::CREATED);
+    assert_eq!(s.state("o-slow").await["state"], "completed");
+
+    let (status, h, p) = get(&s.app, "/v1/orders/o-unknown").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(h[header::CONTENT_TYPE], "application/problem+json");
+    assert_eq!(p["status"], 404);
+}
+
+#[tokio::test(start_paused = true)]
+async fn bad_bodies_are_400_and_leave_the_key_usable() {
+    let s = server(GatewaySim::new());
+    let (status, _, p) = send(&s.app, checkout("k-bad", &json!({"order_id": "o-bad"}))).await;
+    assert_eq!((status, p["type"].as_str()), (StatusCode::BAD_REQUEST, Some("urn:palisade:problem:invalid_request")));
+    let (status, _, _) = send(&s.app, checkout("k-bad", &body("o-bad"))).await;
+    assert_eq!(status, StatusCode::CREATED, "the corrected request runs under the same key");
+    let no_key = Request::post("/v1/checkouts").body(Body::from(body("o-nokey").to_string())).unwrap();
+    assert_eq!(send(&s.app, no_key).await.0, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test(start_paused = true)]
+async fn healthz_readyz_and_metrics() {
+    let _ = ops::metrics_handle();
+    let s = server(GatewaySim::new());
+    assert_eq!(get(&s.app, "/healthz").await.0, StatusCode::OK);
+    assert_eq!(get(&s.app, "/readyz").await.0, StatusCode::OK);
+    assert_eq!(send(&s.app, checkout("k-metrics", &body("o-metrics"))).await.0, StatusCode::CREATED);
+    let (status, h, text) = get(&s.app, "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(h[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/plain"));
+    let text = text.as_str().unwrap();
+    for name in [
+        "palisade_checkouts_total",
+        "palisade_idempotency_requests_total",
+        "palisade_saga_started_total",
+        "palisade_fraud_decisions_total",
+        "palisade_rate_limit_decisions_total",
+    ] {
+        assert!(text.contains(name), "/metrics has {name}:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn readyz_is_503_while_redis_is_unreachable() {
+    let url = palisade_testkit::unreachable_redis_url();
+    let store: Arc<dyn LeaseStore> = Arc::new(RedisStore::open(&url).unwrap());
+    let log: Arc<dyn SagaLog> = Arc::new(RedisLog::open(&url).unwrap());
+    let app = ops::router(ops::Readiness { store, log });
+    let (status, h, p) = get(&app, "/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{p}");
+    assert_eq!(h[header::CONTENT_TYPE], "application/problem+json");
+    assert_eq!(get(&app, "/healthz").await.0, StatusCode::OK, "the process is up all the same");
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// A real process.
+
+/// The server binary, built once per test run by `cargo build --example server` (a no-op when `cargo test`
+/// already built it) and located through cargo's JSON messages.
+fn server_binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let out = std::process::Command::new(env!("CARGO"))
+            .args(["build", "--example", "server", "--message-format=json"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("cargo runs");
+        assert!(out.status.success(), "cargo build --example server failed");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "server")
+            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+            .expect("cargo reports the server example's executable")
+    })
+    .clone()
+}
+
+/// Sends one request on its own connection and reads the status line's code.
+async fn status_of(addr: std::net::SocketAddr, head: &str, body: &str) -> u16 {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let req = format!("{head}\r\nHost: test\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut raw)).await.expect("answered").unwrap();
+    let raw = String::from_utf8_lossy(&raw);
+    raw.split_whitespace().nth(1).expect("a status line").parse().unwrap()
+}
+
+#[tokio::test]
+async fn sigterm_finishes_the_checkout_in_flight_and_exits_0() {
+    let bin = tokio::task::spawn_blocking(server_binary).await.unwrap();
+    let mut child = Command::new(bin)
+        .args(["--addr", "127.0.0.1:0", "--latency-ms", "400", "--instance", "sigterm-test"])
+        .env("PALISADE_WEBHOOK_SECRET", "whsec_server_checkouts_test")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the server starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let wait = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                return rest.split_whitespace().next().unwrap().parse::<std::net::SocketAddr>().unwrap();
+            }
+        }
+        panic!("the server exited before listening");
+    };
+    let addr = tokio::time::timeout(Duration::from_secs(60), wait).await.expect("the server listens within 60 s");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    assert_eq!(status_of(addr, "GET /healthz HTTP/1.1", "").await, 200);
+
+    // A checkout takes two gateway calls of 400 ms each: SIGTERM arrives while it runs.
+    let head = "POST /v1/checkouts HTTP/1.1\r\nIdempotency-Key: k-term\r\nContent-Type: application/json";
+    let in_flight = tokio::spawn(async move { status_of(addr, head, &body("o-term").to_string()).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pid = child.id().unwrap().to_string();
+    let kill = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(kill.success());
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(TcpStream::connect(addr).await.is_err(), "no new connection is accepted once SIGTERM arrived");
+
+    assert_eq!(in_flight.await.unwrap(), 201, "the checkout in flight was answered");
+    let exit = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.expect("exits").unwrap();
+    assert_eq!(exit.code(), Some(0), "{exit:?}");
+}
