@@ -5,6 +5,7 @@
 //!   GitHub schemes.
 //! - `palisade saga list|show|retry-compensation`: inspect the sagas in a Redis or PostgreSQL saga log, and hand a
 //!   saga whose compensation failed back to the application's recovery worker.
+//! - `palisade sim serve`: the simulated gateway as a Stripe-like JSON API over HTTP, with seeded faults.
 
 use std::process::ExitCode;
 
@@ -12,6 +13,7 @@ use clap::{Parser, Subcommand};
 
 mod redact;
 mod saga;
+mod sim;
 mod webhook;
 
 #[derive(Parser)]
@@ -30,6 +32,9 @@ enum Command {
     Webhook(webhook::Command),
     /// Inspect sagas in a Redis or PostgreSQL saga log; retry a failed compensation.
     Saga(saga::Args),
+    /// Serve the simulated payment gateway over HTTP, with seeded faults.
+    #[command(subcommand)]
+    Sim(sim::Command),
 }
 
 fn main() -> ExitCode {
@@ -45,5 +50,6 @@ fn main() -> ExitCode {
         Command::Redact(args) => redact::run(args),
         Command::Webhook(cmd) => webhook::run(cmd),
         Command::Saga(args) => saga::run(args),
+        Command::Sim(cmd) => sim::run(cmd),
     }
 }
