@@ -1,7 +1,7 @@
 //! The in-process velocity store.
 
 use std::collections::VecDeque;
-use std::hash::BuildHasher;
+use std::sync::Arc;
 
 use hashbrown::HashMap;
 use palisade_core::Currency;
@@ -13,42 +13,157 @@ use crate::attributes::{Measure, Subject, Velocity, VelocityCounts, Window};
 use crate::defaults::MAX_VELOCITY_WINDOW;
 use crate::error::VelocityError;
 
-/// One entry: when, the attempt id's hash (compared first), the id, currency and amount.
+/// One attempt in a series.
 struct Entry {
     at: Instant,
-    hash: u64,
-    id: std::sync::Arc<str>,
     currency: Currency,
     amount: i64,
 }
 
+const WINDOWS: usize = Window::ALL.len();
+
+/// Items in time order with, per window, where the window starts and running sums over what is inside it.
+/// Recording and reading are O(1) amortized, whatever the history's length: a window's start only moves forward
+/// (time does), and each item is added once and subtracted once per window.
+struct Timeline<T> {
+    items: VecDeque<T>,
+    /// Items ever removed from the front: an item's absolute position is `popped + index`.
+    popped: u64,
+    /// Per window, the absolute position of its first item.
+    start: [u64; WINDOWS],
+}
+
+impl<T> Default for Timeline<T> {
+    fn default() -> Self {
+        Timeline { items: VecDeque::new(), popped: 0, start: [0; WINDOWS] }
+    }
+}
+
+impl<T> Timeline<T> {
+    /// Moves each window's start past the items older than its `from`, handing each to `leave(window, item)`.
+    fn advance(
+        &mut self,
+        froms: &[Option<Instant>; WINDOWS],
+        at: impl Fn(&T) -> Instant,
+        mut leave: impl FnMut(usize, &T),
+    ) {
+        for (w, from) in froms.iter().enumerate() {
+            let Some(from) = *from else { continue };
+            while let Some(item) = usize::try_from(self.start[w] - self.popped).ok().and_then(|i| self.items.get(i)) {
+                if at(item) >= from {
+                    break;
+                }
+                leave(w, item);
+                self.start[w] += 1;
+            }
+        }
+        // Items no window holds any more are dropped (the widest window is the horizon).
+        let keep_from = self.start.iter().copied().min().unwrap_or(self.popped);
+        while self.popped < keep_from {
+            self.items.pop_front();
+            self.popped += 1;
+        }
+    }
+}
+
 #[derive(Default)]
 struct Series {
-    attempts: VecDeque<Entry>,
-    declines: VecDeque<(Instant, u64, std::sync::Arc<str>)>,
+    attempts: Timeline<Entry>,
+    /// Per window: attempts inside it, and their amounts per currency.
+    count: [i64; WINDOWS],
+    amount: [Vec<(Currency, i64)>; WINDOWS],
+    declines: Timeline<Instant>,
+    decline_count: [i64; WINDOWS],
 }
 
 impl Series {
-    fn prune(&mut self, horizon: Option<Instant>) {
-        let Some(horizon) = horizon else { return };
-        while self.attempts.front().is_some_and(|a| a.at < horizon) {
-            self.attempts.pop_front();
-        }
-        while self.declines.front().is_some_and(|d| d.0 < horizon) {
-            self.declines.pop_front();
-        }
+    fn advance(&mut self, froms: &[Option<Instant>; WINDOWS]) {
+        let (count, amount) = (&mut self.count, &mut self.amount);
+        self.attempts.advance(
+            froms,
+            |e| e.at,
+            |w, e| {
+                count[w] -= 1;
+                if let Some(sum) = amount[w].iter_mut().find(|(c, _)| *c == e.currency) {
+                    sum.1 = sum.1.saturating_sub(e.amount);
+                }
+            },
+        );
+        let declines = &mut self.decline_count;
+        self.declines.advance(froms, |at| *at, |w, _| declines[w] -= 1);
     }
+
+    fn push_attempt(&mut self, e: Entry) {
+        for w in 0..WINDOWS {
+            self.count[w] += 1;
+            match self.amount[w].iter_mut().find(|(c, _)| *c == e.currency) {
+                Some(sum) => sum.1 = sum.1.saturating_add(e.amount),
+                None => self.amount[w].push((e.currency, e.amount)),
+            }
+        }
+        self.attempts.items.push_back(e);
+    }
+
+    fn push_decline(&mut self, at: Instant) {
+        for w in 0..WINDOWS {
+            self.decline_count[w] += 1;
+        }
+        self.declines.items.push_back(at);
+    }
+
+    fn amount_in(&self, w: usize, currency: Currency) -> i64 {
+        self.amount[w].iter().find(|(c, _)| *c == currency).map_or(0, |(_, a)| *a)
+    }
+
     fn is_empty(&self) -> bool {
-        self.attempts.is_empty() && self.declines.is_empty()
+        self.attempts.items.is_empty() && self.declines.items.is_empty()
+    }
+}
+
+/// Attempts seen within the horizon, so a retry of the same request counts once: a map for the lookup and a
+/// queue in time order for the expiry (O(1) amortized each). An attempt is its id and its subjects' values: the
+/// same idempotency key with another card is another attempt.
+#[derive(Default)]
+struct Seen {
+    ids: HashMap<Arc<str>, Instant>,
+    order: VecDeque<(Instant, Arc<str>)>,
+}
+
+impl Seen {
+    /// True when the attempt was seen within the horizon; records it otherwise.
+    fn check_and_insert(&mut self, attempt: &Attempt, now: Instant, horizon: Option<Instant>) -> bool {
+        let Some(id) = &attempt.id else { return false };
+        if let Some(horizon) = horizon {
+            while self.order.front().is_some_and(|(at, _)| *at < horizon) {
+                if let Some((at, old)) = self.order.pop_front()
+                    && self.ids.get(&old) == Some(&at)
+                {
+                    self.ids.remove(&old);
+                }
+            }
+        }
+        let mut key = String::with_capacity(id.len() + 64);
+        for v in &attempt.subjects {
+            key.push_str(v.as_deref().unwrap_or(""));
+            key.push('\u{0}');
+        }
+        key.push_str(id);
+        if self.ids.contains_key(key.as_str()) {
+            return true;
+        }
+        let id: Arc<str> = key.into();
+        self.ids.insert(id.clone(), now);
+        self.order.push_back((now, id));
+        false
     }
 }
 
 #[derive(Default)]
 struct State {
     maps: [HashMap<String, Series>; 4],
+    attempts_seen: Seen,
+    declines_seen: Seen,
     ops_since_sweep: usize,
-    seq: u64,
-    hasher: hashbrown::DefaultHashBuilder,
 }
 
 impl State {
@@ -58,7 +173,7 @@ impl State {
     /// Drops idle keys once the operations since the last sweep reach the number of keys (at least
     /// [`SWEEP_EVERY`]): the sweep costs O(1) per operation amortized, and memory stays bounded by the last
     /// day's traffic.
-    fn maybe_sweep(&mut self, horizon: Option<Instant>) {
+    fn maybe_sweep(&mut self, froms: &[Option<Instant>; WINDOWS]) {
         self.ops_since_sweep += 1;
         if self.ops_since_sweep < SWEEP_EVERY.max(self.len()) {
             return;
@@ -66,19 +181,16 @@ impl State {
         self.ops_since_sweep = 0;
         for map in &mut self.maps {
             map.retain(|_, s| {
-                s.prune(horizon);
+                s.advance(froms);
                 !s.is_empty()
             });
         }
     }
-    fn id(&mut self, attempt: &Attempt) -> (u64, std::sync::Arc<str>) {
-        self.seq += 1;
-        let id: std::sync::Arc<str> = match &attempt.id {
-            Some(id) => id.as_str().into(),
-            None => format!("g:{}", self.seq).into(),
-        };
-        (self.hasher.hash_one(&id), id)
-    }
+}
+
+/// The start of each window (`None` while the process is younger than the window: everything counts).
+fn window_starts(now: Instant) -> [Option<Instant>; WINDOWS] {
+    Window::ALL.map(|w| now.checked_sub(w.duration()))
 }
 
 /// Velocity history in this process (tokio's clock, so tests can pause time). One lock makes the record and
@@ -114,59 +226,45 @@ impl MemoryVelocityStore {
     /// The synchronous form of [`VelocityStore::record_attempt`].
     pub fn record_attempt_now(&self, attempt: &Attempt) -> VelocityCounts {
         let now = Instant::now();
+        let froms = window_starts(now);
         let horizon = now.checked_sub(MAX_VELOCITY_WINDOW);
-        let froms = Window::ALL.map(|w| now.checked_sub(w.duration()));
         let mut counts = VelocityCounts::default();
         let mut st = self.state.lock();
-        let (hash, id) = st.id(attempt);
+        // An attempt without an id is its own; one with an id counts once however often it is retried.
+        let repeat = st.attempts_seen.check_and_insert(attempt, now, horizon);
         for s in Subject::ALL {
             let Some(value) = &attempt.subjects[s.index()] else { continue };
             let series = st.maps[s.index()].entry_ref(value.as_str()).or_default();
-            series.prune(horizon);
-            if !series.attempts.iter().any(|a| a.hash == hash && a.id == id) {
-                series.attempts.push_back(Entry {
-                    at: now,
-                    hash,
-                    id: id.clone(),
-                    currency: attempt.currency,
-                    amount: attempt.amount_minor,
-                });
+            series.advance(&froms);
+            if !repeat {
+                series.push_attempt(Entry { at: now, currency: attempt.currency, amount: attempt.amount_minor });
             }
-            for (w, from) in Window::ALL.into_iter().zip(froms) {
-                let Some(from) = from else { continue };
-                let mut n_att = 0i64;
-                let mut amount = 0i64;
-                for a in series.attempts.iter().rev().take_while(|a| a.at >= from) {
-                    n_att += 1;
-                    if a.currency == attempt.currency {
-                        amount = amount.saturating_add(a.amount);
-                    }
-                }
-                let n_dec = series.declines.iter().rev().take_while(|d| d.0 >= from).count() as i64;
-                counts.set(Velocity::new(Measure::Attempts, s, w), n_att);
-                counts.set(Velocity::new(Measure::Amount, s, w), amount);
-                counts.set(Velocity::new(Measure::Declines, s, w), n_dec);
+            for (i, w) in Window::ALL.into_iter().enumerate() {
+                counts.set(Velocity::new(Measure::Attempts, s, w), series.count[i]);
+                counts.set(Velocity::new(Measure::Amount, s, w), series.amount_in(i, attempt.currency));
+                counts.set(Velocity::new(Measure::Declines, s, w), series.decline_count[i]);
             }
         }
-        st.maybe_sweep(horizon);
+        st.maybe_sweep(&froms);
         counts
     }
 
     /// The synchronous form of [`VelocityStore::record_decline`].
     pub fn record_decline_now(&self, attempt: &Attempt) {
         let now = Instant::now();
+        let froms = window_starts(now);
         let horizon = now.checked_sub(MAX_VELOCITY_WINDOW);
         let mut st = self.state.lock();
-        let (hash, id) = st.id(attempt);
+        if st.declines_seen.check_and_insert(attempt, now, horizon) {
+            return;
+        }
         for s in Subject::ALL {
             let Some(value) = &attempt.subjects[s.index()] else { continue };
             let series = st.maps[s.index()].entry_ref(value.as_str()).or_default();
-            series.prune(horizon);
-            if !series.declines.iter().any(|d| d.1 == hash && d.2 == id) {
-                series.declines.push_back((now, hash, id.clone()));
-            }
+            series.advance(&froms);
+            series.push_decline(now);
         }
-        st.maybe_sweep(horizon);
+        st.maybe_sweep(&froms);
     }
 }
 
