@@ -24,6 +24,7 @@ mod orders;
 #[path = "../examples/server/serve.rs"]
 mod serve;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, OnceLock};
@@ -35,12 +36,12 @@ use http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use palisade::core::Operation;
 use palisade::idempotency::{LeaseStore, MemoryStore, RedisStore};
-use palisade::sim::{Fault, GatewaySim, Latency};
+use palisade::sim::{Fault, GatewaySim, HttpFault, Latency, SimServer};
 use palisade_saga::{MemoryLog, RedisLog, SagaLog, step_key};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::process::Command;
+use tokio::process::{Child, Command};
 use tower::ServiceExt;
 
 struct Server {
@@ -317,7 +318,7 @@ fn server_binary() -> PathBuf {
 }
 
 /// Sends one request on its own connection and reads the status line's code.
-async fn status_of(addr: std::net::SocketAddr, head: &str, body: &str) -> u16 {
+async fn status_of(addr: SocketAddr, head: &str, body: &str) -> u16 {
     let mut s = TcpStream::connect(addr).await.unwrap();
     let req = format!("{head}\r\nHost: test\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
     s.write_all(req.as_bytes()).await.unwrap();
@@ -327,11 +328,12 @@ async fn status_of(addr: std::net::SocketAddr, head: &str, body: &str) -> u16 {
     raw.split_whitespace().nth(1).expect("a status line").parse().unwrap()
 }
 
-#[tokio::test]
-async fn sigterm_finishes_the_checkout_in_flight_and_exits_0() {
+/// Starts the server binary on a free port with `args`; returns it and its address once it listens.
+async fn start(args: &[&str]) -> (Child, SocketAddr) {
     let bin = tokio::task::spawn_blocking(server_binary).await.unwrap();
     let mut child = Command::new(bin)
-        .args(["--addr", "127.0.0.1:0", "--latency-ms", "400", "--instance", "sigterm-test"])
+        .args(["--addr", "127.0.0.1:0"])
+        .args(args)
         .env("PALISADE_WEBHOOK_SECRET", "whsec_server_checkouts_test")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -342,18 +344,27 @@ async fn sigterm_finishes_the_checkout_in_flight_and_exits_0() {
     let wait = async {
         while let Some(line) = lines.next_line().await.unwrap() {
             if let Some(rest) = line.split("listening on http://").nth(1) {
-                return rest.split_whitespace().next().unwrap().parse::<std::net::SocketAddr>().unwrap();
+                return rest.split_whitespace().next().unwrap().parse::<SocketAddr>().unwrap();
             }
         }
         panic!("the server exited before listening");
     };
     let addr = tokio::time::timeout(Duration::from_secs(60), wait).await.expect("the server listens within 60 s");
+    // Keep draining its output so it never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, addr)
+}
+
+const CHECKOUT_HEAD: &str = "POST /v1/checkouts HTTP/1.1\r\nContent-Type: application/json\r\nIdempotency-Key:";
+
+#[tokio::test]
+async fn sigterm_finishes_the_checkout_in_flight_and_exits_0() {
+    let (mut child, addr) = start(&["--latency-ms", "400", "--instance", "sigterm-test"]).await;
     assert_eq!(status_of(addr, "GET /healthz HTTP/1.1", "").await, 200);
 
     // A checkout takes two gateway calls of 400 ms each: SIGTERM arrives while it runs.
-    let head = "POST /v1/checkouts HTTP/1.1\r\nIdempotency-Key: k-term\r\nContent-Type: application/json";
-    let in_flight = tokio::spawn(async move { status_of(addr, head, &body("o-term").to_string()).await });
+    let head = format!("{CHECKOUT_HEAD} k-term");
+    let in_flight = tokio::spawn(async move { status_of(addr, &head, &body("o-term").to_string()).await });
     tokio::time::sleep(Duration::from_millis(200)).await;
     let pid = child.id().unwrap().to_string();
     let kill = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
@@ -364,4 +375,18 @@ async fn sigterm_finishes_the_checkout_in_flight_and_exits_0() {
     assert_eq!(in_flight.await.unwrap(), 201, "the checkout in flight was answered");
     let exit = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.expect("exits").unwrap();
     assert_eq!(exit.code(), Some(0), "{exit:?}");
+}
+
+#[tokio::test]
+async fn with_gateway_url_checkouts_go_to_a_simulator_over_http_and_a_lost_response_charges_once() {
+    let (sim, _task) = SimServer::builder().bind("127.0.0.1:0").await.unwrap().spawn();
+    // The authorization commits, then its connection closes without an answer: Unknown, retried with the same
+    // step key, which the simulator deduplicates.
+    sim.script([Some(HttpFault::LostResponse)]);
+    let (_server, addr) = start(&["--gateway", &sim.base_url()]).await;
+    let head = format!("{CHECKOUT_HEAD} k-remote");
+    assert_eq!(status_of(addr, &head, &body("o-remote").to_string()).await, 201);
+    let ops: Vec<Operation> = sim.sim().entries_for("o-remote").iter().map(|e| e.operation).collect();
+    assert_eq!(ops, [Operation::Authorize, Operation::Capture], "one authorization, one capture");
+    assert!(sim.sim().calls() >= 3, "the lost answer was retried");
 }

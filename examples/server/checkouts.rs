@@ -21,6 +21,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use palisade::Stack;
 use palisade::circuit_breaker::CircuitBreakerLayer;
 use palisade::core::{
     CaptureRequest, ChargeRequest, Currency, ErrorKind, GatewayRequest, GatewayResponse, HttpClassifier, Money,
@@ -30,11 +31,11 @@ use palisade::idempotency::{Claim, Fingerprint, HttpIdempotencyLayer, LeaseStore
 use palisade::rate_limit::RateLimitLayer;
 use palisade::redaction::AuditLayer;
 use palisade::retry::RetryLayer;
-use palisade_fraud::{Field, FraudEngine, FraudLayer, Rule};
+use palisade_fraud::{Field, FraudEngine, Rule};
 use palisade_saga::{Orchestrator, Saga, SagaError, SagaLog, SagaReport, SagaState, Step};
 use serde::{Deserialize, Serialize};
+use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
-use tower::{ServiceBuilder, ServiceExt};
 
 use crate::app;
 
@@ -69,18 +70,16 @@ where
     S: tower::Service<GatewayRequest, Response = GatewayResponse, Error = PaymentError> + Clone + Send + Sync + 'static,
     S::Future: Send + 'static,
 {
-    let breaker = CircuitBreakerLayer::builder().build().map_err(|e| anyhow::anyhow!("circuit breaker: {e}"))?;
-    let rate_limit = RateLimitLayer::builder()
-        .rate(1_000, Duration::from_secs(1))
-        .build()
-        .map_err(|e| anyhow::anyhow!("rate limit: {e}"))?;
-    let svc = ServiceBuilder::new()
-        .layer(FraudLayer::new(fraud_engine()))
-        .layer(breaker)
-        .layer(RetryLayer::builder().max_attempts(3).build())
-        .layer(rate_limit)
-        .layer(AuditLayer::new())
-        .service(gateway);
+    // palisade::Stack owns the order; the idempotency position is left empty here because the HTTP layer
+    // around the route holds it. Breaker and rate limit keep their state per instance.
+    let svc = Stack::new()
+        .fraud(fraud_engine())
+        .circuit_breaker(CircuitBreakerLayer::builder())
+        .retry(RetryLayer::builder().max_attempts(3))
+        .rate_limit(RateLimitLayer::builder().rate(1_000, Duration::from_secs(1)))
+        .audit(AuditLayer::new())
+        .service(gateway)
+        .map_err(|e| anyhow::anyhow!("the gateway stack: {e}"))?;
     Ok(BoxCloneSyncService::new(svc))
 }
 

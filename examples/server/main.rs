@@ -22,6 +22,8 @@
 //! - Orders (the saga log), stock holds and idempotency records live in the chosen store (memory, `--redis`,
 //!   `--postgres`), so instances on one store see each other's orders; each runs the saga recovery worker, which
 //!   finishes the checkouts of an instance that died. `--instance NAME` names this one in the saga log.
+//! - `--gateway URL` sends the checkouts' gateway calls to a simulator in another process (`palisade sim serve`,
+//!   through `palisade::sim::HttpGateway`); the in-process simulator otherwise.
 //! - `--latency-ms` sets the simulator's latency per gateway call, so concurrent duplicates really overlap.
 //! - `--redis URL` keeps idempotency records in Redis (shared by every instance), memory otherwise.
 //! - `--postgres URL` keeps them in PostgreSQL instead (durable: they survive a restart of the server and of the
@@ -88,6 +90,11 @@ struct Args {
     /// live instances must not share one.
     #[arg(long)]
     instance: Option<String>,
+    /// Base URL of a simulated gateway served over HTTP (`palisade sim serve --addr ...`), for the checkouts'
+    /// gateway calls. When absent they go to the in-process simulator, which `POST /v1/charges` and
+    /// `GET /v1/_sim/ledger` always use.
+    #[arg(long)]
+    gateway: Option<String>,
 }
 
 #[tokio::main]
@@ -116,7 +123,12 @@ async fn main() -> anyhow::Result<()> {
     let app = app.merge(webhooks::router(store.clone())?);
     let log = saga_log(&args).await?;
     let instance = args.instance.clone().unwrap_or_else(default_instance);
-    let gateway = checkouts::gateway_stack(sim.clone())?;
+    let gateway = match &args.gateway {
+        Some(url) => checkouts::gateway_stack(
+            palisade::sim::HttpGateway::new(url).map_err(|e| anyhow::anyhow!("invalid --gateway URL: {e}"))?,
+        )?,
+        None => checkouts::gateway_stack(sim.clone())?,
+    };
     let shop = checkouts::Shop::new(gateway, checkouts::Inventory::new(store.clone()), log.clone(), &instance);
     let recovery = shop.orchestrator().spawn_recovery(RECOVERY_EVERY);
     let app = app
@@ -125,7 +137,11 @@ async fn main() -> anyhow::Result<()> {
         .merge(ops::router(ops::Readiness { store, log }));
 
     let listener = tokio::net::TcpListener::bind(args.addr).await?;
-    println!("palisade server listening on http://{} (idempotency store: {store_name})", listener.local_addr()?);
+    let gateway_name = args.gateway.as_deref().unwrap_or("the in-process simulator");
+    println!(
+        "palisade server listening on http://{} (idempotency store: {store_name}; checkouts' gateway: {gateway_name})",
+        listener.local_addr()?
+    );
     let limits = serve::Limits {
         header_timeout: Duration::from_millis(args.header_timeout_ms),
         body_timeout: Duration::from_millis(args.body_timeout_ms),
