@@ -278,3 +278,21 @@ async fn the_same_seed_gives_the_same_faults() {
     }
     assert_ne!(a, fault_sequence(7, 40).await, "another seed, other faults");
 }
+
+#[tokio::test]
+async fn a_slow_operation_commits_after_the_client_gave_up_and_a_concurrent_duplicate_is_in_flight() {
+    let (handle, gw) = start(SimServer::builder().latency(Duration::from_millis(1000))).await;
+    let mut impatient = gw.clone().timeout(Duration::from_millis(200));
+    let e = call(&mut impatient, charge("o1", "5.00", "tok_visa", Some("k1"))).await.unwrap_err();
+    assert!(matches!(e, PaymentError::GatewayTimeout { .. }), "{e:?}");
+    // While the first request runs, the same key is in flight (409 with Retry-After).
+    let mut patient = gw.clone();
+    let e = call(&mut patient, charge("o1", "5.00", "tok_visa", Some("k1"))).await.unwrap_err();
+    assert_eq!(e, PaymentError::IdempotencyInFlight { retry_after: Some(Duration::from_secs(1)) });
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let committed = handle.sim().charges_for("o1");
+    assert_eq!(committed.len(), 1, "the gateway finished the charge the client stopped waiting for");
+    let replay = call(&mut patient, charge("o1", "5.00", "tok_visa", Some("k1"))).await.unwrap();
+    assert_eq!(replay.id.as_str(), committed[0].payment_id);
+    assert_eq!(handle.sim().charges_for("o1").len(), 1);
+}
