@@ -248,6 +248,40 @@ async fn orders_are_running_while_their_saga_runs_and_404_when_unknown() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_second_instance_on_the_same_store_finishes_a_checkout_its_dead_peer_started() {
+    let sim = GatewaySim::builder().latency(Latency::fixed(Duration::from_millis(100))).build();
+    let store: Arc<dyn LeaseStore> = Arc::new(MemoryStore::new());
+    let log: Arc<dyn SagaLog> = Arc::new(MemoryLog::new());
+    let instance = |name: &str| {
+        let gateway = checkouts::gateway_stack(sim.clone()).unwrap();
+        checkouts::Shop::new(gateway, checkouts::Inventory::new(store.clone()), log.clone(), name)
+    };
+    let (a, b) = (instance("instance-a"), instance("instance-b"));
+    let recovery_a = a.orchestrator().spawn_recovery(Duration::from_secs(1));
+    let app_a = checkouts::router(a.clone(), store.clone());
+    let dying = tokio::spawn(async move { send(&app_a, checkout("k-dead", &body("o-dead"))).await });
+    // The authorization (100 ms) is done and the capture is on its way when instance a dies.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    dying.abort();
+    recovery_a.abort();
+    let _ = dying.await;
+
+    // Instance b sees the order on the shared store, still running, and its recovery worker takes it over once
+    // a's lease has ended.
+    let orders_b = orders::router(b.orchestrator().clone());
+    assert_eq!(get(&orders_b, "/v1/orders/o-dead").await.2["state"], "running");
+    let _recovery_b = b.orchestrator().spawn_recovery(Duration::from_secs(1));
+    tokio::time::sleep(palisade_saga::defaults::DEFAULT_LEASE + Duration::from_secs(3)).await;
+    let shown = get(&orders_b, "/v1/orders/o-dead").await.2;
+    assert_eq!(shown["state"], "completed", "{shown}");
+    assert!(shown["charge_id"].is_string());
+    let ops: Vec<Operation> = sim.entries_for("o-dead").iter().map(|e| e.operation).collect();
+    assert_eq!(ops, [Operation::Authorize, Operation::Capture], "each step acted once");
+    let record = b.orchestrator().get("o-dead").await.unwrap().unwrap();
+    assert!(record.token > 1, "taken over with a new fencing token: {record:?}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn bad_bodies_are_400_and_leave_the_key_usable() {
     let s = server(GatewaySim::new());
     let (status, _, p) = send(&s.app, checkout("k-bad", &json!({"order_id": "o-bad"}))).await;
