@@ -20,50 +20,58 @@ use crate::record::{Record, RecordRef, Status};
 use crate::report::{Discrepancy, Kind, Report, SideSummary, Totals};
 use crate::source::Source;
 
-/// Shards per side: the join runs shard pairs in parallel, and a shard's table grows (rehashes) on its own,
-/// which keeps the peak of a rehash to a sixteenth of the table.
-const SHARDS: usize = 16;
+/// Partitions per side, by the top bits of the id's hash. Both sides are split the same way while they are
+/// read, so partition `k` of the ledger can only meet partition `k` of the report: each pair is joined on its
+/// own, with tables small enough to stay in cache, and the pairs are spread over every core.
+const PARTITION_BITS: u32 = 8;
+const PARTITIONS: usize = 1 << PARTITION_BITS;
 
 /// Rows between updates of the progress counter.
 const PROGRESS_EVERY: u64 = 1 << 16;
 
-/// Seed of the table hasher: fixed, so a run's output order never depends on chance (the report is sorted
-/// anyway). The ids come from the operator's own files, so there is no hash flooding to defend against.
+/// Seed of the hasher: fixed, so a run never depends on chance (the report is sorted anyway). The ids come from
+/// the operator's own files, so there is no hash flooding to defend against.
 const HASH_SEED: u64 = 0x5041_4c49_5341_4445;
 
+/// One record, compact: 48 bytes, its id's bytes in its partition's arena.
 #[derive(Clone, Copy)]
-struct Slot {
-    off: u64,
-    len: u32,
-    currency: Currency,
-    status: Status,
-    matched: bool,
+struct Rec {
+    hash: u64,
     amount: i64,
     created_at: i64,
     line: u64,
+    id_off: u32,
+    id_len: u32,
+    currency: Currency,
+    status: Status,
+    /// Matched with the other side, or a duplicate of an earlier row (either way, not missing).
+    settled: bool,
 }
 
-impl Slot {
+impl Rec {
     fn record(&self) -> Record {
         Record::new(self.amount, self.currency, self.status, self.created_at, self.line)
     }
 }
 
-fn hasher() -> foldhash::fast::FixedState {
-    foldhash::fast::FixedState::with_seed(HASH_SEED)
-}
-
-#[inline]
-fn shard_of(hash: u64) -> usize {
-    // Bits the table itself uses least (it takes the low bits for the bucket, the top 7 for the tag).
-    (hash >> 40) as usize % SHARDS
-}
-
-/// One side, read.
-struct Side {
+/// One partition of one side: its records in file order and their ids' bytes.
+#[derive(Default)]
+struct Partition {
+    recs: Vec<Rec>,
     ids: Vec<u8>,
-    shards: Vec<HashTable<Slot>>,
-    duplicates: Vec<Discrepancy>,
+}
+
+impl Partition {
+    #[inline]
+    fn id(&self, r: &Rec) -> &[u8] {
+        // `id_off..id_off + id_len` was appended to this arena when the record was pushed.
+        &self.ids[r.id_off as usize..r.id_off as usize + r.id_len as usize]
+    }
+}
+
+/// One side, read and partitioned.
+struct Side {
+    parts: Vec<Partition>,
     totals: Vec<Totals>,
     summary: SideSummary,
     latest: Option<i64>,
@@ -71,11 +79,12 @@ struct Side {
 
 impl Side {
     fn new(rows_hint: Option<u64>) -> Self {
-        let per_shard = rows_hint.map_or(0, |r| usize::try_from(r).unwrap_or(0) / SHARDS + 1);
+        // 10 % over the even share, so most partitions never grow.
+        let per = rows_hint.map_or(0, |r| usize::try_from(r / PARTITIONS as u64).unwrap_or(0) * 11 / 10);
         Side {
-            ids: Vec::with_capacity(per_shard.saturating_mul(SHARDS).saturating_mul(12)),
-            shards: (0..SHARDS).map(|_| HashTable::with_capacity(per_shard)).collect(),
-            duplicates: Vec::new(),
+            parts: (0..PARTITIONS)
+                .map(|_| Partition { recs: Vec::with_capacity(per), ids: Vec::with_capacity(per * 20) })
+                .collect(),
             totals: Vec::new(),
             summary: SideSummary::default(),
             latest: None,
@@ -95,7 +104,7 @@ impl Side {
     }
 
     #[inline]
-    fn add(&mut self, r: &RecordRef<'_>, internal: bool) {
+    fn add(&mut self, r: &RecordRef<'_>, internal: bool) -> Result<(), Error> {
         self.summary.records += 1;
         self.latest = Some(self.latest.map_or(r.created_at, |l| l.max(r.created_at)));
         if internal {
@@ -106,51 +115,33 @@ impl Side {
             t.fee += i128::from(r.fee);
             t.net += i128::from(r.net);
         }
-        let state = hasher();
         let id = r.id.as_bytes();
-        let hash = state.hash_one(id);
-        let Side { ids, shards, duplicates, .. } = self;
-        let table = &mut shards[shard_of(hash)];
-        match table.entry(hash, |s| id_of(ids, s) == id, |s| state.hash_one(id_of(ids, s))) {
-            Entry::Occupied(first) => {
-                let extra = Record::new(r.amount, r.currency, r.status, r.created_at, r.line);
-                let (kind, internal_rec, gateway_rec) = if internal {
-                    (Kind::DuplicateInternal, Some(extra), None)
-                } else {
-                    (Kind::DuplicateGateway, None, Some(extra))
-                };
-                duplicates.push(Discrepancy {
-                    kind,
-                    id: r.id.into(),
-                    internal: internal_rec,
-                    gateway: gateway_rec,
-                    first: Some(first.get().record()),
-                });
-            }
-            Entry::Vacant(v) => {
-                let off = ids.len() as u64;
-                ids.extend_from_slice(id);
-                v.insert(Slot {
-                    off,
-                    // An id longer than 4 GiB cannot come out of a CSV field the csv crate buffers.
-                    len: u32::try_from(id.len()).unwrap_or(u32::MAX),
-                    currency: r.currency,
-                    status: r.status,
-                    matched: false,
-                    amount: r.amount,
-                    created_at: r.created_at,
-                    line: r.line,
-                });
-            }
-        }
+        let hash = hasher().hash_one(id);
+        let part = &mut self.parts[(hash >> (64 - PARTITION_BITS)) as usize];
+        let (Ok(id_off), Ok(id_len)) = (u32::try_from(part.ids.len()), u32::try_from(id.len())) else {
+            return Err(Error::Io {
+                file: "<reconciler>".into(),
+                source: std::io::Error::other("more than 4 GiB of ids in one partition: split the files"),
+            });
+        };
+        part.ids.extend_from_slice(id);
+        part.recs.push(Rec {
+            hash,
+            amount: r.amount,
+            created_at: r.created_at,
+            line: r.line,
+            id_off,
+            id_len,
+            currency: r.currency,
+            status: r.status,
+            settled: false,
+        });
+        Ok(())
     }
 }
 
-#[inline]
-fn id_of<'a>(ids: &'a [u8], s: &Slot) -> &'a [u8] {
-    // `off..off + len` was appended to this very arena when the slot was made.
-    let start = usize::try_from(s.off).unwrap_or(usize::MAX);
-    &ids[start..start + s.len as usize]
+fn hasher() -> foldhash::fast::FixedState {
+    foldhash::fast::FixedState::with_seed(HASH_SEED)
 }
 
 fn read_side<S: Source>(rec: &Reconciler, mut source: S, internal: bool) -> Result<Side, Error> {
@@ -158,7 +149,7 @@ fn read_side<S: Source>(rec: &Reconciler, mut source: S, internal: bool) -> Resu
     let mut since_progress = 0u64;
     loop {
         match source.next_record(&rec.statuses) {
-            Ok(Some(r)) => side.add(&r, internal),
+            Ok(Some(r)) => side.add(&r, internal)?,
             Ok(None) => break,
             Err(Error::Row(e)) if rec.reject.is_some() => {
                 side.summary.rejected += 1;
@@ -213,7 +204,7 @@ impl Emit {
     }
 }
 
-/// Found in one shard pair.
+/// Found in some partition pairs.
 #[derive(Default)]
 struct Found {
     matched: u64,
@@ -233,46 +224,78 @@ impl Found {
 }
 
 fn id_str(bytes: &[u8]) -> Box<str> {
-    // Ids were `&str` when they went into the arena.
+    // Ids were `&str` when they went into the arena, so this never replaces anything.
     String::from_utf8_lossy(bytes).into()
 }
 
-#[allow(clippy::too_many_arguments)]
-fn join_shard(
+/// A table of record indexes keyed by id; extra rows with an id already in it are reported as duplicates of
+/// `kind` and marked settled.
+fn index_with_duplicates(
     rec: &Reconciler,
     emit: &Emit,
-    cutoff: i64,
-    internal_ids: &[u8],
-    internal: &mut HashTable<Slot>,
-    gateway_ids: &[u8],
-    gateway: &HashTable<Slot>,
+    part: &mut Partition,
+    kind: Kind,
     found: &mut Found,
-) {
-    let state = hasher();
-    for g in gateway {
-        let id = id_of(gateway_ids, g);
-        let hash = state.hash_one(id);
-        match internal.find_mut(hash, |s| id_of(internal_ids, s) == id) {
-            Some(i) => {
-                i.matched = true;
+) -> HashTable<u32> {
+    let mut table: HashTable<u32> = HashTable::with_capacity(part.recs.len());
+    for j in 0..part.recs.len() {
+        let r = part.recs[j];
+        let (recs, id) = (&part.recs, part.id(&r));
+        let entry = table.entry(
+            r.hash,
+            |&k| recs[k as usize].hash == r.hash && part.id(&recs[k as usize]) == id,
+            |&k| recs[k as usize].hash,
+        );
+        match entry {
+            Entry::Occupied(first) => {
+                let first = recs[*first.get() as usize].record();
+                let (internal, gateway) =
+                    if kind == Kind::DuplicateInternal { (Some(r.record()), None) } else { (None, Some(r.record())) };
+                let d = Discrepancy { kind, id: id_str(id), internal, gateway, first: Some(first) };
+                found.push(rec, emit, d);
+                part.recs[j].settled = true;
+            }
+            // At most 2^32 records per partition: `add` caps the ids' arena at 4 GiB and every id has a byte.
+            Entry::Vacant(v) => {
+                v.insert(u32::try_from(j).unwrap_or(u32::MAX));
+            }
+        }
+    }
+    table
+}
+
+fn join_partition(rec: &Reconciler, emit: &Emit, cutoff: i64, i: &mut Partition, g: &mut Partition, found: &mut Found) {
+    let internal = index_with_duplicates(rec, emit, i, Kind::DuplicateInternal, found);
+    let _gateway = index_with_duplicates(rec, emit, g, Kind::DuplicateGateway, found);
+    for gr in g.recs.iter().filter(|r| !r.settled) {
+        let id = g.id(gr);
+        let hit = internal.find(gr.hash, |&k| {
+            let ir = &i.recs[k as usize];
+            ir.hash == gr.hash && i.id(ir) == id
+        });
+        match hit {
+            Some(&k) => {
+                let ir = &mut i.recs[k as usize];
+                ir.settled = true;
+                let ir = *ir;
                 let mut clean = true;
                 let mut report = |kind| {
                     clean = false;
                     let d = Discrepancy {
                         kind,
                         id: id_str(id),
-                        internal: Some(i.record()),
-                        gateway: Some(g.record()),
+                        internal: Some(ir.record()),
+                        gateway: Some(gr.record()),
                         first: None,
                     };
                     found.push(rec, emit, d);
                 };
-                if i.currency != g.currency {
+                if ir.currency != gr.currency {
                     report(Kind::CurrencyMismatch);
-                } else if i.amount != g.amount {
+                } else if ir.amount != gr.amount {
                     report(Kind::AmountMismatch);
                 }
-                if i.status != g.status {
+                if ir.status != gr.status {
                     report(Kind::StatusMismatch);
                 }
                 if clean {
@@ -280,23 +303,20 @@ fn join_shard(
                 }
             }
             None => {
-                let kind = if g.created_at > cutoff { Kind::Pending } else { Kind::MissingInternal };
-                let d = Discrepancy { kind, id: id_str(id), internal: None, gateway: Some(g.record()), first: None };
+                let kind = if gr.created_at > cutoff { Kind::Pending } else { Kind::MissingInternal };
+                let d = Discrepancy { kind, id: id_str(id), internal: None, gateway: Some(gr.record()), first: None };
                 found.push(rec, emit, d);
             }
         }
     }
-    for i in internal.iter().filter(|i| !i.matched) {
-        let kind = if i.created_at > cutoff { Kind::Pending } else { Kind::MissingGateway };
-        let d = Discrepancy {
-            kind,
-            id: id_str(id_of(internal_ids, i)),
-            internal: Some(i.record()),
-            gateway: None,
-            first: None,
-        };
+    for ir in i.recs.iter().filter(|r| !r.settled) {
+        let kind = if ir.created_at > cutoff { Kind::Pending } else { Kind::MissingGateway };
+        let d = Discrepancy { kind, id: id_str(i.id(ir)), internal: Some(ir.record()), gateway: None, first: None };
         found.push(rec, emit, d);
     }
+    // Done with this pair: give the memory back now, not at the end.
+    *i = Partition::default();
+    *g = Partition::default();
 }
 
 impl Reconciler {
@@ -356,24 +376,25 @@ impl Reconciler {
         let lag = i64::try_from(self.lag.as_secs()).unwrap_or(i64::MAX);
         let cutoff = as_of.saturating_sub(lag);
 
-        let mut found = Found::default();
-        for d in internal.duplicates.drain(..).chain(gateway.duplicates.drain(..)) {
-            found.push(self, emit, d);
-        }
-
-        let workers = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get).clamp(1, SHARDS);
-        let (internal_ids, gateway_ids) = (&internal.ids, &gateway.ids);
-        let mut pairs: Vec<(&mut HashTable<Slot>, &HashTable<Slot>)> =
-            internal.shards.iter_mut().zip(gateway.shards.iter()).collect();
-        let per_worker = pairs.len().div_ceil(workers);
+        let workers = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        let pairs: Vec<std::sync::Mutex<(Partition, Partition)>> = std::mem::take(&mut internal.parts)
+            .into_iter()
+            .zip(std::mem::take(&mut gateway.parts))
+            .map(std::sync::Mutex::new)
+            .collect();
+        let next = std::sync::atomic::AtomicUsize::new(0);
         let results: Vec<Found> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..workers)
                 .map(|_| {
-                    let mine: Vec<_> = pairs.drain(..per_worker.min(pairs.len())).collect();
-                    s.spawn(move || {
+                    s.spawn(|| {
                         let mut f = Found::default();
-                        for (i, g) in mine {
-                            join_shard(self, emit, cutoff, internal_ids, i, gateway_ids, g, &mut f);
+                        loop {
+                            let k = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(pair) = pairs.get(k) else { break };
+                            // Each index is taken by one worker only, so the lock is never contended.
+                            let mut pair = pair.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                            let (i, g) = &mut *pair;
+                            join_partition(self, emit, cutoff, i, g, &mut f);
                         }
                         f
                     })
@@ -381,6 +402,7 @@ impl Reconciler {
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
         });
+        let mut found = Found::default();
         for f in results {
             found.matched += f.matched;
             found.discrepancies.extend(f.discrepancies);

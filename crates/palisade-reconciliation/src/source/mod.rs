@@ -224,26 +224,33 @@ pub(crate) fn text(csv: &CsvFile, index: usize) -> Result<&str, Error> {
     std::str::from_utf8(bytes).map_err(|_| csv.error(index, Problem::InvalidUtf8))
 }
 
-/// A one-entry cache of the last currency code read: most files repeat a few currencies.
+/// A small cache of the currency codes read so far: files repeat a few currencies, and a hit is a compare of
+/// three bytes instead of a lookup in the ISO table.
 #[derive(Default)]
 pub(crate) struct CurrencyCache {
-    last: Option<([u8; 3], palisade_core::Currency)>,
+    seen: Vec<([u8; 3], palisade_core::Currency)>,
 }
+
+/// Codes remembered; a file with more currencies looks the rest up each time.
+const CURRENCY_CACHE: usize = 16;
 
 impl CurrencyCache {
     #[inline]
     pub(crate) fn get(&mut self, csv: &CsvFile, index: usize) -> Result<palisade_core::Currency, Error> {
         let bytes = csv.field(index)?;
-        if let (Some((code, cur)), Ok(b)) = (self.last, <[u8; 3]>::try_from(bytes))
-            && code == b
+        let key = <[u8; 3]>::try_from(bytes).ok();
+        if let Some(k) = key
+            && let Some((_, cur)) = self.seen.iter().find(|(c, _)| *c == k)
         {
-            return Ok(cur);
+            return Ok(*cur);
         }
         let text = std::str::from_utf8(bytes).map_err(|_| csv.error(index, Problem::InvalidUtf8))?;
         let cur = palisade_core::Currency::from_code(text)
             .map_err(|_| csv.error(index, Problem::UnknownCurrency(text.to_owned())))?;
-        if let Ok(b) = <[u8; 3]>::try_from(bytes) {
-            self.last = Some((b, cur));
+        if let Some(k) = key
+            && self.seen.len() < CURRENCY_CACHE
+        {
+            self.seen.push((k, cur));
         }
         Ok(cur)
     }
