@@ -34,7 +34,7 @@ echo "# duckdb $("$PEERS_VENV/bin/python" -c 'import duckdb; print(duckdb.__vers
 measure() {
   local name=$1 rows=$2; shift 2
   local log="$DATA/$rows/$name.time"
-  /usr/bin/time -v "$@" >"$DATA/$rows/$name.stdout" 2>"$log" || [ $? -le 1 ]
+  /usr/bin/time -v "$@" >"$DATA/$rows/$name.stdout" 2>"$log" || [ $? -le 1 ] || { echo "$name failed:" >&2; cat "$log" >&2; exit 1; }
   local wall rss
   wall=$(grep 'Elapsed (wall clock)' "$log" | awk '{print $NF}' | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }')
   rss=$(grep 'Maximum resident set size' "$log" | awk '{print $NF}')
@@ -43,6 +43,7 @@ measure() {
 
 for rows in $SIZES; do
   dir="$DATA/$rows"
+  rm -f "$dir"/*.stdout "$dir"/*.time
   if [ ! -f "$dir/expected.json" ]; then
     "$BIN/examples/gen_recon" --rows "$rows" --seed "$SEED" --out-dir "$dir"
   fi
@@ -61,8 +62,9 @@ for rows in $SIZES; do
       fi
     fi
   done
-  for t in palisade duckdb pandas seed; do
-    [ -f "$dir/$t.stdout" ] && [ "$t" != palisade ] && echo "# $t says: $(cat "$dir/$t.stdout")"
+  echo "# palisade says: $(grep -m1 '^reconciled' "$dir/palisade.time")"
+  for t in duckdb pandas seed; do
+    if [ -f "$dir/$t.stdout" ]; then echo "# $t says: $(cat "$dir/$t.stdout")"; fi
   done
 done | tee "$DATA/results.txt"
 
