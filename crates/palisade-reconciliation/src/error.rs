@@ -30,12 +30,6 @@ pub enum Error {
     /// A row is malformed (see [`RowError`]).
     #[error(transparent)]
     Row(#[from] Box<RowError>),
-    /// A per-currency total does not fit a signed 128-bit count of minor units.
-    #[error("the {currency} totals overflow: split the files and reconcile them in parts")]
-    Overflow {
-        /// The currency.
-        currency: String,
-    },
 }
 
 /// A malformed row: where it is, and what was expected there.

@@ -40,8 +40,8 @@
 //! ```
 //!
 //! Amounts are read into minor units exactly as [`palisade_core::Money::parse`] reads them (`12.345` USD is
-//! refused, never rounded) and compared as integers. Memory is per key, not per row of text: about 48 bytes
-//! and the id's bytes per distinct id per side.
+//! refused, never rounded) and compared as integers. Memory is per record, not per row of text: a 48-byte slot
+//! and the id's bytes; per-currency totals are summed in `i128`, so they cannot overflow.
 
 #![warn(missing_docs)]
 

@@ -340,3 +340,48 @@ fn handlers_run_per_kind_sync_and_async() {
     got.sort();
     assert_eq!(got, ["async a", "sync b"]);
 }
+
+/// A new format is one type implementing `Source`: here, records already in memory.
+struct Memory {
+    rows: Vec<(String, i64, Currency, Status)>,
+    next: usize,
+}
+
+impl palisade_reconciliation::Source for Memory {
+    fn name(&self) -> &str {
+        "memory"
+    }
+    fn next_record(
+        &mut self,
+        _statuses: &palisade_reconciliation::StatusMap,
+    ) -> Result<Option<palisade_reconciliation::RecordRef<'_>>, Error> {
+        let Some((id, amount, currency, status)) = self.rows.get(self.next) else { return Ok(None) };
+        self.next += 1;
+        Ok(Some(palisade_reconciliation::RecordRef {
+            id,
+            amount: *amount,
+            currency: *currency,
+            net_currency: *currency,
+            status: *status,
+            created_at: AS_OF - 86_400,
+            fee: 0,
+            net: *amount,
+            line: self.next as u64,
+        }))
+    }
+}
+
+#[test]
+fn any_source_reconciles() {
+    let gateway = Memory {
+        rows: vec![
+            ("a".into(), 1234, Currency::USD, Status::Succeeded),
+            ("b".into(), 500, Currency::JPY, Status::Refunded),
+        ],
+        next: 0,
+    };
+    let internal = format!("{HEADER}a,12.34,USD,paid,2024-05-01T00:00:00Z\nb,500,JPY,paid,2024-05-01T00:00:00Z\n");
+    let r = at_cutoff().reconcile(canonical("internal.csv", &internal), gateway).unwrap();
+    assert_eq!(kinds(&r), [(Kind::StatusMismatch, "b")]);
+    assert_eq!(r.matched, 1);
+}
