@@ -408,8 +408,11 @@ impl Reconciler {
             found.discrepancies.extend(f.discrepancies);
             found.pending.extend(f.pending);
         }
-        found.discrepancies.sort_unstable_by(|a, b| (&a.id, a.kind).cmp(&(&b.id, b.kind)));
-        found.pending.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        // By id, then kind, then the lines (several duplicates of one id), so every run prints the same order.
+        let line = |r: &Option<Record>| r.as_ref().map(|r| r.line);
+        let key = |d: &Discrepancy| (d.kind, line(&d.internal), line(&d.gateway));
+        found.discrepancies.sort_unstable_by(|a, b| a.id.cmp(&b.id).then_with(|| key(a).cmp(&key(b))));
+        found.pending.sort_unstable_by(|a, b| a.id.cmp(&b.id).then_with(|| key(a).cmp(&key(b))));
 
         let mut totals: Vec<Totals> = Vec::new();
         for t in internal.totals.iter().chain(&gateway.totals) {

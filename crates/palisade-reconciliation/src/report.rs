@@ -186,7 +186,7 @@ pub struct SideSummary {
 pub struct Report {
     /// Ids on both sides with no difference.
     pub matched: u64,
-    /// Every discrepancy, sorted by id then kind.
+    /// Every discrepancy, sorted by id, then kind, then line.
     pub discrepancies: Vec<Discrepancy>,
     /// Records on one side only within the lag window, sorted by id.
     pub pending: Vec<Discrepancy>,
