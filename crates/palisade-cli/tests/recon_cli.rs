@@ -218,3 +218,26 @@ fn stripe_balance_report_is_folded_per_charge() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("stripe.csv:1: missing column \"id\""), "{}", stderr(&o));
 }
+
+#[test]
+fn adyen_settlement_report_is_folded_per_merchant_reference() {
+    let d = dir("adyen");
+    let i = write(
+        &d,
+        "internal.csv",
+        format!("{HEADER}order-1,75.00,EUR,partially_refunded,2024-05-01T10:00:00Z\n").as_bytes(),
+    );
+    let g = write(
+        &d,
+        "adyen.csv",
+        b"Merchant Reference,Creation Date,TimeZone,Type,Gross Currency,Gross Debit (GC),Gross Credit (GC),Net Currency,Net Debit (NC),Net Credit (NC),Commission (NC)\n\
+          order-1,2024-05-01 12:00:00,CET,Settled,EUR,,100.00,EUR,,98.00,2.00\n\
+          order-1,2024-05-01 13:00:00,CET,Refunded,EUR,25.00,,EUR,25.00,,\n\
+          ,2024-05-01 23:00:00,CET,MerchantPayout,EUR,,,EUR,73.00,,\n",
+    );
+    let o = palisade(&["recon", "--internal", &i, "--gateway", &g, "--gateway-format", "adyen-settlement"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("gateway: 1 records, 1 rows skipped"), "{err}");
+    assert!(err.contains("EUR: internal 75.00, gateway gross 75.00, fees 2.00, net 73.00, difference 0.00"), "{err}");
+}
