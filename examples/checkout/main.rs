@@ -13,6 +13,7 @@ mod breaker;
 mod foundation;
 mod idempotency;
 mod rate_limit;
+mod reconciliation;
 mod redaction;
 mod retry;
 mod webhook;
@@ -43,6 +44,7 @@ async fn main() {
     rate_limit::card_testing_is_throttled(&mut report, &env).await;
     webhook::webhook_handling(&mut report, &env).await;
     redaction::log_redaction(&mut report, &env).await;
+    reconciliation::reconciliation(&mut report, &env).await;
 
     std::process::exit(report.finish());
 }

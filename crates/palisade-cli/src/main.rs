@@ -3,11 +3,14 @@
 //! - `palisade redact`: scrub card numbers, CVVs and track data from a stream (stdin → stdout).
 //! - `palisade webhook sign|verify`: sign or verify a webhook body (stdin) under Stripe, Standard Webhooks or
 //!   GitHub schemes.
+//! - `palisade recon`: reconcile an internal ledger with a gateway report (JSON lines of discrepancies; exit
+//!   0 clean, 1 discrepancies, 2 bad input).
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod recon;
 mod redact;
 mod webhook;
 
@@ -25,6 +28,8 @@ enum Command {
     /// Sign or verify webhooks.
     #[command(subcommand)]
     Webhook(webhook::Command),
+    /// Reconcile an internal ledger with a gateway report.
+    Recon(Box<recon::Args>),
 }
 
 fn main() -> ExitCode {
@@ -39,5 +44,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Redact(args) => redact::run(args),
         Command::Webhook(cmd) => webhook::run(cmd),
+        Command::Recon(args) => recon::run(*args),
     }
 }
