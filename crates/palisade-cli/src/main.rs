@@ -5,6 +5,8 @@
 //!   GitHub schemes.
 //! - `palisade recon`: reconcile an internal ledger with a gateway report (JSON lines of discrepancies; exit
 //!   0 clean, 1 discrepancies, 2 bad input).
+//! - `palisade saga list|show|retry-compensation`: inspect the sagas in a Redis or PostgreSQL saga log, and hand a
+//!   saga whose compensation failed back to the application's recovery worker.
 
 use std::process::ExitCode;
 
@@ -12,6 +14,7 @@ use clap::{Parser, Subcommand};
 
 mod recon;
 mod redact;
+mod saga;
 mod webhook;
 
 #[derive(Parser)]
@@ -30,6 +33,8 @@ enum Command {
     Webhook(webhook::Command),
     /// Reconcile an internal ledger with a gateway report.
     Recon(Box<recon::Args>),
+    /// Inspect sagas in a Redis or PostgreSQL saga log; retry a failed compensation.
+    Saga(saga::Args),
 }
 
 fn main() -> ExitCode {
@@ -45,5 +50,6 @@ fn main() -> ExitCode {
         Command::Redact(args) => redact::run(args),
         Command::Webhook(cmd) => webhook::run(cmd),
         Command::Recon(args) => recon::run(*args),
+        Command::Saga(args) => saga::run(args),
     }
 }

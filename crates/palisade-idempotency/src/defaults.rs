@@ -25,8 +25,9 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// How long a claim protects an executing request between two renewals: 10 seconds. While the request runs the
 /// layer renews the lease every third of it (a heartbeat), so a live holder keeps its key however long the
 /// gateway takes (Stripe's SDKs wait up to 80 s), and the lease only has to cover the gap a holder leaves when
-/// it dies: a crashed or frozen holder blocks its key for at most 10 s, not minutes. Three heartbeats per lease
-/// ride out a store hiccup of up to two of them.
+/// it dies: a crashed or frozen holder blocks its key for at most 10 s, not minutes. One failed heartbeat costs
+/// nothing (the next comes while a third of the lease is left); two in a row, a store outage longer than a third
+/// of the lease, let the lease end, and the holder's result is then fenced off if a duplicate took over.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 
 /// How long a duplicate waits for the in-flight original before it is refused: zero. Like Stripe, a duplicate

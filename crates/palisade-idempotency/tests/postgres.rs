@@ -301,3 +301,30 @@ async fn the_record_commits_with_the_order_or_not_at_all() {
     assert_eq!(order_rows().await, 1, "one order");
     pg.cleanup().await;
 }
+
+/// The optional background purge deletes expired rows on its own (real time: records of 50 ms, a purge every
+/// 50 ms, polled for at most 5 s).
+#[tokio::test]
+async fn the_background_purge_deletes_expired_rows() {
+    let Some((pg, store, _)) = setup("purge_task").await else { return };
+    let fp = palisade_idempotency::Fingerprint([3; 32]);
+    let short = Duration::from_millis(50);
+    for i in 0..10 {
+        let claim = palisade_idempotency::LeaseStore::claim(&store, &format!("k{i}"), &fp, short, short).await;
+        assert!(matches!(claim.unwrap(), palisade_idempotency::Claim::Acquired { .. }));
+    }
+    let table = format!("{}leases", pg.prefix());
+    let rows = || async {
+        let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}")).fetch_one(&pg.pool).await.unwrap();
+        n
+    };
+    assert_eq!(rows().await, 10);
+    let task = store.purge_in_background(short);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while rows().await > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the background purge left expired rows");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    task.abort();
+    pg.cleanup().await;
+}

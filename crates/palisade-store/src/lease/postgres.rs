@@ -184,8 +184,9 @@ impl PostgresStore {
         PostgresStore { pool, sql: Arc::new(Sql::new(DEFAULT_POSTGRES_PREFIX)) }
     }
 
-    /// Connects a pool to `url` (at most 20 connections, [`DEFAULT_ACQUIRE_TIMEOUT`]) and checks that the server
-    /// answers.
+    /// Connects a pool to `url` (at most 20 connections, [`DEFAULT_ACQUIRE_TIMEOUT`], no ping before each use) and
+    /// checks that the server answers. A pool of your own works as well; turn sqlx's `test_before_acquire` off
+    /// for it, or every operation costs a second round trip.
     ///
     /// # Errors
     /// [`StoreError`] when the URL is invalid or the server does not answer.
@@ -193,6 +194,9 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(20)
             .acquire_timeout(DEFAULT_ACQUIRE_TIMEOUT)
+            // No ping before each use: a dead connection fails the operation (a 503) instead of costing every
+            // operation a round trip (measured: up to a fifth of the throughput at 50 callers).
+            .test_before_acquire(false)
             .connect(url)
             .await
             .map_err(db)?;
@@ -208,6 +212,7 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(20)
             .acquire_timeout(DEFAULT_ACQUIRE_TIMEOUT)
+            .test_before_acquire(false)
             .connect_lazy(url)
             .map_err(db)?;
         Ok(PostgresStore::new(pool))

@@ -1,0 +1,563 @@
+//! What a rule can look at: the [`Attributes`] of one charge, and the documented names the rule language reads.
+
+use std::fmt;
+use std::sync::LazyLock;
+
+use palisade_core::{ChargeRequest, Currency, GatewayKeyed, GatewayRequest, Money};
+
+/// The facts about one charge that rules look at. Build it with [`Attributes::new`] and the setters, or let the
+/// layer extract it from a [`ChargeRequest`] ([`Attributes::from_charge`]).
+///
+/// Unknown text attributes are the empty string in the rule language, so `card_country != ip_country` is false
+/// when both are unknown and a blocklist never matches an absent value.
+///
+/// `Debug` masks the email and shows only the last four characters of the card fingerprint and the IP.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Attributes {
+    /// The amount (exact; the rule language sees `amount_minor` and `currency`).
+    pub amount: Money,
+    /// The customer's email.
+    pub email: Option<String>,
+    /// A stable fingerprint of the card (never the card number).
+    pub card_fingerprint: Option<String>,
+    /// The card's BIN (first six to eight digits: not a card number on its own).
+    pub card_bin: Option<String>,
+    /// ISO 3166 alpha-2 country of the card's issuer.
+    pub card_country: Option<String>,
+    /// ISO 3166 alpha-2 country of the billing address.
+    pub billing_country: Option<String>,
+    /// The client's IP address.
+    pub ip: Option<String>,
+    /// ISO 3166 alpha-2 country of the IP address.
+    pub ip_country: Option<String>,
+    /// The address verification result as the gateway reports it (`pass`, `fail`, `unavailable`, or the
+    /// gateway's letter code).
+    pub avs_result: Option<String>,
+    /// The CVC check result (`pass`, `fail`, `unavailable`, ...).
+    pub cvv_result: Option<String>,
+    /// The merchant's customer id.
+    pub customer_id: Option<String>,
+    /// A risk score from outside (a model, a previous screen) that rules add to; 0 when there is none.
+    pub risk_score: i64,
+    /// What identifies this attempt for velocity: the idempotency key, so a retry of the same request counts
+    /// once. `None`: every decision is a new attempt.
+    pub attempt_id: Option<String>,
+}
+
+impl Attributes {
+    /// Attributes of a charge of `amount`, nothing else known.
+    #[must_use]
+    pub fn new(amount: Money) -> Self {
+        Attributes {
+            amount,
+            email: None,
+            card_fingerprint: None,
+            card_bin: None,
+            card_country: None,
+            billing_country: None,
+            ip: None,
+            ip_country: None,
+            avs_result: None,
+            cvv_result: None,
+            customer_id: None,
+            risk_score: 0,
+            attempt_id: None,
+        }
+    }
+
+    /// The default extraction from a charge request:
+    ///
+    /// | attribute | from |
+    /// |---|---|
+    /// | `amount`, `currency` | `amount` |
+    /// | `card_fingerprint` | metadata `card_fingerprint`, else the payment token |
+    /// | `customer_id` | `customer` |
+    /// | `attempt_id` | the idempotency key |
+    /// | `email`, `card_bin`, `card_country`, `billing_country`, `ip`, `ip_country`, `avs_result`, `cvv_result` | metadata of the same name |
+    /// | `risk_score` | metadata `risk_score` (an integer), else 0 |
+    #[must_use]
+    pub fn from_charge(c: &ChargeRequest) -> Self {
+        let meta = |k: &str| c.metadata.get(k).map(|v| v.as_str().to_owned());
+        let mut a = Attributes::new(c.amount);
+        a.card_fingerprint = meta("card_fingerprint").or_else(|| Some(c.source.as_str().to_owned()));
+        a.customer_id = c.customer.as_ref().map(|r| r.as_str().to_owned());
+        a.attempt_id = c.idempotency_key.as_ref().map(|k| k.as_str().to_owned());
+        a.email = meta("email");
+        a.card_bin = meta("card_bin");
+        a.card_country = meta("card_country");
+        a.billing_country = meta("billing_country");
+        a.ip = meta("ip");
+        a.ip_country = meta("ip_country");
+        a.avs_result = meta("avs_result");
+        a.cvv_result = meta("cvv_result");
+        a.risk_score = meta("risk_score").and_then(|s| s.parse().ok()).unwrap_or(0);
+        a
+    }
+
+    /// The default extraction from a gateway request: charges and authorizations are screened
+    /// ([`Attributes::from_charge`]); captures, voids and refunds are not (`None`).
+    #[must_use]
+    pub fn from_gateway_request(req: &GatewayRequest) -> Option<Self> {
+        match req {
+            GatewayRequest::Charge(c) | GatewayRequest::Authorize(c) => {
+                let mut a = Attributes::from_charge(c);
+                if a.attempt_id.is_none() {
+                    a.attempt_id = req.gateway_key().map(|k| k.as_str().to_owned());
+                }
+                Some(a)
+            }
+            _ => None,
+        }
+    }
+
+    /// Sets the email.
+    #[must_use]
+    pub fn email(mut self, v: impl Into<String>) -> Self {
+        self.email = Some(v.into());
+        self
+    }
+    /// Sets the card fingerprint.
+    #[must_use]
+    pub fn card_fingerprint(mut self, v: impl Into<String>) -> Self {
+        self.card_fingerprint = Some(v.into());
+        self
+    }
+    /// Sets the BIN.
+    #[must_use]
+    pub fn card_bin(mut self, v: impl Into<String>) -> Self {
+        self.card_bin = Some(v.into());
+        self
+    }
+    /// Sets the card's country.
+    #[must_use]
+    pub fn card_country(mut self, v: impl Into<String>) -> Self {
+        self.card_country = Some(v.into());
+        self
+    }
+    /// Sets the billing country.
+    #[must_use]
+    pub fn billing_country(mut self, v: impl Into<String>) -> Self {
+        self.billing_country = Some(v.into());
+        self
+    }
+    /// Sets the IP address.
+    #[must_use]
+    pub fn ip(mut self, v: impl Into<String>) -> Self {
+        self.ip = Some(v.into());
+        self
+    }
+    /// Sets the IP's country.
+    #[must_use]
+    pub fn ip_country(mut self, v: impl Into<String>) -> Self {
+        self.ip_country = Some(v.into());
+        self
+    }
+    /// Sets the AVS result.
+    #[must_use]
+    pub fn avs_result(mut self, v: impl Into<String>) -> Self {
+        self.avs_result = Some(v.into());
+        self
+    }
+    /// Sets the CVC check result.
+    #[must_use]
+    pub fn cvv_result(mut self, v: impl Into<String>) -> Self {
+        self.cvv_result = Some(v.into());
+        self
+    }
+    /// Sets the customer id.
+    #[must_use]
+    pub fn customer_id(mut self, v: impl Into<String>) -> Self {
+        self.customer_id = Some(v.into());
+        self
+    }
+    /// Sets the starting risk score.
+    #[must_use]
+    pub fn risk_score(mut self, v: i64) -> Self {
+        self.risk_score = v;
+        self
+    }
+    /// Sets the attempt id (normally the idempotency key).
+    #[must_use]
+    pub fn attempt_id(mut self, v: impl Into<String>) -> Self {
+        self.attempt_id = Some(v.into());
+        self
+    }
+
+    /// The amount in minor units (every `Money` fits in `i64`, see [`Money::to_minor`]).
+    #[must_use]
+    pub fn amount_minor(&self) -> i64 {
+        self.amount.to_minor().unwrap_or(i64::MAX)
+    }
+    /// The currency.
+    #[must_use]
+    pub fn currency(&self) -> Currency {
+        self.amount.currency()
+    }
+    /// The value of a velocity subject, if known.
+    #[must_use]
+    pub fn subject(&self, s: Subject) -> Option<&str> {
+        match s {
+            Subject::Card => self.card_fingerprint.as_deref(),
+            Subject::Email => self.email.as_deref(),
+            Subject::Ip => self.ip.as_deref(),
+            Subject::Customer => self.customer_id.as_deref(),
+        }
+    }
+    /// The value of a text field.
+    #[must_use]
+    pub fn field(&self, f: Field) -> Option<&str> {
+        match f {
+            Field::Email => self.email.as_deref(),
+            Field::CardFingerprint => self.card_fingerprint.as_deref(),
+            Field::CardBin => self.card_bin.as_deref(),
+            Field::CardCountry => self.card_country.as_deref(),
+            Field::BillingCountry => self.billing_country.as_deref(),
+            Field::Ip => self.ip.as_deref(),
+            Field::IpCountry => self.ip_country.as_deref(),
+            Field::AvsResult => self.avs_result.as_deref(),
+            Field::CvvResult => self.cvv_result.as_deref(),
+            Field::CustomerId => self.customer_id.as_deref(),
+        }
+    }
+}
+
+/// Masks an email for logs: `j***@example.com` (the first character and the domain).
+#[must_use]
+pub fn mask_email(email: &str) -> String {
+    match email.split_once('@') {
+        Some((local, domain)) => {
+            let first = local.chars().next().map(String::from).unwrap_or_default();
+            format!("{first}***@{domain}")
+        }
+        None => "***".to_owned(),
+    }
+}
+
+fn tail4(s: &str) -> String {
+    let n = s.chars().count();
+    let tail: String = s.chars().skip(n.saturating_sub(4)).collect();
+    format!("…{tail}")
+}
+
+impl fmt::Debug for Attributes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Attributes")
+            .field("amount", &self.amount)
+            .field("email", &self.email.as_deref().map(mask_email))
+            .field("card_fingerprint", &self.card_fingerprint.as_deref().map(tail4))
+            .field("card_bin", &self.card_bin)
+            .field("card_country", &self.card_country)
+            .field("billing_country", &self.billing_country)
+            .field("ip", &self.ip.as_deref().map(tail4))
+            .field("ip_country", &self.ip_country)
+            .field("avs_result", &self.avs_result)
+            .field("cvv_result", &self.cvv_result)
+            .field("customer_id", &self.customer_id)
+            .field("risk_score", &self.risk_score)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A text attribute, for the built-in rules (blocklists, AVS/CVV).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Field {
+    /// `email` (compared case-insensitively).
+    Email,
+    /// `card_fingerprint`.
+    CardFingerprint,
+    /// `card_bin`.
+    CardBin,
+    /// `card_country`.
+    CardCountry,
+    /// `billing_country`.
+    BillingCountry,
+    /// `ip`.
+    Ip,
+    /// `ip_country`.
+    IpCountry,
+    /// `avs_result`.
+    AvsResult,
+    /// `cvv_result`.
+    CvvResult,
+    /// `customer_id`.
+    CustomerId,
+}
+
+impl Field {
+    /// The attribute's name in the rule language.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Field::Email => "email",
+            Field::CardFingerprint => "card_fingerprint",
+            Field::CardBin => "card_bin",
+            Field::CardCountry => "card_country",
+            Field::BillingCountry => "billing_country",
+            Field::Ip => "ip",
+            Field::IpCountry => "ip_country",
+            Field::AvsResult => "avs_result",
+            Field::CvvResult => "cvv_result",
+            Field::CustomerId => "customer_id",
+        }
+    }
+}
+
+/// Who a velocity counter counts attempts of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Subject {
+    /// The card fingerprint.
+    Card,
+    /// The email.
+    Email,
+    /// The IP address.
+    Ip,
+    /// The customer id.
+    Customer,
+}
+
+impl Subject {
+    /// Every subject, in counter order.
+    pub const ALL: [Subject; 4] = [Subject::Card, Subject::Email, Subject::Ip, Subject::Customer];
+    /// Stable lowercase name (`card`, `email`, `ip`, `customer`).
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Subject::Card => "card",
+            Subject::Email => "email",
+            Subject::Ip => "ip",
+            Subject::Customer => "customer",
+        }
+    }
+    pub(crate) const fn index(self) -> usize {
+        match self {
+            Subject::Card => 0,
+            Subject::Email => 1,
+            Subject::Ip => 2,
+            Subject::Customer => 3,
+        }
+    }
+}
+
+/// What a velocity counter measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Measure {
+    /// Attempts (this one included; a retry with the same attempt id counts once).
+    Attempts,
+    /// The sum of the attempts' amounts in the decision's currency, in minor units (this one included).
+    Amount,
+    /// Declines recorded by the layer after the gateway answered (or by [`crate::FraudEngine::record_decline`]).
+    Declines,
+}
+
+impl Measure {
+    /// Every measure, in counter order.
+    pub const ALL: [Measure; 3] = [Measure::Attempts, Measure::Amount, Measure::Declines];
+    /// Stable lowercase name (`attempts`, `amount`, `declines`).
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Measure::Attempts => "attempts",
+            Measure::Amount => "amount",
+            Measure::Declines => "declines",
+        }
+    }
+    const fn index(self) -> usize {
+        match self {
+            Measure::Attempts => 0,
+            Measure::Amount => 1,
+            Measure::Declines => 2,
+        }
+    }
+}
+
+/// A velocity window ([`crate::defaults::VELOCITY_WINDOWS`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Window {
+    /// Ten minutes (`_10m`).
+    TenMinutes,
+    /// One hour (`_1h`).
+    Hour,
+    /// One day (`_24h`).
+    Day,
+}
+
+impl Window {
+    /// Every window, in counter order.
+    pub const ALL: [Window; 3] = [Window::TenMinutes, Window::Hour, Window::Day];
+    /// The suffix in attribute names (`10m`, `1h`, `24h`).
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Window::TenMinutes => "10m",
+            Window::Hour => "1h",
+            Window::Day => "24h",
+        }
+    }
+    /// The window's length.
+    #[must_use]
+    pub const fn duration(self) -> std::time::Duration {
+        crate::defaults::VELOCITY_WINDOWS[self.index()]
+    }
+    const fn index(self) -> usize {
+        match self {
+            Window::TenMinutes => 0,
+            Window::Hour => 1,
+            Window::Day => 2,
+        }
+    }
+}
+
+/// One velocity attribute: `<measure>_per_<subject>_<window>`, such as `attempts_per_card_1h`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Velocity {
+    /// What is counted.
+    pub measure: Measure,
+    /// Whose attempts.
+    pub subject: Subject,
+    /// Over which window.
+    pub window: Window,
+}
+
+impl Velocity {
+    /// A velocity attribute.
+    #[must_use]
+    pub const fn new(measure: Measure, subject: Subject, window: Window) -> Self {
+        Velocity { measure, subject, window }
+    }
+    /// Index into [`VelocityCounts`].
+    #[must_use]
+    pub const fn index(self) -> usize {
+        self.subject.index() * 9 + self.measure.index() * 3 + self.window.index()
+    }
+    /// The attribute's name (`attempts_per_card_1h`).
+    #[must_use]
+    pub fn name(self) -> String {
+        format!("{}_per_{}_{}", self.measure.as_str(), self.subject.as_str(), self.window.as_str())
+    }
+}
+
+/// Number of velocity attributes: 3 measures × 4 subjects × 3 windows.
+pub const VELOCITY_ATTRIBUTES: usize = 36;
+
+/// The velocity attributes of one decision, as the store returned them (0 for a subject the charge lacks).
+/// Layout: per subject (card, email, ip, customer), per measure (attempts, amount, declines), per window
+/// (10m, 1h, 24h).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VelocityCounts(pub [i64; VELOCITY_ATTRIBUTES]);
+
+impl Default for VelocityCounts {
+    fn default() -> Self {
+        VelocityCounts([0; VELOCITY_ATTRIBUTES])
+    }
+}
+
+impl VelocityCounts {
+    /// One attribute's value.
+    #[must_use]
+    pub fn get(&self, v: Velocity) -> i64 {
+        self.0[v.index()]
+    }
+    /// Sets one attribute's value.
+    pub fn set(&mut self, v: Velocity, value: i64) {
+        self.0[v.index()] = value;
+    }
+}
+
+/// The type of an attribute in the rule language.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AttrType {
+    /// A 64-bit integer.
+    Int,
+    /// A string (empty when unknown).
+    Text,
+    /// An amount: only in a comparison with a money literal (`amount > 500 USD`).
+    Money,
+}
+
+/// An attribute of the rule language: its name, type and what it means.
+#[derive(Debug, Clone)]
+pub struct AttributeDoc {
+    /// Its name in rules.
+    pub name: String,
+    /// Its type.
+    pub ty: AttrType,
+    /// What it means.
+    pub doc: String,
+}
+
+/// Index of each scalar attribute in the evaluation context (velocity attributes follow).
+pub(crate) const SCALARS: &[(&str, AttrType, &str)] = &[
+    ("amount_minor", AttrType::Int, "the amount in minor units of `currency` (cents for USD, yen for JPY)"),
+    ("currency", AttrType::Text, "ISO 4217 code, upper case (`USD`)"),
+    ("email", AttrType::Text, "the customer's email, lower case"),
+    ("email_domain", AttrType::Text, "the part of the email after `@`, lower case"),
+    ("card_fingerprint", AttrType::Text, "a stable fingerprint of the card"),
+    ("card_bin", AttrType::Text, "the card's BIN"),
+    ("card_country", AttrType::Text, "issuer country, ISO 3166 alpha-2"),
+    ("billing_country", AttrType::Text, "billing address country"),
+    ("ip", AttrType::Text, "the client IP"),
+    ("ip_country", AttrType::Text, "the IP's country"),
+    ("avs_result", AttrType::Text, "address verification result"),
+    ("cvv_result", AttrType::Text, "CVC check result"),
+    ("customer_id", AttrType::Text, "the merchant's customer id"),
+    ("risk_score", AttrType::Int, "the risk score so far: the starting score plus the `score` rules matched above"),
+];
+
+pub(crate) const RISK_SCORE_SLOT: usize = 13;
+pub(crate) const SCALAR_COUNT: usize = 14;
+
+/// Every attribute the rule language knows, in context order, plus `amount` (money comparisons only).
+pub(crate) static NAMES: LazyLock<Vec<(String, AttrType)>> = LazyLock::new(|| {
+    let mut v: Vec<(String, AttrType)> = SCALARS.iter().map(|(n, t, _)| ((*n).to_owned(), *t)).collect();
+    for s in Subject::ALL {
+        for m in Measure::ALL {
+            for w in Window::ALL {
+                v.push((Velocity::new(m, s, w).name(), AttrType::Int));
+            }
+        }
+    }
+    v
+});
+
+pub(crate) static INDEX: LazyLock<std::collections::HashMap<&'static str, usize>> =
+    LazyLock::new(|| NAMES.iter().enumerate().map(|(i, (n, _))| (n.as_str(), i)).collect());
+
+/// True for the attributes a money literal may be compared with: `amount` and `amount_per_*`.
+pub(crate) fn is_money_attribute(name: &str) -> bool {
+    name == "amount" || name.starts_with("amount_per_")
+}
+
+/// The documented attribute set of the rule language, for docs, editors and error messages.
+#[must_use]
+pub fn attribute_docs() -> Vec<AttributeDoc> {
+    let mut out: Vec<AttributeDoc> = vec![AttributeDoc {
+        name: "amount".to_owned(),
+        ty: AttrType::Money,
+        doc: "the amount, only compared with a money literal: `amount > 500 USD`".to_owned(),
+    }];
+    out.extend(SCALARS.iter().map(|(n, t, d)| AttributeDoc { name: (*n).to_owned(), ty: *t, doc: (*d).to_owned() }));
+    for s in Subject::ALL {
+        for m in Measure::ALL {
+            for w in Window::ALL {
+                let v = Velocity::new(m, s, w);
+                let what = match m {
+                    Measure::Attempts => "attempts (this one included)",
+                    Measure::Amount => "sum of attempted amounts in this currency, minor units (this one included)",
+                    Measure::Declines => "declines",
+                };
+                out.push(AttributeDoc {
+                    name: v.name(),
+                    ty: AttrType::Int,
+                    doc: format!("{what} per {} over the last {}", s.as_str(), w.as_str()),
+                });
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,365 @@
+//! The [`FraudEngine`]: rules in order, velocity from the store, thresholds, hot reload.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use arc_swap::ArcSwap;
+
+use crate::attributes::{Attributes, VelocityCounts, mask_email};
+use crate::decision::{Action, Assessment, Decision, RuleOutcome, RuleVerdict};
+use crate::defaults::{DEFAULT_BLOCK_THRESHOLD, DEFAULT_REVIEW_THRESHOLD};
+use crate::error::RuleFileError;
+use crate::rules::{EvalContext, Rule, RuleSet};
+use crate::velocity::{Attempt, MemoryVelocityStore, VelocityStore};
+
+/// What the engine decides when the velocity store cannot be reached.
+///
+/// The default is [`OnStoreDown::Review`]: fail closed without losing the sale. Velocity is what catches card
+/// testing; with it blind, a charge should not go through unseen, but blocking every customer during a Redis
+/// outage would be an outage of its own. The rules still run (velocity attributes read 0), and a rule that
+/// blocks still blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum OnStoreDown {
+    /// At least `Review` (decided by `velocity_store`).
+    #[default]
+    Review,
+    /// `Block` (decided by `velocity_store`): the strictest choice, for merchants under attack.
+    Block,
+    /// Decide on the other rules alone, as if every velocity attribute were 0 (fail open; logged).
+    Ignore,
+}
+
+/// The name `decided_by` carries when the review threshold decided.
+pub const REVIEW_THRESHOLD_RULE: &str = "review_threshold";
+/// The name `decided_by` carries when the block threshold decided.
+pub const BLOCK_THRESHOLD_RULE: &str = "block_threshold";
+/// The name `decided_by` carries when the velocity store was down and [`OnStoreDown`] decided.
+pub const VELOCITY_STORE_RULE: &str = "velocity_store";
+
+pub(crate) struct EngineInner {
+    rules: ArcSwap<RuleSet>,
+    builtins: RuleSet,
+    store: Arc<dyn VelocityStore>,
+    review_threshold: i64,
+    block_threshold: i64,
+    on_store_down: OnStoreDown,
+    name: Arc<str>,
+}
+
+/// The fraud rule engine. Cheap to clone (one `Arc`); every clone shares the rules and the velocity store.
+///
+/// - Rules are evaluated in order; the first matching `block` ends the evaluation (later rules are `Skipped`).
+/// - `score <n>` rules add to the risk score, which later rules read as `risk_score`.
+/// - `review`/`challenge` rules raise the decision; the most severe wins (`Block > Challenge > Review`).
+/// - After the rules, a score at or above the block threshold blocks, at or above the review threshold reviews.
+/// - Shadow rules are evaluated, logged and counted, never enforced.
+/// - [`FraudEngine::reload`] swaps the rule file atomically: a decision uses the old or the new rules whole,
+///   never a mix, and none waits; an invalid file is refused and the old rules stay.
+#[derive(Clone)]
+pub struct FraudEngine {
+    pub(crate) inner: Arc<EngineInner>,
+}
+
+impl std::fmt::Debug for FraudEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FraudEngine")
+            .field("name", &self.inner.name)
+            .field("rules", &self.inner.rules.load().names())
+            .field("review_threshold", &self.inner.review_threshold)
+            .field("block_threshold", &self.inner.block_threshold)
+            .field("on_store_down", &self.inner.on_store_down)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`FraudEngine`]. See [`FraudEngine::builder`].
+#[must_use]
+pub struct FraudEngineBuilder {
+    builtins: Vec<Rule>,
+    file: RuleSet,
+    store: Option<Arc<dyn VelocityStore>>,
+    review_threshold: i64,
+    block_threshold: i64,
+    on_store_down: OnStoreDown,
+    name: Arc<str>,
+}
+
+impl FraudEngineBuilder {
+    /// Adds a built-in rule (a Rust value). Built-in rules run first, in the order added, and survive reloads.
+    pub fn rule(mut self, rule: Rule) -> Self {
+        self.builtins.push(rule);
+        self
+    }
+    /// Adds built-in rules.
+    pub fn rules(mut self, rules: impl IntoIterator<Item = Rule>) -> Self {
+        self.builtins.extend(rules);
+        self
+    }
+    /// The rule file's rules (after the built-ins; replaced by [`FraudEngine::reload`]).
+    ///
+    /// # Errors
+    /// The file's first [`RuleFileError`].
+    pub fn rule_file(mut self, text: &str) -> Result<Self, RuleFileError> {
+        self.file = RuleSet::parse(text)?;
+        Ok(self)
+    }
+    /// The velocity store (default: a [`MemoryVelocityStore`] of this engine's own).
+    pub fn velocity_store(mut self, store: impl VelocityStore) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+    /// A shared velocity store.
+    pub fn shared_velocity_store(mut self, store: Arc<dyn VelocityStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+    /// Score at or above which a charge is reviewed ([`DEFAULT_REVIEW_THRESHOLD`]).
+    pub fn review_threshold(mut self, t: i64) -> Self {
+        self.review_threshold = t;
+        self
+    }
+    /// Score at or above which a charge is blocked ([`DEFAULT_BLOCK_THRESHOLD`]).
+    pub fn block_threshold(mut self, t: i64) -> Self {
+        self.block_threshold = t;
+        self
+    }
+    /// What to decide when the velocity store is down ([`OnStoreDown::Review`]).
+    pub fn on_store_down(mut self, p: OnStoreDown) -> Self {
+        self.on_store_down = p;
+        self
+    }
+    /// The engine's name in logs and metrics (default `fraud`).
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = name.into();
+        self
+    }
+    /// The engine.
+    #[must_use]
+    pub fn build(self) -> FraudEngine {
+        let builtins = RuleSet::new(self.builtins);
+        let all = builtins.clone().then(self.file);
+        FraudEngine {
+            inner: Arc::new(EngineInner {
+                rules: ArcSwap::from_pointee(all),
+                builtins,
+                store: self.store.unwrap_or_else(|| Arc::new(MemoryVelocityStore::new())),
+                review_threshold: self.review_threshold,
+                block_threshold: self.block_threshold,
+                on_store_down: self.on_store_down,
+                name: self.name,
+            }),
+        }
+    }
+}
+
+impl FraudEngine {
+    /// A builder: no rules, the default thresholds, a memory velocity store, review when the store is down.
+    ///
+    /// ```
+    /// use palisade_core::{Currency, Money};
+    /// use palisade_fraud::{Attributes, Decision, Field, FraudEngine, Rule};
+    ///
+    /// let engine = FraudEngine::builder()
+    ///     .rule(Rule::blocklist("bad_email", Field::Email, ["fraud@example.com"]))
+    ///     .rule_file("review if amount > 500 USD").unwrap()
+    ///     .build();
+    /// let a = Attributes::new(Money::from_minor(60_000, Currency::USD)).email("FRAUD@example.com");
+    /// let verdict = engine.evaluate(&a, &Default::default());
+    /// assert_eq!(verdict.decision, Decision::Block);
+    /// assert_eq!(verdict.decided_by.as_deref(), Some("bad_email"));
+    /// ```
+    pub fn builder() -> FraudEngineBuilder {
+        FraudEngineBuilder {
+            builtins: Vec::new(),
+            file: RuleSet::default(),
+            store: None,
+            review_threshold: DEFAULT_REVIEW_THRESHOLD,
+            block_threshold: DEFAULT_BLOCK_THRESHOLD,
+            on_store_down: OnStoreDown::default(),
+            name: "fraud".into(),
+        }
+    }
+
+    /// Replaces the rule file's rules with `text` (built-in rules stay first). On error nothing changes: the
+    /// engine keeps the rules it had, and the error says which line is wrong. In-flight decisions finish with
+    /// the rules they started with.
+    ///
+    /// # Errors
+    /// The new file's first [`RuleFileError`].
+    pub fn reload(&self, text: &str) -> Result<(), RuleFileError> {
+        match RuleSet::parse(text) {
+            Ok(file) => {
+                let n = file.len();
+                self.inner.rules.store(Arc::new(self.inner.builtins.clone().then(file)));
+                tracing::info!(target: "palisade_fraud", engine = &*self.inner.name, rules = n, "fraud rules reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(target: "palisade_fraud", engine = &*self.inner.name, line = e.line, error = %e.message, "fraud rule reload refused; old rules kept");
+                Err(e)
+            }
+        }
+    }
+
+    /// The rules in force (built-ins, then the rule file's).
+    #[must_use]
+    pub fn rules(&self) -> Arc<RuleSet> {
+        self.inner.rules.load_full()
+    }
+
+    /// The engine's name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Records the attempt in the velocity store (one atomic step for all its counters), evaluates the rules,
+    /// logs the verdict and counts it in metrics.
+    pub async fn assess(&self, attrs: &Attributes) -> Assessment {
+        let attempt = Attempt::from_attributes(attrs);
+        self.assess_attempt(attrs, &attempt).await
+    }
+
+    pub(crate) async fn assess_attempt(&self, attrs: &Attributes, attempt: &Attempt) -> Assessment {
+        let (counts, available) = match self.inner.store.record_attempt(attempt).await {
+            Ok(c) => (c, true),
+            Err(e) => {
+                tracing::warn!(target: "palisade_fraud", engine = &*self.inner.name, error = %e, policy = ?self.inner.on_store_down, "velocity store unavailable");
+                (VelocityCounts::default(), false)
+            }
+        };
+        let mut a = self.evaluate(attrs, &counts);
+        if !available {
+            a.velocity_available = false;
+            let floor = match self.inner.on_store_down {
+                OnStoreDown::Review => Some(Decision::Review),
+                OnStoreDown::Block => Some(Decision::Block),
+                OnStoreDown::Ignore => None,
+            };
+            if let Some(floor) = floor.filter(|f| *f > a.decision) {
+                a.decision = floor;
+                a.decided_by = Some(VELOCITY_STORE_RULE.into());
+            }
+        }
+        self.record(attrs, &a);
+        a
+    }
+
+    /// Records a decline (the gateway declined the charge) for the attempt's subjects, so `declines_per_*`
+    /// and the card-testing rule see it. The layer calls this itself.
+    ///
+    /// # Errors
+    /// [`VelocityError`](crate::VelocityError) when the store is down (the decline is then not counted).
+    pub async fn record_decline(&self, attrs: &Attributes) -> Result<(), crate::VelocityError> {
+        self.inner.store.record_decline(&Attempt::from_attributes(attrs)).await
+    }
+
+    #[allow(dead_code)] // the layer's, next
+    pub(crate) async fn record_decline_attempt(&self, attempt: &Attempt) {
+        if let Err(e) = self.inner.store.record_decline(attempt).await {
+            tracing::warn!(target: "palisade_fraud", engine = &*self.inner.name, error = %e, "decline not recorded: velocity store unavailable");
+        }
+    }
+
+    /// Evaluates the rules on `attrs` and given velocity counts, without touching the store (no logging, no
+    /// metrics; rule counters do count).
+    #[must_use]
+    pub fn evaluate(&self, attrs: &Attributes, counts: &VelocityCounts) -> Assessment {
+        let rules = self.inner.rules.load();
+        let mut ctx = EvalContext::empty();
+        let mut score = attrs.risk_score;
+        let mut decision = Decision::Approve;
+        let mut decided_by: Option<Arc<str>> = None;
+        let mut verdicts = Vec::with_capacity(rules.rules.len());
+        let mut blocked = false;
+        for rule in &rules.rules {
+            let outcome = if blocked {
+                RuleOutcome::Skipped
+            } else {
+                rule.stats.evaluated.fetch_add(1, Ordering::Relaxed);
+                match rule.matches(attrs, counts, &mut ctx, score) {
+                    Ok(true) if rule.shadow => {
+                        rule.stats.shadow_matched.fetch_add(1, Ordering::Relaxed);
+                        RuleOutcome::ShadowMatched
+                    }
+                    Ok(true) => {
+                        rule.stats.matched.fetch_add(1, Ordering::Relaxed);
+                        match rule.action {
+                            Action::Score(n) => score = score.saturating_add(n),
+                            action => {
+                                if let Some(d) = action.decision().filter(|d| *d > decision) {
+                                    decision = d;
+                                    decided_by = Some(rule.name.clone());
+                                }
+                                blocked = action == Action::Block;
+                            }
+                        }
+                        RuleOutcome::Matched
+                    }
+                    Ok(false) => RuleOutcome::NotMatched,
+                    Err(e) => {
+                        rule.stats.errors.fetch_add(1, Ordering::Relaxed);
+                        verdicts.push(RuleVerdict {
+                            rule: rule.name.clone(),
+                            action: rule.action,
+                            shadow: rule.shadow,
+                            outcome: RuleOutcome::Error,
+                            reason: e.into(),
+                        });
+                        continue;
+                    }
+                }
+            };
+            verdicts.push(RuleVerdict {
+                rule: rule.name.clone(),
+                action: rule.action,
+                shadow: rule.shadow,
+                outcome,
+                reason: rule.reason.clone(),
+            });
+        }
+        if decision < Decision::Block && score >= self.inner.block_threshold {
+            decision = Decision::Block;
+            decided_by = Some(BLOCK_THRESHOLD_RULE.into());
+        } else if decision < Decision::Review && score >= self.inner.review_threshold {
+            decision = Decision::Review;
+            decided_by = Some(REVIEW_THRESHOLD_RULE.into());
+        }
+        Assessment { decision, score, decided_by, verdicts, velocity_available: true }
+    }
+
+    /// Logs the verdict (no PAN, email masked, card fingerprint never) and counts it.
+    fn record(&self, attrs: &Attributes, a: &Assessment) {
+        let email = attrs.email.as_deref().map(mask_email);
+        let decided_by = a.decided_by.as_deref().unwrap_or("");
+        let engine = &*self.inner.name;
+        match a.decision {
+            Decision::Approve => {
+                tracing::debug!(target: "palisade_fraud", engine, decision = a.decision.as_str(), score = a.score, email = email.as_deref(), "fraud screening")
+            }
+            _ => {
+                tracing::info!(target: "palisade_fraud", engine, decision = a.decision.as_str(), score = a.score, decided_by, email = email.as_deref(), velocity = a.velocity_available, "fraud screening")
+            }
+        }
+        for v in a.shadow_matches() {
+            tracing::info!(target: "palisade_fraud", engine, rule = &*v.rule, action = %v.action, "shadow rule matched (not enforced)");
+        }
+        for v in a.verdicts.iter().filter(|v| v.outcome == RuleOutcome::Error) {
+            tracing::warn!(target: "palisade_fraud", engine, rule = &*v.rule, error = &*v.reason, "fraud rule failed to evaluate; treated as not matched");
+        }
+        #[cfg(feature = "metrics")]
+        {
+            metrics::counter!("palisade_fraud_decisions_total", "engine" => engine.to_owned(), "decision" => a.decision.as_str()).increment(1);
+            for v in a.verdicts.iter().filter(|v| v.outcome.is_match() || v.outcome == RuleOutcome::Error) {
+                metrics::counter!(
+                    "palisade_fraud_rule_matches_total",
+                    "engine" => engine.to_owned(),
+                    "rule" => v.rule.to_string(),
+                    "outcome" => v.outcome.as_str()
+                )
+                .increment(1);
+            }
+        }
+    }
+}

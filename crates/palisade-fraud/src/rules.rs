@@ -1,0 +1,459 @@
+//! Rules: built-in ones as Rust values ([`Rule::blocklist`], [`Rule::velocity`], ...) and rules written as
+//! text ([`Rule::expression`], [`RuleSet::parse`]), evaluated in order.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use evalexpr::{Context, DefaultNumericTypes, EvalexprError, Node, Value};
+use palisade_core::Money;
+
+use crate::attributes::{
+    Attributes, Field, INDEX, Measure, NAMES, RISK_SCORE_SLOT, SCALAR_COUNT, Subject, Velocity, VelocityCounts, Window,
+};
+use crate::decision::Action;
+use crate::defaults::{
+    DEFAULT_CARD_TESTING_DECLINES, DEFAULT_CARD_TESTING_SMALL_ATTEMPTS, DEFAULT_CARD_TESTING_SMALL_MINOR,
+};
+use crate::error::RuleFileError;
+use crate::text;
+
+/// One rule: a name, a condition, an action, and whether it runs in shadow.
+///
+/// ```
+/// use palisade_fraud::{Action, Field, Rule};
+/// let r = Rule::blocklist("bad_emails", Field::Email, ["fraud@example.com"]).action(Action::Block);
+/// assert_eq!(r.name(), "bad_emails");
+/// let s = Rule::expression("big_foreign", "card_country != ip_country and amount > 500 USD")
+///     .unwrap()
+///     .action(Action::Review)
+///     .shadow(true);
+/// assert!(s.is_shadow());
+/// ```
+#[derive(Clone)]
+pub struct Rule {
+    pub(crate) name: Arc<str>,
+    pub(crate) action: Action,
+    pub(crate) shadow: bool,
+    pub(crate) condition: Condition,
+    pub(crate) reason: Arc<str>,
+    pub(crate) stats: Arc<RuleStats>,
+}
+
+/// Counters of one rule since it was loaded: how often it matched (enforced or in shadow) and how often its
+/// condition failed to evaluate.
+#[derive(Debug, Default)]
+pub struct RuleStats {
+    /// Evaluations.
+    pub evaluated: AtomicU64,
+    /// Matches, enforced.
+    pub matched: AtomicU64,
+    /// Matches of a shadow rule (not enforced).
+    pub shadow_matched: AtomicU64,
+    /// Evaluation errors.
+    pub errors: AtomicU64,
+}
+
+#[derive(Clone)]
+pub(crate) enum Condition {
+    Expr(Arc<Node<DefaultNumericTypes>>),
+    Blocklist { field: Field, values: Arc<HashSet<String>> },
+    ResultFails(Field),
+    Velocity { attr: Velocity, max: i64 },
+    CountryMismatch(Field, Field),
+    AmountOver(Arc<[Money]>),
+    CardTesting(CardTesting),
+}
+
+/// The card-testing pattern: many small attempts, or many declines, on one card or IP within ten minutes.
+///
+/// It matches when the attempt is small (at or below `small_minor` minor units, or the `small` amount given
+/// for its currency) and `attempts_per_<subject>_10m >= small_attempts`, or when
+/// `declines_per_<subject>_10m >= declines`. Attempts are counted when decided, so a tester whose every attempt
+/// is declined is still counted; a retry with the same idempotency key counts once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardTesting {
+    /// Whose attempts: [`Subject::Card`] or [`Subject::Ip`] (any subject works).
+    pub subject: Subject,
+    /// "Small", per currency; a currency not listed uses `small_minor`.
+    pub small: Vec<Money>,
+    /// "Small" in minor units for currencies not in `small` ([`DEFAULT_CARD_TESTING_SMALL_MINOR`]).
+    pub small_minor: i64,
+    /// Small attempts in ten minutes ([`DEFAULT_CARD_TESTING_SMALL_ATTEMPTS`]).
+    pub small_attempts: i64,
+    /// Declines in ten minutes ([`DEFAULT_CARD_TESTING_DECLINES`]).
+    pub declines: i64,
+}
+
+impl CardTesting {
+    /// The pattern on `subject` with the documented defaults.
+    #[must_use]
+    pub fn new(subject: Subject) -> Self {
+        CardTesting {
+            subject,
+            small: Vec::new(),
+            small_minor: DEFAULT_CARD_TESTING_SMALL_MINOR,
+            small_attempts: DEFAULT_CARD_TESTING_SMALL_ATTEMPTS,
+            declines: DEFAULT_CARD_TESTING_DECLINES,
+        }
+    }
+}
+
+/// Values that count as a failed AVS or CVC check (case-insensitive): the words gateways use and the
+/// single-letter "no match" code.
+pub const FAILED_CHECK_RESULTS: &[&str] = &["fail", "failed", "no_match", "mismatch", "n"];
+
+impl Rule {
+    fn new(name: &str, action: Action, condition: Condition, reason: String) -> Self {
+        Rule {
+            name: name.into(),
+            action,
+            shadow: false,
+            condition,
+            reason: reason.into(),
+            stats: Arc::new(RuleStats::default()),
+        }
+    }
+
+    /// Matches when `field` is one of `values`. Emails are compared case-insensitively, countries and other
+    /// fields as given (countries upper-cased). Default action: block.
+    #[must_use]
+    pub fn blocklist<I, S>(name: &str, field: Field, values: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let values: HashSet<String> = values.into_iter().map(|v| normalize(field, v.as_ref())).collect();
+        let reason = format!("{} is on the blocklist", field.as_str());
+        Rule::new(name, Action::Block, Condition::Blocklist { field, values: Arc::new(values) }, reason)
+    }
+    /// Matches when the AVS result is a failure ([`FAILED_CHECK_RESULTS`]). Default action: review.
+    #[must_use]
+    pub fn avs_fails(name: &str) -> Self {
+        Rule::new(name, Action::Review, Condition::ResultFails(Field::AvsResult), "address verification failed".into())
+    }
+    /// Matches when the CVC check is a failure ([`FAILED_CHECK_RESULTS`]). Default action: block.
+    #[must_use]
+    pub fn cvv_fails(name: &str) -> Self {
+        Rule::new(name, Action::Block, Condition::ResultFails(Field::CvvResult), "CVC check failed".into())
+    }
+    /// Matches when the velocity attribute is above `max` (`attempts_per_card_1h > 3`). Default action: review.
+    #[must_use]
+    pub fn velocity(name: &str, attr: Velocity, max: i64) -> Self {
+        Rule::new(name, Action::Review, Condition::Velocity { attr, max }, format!("{} > {max}", attr.name()))
+    }
+    /// Matches when both countries are known and differ (`card_country` vs `ip_country`, or vs
+    /// `billing_country`). Default action: score 20.
+    #[must_use]
+    pub fn country_mismatch(name: &str, a: Field, b: Field) -> Self {
+        let reason = format!("{} differs from {}", a.as_str(), b.as_str());
+        Rule::new(name, Action::Score(20), Condition::CountryMismatch(a, b), reason)
+    }
+    /// Matches when the amount is above the threshold given for its currency (exact `Money` comparison); a
+    /// currency with no threshold never matches. Default action: review.
+    #[must_use]
+    pub fn amount_over(name: &str, thresholds: impl IntoIterator<Item = Money>) -> Self {
+        let t: Arc<[Money]> = thresholds.into_iter().collect();
+        let reason = format!("amount over {}", t.iter().map(ToString::to_string).collect::<Vec<_>>().join(" / "));
+        Rule::new(name, Action::Review, Condition::AmountOver(t), reason)
+    }
+    /// The card-testing pattern ([`CardTesting`]). Default action: block.
+    #[must_use]
+    pub fn card_testing(name: &str, pattern: CardTesting) -> Self {
+        let s = pattern.subject.as_str();
+        let reason = format!(
+            "card testing: {} small attempts or {} declines per {s} in 10m",
+            pattern.small_attempts, pattern.declines
+        );
+        Rule::new(name, Action::Block, Condition::CardTesting(pattern), reason)
+    }
+    /// A rule written in the rule language (the part after `if` in a rule file; see [`RuleSet::parse`]).
+    /// Default action: review.
+    ///
+    /// # Errors
+    /// [`RuleFileError`] (line 1) when the expression is invalid or names an unknown attribute.
+    pub fn expression(name: &str, expression: &str) -> Result<Self, RuleFileError> {
+        let node = text::compile(expression).map_err(|message| RuleFileError { line: 1, message })?;
+        Ok(Rule::new(name, Action::Review, Condition::Expr(Arc::new(node)), expression.trim().to_owned()))
+    }
+
+    /// Sets the action.
+    #[must_use]
+    pub fn action(mut self, action: Action) -> Self {
+        self.action = action;
+        self
+    }
+    /// Runs the rule in shadow: evaluated, logged and counted, never enforced.
+    #[must_use]
+    pub fn shadow(mut self, shadow: bool) -> Self {
+        self.shadow = shadow;
+        self
+    }
+    /// The name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The action.
+    #[must_use]
+    pub fn get_action(&self) -> Action {
+        self.action
+    }
+    /// True for a shadow rule.
+    #[must_use]
+    pub fn is_shadow(&self) -> bool {
+        self.shadow
+    }
+    /// What the rule checks, in words (the source text for rules written in the rule language).
+    #[must_use]
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+    /// The rule's counters since it was loaded.
+    #[must_use]
+    pub fn stats(&self) -> &RuleStats {
+        &self.stats
+    }
+    /// True when the condition reads a velocity attribute.
+    #[must_use]
+    pub fn uses_velocity(&self) -> bool {
+        match &self.condition {
+            Condition::Velocity { .. } | Condition::CardTesting(_) => true,
+            Condition::Expr(n) => {
+                n.iter_variable_identifiers().any(|v| INDEX.get(v).is_some_and(|&i| i >= SCALAR_COUNT))
+            }
+            _ => false,
+        }
+    }
+
+    /// Evaluates the condition.
+    pub(crate) fn matches(
+        &self,
+        attrs: &Attributes,
+        counts: &VelocityCounts,
+        ctx: &mut EvalContext,
+        score: i64,
+    ) -> Result<bool, String> {
+        Ok(match &self.condition {
+            Condition::Expr(node) => {
+                ctx.ensure(attrs, counts);
+                ctx.set_risk_score(score);
+                return node.eval_boolean_with_context(&*ctx).map_err(|e| e.to_string());
+            }
+            Condition::Blocklist { field, values } => {
+                attrs.field(*field).is_some_and(|v| values.contains(&normalize(*field, v)))
+            }
+            Condition::ResultFails(field) => attrs
+                .field(*field)
+                .is_some_and(|v| FAILED_CHECK_RESULTS.iter().any(|f| f.eq_ignore_ascii_case(v.trim()))),
+            Condition::Velocity { attr, max } => counts.get(*attr) > *max,
+            Condition::CountryMismatch(a, b) => match (attrs.field(*a), attrs.field(*b)) {
+                (Some(x), Some(y)) if !x.is_empty() && !y.is_empty() => !x.trim().eq_ignore_ascii_case(y.trim()),
+                _ => false,
+            },
+            Condition::AmountOver(t) => t.iter().any(|m| {
+                m.currency() == attrs.amount.currency() && attrs.amount.checked_cmp(m).is_ok_and(|o| o.is_gt())
+            }),
+            Condition::CardTesting(p) => {
+                let small_limit = p
+                    .small
+                    .iter()
+                    .find(|m| m.currency() == attrs.amount.currency())
+                    .and_then(|m| m.to_minor().ok())
+                    .unwrap_or(p.small_minor);
+                let attempts = counts.get(Velocity::new(Measure::Attempts, p.subject, Window::TenMinutes));
+                let declines = counts.get(Velocity::new(Measure::Declines, p.subject, Window::TenMinutes));
+                let present = attrs.subject(p.subject).is_some();
+                present
+                    && ((attrs.amount_minor() <= small_limit && attempts >= p.small_attempts) || declines >= p.declines)
+            }
+        })
+    }
+}
+
+fn normalize(field: Field, v: &str) -> String {
+    match field {
+        Field::Email => v.trim().to_lowercase(),
+        Field::CardCountry | Field::BillingCountry | Field::IpCountry => v.trim().to_ascii_uppercase(),
+        _ => v.trim().to_owned(),
+    }
+}
+
+impl fmt::Debug for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rule")
+            .field("name", &self.name)
+            .field("action", &self.action)
+            .field("shadow", &self.shadow)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An ordered list of rules: what the engine evaluates, swapped whole on reload.
+#[derive(Debug, Clone, Default)]
+pub struct RuleSet {
+    pub(crate) rules: Vec<Rule>,
+}
+
+impl RuleSet {
+    /// A rule set of these rules, in this order.
+    #[must_use]
+    pub fn new(rules: impl IntoIterator<Item = Rule>) -> Self {
+        RuleSet { rules: rules.into_iter().collect() }
+    }
+
+    /// Parses a rule file: one rule per line, `#` starts a comment, blank lines are ignored.
+    ///
+    /// ```text
+    /// [<name>:] [shadow] <action> if <expression>
+    /// <action> = block | review | challenge | score <integer>
+    /// ```
+    ///
+    /// A rule without a name is called `line_<n>`. The expression is [`evalexpr`]'s language over the
+    /// documented attributes, with `and` / `or` / `not` accepted for `&&` / `||` / `!` and money literals
+    /// (`amount > 500 USD`) translated to exact minor units (see `docs/fraud.md`).
+    ///
+    /// ```
+    /// use palisade_fraud::RuleSet;
+    /// let rules = RuleSet::parse(
+    ///     "# Radar-like rules\n\
+    ///      big_foreign: block if card_country != ip_country and amount > 500 USD\n\
+    ///      review if risk_score > 65\n\
+    ///      shadow challenge if attempts_per_card_1h > 3\n",
+    /// ).unwrap();
+    /// assert_eq!(rules.names(), ["big_foreign", "line_3", "line_4"]);
+    ///
+    /// let err = RuleSet::parse("block if amount > 5 USD\nreview if cart_total > 3").unwrap_err();
+    /// assert_eq!(err.line, 2);
+    /// assert!(err.message.contains("unknown attribute `cart_total`"));
+    /// ```
+    ///
+    /// # Errors
+    /// The first [`RuleFileError`], with its line number.
+    pub fn parse(text: &str) -> Result<Self, RuleFileError> {
+        let mut rules = Vec::new();
+        let mut names = HashSet::new();
+        for (i, raw) in text.lines().enumerate() {
+            let line = i + 1;
+            let err = |message: String| RuleFileError { line, message };
+            let body = text::strip_comment(raw).map_err(err)?;
+            let body = body.trim();
+            if body.is_empty() {
+                continue;
+            }
+            let parsed = text::parse_line(body).map_err(err)?;
+            let name = parsed.name.map_or_else(|| format!("line_{line}"), str::to_owned);
+            if !names.insert(name.clone()) {
+                return Err(err(format!("a rule named `{name}` is already defined above; rule names must be unique")));
+            }
+            let node = text::compile(parsed.expression).map_err(err)?;
+            let rule = Rule::new(&name, parsed.action, Condition::Expr(Arc::new(node)), parsed.expression.to_owned())
+                .shadow(parsed.shadow);
+            rules.push(rule);
+        }
+        Ok(RuleSet { rules })
+    }
+
+    /// The rules' names, in order.
+    #[must_use]
+    pub fn names(&self) -> Vec<&str> {
+        self.rules.iter().map(|r| &*r.name).collect()
+    }
+    /// The rules.
+    #[must_use]
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+    /// Number of rules.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+    /// True when there are no rules.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+    /// This set followed by `other`.
+    #[must_use]
+    pub fn then(mut self, other: RuleSet) -> Self {
+        self.rules.extend(other.rules);
+        self
+    }
+}
+
+/// The variables an expression sees, built once per decision on first use.
+pub(crate) struct EvalContext {
+    values: Vec<Value<DefaultNumericTypes>>,
+}
+
+impl EvalContext {
+    pub(crate) fn empty() -> Self {
+        EvalContext { values: Vec::new() }
+    }
+
+    fn ensure(&mut self, attrs: &Attributes, counts: &VelocityCounts) {
+        if !self.values.is_empty() {
+            return;
+        }
+        let s = |v: Option<&str>| Value::String(v.unwrap_or("").to_owned());
+        let email = attrs.email.as_deref().map(|e| e.trim().to_lowercase());
+        let domain = email.as_deref().and_then(|e| e.rsplit_once('@')).map(|(_, d)| d.to_owned());
+        let up = |v: Option<&str>| Value::String(v.map(|c| c.trim().to_ascii_uppercase()).unwrap_or_default());
+        let mut v = Vec::with_capacity(NAMES.len());
+        v.push(Value::Int(attrs.amount_minor()));
+        v.push(Value::String(attrs.currency().code().to_owned()));
+        v.push(Value::String(email.clone().unwrap_or_default()));
+        v.push(Value::String(domain.unwrap_or_default()));
+        v.push(s(attrs.card_fingerprint.as_deref()));
+        v.push(s(attrs.card_bin.as_deref()));
+        v.push(up(attrs.card_country.as_deref()));
+        v.push(up(attrs.billing_country.as_deref()));
+        v.push(s(attrs.ip.as_deref()));
+        v.push(up(attrs.ip_country.as_deref()));
+        v.push(Value::String(attrs.avs_result.as_deref().unwrap_or("").trim().to_ascii_lowercase()));
+        v.push(Value::String(attrs.cvv_result.as_deref().unwrap_or("").trim().to_ascii_lowercase()));
+        v.push(s(attrs.customer_id.as_deref()));
+        v.push(Value::Int(attrs.risk_score));
+        debug_assert_eq!(v.len(), SCALAR_COUNT);
+        // Velocity attributes in NAMES order: subject, measure, window — the layout of VelocityCounts.
+        v.extend(counts.0.iter().map(|&c| Value::Int(c)));
+        self.values = v;
+    }
+
+    /// Sets `risk_score` to the running score.
+    fn set_risk_score(&mut self, score: i64) {
+        if let Some(slot) = self.values.get_mut(RISK_SCORE_SLOT) {
+            *slot = Value::Int(score);
+        }
+    }
+}
+
+impl Context for EvalContext {
+    type NumericTypes = DefaultNumericTypes;
+    fn get_value(&self, identifier: &str) -> Option<&Value<DefaultNumericTypes>> {
+        INDEX.get(identifier).and_then(|&i| self.values.get(i))
+    }
+    fn call_function(
+        &self,
+        identifier: &str,
+        _argument: &Value,
+    ) -> evalexpr::EvalexprResult<Value<DefaultNumericTypes>, DefaultNumericTypes> {
+        Err(EvalexprError::FunctionIdentifierNotFound(identifier.to_owned()))
+    }
+    fn are_builtin_functions_disabled(&self) -> bool {
+        false
+    }
+    fn set_builtin_functions_disabled(&mut self, _disabled: bool) -> evalexpr::EvalexprResult<(), DefaultNumericTypes> {
+        Err(EvalexprError::ContextNotMutable)
+    }
+}
+
+/// A context with sample values, to type-check an expression at load time.
+pub(crate) fn sample_context() -> EvalContext {
+    let attrs = Attributes::new(Money::from_minor(1, palisade_core::Currency::USD));
+    let mut c = EvalContext::empty();
+    c.ensure(&attrs, &VelocityCounts::default());
+    c
+}

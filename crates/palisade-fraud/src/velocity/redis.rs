@@ -1,0 +1,203 @@
+//! The Redis velocity store (feature `redis`): every instance counts the same attempts.
+//!
+//! - **One Lua script, one round trip** per decision (`EVALSHA`, reloaded on `NOSCRIPT`): it records the
+//!   attempt under every subject of the charge and reads all 36 velocity attributes, atomically, on **Redis
+//!   server time** (`TIME`), so the instances' clocks never matter.
+//! - Per subject value three keys: a sorted set of attempt ids scored by time, a hash of their amounts
+//!   (`<currency>:<minor>`), a sorted set of declines. `ZADD NX`: an attempt id (the idempotency key) already
+//!   present adds nothing, so a retry counts once. Entries older than a day are trimmed on every touch and every
+//!   key expires a day after its last write, so memory is bounded by the last day's traffic.
+//! - Subject values are hashed (SHA-256, truncated) into the key: no email, IP or card fingerprint is readable
+//!   in Redis.
+//! - **Hash tags.** The keys of one script must live in one Redis Cluster slot, and one decision touches keys of
+//!   several subjects (its card, its email, its IP) that other decisions share with other cards. No tag per
+//!   subject can satisfy both, so every key of a store carries the same tag, `{<namespace>}`: a store is one
+//!   slot. To spread load over a cluster, give independent traffic (merchants, regions) namespaces of their own
+//!   with [`RedisVelocityStore::namespace`]; velocity is then counted per namespace.
+//! - Amount sums are exact up to 2^53 minor units per window (Lua numbers), ninety trillion dollars.
+
+use palisade_store::redis::{RedisConnection, redis_key};
+use sha2::{Digest, Sha256};
+
+use super::{Attempt, BoxFuture, VelocityStore};
+use crate::attributes::{Measure, Subject, Velocity, VelocityCounts, Window};
+use crate::defaults::{DEFAULT_NAMESPACE, DEFAULT_PREFIX, MAX_VELOCITY_WINDOW, VELOCITY_WINDOWS};
+use crate::error::VelocityError;
+
+/// KEYS: per present subject, (attempts zset, amounts hash, declines zset). ARGV: window ms ×3, attempt id,
+/// currency, amount minor. Returns per subject: attempts ×3, amount ×3, declines ×3 (windows 10m, 1h, 24h).
+const RECORD: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local w = {tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])}
+local maxw = w[3]
+local id, cur, amt = ARGV[4], ARGV[5], ARGV[6]
+local horizon = '(' .. (now - maxw)
+local out = {}
+for i = 1, #KEYS, 3 do
+  local att, amts, dec = KEYS[i], KEYS[i + 1], KEYS[i + 2]
+  local old = redis.call('ZRANGEBYSCORE', att, '-inf', horizon)
+  for _, o in ipairs(old) do redis.call('HDEL', amts, o) end
+  redis.call('ZREMRANGEBYSCORE', att, '-inf', horizon)
+  redis.call('ZREMRANGEBYSCORE', dec, '-inf', horizon)
+  if redis.call('ZADD', att, 'NX', now, id) == 1 then
+    redis.call('HSET', amts, id, cur .. ':' .. amt)
+  end
+  redis.call('PEXPIRE', att, maxw + 1000)
+  redis.call('PEXPIRE', amts, maxw + 1000)
+  for j = 1, 3 do out[#out + 1] = redis.call('ZCOUNT', att, now - w[j], '+inf') end
+  local sums = {0, 0, 0}
+  local entries = redis.call('ZRANGEBYSCORE', att, now - maxw, '+inf', 'WITHSCORES')
+  for k = 1, #entries, 2 do
+    local v = redis.call('HGET', amts, entries[k])
+    if v then
+      local c, a = string.match(v, '^(%u+):(-?%d+)$')
+      if c == cur then
+        local s = tonumber(entries[k + 1])
+        for j = 1, 3 do
+          if s >= now - w[j] then sums[j] = sums[j] + tonumber(a) end
+        end
+      end
+    end
+  end
+  for j = 1, 3 do out[#out + 1] = sums[j] end
+  for j = 1, 3 do out[#out + 1] = redis.call('ZCOUNT', dec, now - w[j], '+inf') end
+end
+return out
+";
+
+/// KEYS: declines zsets. ARGV: max window ms, attempt id.
+const DECLINE: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local maxw = tonumber(ARGV[1])
+for _, k in ipairs(KEYS) do
+  redis.call('ZREMRANGEBYSCORE', k, '-inf', '(' .. (now - maxw))
+  redis.call('ZADD', k, 'NX', now, ARGV[2])
+  redis.call('PEXPIRE', k, maxw + 1000)
+end
+return 1
+";
+
+/// Velocity history in Redis, shared by every instance that uses the same prefix and namespace.
+#[derive(Clone)]
+pub struct RedisVelocityStore {
+    conn: RedisConnection,
+    prefix: String,
+    namespace: String,
+    record: redis::Script,
+    decline: redis::Script,
+}
+
+impl std::fmt::Debug for RedisVelocityStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisVelocityStore")
+            .field("prefix", &self.prefix)
+            .field("namespace", &self.namespace)
+            .field("conn", &self.conn)
+            .finish()
+    }
+}
+
+fn ms(d: std::time::Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+impl RedisVelocityStore {
+    /// A store on `conn` (use [`RedisConnection::lazy`] to start while Redis is down), under
+    /// [`DEFAULT_PREFIX`] and [`DEFAULT_NAMESPACE`].
+    #[must_use]
+    pub fn new(conn: RedisConnection) -> Self {
+        RedisVelocityStore {
+            conn,
+            prefix: DEFAULT_PREFIX.to_owned(),
+            namespace: DEFAULT_NAMESPACE.to_owned(),
+            record: redis::Script::new(RECORD),
+            decline: redis::Script::new(DECLINE),
+        }
+    }
+    /// The key prefix ([`DEFAULT_PREFIX`]).
+    #[must_use]
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+    /// The namespace: the hash tag of every key, so one namespace is one Cluster slot ([`DEFAULT_NAMESPACE`]).
+    #[must_use]
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    fn subject_key(&self, s: Subject, value: &str, kind: &str) -> String {
+        let digest = Sha256::digest(value.as_bytes());
+        let h = hex::encode(&digest[..16]);
+        redis_key(&self.prefix, &self.namespace, &format!("{kind}:{}:{h}", s.as_str()))
+    }
+
+    fn id(attempt: &Attempt) -> String {
+        attempt.id.clone().unwrap_or_else(|| format!("g:{}", uuid::Uuid::new_v4().simple()))
+    }
+
+    async fn record(&self, attempt: &Attempt) -> Result<VelocityCounts, VelocityError> {
+        let present: Vec<(Subject, &str)> =
+            Subject::ALL.iter().filter_map(|&s| attempt.subjects[s.index()].as_deref().map(|v| (s, v))).collect();
+        if present.is_empty() {
+            return Ok(VelocityCounts::default());
+        }
+        let mut inv = self.record.prepare_invoke();
+        for (s, v) in &present {
+            inv.key(self.subject_key(*s, v, "a")).key(self.subject_key(*s, v, "m")).key(self.subject_key(*s, v, "d"));
+        }
+        for w in VELOCITY_WINDOWS {
+            inv.arg(ms(w));
+        }
+        inv.arg(Self::id(attempt)).arg(attempt.currency.code()).arg(attempt.amount_minor);
+        let mut conn = self.conn.get().await.map_err(|e| VelocityError(e.to_string()))?;
+        let out: Vec<i64> = inv.invoke_async(&mut conn).await.map_err(|e| VelocityError(e.to_string()))?;
+        if out.len() != present.len() * 9 {
+            return Err(VelocityError(format!(
+                "velocity script returned {} values, expected {}",
+                out.len(),
+                present.len() * 9
+            )));
+        }
+        let mut counts = VelocityCounts::default();
+        for (n, (s, _)) in present.iter().enumerate() {
+            let chunk = &out[n * 9..n * 9 + 9];
+            for (mi, m) in Measure::ALL.into_iter().enumerate() {
+                for (wi, w) in Window::ALL.into_iter().enumerate() {
+                    counts.set(Velocity::new(m, *s, w), chunk[mi * 3 + wi]);
+                }
+            }
+        }
+        Ok(counts)
+    }
+
+    async fn decline(&self, attempt: &Attempt) -> Result<(), VelocityError> {
+        let mut inv = self.decline.prepare_invoke();
+        let mut any = false;
+        for s in Subject::ALL {
+            if let Some(v) = attempt.subjects[s.index()].as_deref() {
+                inv.key(self.subject_key(s, v, "d"));
+                any = true;
+            }
+        }
+        if !any {
+            return Ok(());
+        }
+        inv.arg(ms(MAX_VELOCITY_WINDOW)).arg(Self::id(attempt));
+        let mut conn = self.conn.get().await.map_err(|e| VelocityError(e.to_string()))?;
+        let _: i64 = inv.invoke_async(&mut conn).await.map_err(|e| VelocityError(e.to_string()))?;
+        Ok(())
+    }
+}
+
+impl VelocityStore for RedisVelocityStore {
+    fn record_attempt<'a>(&'a self, attempt: &'a Attempt) -> BoxFuture<'a, Result<VelocityCounts, VelocityError>> {
+        Box::pin(self.record(attempt))
+    }
+    fn record_decline<'a>(&'a self, attempt: &'a Attempt) -> BoxFuture<'a, Result<(), VelocityError>> {
+        Box::pin(self.decline(attempt))
+    }
+}

@@ -1,0 +1,352 @@
+//! The engine: every built-in rule, order and short-circuit, scores and thresholds, rule-file errors, shadow
+//! mode, hot reload under load, the store-down policy.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use palisade_core::{Currency, Money};
+use palisade_fraud::{
+    Action, Attempt, Attributes, BoxFuture, CardTesting, Decision, Field, FraudEngine, Measure, OnStoreDown, Rule,
+    RuleOutcome, RuleSet, Subject, Velocity, VelocityCounts, VelocityError, VelocityStore, Window,
+};
+
+fn usd(minor: i64) -> Attributes {
+    Attributes::new(Money::from_minor(minor, Currency::USD))
+}
+
+fn engine(rules: impl IntoIterator<Item = Rule>) -> FraudEngine {
+    FraudEngine::builder().rules(rules).build()
+}
+
+fn decide(e: &FraudEngine, a: &Attributes) -> Decision {
+    e.evaluate(a, &VelocityCounts::default()).decision
+}
+
+fn counts(pairs: &[(Velocity, i64)]) -> VelocityCounts {
+    let mut c = VelocityCounts::default();
+    for (v, n) in pairs {
+        c.set(*v, *n);
+    }
+    c
+}
+
+#[test]
+fn blocklists_match_each_field_and_nothing_else() {
+    let e = engine([
+        Rule::blocklist("email", Field::Email, ["Fraud@Example.com"]),
+        Rule::blocklist("card", Field::CardFingerprint, ["fp_bad"]),
+        Rule::blocklist("ip", Field::Ip, ["203.0.113.9"]),
+        Rule::blocklist("bin", Field::CardBin, ["411111"]),
+        Rule::blocklist("country", Field::IpCountry, ["kp"]),
+    ]);
+    let cases = [
+        (usd(100).email("fraud@EXAMPLE.com "), "email"),
+        (usd(100).card_fingerprint("fp_bad"), "card"),
+        (usd(100).ip("203.0.113.9"), "ip"),
+        (usd(100).card_bin("411111"), "bin"),
+        (usd(100).ip_country("KP"), "country"),
+    ];
+    for (a, rule) in cases {
+        let v = e.evaluate(&a, &VelocityCounts::default());
+        assert_eq!(v.decision, Decision::Block, "{rule}");
+        assert_eq!(v.decided_by.as_deref(), Some(rule));
+    }
+    let clean = usd(100).email("ok@example.com").card_fingerprint("fp_ok").ip("198.51.100.1").card_bin("400000");
+    assert_eq!(decide(&e, &clean), Decision::Approve);
+    assert_eq!(decide(&e, &usd(100)), Decision::Approve, "absent values never match a blocklist");
+}
+
+#[test]
+fn avs_and_cvv_failures() {
+    let e = engine([Rule::avs_fails("avs"), Rule::cvv_fails("cvv")]);
+    assert_eq!(decide(&e, &usd(100).avs_result("FAIL")), Decision::Review);
+    assert_eq!(decide(&e, &usd(100).avs_result("N")), Decision::Review);
+    assert_eq!(decide(&e, &usd(100).cvv_result("fail")), Decision::Block);
+    assert_eq!(decide(&e, &usd(100).avs_result("pass").cvv_result("pass")), Decision::Approve);
+    assert_eq!(decide(&e, &usd(100).avs_result("unavailable")), Decision::Approve);
+}
+
+#[test]
+fn velocity_threshold_is_strictly_above() {
+    let v = Velocity::new(Measure::Attempts, Subject::Card, Window::Hour);
+    let e = engine([Rule::velocity("card_1h", v, 3).action(Action::Challenge)]);
+    let a = usd(100).card_fingerprint("fp");
+    assert_eq!(e.evaluate(&a, &counts(&[(v, 3)])).decision, Decision::Approve);
+    assert_eq!(e.evaluate(&a, &counts(&[(v, 4)])).decision, Decision::Challenge);
+    let amount = Velocity::new(Measure::Amount, Subject::Email, Window::Day);
+    let e = engine([Rule::velocity("email_spend", amount, 100_000)]);
+    assert_eq!(e.evaluate(&a, &counts(&[(amount, 100_001)])).decision, Decision::Review);
+}
+
+#[test]
+fn country_mismatch_needs_both_countries() {
+    let e = engine([Rule::country_mismatch("card_vs_ip", Field::CardCountry, Field::IpCountry).action(Action::Review)]);
+    assert_eq!(decide(&e, &usd(1).card_country("US").ip_country("RU")), Decision::Review);
+    assert_eq!(decide(&e, &usd(1).card_country("us").ip_country("US")), Decision::Approve);
+    assert_eq!(decide(&e, &usd(1).card_country("US")), Decision::Approve);
+    let e = engine([Rule::country_mismatch("card_vs_billing", Field::CardCountry, Field::BillingCountry)]);
+    let v = e.evaluate(&usd(1).card_country("US").billing_country("GB"), &VelocityCounts::default());
+    assert_eq!(v.score, 20, "default action adds 20 to the score");
+}
+
+#[test]
+fn amount_thresholds_are_exact_and_per_currency() {
+    let e = engine([Rule::amount_over(
+        "big",
+        [Money::from_minor(50_000, Currency::USD), Money::from_minor(100_000, Currency::JPY)],
+    )]);
+    assert_eq!(decide(&e, &usd(50_000)), Decision::Approve, "500.00 USD is not over 500.00 USD");
+    assert_eq!(decide(&e, &usd(50_001)), Decision::Review, "500.01 USD is");
+    let jpy = |m| Attributes::new(Money::from_minor(m, Currency::JPY));
+    assert_eq!(decide(&e, &jpy(100_000)), Decision::Approve);
+    assert_eq!(decide(&e, &jpy(100_001)), Decision::Review);
+    let eur = Attributes::new(Money::from_minor(10_000_000, Currency::EUR));
+    assert_eq!(decide(&e, &eur), Decision::Approve, "no threshold for EUR: never matches");
+}
+
+#[test]
+fn card_testing_small_attempts_or_declines() {
+    let e = engine([Rule::card_testing("card_testing", CardTesting::new(Subject::Card))]);
+    let attempts = Velocity::new(Measure::Attempts, Subject::Card, Window::TenMinutes);
+    let declines = Velocity::new(Measure::Declines, Subject::Card, Window::TenMinutes);
+    let small = usd(100).card_fingerprint("fp");
+    let big = usd(5_000).card_fingerprint("fp");
+    assert_eq!(e.evaluate(&small, &counts(&[(attempts, 4)])).decision, Decision::Approve);
+    assert_eq!(e.evaluate(&small, &counts(&[(attempts, 5)])).decision, Decision::Block);
+    assert_eq!(e.evaluate(&big, &counts(&[(attempts, 5)])).decision, Decision::Approve, "not small");
+    assert_eq!(e.evaluate(&big, &counts(&[(declines, 3)])).decision, Decision::Block, "many declines");
+    assert_eq!(e.evaluate(&big, &counts(&[(declines, 2)])).decision, Decision::Approve);
+    let by_ip = engine([Rule::card_testing("ip_testing", CardTesting::new(Subject::Ip))]);
+    let ip_decl = Velocity::new(Measure::Declines, Subject::Ip, Window::TenMinutes);
+    assert_eq!(by_ip.evaluate(&usd(100).ip("1.2.3.4"), &counts(&[(ip_decl, 3)])).decision, Decision::Block);
+}
+
+#[test]
+fn rules_run_in_order_and_a_block_short_circuits() {
+    let e = engine([
+        Rule::expression("first", "amount_minor > 0").unwrap().action(Action::Score(10)),
+        Rule::blocklist("block", Field::Email, ["x@y.z"]),
+        Rule::expression("after", "true").unwrap().action(Action::Challenge),
+    ]);
+    let v = e.evaluate(&usd(1).email("x@y.z"), &VelocityCounts::default());
+    assert_eq!(v.decision, Decision::Block);
+    assert_eq!(v.decided_by.as_deref(), Some("block"));
+    let outcomes: Vec<_> = v.verdicts.iter().map(|r| (&*r.rule, r.outcome)).collect();
+    assert_eq!(
+        outcomes,
+        [("first", RuleOutcome::Matched), ("block", RuleOutcome::Matched), ("after", RuleOutcome::Skipped)]
+    );
+    assert_eq!(v.score, 10);
+    // Without the block, the later challenge applies and every verdict carries its reason.
+    let v = e.evaluate(&usd(1), &VelocityCounts::default());
+    assert_eq!(v.decision, Decision::Challenge);
+    assert_eq!(v.verdict("block").unwrap().outcome, RuleOutcome::NotMatched);
+    assert_eq!(&*v.verdict("first").unwrap().reason, "amount_minor > 0");
+}
+
+#[test]
+fn most_severe_decision_wins_and_the_first_rule_to_reach_it_decides() {
+    let e = FraudEngine::builder()
+        .rule_file("r1: review if true\nr2: challenge if true\nr3: review if true")
+        .unwrap()
+        .build();
+    let v = e.evaluate(&usd(1), &VelocityCounts::default());
+    assert_eq!(v.decision, Decision::Challenge);
+    assert_eq!(v.decided_by.as_deref(), Some("r2"));
+}
+
+#[test]
+fn scores_add_up_and_later_rules_read_the_running_score() {
+    let e = FraudEngine::builder()
+        .rule_file(
+            "a: score 30 if email_domain == \"mailinator.com\"\n\
+             b: score 25 if card_country != ip_country\n\
+             c: challenge if risk_score >= 55 and risk_score < 65\n\
+             d: score -100 if customer_id == \"vip\"",
+        )
+        .unwrap()
+        .build();
+    let a = usd(1).email("x@Mailinator.com").card_country("US").ip_country("FR");
+    let v = e.evaluate(&a, &VelocityCounts::default());
+    assert_eq!(v.score, 55);
+    assert_eq!(v.decision, Decision::Challenge, "c sees the running score of 55");
+    let v = e.evaluate(&a.clone().risk_score(10), &VelocityCounts::default());
+    assert_eq!(v.score, 65);
+    assert_eq!(v.decision, Decision::Review, "65 reaches the review threshold");
+    assert_eq!(v.decided_by.as_deref(), Some("review_threshold"));
+    let v = e.evaluate(&a.clone().risk_score(20), &VelocityCounts::default());
+    assert_eq!((v.decision, v.decided_by.as_deref()), (Decision::Block, Some("block_threshold")));
+    let v = e.evaluate(&a.risk_score(20).customer_id("vip"), &VelocityCounts::default());
+    assert_eq!((v.score, v.decision), (-25, Decision::Approve));
+}
+
+#[test]
+fn thresholds_are_configurable() {
+    let e = FraudEngine::builder()
+        .review_threshold(10)
+        .block_threshold(20)
+        .rule(Rule::expression("s", "true").unwrap().action(Action::Score(15)))
+        .build();
+    assert_eq!(decide(&e, &usd(1)), Decision::Review);
+    assert_eq!(decide(&e, &usd(1).risk_score(5)), Decision::Block);
+}
+
+#[test]
+fn rule_file_errors_name_the_line() {
+    let cases: &[(&str, usize, &str)] = &[
+        ("review if true\n\n# c\nblock if cart_total > 3", 4, "unknown attribute `cart_total`"),
+        ("block if amount > 500", 1, "`amount` needs a currency"),
+        ("review if true\nblock if amount > 1.5", 2, "not an integer"),
+        ("review if true\nblock if amount > 0.001 USD", 2, "not an exact amount"),
+        ("deny if true", 1, "unknown action `deny`"),
+        ("block amount_minor > 3", 1, "expected `if`"),
+        ("score x if true", 1, "needs an integer"),
+        ("block if email == \"a", 1, "unterminated string"),
+        ("block if email + 1", 1, "does not evaluate to true or false"),
+        ("block if amount_minor", 1, "does not evaluate to true or false"),
+        ("block if ((", 1, "invalid expression"),
+        ("a: block if true\na: review if true", 2, "already defined"),
+        ("block if amount_minor = 5", 1, "cannot assign"),
+        ("block if", 1, "condition after `if` is empty"),
+        ("review if true\nblock if ip_country == 'RU'", 2, "double quotes"),
+    ];
+    for (text, line, needle) in cases {
+        let err = RuleSet::parse(text).unwrap_err();
+        assert_eq!(err.line, *line, "{text}: {err}");
+        assert!(err.message.contains(needle), "{text}: {err}");
+        assert!(err.to_string().starts_with(&format!("rule file line {line}:")));
+    }
+}
+
+#[test]
+fn money_literals_compare_exactly_in_their_currency() {
+    let e = FraudEngine::builder().rule_file("block if amount > 500 USD").unwrap().build();
+    assert_eq!(decide(&e, &usd(50_000)), Decision::Approve);
+    assert_eq!(decide(&e, &usd(50_001)), Decision::Block);
+    let eur = Attributes::new(Money::from_minor(50_001, Currency::EUR));
+    assert_eq!(decide(&e, &eur), Decision::Approve, "a USD threshold says nothing about EUR");
+    let e = FraudEngine::builder().rule_file("block if amount >= 1.5 KWD").unwrap().build();
+    assert_eq!(decide(&e, &Attributes::new(Money::from_minor(1_499, Currency::KWD))), Decision::Approve);
+    assert_eq!(decide(&e, &Attributes::new(Money::from_minor(1_500, Currency::KWD))), Decision::Block);
+}
+
+#[test]
+fn shadow_rules_are_counted_and_logged_but_not_enforced() {
+    let e = FraudEngine::builder()
+        .rule_file(
+            "trial: shadow block if email_domain == \"evil.test\"\nshadow score 90 if true\nlive: review if false",
+        )
+        .unwrap()
+        .build();
+    let v = e.evaluate(&usd(1).email("a@evil.test"), &VelocityCounts::default());
+    assert_eq!(v.decision, Decision::Approve);
+    assert_eq!(v.score, 0, "a shadow score rule adds nothing");
+    let shadow: Vec<_> = v.shadow_matches().map(|r| &*r.rule).collect();
+    assert_eq!(shadow, ["trial", "line_2"]);
+    assert_eq!(v.verdict("live").unwrap().outcome, RuleOutcome::NotMatched, "a shadow block does not short-circuit");
+    let rules = e.rules();
+    assert_eq!(rules.rules()[0].stats().shadow_matched.load(Ordering::Relaxed), 1);
+    assert_eq!(rules.rules()[0].stats().matched.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn reload_swaps_rules_and_keeps_the_old_ones_on_error() {
+    let e = FraudEngine::builder()
+        .rule(Rule::blocklist("builtin", Field::Email, ["b@b.b"]))
+        .rule_file("v1: review if true")
+        .unwrap()
+        .build();
+    assert_eq!(e.rules().names(), ["builtin", "v1"]);
+    e.reload("v2: challenge if true").unwrap();
+    assert_eq!(e.rules().names(), ["builtin", "v2"], "built-ins stay first");
+    let err = e.reload("ok: review if true\nbad: block if nope > 1").unwrap_err();
+    assert_eq!(err.line, 2);
+    assert_eq!(e.rules().names(), ["builtin", "v2"], "a bad file changes nothing");
+    assert_eq!(decide(&e, &usd(1)), Decision::Challenge);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hot_reload_under_load_never_fails_a_decision() {
+    let e = FraudEngine::builder().rule_file("a: review if amount_minor > 0").unwrap().build();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for w in 0..8 {
+        let e = e.clone();
+        let stop = stop.clone();
+        workers.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) || n < 200 {
+                let a = usd(100).card_fingerprint(format!("fp{w}")).attempt_id(format!("w{w}-{n}"));
+                let v = e.assess(&a).await;
+                // Either rule set decides whole: v1 reviews, v2 challenges; never an error, never a mix.
+                assert!(matches!(v.decision, Decision::Review | Decision::Challenge), "{v:?}");
+                assert_eq!(v.verdicts.len(), 1);
+                assert!(v.verdicts.iter().all(|r| r.outcome == RuleOutcome::Matched));
+                n += 1;
+                tokio::task::yield_now().await;
+            }
+            n
+        }));
+    }
+    for i in 0..200 {
+        let text = if i % 2 == 0 { "b: challenge if amount_minor > 0" } else { "a: review if amount_minor > 0" };
+        e.reload(text).unwrap();
+        if i % 10 == 0 {
+            assert!(e.reload("broken if").is_err());
+        }
+        tokio::task::yield_now().await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut total = 0;
+    for w in workers {
+        total += w.await.expect("a decision panicked during reload");
+    }
+    assert!(total >= 1_600);
+}
+
+struct DownStore;
+impl VelocityStore for DownStore {
+    fn record_attempt<'a>(&'a self, _: &'a Attempt) -> BoxFuture<'a, Result<VelocityCounts, VelocityError>> {
+        Box::pin(async { Err(VelocityError("connection refused".into())) })
+    }
+    fn record_decline<'a>(&'a self, _: &'a Attempt) -> BoxFuture<'a, Result<(), VelocityError>> {
+        Box::pin(async { Err(VelocityError("connection refused".into())) })
+    }
+}
+
+#[tokio::test]
+async fn store_down_reviews_by_default_blocks_or_ignores_when_configured() {
+    let rules = "score 10 if true\nblock if email == \"x@y.z\"";
+    let review = FraudEngine::builder().velocity_store(DownStore).rule_file(rules).unwrap().build();
+    let v = review.assess(&usd(1)).await;
+    assert_eq!((v.decision, v.decided_by.as_deref()), (Decision::Review, Some("velocity_store")));
+    assert!(!v.velocity_available);
+    let v = review.assess(&usd(1).email("x@y.z")).await;
+    assert_eq!(v.decision, Decision::Block, "a blocking rule still blocks");
+
+    let block = FraudEngine::builder().velocity_store(DownStore).on_store_down(OnStoreDown::Block).build();
+    assert_eq!(block.assess(&usd(1)).await.decision, Decision::Block);
+
+    let ignore = FraudEngine::builder().velocity_store(DownStore).on_store_down(OnStoreDown::Ignore).build();
+    assert_eq!(ignore.assess(&usd(1)).await.decision, Decision::Approve);
+}
+
+#[tokio::test]
+async fn rule_file_velocity_attributes_come_from_the_store() {
+    let e = FraudEngine::builder()
+        .rule_file("challenge if attempts_per_card_1h > 3\nblock if amount_per_email_24h > 100 USD")
+        .unwrap()
+        .build();
+    let mut seen = Vec::new();
+    for i in 0..5 {
+        let a = usd(1_000).card_fingerprint("fp").attempt_id(format!("k{i}"));
+        seen.push(e.assess(&a).await.decision);
+    }
+    assert_eq!(
+        seen,
+        [Decision::Approve, Decision::Approve, Decision::Approve, Decision::Challenge, Decision::Challenge]
+    );
+    // 60 + 50 USD on one email: the second crosses 100 USD.
+    assert_eq!(e.assess(&usd(6_000).email("m@x.io")).await.decision, Decision::Approve);
+    assert_eq!(e.assess(&usd(5_000).email("M@x.io")).await.decision, Decision::Block);
+}

@@ -1,0 +1,224 @@
+//! Velocity: N concurrent attempts on one card admit exactly the limit (memory, Redis, two instances sharing
+//! Redis); a retry with the same idempotency key counts once; declines; the store-down policy on a dead Redis.
+
+use std::sync::Arc;
+
+use palisade_core::{Currency, Money};
+use palisade_fraud::{
+    Attributes, Decision, FraudEngine, Measure, MemoryVelocityStore, Subject, Velocity, VelocityStore, Window,
+};
+
+const LIMIT: i64 = 3;
+const N: usize = 40;
+
+fn rules() -> String {
+    format!("velocity: block if attempts_per_card_1h > {LIMIT}")
+}
+
+fn attempt(card: &str, i: usize) -> Attributes {
+    Attributes::new(Money::from_minor(1_000, Currency::USD)).card_fingerprint(card).attempt_id(format!("key-{i}"))
+}
+
+/// N concurrent attempts spread over `engines`, one card: returns how many were approved.
+async fn race(engines: &[FraudEngine], card: &str) -> usize {
+    let mut tasks = Vec::new();
+    for i in 0..N {
+        let e = engines[i % engines.len()].clone();
+        let a = attempt(card, i);
+        tasks.push(tokio::spawn(async move { e.assess(&a).await.decision }));
+    }
+    let mut approved = 0;
+    for t in tasks {
+        if t.await.unwrap() == Decision::Approve {
+            approved += 1;
+        }
+    }
+    approved
+}
+
+fn engine_on(store: Arc<dyn VelocityStore>) -> FraudEngine {
+    FraudEngine::builder().shared_velocity_store(store).rule_file(&rules()).unwrap().build()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_concurrent_attempts_on_one_card_admit_exactly_the_limit() {
+    let e = engine_on(Arc::new(MemoryVelocityStore::new()));
+    assert_eq!(race(std::slice::from_ref(&e), "fp_hot").await, LIMIT as usize);
+    assert_eq!(race(&[e], "fp_other").await, LIMIT as usize, "another card has its own count");
+}
+
+async fn retry_counts_once(e: &FraudEngine) {
+    let a = attempt("fp_retry", 0);
+    for _ in 0..10 {
+        let v = e.assess(&a).await;
+        assert_eq!(v.decision, Decision::Approve, "a retry of the same request is the same attempt");
+    }
+    let counts = (1..=LIMIT as usize).map(|i| attempt("fp_retry", i));
+    let mut last = Decision::Approve;
+    for a in counts {
+        last = e.assess(&a).await.decision;
+    }
+    assert_eq!(last, Decision::Block, "the 4th distinct attempt is over the limit: retries added nothing");
+}
+
+#[tokio::test]
+async fn memory_retry_with_the_same_idempotency_key_counts_once() {
+    retry_counts_once(&engine_on(Arc::new(MemoryVelocityStore::new()))).await;
+}
+
+#[tokio::test]
+async fn attempts_without_a_key_each_count() {
+    let e = engine_on(Arc::new(MemoryVelocityStore::new()));
+    let a = Attributes::new(Money::from_minor(1_000, Currency::USD)).card_fingerprint("fp_nokey");
+    let mut d = Vec::new();
+    for _ in 0..4 {
+        d.push(e.assess(&a).await.decision);
+    }
+    assert_eq!(d, [Decision::Approve, Decision::Approve, Decision::Approve, Decision::Block]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn memory_windows_slide() {
+    let store = MemoryVelocityStore::new();
+    let e =
+        FraudEngine::builder().velocity_store(store).rule_file("block if attempts_per_card_10m > 2").unwrap().build();
+    for i in 0..2 {
+        assert_eq!(e.assess(&attempt("fp_w", i)).await.decision, Decision::Approve);
+    }
+    assert_eq!(e.assess(&attempt("fp_w", 2)).await.decision, Decision::Block);
+    tokio::time::advance(std::time::Duration::from_secs(601)).await;
+    let v = e.assess(&attempt("fp_w", 3)).await;
+    assert_eq!(v.decision, Decision::Approve, "ten minutes later the 10m window is empty again");
+}
+
+#[tokio::test]
+async fn declines_are_counted_once_per_attempt_and_feed_card_testing() {
+    let e = FraudEngine::builder()
+        .rule(palisade_fraud::Rule::card_testing("ct", palisade_fraud::CardTesting::new(Subject::Card)))
+        .build();
+    for i in 0..3 {
+        let a = attempt("fp_dec", i).amount(Money::from_minor(50_000, Currency::USD));
+        assert_eq!(e.assess(&a).await.decision, Decision::Approve);
+        e.record_decline(&a).await.unwrap();
+        e.record_decline(&a).await.unwrap(); // the same attempt's decline again: counted once
+    }
+    let a = attempt("fp_dec", 9).amount(Money::from_minor(50_000, Currency::USD));
+    let v = e.assess(&a).await;
+    assert_eq!(v.decision, Decision::Block, "three declines on the card in ten minutes: card testing");
+}
+
+#[tokio::test]
+async fn amount_velocity_sums_the_same_currency_only() {
+    let store = MemoryVelocityStore::new();
+    let a = |m: i64, c: Currency, i: usize| {
+        palisade_fraud::Attempt::from_attributes(
+            &Attributes::new(Money::from_minor(m, c)).email("S@x.io").attempt_id(format!("a{i}")),
+        )
+    };
+    store.record_attempt_now(&a(1_000, Currency::USD, 0));
+    store.record_attempt_now(&a(9_999, Currency::EUR, 1));
+    let c = store.record_attempt_now(&a(500, Currency::USD, 2));
+    assert_eq!(c.get(Velocity::new(Measure::Amount, Subject::Email, Window::Day)), 1_500);
+    assert_eq!(c.get(Velocity::new(Measure::Attempts, Subject::Email, Window::Day)), 3);
+}
+
+trait WithAmount {
+    fn amount(self, m: Money) -> Self;
+}
+impl WithAmount for Attributes {
+    fn amount(mut self, m: Money) -> Self {
+        self.amount = m;
+        self
+    }
+}
+
+#[cfg(feature = "redis")]
+mod redis_store {
+    use super::*;
+    use palisade_fraud::{OnStoreDown, RedisVelocityStore};
+    use palisade_store::redis::RedisConnection;
+
+    fn store(r: &palisade_testkit::RedisTest) -> RedisVelocityStore {
+        RedisVelocityStore::new(RedisConnection::new(r.conn.clone())).prefix(r.prefix.clone())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn redis_concurrent_attempts_on_one_card_admit_exactly_the_limit() {
+        let Some(r) = palisade_testkit::redis("fraud_velocity_race").await else { return };
+        let e = engine_on(Arc::new(store(&r)));
+        assert_eq!(race(&[e], "fp_hot").await, LIMIT as usize);
+        r.cleanup().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn redis_two_instances_sharing_redis_admit_exactly_the_limit_together() {
+        let Some(r) = palisade_testkit::redis("fraud_velocity_two").await else { return };
+        // Two stores with their own connections: two service instances.
+        let conn2 = redis::aio::ConnectionManager::new(r.client.clone()).await.unwrap();
+        let a = engine_on(Arc::new(store(&r)));
+        let b = engine_on(Arc::new(RedisVelocityStore::new(RedisConnection::new(conn2)).prefix(r.prefix.clone())));
+        assert_eq!(race(&[a, b], "fp_shared").await, LIMIT as usize);
+        r.cleanup().await;
+    }
+
+    #[tokio::test]
+    async fn redis_retry_with_the_same_idempotency_key_counts_once() {
+        let Some(r) = palisade_testkit::redis("fraud_velocity_retry").await else { return };
+        retry_counts_once(&engine_on(Arc::new(store(&r)))).await;
+        r.cleanup().await;
+    }
+
+    #[tokio::test]
+    async fn redis_counts_match_memory_and_keys_hold_no_plain_values() {
+        let Some(r) = palisade_testkit::redis("fraud_velocity_same").await else { return };
+        let redis_store = store(&r);
+        let mem = MemoryVelocityStore::new();
+        let mk = |m: i64, c: Currency, i: usize| {
+            palisade_fraud::Attempt::from_attributes(
+                &Attributes::new(Money::from_minor(m, c))
+                    .email("Someone@Example.com")
+                    .card_fingerprint("fp_same")
+                    .ip("203.0.113.7")
+                    .customer_id("cus_1")
+                    .attempt_id(format!("a{i}")),
+            )
+        };
+        let attempts = [mk(1_000, Currency::USD, 0), mk(2_000, Currency::EUR, 1), mk(500, Currency::USD, 2)];
+        for (i, at) in attempts.iter().enumerate() {
+            if i == 1 {
+                redis_store.record_decline(at).await.unwrap();
+                mem.record_decline_now(at);
+            }
+            let x = redis_store.record_attempt(at).await.unwrap();
+            let y = mem.record_attempt_now(at);
+            assert_eq!(x, y, "attempt {i}");
+        }
+        let last = redis_store.record_attempt(&attempts[2]).await.unwrap();
+        assert_eq!(last.get(Velocity::new(Measure::Amount, Subject::Customer, Window::Hour)), 1_500);
+        assert_eq!(last.get(Velocity::new(Measure::Declines, Subject::Ip, Window::TenMinutes)), 1);
+        let mut conn = r.conn.clone();
+        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{}*", r.prefix)).query_async(&mut conn).await.unwrap();
+        assert!(!keys.is_empty());
+        for k in &keys {
+            assert!(
+                !k.to_lowercase().contains("someone") && !k.contains("203.0.113.7") && !k.contains("fp_same"),
+                "{k}"
+            );
+            assert!(k.contains("{default}"), "one hash tag per namespace: {k}");
+        }
+        r.cleanup().await;
+    }
+
+    #[tokio::test]
+    async fn redis_down_reviews_by_default_and_blocks_when_configured() {
+        let url = palisade_testkit::unreachable_redis_url();
+        let down = || RedisVelocityStore::new(RedisConnection::lazy(&url));
+        let review = FraudEngine::builder().velocity_store(down()).rule_file(&rules()).unwrap().build();
+        let v = review.assess(&attempt("fp_down", 0)).await;
+        assert_eq!((v.decision, v.decided_by.as_deref()), (Decision::Review, Some("velocity_store")));
+        assert!(!v.velocity_available);
+        let block = FraudEngine::builder().velocity_store(down()).on_store_down(OnStoreDown::Block).build();
+        assert_eq!(block.assess(&attempt("fp_down", 1)).await.decision, Decision::Block);
+        assert!(review.record_decline(&attempt("fp_down", 0)).await.is_err());
+    }
+}

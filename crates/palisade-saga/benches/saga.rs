@@ -1,0 +1,110 @@
+//! Sagas per second: a 4-step saga on the memory log (each step trivial async work with a compensation), the work
+//! of the seed's `Saga` bench (`bench/saga/seed_saga.py`, which runs the same 4 steps with no log at all).
+//!
+//! ```text
+//! cargo bench -p palisade-saga --bench saga -- --warm-up-time 1 --measurement-time 3   # criterion
+//! SAGA_BENCH_LOOP=100000 cargo bench -p palisade-saga --bench saga                      # whole loop, JSON line
+//! bench/saga/run.sh                                                                     # both sides, the ratio
+//! ```
+//!
+//! Criterion groups (`Throughput::Elements(1)`: one saga per iteration, so criterion prints sagas/s):
+//! - `saga_memory/completed_4_steps`: start → 4 steps, each start and end written to the log → `Completed`;
+//! - `saga_memory/compensated_4_steps`: the 4th step fails for good (a decline), the 3 before it are compensated
+//!   in reverse order → `Compensated`.
+//!
+//! Each criterion sample runs on a fresh log (iter_custom), so the log holds at most one sample's sagas. The whole
+//! loop (`SAGA_BENCH_LOOP=N`) runs N sagas one after the other on one log that keeps them all, on a
+//! current-thread runtime, as the seed runs them in one asyncio loop, and prints
+//! `{"palisade_saga_4step_per_s": …}`; `SAGA_BENCH_ROUNDS` (default 3) rounds, each on a new log, the best
+//! reported.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group};
+use palisade_core::PaymentError;
+use palisade_saga::{MemoryLog, Orchestrator, Saga, SagaState, Step};
+use serde::{Deserialize, Serialize};
+
+/// The seed bench's context, `{"i": i}`.
+#[derive(Serialize, Deserialize)]
+struct Ctx {
+    i: u64,
+}
+
+/// Four steps `s0`..`s3`, each returning 1 with a compensation that does nothing; with `fail_last`, `s3` is
+/// declined (Terminal: not retried) and `s2`, `s1`, `s0` are compensated.
+fn four_steps(fail_last: bool) -> Saga<Ctx> {
+    let mut b = Saga::<Ctx>::builder(if fail_last { "bench-compensated" } else { "bench" });
+    for k in 0..4 {
+        let fail = fail_last && k == 3;
+        let step = Step::new(&format!("s{k}"), move |_cx| async move {
+            if fail { Err(PaymentError::declined("card_declined")) } else { Ok(1u32) }
+        })
+        .compensate(|_cx, _out| async { Ok(()) });
+        b = b.step(step);
+    }
+    b.build().expect("a valid definition")
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+}
+
+/// Runs `n` sagas one after the other on a fresh memory log and returns the time they took.
+async fn run_sagas(saga_fn: fn(bool) -> Saga<Ctx>, fail_last: bool, n: u64, want: SagaState) -> Duration {
+    let orchestrator = Orchestrator::builder(MemoryLog::new()).owner("bench").build();
+    let saga: Arc<Saga<Ctx>> = orchestrator.register(saga_fn(fail_last));
+    let start = Instant::now();
+    for i in 0..n {
+        let report = orchestrator.start(&saga, &format!("saga-{i}"), Ctx { i }).await.expect("the log answers");
+        assert_eq!(report.state, want);
+    }
+    let took = start.elapsed();
+    // Dropping the log (and its n records) is not part of the measurement.
+    drop((saga, orchestrator));
+    took
+}
+
+fn sagas(c: &mut Criterion) {
+    let rt = runtime();
+    let mut g = c.benchmark_group("saga_memory");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("completed_4_steps", |b| {
+        b.iter_custom(|iters| rt.block_on(run_sagas(four_steps, false, iters, SagaState::Completed)))
+    });
+    g.bench_function("compensated_4_steps", |b| {
+        b.iter_custom(|iters| rt.block_on(run_sagas(four_steps, true, iters, SagaState::Compensated)))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, sagas);
+
+/// `SAGA_BENCH_LOOP=N`: N completed sagas in one loop, on one log, best of `SAGA_BENCH_ROUNDS` rounds.
+fn whole_loop(n: u64) {
+    let rounds: u32 = std::env::var("SAGA_BENCH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
+    let rt = runtime();
+    // Warm-up: allocator, code paths.
+    rt.block_on(run_sagas(four_steps, false, n.min(1000), SagaState::Completed));
+    let times: Vec<Duration> =
+        (0..rounds.max(1)).map(|_| rt.block_on(run_sagas(four_steps, false, n, SagaState::Completed))).collect();
+    let best = times.iter().min().copied().unwrap_or_default();
+    let per_s = |d: &Duration| (n as f64 / d.as_secs_f64()) as u64;
+    let rounds: Vec<String> = times.iter().map(|d| per_s(d).to_string()).collect();
+    println!(
+        "{{\"palisade_saga_4step_per_s\": {}, \"n\": {n}, \"seconds\": {:.4}, \"rounds_per_s\": [{}]}}",
+        per_s(&best),
+        best.as_secs_f64(),
+        rounds.join(", ")
+    );
+}
+
+fn main() {
+    if let Some(n) = std::env::var("SAGA_BENCH_LOOP").ok().and_then(|s| s.parse::<u64>().ok()) {
+        whole_loop(n);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
