@@ -21,6 +21,8 @@ pub use palisade_reconciliation as reconciliation;
 pub use palisade_redaction as redaction;
 #[cfg(feature = "retry")]
 pub use palisade_retry as retry;
+#[cfg(feature = "saga")]
+pub use palisade_saga as saga;
 #[cfg(feature = "sim")]
 pub use palisade_sim as sim;
 #[cfg(feature = "webhook")]

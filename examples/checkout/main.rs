@@ -16,6 +16,7 @@ mod rate_limit;
 mod reconciliation;
 mod redaction;
 mod retry;
+mod saga;
 mod webhook;
 
 use report::Report;
@@ -44,6 +45,8 @@ async fn main() {
     rate_limit::card_testing_is_throttled(&mut report, &env).await;
     webhook::webhook_handling(&mut report, &env).await;
     redaction::log_redaction(&mut report, &env).await;
+    saga::transient_failure_saga_completes(&mut report, &env).await;
+    saga::compensation_in_reverse_order(&mut report, &env).await;
     reconciliation::reconciliation(&mut report, &env).await;
 
     std::process::exit(report.finish());

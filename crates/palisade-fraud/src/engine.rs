@@ -255,7 +255,6 @@ impl FraudEngine {
         self.inner.store.record_decline(&Attempt::from_attributes(attrs)).await
     }
 
-    #[allow(dead_code)] // the layer's, next
     pub(crate) async fn record_decline_attempt(&self, attempt: &Attempt) {
         if let Err(e) = self.inner.store.record_decline(attempt).await {
             tracing::warn!(target: "palisade_fraud", engine = &*self.inner.name, error = %e, "decline not recorded: velocity store unavailable");
@@ -331,18 +330,27 @@ impl FraudEngine {
 
     /// Logs the verdict (no PAN, email masked, card fingerprint never) and counts it.
     fn record(&self, attrs: &Attributes, a: &Assessment) {
-        let email = attrs.email.as_deref().map(mask_email);
-        let decided_by = a.decided_by.as_deref().unwrap_or("");
         let engine = &*self.inner.name;
-        match a.decision {
-            Decision::Approve => {
-                tracing::debug!(target: "palisade_fraud", engine, decision = a.decision.as_str(), score = a.score, email = email.as_deref(), "fraud screening")
-            }
-            _ => {
-                tracing::info!(target: "palisade_fraud", engine, decision = a.decision.as_str(), score = a.score, decided_by, email = email.as_deref(), velocity = a.velocity_available, "fraud screening")
+        let level = if a.decision == Decision::Approve { tracing::Level::DEBUG } else { tracing::Level::INFO };
+        // Masking allocates: only when someone listens.
+        let listening = if level == tracing::Level::DEBUG {
+            tracing::enabled!(target: "palisade_fraud", tracing::Level::DEBUG)
+        } else {
+            tracing::enabled!(target: "palisade_fraud", tracing::Level::INFO)
+        };
+        if listening {
+            let email = attrs.email.as_deref().map(mask_email);
+            let decided_by = a.decided_by.as_deref().unwrap_or("");
+            match a.decision {
+                Decision::Approve => {
+                    tracing::debug!(target: "palisade_fraud", engine, decision = a.decision.as_str(), score = a.score, email = email.as_deref(), "fraud screening")
+                }
+                _ => {
+                    tracing::info!(target: "palisade_fraud", engine, decision = a.decision.as_str(), score = a.score, decided_by, email = email.as_deref(), velocity = a.velocity_available, "fraud screening")
+                }
             }
         }
-        for v in a.shadow_matches() {
+        for v in a.verdicts.iter().filter(|v| v.outcome == RuleOutcome::ShadowMatched) {
             tracing::info!(target: "palisade_fraud", engine, rule = &*v.rule, action = %v.action, "shadow rule matched (not enforced)");
         }
         for v in a.verdicts.iter().filter(|v| v.outcome == RuleOutcome::Error) {
@@ -350,11 +358,11 @@ impl FraudEngine {
         }
         #[cfg(feature = "metrics")]
         {
-            metrics::counter!("palisade_fraud_decisions_total", "engine" => engine.to_owned(), "decision" => a.decision.as_str()).increment(1);
+            metrics::counter!("palisade_fraud_decisions_total", "engine" => self.inner.name.clone(), "decision" => a.decision.as_str()).increment(1);
             for v in a.verdicts.iter().filter(|v| v.outcome.is_match() || v.outcome == RuleOutcome::Error) {
                 metrics::counter!(
                     "palisade_fraud_rule_matches_total",
-                    "engine" => engine.to_owned(),
+                    "engine" => self.inner.name.clone(),
                     "rule" => v.rule.to_string(),
                     "outcome" => v.outcome.as_str()
                 )

@@ -29,6 +29,28 @@
 //! # }
 //! ```
 //!
+//! The layer screens each charge before the service below sees it:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! use palisade_core::{ErrorKind, GatewayRequest, PaymentError, Reference};
+//! use palisade_fraud::{FraudEngine, FraudLayer};
+//! use tower::{Layer, Service, ServiceExt};
+//!
+//! let engine = FraudEngine::builder().rule_file("block if email_domain == \"fraud.test\"").unwrap().build();
+//! let gateway = tower::service_fn(|_req: GatewayRequest| async { Ok::<_, PaymentError>("charged") });
+//! let mut svc = FraudLayer::new(engine.clone()).layer(gateway);
+//!
+//! let mut charge = palisade_testkit::charge("order-1").request();
+//! charge.metadata.insert("email".into(), Reference::new("mallory@fraud.test").unwrap());
+//! let err = svc.ready().await.unwrap().call(GatewayRequest::Charge(charge)).await.unwrap_err();
+//! assert_eq!(err.kind(), ErrorKind::FraudBlocked); // 402, never sent to the gateway
+//!
+//! // New rules, live: a bad file is refused with its line and the old rules stay.
+//! assert_eq!(engine.reload("review if true\nblock if nope").unwrap_err().line, 2);
+//! # }
+//! ```
+//!
 //! See `docs/fraud.md` for the attributes, the rule syntax, the built-in rules and how the layer fails.
 
 #![warn(clippy::unwrap_used, clippy::expect_used)]
@@ -38,7 +60,11 @@ mod decision;
 pub mod defaults;
 mod engine;
 mod error;
+mod future;
+mod layer;
+mod mode;
 mod rules;
+mod service;
 mod text;
 mod velocity;
 
@@ -52,7 +78,11 @@ pub use crate::engine::{
     BLOCK_THRESHOLD_RULE, FraudEngine, FraudEngineBuilder, OnStoreDown, REVIEW_THRESHOLD_RULE, VELOCITY_STORE_RULE,
 };
 pub use crate::error::{FraudRejection, RuleFileError, VelocityError};
+pub use crate::future::ResponseFuture;
+pub use crate::layer::{FraudLayer, FraudLayerBuilder};
+pub use crate::mode::{Annotate, DefaultExtract, Extract, ExtractFn, FraudMode, FraudVerdict};
 pub use crate::rules::{CardTesting, FAILED_CHECK_RESULTS, Rule, RuleSet, RuleStats};
+pub use crate::service::Fraud;
 #[cfg(feature = "redis")]
 pub use crate::velocity::RedisVelocityStore;
 pub use crate::velocity::{Attempt, BoxFuture, MemoryVelocityStore, VelocityStore};

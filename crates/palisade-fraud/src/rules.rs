@@ -241,9 +241,9 @@ impl Rule {
                 ctx.set_risk_score(score);
                 return node.eval_boolean_with_context(&*ctx).map_err(|e| e.to_string());
             }
-            Condition::Blocklist { field, values } => {
-                attrs.field(*field).is_some_and(|v| values.contains(&normalize(*field, v)))
-            }
+            Condition::Blocklist { field, values } => attrs.field(*field).is_some_and(|v| {
+                if is_normalized(*field, v) { values.contains(v) } else { values.contains(&normalize(*field, v)) }
+            }),
             Condition::ResultFails(field) => attrs
                 .field(*field)
                 .is_some_and(|v| FAILED_CHECK_RESULTS.iter().any(|f| f.eq_ignore_ascii_case(v.trim()))),
@@ -270,6 +270,17 @@ impl Rule {
             }
         })
     }
+}
+
+/// True when `normalize` would return `v` unchanged (the common case: no allocation to look it up).
+fn is_normalized(field: Field, v: &str) -> bool {
+    let trimmed = v.len() == v.trim().len();
+    trimmed
+        && match field {
+            Field::Email => !v.chars().any(char::is_uppercase),
+            Field::CardCountry | Field::BillingCountry | Field::IpCountry => !v.bytes().any(|b| b.is_ascii_lowercase()),
+            _ => true,
+        }
 }
 
 fn normalize(field: Field, v: &str) -> String {

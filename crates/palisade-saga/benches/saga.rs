@@ -18,6 +18,8 @@
 //! `{"palisade_saga_4step_per_s": …}`; `SAGA_BENCH_ROUNDS` (default 3) rounds, each on a new log, the best
 //! reported.
 
+#![allow(missing_docs)] // criterion's macros generate undocumented functions
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -56,6 +56,10 @@ mod orchestrator;
 
 pub use definition::{Context, Saga, SagaBuilder, Step, StepCx, compensation_key, step_key};
 pub use error::{DefinitionError, SagaError};
+#[cfg(feature = "postgres")]
+pub use log::PostgresLog;
+#[cfg(feature = "redis")]
+pub use log::RedisLog;
 pub use log::{MemoryLog, SagaLog};
 pub use model::{Event, SagaRecord, SagaState, SagaSummary};
 pub use orchestrator::{Orchestrator, OrchestratorBuilder, SagaReport};

@@ -1,8 +1,9 @@
 //! The in-process velocity store.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::VecDeque;
+use std::hash::BuildHasher;
 
+use hashbrown::HashMap;
 use palisade_core::Currency;
 use parking_lot::Mutex;
 use tokio::time::Instant;
@@ -12,16 +13,25 @@ use crate::attributes::{Measure, Subject, Velocity, VelocityCounts, Window};
 use crate::defaults::MAX_VELOCITY_WINDOW;
 use crate::error::VelocityError;
 
+/// One entry: when, the attempt id's hash (compared first), the id, currency and amount.
+struct Entry {
+    at: Instant,
+    hash: u64,
+    id: std::sync::Arc<str>,
+    currency: Currency,
+    amount: i64,
+}
+
 #[derive(Default)]
 struct Series {
-    attempts: VecDeque<(Instant, String, Currency, i64)>,
-    declines: VecDeque<(Instant, String)>,
+    attempts: VecDeque<Entry>,
+    declines: VecDeque<(Instant, u64, std::sync::Arc<str>)>,
 }
 
 impl Series {
-    fn prune(&mut self, now: Instant) {
-        let Some(horizon) = now.checked_sub(MAX_VELOCITY_WINDOW) else { return };
-        while self.attempts.front().is_some_and(|a| a.0 < horizon) {
+    fn prune(&mut self, horizon: Option<Instant>) {
+        let Some(horizon) = horizon else { return };
+        while self.attempts.front().is_some_and(|a| a.at < horizon) {
             self.attempts.pop_front();
         }
         while self.declines.front().is_some_and(|d| d.0 < horizon) {
@@ -33,77 +43,103 @@ impl Series {
     }
 }
 
-/// Velocity history in this process (tokio's clock, so tests can pause time). One lock makes the record and
-/// the read of every counter of a decision one atomic step. History older than a day is dropped when its key is
-/// next touched, and idle keys are swept every 4096 operations, so memory stays bounded by the last day's
-/// traffic.
-pub struct MemoryVelocityStore {
-    series: Mutex<HashMap<(Subject, String), Series>>,
-    seq: AtomicU64,
+#[derive(Default)]
+struct State {
+    maps: [HashMap<String, Series>; 4],
+    ops_since_sweep: usize,
+    seq: u64,
+    hasher: hashbrown::DefaultHashBuilder,
 }
 
-impl Default for MemoryVelocityStore {
-    fn default() -> Self {
-        Self::new()
+impl State {
+    fn len(&self) -> usize {
+        self.maps.iter().map(HashMap::len).sum()
     }
+    /// Drops idle keys once the operations since the last sweep reach the number of keys (at least
+    /// [`SWEEP_EVERY`]): the sweep costs O(1) per operation amortized, and memory stays bounded by the last
+    /// day's traffic.
+    fn maybe_sweep(&mut self, horizon: Option<Instant>) {
+        self.ops_since_sweep += 1;
+        if self.ops_since_sweep < SWEEP_EVERY.max(self.len()) {
+            return;
+        }
+        self.ops_since_sweep = 0;
+        for map in &mut self.maps {
+            map.retain(|_, s| {
+                s.prune(horizon);
+                !s.is_empty()
+            });
+        }
+    }
+    fn id(&mut self, attempt: &Attempt) -> (u64, std::sync::Arc<str>) {
+        self.seq += 1;
+        let id: std::sync::Arc<str> = match &attempt.id {
+            Some(id) => id.as_str().into(),
+            None => format!("g:{}", self.seq).into(),
+        };
+        (self.hasher.hash_one(&id), id)
+    }
+}
+
+/// Velocity history in this process (tokio's clock, so tests can pause time). One lock makes the record and
+/// the read of every counter of a decision one atomic step. History older than a day is dropped when its key is
+/// next touched, and idle keys are swept (amortized O(1) per operation), so memory stays bounded by the last
+/// day's traffic.
+#[derive(Default)]
+pub struct MemoryVelocityStore {
+    state: Mutex<State>,
 }
 
 impl std::fmt::Debug for MemoryVelocityStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemoryVelocityStore").field("keys", &self.series.lock().len()).finish()
+        f.debug_struct("MemoryVelocityStore").field("keys", &self.tracked_keys()).finish()
     }
 }
 
-const SWEEP_EVERY: u64 = 4096;
+const SWEEP_EVERY: usize = 4096;
 
 impl MemoryVelocityStore {
     /// An empty store.
     #[must_use]
     pub fn new() -> Self {
-        MemoryVelocityStore { series: Mutex::new(HashMap::new()), seq: AtomicU64::new(0) }
+        MemoryVelocityStore::default()
     }
 
     /// Keys (subject, value) currently tracked.
     #[must_use]
     pub fn tracked_keys(&self) -> usize {
-        self.series.lock().len()
-    }
-
-    fn id(&self, attempt: &Attempt, n: u64) -> String {
-        attempt.id.clone().unwrap_or_else(|| format!("g:{n}"))
-    }
-
-    fn maybe_sweep(&self, n: u64, map: &mut HashMap<(Subject, String), Series>, now: Instant) {
-        if n % SWEEP_EVERY == SWEEP_EVERY - 1 {
-            map.retain(|_, s| {
-                s.prune(now);
-                !s.is_empty()
-            });
-        }
+        self.state.lock().len()
     }
 
     /// The synchronous form of [`VelocityStore::record_attempt`].
     pub fn record_attempt_now(&self, attempt: &Attempt) -> VelocityCounts {
         let now = Instant::now();
-        let n = self.seq.fetch_add(1, Ordering::Relaxed);
-        let id = self.id(attempt, n);
+        let horizon = now.checked_sub(MAX_VELOCITY_WINDOW);
+        let froms = Window::ALL.map(|w| now.checked_sub(w.duration()));
         let mut counts = VelocityCounts::default();
-        let mut map = self.series.lock();
+        let mut st = self.state.lock();
+        let (hash, id) = st.id(attempt);
         for s in Subject::ALL {
             let Some(value) = &attempt.subjects[s.index()] else { continue };
-            let series = map.entry((s, value.clone())).or_default();
-            series.prune(now);
-            if !series.attempts.iter().any(|a| a.1 == id) {
-                series.attempts.push_back((now, id.clone(), attempt.currency, attempt.amount_minor));
+            let series = st.maps[s.index()].entry_ref(value.as_str()).or_default();
+            series.prune(horizon);
+            if !series.attempts.iter().any(|a| a.hash == hash && a.id == id) {
+                series.attempts.push_back(Entry {
+                    at: now,
+                    hash,
+                    id: id.clone(),
+                    currency: attempt.currency,
+                    amount: attempt.amount_minor,
+                });
             }
-            for w in Window::ALL {
-                let Some(from) = now.checked_sub(w.duration()) else { continue };
+            for (w, from) in Window::ALL.into_iter().zip(froms) {
+                let Some(from) = from else { continue };
                 let mut n_att = 0i64;
                 let mut amount = 0i64;
-                for a in series.attempts.iter().rev().take_while(|a| a.0 >= from) {
+                for a in series.attempts.iter().rev().take_while(|a| a.at >= from) {
                     n_att += 1;
-                    if a.2 == attempt.currency {
-                        amount = amount.saturating_add(a.3);
+                    if a.currency == attempt.currency {
+                        amount = amount.saturating_add(a.amount);
                     }
                 }
                 let n_dec = series.declines.iter().rev().take_while(|d| d.0 >= from).count() as i64;
@@ -112,24 +148,25 @@ impl MemoryVelocityStore {
                 counts.set(Velocity::new(Measure::Declines, s, w), n_dec);
             }
         }
-        self.maybe_sweep(n, &mut map, now);
+        st.maybe_sweep(horizon);
         counts
     }
 
     /// The synchronous form of [`VelocityStore::record_decline`].
     pub fn record_decline_now(&self, attempt: &Attempt) {
         let now = Instant::now();
-        let n = self.seq.fetch_add(1, Ordering::Relaxed);
-        let id = self.id(attempt, n);
-        let mut map = self.series.lock();
+        let horizon = now.checked_sub(MAX_VELOCITY_WINDOW);
+        let mut st = self.state.lock();
+        let (hash, id) = st.id(attempt);
         for s in Subject::ALL {
             let Some(value) = &attempt.subjects[s.index()] else { continue };
-            let series = map.entry((s, value.clone())).or_default();
-            series.prune(now);
-            if !series.declines.iter().any(|d| d.1 == id) {
-                series.declines.push_back((now, id.clone()));
+            let series = st.maps[s.index()].entry_ref(value.as_str()).or_default();
+            series.prune(horizon);
+            if !series.declines.iter().any(|d| d.1 == hash && d.2 == id) {
+                series.declines.push_back((now, hash, id.clone()));
             }
         }
+        st.maybe_sweep(horizon);
     }
 }
 

@@ -18,8 +18,16 @@ pub use palisade_store::lease::StoreFuture;
 use crate::model::{Event, SagaRecord, SagaState, SagaSummary};
 
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "redis")]
+mod redis;
 
 pub use memory::MemoryLog;
+#[cfg(feature = "postgres")]
+pub use postgres::{DEFAULT_POSTGRES_PREFIX, PostgresLog};
+#[cfg(feature = "redis")]
+pub use redis::{DEFAULT_REDIS_PREFIX, INDEX_GRACE, RedisLog, SCAN_CHUNK};
 
 /// Atomic operations on saga records. Object safe: the orchestrator holds an `Arc<dyn SagaLog>`.
 pub trait SagaLog: Send + Sync + 'static {

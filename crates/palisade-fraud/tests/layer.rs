@@ -1,0 +1,161 @@
+//! The layer: typed and HTTP refusals, review annotations, declines fed back into velocity, logs without
+//! emails, metrics per rule and decision.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use palisade_core::{ErrorKind, GatewayRequest, PaymentError, Reference, RefundRequest};
+use palisade_fraud::{Attributes, Decision, FraudEngine, FraudLayer, FraudVerdict};
+use palisade_testkit::{TestGateway, charge};
+use tower::{Layer, Service, ServiceExt};
+
+const RULES: &str = "\
+no_fraudsters: block if email == \"fraud@example.com\"
+sca: challenge if amount > 1000 USD
+big: review if amount > 500 USD
+";
+
+fn engine() -> FraudEngine {
+    FraudEngine::builder().rule_file(RULES).unwrap().build()
+}
+
+fn with_meta(req: GatewayRequest, pairs: &[(&str, &str)]) -> GatewayRequest {
+    let GatewayRequest::Charge(mut c) = req else { unreachable!() };
+    for (k, v) in pairs {
+        c.metadata.insert((*k).to_owned(), Reference::new(*v).unwrap());
+    }
+    GatewayRequest::Charge(c)
+}
+
+#[tokio::test]
+async fn typed_block_never_reaches_the_gateway() {
+    let gw = TestGateway::ok("ok").recording();
+    let mut svc = FraudLayer::new(engine()).layer(gw.clone());
+    let req = with_meta(charge("o1").key("k1").build(), &[("email", "Fraud@Example.com")]);
+    let err = svc.ready().await.unwrap().call(req).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::FraudBlocked);
+    assert!(matches!(&err, PaymentError::FraudBlocked { rule: Some(r) } if r.as_str() == "no_fraudsters"));
+    assert_eq!(err.http_status(), 402);
+    assert_eq!(gw.calls(), 0, "a blocked charge never reaches the gateway");
+}
+
+#[tokio::test]
+async fn typed_challenge_asks_for_authentication() {
+    let gw = TestGateway::ok("ok").recording();
+    let layer = FraudLayer::builder(engine()).challenge_url("https://shop.example/3ds").build();
+    let mut svc = layer.layer(gw.clone());
+    let err = svc.ready().await.unwrap().call(charge("o2").amount("1000.01").build()).await.unwrap_err();
+    assert_eq!(err, PaymentError::AuthenticationRequired { challenge_url: Some("https://shop.example/3ds".into()) });
+    assert_eq!(gw.calls(), 0);
+}
+
+#[tokio::test]
+async fn typed_review_passes_annotated_with_an_event() {
+    let gw = TestGateway::ok("ok").recording();
+    let reviews = Arc::new(AtomicUsize::new(0));
+    let seen = reviews.clone();
+    let layer = FraudLayer::builder(engine())
+        .on_review(move |a| {
+            assert_eq!(a.decision, Decision::Review);
+            seen.fetch_add(1, Ordering::SeqCst);
+        })
+        .build();
+    let mut svc = layer.layer(gw.clone());
+    assert_eq!(svc.ready().await.unwrap().call(charge("o3").amount("600").build()).await, Ok("ok"));
+    assert_eq!(reviews.load(Ordering::SeqCst), 1);
+    let log = gw.log();
+    let GatewayRequest::Charge(c) = &log[0].request else { panic!() };
+    assert_eq!(c.metadata["fraud_decision"].as_str(), "review");
+    assert_eq!(c.metadata["fraud_rule"].as_str(), "big");
+    // Approved: passes untouched.
+    assert_eq!(svc.ready().await.unwrap().call(charge("o4").build()).await, Ok("ok"));
+    let GatewayRequest::Charge(c) = &gw.log()[1].request else { panic!() };
+    assert!(!c.metadata.contains_key("fraud_decision"));
+}
+
+#[tokio::test]
+async fn refunds_are_not_screened() {
+    let gw = TestGateway::ok("ok").recording();
+    let e = FraudEngine::builder().rule_file("block if true").unwrap().build();
+    let mut svc = FraudLayer::new(e).layer(gw.clone());
+    let refund =
+        GatewayRequest::Refund(RefundRequest { payment_id: "ch_1".into(), amount: None, idempotency_key: None });
+    assert_eq!(svc.ready().await.unwrap().call(refund).await, Ok("ok"));
+    assert!(svc.ready().await.unwrap().call(charge("o").build()).await.is_err());
+}
+
+#[tokio::test]
+async fn gateway_declines_feed_the_decline_counters() {
+    let gw = TestGateway::<GatewayRequest, &str>::err(PaymentError::declined("do_not_honor")).recording();
+    let e = FraudEngine::builder().rule_file("block if declines_per_card_1h >= 2").unwrap().build();
+    let mut svc = FraudLayer::new(e).layer(gw.clone());
+    for i in 0..2 {
+        let err = svc.ready().await.unwrap().call(charge("o").key(&format!("k{i}")).build()).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::CardDeclined);
+    }
+    let err = svc.ready().await.unwrap().call(charge("o").key("k9").build()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::FraudBlocked, "two declines on the card: blocked before the gateway");
+    assert_eq!(gw.calls(), 2);
+}
+
+type Req = http::Request<Full<Bytes>>;
+type Res = http::Response<Full<Bytes>>;
+
+fn http_req(attrs: Option<Attributes>) -> Req {
+    let mut r = http::Request::new(Full::new(Bytes::new()));
+    if let Some(a) = attrs {
+        r.extensions_mut().insert(a);
+    }
+    r
+}
+
+async fn body_json(res: Res) -> serde_json::Value {
+    use http_body_util::BodyExt;
+    let b = res.into_body().collect().await.unwrap().to_bytes();
+    serde_json::from_slice(&b).unwrap()
+}
+
+fn usd(major: &str) -> Attributes {
+    Attributes::new(palisade_core::Money::parse(major, palisade_core::Currency::USD).unwrap())
+}
+
+#[tokio::test]
+async fn http_block_challenge_and_review() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c2 = calls.clone();
+    let inner = tower::service_fn(move |req: Req| {
+        c2.fetch_add(1, Ordering::SeqCst);
+        let review = req.extensions().get::<FraudVerdict>().map(|v| v.0.decision.as_str().to_owned());
+        async move { Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(review.unwrap_or_default())))) }
+    });
+    let layer = FraudLayer::builder(engine()).challenge_url("https://shop.example/3ds").http().build();
+    let mut svc = layer.layer(inner);
+
+    let res = svc.ready().await.unwrap().call(http_req(Some(usd("5").email("fraud@example.com")))).await.unwrap();
+    assert_eq!(res.status(), 402);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    let v = body_json(res).await;
+    assert_eq!(v["type"], "urn:palisade:problem:fraud_blocked");
+    assert_eq!(v["rule"], "no_fraudsters");
+    assert!(v.get("next_action").is_none());
+
+    let res = svc.ready().await.unwrap().call(http_req(Some(usd("2000")))).await.unwrap();
+    assert_eq!(res.status(), 402);
+    let v = body_json(res).await;
+    assert_eq!(v["type"], "urn:palisade:problem:authentication_required");
+    assert_eq!(v["next_action"]["type"], "authenticate");
+    assert_eq!(v["next_action"]["challenge_url"], "https://shop.example/3ds");
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+
+    let res = svc.ready().await.unwrap().call(http_req(Some(usd("600")))).await.unwrap();
+    assert_eq!(res.status(), 200);
+    use http_body_util::BodyExt;
+    assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "review", "the verdict is in the extensions");
+
+    let res = svc.ready().await.unwrap().call(http_req(None)).await.unwrap();
+    assert_eq!(res.status(), 200, "no attributes: not screened");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}

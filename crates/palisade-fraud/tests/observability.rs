@@ -1,0 +1,53 @@
+//! Logs and metrics of the layer, alone in this binary: tracing caches per-callsite interest process-wide, so a
+//! test that installs a thread-local subscriber must not share its process with tests that log without one.
+
+use palisade_core::{GatewayRequest, Reference};
+use palisade_fraud::{FraudEngine, FraudLayer};
+use palisade_testkit::{TestGateway, charge};
+use tower::{Layer, Service, ServiceExt};
+
+const RULES: &str = "\
+no_fraudsters: block if email == \"fraud@example.com\"
+sca: challenge if amount > 1000 USD
+big: review if amount > 500 USD
+";
+
+fn with_meta(req: GatewayRequest, pairs: &[(&str, &str)]) -> GatewayRequest {
+    let GatewayRequest::Charge(mut c) = req else { unreachable!() };
+    for (k, v) in pairs {
+        c.metadata.insert((*k).to_owned(), Reference::new(*v).unwrap());
+    }
+    GatewayRequest::Charge(c)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn logs_mask_emails_and_metrics_count_rules_and_decisions() {
+    let logs = palisade_testkit::LogCapture::new();
+    let _log = tracing::subscriber::set_default(logs.subscriber());
+    let metrics = palisade_testkit::MetricsCapture::default();
+    let _m = metrics::set_default_local_recorder(&metrics);
+    let e = FraudEngine::builder()
+        .rule_file(&format!("{RULES}trial: shadow block if email_domain == \"example.com\""))
+        .unwrap()
+        .build();
+    let mut svc = FraudLayer::new(e).layer(TestGateway::ok("ok"));
+    for (email, amount) in [("fraud@example.com", "5"), ("alice.secret@example.com", "600"), ("bob@example.org", "1")] {
+        let req = with_meta(charge("o").amount(amount).build(), &[("email", email)]);
+        let _ = svc.ready().await.unwrap().call(req).await;
+    }
+    let text = logs.contents();
+    assert!(text.contains("decision=\"block\"") || text.contains("decision=block"), "{text}");
+    assert!(text.contains("a***@example.com"), "{text}");
+    for secret in ["alice.secret", "fraud@example.com", "bob@example.org", "tok_visa"] {
+        assert!(!text.contains(secret), "{secret} in logs:\n{text}");
+    }
+    assert!(text.contains("shadow rule matched"), "{text}");
+    assert_eq!(metrics.counter("palisade_fraud_decisions_total{engine=fraud,decision=block}"), 1);
+    assert_eq!(metrics.counter("palisade_fraud_decisions_total{engine=fraud,decision=review}"), 1);
+    assert_eq!(metrics.counter("palisade_fraud_decisions_total{engine=fraud,decision=approve}"), 1);
+    assert_eq!(
+        metrics.counter("palisade_fraud_rule_matches_total{engine=fraud,rule=no_fraudsters,outcome=matched}"),
+        1
+    );
+    assert_eq!(metrics.counter("palisade_fraud_rule_matches_total{engine=fraud,rule=trial,outcome=shadow_matched}"), 1);
+}

@@ -1,0 +1,352 @@
+//! Scenarios for the logs that run on a real server (tests/redis.rs, tests/postgres.rs): the log's conformance,
+//! and the orchestrator's scenarios that do not depend on paused time, with a real 300 ms lease.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use palisade_core::{Operation, PaymentError};
+use palisade_saga::log::StoreFuture;
+use palisade_saga::{Event, Orchestrator, Saga, SagaLog, SagaRecord, SagaState, SagaSummary, Step};
+use palisade_sim::Fault;
+use parking_lot::Mutex;
+
+use super::*;
+
+pub const LEASE: Duration = Duration::from_millis(300);
+
+/// Lets a lease end on a real server: sleeps it, plus a margin for the server's millisecond rounding.
+pub fn sleep_out() -> impl Fn(Duration) -> futures_util::future::BoxFuture<'static, ()> {
+    |d| Box::pin(tokio::time::sleep(d + Duration::from_millis(60)))
+}
+
+/// A log that counts the operations called on it, to compare with what the server saw.
+#[derive(Clone, Default)]
+pub struct Counting<L> {
+    inner: L,
+    ops: Arc<Mutex<HashMap<&'static str, usize>>>,
+}
+
+impl<L> Counting<L> {
+    fn new(inner: L) -> Self {
+        Counting { inner, ops: Arc::default() }
+    }
+    fn bump(&self, op: &'static str) {
+        *self.ops.lock().entry(op).or_default() += 1;
+    }
+    pub fn count(&self, op: &str) -> usize {
+        self.ops.lock().get(op).copied().unwrap_or(0)
+    }
+    pub fn total(&self) -> usize {
+        self.ops.lock().values().sum()
+    }
+}
+
+impl<L: SagaLog> SagaLog for Counting<L> {
+    fn create<'a>(
+        &'a self,
+        id: &'a str,
+        name: &'a str,
+        context: &'a serde_json::Value,
+        owner: &'a str,
+        lease: Duration,
+    ) -> StoreFuture<'a, Option<u64>> {
+        self.bump("create");
+        self.inner.create(id, name, context, owner, lease)
+    }
+    fn append<'a>(&'a self, id: &'a str, token: u64, event: &'a Event, state: SagaState) -> StoreFuture<'a, bool> {
+        self.bump("append");
+        self.inner.append(id, token, event, state)
+    }
+    fn renew<'a>(&'a self, id: &'a str, token: u64, lease: Duration) -> StoreFuture<'a, bool> {
+        self.bump("renew");
+        self.inner.renew(id, token, lease)
+    }
+    fn take_over<'a>(
+        &'a self,
+        id: &'a str,
+        owner: &'a str,
+        lease: Duration,
+        state: Option<SagaState>,
+    ) -> StoreFuture<'a, Option<u64>> {
+        self.bump("take_over");
+        self.inner.take_over(id, owner, lease, state)
+    }
+    fn orphans<'a>(&'a self, limit: usize) -> StoreFuture<'a, Vec<String>> {
+        self.bump("orphans");
+        self.inner.orphans(limit)
+    }
+    fn get<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<SagaRecord>> {
+        self.bump("get");
+        self.inner.get(id)
+    }
+    fn list<'a>(&'a self, state: Option<SagaState>, limit: usize) -> StoreFuture<'a, Vec<SagaSummary>> {
+        self.bump("list");
+        self.inner.list(state, limit)
+    }
+}
+
+/// Every operation of the log, called directly, against the memory log's semantics.
+pub async fn conformance<L: SagaLog>(log: &L) {
+    let ctx = serde_json::json!({"order": "o-1", "cents": 2500, "tags": ["a", "b"]});
+    let started = Event::StepStarted { step: "reserve".into(), attempt: 1 };
+    let done = Event::StepDone { step: "reserve".into(), output: serde_json::json!({"hold": "h-1"}) };
+
+    // create: once per id.
+    let t1 = log.create("s-1", "checkout", &ctx, "a", LEASE).await.unwrap().expect("created");
+    assert_eq!(log.create("s-1", "checkout", &ctx, "b", LEASE).await.unwrap(), None, "an id is used once");
+    let r = log.get("s-1").await.unwrap().unwrap();
+    assert_eq!((r.id.as_str(), r.name.as_str(), &r.context), ("s-1", "checkout", &ctx));
+    assert_eq!((r.state, r.owner.as_deref(), r.token), (SagaState::Running, Some("a"), t1));
+    assert!(r.events.is_empty());
+    assert!(r.lease_remaining > Duration::ZERO && r.lease_remaining <= LEASE, "{:?}", r.lease_remaining);
+
+    // append: fenced by the token.
+    assert!(log.append("s-1", t1, &started, SagaState::Running).await.unwrap());
+    assert!(!log.append("s-1", t1 + 1_000_000_000, &done, SagaState::Running).await.unwrap(), "wrong token");
+    assert!(log.renew("s-1", t1, LEASE).await.unwrap());
+    assert!(!log.renew("s-1", t1 + 1_000_000_000, LEASE).await.unwrap());
+
+    // A live lease: no take-over, not an orphan.
+    assert_eq!(log.take_over("s-1", "b", LEASE, None).await.unwrap(), None);
+    assert!(!log.orphans(10).await.unwrap().contains(&"s-1".to_owned()));
+
+    // The lease ends: an orphan, taken over once, with a greater token; the old token is fenced.
+    tokio::time::sleep(LEASE + Duration::from_millis(60)).await;
+    assert_eq!(log.get("s-1").await.unwrap().unwrap().lease_remaining, Duration::ZERO);
+    assert_eq!(log.orphans(10).await.unwrap(), ["s-1"]);
+    let t2 = log.take_over("s-1", "b", LEASE, None).await.unwrap().expect("taken over");
+    assert!(t2 > t1, "tokens only grow: {t1} then {t2}");
+    assert_eq!(log.take_over("s-1", "c", LEASE, None).await.unwrap(), None, "once");
+    assert!(log.orphans(10).await.unwrap().is_empty());
+    assert!(!log.append("s-1", t1, &done, SagaState::Running).await.unwrap(), "the old owner is fenced");
+    assert!(!log.renew("s-1", t1, LEASE).await.unwrap());
+    assert!(log.append("s-1", t2, &done, SagaState::Running).await.unwrap());
+    let r = log.get("s-1").await.unwrap().unwrap();
+    assert_eq!((r.owner.as_deref(), r.token), (Some("b"), t2));
+    assert_eq!(r.events, [started.clone(), done.clone()]);
+
+    // A terminal state ends the lease and the ownership; nothing renews or takes it over.
+    let fin = Event::Finished { state: SagaState::Completed };
+    assert!(log.append("s-1", t2, &fin, SagaState::Completed).await.unwrap());
+    let r = log.get("s-1").await.unwrap().unwrap();
+    assert_eq!((r.state, r.owner.as_deref(), r.lease_remaining), (SagaState::Completed, None, Duration::ZERO));
+    assert_eq!(r.events, [started.clone(), done, fin]);
+    assert!(!log.renew("s-1", t2, LEASE).await.unwrap());
+    assert_eq!(log.take_over("s-1", "c", LEASE, None).await.unwrap(), None);
+    assert!(log.orphans(10).await.unwrap().is_empty());
+
+    // A failed compensation: taken over by state (whatever its lease), live again, an orphan when it dies.
+    let t3 = log.create("s-2", "checkout", &ctx, "a", LEASE).await.unwrap().unwrap();
+    let failed = Event::Finished { state: SagaState::FailedCompensation };
+    assert!(log.append("s-2", t3, &failed, SagaState::FailedCompensation).await.unwrap());
+    assert_eq!(log.take_over("s-2", "d", LEASE, Some(SagaState::Compensated)).await.unwrap(), None, "wrong state");
+    let t4 = log.take_over("s-2", "d", LEASE, Some(SagaState::FailedCompensation)).await.unwrap().unwrap();
+    assert!(t4 > t3);
+    assert!(log.append("s-2", t4, &Event::CompensationRetried, SagaState::Compensating).await.unwrap());
+    assert_eq!(log.take_over("s-2", "e", LEASE, Some(SagaState::FailedCompensation)).await.unwrap(), None);
+    let r = log.get("s-2").await.unwrap().unwrap();
+    assert_eq!((r.state, r.owner.as_deref(), r.token), (SagaState::Compensating, Some("d"), t4));
+    tokio::time::sleep(LEASE + Duration::from_millis(60)).await;
+    assert_eq!(log.orphans(10).await.unwrap(), ["s-2"], "a hand retry that died is recovered");
+
+    // Listing: by id, by state, limited.
+    let t5 = log.create("s-0", "refund", &serde_json::json!(null), "a", LEASE).await.unwrap().unwrap();
+    assert!(t5 > 0);
+    let ids = |v: Vec<SagaSummary>| v.into_iter().map(|s| s.id).collect::<Vec<_>>();
+    assert_eq!(ids(log.list(None, 10).await.unwrap()), ["s-0", "s-1", "s-2"]);
+    assert_eq!(ids(log.list(None, 2).await.unwrap()), ["s-0", "s-1"]);
+    assert_eq!(ids(log.list(Some(SagaState::Completed), 10).await.unwrap()), ["s-1"]);
+    assert_eq!(ids(log.list(Some(SagaState::Compensated), 10).await.unwrap()), Vec::<String>::new());
+    let all = log.list(None, 10).await.unwrap();
+    assert_eq!(
+        all[0],
+        SagaSummary { id: "s-0".into(), name: "refund".into(), state: SagaState::Running, owner: Some("a".into()) }
+    );
+    assert_eq!((all[2].state, all[2].owner.as_deref()), (SagaState::Compensating, Some("d")));
+    assert_eq!(log.orphans(1).await.unwrap().len(), 1, "orphans honours its limit");
+
+    // Unknown sagas.
+    assert_eq!(log.get("nope").await.unwrap(), None);
+    assert!(!log.append("nope", t1, &started, SagaState::Running).await.unwrap());
+    assert!(!log.renew("nope", t1, LEASE).await.unwrap());
+    assert_eq!(log.take_over("nope", "a", LEASE, None).await.unwrap(), None);
+    assert_eq!(log.take_over("nope", "a", LEASE, Some(SagaState::FailedCompensation)).await.unwrap(), None);
+}
+
+pub async fn checkout_completes<L: SagaLog + Clone>(log: L) {
+    let world = World::new();
+    let o = Orchestrator::builder(log.clone()).build();
+    let saga = o.register(checkout_saga(&world));
+    let report = o.start(&saga, "order-1", checkout("order-1")).await.unwrap();
+    assert_eq!(report.state, SagaState::Completed);
+    assert_eq!(report.outputs["ship"], "ship-order-1");
+    assert_eq!(world.ledger("order-1", Operation::Authorize), 1);
+    assert_eq!(world.ledger("order-1", Operation::Capture), 1);
+    let record = log.get("order-1").await.unwrap().unwrap();
+    let started = steps_of(&record.events, |e| match e {
+        Event::StepStarted { step, .. } => Some(step),
+        _ => None,
+    });
+    assert_eq!(started, ["reserve", "authorize", "capture", "ship"]);
+    assert_eq!(record.events.last(), Some(&Event::Finished { state: SagaState::Completed }));
+    assert_eq!(record.owner, None);
+    assert!(matches!(
+        o.start(&saga, "order-1", checkout("order-1")).await,
+        Err(palisade_saga::SagaError::AlreadyExists(_))
+    ));
+}
+
+pub async fn network_errors_are_retried<L: SagaLog + Clone>(log: L) {
+    let world = World::new();
+    world.sim.script(Operation::Authorize, [Fault::FailBeforeCommit, Fault::FailAfterCommit]);
+    let o = Orchestrator::builder(log.clone()).build();
+    let saga = o.register(checkout_saga(&world));
+    let report = o.start(&saga, "order-2", checkout("order-2")).await.unwrap();
+    assert_eq!(report.state, SagaState::Completed);
+    assert_eq!(world.calls_of("authorize"), 3);
+    assert_eq!(world.ledger("order-2", Operation::Authorize), 1);
+    let record = log.get("order-2").await.unwrap().unwrap();
+    assert_eq!(record.events.iter().filter(|e| matches!(e, Event::StepFailed { last: false, .. })).count(), 2);
+}
+
+pub async fn declined_and_voided<L: SagaLog + Clone>(log: L) {
+    let world = World::new();
+    let o = Orchestrator::builder(log.clone()).build();
+    let saga = o.register(checkout_saga(&world));
+    let mut ctx = checkout("order-3");
+    ctx.token = "tok_chargeDeclined".into();
+    let report = o.start(&saga, "order-3", ctx).await.unwrap();
+    assert_eq!(report.state, SagaState::Compensated);
+    assert_eq!(compensated(&log.get("order-3").await.unwrap().unwrap().events), ["reserve"]);
+
+    world.sim.script(Operation::Capture, [Fault::FailBeforeCommit; 3]);
+    let report = o.start(&saga, "order-4", checkout("order-4")).await.unwrap();
+    assert_eq!(report.state, SagaState::Compensated);
+    assert_eq!(world.ledger("order-4", Operation::Void), 1, "an authorization is voided");
+    assert_eq!(world.ledger("order-4", Operation::Refund), 0);
+    assert_eq!(world.held("mug"), 0);
+}
+
+pub async fn failed_compensation_is_retried<L: SagaLog + Clone>(log: L) {
+    let world = World::new();
+    world.ship_fails.store(true, Ordering::SeqCst);
+    world.refunds_fail.store(usize::MAX, Ordering::SeqCst);
+    let o = Orchestrator::builder(log.clone()).build();
+    let saga = o.register(checkout_saga(&world));
+    let report = o.start(&saga, "order-5", checkout("order-5")).await.unwrap();
+    assert_eq!(report.state, SagaState::FailedCompensation);
+    let listed = o.list(Some(SagaState::FailedCompensation), 10).await.unwrap();
+    assert_eq!(listed.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["order-5"]);
+    assert!(log.orphans(10).await.unwrap().is_empty(), "FailedCompensation waits for a hand, not for recovery");
+    world.refunds_fail.store(0, Ordering::SeqCst);
+    let retried = o.retry_compensation("order-5").await.unwrap();
+    assert_eq!(retried.state, SagaState::Compensated);
+    assert_eq!(world.ledger("order-5", Operation::Refund), 1);
+    assert_eq!(world.held("mug"), 0);
+    assert!(matches!(
+        o.retry_compensation("order-5").await,
+        Err(palisade_saga::SagaError::WrongState { state: SagaState::Compensated, .. })
+    ));
+}
+
+pub async fn a_live_owner_keeps_its_saga_and_a_dead_one_is_fenced<L: SagaLog + Clone>(log: L) {
+    let world = World::new();
+    *world.crash.lock() = Some(("capture".into(), Crash::BeforeEffect));
+    let first = Orchestrator::builder(log.clone()).owner("first").lease(LEASE).build();
+    let saga = first.register(checkout_saga(&world));
+    let running = tokio::spawn({
+        let (first, saga) = (first.clone(), saga.clone());
+        async move { first.start(&saga, "order-6", checkout("order-6")).await }
+    });
+    world.crashed.notified().await;
+    // Alive (stuck in a step, renewing every third of its lease) for two and a half leases.
+    tokio::time::sleep(LEASE * 5 / 2).await;
+    let second = Orchestrator::builder(log.clone()).owner("second").lease(LEASE).build();
+    second.register(checkout_saga(&world));
+    assert!(second.recover().await.unwrap().is_empty(), "a live owner's saga is not an orphan");
+    running.abort();
+    let _ = running.await;
+    let stale = log.get("order-6").await.unwrap().unwrap().token;
+    sleep_out()(LEASE).await;
+    let report = second.resume("order-6").await.unwrap().unwrap();
+    assert_eq!(report.state, SagaState::Completed);
+    let late = Event::StepDone { step: "capture".into(), output: serde_json::json!("late") };
+    assert!(!log.append("order-6", stale, &late, SagaState::Running).await.unwrap());
+    assert!(!log.renew("order-6", stale, LEASE).await.unwrap());
+    assert_eq!(world.ledger("order-6", Operation::Capture), 1);
+}
+
+pub async fn concurrent_recovery_resumes_once<L: SagaLog + Clone>(log: L) {
+    let world = World::new();
+    *world.crash.lock() = Some(("authorize".into(), Crash::AfterEffect));
+    let first = Orchestrator::builder(log.clone()).owner("first").lease(LEASE).build();
+    let saga = first.register(checkout_saga(&world));
+    let running = tokio::spawn(async move { first.start(&saga, "order-7", checkout("order-7")).await });
+    world.crashed.notified().await;
+    running.abort();
+    let _ = running.await;
+    sleep_out()(LEASE).await;
+    let workers: Vec<Orchestrator> = (0..4)
+        .map(|i| {
+            let o = Orchestrator::builder(log.clone()).owner(format!("worker-{i}")).lease(LEASE).build();
+            o.register(checkout_saga(&world));
+            o
+        })
+        .collect();
+    let passes = futures_util::future::join_all(workers.iter().map(Orchestrator::recover)).await;
+    let resumed: usize = passes.into_iter().map(|p| p.unwrap().len()).sum();
+    assert_eq!(resumed, 1, "exactly one worker took it over");
+    assert_eq!(world.calls_of("capture"), 1);
+    assert_eq!(world.ledger("order-7", Operation::Authorize), 1);
+    assert_eq!(log.get("order-7").await.unwrap().unwrap().state, SagaState::Completed);
+}
+
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+pub struct Nothing;
+
+pub async fn a_parallel_group_is_compensated_together<L: SagaLog + Clone>(log: L) {
+    let undone = Arc::new(Mutex::new(Vec::new()));
+    let step = |name: &'static str| {
+        let undone = undone.clone();
+        Step::<Nothing>::new(name, move |_cx| async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Ok(name)
+        })
+        .compensate(move |cx, _| {
+            let undone = undone.clone();
+            async move {
+                undone.lock().push(cx.step().to_owned());
+                Ok(())
+            }
+        })
+    };
+    let fail = Step::<Nothing>::new("fail", |_cx| async { Err::<(), _>(PaymentError::declined("do_not_honor")) });
+    let saga = Saga::builder("group")
+        .step(step("first"))
+        .parallel([step("a"), step("b"), step("c")])
+        .step(fail)
+        .build()
+        .unwrap();
+    let o = Orchestrator::builder(log.clone()).build();
+    let report = o.start(&o.register(saga), "group-1", Nothing).await.unwrap();
+    assert_eq!(report.state, SagaState::Compensated);
+    let undone = undone.lock().clone();
+    assert_eq!(undone.len(), 4);
+    assert_eq!(undone[3], "first");
+    let record = log.get("group-1").await.unwrap().unwrap();
+    assert_eq!(compensated(&record.events).len(), 4, "every compensation is in the log");
+}
+
+/// Runs one checkout on `log` (through a counting wrapper) and returns the wrapper, for the round-trip tests.
+pub async fn one_checkout<L: SagaLog + Clone>(log: L, id: &str) -> Counting<L> {
+    let counted = Counting::new(log);
+    let world = World::new();
+    // A lease far longer than the saga: no renewal runs while it is measured.
+    let o = Orchestrator::builder(counted.clone()).lease(Duration::from_secs(60)).build();
+    let saga = o.register(checkout_saga(&world));
+    let report = o.start(&saga, id, checkout(id)).await.unwrap();
+    assert_eq!(report.state, SagaState::Completed);
+    counted
+}
