@@ -25,9 +25,9 @@
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
 //! let checkout = Saga::<Order>::builder("checkout")
-//!     .step(Step::new("reserve", |cx| async move { Ok(format!("hold-{}", cx.context().sku)) })
+//!     .step(Step::<Order>::new("reserve", |cx| async move { Ok(format!("hold-{}", cx.context().sku)) })
 //!         .compensate(|_cx, _hold| async { Ok(()) }))
-//!     .step(Step::new("charge", |cx| async move {
+//!     .step(Step::<Order>::new("charge", |cx| async move {
 //!         // Pass cx.key() to the gateway as the idempotency key.
 //!         if cx.context().cents > 100_00 { Err(PaymentError::declined("insufficient_funds")) } else { Ok("ch_1") }
 //!     }))
