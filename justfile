@@ -13,6 +13,10 @@ lint:
 bench *ARGS:
     cargo bench --workspace {{ARGS}}
 
+# `palisade recon` against DuckDB, pandas and the seed as whole processes (venvs and data under /tmp).
+bench-recon *SIZES="1000000 10000000":
+    SIZES="{{SIZES}}" bash bench/recon/run.sh
+
 # Start a local Redis on 127.0.0.1:6379 if none answers.
 redis:
     #!/usr/bin/env bash

@@ -68,6 +68,8 @@ pub use palisade_fraud as fraud;
 pub use palisade_idempotency as idempotency;
 #[cfg(feature = "rate-limit")]
 pub use palisade_rate_limit as rate_limit;
+#[cfg(feature = "reconciliation")]
+pub use palisade_reconciliation as reconciliation;
 #[cfg(feature = "redaction")]
 pub use palisade_redaction as redaction;
 #[cfg(feature = "retry")]

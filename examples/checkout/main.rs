@@ -13,6 +13,7 @@ mod breaker;
 mod foundation;
 mod idempotency;
 mod rate_limit;
+mod reconciliation;
 mod redaction;
 mod retry;
 mod saga;
@@ -46,6 +47,7 @@ async fn main() {
     redaction::log_redaction(&mut report, &env).await;
     saga::transient_failure_saga_completes(&mut report, &env).await;
     saga::compensation_in_reverse_order(&mut report, &env).await;
+    reconciliation::reconciliation(&mut report, &env).await;
 
     std::process::exit(report.finish());
 }

@@ -3,6 +3,8 @@
 //! - `palisade redact`: scrub card numbers, CVVs and track data from a stream (stdin → stdout).
 //! - `palisade webhook sign|verify`: sign or verify a webhook body (stdin) under Stripe, Standard Webhooks or
 //!   GitHub schemes.
+//! - `palisade recon`: reconcile an internal ledger with a gateway report (JSON lines of discrepancies; exit
+//!   0 clean, 1 discrepancies, 2 bad input).
 //! - `palisade saga list|show|retry-compensation`: inspect the sagas in a Redis or PostgreSQL saga log, and hand a
 //!   saga whose compensation failed back to the application's recovery worker.
 //! - `palisade sim serve`: the simulated gateway as a Stripe-like JSON API over HTTP, with seeded faults.
@@ -11,6 +13,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod recon;
 mod redact;
 mod saga;
 mod sim;
@@ -30,6 +33,8 @@ enum Command {
     /// Sign or verify webhooks.
     #[command(subcommand)]
     Webhook(webhook::Command),
+    /// Reconcile an internal ledger with a gateway report.
+    Recon(Box<recon::Args>),
     /// Inspect sagas in a Redis or PostgreSQL saga log; retry a failed compensation.
     Saga(saga::Args),
     /// Serve the simulated payment gateway over HTTP, with seeded faults.
@@ -49,6 +54,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Redact(args) => redact::run(args),
         Command::Webhook(cmd) => webhook::run(cmd),
+        Command::Recon(args) => recon::run(*args),
         Command::Saga(args) => saga::run(args),
         Command::Sim(cmd) => sim::run(cmd),
     }

@@ -1,0 +1,278 @@
+//! Sources: one small trait, one file per format.
+//!
+//! A [`Source`] yields records one at a time, borrowing each record's id from its own buffer, so reading a file
+//! allocates nothing per row. A format is a file in this module: read rows with [`CsvFile`] (the `csv` crate's
+//! `ByteRecord` path), turn fields into a [`RecordRef`] or a precise [`RowError`].
+
+mod adyen;
+mod canonical;
+mod fold;
+mod stripe;
+
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+
+pub use adyen::AdyenSettlement;
+pub use canonical::CanonicalCsv;
+pub use stripe::StripeBalance;
+
+use crate::error::{Error, Problem, RowError};
+use crate::record::{RecordRef, StatusMap};
+
+/// A stream of records from one side.
+///
+/// After a row error ([`Error::Row`]) the source is positioned past the bad row: calling
+/// [`next_record`](Source::next_record) again goes on with the next one (that is how a reject sink works).
+pub trait Source: Send {
+    /// The name used in messages (usually the file's path).
+    fn name(&self) -> &str;
+    /// The next record, `Ok(None)` at the end.
+    ///
+    /// # Errors
+    /// [`Error::Row`] for a malformed row (the next call goes on after it); any other [`Error`] is final.
+    fn next_record(&mut self, statuses: &StatusMap) -> Result<Option<RecordRef<'_>>, Error>;
+    /// About how many records are left, if the source can tell cheaply (used to size tables up front).
+    fn rows_hint(&self) -> Option<u64> {
+        None
+    }
+    /// Rows read and deliberately left out (a payout in an activity report): counted in the summary.
+    fn skipped(&self) -> u64 {
+        0
+    }
+}
+
+impl<S: Source + ?Sized> Source for Box<S> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn next_record(&mut self, statuses: &StatusMap) -> Result<Option<RecordRef<'_>>, Error> {
+        (**self).next_record(statuses)
+    }
+    fn rows_hint(&self) -> Option<u64> {
+        (**self).rows_hint()
+    }
+    fn skipped(&self) -> u64 {
+        (**self).skipped()
+    }
+}
+
+/// Bytes of the read buffer: large enough that reading is a few big `read` calls.
+const READ_BUFFER: usize = 1 << 20;
+
+/// A CSV file with a header, read row by row into one reused `ByteRecord`.
+pub struct CsvFile {
+    name: Arc<str>,
+    reader: csv::Reader<Box<dyn Read + Send>>,
+    headers: csv::ByteRecord,
+    record: csv::ByteRecord,
+    bytes: Option<u64>,
+}
+
+impl CsvFile {
+    /// Opens `path` and reads its header.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if it cannot be opened or its header read.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
+        let path = path.as_ref();
+        let name: Arc<str> = path.display().to_string().into();
+        let file = File::open(path).map_err(|source| Error::Io { file: name.clone(), source })?;
+        let bytes = file.metadata().ok().map(|m| m.len());
+        let mut csv = Self::from_reader(name, file)?;
+        csv.bytes = bytes;
+        Ok(csv)
+    }
+
+    /// Reads CSV from `reader`, named `name` in messages, and reads its header.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the header cannot be read.
+    pub fn from_reader(name: impl Into<Arc<str>>, reader: impl Read + Send + 'static) -> Result<Self, Error> {
+        let name = name.into();
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .flexible(true)
+            .buffer_capacity(READ_BUFFER)
+            .from_reader(Box::new(reader) as Box<dyn Read + Send>);
+        let headers = reader.byte_headers().map_err(|e| csv_io(&name, e))?.clone();
+        Ok(CsvFile { name, reader, headers, record: csv::ByteRecord::new(), bytes: None })
+    }
+
+    /// The file's name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The index of the column named `column` (exact match, surrounding spaces and a UTF-8 BOM ignored).
+    ///
+    /// # Errors
+    /// [`Error::MissingColumn`], listing `all` as the columns the format reads.
+    pub fn column(&self, column: &str, all: &[&str]) -> Result<usize, Error> {
+        self.find(column).ok_or_else(|| Error::MissingColumn {
+            file: self.name.clone(),
+            column: column.to_owned(),
+            expected: all.join(","),
+        })
+    }
+
+    /// The index of the column named `column`, if there is one.
+    #[must_use]
+    pub fn find(&self, column: &str) -> Option<usize> {
+        self.headers.iter().position(|h| {
+            let h = h.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(h);
+            h.trim_ascii() == column.as_bytes()
+        })
+    }
+
+    /// Reads the next row; `Ok(false)` at the end.
+    ///
+    /// # Errors
+    /// [`Error::Row`] with [`Problem::Csv`] for malformed CSV, [`Error::Io`] if reading fails.
+    pub fn next_row(&mut self) -> Result<bool, Error> {
+        match self.reader.read_byte_record(&mut self.record) {
+            Ok(more) => Ok(more),
+            Err(e) => {
+                let line = e.position().map_or(0, csv::Position::line);
+                match e.into_kind() {
+                    csv::ErrorKind::Io(source) => Err(Error::Io { file: self.name.clone(), source }),
+                    kind => Err(Error::Row(Box::new(RowError {
+                        file: self.name.clone(),
+                        line,
+                        column: 0,
+                        column_name: String::new(),
+                        problem: Problem::Csv(format!("{kind:?}")),
+                        row: String::new(),
+                    }))),
+                }
+            }
+        }
+    }
+
+    /// The current row.
+    #[must_use]
+    pub fn row(&self) -> &csv::ByteRecord {
+        &self.record
+    }
+
+    /// The line where the current row starts.
+    #[must_use]
+    pub fn line(&self) -> u64 {
+        self.record.position().map_or(0, csv::Position::line)
+    }
+
+    /// Field `index` of the current row, or a [`Problem::MissingField`] error.
+    ///
+    /// # Errors
+    /// [`Error::Row`] when the row is shorter.
+    #[inline]
+    pub fn field(&self, index: usize) -> Result<&[u8], Error> {
+        match self.record.get(index) {
+            Some(f) => Ok(f),
+            None => {
+                Err(self.error(index, Problem::MissingField { found: self.record.len(), expected: self.headers.len() }))
+            }
+        }
+    }
+
+    /// A row error at column `index` of the current row.
+    #[cold]
+    #[must_use]
+    pub fn error(&self, index: usize, problem: Problem) -> Error {
+        let column_name = self.headers.get(index).map(|h| String::from_utf8_lossy(h).into_owned()).unwrap_or_default();
+        let row = self.record.iter().map(String::from_utf8_lossy).collect::<Vec<_>>().join(",");
+        Error::Row(Box::new(RowError {
+            file: self.name.clone(),
+            line: self.line(),
+            column: index + 1,
+            column_name,
+            problem,
+            row,
+        }))
+    }
+
+    /// Rows left, estimated from the file's size and the bytes per row so far.
+    #[must_use]
+    pub fn rows_hint(&self) -> Option<u64> {
+        let total = self.bytes?;
+        let pos = self.reader.position();
+        let (done, rows) = (pos.byte(), pos.record().max(1));
+        let per_row = (done / rows).max(16);
+        Some(total.saturating_sub(done) / per_row)
+    }
+
+    /// Bytes read so far.
+    #[must_use]
+    pub fn bytes_read(&self) -> u64 {
+        self.reader.position().byte()
+    }
+}
+
+fn csv_io(name: &Arc<str>, e: csv::Error) -> Error {
+    match e.into_kind() {
+        csv::ErrorKind::Io(source) => Error::Io { file: name.clone(), source },
+        kind => Error::Io { file: name.clone(), source: std::io::Error::other(format!("{kind:?}")) },
+    }
+}
+
+/// Field `index` as UTF-8 text, or [`Problem::InvalidUtf8`].
+#[inline]
+pub(crate) fn text(csv: &CsvFile, index: usize) -> Result<&str, Error> {
+    let bytes = csv.field(index)?;
+    std::str::from_utf8(bytes).map_err(|_| csv.error(index, Problem::InvalidUtf8))
+}
+
+/// A small cache of the currency codes read so far: files repeat a few currencies, and a hit is a compare of
+/// three bytes instead of a lookup in the ISO table.
+#[derive(Default)]
+pub(crate) struct CurrencyCache {
+    seen: Vec<([u8; 3], palisade_core::Currency)>,
+}
+
+/// Codes remembered; a file with more currencies looks the rest up each time.
+const CURRENCY_CACHE: usize = 16;
+
+impl CurrencyCache {
+    #[inline]
+    pub(crate) fn get(&mut self, csv: &CsvFile, index: usize) -> Result<palisade_core::Currency, Error> {
+        let bytes = csv.field(index)?;
+        let key = <[u8; 3]>::try_from(bytes).ok();
+        if let Some(k) = key
+            && let Some((_, cur)) = self.seen.iter().find(|(c, _)| *c == k)
+        {
+            return Ok(*cur);
+        }
+        let text = std::str::from_utf8(bytes).map_err(|_| csv.error(index, Problem::InvalidUtf8))?;
+        let cur = palisade_core::Currency::from_code(text)
+            .map_err(|_| csv.error(index, Problem::UnknownCurrency(text.to_owned())))?;
+        if let Some(k) = key
+            && self.seen.len() < CURRENCY_CACHE
+        {
+            self.seen.push((k, cur));
+        }
+        Ok(cur)
+    }
+}
+
+/// Field `index` as an amount of `currency` in minor units.
+#[inline]
+pub(crate) fn amount(csv: &CsvFile, index: usize, currency: palisade_core::Currency) -> Result<i64, Error> {
+    let bytes = csv.field(index)?;
+    crate::amount::parse_minor(bytes, currency).map_err(|e| csv.error(index, Problem::Amount(e)))
+}
+
+/// Field `index` as a timestamp.
+#[inline]
+pub(crate) fn timestamp(
+    csv: &CsvFile,
+    index: usize,
+    offset_optional: bool,
+    expected: &'static str,
+) -> Result<i64, Error> {
+    let bytes = csv.field(index)?;
+    crate::timestamp::parse_rfc3339(bytes, offset_optional).ok_or_else(|| {
+        csv.error(index, Problem::Timestamp { text: String::from_utf8_lossy(bytes).into_owned(), expected })
+    })
+}
