@@ -17,6 +17,13 @@
 //! current-thread runtime, as the seed runs them in one asyncio loop, and prints
 //! `{"palisade_saga_4step_per_s": …}`; `SAGA_BENCH_ROUNDS` (default 3) rounds, each on a new log, the best
 //! reported.
+//!
+//! Durable logs, `SAGA_BENCH_BACKEND=redis|postgres` with `SAGA_BENCH_LOOP=N` and `SAGA_BENCH_CONCURRENCY=C`
+//! (default 50): N sagas, C at a time, on one current-thread runtime (one client thread, like
+//! `redis-benchmark`), against `PALISADE_REDIS_URL` (default `redis://127.0.0.1:6379`, key prefix
+//! `palisade:saga-bench:<run>:`) or `PALISADE_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`, tables `palisade_saga_bench_*`, migrated first; saga ids carry
+//! the run's start time, so runs never collide). Prints `{"backend": …, "sagas_per_s": …}`.
 
 #![allow(missing_docs)] // criterion's macros generate undocumented functions
 
@@ -25,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group};
 use palisade_core::PaymentError;
-use palisade_saga::{MemoryLog, Orchestrator, Saga, SagaState, Step};
+use palisade_saga::{MemoryLog, Orchestrator, PostgresLog, RedisLog, Saga, SagaLog, SagaState, Step};
 use serde::{Deserialize, Serialize};
 
 /// The seed bench's context, `{"i": i}`.
@@ -102,9 +109,74 @@ fn whole_loop(n: u64) {
     );
 }
 
+/// N sagas, `concurrency` at a time, on `log`; the time they took.
+async fn concurrent_sagas<L: SagaLog + Clone>(log: L, run: &str, n: u64, concurrency: usize) -> Duration {
+    use futures_util::StreamExt;
+    let orchestrator = Orchestrator::builder(log).owner("bench").build();
+    let saga: Arc<Saga<Ctx>> = orchestrator.register(four_steps(false));
+    let start = Instant::now();
+    futures_util::stream::iter(0..n)
+        .map(|i| {
+            let (orchestrator, saga) = (orchestrator.clone(), saga.clone());
+            let id = format!("{run}-{i}");
+            async move {
+                let report = orchestrator.start(&saga, &id, Ctx { i }).await.expect("the log answers");
+                assert_eq!(report.state, SagaState::Completed);
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .for_each(|()| async {})
+        .await;
+    start.elapsed()
+}
+
+/// `SAGA_BENCH_BACKEND=redis|postgres`: N sagas, C at a time, on a durable log.
+fn durable(backend: &str, n: u64) {
+    let concurrency: usize = std::env::var("SAGA_BENCH_CONCURRENCY").ok().and_then(|s| s.parse().ok()).unwrap_or(50);
+    let run = format!(
+        "bench-{}",
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros())
+    );
+    let rt = runtime();
+    let took = rt.block_on(async {
+        match backend {
+            "redis" => {
+                let url = std::env::var("PALISADE_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+                let log =
+                    RedisLog::connect(&url).await.expect("redis").with_prefix(format!("palisade:saga-bench:{run}:"));
+                concurrent_sagas(log.clone(), &run, n.min(200), concurrency).await; // warm-up
+                concurrent_sagas(log, &format!("{run}-m"), n, concurrency).await
+            }
+            "postgres" => {
+                let url = std::env::var("PALISADE_POSTGRES_URL")
+                    .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+                let log = PostgresLog::connect(&url)
+                    .await
+                    .expect("postgres")
+                    .with_prefix("palisade_saga_bench_")
+                    .expect("a valid prefix");
+                log.migrate().await.expect("migrate");
+                concurrent_sagas(log.clone(), &run, n.min(200), concurrency).await; // warm-up
+                concurrent_sagas(log, &format!("{run}-m"), n, concurrency).await
+            }
+            other => panic!("SAGA_BENCH_BACKEND={other}: redis or postgres"),
+        }
+    });
+    println!(
+        "{{\"backend\": \"{backend}\", \"sagas_per_s\": {}, \"n\": {n}, \"concurrency\": {concurrency}, \"seconds\": {:.3}, \"appends_per_s\": {}}}",
+        (n as f64 / took.as_secs_f64()) as u64,
+        took.as_secs_f64(),
+        // create + 4 × (start, done) + finished: 10 log writes per saga.
+        (10.0 * n as f64 / took.as_secs_f64()) as u64,
+    );
+}
+
 fn main() {
     if let Some(n) = std::env::var("SAGA_BENCH_LOOP").ok().and_then(|s| s.parse::<u64>().ok()) {
-        whole_loop(n);
+        match std::env::var("SAGA_BENCH_BACKEND").ok().filter(|b| b != "memory") {
+            Some(backend) => durable(&backend, n),
+            None => whole_loop(n),
+        }
         return;
     }
     benches();
