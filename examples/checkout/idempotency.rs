@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use palisade::core::*;
-use palisade::idempotency::{IdempotencyLayer, LeaseStore, MemoryStore, RedisStore};
+use palisade::idempotency::{IdempotencyLayer, LeaseStore, MemoryStore, PostgresStore, RedisStore};
 use palisade::sim::{Fault, GatewaySim, Latency};
 use tower::{Layer, ServiceExt};
 
@@ -28,20 +28,85 @@ fn layered<S: LeaseStore>(store: S, sim: &GatewaySim) -> Gateway {
     tower::util::BoxCloneService::new(layer.layer(sim.clone()))
 }
 
-/// The gateway behind the layer, with Redis records (under a prefix of its own, so runs never replay each
+/// A PostgreSQL store's schema of its own, dropped when the scenario ends.
+struct PostgresSchema {
+    store: PostgresStore,
+    schema: String,
+}
+
+impl PostgresSchema {
+    async fn drop_schema(self, r: &Report) {
+        let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema);
+        match sqlx::query(&sql).execute(self.store.pool()).await {
+            Ok(_) => r.step(format!("dropped the schema {}", self.schema)),
+            Err(e) => r.step(format!("could not drop the schema {} ({e})", self.schema)),
+        }
+        self.store.pool().close().await;
+    }
+}
+
+/// The records in PostgreSQL, in a schema of this run's own (created by `migrate`).
+async fn postgres(r: &Report, url: &str, sim: &GatewaySim) -> Option<(Gateway, PostgresSchema)> {
+    let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros());
+    let schema = format!("palisade_checkout_{}_{nonce}", std::process::id());
+    let shown = redact_password(url);
+    let store = match PostgresStore::connect(url).await {
+        Ok(s) => s,
+        Err(e) => {
+            r.step(format!("PostgreSQL unavailable at {shown} ({e}); using the in-memory store"));
+            return None;
+        }
+    };
+    let store = match store.with_prefix(&format!("{schema}.palisade_")) {
+        Ok(s) => s,
+        Err(e) => {
+            r.step(format!("invalid PostgreSQL prefix ({e}); using the in-memory store"));
+            return None;
+        }
+    };
+    let pg = PostgresSchema { store: store.clone(), schema };
+    if let Err(e) = store.migrate().await {
+        r.step(format!("could not create the idempotency tables at {shown} ({e}); using the in-memory store"));
+        pg.drop_schema(r).await;
+        return None;
+    }
+    r.step(format!("idempotency records are kept in PostgreSQL at {shown}, in the schema {}", pg.schema));
+    Some((layered(store, sim), pg))
+}
+
+/// `url` with its password, if any, replaced by `***`.
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else { return url.to_owned() };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+/// The gateway behind the layer: PostgreSQL records (in a schema of their own, returned to be dropped) when
+/// `PALISADE_POSTGRES_URL` is set, else Redis records (under a prefix of their own, so runs never replay each
 /// other) when `PALISADE_REDIS_URL` is set, in memory otherwise.
-async fn gateway(r: &Report, env: &Env, sim: &GatewaySim) -> Gateway {
-    if let Some(url) = &env.redis_url {
+async fn gateway(r: &Report, env: &Env, sim: &GatewaySim) -> (Gateway, Option<PostgresSchema>) {
+    if let Some(url) = &env.postgres_url {
+        if env.redis_url.is_some() {
+            r.step("both PALISADE_POSTGRES_URL and PALISADE_REDIS_URL are set: this scenario uses PostgreSQL");
+        }
+        if let Some((gw, pg)) = postgres(r, url, sim).await {
+            return (gw, Some(pg));
+        }
+    } else if let Some(url) = &env.redis_url {
         let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         match RedisStore::connect(url).await {
             Ok(s) => {
                 r.step(format!("idempotency records are kept in Redis at {url}"));
-                return layered(s.with_prefix(format!("palisade:checkout:{}:{nonce}:", std::process::id())), sim);
+                let gw = layered(s.with_prefix(format!("palisade:checkout:{}:{nonce}:", std::process::id())), sim);
+                return (gw, None);
             }
             Err(e) => r.step(format!("Redis unavailable ({e}); using the in-memory store")),
         }
     }
-    layered(MemoryStore::new(), sim)
+    (layered(MemoryStore::new(), sim), None)
 }
 
 type Gateway = tower::util::BoxCloneService<GatewayRequest, GatewayResponse, PaymentError>;
@@ -55,8 +120,16 @@ pub async fn idempotent_replay(r: &mut Report, env: &Env) {
          charge back, and a different payload under the same key is refused.",
     );
     let sim = GatewaySim::builder().latency(Latency::fixed(Duration::from_millis(50))).build();
-    let gw = gateway(r, env, &sim).await;
+    let (gw, pg) = gateway(r, env, &sim).await;
+    replay(r, &gw, &sim).await;
+    if let Some(pg) = pg {
+        drop(gw);
+        pg.drop_schema(r).await;
+    }
+}
 
+/// The scenario's requests and claims, on whichever store `gw` has.
+async fn replay(r: &mut Report, gw: &Gateway, sim: &GatewaySim) {
     let first = gw.clone().oneshot(charge("order-2001", "49.99", "checkout-order-2001")).await;
     let Ok(first) = first else {
         r.check("the first charge succeeds", false);
