@@ -9,6 +9,7 @@
 //!
 //! Criterion groups (`Throughput::Elements(1)`: one saga per iteration, so criterion prints sagas/s):
 //! - `saga_memory/completed_4_steps`: start → 4 steps, each start and end written to the log → `Completed`;
+//! - `saga_memory/completed_4_steps_null_log`: the same on a log that keeps nothing (the orchestrator alone);
 //! - `saga_memory/compensated_4_steps`: the 4th step fails for good (a decline), the 3 before it are compensated
 //!   in reverse order → `Compensated`.
 //!
@@ -32,7 +33,10 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group};
 use palisade_core::PaymentError;
-use palisade_saga::{MemoryLog, Orchestrator, PostgresLog, RedisLog, Saga, SagaLog, SagaState, Step};
+use palisade_saga::log::StoreFuture;
+use palisade_saga::{
+    Event, MemoryLog, Orchestrator, PostgresLog, RedisLog, Saga, SagaLog, SagaRecord, SagaState, SagaSummary, Step,
+};
 use serde::{Deserialize, Serialize};
 
 /// The seed bench's context, `{"i": i}`.
@@ -56,6 +60,48 @@ fn four_steps(fail_last: bool) -> Saga<Ctx> {
     b.build().expect("a valid definition")
 }
 
+/// A log that keeps nothing (every write succeeds): what the orchestrator costs by itself, without the memory
+/// log's records. Not a log anyone should run sagas on; it is the floor of the memory-log figure.
+#[derive(Clone)]
+struct NullLog;
+
+impl SagaLog for NullLog {
+    fn create<'a>(
+        &'a self,
+        _id: &'a str,
+        _name: &'a str,
+        _context: &'a serde_json::Value,
+        _owner: &'a str,
+        _lease: Duration,
+    ) -> StoreFuture<'a, Option<u64>> {
+        StoreFuture::ready(Ok(Some(1)))
+    }
+    fn append<'a>(&'a self, _id: &'a str, _token: u64, _event: &'a Event, _state: SagaState) -> StoreFuture<'a, bool> {
+        StoreFuture::ready(Ok(true))
+    }
+    fn renew<'a>(&'a self, _id: &'a str, _token: u64, _lease: Duration) -> StoreFuture<'a, bool> {
+        StoreFuture::ready(Ok(true))
+    }
+    fn take_over<'a>(
+        &'a self,
+        _id: &'a str,
+        _owner: &'a str,
+        _lease: Duration,
+        _state: Option<SagaState>,
+    ) -> StoreFuture<'a, Option<u64>> {
+        StoreFuture::ready(Ok(None))
+    }
+    fn orphans<'a>(&'a self, _limit: usize) -> StoreFuture<'a, Vec<String>> {
+        StoreFuture::ready(Ok(Vec::new()))
+    }
+    fn get<'a>(&'a self, _id: &'a str) -> StoreFuture<'a, Option<SagaRecord>> {
+        StoreFuture::ready(Ok(None))
+    }
+    fn list<'a>(&'a self, _state: Option<SagaState>, _limit: usize) -> StoreFuture<'a, Vec<SagaSummary>> {
+        StoreFuture::ready(Ok(Vec::new()))
+    }
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
 }
@@ -75,6 +121,18 @@ async fn run_sagas(saga_fn: fn(bool) -> Saga<Ctx>, fail_last: bool, n: u64, want
     took
 }
 
+/// `n` completed sagas one after the other on `log`; the time they took.
+async fn run_on<L: SagaLog>(log: L, n: u64) -> Duration {
+    let orchestrator = Orchestrator::builder(log).owner("bench").build();
+    let saga = orchestrator.register(four_steps(false));
+    let start = Instant::now();
+    for i in 0..n {
+        let report = orchestrator.start(&saga, &format!("saga-{i}"), Ctx { i }).await.expect("the log answers");
+        assert_eq!(report.state, SagaState::Completed);
+    }
+    start.elapsed()
+}
+
 fn sagas(c: &mut Criterion) {
     let rt = runtime();
     let mut g = c.benchmark_group("saga_memory");
@@ -82,6 +140,7 @@ fn sagas(c: &mut Criterion) {
     g.bench_function("completed_4_steps", |b| {
         b.iter_custom(|iters| rt.block_on(run_sagas(four_steps, false, iters, SagaState::Completed)))
     });
+    g.bench_function("completed_4_steps_null_log", |b| b.iter_custom(|iters| rt.block_on(run_on(NullLog, iters))));
     g.bench_function("compensated_4_steps", |b| {
         b.iter_custom(|iters| rt.block_on(run_sagas(four_steps, true, iters, SagaState::Compensated)))
     });
