@@ -7,6 +7,8 @@
 //!   fails fast while Redis is down), [`redis::connect`], [`redis::redis_key`] (keys with one hash tag, so
 //!   every key of an operation lives on one Redis Cluster slot, user values percent-escaped so the tag stays
 //!   whole) and [`redis::redis_unavailable`]. The rate-limit and circuit-breaker stores use it too.
+//! - `postgres` (feature `postgres`): pools, table prefixes, versioned migrations, error mapping, shared by the
+//!   lease store and the saga log.
 //! - [`StoreError`]: a store could not be asked or did not answer.
 //!
 //! Layer crates depend on `palisade-core` and this crate, never on each other; backends stay behind features.
@@ -15,6 +17,8 @@
 
 mod error;
 pub mod lease;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
 

@@ -17,8 +17,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
-use sqlx::{Connection, Row};
+use sqlx::Row;
+use sqlx::postgres::{PgPool, PgRow};
 
 use super::{SagaLog, StoreError, StoreFuture};
 use crate::model::{Event, SagaRecord, SagaState, SagaSummary};
@@ -26,9 +26,6 @@ use crate::model::{Event, SagaRecord, SagaState, SagaSummary};
 /// Default table prefix: `palisade_`, so the log's objects are `palisade_sagas`, `palisade_saga_events`,
 /// `palisade_saga_tokens` and `palisade_saga_migrations`.
 pub const DEFAULT_POSTGRES_PREFIX: &str = "palisade_";
-
-/// How long [`PostgresLog::connect`]'s pool waits for a free connection before an operation fails: 2 s.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The schema, in order. Each step runs once per prefix (recorded in `<prefix>saga_migrations`), under an
 /// advisory lock. `{p}` is the prefix, `{n}` its part after the schema (index names take no schema).
@@ -142,9 +139,7 @@ impl std::fmt::Debug for PostgresLog {
     }
 }
 
-fn db(e: sqlx::Error) -> StoreError {
-    StoreError::new(format!("postgres: {e}"))
-}
+use palisade_store::postgres::db;
 
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX).max(1)
@@ -177,14 +172,13 @@ impl PostgresLog {
         PostgresLog { pool, sql: Arc::new(Sql::new(DEFAULT_POSTGRES_PREFIX)) }
     }
 
-    /// Connects a pool to `url` (at most 20 connections, 2 s acquire timeout) and checks that the server answers.
+    /// Connects a pool to `url` (`palisade_store::postgres::pool_options`: 20 connections, a 2 s acquire timeout,
+    /// no ping before each use) and checks that the server answers.
     ///
     /// # Errors
     /// [`StoreError`] when the URL is invalid or the server does not answer.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let pool =
-            PgPoolOptions::new().max_connections(20).acquire_timeout(ACQUIRE_TIMEOUT).connect(url).await.map_err(db)?;
-        Ok(PostgresLog::new(pool))
+        Ok(PostgresLog::new(palisade_store::postgres::connect(url).await?))
     }
 
     /// A log whose pool connects on first use, so a service can start while PostgreSQL is down.
@@ -192,33 +186,17 @@ impl PostgresLog {
     /// # Errors
     /// [`StoreError`] when the URL cannot be parsed.
     pub fn open(url: &str) -> Result<Self, StoreError> {
-        let pool =
-            PgPoolOptions::new().max_connections(20).acquire_timeout(ACQUIRE_TIMEOUT).connect_lazy(url).map_err(db)?;
-        Ok(PostgresLog::new(pool))
+        Ok(PostgresLog::new(palisade_store::postgres::open(url)?))
     }
 
-    /// Sets the prefix of the log's table, sequence and index names (default [`DEFAULT_POSTGRES_PREFIX`]): a
-    /// letter or `_`, then lowercase letters, digits and `_`, at most 40 characters, optionally after a schema
-    /// name (at most 63) and a dot (`payments.palisade_`); `migrate` creates the schema.
+    /// Sets the prefix of the log's table, sequence and index names (default [`DEFAULT_POSTGRES_PREFIX`]), as
+    /// `palisade_store::postgres::check_prefix` allows (`payments.palisade_` puts them in schema `payments`,
+    /// which `migrate` creates).
     ///
     /// # Errors
     /// [`StoreError`] for a prefix that is not such a name (it is spliced into SQL, so nothing else is allowed).
     pub fn with_prefix(mut self, prefix: &str) -> Result<Self, StoreError> {
-        let ident = |s: &str, max: usize| {
-            !s.is_empty()
-                && s.len() <= max
-                && s.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
-                && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        };
-        let ok = match prefix.split_once('.') {
-            Some((schema, name)) => ident(schema, 63) && ident(name, 40),
-            None => ident(prefix, 40),
-        };
-        if !ok {
-            return Err(StoreError::new(format!(
-                "postgres: table prefix {prefix:?} is not a lowercase SQL name (letters, digits, _; optionally schema.)"
-            )));
-        }
+        palisade_store::postgres::check_prefix(prefix)?;
         self.sql = Arc::new(Sql::new(prefix));
         Ok(self)
     }
@@ -235,42 +213,7 @@ impl PostgresLog {
     /// # Errors
     /// [`StoreError`] when the database refuses (no `CREATE` privilege, unreachable).
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let p = &self.sql.prefix;
-        let mut conn = self.pool.acquire().await.map_err(db)?;
-        let mut tx = conn.begin().await.map_err(db)?;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
-            .bind(format!("{p}sagas"))
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        if let Some((schema, _)) = p.split_once('.') {
-            sqlx::raw_sql(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")).execute(&mut *tx).await.map_err(db)?;
-        }
-        sqlx::raw_sql(&format!(
-            "CREATE TABLE IF NOT EXISTS {p}saga_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-        ))
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-        for (version, step) in MIGRATIONS {
-            let done: Option<i32> =
-                sqlx::query_scalar(&format!("SELECT version FROM {p}saga_migrations WHERE version = $1"))
-                    .bind(version)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(db)?;
-            if done.is_some() {
-                continue;
-            }
-            let name = p.split_once('.').map_or(p.as_str(), |(_, name)| name);
-            sqlx::raw_sql(&step.replace("{p}", p).replace("{n}", name)).execute(&mut *tx).await.map_err(db)?;
-            sqlx::query(&format!("INSERT INTO {p}saga_migrations (version) VALUES ($1)"))
-                .bind(version)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-        }
-        tx.commit().await.map_err(db)
+        palisade_store::postgres::migrate(&self.pool, &self.sql.prefix, "saga", MIGRATIONS).await
     }
 }
 

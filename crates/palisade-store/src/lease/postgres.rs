@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
-use sqlx::{Connection, PgConnection, Row};
+use sqlx::postgres::{PgPool, PgRow};
+use sqlx::{PgConnection, Row};
 
 use super::{Claim, FencingToken, Fingerprint, Hold, LeaseStore, Payload, Record, StoreError, StoreFuture};
 
@@ -27,10 +27,7 @@ use super::{Claim, FencingToken, Fingerprint, Hold, LeaseStore, Payload, Record,
 /// `palisade_lease_migrations`, easy to find next to the application's own tables.
 pub const DEFAULT_POSTGRES_PREFIX: &str = "palisade_";
 
-/// How long [`PostgresStore::connect`]'s pool waits for a free connection before an operation fails with a
-/// [`StoreError`] (HTTP 503): 2 s. A payment request should not hang on an exhausted pool; the caller retries
-/// with the same key.
-pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+pub use crate::postgres::DEFAULT_ACQUIRE_TIMEOUT;
 
 /// Rows deleted per statement by [`PostgresStore::purge_expired`]: 1000, short enough that a purge never holds
 /// many row locks or a long transaction.
@@ -143,9 +140,7 @@ impl std::fmt::Debug for PostgresStore {
     }
 }
 
-fn db(e: sqlx::Error) -> StoreError {
-    StoreError::new(format!("postgres: {e}"))
-}
+use crate::postgres::db;
 
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX).max(1)
@@ -191,16 +186,7 @@ impl PostgresStore {
     /// # Errors
     /// [`StoreError`] when the URL is invalid or the server does not answer.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let pool = PgPoolOptions::new()
-            .max_connections(20)
-            .acquire_timeout(DEFAULT_ACQUIRE_TIMEOUT)
-            // No ping before each use: a dead connection fails the operation (a 503) instead of costing every
-            // operation a round trip (measured: up to a fifth of the throughput at 50 callers).
-            .test_before_acquire(false)
-            .connect(url)
-            .await
-            .map_err(db)?;
-        Ok(PostgresStore::new(pool))
+        Ok(PostgresStore::new(crate::postgres::connect(url).await?))
     }
 
     /// A store whose pool connects on first use, so a service can start while PostgreSQL is down (and answer 503
@@ -209,37 +195,17 @@ impl PostgresStore {
     /// # Errors
     /// [`StoreError`] when the URL cannot be parsed.
     pub fn open(url: &str) -> Result<Self, StoreError> {
-        let pool = PgPoolOptions::new()
-            .max_connections(20)
-            .acquire_timeout(DEFAULT_ACQUIRE_TIMEOUT)
-            .test_before_acquire(false)
-            .connect_lazy(url)
-            .map_err(db)?;
-        Ok(PostgresStore::new(pool))
+        Ok(PostgresStore::new(crate::postgres::open(url)?))
     }
 
-    /// Sets the prefix of the store's table, sequence and index names (default [`DEFAULT_POSTGRES_PREFIX`]): a
-    /// letter or `_`, then letters, digits and `_`, at most 40 characters, optionally after a schema name (at most 63) and
-    /// a dot (`payments.palisade_`); `migrate` creates the schema.
+    /// Sets the prefix of the store's table, sequence and index names (default [`DEFAULT_POSTGRES_PREFIX`]), as
+    /// [`check_prefix`](crate::postgres::check_prefix) allows (`payments.palisade_` puts them in schema
+    /// `payments`, which `migrate` creates).
     ///
     /// # Errors
     /// [`StoreError`] for a prefix that is not such a name (it is spliced into SQL, so nothing else is allowed).
     pub fn with_prefix(mut self, prefix: &str) -> Result<Self, StoreError> {
-        let ident = |s: &str, max: usize| {
-            !s.is_empty()
-                && s.len() <= max
-                && s.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
-                && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        };
-        let ok = match prefix.split_once('.') {
-            Some((schema, name)) => ident(schema, 63) && ident(name, 40),
-            None => ident(prefix, 40),
-        };
-        if !ok {
-            return Err(StoreError::new(format!(
-                "postgres: table prefix {prefix:?} is not a lowercase SQL name (letters, digits, _; optionally schema.)"
-            )));
-        }
+        crate::postgres::check_prefix(prefix)?;
         self.sql = Arc::new(Sql::new(prefix));
         Ok(self)
     }
@@ -256,42 +222,7 @@ impl PostgresStore {
     /// # Errors
     /// [`StoreError`] when the database refuses (no `CREATE` privilege, unreachable).
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let p = &self.sql.prefix;
-        let mut conn = self.pool.acquire().await.map_err(db)?;
-        let mut tx = conn.begin().await.map_err(db)?;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
-            .bind(format!("{p}leases"))
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        if let Some((schema, _)) = p.split_once('.') {
-            sqlx::raw_sql(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")).execute(&mut *tx).await.map_err(db)?;
-        }
-        sqlx::raw_sql(&format!(
-            "CREATE TABLE IF NOT EXISTS {p}lease_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-        ))
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-        for (version, step) in MIGRATIONS {
-            let done: Option<i32> =
-                sqlx::query_scalar(&format!("SELECT version FROM {p}lease_migrations WHERE version = $1"))
-                    .bind(version)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(db)?;
-            if done.is_some() {
-                continue;
-            }
-            let name = p.split_once('.').map_or(p.as_str(), |(_, name)| name);
-            sqlx::raw_sql(&step.replace("{p}", p).replace("{n}", name)).execute(&mut *tx).await.map_err(db)?;
-            sqlx::query(&format!("INSERT INTO {p}lease_migrations (version) VALUES ($1)"))
-                .bind(version)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-        }
-        tx.commit().await.map_err(db)
+        crate::postgres::migrate(&self.pool, &self.sql.prefix, "lease", MIGRATIONS).await
     }
 
     /// Deletes expired rows, `batch` per statement, until none is left; returns how many. Expired rows are
