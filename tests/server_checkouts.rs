@@ -24,10 +24,11 @@ mod orders;
 #[path = "../examples/server/serve.rs"]
 mod serve;
 
+#[path = "support/server_process.rs"]
+mod server_process;
+
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::Stdio;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -39,9 +40,9 @@ use palisade::idempotency::{LeaseStore, MemoryStore, RedisStore};
 use palisade::sim::{Fault, GatewaySim, HttpFault, Latency, SimServer};
 use palisade_saga::{MemoryLog, RedisLog, SagaLog, step_key};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tower::ServiceExt;
 
 struct Server {
@@ -329,28 +330,6 @@ async fn readyz_is_503_while_redis_is_unreachable() {
 // ---------------------------------------------------------------------------------------------------------------
 // A real process.
 
-/// The server binary, built once per test run by `cargo build --example server` (a no-op when `cargo test`
-/// already built it) and located through cargo's JSON messages.
-fn server_binary() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let out = std::process::Command::new(env!("CARGO"))
-            .args(["build", "--example", "server", "--message-format=json"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("cargo runs");
-        assert!(out.status.success(), "cargo build --example server failed");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "server")
-            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-            .expect("cargo reports the server example's executable")
-    })
-    .clone()
-}
-
 /// Sends one request on its own connection and reads the status line's code.
 async fn status_of(addr: SocketAddr, head: &str, body: &str) -> u16 {
     let mut s = TcpStream::connect(addr).await.unwrap();
@@ -364,29 +343,7 @@ async fn status_of(addr: SocketAddr, head: &str, body: &str) -> u16 {
 
 /// Starts the server binary on a free port with `args`; returns it and its address once it listens.
 async fn start(args: &[&str]) -> (Child, SocketAddr) {
-    let bin = tokio::task::spawn_blocking(server_binary).await.unwrap();
-    let mut child = Command::new(bin)
-        .args(["--addr", "127.0.0.1:0"])
-        .args(args)
-        .env("PALISADE_WEBHOOK_SECRET", "whsec_server_checkouts_test")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the server starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let wait = async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                return rest.split_whitespace().next().unwrap().parse::<SocketAddr>().unwrap();
-            }
-        }
-        panic!("the server exited before listening");
-    };
-    let addr = tokio::time::timeout(Duration::from_secs(60), wait).await.expect("the server listens within 60 s");
-    // Keep draining its output so it never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, addr)
+    server_process::start_server(args, "whsec_server_checkouts_test").await
 }
 
 const CHECKOUT_HEAD: &str = "POST /v1/checkouts HTTP/1.1\r\nContent-Type: application/json\r\nIdempotency-Key:";

@@ -19,11 +19,12 @@ mod charges;
 #[path = "../examples/server/ledger.rs"]
 mod ledger;
 
+#[path = "support/server_process.rs"]
+mod server_process;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use axum::Router;
@@ -35,7 +36,7 @@ use palisade::idempotency::{LeaseStore, PostgresStore, Record, storage_key};
 use palisade::sim::GatewaySim;
 use palisade_testkit::PostgresTest;
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tower::ServiceExt;
@@ -176,28 +177,6 @@ async fn without_orders_the_layer_stores_the_answer_after_the_handler() {
 // ---------------------------------------------------------------------------------------------------------------
 // Real processes.
 
-/// The server binary, built once per test run by `cargo build --example server` (a no-op when `cargo test`
-/// already built it) and located through cargo's JSON messages.
-fn server_binary() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let out = std::process::Command::new(env!("CARGO"))
-            .args(["build", "--example", "server", "--message-format=json"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("cargo runs");
-        assert!(out.status.success(), "cargo build --example server failed");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "server")
-            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-            .expect("cargo reports the server example's executable")
-    })
-    .clone()
-}
-
 /// A running server process; killed (SIGKILL) when dropped.
 struct Server {
     child: Child,
@@ -207,28 +186,7 @@ struct Server {
 impl Server {
     /// Starts the server on a free port with `args`, and waits (up to 60 s) for its "listening on" line.
     async fn start(args: &[&str]) -> Server {
-        let bin = tokio::task::spawn_blocking(server_binary).await.unwrap();
-        let mut child = Command::new(bin)
-            .args(["--addr", "127.0.0.1:0"])
-            .args(args)
-            .env("PALISADE_WEBHOOK_SECRET", "whsec_server_postgres_test")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("the server starts");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let wait = async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                if let Some(rest) = line.split("listening on http://").nth(1) {
-                    return rest.split_whitespace().next().unwrap().parse::<SocketAddr>().unwrap();
-                }
-            }
-            panic!("the server exited before listening");
-        };
-        let addr = tokio::time::timeout(Duration::from_secs(60), wait).await.expect("the server listens within 60 s");
-        // Keep draining its output so it never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let (child, addr) = server_process::start_server(args, "whsec_server_postgres_test").await;
         Server { child, addr }
     }
 
@@ -373,7 +331,7 @@ async fn a_server_on_redis_without_persistence_charges_again_after_both_restart(
 
 #[tokio::test]
 async fn redis_and_postgres_together_are_refused() {
-    let bin = tokio::task::spawn_blocking(server_binary).await.unwrap();
+    let bin = tokio::task::spawn_blocking(server_process::server_binary).await.unwrap();
     let out = Command::new(bin)
         .args(["--redis", "redis://127.0.0.1:1", "--postgres", "postgres://postgres@127.0.0.1:1/postgres"])
         .output()
