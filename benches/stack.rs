@@ -5,46 +5,18 @@
 //!
 //! `cargo bench --bench stack`
 
-use std::future::{Ready, ready};
 use std::hint::black_box;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use palisade::circuit_breaker::CircuitBreakerLayer;
-use palisade::core::{Currency, GatewayRequest, GatewayResponse, Money, Operation, PaymentError, PaymentStatus};
 use palisade::fraud::FraudEngine;
 use palisade::idempotency::IdempotencyLayer;
 use palisade::rate_limit::RateLimitLayer;
 use palisade::redaction::AuditLayer;
 use palisade::retry::RetryLayer;
 use palisade::{Stack, StackStores};
-use tower::Service;
-
-#[derive(Clone)]
-struct Instant(GatewayResponse);
-
-impl Service<GatewayRequest> for Instant {
-    type Response = GatewayResponse;
-    type Error = PaymentError;
-    type Future = Ready<Result<GatewayResponse, PaymentError>>;
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), PaymentError>> {
-        Poll::Ready(Ok(()))
-    }
-    fn call(&mut self, _: GatewayRequest) -> Self::Future {
-        ready(Ok(self.0.clone()))
-    }
-}
-
-fn captured() -> GatewayResponse {
-    GatewayResponse {
-        id: "ch_3MqBz2LkdIwHu7ix0snN0B15".into(),
-        operation: Operation::Charge,
-        status: PaymentStatus::Captured,
-        amount: Money::parse("12.34", Currency::USD).unwrap(),
-        order_reference: "order-2026-11-27-000123".parse().unwrap(),
-    }
-}
+use palisade_testkit::{InstantGateway, stripe_charge};
 
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
@@ -57,7 +29,7 @@ fn bench(c: &mut Criterion) {
         .retry(RetryLayer::builder().max_attempts(3))
         .rate_limit(RateLimitLayer::builder().rate(1_000_000_000, Duration::from_secs(1)))
         .audit(AuditLayer::builder())
-        .service(Instant(captured()))
+        .service(InstantGateway::ok(stripe_charge()))
         .unwrap();
     // The same stack without fraud screening, to see the fraud layer's share.
     let mut no_fraud = Stack::new()
@@ -67,9 +39,9 @@ fn bench(c: &mut Criterion) {
         .retry(RetryLayer::builder().max_attempts(3))
         .rate_limit(RateLimitLayer::builder().rate(1_000_000_000, Duration::from_secs(1)))
         .audit(AuditLayer::builder())
-        .service(Instant(captured()))
+        .service(InstantGateway::ok(stripe_charge()))
         .unwrap();
-    let mut bare = Instant(captured());
+    let mut bare = InstantGateway::ok(stripe_charge());
     let template = palisade_testkit::charge("o1").amount("12.34").key("k").build();
 
     let mut g = c.benchmark_group("stack");

@@ -3,49 +3,21 @@
 //! alone over the same gateway. The goal (issue 22): nothing beyond the idempotency record, the one allocation a
 //! new request needs. Runs as a plain `main` (`harness = false`), so no other thread allocates while it measures.
 
-use std::future::{Ready, ready};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use palisade::circuit_breaker::CircuitBreakerLayer;
-use palisade::core::{Currency, GatewayRequest, GatewayResponse, Money, Operation, PaymentError, PaymentStatus};
+use palisade::core::{GatewayRequest, GatewayResponse, PaymentError};
 use palisade::fraud::FraudEngine;
 use palisade::idempotency::{IdempotencyLayer, MemoryStore};
 use palisade::rate_limit::RateLimitLayer;
 use palisade::redaction::AuditLayer;
 use palisade::retry::RetryLayer;
 use palisade::{Stack, StackStores};
+use palisade_testkit::{InstantGateway, stripe_charge};
 use tower::{Layer, Service};
 
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;
-
-/// Answers a captured charge at once, as a gateway would: the response is cloned from a template (its id and
-/// order reference are inline, so the clone does not allocate).
-#[derive(Clone)]
-struct Charging(GatewayResponse);
-
-impl Service<GatewayRequest> for Charging {
-    type Response = GatewayResponse;
-    type Error = PaymentError;
-    type Future = Ready<Result<GatewayResponse, PaymentError>>;
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), PaymentError>> {
-        Poll::Ready(Ok(()))
-    }
-    fn call(&mut self, _: GatewayRequest) -> Self::Future {
-        ready(Ok(self.0.clone()))
-    }
-}
-
-fn captured() -> GatewayResponse {
-    GatewayResponse {
-        id: "ch_3MqBz2LkdIwHu7ix0snN0B15".into(),
-        operation: Operation::Charge,
-        status: PaymentStatus::Captured,
-        amount: Money::parse("12.34", Currency::USD).unwrap(),
-        order_reference: "order-2026-11-27-000123".parse().unwrap(),
-    }
-}
 
 fn charge(key: &str) -> GatewayRequest {
     palisade_testkit::charge("o1").amount("12.34").key(key).build()
@@ -59,7 +31,7 @@ fn per_call<S: Service<GatewayRequest, Response = GatewayResponse, Error = Payme
     let n = reqs.len();
     let before = dhat::HeapStats::get().total_blocks;
     for r in reqs {
-        assert_eq!(palisade_testkit::call_spinning(svc, r).unwrap(), captured());
+        assert_eq!(palisade_testkit::call_spinning(svc, r).unwrap(), stripe_charge());
     }
     (dhat::HeapStats::get().total_blocks - before) as f64 / n as f64
 }
@@ -84,7 +56,7 @@ fn main() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
     let _guard = rt.enter();
     let idempotency = || IdempotencyLayer::builder().ttl(Duration::from_secs(3600));
-    let mut alone = idempotency().store(MemoryStore::with_shards(1)).build().layer(Charging(captured()));
+    let mut alone = idempotency().store(MemoryStore::with_shards(1)).build().layer(InstantGateway::ok(stripe_charge()));
     let mut stack = Stack::new()
         .stores(StackStores::memory_with(MemoryStore::with_shards(1)))
         .idempotency(idempotency())
@@ -93,7 +65,7 @@ fn main() {
         .retry(RetryLayer::builder().max_attempts(3))
         .rate_limit(RateLimitLayer::builder().rate(1_000_000_000, Duration::from_secs(1)))
         .audit(AuditLayer::builder())
-        .service(Charging(captured()))
+        .service(InstantGateway::ok(stripe_charge()))
         .unwrap();
     let mut no_fraud = Stack::new()
         .stores(StackStores::memory_with(MemoryStore::with_shards(1)))
@@ -102,7 +74,7 @@ fn main() {
         .retry(RetryLayer::builder().max_attempts(3))
         .rate_limit(RateLimitLayer::builder().rate(1_000_000_000, Duration::from_secs(1)))
         .audit(AuditLayer::builder())
-        .service(Charging(captured()))
+        .service(InstantGateway::ok(stripe_charge()))
         .unwrap();
     let _profiler = dhat::Profiler::builder().testing().build();
 

@@ -8,8 +8,9 @@ use std::future::{Ready, ready};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use palisade_core::{Currency, GatewayRequest, GatewayResponse, Money, Operation, PaymentError, PaymentStatus};
+use palisade_core::{GatewayRequest, PaymentError};
 use palisade_idempotency::{IdempotencyLayer, MemoryStore};
+use palisade_testkit::{InstantGateway, stripe_charge};
 use tower::{Layer, Service};
 
 #[global_allocator]
@@ -28,32 +29,6 @@ impl Service<GatewayRequest> for Gateway {
     }
     fn call(&mut self, _: GatewayRequest) -> Self::Future {
         ready(Ok(201))
-    }
-}
-
-/// Answers a captured charge at once, as a gateway would: the response is cloned from a template.
-#[derive(Clone)]
-struct Charging(GatewayResponse);
-
-impl Service<GatewayRequest> for Charging {
-    type Response = GatewayResponse;
-    type Error = PaymentError;
-    type Future = Ready<Result<GatewayResponse, PaymentError>>;
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), PaymentError>> {
-        Poll::Ready(Ok(()))
-    }
-    fn call(&mut self, _: GatewayRequest) -> Self::Future {
-        ready(Ok(self.0.clone()))
-    }
-}
-
-fn captured() -> GatewayResponse {
-    GatewayResponse {
-        id: "ch_3MqBz2LkdIwHu7ix0snN0B15".into(),
-        operation: Operation::Charge,
-        status: PaymentStatus::Captured,
-        amount: Money::parse("12.34", Currency::USD).unwrap(),
-        order_reference: "order-2026-11-27-000123".parse().unwrap(),
     }
 }
 
@@ -100,7 +75,7 @@ fn main() {
     let layer =
         || IdempotencyLayer::builder().store(MemoryStore::with_shards(1)).ttl(Duration::from_secs(3600)).build();
     let mut plain = layer().layer(Gateway);
-    let mut charging = layer().layer(Charging(captured()));
+    let mut charging = layer().layer(InstantGateway::ok(stripe_charge()));
     let _profiler = dhat::Profiler::builder().testing().build();
 
     let (new, replay) = new_and_replay(&mut plain, "number", &201);
@@ -114,7 +89,7 @@ fn main() {
 
     // A gateway response keeps its id and order reference inline, so keeping it is still the one box and
     // replaying it (a clone) allocates nothing.
-    let (new, replay) = new_and_replay(&mut charging, "charge", &captured());
+    let (new, replay) = new_and_replay(&mut charging, "charge", &stripe_charge());
     assert!(new <= 1.0, "a new charge allocates {new:.2} times");
     assert_eq!(replay, 0.0, "a replayed charge allocates {replay:.2} times");
     println!("allocations_per_call ... ok");

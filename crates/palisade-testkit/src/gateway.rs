@@ -112,3 +112,20 @@ pub fn captured(req: &GatewayRequest) -> GatewayResponse {
         order_reference: c.order_reference.clone(),
     }
 }
+
+/// A captured charge as a gateway returns it, with an id of Stripe's length (27 characters) and an order
+/// reference: both short enough to live inline, so cloning it allocates nothing. Allocation tests and benches
+/// answer with it (`InstantGateway::ok(stripe_charge())`).
+///
+/// # Panics
+/// Never: the order reference is a constant that parses.
+#[must_use]
+pub fn stripe_charge() -> GatewayResponse {
+    GatewayResponse {
+        id: "ch_3MqBz2LkdIwHu7ix0snN0B15".into(),
+        operation: palisade_core::Operation::Charge,
+        status: palisade_core::PaymentStatus::Captured,
+        amount: palisade_core::Money::from_minor(1234, palisade_core::Currency::USD),
+        order_reference: "order-2026-11-27-000123".parse().unwrap_or_else(|e| panic!("test order: {e}")),
+    }
+}

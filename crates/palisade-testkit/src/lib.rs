@@ -28,7 +28,7 @@ mod rng;
 mod spin;
 mod stall;
 pub use crate::answer::{Answer, AnswerFuture, Call, InstantGateway, TestGateway};
-pub use crate::gateway::{ChargeBuilder, captured, charge};
+pub use crate::gateway::{ChargeBuilder, captured, charge, stripe_charge};
 pub use crate::metrics::{HistogramRecord, MetricsCapture};
 pub use crate::postgres::{DEFAULT_POSTGRES_URL, PostgresTest, postgres, postgres_required};
 pub use crate::rng::Rng;
