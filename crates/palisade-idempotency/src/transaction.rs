@@ -4,14 +4,20 @@
 //! that writes business rows (an order, a ledger entry) completes the record in the same transaction, so "the
 //! order is paid" and "this key's answer is stored" commit together or not at all:
 //!
-//! ```ignore
-//! async fn charge(Extension(done): Extension<TxCompletion>, State(app): State<App>, body: Bytes) -> Response {
-//!     let mut tx = app.store.pool().begin().await?;
-//!     sqlx::query("INSERT INTO orders ...").execute(&mut *tx).await?;
-//!     let (status, headers, body) = (StatusCode::CREATED, HeaderMap::new(), Bytes::from(json));
-//!     done.complete_in(&app.store, &mut tx, status, &headers, &body).await?;
-//!     tx.commit().await?;
-//!     (status, headers, body).into_response()
+//! ```no_run
+//! # use axum::extract::{Extension, State};
+//! # use axum::http::{HeaderMap, StatusCode};
+//! # use axum::response::{IntoResponse, Response};
+//! # use bytes::Bytes;
+//! # use palisade_idempotency::{PostgresStore, TxCompletion};
+//! async fn charge(Extension(done): Extension<TxCompletion>, State(store): State<PostgresStore>) -> Result<Response, StatusCode> {
+//!     let unavailable = |_| StatusCode::SERVICE_UNAVAILABLE;
+//!     let mut tx = store.pool().begin().await.map_err(unavailable)?;
+//!     sqlx::query("INSERT INTO orders (id) VALUES ($1)").bind("o1").execute(&mut *tx).await.map_err(unavailable)?;
+//!     let (status, headers, body) = (StatusCode::CREATED, HeaderMap::new(), Bytes::from_static(b"{\"id\":\"o1\"}"));
+//!     done.complete_in(&store, &mut tx, status, &headers, &body).await.map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
+//!     tx.commit().await.map_err(unavailable)?;
+//!     Ok((status, headers, body).into_response())
 //! }
 //! ```
 //!
