@@ -1,6 +1,5 @@
 //! Errors.
 
-use palisade_core::PaymentError;
 use palisade_store::StoreError;
 
 /// A definition that cannot run.
@@ -52,10 +51,4 @@ pub enum SagaError {
         /// Where it had to be.
         wanted: crate::SagaState,
     },
-}
-
-impl From<SagaError> for PaymentError {
-    fn from(e: SagaError) -> Self {
-        PaymentError::StoreUnavailable { message: e.to_string().into() }
-    }
 }
