@@ -280,7 +280,9 @@ impl<C: Context> Runnable for Saga<C> {
 /// What a saga's history says has happened.
 #[derive(Default)]
 struct Progress {
-    outputs: BTreeMap<String, Value>,
+    /// Shared with the steps' contexts while they run; written only between nodes, when the contexts are gone
+    /// (so `Arc::make_mut` does not copy).
+    outputs: Arc<BTreeMap<String, Value>>,
     /// The last attempt started, per step.
     attempts: HashMap<String, u32>,
     /// Steps whose last attempt ended Unknown: they may have acted, so they are compensated (with `null`).
@@ -300,7 +302,7 @@ impl Progress {
                     p.attempts.insert(step.clone(), *attempt);
                 }
                 Event::StepDone { step, output } => {
-                    p.outputs.insert(step.clone(), output.clone());
+                    Arc::make_mut(&mut p.outputs).insert(step.clone(), output.clone());
                 }
                 Event::StepFailed { step, error, outcome, last: true } => {
                     if *outcome == palisade_core::OutcomeClass::Unknown {
@@ -357,11 +359,10 @@ impl<C: Context> Run<C> {
     async fn drive(mut self) -> Result<SagaReport, SagaError> {
         let (log, id, token, lease) = (self.inner.log.clone(), self.id.clone(), self.token, self.inner.lease);
         let beat = async move {
+            // Plain sleeps (an `Interval` boxes its timer: an allocation per saga).
             let every = palisade_store::lease::beat_every(lease);
-            let mut tick = tokio::time::interval_at(Instant::now() + every, every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
+                tokio::time::sleep(every).await;
                 match log.renew(&id, token, lease).await {
                     Ok(true) => {}
                     Ok(false) => return SagaError::Fenced(id.to_string()),
@@ -415,13 +416,17 @@ impl<C: Context> Run<C> {
                     self.begin_compensation("the saga's deadline passed").await?;
                     break;
                 }
-                let outputs = Arc::new(self.progress.outputs.clone());
-                let results = join_all(todo.iter().map(|s| self.run_step(s, &outputs))).await;
+                let outputs = self.progress.outputs.clone();
+                let results = match todo.as_slice() {
+                    [one] => vec![self.run_step(one, &outputs).await],
+                    _ => join_all(todo.iter().map(|s| self.run_step(s, &outputs))).await,
+                };
+                drop(outputs);
                 let mut failed = false;
                 for r in results {
                     match r? {
                         Ok((step, out)) => {
-                            self.progress.outputs.insert(step, out);
+                            Arc::make_mut(&mut self.progress.outputs).insert(step, out);
                         }
                         Err(f) => {
                             if f.maybe_acted {
@@ -501,7 +506,7 @@ impl<C: Context> Run<C> {
     /// together.
     async fn compensate_all(&mut self) -> Result<SagaReport, SagaError> {
         let saga = self.saga.clone();
-        let outputs = Arc::new(self.progress.outputs.clone());
+        let outputs = self.progress.outputs.clone();
         for node in saga.nodes.iter().rev() {
             let todo: Vec<(&Step<C>, Value)> = node
                 .steps()
@@ -592,7 +597,7 @@ impl<C: Context> Run<C> {
             id: self.id.to_string(),
             name: self.saga.name.to_string(),
             state: self.state,
-            outputs: self.progress.outputs.clone(),
+            outputs: (*self.progress.outputs).clone(),
             error: error
                 .or_else(|| (self.state != SagaState::Completed).then(|| self.progress.failure.clone()).flatten()),
         }
