@@ -15,7 +15,7 @@ use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -197,25 +197,24 @@ fn write_lines(out: &mut dyn Write, report: &Report) -> io::Result<()> {
     out.flush()
 }
 
-/// A progress bar on stderr, fed by the reconciler's row counter.
+/// A progress bar on stderr, fed by the reconciler's row counter: refreshed every 100 ms until `finish` (a message
+/// on a channel, so the bar ends at once instead of at its next tick).
 struct Progress {
-    done: Arc<AtomicBool>,
+    done: std::sync::mpsc::Sender<()>,
     thread: std::thread::JoinHandle<()>,
 }
 
 impl Progress {
     fn start(rows: Arc<AtomicU64>) -> Self {
-        let done = Arc::new(AtomicBool::new(false));
-        let stop = done.clone();
+        let (done, stop) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::spawn(move || {
             let bar = indicatif::ProgressBar::new_spinner();
             bar.set_style(
                 indicatif::ProgressStyle::with_template("{spinner} {elapsed} {human_pos} rows read ({per_sec})")
                     .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
             );
-            while !stop.load(Ordering::Relaxed) {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(Duration::from_millis(100)) {
                 bar.set_position(rows.load(Ordering::Relaxed));
-                std::thread::sleep(Duration::from_millis(100));
             }
             bar.set_position(rows.load(Ordering::Relaxed));
             bar.finish_and_clear();
@@ -223,7 +222,8 @@ impl Progress {
         Progress { done, thread }
     }
     fn finish(self) {
-        self.done.store(true, Ordering::Relaxed);
+        // A closed channel ends the loop too, so a failed send needs nothing more.
+        let _ = self.done.send(());
         let _ = self.thread.join();
     }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use common::real::Nothing;
 use common::*;
 use palisade_core::{Operation, PaymentError};
 use palisade_saga::{Event, MemoryLog, Orchestrator, Saga, SagaLog, SagaState, Step, step_key};
@@ -195,53 +196,9 @@ async fn concurrent_recovery_workers_resume_a_saga_once() {
     assert_eq!(log.get("order-7").await.unwrap().unwrap().state, SagaState::Completed);
 }
 
-#[derive(Clone, serde::Serialize, serde::Deserialize)]
-struct Nothing;
-
 #[tokio::test(start_paused = true)]
 async fn a_parallel_group_runs_together_and_is_compensated_together() {
-    let log = MemoryLog::new();
-    let running = Arc::new(AtomicUsize::new(0));
-    let most = Arc::new(AtomicUsize::new(0));
-    let undone = Arc::new(parking_lot::Mutex::new(Vec::new()));
-    let step = |name: &'static str| {
-        let (running, most, undone) = (running.clone(), most.clone(), undone.clone());
-        Step::<Nothing>::new(name, move |_cx| {
-            let (running, most) = (running.clone(), most.clone());
-            async move {
-                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
-                most.fetch_max(now, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                running.fetch_sub(1, Ordering::SeqCst);
-                Ok(name)
-            }
-        })
-        .compensate(move |cx, _| {
-            let undone = undone.clone();
-            async move {
-                undone.lock().push(cx.step().to_owned());
-                Ok(())
-            }
-        })
-    };
-    let fail = Step::<Nothing>::new("fail", |_cx| async { Err::<(), _>(PaymentError::declined("do_not_honor")) });
-    let saga = Saga::builder("group")
-        .step(step("first"))
-        .parallel([step("a"), step("b"), step("c")])
-        .step(fail)
-        .build()
-        .unwrap();
-    let o = Orchestrator::builder(log.clone()).build();
-    let saga = o.register(saga);
-    let report = o.start(&saga, "group-1", Nothing).await.unwrap();
-    assert_eq!(report.state, SagaState::Compensated);
-    assert_eq!(most.load(Ordering::SeqCst), 3, "the group's steps ran at the same time");
-    let undone = undone.lock().clone();
-    assert_eq!(undone.len(), 4);
-    assert_eq!(undone[3], "first", "the group is undone before the step before it");
-    let mut group: Vec<_> = undone[..3].to_vec();
-    group.sort();
-    assert_eq!(group, ["a", "b", "c"]);
+    common::real::a_parallel_group_is_compensated_together(MemoryLog::new()).await;
 }
 
 #[tokio::test(start_paused = true)]

@@ -306,13 +306,23 @@ pub async fn concurrent_recovery_resumes_once<L: SagaLog + Clone>(log: L) {
 #[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct Nothing;
 
+/// A group of three steps runs concurrently (all three are inside at once), and when a later step fails the
+/// group is undone together, before the step before it; every compensation is in the log.
 pub async fn a_parallel_group_is_compensated_together<L: SagaLog + Clone>(log: L) {
+    let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let undone = Arc::new(Mutex::new(Vec::new()));
     let step = |name: &'static str| {
-        let undone = undone.clone();
-        Step::<Nothing>::new(name, move |_cx| async move {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            Ok(name)
+        let (running, most, undone) = (running.clone(), most.clone(), undone.clone());
+        Step::<Nothing>::new(name, move |_cx| {
+            let (running, most) = (running.clone(), most.clone());
+            async move {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                running.fetch_sub(1, Ordering::SeqCst);
+                Ok(name)
+            }
         })
         .compensate(move |cx, _| {
             let undone = undone.clone();
@@ -332,9 +342,13 @@ pub async fn a_parallel_group_is_compensated_together<L: SagaLog + Clone>(log: L
     let o = Orchestrator::builder(log.clone()).build();
     let report = o.start(&o.register(saga), "group-1", Nothing).await.unwrap();
     assert_eq!(report.state, SagaState::Compensated);
+    assert_eq!(most.load(Ordering::SeqCst), 3, "the group's steps ran at the same time");
     let undone = undone.lock().clone();
     assert_eq!(undone.len(), 4);
-    assert_eq!(undone[3], "first");
+    assert_eq!(undone[3], "first", "the group is undone before the step before it");
+    let mut group: Vec<_> = undone[..3].to_vec();
+    group.sort();
+    assert_eq!(group, ["a", "b", "c"]);
     let record = log.get("group-1").await.unwrap().unwrap();
     assert_eq!(compensated(&record.events).len(), 4, "every compensation is in the log");
 }
