@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use palisade_core::Currency;
 
-use super::fold::{Activity, Folder, Row};
+use super::fold::{Activity, FoldRows, Folder, Row, next_folded};
 use super::{CsvFile, CurrencyCache, Source, text};
 use crate::amount::parse_minor;
 use crate::error::{Error, Problem};
@@ -109,29 +109,6 @@ impl AdyenSettlement {
         Ok(AdyenSettlement { csv, cols, zone, fees, folder: None, skipped: 0 })
     }
 
-    fn load(&mut self) -> Result<Folder, Error> {
-        let mut folder = Folder::default();
-        let mut currencies = CurrencyCache::default();
-        loop {
-            match self.csv.next_row() {
-                Ok(true) => {}
-                Ok(false) => break,
-                Err(e @ Error::Row(_)) => {
-                    folder.errors.push_back(e);
-                    continue;
-                }
-                Err(e) => return Err(e),
-            }
-            if let Err(e) = self.fold_row(&mut folder, &mut currencies) {
-                match e {
-                    Error::Row(_) => folder.errors.push_back(e),
-                    e => return Err(e),
-                }
-            }
-        }
-        Ok(folder)
-    }
-
     /// An amount cell: empty is 0.
     fn cell(&self, index: usize, currency: Currency) -> Result<i64, Error> {
         let bytes = self.csv.field(index)?;
@@ -170,6 +147,12 @@ impl AdyenSettlement {
                 },
             )),
         }
+    }
+}
+
+impl FoldRows for AdyenSettlement {
+    fn csv(&mut self) -> &mut CsvFile {
+        &mut self.csv
     }
 
     fn fold_row(&mut self, folder: &mut Folder, currencies: &mut CurrencyCache) -> Result<(), Error> {
@@ -226,13 +209,9 @@ impl Source for AdyenSettlement {
 
     fn next_record(&mut self, _statuses: &StatusMap) -> Result<Option<RecordRef<'_>>, Error> {
         if self.folder.is_none() {
-            self.folder = Some(self.load()?);
+            self.folder = Some(self.fold_all()?);
         }
-        let Some(folder) = self.folder.as_mut() else { return Ok(None) };
-        if let Some(e) = folder.errors.pop_front() {
-            return Err(e);
-        }
-        Ok(folder.next_record())
+        next_folded(&mut self.folder)
     }
 
     fn rows_hint(&self) -> Option<u64> {

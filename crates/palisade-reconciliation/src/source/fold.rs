@@ -4,8 +4,51 @@ use std::collections::{HashMap, VecDeque};
 
 use palisade_core::Currency;
 
+use super::{CsvFile, CurrencyCache};
 use crate::error::Error;
 use crate::record::{RecordRef, Status};
+
+/// A gateway report read row by row and folded per payment (Stripe's balance report, Adyen's settlement report).
+pub(crate) trait FoldRows {
+    /// The report.
+    fn csv(&mut self) -> &mut CsvFile;
+
+    /// Folds the current row into `folder`. An [`Error::Row`] is kept and reading goes on; any other error ends
+    /// the report.
+    fn fold_row(&mut self, folder: &mut Folder, currencies: &mut CurrencyCache) -> Result<(), Error>;
+
+    /// Reads and folds every row. A row that cannot be read or folded is kept in [`Folder::errors`], reported in
+    /// its turn by [`next_folded`], and reading goes on.
+    fn fold_all(&mut self) -> Result<Folder, Error> {
+        let mut folder = Folder::default();
+        let mut currencies = CurrencyCache::default();
+        loop {
+            match self.csv().next_row() {
+                Ok(true) => {}
+                Ok(false) => return Ok(folder),
+                Err(e @ Error::Row(_)) => {
+                    folder.errors.push_back(e);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+            match self.fold_row(&mut folder, &mut currencies) {
+                Ok(()) => {}
+                Err(e @ Error::Row(_)) => folder.errors.push_back(e),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// `Source::next_record` of a folded report: the rows' errors first, then the folded records.
+pub(crate) fn next_folded(folder: &mut Option<Folder>) -> Result<Option<RecordRef<'_>>, Error> {
+    let Some(folder) = folder.as_mut() else { return Ok(None) };
+    if let Some(e) = folder.errors.pop_front() {
+        return Err(e);
+    }
+    Ok(folder.next_record())
+}
 
 /// What one activity row does to its payment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,7 +4,7 @@ use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::fold::{Activity, Folder, Row};
+use super::fold::{Activity, FoldRows, Folder, Row, next_folded};
 use super::{CsvFile, CurrencyCache, Source, amount, text, timestamp};
 use crate::error::{Error, Problem};
 use crate::record::{RecordRef, StatusMap};
@@ -63,28 +63,11 @@ impl StripeBalance {
         let charge_id = csv.find("charge_id");
         Ok(StripeBalance { csv, cols, charge_id, folder: None, skipped: 0 })
     }
+}
 
-    fn load(&mut self) -> Result<Folder, Error> {
-        let mut folder = Folder::default();
-        let mut currencies = CurrencyCache::default();
-        loop {
-            match self.csv.next_row() {
-                Ok(true) => {}
-                Ok(false) => break,
-                Err(e @ Error::Row(_)) => {
-                    folder.errors.push_back(e);
-                    continue;
-                }
-                Err(e) => return Err(e),
-            }
-            if let Err(e) = self.fold_row(&mut folder, &mut currencies) {
-                match e {
-                    Error::Row(_) => folder.errors.push_back(e),
-                    e => return Err(e),
-                }
-            }
-        }
-        Ok(folder)
+impl FoldRows for StripeBalance {
+    fn csv(&mut self) -> &mut CsvFile {
+        &mut self.csv
     }
 
     fn fold_row(&mut self, folder: &mut Folder, currencies: &mut CurrencyCache) -> Result<(), Error> {
@@ -159,13 +142,9 @@ impl Source for StripeBalance {
 
     fn next_record(&mut self, _statuses: &StatusMap) -> Result<Option<RecordRef<'_>>, Error> {
         if self.folder.is_none() {
-            self.folder = Some(self.load()?);
+            self.folder = Some(self.fold_all()?);
         }
-        let Some(folder) = self.folder.as_mut() else { return Ok(None) };
-        if let Some(e) = folder.errors.pop_front() {
-            return Err(e);
-        }
-        Ok(folder.next_record())
+        next_folded(&mut self.folder)
     }
 
     fn rows_hint(&self) -> Option<u64> {
