@@ -248,6 +248,23 @@ async fn faults_can_be_scripted_over_http() {
     assert!(res.starts_with("HTTP/1.1 400"), "{res}");
 }
 
+#[tokio::test]
+async fn injected_counts_each_fault_given_scripted_or_drawn() {
+    let (handle, mut gw) = start(SimServer::builder().fault(HttpFault::Error5xx, 1.0)).await;
+    handle.script([Some(HttpFault::RateLimited), None, Some(HttpFault::LostResponse), Some(HttpFault::RateLimited)]);
+    for i in 0..6 {
+        let _ = call(&mut gw, charge(&format!("o{i}"), "1.00", "tok_visa", None)).await;
+    }
+    let counts: Vec<(&str, u64)> = handle.injected().iter().map(|(f, n)| (f.as_str(), *n)).collect();
+    assert_eq!(
+        counts,
+        [("lost_response", 1), ("timeout", 0), ("error_5xx", 2), ("rate_limited", 2), ("refused", 0)],
+        "three scripted faults, one scripted `none`, then two drawn 5xx"
+    );
+    let _ = ledger_json(&handle).await;
+    assert_eq!(handle.injected()[2], (HttpFault::Error5xx, 2), "the ledger route draws no fault");
+}
+
 /// What each of `n` charges came back as, for a server with random faults.
 async fn fault_sequence(seed: u64, n: usize) -> Vec<String> {
     let builder = SimServer::builder()

@@ -165,6 +165,7 @@ impl SimServerBuilder {
                 rng: StdRng::seed_from_u64(self.seed),
                 rules: self.rules,
                 script: VecDeque::new(),
+                injected: [0; HttpFault::ALL.len()],
             }),
             timeout_hold: self.timeout_hold,
             retry_after: self.retry_after,
@@ -178,15 +179,23 @@ struct Faults {
     rng: StdRng,
     rules: Vec<(HttpFault, f64)>,
     script: VecDeque<Option<HttpFault>>,
+    /// How many of each fault were injected, in the order of [`HttpFault::ALL`].
+    injected: [u64; HttpFault::ALL.len()],
 }
 
 impl Faults {
     fn next(&mut self) -> Option<HttpFault> {
-        if let Some(f) = self.script.pop_front() {
-            return f;
+        let fault = match self.script.pop_front() {
+            Some(f) => f,
+            None => {
+                let rng = &mut self.rng;
+                self.rules.iter().find(|&&(_, rate)| rng.random_bool(rate)).map(|&(f, _)| f)
+            }
+        };
+        if let Some(i) = fault.and_then(|f| HttpFault::ALL.iter().position(|&k| k == f)) {
+            self.injected[i] += 1;
         }
-        let rng = &mut self.rng;
-        self.rules.iter().find(|&&(_, rate)| rng.random_bool(rate)).map(|&(f, _)| f)
+        fault
     }
 }
 
@@ -231,6 +240,16 @@ impl SimHandle {
     /// The next operation requests get these faults, in order (`None`: no fault), before the random rules apply.
     pub fn script(&self, faults: impl IntoIterator<Item = Option<HttpFault>>) {
         self.shared.faults.lock().script.extend(faults);
+    }
+    /// How many requests got each fault so far (scripted or drawn), in the order of [`HttpFault::ALL`].
+    #[must_use]
+    pub fn injected(&self) -> [(HttpFault, u64); HttpFault::ALL.len()] {
+        let counts = self.shared.faults.lock().injected;
+        let mut out = [(HttpFault::LostResponse, 0); HttpFault::ALL.len()];
+        for ((slot, fault), n) in out.iter_mut().zip(HttpFault::ALL).zip(counts) {
+            *slot = (fault, n);
+        }
+        out
     }
 }
 
