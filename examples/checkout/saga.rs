@@ -9,26 +9,36 @@ use std::time::Duration;
 
 use palisade::core::backoff::{Backoff, Jitter};
 use palisade::core::*;
+use palisade::fraud::{FraudEngine, FraudLayer};
 use palisade::saga::{Event, MemoryLog, Orchestrator, Saga, SagaRecord, SagaState, Step, compensation_key, step_key};
 use palisade::sim::{Fault, GatewaySim};
 use serde::{Deserialize, Serialize};
+use tower::util::BoxCloneSyncService;
+use tower::{Layer, ServiceExt};
 
 use crate::Env;
 use crate::report::Report;
 
 /// The saga's context: what it was started with (stored in the saga log as JSON).
 #[derive(Serialize, Deserialize)]
-struct Checkout {
+pub(crate) struct Checkout {
     order: String,
     sku: String,
     amount: String,
     token: String,
+    email: String,
 }
 
+/// What the saga's gateway steps call: the simulator, or a stack of layers around it.
+type Gateway = BoxCloneSyncService<GatewayRequest, GatewayResponse, PaymentError>;
+
 /// Everything outside the saga: the gateway, the warehouse, the carrier.
-#[derive(Clone, Default)]
-struct Shop {
-    gateway: GatewaySim,
+#[derive(Clone)]
+pub(crate) struct Shop {
+    /// The simulated gateway itself: its ledger, and the faults a scenario scripts.
+    pub(crate) sim: GatewaySim,
+    /// What the steps call: `sim`, or `sim` behind a fraud screen.
+    gateway: Gateway,
     /// Stock holds by the reserve step's key (the warehouse deduplicates by it), with the sku.
     holds: Arc<Mutex<HashMap<String, String>>>,
     /// What happened to the stock, in order ("reserve mug", "release mug").
@@ -41,19 +51,48 @@ struct Shop {
     authorize_keys: Arc<Mutex<Vec<String>>>,
 }
 
+impl Default for Shop {
+    fn default() -> Self {
+        let sim = GatewaySim::new();
+        Shop::around(sim.clone(), BoxCloneSyncService::new(sim))
+    }
+}
+
 impl Shop {
-    fn held(&self) -> usize {
+    fn around(sim: GatewaySim, gateway: Gateway) -> Self {
+        Shop {
+            sim,
+            gateway,
+            holds: Arc::default(),
+            warehouse: Arc::default(),
+            shipments: Arc::default(),
+            carrier_refuses: Arc::default(),
+            authorize_keys: Arc::default(),
+        }
+    }
+
+    /// A shop whose gateway calls pass through `palisade::fraud::FraudLayer` with `engine` first.
+    pub(crate) fn screened(engine: FraudEngine) -> Self {
+        let sim = GatewaySim::new();
+        Shop::around(sim.clone(), BoxCloneSyncService::new(FraudLayer::new(engine).layer(sim)))
+    }
+
+    async fn call(&self, req: GatewayRequest) -> Result<GatewayResponse, PaymentError> {
+        self.gateway.clone().oneshot(req).await
+    }
+
+    pub(crate) fn held(&self) -> usize {
         self.holds.lock().map(|h| h.len()).unwrap_or(usize::MAX)
     }
     fn shipped(&self) -> usize {
         self.shipments.lock().map(|s| s.len()).unwrap_or(usize::MAX)
     }
-    fn warehouse(&self) -> Vec<String> {
+    pub(crate) fn warehouse(&self) -> Vec<String> {
         self.warehouse.lock().map(|w| w.clone()).unwrap_or_default()
     }
     /// The gateway operations the ledger shows for `order`, in the order they happened.
-    fn ledger_ops(&self, order: &str) -> Vec<Operation> {
-        self.gateway.entries_for(order).iter().map(|e| e.operation).collect()
+    pub(crate) fn ledger_ops(&self, order: &str) -> Vec<Operation> {
+        self.sim.entries_for(order).iter().map(|e| e.operation).collect()
     }
 }
 
@@ -68,7 +107,7 @@ const QUICK: Backoff =
 /// reserve → authorize → capture → ship. The authorization is undone by a void, the capture by a refund (a
 /// captured payment cannot be voided), the reservation by releasing the stock; shipping is last and has nothing
 /// after it to undo.
-fn checkout_saga(shop: &Shop) -> Saga<Checkout> {
+pub(crate) fn checkout_saga(shop: &Shop) -> Saga<Checkout> {
     let s = shop.clone();
     let reserve = Step::<Checkout>::new("reserve", move |cx| {
         let s = s.clone();
@@ -104,15 +143,16 @@ fn checkout_saga(shop: &Shop) -> Saga<Checkout> {
             if let Ok(mut keys) = s.authorize_keys.lock() {
                 keys.push(cx.key().to_string());
             }
-            let req = GatewayRequest::Authorize(
-                ChargeRequest::new(
-                    money(&c.amount)?,
-                    PaymentToken::new(&c.token).map_err(|e| PaymentError::invalid_request(e.to_string()))?,
-                    c.order.parse().map_err(|_| PaymentError::invalid_request("order reference"))?,
-                )
-                .idempotency_key(cx.key()),
-            );
-            let res = s.gateway.handle(req).await?;
+            let mut charge = ChargeRequest::new(
+                money(&c.amount)?,
+                PaymentToken::new(&c.token).map_err(|e| PaymentError::invalid_request(e.to_string()))?,
+                c.order.parse().map_err(|_| PaymentError::invalid_request("order reference"))?,
+            )
+            .idempotency_key(cx.key());
+            // A fraud screen in front of the gateway reads the customer's email from the request's metadata.
+            let email = Reference::new(&c.email).map_err(|e| PaymentError::invalid_request(e.to_string()))?;
+            charge.metadata.insert("email".into(), email);
+            let res = s.call(GatewayRequest::Authorize(charge)).await?;
             Ok(res.id.to_string())
         }
     });
@@ -129,7 +169,7 @@ fn checkout_saga(shop: &Shop) -> Saga<Checkout> {
                 return Ok(());
             };
             let req = VoidRequest { authorization_id: auth.into(), idempotency_key: Some(cx.compensation_key()) };
-            s.gateway.handle(GatewayRequest::Void(req)).await.map(|_| ())
+            s.call(GatewayRequest::Void(req)).await.map(|_| ())
         }
     });
 
@@ -144,7 +184,7 @@ fn checkout_saga(shop: &Shop) -> Saga<Checkout> {
                 amount: Some(money(&cx.context().amount)?),
                 idempotency_key: Some(cx.key()),
             };
-            let res = s.gateway.handle(GatewayRequest::Capture(req)).await?;
+            let res = s.call(GatewayRequest::Capture(req)).await?;
             Ok(res.id.to_string())
         }
     });
@@ -158,7 +198,7 @@ fn checkout_saga(shop: &Shop) -> Saga<Checkout> {
                 amount: Some(money(&cx.context().amount)?),
                 idempotency_key: Some(cx.compensation_key()),
             };
-            s.gateway.handle(GatewayRequest::Refund(req)).await.map(|_| ())
+            s.call(GatewayRequest::Refund(req)).await.map(|_| ())
         }
     });
 
@@ -186,7 +226,18 @@ fn checkout_saga(shop: &Shop) -> Saga<Checkout> {
 }
 
 fn checkout(order: &str, amount: &str) -> Checkout {
-    Checkout { order: order.into(), sku: "mug".into(), amount: amount.into(), token: "tok_visa".into() }
+    checkout_by(order, amount, "alice@example.com")
+}
+
+/// A mug for `amount`, bought by `email`.
+pub(crate) fn checkout_by(order: &str, amount: &str, email: &str) -> Checkout {
+    Checkout {
+        order: order.into(),
+        sku: "mug".into(),
+        amount: amount.into(),
+        token: "tok_visa".into(),
+        email: email.into(),
+    }
 }
 
 /// The step names of the events `pick` selects, in the order the log has them.
@@ -213,7 +264,7 @@ pub async fn transient_failure_saga_completes(r: &mut Report, _env: &Env) {
          attempt's start written before the call and its end after.",
     );
     let shop = Shop::default();
-    shop.gateway.script(Operation::Authorize, [Fault::FailBeforeCommit, Fault::FailAfterCommit]);
+    shop.sim.script(Operation::Authorize, [Fault::FailBeforeCommit, Fault::FailAfterCommit]);
     let log = MemoryLog::new();
     let orchestrator = Orchestrator::builder(log.clone()).owner("checkout-example").build();
     let saga = orchestrator.register(checkout_saga(&shop));
@@ -276,7 +327,7 @@ pub async fn compensation_in_reverse_order(r: &mut Report, _env: &Env) {
     let record = orchestrator.get(order).await.ok().flatten();
     let undone = record.as_ref().map(compensated).unwrap_or_default();
     r.step(format!("compensated, in order: {}", undone.join(", ")));
-    let entries = shop.gateway.entries_for(order);
+    let entries = shop.sim.entries_for(order);
     for e in &entries {
         r.step(format!("ledger #{}: {:?} {} ({})", e.seq, e.operation, e.amount, e.payment_id));
     }
@@ -310,7 +361,7 @@ pub async fn compensation_in_reverse_order(r: &mut Report, _env: &Env) {
 
     // An authorization that was not captured is voided.
     shop.carrier_refuses.store(false, Ordering::SeqCst);
-    shop.gateway.script(Operation::Capture, [Fault::FailBeforeCommit; 3]);
+    shop.sim.script(Operation::Capture, [Fault::FailBeforeCommit; 3]);
     let order = "order-1012";
     let report = orchestrator.start(&saga, order, checkout(order, "18.00")).await;
     let ops = shop.ledger_ops(order);
