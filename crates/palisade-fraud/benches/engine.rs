@@ -1,81 +1,15 @@
 //! Decisions per second of the seed's 10-rule set (3 velocity rules), built from Palisade's rules on the memory
 //! store, over the seed's 50k varied contexts; the same rules loaded from a rule file beside it.
-//! `benches/seed_fraud.py` measures the seed's `FraudEngine` on the same work (see docs/BENCHMARKS.md).
-//!
-//! The seed's velocity tracker is never fed, so its velocity rules never fire and every rule runs on every
-//! context. Palisade records every attempt (one atomic record-and-read of all its counters per decision); the
-//! velocity limits here are set so they are never reached, so every rule runs on every context here too.
+//! `benches/seed_fraud.py` measures the seed's `FraudEngine` on the same work (see docs/BENCHMARKS.md); the
+//! contexts and rules are in `benches/seed_rules.rs`.
 
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use palisade_core::{Currency, Money};
-use palisade_fraud::{Action, Attributes, Field, FraudEngine, Measure, Rule, Subject, Velocity, Window};
 
-const N: usize = 50_000;
-/// Never reached: every rule runs on every context, as in the seed.
-const HIGH: i64 = 1_000_000;
-
-fn contexts() -> Vec<Attributes> {
-    (0..N)
-        .map(|i| {
-            Attributes::new(Money::from_minor((10 + (i % 3000) as i64) * 100, Currency::USD))
-                .customer_id(format!("u{}", i % 5000))
-                .email(format!("c{i}@example.com"))
-                .ip(format!("10.0.{}.{}", i % 250, i % 200))
-                .card_fingerprint(format!("tok_{}", i % 20000))
-                .card_country("US")
-                .billing_country(if i % 10 != 0 { "US" } else { "GB" })
-                .avs_result("Y")
-                .cvv_result("M")
-                .attempt_id(format!("a{i}"))
-        })
-        .collect()
-}
-
-/// The seed's big blocklist (1000 emails, 100 IPs, 100 cards) is three Palisade rules.
-fn blocklists() -> Vec<Rule> {
-    vec![
-        Rule::blocklist("bl_email", Field::Email, (0..1000).map(|i| format!("bad{i}@example.com"))),
-        Rule::blocklist("bl_ip", Field::Ip, (0..100).map(|i| format!("10.9.{i}.1"))),
-        Rule::blocklist("bl_card", Field::CardFingerprint, (0..100).map(|i| format!("tok_bad{i}"))),
-    ]
-}
-
-fn builtin_engine() -> FraudEngine {
-    let v = |s, w| Velocity::new(Measure::Attempts, s, w);
-    FraudEngine::builder()
-        .review_threshold(50)
-        .rules(blocklists())
-        .rule(Rule::cvv_fails("cvv"))
-        .rule(Rule::avs_fails("avs").action(Action::Block))
-        .rule(Rule::velocity("user_hourly", v(Subject::Customer, Window::Hour), HIGH).action(Action::Block))
-        .rule(Rule::velocity("card_10m", v(Subject::Card, Window::TenMinutes), HIGH).action(Action::Block))
-        .rule(Rule::velocity("ip_hourly", v(Subject::Ip, Window::Hour), HIGH).action(Action::Block))
-        .rule(Rule::country_mismatch("country", Field::CardCountry, Field::BillingCountry).action(Action::Challenge))
-        .rule(Rule::amount_over("high_usd", [Money::from_minor(200_000, Currency::USD)]).action(Action::Challenge))
-        .rule(Rule::amount_over("high_eur", [Money::from_minor(500_000, Currency::EUR)]).action(Action::Challenge))
-        .rule(Rule::blocklist("fraud_email", Field::Email, ["fraud@example.com"]))
-        .rule(Rule::country_mismatch("country_block", Field::CardCountry, Field::BillingCountry).action(Action::Block))
-        .build()
-}
-
-fn file_engine() -> FraudEngine {
-    let file = format!(
-        "cvv: block if cvv_result == \"mismatch\"\n\
-         avs: block if avs_result == \"mismatch\"\n\
-         avs_partial: challenge if avs_result == \"partial\"\n\
-         user_hourly: block if attempts_per_customer_1h >= {HIGH}\n\
-         card_10m: block if attempts_per_card_10m >= {HIGH}\n\
-         ip_hourly: block if attempts_per_ip_1h >= {HIGH}\n\
-         country: challenge if card_country != billing_country\n\
-         high_usd: challenge if amount >= 2000 USD\n\
-         high_eur: challenge if amount >= 5000 EUR\n\
-         fraud_email: block if email == \"fraud@example.com\"\n\
-         country_block: block if card_country != billing_country\n"
-    );
-    FraudEngine::builder().review_threshold(50).rules(blocklists()).rule_file(&file).unwrap().build()
-}
+#[path = "seed_rules.rs"]
+mod seed_rules;
+use seed_rules::{N, builtin_engine, contexts, file_engine};
 
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

@@ -1,0 +1,68 @@
+//! Instructions, allocations and wall time per decision of the seed's 10-rule set on the memory velocity store
+//! (`benches/seed_rules.rs`), for before/after comparisons that hold on a busy machine.
+//!
+//! - `instr <builtin|file> <passes>`: one warm pass over the 50k contexts, then `passes` measured passes
+//!   (retries of known attempts, as in the criterion bench). Run under `valgrind --tool=callgrind` with two pass
+//!   counts and divide the difference of the instruction counts by the difference of the decisions
+//!   (`bench/fraud/instr.sh` does it).
+//! - `instr allocs <passes>`: the same for both engines, with allocations per measured decision (dhat).
+//! - `instr rate <passes>`: decisions/s of both engines, best of `passes` passes each, in one process.
+use std::future::Future;
+use std::hint::black_box;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+#[path = "../benches/seed_rules.rs"]
+mod seed_rules;
+use seed_rules::{N, builtin_engine, contexts, file_engine};
+
+#[global_allocator]
+static ALLOC: dhat::Alloc = dhat::Alloc;
+
+fn spin<F: Future>(f: F) -> F::Output {
+    let mut f = pin!(f);
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let what = args.get(1).map_or("builtin", String::as_str);
+    let passes: usize = args.get(2).and_then(|p| p.parse().ok()).unwrap_or(1);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let _g = rt.enter();
+    let ctxs = contexts();
+    let engines = match what {
+        "builtin" => vec![("builtin", builtin_engine())],
+        "file" => vec![("file", file_engine())],
+        "rate" | "allocs" => vec![("builtin", builtin_engine()), ("file", file_engine())],
+        _ => panic!("usage: instr <builtin|file|allocs|rate> <passes>"),
+    };
+    let _profiler = (what == "allocs").then(|| dhat::Profiler::builder().testing().build());
+    let allocated = || if what == "allocs" { dhat::HeapStats::get().total_blocks } else { 0 };
+    for (name, engine) in engines {
+        for a in &ctxs {
+            black_box(spin(engine.assess(a)));
+        }
+        let before = allocated();
+        let mut best = f64::MAX;
+        for _ in 0..passes {
+            let t = Instant::now();
+            for a in &ctxs {
+                black_box(spin(engine.assess(a)));
+            }
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        let allocs = (allocated() - before) as f64 / (passes * N) as f64;
+        println!(
+            "{name}: {:.0} decisions/s ({:.0} ns/decision, best of {passes} passes), {allocs:.2} allocations/decision",
+            N as f64 / best,
+            best * 1e9 / N as f64
+        );
+    }
+}
