@@ -406,7 +406,7 @@ pub struct StackStores {
     lease: Arc<dyn LeaseStore>,
     velocity: Arc<dyn VelocityStore>,
     #[cfg(feature = "redis")]
-    redis: Option<redis::aio::ConnectionManager>,
+    redis: Option<palisade_store::redis::RedisConnection>,
 }
 
 impl fmt::Debug for StackStores {
@@ -434,21 +434,24 @@ impl StackStores {
     }
 
     /// Connects to Redis at `url` once; every layer's Redis store shares the connection (each under its own
-    /// default key prefix).
+    /// default key prefix). `url` names one server (`redis://host:port`) or a Redis Cluster
+    /// (`redis+cluster://host:port,host:port,...`, see `palisade_store::redis`).
     ///
     /// # Errors
     /// [`StackError::Store`] when the URL is invalid or Redis does not answer.
     #[cfg(feature = "redis")]
     pub async fn redis(url: &str) -> Result<Self, StackError> {
-        let conn = palisade_store::redis::connect(url).await.map_err(|e| StackError::Store(e.to_string()))?;
+        let conn =
+            palisade_store::redis::RedisConnection::connect(url).await.map_err(|e| StackError::Store(e.to_string()))?;
         Ok(StackStores::redis_connection(conn))
     }
 
-    /// Every layer's Redis store on an open connection.
+    /// Every layer's Redis store on a connection: an open `ConnectionManager` or cluster connection, or a
+    /// `palisade_store::redis::RedisConnection` (lazy or not, to one server or a cluster).
     #[cfg(feature = "redis")]
-    pub fn redis_connection(conn: redis::aio::ConnectionManager) -> Self {
-        let velocity =
-            palisade_fraud::RedisVelocityStore::new(palisade_store::redis::RedisConnection::new(conn.clone()));
+    pub fn redis_connection(conn: impl Into<palisade_store::redis::RedisConnection>) -> Self {
+        let conn = conn.into();
+        let velocity = palisade_fraud::RedisVelocityStore::new(conn.clone());
         StackStores {
             backend: Backend::Redis,
             lease: Arc::new(palisade_idempotency::RedisStore::new(conn.clone())),

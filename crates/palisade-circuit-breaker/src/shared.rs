@@ -11,7 +11,8 @@
 //! 4. returns the remaining shared open time, which every instance applies locally.
 //!
 //! One instance whose calls all fail does not open the others: its failures are diluted by everyone's successes.
-//! Both keys share the hash tag `{name}`, so the script runs on one Redis Cluster slot.
+//! Both keys share the hash tag `{name}`, so the script runs on one Redis Cluster slot: give [`RedisShared`] a
+//! cluster connection (`redis+cluster://host:port,...`, see `palisade_store::redis`) to share through a cluster.
 //!
 //! When Redis cannot be reached the breaker keeps deciding from local state, logs a warning, emits
 //! [`Event::SharedUnavailable`](crate::Event::SharedUnavailable) and says so in [`SharedStatus`]: failing open
@@ -22,10 +23,9 @@ use std::sync::{Arc, LazyLock, Weak};
 use std::time::Duration;
 
 use palisade_core::PaymentError;
-use palisade_store::redis::{redis_key, redis_unavailable};
+use palisade_store::redis::{RedisConnection, redis_key, redis_unavailable};
 use parking_lot::Mutex;
 use redis::Script;
-use redis::aio::ConnectionManager;
 
 use crate::breaker::Breaker;
 use crate::config::ConfigError;
@@ -105,7 +105,7 @@ enum Target {
 }
 
 struct Link {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     instance: String,
     prefix: String,
     stale: Duration,
@@ -155,7 +155,7 @@ struct StatusCell {
 #[derive(Clone)]
 #[must_use]
 pub struct RedisShared {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     prefix: String,
     instance: String,
     interval: Duration,
@@ -174,11 +174,12 @@ impl std::fmt::Debug for RedisShared {
 }
 
 impl RedisShared {
-    /// Shared state over an existing reconnecting connection, with a random instance id, prefix
+    /// Shared state over a connection (a reconnecting `ConnectionManager`, a cluster connection, or a
+    /// [`RedisConnection`], lazy or not, to one server or a Redis Cluster), with a random instance id, prefix
     /// [`DEFAULT_PREFIX`] and sync interval [`DEFAULT_SYNC_INTERVAL`].
-    pub fn new(conn: ConnectionManager) -> Self {
+    pub fn new(conn: impl Into<RedisConnection>) -> Self {
         RedisShared {
-            conn,
+            conn: conn.into(),
             prefix: DEFAULT_PREFIX.to_owned(),
             instance: uuid::Uuid::new_v4().simple().to_string(),
             interval: DEFAULT_SYNC_INTERVAL,
@@ -187,13 +188,15 @@ impl RedisShared {
         }
     }
 
-    /// Connects to `url` (a reconnecting connection with timeouts, from `palisade_store::redis::connect`).
+    /// Connects to `url` now: one server, or a Redis Cluster with `redis+cluster://host:port,...` (a
+    /// reconnecting connection with timeouts, [`RedisConnection::connect`]). For a breaker that starts while
+    /// Redis is down, pass [`RedisConnection::open`] to [`RedisShared::new`] instead: it syncs once Redis answers.
     ///
     /// # Errors
     /// [`PaymentError::StoreUnavailable`] when Redis does not answer. A breaker does not need Redis to work:
     /// callers may build a local-only breaker instead.
     pub async fn connect(url: &str) -> Result<Self, PaymentError> {
-        Ok(RedisShared::new(palisade_store::redis::connect(url).await?))
+        Ok(RedisShared::new(RedisConnection::connect(url).await?))
     }
     /// Key prefix (default [`DEFAULT_PREFIX`]).
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
@@ -292,7 +295,6 @@ async fn sync(cell: &StatusCell, link: &Link, b: &Breaker) -> Result<Aggregate, 
     let report = state == State::Closed;
     let open_ms = b.next_open_duration().as_millis().max(1);
     let cfg = &b.cfg;
-    let mut conn = link.conn.clone();
     let mut inv = SYNC.prepare_invoke();
     inv.key(redis_key(&link.prefix, &b.label, "inst"))
         .key(redis_key(&link.prefix, &b.label, "state"))
@@ -308,8 +310,11 @@ async fn sync(cell: &StatusCell, link: &Link, b: &Breaker) -> Result<Aggregate, 
         .arg(open_ms as u64)
         .arg(link.min_instances)
         .arg((link.stale.as_millis() as u64).max(cfg.open.max.as_millis() as u64) * 2 + 1000);
-    let res = tokio::time::timeout(link.timeout, inv.invoke_async::<Vec<i64>>(&mut conn)).await;
-    let out = match res {
+    let call = async {
+        let mut conn = link.conn.get().await?;
+        inv.invoke_async::<Vec<i64>>(&mut conn).await.map_err(|e| redis_unavailable(&e))
+    };
+    let out = match tokio::time::timeout(link.timeout, call).await {
         Ok(Ok(v)) if v.len() == 6 => {
             let n = |i: usize| u64::try_from(v[i]).unwrap_or(0);
             Ok(Aggregate {
@@ -322,7 +327,7 @@ async fn sync(cell: &StatusCell, link: &Link, b: &Breaker) -> Result<Aggregate, 
             })
         }
         Ok(Ok(_)) => Err(PaymentError::store_unavailable("redis: unexpected reply from the breaker sync script")),
-        Ok(Err(e)) => Err(redis_unavailable(&e)),
+        Ok(Err(e)) => Err(e),
         Err(_) => Err(PaymentError::store_unavailable("redis: breaker sync timed out")),
     };
     match &out {

@@ -19,8 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use palisade_store::redis::{RedisConnection, redis_key, redis_unavailable};
-use redis::aio::ConnectionManager;
+use palisade_store::redis::{RedisConn, RedisConnection, redis_key, redis_unavailable};
 use tokio::time::Instant;
 
 pub use crate::defaults::{DEFAULT_PREFIX, DEFAULT_RECONNECT_INTERVAL};
@@ -105,14 +104,17 @@ impl std::fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
-    /// A store on an open connection.
+    /// A store on a connection: an open `ConnectionManager` or cluster connection, or a
+    /// [`RedisConnection`] (lazy or not, to one server or a Redis Cluster).
     #[must_use]
-    pub fn new(conn: ConnectionManager) -> Self {
-        RedisStore { conn: RedisConnection::new(conn), prefix: DEFAULT_PREFIX.to_owned(), local_cache: false }
+    pub fn new(conn: impl Into<RedisConnection>) -> Self {
+        RedisStore { conn: conn.into(), prefix: DEFAULT_PREFIX.to_owned(), local_cache: false }
     }
 
     /// A store that connects to `url` on first use (and again after a failed attempt), so a service can start
-    /// while Redis is down; decisions meanwhile follow the failure policy.
+    /// while Redis is down; decisions meanwhile follow the failure policy. `url` names one server
+    /// (`redis://host:port`) or a Redis Cluster (`redis+cluster://host:port,host:port,...`, see
+    /// `palisade_store::redis`).
     #[must_use]
     pub fn from_url(url: &str) -> Self {
         RedisStore { conn: RedisConnection::lazy(url), prefix: DEFAULT_PREFIX.to_owned(), local_cache: false }
@@ -133,7 +135,7 @@ impl RedisStore {
         self
     }
 
-    async fn connection(&self) -> Result<ConnectionManager, RateLimitError> {
+    async fn connection(&self) -> Result<RedisConn, RateLimitError> {
         self.conn.get().await.map_err(RateLimitError::StoreUnavailable)
     }
 }

@@ -5,6 +5,10 @@
 //!   it starts a private `redis-server` from `PATH` on a free port; if that is impossible the test prints
 //!   `SKIPPED` loudly and returns `None` — or panics when `PALISADE_REQUIRE_REDIS=1` (set by `.ci/run`), so no
 //!   Redis test can skip silently in CI.
+//! - [`redis_cluster`]: a real Redis Cluster (`PALISADE_REDIS_CLUSTER`, a `redis+cluster://` URL that
+//!   `.ci/redis-cluster` starts and `.ci/run` exports), with a key prefix per test, which master holds which
+//!   keys, and a failover ([`redis_cluster_exclusive`]). Unset: the test prints `SKIPPED`; set but unreachable:
+//!   it fails when `PALISADE_REQUIRE_REDIS=1`.
 //! - [`LogCapture`]: a tracing subscriber that writes everything into memory, so tests can assert that no card
 //!   number reaches any log output.
 //! - [`MetricsCapture`]: a `metrics` recorder that keeps counters and histogram values for assertions.
@@ -21,6 +25,7 @@
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 mod answer;
+mod cluster;
 mod gateway;
 mod metrics;
 mod postgres;
@@ -28,6 +33,7 @@ mod rng;
 mod spin;
 mod stall;
 pub use crate::answer::{Answer, AnswerFuture, Call, InstantGateway, TestGateway};
+pub use crate::cluster::{CLUSTER_SETTLE, ClusterNode, RedisClusterTest, redis_cluster, redis_cluster_exclusive};
 pub use crate::gateway::{ChargeBuilder, captured, charge, stripe_charge};
 pub use crate::metrics::{HistogramRecord, MetricsCapture};
 pub use crate::postgres::{DEFAULT_POSTGRES_URL, PostgresTest, postgres, postgres_required};

@@ -47,12 +47,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use redis::{Script, Value};
 
 use super::{SagaLog, StoreError, StoreFuture};
 use crate::model::{Event, SagaRecord, SagaState, SagaSummary};
-use palisade_store::redis::{RedisConnection, redis_key};
+use palisade_store::redis::{RedisConn, RedisConnection, redis_key};
 
 /// Default key prefix: `palisade:saga:`.
 pub const DEFAULT_REDIS_PREFIX: &str = "palisade:saga:";
@@ -254,22 +253,20 @@ fn is_noscript(e: &redis::RedisError) -> bool {
 }
 
 impl RedisLog {
-    /// A log over an existing connection, with [`DEFAULT_REDIS_PREFIX`].
+    /// A log over an existing connection (a `ConnectionManager`, a cluster connection or a [`RedisConnection`]),
+    /// with [`DEFAULT_REDIS_PREFIX`].
     #[must_use]
-    pub fn new(conn: ConnectionManager) -> Self {
-        RedisLog {
-            conn: RedisConnection::new(conn),
-            prefix: DEFAULT_REDIS_PREFIX.into(),
-            scripts: Arc::new(Scripts::new()),
-        }
+    pub fn new(conn: impl Into<RedisConnection>) -> Self {
+        RedisLog { conn: conn.into(), prefix: DEFAULT_REDIS_PREFIX.into(), scripts: Arc::new(Scripts::new()) }
     }
 
-    /// Connects to `url` now (reconnecting `ConnectionManager`, via `palisade_store::redis::connect`).
+    /// Connects to `url` now: one server, or a Redis Cluster with `redis+cluster://host:port,...`
+    /// ([`RedisConnection::connect`]).
     ///
     /// # Errors
     /// [`StoreError`] when the URL is invalid or Redis does not answer.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let conn = palisade_store::redis::connect(url).await.map_err(store_err)?;
+        let conn = RedisConnection::connect(url).await.map_err(store_err)?;
         Ok(RedisLog::new(conn))
     }
 
@@ -313,7 +310,7 @@ impl RedisLog {
         redis_key(&self.prefix, "index", "all")
     }
 
-    async fn conn(&self) -> Result<ConnectionManager, StoreError> {
+    async fn conn(&self) -> Result<RedisConn, StoreError> {
         self.conn.get().await.map_err(store_err)
     }
 
@@ -331,7 +328,7 @@ impl RedisLog {
     /// reply. On NOSCRIPT both scripts are loaded and the pipeline sent again (the index write is idempotent).
     async fn indexed(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut RedisConn,
         id: &str,
         script: &Script,
         keys: &[String],

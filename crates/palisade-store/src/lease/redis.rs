@@ -4,11 +4,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use redis::aio::ConnectionManager;
 use redis::{Script, Value};
 
 use super::{Claim, FencingToken, Fingerprint, Hold, LeaseStore, Payload, Record, StoreError, StoreFuture};
-use crate::redis::RedisConnection;
+use crate::redis::{RedisConn, RedisConnection};
 
 /// Default key prefix: `palisade:lease:`, so the records are easy to find and to keep apart from other data.
 /// The layers' keys are disjoint below it (idempotency `k:…` / `s…`, webhook deliveries `webhook:…`), so one
@@ -187,27 +186,25 @@ impl std::fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
-    /// A store over an existing connection, with [`DEFAULT_REDIS_PREFIX`].
+    /// A store over an existing connection (a `ConnectionManager`, a cluster connection, or a
+    /// [`RedisConnection`], lazy or not), with [`DEFAULT_REDIS_PREFIX`].
     #[must_use]
-    pub fn new(conn: ConnectionManager) -> Self {
-        RedisStore {
-            conn: RedisConnection::new(conn),
-            prefix: DEFAULT_REDIS_PREFIX.into(),
-            scripts: Arc::new(Scripts::new()),
-        }
+    pub fn new(conn: impl Into<RedisConnection>) -> Self {
+        RedisStore { conn: conn.into(), prefix: DEFAULT_REDIS_PREFIX.into(), scripts: Arc::new(Scripts::new()) }
     }
 
-    /// Connects to `url` now (reconnecting `ConnectionManager`, via `palisade_store::redis::connect`).
+    /// Connects to `url` now: one server, or a cluster with `redis+cluster://host:port,...` (see
+    /// [`crate::redis`]).
     ///
     /// # Errors
     /// [`StoreError`] when the URL is invalid or Redis does not answer.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let conn = crate::redis::connect(url).await.map_err(|e| StoreError::new(e.to_string()))?;
+        let conn = RedisConnection::connect(url).await.map_err(|e| StoreError::new(e.to_string()))?;
         Ok(RedisStore::new(conn))
     }
 
-    /// A store that connects on first use, so a service can start while Redis is down (and answer 503
-    /// meanwhile). While Redis is unreachable it tries again at most once a second and fails fast in between
+    /// A store that connects on first use (to one server, or a cluster with `redis+cluster://host:port,...`),
+    /// so a service can start while Redis is down (and answer 503 meanwhile). While Redis is unreachable it tries again at most once a second and fails fast in between
     /// ([`RedisConnection`]).
     ///
     /// # Errors
@@ -233,7 +230,7 @@ impl RedisStore {
         crate::redis::redis_key(&self.prefix, storage_key, "")
     }
 
-    async fn conn(&self) -> Result<ConnectionManager, StoreError> {
+    async fn conn(&self) -> Result<RedisConn, StoreError> {
         self.conn.get().await.map_err(|e| StoreError::new(e.to_string()))
     }
 }
