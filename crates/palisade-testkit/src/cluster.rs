@@ -182,10 +182,15 @@ impl RedisClusterTest {
 
     /// Deletes every key under this test's prefix, on every master.
     pub async fn cleanup(&self) {
+        self.delete_matching(&format!("{}*", self.prefix)).await;
+    }
+
+    /// Deletes every key that matches `pattern` (a `KEYS` pattern), on every master: for keys a test could not
+    /// put under its prefix (a store's default prefix, with the test's run id in the key).
+    pub async fn delete_matching(&self, pattern: &str) {
         for m in self.masters().await {
             let Ok(mut c) = node(&format!("redis://{}", m.addr)).await else { continue };
-            let keys: Vec<String> =
-                redis::cmd("KEYS").arg(format!("{}*", self.prefix)).query_async(&mut c).await.unwrap_or_default();
+            let keys: Vec<String> = redis::cmd("KEYS").arg(pattern).query_async(&mut c).await.unwrap_or_default();
             for k in keys {
                 let _: Result<(), _> = redis::cmd("DEL").arg(k).query_async(&mut c).await;
             }
