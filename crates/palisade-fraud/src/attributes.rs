@@ -1,5 +1,6 @@
 //! What a rule can look at: the [`Attributes`] of one charge, and the documented names the rule language reads.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::LazyLock;
 
@@ -331,6 +332,7 @@ impl Subject {
             Subject::Customer => "customer",
         }
     }
+    /// Index in [`Subject::ALL`].
     pub(crate) const fn index(self) -> usize {
         match self {
             Subject::Card => 0,
@@ -466,6 +468,74 @@ impl VelocityCounts {
     pub fn set(&mut self, v: Velocity, value: i64) {
         self.0[v.index()] = value;
     }
+}
+
+/// A set of velocity attributes: the ones a rule set reads, so the store computes only those (see
+/// [`crate::VelocityStore::record_attempt_reading`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct VelocitySet(u64);
+
+impl VelocitySet {
+    /// No attribute.
+    pub const EMPTY: VelocitySet = VelocitySet(0);
+    /// All [`VELOCITY_ATTRIBUTES`] attributes.
+    pub const ALL: VelocitySet = VelocitySet((1 << VELOCITY_ATTRIBUTES) - 1);
+
+    /// This set with `v` added.
+    #[must_use]
+    pub const fn with(self, v: Velocity) -> Self {
+        VelocitySet(self.0 | 1 << v.index())
+    }
+    /// Both sets.
+    #[must_use]
+    pub const fn union(self, other: VelocitySet) -> Self {
+        VelocitySet(self.0 | other.0)
+    }
+    /// True when `v` is in the set.
+    #[must_use]
+    pub const fn contains(self, v: Velocity) -> bool {
+        self.0 & 1 << v.index() != 0
+    }
+    /// True when no attribute is in the set.
+    #[must_use]
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    /// True when the set holds an attribute of `measure` (for any subject and window).
+    #[must_use]
+    pub fn reads_measure(self, measure: Measure) -> bool {
+        Subject::ALL.iter().any(|&s| Window::ALL.iter().any(|&w| self.contains(Velocity::new(measure, s, w))))
+    }
+    /// The set of the attribute at `index` in the attribute list ([`Velocity::index`]).
+    pub(crate) const fn of_index(index: usize) -> Self {
+        VelocitySet(1 << index)
+    }
+}
+
+/// `v` trimmed, without scanning for Unicode white space when it starts and ends with a visible ASCII character
+/// (the common case).
+pub(crate) fn trimmed(v: &str) -> &str {
+    let b = v.as_bytes();
+    if b.first().is_some_and(u8::is_ascii_graphic) && b.last().is_some_and(u8::is_ascii_graphic) { v } else { v.trim() }
+}
+
+/// `v` trimmed and lower-cased (Unicode), borrowed when it already is.
+pub(crate) fn lower(v: &str) -> Cow<'_, str> {
+    let t = trimmed(v);
+    let done = if t.is_ascii() { !t.bytes().any(|c| c.is_ascii_uppercase()) } else { t.to_lowercase() == t };
+    if done { Cow::Borrowed(t) } else { Cow::Owned(t.to_lowercase()) }
+}
+
+/// `v` trimmed and ASCII lower-cased, borrowed when it already is.
+pub(crate) fn ascii_lower(v: &str) -> Cow<'_, str> {
+    let t = trimmed(v);
+    if t.bytes().any(|c| c.is_ascii_uppercase()) { Cow::Owned(t.to_ascii_lowercase()) } else { Cow::Borrowed(t) }
+}
+
+/// `v` trimmed and ASCII upper-cased, borrowed when it already is.
+pub(crate) fn ascii_upper(v: &str) -> Cow<'_, str> {
+    let t = trimmed(v);
+    if t.bytes().any(|c| c.is_ascii_lowercase()) { Cow::Owned(t.to_ascii_uppercase()) } else { Cow::Borrowed(t) }
 }
 
 /// The type of an attribute in the rule language.

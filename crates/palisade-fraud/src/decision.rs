@@ -4,6 +4,8 @@
 use std::fmt;
 use std::sync::Arc;
 
+use crate::rules::{Rule, RuleSet};
+
 /// The engine's decision about a charge. Ordered by severity: `Approve < Review < Challenge < Block`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[non_exhaustive]
@@ -133,8 +135,30 @@ pub struct RuleVerdict {
     pub reason: Arc<str>,
 }
 
+/// Rule outcomes kept inline up to this many rules (no allocation per decision); longer rule sets spill to the
+/// heap.
+const INLINE_OUTCOMES: usize = 32;
+
+#[derive(Clone)]
+enum Outcomes {
+    Inline(usize, [RuleOutcome; INLINE_OUTCOMES]),
+    Heap(Vec<RuleOutcome>),
+}
+
+impl Outcomes {
+    fn as_slice(&self) -> &[RuleOutcome] {
+        match self {
+            Outcomes::Inline(n, a) => &a[..*n],
+            Outcomes::Heap(v) => v,
+        }
+    }
+}
+
 /// The engine's full answer for one charge.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Every rule's verdict is kept ([`Assessment::verdicts`]): the decision holds the rule set it was made with and
+/// one outcome per rule, and builds each [`RuleVerdict`] when asked, so deciding allocates nothing for them.
+#[derive(Clone)]
 pub struct Assessment {
     /// The decision.
     pub decision: Decision,
@@ -143,24 +167,120 @@ pub struct Assessment {
     /// The rule that decided (`review_threshold` / `block_threshold` when the score decided, `velocity_store`
     /// when the store was down); `None` for an approval nobody objected to.
     pub decided_by: Option<Arc<str>>,
-    /// Every rule's verdict, in rule order.
-    pub verdicts: Vec<RuleVerdict>,
     /// False when the velocity store could not be reached and velocity attributes were 0.
     pub velocity_available: bool,
+    rules: Arc<RuleSet>,
+    outcomes: Outcomes,
+    /// The reasons of the rules whose outcome is `Error`, by rule index.
+    errors: Vec<(usize, Arc<str>)>,
+}
+
+/// Collects one outcome per rule of a rule set, in order (the rules not reached stay `Skipped`).
+pub(crate) struct OutcomeSink {
+    outcomes: Outcomes,
+    errors: Vec<(usize, Arc<str>)>,
+}
+
+impl OutcomeSink {
+    pub(crate) fn new(rules: usize) -> Self {
+        let outcomes = if rules <= INLINE_OUTCOMES {
+            Outcomes::Inline(rules, [RuleOutcome::Skipped; INLINE_OUTCOMES])
+        } else {
+            Outcomes::Heap(vec![RuleOutcome::Skipped; rules])
+        };
+        OutcomeSink { outcomes, errors: Vec::new() }
+    }
+    pub(crate) fn set(&mut self, i: usize, outcome: RuleOutcome) {
+        match &mut self.outcomes {
+            Outcomes::Inline(_, a) => a[i] = outcome,
+            Outcomes::Heap(v) => v[i] = outcome,
+        }
+    }
+    pub(crate) fn error(&mut self, i: usize, reason: String) {
+        self.set(i, RuleOutcome::Error);
+        self.errors.push((i, reason.into()));
+    }
+    pub(crate) fn finish(
+        self,
+        rules: Arc<RuleSet>,
+        decision: Decision,
+        score: i64,
+        decided_by: Option<Arc<str>>,
+    ) -> Assessment {
+        Assessment {
+            decision,
+            score,
+            decided_by,
+            velocity_available: true,
+            rules,
+            outcomes: self.outcomes,
+            errors: self.errors,
+        }
+    }
 }
 
 impl Assessment {
+    /// Each rule's outcome, in rule order (what [`Assessment::verdicts`] is made of, without building them).
+    #[must_use]
+    pub fn outcomes(&self) -> &[RuleOutcome] {
+        self.outcomes.as_slice()
+    }
+    /// The rules the decision was made with, in order (the same order as [`Assessment::outcomes`]).
+    #[must_use]
+    pub fn rules(&self) -> &[Rule] {
+        self.rules.rules()
+    }
+    /// Every rule's verdict, in rule order.
+    pub fn verdicts(&self) -> impl ExactSizeIterator<Item = RuleVerdict> + '_ {
+        self.rules.rules().iter().zip(self.outcomes()).enumerate().map(|(i, (rule, &outcome))| {
+            let reason = match outcome {
+                RuleOutcome::Error => self.errors.iter().find(|(e, _)| *e == i).map(|(_, r)| r.clone()),
+                _ => None,
+            };
+            RuleVerdict {
+                rule: rule.name.clone(),
+                action: rule.action,
+                shadow: rule.shadow,
+                outcome,
+                reason: reason.unwrap_or_else(|| rule.reason.clone()),
+            }
+        })
+    }
     /// The verdicts of the shadow rules that matched (what they would have done).
-    pub fn shadow_matches(&self) -> impl Iterator<Item = &RuleVerdict> {
-        self.verdicts.iter().filter(|v| v.outcome == RuleOutcome::ShadowMatched)
+    pub fn shadow_matches(&self) -> impl Iterator<Item = RuleVerdict> + '_ {
+        self.verdicts().filter(|v| v.outcome == RuleOutcome::ShadowMatched)
     }
     /// The verdicts of the rules that matched and applied.
-    pub fn matches(&self) -> impl Iterator<Item = &RuleVerdict> {
-        self.verdicts.iter().filter(|v| v.outcome == RuleOutcome::Matched)
+    pub fn matches(&self) -> impl Iterator<Item = RuleVerdict> + '_ {
+        self.verdicts().filter(|v| v.outcome == RuleOutcome::Matched)
     }
     /// The verdict of the rule named `name`.
     #[must_use]
-    pub fn verdict(&self, name: &str) -> Option<&RuleVerdict> {
-        self.verdicts.iter().find(|v| &*v.rule == name)
+    pub fn verdict(&self, name: &str) -> Option<RuleVerdict> {
+        self.verdicts().find(|v| &*v.rule == name)
+    }
+}
+
+impl PartialEq for Assessment {
+    fn eq(&self, other: &Self) -> bool {
+        self.decision == other.decision
+            && self.score == other.score
+            && self.decided_by == other.decided_by
+            && self.velocity_available == other.velocity_available
+            && self.verdicts().eq(other.verdicts())
+    }
+}
+
+impl Eq for Assessment {}
+
+impl fmt::Debug for Assessment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Assessment")
+            .field("decision", &self.decision)
+            .field("score", &self.score)
+            .field("decided_by", &self.decided_by)
+            .field("verdicts", &self.verdicts().collect::<Vec<_>>())
+            .field("velocity_available", &self.velocity_available)
+            .finish()
     }
 }

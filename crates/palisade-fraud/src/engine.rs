@@ -1,15 +1,16 @@
 //! The [`FraudEngine`]: rules in order, velocity from the store, thresholds, hot reload.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, LazyLock};
 
 use arc_swap::ArcSwap;
 
 use crate::attributes::{Attributes, VelocityCounts, mask_email};
-use crate::decision::{Action, Assessment, Decision, RuleOutcome, RuleVerdict};
+use crate::decision::{Action, Assessment, Decision, OutcomeSink, RuleOutcome};
 use crate::defaults::{DEFAULT_BLOCK_THRESHOLD, DEFAULT_REVIEW_THRESHOLD};
 use crate::error::RuleFileError;
-use crate::rules::{EvalContext, Rule, RuleSet};
+use crate::expr::Scope;
+use crate::rules::{Rule, RuleSet};
 use crate::velocity::{Attempt, MemoryVelocityStore, VelocityStore};
 
 /// What the engine decides when the velocity store cannot be reached.
@@ -36,6 +37,11 @@ pub const REVIEW_THRESHOLD_RULE: &str = "review_threshold";
 pub const BLOCK_THRESHOLD_RULE: &str = "block_threshold";
 /// The name `decided_by` carries when the velocity store was down and [`OnStoreDown`] decided.
 pub const VELOCITY_STORE_RULE: &str = "velocity_store";
+
+/// The names above as shared strings, made once (a decision clones an `Arc`, it does not allocate).
+static REVIEW_THRESHOLD_NAME: LazyLock<Arc<str>> = LazyLock::new(|| REVIEW_THRESHOLD_RULE.into());
+static BLOCK_THRESHOLD_NAME: LazyLock<Arc<str>> = LazyLock::new(|| BLOCK_THRESHOLD_RULE.into());
+static VELOCITY_STORE_NAME: LazyLock<Arc<str>> = LazyLock::new(|| VELOCITY_STORE_RULE.into());
 
 pub(crate) struct EngineInner {
     rules: ArcSwap<RuleSet>,
@@ -221,15 +227,23 @@ impl FraudEngine {
         self.assess_attempt(attrs, &attempt).await
     }
 
-    pub(crate) async fn assess_attempt(&self, attrs: &Attributes, attempt: &Attempt) -> Assessment {
-        let (counts, available) = match self.inner.store.record_attempt(attempt).await {
+    pub(crate) async fn assess_attempt(&self, attrs: &Attributes, attempt: &Attempt<'_>) -> Assessment {
+        // One rule set for the whole decision: the velocity it reads, then its evaluation.
+        let rules = self.inner.rules.load_full();
+        let read = rules.reads;
+        let store = &self.inner.store;
+        let result = match store.try_record_attempt(attempt, read) {
+            Some(r) => r,
+            None => store.record_attempt_reading(attempt, read).await,
+        };
+        let (counts, available) = match result {
             Ok(c) => (c, true),
             Err(e) => {
                 tracing::warn!(target: "palisade_fraud", engine = &*self.inner.name, error = %e, policy = ?self.inner.on_store_down, "velocity store unavailable");
                 (VelocityCounts::default(), false)
             }
         };
-        let mut a = self.evaluate(attrs, &counts);
+        let mut a = self.evaluate_with(rules, attrs, &counts);
         if !available {
             a.velocity_available = false;
             let floor = match self.inner.on_store_down {
@@ -239,7 +253,7 @@ impl FraudEngine {
             };
             if let Some(floor) = floor.filter(|f| *f > a.decision) {
                 a.decision = floor;
-                a.decided_by = Some(VELOCITY_STORE_RULE.into());
+                a.decided_by = Some(VELOCITY_STORE_NAME.clone());
             }
         }
         self.record(attrs, &a);
@@ -255,7 +269,7 @@ impl FraudEngine {
         self.inner.store.record_decline(&Attempt::from_attributes(attrs)).await
     }
 
-    pub(crate) async fn record_decline_attempt(&self, attempt: &Attempt) {
+    pub(crate) async fn record_decline_attempt(&self, attempt: &Attempt<'_>) {
         if let Err(e) = self.inner.store.record_decline(attempt).await {
             tracing::warn!(target: "palisade_fraud", engine = &*self.inner.name, error = %e, "decline not recorded: velocity store unavailable");
         }
@@ -265,67 +279,56 @@ impl FraudEngine {
     /// metrics; rule counters do count).
     #[must_use]
     pub fn evaluate(&self, attrs: &Attributes, counts: &VelocityCounts) -> Assessment {
-        let rules = self.inner.rules.load();
-        let mut ctx = EvalContext::empty();
-        let mut score = attrs.risk_score;
+        self.evaluate_with(self.inner.rules.load_full(), attrs, counts)
+    }
+
+    fn evaluate_with(&self, rules: Arc<RuleSet>, attrs: &Attributes, counts: &VelocityCounts) -> Assessment {
+        let mut scope = Scope::new(attrs, counts);
         let mut decision = Decision::Approve;
-        let mut decided_by: Option<Arc<str>> = None;
-        let mut verdicts = Vec::with_capacity(rules.rules.len());
-        let mut blocked = false;
-        for rule in &rules.rules {
-            let outcome = if blocked {
-                RuleOutcome::Skipped
-            } else {
-                rule.stats.evaluated.fetch_add(1, Ordering::Relaxed);
-                match rule.matches(attrs, counts, &mut ctx, score) {
-                    Ok(true) if rule.shadow => {
-                        rule.stats.shadow_matched.fetch_add(1, Ordering::Relaxed);
-                        RuleOutcome::ShadowMatched
-                    }
-                    Ok(true) => {
-                        rule.stats.matched.fetch_add(1, Ordering::Relaxed);
-                        match rule.action {
-                            Action::Score(n) => score = score.saturating_add(n),
-                            action => {
-                                if let Some(d) = action.decision().filter(|d| *d > decision) {
-                                    decision = d;
-                                    decided_by = Some(rule.name.clone());
-                                }
-                                blocked = action == Action::Block;
+        let mut decided_by: Option<&Arc<str>> = None;
+        let mut sink = OutcomeSink::new(rules.rules.len());
+        for (i, rule) in rules.rules.iter().enumerate() {
+            let outcome = match rule.matches(&mut scope) {
+                Ok(true) if rule.shadow => {
+                    rule.stats.shadow_matched.fetch_add(1, Ordering::Relaxed);
+                    RuleOutcome::ShadowMatched
+                }
+                Ok(true) => {
+                    rule.stats.matched.fetch_add(1, Ordering::Relaxed);
+                    match rule.action {
+                        Action::Score(n) => scope.score = scope.score.saturating_add(n),
+                        action => {
+                            if let Some(d) = action.decision().filter(|d| *d > decision) {
+                                decision = d;
+                                decided_by = Some(&rule.name);
                             }
                         }
-                        RuleOutcome::Matched
                     }
-                    Ok(false) => RuleOutcome::NotMatched,
-                    Err(e) => {
-                        rule.stats.errors.fetch_add(1, Ordering::Relaxed);
-                        verdicts.push(RuleVerdict {
-                            rule: rule.name.clone(),
-                            action: rule.action,
-                            shadow: rule.shadow,
-                            outcome: RuleOutcome::Error,
-                            reason: e.into(),
-                        });
-                        continue;
-                    }
+                    RuleOutcome::Matched
+                }
+                Ok(false) => RuleOutcome::NotMatched,
+                Err(e) => {
+                    rule.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    sink.error(i, e);
+                    continue;
                 }
             };
-            verdicts.push(RuleVerdict {
-                rule: rule.name.clone(),
-                action: rule.action,
-                shadow: rule.shadow,
-                outcome,
-                reason: rule.reason.clone(),
-            });
+            sink.set(i, outcome);
+            // The first enforced block ends the evaluation: the rules after it stay `Skipped`.
+            if outcome == RuleOutcome::Matched && rule.action == Action::Block {
+                break;
+            }
         }
+        let score = scope.score;
+        let mut decided_by = decided_by.cloned();
         if decision < Decision::Block && score >= self.inner.block_threshold {
             decision = Decision::Block;
-            decided_by = Some(BLOCK_THRESHOLD_RULE.into());
+            decided_by = Some(BLOCK_THRESHOLD_NAME.clone());
         } else if decision < Decision::Review && score >= self.inner.review_threshold {
             decision = Decision::Review;
-            decided_by = Some(REVIEW_THRESHOLD_RULE.into());
+            decided_by = Some(REVIEW_THRESHOLD_NAME.clone());
         }
-        Assessment { decision, score, decided_by, verdicts, velocity_available: true }
+        sink.finish(rules, decision, score, decided_by)
     }
 
     /// Logs the verdict (no PAN, email masked, card fingerprint never) and counts it.
@@ -350,16 +353,23 @@ impl FraudEngine {
                 }
             }
         }
-        for v in a.verdicts.iter().filter(|v| v.outcome == RuleOutcome::ShadowMatched) {
+        // Only rules that matched or failed are logged and counted: build their verdicts, not the others'.
+        let notable = |o: &RuleOutcome| o.is_match() || *o == RuleOutcome::Error;
+        if !a.outcomes().iter().any(notable) {
+            #[cfg(feature = "metrics")]
+            metrics::counter!("palisade_fraud_decisions_total", "engine" => self.inner.name.clone(), "decision" => a.decision.as_str()).increment(1);
+            return;
+        }
+        for v in a.verdicts().filter(|v| v.outcome == RuleOutcome::ShadowMatched) {
             tracing::info!(target: "palisade_fraud", engine, rule = &*v.rule, action = %v.action, "shadow rule matched (not enforced)");
         }
-        for v in a.verdicts.iter().filter(|v| v.outcome == RuleOutcome::Error) {
+        for v in a.verdicts().filter(|v| v.outcome == RuleOutcome::Error) {
             tracing::warn!(target: "palisade_fraud", engine, rule = &*v.rule, error = &*v.reason, "fraud rule failed to evaluate; treated as not matched");
         }
         #[cfg(feature = "metrics")]
         {
             metrics::counter!("palisade_fraud_decisions_total", "engine" => self.inner.name.clone(), "decision" => a.decision.as_str()).increment(1);
-            for v in a.verdicts.iter().filter(|v| v.outcome.is_match() || v.outcome == RuleOutcome::Error) {
+            for v in a.verdicts().filter(|v| v.outcome.is_match() || v.outcome == RuleOutcome::Error) {
                 metrics::counter!(
                     "palisade_fraud_rule_matches_total",
                     "engine" => self.inner.name.clone(),

@@ -60,6 +60,7 @@ mod decision;
 pub mod defaults;
 mod engine;
 mod error;
+mod expr;
 mod future;
 mod layer;
 mod mode;
@@ -69,8 +70,8 @@ mod text;
 mod velocity;
 
 pub use crate::attributes::{
-    AttrType, AttributeDoc, Attributes, Field, Measure, Subject, VELOCITY_ATTRIBUTES, Velocity, VelocityCounts, Window,
-    attribute_docs, mask_email,
+    AttrType, AttributeDoc, Attributes, Field, Measure, Subject, VELOCITY_ATTRIBUTES, Velocity, VelocityCounts,
+    VelocitySet, Window, attribute_docs, mask_email,
 };
 pub use crate::decision::{Action, Assessment, Decision, RuleOutcome, RuleVerdict};
 pub use crate::defaults::{DEFAULT_BLOCK_THRESHOLD, DEFAULT_REVIEW_THRESHOLD};

@@ -1,22 +1,25 @@
 //! Rules: built-in ones as Rust values ([`Rule::blocklist`], [`Rule::velocity`], ...) and rules written as
 //! text ([`Rule::expression`], [`RuleSet::parse`]), evaluated in order.
 
-use std::collections::HashSet;
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use evalexpr::{Context, DefaultNumericTypes, EvalexprError, Node, Value};
+use evalexpr::{Context, DefaultNumericTypes, EvalexprError, Value};
+use hashbrown::HashSet;
 use palisade_core::Money;
 
 use crate::attributes::{
-    Attributes, Field, INDEX, Measure, NAMES, RISK_SCORE_SLOT, SCALAR_COUNT, Subject, Velocity, VelocityCounts, Window,
+    Attributes, Field, INDEX, Measure, NAMES, RISK_SCORE_SLOT, SCALAR_COUNT, Subject, Velocity, VelocityCounts,
+    VelocitySet, Window, ascii_upper, lower, trimmed,
 };
 use crate::decision::Action;
 use crate::defaults::{
     DEFAULT_CARD_TESTING_DECLINES, DEFAULT_CARD_TESTING_SMALL_ATTEMPTS, DEFAULT_CARD_TESTING_SMALL_MINOR,
 };
 use crate::error::RuleFileError;
+use crate::expr::{Program, Scope};
 use crate::text;
 
 /// One rule: a name, a condition, an action, and whether it runs in shadow.
@@ -42,11 +45,10 @@ pub struct Rule {
 }
 
 /// Counters of one rule since it was loaded: how often it matched (enforced or in shadow) and how often its
-/// condition failed to evaluate.
+/// condition failed to evaluate. (Evaluations are not counted per rule — that would be an atomic operation per
+/// rule per decision; `palisade_fraud_decisions_total` counts the decisions.)
 #[derive(Debug, Default)]
 pub struct RuleStats {
-    /// Evaluations.
-    pub evaluated: AtomicU64,
     /// Matches, enforced.
     pub matched: AtomicU64,
     /// Matches of a shadow rule (not enforced).
@@ -57,7 +59,7 @@ pub struct RuleStats {
 
 #[derive(Clone)]
 pub(crate) enum Condition {
-    Expr(Arc<Node<DefaultNumericTypes>>),
+    Expr(Arc<Program>),
     Blocklist { field: Field, values: Arc<HashSet<String>> },
     ResultFails(Field),
     Velocity { attr: Velocity, max: i64 },
@@ -124,7 +126,7 @@ impl Rule {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let values: HashSet<String> = values.into_iter().map(|v| normalize(field, v.as_ref())).collect();
+        let values: HashSet<String> = values.into_iter().map(|v| normalize(field, v.as_ref()).into_owned()).collect();
         let reason = format!("{} is on the blocklist", field.as_str());
         Rule::new(name, Action::Block, Condition::Blocklist { field, values: Arc::new(values) }, reason)
     }
@@ -175,7 +177,7 @@ impl Rule {
     /// [`RuleFileError`] (line 1) when the expression is invalid or names an unknown attribute.
     pub fn expression(name: &str, expression: &str) -> Result<Self, RuleFileError> {
         let node = text::compile(expression).map_err(|message| RuleFileError { line: 1, message })?;
-        Ok(Rule::new(name, Action::Review, Condition::Expr(Arc::new(node)), expression.trim().to_owned()))
+        Ok(Rule::new(name, Action::Review, Condition::Expr(Arc::new(Program::new(node))), expression.trim().to_owned()))
     }
 
     /// Sets the action.
@@ -218,38 +220,36 @@ impl Rule {
     /// True when the condition reads a velocity attribute.
     #[must_use]
     pub fn uses_velocity(&self) -> bool {
+        !self.reads().is_empty()
+    }
+
+    /// The velocity attributes the condition reads.
+    pub(crate) fn reads(&self) -> VelocitySet {
         match &self.condition {
-            Condition::Velocity { .. } | Condition::CardTesting(_) => true,
-            Condition::Expr(n) => {
-                n.iter_variable_identifiers().any(|v| INDEX.get(v).is_some_and(|&i| i >= SCALAR_COUNT))
-            }
-            _ => false,
+            Condition::Velocity { attr, .. } => VelocitySet::EMPTY.with(*attr),
+            Condition::CardTesting(p) => VelocitySet::EMPTY
+                .with(Velocity::new(Measure::Attempts, p.subject, Window::TenMinutes))
+                .with(Velocity::new(Measure::Declines, p.subject, Window::TenMinutes)),
+            Condition::Expr(p) => p.reads,
+            _ => VelocitySet::EMPTY,
         }
     }
 
     /// Evaluates the condition.
-    pub(crate) fn matches(
-        &self,
-        attrs: &Attributes,
-        counts: &VelocityCounts,
-        ctx: &mut EvalContext,
-        score: i64,
-    ) -> Result<bool, String> {
+    pub(crate) fn matches(&self, scope: &mut Scope<'_>) -> Result<bool, String> {
+        let (attrs, counts) = (scope.attrs, scope.counts);
         Ok(match &self.condition {
-            Condition::Expr(node) => {
-                ctx.ensure(attrs, counts);
-                ctx.set_risk_score(score);
-                return node.eval_boolean_with_context(&*ctx).map_err(|e| e.to_string());
+            Condition::Expr(program) => return program.eval(scope),
+            Condition::Blocklist { field, values } => {
+                attrs.field(*field).is_some_and(|v| values.contains(normalize(*field, v).as_ref()))
             }
-            Condition::Blocklist { field, values } => attrs.field(*field).is_some_and(|v| {
-                if is_normalized(*field, v) { values.contains(v) } else { values.contains(&normalize(*field, v)) }
+            Condition::ResultFails(field) => attrs.field(*field).is_some_and(|v| {
+                let v = trimmed(v);
+                FAILED_CHECK_RESULTS.iter().any(|f| f.eq_ignore_ascii_case(v))
             }),
-            Condition::ResultFails(field) => attrs
-                .field(*field)
-                .is_some_and(|v| FAILED_CHECK_RESULTS.iter().any(|f| f.eq_ignore_ascii_case(v.trim()))),
             Condition::Velocity { attr, max } => counts.get(*attr) > *max,
             Condition::CountryMismatch(a, b) => match (attrs.field(*a), attrs.field(*b)) {
-                (Some(x), Some(y)) if !x.is_empty() && !y.is_empty() => !x.trim().eq_ignore_ascii_case(y.trim()),
+                (Some(x), Some(y)) if !x.is_empty() && !y.is_empty() => !trimmed(x).eq_ignore_ascii_case(trimmed(y)),
                 _ => false,
             },
             Condition::AmountOver(t) => t.iter().any(|m| {
@@ -272,22 +272,13 @@ impl Rule {
     }
 }
 
-/// True when `normalize` would return `v` unchanged (the common case: no allocation to look it up).
-fn is_normalized(field: Field, v: &str) -> bool {
-    let trimmed = v.len() == v.trim().len();
-    trimmed
-        && match field {
-            Field::Email => !v.chars().any(char::is_uppercase),
-            Field::CardCountry | Field::BillingCountry | Field::IpCountry => !v.bytes().any(|b| b.is_ascii_lowercase()),
-            _ => true,
-        }
-}
-
-fn normalize(field: Field, v: &str) -> String {
+/// A blocklist's form of a value: emails lower-cased, countries upper-cased, all trimmed (borrowed when the
+/// value already is in that form, the common case: no allocation to look it up).
+fn normalize(field: Field, v: &str) -> Cow<'_, str> {
     match field {
-        Field::Email => v.trim().to_lowercase(),
-        Field::CardCountry | Field::BillingCountry | Field::IpCountry => v.trim().to_ascii_uppercase(),
-        _ => v.trim().to_owned(),
+        Field::Email => lower(v),
+        Field::CardCountry | Field::BillingCountry | Field::IpCountry => ascii_upper(v),
+        _ => Cow::Borrowed(trimmed(v)),
     }
 }
 
@@ -305,13 +296,17 @@ impl fmt::Debug for Rule {
 #[derive(Debug, Clone, Default)]
 pub struct RuleSet {
     pub(crate) rules: Vec<Rule>,
+    /// The velocity attributes its rules read (all the store has to compute).
+    pub(crate) reads: VelocitySet,
 }
 
 impl RuleSet {
     /// A rule set of these rules, in this order.
     #[must_use]
     pub fn new(rules: impl IntoIterator<Item = Rule>) -> Self {
-        RuleSet { rules: rules.into_iter().collect() }
+        let rules: Vec<Rule> = rules.into_iter().collect();
+        let reads = rules.iter().fold(VelocitySet::EMPTY, |set, r| set.union(r.reads()));
+        RuleSet { rules, reads }
     }
 
     /// Parses a rule file: one rule per line, `#` starts a comment, blank lines are ignored.
@@ -358,12 +353,12 @@ impl RuleSet {
             if !names.insert(name.clone()) {
                 return Err(err(format!("a rule named `{name}` is already defined above; rule names must be unique")));
             }
-            let node = text::compile(parsed.expression).map_err(err)?;
-            let rule = Rule::new(&name, parsed.action, Condition::Expr(Arc::new(node)), parsed.expression.to_owned())
-                .shadow(parsed.shadow);
+            let program = Program::new(text::compile(parsed.expression).map_err(err)?);
+            let condition = Condition::Expr(Arc::new(program));
+            let rule = Rule::new(&name, parsed.action, condition, parsed.expression.to_owned()).shadow(parsed.shadow);
             rules.push(rule);
         }
-        Ok(RuleSet { rules })
+        Ok(RuleSet::new(rules))
     }
 
     /// The rules' names, in order.
@@ -390,24 +385,24 @@ impl RuleSet {
     #[must_use]
     pub fn then(mut self, other: RuleSet) -> Self {
         self.rules.extend(other.rules);
+        self.reads = self.reads.union(other.reads);
         self
+    }
+    /// The velocity attributes its rules read: all the velocity store computes for a decision.
+    #[must_use]
+    pub fn velocity_reads(&self) -> VelocitySet {
+        self.reads
     }
 }
 
-/// The variables an expression sees, built once per decision on first use.
+/// Every variable of the rule language as `evalexpr` values: for the load-time check, and for the parts of a
+/// rule `evalexpr` evaluates itself (built on first use in a decision, see [`Scope`]).
 pub(crate) struct EvalContext {
     values: Vec<Value<DefaultNumericTypes>>,
 }
 
 impl EvalContext {
-    pub(crate) fn empty() -> Self {
-        EvalContext { values: Vec::new() }
-    }
-
-    fn ensure(&mut self, attrs: &Attributes, counts: &VelocityCounts) {
-        if !self.values.is_empty() {
-            return;
-        }
+    pub(crate) fn new(attrs: &Attributes, counts: &VelocityCounts) -> Self {
         let s = |v: Option<&str>| Value::String(v.unwrap_or("").to_owned());
         let email = attrs.email.as_deref().map(|e| e.trim().to_lowercase());
         let domain = email.as_deref().and_then(|e| e.rsplit_once('@')).map(|(_, d)| d.to_owned());
@@ -430,11 +425,11 @@ impl EvalContext {
         debug_assert_eq!(v.len(), SCALAR_COUNT);
         // Velocity attributes in NAMES order: subject, measure, window — the layout of VelocityCounts.
         v.extend(counts.0.iter().map(|&c| Value::Int(c)));
-        self.values = v;
+        EvalContext { values: v }
     }
 
     /// Sets `risk_score` to the running score.
-    fn set_risk_score(&mut self, score: i64) {
+    pub(crate) fn set_risk_score(&mut self, score: i64) {
         if let Some(slot) = self.values.get_mut(RISK_SCORE_SLOT) {
             *slot = Value::Int(score);
         }
@@ -464,7 +459,5 @@ impl Context for EvalContext {
 /// A context with sample values, to type-check an expression at load time.
 pub(crate) fn sample_context() -> EvalContext {
     let attrs = Attributes::new(Money::from_minor(1, palisade_core::Currency::USD));
-    let mut c = EvalContext::empty();
-    c.ensure(&attrs, &VelocityCounts::default());
-    c
+    EvalContext::new(&attrs, &VelocityCounts::default())
 }

@@ -131,7 +131,8 @@ fn rules_run_in_order_and_a_block_short_circuits() {
     let v = e.evaluate(&usd(1).email("x@y.z"), &VelocityCounts::default());
     assert_eq!(v.decision, Decision::Block);
     assert_eq!(v.decided_by.as_deref(), Some("block"));
-    let outcomes: Vec<_> = v.verdicts.iter().map(|r| (&*r.rule, r.outcome)).collect();
+    let verdicts: Vec<_> = v.verdicts().collect();
+    let outcomes: Vec<_> = verdicts.iter().map(|r| (&*r.rule, r.outcome)).collect();
     assert_eq!(
         outcomes,
         [("first", RuleOutcome::Matched), ("block", RuleOutcome::Matched), ("after", RuleOutcome::Skipped)]
@@ -241,8 +242,8 @@ fn shadow_rules_are_counted_and_logged_but_not_enforced() {
     let v = e.evaluate(&usd(1).email("a@evil.test"), &VelocityCounts::default());
     assert_eq!(v.decision, Decision::Approve);
     assert_eq!(v.score, 0, "a shadow score rule adds nothing");
-    let shadow: Vec<_> = v.shadow_matches().map(|r| &*r.rule).collect();
-    assert_eq!(shadow, ["trial", "line_2"]);
+    let shadow: Vec<_> = v.shadow_matches().map(|r| r.rule).collect();
+    assert_eq!(shadow, [Arc::from("trial"), Arc::from("line_2")]);
     assert_eq!(v.verdict("live").unwrap().outcome, RuleOutcome::NotMatched, "a shadow block does not short-circuit");
     let rules = e.rules();
     assert_eq!(rules.rules()[0].stats().shadow_matched.load(Ordering::Relaxed), 1);
@@ -280,8 +281,8 @@ async fn hot_reload_under_load_never_fails_a_decision() {
                 let v = e.assess(&a).await;
                 // Either rule set decides whole: v1 reviews, v2 challenges; never an error, never a mix.
                 assert!(matches!(v.decision, Decision::Review | Decision::Challenge), "{v:?}");
-                assert_eq!(v.verdicts.len(), 1);
-                assert!(v.verdicts.iter().all(|r| r.outcome == RuleOutcome::Matched));
+                assert_eq!(v.verdicts().len(), 1);
+                assert!(v.verdicts().all(|r| r.outcome == RuleOutcome::Matched));
                 n += 1;
                 tokio::task::yield_now().await;
             }
@@ -306,10 +307,10 @@ async fn hot_reload_under_load_never_fails_a_decision() {
 
 struct DownStore;
 impl VelocityStore for DownStore {
-    fn record_attempt<'a>(&'a self, _: &'a Attempt) -> BoxFuture<'a, Result<VelocityCounts, VelocityError>> {
+    fn record_attempt<'a>(&'a self, _: &'a Attempt<'a>) -> BoxFuture<'a, Result<VelocityCounts, VelocityError>> {
         Box::pin(async { Err(VelocityError("connection refused".into())) })
     }
-    fn record_decline<'a>(&'a self, _: &'a Attempt) -> BoxFuture<'a, Result<(), VelocityError>> {
+    fn record_decline<'a>(&'a self, _: &'a Attempt<'a>) -> BoxFuture<'a, Result<(), VelocityError>> {
         Box::pin(async { Err(VelocityError("connection refused".into())) })
     }
 }

@@ -111,13 +111,12 @@ async fn declines_are_counted_once_per_attempt_and_feed_card_testing() {
 async fn amount_velocity_sums_the_same_currency_only() {
     let store = MemoryVelocityStore::new();
     let a = |m: i64, c: Currency, i: usize| {
-        palisade_fraud::Attempt::from_attributes(
-            &Attributes::new(Money::from_minor(m, c)).email("S@x.io").attempt_id(format!("a{i}")),
-        )
+        Attributes::new(Money::from_minor(m, c)).email("S@x.io").attempt_id(format!("a{i}"))
     };
-    store.record_attempt_now(&a(1_000, Currency::USD, 0));
-    store.record_attempt_now(&a(9_999, Currency::EUR, 1));
-    let c = store.record_attempt_now(&a(500, Currency::USD, 2));
+    let record = |a: &Attributes| store.record_attempt_now(&palisade_fraud::Attempt::from_attributes(a));
+    record(&a(1_000, Currency::USD, 0));
+    record(&a(9_999, Currency::EUR, 1));
+    let c = record(&a(500, Currency::USD, 2));
     assert_eq!(c.get(Velocity::new(Measure::Amount, Subject::Email, Window::Day)), 1_500);
     assert_eq!(c.get(Velocity::new(Measure::Attempts, Subject::Email, Window::Day)), 3);
 }
@@ -174,16 +173,15 @@ mod redis_store {
         let redis_store = store(&r);
         let mem = MemoryVelocityStore::new();
         let mk = |m: i64, c: Currency, i: usize| {
-            palisade_fraud::Attempt::from_attributes(
-                &Attributes::new(Money::from_minor(m, c))
-                    .email("Someone@Example.com")
-                    .card_fingerprint("fp_same")
-                    .ip("203.0.113.7")
-                    .customer_id("cus_1")
-                    .attempt_id(format!("a{i}")),
-            )
+            Attributes::new(Money::from_minor(m, c))
+                .email("Someone@Example.com")
+                .card_fingerprint("fp_same")
+                .ip("203.0.113.7")
+                .customer_id("cus_1")
+                .attempt_id(format!("a{i}"))
         };
-        let attempts = [mk(1_000, Currency::USD, 0), mk(2_000, Currency::EUR, 1), mk(500, Currency::USD, 2)];
+        let attrs = [mk(1_000, Currency::USD, 0), mk(2_000, Currency::EUR, 1), mk(500, Currency::USD, 2)];
+        let attempts = attrs.each_ref().map(palisade_fraud::Attempt::from_attributes);
         for (i, at) in attempts.iter().enumerate() {
             if i == 1 {
                 redis_store.record_decline(at).await.unwrap();

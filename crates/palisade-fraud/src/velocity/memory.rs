@@ -1,7 +1,7 @@
 //! The in-process velocity store.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::hash::{BuildHasher, Hasher, RandomState};
 
 use hashbrown::HashMap;
 use palisade_core::Currency;
@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use super::{Attempt, BoxFuture, VelocityStore};
-use crate::attributes::{Measure, Subject, Velocity, VelocityCounts, Window};
+use crate::attributes::{Measure, Subject, Velocity, VelocityCounts, VelocitySet, Window};
 use crate::defaults::MAX_VELOCITY_WINDOW;
 use crate::error::VelocityError;
 
@@ -31,22 +31,35 @@ struct Timeline<T> {
     popped: u64,
     /// Per window, the absolute position of its first item.
     start: [u64; WINDOWS],
+    /// No item leaves any window before this instant (`None`: none is due to leave), so most calls of
+    /// [`Timeline::advance`] return at once, without touching the items.
+    due: Option<Instant>,
 }
 
 impl<T> Default for Timeline<T> {
     fn default() -> Self {
-        Timeline { items: VecDeque::new(), popped: 0, start: [0; WINDOWS] }
+        Timeline { items: VecDeque::new(), popped: 0, start: [0; WINDOWS], due: None }
     }
 }
 
 impl<T> Timeline<T> {
+    /// Appends an item at `now` (the latest time so far).
+    fn push(&mut self, item: T, now: Instant) {
+        self.items.push_back(item);
+        // The new item leaves the narrowest window first; an earlier due time only costs one more look.
+        let leaves = now.checked_add(Window::TenMinutes.duration());
+        self.due = match (self.due, leaves) {
+            (Some(d), Some(l)) => Some(d.min(l)),
+            (d, l) => d.or(l),
+        };
+    }
+
     /// Moves each window's start past the items older than its `from`, handing each to `leave(window, item)`.
-    fn advance(
-        &mut self,
-        froms: &[Option<Instant>; WINDOWS],
-        at: impl Fn(&T) -> Instant,
-        mut leave: impl FnMut(usize, &T),
-    ) {
+    fn advance(&mut self, now: Instant, at: impl Fn(&T) -> Instant, mut leave: impl FnMut(usize, &T)) {
+        if self.due.is_none_or(|d| now <= d) {
+            return;
+        }
+        let froms = window_starts(now);
         for (w, from) in froms.iter().enumerate() {
             let Some(from) = *from else { continue };
             while let Some(item) = usize::try_from(self.start[w] - self.popped).ok().and_then(|i| self.items.get(i)) {
@@ -63,6 +76,15 @@ impl<T> Timeline<T> {
             self.items.pop_front();
             self.popped += 1;
         }
+        // The next item to leave: per window, the first item in it, at its time plus the window.
+        self.due = Window::ALL
+            .iter()
+            .enumerate()
+            .filter_map(|(w, win)| {
+                let item = usize::try_from(self.start[w] - self.popped).ok().and_then(|i| self.items.get(i))?;
+                at(item).checked_add(win.duration())
+            })
+            .min();
     }
 }
 
@@ -77,10 +99,10 @@ struct Series {
 }
 
 impl Series {
-    fn advance(&mut self, froms: &[Option<Instant>; WINDOWS]) {
+    fn advance(&mut self, now: Instant) {
         let (count, amount) = (&mut self.count, &mut self.amount);
         self.attempts.advance(
-            froms,
+            now,
             |e| e.at,
             |w, e| {
                 count[w] -= 1;
@@ -90,10 +112,11 @@ impl Series {
             },
         );
         let declines = &mut self.decline_count;
-        self.declines.advance(froms, |at| *at, |w, _| declines[w] -= 1);
+        self.declines.advance(now, |at| *at, |w, _| declines[w] -= 1);
     }
 
     fn push_attempt(&mut self, e: Entry) {
+        let now = e.at;
         for w in 0..WINDOWS {
             self.count[w] += 1;
             match self.amount[w].iter_mut().find(|(c, _)| *c == e.currency) {
@@ -101,14 +124,14 @@ impl Series {
                 None => self.amount[w].push((e.currency, e.amount)),
             }
         }
-        self.attempts.items.push_back(e);
+        self.attempts.push(e, now);
     }
 
     fn push_decline(&mut self, at: Instant) {
         for w in 0..WINDOWS {
             self.decline_count[w] += 1;
         }
-        self.declines.items.push_back(at);
+        self.declines.push(at, at);
     }
 
     fn amount_in(&self, w: usize, currency: Currency) -> i64 {
@@ -123,16 +146,46 @@ impl Series {
 /// Attempts seen within the horizon, so a retry of the same request counts once: a map for the lookup and a
 /// queue in time order for the expiry (O(1) amortized each). An attempt is its id and its subjects' values: the
 /// same idempotency key with another card is another attempt.
-#[derive(Default)]
+///
+/// The map holds a 128-bit keyed hash of the attempt (two SipHash keys drawn at random per store), not the
+/// attempt itself: nothing is allocated per attempt beyond the map's slot, and an attacker who does not know the
+/// keys cannot make two different attempts look like one (a collision by chance needs ~2^64 attempts).
 struct Seen {
-    ids: HashMap<Arc<str>, Instant>,
-    order: VecDeque<(Instant, Arc<str>)>,
+    keys: (RandomState, RandomState),
+    ids: HashMap<u128, Instant>,
+    order: VecDeque<(Instant, u128)>,
+}
+
+impl Default for Seen {
+    fn default() -> Self {
+        Seen { keys: (RandomState::new(), RandomState::new()), ids: HashMap::new(), order: VecDeque::new() }
+    }
 }
 
 impl Seen {
+    fn fingerprint(&self, attempt: &Attempt<'_>, id: &str) -> u128 {
+        let feed = |h: &mut dyn Hasher| {
+            for v in &attempt.subjects {
+                match v {
+                    // Length-prefixed, so no two different lists of values feed the same bytes.
+                    Some(v) => {
+                        h.write_usize(v.len());
+                        h.write(v.as_bytes());
+                    }
+                    None => h.write_usize(usize::MAX),
+                }
+            }
+            h.write(id.as_bytes());
+        };
+        let (mut a, mut b) = (self.keys.0.build_hasher(), self.keys.1.build_hasher());
+        feed(&mut a);
+        feed(&mut b);
+        u128::from(a.finish()) << 64 | u128::from(b.finish())
+    }
+
     /// True when the attempt was seen within the horizon; records it otherwise.
-    fn check_and_insert(&mut self, attempt: &Attempt, now: Instant, horizon: Option<Instant>) -> bool {
-        let Some(id) = &attempt.id else { return false };
+    fn check_and_insert(&mut self, attempt: &Attempt<'_>, now: Instant, horizon: Option<Instant>) -> bool {
+        let Some(id) = attempt.id else { return false };
         if let Some(horizon) = horizon {
             while self.order.front().is_some_and(|(at, _)| *at < horizon) {
                 if let Some((at, old)) = self.order.pop_front()
@@ -142,19 +195,15 @@ impl Seen {
                 }
             }
         }
-        let mut key = String::with_capacity(id.len() + 64);
-        for v in &attempt.subjects {
-            key.push_str(v.as_deref().unwrap_or(""));
-            key.push('\u{0}');
+        let key = self.fingerprint(attempt, id);
+        match self.ids.entry(key) {
+            hashbrown::hash_map::Entry::Occupied(_) => true,
+            hashbrown::hash_map::Entry::Vacant(v) => {
+                v.insert(now);
+                self.order.push_back((now, key));
+                false
+            }
         }
-        key.push_str(id);
-        if self.ids.contains_key(key.as_str()) {
-            return true;
-        }
-        let id: Arc<str> = key.into();
-        self.ids.insert(id.clone(), now);
-        self.order.push_back((now, id));
-        false
     }
 }
 
@@ -173,7 +222,7 @@ impl State {
     /// Drops idle keys once the operations since the last sweep reach the number of keys (at least
     /// [`SWEEP_EVERY`]): the sweep costs O(1) per operation amortized, and memory stays bounded by the last
     /// day's traffic.
-    fn maybe_sweep(&mut self, froms: &[Option<Instant>; WINDOWS]) {
+    fn maybe_sweep(&mut self, now: Instant) {
         self.ops_since_sweep += 1;
         if self.ops_since_sweep < SWEEP_EVERY.max(self.len()) {
             return;
@@ -181,7 +230,7 @@ impl State {
         self.ops_since_sweep = 0;
         for map in &mut self.maps {
             map.retain(|_, s| {
-                s.advance(froms);
+                s.advance(now);
                 !s.is_empty()
             });
         }
@@ -224,9 +273,13 @@ impl MemoryVelocityStore {
     }
 
     /// The synchronous form of [`VelocityStore::record_attempt`].
-    pub fn record_attempt_now(&self, attempt: &Attempt) -> VelocityCounts {
+    pub fn record_attempt_now(&self, attempt: &Attempt<'_>) -> VelocityCounts {
+        self.record_reading(attempt, VelocitySet::ALL)
+    }
+
+    /// Records the attempt and reads the attributes in `read` (the others stay 0).
+    fn record_reading(&self, attempt: &Attempt<'_>, read: VelocitySet) -> VelocityCounts {
         let now = Instant::now();
-        let froms = window_starts(now);
         let horizon = now.checked_sub(MAX_VELOCITY_WINDOW);
         let mut counts = VelocityCounts::default();
         let mut st = self.state.lock();
@@ -234,25 +287,32 @@ impl MemoryVelocityStore {
         let repeat = st.attempts_seen.check_and_insert(attempt, now, horizon);
         for s in Subject::ALL {
             let Some(value) = &attempt.subjects[s.index()] else { continue };
-            let series = st.maps[s.index()].entry_ref(value.as_str()).or_default();
-            series.advance(&froms);
+            let series = st.maps[s.index()].entry_ref(value.as_ref()).or_default();
+            series.advance(now);
             if !repeat {
                 series.push_attempt(Entry { at: now, currency: attempt.currency, amount: attempt.amount_minor });
             }
             for (i, w) in Window::ALL.into_iter().enumerate() {
-                counts.set(Velocity::new(Measure::Attempts, s, w), series.count[i]);
-                counts.set(Velocity::new(Measure::Amount, s, w), series.amount_in(i, attempt.currency));
-                counts.set(Velocity::new(Measure::Declines, s, w), series.decline_count[i]);
+                for m in Measure::ALL {
+                    let v = Velocity::new(m, s, w);
+                    if read.contains(v) {
+                        let value = match m {
+                            Measure::Attempts => series.count[i],
+                            Measure::Amount => series.amount_in(i, attempt.currency),
+                            Measure::Declines => series.decline_count[i],
+                        };
+                        counts.set(v, value);
+                    }
+                }
             }
         }
-        st.maybe_sweep(&froms);
+        st.maybe_sweep(now);
         counts
     }
 
     /// The synchronous form of [`VelocityStore::record_decline`].
-    pub fn record_decline_now(&self, attempt: &Attempt) {
+    pub fn record_decline_now(&self, attempt: &Attempt<'_>) {
         let now = Instant::now();
-        let froms = window_starts(now);
         let horizon = now.checked_sub(MAX_VELOCITY_WINDOW);
         let mut st = self.state.lock();
         if st.declines_seen.check_and_insert(attempt, now, horizon) {
@@ -260,20 +320,35 @@ impl MemoryVelocityStore {
         }
         for s in Subject::ALL {
             let Some(value) = &attempt.subjects[s.index()] else { continue };
-            let series = st.maps[s.index()].entry_ref(value.as_str()).or_default();
-            series.advance(&froms);
+            let series = st.maps[s.index()].entry_ref(value.as_ref()).or_default();
+            series.advance(now);
             series.push_decline(now);
         }
-        st.maybe_sweep(&froms);
+        st.maybe_sweep(now);
     }
 }
 
 impl VelocityStore for MemoryVelocityStore {
-    fn record_attempt<'a>(&'a self, attempt: &'a Attempt) -> BoxFuture<'a, Result<VelocityCounts, VelocityError>> {
+    fn record_attempt<'a>(&'a self, attempt: &'a Attempt<'a>) -> BoxFuture<'a, Result<VelocityCounts, VelocityError>> {
         let counts = self.record_attempt_now(attempt);
         Box::pin(std::future::ready(Ok(counts)))
     }
-    fn record_decline<'a>(&'a self, attempt: &'a Attempt) -> BoxFuture<'a, Result<(), VelocityError>> {
+    fn record_attempt_reading<'a>(
+        &'a self,
+        attempt: &'a Attempt<'a>,
+        read: VelocitySet,
+    ) -> BoxFuture<'a, Result<VelocityCounts, VelocityError>> {
+        let counts = self.record_reading(attempt, read);
+        Box::pin(std::future::ready(Ok(counts)))
+    }
+    fn try_record_attempt(
+        &self,
+        attempt: &Attempt<'_>,
+        read: VelocitySet,
+    ) -> Option<Result<VelocityCounts, VelocityError>> {
+        Some(Ok(self.record_reading(attempt, read)))
+    }
+    fn record_decline<'a>(&'a self, attempt: &'a Attempt<'a>) -> BoxFuture<'a, Result<(), VelocityError>> {
         self.record_decline_now(attempt);
         Box::pin(std::future::ready(Ok(())))
     }

@@ -10,6 +10,7 @@ mod memory;
 #[cfg(feature = "redis")]
 mod redis;
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -18,45 +19,48 @@ use palisade_core::Currency;
 pub use self::memory::MemoryVelocityStore;
 #[cfg(feature = "redis")]
 pub use self::redis::RedisVelocityStore;
-use crate::attributes::{Attributes, Subject, VelocityCounts};
+use crate::attributes::{Attributes, Subject, VelocityCounts, VelocitySet};
 use crate::error::VelocityError;
 
 /// A boxed future, so stores can be shared as `Arc<dyn VelocityStore>`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// One attempt, as the velocity store sees it.
+/// One attempt, as the velocity store sees it. It borrows from the [`Attributes`] it was made from: building it
+/// allocates nothing unless an email needs lower-casing.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Attempt {
-    /// The attempt id: `k:<idempotency key>`, or `None` for an attempt without one (the store makes a unique id).
-    pub id: Option<String>,
+pub struct Attempt<'a> {
+    /// The attempt id (the idempotency key), or `None` for an attempt without one (every such attempt is new).
+    pub id: Option<&'a str>,
     /// The subjects' values, by [`Subject`] order (card, email, IP, customer); `None` when unknown.
-    pub subjects: [Option<String>; 4],
+    pub subjects: [Option<Cow<'a, str>>; 4],
     /// The currency.
     pub currency: Currency,
     /// The amount in minor units.
     pub amount_minor: i64,
 }
 
-impl Attempt {
-    /// The attempt of these attributes. Emails are lower-cased so `A@x.com` and `a@x.com` count together.
+impl<'a> Attempt<'a> {
+    /// The attempt of these attributes. Emails are trimmed and lower-cased so `A@x.com` and `a@x.com` count
+    /// together.
     #[must_use]
-    pub fn from_attributes(a: &Attributes) -> Self {
+    pub fn from_attributes(a: &'a Attributes) -> Self {
         let subjects = Subject::ALL.map(|s| {
             a.subject(s).filter(|v| !v.is_empty()).map(|v| match s {
-                Subject::Email => v.trim().to_lowercase(),
-                _ => v.to_owned(),
+                Subject::Email => crate::attributes::lower(v),
+                _ => Cow::Borrowed(v),
             })
         });
-        Attempt {
-            id: a.attempt_id.as_ref().map(|k| format!("k:{k}")),
-            subjects,
-            currency: a.currency(),
-            amount_minor: a.amount_minor(),
-        }
+        Attempt { id: a.attempt_id.as_deref(), subjects, currency: a.currency(), amount_minor: a.amount_minor() }
+    }
+
+    /// The value of one subject.
+    #[must_use]
+    pub fn subject(&self, s: Subject) -> Option<&str> {
+        self.subjects[s.index()].as_deref()
     }
 }
 
-impl std::fmt::Debug for Attempt {
+impl std::fmt::Debug for Attempt<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let present: Vec<&str> =
             Subject::ALL.iter().zip(&self.subjects).filter(|(_, v)| v.is_some()).map(|(s, _)| s.as_str()).collect();
@@ -77,20 +81,60 @@ pub trait VelocityStore: Send + Sync + 'static {
     ///
     /// # Errors
     /// [`VelocityError`] when the store cannot be reached.
-    fn record_attempt<'a>(&'a self, attempt: &'a Attempt) -> BoxFuture<'a, Result<VelocityCounts, VelocityError>>;
+    fn record_attempt<'a>(&'a self, attempt: &'a Attempt<'a>) -> BoxFuture<'a, Result<VelocityCounts, VelocityError>>;
+
+    /// [`VelocityStore::record_attempt`] when only the attributes in `read` will be looked at (the engine knows
+    /// which ones its rule set reads): the attempt is still recorded under every subject, but the store may
+    /// leave the other attributes at 0. The default reads them all.
+    ///
+    /// # Errors
+    /// [`VelocityError`] when the store cannot be reached.
+    fn record_attempt_reading<'a>(
+        &'a self,
+        attempt: &'a Attempt<'a>,
+        read: VelocitySet,
+    ) -> BoxFuture<'a, Result<VelocityCounts, VelocityError>> {
+        let _ = read;
+        self.record_attempt(attempt)
+    }
+
+    /// A store that answers without waiting (the memory store) answers here, and the engine skips the boxed
+    /// future; `None` (the default) means "call [`VelocityStore::record_attempt_reading`]".
+    fn try_record_attempt(
+        &self,
+        attempt: &Attempt<'_>,
+        read: VelocitySet,
+    ) -> Option<Result<VelocityCounts, VelocityError>> {
+        let _ = (attempt, read);
+        None
+    }
 
     /// Records a decline of `attempt` (once per attempt id) under each of its subjects.
     ///
     /// # Errors
     /// [`VelocityError`] when the store cannot be reached.
-    fn record_decline<'a>(&'a self, attempt: &'a Attempt) -> BoxFuture<'a, Result<(), VelocityError>>;
+    fn record_decline<'a>(&'a self, attempt: &'a Attempt<'a>) -> BoxFuture<'a, Result<(), VelocityError>>;
 }
 
 impl<T: VelocityStore + ?Sized> VelocityStore for std::sync::Arc<T> {
-    fn record_attempt<'a>(&'a self, attempt: &'a Attempt) -> BoxFuture<'a, Result<VelocityCounts, VelocityError>> {
+    fn record_attempt<'a>(&'a self, attempt: &'a Attempt<'a>) -> BoxFuture<'a, Result<VelocityCounts, VelocityError>> {
         (**self).record_attempt(attempt)
     }
-    fn record_decline<'a>(&'a self, attempt: &'a Attempt) -> BoxFuture<'a, Result<(), VelocityError>> {
+    fn record_attempt_reading<'a>(
+        &'a self,
+        attempt: &'a Attempt<'a>,
+        read: VelocitySet,
+    ) -> BoxFuture<'a, Result<VelocityCounts, VelocityError>> {
+        (**self).record_attempt_reading(attempt, read)
+    }
+    fn try_record_attempt(
+        &self,
+        attempt: &Attempt<'_>,
+        read: VelocitySet,
+    ) -> Option<Result<VelocityCounts, VelocityError>> {
+        (**self).try_record_attempt(attempt, read)
+    }
+    fn record_decline<'a>(&'a self, attempt: &'a Attempt<'a>) -> BoxFuture<'a, Result<(), VelocityError>> {
         (**self).record_decline(attempt)
     }
 }

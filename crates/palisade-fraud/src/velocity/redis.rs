@@ -20,18 +20,20 @@ use palisade_store::redis::{RedisConnection, redis_key};
 use sha2::{Digest, Sha256};
 
 use super::{Attempt, BoxFuture, VelocityStore};
-use crate::attributes::{Measure, Subject, Velocity, VelocityCounts, Window};
+use crate::attributes::{Measure, Subject, Velocity, VelocityCounts, VelocitySet, Window};
 use crate::defaults::{DEFAULT_NAMESPACE, DEFAULT_PREFIX, MAX_VELOCITY_WINDOW, VELOCITY_WINDOWS};
 use crate::error::VelocityError;
 
 /// KEYS: per present subject, (attempts zset, amounts hash, declines zset). ARGV: window ms ×3, attempt id,
-/// currency, amount minor. Returns per subject: attempts ×3, amount ×3, declines ×3 (windows 10m, 1h, 24h).
+/// currency, amount minor, then which measures to read (`1`/`0` for attempts, amount, declines: the rest read
+/// 0). Returns per subject: attempts ×3, amount ×3, declines ×3 (windows 10m, 1h, 24h).
 const RECORD: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local w = {tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])}
 local maxw = w[3]
 local id, cur, amt = ARGV[4], ARGV[5], ARGV[6]
+local r_att, r_amt, r_dec = ARGV[7] == '1', ARGV[8] == '1', ARGV[9] == '1'
 local horizon = '(' .. (now - maxw)
 local out = {}
 for i = 1, #KEYS, 3 do
@@ -45,9 +47,9 @@ for i = 1, #KEYS, 3 do
   end
   redis.call('PEXPIRE', att, maxw + 1000)
   redis.call('PEXPIRE', amts, maxw + 1000)
-  for j = 1, 3 do out[#out + 1] = redis.call('ZCOUNT', att, now - w[j], '+inf') end
+  for j = 1, 3 do out[#out + 1] = r_att and redis.call('ZCOUNT', att, now - w[j], '+inf') or 0 end
   local sums = {0, 0, 0}
-  local entries = redis.call('ZRANGEBYSCORE', att, now - maxw, '+inf', 'WITHSCORES')
+  local entries = r_amt and redis.call('ZRANGEBYSCORE', att, now - maxw, '+inf', 'WITHSCORES') or {}
   for k = 1, #entries, 2 do
     local v = redis.call('HGET', amts, entries[k])
     if v then
@@ -61,7 +63,7 @@ for i = 1, #KEYS, 3 do
     end
   end
   for j = 1, 3 do out[#out + 1] = sums[j] end
-  for j = 1, 3 do out[#out + 1] = redis.call('ZCOUNT', dec, now - w[j], '+inf') end
+  for j = 1, 3 do out[#out + 1] = r_dec and redis.call('ZCOUNT', dec, now - w[j], '+inf') or 0 end
 end
 return out
 ";
@@ -135,11 +137,15 @@ impl RedisVelocityStore {
         redis_key(&self.prefix, &self.namespace, &format!("{kind}:{}:{h}", s.as_str()))
     }
 
-    fn id(attempt: &Attempt) -> String {
-        attempt.id.clone().unwrap_or_else(|| format!("g:{}", uuid::Uuid::new_v4().simple()))
+    /// `k:<idempotency key>`, or a fresh `g:<uuid>` for an attempt without one.
+    fn id(attempt: &Attempt<'_>) -> String {
+        match attempt.id {
+            Some(k) => format!("k:{k}"),
+            None => format!("g:{}", uuid::Uuid::new_v4().simple()),
+        }
     }
 
-    async fn record(&self, attempt: &Attempt) -> Result<VelocityCounts, VelocityError> {
+    async fn record(&self, attempt: &Attempt<'_>, read: VelocitySet) -> Result<VelocityCounts, VelocityError> {
         let present: Vec<(Subject, &str)> =
             Subject::ALL.iter().filter_map(|&s| attempt.subjects[s.index()].as_deref().map(|v| (s, v))).collect();
         if present.is_empty() {
@@ -153,6 +159,9 @@ impl RedisVelocityStore {
             inv.arg(ms(w));
         }
         inv.arg(Self::id(attempt)).arg(attempt.currency.code()).arg(attempt.amount_minor);
+        for m in Measure::ALL {
+            inv.arg(if read.reads_measure(m) { "1" } else { "0" });
+        }
         let mut conn = self.conn.get().await.map_err(|e| VelocityError(e.to_string()))?;
         let out: Vec<i64> = inv.invoke_async(&mut conn).await.map_err(|e| VelocityError(e.to_string()))?;
         if out.len() != present.len() * 9 {
@@ -174,7 +183,7 @@ impl RedisVelocityStore {
         Ok(counts)
     }
 
-    async fn decline(&self, attempt: &Attempt) -> Result<(), VelocityError> {
+    async fn decline(&self, attempt: &Attempt<'_>) -> Result<(), VelocityError> {
         let mut inv = self.decline.prepare_invoke();
         let mut any = false;
         for s in Subject::ALL {
@@ -194,10 +203,17 @@ impl RedisVelocityStore {
 }
 
 impl VelocityStore for RedisVelocityStore {
-    fn record_attempt<'a>(&'a self, attempt: &'a Attempt) -> BoxFuture<'a, Result<VelocityCounts, VelocityError>> {
-        Box::pin(self.record(attempt))
+    fn record_attempt<'a>(&'a self, attempt: &'a Attempt<'a>) -> BoxFuture<'a, Result<VelocityCounts, VelocityError>> {
+        Box::pin(self.record(attempt, VelocitySet::ALL))
     }
-    fn record_decline<'a>(&'a self, attempt: &'a Attempt) -> BoxFuture<'a, Result<(), VelocityError>> {
+    fn record_attempt_reading<'a>(
+        &'a self,
+        attempt: &'a Attempt<'a>,
+        read: VelocitySet,
+    ) -> BoxFuture<'a, Result<VelocityCounts, VelocityError>> {
+        Box::pin(self.record(attempt, read))
+    }
+    fn record_decline<'a>(&'a self, attempt: &'a Attempt<'a>) -> BoxFuture<'a, Result<(), VelocityError>> {
         Box::pin(self.decline(attempt))
     }
 }

@@ -1,0 +1,433 @@
+//! Rule-file expressions, evaluated fast: `evalexpr` parses and type-checks a rule once at load
+//! ([`crate::text::compile`]); here its operator tree is turned into a small typed tree over the attributes'
+//! slots, evaluated without building a context, cloning strings or allocating. The translation covers what rules
+//! are made of (`&&`, `||`, `!`, comparisons of integers or of strings, integer arithmetic, literals,
+//! attributes); anything else (evalexpr's functions, tuples, ...) stays an `evalexpr` subtree, evaluated by
+//! `evalexpr` itself over a full context built on first use.
+//!
+//! The semantics are `evalexpr`'s, exactly: both sides of `&&`/`||` are evaluated (a side that cannot fail is
+//! skipped when the other decides, which cannot change the answer), arithmetic is checked, and on any error the
+//! whole rule is evaluated again by `evalexpr`, so an error's message is `evalexpr`'s own.
+
+use std::borrow::Cow;
+
+use evalexpr::{DefaultNumericTypes, Node, Operator, Value};
+use palisade_core::Currency;
+
+use crate::attributes::{
+    AttrType, Attributes, INDEX, NAMES, RISK_SCORE_SLOT, SCALAR_COUNT, VelocityCounts, VelocitySet, ascii_lower,
+    ascii_upper, lower,
+};
+use crate::rules::EvalContext;
+
+/// Slots of the text attributes (`currency` .. `customer_id`, see `SCALARS`).
+const TEXT_SLOTS: std::ops::Range<usize> = 1..13;
+const CURRENCY: usize = 1;
+const EMAIL: usize = 2;
+const EMAIL_DOMAIN: usize = 3;
+
+/// One decision's view of the attributes, as the rule language sees them: text attributes are normalized on
+/// first read (borrowed when already normal, the common case), the `evalexpr` context only if a rule needs it.
+pub(crate) struct Scope<'a> {
+    pub(crate) attrs: &'a Attributes,
+    pub(crate) counts: &'a VelocityCounts,
+    /// The running risk score (`risk_score`).
+    pub(crate) score: i64,
+    text: [Option<Cow<'a, str>>; TEXT_SLOTS.end],
+    currency: Currency,
+    ctx: Option<EvalContext>,
+}
+
+impl<'a> Scope<'a> {
+    pub(crate) fn new(attrs: &'a Attributes, counts: &'a VelocityCounts) -> Self {
+        Scope {
+            attrs,
+            counts,
+            score: attrs.risk_score,
+            text: Default::default(),
+            currency: attrs.currency(),
+            ctx: None,
+        }
+    }
+
+    fn int(&self, slot: usize) -> i64 {
+        match slot {
+            0 => self.attrs.amount_minor(),
+            RISK_SCORE_SLOT => self.score,
+            s => self.counts.0[s - SCALAR_COUNT],
+        }
+    }
+
+    /// Normalizes a text attribute (as `EvalContext` does) unless done already.
+    fn fill(&mut self, slot: usize) {
+        if slot == CURRENCY || self.text[slot].is_some() {
+            return;
+        }
+        let a = self.attrs;
+        let raw = |v: &'a Option<String>| Cow::Borrowed(v.as_deref().unwrap_or(""));
+        let upper = |v: &'a Option<String>| v.as_deref().map_or(Cow::Borrowed(""), ascii_upper);
+        let value = match slot {
+            EMAIL => a.email.as_deref().map_or(Cow::Borrowed(""), lower),
+            EMAIL_DOMAIN => {
+                self.fill(EMAIL);
+                match &self.text[EMAIL] {
+                    Some(Cow::Borrowed(e)) => Cow::Borrowed(e.rsplit_once('@').map_or("", |(_, d)| d)),
+                    Some(Cow::Owned(e)) => Cow::Owned(e.rsplit_once('@').map_or("", |(_, d)| d).to_owned()),
+                    None => Cow::Borrowed(""),
+                }
+            }
+            4 => raw(&a.card_fingerprint),
+            5 => raw(&a.card_bin),
+            6 => upper(&a.card_country),
+            7 => upper(&a.billing_country),
+            8 => raw(&a.ip),
+            9 => upper(&a.ip_country),
+            10 => a.avs_result.as_deref().map_or(Cow::Borrowed(""), ascii_lower),
+            11 => a.cvv_result.as_deref().map_or(Cow::Borrowed(""), ascii_lower),
+            _ => raw(&a.customer_id),
+        };
+        self.text[slot] = Some(value);
+    }
+
+    fn text(&self, slot: usize) -> &str {
+        if slot == CURRENCY { self.currency.code() } else { self.text[slot].as_deref().unwrap_or("") }
+    }
+
+    /// The full `evalexpr` context (built on first use), with the running score.
+    fn context(&mut self) -> &EvalContext {
+        let ctx = self.ctx.get_or_insert_with(|| EvalContext::new(self.attrs, self.counts));
+        ctx.set_risk_score(self.score);
+        ctx
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cmp {
+    Eq,
+    Neq,
+    Lt,
+    Leq,
+    Gt,
+    Geq,
+}
+
+impl Cmp {
+    fn of(op: &Operator<DefaultNumericTypes>) -> Option<Cmp> {
+        Some(match op {
+            Operator::Eq => Cmp::Eq,
+            Operator::Neq => Cmp::Neq,
+            Operator::Lt => Cmp::Lt,
+            Operator::Leq => Cmp::Leq,
+            Operator::Gt => Cmp::Gt,
+            Operator::Geq => Cmp::Geq,
+            _ => return None,
+        })
+    }
+    fn holds<T: Ord + ?Sized>(self, a: &T, b: &T) -> bool {
+        match self {
+            Cmp::Eq => a == b,
+            Cmp::Neq => a != b,
+            Cmp::Lt => a < b,
+            Cmp::Leq => a <= b,
+            Cmp::Gt => a > b,
+            Cmp::Geq => a >= b,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Arith {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Mod,
+}
+
+#[derive(Debug)]
+enum Int {
+    Const(i64),
+    Slot(usize),
+    Arith(Arith, Box<Int>, Box<Int>),
+    Neg(Box<Int>),
+}
+
+impl Int {
+    fn eval(&self, s: &Scope<'_>) -> Result<i64, ()> {
+        Ok(match self {
+            Int::Const(n) => *n,
+            Int::Slot(i) => s.int(*i),
+            Int::Arith(op, a, b) => {
+                let (a, b) = (a.eval(s)?, b.eval(s)?);
+                match op {
+                    Arith::Add => a.checked_add(b),
+                    Arith::Sub => a.checked_sub(b),
+                    Arith::Mul => a.checked_mul(b),
+                    Arith::Div => a.checked_div(b),
+                    Arith::Mod => a.checked_rem(b),
+                }
+                .ok_or(())?
+            }
+            Int::Neg(a) => a.eval(s)?.checked_neg().ok_or(())?,
+        })
+    }
+    fn fallible(&self) -> bool {
+        !matches!(self, Int::Const(_) | Int::Slot(_))
+    }
+}
+
+#[derive(Debug)]
+enum Text {
+    Const(Box<str>),
+    Slot(usize),
+}
+
+impl Text {
+    fn fill(&self, s: &mut Scope<'_>) {
+        if let Text::Slot(i) = self {
+            s.fill(*i);
+        }
+    }
+    fn get<'s>(&'s self, s: &'s Scope<'_>) -> &'s str {
+        match self {
+            Text::Const(c) => c,
+            Text::Slot(i) => s.text(*i),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Bool {
+    Const(bool),
+    Not(Box<Bool>),
+    And(Box<Bool>, Box<Bool>),
+    Or(Box<Bool>, Box<Bool>),
+    Int(Cmp, Int, Int),
+    Text(Cmp, Text, Text),
+    /// `==` / `!=` of two booleans.
+    Same(bool, Box<Bool>, Box<Bool>),
+    /// A subtree left to `evalexpr`.
+    Eval(Box<Node<DefaultNumericTypes>>),
+}
+
+impl Bool {
+    fn fallible(&self) -> bool {
+        match self {
+            Bool::Const(_) | Bool::Text(..) => false,
+            Bool::Not(a) => a.fallible(),
+            Bool::And(a, b) | Bool::Or(a, b) | Bool::Same(_, a, b) => a.fallible() || b.fallible(),
+            Bool::Int(_, a, b) => a.fallible() || b.fallible(),
+            Bool::Eval(_) => true,
+        }
+    }
+
+    fn eval(&self, s: &mut Scope<'_>) -> Result<bool, ()> {
+        Ok(match self {
+            Bool::Const(b) => *b,
+            Bool::Not(a) => !a.eval(s)?,
+            // evalexpr evaluates both sides: skipping one is only allowed when it cannot fail.
+            Bool::And(a, b) => {
+                let a = a.eval(s)?;
+                if !a && !b.fallible() { false } else { b.eval(s)? && a }
+            }
+            Bool::Or(a, b) => {
+                let a = a.eval(s)?;
+                if a && !b.fallible() { true } else { b.eval(s)? || a }
+            }
+            Bool::Int(op, a, b) => op.holds(&a.eval(s)?, &b.eval(s)?),
+            Bool::Text(op, a, b) => {
+                a.fill(s);
+                b.fill(s);
+                op.holds(a.get(s), b.get(s))
+            }
+            Bool::Same(eq, a, b) => (a.eval(s)? == b.eval(s)?) == *eq,
+            Bool::Eval(node) => node.eval_boolean_with_context(s.context()).map_err(|_| ())?,
+        })
+    }
+}
+
+enum Typed {
+    Bool(Bool),
+    Int(Int),
+    Text(Text),
+}
+
+/// The typed tree of `node`, or `None` where it is not one of the forms translated (left to `evalexpr`).
+fn typed(node: &Node<DefaultNumericTypes>) -> Option<Typed> {
+    let kids = node.children();
+    let two = || -> Option<(Typed, Typed)> {
+        match kids {
+            [a, b] => Some((typed(a)?, typed(b)?)),
+            _ => None,
+        }
+    };
+    let boolean = |n: &Node<DefaultNumericTypes>| match typed(n) {
+        Some(Typed::Bool(b)) => b,
+        _ => Bool::Eval(Box::new(n.clone())),
+    };
+    let op = node.operator();
+    Some(match op {
+        Operator::RootNode => match kids {
+            [only] => typed(only)?,
+            _ => return None,
+        },
+        Operator::Const { value: Value::Int(n) } => Typed::Int(Int::Const(*n)),
+        Operator::Const { value: Value::String(s) } => Typed::Text(Text::Const(s.as_str().into())),
+        Operator::Const { value: Value::Boolean(b) } => Typed::Bool(Bool::Const(*b)),
+        Operator::VariableIdentifierRead { identifier } => {
+            let slot = *INDEX.get(identifier.as_str())?;
+            match NAMES[slot].1 {
+                AttrType::Int => Typed::Int(Int::Slot(slot)),
+                AttrType::Text => Typed::Text(Text::Slot(slot)),
+                AttrType::Money => return None,
+            }
+        }
+        Operator::Not => match kids {
+            [a] => Typed::Bool(Bool::Not(Box::new(boolean(a)))),
+            _ => return None,
+        },
+        Operator::And | Operator::Or => match kids {
+            [a, b] => {
+                let (a, b) = (Box::new(boolean(a)), Box::new(boolean(b)));
+                Typed::Bool(if matches!(op, Operator::And) { Bool::And(a, b) } else { Bool::Or(a, b) })
+            }
+            _ => return None,
+        },
+        Operator::Add | Operator::Sub | Operator::Mul | Operator::Div | Operator::Mod => {
+            let arith = match op {
+                Operator::Add => Arith::Add,
+                Operator::Sub => Arith::Sub,
+                Operator::Mul => Arith::Mul,
+                Operator::Div => Arith::Div,
+                _ => Arith::Mod,
+            };
+            match two()? {
+                (Typed::Int(a), Typed::Int(b)) => Typed::Int(Int::Arith(arith, Box::new(a), Box::new(b))),
+                _ => return None,
+            }
+        }
+        Operator::Neg => match kids {
+            [a] => match typed(a)? {
+                Typed::Int(a) => Typed::Int(Int::Neg(Box::new(a))),
+                _ => return None,
+            },
+            _ => return None,
+        },
+        _ => {
+            let cmp = Cmp::of(op)?;
+            match (two()?, cmp) {
+                ((Typed::Int(a), Typed::Int(b)), _) => Typed::Bool(Bool::Int(cmp, a, b)),
+                ((Typed::Text(a), Typed::Text(b)), _) => Typed::Bool(Bool::Text(cmp, a, b)),
+                ((Typed::Bool(a), Typed::Bool(b)), Cmp::Eq | Cmp::Neq) => {
+                    Typed::Bool(Bool::Same(cmp == Cmp::Eq, Box::new(a), Box::new(b)))
+                }
+                _ => return None,
+            }
+        }
+    })
+}
+
+/// A rule-file condition: `evalexpr`'s tree (the reference, and what errors are reported from) and its typed
+/// translation.
+pub(crate) struct Program {
+    node: Node<DefaultNumericTypes>,
+    fast: Bool,
+    /// The velocity attributes it reads.
+    pub(crate) reads: VelocitySet,
+}
+
+impl std::fmt::Debug for Program {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Program").field("fast", &self.fast).finish_non_exhaustive()
+    }
+}
+
+impl Program {
+    pub(crate) fn new(node: Node<DefaultNumericTypes>) -> Self {
+        let fast = match typed(&node) {
+            Some(Typed::Bool(b)) => b,
+            _ => Bool::Eval(Box::new(node.clone())),
+        };
+        let reads = node
+            .iter_variable_identifiers()
+            .filter_map(|v| INDEX.get(v).copied())
+            .filter(|&i| i >= SCALAR_COUNT)
+            .fold(VelocitySet::EMPTY, |set, i| set.union(VelocitySet::of_index(i - SCALAR_COUNT)));
+        Program { node, fast, reads }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn node(&self) -> &Node<DefaultNumericTypes> {
+        &self.node
+    }
+
+    /// True when the condition holds; an evaluation error is `evalexpr`'s message.
+    pub(crate) fn eval(&self, s: &mut Scope<'_>) -> Result<bool, String> {
+        match self.fast.eval(s) {
+            Ok(b) => Ok(b),
+            Err(()) => self.node.eval_boolean_with_context(s.context()).map_err(|e| e.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use palisade_core::{Currency, Money};
+
+    use super::*;
+    use crate::attributes::{Measure, Subject, Velocity, Window};
+
+    /// Without the load-time check, so rules that fail on the sample values (a division by 0) are tried too.
+    fn program(src: &str) -> Program {
+        Program::new(evalexpr::build_operator_tree(&crate::text::translate(src).unwrap()).unwrap())
+    }
+
+    /// The typed evaluation answers what evalexpr answers, errors included, on the same attributes.
+    #[test]
+    fn fast_path_agrees_with_evalexpr() {
+        let attrs = Attributes::new(Money::from_minor(12_345, Currency::EUR))
+            .email("  Alice@Example.COM ")
+            .card_country("us")
+            .billing_country(" GB")
+            .ip_country("US")
+            .avs_result("FAIL")
+            .customer_id("c1")
+            .risk_score(40);
+        let mut counts = VelocityCounts::default();
+        counts.set(Velocity::new(Measure::Attempts, Subject::Card, Window::Hour), 4);
+        counts.set(Velocity::new(Measure::Amount, Subject::Email, Window::Day), i64::MAX);
+        let rules = [
+            "email == \"alice@example.com\"",
+            "email_domain == \"example.com\" and card_country == \"US\"",
+            "card_country != billing_country",
+            "card_country == ip_country or not (avs_result == \"fail\")",
+            "amount > 100 EUR and attempts_per_card_1h >= 4",
+            "amount_minor / (attempts_per_card_10m) > 1",
+            "false && amount_minor / attempts_per_card_10m > 1",
+            "amount_per_email_24h + 1 > 0",
+            "-amount_minor < 0 && risk_score == 40",
+            "(risk_score > 30) == (customer_id == \"c1\")",
+            "card_bin < \"4\" || ip > \"\"",
+            "str::trim(email) == email",
+            "str::to_uppercase(customer_id) == \"C1\"",
+            "true",
+        ];
+        for src in rules {
+            let p = program(src);
+            let mut scope = Scope::new(&attrs, &counts);
+            let fast = p.eval(&mut scope);
+            let ctx = EvalContext::new(&attrs, &counts);
+            let slow = p.node().eval_boolean_with_context(&ctx).map_err(|e| e.to_string());
+            assert_eq!(fast, slow, "{src}");
+        }
+    }
+
+    #[test]
+    fn only_the_velocity_attributes_read_are_listed() {
+        let p = program("attempts_per_card_1h > 3 and declines_per_ip_10m > 1 and amount > 5 USD");
+        let want = VelocitySet::EMPTY
+            .with(Velocity::new(Measure::Attempts, Subject::Card, Window::Hour))
+            .with(Velocity::new(Measure::Declines, Subject::Ip, Window::TenMinutes));
+        assert_eq!(p.reads, want);
+    }
+}
