@@ -124,19 +124,28 @@ fn counting(sim: GatewaySim, executions: Arc<Mutex<HashMap<String, usize>>>) -> 
     }))
 }
 
-/// While two instances send requests (each key twice at once, as an impatient client does), one master is failed
-/// over to its replica (`CLUSTER FAILOVER`). Every request gets an answer, a typed store error (503), or an
+/// How the master goes away in [`failover_mid_traffic`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Loss {
+    /// `CLUSTER FAILOVER` on its replica at once: the master hands over within a few hundred milliseconds.
+    Handover,
+    /// The master first stops answering writes for longer than a request waits (`CLIENT PAUSE WRITE`, 2.5 s
+    /// against the 2 s response timeout), so requests on its slots time out; then its replica takes over.
+    StallThenHandover,
+}
+
+/// While two instances send requests (each key twice at once, as an impatient client does), one master goes away
+/// as `loss` says and its replica takes over. Every request gets an answer, a typed store error (503), or an
 /// in-flight refusal (409) — no other error; no key reaches the gateway twice; afterwards, without restarting or
-/// reconnecting anything, every charge that succeeded replays and new keys all succeed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_master_failing_over_mid_traffic_never_executes_twice() {
+/// reconnecting anything, every key can be sent again (it replays, or runs now if it never ran) and new keys all
+/// succeed. Returns the tallies before, during and after.
+async fn failover_mid_traffic(t: &RedisClusterTest, loss: Loss) -> Arc<[Tally; 3]> {
     const BEFORE: usize = 200;
     const AFTER: usize = 200;
     const WORKERS: usize = 8;
-    let Some(t) = palisade_testkit::redis_cluster_exclusive("idem_cluster_failover").await else { return };
     let sim = GatewaySim::new();
     let executions = Arc::new(Mutex::new(HashMap::<String, usize>::new()));
-    let svcs: Vec<_> = two_instances(&t)
+    let svcs: Vec<_> = two_instances(t)
         .await
         .into_iter()
         .map(|s| {
@@ -168,68 +177,86 @@ async fn a_master_failing_over_mid_traffic_never_executes_twice() {
             }
         });
     }
-    let reached = |p: usize, n: usize| {
+    let until = |what: fn(&[Tally; 3]) -> bool| {
         let tallies = tallies.clone();
         async move {
-            while tallies[p].total() < n {
+            while !what(&tallies) {
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await;
             }
         }
     };
-    reached(0, BEFORE).await;
+    until(|t| t[0].total() >= BEFORE).await;
 
-    let masters = t.masters().await;
-    let victim = masters[0].clone();
+    let victim = t.masters().await[0].clone();
     phase.store(1, Ordering::SeqCst);
     let started = std::time::Instant::now();
+    if loss == Loss::StallThenHandover {
+        t.pause_writes(&victim, 2_500).await;
+        // Requests on the stalled master's slots run into the response timeout: typed store errors.
+        until(|t| t[1].store_unavailable.load(Ordering::SeqCst) > 0).await;
+    }
     let promoted = t.failover(&victim).await;
+    t.unpause(&victim).await;
     let took = started.elapsed();
     phase.store(2, Ordering::SeqCst);
-    reached(2, AFTER).await;
+    until(|t| t[2].total() >= AFTER).await;
     stop.store(true, Ordering::SeqCst);
     while let Some(r) = workers.join_next().await {
         r.unwrap();
     }
     let keys = next_key.load(Ordering::SeqCst);
-
-    let double: Vec<_> =
-        executions.lock().unwrap().iter().filter(|(_, n)| **n > 1).map(|(k, n)| (k.clone(), *n)).collect();
+    let twice = |executions: &HashMap<String, usize>| executions.values().filter(|n| **n > 1).count();
     let executed = executions.lock().unwrap().len();
-    eprintln!("failover of {} to {promoted}: {took:?}", victim.addr);
+    eprintln!("{loss:?}: {} failed over to {promoted} in {took:?}", victim.addr);
     for (name, tally) in ["before", "during", "after"].iter().zip(tallies.iter()) {
         eprintln!("  {name}: {tally}");
     }
-    eprintln!("  {keys} keys, {executed} executed at the gateway, {} executed twice", double.len());
-    assert!(double.is_empty(), "keys executed more than once: {double:?}");
-    assert!(tallies[1].total() > 0, "no request ran while the master failed over");
-    assert_eq!(
-        tallies[2].store_unavailable.load(Ordering::SeqCst),
-        0,
-        "the cluster still refused requests after the failover completed"
+    eprintln!(
+        "  {keys} keys, {executed} executed at the gateway, {} executed twice",
+        twice(&executions.lock().unwrap())
     );
+    assert_eq!(twice(&executions.lock().unwrap()), 0, "keys executed more than once: {:?}", executions.lock().unwrap());
+    assert!(tallies[1].total() > 0, "no request ran while the master failed over");
 
-    // Afterwards, on the same connections: every charge that went through replays, with no new execution...
-    let mut replayed = 0;
+    // Afterwards, on the same connections: every key sent again replays or (if it never ran) runs now...
+    let (mut replayed, mut ran, mut held) = (0, 0, 0);
     for i in 0..keys {
-        let key = format!("key-{i}");
-        if executions.lock().unwrap().get(&key) == Some(&1) {
-            match svcs[i % 2].clone().oneshot(req(i)).await {
-                Ok(_) => replayed += 1,
-                // Executed, but the completion was lost to the failover: the key stays held until its lease ends.
-                Err(PaymentError::IdempotencyInFlight { .. }) => {}
-                Err(e) => panic!("key-{i} after the failover: {e:?}"),
-            }
+        let before = executions.lock().unwrap().get(&format!("key-{i}")).copied().unwrap_or(0);
+        match svcs[i % 2].clone().oneshot(req(i)).await {
+            Ok(_) if before == 1 => replayed += 1,
+            Ok(_) => ran += 1,
+            // It ran, but its completion was lost to the failover: the key stays held until its lease ends.
+            Err(PaymentError::IdempotencyInFlight { .. }) if before == 1 => held += 1,
+            Err(e) => panic!("key-{i} after the failover: {e:?}"),
         }
     }
     // ...and new keys all succeed, on both instances.
     for i in keys..keys + 100 {
         svcs[i % 2].clone().oneshot(req(i)).await.unwrap_or_else(|e| panic!("a new key after the failover: {e:?}"));
     }
-    let double_after = executions.lock().unwrap().values().filter(|n| **n > 1).count();
+    let double_after = twice(&executions.lock().unwrap());
     eprintln!(
-        "  afterwards: {replayed} of {executed} executed keys replay, 100 new keys succeed, {double_after} executed twice"
+        "  afterwards: {replayed} replay, {ran} never ran and run now, {held} held (completion lost), 100 new keys \
+         succeed, {double_after} executed twice"
     );
     assert_eq!(double_after, 0);
     assert!(replayed > 0);
+    assert_eq!(replayed + ran + held, keys);
+    tallies
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_master_handing_over_mid_traffic_never_executes_twice() {
+    let Some(t) = palisade_testkit::redis_cluster_exclusive("idem_cluster_handover").await else { return };
+    let tallies = failover_mid_traffic(&t, Loss::Handover).await;
+    assert_eq!(tallies[2].store_unavailable.load(Ordering::SeqCst), 0, "refusals after the failover completed");
+    t.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalled_master_gives_typed_store_errors_then_its_replica_takes_over() {
+    let Some(t) = palisade_testkit::redis_cluster_exclusive("idem_cluster_stall").await else { return };
+    let tallies = failover_mid_traffic(&t, Loss::StallThenHandover).await;
+    assert!(tallies[1].store_unavailable.load(Ordering::SeqCst) > 0);
     t.cleanup().await;
 }

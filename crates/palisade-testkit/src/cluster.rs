@@ -167,6 +167,33 @@ impl RedisClusterTest {
         replica.addr
     }
 
+    /// Holds every write sent to `master` for `ms` milliseconds (`CLIENT PAUSE <ms> WRITE`): a master that
+    /// stops answering, for requests that time out, without losing anything it acknowledged. Ends early with
+    /// [`RedisClusterTest::unpause`]. Only for an exclusive test ([`redis_cluster_exclusive`]).
+    ///
+    /// # Panics
+    /// When the test is not exclusive or the node refuses.
+    pub async fn pause_writes(&self, master: &ClusterNode, ms: u64) {
+        self.node_command(&master.addr, redis::cmd("CLIENT").arg("PAUSE").arg(ms).arg("WRITE")).await;
+    }
+
+    /// Ends a [`RedisClusterTest::pause_writes`] at once.
+    ///
+    /// # Panics
+    /// When the test is not exclusive or the node refuses.
+    pub async fn unpause(&self, node: &ClusterNode) {
+        self.node_command(&node.addr, &redis::cmd("CLIENT").arg("UNPAUSE")).await;
+    }
+
+    async fn node_command(&self, addr: &str, cmd: &redis::Cmd) {
+        assert!(
+            matches!(self.guard, Guard::Exclusive(_)),
+            "pausing a node disturbs every test on the cluster: take it with redis_cluster_exclusive"
+        );
+        let mut c = node(&format!("redis://{addr}")).await.unwrap_or_else(|e| panic!("{addr}: {e}"));
+        let _: () = cmd.query_async(&mut c).await.unwrap_or_else(|e| panic!("{addr}: {e}"));
+    }
+
     /// True when every node of the cluster answers and reports `cluster_state:ok`.
     pub async fn all_ok(&self) -> bool {
         let Some(nodes) = self.try_nodes().await else { return false };
