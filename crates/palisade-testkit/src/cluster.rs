@@ -182,7 +182,7 @@ impl RedisClusterTest {
     /// # Panics
     /// When the test is not exclusive or the node refuses.
     pub async fn unpause(&self, node: &ClusterNode) {
-        self.node_command(&node.addr, &redis::cmd("CLIENT").arg("UNPAUSE")).await;
+        self.node_command(&node.addr, redis::cmd("CLIENT").arg("UNPAUSE")).await;
     }
 
     async fn node_command(&self, addr: &str, cmd: &redis::Cmd) {
