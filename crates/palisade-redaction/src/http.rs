@@ -97,7 +97,7 @@ impl HttpAuditLayerBuilder {
     pub fn build(self) -> HttpAuditLayer {
         HttpAuditLayer {
             cfg: Arc::new(HttpConfig {
-                audit: AuditConfig { redactor: self.base.redactor, service: self.base.service },
+                audit: AuditConfig::new(self.base.redactor, self.base.service),
                 sensitive: self.sensitive,
                 body_limit: self.body_limit,
             }),

@@ -25,6 +25,10 @@ pub const DURATION_HISTOGRAM: &str = "palisade_redaction_call_duration_seconds";
 pub(crate) struct AuditConfig {
     pub(crate) redactor: Redactor,
     pub(crate) service: Cow<'static, str>,
+    /// The duration histogram's key for each outcome class (in [`OutcomeClass`] order), made once: a key
+    /// with the service name as a label would otherwise be a `String` and a label vector per call.
+    #[cfg(feature = "metrics")]
+    durations: [metrics::Key; 4],
 }
 
 /// Milliseconds with microsecond precision (`12.345`). A raw `as_secs_f64() * 1000.0` prints up to 17 significant
@@ -36,8 +40,30 @@ fn duration_ms(elapsed: std::time::Duration) -> f64 {
 }
 
 impl AuditConfig {
-    /// Emits the audit event: INFO for success and terminal outcomes, WARN for retriable and unknown ones.
+    pub(crate) fn new(redactor: Redactor, service: Cow<'static, str>) -> Self {
+        AuditConfig {
+            #[cfg(feature = "metrics")]
+            durations: [OutcomeClass::Success, OutcomeClass::Terminal, OutcomeClass::Retriable, OutcomeClass::Unknown]
+                .map(|class| duration_key(&service, class)),
+            redactor,
+            service,
+        }
+    }
+
+    /// Whether a subscriber records audit events now (at WARN, the level of a failed call, or finer). When none
+    /// does, a call renders nothing: no request or result is formatted and scanned for an event nobody keeps.
+    pub(crate) fn listened() -> bool {
+        tracing::enabled!(target: AUDIT_TARGET, tracing::Level::WARN)
+    }
+
+    /// Emits the audit event and records the duration.
     pub(crate) fn emit(&self, request: &str, result: &str, class: OutcomeClass, elapsed: std::time::Duration) {
+        self.event(request, result, class, elapsed);
+        self.measure(class, elapsed);
+    }
+
+    /// The audit event: INFO for success and terminal outcomes, WARN for retriable and unknown ones.
+    pub(crate) fn event(&self, request: &str, result: &str, class: OutcomeClass, elapsed: std::time::Duration) {
         let duration_ms = duration_ms(elapsed);
         let service: &str = &self.service;
         let outcome = class.as_str();
@@ -46,9 +72,32 @@ impl AuditConfig {
         } else {
             tracing::warn!(target: AUDIT_TARGET, service, request, outcome, result, duration_ms, "call failed");
         }
+    }
+
+    /// The duration histogram (`metrics` feature), whether or not anyone listens to the events.
+    #[cfg_attr(not(feature = "metrics"), allow(clippy::unused_self))]
+    pub(crate) fn measure(&self, class: OutcomeClass, elapsed: std::time::Duration) {
         #[cfg(feature = "metrics")]
-        metrics::histogram!(DURATION_HISTOGRAM, "service" => self.service.to_string(), "outcome" => outcome)
-            .record(elapsed.as_secs_f64());
+        {
+            // What `metrics::histogram!` would make, made once (the macro's target and level).
+            static METADATA: metrics::Metadata<'static> =
+                metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+            let at = match class {
+                OutcomeClass::Success => Some(0),
+                OutcomeClass::Terminal => Some(1),
+                OutcomeClass::Retriable => Some(2),
+                OutcomeClass::Unknown => Some(3),
+                _ => None,
+            };
+            let key = match at.and_then(|at| self.durations.get(at)) {
+                Some(key) => Cow::Borrowed(key),
+                // A class added to core later: its own key.
+                None => Cow::Owned(duration_key(&self.service, class)),
+            };
+            metrics::with_recorder(|r| r.register_histogram(&key, &METADATA)).record(elapsed.as_secs_f64());
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = (class, elapsed);
     }
 
     pub(crate) fn render(&self, value: &dyn fmt::Debug) -> String {
@@ -58,6 +107,14 @@ impl AuditConfig {
             Cow::Owned(r) => r,
         }
     }
+}
+
+#[cfg(feature = "metrics")]
+fn duration_key(service: &str, class: OutcomeClass) -> metrics::Key {
+    metrics::Key::from_parts(
+        DURATION_HISTOGRAM,
+        vec![metrics::Label::new("service", service.to_owned()), metrics::Label::new("outcome", class.as_str())],
+    )
 }
 
 /// The audit layer for typed services (a gateway `Service<GatewayRequest>`). Innermost in the Palisade stack,
@@ -139,10 +196,7 @@ impl<C> AuditLayerBuilder<C> {
     }
     /// The layer.
     pub fn build(self) -> AuditLayer<C> {
-        AuditLayer {
-            cfg: Arc::new(AuditConfig { redactor: self.redactor, service: self.service }),
-            classifier: self.classifier,
-        }
+        AuditLayer { cfg: Arc::new(AuditConfig::new(self.redactor, self.service)), classifier: self.classifier }
     }
 }
 
@@ -178,7 +232,8 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let request = self.cfg.render(&req);
+        // Rendered only for a subscriber that records the event; the duration is measured either way.
+        let request = AuditConfig::listened().then(|| self.cfg.render(&req));
         AuditFuture {
             inner: self.inner.call(req),
             request,
@@ -196,7 +251,8 @@ pin_project_lite::pin_project! {
     pub struct AuditFuture<F, C> {
         #[pin]
         inner: F,
-        request: String,
+        // `None`: nobody listened when the call began, so there is no event, only the duration.
+        request: Option<String>,
         start: Instant,
         cfg: Arc<AuditConfig>,
         classifier: C,
@@ -207,7 +263,11 @@ pin_project_lite::pin_project! {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if !*this.done {
-                this.cfg.emit(this.request, CANCELLED, OutcomeClass::Unknown, this.start.elapsed());
+                let elapsed = this.start.elapsed();
+                if let Some(request) = this.request {
+                    this.cfg.event(request, CANCELLED, OutcomeClass::Unknown, elapsed);
+                }
+                this.cfg.measure(OutcomeClass::Unknown, elapsed);
             }
         }
     }
@@ -230,11 +290,15 @@ where
         let result = ready!(this.inner.poll(cx));
         *this.done = true;
         let class = this.classifier.classify(&result).class();
-        let rendered = match &result {
-            Ok(res) => this.cfg.render(res),
-            Err(e) => this.cfg.render(&format_args!("error: {e}")),
-        };
-        this.cfg.emit(this.request, &rendered, class, this.start.elapsed());
+        let elapsed = this.start.elapsed();
+        if let Some(request) = this.request {
+            let rendered = match &result {
+                Ok(res) => this.cfg.render(res),
+                Err(e) => this.cfg.render(&format_args!("error: {e}")),
+            };
+            this.cfg.event(request, &rendered, class, elapsed);
+        }
+        this.cfg.measure(class, elapsed);
         Poll::Ready(result)
     }
 }
