@@ -15,6 +15,8 @@ use crate::error::BuildError;
 use crate::gcra::Quota;
 use crate::layer::RateLimitLayer;
 use crate::local::{KeyedRateLimiter, RateLimiter};
+#[cfg(feature = "metrics")]
+use crate::service::Recorded;
 use crate::service::{Backend, Inner};
 
 impl RateLimitLayer {
@@ -229,6 +231,8 @@ where
         Ok(RateLimitLayer {
             inner: Arc::new(Inner {
                 quota,
+                #[cfg(feature = "metrics")]
+                decisions: Recorded::keys(&self.s.name),
                 name: self.s.name,
                 on_limit: self.s.on_limit,
                 shadow: self.s.shadow,

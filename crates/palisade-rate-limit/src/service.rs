@@ -44,6 +44,10 @@ pub(crate) struct Inner<K: Hash + Eq, F, C, P> {
     pub(crate) cost_fn: C,
     /// FIFO queue of waiters (wait mode): only the head waits for capacity, so waiters are admitted in order.
     pub(crate) queue: Arc<tokio::sync::Semaphore>,
+    /// The decision counter's key for each [`Recorded`] (by its index), made once: with the limiter's name as a
+    /// label, a key made per call would be a `String` and a label vector.
+    #[cfg(feature = "metrics")]
+    pub(crate) decisions: [metrics::Key; Recorded::ALL.len()],
     pub(crate) _p: PhantomData<fn() -> P>,
 }
 
@@ -59,6 +63,27 @@ pub(crate) enum Recorded {
 }
 
 impl Recorded {
+    /// Every decision, in index order.
+    #[cfg(feature = "metrics")]
+    pub(crate) const ALL: [Recorded; 5] = [
+        Recorded::Admitted,
+        Recorded::Rejected,
+        Recorded::ShadowRejected,
+        Recorded::StoreUnavailable,
+        Recorded::FailOpen,
+    ];
+
+    /// The counter keys of a limiter named `name`, in [`ALL`](Self::ALL) order.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn keys(name: &str) -> [metrics::Key; Self::ALL.len()] {
+        Self::ALL.map(|what| {
+            metrics::Key::from_parts(
+                "palisade_rate_limit_decisions_total",
+                vec![metrics::Label::new("limiter", name.to_owned()), metrics::Label::new("decision", what.as_str())],
+            )
+        })
+    }
+
     pub(crate) const fn as_str(self) -> &'static str {
         match self {
             Recorded::Admitted => "admitted",
@@ -105,8 +130,12 @@ impl<K: Hash + Eq + Clone, F, C, P> Inner<K, F, C, P> {
             ),
         }
         #[cfg(feature = "metrics")]
-        metrics::counter!("palisade_rate_limit_decisions_total", "limiter" => self.name.to_string(), "decision" => what.as_str())
-            .increment(1);
+        {
+            // What `metrics::counter!` would make (its target and level), with the key made once.
+            static METADATA: metrics::Metadata<'static> =
+                metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+            metrics::with_recorder(|r| r.register_counter(&self.decisions[what as usize], &METADATA)).increment(1);
+        }
     }
 
     /// A local decision now; `None` for the Redis backend (async).
