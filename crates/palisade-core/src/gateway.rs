@@ -15,14 +15,17 @@ use crate::card::contains_card_like;
 use crate::error::PaymentError;
 use crate::key::{GatewayKeyed, IdempotencyKey};
 use crate::money::Money;
-use crate::text::GatewayId;
 use crate::text::Reference;
+use crate::text::{Compact, GatewayId};
 
 /// A gateway's token for a payment method (`tok_visa`, `pm_1Abc...`). Never a card number: construction refuses
 /// anything that looks like one, so raw PANs cannot enter the typed API. `Debug` shows it shortened.
+///
+/// Kept inline up to [`INLINE_TEXT`](crate::INLINE_TEXT) bytes (`tok_visa`, Stripe's 27-character `pm_…`),
+/// so a request clones without the heap: the retry layer keeps a clone of every request for its next attempt.
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct PaymentToken(String);
+pub struct PaymentToken(Compact);
 
 /// Why a token was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -60,12 +63,12 @@ impl PaymentToken {
         if t.is_empty() || t.len() > 255 || !t.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
             return Err(TokenError::Malformed);
         }
-        Ok(PaymentToken(t))
+        Ok(PaymentToken(Compact::from_string(t)))
     }
     /// The token text, to send to the gateway.
     #[must_use]
     pub fn as_str(&self) -> &str {
-        &self.0
+        self.0.as_str()
     }
 }
 impl TryFrom<String> for PaymentToken {
@@ -76,13 +79,13 @@ impl TryFrom<String> for PaymentToken {
 }
 impl From<PaymentToken> for String {
     fn from(t: PaymentToken) -> Self {
-        t.0
+        t.as_str().to_owned()
     }
 }
 impl fmt::Debug for PaymentToken {
     /// Shows a prefix and the last four characters: `tok_…visa`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = &self.0;
+        let s = self.as_str();
         let prefix = s.find('_').map_or("", |i| &s[..=i]);
         let tail_start = s.len().saturating_sub(4).max(prefix.len());
         write!(f, "PaymentToken({prefix}…{})", &s[tail_start..])
