@@ -23,6 +23,10 @@ redis:
     if (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then echo "redis already answers on 6379"; \
     else redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no; fi
 
+# Start (or reuse, or repair) a local Redis Cluster on 127.0.0.1:7000-7005; prints its PALISADE_REDIS_CLUSTER URL.
+redis-cluster:
+    .ci/redis-cluster
+
 # The checkout walkthrough (in-memory; `just example redis` for Redis-backed stores).
 example MODE="memory":
     #!/usr/bin/env bash
