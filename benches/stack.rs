@@ -1,77 +1,174 @@
 //! The six-layer `palisade::Stack` (Idempotency → Fraud → CircuitBreaker → Retry → RateLimit → Audit) on memory
 //! stores around a gateway that answers at once, against that bare gateway: the stack's overhead per call
-//! (issue 22 goal: ≤ 1 µs). A new key per call (the path that claims and completes an idempotency record) and a
-//! replay (a duplicate answered from the store).
+//! (issue 22 goal: ≤ 1 µs). A new key per call (the path that claims and completes an idempotency record), a
+//! replay (a duplicate answered from the store), and each layer alone (its own share).
 //!
-//! `cargo bench --bench stack`
+//! `cargo bench --bench stack` (criterion). On a busy machine, count instructions instead:
+//! `STACK_INSTR=<case>:<calls>` runs one case `calls` times without criterion, for `valgrind --tool=callgrind`;
+//! the difference between two call counts divided by the difference in calls is the cost of one call (requests
+//! are built before the loop, their construction is in both runs and cancels out of the difference only when
+//! the `construct` case is subtracted too). Cases: see [`CASES`].
 
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use palisade::circuit_breaker::CircuitBreakerLayer;
+use palisade::core::{GatewayRequest, GatewayResponse, PaymentError};
 use palisade::fraud::FraudEngine;
 use palisade::idempotency::IdempotencyLayer;
 use palisade::rate_limit::RateLimitLayer;
 use palisade::redaction::AuditLayer;
 use palisade::retry::RetryLayer;
 use palisade::{Stack, StackStores};
-use palisade_testkit::{InstantGateway, stripe_charge};
+use palisade_testkit::{InstantGateway, call_spinning, stripe_charge};
+use tower::Service;
 
-fn bench(c: &mut Criterion) {
+/// The cases: each a service over the instant gateway.
+const CASES: [&str; 10] = [
+    "bare",
+    "six_layers",
+    "five_layers_no_fraud",
+    "idempotency",
+    "fraud",
+    "breaker",
+    "retry",
+    "rate_limit",
+    "audit",
+    "construct",
+];
+
+fn gateway() -> InstantGateway<GatewayResponse> {
+    InstantGateway::ok(stripe_charge())
+}
+
+fn fraud() -> palisade::fraud::FraudEngineBuilder {
+    FraudEngine::builder().rule_file("block if email_domain == \"fraud.test\"").unwrap()
+}
+
+fn rate_limit() -> palisade::rate_limit::RateLimitLayerBuilder {
+    RateLimitLayer::builder().rate(1_000_000_000, Duration::from_secs(1))
+}
+
+fn idempotency() -> palisade::idempotency::IdempotencyLayerBuilder<GatewayRequest> {
+    IdempotencyLayer::builder().ttl(Duration::from_secs(60))
+}
+
+/// What to do with the service of a case (generic, so no case pays for boxing).
+trait Run {
+    fn run<S>(self, svc: S)
+    where
+        S: Service<GatewayRequest, Response = GatewayResponse, Error = PaymentError>;
+    /// The `construct` case: no service.
+    fn none(self);
+}
+
+/// Builds the service of `case` and hands it to `r`.
+fn with_service(case: &str, r: impl Run) {
+    let s = Stack::new().stores(StackStores::memory());
+    match case {
+        "bare" => r.run(gateway()),
+        "six_layers" => r.run(
+            s.idempotency(idempotency())
+                .fraud(fraud())
+                .circuit_breaker(CircuitBreakerLayer::builder())
+                .retry(RetryLayer::builder().max_attempts(3))
+                .rate_limit(rate_limit())
+                .audit(AuditLayer::builder())
+                .service(gateway())
+                .unwrap(),
+        ),
+        "five_layers_no_fraud" => r.run(
+            s.idempotency(idempotency())
+                .circuit_breaker(CircuitBreakerLayer::builder())
+                .retry(RetryLayer::builder().max_attempts(3))
+                .rate_limit(rate_limit())
+                .audit(AuditLayer::builder())
+                .service(gateway())
+                .unwrap(),
+        ),
+        "idempotency" => r.run(s.idempotency(idempotency()).service(gateway()).unwrap()),
+        "fraud" => r.run(s.fraud(fraud()).service(gateway()).unwrap()),
+        "breaker" => r.run(s.circuit_breaker(CircuitBreakerLayer::builder()).service(gateway()).unwrap()),
+        "retry" => r.run(s.retry(RetryLayer::builder().max_attempts(3)).service(gateway()).unwrap()),
+        "rate_limit" => r.run(s.rate_limit(rate_limit()).service(gateway()).unwrap()),
+        "audit" => r.run(s.audit(AuditLayer::builder()).service(gateway()).unwrap()),
+        "construct" => r.none(),
+        other => panic!("unknown case {other:?}; one of {CASES:?}"),
+    }
+}
+
+fn charge(key: &str) -> GatewayRequest {
+    palisade_testkit::charge("o1").amount("12.34").key(key).build()
+}
+
+/// `STACK_INSTR=<case>:<calls>`: `calls` new requests through `case`, nothing else.
+fn instructions(spec: &str) {
+    struct Calls(Vec<GatewayRequest>);
+    impl Run for Calls {
+        fn run<S>(self, mut svc: S)
+        where
+            S: Service<GatewayRequest, Response = GatewayResponse, Error = PaymentError>,
+        {
+            for r in self.0 {
+                black_box(call_spinning(&mut svc, r).unwrap());
+            }
+        }
+        fn none(self) {
+            drop(black_box(self.0));
+        }
+    }
+    let (case, calls) = spec.split_once(':').expect("STACK_INSTR=<case>:<calls>");
+    let calls: usize = calls.parse().expect("a number of calls");
     let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
     let _guard = rt.enter();
-    let mut stack = Stack::new()
-        .stores(StackStores::memory())
-        .idempotency(IdempotencyLayer::builder().ttl(Duration::from_secs(60)))
-        .fraud(FraudEngine::builder().rule_file("block if email_domain == \"fraud.test\"").unwrap())
-        .circuit_breaker(CircuitBreakerLayer::builder())
-        .retry(RetryLayer::builder().max_attempts(3))
-        .rate_limit(RateLimitLayer::builder().rate(1_000_000_000, Duration::from_secs(1)))
-        .audit(AuditLayer::builder())
-        .service(InstantGateway::ok(stripe_charge()))
-        .unwrap();
-    // The same stack without fraud screening, to see the fraud layer's share.
-    let mut no_fraud = Stack::new()
-        .stores(StackStores::memory())
-        .idempotency(IdempotencyLayer::builder().ttl(Duration::from_secs(60)))
-        .circuit_breaker(CircuitBreakerLayer::builder())
-        .retry(RetryLayer::builder().max_attempts(3))
-        .rate_limit(RateLimitLayer::builder().rate(1_000_000_000, Duration::from_secs(1)))
-        .audit(AuditLayer::builder())
-        .service(InstantGateway::ok(stripe_charge()))
-        .unwrap();
-    let mut bare = InstantGateway::ok(stripe_charge());
-    let template = palisade_testkit::charge("o1").amount("12.34").key("k").build();
+    let reqs: Vec<_> = (0..calls).map(|i| charge(&format!("k{i}"))).collect();
+    with_service(case, Calls(reqs));
+}
 
+fn bench(c: &mut Criterion) {
+    struct Bench<'a, 'c> {
+        g: &'a mut criterion::BenchmarkGroup<'c, criterion::measurement::WallTime>,
+        case: &'a str,
+        n: &'a mut u64,
+    }
+    impl Run for Bench<'_, '_> {
+        fn run<S>(self, mut svc: S)
+        where
+            S: Service<GatewayRequest, Response = GatewayResponse, Error = PaymentError>,
+        {
+            let n = self.n;
+            // Requests are made in batches outside the timed loop: only the calls are timed.
+            self.g.bench_function(format!("{}_new_key", self.case), |b| {
+                b.iter_batched(
+                    || {
+                        *n += 1;
+                        charge(&format!("k{n}"))
+                    },
+                    |req| call_spinning(&mut svc, black_box(req)).unwrap(),
+                    criterion::BatchSize::SmallInput,
+                )
+            });
+            if self.case == "six_layers" {
+                let template = charge("k");
+                self.g.bench_function("six_layers_replay", |b| {
+                    b.iter_batched(
+                        || template.clone(),
+                        |req| call_spinning(&mut svc, black_box(req)).unwrap(),
+                        criterion::BatchSize::SmallInput,
+                    )
+                });
+            }
+        }
+        fn none(self) {}
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    let _guard = rt.enter();
     let mut g = c.benchmark_group("stack");
-    g.bench_function("bare", |b| {
-        b.iter(|| palisade_testkit::call_spinning(&mut bare, black_box(template.clone())).unwrap())
-    });
     let mut n = 0u64;
-    g.bench_function("six_layers_new_key", |b| {
-        b.iter(|| {
-            n += 1;
-            let req = palisade_testkit::charge("o1").amount("12.34").key(&format!("k{n}")).build();
-            palisade_testkit::call_spinning(&mut stack, black_box(req)).unwrap()
-        })
-    });
-    g.bench_function("five_layers_no_fraud_new_key", |b| {
-        b.iter(|| {
-            n += 1;
-            let req = palisade_testkit::charge("o1").amount("12.34").key(&format!("k{n}")).build();
-            palisade_testkit::call_spinning(&mut no_fraud, black_box(req)).unwrap()
-        })
-    });
-    g.bench_function("request_construction", |b| {
-        b.iter(|| {
-            n += 1;
-            black_box(palisade_testkit::charge("o1").amount("12.34").key(&format!("k{n}")).build())
-        })
-    });
-    g.bench_function("six_layers_replay", |b| {
-        b.iter(|| palisade_testkit::call_spinning(&mut stack, black_box(template.clone())).unwrap())
-    });
+    for case in CASES {
+        with_service(case, Bench { g: &mut g, case, n: &mut n });
+    }
     g.finish();
 }
 
@@ -80,4 +177,11 @@ mod group {
     use super::{bench, criterion_group};
     criterion_group!(benches, bench);
 }
-criterion_main!(group::benches);
+
+fn main() {
+    if let Ok(spec) = std::env::var("STACK_INSTR") {
+        return instructions(&spec);
+    }
+    group::benches();
+    Criterion::default().configure_from_args().final_summary();
+}
