@@ -24,7 +24,9 @@
 //! `redis-benchmark`), against `PALISADE_REDIS_URL` (default `redis://127.0.0.1:6379`, key prefix
 //! `palisade:saga-bench:<run>:`) or `PALISADE_POSTGRES_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`, tables `palisade_saga_bench_*`, migrated first; saga ids carry
-//! the run's start time, so runs never collide). Prints `{"backend": …, "sagas_per_s": …}`.
+//! the run's start time, so runs never collide; a pool of `SAGA_BENCH_PG_POOL` connections, default C). Prints
+//! `{"backend": …, "sagas_per_s": …, "transitions_per_s": …}` (10 log writes per saga, each one round trip).
+//! `bench/saga/durable.sh` runs both beside `redis-benchmark` and `pgbench` doing the same writes.
 
 #![allow(missing_docs)] // criterion's macros generate undocumented functions
 
@@ -209,11 +211,18 @@ fn durable(backend: &str, n: u64) {
             "postgres" => {
                 let url = std::env::var("PALISADE_POSTGRES_URL")
                     .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-                let log = PostgresLog::connect(&url)
+                // One connection per concurrent saga (the stores' default pool has 20): a saga holds a connection
+                // only for one statement at a time, but 50 sagas waiting on 20 connections measure the pool.
+                let pool_size: u32 = std::env::var("SAGA_BENCH_PG_POOL")
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(u32::try_from(concurrency).unwrap_or(50));
+                let pool = palisade_store::postgres::pool_options()
+                    .max_connections(pool_size)
+                    .connect(&url)
                     .await
-                    .expect("postgres")
-                    .with_prefix("palisade_saga_bench_")
-                    .expect("a valid prefix");
+                    .expect("postgres");
+                let log = PostgresLog::new(pool).with_prefix("palisade_saga_bench_").expect("a valid prefix");
                 log.migrate().await.expect("migrate");
                 concurrent_sagas(log.clone(), &run, n.min(200), concurrency).await; // warm-up
                 concurrent_sagas(log, &format!("{run}-m"), n, concurrency).await
@@ -222,7 +231,7 @@ fn durable(backend: &str, n: u64) {
         }
     });
     println!(
-        "{{\"backend\": \"{backend}\", \"sagas_per_s\": {}, \"n\": {n}, \"concurrency\": {concurrency}, \"seconds\": {:.3}, \"appends_per_s\": {}}}",
+        "{{\"backend\": \"{backend}\", \"sagas_per_s\": {}, \"n\": {n}, \"concurrency\": {concurrency}, \"seconds\": {:.3}, \"transitions_per_s\": {}}}",
         (n as f64 / took.as_secs_f64()) as u64,
         took.as_secs_f64(),
         // create + 4 × (start, done) + finished: 10 log writes per saga.

@@ -19,6 +19,7 @@ use crate::defaults::{
     DEFAULT_STEP_DEADLINE,
 };
 use crate::error::DefinitionError;
+use crate::model::StepName;
 
 /// What a saga's context must be: the orchestrator stores it in the log as JSON and hands it to every step.
 pub trait Context: Serialize + DeserializeOwned + Send + Sync + 'static {}
@@ -53,11 +54,14 @@ fn derived(role: &str, saga_id: &str, step: &str) -> IdempotencyKey {
 /// What a step's action and compensation see.
 pub struct StepCx<C> {
     pub(crate) saga_id: Arc<str>,
-    pub(crate) step: Arc<str>,
+    pub(crate) step: StepName,
     pub(crate) attempt: u32,
     pub(crate) context: Arc<C>,
-    pub(crate) outputs: Arc<BTreeMap<String, Value>>,
+    pub(crate) outputs: Arc<Outputs>,
 }
+
+/// The outputs of the completed steps, by step name.
+pub(crate) type Outputs = BTreeMap<StepName, Value>;
 
 impl<C> StepCx<C> {
     /// The saga's id.
@@ -83,7 +87,7 @@ impl<C> StepCx<C> {
     /// The output of an earlier step, read as `T`; `None` if it has not completed or is not a `T`.
     #[must_use]
     pub fn output<T: DeserializeOwned>(&self, step: &str) -> Option<T> {
-        self.outputs.get(step).and_then(|v| serde_json::from_value(v.clone()).ok())
+        self.outputs.get(step).and_then(|v| T::deserialize(v).ok())
     }
     /// This step's gateway idempotency key ([`step_key`]).
     #[must_use]
@@ -103,7 +107,7 @@ pub(crate) type CompensateFn<C> =
 
 /// One step: an action, an optional compensation that undoes it, and how both are retried.
 pub struct Step<C> {
-    pub(crate) name: Arc<str>,
+    pub(crate) name: StepName,
     pub(crate) action: ActionFn<C>,
     pub(crate) compensation: Option<CompensateFn<C>>,
     pub(crate) attempts: u32,
@@ -219,6 +223,34 @@ pub struct Saga<C> {
     pub(crate) name: Arc<str>,
     pub(crate) nodes: Vec<Node<C>>,
     pub(crate) deadline: Option<Duration>,
+    #[cfg(feature = "metrics")]
+    pub(crate) metric_keys: MetricKeys,
+}
+
+/// The counters' keys of one definition, made once (with its name as the `saga` label).
+#[cfg(feature = "metrics")]
+pub(crate) struct MetricKeys {
+    pub(crate) started: metrics::Key,
+    pub(crate) completed: metrics::Key,
+    pub(crate) compensated: metrics::Key,
+    pub(crate) failed_compensation: metrics::Key,
+}
+
+#[cfg(feature = "metrics")]
+impl MetricKeys {
+    fn new(name: &Arc<str>) -> Self {
+        use metrics::{Key, Label};
+        let saga = || Label::new("saga", name.clone());
+        let finished = |state: crate::SagaState| {
+            Key::from_parts("palisade_saga_finished_total", vec![saga(), Label::new("state", state.as_str())])
+        };
+        MetricKeys {
+            started: Key::from_parts("palisade_saga_started_total", vec![saga()]),
+            completed: finished(crate::SagaState::Completed),
+            compensated: finished(crate::SagaState::Compensated),
+            failed_compensation: finished(crate::SagaState::FailedCompensation),
+        }
+    }
 }
 
 impl<C: Context> Saga<C> {
@@ -285,6 +317,12 @@ impl<C: Context> SagaBuilder<C> {
                 }
             }
         }
-        Ok(Saga { name: self.name, nodes: self.nodes, deadline: self.deadline })
+        Ok(Saga {
+            #[cfg(feature = "metrics")]
+            metric_keys: MetricKeys::new(&self.name),
+            name: self.name,
+            nodes: self.nodes,
+            deadline: self.deadline,
+        })
     }
 }

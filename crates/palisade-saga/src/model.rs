@@ -1,5 +1,9 @@
 //! What the log holds: a saga's state, the events of its history, and the record recovery reads.
 
+use std::borrow::Borrow;
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
 use std::time::Duration;
 
 use palisade_core::{OutcomeClass, PaymentError};
@@ -64,6 +68,105 @@ impl std::fmt::Display for SagaState {
     }
 }
 
+/// A step's name as events and reports hold it: shared with the definition, so recording that a step started
+/// or ended copies no string. Reads as a `&str` (`Deref`, `as_str`, `Borrow<str>`, comparisons with `str`);
+/// serialized as a plain JSON string.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StepName(Arc<str>);
+
+impl StepName {
+    /// The name.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Deref for StepName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Borrow<str> for StepName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for StepName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for StepName {
+    fn from(s: &str) -> Self {
+        StepName(s.into())
+    }
+}
+
+impl From<String> for StepName {
+    fn from(s: String) -> Self {
+        StepName(s.into())
+    }
+}
+
+impl From<Arc<str>> for StepName {
+    fn from(s: Arc<str>) -> Self {
+        StepName(s)
+    }
+}
+
+impl From<StepName> for String {
+    fn from(s: StepName) -> Self {
+        s.0.as_ref().to_owned()
+    }
+}
+
+impl PartialEq<str> for StepName {
+    fn eq(&self, other: &str) -> bool {
+        &*self.0 == other
+    }
+}
+
+impl PartialEq<&str> for StepName {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.0 == *other
+    }
+}
+
+impl PartialEq<String> for StepName {
+    fn eq(&self, other: &String) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl fmt::Debug for StepName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for StepName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for StepName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for StepName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(StepName::from)
+    }
+}
+
 /// One transition of a saga, as the log keeps it. A step's start is written **before** its action runs and its
 /// end after, so a crash anywhere leaves either "started, no end" (in doubt: run it again under the same step
 /// key) or a finished step.
@@ -74,21 +177,21 @@ pub enum Event {
     /// A step's action is about to run (attempt is 1-based).
     StepStarted {
         /// The step.
-        step: String,
+        step: StepName,
         /// Which attempt.
         attempt: u32,
     },
     /// A step's action succeeded, with its output.
     StepDone {
         /// The step.
-        step: String,
+        step: StepName,
         /// What the action returned.
         output: Value,
     },
     /// An attempt of a step failed. `final` when no attempt follows (the step failed for good).
     StepFailed {
         /// The step.
-        step: String,
+        step: StepName,
         /// The error.
         error: PaymentError,
         /// How the error was classified.
@@ -105,19 +208,19 @@ pub enum Event {
     /// A step's compensation is about to run.
     CompensationStarted {
         /// The step being undone.
-        step: String,
+        step: StepName,
         /// Which attempt (1-based).
         attempt: u32,
     },
     /// A step's compensation succeeded.
     CompensationDone {
         /// The step undone.
-        step: String,
+        step: StepName,
     },
     /// An attempt of a compensation failed; `final` when no attempt follows.
     CompensationFailed {
         /// The step.
-        step: String,
+        step: StepName,
         /// The error.
         error: PaymentError,
         /// No further attempt.

@@ -2,7 +2,10 @@
 //! and takes over the sagas of owners that died.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::pin::pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::future::{BoxFuture, join_all};
@@ -12,10 +15,10 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::defaults::{DEFAULT_LEASE, DEFAULT_RECOVERY_BATCH};
-use crate::definition::{Context, Saga, Step, StepCx};
+use crate::definition::{Context, Node, Outputs, Saga, Step, StepCx};
 use crate::error::SagaError;
 use crate::log::SagaLog;
-use crate::model::{Event, SagaRecord, SagaState, SagaSummary};
+use crate::model::{Event, SagaRecord, SagaState, SagaSummary, StepName};
 
 /// How a saga run ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,8 +29,8 @@ pub struct SagaReport {
     pub name: String,
     /// Where it ended: `Completed`, `Compensated` or `FailedCompensation`.
     pub state: SagaState,
-    /// The outputs of the steps that completed, by step name.
-    pub outputs: BTreeMap<String, Value>,
+    /// The outputs of the steps that completed, by step name (`report.outputs["ship"]`).
+    pub outputs: BTreeMap<StepName, Value>,
     /// The failure that began compensation (`Compensated`), or the compensation that failed
     /// (`FailedCompensation`, as [`PaymentError::SagaCompensationFailed`]); `None` when `Completed`.
     pub error: Option<PaymentError>,
@@ -157,7 +160,7 @@ impl Orchestrator {
         let Some(token) = inner.log.create(id, &saga.name, &json, &inner.owner, inner.lease).await? else {
             return Err(SagaError::AlreadyExists(id.to_owned()));
         };
-        count_started(&saga.name);
+        count_started(saga);
         Run::new(saga.clone(), inner.clone(), id, token, Arc::new(context), &[], SagaState::Running).drive().await
     }
 
@@ -282,15 +285,15 @@ impl<C: Context> Runnable for Saga<C> {
 struct Progress {
     /// Shared with the steps' contexts while they run; written only between nodes, when the contexts are gone
     /// (so `Arc::make_mut` does not copy).
-    outputs: Arc<BTreeMap<String, Value>>,
+    outputs: Arc<Outputs>,
     /// The last attempt started, per step.
-    attempts: HashMap<String, u32>,
+    attempts: HashMap<StepName, u32>,
     /// Steps whose last attempt ended Unknown: they may have acted, so they are compensated (with `null`).
-    maybe_acted: HashSet<String>,
+    maybe_acted: HashSet<StepName>,
     /// The failure that began compensation.
     failure: Option<PaymentError>,
-    compensated: HashSet<String>,
-    compensation_attempts: HashMap<String, u32>,
+    compensated: HashSet<StepName>,
+    compensation_attempts: HashMap<StepName, u32>,
 }
 
 impl Progress {
@@ -326,7 +329,7 @@ impl Progress {
 
 /// How a step ended for good without an output.
 struct StepFailure {
-    step: String,
+    step: StepName,
     error: PaymentError,
     maybe_acted: bool,
 }
@@ -390,7 +393,7 @@ impl<C: Context> Run<C> {
         }
     }
 
-    fn cx(&self, step: &Step<C>, attempt: u32, outputs: &Arc<BTreeMap<String, Value>>) -> StepCx<C> {
+    fn cx(&self, step: &Step<C>, attempt: u32, outputs: &Arc<Outputs>) -> StepCx<C> {
         StepCx {
             saga_id: self.id.clone(),
             step: step.name.clone(),
@@ -401,43 +404,43 @@ impl<C: Context> Run<C> {
     }
 
     async fn advance(&mut self) -> Result<SagaReport, SagaError> {
-        let started = Instant::now();
+        // The clock is read only for a saga with a deadline.
+        let started = self.saga.deadline.map(|_| Instant::now());
         if self.state == SagaState::Running {
             let saga = self.saga.clone();
             for node in &saga.nodes {
-                let todo: Vec<&Step<C>> =
-                    node.steps().iter().filter(|s| !self.progress.outputs.contains_key(s.name.as_ref())).collect();
-                if todo.is_empty() {
+                let steps = node.steps();
+                let progress = &self.progress;
+                let pending = |s: &&Step<C>| !progress.outputs.contains_key(s.name.as_str());
+                if !steps.iter().any(|s| pending(&s)) {
                     continue;
                 }
-                if saga.deadline.is_some_and(|d| started.elapsed() >= d) {
+                if let (Some(started), Some(deadline)) = (started, saga.deadline)
+                    && started.elapsed() >= deadline
+                {
                     let e = PaymentError::GatewayTimeout { message: "the saga's deadline passed".into() };
                     self.progress.failure.get_or_insert(e);
                     self.begin_compensation("the saga's deadline passed").await?;
                     break;
                 }
                 let outputs = self.progress.outputs.clone();
-                let results = match todo.as_slice() {
-                    [one] => vec![self.run_step(one, &outputs).await],
-                    _ => join_all(todo.iter().map(|s| self.run_step(s, &outputs))).await,
-                };
-                drop(outputs);
-                let mut failed = false;
-                for r in results {
-                    match r? {
-                        Ok((step, out)) => {
-                            Arc::make_mut(&mut self.progress.outputs).insert(step, out);
-                        }
-                        Err(f) => {
-                            if f.maybe_acted {
-                                self.progress.maybe_acted.insert(f.step.clone());
-                            }
-                            tracing::warn!(saga_id = %self.id, step = %f.step, error = %f.error, "saga step failed for good; compensating");
-                            self.progress.failure.get_or_insert(f.error);
-                            failed = true;
-                        }
+                let failed = match node {
+                    // One step: no vector of futures, no vector of results.
+                    Node::Step(step) => {
+                        let result = self.run_step(step, &outputs).await;
+                        drop(outputs);
+                        self.settle(result?)
                     }
-                }
+                    Node::Group(group) => {
+                        let results = join_all(group.iter().filter(pending).map(|s| self.run_step(s, &outputs))).await;
+                        drop(outputs);
+                        let mut failed = false;
+                        for r in results {
+                            failed |= self.settle(r?);
+                        }
+                        failed
+                    }
+                };
                 if failed {
                     self.begin_compensation("a step failed for good").await?;
                     break;
@@ -454,6 +457,25 @@ impl<C: Context> Run<C> {
         Ok(self.report(None))
     }
 
+    /// Records how a step ended; true when it failed for good.
+    fn settle(&mut self, result: Result<(StepName, Value), StepFailure>) -> bool {
+        match result {
+            Ok((step, out)) => {
+                // The steps' contexts are gone (the node ran), so this does not copy the map.
+                Arc::make_mut(&mut self.progress.outputs).insert(step, out);
+                false
+            }
+            Err(f) => {
+                if f.maybe_acted {
+                    self.progress.maybe_acted.insert(f.step.clone());
+                }
+                tracing::warn!(saga_id = %self.id, step = %f.step, error = %f.error, "saga step failed for good; compensating");
+                self.progress.failure.get_or_insert(f.error);
+                true
+            }
+        }
+    }
+
     async fn begin_compensation(&mut self, reason: &str) -> Result<(), SagaError> {
         self.write(Event::CompensationBegun { reason: reason.to_owned() }, SagaState::Compensating).await?;
         self.state = SagaState::Compensating;
@@ -465,9 +487,9 @@ impl<C: Context> Run<C> {
     async fn run_step(
         &self,
         step: &Step<C>,
-        outputs: &Arc<BTreeMap<String, Value>>,
-    ) -> Result<Result<(String, Value), StepFailure>, SagaError> {
-        let name = step.name.to_string();
+        outputs: &Arc<Outputs>,
+    ) -> Result<Result<(StepName, Value), StepFailure>, SagaError> {
+        let name = step.name.clone();
         // Attempts count on from the log: a step resumed after a crash runs at least once more, then retries only
         // while its budget lasts.
         let mut attempt = self.progress.attempts.get(&name).copied().unwrap_or(0);
@@ -476,7 +498,7 @@ impl<C: Context> Run<C> {
             attempt += 1;
             self.write(Event::StepStarted { step: name.clone(), attempt }, SagaState::Running).await?;
             let run = (step.action)(self.cx(step, attempt, outputs));
-            let result = match tokio::time::timeout(step.deadline, run).await {
+            let result = match within(step.deadline, run).await {
                 Ok(r) => r,
                 Err(_) => Err(PaymentError::GatewayTimeout { message: "the step's deadline passed".into() }),
             };
@@ -535,7 +557,7 @@ impl<C: Context> Run<C> {
                 tracing::error!(
                     saga_id = %self.id,
                     saga = %saga.name,
-                    step,
+                    step = %step,
                     error = %e,
                     "saga compensation failed after its retries: money may be in an inconsistent state; fix the cause, then retry the compensation (Orchestrator::retry_compensation, `palisade saga retry-compensation`)"
                 );
@@ -550,9 +572,9 @@ impl<C: Context> Run<C> {
         &self,
         step: &Step<C>,
         output: Value,
-        outputs: &Arc<BTreeMap<String, Value>>,
-    ) -> Result<Result<String, (String, PaymentError)>, SagaError> {
-        let name = step.name.to_string();
+        outputs: &Arc<Outputs>,
+    ) -> Result<Result<StepName, (StepName, PaymentError)>, SagaError> {
+        let name = step.name.clone();
         let Some(compensation) = &step.compensation else { return Ok(Ok(name)) };
         let mut attempt = self.progress.compensation_attempts.get(&name).copied().unwrap_or(0);
         let first = attempt;
@@ -561,7 +583,7 @@ impl<C: Context> Run<C> {
             attempt += 1;
             self.write(Event::CompensationStarted { step: name.clone(), attempt }, SagaState::Compensating).await?;
             let run = compensation(self.cx(step, attempt, outputs), output.clone());
-            let result = match tokio::time::timeout(step.deadline, run).await {
+            let result = match within(step.deadline, run).await {
                 Ok(r) => r,
                 Err(_) => Err(PaymentError::GatewayTimeout { message: "the compensation's deadline passed".into() }),
             };
@@ -587,36 +609,52 @@ impl<C: Context> Run<C> {
     async fn finish(&mut self, state: SagaState, error: Option<PaymentError>) -> Result<SagaReport, SagaError> {
         self.write(Event::Finished { state }, state).await?;
         self.state = state;
-        count_finished(&self.saga.name, state);
+        count_finished(&self.saga, state);
         tracing::info!(saga_id = %self.id, saga = %self.saga.name, state = state.as_str(), "saga finished");
         Ok(self.report(error))
     }
 
-    fn report(&self, error: Option<PaymentError>) -> SagaReport {
+    /// The report; the run ends with it (the outputs move into it).
+    fn report(&mut self, error: Option<PaymentError>) -> SagaReport {
+        let outputs = std::mem::take(&mut self.progress.outputs);
         SagaReport {
-            id: self.id.to_string(),
-            name: self.saga.name.to_string(),
+            id: String::from(&*self.id),
+            name: String::from(&*self.saga.name),
             state: self.state,
-            outputs: (*self.progress.outputs).clone(),
+            // Nothing else holds the map once the steps ran; a copy only if something does.
+            outputs: Arc::try_unwrap(outputs).unwrap_or_else(|shared| (*shared).clone()),
             error: error
-                .or_else(|| (self.state != SagaState::Completed).then(|| self.progress.failure.clone()).flatten()),
+                .or_else(|| (self.state != SagaState::Completed).then(|| self.progress.failure.take()).flatten()),
         }
     }
 }
 
-fn count_started(name: &str) {
+fn count_started<C>(saga: &Saga<C>) {
     #[cfg(feature = "metrics")]
-    metrics::counter!("palisade_saga_started_total", "saga" => name.to_owned()).increment(1);
+    bump(&saga.metric_keys.started);
     #[cfg(not(feature = "metrics"))]
-    let _ = name;
+    let _ = saga;
 }
 
-fn count_finished(name: &str, state: SagaState) {
+fn count_finished<C>(saga: &Saga<C>, state: SagaState) {
     #[cfg(feature = "metrics")]
-    metrics::counter!("palisade_saga_finished_total", "saga" => name.to_owned(), "state" => state.as_str())
-        .increment(1);
+    match state {
+        SagaState::Completed => bump(&saga.metric_keys.completed),
+        SagaState::Compensated => bump(&saga.metric_keys.compensated),
+        SagaState::FailedCompensation => bump(&saga.metric_keys.failed_compensation),
+        _ => {}
+    }
     #[cfg(not(feature = "metrics"))]
-    let _ = (name, state);
+    let _ = (saga, state);
+}
+
+/// `counter!(key).increment(1)` with a key made once per definition (the macro builds its key, labels and all,
+/// on every call). The recorder is looked up on every call, as the macro does.
+#[cfg(feature = "metrics")]
+fn bump(key: &metrics::Key) {
+    static METADATA: metrics::Metadata<'static> =
+        metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+    metrics::with_recorder(|r| r.register_counter(key, &METADATA)).increment(1);
 }
 
 fn count_event(what: &'static str) {
@@ -624,4 +662,14 @@ fn count_event(what: &'static str) {
     metrics::counter!("palisade_saga_events_total", "event" => what).increment(1);
     #[cfg(not(feature = "metrics"))]
     let _ = what;
+}
+
+/// Runs `fut` under `deadline` (`Err` when it passed). The first poll goes without a timer: a step that is ready at
+/// once (most of an in-memory saga's) creates none; the deadline counts from the first time it is not ready.
+async fn within<F: Future>(deadline: Duration, fut: F) -> Result<F::Output, tokio::time::error::Elapsed> {
+    let mut fut = pin!(fut);
+    match std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await {
+        Poll::Ready(out) => Ok(out),
+        Poll::Pending => tokio::time::timeout(deadline, fut).await,
+    }
 }

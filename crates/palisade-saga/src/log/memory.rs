@@ -1,6 +1,13 @@
-//! `MemoryLog`: saga records in a map behind a mutex. One process; time is `tokio::time`.
+//! `MemoryLog`: saga records in a vector behind a mutex, found by id through a hash map. One process; time is
+//! `tokio::time`.
+//!
+//! Every operation takes the lock once. A saga's writes come one after another, so the record written last is
+//! checked before the hash map (a comparison of ids instead of hashing one). Definition names and owners are
+//! shared between records (there are a handful of distinct ones), so a new saga costs its id, its context and
+//! one vector of events; an event costs no allocation (step names are shared with the definition).
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::collections::hash_map::Entry as Slot;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,12 +18,13 @@ use super::{SagaLog, StoreFuture};
 use crate::model::{Event, SagaRecord, SagaState, SagaSummary};
 
 #[derive(Debug)]
-struct Entry {
-    name: String,
+struct Record {
+    id: Arc<str>,
+    name: Arc<str>,
     context: serde_json::Value,
     state: SagaState,
     events: Vec<Event>,
-    owner: Option<String>,
+    owner: Option<Arc<str>>,
     token: u64,
     lease_until: Instant,
 }
@@ -30,8 +38,54 @@ pub struct MemoryLog {
 
 #[derive(Debug, Default)]
 struct Inner {
-    sagas: BTreeMap<String, Entry>,
+    /// Every saga ever created (a saga id is used once; records are never removed).
+    records: Vec<Record>,
+    /// Where each saga's record is.
+    index: HashMap<Arc<str>, usize>,
+    /// The record written last.
+    last: usize,
     last_token: u64,
+    /// Definition names and owners seen, shared by the records.
+    names: Vec<Arc<str>>,
+}
+
+/// Most distinct names and owners shared; past it each record holds its own copy.
+const MAX_SHARED_NAMES: usize = 64;
+
+/// Room for the events of a saga of 4 steps that each ran once (2 events per step, and `finished`) before the
+/// vector grows.
+const EVENTS_CAPACITY: usize = 10;
+
+impl Inner {
+    fn shared(&mut self, s: &str) -> Arc<str> {
+        if let Some(n) = self.names.iter().find(|n| ***n == *s) {
+            return n.clone();
+        }
+        let n: Arc<str> = s.into();
+        if self.names.len() < MAX_SHARED_NAMES {
+            self.names.push(n.clone());
+        }
+        n
+    }
+
+    fn find(&mut self, id: &str) -> Option<&mut Record> {
+        let at = match self.records.get(self.last) {
+            Some(r) if *r.id == *id => self.last,
+            _ => {
+                let at = *self.index.get(id)?;
+                self.last = at;
+                at
+            }
+        };
+        self.records.get_mut(at)
+    }
+
+    fn sorted(&self, mut keep: impl FnMut(&Record) -> bool) -> Vec<&Record> {
+        let mut found: Vec<&Record> = self.records.iter().filter(|r| keep(r)).collect();
+        // In id order, as the other logs list them.
+        found.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        found
+    }
 }
 
 impl MemoryLog {
@@ -44,7 +98,7 @@ impl MemoryLog {
     /// Events appended so far across every saga (a test's count of writes).
     #[must_use]
     pub fn len(&self) -> usize {
-        self.inner.lock().sagas.values().map(|e| e.events.len()).sum()
+        self.inner.lock().records.iter().map(|r| r.events.len()).sum()
     }
 
     /// True when nothing was logged.
@@ -64,45 +118,51 @@ impl SagaLog for MemoryLog {
         lease: Duration,
     ) -> StoreFuture<'a, Option<u64>> {
         let mut g = self.inner.lock();
-        if g.sagas.contains_key(id) {
-            return StoreFuture::ready(Ok(None));
+        let g = &mut *g;
+        let at = g.records.len();
+        let id: Arc<str> = id.into();
+        match g.index.entry(id.clone()) {
+            Slot::Occupied(_) => return StoreFuture::ready(Ok(None)),
+            Slot::Vacant(slot) => {
+                slot.insert(at);
+            }
         }
         g.last_token += 1;
         let token = g.last_token;
-        g.sagas.insert(
-            id.to_owned(),
-            Entry {
-                name: name.to_owned(),
-                context: context.clone(),
-                state: SagaState::Running,
-                events: Vec::new(),
-                owner: Some(owner.to_owned()),
-                token,
-                lease_until: Instant::now() + lease,
-            },
-        );
+        let (name, owner) = (g.shared(name), g.shared(owner));
+        g.records.push(Record {
+            id,
+            name,
+            context: context.clone(),
+            state: SagaState::Running,
+            events: Vec::with_capacity(EVENTS_CAPACITY),
+            owner: Some(owner),
+            token,
+            lease_until: Instant::now() + lease,
+        });
+        g.last = at;
         StoreFuture::ready(Ok(Some(token)))
     }
 
     fn append<'a>(&'a self, id: &'a str, token: u64, event: &'a Event, state: SagaState) -> StoreFuture<'a, bool> {
         let mut g = self.inner.lock();
-        let Some(e) = g.sagas.get_mut(id).filter(|e| e.token == token) else {
+        let Some(r) = g.find(id).filter(|r| r.token == token) else {
             return StoreFuture::ready(Ok(false));
         };
-        e.events.push(event.clone());
-        e.state = state;
+        r.events.push(event.clone());
+        r.state = state;
         if state.is_terminal() {
-            e.owner = None;
-            e.lease_until = Instant::now();
+            r.owner = None;
+            r.lease_until = Instant::now();
         }
         StoreFuture::ready(Ok(true))
     }
 
     fn renew<'a>(&'a self, id: &'a str, token: u64, lease: Duration) -> StoreFuture<'a, bool> {
         let mut g = self.inner.lock();
-        let renewed = match g.sagas.get_mut(id) {
-            Some(e) if e.token == token && !e.state.is_terminal() => {
-                e.lease_until = Instant::now() + lease;
+        let renewed = match g.find(id) {
+            Some(r) if r.token == token && !r.state.is_terminal() => {
+                r.lease_until = Instant::now() + lease;
                 true
             }
             _ => false,
@@ -119,10 +179,10 @@ impl SagaLog for MemoryLog {
     ) -> StoreFuture<'a, Option<u64>> {
         let mut g = self.inner.lock();
         let now = Instant::now();
-        let free = match g.sagas.get(id) {
-            Some(e) => match state {
-                Some(want) => e.state == want,
-                None => !e.state.is_terminal() && e.lease_until <= now,
+        let free = match g.find(id) {
+            Some(r) => match state {
+                Some(want) => r.state == want,
+                None => !r.state.is_terminal() && r.lease_until <= now,
             },
             None => false,
         };
@@ -131,10 +191,11 @@ impl SagaLog for MemoryLog {
         }
         g.last_token += 1;
         let token = g.last_token;
-        if let Some(e) = g.sagas.get_mut(id) {
-            e.token = token;
-            e.owner = Some(owner.to_owned());
-            e.lease_until = now + lease;
+        let owner = g.shared(owner);
+        if let Some(r) = g.find(id) {
+            r.token = token;
+            r.owner = Some(owner);
+            r.lease_until = now + lease;
         }
         StoreFuture::ready(Ok(Some(token)))
     }
@@ -142,40 +203,38 @@ impl SagaLog for MemoryLog {
     fn orphans<'a>(&'a self, limit: usize) -> StoreFuture<'a, Vec<String>> {
         let g = self.inner.lock();
         let now = Instant::now();
-        let ids = g
-            .sagas
-            .iter()
-            .filter(|(_, e)| !e.state.is_terminal() && e.lease_until <= now)
-            .map(|(id, _)| id.clone())
-            .take(limit)
-            .collect();
-        StoreFuture::ready(Ok(ids))
+        let found = g.sorted(|r| !r.state.is_terminal() && r.lease_until <= now);
+        StoreFuture::ready(Ok(found.into_iter().take(limit).map(|r| String::from(&*r.id)).collect()))
     }
 
     fn get<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<SagaRecord>> {
-        let g = self.inner.lock();
+        let mut g = self.inner.lock();
         let now = Instant::now();
-        let rec = g.sagas.get(id).map(|e| SagaRecord {
+        let rec = g.find(id).map(|r| SagaRecord {
             id: id.to_owned(),
-            name: e.name.clone(),
-            context: e.context.clone(),
-            state: e.state,
-            events: e.events.clone(),
-            owner: e.owner.clone(),
-            token: e.token,
-            lease_remaining: e.lease_until.saturating_duration_since(now),
+            name: String::from(&*r.name),
+            context: r.context.clone(),
+            state: r.state,
+            events: r.events.clone(),
+            owner: r.owner.as_deref().map(str::to_owned),
+            token: r.token,
+            lease_remaining: r.lease_until.saturating_duration_since(now),
         });
         StoreFuture::ready(Ok(rec))
     }
 
     fn list<'a>(&'a self, state: Option<SagaState>, limit: usize) -> StoreFuture<'a, Vec<SagaSummary>> {
         let g = self.inner.lock();
-        let out = g
-            .sagas
-            .iter()
-            .filter(|(_, e)| state.is_none_or(|s| e.state == s))
+        let found = g.sorted(|r| state.is_none_or(|s| r.state == s));
+        let out = found
+            .into_iter()
             .take(limit)
-            .map(|(id, e)| SagaSummary { id: id.clone(), name: e.name.clone(), state: e.state, owner: e.owner.clone() })
+            .map(|r| SagaSummary {
+                id: String::from(&*r.id),
+                name: String::from(&*r.name),
+                state: r.state,
+                owner: r.owner.as_deref().map(str::to_owned),
+            })
             .collect();
         StoreFuture::ready(Ok(out))
     }

@@ -312,14 +312,19 @@ pub async fn a_parallel_group_is_compensated_together<L: SagaLog + Clone>(log: L
     let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let undone = Arc::new(Mutex::new(Vec::new()));
-    let step = |name: &'static str| {
-        let (running, most, undone) = (running.clone(), most.clone(), undone.clone());
+    // The group's steps wait inside until all three are in (at most 5 s: run one after another, they would not
+    // be), so the check does not depend on how long the log takes to write each step's start.
+    let together = Arc::new(tokio::sync::Barrier::new(3));
+    let step = |name: &'static str, grouped: bool| {
+        let (running, most, undone, together) = (running.clone(), most.clone(), undone.clone(), together.clone());
         Step::<Nothing>::new(name, move |_cx| {
-            let (running, most) = (running.clone(), most.clone());
+            let (running, most, together) = (running.clone(), most.clone(), together.clone());
             async move {
                 let now = running.fetch_add(1, Ordering::SeqCst) + 1;
                 most.fetch_max(now, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                if grouped {
+                    let _ = tokio::time::timeout(Duration::from_secs(5), together.wait()).await;
+                }
                 running.fetch_sub(1, Ordering::SeqCst);
                 Ok(name)
             }
@@ -334,8 +339,8 @@ pub async fn a_parallel_group_is_compensated_together<L: SagaLog + Clone>(log: L
     };
     let fail = Step::<Nothing>::new("fail", |_cx| async { Err::<(), _>(PaymentError::declined("do_not_honor")) });
     let saga = Saga::builder("group")
-        .step(step("first"))
-        .parallel([step("a"), step("b"), step("c")])
+        .step(step("first", false))
+        .parallel([step("a", true), step("b", true), step("c", true)])
         .step(fail)
         .build()
         .unwrap();
