@@ -3,9 +3,9 @@
 //! `GET /v1/orders/{id}`, `/metrics`, `/healthz` and `/readyz` tell where things are.
 //!
 //! In process and under paused time (no sockets): a completed checkout and its replay, a decline, a fraud block,
-//! a compensated saga, a failed compensation, the orders' states, readiness and metrics. With a real process (the
-//! server binary, built by `cargo build --example server`): SIGTERM while a checkout is in flight stops accepting,
-//! answers that checkout and exits 0.
+//! a compensated saga, a failed compensation, the orders' states, a retry after the client gave up, readiness and
+//! metrics. With a real process (the server binary, built by `cargo build --example server`): SIGTERM while a
+//! checkout is in flight stops accepting, answers that checkout and exits 0.
 
 #[path = "../examples/server/app.rs"]
 mod app;
@@ -249,6 +249,25 @@ async fn orders_are_running_while_their_saga_runs_and_404_when_unknown() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_retry_after_the_client_gave_up_gets_the_checkout_s_own_result() {
+    let sim = GatewaySim::builder().latency(Latency::fixed(Duration::from_millis(100))).build();
+    let s = server(sim);
+    let app = s.app.clone();
+    let gone = tokio::spawn(async move { send(&app, checkout("k-gone", &body("o-gone"))).await });
+    // The client gives up while the authorization runs: the checkout goes on without it.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    gone.abort();
+    let _ = gone.await;
+    let (status, _, order) = send(&s.app, checkout("k-gone", &body("o-gone"))).await;
+    assert_eq!(status, StatusCode::CREATED, "the same request gets the checkout's result, not order_exists: {order}");
+    assert_eq!(order["state"], "completed");
+    assert_eq!(s.ops("o-gone").await, ["authorize", "capture"], "charged once");
+    let (status, h, again) = send(&s.app, checkout("k-gone", &body("o-gone"))).await;
+    assert_eq!((status, &h["idempotent-replayed"]), (StatusCode::CREATED, &"true".parse().unwrap()));
+    assert_eq!(again, order);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_second_instance_on_the_same_store_finishes_a_checkout_its_dead_peer_started() {
     let sim = GatewaySim::builder().latency(Latency::fixed(Duration::from_millis(100))).build();
     let store: Arc<dyn LeaseStore> = Arc::new(MemoryStore::new());
@@ -263,6 +282,7 @@ async fn a_second_instance_on_the_same_store_finishes_a_checkout_its_dead_peer_s
     let dying = tokio::spawn(async move { send(&app_a, checkout("k-dead", &body("o-dead"))).await });
     // The authorization (100 ms) is done and the capture is on its way when instance a dies.
     tokio::time::sleep(Duration::from_millis(150)).await;
+    a.halt();
     dying.abort();
     recovery_a.abort();
     let _ = dying.await;

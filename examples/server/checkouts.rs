@@ -17,7 +17,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -32,7 +32,7 @@ use palisade::rate_limit::RateLimitLayer;
 use palisade::redaction::AuditLayer;
 use palisade::retry::RetryLayer;
 use palisade_fraud::{Field, FraudEngine, Rule};
-use palisade_saga::{Orchestrator, Saga, SagaError, SagaLog, SagaReport, SagaState, Step};
+use palisade_saga::{Event, Orchestrator, Saga, SagaError, SagaLog, SagaRecord, SagaReport, SagaState, Step};
 use serde::{Deserialize, Serialize};
 use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
@@ -114,20 +114,31 @@ impl Inventory {
     }
 
     /// Writes `value` under `record` once: done when it is there already.
+    ///
+    /// A write claimed by an attempt that died before completing it (an instance killed between the claim and the
+    /// completion) stays claimed until its lease ends: the write waits for that (at most [`HOLD_LEASE`] and a
+    /// little more) instead of failing the step, which would compensate a checkout only because its previous
+    /// owner died at the wrong instant.
     async fn write_once(&self, record: &str, value: &[u8]) -> Result<(), PaymentError> {
         let unavailable = |e: &dyn std::fmt::Display| PaymentError::store_unavailable(format!("inventory: {e}"));
         let fp = Fingerprint::of_bytes(value);
-        match self.store.claim(record, &fp, HOLD_LEASE, HOLD_TTL).await.map_err(|e| unavailable(&e))? {
-            Claim::Acquired { hold, .. } => {
-                let payload = Payload::from(Bytes::copy_from_slice(value));
-                if self.store.complete(&hold, payload, HOLD_TTL).await.map_err(|e| unavailable(&e))? {
-                    Ok(())
-                } else {
-                    Err(unavailable(&"another attempt took the hold over"))
+        let give_up = tokio::time::Instant::now() + HOLD_LEASE + Duration::from_secs(2);
+        loop {
+            match self.store.claim(record, &fp, HOLD_LEASE, HOLD_TTL).await.map_err(|e| unavailable(&e))? {
+                Claim::Acquired { hold, .. } => {
+                    let payload = Payload::from(Bytes::copy_from_slice(value));
+                    return if self.store.complete(&hold, payload, HOLD_TTL).await.map_err(|e| unavailable(&e))? {
+                        Ok(())
+                    } else {
+                        Err(unavailable(&"another attempt took the hold over"))
+                    };
                 }
+                Claim::Done { .. } | Claim::Mismatch => return Ok(()),
+                Claim::Held { lease_remaining } if tokio::time::Instant::now() < give_up => {
+                    tokio::time::sleep(lease_remaining.clamp(Duration::from_millis(10), Duration::from_secs(1))).await;
+                }
+                _ => return Err(unavailable(&"another attempt is writing the hold")),
             }
-            Claim::Done { .. } | Claim::Mismatch => Ok(()),
-            _ => Err(unavailable(&"another attempt is writing the hold")),
         }
     }
 
@@ -190,6 +201,11 @@ pub struct Checkout {
     /// Test switch: the carrier refuses the shipment, so the saga compensates (refund, release).
     #[serde(default)]
     pub fail_shipment: bool,
+    /// The request that started the checkout (its account and `Idempotency-Key`), set by the server from the
+    /// headers, never taken from the body: a retry of that request whose first answer was lost (the client gave
+    /// up, the instance died) is answered with this checkout's result instead of "order exists".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
 }
 
 impl Checkout {
@@ -312,6 +328,8 @@ pub struct Shop {
     orchestrator: Orchestrator,
     saga: Arc<Saga<Checkout>>,
     inventory: Inventory,
+    /// Turned on by [`Shop::halt`]: every checkout saga this shop runs stops where it is.
+    halted: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 // Some functions are used by main.rs or the tests only.
@@ -321,7 +339,28 @@ impl Shop {
     pub fn new(gateway: Gateway, inventory: Inventory, log: Arc<dyn SagaLog>, instance: &str) -> Shop {
         let orchestrator = Orchestrator::builder(log).owner(instance).build();
         let saga = orchestrator.register(checkout_saga(&gateway, &inventory));
-        Shop { orchestrator, saga, inventory }
+        Shop { orchestrator, saga, inventory, halted: Arc::new(tokio::sync::watch::Sender::new(false)) }
+    }
+
+    /// Stops every checkout saga this shop is running where it is, as if its process died (for tests of another
+    /// instance taking them over; the process itself just exits). Requests waiting for them get 503.
+    pub fn halt(&self) {
+        self.halted.send_replace(true);
+    }
+
+    /// Runs the checkout saga `id` on a task of its own (see `create_checkout`); `None` when [`Shop::halt`]
+    /// stopped it.
+    async fn run(&self, id: &str, checkout: Checkout) -> Option<Result<SagaReport, SagaError>> {
+        let (shop, id) = (self.clone(), id.to_owned());
+        let mut halted = self.halted.subscribe();
+        let task = tokio::spawn(async move {
+            tokio::select! {
+                report = shop.orchestrator.start(&shop.saga, &id, checkout) => Some(report),
+                _ = halted.wait_for(|h| *h) => None,
+            }
+        });
+        // A panic in a step is a bug; it surfaces as this request's 500 (`JoinError`'s message).
+        task.await.unwrap_or_else(|e| Some(Err(SagaError::Context(format!("the checkout task failed: {e}")))))
     }
 
     /// The orchestrator.
@@ -375,8 +414,21 @@ fn count(result: &'static str) {
     metrics::counter!("palisade_checkouts_total", "result" => result).increment(1);
 }
 
-async fn create_checkout(State(shop): State<Shop>, body: Bytes) -> Response {
-    let checkout: Checkout = match serde_json::from_slice(&body) {
+/// How long a retry of a checkout's own request waits for the checkout to end before it is answered 409
+/// `checkout_in_progress` (with `Retry-After`, key left usable): a checkout whose instance died ends only after its
+/// lease ([`palisade_saga::defaults::DEFAULT_LEASE`]) and a recovery pass, longer than a client should hold a
+/// request open.
+pub const CHECKOUT_WAIT: Duration = Duration::from_secs(5);
+
+/// The request a checkout belongs to: its account (the scope of its key) and its `Idempotency-Key`.
+fn request_of(headers: &HeaderMap) -> Option<String> {
+    let key = headers.get("idempotency-key")?.to_str().ok()?;
+    let account = headers.get(&app::ACCOUNT_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+    Some(format!("{}:{account}:{key}", account.len()))
+}
+
+async fn create_checkout(State(shop): State<Shop>, headers: HeaderMap, body: Bytes) -> Response {
+    let mut checkout: Checkout = match serde_json::from_slice(&body) {
         Ok(c) => c,
         Err(e) => {
             let err = PaymentError::invalid_request(format!(
@@ -388,31 +440,125 @@ async fn create_checkout(State(shop): State<Shop>, body: Bytes) -> Response {
     if let Err(e) = checkout.validate() {
         return refused(Problem::from_error(&e));
     }
+    checkout.request = request_of(&headers);
     let id = checkout.order_id.clone();
-    match shop.orchestrator.start(&shop.saga, &id, checkout.clone()).await {
+    // The saga runs on a task of its own: a client that gives up (or a connection that breaks) drops this
+    // handler, not the checkout, which goes on to its end here instead of waiting for its lease to end and a
+    // recovery worker to take it over. The retry finds it through `settled`.
+    let Some(started) = shop.run(&id, checkout.clone()).await else {
+        count("unavailable");
+        let err = PaymentError::store_unavailable(format!(
+            "this instance is stopping; GET /v1/orders/{id} shows where the checkout is"
+        ));
+        return problem(Problem::from_error(&err));
+    };
+    match started {
         Ok(report) => answer(&report, &checkout),
-        Err(SagaError::AlreadyExists(_)) => {
-            count("order_exists");
-            refused(Problem::new(
-                StatusCode::CONFLICT,
-                "order_exists",
-                "order exists",
-                format!("order {id} was checked out already; see GET /v1/orders/{id}"),
-            ))
-        }
-        Err(e @ (SagaError::Log(_) | SagaError::Fenced(_))) => {
-            // The saga stays where its log says; a recovery worker finishes it. The layer releases the key.
-            count("unavailable");
-            tracing::warn!(order_id = %id, error = %e, "checkout saga stopped before its end");
-            problem(Problem::from_error(&PaymentError::store_unavailable(format!(
-                "the checkout could not be recorded ({e}); GET /v1/orders/{id} shows where it is"
-            ))))
-        }
+        Err(SagaError::AlreadyExists(_)) => match settled(&shop, &id, checkout.request.as_deref()).await {
+            Settled::Done(report) => answer(&report, &checkout),
+            Settled::Running => {
+                count("in_progress");
+                let mut res = refused(Problem::new(
+                    StatusCode::CONFLICT,
+                    "checkout_in_progress",
+                    "checkout in progress",
+                    format!(
+                        "order {id} is still being checked out; retry with the same key, or see GET /v1/orders/{id}"
+                    ),
+                ));
+                res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                res
+            }
+            Settled::Other => {
+                count("order_exists");
+                refused(Problem::new(
+                    StatusCode::CONFLICT,
+                    "order_exists",
+                    "order exists",
+                    format!("order {id} was checked out already; see GET /v1/orders/{id}"),
+                ))
+            }
+            Settled::Unavailable(e) => unavailable(&id, &e),
+        },
+        Err(e @ (SagaError::Log(_) | SagaError::Fenced(_))) => unavailable(&id, &e),
         Err(e) => {
             count("error");
             problem(Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error", e.to_string()))
         }
     }
+}
+
+/// The saga stays where its log says; a recovery worker finishes it. The layer releases the key.
+fn unavailable(id: &str, e: &SagaError) -> Response {
+    count("unavailable");
+    tracing::warn!(order_id = %id, error = %e, "checkout saga stopped before its end");
+    problem(Problem::from_error(&PaymentError::store_unavailable(format!(
+        "the checkout could not be recorded ({e}); GET /v1/orders/{id} shows where it is"
+    ))))
+}
+
+/// Where an existing checkout is, for a request that found its order taken.
+enum Settled {
+    /// Started by this same request and ended: its result.
+    Done(SagaReport),
+    /// Started by this same request and still running after [`CHECKOUT_WAIT`].
+    Running,
+    /// Started by another request.
+    Other,
+    /// The saga log did not answer.
+    Unavailable(SagaError),
+}
+
+/// Waits (at most [`CHECKOUT_WAIT`]) for the checkout `id` that `request` started to end.
+async fn settled(shop: &Shop, id: &str, request: Option<&str>) -> Settled {
+    let until = tokio::time::Instant::now() + CHECKOUT_WAIT;
+    loop {
+        let record = match shop.orchestrator.get(id).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return Settled::Other,
+            Err(e) => return Settled::Unavailable(e),
+        };
+        let started_by = record.context.get("request").and_then(|v| v.as_str());
+        if request.is_none() || started_by != request {
+            return Settled::Other;
+        }
+        if matches!(record.state, SagaState::Completed | SagaState::Compensated | SagaState::FailedCompensation) {
+            return Settled::Done(report_of(record));
+        }
+        if tokio::time::Instant::now() >= until {
+            return Settled::Running;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The report a saga's run would have given, from its record in the log.
+fn report_of(record: SagaRecord) -> SagaReport {
+    let mut outputs = std::collections::BTreeMap::new();
+    let (mut failure, mut compensation) = (None, None);
+    for event in &record.events {
+        match event {
+            Event::StepDone { step, output } => {
+                outputs.insert(step.clone(), output.clone());
+            }
+            Event::StepFailed { error, last: true, .. } => {
+                failure.get_or_insert_with(|| error.clone());
+            }
+            Event::CompensationFailed { step, error, last: true } => {
+                compensation = Some(PaymentError::SagaCompensationFailed {
+                    step: step.as_str().into(),
+                    message: error.to_string().into(),
+                });
+            }
+            _ => {}
+        }
+    }
+    let error = match record.state {
+        SagaState::Completed => None,
+        SagaState::FailedCompensation => compensation.or(failure),
+        _ => failure,
+    };
+    SagaReport { id: record.id, name: record.name, state: record.state, outputs, error }
 }
 
 /// The order the API answers with (and `GET /v1/orders/{id}` shows).

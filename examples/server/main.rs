@@ -23,7 +23,8 @@
 //!   `--postgres`), so instances on one store see each other's orders; each runs the saga recovery worker, which
 //!   finishes the checkouts of an instance that died. `--instance NAME` names this one in the saga log.
 //! - `--gateway URL` sends the checkouts' gateway calls to a simulator in another process (`palisade sim serve`,
-//!   through `palisade::sim::HttpGateway`); the in-process simulator otherwise.
+//!   through `palisade::sim::HttpGateway`, each call bounded by `--gateway-timeout-ms`, default 10 s); the
+//!   in-process simulator otherwise.
 //! - `--latency-ms` sets the simulator's latency per gateway call, so concurrent duplicates really overlap.
 //! - `--redis URL` keeps idempotency records in Redis (shared by every instance), memory otherwise.
 //! - `--postgres URL` keeps them in PostgreSQL instead (durable: they survive a restart of the server and of the
@@ -95,6 +96,10 @@ struct Args {
     /// `GET /v1/_sim/ledger` always use.
     #[arg(long)]
     gateway: Option<String>,
+    /// How long one call to the `--gateway` simulator may take (connect, send and answer), in milliseconds; past
+    /// it the call's outcome is unknown and it is retried under the same gateway key.
+    #[arg(long, default_value_t = 10_000, requires = "gateway")]
+    gateway_timeout_ms: u64,
 }
 
 #[tokio::main]
@@ -125,7 +130,9 @@ async fn main() -> anyhow::Result<()> {
     let instance = args.instance.clone().unwrap_or_else(default_instance);
     let gateway = match &args.gateway {
         Some(url) => checkouts::gateway_stack(
-            palisade::sim::HttpGateway::new(url).map_err(|e| anyhow::anyhow!("invalid --gateway URL: {e}"))?,
+            palisade::sim::HttpGateway::new(url)
+                .map_err(|e| anyhow::anyhow!("invalid --gateway URL: {e}"))?
+                .timeout(Duration::from_millis(args.gateway_timeout_ms)),
         )?,
         None => checkouts::gateway_stack(sim.clone())?,
     };
