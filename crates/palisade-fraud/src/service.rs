@@ -62,14 +62,18 @@ where
             let engine = &config.engine;
             let attempt = Attempt::from_attributes(&attrs);
             let verdict = engine.assess_attempt(&attrs, &attempt).await;
-            let rule: Arc<str> = verdict.decided_by.clone().unwrap_or_else(|| Arc::from("fraud"));
+            // The deciding rule's name, made only for a verdict that names it (an approval allocates nothing).
+            let rule = || -> Arc<str> { verdict.decided_by.clone().unwrap_or_else(|| Arc::from("fraud")) };
             match verdict.decision {
-                Decision::Block => return mode.refuse(FraudRejection::Blocked { rule }),
+                Decision::Block => return mode.refuse(FraudRejection::Blocked { rule: rule() }),
                 Decision::Challenge => {
-                    return mode
-                        .refuse(FraudRejection::Challenge { rule, challenge_url: config.challenge_url.clone() });
+                    return mode.refuse(FraudRejection::Challenge {
+                        rule: rule(),
+                        challenge_url: config.challenge_url.clone(),
+                    });
                 }
                 Decision::Review => {
+                    let rule = rule();
                     let verdict = Arc::new(verdict);
                     tracing::info!(
                         target: "palisade_fraud",
