@@ -522,8 +522,12 @@ pub(crate) fn trimmed(v: &str) -> &str {
 /// `v` trimmed and lower-cased (Unicode), borrowed when it already is.
 pub(crate) fn lower(v: &str) -> Cow<'_, str> {
     let t = trimmed(v);
-    let done = if t.is_ascii() { !t.bytes().any(|c| c.is_ascii_uppercase()) } else { t.to_lowercase() == t };
-    if done { Cow::Borrowed(t) } else { Cow::Owned(t.to_lowercase()) }
+    // One pass for the common case: ASCII without capitals.
+    if t.bytes().all(|c| c.is_ascii() && !c.is_ascii_uppercase()) {
+        return Cow::Borrowed(t);
+    }
+    let l = t.to_lowercase();
+    if l == t { Cow::Borrowed(t) } else { Cow::Owned(l) }
 }
 
 /// `v` trimmed and ASCII lower-cased, borrowed when it already is.

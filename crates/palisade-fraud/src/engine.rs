@@ -5,7 +5,7 @@ use std::sync::{Arc, LazyLock};
 
 use arc_swap::ArcSwap;
 
-use crate::attributes::{Attributes, VelocityCounts, mask_email};
+use crate::attributes::{Attributes, Subject, VelocityCounts, mask_email};
 use crate::decision::{Action, Assessment, Decision, OutcomeSink, RuleOutcome};
 use crate::defaults::{DEFAULT_BLOCK_THRESHOLD, DEFAULT_REVIEW_THRESHOLD};
 use crate::error::RuleFileError;
@@ -51,6 +51,23 @@ pub(crate) struct EngineInner {
     block_threshold: i64,
     on_store_down: OnStoreDown,
     name: Arc<str>,
+    /// `palisade_fraud_decisions_total{engine, decision}` per decision, made once: counting a decision looks
+    /// the counter up in whatever recorder is installed then, without building a key.
+    #[cfg(feature = "metrics")]
+    decision_keys: [metrics::Key; 4],
+}
+
+#[cfg(feature = "metrics")]
+static METRICS_METADATA: metrics::Metadata<'static> =
+    metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+
+#[cfg(feature = "metrics")]
+fn decision_keys(engine: &Arc<str>) -> [metrics::Key; 4] {
+    [Decision::Approve, Decision::Review, Decision::Challenge, Decision::Block].map(|d| {
+        let labels =
+            vec![metrics::Label::new("engine", engine.to_string()), metrics::Label::new("decision", d.as_str())];
+        metrics::Key::from_parts("palisade_fraud_decisions_total", labels)
+    })
 }
 
 /// The fraud rule engine. Cheap to clone (one `Arc`); every clone shares the rules and the velocity store.
@@ -153,6 +170,8 @@ impl FraudEngineBuilder {
                 review_threshold: self.review_threshold,
                 block_threshold: self.block_threshold,
                 on_store_down: self.on_store_down,
+                #[cfg(feature = "metrics")]
+                decision_keys: decision_keys(&self.name),
                 name: self.name,
             }),
         }
@@ -243,7 +262,8 @@ impl FraudEngine {
                 (VelocityCounts::default(), false)
             }
         };
-        let mut a = self.evaluate_with(rules, attrs, &counts);
+        let scope = Scope::new(attrs, &counts).with_email(attempt.subjects[Subject::Email.index()].as_ref());
+        let mut a = self.evaluate_with(rules, scope);
         if !available {
             a.velocity_available = false;
             let floor = match self.inner.on_store_down {
@@ -279,11 +299,10 @@ impl FraudEngine {
     /// metrics; rule counters do count).
     #[must_use]
     pub fn evaluate(&self, attrs: &Attributes, counts: &VelocityCounts) -> Assessment {
-        self.evaluate_with(self.inner.rules.load_full(), attrs, counts)
+        self.evaluate_with(self.inner.rules.load_full(), Scope::new(attrs, counts))
     }
 
-    fn evaluate_with(&self, rules: Arc<RuleSet>, attrs: &Attributes, counts: &VelocityCounts) -> Assessment {
-        let mut scope = Scope::new(attrs, counts);
+    fn evaluate_with(&self, rules: Arc<RuleSet>, mut scope: Scope<'_>) -> Assessment {
         let mut decision = Decision::Approve;
         let mut decided_by: Option<&Arc<str>> = None;
         let mut sink = OutcomeSink::new(rules.rules.len());
@@ -354,10 +373,13 @@ impl FraudEngine {
             }
         }
         // Only rules that matched or failed are logged and counted: build their verdicts, not the others'.
+        #[cfg(feature = "metrics")]
+        {
+            let key = &self.inner.decision_keys[a.decision as usize];
+            metrics::with_recorder(|r| r.register_counter(key, &METRICS_METADATA)).increment(1);
+        }
         let notable = |o: &RuleOutcome| o.is_match() || *o == RuleOutcome::Error;
         if !a.outcomes().iter().any(notable) {
-            #[cfg(feature = "metrics")]
-            metrics::counter!("palisade_fraud_decisions_total", "engine" => self.inner.name.clone(), "decision" => a.decision.as_str()).increment(1);
             return;
         }
         for v in a.verdicts().filter(|v| v.outcome == RuleOutcome::ShadowMatched) {
@@ -368,7 +390,6 @@ impl FraudEngine {
         }
         #[cfg(feature = "metrics")]
         {
-            metrics::counter!("palisade_fraud_decisions_total", "engine" => self.inner.name.clone(), "decision" => a.decision.as_str()).increment(1);
             for v in a.verdicts().filter(|v| v.outcome.is_match() || v.outcome == RuleOutcome::Error) {
                 metrics::counter!(
                     "palisade_fraud_rule_matches_total",

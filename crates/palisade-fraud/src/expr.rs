@@ -50,6 +50,18 @@ impl<'a> Scope<'a> {
         }
     }
 
+    /// Takes the normalized email from the attempt, which has it already (so it is lower-cased once).
+    pub(crate) fn with_email(mut self, email: Option<&Cow<'a, str>>) -> Self {
+        self.text[EMAIL] = Some(email.cloned().unwrap_or(Cow::Borrowed("")));
+        self
+    }
+
+    /// The email, trimmed and lower-cased.
+    pub(crate) fn email(&mut self) -> &str {
+        self.fill(EMAIL);
+        self.text(EMAIL)
+    }
+
     fn int(&self, slot: usize) -> i64 {
         match slot {
             0 => self.attrs.amount_minor(),

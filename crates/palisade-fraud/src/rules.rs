@@ -240,6 +240,10 @@ impl Rule {
         let (attrs, counts) = (scope.attrs, scope.counts);
         Ok(match &self.condition {
             Condition::Expr(program) => return program.eval(scope),
+            // The email is normalized once per decision, for every rule that reads it.
+            Condition::Blocklist { field: Field::Email, values } => {
+                attrs.email.is_some() && values.contains(scope.email())
+            }
             Condition::Blocklist { field, values } => {
                 attrs.field(*field).is_some_and(|v| values.contains(normalize(*field, v).as_ref()))
             }

@@ -1,7 +1,7 @@
 //! The in-process velocity store.
 
 use std::collections::VecDeque;
-use std::hash::{BuildHasher, Hasher, RandomState};
+use std::sync::Arc;
 
 use hashbrown::HashMap;
 use palisade_core::Currency;
@@ -147,42 +147,16 @@ impl Series {
 /// queue in time order for the expiry (O(1) amortized each). An attempt is its id and its subjects' values: the
 /// same idempotency key with another card is another attempt.
 ///
-/// The map holds a 128-bit keyed hash of the attempt (two SipHash keys drawn at random per store), not the
-/// attempt itself: nothing is allocated per attempt beyond the map's slot, and an attacker who does not know the
-/// keys cannot make two different attempts look like one (a collision by chance needs ~2^64 attempts).
+/// The key is encoded into a buffer kept from call to call (length-prefixed values, then the id), so a lookup
+/// allocates nothing; only a new attempt allocates its key, shared by the map and the queue.
+#[derive(Default)]
 struct Seen {
-    keys: (RandomState, RandomState),
-    ids: HashMap<u128, Instant>,
-    order: VecDeque<(Instant, u128)>,
-}
-
-impl Default for Seen {
-    fn default() -> Self {
-        Seen { keys: (RandomState::new(), RandomState::new()), ids: HashMap::new(), order: VecDeque::new() }
-    }
+    ids: HashMap<Arc<[u8]>, Instant>,
+    order: VecDeque<(Instant, Arc<[u8]>)>,
+    buf: Vec<u8>,
 }
 
 impl Seen {
-    fn fingerprint(&self, attempt: &Attempt<'_>, id: &str) -> u128 {
-        let feed = |h: &mut dyn Hasher| {
-            for v in &attempt.subjects {
-                match v {
-                    // Length-prefixed, so no two different lists of values feed the same bytes.
-                    Some(v) => {
-                        h.write_usize(v.len());
-                        h.write(v.as_bytes());
-                    }
-                    None => h.write_usize(usize::MAX),
-                }
-            }
-            h.write(id.as_bytes());
-        };
-        let (mut a, mut b) = (self.keys.0.build_hasher(), self.keys.1.build_hasher());
-        feed(&mut a);
-        feed(&mut b);
-        u128::from(a.finish()) << 64 | u128::from(b.finish())
-    }
-
     /// True when the attempt was seen within the horizon; records it otherwise.
     fn check_and_insert(&mut self, attempt: &Attempt<'_>, now: Instant, horizon: Option<Instant>) -> bool {
         let Some(id) = attempt.id else { return false };
@@ -195,15 +169,22 @@ impl Seen {
                 }
             }
         }
-        let key = self.fingerprint(attempt, id);
-        match self.ids.entry(key) {
-            hashbrown::hash_map::Entry::Occupied(_) => true,
-            hashbrown::hash_map::Entry::Vacant(v) => {
-                v.insert(now);
-                self.order.push_back((now, key));
-                false
-            }
+        self.buf.clear();
+        for v in &attempt.subjects {
+            // Length-prefixed, so no two different lists of values encode alike.
+            let v = v.as_deref().map(str::as_bytes);
+            let len = v.map_or(u32::MAX, |v| u32::try_from(v.len()).unwrap_or(u32::MAX - 1));
+            self.buf.extend_from_slice(&len.to_le_bytes());
+            self.buf.extend_from_slice(v.unwrap_or_default());
         }
+        self.buf.extend_from_slice(id.as_bytes());
+        if self.ids.contains_key(self.buf.as_slice()) {
+            return true;
+        }
+        let key: Arc<[u8]> = Arc::from(self.buf.as_slice());
+        self.ids.insert(key.clone(), now);
+        self.order.push_back((now, key));
+        false
     }
 }
 
@@ -292,8 +273,8 @@ impl MemoryVelocityStore {
             if !repeat {
                 series.push_attempt(Entry { at: now, currency: attempt.currency, amount: attempt.amount_minor });
             }
-            for (i, w) in Window::ALL.into_iter().enumerate() {
-                for m in Measure::ALL {
+            for m in Measure::ALL {
+                for (i, w) in Window::ALL.into_iter().enumerate() {
                     let v = Velocity::new(m, s, w);
                     if read.contains(v) {
                         let value = match m {
