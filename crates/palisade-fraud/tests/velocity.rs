@@ -219,4 +219,64 @@ mod redis_store {
         assert_eq!(block.assess(&attempt("fp_down", 1)).await.decision, Decision::Block);
         assert!(review.record_decline(&attempt("fp_down", 0)).await.is_err());
     }
+
+    /// Every command clients send that names one of `prefix`'s keys, as `MONITOR` shows them (commands a script
+    /// runs are shown as coming from `lua` and left out), while `work` runs.
+    async fn commands_sent(
+        r: &palisade_testkit::RedisTest,
+        work: impl std::future::Future<Output = ()>,
+    ) -> Vec<String> {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let addr = r.url.trim_start_matches("redis://").trim_end_matches('/');
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.write_all(b"MONITOR\r\n").await.unwrap();
+        let mut monitor = tokio::io::BufReader::new(stream);
+        let mut line = String::new();
+        monitor.read_line(&mut line).await.unwrap();
+        assert_eq!(line.trim_end(), "+OK");
+        work.await;
+        // A marker sent after the work: once MONITOR shows it, it has shown everything sent before.
+        let marker = format!("{}monitor-end", r.prefix);
+        let _: String = redis::cmd("ECHO").arg(&marker).query_async(&mut r.conn.clone()).await.unwrap();
+        let mut sent = Vec::new();
+        let read = async {
+            loop {
+                line.clear();
+                assert!(monitor.read_line(&mut line).await.unwrap() > 0, "MONITOR closed");
+                if line.contains(&marker) {
+                    break;
+                }
+                if line.contains(&r.prefix) && !line.contains(" lua]") {
+                    let name = line.split('"').nth(1).unwrap_or("").to_ascii_lowercase();
+                    sent.push(name);
+                }
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(30), read).await.expect("MONITOR shows the marker");
+        sent
+    }
+
+    /// One round trip per decision for all velocity rules together: a decision whose rules read velocity of all
+    /// four subjects and all three measures sends Redis one command, an EVALSHA.
+    #[tokio::test]
+    async fn redis_one_command_per_decision_for_all_velocity_rules() {
+        let Some(r) = palisade_testkit::redis("fraud_velocity_round_trip").await else { return };
+        let rules = "block if attempts_per_card_1h > 100\n\
+                     block if amount_per_email_24h > 1000000 USD\n\
+                     review if declines_per_ip_10m > 5\n\
+                     challenge if attempts_per_customer_10m > 50\n\
+                     score 10 if amount_per_card_10m > 500 USD";
+        let e = FraudEngine::builder().velocity_store(store(&r)).rule_file(rules).unwrap().build();
+        let charge = |i: usize| attempt("fp_rt", i).email("rt@example.com").ip("198.51.100.7").customer_id("cus_rt");
+        // The first decision loads the script (EVALSHA answers NOSCRIPT, then EVAL): not counted.
+        e.assess(&charge(0)).await;
+        let sent = commands_sent(&r, async {
+            let v = e.assess(&charge(1)).await;
+            assert!(v.velocity_available);
+            assert_eq!(v.decision, Decision::Approve);
+        })
+        .await;
+        assert_eq!(sent, ["evalsha"], "one decision, one command");
+        r.cleanup().await;
+    }
 }
