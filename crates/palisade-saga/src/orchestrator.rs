@@ -288,8 +288,11 @@ struct Progress {
     outputs: Arc<Outputs>,
     /// The last attempt started, per step.
     attempts: HashMap<StepName, u32>,
-    /// Steps whose last attempt ended Unknown: they may have acted, so they are compensated (with `null`).
+    /// Steps that failed for good after an attempt that may have acted: they are compensated (with `null`).
     maybe_acted: HashSet<StepName>,
+    /// Steps with an attempt that may have acted: one that ended Unknown, or one the log shows started and never
+    /// ended (its owner died during it). Whatever the last attempt's outcome, such a step may have taken effect.
+    attempted_unknown: HashSet<StepName>,
     /// The failure that began compensation.
     failure: Option<PaymentError>,
     compensated: HashSet<StepName>,
@@ -299,19 +302,32 @@ struct Progress {
 impl Progress {
     fn replay(events: &[Event]) -> Progress {
         let mut p = Progress::default();
+        // Steps whose last start has no end yet.
+        let mut open = HashSet::new();
         for e in events {
             match e {
                 Event::StepStarted { step, attempt } => {
+                    if !open.insert(step.clone()) {
+                        // Started again without an end: the attempt before was cut off by a crash.
+                        p.attempted_unknown.insert(step.clone());
+                    }
                     p.attempts.insert(step.clone(), *attempt);
                 }
                 Event::StepDone { step, output } => {
+                    open.remove(step);
                     Arc::make_mut(&mut p.outputs).insert(step.clone(), output.clone());
                 }
-                Event::StepFailed { step, error, outcome, last: true } => {
+                Event::StepFailed { step, error, outcome, last } => {
+                    open.remove(step);
                     if *outcome == palisade_core::OutcomeClass::Unknown {
-                        p.maybe_acted.insert(step.clone());
+                        p.attempted_unknown.insert(step.clone());
                     }
-                    p.failure.get_or_insert_with(|| error.clone());
+                    if *last {
+                        if p.attempted_unknown.contains(step) {
+                            p.maybe_acted.insert(step.clone());
+                        }
+                        p.failure.get_or_insert_with(|| error.clone());
+                    }
                 }
                 Event::CompensationStarted { step, attempt } => {
                     p.compensation_attempts.insert(step.clone(), *attempt);
@@ -323,6 +339,7 @@ impl Progress {
                 _ => {}
             }
         }
+        p.attempted_unknown.extend(open);
         p
     }
 }
@@ -493,6 +510,9 @@ impl<C: Context> Run<C> {
         // Attempts count on from the log: a step resumed after a crash runs at least once more, then retries only
         // while its budget lasts.
         let mut attempt = self.progress.attempts.get(&name).copied().unwrap_or(0);
+        // An attempt that may have acted (in this run or before a crash) makes the step maybe-acted even when a
+        // later attempt fails Retriable or Terminal: a lost answer's authorization exists all the same.
+        let mut maybe_acted = self.progress.attempted_unknown.contains(&name);
         let mut previous = None;
         loop {
             attempt += 1;
@@ -510,12 +530,13 @@ impl<C: Context> Run<C> {
                 Err(e) => e,
             };
             let outcome = error.outcome();
+            maybe_acted |= outcome == Outcome::Unknown;
             let retry = !matches!(outcome, Outcome::Success | Outcome::Terminal) && attempt < step.attempts;
             let last = !retry;
             let failed = Event::StepFailed { step: name.clone(), error: error.clone(), outcome: outcome.class(), last };
             self.write(failed, SagaState::Running).await?;
             if last {
-                return Ok(Err(StepFailure { step: name, error, maybe_acted: outcome == Outcome::Unknown }));
+                return Ok(Err(StepFailure { step: name, error, maybe_acted }));
             }
             let wait = step.backoff.delay(attempt - 1, previous, self.inner.unit());
             let wait = error.retry_after().map_or(wait, |hint| wait.max(hint));

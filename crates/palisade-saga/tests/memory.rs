@@ -102,6 +102,43 @@ async fn a_capture_that_fails_for_good_voids_the_authorization() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_step_whose_lost_answer_is_followed_by_retriable_failures_is_still_compensated() {
+    // The first authorization commits and its answer is lost (Unknown); the retries are refused (Retriable). The
+    // authorization exists, so it must be compensated (with null: its id was never seen), not left to lapse.
+    let (log, world) = (MemoryLog::new(), World::new());
+    let refused = Fault::Unavailable { retry_after: None };
+    world.sim.script(Operation::Authorize, [Fault::FailAfterCommit, refused, refused]);
+    let o = Orchestrator::builder(log.clone()).build();
+    let saga = o.register(checkout_saga(&world));
+    let report = o.start(&saga, "order-lost", checkout("order-lost")).await.unwrap();
+    assert_eq!(report.state, SagaState::Compensated);
+    assert_eq!(world.ledger("order-lost", Operation::Authorize), 1, "the lost answer's authorization happened");
+    let record = log.get("order-lost").await.unwrap().unwrap();
+    assert_eq!(compensated(&record.events), ["authorize", "reserve"], "the authorization is compensated too");
+
+    // The same after a crash: a step started before its owner died, then refused after the take-over.
+    let world = World::new();
+    *world.crash.lock() = Some(("authorize".to_owned(), Crash::AfterEffect));
+    let first = Orchestrator::builder(log.clone()).owner("first").lease(LEASE).build();
+    let saga = first.register(checkout_saga(&world));
+    let running = tokio::spawn({
+        let (first, saga) = (first.clone(), saga.clone());
+        async move { first.start(&saga, "order-doubt", checkout("order-doubt")).await }
+    });
+    world.crashed.notified().await;
+    running.abort();
+    let _ = running.await;
+    world.sim.script(Operation::Authorize, [refused; 3]);
+    tokio::time::advance(LEASE).await;
+    let second = Orchestrator::builder(log.clone()).owner("second").lease(LEASE).build();
+    second.register(checkout_saga(&world));
+    let report = second.resume("order-doubt").await.unwrap().expect("taken over");
+    assert_eq!(report.state, SagaState::Compensated);
+    let record = log.get("order-doubt").await.unwrap().unwrap();
+    assert_eq!(compensated(&record.events), ["authorize", "reserve"], "the step in doubt is compensated");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_compensation_that_keeps_failing_ends_in_failed_compensation_and_can_be_retried() {
     let (log, world) = (MemoryLog::new(), World::new());
     world.ship_fails.store(true, Ordering::SeqCst);
