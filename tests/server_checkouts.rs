@@ -3,9 +3,9 @@
 //! `GET /v1/orders/{id}`, `/metrics`, `/healthz` and `/readyz` tell where things are.
 //!
 //! In process and under paused time (no sockets): a completed checkout and its replay, a decline, a fraud block,
-//! a compensated saga, a failed compensation, the orders' states, a retry after the client gave up, readiness and
-//! metrics. With a real process (the server binary, built by `cargo build --example server`): SIGTERM while a
-//! checkout is in flight stops accepting, answers that checkout and exits 0.
+//! a compensated saga, answers lost for good undone, a failed compensation, the orders' states, a retry after the
+//! client gave up, readiness and metrics. With a real process (the server binary, built by `cargo build --example
+//! server`): SIGTERM while a checkout is in flight stops accepting, answers that checkout and exits 0.
 
 #[path = "../examples/server/app.rs"]
 mod app;
@@ -214,6 +214,30 @@ async fn a_failed_shipment_is_a_409_with_the_capture_refunded() {
     assert_eq!((status, &h["idempotent-replayed"]), (StatusCode::CONFLICT, &"true".parse().unwrap()));
     assert_eq!(again, p);
     assert_eq!(s.sim.calls(), calls);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_answer_lost_for_good_is_found_out_and_undone() {
+    // Each step is tried 9 times (3 saga attempts of 3 retry-layer attempts): the first commits and loses its
+    // answer, the other 8 fail with 500s, so the step fails for good not knowing whether it acted.
+    let lost_for_good = || std::iter::once(Fault::FailAfterCommit).chain([Fault::ServerError { status: 500 }; 8]);
+
+    // A capture: the authorization's void is refused (it is captured), so it is refunded in full.
+    let s = server(GatewaySim::new());
+    s.sim.script(Operation::Capture, lost_for_good());
+    let (status, _, p) = send(&s.app, checkout("k-lost-capture", &body("o-lost-capture"))).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{p}");
+    assert_eq!(p["type"], "urn:palisade:problem:checkout_compensated");
+    assert_eq!(s.ops("o-lost-capture").await, ["authorize", "capture", "refund"], "captured once, refunded");
+    assert_eq!(s.state("o-lost-capture").await["state"], "compensated");
+
+    // An authorization: asked again under its step key (answered from what the gateway did), then voided.
+    let s = server(GatewaySim::new());
+    s.sim.script(Operation::Authorize, lost_for_good());
+    let (status, _, p) = send(&s.app, checkout("k-lost-auth", &body("o-lost-auth"))).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{p}");
+    assert_eq!(s.ops("o-lost-auth").await, ["authorize", "void"], "authorized once, voided");
+    assert_eq!(s.state("o-lost-auth").await["state"], "compensated");
 }
 
 #[tokio::test(start_paused = true)]

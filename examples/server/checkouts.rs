@@ -32,7 +32,10 @@ use palisade::rate_limit::RateLimitLayer;
 use palisade::redaction::AuditLayer;
 use palisade::retry::RetryLayer;
 use palisade_fraud::{Field, FraudEngine, Rule};
-use palisade_saga::{Event, Orchestrator, Saga, SagaError, SagaLog, SagaRecord, SagaReport, SagaState, Step};
+use palisade_saga::{
+    Event, Orchestrator, Saga, SagaError, SagaLog, SagaRecord, SagaReport, SagaState, Step, StepCx, compensation_key,
+    step_key,
+};
 use serde::{Deserialize, Serialize};
 use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
@@ -60,12 +63,30 @@ pub fn fraud_engine() -> FraudEngine {
     FraudEngine::builder().rule(blocklist).rule(big).build()
 }
 
-/// Fraud → CircuitBreaker → Retry → RateLimit → Audit around `gateway` (the in-process simulator or an HTTP
-/// client of one): the stack's order below idempotency, which the HTTP layer around the route provides.
+/// Gateway calls per second the checkouts of one instance may make, unless `--gateway-rate` says otherwise: a
+/// gateway's contracted rate is typically of this order, and a limit kept here turns a burst into waiting or
+/// `rate_limited` answers instead of the gateway's own 429s.
+pub const DEFAULT_GATEWAY_RATE: u32 = 1_000;
+
+/// [`gateway_stack_at`] with [`DEFAULT_GATEWAY_RATE`].
 ///
 /// # Errors
 /// Only for an invalid layer configuration (a bug here).
 pub fn gateway_stack<S>(gateway: S) -> anyhow::Result<Gateway>
+where
+    S: tower::Service<GatewayRequest, Response = GatewayResponse, Error = PaymentError> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+{
+    gateway_stack_at(gateway, DEFAULT_GATEWAY_RATE)
+}
+
+/// Fraud → CircuitBreaker → Retry → RateLimit (`calls_per_second`) → Audit around `gateway` (the in-process
+/// simulator or an HTTP client of one): the stack's order below idempotency, which the HTTP layer around the
+/// route provides.
+///
+/// # Errors
+/// Only for an invalid layer configuration (a bug here), such as a rate of 0.
+pub fn gateway_stack_at<S>(gateway: S, calls_per_second: u32) -> anyhow::Result<Gateway>
 where
     S: tower::Service<GatewayRequest, Response = GatewayResponse, Error = PaymentError> + Clone + Send + Sync + 'static,
     S::Future: Send + 'static,
@@ -76,7 +97,7 @@ where
         .fraud(fraud_engine())
         .circuit_breaker(CircuitBreakerLayer::builder())
         .retry(RetryLayer::builder().max_attempts(3))
-        .rate_limit(RateLimitLayer::builder().rate(1_000, Duration::from_secs(1)))
+        .rate_limit(RateLimitLayer::builder().rate(calls_per_second, Duration::from_secs(1)))
         .audit(AuditLayer::new())
         .service(gateway)
         .map_err(|e| anyhow::anyhow!("the gateway stack: {e}"))?;
@@ -229,8 +250,32 @@ impl Checkout {
     }
 }
 
+/// The authorization of a checkout, under the authorize step's key (in its compensation too: the same request
+/// under the same key is answered with what the gateway did).
+fn authorization(cx: &StepCx<Checkout>) -> Result<ChargeRequest, PaymentError> {
+    let c = cx.context();
+    let token = PaymentToken::new(c.source.clone()).map_err(|e| PaymentError::invalid_request(e.to_string()))?;
+    let order: Reference = c.order_id.parse().map_err(PaymentError::from)?;
+    Ok(ChargeRequest::new(c.money()?, token, order)
+        .meta("email", Reference::new(c.email.clone()).map_err(PaymentError::from)?)
+        .idempotency_key(step_key(cx.saga_id(), "authorize")))
+}
+
+/// Refunds the captured `payment` in full under the capture's compensation key: the capture's compensation and
+/// the authorization's (when it finds the authorization captured) send this same request.
+async fn refund(gw: &Gateway, cx: &StepCx<Checkout>, payment: &str) -> Result<(), PaymentError> {
+    let refund = RefundRequest {
+        payment_id: payment.into(),
+        amount: Some(cx.context().money()?),
+        idempotency_key: Some(compensation_key(cx.saga_id(), "capture")),
+    };
+    gw.clone().oneshot(GatewayRequest::Refund(refund)).await.map(|_| ())
+}
+
 /// The checkout saga's definition: reserve → authorize → capture → ship, undone by release, void (only when
-/// nothing was captured) and refund.
+/// nothing was captured) and refund. A step whose answer was lost is compensated too (with no output): the
+/// authorization's compensation asks the gateway again under the step key and voids what it authorized, or
+/// refunds it when it turns out captured.
 pub fn checkout_saga(gateway: &Gateway, inventory: &Inventory) -> Saga<Checkout> {
     let inv = inventory.clone();
     let reserve = Step::<Checkout>::new("reserve", move |cx| {
@@ -250,14 +295,7 @@ pub fn checkout_saga(gateway: &Gateway, inventory: &Inventory) -> Saga<Checkout>
     let authorize = Step::<Checkout>::new("authorize", move |cx| {
         let gw = gw.clone();
         async move {
-            let c = cx.context();
-            let token =
-                PaymentToken::new(c.source.clone()).map_err(|e| PaymentError::invalid_request(e.to_string()))?;
-            let order: Reference = c.order_id.parse().map_err(PaymentError::from)?;
-            let charge = ChargeRequest::new(c.money()?, token, order)
-                .meta("email", Reference::new(c.email.clone()).map_err(PaymentError::from)?)
-                .idempotency_key(cx.key());
-            let res = gw.oneshot(GatewayRequest::Authorize(charge)).await?;
+            let res = gw.oneshot(GatewayRequest::Authorize(authorization(&cx)?)).await?;
             Ok(res.id.to_string())
         }
     });
@@ -269,10 +307,27 @@ pub fn checkout_saga(gateway: &Gateway, inventory: &Inventory) -> Saga<Checkout>
                 // Captured: the capture's refund gives the money back; a captured authorization cannot be voided.
                 return Ok(());
             }
-            // Null: the authorization's answer was lost for good; there is no id to void and it lapses.
-            let Some(auth) = auth.as_str() else { return Ok(()) };
-            let void = VoidRequest { authorization_id: auth.into(), idempotency_key: Some(cx.compensation_key()) };
-            gw.oneshot(GatewayRequest::Void(void)).await.map(|_| ())
+            let auth = match auth.as_str() {
+                Some(auth) => auth.to_owned(),
+                // Null: the authorization's answer was lost, so it may exist. Find out by its step key: the
+                // gateway answers the same request with what it did (or does it now), and that is voided below.
+                None => match gw.clone().oneshot(GatewayRequest::Authorize(authorization(&cx)?)).await {
+                    Ok(res) => res.id.to_string(),
+                    // A decline (stored under the key, or now): nothing was authorized.
+                    Err(e) if e.outcome() == Outcome::Terminal => return Ok(()),
+                    Err(e) => return Err(e),
+                },
+            };
+            let void =
+                VoidRequest { authorization_id: auth.clone().into(), idempotency_key: Some(cx.compensation_key()) };
+            match gw.clone().oneshot(GatewayRequest::Void(void)).await {
+                Ok(_) => Ok(()),
+                // Refused: the authorization was captured although the capture step is not done in the log (its
+                // answer was lost, then it failed for good). Give the money back with the very refund the
+                // capture's compensation sends (same key, same amount), so the gateway makes them one.
+                Err(PaymentError::InvalidRequest { .. }) => refund(&gw, &cx, &auth).await,
+                Err(e) => Err(e),
+            }
         }
     });
 
@@ -295,13 +350,10 @@ pub fn checkout_saga(gateway: &Gateway, inventory: &Inventory) -> Saga<Checkout>
     let capture = capture.compensate(move |cx, payment| {
         let gw = gw.clone();
         async move {
+            // Null: the capture's answer was lost, so it may have happened; the authorization's compensation (next)
+            // finds out: its void is refused for a captured authorization, and it refunds instead.
             let Some(payment) = payment.as_str() else { return Ok(()) };
-            let refund = RefundRequest {
-                payment_id: payment.into(),
-                amount: Some(cx.context().money()?),
-                idempotency_key: Some(cx.compensation_key()),
-            };
-            gw.oneshot(GatewayRequest::Refund(refund)).await.map(|_| ())
+            refund(&gw, &cx, payment).await
         }
     });
 
@@ -395,6 +447,15 @@ pub fn router(shop: Shop, store: impl LeaseStore) -> Router {
     Router::new()
         .route("/v1/checkouts", post(create_checkout))
         .layer(idempotency(store))
+        .layer(middleware::from_fn(app::valid_account))
+        .with_state(shop)
+}
+
+/// `POST /v1/checkouts` with no idempotency layer: the baseline of bench/http/run.sh (`--bare`), never for real
+/// traffic — a retried request runs its checkout again.
+pub fn bare_router(shop: Shop) -> Router {
+    Router::new()
+        .route("/v1/checkouts", post(create_checkout))
         .layer(middleware::from_fn(app::valid_account))
         .with_state(shop)
 }
