@@ -72,6 +72,7 @@ pub const DEFAULT_GATEWAY_RATE: u32 = 1_000;
 ///
 /// # Errors
 /// Only for an invalid layer configuration (a bug here).
+#[allow(dead_code)] // the tests' (main.rs takes the rate from --gateway-rate)
 pub fn gateway_stack<S>(gateway: S) -> anyhow::Result<Gateway>
 where
     S: tower::Service<GatewayRequest, Response = GatewayResponse, Error = PaymentError> + Clone + Send + Sync + 'static,
@@ -453,6 +454,7 @@ pub fn router(shop: Shop, store: impl LeaseStore) -> Router {
 
 /// `POST /v1/checkouts` with no idempotency layer: the baseline of bench/http/run.sh (`--bare`), never for real
 /// traffic — a retried request runs its checkout again.
+#[allow(dead_code)] // main.rs's (the tests that include this file do not use it)
 pub fn bare_router(shop: Shop) -> Router {
     Router::new()
         .route("/v1/checkouts", post(create_checkout))

@@ -26,6 +26,9 @@
 //!   through `palisade::sim::HttpGateway`, each call bounded by `--gateway-timeout-ms`, default 10 s); the
 //!   in-process simulator otherwise.
 //! - `--latency-ms` sets the simulator's latency per gateway call, so concurrent duplicates really overlap.
+//! - `--gateway-rate N` sets the checkouts' gateway calls per second (the rate limit layer; default 1,000).
+//! - `--bare` serves `POST /v1/checkouts` with no Palisade layer at all: the baseline of bench/http/run.sh, never
+//!   for real traffic.
 //! - `--redis URL` keeps idempotency records in Redis (shared by every instance), memory otherwise.
 //! - `--postgres URL` keeps them in PostgreSQL instead (durable: they survive a restart of the server and of the
 //!   database); the tables are created at start (`PostgresStore::migrate`, prefix `--postgres-prefix`), and each
@@ -52,6 +55,7 @@ use anyhow::Context;
 use clap::Parser;
 use palisade::idempotency::{LeaseStore, MemoryStore, PostgresStore, RedisStore};
 use palisade::sim::{GatewaySim, Latency};
+use tower::util::BoxCloneSyncService;
 
 /// Command-line interface. Other tools drive this server: keep these flags stable.
 #[derive(Debug, Parser)]
@@ -100,6 +104,13 @@ struct Args {
     /// it the call's outcome is unknown and it is retried under the same gateway key.
     #[arg(long, default_value_t = 10_000, requires = "gateway")]
     gateway_timeout_ms: u64,
+    /// Gateway calls per second this instance's checkouts may make (the stack's rate limit layer).
+    #[arg(long, default_value_t = checkouts::DEFAULT_GATEWAY_RATE, value_parser = clap::value_parser!(u32).range(1..))]
+    gateway_rate: u32,
+    /// Benchmark baseline (bench/http/run.sh): `POST /v1/checkouts` runs the same checkout saga with no Palisade
+    /// layer — no idempotency, fraud screen, circuit breaker, retry, rate limit or audit. Never for real traffic.
+    #[arg(long)]
+    bare: bool,
 }
 
 #[tokio::main]
@@ -128,18 +139,24 @@ async fn main() -> anyhow::Result<()> {
     let app = app.merge(webhooks::router(store.clone())?);
     let log = saga_log(&args).await?;
     let instance = args.instance.clone().unwrap_or_else(default_instance);
-    let gateway = match &args.gateway {
-        Some(url) => checkouts::gateway_stack(
-            palisade::sim::HttpGateway::new(url)
+    let gateway = match (&args.gateway, args.bare) {
+        (Some(url), bare) => {
+            let http = palisade::sim::HttpGateway::new(url)
                 .map_err(|e| anyhow::anyhow!("invalid --gateway URL: {e}"))?
-                .timeout(Duration::from_millis(args.gateway_timeout_ms)),
-        )?,
-        None => checkouts::gateway_stack(sim.clone())?,
+                .timeout(Duration::from_millis(args.gateway_timeout_ms));
+            if bare { BoxCloneSyncService::new(http) } else { checkouts::gateway_stack_at(http, args.gateway_rate)? }
+        }
+        (None, true) => BoxCloneSyncService::new(sim.clone()),
+        (None, false) => checkouts::gateway_stack_at(sim.clone(), args.gateway_rate)?,
     };
     let shop = checkouts::Shop::new(gateway, checkouts::Inventory::new(store.clone()), log.clone(), &instance);
     let recovery = shop.orchestrator().spawn_recovery(RECOVERY_EVERY);
     let app = app
-        .merge(checkouts::router(shop.clone(), store.clone()))
+        .merge(if args.bare {
+            checkouts::bare_router(shop.clone())
+        } else {
+            checkouts::router(shop.clone(), store.clone())
+        })
         .merge(orders::router(shop.orchestrator().clone()))
         .merge(ops::router(ops::Readiness { store, log }));
 
