@@ -483,6 +483,9 @@ mod tests {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let conn = RedisConnection::lazy(&format!("redis+cluster://127.0.0.1:{port}"));
         assert_eq!(conn.get().await.unwrap_err().kind(), palisade_core::ErrorKind::StoreUnavailable);
+        let again = conn.get().await.unwrap_err();
+        assert!(again.to_string().contains("retrying within a second"), "fails fast, as for one server: {again}");
+        assert!(conn.is_cluster() && !conn.is_connected());
         let bad = RedisConnection::lazy("redis+cluster://");
         assert_eq!(bad.get().await.unwrap_err().kind(), palisade_core::ErrorKind::StoreUnavailable);
     }
