@@ -551,27 +551,40 @@ impl<C: Context> Run<C> {
         let saga = self.saga.clone();
         let outputs = self.progress.outputs.clone();
         for node in saga.nodes.iter().rev() {
-            let todo: Vec<(&Step<C>, Value)> = node
-                .steps()
-                .iter()
-                .filter(|s| s.compensation.is_some() && !self.progress.compensated.contains(s.name.as_ref()))
-                .filter_map(|s| match self.progress.outputs.get(s.name.as_ref()) {
-                    Some(out) => Some((s, out.clone())),
-                    None => self.progress.maybe_acted.contains(s.name.as_ref()).then_some((s, Value::Null)),
-                })
-                .collect();
-            let results = join_all(todo.iter().map(|(s, out)| self.compensate_step(s, out.clone(), &outputs))).await;
-            let mut failure = None;
-            for r in results {
-                match r? {
-                    Ok(step) => {
-                        self.progress.compensated.insert(step);
-                    }
-                    Err((step, e)) => {
-                        failure.get_or_insert((step, e));
-                    }
+            let progress = &self.progress;
+            // What a step's compensation gets, if it is to run: the step's output, or `null` when it may have acted.
+            let todo = |s: &Step<C>| -> Option<Value> {
+                if s.compensation.is_none() || progress.compensated.contains(s.name.as_str()) {
+                    return None;
                 }
-            }
+                match progress.outputs.get(s.name.as_str()) {
+                    Some(out) => Some(out.clone()),
+                    None => progress.maybe_acted.contains(s.name.as_str()).then_some(Value::Null),
+                }
+            };
+            let failure = match node {
+                // One step: no vector of futures, no vector of results.
+                Node::Step(step) => match todo(step) {
+                    Some(out) => {
+                        let result = self.compensate_step(step, out, &outputs).await;
+                        self.undone(result?)
+                    }
+                    None => None,
+                },
+                Node::Group(group) => {
+                    let runs: Vec<(&Step<C>, Value)> =
+                        group.iter().filter_map(|s| todo(s).map(|out| (s, out))).collect();
+                    let results =
+                        join_all(runs.into_iter().map(|(s, out)| self.compensate_step(s, out, &outputs))).await;
+                    let mut failure = None;
+                    for r in results {
+                        if let Some(f) = self.undone(r?) {
+                            failure.get_or_insert(f);
+                        }
+                    }
+                    failure
+                }
+            };
             if let Some((step, e)) = failure {
                 let error =
                     PaymentError::SagaCompensationFailed { step: step.as_str().into(), message: e.to_string().into() };
@@ -587,6 +600,17 @@ impl<C: Context> Run<C> {
         }
         let failure = self.progress.failure.clone();
         self.finish(SagaState::Compensated, failure).await
+    }
+
+    /// Records how a compensation ended; the step and its error when it failed for good.
+    fn undone(&mut self, result: Result<StepName, (StepName, PaymentError)>) -> Option<(StepName, PaymentError)> {
+        match result {
+            Ok(step) => {
+                self.progress.compensated.insert(step);
+                None
+            }
+            Err(failed) => Some(failed),
+        }
     }
 
     async fn compensate_step(
