@@ -6,7 +6,7 @@
 //! are set so they are never reached, so every rule runs on every context here too.
 
 use palisade_core::{Currency, Money};
-use palisade_fraud::{Action, Attributes, Field, FraudEngine, Measure, Rule, Subject, Velocity, Window};
+use palisade_fraud::{Action, Attributes, Field, FraudEngine, Measure, Rule, Subject, Velocity, VelocityStore, Window};
 
 /// Contexts per pass, as in the seed.
 pub const N: usize = 50_000;
@@ -41,9 +41,16 @@ fn blocklists() -> Vec<Rule> {
 }
 
 /// The seed's rules as built-in rules (the seed's combined blocklist and AVS/CVV rules are 3 + 2: 14 rules).
+#[allow(dead_code)] // not every user of this module runs both
 pub fn builtin_engine() -> FraudEngine {
+    seed_engine_on(palisade_fraud::MemoryVelocityStore::new())
+}
+
+/// The seed's rules as built-in rules on `store`.
+pub fn seed_engine_on(store: impl VelocityStore) -> FraudEngine {
     let v = |s, w| Velocity::new(Measure::Attempts, s, w);
     FraudEngine::builder()
+        .velocity_store(store)
         .review_threshold(50)
         .rules(blocklists())
         .rule(Rule::cvv_fails("cvv"))
@@ -60,6 +67,7 @@ pub fn builtin_engine() -> FraudEngine {
 }
 
 /// The same rules, the blocklists built in and the rest from a rule file.
+#[allow(dead_code)] // not every user of this module runs both
 pub fn file_engine() -> FraudEngine {
     let file = format!(
         "cvv: block if cvv_result == \"mismatch\"\n\
