@@ -230,6 +230,8 @@ async fn an_answer_lost_for_good_is_found_out_and_undone() {
     assert_eq!(p["type"], "urn:palisade:problem:checkout_compensated");
     assert_eq!(s.ops("o-lost-capture").await, ["authorize", "capture", "refund"], "captured once, refunded");
     assert_eq!(s.state("o-lost-capture").await["state"], "compensated");
+    let note = s.shop.inventory().payment_note("o-lost-capture").await.unwrap().unwrap();
+    assert!(note.starts_with("refunded:auth_"), "the payment note names the refunded authorization: {note}");
 
     // An authorization: asked again under its step key (answered from what the gateway did), then voided.
     let s = server(GatewaySim::new());
@@ -238,6 +240,8 @@ async fn an_answer_lost_for_good_is_found_out_and_undone() {
     assert_eq!(status, StatusCode::CONFLICT, "{p}");
     assert_eq!(s.ops("o-lost-auth").await, ["authorize", "void"], "authorized once, voided");
     assert_eq!(s.state("o-lost-auth").await["state"], "compensated");
+    let note = s.shop.inventory().payment_note("o-lost-auth").await.unwrap().unwrap();
+    assert!(note.starts_with("voided:auth_"), "the payment note names the authorization found out: {note}");
 }
 
 #[tokio::test(start_paused = true)]

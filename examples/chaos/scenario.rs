@@ -18,8 +18,9 @@
 //!   or captured twice; every checkout a client saw succeed (201) completed and captured exactly once, for its
 //!   amount; every other one either completed (captured once) or compensated (authorization voided, or capture
 //!   refunded in full), or never reached the gateway; no saga left `running`, `compensating` or
-//!   `failed_compensation`; no two different final answers for one key; the servers' view of each order (from the
-//!   saga log) reconciled with `palisade-reconciliation` against the simulator's ledger, by order, clean.
+//!   `failed_compensation`; no two different final answers for one key; the servers' view of each payment (the
+//!   saga log, and the payment notes the compensations write: voided or refunded, and which authorization)
+//!   reconciled with `palisade-reconciliation` against the simulator's ledger, by authorization id: clean.
 //!
 //! What is seeded: the checkouts, the faults drawn per gateway request, the duplicates, the kill points and
 //! downtimes. What is not: the order in which concurrent requests reach the simulator (so which request gets
@@ -37,6 +38,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use palisade::core::Operation;
+use palisade::idempotency::{LeaseStore, PostgresStore, Record, RedisStore};
 use palisade::reconciliation::{CanonicalCsv, Kind, Reconciler};
 use palisade::sim::{HttpFault, LedgerEntry, SimServer};
 use palisade_saga::{Event, PostgresLog, RedisLog, SagaLog, SagaRecord, SagaState};
@@ -93,6 +95,16 @@ impl Store {
                 vec!["--postgres".into(), url.clone(), "--postgres-prefix".into(), prefix.clone()]
             }
         }
+    }
+
+    /// The servers' idempotency store (where examples/server keeps stock holds and payment notes), as it opens it.
+    fn lease_store(&self) -> anyhow::Result<Arc<dyn LeaseStore>> {
+        Ok(match self {
+            Store::Redis { url, prefix } | Store::RedisCluster { url, prefix } => {
+                Arc::new(RedisStore::open(url)?.with_prefix(prefix.clone()))
+            }
+            Store::Postgres { url, prefix } => Arc::new(PostgresStore::open(url)?.with_prefix(prefix)?),
+        })
     }
 
     /// The saga log the servers write, as examples/server opens it.
@@ -309,7 +321,7 @@ pub struct Report {
     pub sagas: BTreeMap<String, usize>,
     /// The simulator's ledger by operation.
     pub ledger: BTreeMap<String, usize>,
-    /// Orders reconciled without difference, and the discrepancies by kind.
+    /// Payments (authorizations) reconciled without difference.
     pub reconciled: u64,
     /// Reconciliation discrepancies by kind.
     pub discrepancies: BTreeMap<String, u64>,
@@ -354,7 +366,7 @@ impl fmt::Display for Report {
         let disc: Vec<String> = self.discrepancies.iter().map(|(k, v)| format!("{k}: {v}")).collect();
         writeln!(
             f,
-            "  reconciliation      {} orders matched, {} discrepancies{}",
+            "  reconciliation      {} payments matched, {} discrepancies{}",
             self.reconciled,
             self.discrepancies.values().sum::<u64>(),
             if disc.is_empty() { String::new() } else { format!(" ({})", disc.join(", ")) }
@@ -833,7 +845,8 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         logs: config.logs.clone(),
         ..Report::default()
     };
-    check(&mut report, &checkouts, &seen, &records, &ledger)?;
+    let notes = read_notes(config.store.lease_store()?, &records).await?;
+    check(&mut report, &checkouts, &seen, &records, &notes, &ledger)?;
     report.wall_time = wall.elapsed();
     Ok(report)
 }
@@ -897,6 +910,30 @@ async fn read_sagas(log: &Arc<dyn SagaLog>, ids: &[String]) -> anyhow::Result<Ha
     Ok(out)
 }
 
+/// The payment notes examples/server's compensations write (`voided:<auth>`, `refunded:<auth>`, `none`), for the
+/// compensated orders.
+async fn read_notes(
+    store: Arc<dyn LeaseStore>,
+    records: &HashMap<String, SagaRecord>,
+) -> anyhow::Result<HashMap<String, String>> {
+    let ids: Vec<String> =
+        records.values().filter(|r| r.state == SagaState::Compensated).map(|r| r.id.clone()).collect();
+    let mut out = HashMap::new();
+    for chunk in ids.chunks(64) {
+        let mut reads = tokio::task::JoinSet::new();
+        for id in chunk {
+            let (store, id) = (store.clone(), id.clone());
+            reads.spawn(async move { store.get(&format!("inventory:payment:{id}")).await.map(|r| (id, r)) });
+        }
+        while let Some(r) = reads.join_next().await {
+            if let (id, Some(Record::Done { response, .. })) = r?.context("reading the payment notes")? {
+                out.insert(id, String::from_utf8_lossy(&response.to_bytes()).into_owned());
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The outputs of a saga's completed steps.
 fn outputs(record: &SagaRecord) -> HashMap<&str, &Value> {
     record
@@ -919,6 +956,7 @@ fn check(
     checkouts: &[Checkout],
     seen: &[Seen],
     records: &HashMap<String, SagaRecord>,
+    notes: &HashMap<String, String>,
     ledger: &[LedgerEntry],
 ) -> anyhow::Result<()> {
     let v = &mut report.violations;
@@ -931,7 +969,8 @@ fn check(
     for order in by_order.keys().filter(|o| !known.contains(*o)) {
         v.push(format!("{order}: gateway operations for an order no client sent"));
     }
-    // The two sides of the reconciliation, by order: the servers' view (saga log) and the gateway's (ledger).
+    // The two sides of the reconciliation, by authorization id: the servers' view (saga log and payment notes)
+    // and the gateway's (ledger).
     let mut internal = String::from("id,amount,currency,status,created_at\n");
     let mut gateway = internal.clone();
     const AT: &str = "2026-01-01T00:00:00Z";
@@ -1049,14 +1088,26 @@ fn check(
             }
         }
 
-        // The servers' view: completed orders kept the money, compensated ones that reached the gateway gave it
-        // back (voided or refunded: both "canceled" for the reconciliation; which one is checked above).
-        match record.state {
-            SagaState::Completed => internal.push_str(&format!("{o},{},USD,succeeded,{AT}\n", c.amount())),
-            SagaState::Compensated if out.contains_key("authorize") => {
-                internal.push_str(&format!("{o},{},USD,canceled,{AT}\n", c.amount()))
+        // The servers' view, by authorization: a completed order's was captured; a compensated order's payment
+        // note says what its compensation did (and names an authorization whose answer was lost).
+        let auth = out.get("authorize").and_then(|v| v.as_str());
+        let (id, status) = match (record.state, notes.get(o).map(String::as_str)) {
+            (SagaState::Completed, _) => (auth.map(str::to_owned), "succeeded"),
+            (SagaState::Compensated, Some(note)) => match note.split_once(':') {
+                Some(("voided", a)) => (Some(a.to_owned()), "canceled"),
+                Some(("refunded", a)) => (Some(a.to_owned()), "refunded"),
+                _ => (None, ""),
+            },
+            (SagaState::Compensated, None) => {
+                if auth.is_some() {
+                    v.push(format!("{o}: compensated after an authorization, with no payment note"));
+                }
+                (None, "")
             }
-            _ => {}
+            _ => (None, ""),
+        };
+        if let Some(id) = id {
+            internal.push_str(&format!("{id},{},USD,{status},{AT}\n", c.amount()));
         }
     }
     // The gateway's view: one row per authorization, with where its money ended.
@@ -1064,8 +1115,10 @@ fn check(
         let on = |op: Operation| ledger.iter().filter(move |x| x.operation == op && x.payment_id == e.payment_id);
         let captured: i64 = on(Operation::Capture).map(minor).sum();
         let refunded: i64 = on(Operation::Refund).map(minor).sum();
-        let status = if on(Operation::Void).next().is_some() || (captured > 0 && refunded == captured) {
+        let status = if on(Operation::Void).next().is_some() {
             "canceled"
+        } else if captured > 0 && refunded == captured {
+            "refunded"
         } else if captured > 0 && refunded > 0 {
             "partially_refunded"
         } else if captured > 0 {
@@ -1074,10 +1127,10 @@ fn check(
             "authorized"
         };
         let amount = if captured > 0 { captured } else { minor(e) };
-        gateway.push_str(&format!("{},{}.{:02},USD,{status},{AT}\n", e.order_id, amount / 100, amount % 100));
+        gateway.push_str(&format!("{},{}.{:02},USD,{status},{AT}\n", e.payment_id, amount / 100, amount % 100));
     }
     let recon = Reconciler::builder().as_of(1_798_761_600).lag(Duration::ZERO).build().reconcile(
-        CanonicalCsv::from_reader("servers (saga log)", Cursor::new(internal.into_bytes()))?,
+        CanonicalCsv::from_reader("servers (saga log, payment notes)", Cursor::new(internal.into_bytes()))?,
         CanonicalCsv::from_reader("simulator (ledger)", Cursor::new(gateway.into_bytes()))?,
     )?;
     report.reconciled = recon.matched;

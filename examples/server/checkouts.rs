@@ -23,11 +23,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use palisade::Stack;
 use palisade::circuit_breaker::CircuitBreakerLayer;
+use palisade::core::backoff::{Backoff, Jitter};
 use palisade::core::{
     CaptureRequest, ChargeRequest, Currency, ErrorKind, GatewayRequest, GatewayResponse, HttpClassifier, Money,
     Outcome, PaymentError, PaymentToken, Problem, Reference, RefundRequest, VoidRequest,
 };
-use palisade::idempotency::{Claim, Fingerprint, HttpIdempotencyLayer, LeaseStore, MissingKey, NotExecuted, Payload};
+use palisade::idempotency::{
+    Claim, Fingerprint, HttpIdempotencyLayer, LeaseStore, MissingKey, NotExecuted, Payload, Record,
+};
 use palisade::rate_limit::RateLimitLayer;
 use palisade::redaction::AuditLayer;
 use palisade::retry::RetryLayer;
@@ -105,7 +108,7 @@ where
     Ok(BoxCloneSyncService::new(svc))
 }
 
-/// Stock holds, kept in the idempotency store (memory, Redis or PostgreSQL: whatever `--redis` / `--postgres`
+/// Stock holds (and the payment notes of compensated checkouts), kept in the idempotency store (memory, Redis or PostgreSQL: whatever `--redis` / `--postgres`
 /// chose), so every instance on that store sees them. A hold is a record under the reserve step's key and its
 /// release another record under the same key: both written insert-if-absent, so running the step or its
 /// compensation again (a retry, a recovery) holds or releases nothing more.
@@ -184,6 +187,38 @@ impl Inventory {
         self.write_once(&Inventory::release_key(key), b"released").await
     }
 
+    fn payment_key(order: &str) -> String {
+        format!("inventory:payment:{order}")
+    }
+
+    /// Records how the payment of the compensated checkout `order` ended: `voided:<authorization>`,
+    /// `refunded:<authorization>` or `none` (nothing was authorized). Written by the compensations once they know
+    /// (also when they had to find out because an answer was lost), before the saga records them done; the first
+    /// note stays. The saga log alone cannot tell a void from a refund, nor name an authorization whose answer was
+    /// lost; reconciliation needs both.
+    ///
+    /// # Errors
+    /// Retriable when the store does not answer.
+    pub async fn note_payment(&self, order: &str, note: &str) -> Result<(), PaymentError> {
+        self.write_once(&Inventory::payment_key(order), note.as_bytes()).await
+    }
+
+    /// The note [`note_payment`](Self::note_payment) wrote for `order`, if any.
+    ///
+    /// # Errors
+    /// When the store does not answer.
+    pub async fn payment_note(&self, order: &str) -> Result<Option<String>, PaymentError> {
+        let record = self
+            .store
+            .get(&Inventory::payment_key(order))
+            .await
+            .map_err(|e| PaymentError::store_unavailable(format!("inventory: {e}")))?;
+        Ok(match record {
+            Some(Record::Done { response, .. }) => Some(String::from_utf8_lossy(&response.to_bytes()).into_owned()),
+            _ => None,
+        })
+    }
+
     /// True while the hold under `key` exists and is not released.
     ///
     /// # Errors
@@ -251,6 +286,17 @@ impl Checkout {
     }
 }
 
+/// Attempts of a void or refund: 12, with [`GATEWAY_COMPENSATION_BACKOFF`] between them, at least a minute in
+/// all. The saga's defaults (5 attempts from 200 ms) give up within about 3 s, so a gateway outage of a few
+/// seconds, or a circuit breaker open for its 30 s, turned every compensation that ran meanwhile into
+/// `failed_compensation` (the chaos run found it): money held until someone retries by hand.
+pub const GATEWAY_COMPENSATION_ATTEMPTS: u32 = 12;
+
+/// 500 ms doubling to 20 s, never less than half of that (equal jitter): about 65 to 130 s over
+/// [`GATEWAY_COMPENSATION_ATTEMPTS`], past the circuit breaker's open duration and its half-open probes.
+pub const GATEWAY_COMPENSATION_BACKOFF: Backoff =
+    Backoff { base: Duration::from_millis(500), max: Duration::from_secs(20), factor: 2.0, jitter: Jitter::Equal };
+
 /// The authorization of a checkout, under the authorize step's key (in its compensation too: the same request
 /// under the same key is answered with what the gateway did).
 fn authorization(cx: &StepCx<Checkout>) -> Result<ChargeRequest, PaymentError> {
@@ -262,15 +308,16 @@ fn authorization(cx: &StepCx<Checkout>) -> Result<ChargeRequest, PaymentError> {
         .idempotency_key(step_key(cx.saga_id(), "authorize")))
 }
 
-/// Refunds the captured `payment` in full under the capture's compensation key: the capture's compensation and
-/// the authorization's (when it finds the authorization captured) send this same request.
-async fn refund(gw: &Gateway, cx: &StepCx<Checkout>, payment: &str) -> Result<(), PaymentError> {
+/// Refunds the captured `payment` in full under the capture's compensation key (the capture's compensation and
+/// the authorization's, when it finds the authorization captured, send this same request), and notes it.
+async fn refund(gw: &Gateway, inv: &Inventory, cx: &StepCx<Checkout>, payment: &str) -> Result<(), PaymentError> {
     let refund = RefundRequest {
         payment_id: payment.into(),
         amount: Some(cx.context().money()?),
         idempotency_key: Some(compensation_key(cx.saga_id(), "capture")),
     };
-    gw.clone().oneshot(GatewayRequest::Refund(refund)).await.map(|_| ())
+    gw.clone().oneshot(GatewayRequest::Refund(refund)).await?;
+    inv.note_payment(cx.saga_id(), &format!("refunded:{payment}")).await
 }
 
 /// The checkout saga's definition: reserve → authorize → capture → ship, undone by release, void (only when
@@ -300,9 +347,9 @@ pub fn checkout_saga(gateway: &Gateway, inventory: &Inventory) -> Saga<Checkout>
             Ok(res.id.to_string())
         }
     });
-    let gw = gateway.clone();
+    let (gw, inv) = (gateway.clone(), inventory.clone());
     let authorize = authorize.compensate(move |cx, auth| {
-        let gw = gw.clone();
+        let (gw, inv) = (gw.clone(), inv.clone());
         async move {
             if cx.output::<String>("capture").is_some() {
                 // Captured: the capture's refund gives the money back; a captured authorization cannot be voided.
@@ -315,18 +362,18 @@ pub fn checkout_saga(gateway: &Gateway, inventory: &Inventory) -> Saga<Checkout>
                 None => match gw.clone().oneshot(GatewayRequest::Authorize(authorization(&cx)?)).await {
                     Ok(res) => res.id.to_string(),
                     // A decline (stored under the key, or now): nothing was authorized.
-                    Err(e) if e.outcome() == Outcome::Terminal => return Ok(()),
+                    Err(e) if e.outcome() == Outcome::Terminal => return inv.note_payment(cx.saga_id(), "none").await,
                     Err(e) => return Err(e),
                 },
             };
             let void =
                 VoidRequest { authorization_id: auth.clone().into(), idempotency_key: Some(cx.compensation_key()) };
             match gw.clone().oneshot(GatewayRequest::Void(void)).await {
-                Ok(_) => Ok(()),
+                Ok(_) => inv.note_payment(cx.saga_id(), &format!("voided:{auth}")).await,
                 // Refused: the authorization was captured although the capture step is not done in the log (its
                 // answer was lost, then it failed for good). Give the money back with the very refund the
                 // capture's compensation sends (same key, same amount), so the gateway makes them one.
-                Err(PaymentError::InvalidRequest { .. }) => refund(&gw, &cx, &auth).await,
+                Err(PaymentError::InvalidRequest { .. }) => refund(&gw, &inv, &cx, &auth).await,
                 Err(e) => Err(e),
             }
         }
@@ -347,14 +394,14 @@ pub fn checkout_saga(gateway: &Gateway, inventory: &Inventory) -> Saga<Checkout>
             Ok(res.id.to_string())
         }
     });
-    let gw = gateway.clone();
+    let (gw, inv) = (gateway.clone(), inventory.clone());
     let capture = capture.compensate(move |cx, payment| {
-        let gw = gw.clone();
+        let (gw, inv) = (gw.clone(), inv.clone());
         async move {
             // Null: the capture's answer was lost, so it may have happened; the authorization's compensation (next)
             // finds out: its void is refused for a captured authorization, and it refunds instead.
             let Some(payment) = payment.as_str() else { return Ok(()) };
-            refund(&gw, &cx, payment).await
+            refund(&gw, &inv, &cx, payment).await
         }
     });
 
@@ -367,8 +414,16 @@ pub fn checkout_saga(gateway: &Gateway, inventory: &Inventory) -> Saga<Checkout>
 
     Saga::builder(SAGA_NAME)
         .step(reserve)
-        .step(authorize)
-        .step(capture)
+        .step(
+            authorize
+                .compensation_attempts(GATEWAY_COMPENSATION_ATTEMPTS)
+                .compensation_backoff(GATEWAY_COMPENSATION_BACKOFF),
+        )
+        .step(
+            capture
+                .compensation_attempts(GATEWAY_COMPENSATION_ATTEMPTS)
+                .compensation_backoff(GATEWAY_COMPENSATION_BACKOFF),
+        )
         .step(ship)
         .build()
         .unwrap_or_else(|e| unreachable!("the checkout saga is a valid definition: {e}"))
