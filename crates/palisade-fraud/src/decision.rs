@@ -230,6 +230,13 @@ impl Assessment {
     pub fn rules(&self) -> &[Rule] {
         self.rules.rules()
     }
+    pub(crate) fn rule_set(&self) -> &RuleSet {
+        &self.rules
+    }
+    /// The reason of rule `i`'s `Error` outcome.
+    pub(crate) fn error_reason(&self, i: usize) -> Option<&str> {
+        self.errors.iter().find(|(e, _)| *e == i).map(|(_, r)| &**r)
+    }
     /// Every rule's verdict, in rule order.
     pub fn verdicts(&self) -> impl ExactSizeIterator<Item = RuleVerdict> + '_ {
         self.rules.rules().iter().zip(self.outcomes()).enumerate().map(|(i, (rule, &outcome))| {
@@ -237,6 +244,7 @@ impl Assessment {
                 RuleOutcome::Error => self.errors.iter().find(|(e, _)| *e == i).map(|(_, r)| r.clone()),
                 _ => None,
             };
+
             RuleVerdict {
                 rule: rule.name.clone(),
                 action: rule.action,

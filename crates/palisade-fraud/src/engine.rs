@@ -161,7 +161,7 @@ impl FraudEngineBuilder {
     #[must_use]
     pub fn build(self) -> FraudEngine {
         let builtins = RuleSet::new(self.builtins);
-        let all = builtins.clone().then(self.file);
+        let all = builtins.clone().then(self.file).for_engine(&self.name);
         FraudEngine {
             inner: Arc::new(EngineInner {
                 rules: ArcSwap::from_pointee(all),
@@ -216,7 +216,8 @@ impl FraudEngine {
         match RuleSet::parse(text) {
             Ok(file) => {
                 let n = file.len();
-                self.inner.rules.store(Arc::new(self.inner.builtins.clone().then(file)));
+                let all = self.inner.builtins.clone().then(file).for_engine(&self.inner.name);
+                self.inner.rules.store(Arc::new(all));
                 tracing::info!(target: "palisade_fraud", engine = &*self.inner.name, rules = n, "fraud rules reloaded");
                 Ok(())
             }
@@ -378,26 +379,42 @@ impl FraudEngine {
             let key = &self.inner.decision_keys[a.decision as usize];
             metrics::with_recorder(|r| r.register_counter(key, &METRICS_METADATA)).increment(1);
         }
+        // Only the rules that matched or failed are logged and counted; no verdict is built for them.
         let notable = |o: &RuleOutcome| o.is_match() || *o == RuleOutcome::Error;
         if !a.outcomes().iter().any(notable) {
             return;
         }
-        for v in a.verdicts().filter(|v| v.outcome == RuleOutcome::ShadowMatched) {
-            tracing::info!(target: "palisade_fraud", engine, rule = &*v.rule, action = %v.action, "shadow rule matched (not enforced)");
-        }
-        for v in a.verdicts().filter(|v| v.outcome == RuleOutcome::Error) {
-            tracing::warn!(target: "palisade_fraud", engine, rule = &*v.rule, error = &*v.reason, "fraud rule failed to evaluate; treated as not matched");
-        }
-        #[cfg(feature = "metrics")]
-        {
-            for v in a.verdicts().filter(|v| v.outcome.is_match() || v.outcome == RuleOutcome::Error) {
-                metrics::counter!(
-                    "palisade_fraud_rule_matches_total",
-                    "engine" => self.inner.name.clone(),
-                    "rule" => v.rule.to_string(),
-                    "outcome" => v.outcome.as_str()
-                )
-                .increment(1);
+        let set = a.rule_set();
+        for (i, (rule, &outcome)) in set.rules.iter().zip(a.outcomes()).enumerate() {
+            match outcome {
+                RuleOutcome::ShadowMatched => {
+                    tracing::info!(target: "palisade_fraud", engine, rule = &*rule.name, action = %rule.action, "shadow rule matched (not enforced)");
+                }
+                RuleOutcome::Error => {
+                    let error = a.error_reason(i).unwrap_or("");
+                    tracing::warn!(target: "palisade_fraud", engine, rule = &*rule.name, error, "fraud rule failed to evaluate; treated as not matched");
+                }
+                _ => {}
+            }
+            #[cfg(feature = "metrics")]
+            if notable(&outcome) {
+                let slot = match outcome {
+                    RuleOutcome::Matched => 0,
+                    RuleOutcome::ShadowMatched => 1,
+                    _ => 2,
+                };
+                match set.match_keys.get(i) {
+                    Some(keys) => {
+                        metrics::with_recorder(|r| r.register_counter(&keys[slot], &METRICS_METADATA)).increment(1);
+                    }
+                    None => metrics::counter!(
+                        "palisade_fraud_rule_matches_total",
+                        "engine" => self.inner.name.clone(),
+                        "rule" => rule.name.to_string(),
+                        "outcome" => outcome.as_str()
+                    )
+                    .increment(1),
+                }
             }
         }
     }

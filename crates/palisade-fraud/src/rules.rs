@@ -302,6 +302,10 @@ pub struct RuleSet {
     pub(crate) rules: Vec<Rule>,
     /// The velocity attributes its rules read (all the store has to compute).
     pub(crate) reads: VelocitySet,
+    /// Per rule, `palisade_fraud_rule_matches_total{engine, rule, outcome}` for matched, shadow_matched and
+    /// error, made once when an engine takes the set (empty before).
+    #[cfg(feature = "metrics")]
+    pub(crate) match_keys: Vec<[metrics::Key; 3]>,
 }
 
 impl RuleSet {
@@ -310,7 +314,40 @@ impl RuleSet {
     pub fn new(rules: impl IntoIterator<Item = Rule>) -> Self {
         let rules: Vec<Rule> = rules.into_iter().collect();
         let reads = rules.iter().fold(VelocitySet::EMPTY, |set, r| set.union(r.reads()));
-        RuleSet { rules, reads }
+        RuleSet {
+            rules,
+            reads,
+            #[cfg(feature = "metrics")]
+            match_keys: Vec::new(),
+        }
+    }
+
+    /// The set as `engine` runs it (without the `metrics` feature, as it is).
+    #[cfg(not(feature = "metrics"))]
+    pub(crate) fn for_engine(self, _engine: &str) -> Self {
+        self
+    }
+
+    /// The set as `engine` runs it: with its metric keys made.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn for_engine(mut self, engine: &str) -> Self {
+        {
+            self.match_keys = self
+                .rules
+                .iter()
+                .map(|r| {
+                    ["matched", "shadow_matched", "error"].map(|outcome| {
+                        let labels = vec![
+                            metrics::Label::new("engine", engine.to_owned()),
+                            metrics::Label::new("rule", r.name.to_string()),
+                            metrics::Label::new("outcome", outcome),
+                        ];
+                        metrics::Key::from_parts("palisade_fraud_rule_matches_total", labels)
+                    })
+                })
+                .collect();
+        }
+        self
     }
 
     /// Parses a rule file: one rule per line, `#` starts a comment, blank lines are ignored.
@@ -390,6 +427,8 @@ impl RuleSet {
     pub fn then(mut self, other: RuleSet) -> Self {
         self.rules.extend(other.rules);
         self.reads = self.reads.union(other.reads);
+        #[cfg(feature = "metrics")]
+        self.match_keys.clear();
         self
     }
     /// The velocity attributes its rules read: all the velocity store computes for a decision.
