@@ -16,7 +16,7 @@ use palisade_core::Currency;
 
 use crate::attributes::{
     AttrType, Attributes, INDEX, NAMES, RISK_SCORE_SLOT, SCALAR_COUNT, VelocityCounts, VelocitySet, ascii_lower,
-    ascii_upper, lower,
+    ascii_upper, lower, trimmed,
 };
 use crate::rules::EvalContext;
 
@@ -99,6 +99,21 @@ impl<'a> Scope<'a> {
             _ => raw(&a.customer_id),
         };
         self.text[slot] = Some(value);
+    }
+
+    /// For the attributes normalized by ASCII case alone: the raw value, trimmed, and whether the normal form
+    /// is upper case (`Some(true)`: countries) or lower case (`Some(false)`: AVS/CVC results).
+    fn ascii_folded(&self, slot: usize) -> Option<(&'a str, bool)> {
+        let a = self.attrs;
+        let (v, upper) = match slot {
+            6 => (&a.card_country, true),
+            7 => (&a.billing_country, true),
+            9 => (&a.ip_country, true),
+            10 => (&a.avs_result, false),
+            11 => (&a.cvv_result, false),
+            _ => return None,
+        };
+        Some((trimmed(v.as_deref().unwrap_or("")), upper))
     }
 
     fn text(&self, slot: usize) -> &str {
@@ -247,6 +262,15 @@ impl Bool {
                 if a && !b.fallible() { true } else { b.eval(s)? || a }
             }
             Bool::Int(op, a, b) => op.holds(&a.eval(s)?, &b.eval(s)?),
+            // `avs_result == "fail"`: compared without making the lower-case copy ("FAIL" -> "fail").
+            Bool::Text(op @ (Cmp::Eq | Cmp::Neq), Text::Slot(i), Text::Const(c))
+            | Bool::Text(op @ (Cmp::Eq | Cmp::Neq), Text::Const(c), Text::Slot(i))
+                if let Some((raw, upper)) = s.ascii_folded(*i) =>
+            {
+                // The normal form equals `c` exactly when `c` is in normal form and equals `raw` but for ASCII case.
+                let normal = !c.bytes().any(|b| if upper { b.is_ascii_lowercase() } else { b.is_ascii_uppercase() });
+                (normal && raw.eq_ignore_ascii_case(c)) == (*op == Cmp::Eq)
+            }
             Bool::Text(op, a, b) => {
                 a.fill(s);
                 b.fill(s);
@@ -413,6 +437,8 @@ mod tests {
             "email_domain == \"example.com\" and card_country == \"US\"",
             "card_country != billing_country",
             "card_country == ip_country or not (avs_result == \"fail\")",
+            "avs_result != \"FAIL\" and \"us\" != card_country and \"US\" == card_country",
+            "billing_country == \"GB\" and cvv_result == \"\"",
             "amount > 100 EUR and attempts_per_card_1h >= 4",
             "amount_minor / (attempts_per_card_10m) > 1",
             "false && amount_minor / attempts_per_card_10m > 1",
