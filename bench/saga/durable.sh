@@ -8,10 +8,10 @@
 # round trip (one EVALSHA on Redis, one statement, committed on its own, on PostgreSQL).
 #
 # - Redis: the Palisade bench (crates/palisade-saga/benches/saga.rs, SAGA_BENCH_BACKEND=redis: C sagas at a
-#   time over the log's one multiplexed connection, one client thread), then `redis-benchmark -c C` calling
-#   the log's own append script (EVALSHA of RedisLog's APPEND, copied below: HGET the token, RPUSH the event, HSET
-#   the state) on hashes that hold a matching token, so the script does the whole write. Ratio: Palisade's log
-#   writes/s to redis-benchmark's EVALSHA/s.
+#   time over the log's one multiplexed connection, one client thread), then `redis-benchmark -c C` calling the
+#   log's own append script (EVALSHA of RedisLog's APPEND, read from its source: HGET the token, RPUSH the event,
+#   HSET the state) on hashes that hold a matching token, so the script does the whole write. Ratio: Palisade's
+#   log writes/s to redis-benchmark's EVALSHA/s.
 # - PostgreSQL: the Palisade bench (SAGA_BENCH_BACKEND=postgres, a pool of C connections), then `pgbench -c C
 #   -M prepared` running the log's own statements for one saga per pgbench transaction: the INSERT of `create`,
 #   then 9 times the `append` statement (UPDATE the saga row, INSERT the event, in one statement), each
@@ -47,16 +47,10 @@ if [ "${SKIP_REDIS:-}" != 1 ]; then
     echo "  palisade RedisLog: $line"
     ours_sagas=$(echo "$line" | field sagas_per_s); ours_writes=$(echo "$line" | field transitions_per_s)
 
-    # RedisLog's APPEND script (crates/palisade-saga/src/log/redis.rs), on KEYS = saga hash, event list.
-    APPEND="if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return 0 end
-redis.call('RPUSH', KEYS[2], ARGV[2])
-if ARGV[4] == '1' then
-  redis.call('HSET', KEYS[1], 'state', ARGV[3], 'until', '0')
-  redis.call('HDEL', KEYS[1], 'owner')
-else
-  redis.call('HSET', KEYS[1], 'state', ARGV[3])
-end
-return 1"
+    # RedisLog's APPEND script, read from its source (KEYS = saga hash, event list; ARGV = token, event, state,
+    # terminal).
+    APPEND=$(sed -n '/^const APPEND: &str = "$/,/^";$/p' crates/palisade-saga/src/log/redis.rs | sed '1d;$d')
+    [ -n "$APPEND" ] || { echo "could not read RedisLog's APPEND script" >&2; exit 1; }
     sha=$(rcli script load "$APPEND")
     P="palisade:saga-peer:$$"
     KEYSPACE=1000
