@@ -4,8 +4,8 @@
 # 50k. Holds on a busy machine where wall time does not. Usage: bench/fraud/instr.sh [builtin file]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-cargo build --release -q -p palisade-fraud --example instr
-bin=target/release/examples/instr
+cargo build --release -q -p palisade-fraud --example fraud_instr
+bin=target/release/examples/fraud_instr
 out=$(mktemp -d)
 count() { valgrind --tool=callgrind --callgrind-out-file="$out/cg.$1.$2" "$bin" "$1" "$2" >/dev/null 2>"$out/log.$1.$2";
           grep -m1 '^summary:' "$out/cg.$1.$2" | awk '{print $2}'; }

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# Fraud decisions/s on Redis at 50 concurrent (examples/redis_load.rs: the seed's rules, one EVALSHA per
+# Fraud decisions/s on Redis at 50 concurrent (examples/fraud_redis_load.rs: the seed's rules, one EVALSHA per
 # decision) next to redis-benchmark running the same velocity script (EVAL, the same keys' shape: 4 subjects x 3
 # keys, the same arguments) at the same concurrency, one after the other, twice; then the seed's FraudEngine and
-# the memory-store rate (examples/instr.rs), same run. Usage: bench/fraud/run.sh [redis-url]
+# the memory-store rate (examples/fraud_instr.rs), same run. Usage: bench/fraud/run.sh [redis-url]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 url=${1:-${PALISADE_REDIS_URL:-redis://127.0.0.1:6379}}
 hostport=${url#redis://}; host=${hostport%%:*}; port=${hostport##*:}; port=${port%%/*}
 c=50; n=50000
-cargo build --release -q -p palisade-fraud --example redis_load --example instr
+cargo build --release -q -p palisade-fraud --example fraud_redis_load --example fraud_instr
 # The script, as the store sends it (the RECORD constant of src/velocity/redis.rs).
 script=$(sed -n '/^const RECORD: &str = r"$/,/^";$/p' crates/palisade-fraud/src/velocity/redis.rs | sed '1d;$d')
 keys=()
@@ -19,7 +19,7 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 echo "redis: $(redis-cli -h "$host" -p "$port" INFO server | grep -m1 redis_version | tr -d '\r')"
 for round in 1 2; do
   echo "--- round $round"
-  target/release/examples/redis_load "$url" "$c" 1
+  target/release/examples/fraud_redis_load "$url" "$c" 1
   redis-benchmark -h "$host" -p "$port" -c "$c" -n "$n" -r 20000 --csv \
     EVAL "$script" 12 "${keys[@]}" 600000 3600000 86400000 k:__rand_int__ USD 1000 1 0 0 | tail -1 |
     awk -F'","' '{print "redis-benchmark EVAL (same script), '"$c"' clients: " $2 " requests/s"}'
@@ -29,7 +29,7 @@ echo "--- memory store, same run"
 if [ -x /tmp/palisade-seed/bin/python ]; then
   /tmp/palisade-seed/bin/python crates/palisade-fraud/benches/seed_fraud.py 3
 fi
-target/release/examples/instr rate 5
+target/release/examples/fraud_instr rate 5
 if [ -x /tmp/palisade-seed/bin/python ]; then
   /tmp/palisade-seed/bin/python crates/palisade-fraud/benches/seed_fraud.py 3
 fi

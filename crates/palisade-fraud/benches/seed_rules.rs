@@ -1,4 +1,4 @@
-//! The seed's fraud work, shared by `benches/engine.rs` and `examples/instr.rs`: its 50k varied contexts and
+//! The seed's fraud work, shared by `benches/engine.rs` and `examples/fraud_instr.rs`: its 50k varied contexts and
 //! its 10-rule set (3 velocity rules) as Palisade built-in rules and as a rule file.
 //!
 //! The seed's velocity tracker is never fed, so its velocity rules never fire and every rule runs on every

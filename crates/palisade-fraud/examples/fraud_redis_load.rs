@@ -3,7 +3,7 @@
 //! decision is one EVALSHA (`tests/velocity.rs` counts it). `bench/fraud/run.sh` runs it next to
 //! `redis-benchmark` running the same script at the same concurrency.
 //!
-//! Usage: `redis_load [url] [concurrency] [passes]` (defaults: `$PALISADE_REDIS_URL` or
+//! Usage: `fraud_redis_load [url] [concurrency] [passes]` (defaults: `$PALISADE_REDIS_URL` or
 //! redis://127.0.0.1:6379, 50, 1). Every pass assesses the 50k contexts, new attempts under a fresh namespace.
 use std::sync::Arc;
 use std::time::Instant;

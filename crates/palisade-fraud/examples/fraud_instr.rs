@@ -1,12 +1,12 @@
 //! Instructions, allocations and wall time per decision of the seed's 10-rule set on the memory velocity store
 //! (`benches/seed_rules.rs`), for before/after comparisons that hold on a busy machine.
 //!
-//! - `instr <builtin|file> <passes>`: one warm pass over the 50k contexts, then `passes` measured passes
+//! - `fraud_instr <builtin|file> <passes>`: one warm pass over the 50k contexts, then `passes` measured passes
 //!   (retries of known attempts, as in the criterion bench). Run under `valgrind --tool=callgrind` with two pass
 //!   counts and divide the difference of the instruction counts by the difference of the decisions
 //!   (`bench/fraud/instr.sh` does it).
-//! - `instr allocs <passes>`: the same for both engines, with allocations per measured decision (dhat).
-//! - `instr rate <passes>`: decisions/s of both engines, best of `passes` passes each, in one process.
+//! - `fraud_instr allocs <passes>`: the same for both engines, with allocations per measured decision (dhat).
+//! - `fraud_instr rate <passes>`: decisions/s of both engines, best of `passes` passes each, in one process.
 use std::future::Future;
 use std::hint::black_box;
 use std::pin::pin;
@@ -41,7 +41,7 @@ fn main() {
         "builtin" => vec![("builtin", builtin_engine())],
         "file" => vec![("file", file_engine())],
         "rate" | "allocs" => vec![("builtin", builtin_engine()), ("file", file_engine())],
-        _ => panic!("usage: instr <builtin|file|allocs|rate> <passes>"),
+        _ => panic!("usage: fraud_instr <builtin|file|allocs|rate> <passes>"),
     };
     let _profiler = (what == "allocs").then(|| dhat::Profiler::builder().testing().build());
     let allocated = || if what == "allocs" { dhat::HeapStats::get().total_blocks } else { 0 };
