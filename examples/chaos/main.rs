@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! cargo run --release --example chaos -- [--seed S] [--checkouts N] [--instances K] [--store redis|postgres|redis-cluster]
-//!                                        [--concurrency C] [--kills-per-instance M] [--outages O] [--no-faults] [--keep]
+//!                                        [--concurrency C] [--kills-per-instance M] [--outages O] [--no-faults] [--load]
+//!                                        [--keep]
 //! ```
 //!
 //! Stores: `redis` at `PALISADE_REDIS_URL` (default `redis://127.0.0.1:6379`), `postgres` at
@@ -59,6 +60,10 @@ struct Args {
     /// No simulator faults (latency only, no outages).
     #[arg(long)]
     no_faults: bool,
+    /// Load mode (issue 23's Load): no faults, outages, kills or duplicates, no gateway latency; the figure is the
+    /// checkouts per second at `--concurrency`, all the checks still run.
+    #[arg(long)]
+    load: bool,
     /// Keep the run's keys or schema in the store afterwards.
     #[arg(long)]
     keep: bool,
@@ -104,9 +109,14 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     config.kills = args.kills_per_instance * config.instances;
     config.progress = true;
     config.outages = args.outages;
-    if args.no_faults {
+    if args.no_faults || args.load {
         config.faults.clear();
         config.outages = 0;
+    }
+    if args.load {
+        config.kills = 0;
+        config.duplicates = 0.0;
+        config.latency = std::time::Duration::ZERO;
     }
     eprintln!(
         "chaos: seed {}, {} checkouts, {} instances on {}, {} kills; server logs in {}",

@@ -381,6 +381,11 @@ impl fmt::Display for Report {
         }
         writeln!(
             f,
+            "  throughput          {:.0} checkouts/s (answered, over the clients' time)",
+            self.checkouts as f64 / self.clients_time.as_secs_f64().max(1e-9)
+        )?;
+        writeln!(
+            f,
             "  wall time           {:.1} s (clients {:.1} s, sagas settled {:.1} s later)",
             self.wall_time.as_secs_f64(),
             self.clients_time.as_secs_f64(),
