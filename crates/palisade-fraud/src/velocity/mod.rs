@@ -1,10 +1,11 @@
 //! Velocity: sliding-window counters per (subject, value), recorded and read atomically for one decision.
 //!
 //! [`VelocityStore::record_attempt`] adds the attempt to the history of each subject the charge has (card,
-//! email, IP, customer) and returns every velocity attribute, this attempt included, in one atomic step: with
+//! email, IP, customer) and returns the velocity attributes, this attempt included, in one atomic step: with
 //! N concurrent attempts on one card, the N answers are 1, 2, ..., N, so a rule
-//! `block if attempts_per_card_1h > 3` admits exactly three. An attempt is identified by its idempotency key when it has one, so a retry of
-//! the same request adds nothing.
+//! `block if attempts_per_card_1h > 3` admits exactly three. An attempt is identified by its idempotency key when
+//! it has one, so a retry of the same request adds nothing. The engine asks only for the attributes its rule set
+//! reads ([`VelocityStore::record_attempt_reading`]); the attempt is recorded under every subject all the same.
 
 mod memory;
 #[cfg(feature = "redis")]
