@@ -10,6 +10,12 @@
 //! decline 402; a fraud block 402 `fraud_blocked`; any other compensated saga 409 `checkout_compensated` with the
 //! reason (the reservation released, the authorization voided or the capture refunded); a compensation that
 //! failed 500 `saga_compensation_failed` (not stored: the saga waits for `palisade saga retry-compensation`).
+//!
+//! The saga runs on a task of its own, so a client that gives up does not stop it. A retry of the request that
+//! started a checkout (same account and key) whose answer was lost waits up to [`CHECKOUT_WAIT`] for the checkout
+//! and answers with its result, or 409 `checkout_in_progress` with `Retry-After` (not stored); another key for an
+//! order that exists is 409 `order_exists` (not stored). Compensations that had to find out what a lost answer did
+//! write a payment note ([`Inventory::note_payment`]) that reconciliation reads (docs/reliability.md).
 
 use std::sync::Arc;
 use std::time::Duration;
