@@ -180,6 +180,7 @@ impl Config {
     /// The defaults: concurrency 50, one kill per instance, [`DEFAULT_FAULTS`], 5 ms gateway latency, 5 %
     /// duplicates, clients that wait 3 s per attempt and 180 s per checkout, a 1 s gateway timeout, 120 s to settle.
     pub fn new(seed: u64, checkouts: usize, instances: usize, store: Store, server: PathBuf) -> Config {
+        let logs = format!("palisade-chaos-{seed}-{}-{}", store.name(), std::process::id());
         Config {
             seed,
             checkouts,
@@ -196,7 +197,7 @@ impl Config {
             gateway_timeout: Duration::from_secs(1),
             give_up: Duration::from_secs(180),
             settle: Duration::from_secs(120),
-            logs: std::env::temp_dir().join(format!("palisade-chaos-{seed}-{}", std::process::id())),
+            logs: std::env::temp_dir().join(logs),
             progress: false,
         }
     }
