@@ -882,7 +882,8 @@ pub async fn remove(store: &Store) {
                     cursor = next;
                 }
             }
-            // Its keys stay (expiring with their TTLs): SCAN would have to visit every master.
+            // Its keys stay (the saga log's have no TTL): SCAN would have to visit every master; see
+            // docs/reliability.md for the command.
             Store::RedisCluster { .. } => {}
             Store::Postgres { url, prefix } => {
                 let schema = prefix.split('.').next().unwrap_or_default();
