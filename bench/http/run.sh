@@ -56,7 +56,7 @@ run() { # store mode(full|bare)
     kill "$SERVER"; wait "$SERVER" 2>/dev/null || true; SERVER=
     rps=$(awk '/^Requests\/sec:/{print $2}' <<<"$out")
     errs=$(awk '/^statuses:/{print $2}' <<<"$out")
-    echo "  $store $mode: $(printf '%.0f' "$rps") checkouts/s, p50 $(awk '/50%/{print $2}' <<<"$out"), p99 $(awk '/99%/{print $2}' <<<"$out"), $errs non-2xx"
+    echo "  $store $mode: $(printf '%.0f' "$rps") checkouts/s, p50 $(awk '/^ +50%/{print $2}' <<<"$out"), p99 $(awk '/^ +99%/{print $2}' <<<"$out"), $errs non-2xx"
     echo "$store $mode $rps" >>"$RESULTS"
 }
 
