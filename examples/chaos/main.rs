@@ -6,7 +6,7 @@
 //! ```text
 //! cargo run --release --example chaos -- [--seed S] [--checkouts N] [--instances K] [--store redis|postgres|redis-cluster]
 //!                                        [--concurrency C] [--kills-per-instance M] [--outages O] [--no-faults] [--load]
-//!                                        [--keep]
+//!                                        [--gateway-rate N] [--keep]
 //! ```
 //!
 //! Stores: `redis` at `PALISADE_REDIS_URL` (default `redis://127.0.0.1:6379`), `postgres` at
@@ -64,6 +64,10 @@ struct Args {
     /// checkouts per second at `--concurrency`, all the checks still run.
     #[arg(long)]
     load: bool,
+    /// Gateway calls per second each instance may make (the servers' `--gateway-rate`; their default, 1,000, when
+    /// absent). `--load` runs compare setups at equal limits by raising it.
+    #[arg(long)]
+    gateway_rate: Option<u32>,
     /// Keep the run's keys or schema in the store afterwards.
     #[arg(long)]
     keep: bool,
@@ -109,6 +113,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     config.kills = args.kills_per_instance * config.instances;
     config.progress = true;
     config.outages = args.outages;
+    config.gateway_rate = args.gateway_rate;
     if args.no_faults || args.load {
         config.faults.clear();
         config.outages = 0;

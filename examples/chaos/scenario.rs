@@ -152,6 +152,8 @@ pub struct Config {
     pub client_timeout: Duration,
     /// The servers' `--gateway-timeout-ms`.
     pub gateway_timeout: Duration,
+    /// The servers' `--gateway-rate` (gateway calls per second per instance); the server's default when `None`.
+    pub gateway_rate: Option<u32>,
     /// How long a client keeps retrying one checkout.
     pub give_up: Duration,
     /// How long to wait, after the clients are done, for every saga to end.
@@ -195,6 +197,7 @@ impl Config {
             duplicates: 0.05,
             client_timeout: Duration::from_secs(3),
             gateway_timeout: Duration::from_secs(1),
+            gateway_rate: None,
             give_up: Duration::from_secs(180),
             settle: Duration::from_secs(120),
             logs: std::env::temp_dir().join(logs),
@@ -437,6 +440,9 @@ impl Instances {
         let timeout = self.config.gateway_timeout.as_millis().to_string();
         args.extend(["--instance".into(), name.clone(), "--gateway".into(), self.gateway.clone()]);
         args.extend(["--gateway-timeout-ms".into(), timeout]);
+        if let Some(rate) = self.config.gateway_rate {
+            args.extend(["--gateway-rate".into(), rate.to_string()]);
+        }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (child, addr) = server_process::spawn_server(&self.config.server, &args, "whsec_chaos", Some(&log))
             .await
