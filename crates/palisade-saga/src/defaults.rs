@@ -24,7 +24,11 @@ pub const DEFAULT_STEP_DEADLINE: Duration = Duration::from_secs(30);
 /// inconsistent state and a page.
 pub const DEFAULT_COMPENSATION_ATTEMPTS: u32 = 5;
 
-/// Waits between compensation attempts: 200 ms doubling to at most 10 s, full jitter (about 15 s in all).
+/// Waits between compensation attempts: 200 ms doubling to at most 10 s, full jitter. With
+/// [`DEFAULT_COMPENSATION_ATTEMPTS`] that is four waits of at most 0.2, 0.4, 0.8 and 1.6 s: a compensation gives up
+/// within about 3 s, shorter than a circuit breaker's open period (30 s by default). Behind a breaker, give
+/// compensations more attempts and a longer backoff ([`Step::compensation_attempts`](crate::Step::compensation_attempts) / [`compensation_backoff`](crate::Step::compensation_backoff));
+/// `examples/server` uses 12 attempts from 500 ms doubling to 20 s.
 pub const DEFAULT_COMPENSATION_BACKOFF: Backoff =
     Backoff { base: Duration::from_millis(200), max: Duration::from_secs(10), factor: 2.0, jitter: Jitter::Full };
 
