@@ -190,8 +190,8 @@ impl Scripts {
 ///   `max(previous + 1, server µs)`.
 /// - `orphans` and `list` read an index kept beside the sagas (see the module docs for what it costs and why it
 ///   may hold more than it should but never less).
-/// - A reconnecting `ConnectionManager`: while Redis cannot be reached, every operation returns a
-///   [`StoreError`] and the saga stays where its log says, for recovery.
+/// - A reconnecting [`RedisConnection`] (one server or a Redis Cluster): while Redis cannot be reached, every
+///   operation returns a [`StoreError`] and the saga stays where its log says, for recovery.
 ///
 /// Needs Redis 5 or later (scripts replicated by effects, so writes after `TIME` are legal). Cheap to clone.
 #[derive(Clone)]
