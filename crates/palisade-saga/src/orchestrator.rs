@@ -538,8 +538,7 @@ impl<C: Context> Run<C> {
             if last {
                 return Ok(Err(StepFailure { step: name, error, maybe_acted }));
             }
-            let wait = step.backoff.delay(attempt - 1, previous, self.inner.unit());
-            let wait = error.retry_after().map_or(wait, |hint| wait.max(hint));
+            let wait = retry_wait(&step.backoff, attempt - 1, previous, self.inner.unit(), &error);
             previous = Some(wait);
             tokio::time::sleep(wait).await;
         }
@@ -645,7 +644,7 @@ impl<C: Context> Run<C> {
             if last {
                 return Ok(Err((name, error)));
             }
-            let wait = step.compensation_backoff.delay(attempt - first - 1, previous, self.inner.unit());
+            let wait = retry_wait(&step.compensation_backoff, attempt - first - 1, previous, self.inner.unit(), &error);
             previous = Some(wait);
             tokio::time::sleep(wait).await;
         }
@@ -717,4 +716,18 @@ async fn within<F: Future>(deadline: Duration, fut: F) -> Result<F::Output, toki
         Poll::Ready(out) => Ok(out),
         Poll::Pending => tokio::time::timeout(deadline, fut).await,
     }
+}
+
+/// How long to wait before attempt `retry + 2` of a step or a compensation: the backoff's delay, or longer when
+/// the failure said when to come back (`Retry-After` of a 429 or 503, an open breaker's remaining time). The same
+/// for steps and compensations: a refund refused with "retry after 30 s" is not tried again at once.
+fn retry_wait(
+    backoff: &palisade_core::backoff::Backoff,
+    retry: u32,
+    previous: Option<Duration>,
+    unit: f64,
+    error: &PaymentError,
+) -> Duration {
+    let wait = backoff.delay(retry, previous, unit);
+    error.retry_after().map_or(wait, |hint| wait.max(hint))
 }

@@ -172,6 +172,50 @@ async fn a_compensation_that_keeps_failing_ends_in_failed_compensation_and_can_b
 }
 
 #[tokio::test(start_paused = true)]
+async fn steps_and_compensations_wait_as_long_as_the_failure_says() {
+    use palisade_core::backoff::{Backoff, Jitter};
+    use tokio::time::Instant;
+    let tiny =
+        Backoff { base: Duration::from_millis(1), max: Duration::from_millis(1), factor: 1.0, jitter: Jitter::None };
+    let limited = |secs| PaymentError::RateLimited { retry_after: Some(Duration::from_secs(secs)) };
+    let step_tries: Arc<parking_lot::Mutex<Vec<Instant>>> = Arc::default();
+    let undo_tries: Arc<parking_lot::Mutex<Vec<Instant>>> = Arc::default();
+    let (s, u) = (step_tries.clone(), undo_tries.clone());
+    let first = Step::<()>::new("charge", move |_| {
+        let s = s.clone();
+        async move {
+            let mut tries = s.lock();
+            tries.push(Instant::now());
+            if tries.len() == 1 { Err(limited(7)) } else { Ok(1) }
+        }
+    })
+    .compensate(move |_, _| {
+        let u = u.clone();
+        async move {
+            let mut tries = u.lock();
+            tries.push(Instant::now());
+            if tries.len() == 1 { Err(limited(9)) } else { Ok(()) }
+        }
+    })
+    .backoff(tiny)
+    .compensation_backoff(tiny);
+    let second = Step::<()>::new("ship", |_| async { Err::<u8, _>(PaymentError::invalid_request("refused")) });
+    let saga = Saga::builder("retry-after").step(first).step(second).build().unwrap();
+    let o = Orchestrator::builder(MemoryLog::new()).build();
+    let saga = o.register(saga);
+    let report = o.start(&saga, "s-1", ()).await.unwrap();
+    assert_eq!(report.state, SagaState::Compensated);
+    let (steps, undos) = (step_tries.lock().clone(), undo_tries.lock().clone());
+    assert_eq!((steps.len(), undos.len()), (2, 2));
+    assert!(steps[1] - steps[0] >= Duration::from_secs(7), "the step was retried after {:?}", steps[1] - steps[0]);
+    assert!(
+        undos[1] - undos[0] >= Duration::from_secs(9),
+        "the compensation was retried after {:?}",
+        undos[1] - undos[0]
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_crash_at_any_boundary_is_recovered_with_each_effect_once() {
     crash_at_every_boundary(MemoryLog::new(), LEASE, advance()).await;
 }
