@@ -253,28 +253,8 @@ async fn a_live_owner_keeps_its_saga_and_a_dead_owner_s_late_writes_are_refused(
 
 #[tokio::test(start_paused = true)]
 async fn concurrent_recovery_workers_resume_a_saga_once() {
-    let (log, world) = (MemoryLog::new(), World::new());
-    *world.crash.lock() = Some(("authorize".into(), Crash::AfterEffect));
-    let first = Orchestrator::builder(log.clone()).owner("first").lease(LEASE).build();
-    let saga = first.register(checkout_saga(&world));
-    let running = tokio::spawn(async move { first.start(&saga, "order-7", checkout("order-7")).await });
-    world.crashed.notified().await;
-    running.abort();
-    let _ = running.await;
-    tokio::time::advance(LEASE).await;
-    let workers: Vec<Orchestrator> = (0..4)
-        .map(|i| {
-            let o = Orchestrator::builder(log.clone()).owner(format!("worker-{i}")).lease(LEASE).build();
-            o.register(checkout_saga(&world));
-            o
-        })
-        .collect();
-    let passes = futures_util::future::join_all(workers.iter().map(Orchestrator::recover)).await;
-    let resumed: usize = passes.into_iter().map(|p| p.unwrap().len()).sum();
-    assert_eq!(resumed, 1, "exactly one worker took it over");
-    assert_eq!(world.calls_of("capture"), 1, "and ran the rest once");
-    assert_eq!(world.ledger("order-7", Operation::Authorize), 1);
-    assert_eq!(log.get("order-7").await.unwrap().unwrap().state, SagaState::Completed);
+    // The scenario every log runs (tests/common/real.rs), here under paused time.
+    common::real::concurrent_recovery_resumes_once(MemoryLog::new()).await;
 }
 
 #[tokio::test(start_paused = true)]
