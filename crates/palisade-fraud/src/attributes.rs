@@ -506,6 +506,10 @@ impl VelocitySet {
     pub fn reads_measure(self, measure: Measure) -> bool {
         Subject::ALL.iter().any(|&s| Window::ALL.iter().any(|&w| self.contains(Velocity::new(measure, s, w))))
     }
+    /// True when the set holds an attribute of `subject` (for any measure and window).
+    pub(crate) const fn reads_subject(self, subject: Subject) -> bool {
+        (self.0 >> (subject.index() * 9)) & 0x1ff != 0
+    }
     /// The set of the attribute at `index` in the attribute list ([`Velocity::index`]).
     pub(crate) const fn of_index(index: usize) -> Self {
         VelocitySet(1 << index)

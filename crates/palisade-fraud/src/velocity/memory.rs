@@ -1,9 +1,9 @@
 //! The in-process velocity store.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::hash::{BuildHasher, Hasher};
 
-use hashbrown::HashMap;
+use hashbrown::{DefaultHashBuilder, HashTable};
 use palisade_core::Currency;
 use parking_lot::Mutex;
 use tokio::time::Instant;
@@ -143,63 +143,210 @@ impl Series {
     }
 }
 
-/// Attempts seen within the horizon, so a retry of the same request counts once: a map for the lookup and a
+/// Where a subject's series lives in the slab, as a [`Seen`] entry remembers it (so a retry reads its counters
+/// without looking the subjects up again). The generation tells a slot reused since.
+#[derive(Clone, Copy)]
+struct Handle {
+    slot: usize,
+    generation: u32,
+}
+
+impl Handle {
+    const NONE: Handle = Handle { slot: usize::MAX, generation: 0 };
+}
+
+/// One attempt seen: its key (the subjects' values, length-prefixed, then the id: no two different attempts
+/// encode alike) and where its subjects' series are.
+struct SeenEntry {
+    key: Box<[u8]>,
+    hash: u64,
+    seq: u64,
+    handles: [Handle; 4],
+}
+
+/// Attempts seen within the horizon, so a retry of the same request counts once: a table for the lookup and a
 /// queue in time order for the expiry (O(1) amortized each). An attempt is its id and its subjects' values: the
-/// same idempotency key with another card is another attempt.
-///
-/// The key is encoded into a buffer kept from call to call (length-prefixed values, then the id), so a lookup
-/// allocates nothing; only a new attempt allocates its key, shared by the map and the queue.
+/// same idempotency key with another card is another attempt. A lookup hashes and compares the attempt's parts
+/// where they are (no key is built); only a new attempt allocates its key.
 #[derive(Default)]
 struct Seen {
-    ids: HashMap<Arc<[u8]>, Instant>,
-    order: VecDeque<(Instant, Arc<[u8]>)>,
-    buf: Vec<u8>,
+    table: HashTable<SeenEntry>,
+    /// (recorded at, hash, sequence number) in time order.
+    order: VecDeque<(Instant, u64, u64)>,
+    next_seq: u64,
+}
+
+/// Length prefix of a subject's value in a [`SeenEntry`] key (`u32::MAX`: no value).
+fn encoded_len(v: Option<&str>) -> u32 {
+    v.map_or(u32::MAX, |v| u32::try_from(v.len()).unwrap_or(u32::MAX - 1))
+}
+
+fn seen_hash(hasher: &DefaultHashBuilder, attempt: &Attempt<'_>, id: &str) -> u64 {
+    let mut h = hasher.build_hasher();
+    h.write(id.as_bytes());
+    for v in &attempt.subjects {
+        let v = v.as_deref();
+        h.write_u32(encoded_len(v));
+        h.write(v.unwrap_or_default().as_bytes());
+    }
+    h.finish()
+}
+
+/// True when `key` is the encoding of `attempt` (whose id is `id`).
+fn key_matches(mut key: &[u8], attempt: &Attempt<'_>, id: &str) -> bool {
+    for v in &attempt.subjects {
+        let v = v.as_deref();
+        let Some((len, rest)) = key.split_first_chunk::<4>() else { return false };
+        if u32::from_le_bytes(*len) != encoded_len(v) {
+            return false;
+        }
+        let v = v.unwrap_or_default().as_bytes();
+        let Some((value, rest)) = rest.split_at_checked(v.len()) else { return false };
+        if value != v {
+            return false;
+        }
+        key = rest;
+    }
+    key == id.as_bytes()
 }
 
 impl Seen {
-    /// True when the attempt was seen within the horizon; records it otherwise.
-    fn check_and_insert(&mut self, attempt: &Attempt<'_>, now: Instant, horizon: Option<Instant>) -> bool {
-        let Some(id) = attempt.id else { return false };
-        if let Some(horizon) = horizon {
-            while self.order.front().is_some_and(|(at, _)| *at < horizon) {
-                if let Some((at, old)) = self.order.pop_front()
-                    && self.ids.get(&old) == Some(&at)
-                {
-                    self.ids.remove(&old);
-                }
+    /// Forgets the attempts recorded before `horizon`.
+    fn expire(&mut self, horizon: Option<Instant>) {
+        let Some(horizon) = horizon else { return };
+        while let Some(&(at, hash, seq)) = self.order.front() {
+            if at >= horizon {
+                break;
+            }
+            self.order.pop_front();
+            if let Ok(e) = self.table.find_entry(hash, |e| e.seq == seq) {
+                e.remove();
             }
         }
-        self.buf.clear();
+    }
+
+    /// The entry of `attempt`, if seen within the horizon.
+    fn find(&self, hash: u64, attempt: &Attempt<'_>, id: &str) -> Option<&SeenEntry> {
+        self.table.find(hash, |e| key_matches(&e.key, attempt, id))
+    }
+
+    /// Records `attempt` (not seen before) at `now`.
+    fn insert(&mut self, hash: u64, attempt: &Attempt<'_>, id: &str, now: Instant, handles: [Handle; 4]) {
+        let mut key = Vec::with_capacity(
+            attempt.subjects.iter().map(|v| 4 + v.as_ref().map_or(0, |v| v.len())).sum::<usize>() + id.len(),
+        );
         for v in &attempt.subjects {
-            // Length-prefixed, so no two different lists of values encode alike.
-            let v = v.as_deref().map(str::as_bytes);
-            let len = v.map_or(u32::MAX, |v| u32::try_from(v.len()).unwrap_or(u32::MAX - 1));
-            self.buf.extend_from_slice(&len.to_le_bytes());
-            self.buf.extend_from_slice(v.unwrap_or_default());
+            let v = v.as_deref();
+            key.extend_from_slice(&encoded_len(v).to_le_bytes());
+            key.extend_from_slice(v.unwrap_or_default().as_bytes());
         }
-        self.buf.extend_from_slice(id.as_bytes());
-        if self.ids.contains_key(self.buf.as_slice()) {
-            return true;
-        }
-        let key: Arc<[u8]> = Arc::from(self.buf.as_slice());
-        self.ids.insert(key.clone(), now);
-        self.order.push_back((now, key));
-        false
+        key.extend_from_slice(id.as_bytes());
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.table.insert_unique(hash, SeenEntry { key: key.into_boxed_slice(), hash, seq, handles }, |e| e.hash);
+        self.order.push_back((now, hash, seq));
     }
 }
 
-#[derive(Default)]
+/// One (subject, value) and its series.
+struct Slot {
+    subject: Subject,
+    value: Box<str>,
+    /// Bumped when the slot is freed, so a [`Handle`] to the series it held no longer matches.
+    generation: u32,
+    live: bool,
+    series: Series,
+}
+
 struct State {
-    maps: [HashMap<String, Series>; 4],
+    hasher: DefaultHashBuilder,
+    /// Every tracked (subject, value), in one slab; `index` finds a slot by (subject, value).
+    slots: Vec<Slot>,
+    free: Vec<usize>,
+    index: HashTable<usize>,
     attempts_seen: Seen,
     declines_seen: Seen,
     ops_since_sweep: usize,
 }
 
+impl Default for State {
+    fn default() -> Self {
+        State {
+            hasher: DefaultHashBuilder::default(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            index: HashTable::new(),
+            attempts_seen: Seen::default(),
+            declines_seen: Seen::default(),
+            ops_since_sweep: 0,
+        }
+    }
+}
+
+fn subject_hash(hasher: &DefaultHashBuilder, s: Subject, v: &str) -> u64 {
+    hasher.hash_one((s.index() as u8, v))
+}
+
 impl State {
     fn len(&self) -> usize {
-        self.maps.iter().map(HashMap::len).sum()
+        self.index.len()
     }
+
+    /// The slot of (`s`, `v`), if tracked.
+    fn find_slot(&self, s: Subject, v: &str) -> Option<usize> {
+        let slots = &self.slots;
+        self.index
+            .find(subject_hash(&self.hasher, s, v), |&i| {
+                let slot = &slots[i];
+                slot.subject == s && &*slot.value == v
+            })
+            .copied()
+    }
+
+    /// The slot of (`s`, `v`), made if absent.
+    fn slot_of(&mut self, s: Subject, v: &str) -> usize {
+        if let Some(i) = self.find_slot(s, v) {
+            return i;
+        }
+        let i = match self.free.pop() {
+            Some(i) => {
+                let slot = &mut self.slots[i];
+                slot.subject = s;
+                slot.value = v.into();
+                slot.live = true;
+                i
+            }
+            None => {
+                self.slots.push(Slot {
+                    subject: s,
+                    value: v.into(),
+                    generation: 0,
+                    live: true,
+                    series: Series::default(),
+                });
+                self.slots.len() - 1
+            }
+        };
+        let (hasher, slots) = (&self.hasher, &self.slots);
+        self.index.insert_unique(subject_hash(hasher, s, v), i, |&j| {
+            let slot = &slots[j];
+            subject_hash(hasher, slot.subject, &slot.value)
+        });
+        i
+    }
+
+    /// The slot a handle names, if it still holds that series; else the slot of (`s`, `v`) if tracked.
+    fn resolve(&self, h: Handle, s: Subject, v: &str) -> Option<usize> {
+        match self.slots.get(h.slot) {
+            Some(slot) if slot.live && slot.generation == h.generation => Some(h.slot),
+            _ => self.find_slot(s, v),
+        }
+    }
+
+    fn handle(&self, i: usize) -> Handle {
+        Handle { slot: i, generation: self.slots[i].generation }
+    }
+
     /// Drops idle keys once the operations since the last sweep reach the number of keys (at least
     /// [`SWEEP_EVERY`]): the sweep costs O(1) per operation amortized, and memory stays bounded by the last
     /// day's traffic.
@@ -209,11 +356,40 @@ impl State {
             return;
         }
         self.ops_since_sweep = 0;
-        for map in &mut self.maps {
-            map.retain(|_, s| {
-                s.advance(now);
-                !s.is_empty()
-            });
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            if !slot.live {
+                continue;
+            }
+            slot.series.advance(now);
+            if !slot.series.is_empty() {
+                continue;
+            }
+            let hash = subject_hash(&self.hasher, slot.subject, &slot.value);
+            if let Ok(e) = self.index.find_entry(hash, |&j| j == i) {
+                e.remove();
+            }
+            slot.live = false;
+            slot.generation = slot.generation.wrapping_add(1);
+            slot.value = Box::default();
+            slot.series = Series::default();
+            self.free.push(i);
+        }
+    }
+}
+
+/// Puts the attributes of `read` that are about `s` from `series` into `counts`.
+fn read_into(counts: &mut VelocityCounts, series: &Series, s: Subject, read: VelocitySet, currency: Currency) {
+    for m in Measure::ALL {
+        for (i, w) in Window::ALL.into_iter().enumerate() {
+            let v = Velocity::new(m, s, w);
+            if read.contains(v) {
+                let value = match m {
+                    Measure::Attempts => series.count[i],
+                    Measure::Amount => series.amount_in(i, currency),
+                    Measure::Declines => series.decline_count[i],
+                };
+                counts.set(v, value);
+            }
         }
     }
 }
@@ -226,7 +402,8 @@ fn window_starts(now: Instant) -> [Option<Instant>; WINDOWS] {
 /// Velocity history in this process (tokio's clock, so tests can pause time). One lock makes the record and
 /// the read of every counter of a decision one atomic step. History older than a day is dropped when its key is
 /// next touched, and idle keys are swept (amortized O(1) per operation), so memory stays bounded by the last
-/// day's traffic.
+/// day's traffic. Every (subject, value) series is in one slab found through one hash table; an attempt seen
+/// before (a retry) is found by its key hashed in place, and its entry remembers its series' slots.
 #[derive(Default)]
 pub struct MemoryVelocityStore {
     state: Mutex<State>,
@@ -260,50 +437,80 @@ impl MemoryVelocityStore {
 
     /// Records the attempt and reads the attributes in `read` (the others stay 0).
     fn record_reading(&self, attempt: &Attempt<'_>, read: VelocitySet) -> VelocityCounts {
+        let mut counts = VelocityCounts::default();
+        self.record_into(attempt, read, &mut counts);
+        counts
+    }
+
+    /// [`MemoryVelocityStore::record_reading`] into `counts` (the attributes not in `read` are left as they are).
+    pub(crate) fn record_into(&self, attempt: &Attempt<'_>, read: VelocitySet, counts: &mut VelocityCounts) {
         let now = Instant::now();
         let horizon = now.checked_sub(MAX_VELOCITY_WINDOW);
-        let mut counts = VelocityCounts::default();
-        let mut st = self.state.lock();
+        let mut guard = self.state.lock();
+        let st = &mut *guard;
+        st.attempts_seen.expire(horizon);
         // An attempt without an id is its own; one with an id counts once however often it is retried.
-        let repeat = st.attempts_seen.check_and_insert(attempt, now, horizon);
-        for s in Subject::ALL {
-            let Some(value) = &attempt.subjects[s.index()] else { continue };
-            let series = st.maps[s.index()].entry_ref(value.as_ref()).or_default();
-            series.advance(now);
-            if !repeat {
-                series.push_attempt(Entry { at: now, currency: attempt.currency, amount: attempt.amount_minor });
-            }
-            for m in Measure::ALL {
-                for (i, w) in Window::ALL.into_iter().enumerate() {
-                    let v = Velocity::new(m, s, w);
-                    if read.contains(v) {
-                        let value = match m {
-                            Measure::Attempts => series.count[i],
-                            Measure::Amount => series.amount_in(i, attempt.currency),
-                            Measure::Declines => series.decline_count[i],
-                        };
-                        counts.set(v, value);
-                    }
+        let seen = attempt.id.map(|id| (id, seen_hash(&st.hasher, attempt, id)));
+        if let Some((id, hash)) = seen
+            && let Some(entry) = st.attempts_seen.find(hash, attempt, id)
+        {
+            // A retry: nothing to record; only the subjects the rules read are looked at.
+            let handles = entry.handles;
+            for s in Subject::ALL {
+                let Some(value) = attempt.subject(s) else { continue };
+                if !read.reads_subject(s) {
+                    continue;
                 }
+                if let Some(i) = st.resolve(handles[s.index()], s, value) {
+                    let series = &mut st.slots[i].series;
+                    series.advance(now);
+                    read_into(counts, series, s, read, attempt.currency);
+                }
+            }
+        } else {
+            let mut handles = [Handle::NONE; 4];
+            for s in Subject::ALL {
+                let Some(value) = attempt.subject(s) else { continue };
+                let i = st.slot_of(s, value);
+                handles[s.index()] = st.handle(i);
+                let series = &mut st.slots[i].series;
+                series.advance(now);
+                series.push_attempt(Entry { at: now, currency: attempt.currency, amount: attempt.amount_minor });
+                if read.reads_subject(s) {
+                    read_into(counts, series, s, read, attempt.currency);
+                }
+            }
+            if let Some((id, hash)) = seen {
+                st.attempts_seen.insert(hash, attempt, id, now, handles);
             }
         }
         st.maybe_sweep(now);
-        counts
     }
 
     /// The synchronous form of [`VelocityStore::record_decline`].
     pub fn record_decline_now(&self, attempt: &Attempt<'_>) {
         let now = Instant::now();
         let horizon = now.checked_sub(MAX_VELOCITY_WINDOW);
-        let mut st = self.state.lock();
-        if st.declines_seen.check_and_insert(attempt, now, horizon) {
+        let mut guard = self.state.lock();
+        let st = &mut *guard;
+        st.declines_seen.expire(horizon);
+        let seen = attempt.id.map(|id| (id, seen_hash(&st.hasher, attempt, id)));
+        if let Some((id, hash)) = seen
+            && st.declines_seen.find(hash, attempt, id).is_some()
+        {
             return;
         }
+        let mut handles = [Handle::NONE; 4];
         for s in Subject::ALL {
-            let Some(value) = &attempt.subjects[s.index()] else { continue };
-            let series = st.maps[s.index()].entry_ref(value.as_ref()).or_default();
+            let Some(value) = attempt.subject(s) else { continue };
+            let i = st.slot_of(s, value);
+            handles[s.index()] = st.handle(i);
+            let series = &mut st.slots[i].series;
             series.advance(now);
             series.push_decline(now);
+        }
+        if let Some((id, hash)) = seen {
+            st.declines_seen.insert(hash, attempt, id, now, handles);
         }
         st.maybe_sweep(now);
     }
