@@ -92,6 +92,70 @@ struct Slot {
     queued: u64,
 }
 
+/// Slots of the first segment of a [`Slab`]; each next segment is twice as large.
+const FIRST_SEGMENT: usize = 16;
+
+/// The records of a shard, in segments of doubling size: growing never moves a record (a `Vec` of records
+/// would copy the whole shard, under its lock, each time it doubles, and touch twice the memory), and a slot
+/// number stays the record's address for life.
+#[derive(Debug, Default)]
+struct Slab {
+    /// Segment `k` has room for `FIRST_SEGMENT << k` slots, reserved when it is made (it never reallocates).
+    segments: Vec<Vec<Option<Slot>>>,
+    len: usize,
+}
+
+impl Slab {
+    /// The segment of a slot and its place in it.
+    fn locate(i: usize) -> (usize, usize) {
+        let n = i + FIRST_SEGMENT;
+        let top = usize::BITS - 1 - n.leading_zeros();
+        ((top - FIRST_SEGMENT.trailing_zeros()) as usize, n - (1 << top))
+    }
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn push(&mut self, record: Option<Slot>) {
+        if self.segments.last().is_none_or(|s| s.len() == s.capacity()) {
+            self.segments.push(Vec::with_capacity(FIRST_SEGMENT << self.segments.len()));
+        }
+        // Just made when full or absent.
+        if let Some(last) = self.segments.last_mut() {
+            last.push(record);
+        }
+        self.len += 1;
+    }
+    fn get(&self, i: usize) -> Option<&Option<Slot>> {
+        let (k, at) = Slab::locate(i);
+        self.segments.get(k)?.get(at)
+    }
+    fn get_mut(&mut self, i: usize) -> Option<&mut Option<Slot>> {
+        let (k, at) = Slab::locate(i);
+        self.segments.get_mut(k)?.get_mut(at)
+    }
+}
+
+impl std::ops::Index<usize> for Slab {
+    type Output = Option<Slot>;
+    fn index(&self, i: usize) -> &Option<Slot> {
+        let (k, at) = Slab::locate(i);
+        &self.segments[k][at]
+    }
+}
+
+impl std::ops::IndexMut<usize> for Slab {
+    fn index_mut(&mut self, i: usize) -> &mut Option<Slot> {
+        let (k, at) = Slab::locate(i);
+        &mut self.segments[k][at]
+    }
+}
+
+/// The hash the index files an entry under, from the 32 bits the entry keeps: its low bits place it, its top bits
+/// are its tag. The shard was chosen by the key hash's high half, so these bits still spread within the shard.
+fn index_hash(low: u32) -> u64 {
+    (u64::from(low) << 32) | u64::from(low)
+}
+
 /// One shard: records in a slab (freed slots are reused, so a steady load allocates nothing for the store), an
 /// index from key hash to slot, and an expiry queue in insertion order.
 ///
@@ -109,13 +173,14 @@ struct Slot {
 /// what the longest TTL keeps alive, and an expired record is ignored at once either way.
 #[derive(Debug, Default)]
 struct Shard {
-    /// Slot numbers, 4 bytes each: half the index memory of `usize`, so more of it stays in cache.
-    index: HashTable<u32>,
+    /// (slot number, low half of the key hash), 8 bytes each: the index grows (rehashes) without visiting the
+    /// records, which have usually left the cache.
+    index: HashTable<(u32, u32)>,
     /// The last fencing token handed out here. A key always lives in the same shard, so tokens from one
     /// counter per shard are strictly increasing per key and unique per slot, without a store-wide atomic that
     /// every core would contend on.
     last_token: u64,
-    slots: Vec<Option<Slot>>,
+    slots: Slab,
     free: Vec<usize>,
     /// (due, slot, key hash): the hash lets reclaim find the index entry without waiting for the slot.
     queue: VecDeque<(Instant, usize, u64)>,
@@ -126,9 +191,12 @@ struct Shard {
 impl Shard {
     fn find(&self, hash: u64, key: &[u8]) -> Option<usize> {
         let slots = &self.slots;
+        let low = hash as u32;
         self.index
-            .find(hash, |&i| slots[i as usize].as_ref().is_some_and(|r| r.key.as_bytes() == key))
-            .map(|&i| i as usize)
+            .find(index_hash(low), |&(i, h)| {
+                h == low && slots[i as usize].as_ref().is_some_and(|r| r.key.as_bytes() == key)
+            })
+            .map(|&(i, _)| i as usize)
     }
 
     fn insert(&mut self, mut record: Slot) -> usize {
@@ -144,9 +212,8 @@ impl Shard {
                 self.slots.len() - 1
             }
         };
-        let slots = &self.slots;
         // A shard holds far fewer than 2^32 records (each is over 100 bytes), so the slot number fits.
-        self.index.insert_unique(hash, slot as u32, |&i| slots[i as usize].as_ref().map_or(0, |r| r.hash));
+        self.index.insert_unique(index_hash(hash as u32), (slot as u32, hash as u32), |&(_, h)| index_hash(h));
         self.queue.push_back((expires_at, slot, hash));
         slot
     }
@@ -176,7 +243,7 @@ impl Shard {
 
     /// Frees a slot and its index entry (its queue entry is the caller's business), and returns the record.
     fn remove(&mut self, slot: usize, hash: u64) -> Option<Slot> {
-        if let Ok(entry) = self.index.find_entry(hash, |&i| i as usize == slot) {
+        if let Ok(entry) = self.index.find_entry(index_hash(hash as u32), |&(i, _)| i as usize == slot) {
             entry.remove();
         }
         self.free.push(slot);
@@ -555,6 +622,24 @@ mod tests {
         assert_eq!(s.claim_now("k", &OTHER, LEASE, TTL, 1), Claim::Mismatch);
         // A second complete with the winning token does not overwrite either.
         assert!(!s.complete_now(&t2, b"again"[..].into(), TTL));
+    }
+
+    #[test]
+    fn slab_slots_keep_their_place_as_it_grows() {
+        let mut slab = Slab::default();
+        let mut seen = std::collections::HashSet::new();
+        slab.push(None);
+        let first = slab.segments[0].as_ptr();
+        for i in 1..1000 {
+            assert!(seen.insert(Slab::locate(i)), "slot {i} shares a place");
+            slab.push(None);
+            assert!(slab.get(i).is_some() && slab.get(i + 1).is_none());
+        }
+        assert_eq!(slab.segments[0].as_ptr(), first, "a segment never moves");
+        assert!(!seen.contains(&Slab::locate(0)));
+        assert_eq!(slab.len(), 1000);
+        assert!(slab.segments.iter().all(|s| s.len() <= s.capacity()));
+        assert_eq!(slab.segments.iter().map(Vec::capacity).sum::<usize>(), FIRST_SEGMENT * ((1 << 6) - 1));
     }
 
     #[tokio::test(start_paused = true)]
