@@ -658,12 +658,12 @@ async fn settled(shop: &Shop, id: &str, request: Option<&str>) -> Settled {
 
 /// The report a saga's run would have given, from its record in the log.
 fn report_of(record: SagaRecord) -> SagaReport {
-    let mut outputs = std::collections::BTreeMap::new();
+    let mut outputs = Vec::new();
     let (mut failure, mut compensation) = (None, None);
     for event in &record.events {
         match event {
             Event::StepDone { step, output } => {
-                outputs.insert(step.clone(), output.clone());
+                outputs.push((step.clone(), output.clone()));
             }
             Event::StepFailed { error, last: true, .. } => {
                 failure.get_or_insert_with(|| error.clone());
@@ -682,7 +682,8 @@ fn report_of(record: SagaRecord) -> SagaReport {
         SagaState::FailedCompensation => compensation.or(failure),
         _ => failure,
     };
-    SagaReport { id: record.id, name: record.name, state: record.state, outputs, error }
+    let outputs = outputs.into_iter().collect();
+    SagaReport { id: record.id.into(), name: record.name.into(), state: record.state, outputs, error }
 }
 
 /// The order the API answers with (and `GET /v1/orders/{id}` shows).

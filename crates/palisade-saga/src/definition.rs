@@ -1,7 +1,7 @@
 //! A saga as data: named steps, each an async action with an optional compensation, in order, or in groups that
 //! run concurrently.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +19,7 @@ use crate::defaults::{
     DEFAULT_STEP_DEADLINE,
 };
 use crate::error::DefinitionError;
-use crate::model::StepName;
+use crate::model::{Name, Outputs, StepName};
 
 /// What a saga's context must be: the orchestrator stores it in the log as JSON and hands it to every step.
 pub trait Context: Serialize + DeserializeOwned + Send + Sync + 'static {}
@@ -53,15 +53,12 @@ fn derived(role: &str, saga_id: &str, step: &str) -> IdempotencyKey {
 
 /// What a step's action and compensation see.
 pub struct StepCx<C> {
-    pub(crate) saga_id: Arc<str>,
+    pub(crate) saga_id: Name,
     pub(crate) step: StepName,
     pub(crate) attempt: u32,
     pub(crate) context: Arc<C>,
-    pub(crate) outputs: Arc<Outputs>,
+    pub(crate) outputs: Outputs,
 }
-
-/// The outputs of the completed steps, by step name.
-pub(crate) type Outputs = BTreeMap<StepName, Value>;
 
 impl<C> StepCx<C> {
     /// The saga's id.
@@ -89,6 +86,11 @@ impl<C> StepCx<C> {
     pub fn output<T: DeserializeOwned>(&self, step: &str) -> Option<T> {
         self.outputs.get(step).and_then(|v| T::deserialize(v).ok())
     }
+    /// The outputs of the steps completed so far.
+    #[must_use]
+    pub fn outputs(&self) -> &Outputs {
+        &self.outputs
+    }
     /// This step's gateway idempotency key ([`step_key`]).
     #[must_use]
     pub fn key(&self) -> IdempotencyKey {
@@ -108,6 +110,8 @@ pub(crate) type CompensateFn<C> =
 /// One step: an action, an optional compensation that undoes it, and how both are retried.
 pub struct Step<C> {
     pub(crate) name: StepName,
+    /// Its position among the saga's steps (set by [`SagaBuilder::build`]).
+    pub(crate) index: usize,
     pub(crate) action: ActionFn<C>,
     pub(crate) compensation: Option<CompensateFn<C>>,
     pub(crate) attempts: u32,
@@ -142,6 +146,7 @@ impl<C: Context> Step<C> {
         });
         Step {
             name: name.into(),
+            index: 0,
             action,
             compensation: None,
             attempts: DEFAULT_STEP_ATTEMPTS,
@@ -220,8 +225,13 @@ impl<C> Node<C> {
 /// A saga definition: steps in order (and groups of concurrent steps), a name the log and recovery find it by,
 /// and a deadline for the whole saga.
 pub struct Saga<C> {
-    pub(crate) name: Arc<str>,
+    pub(crate) name: Name,
     pub(crate) nodes: Vec<Node<C>>,
+    /// The steps' names by position (groups flattened in order).
+    pub(crate) names: Arc<[StepName]>,
+    /// The last orchestrator this definition was registered with ([`crate::Orchestrator`]'s serial number), so
+    /// `start` finds it registered without a lookup.
+    pub(crate) registered_with: std::sync::atomic::AtomicU64,
     pub(crate) deadline: Option<Duration>,
     #[cfg(feature = "metrics")]
     pub(crate) metric_keys: MetricKeys,
@@ -238,9 +248,9 @@ pub(crate) struct MetricKeys {
 
 #[cfg(feature = "metrics")]
 impl MetricKeys {
-    fn new(name: &Arc<str>) -> Self {
+    fn new(name: &str) -> Self {
         use metrics::{Key, Label};
-        let saga = || Label::new("saga", name.clone());
+        let saga = || Label::new("saga", name.to_owned());
         let finished = |state: crate::SagaState| {
             Key::from_parts("palisade_saga_finished_total", vec![saga(), Label::new("state", state.as_str())])
         };
@@ -271,7 +281,7 @@ impl<C> Saga<C> {
 /// Builds a [`Saga`].
 #[must_use]
 pub struct SagaBuilder<C> {
-    name: Arc<str>,
+    name: Name,
     nodes: Vec<Node<C>>,
     deadline: Option<Duration>,
 }
@@ -302,19 +312,26 @@ impl<C: Context> SagaBuilder<C> {
     ///
     /// # Errors
     /// [`DefinitionError`] for a saga without steps, an empty group, or two steps with one name.
-    pub fn build(self) -> Result<Saga<C>, DefinitionError> {
+    pub fn build(mut self) -> Result<Saga<C>, DefinitionError> {
         if self.nodes.is_empty() {
             return Err(DefinitionError::NoSteps);
         }
         let mut seen = HashSet::new();
-        for node in &self.nodes {
-            if node.steps().is_empty() {
+        let mut names = Vec::new();
+        for node in &mut self.nodes {
+            let steps: &mut [Step<C>] = match node {
+                Node::Step(s) => std::slice::from_mut(s),
+                Node::Group(g) => g,
+            };
+            if steps.is_empty() {
                 return Err(DefinitionError::EmptyGroup);
             }
-            for s in node.steps() {
+            for s in steps {
                 if !seen.insert(s.name.clone()) {
                     return Err(DefinitionError::DuplicateStep(s.name.to_string()));
                 }
+                s.index = names.len();
+                names.push(s.name.clone());
             }
         }
         Ok(Saga {
@@ -322,6 +339,8 @@ impl<C: Context> SagaBuilder<C> {
             metric_keys: MetricKeys::new(&self.name),
             name: self.name,
             nodes: self.nodes,
+            names: names.into(),
+            registered_with: std::sync::atomic::AtomicU64::new(0),
             deadline: self.deadline,
         })
     }

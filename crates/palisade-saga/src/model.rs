@@ -68,13 +68,17 @@ impl std::fmt::Display for SagaState {
     }
 }
 
-/// A step's name as events and reports hold it: shared with the definition, so recording that a step started
-/// or ended copies no string. Reads as a `&str` (`Deref`, `as_str`, `Borrow<str>`, comparisons with `str`);
-/// serialized as a plain JSON string.
+/// A shared string: a step's name as events, outputs and reports hold it (shared with the definition, so recording
+/// that a step started or ended copies no string), and a saga's id and definition name in a [`SagaReport`](crate::SagaReport)
+/// (shared with the run). Reads as a `&str` (`Deref`, `as_str`, `Borrow<str>`, comparisons with `str` and
+/// `String`); serialized as a plain JSON string.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct StepName(Arc<str>);
+pub struct Name(Arc<str>);
 
-impl StepName {
+/// A step's name ([`Name`]).
+pub type StepName = Name;
+
+impl Name {
     /// The name.
     #[must_use]
     pub fn as_str(&self) -> &str {
@@ -82,88 +86,88 @@ impl StepName {
     }
 }
 
-impl Deref for StepName {
+impl Deref for Name {
     type Target = str;
     fn deref(&self) -> &str {
         &self.0
     }
 }
 
-impl Borrow<str> for StepName {
+impl Borrow<str> for Name {
     fn borrow(&self) -> &str {
         &self.0
     }
 }
 
-impl AsRef<str> for StepName {
+impl AsRef<str> for Name {
     fn as_ref(&self) -> &str {
         &self.0
     }
 }
 
-impl From<&str> for StepName {
+impl From<&str> for Name {
     fn from(s: &str) -> Self {
-        StepName(s.into())
+        Name(s.into())
     }
 }
 
-impl From<String> for StepName {
+impl From<String> for Name {
     fn from(s: String) -> Self {
-        StepName(s.into())
+        Name(s.into())
     }
 }
 
-impl From<Arc<str>> for StepName {
+impl From<Arc<str>> for Name {
     fn from(s: Arc<str>) -> Self {
-        StepName(s)
+        Name(s)
     }
 }
 
-impl From<StepName> for String {
-    fn from(s: StepName) -> Self {
+impl From<Name> for String {
+    fn from(s: Name) -> Self {
         s.0.as_ref().to_owned()
     }
 }
 
-impl PartialEq<str> for StepName {
+impl PartialEq<str> for Name {
     fn eq(&self, other: &str) -> bool {
         &*self.0 == other
     }
 }
 
-impl PartialEq<&str> for StepName {
+impl PartialEq<&str> for Name {
     fn eq(&self, other: &&str) -> bool {
         &*self.0 == *other
     }
 }
 
-impl PartialEq<String> for StepName {
+impl PartialEq<String> for Name {
     fn eq(&self, other: &String) -> bool {
         *self.0 == **other
     }
 }
 
-impl fmt::Debug for StepName {
+impl fmt::Debug for Name {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&*self.0, f)
     }
 }
 
-impl fmt::Display for StepName {
+impl fmt::Display for Name {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
 }
 
-impl Serialize for StepName {
+impl Serialize for Name {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.0)
     }
 }
 
-impl<'de> Deserialize<'de> for StepName {
+impl<'de> Deserialize<'de> for Name {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(StepName::from)
+        String::deserialize(d).map(Name::from)
     }
 }
 
@@ -268,4 +272,114 @@ pub struct SagaSummary {
     pub state: SagaState,
     /// Who runs it now.
     pub owner: Option<String>,
+}
+
+/// What the run knows of one step, kept by the step's position in the definition. The outputs a step reads
+/// ([`StepCx::output`](crate::StepCx::output)) and a report holds ([`Outputs`]) are these, shared.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Slot {
+    /// The step's output once it completed.
+    pub(crate) output: Option<Value>,
+    /// The last attempt started.
+    pub(crate) attempts: u32,
+    /// The last attempt of its compensation started.
+    pub(crate) compensation_attempts: u32,
+    /// An attempt may have acted: one ended Unknown, or the log shows one started and never ended (its owner died
+    /// during it). Whatever the last attempt's outcome, the step may have taken effect.
+    pub(crate) attempted_unknown: bool,
+    /// It failed for good after an attempt that may have acted: it is compensated (with `null`).
+    pub(crate) maybe_acted: bool,
+    /// Its compensation succeeded.
+    pub(crate) compensated: bool,
+    /// Replaying a history: its last start has no end yet.
+    pub(crate) open: bool,
+}
+
+/// The outputs of a saga's completed steps, by step name, in the definition's order (`report.outputs["ship"]`,
+/// [`get`](Self::get), [`iter`](Self::iter)). Shared with the run that made them: cloning one copies no output.
+#[derive(Clone)]
+pub struct Outputs {
+    names: Arc<[StepName]>,
+    slots: Arc<[Slot]>,
+}
+
+impl Outputs {
+    pub(crate) fn new(names: Arc<[StepName]>, slots: Arc<[Slot]>) -> Self {
+        Outputs { names, slots }
+    }
+
+    /// The output of `step`; `None` if it did not complete.
+    #[must_use]
+    pub fn get(&self, step: &str) -> Option<&Value> {
+        let at = self.names.iter().position(|n| *n == *step)?;
+        self.slots.get(at)?.output.as_ref()
+    }
+
+    /// True when `step` completed.
+    #[must_use]
+    pub fn contains_key(&self, step: &str) -> bool {
+        self.get(step).is_some()
+    }
+
+    /// The completed steps and their outputs, in the definition's order.
+    pub fn iter(&self) -> impl Iterator<Item = (&StepName, &Value)> {
+        self.names.iter().zip(self.slots.iter()).filter_map(|(n, s)| s.output.as_ref().map(|o| (n, o)))
+    }
+
+    /// How many steps completed.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.slots.iter().filter(|s| s.output.is_some()).count()
+    }
+
+    /// True when no step completed.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Default for Outputs {
+    fn default() -> Self {
+        Outputs { names: Arc::new([]), slots: Arc::new([]) }
+    }
+}
+
+impl std::ops::Index<&str> for Outputs {
+    type Output = Value;
+    /// # Panics
+    /// When `step` did not complete (as a map's index does).
+    fn index(&self, step: &str) -> &Value {
+        match self.get(step) {
+            Some(v) => v,
+            None => panic!("no output for step {step:?}: it did not complete"),
+        }
+    }
+}
+
+impl FromIterator<(StepName, Value)> for Outputs {
+    /// Outputs from (step, output) pairs, in their order (a report rebuilt from a log's history).
+    fn from_iter<I: IntoIterator<Item = (StepName, Value)>>(iter: I) -> Self {
+        let (names, slots): (Vec<StepName>, Vec<Slot>) =
+            iter.into_iter().map(|(n, v)| (n, Slot { output: Some(v), ..Slot::default() })).unzip();
+        Outputs { names: names.into(), slots: slots.into() }
+    }
+}
+
+impl PartialEq for Outputs {
+    fn eq(&self, other: &Self) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl fmt::Debug for Outputs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl Serialize for Outputs {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
 }

@@ -1,10 +1,11 @@
 //! The orchestrator: runs sagas forward, compensates them backward, writes every transition around its effect,
 //! and takes over the sagas of owners that died.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -15,22 +16,22 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::defaults::{DEFAULT_LEASE, DEFAULT_RECOVERY_BATCH};
-use crate::definition::{Context, Node, Outputs, Saga, Step, StepCx};
+use crate::definition::{Context, Node, Saga, Step, StepCx};
 use crate::error::SagaError;
 use crate::log::SagaLog;
-use crate::model::{Event, SagaRecord, SagaState, SagaSummary, StepName};
+use crate::model::{Event, Name, Outputs, SagaRecord, SagaState, SagaSummary, Slot, StepName};
 
 /// How a saga run ended.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SagaReport {
     /// The saga's id.
-    pub id: String,
+    pub id: Name,
     /// The definition's name.
-    pub name: String,
+    pub name: Name,
     /// Where it ended: `Completed`, `Compensated` or `FailedCompensation`.
     pub state: SagaState,
     /// The outputs of the steps that completed, by step name (`report.outputs["ship"]`).
-    pub outputs: BTreeMap<StepName, Value>,
+    pub outputs: Outputs,
     /// The failure that began compensation (`Compensated`), or the compensation that failed
     /// (`FailedCompensation`, as [`PaymentError::SagaCompensationFailed`]); `None` when `Completed`.
     pub error: Option<PaymentError>,
@@ -56,6 +57,9 @@ impl std::fmt::Debug for Orchestrator {
 
 pub(crate) struct Inner {
     log: Arc<dyn SagaLog>,
+    /// This orchestrator's serial number in the process (a definition remembers the last one it was registered
+    /// with).
+    serial: u64,
     owner: Arc<str>,
     lease: Duration,
     definitions: RwLock<HashMap<String, Arc<dyn Runnable>>>,
@@ -72,6 +76,9 @@ impl Inner {
         (s.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
     }
 }
+
+/// Serial numbers of orchestrators (0: none, a definition never registered).
+static NEXT_SERIAL: AtomicU64 = AtomicU64::new(1);
 
 /// Builds an [`Orchestrator`].
 #[must_use]
@@ -109,6 +116,7 @@ impl OrchestratorBuilder {
         Orchestrator {
             inner: Arc::new(Inner {
                 log: self.log,
+                serial: NEXT_SERIAL.fetch_add(1, Ordering::Relaxed),
                 owner: owner.into(),
                 lease: self.lease,
                 definitions: RwLock::new(HashMap::new()),
@@ -142,6 +150,7 @@ impl Orchestrator {
     pub fn register<C: Context>(&self, saga: Saga<C>) -> Arc<Saga<C>> {
         let saga = Arc::new(saga);
         self.inner.definitions.write().insert(saga.name.to_string(), saga.clone());
+        saga.registered_with.store(self.inner.serial, Ordering::Relaxed);
         saga
     }
 
@@ -152,8 +161,12 @@ impl Orchestrator {
     /// [`SagaError::AlreadyExists`] when the id was used; [`SagaError::Log`] when the log fails (the saga then
     /// stays where its log says, for recovery); [`SagaError::Fenced`] when another owner took it over.
     pub async fn start<C: Context>(&self, saga: &Arc<Saga<C>>, id: &str, context: C) -> Result<SagaReport, SagaError> {
-        if !self.inner.definitions.read().contains_key(saga.name.as_ref()) {
-            self.inner.definitions.write().insert(saga.name.to_string(), saga.clone());
+        // Registered here already (the usual case): no lookup.
+        if saga.registered_with.load(Ordering::Relaxed) != self.inner.serial {
+            if !self.inner.definitions.read().contains_key(saga.name.as_str()) {
+                self.inner.definitions.write().insert(saga.name.to_string(), saga.clone());
+            }
+            saga.registered_with.store(self.inner.serial, Ordering::Relaxed);
         }
         let json = serde_json::to_value(&context).map_err(|e| SagaError::Context(e.to_string()))?;
         let inner = &self.inner;
@@ -161,7 +174,9 @@ impl Orchestrator {
             return Err(SagaError::AlreadyExists(id.to_owned()));
         };
         count_started(saga);
-        Run::new(saga.clone(), inner.clone(), id, token, Arc::new(context), &[], SagaState::Running).drive().await
+        Run::new(saga.clone(), inner.clone(), id.into(), token, Arc::new(context), &[], SagaState::Running)
+            .drive()
+            .await
     }
 
     /// Takes saga `id` over if its owner's lease has ended (the owner died or stalled) and runs it on from where
@@ -275,78 +290,68 @@ impl<C: Context> Runnable for Saga<C> {
         Box::pin(async move {
             let context: C = serde_json::from_value(record.context.clone())
                 .map_err(|e| SagaError::Context(format!("saga {}: {e}", record.id)))?;
-            Run::new(self, inner, &record.id, token, Arc::new(context), &record.events, record.state).drive().await
+            let id = Name::from(record.id);
+            Run::new(self, inner, id, token, Arc::new(context), &record.events, record.state).drive().await
         })
     }
 }
 
-/// What a saga's history says has happened.
-#[derive(Default)]
-struct Progress {
-    /// Shared with the steps' contexts while they run; written only between nodes, when the contexts are gone
-    /// (so `Arc::make_mut` does not copy).
-    outputs: Arc<Outputs>,
-    /// The last attempt started, per step.
-    attempts: HashMap<StepName, u32>,
-    /// Steps that failed for good after an attempt that may have acted: they are compensated (with `null`).
-    maybe_acted: HashSet<StepName>,
-    /// Steps with an attempt that may have acted: one that ended Unknown, or one the log shows started and never
-    /// ended (its owner died during it). Whatever the last attempt's outcome, such a step may have taken effect.
-    attempted_unknown: HashSet<StepName>,
-    /// The failure that began compensation.
-    failure: Option<PaymentError>,
-    compensated: HashSet<StepName>,
-    compensation_attempts: HashMap<StepName, u32>,
-}
-
-impl Progress {
-    fn replay(events: &[Event]) -> Progress {
-        let mut p = Progress::default();
-        // Steps whose last start has no end yet.
-        let mut open = HashSet::new();
-        for e in events {
-            match e {
-                Event::StepStarted { step, attempt } => {
-                    if !open.insert(step.clone()) {
-                        // Started again without an end: the attempt before was cut off by a crash.
-                        p.attempted_unknown.insert(step.clone());
-                    }
-                    p.attempts.insert(step.clone(), *attempt);
+/// What a saga's history says has happened to each step (by position), and the failure that began compensation.
+fn replay<C>(saga: &Saga<C>, slots: &mut [Slot], events: &[Event]) -> Option<PaymentError> {
+    let mut failure = None;
+    // A step of the history that the definition does not have is left out.
+    let at = |step: &StepName| saga.names.iter().position(|n| n == step);
+    for e in events {
+        match e {
+            Event::StepStarted { step, attempt } => {
+                if let Some(s) = at(step).and_then(|i| slots.get_mut(i)) {
+                    // Started again without an end: the attempt before was cut off by a crash.
+                    s.attempted_unknown |= s.open;
+                    s.open = true;
+                    s.attempts = *attempt;
                 }
-                Event::StepDone { step, output } => {
-                    open.remove(step);
-                    Arc::make_mut(&mut p.outputs).insert(step.clone(), output.clone());
-                }
-                Event::StepFailed { step, error, outcome, last } => {
-                    open.remove(step);
-                    if *outcome == palisade_core::OutcomeClass::Unknown {
-                        p.attempted_unknown.insert(step.clone());
-                    }
-                    if *last {
-                        if p.attempted_unknown.contains(step) {
-                            p.maybe_acted.insert(step.clone());
-                        }
-                        p.failure.get_or_insert_with(|| error.clone());
-                    }
-                }
-                Event::CompensationStarted { step, attempt } => {
-                    p.compensation_attempts.insert(step.clone(), *attempt);
-                }
-                Event::CompensationDone { step } => {
-                    p.compensated.insert(step.clone());
-                }
-                Event::CompensationRetried => p.compensation_attempts.clear(),
-                _ => {}
             }
+            Event::StepDone { step, output } => {
+                if let Some(s) = at(step).and_then(|i| slots.get_mut(i)) {
+                    s.open = false;
+                    s.output = Some(output.clone());
+                }
+            }
+            Event::StepFailed { step, error, outcome, last } => {
+                if let Some(s) = at(step).and_then(|i| slots.get_mut(i)) {
+                    s.open = false;
+                    s.attempted_unknown |= *outcome == palisade_core::OutcomeClass::Unknown;
+                    s.maybe_acted |= *last && s.attempted_unknown;
+                }
+                if *last {
+                    failure.get_or_insert_with(|| error.clone());
+                }
+            }
+            Event::CompensationStarted { step, attempt } => {
+                if let Some(s) = at(step).and_then(|i| slots.get_mut(i)) {
+                    s.compensation_attempts = *attempt;
+                }
+            }
+            Event::CompensationDone { step } => {
+                if let Some(s) = at(step).and_then(|i| slots.get_mut(i)) {
+                    s.compensated = true;
+                }
+            }
+            Event::CompensationRetried => slots.iter_mut().for_each(|s| s.compensation_attempts = 0),
+            _ => {}
         }
-        p.attempted_unknown.extend(open);
-        p
     }
+    // A start with no end: its owner died during it.
+    for s in slots.iter_mut().filter(|s| s.open) {
+        s.attempted_unknown = true;
+        s.open = false;
+    }
+    failure
 }
 
 /// How a step ended for good without an output.
 struct StepFailure {
-    step: StepName,
+    index: usize,
     error: PaymentError,
     maybe_acted: bool,
 }
@@ -355,10 +360,14 @@ struct StepFailure {
 struct Run<C> {
     saga: Arc<Saga<C>>,
     inner: Arc<Inner>,
-    id: Arc<str>,
+    id: Name,
     token: u64,
     context: Arc<C>,
-    progress: Progress,
+    /// Each step's progress, by position. Shared with the steps' contexts (as their [`Outputs`]) while a node
+    /// runs; written only between nodes, when the contexts are gone (so `Arc::make_mut` does not copy).
+    slots: Arc<[Slot]>,
+    /// The failure that began compensation.
+    failure: Option<PaymentError>,
     state: SagaState,
 }
 
@@ -366,13 +375,35 @@ impl<C: Context> Run<C> {
     fn new(
         saga: Arc<Saga<C>>,
         inner: Arc<Inner>,
-        id: &str,
+        id: Name,
         token: u64,
         context: Arc<C>,
         events: &[Event],
         state: SagaState,
     ) -> Self {
-        Run { saga, inner, id: id.into(), token, context, progress: Progress::replay(events), state }
+        let mut slots: Arc<[Slot]> = (0..saga.names.len()).map(|_| Slot::default()).collect();
+        let mut failure = None;
+        // A new saga has no history to replay.
+        if !events.is_empty()
+            && let Some(slots) = Arc::get_mut(&mut slots)
+        {
+            failure = replay(&saga, slots, events);
+        }
+        Run { saga, inner, id, token, context, slots, failure, state }
+    }
+
+    fn outputs(&self) -> Outputs {
+        Outputs::new(self.saga.names.clone(), self.slots.clone())
+    }
+
+    fn slot(&self, step: &Step<C>) -> &Slot {
+        // Every step's index is a position in `saga.names`, and `slots` has one slot per name.
+        &self.slots[step.index]
+    }
+
+    fn slot_mut(&mut self, index: usize) -> &mut Slot {
+        // As `slot`. No step context is left (the node ran), so this does not copy.
+        &mut Arc::make_mut(&mut self.slots)[index]
     }
 
     /// Runs the saga to a terminal state while renewing its lease; stops at once when fenced.
@@ -410,7 +441,7 @@ impl<C: Context> Run<C> {
         }
     }
 
-    fn cx(&self, step: &Step<C>, attempt: u32, outputs: &Arc<Outputs>) -> StepCx<C> {
+    fn cx(&self, step: &Step<C>, attempt: u32, outputs: &Outputs) -> StepCx<C> {
         StepCx {
             saga_id: self.id.clone(),
             step: step.name.clone(),
@@ -427,8 +458,8 @@ impl<C: Context> Run<C> {
             let saga = self.saga.clone();
             for node in &saga.nodes {
                 let steps = node.steps();
-                let progress = &self.progress;
-                let pending = |s: &&Step<C>| !progress.outputs.contains_key(s.name.as_str());
+                let slots = &self.slots;
+                let pending = |s: &&Step<C>| slots[s.index].output.is_none();
                 if !steps.iter().any(|s| pending(&s)) {
                     continue;
                 }
@@ -436,11 +467,11 @@ impl<C: Context> Run<C> {
                     && started.elapsed() >= deadline
                 {
                     let e = PaymentError::GatewayTimeout { message: "the saga's deadline passed".into() };
-                    self.progress.failure.get_or_insert(e);
+                    self.failure.get_or_insert(e);
                     self.begin_compensation("the saga's deadline passed").await?;
                     break;
                 }
-                let outputs = self.progress.outputs.clone();
+                let outputs = self.outputs();
                 let failed = match node {
                     // One step: no vector of futures, no vector of results.
                     Node::Step(step) => {
@@ -475,19 +506,19 @@ impl<C: Context> Run<C> {
     }
 
     /// Records how a step ended; true when it failed for good.
-    fn settle(&mut self, result: Result<(StepName, Value), StepFailure>) -> bool {
+    fn settle(&mut self, result: Result<(usize, Value), StepFailure>) -> bool {
         match result {
-            Ok((step, out)) => {
-                // The steps' contexts are gone (the node ran), so this does not copy the map.
-                Arc::make_mut(&mut self.progress.outputs).insert(step, out);
+            Ok((index, out)) => {
+                self.slot_mut(index).output = Some(out);
                 false
             }
             Err(f) => {
                 if f.maybe_acted {
-                    self.progress.maybe_acted.insert(f.step.clone());
+                    self.slot_mut(f.index).maybe_acted = true;
                 }
-                tracing::warn!(saga_id = %self.id, step = %f.step, error = %f.error, "saga step failed for good; compensating");
-                self.progress.failure.get_or_insert(f.error);
+                let step = &self.saga.names[f.index];
+                tracing::warn!(saga_id = %self.id, step = %step, error = %f.error, "saga step failed for good; compensating");
+                self.failure.get_or_insert(f.error);
                 true
             }
         }
@@ -504,15 +535,15 @@ impl<C: Context> Run<C> {
     async fn run_step(
         &self,
         step: &Step<C>,
-        outputs: &Arc<Outputs>,
-    ) -> Result<Result<(StepName, Value), StepFailure>, SagaError> {
-        let name = step.name.clone();
+        outputs: &Outputs,
+    ) -> Result<Result<(usize, Value), StepFailure>, SagaError> {
+        let name = &step.name;
         // Attempts count on from the log: a step resumed after a crash runs at least once more, then retries only
         // while its budget lasts.
-        let mut attempt = self.progress.attempts.get(&name).copied().unwrap_or(0);
+        let mut attempt = self.slot(step).attempts;
         // An attempt that may have acted (in this run or before a crash) makes the step maybe-acted even when a
         // later attempt fails Retriable or Terminal: a lost answer's authorization exists all the same.
-        let mut maybe_acted = self.progress.attempted_unknown.contains(&name);
+        let mut maybe_acted = self.slot(step).attempted_unknown;
         let mut previous = None;
         loop {
             attempt += 1;
@@ -525,7 +556,7 @@ impl<C: Context> Run<C> {
             let error = match result {
                 Ok(out) => {
                     self.write(Event::StepDone { step: name.clone(), output: out.clone() }, SagaState::Running).await?;
-                    return Ok(Ok((name, out)));
+                    return Ok(Ok((step.index, out)));
                 }
                 Err(e) => e,
             };
@@ -536,7 +567,7 @@ impl<C: Context> Run<C> {
             let failed = Event::StepFailed { step: name.clone(), error: error.clone(), outcome: outcome.class(), last };
             self.write(failed, SagaState::Running).await?;
             if last {
-                return Ok(Err(StepFailure { step: name, error, maybe_acted }));
+                return Ok(Err(StepFailure { index: step.index, error, maybe_acted }));
             }
             let wait = retry_wait(&step.backoff, attempt - 1, previous, self.inner.unit(), &error);
             previous = Some(wait);
@@ -548,17 +579,18 @@ impl<C: Context> Run<C> {
     /// together.
     async fn compensate_all(&mut self) -> Result<SagaReport, SagaError> {
         let saga = self.saga.clone();
-        let outputs = self.progress.outputs.clone();
         for node in saga.nodes.iter().rev() {
-            let progress = &self.progress;
+            let outputs = self.outputs();
+            let slots = &self.slots;
             // What a step's compensation gets, if it is to run: the step's output, or `null` when it may have acted.
             let todo = |s: &Step<C>| -> Option<Value> {
-                if s.compensation.is_none() || progress.compensated.contains(s.name.as_str()) {
+                let slot = &slots[s.index];
+                if s.compensation.is_none() || slot.compensated {
                     return None;
                 }
-                match progress.outputs.get(s.name.as_str()) {
+                match &slot.output {
                     Some(out) => Some(out.clone()),
-                    None => progress.maybe_acted.contains(s.name.as_str()).then_some(Value::Null),
+                    None => slot.maybe_acted.then_some(Value::Null),
                 }
             };
             let failure = match node {
@@ -566,6 +598,7 @@ impl<C: Context> Run<C> {
                 Node::Step(step) => match todo(step) {
                     Some(out) => {
                         let result = self.compensate_step(step, out, &outputs).await;
+                        drop(outputs);
                         self.undone(result?)
                     }
                     None => None,
@@ -575,6 +608,7 @@ impl<C: Context> Run<C> {
                         group.iter().filter_map(|s| todo(s).map(|out| (s, out))).collect();
                     let results =
                         join_all(runs.into_iter().map(|(s, out)| self.compensate_step(s, out, &outputs))).await;
+                    drop(outputs);
                     let mut failure = None;
                     for r in results {
                         if let Some(f) = self.undone(r?) {
@@ -597,15 +631,15 @@ impl<C: Context> Run<C> {
                 return self.finish(SagaState::FailedCompensation, Some(error)).await;
             }
         }
-        let failure = self.progress.failure.clone();
+        let failure = self.failure.clone();
         self.finish(SagaState::Compensated, failure).await
     }
 
     /// Records how a compensation ended; the step and its error when it failed for good.
-    fn undone(&mut self, result: Result<StepName, (StepName, PaymentError)>) -> Option<(StepName, PaymentError)> {
+    fn undone(&mut self, result: Result<usize, (StepName, PaymentError)>) -> Option<(StepName, PaymentError)> {
         match result {
-            Ok(step) => {
-                self.progress.compensated.insert(step);
+            Ok(index) => {
+                self.slot_mut(index).compensated = true;
                 None
             }
             Err(failed) => Some(failed),
@@ -616,11 +650,11 @@ impl<C: Context> Run<C> {
         &self,
         step: &Step<C>,
         output: Value,
-        outputs: &Arc<Outputs>,
-    ) -> Result<Result<StepName, (StepName, PaymentError)>, SagaError> {
-        let name = step.name.clone();
-        let Some(compensation) = &step.compensation else { return Ok(Ok(name)) };
-        let mut attempt = self.progress.compensation_attempts.get(&name).copied().unwrap_or(0);
+        outputs: &Outputs,
+    ) -> Result<Result<usize, (StepName, PaymentError)>, SagaError> {
+        let name = &step.name;
+        let Some(compensation) = &step.compensation else { return Ok(Ok(step.index)) };
+        let mut attempt = self.slot(step).compensation_attempts;
         let first = attempt;
         let mut previous = None;
         loop {
@@ -634,7 +668,7 @@ impl<C: Context> Run<C> {
             let error = match result {
                 Ok(()) => {
                     self.write(Event::CompensationDone { step: name.clone() }, SagaState::Compensating).await?;
-                    return Ok(Ok(name));
+                    return Ok(Ok(step.index));
                 }
                 Err(e) => e,
             };
@@ -642,7 +676,7 @@ impl<C: Context> Run<C> {
             let failed = Event::CompensationFailed { step: name.clone(), error: error.clone(), last };
             self.write(failed, SagaState::Compensating).await?;
             if last {
-                return Ok(Err((name, error)));
+                return Ok(Err((name.clone(), error)));
             }
             let wait = retry_wait(&step.compensation_backoff, attempt - first - 1, previous, self.inner.unit(), &error);
             previous = Some(wait);
@@ -660,15 +694,12 @@ impl<C: Context> Run<C> {
 
     /// The report; the run ends with it (the outputs move into it).
     fn report(&mut self, error: Option<PaymentError>) -> SagaReport {
-        let outputs = std::mem::take(&mut self.progress.outputs);
         SagaReport {
-            id: String::from(&*self.id),
-            name: String::from(&*self.saga.name),
+            id: self.id.clone(),
+            name: self.saga.name.clone(),
             state: self.state,
-            // Nothing else holds the map once the steps ran; a copy only if something does.
-            outputs: Arc::try_unwrap(outputs).unwrap_or_else(|shared| (*shared).clone()),
-            error: error
-                .or_else(|| (self.state != SagaState::Completed).then(|| self.progress.failure.take()).flatten()),
+            outputs: self.outputs(),
+            error: error.or_else(|| (self.state != SagaState::Completed).then(|| self.failure.take()).flatten()),
         }
     }
 }
