@@ -46,20 +46,27 @@ pub(crate) enum KeyBuf {
 }
 
 impl KeyBuf {
+    // Inlined so the buffer is written where the caller keeps it, not built here and then moved.
+    #[inline]
     pub(crate) fn new(scope: Option<&str>, key: &IdempotencyKey) -> KeyBuf {
-        let mut digits = [0u8; 20];
-        let parts: [&[u8]; 5] = match scope {
-            None => [b"k:", key.as_str().as_bytes(), b"", b"", b""],
-            Some(s) => [b"s", decimal(s.len(), &mut digits), b":", s.as_bytes(), b":"],
+        let k = key.as_str().as_bytes();
+        let Some(s) = scope else {
+            // The usual case: `k:` and the key (at most 255 bytes, so it fits).
+            let mut buf = [0u8; KEY_INLINE];
+            let Some(dst) = buf.get_mut(2..2 + k.len()) else { return KeyBuf::Heap(storage_key(scope, key)) };
+            dst.copy_from_slice(k);
+            buf[..2].copy_from_slice(b"k:");
+            return KeyBuf::Inline { buf, len: 2 + k.len() };
         };
-        let tail = if scope.is_some() { key.as_str().as_bytes() } else { b"" };
-        let len = parts.iter().map(|p| p.len()).sum::<usize>() + tail.len();
+        let mut digits = [0u8; 20];
+        let parts: [&[u8]; 6] = [b"s", decimal(s.len(), &mut digits), b":", s.as_bytes(), b":", k];
+        let len = parts.iter().map(|p| p.len()).sum::<usize>();
         if len > KEY_INLINE {
             return KeyBuf::Heap(storage_key(scope, key));
         }
         let mut buf = [0u8; KEY_INLINE];
         let mut at = 0;
-        for p in parts.iter().chain(std::iter::once(&tail)) {
+        for p in parts {
             buf[at..at + p.len()].copy_from_slice(p);
             at += p.len();
         }

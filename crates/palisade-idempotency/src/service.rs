@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use palisade_core::{Classify, GatewayKeyed, IdempotencyKey};
 use pin_project_lite::pin_project;
@@ -257,9 +257,23 @@ where
         match engine.begin_now(skey.as_str(), &fingerprint) {
             Some(Ok(Begin::Execute(ticket))) => {
                 set_gateway_key(&mut req, scope.as_deref(), key);
+                // An inner service that is ready now is called now: no clone of it travels with the future. One
+                // that is not goes into the future, which polls its readiness again with the caller's context
+                // (the no-op waker registered here is replaced then).
+                let call = match self.inner.poll_ready(&mut Context::from_waker(Waker::noop())) {
+                    Poll::Ready(Ok(())) => Call::Running { fut: self.inner.call(req) },
+                    Poll::Pending => Call::Waiting { inner: self.take_inner(), req: Some(req) },
+                    // The inner service failed before the call: nothing ran, so the claim is released.
+                    Poll::Ready(Err(e)) => {
+                        return match ticket.release_now() {
+                            None => ResponseFuture::ready(Err(e)),
+                            Some(fut) => ResponseFuture { kind: Kind::Recording { fut, result: Some(Err(e)) } },
+                        };
+                    }
+                };
                 return ResponseFuture {
                     kind: Kind::Executing {
-                        call: Call::Waiting { inner: self.take_inner(), req: Some(req) },
+                        call,
                         ticket: Some(ticket),
                         classifier: self.classifier.clone(),
                         beat: None,
