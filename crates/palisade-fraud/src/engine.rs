@@ -1,5 +1,6 @@
 //! The [`FraudEngine`]: rules in order, velocity from the store, thresholds, hot reload.
 
+use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, LazyLock};
 
@@ -42,6 +43,8 @@ pub const VELOCITY_STORE_RULE: &str = "velocity_store";
 static REVIEW_THRESHOLD_NAME: LazyLock<Arc<str>> = LazyLock::new(|| REVIEW_THRESHOLD_RULE.into());
 static BLOCK_THRESHOLD_NAME: LazyLock<Arc<str>> = LazyLock::new(|| BLOCK_THRESHOLD_RULE.into());
 static VELOCITY_STORE_NAME: LazyLock<Arc<str>> = LazyLock::new(|| VELOCITY_STORE_RULE.into());
+/// Every velocity attribute at 0: what a rule set that reads none sees (and every rule when the store is down).
+static NO_VELOCITY: VelocityCounts = VelocityCounts([0; crate::attributes::VELOCITY_ATTRIBUTES]);
 
 pub(crate) struct EngineInner {
     rules: ArcSwap<RuleSet>,
@@ -241,8 +244,12 @@ impl FraudEngine {
     }
 
     /// Records the attempt in the velocity store (one atomic step for all its counters), evaluates the rules,
-    /// logs the verdict and counts it in metrics.
+    /// logs the verdict and counts it in metrics. A rule set that reads no velocity attribute needs no record:
+    /// the store is then not asked (and [`OnStoreDown`] never applies).
     pub async fn assess(&self, attrs: &Attributes) -> Assessment {
+        if let Some(a) = self.try_assess(attrs) {
+            return a;
+        }
         let attempt = Attempt::from_attributes(attrs);
         self.assess_attempt(attrs, &attempt).await
     }
@@ -250,21 +257,61 @@ impl FraudEngine {
     pub(crate) async fn assess_attempt(&self, attrs: &Attributes, attempt: &Attempt<'_>) -> Assessment {
         // One rule set for the whole decision: the velocity it reads, then its evaluation.
         let rules = self.inner.rules.load_full();
-        let read = rules.reads;
-        let store = &self.inner.store;
-        let result = match store.try_record_attempt(attempt, read) {
+        if rules.reads.is_empty() {
+            return self.conclude(attrs, None, rules, &NO_VELOCITY, true);
+        }
+        let result = match self.inner.store.try_record_attempt(attempt, rules.reads) {
             Some(r) => r,
-            None => store.record_attempt_reading(attempt, read).await,
+            None => self.inner.store.record_attempt_reading(attempt, rules.reads).await,
         };
-        let (counts, available) = match result {
-            Ok(c) => (c, true),
+        self.conclude_with(attrs, attempt, rules, result)
+    }
+
+    /// The decision, when it needs no wait: the rule set reads no velocity (then the store is not touched and
+    /// no attempt is built), or the store answers at once (memory). `None`: the store must be awaited
+    /// ([`FraudEngine::assess_attempt`]); nothing was recorded.
+    pub(crate) fn try_assess(&self, attrs: &Attributes) -> Option<Assessment> {
+        let rules = self.inner.rules.load_full();
+        // A rule set that reads no velocity attribute needs no record: the store is not asked.
+        if rules.reads.is_empty() {
+            return Some(self.conclude(attrs, None, rules, &NO_VELOCITY, true));
+        }
+        let attempt = Attempt::from_attributes(attrs);
+        let result = self.inner.store.try_record_attempt(&attempt, rules.reads)?;
+        Some(self.conclude_with(attrs, &attempt, rules, result))
+    }
+
+    fn conclude_with<'a>(
+        &self,
+        attrs: &'a Attributes,
+        attempt: &Attempt<'a>,
+        rules: Arc<RuleSet>,
+        result: Result<VelocityCounts, crate::VelocityError>,
+    ) -> Assessment {
+        match result {
+            Ok(counts) => self.conclude(attrs, attempt.subjects[Subject::Email.index()].as_ref(), rules, &counts, true),
             Err(e) => {
                 tracing::warn!(target: "palisade_fraud", engine = &*self.inner.name, error = %e, policy = ?self.inner.on_store_down, "velocity store unavailable");
-                (VelocityCounts::default(), false)
+                self.conclude(attrs, attempt.subjects[Subject::Email.index()].as_ref(), rules, &NO_VELOCITY, false)
             }
-        };
-        let scope = Scope::new(attrs, &counts).with_email(attempt.subjects[Subject::Email.index()].as_ref());
-        let mut a = self.evaluate_with(rules, scope);
+        }
+    }
+
+    /// Evaluates, applies the store-down policy, logs and counts. `email`: the attempt's normalized email, when
+    /// an attempt was made (the rules then do not normalize it again).
+    fn conclude<'a>(
+        &self,
+        attrs: &'a Attributes,
+        email: Option<&Cow<'a, str>>,
+        rules: Arc<RuleSet>,
+        counts: &VelocityCounts,
+        available: bool,
+    ) -> Assessment {
+        let mut scope = Scope::new(attrs, counts);
+        if let Some(email) = email {
+            scope.set_email(email.clone());
+        }
+        let mut a = self.evaluate_with(rules, &mut scope);
         if !available {
             a.velocity_available = false;
             let floor = match self.inner.on_store_down {
@@ -281,16 +328,28 @@ impl FraudEngine {
         a
     }
 
+    /// True when the rules in force read a velocity attribute: only then are attempts and declines recorded.
+    pub(crate) fn reads_velocity(&self) -> bool {
+        !self.inner.rules.load().reads.is_empty()
+    }
+
     /// Records a decline (the gateway declined the charge) for the attempt's subjects, so `declines_per_*`
-    /// and the card-testing rule see it. The layer calls this itself.
+    /// and the card-testing rule see it. The layer calls this itself. Nothing is recorded while the rules in
+    /// force read no velocity attribute.
     ///
     /// # Errors
     /// [`VelocityError`](crate::VelocityError) when the store is down (the decline is then not counted).
     pub async fn record_decline(&self, attrs: &Attributes) -> Result<(), crate::VelocityError> {
+        if !self.reads_velocity() {
+            return Ok(());
+        }
         self.inner.store.record_decline(&Attempt::from_attributes(attrs)).await
     }
 
     pub(crate) async fn record_decline_attempt(&self, attempt: &Attempt<'_>) {
+        if !self.reads_velocity() {
+            return;
+        }
         if let Err(e) = self.inner.store.record_decline(attempt).await {
             tracing::warn!(target: "palisade_fraud", engine = &*self.inner.name, error = %e, "decline not recorded: velocity store unavailable");
         }
@@ -300,15 +359,15 @@ impl FraudEngine {
     /// metrics; rule counters do count).
     #[must_use]
     pub fn evaluate(&self, attrs: &Attributes, counts: &VelocityCounts) -> Assessment {
-        self.evaluate_with(self.inner.rules.load_full(), Scope::new(attrs, counts))
+        self.evaluate_with(self.inner.rules.load_full(), &mut Scope::new(attrs, counts))
     }
 
-    fn evaluate_with(&self, rules: Arc<RuleSet>, mut scope: Scope<'_>) -> Assessment {
+    fn evaluate_with(&self, rules: Arc<RuleSet>, scope: &mut Scope<'_>) -> Assessment {
         let mut decision = Decision::Approve;
         let mut decided_by: Option<&Arc<str>> = None;
         let mut sink = OutcomeSink::new(rules.rules.len());
         for (i, rule) in rules.rules.iter().enumerate() {
-            let outcome = match rule.matches(&mut scope) {
+            let outcome = match rule.matches(scope) {
                 Ok(true) if rule.shadow => {
                     rule.stats.shadow_matched.fetch_add(1, Ordering::Relaxed);
                     RuleOutcome::ShadowMatched

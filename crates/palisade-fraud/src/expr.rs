@@ -51,9 +51,8 @@ impl<'a> Scope<'a> {
     }
 
     /// Takes the normalized email from the attempt, which has it already (so it is lower-cased once).
-    pub(crate) fn with_email(mut self, email: Option<&Cow<'a, str>>) -> Self {
-        self.text[EMAIL] = Some(email.cloned().unwrap_or(Cow::Borrowed("")));
-        self
+    pub(crate) fn set_email(&mut self, email: Cow<'a, str>) {
+        self.text[EMAIL] = Some(email);
     }
 
     /// The email, trimmed and lower-cased.

@@ -5,9 +5,9 @@ use std::task::{Context, Poll};
 
 use tower_service::Service;
 
-use crate::decision::Decision;
+use crate::decision::{Assessment, Decision};
 use crate::error::FraudRejection;
-use crate::future::ResponseFuture;
+use crate::future::{ResponseFuture, Watch};
 use crate::layer::Config;
 use crate::mode::{Annotate, Extract, FraudMode};
 use crate::velocity::Attempt;
@@ -43,7 +43,7 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future, Result<S::Response, S::Error>>;
+    type Future = ResponseFuture<S::Future, Result<S::Response, S::Error>, M>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -53,6 +53,22 @@ where
         let Some(attrs) = self.config.extract.extract(&req) else {
             return ResponseFuture::passthrough(self.inner.call(req));
         };
+        let engine = &self.config.engine;
+        // Decided at once when the rules read no velocity or the store answers without waiting: no box.
+        let verdict = engine.try_assess(&attrs);
+        if let Some(verdict) = verdict {
+            let reads_velocity = !verdict.rule_set().reads.is_empty();
+            if let Some(refusal) = apply(&self.config, &self.mode, verdict, &mut req) {
+                return ResponseFuture::refused(refusal);
+            }
+            // A decline is recorded only for rules that read velocity; otherwise nothing is kept.
+            let watch = reads_velocity.then(|| Watch {
+                engine: engine.clone(),
+                attrs: Box::new(attrs),
+                mode: self.mode.clone(),
+            });
+            return ResponseFuture::called(self.inner.call(req), watch);
+        }
         // The readied service goes into the future; a fresh clone stays for the next poll_ready.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -62,35 +78,8 @@ where
             let engine = &config.engine;
             let attempt = Attempt::from_attributes(&attrs);
             let verdict = engine.assess_attempt(&attrs, &attempt).await;
-            // The deciding rule's name, made only for a verdict that names it (an approval allocates nothing).
-            let rule = || -> Arc<str> { verdict.decided_by.clone().unwrap_or_else(|| Arc::from("fraud")) };
-            match verdict.decision {
-                Decision::Block => return mode.refuse(FraudRejection::Blocked { rule: rule() }),
-                Decision::Challenge => {
-                    return mode.refuse(FraudRejection::Challenge {
-                        rule: rule(),
-                        challenge_url: config.challenge_url.clone(),
-                    });
-                }
-                Decision::Review => {
-                    let rule = rule();
-                    let verdict = Arc::new(verdict);
-                    tracing::info!(
-                        target: "palisade_fraud",
-                        engine = engine.name(),
-                        event = "fraud_review",
-                        rule = &*rule,
-                        score = verdict.score,
-                        "charge passed for manual review"
-                    );
-                    if let Some(f) = &config.on_review {
-                        f(&verdict);
-                    }
-                    if config.annotate {
-                        req.annotate(&verdict);
-                    }
-                }
-                _ => {}
+            if let Some(refusal) = apply(&config, &mode, verdict, &mut req) {
+                return refusal;
             }
             let out = inner.call(req).await;
             if mode.is_decline(&out) {
@@ -98,5 +87,43 @@ where
             }
             out
         }))
+    }
+}
+
+/// Acts on a verdict: the refusal for `Block` and `Challenge`; for `Review`, the event, the callback and the
+/// annotation, and `None` (the request goes on), as for `Approve`.
+fn apply<X, Req: Annotate, R, E, M: FraudMode<R, E>>(
+    config: &Config<X>,
+    mode: &M,
+    verdict: Assessment,
+    req: &mut Req,
+) -> Option<Result<R, E>> {
+    // The deciding rule's name, made only for a verdict that names it (an approval allocates nothing).
+    let rule = || -> Arc<str> { verdict.decided_by.clone().unwrap_or_else(|| Arc::from("fraud")) };
+    match verdict.decision {
+        Decision::Block => Some(mode.refuse(FraudRejection::Blocked { rule: rule() })),
+        Decision::Challenge => {
+            Some(mode.refuse(FraudRejection::Challenge { rule: rule(), challenge_url: config.challenge_url.clone() }))
+        }
+        Decision::Review => {
+            let rule = rule();
+            let verdict = Arc::new(verdict);
+            tracing::info!(
+                target: "palisade_fraud",
+                engine = config.engine.name(),
+                event = "fraud_review",
+                rule = &*rule,
+                score = verdict.score,
+                "charge passed for manual review"
+            );
+            if let Some(f) = &config.on_review {
+                f(&verdict);
+            }
+            if config.annotate {
+                req.annotate(&verdict);
+            }
+            None
+        }
+        _ => None,
     }
 }

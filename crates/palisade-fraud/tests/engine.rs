@@ -317,7 +317,7 @@ impl VelocityStore for DownStore {
 
 #[tokio::test]
 async fn store_down_reviews_by_default_blocks_or_ignores_when_configured() {
-    let rules = "score 10 if true\nblock if email == \"x@y.z\"";
+    let rules = "score 10 if true\nblock if email == \"x@y.z\"\nreview if attempts_per_card_1h > 100";
     let review = FraudEngine::builder().velocity_store(DownStore).rule_file(rules).unwrap().build();
     let v = review.assess(&usd(1)).await;
     assert_eq!((v.decision, v.decided_by.as_deref()), (Decision::Review, Some("velocity_store")));
@@ -325,11 +325,16 @@ async fn store_down_reviews_by_default_blocks_or_ignores_when_configured() {
     let v = review.assess(&usd(1).email("x@y.z")).await;
     assert_eq!(v.decision, Decision::Block, "a blocking rule still blocks");
 
-    let block = FraudEngine::builder().velocity_store(DownStore).on_store_down(OnStoreDown::Block).build();
-    assert_eq!(block.assess(&usd(1)).await.decision, Decision::Block);
+    let velocity = "review if attempts_per_email_1h > 100";
+    let down = |p| FraudEngine::builder().velocity_store(DownStore).on_store_down(p).rule_file(velocity).unwrap();
+    assert_eq!(down(OnStoreDown::Block).build().assess(&usd(1)).await.decision, Decision::Block);
+    assert_eq!(down(OnStoreDown::Ignore).build().assess(&usd(1)).await.decision, Decision::Approve);
 
-    let ignore = FraudEngine::builder().velocity_store(DownStore).on_store_down(OnStoreDown::Ignore).build();
-    assert_eq!(ignore.assess(&usd(1)).await.decision, Decision::Approve);
+    // A rule set that reads no velocity attribute needs no record: the store is not asked, so it cannot fail.
+    let no_velocity = FraudEngine::builder().velocity_store(DownStore).on_store_down(OnStoreDown::Block).build();
+    let v = no_velocity.assess(&usd(1)).await;
+    assert_eq!(v.decision, Decision::Approve);
+    assert!(v.velocity_available);
 }
 
 #[tokio::test]

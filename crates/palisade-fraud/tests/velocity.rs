@@ -215,7 +215,12 @@ mod redis_store {
         let v = review.assess(&attempt("fp_down", 0)).await;
         assert_eq!((v.decision, v.decided_by.as_deref()), (Decision::Review, Some("velocity_store")));
         assert!(!v.velocity_available);
-        let block = FraudEngine::builder().velocity_store(down()).on_store_down(OnStoreDown::Block).build();
+        let block = FraudEngine::builder()
+            .velocity_store(down())
+            .on_store_down(OnStoreDown::Block)
+            .rule_file(&rules())
+            .unwrap()
+            .build();
         assert_eq!(block.assess(&attempt("fp_down", 1)).await.decision, Decision::Block);
         assert!(review.record_decline(&attempt("fp_down", 0)).await.is_err());
     }
