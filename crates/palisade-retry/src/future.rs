@@ -54,7 +54,9 @@ pin_project! {
         // When the timer is an attempt timeout: how long it gives the attempt.
         armed_for: Duration,
         // The last failed result and its outcome, returned if the deadline passes while waiting for readiness.
-        last: Option<Failed<S::Response, S::Error>>,
+        // Boxed: set only once an attempt failed, and a result inline would make every call's future (which each
+        // outer layer moves) larger by a whole result.
+        last: Option<Box<Failed<S::Response, S::Error>>>,
         start: Option<Instant>,
         attempt: u32,
         previous_delay: Option<Duration>,
@@ -248,7 +250,7 @@ where
                         Decision::Retry { delay, reason } => {
                             retrying(*this.attempt, delay, outcome, reason);
                             *this.previous_delay = Some(delay);
-                            *this.last = Some((last, outcome));
+                            *this.last = Some(Box::new((last, outcome)));
                             if delay.is_zero() {
                                 this.state.set(State::Preparing);
                                 arm_guard(policy, *this.start, this.timer, this.timer_role);
@@ -283,7 +285,7 @@ where
                             {
                                 // The deadline passed while the inner service was not ready.
                                 this.state.set(State::Done);
-                                return match this.last.take() {
+                                return match this.last.take().map(|b| *b) {
                                     Some((last, outcome)) => {
                                         gave_up(*this.attempt, outcome, reason::DEADLINE);
                                         Poll::Ready(finish(this.policy, last))
@@ -308,7 +310,7 @@ where
                     let Some(request) = request else {
                         // Unreachable: `decide` retries only while a request is retained.
                         this.state.set(State::Done);
-                        return match this.last.take() {
+                        return match this.last.take().map(|b| *b) {
                             Some((last, _)) => Poll::Ready(finish(this.policy, last)),
                             None => Poll::Ready(
                                 this.policy.mode.refuse(AttemptTimedOut { after: Duration::ZERO, attempt: 0 }),
