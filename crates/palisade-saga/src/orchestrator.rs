@@ -168,9 +168,9 @@ impl Orchestrator {
             }
             saga.registered_with.store(self.inner.serial, Ordering::Relaxed);
         }
-        let json = serde_json::to_value(&context).map_err(|e| SagaError::Context(e.to_string()))?;
+        let json = serde_json::to_string(&context).map_err(|e| SagaError::Context(e.to_string()))?;
         let inner = &self.inner;
-        let Some(token) = inner.log.create(id, &saga.name, &json, &inner.owner, inner.lease).await? else {
+        let Some(token) = inner.log.create_json(id, &saga.name, json, &inner.owner, inner.lease).await? else {
             return Err(SagaError::AlreadyExists(id.to_owned()));
         };
         count_started(saga);

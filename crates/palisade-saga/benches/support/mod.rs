@@ -37,11 +37,11 @@ pub fn four_steps(fail_last: bool) -> Saga<Ctx> {
 pub struct NullLog;
 
 impl SagaLog for NullLog {
-    fn create<'a>(
+    fn create_json<'a>(
         &'a self,
         _id: &'a str,
         _name: &'a str,
-        _context: &'a serde_json::Value,
+        _context: String,
         _owner: &'a str,
         _lease: Duration,
     ) -> StoreFuture<'a, Option<u64>> {

@@ -14,14 +14,15 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use super::{SagaLog, StoreFuture};
+use super::{SagaLog, StoreError, StoreFuture};
 use crate::model::{Event, SagaRecord, SagaState, SagaSummary};
 
 #[derive(Debug)]
 struct Record {
     id: Arc<str>,
     name: Arc<str>,
-    context: serde_json::Value,
+    /// The context's JSON text, as the orchestrator wrote it.
+    context: String,
     state: SagaState,
     events: Vec<Event>,
     owner: Option<Arc<str>>,
@@ -109,11 +110,11 @@ impl MemoryLog {
 }
 
 impl SagaLog for MemoryLog {
-    fn create<'a>(
+    fn create_json<'a>(
         &'a self,
         id: &'a str,
         name: &'a str,
-        context: &'a serde_json::Value,
+        context: String,
         owner: &'a str,
         lease: Duration,
     ) -> StoreFuture<'a, Option<u64>> {
@@ -133,7 +134,7 @@ impl SagaLog for MemoryLog {
         g.records.push(Record {
             id,
             name,
-            context: context.clone(),
+            context,
             state: SagaState::Running,
             events: Vec::with_capacity(EVENTS_CAPACITY),
             owner: Some(owner),
@@ -210,17 +211,21 @@ impl SagaLog for MemoryLog {
     fn get<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<SagaRecord>> {
         let mut g = self.inner.lock();
         let now = Instant::now();
-        let rec = g.find(id).map(|r| SagaRecord {
+        let Some(r) = g.find(id) else { return StoreFuture::ready(Ok(None)) };
+        let context = match serde_json::from_str(&r.context) {
+            Ok(context) => context,
+            Err(e) => return StoreFuture::ready(Err(StoreError::new(format!("saga {id}: its context: {e}")))),
+        };
+        StoreFuture::ready(Ok(Some(SagaRecord {
             id: id.to_owned(),
             name: String::from(&*r.name),
-            context: r.context.clone(),
+            context,
             state: r.state,
             events: r.events.clone(),
             owner: r.owner.as_deref().map(str::to_owned),
             token: r.token,
             lease_remaining: r.lease_until.saturating_duration_since(now),
-        });
-        StoreFuture::ready(Ok(rec))
+        })))
     }
 
     fn list<'a>(&'a self, state: Option<SagaState>, limit: usize) -> StoreFuture<'a, Vec<SagaSummary>> {

@@ -31,8 +31,20 @@ pub use redis::{DEFAULT_REDIS_PREFIX, INDEX_GRACE, RedisLog, SCAN_CHUNK};
 
 /// Atomic operations on saga records. Object safe: the orchestrator holds an `Arc<dyn SagaLog>`.
 pub trait SagaLog: Send + Sync + 'static {
-    /// Creates saga `id` (state `Running`, no events) owned by `owner` for `lease`, and returns the owner's
-    /// fencing token; `None` when a saga with this id exists (a saga id is used once).
+    /// Creates saga `id` (state `Running`, no events) with `context`, its JSON text (as `serde_json::to_string`
+    /// writes it; the orchestrator serializes a saga's context once, and the log keeps or sends that text), owned
+    /// by `owner` for `lease`, and returns the owner's fencing token; `None` when a saga with this id exists (a
+    /// saga id is used once).
+    fn create_json<'a>(
+        &'a self,
+        id: &'a str,
+        name: &'a str,
+        context: String,
+        owner: &'a str,
+        lease: Duration,
+    ) -> StoreFuture<'a, Option<u64>>;
+
+    /// [`create_json`](Self::create_json) with the context as a JSON value.
     fn create<'a>(
         &'a self,
         id: &'a str,
@@ -40,7 +52,12 @@ pub trait SagaLog: Send + Sync + 'static {
         context: &'a serde_json::Value,
         owner: &'a str,
         lease: Duration,
-    ) -> StoreFuture<'a, Option<u64>>;
+    ) -> StoreFuture<'a, Option<u64>> {
+        match serde_json::to_string(context) {
+            Ok(text) => self.create_json(id, name, text, owner, lease),
+            Err(e) => StoreFuture::ready(Err(StoreError::new(format!("the saga's context is not JSON: {e}")))),
+        }
+    }
 
     /// Appends `event` and sets the state to `state`, if `token` is the saga's current token; returns whether
     /// it did (`false`: fenced, another owner took over). A terminal `state` also ends the lease.
@@ -71,6 +88,16 @@ pub trait SagaLog: Send + Sync + 'static {
 }
 
 impl<T: SagaLog + ?Sized> SagaLog for std::sync::Arc<T> {
+    fn create_json<'a>(
+        &'a self,
+        id: &'a str,
+        name: &'a str,
+        context: String,
+        owner: &'a str,
+        lease: Duration,
+    ) -> StoreFuture<'a, Option<u64>> {
+        (**self).create_json(id, name, context, owner, lease)
+    }
     fn create<'a>(
         &'a self,
         id: &'a str,

@@ -218,16 +218,15 @@ impl PostgresLog {
 }
 
 impl SagaLog for PostgresLog {
-    fn create<'a>(
+    fn create_json<'a>(
         &'a self,
         id: &'a str,
         name: &'a str,
-        context: &'a serde_json::Value,
+        context: String,
         owner: &'a str,
         lease: Duration,
     ) -> StoreFuture<'a, Option<u64>> {
         StoreFuture::new(async move {
-            let context = serde_json::to_string(context).map_err(|e| StoreError::new(e.to_string()))?;
             let row = sqlx::query(&self.sql.create)
                 .bind(id)
                 .bind(name)

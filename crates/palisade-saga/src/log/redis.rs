@@ -360,16 +360,15 @@ impl RedisLog {
 }
 
 impl SagaLog for RedisLog {
-    fn create<'a>(
+    fn create_json<'a>(
         &'a self,
         id: &'a str,
         name: &'a str,
-        context: &'a serde_json::Value,
+        json: String,
         owner: &'a str,
         lease: Duration,
     ) -> StoreFuture<'a, Option<u64>> {
         StoreFuture::new(async move {
-            let json = serde_json::to_vec(context).map_err(store_err)?;
             let lease = ms(lease).to_string();
             let mut conn = self.conn().await?;
             let reply = self
@@ -380,7 +379,7 @@ impl SagaLog for RedisLog {
                     &[self.saga_key(id)],
                     &[
                         name.as_bytes(),
-                        &json,
+                        json.as_bytes(),
                         owner.as_bytes(),
                         lease.as_bytes(),
                         SagaState::Running.as_str().as_bytes(),

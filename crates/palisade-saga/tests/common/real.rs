@@ -44,16 +44,16 @@ impl<L> Counting<L> {
 }
 
 impl<L: SagaLog> SagaLog for Counting<L> {
-    fn create<'a>(
+    fn create_json<'a>(
         &'a self,
         id: &'a str,
         name: &'a str,
-        context: &'a serde_json::Value,
+        context: String,
         owner: &'a str,
         lease: Duration,
     ) -> StoreFuture<'a, Option<u64>> {
         self.bump("create");
-        self.inner.create(id, name, context, owner, lease)
+        self.inner.create_json(id, name, context, owner, lease)
     }
     fn append<'a>(&'a self, id: &'a str, token: u64, event: &'a Event, state: SagaState) -> StoreFuture<'a, bool> {
         self.bump("append");
