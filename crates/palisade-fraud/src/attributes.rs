@@ -508,7 +508,12 @@ impl VelocitySet {
     }
     /// True when the set holds an attribute of `subject` (for any measure and window).
     pub(crate) const fn reads_subject(self, subject: Subject) -> bool {
-        (self.0 >> (subject.index() * 9)) & 0x1ff != 0
+        self.subject_bits(subject) != 0
+    }
+    /// The attributes of `subject` in the set, one bit per `measure * 3 + window` (the layout of
+    /// [`VelocityCounts`] within a subject).
+    pub(crate) const fn subject_bits(self, subject: Subject) -> u64 {
+        (self.0 >> (subject.index() * 9)) & 0x1ff
     }
     /// The set of the attribute at `index` in the attribute list ([`Velocity::index`]).
     pub(crate) const fn of_index(index: usize) -> Self {
@@ -526,8 +531,8 @@ pub(crate) fn trimmed(v: &str) -> &str {
 /// `v` trimmed and lower-cased (Unicode), borrowed when it already is.
 pub(crate) fn lower(v: &str) -> Cow<'_, str> {
     let t = trimmed(v);
-    // One pass for the common case: ASCII without capitals.
-    if t.bytes().all(|c| c.is_ascii() && !c.is_ascii_uppercase()) {
+    // One pass for the common case: ASCII without capitals (no early exit, so it runs on whole words).
+    if !t.bytes().fold(false, |bad, c| bad | !c.is_ascii() | c.is_ascii_uppercase()) {
         return Cow::Borrowed(t);
     }
     let l = t.to_lowercase();

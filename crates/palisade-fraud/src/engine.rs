@@ -1,6 +1,5 @@
 //! The [`FraudEngine`]: rules in order, velocity from the store, thresholds, hot reload.
 
-use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, LazyLock};
 
@@ -277,8 +276,11 @@ impl FraudEngine {
             return Some(self.conclude(attrs, None, rules, &NO_VELOCITY, true));
         }
         let attempt = Attempt::from_attributes(attrs);
-        let result = self.inner.store.try_record_attempt(&attempt, rules.reads)?;
-        Some(self.conclude_with(attrs, &attempt, rules, result))
+        let mut counts = VelocityCounts::default();
+        Some(match self.inner.store.try_record_attempt_into(&attempt, rules.reads, &mut counts)? {
+            Ok(()) => self.conclude(attrs, Some(&attempt), rules, &counts, true),
+            Err(e) => self.conclude_with(attrs, &attempt, rules, Err(e)),
+        })
     }
 
     fn conclude_with<'a>(
@@ -289,27 +291,30 @@ impl FraudEngine {
         result: Result<VelocityCounts, crate::VelocityError>,
     ) -> Assessment {
         match result {
-            Ok(counts) => self.conclude(attrs, attempt.subjects[Subject::Email.index()].as_ref(), rules, &counts, true),
+            Ok(counts) => self.conclude(attrs, Some(attempt), rules, &counts, true),
             Err(e) => {
                 tracing::warn!(target: "palisade_fraud", engine = &*self.inner.name, error = %e, policy = ?self.inner.on_store_down, "velocity store unavailable");
-                self.conclude(attrs, attempt.subjects[Subject::Email.index()].as_ref(), rules, &NO_VELOCITY, false)
+                self.conclude(attrs, Some(attempt), rules, &NO_VELOCITY, false)
             }
         }
     }
 
-    /// Evaluates, applies the store-down policy, logs and counts. `email`: the attempt's normalized email, when
-    /// an attempt was made (the rules then do not normalize it again).
+    /// Evaluates, applies the store-down policy, logs and counts. `attempt`, when one was made, gives the
+    /// normalized email and the amount in minor units (the rules then do not compute them again).
     fn conclude<'a>(
         &self,
         attrs: &'a Attributes,
-        email: Option<&Cow<'a, str>>,
+        attempt: Option<&Attempt<'a>>,
         rules: Arc<RuleSet>,
         counts: &VelocityCounts,
         available: bool,
     ) -> Assessment {
         let mut scope = Scope::new(attrs, counts);
-        if let Some(email) = email {
-            scope.set_email(email.clone());
+        if let Some(attempt) = attempt {
+            if let Some(email) = &attempt.subjects[Subject::Email.index()] {
+                scope.set_email(email.clone());
+            }
+            scope.set_amount_minor(attempt.amount_minor);
         }
         let mut a = self.evaluate_with(rules, &mut scope);
         if !available {

@@ -35,6 +35,8 @@ pub(crate) struct Scope<'a> {
     pub(crate) score: i64,
     text: [Option<Cow<'a, str>>; TEXT_SLOTS.end],
     currency: Currency,
+    /// The amount in minor units, computed on first read (or given by the attempt, which has it).
+    amount_minor: std::cell::Cell<Option<i64>>,
     ctx: Option<EvalContext>,
 }
 
@@ -46,6 +48,7 @@ impl<'a> Scope<'a> {
             score: attrs.risk_score,
             text: Default::default(),
             currency: attrs.currency(),
+            amount_minor: std::cell::Cell::new(None),
             ctx: None,
         }
     }
@@ -61,9 +64,24 @@ impl<'a> Scope<'a> {
         self.text(EMAIL)
     }
 
+    /// The amount in minor units (`Attributes::amount_minor`), computed once per decision.
+    pub(crate) fn amount_minor(&self) -> i64 {
+        if let Some(m) = self.amount_minor.get() {
+            return m;
+        }
+        let m = self.attrs.amount_minor();
+        self.amount_minor.set(Some(m));
+        m
+    }
+
+    /// Takes the amount in minor units from the attempt, which has it already.
+    pub(crate) fn set_amount_minor(&mut self, m: i64) {
+        self.amount_minor.set(Some(m));
+    }
+
     fn int(&self, slot: usize) -> i64 {
         match slot {
-            0 => self.attrs.amount_minor(),
+            0 => self.amount_minor(),
             RISK_SCORE_SLOT => self.score,
             s => self.counts.0[s - SCALAR_COUNT],
         }

@@ -60,11 +60,18 @@ pub struct RuleStats {
 #[derive(Clone)]
 pub(crate) enum Condition {
     Expr(Arc<Program>),
-    Blocklist { field: Field, values: Arc<HashSet<String>> },
+    Blocklist {
+        field: Field,
+        values: Arc<HashSet<String>>,
+    },
     ResultFails(Field),
-    Velocity { attr: Velocity, max: i64 },
+    Velocity {
+        attr: Velocity,
+        max: i64,
+    },
     CountryMismatch(Field, Field),
-    AmountOver(Arc<[Money]>),
+    /// The thresholds, each with its amount in minor units (every `Money` has one; compared as integers).
+    AmountOver(Arc<[(Money, Option<i64>)]>),
     CardTesting(CardTesting),
 }
 
@@ -156,8 +163,8 @@ impl Rule {
     /// currency with no threshold never matches. Default action: review.
     #[must_use]
     pub fn amount_over(name: &str, thresholds: impl IntoIterator<Item = Money>) -> Self {
-        let t: Arc<[Money]> = thresholds.into_iter().collect();
-        let reason = format!("amount over {}", t.iter().map(ToString::to_string).collect::<Vec<_>>().join(" / "));
+        let t: Arc<[(Money, Option<i64>)]> = thresholds.into_iter().map(|m| (m, m.to_minor().ok())).collect();
+        let reason = format!("amount over {}", t.iter().map(|(m, _)| m.to_string()).collect::<Vec<_>>().join(" / "));
         Rule::new(name, Action::Review, Condition::AmountOver(t), reason)
     }
     /// The card-testing pattern ([`CardTesting`]). Default action: block.
@@ -256,8 +263,14 @@ impl Rule {
                 (Some(x), Some(y)) if !x.is_empty() && !y.is_empty() => !trimmed(x).eq_ignore_ascii_case(trimmed(y)),
                 _ => false,
             },
-            Condition::AmountOver(t) => t.iter().any(|m| {
-                m.currency() == attrs.amount.currency() && attrs.amount.checked_cmp(m).is_ok_and(|o| o.is_gt())
+            Condition::AmountOver(t) => t.iter().any(|(m, minor)| {
+                m.currency() == attrs.amount.currency()
+                    && match (*minor, scope.amount_minor()) {
+                        // `amount_minor` is i64::MAX only when the amount has no minor units (it always has
+                        // when built through palisade_core): compare the decimals then.
+                        (Some(t), a) if a != i64::MAX => a > t,
+                        _ => attrs.amount.checked_cmp(m).is_ok_and(|o| o.is_gt()),
+                    }
             }),
             Condition::CardTesting(p) => {
                 let small_limit = p
@@ -270,7 +283,7 @@ impl Rule {
                 let declines = counts.get(Velocity::new(Measure::Declines, p.subject, Window::TenMinutes));
                 let present = attrs.subject(p.subject).is_some();
                 present
-                    && ((attrs.amount_minor() <= small_limit && attempts >= p.small_attempts) || declines >= p.declines)
+                    && ((scope.amount_minor() <= small_limit && attempts >= p.small_attempts) || declines >= p.declines)
             }
         })
     }

@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use super::{Attempt, BoxFuture, VelocityStore};
-use crate::attributes::{Measure, Subject, Velocity, VelocityCounts, VelocitySet, Window};
+use crate::attributes::{Subject, VelocityCounts, VelocitySet, Window};
 use crate::defaults::MAX_VELOCITY_WINDOW;
 use crate::error::VelocityError;
 
@@ -379,18 +379,17 @@ impl State {
 
 /// Puts the attributes of `read` that are about `s` from `series` into `counts`.
 fn read_into(counts: &mut VelocityCounts, series: &Series, s: Subject, read: VelocitySet, currency: Currency) {
-    for m in Measure::ALL {
-        for (i, w) in Window::ALL.into_iter().enumerate() {
-            let v = Velocity::new(m, s, w);
-            if read.contains(v) {
-                let value = match m {
-                    Measure::Attempts => series.count[i],
-                    Measure::Amount => series.amount_in(i, currency),
-                    Measure::Declines => series.decline_count[i],
-                };
-                counts.set(v, value);
-            }
-        }
+    let mut bits = read.subject_bits(s);
+    while bits != 0 {
+        // Bit k is measure k / 3 (attempts, amount, declines), window k % 3.
+        let k = bits.trailing_zeros() as usize;
+        bits &= bits - 1;
+        let w = k % 3;
+        counts.0[s.index() * 9 + k] = match k / 3 {
+            0 => series.count[w],
+            1 => series.amount_in(w, currency),
+            _ => series.decline_count[w],
+        };
     }
 }
 
@@ -535,6 +534,15 @@ impl VelocityStore for MemoryVelocityStore {
         read: VelocitySet,
     ) -> Option<Result<VelocityCounts, VelocityError>> {
         Some(Ok(self.record_reading(attempt, read)))
+    }
+    fn try_record_attempt_into(
+        &self,
+        attempt: &Attempt<'_>,
+        read: VelocitySet,
+        counts: &mut VelocityCounts,
+    ) -> Option<Result<(), VelocityError>> {
+        self.record_into(attempt, read, counts);
+        Some(Ok(()))
     }
     fn record_decline<'a>(&'a self, attempt: &'a Attempt<'a>) -> BoxFuture<'a, Result<(), VelocityError>> {
         self.record_decline_now(attempt);

@@ -110,6 +110,18 @@ pub trait VelocityStore: Send + Sync + 'static {
         None
     }
 
+    /// [`VelocityStore::try_record_attempt`] into `counts` (the attributes in `read` are written, the others
+    /// left as they are), so the counters are not copied on their way to the engine. The default calls
+    /// [`VelocityStore::try_record_attempt`].
+    fn try_record_attempt_into(
+        &self,
+        attempt: &Attempt<'_>,
+        read: VelocitySet,
+        counts: &mut VelocityCounts,
+    ) -> Option<Result<(), VelocityError>> {
+        Some(self.try_record_attempt(attempt, read)?.map(|c| *counts = c))
+    }
+
     /// Records a decline of `attempt` (once per attempt id) under each of its subjects.
     ///
     /// # Errors
@@ -134,6 +146,14 @@ impl<T: VelocityStore + ?Sized> VelocityStore for std::sync::Arc<T> {
         read: VelocitySet,
     ) -> Option<Result<VelocityCounts, VelocityError>> {
         (**self).try_record_attempt(attempt, read)
+    }
+    fn try_record_attempt_into(
+        &self,
+        attempt: &Attempt<'_>,
+        read: VelocitySet,
+        counts: &mut VelocityCounts,
+    ) -> Option<Result<(), VelocityError>> {
+        (**self).try_record_attempt_into(attempt, read, counts)
     }
     fn record_decline<'a>(&'a self, attempt: &'a Attempt<'a>) -> BoxFuture<'a, Result<(), VelocityError>> {
         (**self).record_decline(attempt)
