@@ -170,13 +170,13 @@ impl Orchestrator {
         }
         let json = serde_json::to_string(&context).map_err(|e| SagaError::Context(e.to_string()))?;
         let inner = &self.inner;
-        let Some(token) = inner.log.create_json(id, &saga.name, json, &inner.owner, inner.lease).await? else {
-            return Err(SagaError::AlreadyExists(id.to_owned()));
+        // One copy of the id, shared by the run, its report and the memory log's record.
+        let id = Name::from(id);
+        let Some(token) = inner.log.create_json(&id, &saga.name, json, &inner.owner, inner.lease).await? else {
+            return Err(SagaError::AlreadyExists(id.into()));
         };
         count_started(saga);
-        Run::new(saga.clone(), inner.clone(), id.into(), token, Arc::new(context), &[], SagaState::Running)
-            .drive()
-            .await
+        Run::new(saga.clone(), inner.clone(), id, token, Arc::new(context), &[], SagaState::Running).drive().await
     }
 
     /// Takes saga `id` over if its owner's lease has ended (the owner died or stalled) and runs it on from where
@@ -434,7 +434,7 @@ impl<C: Context> Run<C> {
     }
 
     async fn write(&self, event: Event, state: SagaState) -> Result<(), SagaError> {
-        if self.inner.log.append(&self.id, self.token, &event, state).await? {
+        if self.inner.log.append_owned(&self.id, self.token, event, state).await? {
             Ok(())
         } else {
             Err(SagaError::Fenced(self.id.to_string()))

@@ -39,7 +39,7 @@ pub struct NullLog;
 impl SagaLog for NullLog {
     fn create_json<'a>(
         &'a self,
-        _id: &'a str,
+        _id: &'a palisade_saga::Name,
         _name: &'a str,
         _context: String,
         _owner: &'a str,
@@ -47,7 +47,13 @@ impl SagaLog for NullLog {
     ) -> StoreFuture<'a, Option<u64>> {
         StoreFuture::ready(Ok(Some(1)))
     }
-    fn append<'a>(&'a self, _id: &'a str, _token: u64, _event: &'a Event, _state: SagaState) -> StoreFuture<'a, bool> {
+    fn append_owned<'a>(
+        &'a self,
+        _id: &'a str,
+        _token: u64,
+        _event: Event,
+        _state: SagaState,
+    ) -> StoreFuture<'a, bool> {
         StoreFuture::ready(Ok(true))
     }
     fn renew<'a>(&'a self, _id: &'a str, _token: u64, _lease: Duration) -> StoreFuture<'a, bool> {

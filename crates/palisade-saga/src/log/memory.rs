@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use super::{SagaLog, StoreError, StoreFuture};
-use crate::model::{Event, SagaRecord, SagaState, SagaSummary};
+use crate::model::{Event, Name, SagaRecord, SagaState, SagaSummary};
 
 #[derive(Debug)]
 struct Record {
@@ -42,7 +42,7 @@ struct Inner {
     /// Every saga ever created (a saga id is used once; records are never removed).
     records: Vec<Record>,
     /// Where each saga's record is.
-    index: HashMap<Arc<str>, usize>,
+    index: HashMap<Arc<str>, usize, foldhash::fast::RandomState>,
     /// The record written last.
     last: usize,
     last_token: u64,
@@ -112,7 +112,7 @@ impl MemoryLog {
 impl SagaLog for MemoryLog {
     fn create_json<'a>(
         &'a self,
-        id: &'a str,
+        id: &'a Name,
         name: &'a str,
         context: String,
         owner: &'a str,
@@ -121,7 +121,7 @@ impl SagaLog for MemoryLog {
         let mut g = self.inner.lock();
         let g = &mut *g;
         let at = g.records.len();
-        let id: Arc<str> = id.into();
+        let id = id.shared();
         match g.index.entry(id.clone()) {
             Slot::Occupied(_) => return StoreFuture::ready(Ok(None)),
             Slot::Vacant(slot) => {
@@ -145,12 +145,12 @@ impl SagaLog for MemoryLog {
         StoreFuture::ready(Ok(Some(token)))
     }
 
-    fn append<'a>(&'a self, id: &'a str, token: u64, event: &'a Event, state: SagaState) -> StoreFuture<'a, bool> {
+    fn append_owned<'a>(&'a self, id: &'a str, token: u64, event: Event, state: SagaState) -> StoreFuture<'a, bool> {
         let mut g = self.inner.lock();
         let Some(r) = g.find(id).filter(|r| r.token == token) else {
             return StoreFuture::ready(Ok(false));
         };
-        r.events.push(event.clone());
+        r.events.push(event);
         r.state = state;
         if state.is_terminal() {
             r.owner = None;

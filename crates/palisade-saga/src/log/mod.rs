@@ -15,7 +15,7 @@ use std::time::Duration;
 pub use palisade_store::StoreError;
 pub use palisade_store::lease::StoreFuture;
 
-use crate::model::{Event, SagaRecord, SagaState, SagaSummary};
+use crate::model::{Event, Name, SagaRecord, SagaState, SagaSummary};
 
 mod memory;
 #[cfg(feature = "postgres")]
@@ -34,10 +34,10 @@ pub trait SagaLog: Send + Sync + 'static {
     /// Creates saga `id` (state `Running`, no events) with `context`, its JSON text (as `serde_json::to_string`
     /// writes it; the orchestrator serializes a saga's context once, and the log keeps or sends that text), owned
     /// by `owner` for `lease`, and returns the owner's fencing token; `None` when a saga with this id exists (a
-    /// saga id is used once).
+    /// saga id is used once). The id is the run's own (a log that keeps it shares it).
     fn create_json<'a>(
         &'a self,
-        id: &'a str,
+        id: &'a Name,
         name: &'a str,
         context: String,
         owner: &'a str,
@@ -54,14 +54,22 @@ pub trait SagaLog: Send + Sync + 'static {
         lease: Duration,
     ) -> StoreFuture<'a, Option<u64>> {
         match serde_json::to_string(context) {
-            Ok(text) => self.create_json(id, name, text, owner, lease),
+            Ok(text) => {
+                StoreFuture::new(async move { self.create_json(&Name::from(id), name, text, owner, lease).await })
+            }
             Err(e) => StoreFuture::ready(Err(StoreError::new(format!("the saga's context is not JSON: {e}")))),
         }
     }
 
     /// Appends `event` and sets the state to `state`, if `token` is the saga's current token; returns whether
-    /// it did (`false`: fenced, another owner took over). A terminal `state` also ends the lease.
-    fn append<'a>(&'a self, id: &'a str, token: u64, event: &'a Event, state: SagaState) -> StoreFuture<'a, bool>;
+    /// it did (`false`: fenced, another owner took over). A terminal `state` also ends the lease. Takes the event
+    /// (the orchestrator's writes): a log that keeps events moves it in.
+    fn append_owned<'a>(&'a self, id: &'a str, token: u64, event: Event, state: SagaState) -> StoreFuture<'a, bool>;
+
+    /// [`append_owned`](Self::append_owned) with a borrowed event.
+    fn append<'a>(&'a self, id: &'a str, token: u64, event: &'a Event, state: SagaState) -> StoreFuture<'a, bool> {
+        self.append_owned(id, token, event.clone(), state)
+    }
 
     /// Extends the owner's lease to `lease` from now, if `token` is current and the saga is not terminal.
     fn renew<'a>(&'a self, id: &'a str, token: u64, lease: Duration) -> StoreFuture<'a, bool>;
@@ -90,13 +98,16 @@ pub trait SagaLog: Send + Sync + 'static {
 impl<T: SagaLog + ?Sized> SagaLog for std::sync::Arc<T> {
     fn create_json<'a>(
         &'a self,
-        id: &'a str,
+        id: &'a Name,
         name: &'a str,
         context: String,
         owner: &'a str,
         lease: Duration,
     ) -> StoreFuture<'a, Option<u64>> {
         (**self).create_json(id, name, context, owner, lease)
+    }
+    fn append_owned<'a>(&'a self, id: &'a str, token: u64, event: Event, state: SagaState) -> StoreFuture<'a, bool> {
+        (**self).append_owned(id, token, event, state)
     }
     fn create<'a>(
         &'a self,

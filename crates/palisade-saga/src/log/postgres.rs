@@ -21,7 +21,7 @@ use sqlx::Row;
 use sqlx::postgres::{PgPool, PgRow};
 
 use super::{SagaLog, StoreError, StoreFuture};
-use crate::model::{Event, SagaRecord, SagaState, SagaSummary};
+use crate::model::{Event, Name, SagaRecord, SagaState, SagaSummary};
 
 /// Default table prefix: `palisade_`, so the log's objects are `palisade_sagas`, `palisade_saga_events`,
 /// `palisade_saga_tokens` and `palisade_saga_migrations`.
@@ -220,7 +220,7 @@ impl PostgresLog {
 impl SagaLog for PostgresLog {
     fn create_json<'a>(
         &'a self,
-        id: &'a str,
+        id: &'a Name,
         name: &'a str,
         context: String,
         owner: &'a str,
@@ -228,7 +228,7 @@ impl SagaLog for PostgresLog {
     ) -> StoreFuture<'a, Option<u64>> {
         StoreFuture::new(async move {
             let row = sqlx::query(&self.sql.create)
-                .bind(id)
+                .bind(id.as_str())
                 .bind(name)
                 .bind(context)
                 .bind(SagaState::Running.as_str())
@@ -241,9 +241,12 @@ impl SagaLog for PostgresLog {
         })
     }
 
-    fn append<'a>(&'a self, id: &'a str, token: u64, event: &'a Event, state: SagaState) -> StoreFuture<'a, bool> {
+    fn append_owned<'a>(&'a self, id: &'a str, token: u64, event: Event, state: SagaState) -> StoreFuture<'a, bool> {
+        let event = match serde_json::to_string(&event) {
+            Ok(event) => event,
+            Err(e) => return StoreFuture::ready(Err(StoreError::new(e.to_string()))),
+        };
         StoreFuture::new(async move {
-            let event = serde_json::to_string(event).map_err(|e| StoreError::new(e.to_string()))?;
             let done = sqlx::query(&self.sql.append)
                 .bind(id)
                 .bind(self::token(token))

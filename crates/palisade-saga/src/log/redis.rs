@@ -50,7 +50,7 @@ use std::time::Duration;
 use redis::{Script, Value};
 
 use super::{SagaLog, StoreError, StoreFuture};
-use crate::model::{Event, SagaRecord, SagaState, SagaSummary};
+use crate::model::{Event, Name, SagaRecord, SagaState, SagaSummary};
 use palisade_store::redis::{RedisConn, RedisConnection, redis_key};
 
 /// Default key prefix: `palisade:saga:`.
@@ -362,7 +362,7 @@ impl RedisLog {
 impl SagaLog for RedisLog {
     fn create_json<'a>(
         &'a self,
-        id: &'a str,
+        id: &'a Name,
         name: &'a str,
         json: String,
         owner: &'a str,
@@ -390,9 +390,12 @@ impl SagaLog for RedisLog {
         })
     }
 
-    fn append<'a>(&'a self, id: &'a str, token: u64, event: &'a Event, state: SagaState) -> StoreFuture<'a, bool> {
+    fn append_owned<'a>(&'a self, id: &'a str, token: u64, event: Event, state: SagaState) -> StoreFuture<'a, bool> {
+        let json = match serde_json::to_vec(&event) {
+            Ok(json) => json,
+            Err(e) => return StoreFuture::ready(Err(store_err(e))),
+        };
         StoreFuture::new(async move {
-            let json = serde_json::to_vec(event).map_err(store_err)?;
             let mut conn = self.conn().await?;
             let done: i64 = self
                 .scripts

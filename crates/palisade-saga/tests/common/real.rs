@@ -46,7 +46,7 @@ impl<L> Counting<L> {
 impl<L: SagaLog> SagaLog for Counting<L> {
     fn create_json<'a>(
         &'a self,
-        id: &'a str,
+        id: &'a palisade_saga::Name,
         name: &'a str,
         context: String,
         owner: &'a str,
@@ -55,9 +55,9 @@ impl<L: SagaLog> SagaLog for Counting<L> {
         self.bump("create");
         self.inner.create_json(id, name, context, owner, lease)
     }
-    fn append<'a>(&'a self, id: &'a str, token: u64, event: &'a Event, state: SagaState) -> StoreFuture<'a, bool> {
+    fn append_owned<'a>(&'a self, id: &'a str, token: u64, event: Event, state: SagaState) -> StoreFuture<'a, bool> {
         self.bump("append");
-        self.inner.append(id, token, event, state)
+        self.inner.append_owned(id, token, event, state)
     }
     fn renew<'a>(&'a self, id: &'a str, token: u64, lease: Duration) -> StoreFuture<'a, bool> {
         self.bump("renew");
