@@ -242,11 +242,22 @@ impl Rule {
         }
     }
 
-    /// Evaluates the condition.
+    /// Evaluates the condition: a velocity limit here, rule-language programs (the only ones that can fail) and
+    /// the other built-in conditions in their own functions, each small.
+    #[inline]
     pub(crate) fn matches(&self, scope: &mut Scope<'_>) -> Result<bool, String> {
+        match &self.condition {
+            Condition::Velocity { attr, max } => Ok(scope.counts.get(*attr) > *max),
+            Condition::Expr(program) => program.eval(scope),
+            _ => Ok(self.builtin_matches(scope)),
+        }
+    }
+
+    #[inline(never)]
+    fn builtin_matches(&self, scope: &mut Scope<'_>) -> bool {
         let (attrs, counts) = (scope.attrs, scope.counts);
-        Ok(match &self.condition {
-            Condition::Expr(program) => return program.eval(scope),
+        match &self.condition {
+            Condition::Expr(_) => false,
             // The email is normalized once per decision, for every rule that reads it.
             Condition::Blocklist { field: Field::Email, values } => {
                 attrs.email.is_some() && values.contains(scope.email())
@@ -256,7 +267,7 @@ impl Rule {
             }
             Condition::ResultFails(field) => attrs.field(*field).is_some_and(|v| {
                 let v = trimmed(v);
-                FAILED_CHECK_RESULTS.iter().any(|f| f.eq_ignore_ascii_case(v))
+                FAILED_CHECK_RESULTS.iter().any(|f| f.len() == v.len() && f.eq_ignore_ascii_case(v))
             }),
             Condition::Velocity { attr, max } => counts.get(*attr) > *max,
             Condition::CountryMismatch(a, b) => match (attrs.field(*a), attrs.field(*b)) {
@@ -285,7 +296,7 @@ impl Rule {
                 present
                     && ((scope.amount_minor() <= small_limit && attempts >= p.small_attempts) || declines >= p.declines)
             }
-        })
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! The in-process velocity store.
 
 use std::collections::VecDeque;
-use std::hash::{BuildHasher, Hasher};
+use std::hash::BuildHasher;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 use palisade_core::Currency;
@@ -166,48 +166,21 @@ struct SeenEntry {
 
 /// Attempts seen within the horizon, so a retry of the same request counts once: a table for the lookup and a
 /// queue in time order for the expiry (O(1) amortized each). An attempt is its id and its subjects' values: the
-/// same idempotency key with another card is another attempt. A lookup hashes and compares the attempt's parts
-/// where they are (no key is built); only a new attempt allocates its key.
+/// same idempotency key with another card is another attempt. Its key is encoded into a buffer kept from call to
+/// call (the subjects' values length-prefixed, then the id: no two different attempts encode alike), hashed once
+/// and compared whole; only a new attempt allocates its key.
 #[derive(Default)]
 struct Seen {
     table: HashTable<SeenEntry>,
     /// (recorded at, hash, sequence number) in time order.
     order: VecDeque<(Instant, u64, u64)>,
     next_seq: u64,
+    buf: Vec<u8>,
 }
 
 /// Length prefix of a subject's value in a [`SeenEntry`] key (`u32::MAX`: no value).
 fn encoded_len(v: Option<&str>) -> u32 {
     v.map_or(u32::MAX, |v| u32::try_from(v.len()).unwrap_or(u32::MAX - 1))
-}
-
-fn seen_hash(hasher: &DefaultHashBuilder, attempt: &Attempt<'_>, id: &str) -> u64 {
-    let mut h = hasher.build_hasher();
-    h.write(id.as_bytes());
-    for v in &attempt.subjects {
-        let v = v.as_deref();
-        h.write_u32(encoded_len(v));
-        h.write(v.unwrap_or_default().as_bytes());
-    }
-    h.finish()
-}
-
-/// True when `key` is the encoding of `attempt` (whose id is `id`).
-fn key_matches(mut key: &[u8], attempt: &Attempt<'_>, id: &str) -> bool {
-    for v in &attempt.subjects {
-        let v = v.as_deref();
-        let Some((len, rest)) = key.split_first_chunk::<4>() else { return false };
-        if u32::from_le_bytes(*len) != encoded_len(v) {
-            return false;
-        }
-        let v = v.unwrap_or_default().as_bytes();
-        let Some((value, rest)) = rest.split_at_checked(v.len()) else { return false };
-        if value != v {
-            return false;
-        }
-        key = rest;
-    }
-    key == id.as_bytes()
 }
 
 impl Seen {
@@ -225,25 +198,26 @@ impl Seen {
         }
     }
 
-    /// The entry of `attempt`, if seen within the horizon.
-    fn find(&self, hash: u64, attempt: &Attempt<'_>, id: &str) -> Option<&SeenEntry> {
-        self.table.find(hash, |e| key_matches(&e.key, attempt, id))
-    }
-
-    /// Records `attempt` (not seen before) at `now`.
-    fn insert(&mut self, hash: u64, attempt: &Attempt<'_>, id: &str, now: Instant, handles: [Handle; 4]) {
-        let mut key = Vec::with_capacity(
-            attempt.subjects.iter().map(|v| 4 + v.as_ref().map_or(0, |v| v.len())).sum::<usize>() + id.len(),
-        );
+    /// Encodes `attempt`'s key into the buffer and returns its hash and its entry, if seen within the horizon.
+    fn find(&mut self, hasher: &DefaultHashBuilder, attempt: &Attempt<'_>, id: &str) -> (u64, Option<&SeenEntry>) {
+        self.buf.clear();
         for v in &attempt.subjects {
             let v = v.as_deref();
-            key.extend_from_slice(&encoded_len(v).to_le_bytes());
-            key.extend_from_slice(v.unwrap_or_default().as_bytes());
+            self.buf.extend_from_slice(&encoded_len(v).to_le_bytes());
+            self.buf.extend_from_slice(v.unwrap_or_default().as_bytes());
         }
-        key.extend_from_slice(id.as_bytes());
+        self.buf.extend_from_slice(id.as_bytes());
+        let key = self.buf.as_slice();
+        let hash = hasher.hash_one(key);
+        (hash, self.table.find(hash, |e| *e.key == *key))
+    }
+
+    /// Records the attempt last looked up with [`Seen::find`] (not seen before) at `now`.
+    fn insert(&mut self, hash: u64, now: Instant, handles: [Handle; 4]) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.table.insert_unique(hash, SeenEntry { key: key.into_boxed_slice(), hash, seq, handles }, |e| e.hash);
+        let key: Box<[u8]> = self.buf.as_slice().into();
+        self.table.insert_unique(hash, SeenEntry { key, hash, seq, handles }, |e| e.hash);
         self.order.push_back((now, hash, seq));
     }
 }
@@ -449,10 +423,9 @@ impl MemoryVelocityStore {
         let st = &mut *guard;
         st.attempts_seen.expire(horizon);
         // An attempt without an id is its own; one with an id counts once however often it is retried.
-        let seen = attempt.id.map(|id| (id, seen_hash(&st.hasher, attempt, id)));
-        if let Some((id, hash)) = seen
-            && let Some(entry) = st.attempts_seen.find(hash, attempt, id)
-        {
+        let seen = attempt.id.map(|id| st.attempts_seen.find(&st.hasher, attempt, id));
+        let hash = seen.map(|(hash, _)| hash);
+        if let Some((_, Some(entry))) = seen {
             // A retry: nothing to record; only the subjects the rules read are looked at.
             let handles = entry.handles;
             for s in Subject::ALL {
@@ -479,8 +452,8 @@ impl MemoryVelocityStore {
                     read_into(counts, series, s, read, attempt.currency);
                 }
             }
-            if let Some((id, hash)) = seen {
-                st.attempts_seen.insert(hash, attempt, id, now, handles);
+            if let Some(hash) = hash {
+                st.attempts_seen.insert(hash, now, handles);
             }
         }
         st.maybe_sweep(now);
@@ -493,12 +466,11 @@ impl MemoryVelocityStore {
         let mut guard = self.state.lock();
         let st = &mut *guard;
         st.declines_seen.expire(horizon);
-        let seen = attempt.id.map(|id| (id, seen_hash(&st.hasher, attempt, id)));
-        if let Some((id, hash)) = seen
-            && st.declines_seen.find(hash, attempt, id).is_some()
-        {
+        let seen = attempt.id.map(|id| st.declines_seen.find(&st.hasher, attempt, id));
+        if let Some((_, Some(_))) = seen {
             return;
         }
+        let hash = seen.map(|(hash, _)| hash);
         let mut handles = [Handle::NONE; 4];
         for s in Subject::ALL {
             let Some(value) = attempt.subject(s) else { continue };
@@ -508,8 +480,8 @@ impl MemoryVelocityStore {
             series.advance(now);
             series.push_decline(now);
         }
-        if let Some((id, hash)) = seen {
-            st.declines_seen.insert(hash, attempt, id, now, handles);
+        if let Some(hash) = hash {
+            st.declines_seen.insert(hash, now, handles);
         }
         st.maybe_sweep(now);
     }
