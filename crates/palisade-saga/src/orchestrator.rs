@@ -349,6 +349,18 @@ fn replay<C>(saga: &Saga<C>, slots: &mut [Slot], events: &[Event]) -> Option<Pay
     failure
 }
 
+/// Writes a transition to the log (`Run::written` says what the answer means). A ready answer, as the memory
+/// log's, is taken at once, without a future of its own.
+macro_rules! log_write {
+    ($run:expr, $event:expr, $state:expr) => {{
+        let run = &$run;
+        match run.inner.log.append_owned(&run.id, run.token, $event, $state).now() {
+            Ok(answer) => run.written(answer),
+            Err(pending) => run.written(pending.await),
+        }?
+    }};
+}
+
 /// How a step ended for good without an output.
 struct StepFailure {
     index: usize,
@@ -433,12 +445,9 @@ impl<C: Context> Run<C> {
         }
     }
 
-    async fn write(&self, event: Event, state: SagaState) -> Result<(), SagaError> {
-        if self.inner.log.append_owned(&self.id, self.token, event, state).await? {
-            Ok(())
-        } else {
-            Err(SagaError::Fenced(self.id.to_string()))
-        }
+    /// What a write's answer means: `Fenced` when the log refused the token.
+    fn written(&self, answer: Result<bool, palisade_store::StoreError>) -> Result<(), SagaError> {
+        if answer? { Ok(()) } else { Err(SagaError::Fenced(self.id.to_string())) }
     }
 
     fn cx(&self, step: &Step<C>, attempt: u32, outputs: &Outputs) -> StepCx<C> {
@@ -525,7 +534,7 @@ impl<C: Context> Run<C> {
     }
 
     async fn begin_compensation(&mut self, reason: &str) -> Result<(), SagaError> {
-        self.write(Event::CompensationBegun { reason: reason.to_owned() }, SagaState::Compensating).await?;
+        log_write!(self, Event::CompensationBegun { reason: reason.to_owned() }, SagaState::Compensating);
         self.state = SagaState::Compensating;
         Ok(())
     }
@@ -547,7 +556,7 @@ impl<C: Context> Run<C> {
         let mut previous = None;
         loop {
             attempt += 1;
-            self.write(Event::StepStarted { step: name.clone(), attempt }, SagaState::Running).await?;
+            log_write!(self, Event::StepStarted { step: name.clone(), attempt }, SagaState::Running);
             let run = (step.action)(self.cx(step, attempt, outputs));
             let result = match within(step.deadline, run).await {
                 Ok(r) => r,
@@ -555,7 +564,7 @@ impl<C: Context> Run<C> {
             };
             let error = match result {
                 Ok(out) => {
-                    self.write(Event::StepDone { step: name.clone(), output: out.clone() }, SagaState::Running).await?;
+                    log_write!(self, Event::StepDone { step: name.clone(), output: out.clone() }, SagaState::Running);
                     return Ok(Ok((step.index, out)));
                 }
                 Err(e) => e,
@@ -565,7 +574,7 @@ impl<C: Context> Run<C> {
             let retry = !matches!(outcome, Outcome::Success | Outcome::Terminal) && attempt < step.attempts;
             let last = !retry;
             let failed = Event::StepFailed { step: name.clone(), error: error.clone(), outcome: outcome.class(), last };
-            self.write(failed, SagaState::Running).await?;
+            log_write!(self, failed, SagaState::Running);
             if last {
                 return Ok(Err(StepFailure { index: step.index, error, maybe_acted }));
             }
@@ -659,7 +668,7 @@ impl<C: Context> Run<C> {
         let mut previous = None;
         loop {
             attempt += 1;
-            self.write(Event::CompensationStarted { step: name.clone(), attempt }, SagaState::Compensating).await?;
+            log_write!(self, Event::CompensationStarted { step: name.clone(), attempt }, SagaState::Compensating);
             let run = compensation(self.cx(step, attempt, outputs), output.clone());
             let result = match within(step.deadline, run).await {
                 Ok(r) => r,
@@ -667,14 +676,14 @@ impl<C: Context> Run<C> {
             };
             let error = match result {
                 Ok(()) => {
-                    self.write(Event::CompensationDone { step: name.clone() }, SagaState::Compensating).await?;
+                    log_write!(self, Event::CompensationDone { step: name.clone() }, SagaState::Compensating);
                     return Ok(Ok(step.index));
                 }
                 Err(e) => e,
             };
             let last = attempt - first >= step.compensation_attempts;
             let failed = Event::CompensationFailed { step: name.clone(), error: error.clone(), last };
-            self.write(failed, SagaState::Compensating).await?;
+            log_write!(self, failed, SagaState::Compensating);
             if last {
                 return Ok(Err((name.clone(), error)));
             }
@@ -685,7 +694,7 @@ impl<C: Context> Run<C> {
     }
 
     async fn finish(&mut self, state: SagaState, error: Option<PaymentError>) -> Result<SagaReport, SagaError> {
-        self.write(Event::Finished { state }, state).await?;
+        log_write!(self, Event::Finished { state }, state);
         self.state = state;
         count_finished(&self.saga, state);
         tracing::info!(saga_id = %self.id, saga = %self.saga.name, state = state.as_str(), "saga finished");
