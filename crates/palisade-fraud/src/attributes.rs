@@ -188,6 +188,13 @@ impl Attributes {
     /// The amount in minor units (every `Money` fits in `i64`, see [`Money::to_minor`]).
     #[must_use]
     pub fn amount_minor(&self) -> i64 {
+        // The common case, exactly the currency's decimals (what `Money` keeps): the mantissa is the answer.
+        let d = self.amount.amount();
+        if d.scale() == u32::from(self.amount.currency().exponent())
+            && let Ok(m) = i64::try_from(d.mantissa())
+        {
+            return m;
+        }
         self.amount.to_minor().unwrap_or(i64::MAX)
     }
     /// The currency.

@@ -139,18 +139,17 @@ pub struct RuleVerdict {
 /// heap.
 const INLINE_OUTCOMES: usize = 32;
 
+/// One outcome per rule: the first [`INLINE_OUTCOMES`] inline, the rest (long rule sets) on the heap.
 #[derive(Clone)]
-enum Outcomes {
-    Inline(usize, [RuleOutcome; INLINE_OUTCOMES]),
-    Heap(Vec<RuleOutcome>),
+struct Outcomes {
+    len: usize,
+    inline: [RuleOutcome; INLINE_OUTCOMES],
+    spill: Vec<RuleOutcome>,
 }
 
 impl Outcomes {
     fn as_slice(&self) -> &[RuleOutcome] {
-        match self {
-            Outcomes::Inline(n, a) => &a[..*n],
-            Outcomes::Heap(v) => v,
-        }
+        if self.len <= INLINE_OUTCOMES { &self.inline[..self.len] } else { &self.spill }
     }
 }
 
@@ -173,28 +172,37 @@ pub struct Assessment {
     outcomes: Outcomes,
     /// The reasons of the rules whose outcome is `Error`, by rule index.
     errors: Vec<(usize, Arc<str>)>,
+    /// True when a rule matched (enforced or in shadow) or failed: what is logged and counted per rule.
+    notable: bool,
 }
 
 /// Collects one outcome per rule of a rule set, in order (the rules not reached stay `Skipped`).
 pub(crate) struct OutcomeSink {
     outcomes: Outcomes,
     errors: Vec<(usize, Arc<str>)>,
+    notable: bool,
 }
 
 impl OutcomeSink {
     pub(crate) fn new(rules: usize) -> Self {
-        let outcomes = if rules <= INLINE_OUTCOMES {
-            Outcomes::Inline(rules, [RuleOutcome::Skipped; INLINE_OUTCOMES])
-        } else {
-            Outcomes::Heap(vec![RuleOutcome::Skipped; rules])
-        };
-        OutcomeSink { outcomes, errors: Vec::new() }
-    }
-    pub(crate) fn set(&mut self, i: usize, outcome: RuleOutcome) {
-        match &mut self.outcomes {
-            Outcomes::Inline(_, a) => a[i] = outcome,
-            Outcomes::Heap(v) => v[i] = outcome,
+        // A long rule set keeps all its outcomes on the heap (the inline ones are then unused).
+        let spill = if rules > INLINE_OUTCOMES { vec![RuleOutcome::Skipped; rules] } else { Vec::new() };
+        OutcomeSink {
+            outcomes: Outcomes { len: rules, inline: [RuleOutcome::Skipped; INLINE_OUTCOMES], spill },
+            errors: Vec::new(),
+            notable: false,
         }
+    }
+    #[inline]
+    pub(crate) fn set(&mut self, i: usize, outcome: RuleOutcome) {
+        if self.outcomes.len <= INLINE_OUTCOMES {
+            if let Some(o) = self.outcomes.inline.get_mut(i) {
+                *o = outcome;
+            }
+        } else if let Some(o) = self.outcomes.spill.get_mut(i) {
+            *o = outcome;
+        }
+        self.notable |= outcome.is_match();
     }
     pub(crate) fn error(&mut self, i: usize, reason: String) {
         self.set(i, RuleOutcome::Error);
@@ -213,6 +221,7 @@ impl OutcomeSink {
             decided_by,
             velocity_available: true,
             rules,
+            notable: self.notable || !self.errors.is_empty(),
             outcomes: self.outcomes,
             errors: self.errors,
         }
@@ -232,6 +241,10 @@ impl Assessment {
     }
     pub(crate) fn rule_set(&self) -> &RuleSet {
         &self.rules
+    }
+    /// True when a rule matched (enforced or in shadow) or failed.
+    pub(crate) fn has_notable(&self) -> bool {
+        self.notable
     }
     /// The reason of rule `i`'s `Error` outcome.
     pub(crate) fn error_reason(&self, i: usize) -> Option<&str> {

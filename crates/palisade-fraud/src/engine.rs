@@ -444,10 +444,11 @@ impl FraudEngine {
             metrics::with_recorder(|r| r.register_counter(key, &METRICS_METADATA)).increment(1);
         }
         // Only the rules that matched or failed are logged and counted; no verdict is built for them.
-        let notable = |o: &RuleOutcome| o.is_match() || *o == RuleOutcome::Error;
-        if !a.outcomes().iter().any(notable) {
+        if !a.has_notable() {
             return;
         }
+        #[cfg(feature = "metrics")]
+        let notable = |o: &RuleOutcome| o.is_match() || *o == RuleOutcome::Error;
         let set = a.rule_set();
         for (i, (rule, &outcome)) in set.rules.iter().zip(a.outcomes()).enumerate() {
             match outcome {

@@ -45,12 +45,14 @@ impl<'a> Attempt<'a> {
     /// together.
     #[must_use]
     pub fn from_attributes(a: &'a Attributes) -> Self {
-        let subjects = Subject::ALL.map(|s| {
-            a.subject(s).filter(|v| !v.is_empty()).map(|v| match s {
-                Subject::Email => crate::attributes::lower(v),
-                _ => Cow::Borrowed(v),
-            })
-        });
+        let known = |v: &'a Option<String>| v.as_deref().filter(|v| !v.is_empty());
+        // In `Subject` order: card, email, IP, customer.
+        let subjects = [
+            known(&a.card_fingerprint).map(Cow::Borrowed),
+            known(&a.email).map(crate::attributes::lower),
+            known(&a.ip).map(Cow::Borrowed),
+            known(&a.customer_id).map(Cow::Borrowed),
+        ];
         Attempt { id: a.attempt_id.as_deref(), subjects, currency: a.currency(), amount_minor: a.amount_minor() }
     }
 
