@@ -79,20 +79,37 @@ impl Attributes {
     /// | `risk_score` | metadata `risk_score` (an integer), else 0 |
     #[must_use]
     pub fn from_charge(c: &ChargeRequest) -> Self {
-        let meta = |k: &str| c.metadata.get(k).map(|v| v.as_str().to_owned());
+        Attributes::from_charge_reading(c, FieldSet::ALL)
+    }
+
+    /// [`Attributes::from_charge`] for a rule set that reads only `fields` ([`RuleSet::fields`](crate::RuleSet::fields)):
+    /// the others are left unknown, so nothing is copied for them. The email is always taken (it is logged,
+    /// masked, with the verdict).
+    #[must_use]
+    pub fn from_charge_reading(c: &ChargeRequest, fields: FieldSet) -> Self {
+        let meta = |f: Field| {
+            if fields.contains(f) { c.metadata.get(f.as_str()).map(|v| v.as_str().to_owned()) } else { None }
+        };
         let mut a = Attributes::new(c.amount);
-        a.card_fingerprint = meta("card_fingerprint").or_else(|| Some(c.source.as_str().to_owned()));
-        a.customer_id = c.customer.as_ref().map(|r| r.as_str().to_owned());
-        a.attempt_id = c.idempotency_key.as_ref().map(|k| k.as_str().to_owned());
-        a.email = meta("email");
-        a.card_bin = meta("card_bin");
-        a.card_country = meta("card_country");
-        a.billing_country = meta("billing_country");
-        a.ip = meta("ip");
-        a.ip_country = meta("ip_country");
-        a.avs_result = meta("avs_result");
-        a.cvv_result = meta("cvv_result");
-        a.risk_score = meta("risk_score").and_then(|s| s.parse().ok()).unwrap_or(0);
+        if fields.contains(Field::CardFingerprint) {
+            a.card_fingerprint = meta(Field::CardFingerprint).or_else(|| Some(c.source.as_str().to_owned()));
+        }
+        if fields.contains(Field::CustomerId) {
+            a.customer_id = c.customer.as_ref().map(|r| r.as_str().to_owned());
+        }
+        if fields.attempt_id() {
+            a.attempt_id = c.idempotency_key.as_ref().map(|k| k.as_str().to_owned());
+        }
+        a.email = c.metadata.get("email").map(|v| v.as_str().to_owned());
+        a.card_bin = meta(Field::CardBin);
+        a.card_country = meta(Field::CardCountry);
+        a.billing_country = meta(Field::BillingCountry);
+        a.ip = meta(Field::Ip);
+        a.ip_country = meta(Field::IpCountry);
+        a.avs_result = meta(Field::AvsResult);
+        a.cvv_result = meta(Field::CvvResult);
+        // Always: it is the starting score, which the thresholds read whatever the rules.
+        a.risk_score = c.metadata.get("risk_score").and_then(|s| s.as_str().parse().ok()).unwrap_or(0);
         a
     }
 
@@ -100,10 +117,17 @@ impl Attributes {
     /// ([`Attributes::from_charge`]); captures, voids and refunds are not (`None`).
     #[must_use]
     pub fn from_gateway_request(req: &GatewayRequest) -> Option<Self> {
+        Attributes::from_gateway_request_reading(req, FieldSet::ALL)
+    }
+
+    /// [`Attributes::from_gateway_request`] for a rule set that reads only `fields`
+    /// ([`Attributes::from_charge_reading`]).
+    #[must_use]
+    pub fn from_gateway_request_reading(req: &GatewayRequest, fields: FieldSet) -> Option<Self> {
         match req {
             GatewayRequest::Charge(c) | GatewayRequest::Authorize(c) => {
-                let mut a = Attributes::from_charge(c);
-                if a.attempt_id.is_none() {
+                let mut a = Attributes::from_charge_reading(c, fields);
+                if a.attempt_id.is_none() && fields.attempt_id() {
                     a.attempt_id = req.gateway_key().map(|k| k.as_str().to_owned());
                 }
                 Some(a)
@@ -294,6 +318,21 @@ pub enum Field {
 }
 
 impl Field {
+    /// The attribute's index in the rule language's scalar list.
+    pub(crate) const fn slot(self) -> usize {
+        match self {
+            Field::Email => 2,
+            Field::CardFingerprint => 4,
+            Field::CardBin => 5,
+            Field::CardCountry => 6,
+            Field::BillingCountry => 7,
+            Field::Ip => 8,
+            Field::IpCountry => 9,
+            Field::AvsResult => 10,
+            Field::CvvResult => 11,
+            Field::CustomerId => 12,
+        }
+    }
     /// The attribute's name in the rule language.
     #[must_use]
     pub const fn as_str(self) -> &'static str {
@@ -309,6 +348,59 @@ impl Field {
             Field::CvvResult => "cvv_result",
             Field::CustomerId => "customer_id",
         }
+    }
+}
+
+/// The attributes a rule set reads, so an extraction can leave the others out (`RuleSet::fields`): a bit per
+/// attribute of the rule language's scalar list (`amount`, `currency`, `email`, ..., `risk_score`), and one for
+/// the attempt id. [`FieldSet::ALL`] is every attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FieldSet(u32);
+
+impl FieldSet {
+    /// No attribute.
+    pub const EMPTY: FieldSet = FieldSet(0);
+    /// Every attribute.
+    pub const ALL: FieldSet = FieldSet(u32::MAX);
+    const ATTEMPT_ID: u32 = 1 << 31;
+
+    /// True when `field` is in the set.
+    #[must_use]
+    pub const fn contains(self, field: Field) -> bool {
+        self.0 & (1 << field.slot()) != 0
+    }
+    /// True when the attempt id (the idempotency key) is in the set: only velocity needs it.
+    #[must_use]
+    pub const fn attempt_id(self) -> bool {
+        self.0 & Self::ATTEMPT_ID != 0
+    }
+    /// Both sets.
+    #[must_use]
+    pub const fn union(self, other: FieldSet) -> Self {
+        FieldSet(self.0 | other.0)
+    }
+    /// This set with `field`.
+    #[must_use]
+    pub const fn with(self, field: Field) -> Self {
+        FieldSet(self.0 | 1 << field.slot())
+    }
+    /// The set of the scalar attribute at `slot` (its index in the rule language's list).
+    pub(crate) const fn of_slot(slot: usize) -> Self {
+        if slot < SCALAR_COUNT { FieldSet(1 << slot) } else { FieldSet(0) }
+    }
+    /// What velocity needs: every subject and the attempt id.
+    pub(crate) const VELOCITY: FieldSet = FieldSet(
+        1 << Field::CardFingerprint.slot()
+            | 1 << Field::Email.slot()
+            | 1 << Field::Ip.slot()
+            | 1 << Field::CustomerId.slot()
+            | Self::ATTEMPT_ID,
+    );
+}
+
+impl Default for FieldSet {
+    fn default() -> Self {
+        FieldSet::EMPTY
     }
 }
 

@@ -230,6 +230,11 @@ impl FraudEngine {
         }
     }
 
+    /// The rules in force, for one decision (the layer extracts what they read, then decides with them).
+    pub(crate) fn rules_now(&self) -> Arc<RuleSet> {
+        self.inner.rules.load_full()
+    }
+
     /// The rules in force (built-ins, then the rule file's).
     #[must_use]
     pub fn rules(&self) -> Arc<RuleSet> {
@@ -254,8 +259,17 @@ impl FraudEngine {
     }
 
     pub(crate) async fn assess_attempt(&self, attrs: &Attributes, attempt: &Attempt<'_>) -> Assessment {
-        // One rule set for the whole decision: the velocity it reads, then its evaluation.
-        let rules = self.inner.rules.load_full();
+        self.assess_attempt_with(self.inner.rules.load_full(), attrs, attempt).await
+    }
+
+    /// One rule set for the whole decision (the attributes extracted for it, the velocity it reads, then its
+    /// evaluation).
+    pub(crate) async fn assess_attempt_with(
+        &self,
+        rules: Arc<RuleSet>,
+        attrs: &Attributes,
+        attempt: &Attempt<'_>,
+    ) -> Assessment {
         if rules.reads.is_empty() {
             return self.conclude(attrs, None, rules, &NO_VELOCITY, true);
         }
@@ -270,16 +284,22 @@ impl FraudEngine {
     /// no attempt is built), or the store answers at once (memory). `None`: the store must be awaited
     /// ([`FraudEngine::assess_attempt`]); nothing was recorded.
     pub(crate) fn try_assess(&self, attrs: &Attributes) -> Option<Assessment> {
-        let rules = self.inner.rules.load_full();
+        self.try_assess_with(self.inner.rules.load_full(), attrs).ok()
+    }
+
+    /// [`FraudEngine::try_assess`] with the rule set loaded by the caller, handed back when the store must be
+    /// awaited.
+    pub(crate) fn try_assess_with(&self, rules: Arc<RuleSet>, attrs: &Attributes) -> Result<Assessment, Arc<RuleSet>> {
         // A rule set that reads no velocity attribute needs no record: the store is not asked.
         if rules.reads.is_empty() {
-            return Some(self.conclude(attrs, None, rules, &NO_VELOCITY, true));
+            return Ok(self.conclude(attrs, None, rules, &NO_VELOCITY, true));
         }
         let attempt = Attempt::from_attributes(attrs);
         let mut counts = VelocityCounts::default();
-        Some(match self.inner.store.try_record_attempt_into(&attempt, rules.reads, &mut counts)? {
-            Ok(()) => self.conclude(attrs, Some(&attempt), rules, &counts, true),
-            Err(e) => self.conclude_with(attrs, &attempt, rules, Err(e)),
+        Ok(match self.inner.store.try_record_attempt_into(&attempt, rules.reads, &mut counts) {
+            None => return Err(rules),
+            Some(Ok(())) => self.conclude(attrs, Some(&attempt), rules, &counts, true),
+            Some(Err(e)) => self.conclude_with(attrs, &attempt, rules, Err(e)),
         })
     }
 

@@ -15,8 +15,8 @@ use evalexpr::{DefaultNumericTypes, Node, Operator, Value};
 use palisade_core::Currency;
 
 use crate::attributes::{
-    AttrType, Attributes, INDEX, NAMES, RISK_SCORE_SLOT, SCALAR_COUNT, VelocityCounts, VelocitySet, ascii_lower,
-    ascii_upper, lower, trimmed,
+    AttrType, Attributes, FieldSet, INDEX, NAMES, RISK_SCORE_SLOT, SCALAR_COUNT, VelocityCounts, VelocitySet,
+    ascii_lower, ascii_upper, lower, trimmed,
 };
 use crate::rules::EvalContext;
 
@@ -387,6 +387,8 @@ pub(crate) struct Program {
     fast: Bool,
     /// The velocity attributes it reads.
     pub(crate) reads: VelocitySet,
+    /// The other attributes it reads.
+    pub(crate) fields: FieldSet,
 }
 
 impl std::fmt::Debug for Program {
@@ -406,7 +408,11 @@ impl Program {
             .filter_map(|v| INDEX.get(v).copied())
             .filter(|&i| i >= SCALAR_COUNT)
             .fold(VelocitySet::EMPTY, |set, i| set.union(VelocitySet::of_index(i - SCALAR_COUNT)));
-        Program { node, fast, reads }
+        let fields = node
+            .iter_variable_identifiers()
+            .filter_map(|v| INDEX.get(v).copied())
+            .fold(FieldSet::EMPTY, |set, i| set.union(FieldSet::of_slot(i)));
+        Program { node, fast, reads, fields }
     }
 
     #[cfg(test)]

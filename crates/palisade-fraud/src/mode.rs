@@ -6,7 +6,7 @@ use std::sync::Arc;
 use palisade_core::mode::{Http, Typed};
 use palisade_core::{ErrorKind, GatewayRequest, PaymentError, Reference};
 
-use crate::attributes::Attributes;
+use crate::attributes::{Attributes, FieldSet};
 use crate::decision::Assessment;
 use crate::error::FraudRejection;
 
@@ -55,6 +55,13 @@ impl Annotate for GatewayRequest {
 pub trait Extract<Req> {
     /// The attributes of this request, or `None` to let it through unscreened.
     fn extract(&self, req: &Req) -> Option<Attributes>;
+
+    /// [`Extract::extract`] when the rules in force read only `fields` ([`RuleSet::fields`](crate::RuleSet::fields)):
+    /// an extraction may leave the other attributes unknown. The default extracts everything.
+    fn extract_reading(&self, req: &Req, fields: FieldSet) -> Option<Attributes> {
+        let _ = fields;
+        self.extract(req)
+    }
 }
 
 /// The default extraction: [`Attributes::from_gateway_request`] for gateway requests; for HTTP requests, the
@@ -65,6 +72,9 @@ pub struct DefaultExtract;
 impl Extract<GatewayRequest> for DefaultExtract {
     fn extract(&self, req: &GatewayRequest) -> Option<Attributes> {
         Attributes::from_gateway_request(req)
+    }
+    fn extract_reading(&self, req: &GatewayRequest, fields: FieldSet) -> Option<Attributes> {
+        Attributes::from_gateway_request_reading(req, fields)
     }
 }
 

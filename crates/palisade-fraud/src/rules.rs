@@ -11,8 +11,8 @@ use hashbrown::HashSet;
 use palisade_core::Money;
 
 use crate::attributes::{
-    Attributes, Field, INDEX, Measure, NAMES, RISK_SCORE_SLOT, SCALAR_COUNT, Subject, Velocity, VelocityCounts,
-    VelocitySet, Window, ascii_upper, lower, trimmed,
+    Attributes, Field, FieldSet, INDEX, Measure, NAMES, RISK_SCORE_SLOT, SCALAR_COUNT, Subject, Velocity,
+    VelocityCounts, VelocitySet, Window, ascii_upper, lower, trimmed,
 };
 use crate::decision::Action;
 use crate::defaults::{
@@ -242,6 +242,17 @@ impl Rule {
         }
     }
 
+    /// The attributes other than velocity the condition reads (with those velocity needs when it reads any).
+    pub(crate) fn fields(&self) -> FieldSet {
+        let own = match &self.condition {
+            Condition::Expr(p) => p.fields,
+            Condition::Blocklist { field, .. } | Condition::ResultFails(field) => FieldSet::EMPTY.with(*field),
+            Condition::CountryMismatch(a, b) => FieldSet::EMPTY.with(*a).with(*b),
+            Condition::AmountOver(_) | Condition::Velocity { .. } | Condition::CardTesting(_) => FieldSet::EMPTY,
+        };
+        if self.reads().is_empty() { own } else { own.union(FieldSet::VELOCITY) }
+    }
+
     /// Evaluates the condition: a velocity limit here, rule-language programs (the only ones that can fail) and
     /// the other built-in conditions in their own functions, each small.
     #[inline]
@@ -326,6 +337,8 @@ pub struct RuleSet {
     pub(crate) rules: Vec<Rule>,
     /// The velocity attributes its rules read (all the store has to compute).
     pub(crate) reads: VelocitySet,
+    /// The other attributes its rules read (all an extraction has to copy).
+    pub(crate) fields: FieldSet,
     /// Per rule, `palisade_fraud_rule_matches_total{engine, rule, outcome}` for matched, shadow_matched and
     /// error, made once when an engine takes the set (empty before).
     #[cfg(feature = "metrics")]
@@ -338,9 +351,11 @@ impl RuleSet {
     pub fn new(rules: impl IntoIterator<Item = Rule>) -> Self {
         let rules: Vec<Rule> = rules.into_iter().collect();
         let reads = rules.iter().fold(VelocitySet::EMPTY, |set, r| set.union(r.reads()));
+        let fields = rules.iter().fold(FieldSet::EMPTY, |set, r| set.union(r.fields()));
         RuleSet {
             rules,
             reads,
+            fields,
             #[cfg(feature = "metrics")]
             match_keys: Vec::new(),
         }
@@ -451,6 +466,7 @@ impl RuleSet {
     pub fn then(mut self, other: RuleSet) -> Self {
         self.rules.extend(other.rules);
         self.reads = self.reads.union(other.reads);
+        self.fields = self.fields.union(other.fields);
         #[cfg(feature = "metrics")]
         self.match_keys.clear();
         self
@@ -459,6 +475,12 @@ impl RuleSet {
     #[must_use]
     pub fn velocity_reads(&self) -> VelocitySet {
         self.reads
+    }
+    /// The other attributes its rules read (with every velocity subject and the attempt id when they read
+    /// velocity): what an extraction has to take from a request ([`Attributes::from_charge_reading`]).
+    #[must_use]
+    pub fn fields(&self) -> FieldSet {
+        self.fields
     }
 }
 

@@ -50,25 +50,29 @@ where
     }
 
     fn call(&mut self, mut req: Req) -> Self::Future {
-        let Some(attrs) = self.config.extract.extract(&req) else {
+        let engine = &self.config.engine;
+        // One rule set for the call: what it reads is extracted, then it decides.
+        let rules = engine.rules_now();
+        let Some(attrs) = self.config.extract.extract_reading(&req, rules.fields) else {
             return ResponseFuture::passthrough(self.inner.call(req));
         };
-        let engine = &self.config.engine;
         // Decided at once when the rules read no velocity or the store answers without waiting: no box.
-        let verdict = engine.try_assess(&attrs);
-        if let Some(verdict) = verdict {
-            let reads_velocity = !verdict.rule_set().reads.is_empty();
-            if let Some(refusal) = apply(&self.config, &self.mode, verdict, &mut req) {
-                return ResponseFuture::refused(refusal);
+        let rules = match engine.try_assess_with(rules, &attrs) {
+            Err(rules) => rules,
+            Ok(verdict) => {
+                let reads_velocity = !verdict.rule_set().reads.is_empty();
+                if let Some(refusal) = apply(&self.config, &self.mode, verdict, &mut req) {
+                    return ResponseFuture::refused(refusal);
+                }
+                // A decline is recorded only for rules that read velocity; otherwise nothing is kept.
+                let watch = reads_velocity.then(|| Watch {
+                    engine: engine.clone(),
+                    attrs: Box::new(attrs),
+                    mode: self.mode.clone(),
+                });
+                return ResponseFuture::called(self.inner.call(req), watch);
             }
-            // A decline is recorded only for rules that read velocity; otherwise nothing is kept.
-            let watch = reads_velocity.then(|| Watch {
-                engine: engine.clone(),
-                attrs: Box::new(attrs),
-                mode: self.mode.clone(),
-            });
-            return ResponseFuture::called(self.inner.call(req), watch);
-        }
+        };
         // The readied service goes into the future; a fresh clone stays for the next poll_ready.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -77,7 +81,7 @@ where
         ResponseFuture::screened(Box::pin(async move {
             let engine = &config.engine;
             let attempt = Attempt::from_attributes(&attrs);
-            let verdict = engine.assess_attempt(&attrs, &attempt).await;
+            let verdict = engine.assess_attempt_with(rules, &attrs, &attempt).await;
             if let Some(refusal) = apply(&config, &mode, verdict, &mut req) {
                 return refusal;
             }

@@ -159,3 +159,28 @@ async fn http_block_challenge_and_review() {
     assert_eq!(res.status(), 200, "no attributes: not screened");
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
+
+#[test]
+fn extraction_takes_what_the_rules_read_and_the_email_and_risk_score_always() {
+    use palisade_fraud::{Field, FieldSet, RuleSet};
+    let req = with_meta(
+        charge("o1").key("k1").build(),
+        &[("email", "a@example.com"), ("ip", "10.0.0.1"), ("card_country", "US"), ("risk_score", "7")],
+    );
+    let rules = RuleSet::parse("block if card_country == \"XX\"").unwrap();
+    let fields = rules.fields();
+    assert!(fields.contains(Field::CardCountry) && !fields.contains(Field::Ip) && !fields.attempt_id());
+    let a = Attributes::from_gateway_request_reading(&req, fields).unwrap();
+    assert_eq!(a.card_country.as_deref(), Some("US"));
+    assert_eq!((a.ip.as_deref(), a.card_fingerprint.as_deref(), a.attempt_id.as_deref()), (None, None, None));
+    assert_eq!((a.email.as_deref(), a.risk_score), (Some("a@example.com"), 7));
+
+    // A rule that reads velocity needs every subject and the attempt id: the attempt is recorded under each.
+    let velocity = RuleSet::parse("review if attempts_per_card_1h > 3").unwrap().fields();
+    let a = Attributes::from_gateway_request_reading(&req, velocity).unwrap();
+    assert_eq!(a.ip.as_deref(), Some("10.0.0.1"));
+    assert_eq!(a.attempt_id.as_deref(), Some("k1"));
+    assert!(a.card_fingerprint.is_some());
+    assert_eq!(a.card_country, None);
+    assert_eq!(Attributes::from_gateway_request(&req), Attributes::from_gateway_request_reading(&req, FieldSet::ALL));
+}
