@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::pin::pin;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Poll;
@@ -422,10 +422,13 @@ impl<C: Context> Run<C> {
     async fn drive(mut self) -> Result<SagaReport, SagaError> {
         let (log, id, token, lease) = (self.inner.log.clone(), self.id.clone(), self.token, self.inner.lease);
         let beat = async move {
-            // Plain sleeps (an `Interval` boxes its timer: an allocation per saga).
+            // Polled only once the saga waits for something (a ready saga never gets here): one boxed timer, reset
+            // after each renewal, keeps the saga's future small.
             let every = palisade_store::lease::beat_every(lease);
+            let mut timer = Box::pin(tokio::time::sleep(every));
             loop {
-                tokio::time::sleep(every).await;
+                timer.as_mut().await;
+                timer.as_mut().reset(Instant::now() + every);
                 match log.renew(&id, token, lease).await {
                     Ok(true) => {}
                     Ok(false) => return SagaError::Fenced(id.to_string()),
@@ -560,7 +563,9 @@ impl<C: Context> Run<C> {
             let run = (step.action)(self.cx(step, attempt, outputs));
             let result = match within(step.deadline, run).await {
                 Ok(r) => r,
-                Err(_) => Err(PaymentError::GatewayTimeout { message: "the step's deadline passed".into() }),
+                Err(DeadlinePassed) => {
+                    Err(PaymentError::GatewayTimeout { message: "the step's deadline passed".into() })
+                }
             };
             let error = match result {
                 Ok(out) => {
@@ -580,7 +585,8 @@ impl<C: Context> Run<C> {
             }
             let wait = retry_wait(&step.backoff, attempt - 1, previous, self.inner.unit(), &error);
             previous = Some(wait);
-            tokio::time::sleep(wait).await;
+            // Boxed: a timer held across this await would grow every saga's future.
+            Box::pin(tokio::time::sleep(wait)).await;
         }
     }
 
@@ -672,7 +678,9 @@ impl<C: Context> Run<C> {
             let run = compensation(self.cx(step, attempt, outputs), output.clone());
             let result = match within(step.deadline, run).await {
                 Ok(r) => r,
-                Err(_) => Err(PaymentError::GatewayTimeout { message: "the compensation's deadline passed".into() }),
+                Err(DeadlinePassed) => {
+                    Err(PaymentError::GatewayTimeout { message: "the compensation's deadline passed".into() })
+                }
             };
             let error = match result {
                 Ok(()) => {
@@ -689,7 +697,8 @@ impl<C: Context> Run<C> {
             }
             let wait = retry_wait(&step.compensation_backoff, attempt - first - 1, previous, self.inner.unit(), &error);
             previous = Some(wait);
-            tokio::time::sleep(wait).await;
+            // Boxed: a timer held across this await would grow every saga's future.
+            Box::pin(tokio::time::sleep(wait)).await;
         }
     }
 
@@ -749,12 +758,32 @@ fn count_event(what: &'static str) {
 }
 
 /// Runs `fut` under `deadline` (`Err` when it passed). The first poll goes without a timer: a step that is ready at
-/// once (most of an in-memory saga's) creates none; the deadline counts from the first time it is not ready.
-async fn within<F: Future>(deadline: Duration, fut: F) -> Result<F::Output, tokio::time::error::Elapsed> {
-    let mut fut = pin!(fut);
-    match std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await {
-        Poll::Ready(out) => Ok(out),
-        Poll::Pending => tokio::time::timeout(deadline, fut).await,
+/// once (most of an in-memory saga's) creates none; the deadline counts from the first time it is not ready, and
+/// its timer is boxed then (a timer in place would grow every saga's future).
+fn within<F: Future + Unpin>(deadline: Duration, fut: F) -> Within<F> {
+    Within { fut, deadline, timer: None }
+}
+
+/// A step's deadline passed.
+struct DeadlinePassed;
+
+struct Within<F> {
+    fut: F,
+    deadline: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<F: Future + Unpin> Future for Within<F> {
+    type Output = Result<F::Output, DeadlinePassed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if let Poll::Ready(out) = Pin::new(&mut this.fut).poll(cx) {
+            return Poll::Ready(Ok(out));
+        }
+        let deadline = this.deadline;
+        let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(deadline)));
+        timer.as_mut().poll(cx).map(|()| Err(DeadlinePassed))
     }
 }
 
