@@ -666,7 +666,7 @@ fn report_of(record: SagaRecord) -> SagaReport {
                 outputs.push((step.clone(), output.clone()));
             }
             Event::StepFailed { error, last: true, .. } => {
-                failure.get_or_insert_with(|| error.clone());
+                failure.get_or_insert_with(|| PaymentError::clone(error));
             }
             Event::CompensationFailed { step, error, last: true } => {
                 compensation = Some(PaymentError::SagaCompensationFailed {

@@ -202,8 +202,8 @@ pub enum Event {
     StepFailed {
         /// The step.
         step: StepName,
-        /// The error.
-        error: PaymentError,
+        /// The error (boxed: it is large and rare, and every event of a log is the size of the largest).
+        error: Box<PaymentError>,
         /// How the error was classified.
         outcome: OutcomeClass,
         /// No further attempt.
@@ -231,8 +231,8 @@ pub enum Event {
     CompensationFailed {
         /// The step.
         step: StepName,
-        /// The error.
-        error: PaymentError,
+        /// The error (boxed, as in `StepFailed`).
+        error: Box<PaymentError>,
         /// No further attempt.
         #[serde(rename = "final")]
         last: bool,

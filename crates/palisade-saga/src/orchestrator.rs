@@ -324,7 +324,7 @@ fn replay<C>(saga: &Saga<C>, slots: &mut [Slot], events: &[Event]) -> Option<Pay
                     s.maybe_acted |= *last && s.attempted_unknown;
                 }
                 if *last {
-                    failure.get_or_insert_with(|| error.clone());
+                    failure.get_or_insert_with(|| PaymentError::clone(error));
                 }
             }
             Event::CompensationStarted { step, attempt } => {
@@ -578,7 +578,12 @@ impl<C: Context> Run<C> {
             maybe_acted |= outcome == Outcome::Unknown;
             let retry = !matches!(outcome, Outcome::Success | Outcome::Terminal) && attempt < step.attempts;
             let last = !retry;
-            let failed = Event::StepFailed { step: name.clone(), error: error.clone(), outcome: outcome.class(), last };
+            let failed = Event::StepFailed {
+                step: name.clone(),
+                error: Box::new(error.clone()),
+                outcome: outcome.class(),
+                last,
+            };
             log_write!(self, failed, SagaState::Running);
             if last {
                 return Ok(Err(StepFailure { index: step.index, error, maybe_acted }));
@@ -690,7 +695,7 @@ impl<C: Context> Run<C> {
                 Err(e) => e,
             };
             let last = attempt - first >= step.compensation_attempts;
-            let failed = Event::CompensationFailed { step: name.clone(), error: error.clone(), last };
+            let failed = Event::CompensationFailed { step: name.clone(), error: Box::new(error.clone()), last };
             log_write!(self, failed, SagaState::Compensating);
             if last {
                 return Ok(Err((name.clone(), error)));
