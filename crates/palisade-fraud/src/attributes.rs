@@ -228,6 +228,7 @@ impl Attributes {
     }
     /// The value of a velocity subject, if known.
     #[must_use]
+    #[inline]
     pub fn subject(&self, s: Subject) -> Option<&str> {
         match s {
             Subject::Card => self.card_fingerprint.as_deref(),
@@ -238,6 +239,7 @@ impl Attributes {
     }
     /// The value of a text field.
     #[must_use]
+    #[inline]
     pub fn field(&self, f: Field) -> Option<&str> {
         match f {
             Field::Email => self.email.as_deref(),
@@ -622,6 +624,7 @@ impl VelocitySet {
 
 /// `v` trimmed, without scanning for Unicode white space when it starts and ends with a visible ASCII character
 /// (the common case).
+#[inline]
 pub(crate) fn trimmed(v: &str) -> &str {
     let b = v.as_bytes();
     if b.first().is_some_and(u8::is_ascii_graphic) && b.last().is_some_and(u8::is_ascii_graphic) { v } else { v.trim() }
