@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use crate::defaults::{DEFAULT_LEASE, DEFAULT_RECOVERY_BATCH};
 use crate::definition::{Context, Node, Saga, Step, StepCx};
 use crate::error::SagaError;
-use crate::log::SagaLog;
+use crate::log::{ContextJson, SagaLog};
 use crate::model::{Event, Name, Outputs, SagaRecord, SagaState, SagaSummary, Slot, StepName};
 
 /// How a saga run ended.
@@ -168,15 +168,17 @@ impl Orchestrator {
             }
             saga.registered_with.store(self.inner.serial, Ordering::Relaxed);
         }
-        let json = serde_json::to_string(&context).map_err(|e| SagaError::Context(e.to_string()))?;
         let inner = &self.inner;
-        // One copy of the id, shared by the run, its report and the memory log's record.
+        // One copy of the id and of the context, shared by the run, its report and the memory log's record (the
+        // other logs serialize the context to store it).
         let id = Name::from(id);
-        let Some(token) = inner.log.create_json(&id, &saga.name, json, &inner.owner, inner.lease).await? else {
+        let context = Arc::new(context);
+        let shared: Arc<dyn ContextJson> = context.clone();
+        let Some(token) = inner.log.create_shared(&id, &saga.name, shared, &inner.owner, inner.lease).await? else {
             return Err(SagaError::AlreadyExists(id.into()));
         };
         count_started(saga);
-        Run::new(saga.clone(), inner.clone(), id, token, Arc::new(context), &[], SagaState::Running).drive().await
+        Run::new(saga.clone(), inner.clone(), id, token, context, &[], SagaState::Running).drive().await
     }
 
     /// Takes saga `id` over if its owner's lease has ended (the owner died or stalled) and runs it on from where

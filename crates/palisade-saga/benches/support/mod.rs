@@ -37,11 +37,11 @@ pub fn four_steps(fail_last: bool) -> Saga<Ctx> {
 pub struct NullLog;
 
 impl SagaLog for NullLog {
-    fn create_json<'a>(
+    fn create_shared<'a>(
         &'a self,
         _id: &'a palisade_saga::Name,
         _name: &'a str,
-        _context: String,
+        _context: std::sync::Arc<dyn palisade_saga::log::ContextJson>,
         _owner: &'a str,
         _lease: Duration,
     ) -> StoreFuture<'a, Option<u64>> {

@@ -3,8 +3,9 @@
 //!
 //! Every operation takes the lock once. A saga's writes come one after another, so the record written last is
 //! checked before the hash map (a comparison of ids instead of hashing one). Definition names and owners are
-//! shared between records (there are a handful of distinct ones), so a new saga costs its id, its context and
-//! one vector of events; an event costs no allocation (step names are shared with the definition).
+//! shared between records (there are a handful of distinct ones). A record keeps the run's own id and context
+//! (shared, not copied; the context is serialized when the record is read), so a new saga costs one vector of
+//! events; an event costs no allocation (step names are shared with the definition) and is moved in.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry as Slot;
@@ -14,15 +15,14 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use super::{SagaLog, StoreError, StoreFuture};
+use super::{ContextJson, SagaLog, StoreError, StoreFuture};
 use crate::model::{Event, Name, SagaRecord, SagaState, SagaSummary};
 
-#[derive(Debug)]
 struct Record {
     id: Arc<str>,
     name: Arc<str>,
-    /// The context's JSON text, as the orchestrator wrote it.
-    context: String,
+    /// The run's context itself (serialized when the record is read).
+    context: Arc<dyn ContextJson>,
     state: SagaState,
     events: Vec<Event>,
     owner: Option<Arc<str>>,
@@ -32,12 +32,18 @@ struct Record {
 
 /// An in-memory [`SagaLog`]. It survives a crashing step, not a crashing process: use the Redis or PostgreSQL
 /// log where sagas must be recovered after a restart. Cheap to clone (clones share the records).
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct MemoryLog {
     inner: Arc<Mutex<Inner>>,
 }
 
-#[derive(Debug, Default)]
+impl std::fmt::Debug for MemoryLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryLog").field("sagas", &self.inner.lock().records.len()).finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
 struct Inner {
     /// Every saga ever created (a saga id is used once; records are never removed).
     records: Vec<Record>,
@@ -111,11 +117,11 @@ impl MemoryLog {
 }
 
 impl SagaLog for MemoryLog {
-    fn create_json<'a>(
+    fn create_shared<'a>(
         &'a self,
         id: &'a Name,
         name: &'a str,
-        context: String,
+        context: Arc<dyn ContextJson>,
         owner: &'a str,
         lease: Duration,
     ) -> StoreFuture<'a, Option<u64>> {
@@ -213,7 +219,7 @@ impl SagaLog for MemoryLog {
         let mut g = self.inner.lock();
         let now = Instant::now();
         let Some(r) = g.find(id) else { return StoreFuture::ready(Ok(None)) };
-        let context = match serde_json::from_str(&r.context) {
+        let context = match r.context.to_value() {
             Ok(context) => context,
             Err(e) => return StoreFuture::ready(Err(StoreError::new(format!("saga {id}: its context: {e}")))),
         };

@@ -10,6 +10,7 @@
 //! features `RedisLog` (`redis`) and `PostgresLog` (`postgres`). A new backend implements [`SagaLog`] and runs
 //! the conformance scenarios in `tests/common`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use palisade_store::StoreError;
@@ -29,22 +30,47 @@ pub use postgres::{DEFAULT_POSTGRES_PREFIX, PostgresLog};
 #[cfg(feature = "redis")]
 pub use redis::{DEFAULT_REDIS_PREFIX, INDEX_GRACE, RedisLog, SCAN_CHUNK};
 
+/// A saga's context as a log receives it: the run's own value, shared, serialized by the log when it needs the
+/// JSON (Redis and PostgreSQL at once, to store it; the memory log only when a record is read). Every
+/// `Serialize + Send + Sync` type is one.
+pub trait ContextJson: Send + Sync + 'static {
+    /// The context as JSON text.
+    ///
+    /// # Errors
+    /// When it does not serialize.
+    fn to_json(&self) -> Result<String, serde_json::Error>;
+    /// The context as a JSON value.
+    ///
+    /// # Errors
+    /// When it does not serialize.
+    fn to_value(&self) -> Result<serde_json::Value, serde_json::Error>;
+}
+
+impl<T: serde::Serialize + Send + Sync + 'static> ContextJson for T {
+    fn to_json(&self) -> Result<String, serde_json::Error> {
+        serde_json::to_string(self)
+    }
+    fn to_value(&self) -> Result<serde_json::Value, serde_json::Error> {
+        serde_json::to_value(self)
+    }
+}
+
 /// Atomic operations on saga records. Object safe: the orchestrator holds an `Arc<dyn SagaLog>`.
 pub trait SagaLog: Send + Sync + 'static {
-    /// Creates saga `id` (state `Running`, no events) with `context`, its JSON text (as `serde_json::to_string`
-    /// writes it; the orchestrator serializes a saga's context once, and the log keeps or sends that text), owned
-    /// by `owner` for `lease`, and returns the owner's fencing token; `None` when a saga with this id exists (a
-    /// saga id is used once). The id is the run's own (a log that keeps it shares it).
-    fn create_json<'a>(
+    /// Creates saga `id` (state `Running`, no events) with `context`, owned by `owner` for `lease`, and returns
+    /// the owner's fencing token; `None` when a saga with this id exists (a saga id is used once). The id and the
+    /// context are the run's own, shared: a log that keeps them keeps them as they are, a log that stores JSON
+    /// serializes the context ([`ContextJson::to_json`]); one that does not serialize is a [`StoreError`].
+    fn create_shared<'a>(
         &'a self,
         id: &'a Name,
         name: &'a str,
-        context: String,
+        context: Arc<dyn ContextJson>,
         owner: &'a str,
         lease: Duration,
     ) -> StoreFuture<'a, Option<u64>>;
 
-    /// [`create_json`](Self::create_json) with the context as a JSON value.
+    /// [`create_shared`](Self::create_shared) with the context as a JSON value.
     fn create<'a>(
         &'a self,
         id: &'a str,
@@ -53,12 +79,8 @@ pub trait SagaLog: Send + Sync + 'static {
         owner: &'a str,
         lease: Duration,
     ) -> StoreFuture<'a, Option<u64>> {
-        match serde_json::to_string(context) {
-            Ok(text) => {
-                StoreFuture::new(async move { self.create_json(&Name::from(id), name, text, owner, lease).await })
-            }
-            Err(e) => StoreFuture::ready(Err(StoreError::new(format!("the saga's context is not JSON: {e}")))),
-        }
+        let context: Arc<dyn ContextJson> = Arc::new(context.clone());
+        StoreFuture::new(async move { self.create_shared(&Name::from(id), name, context, owner, lease).await })
     }
 
     /// Appends `event` and sets the state to `state`, if `token` is the saga's current token; returns whether
@@ -95,16 +117,16 @@ pub trait SagaLog: Send + Sync + 'static {
     fn list<'a>(&'a self, state: Option<SagaState>, limit: usize) -> StoreFuture<'a, Vec<SagaSummary>>;
 }
 
-impl<T: SagaLog + ?Sized> SagaLog for std::sync::Arc<T> {
-    fn create_json<'a>(
+impl<T: SagaLog + ?Sized> SagaLog for Arc<T> {
+    fn create_shared<'a>(
         &'a self,
         id: &'a Name,
         name: &'a str,
-        context: String,
+        context: Arc<dyn ContextJson>,
         owner: &'a str,
         lease: Duration,
     ) -> StoreFuture<'a, Option<u64>> {
-        (**self).create_json(id, name, context, owner, lease)
+        (**self).create_shared(id, name, context, owner, lease)
     }
     fn append_owned<'a>(&'a self, id: &'a str, token: u64, event: Event, state: SagaState) -> StoreFuture<'a, bool> {
         (**self).append_owned(id, token, event, state)

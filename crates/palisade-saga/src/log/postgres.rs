@@ -20,7 +20,7 @@ use std::time::Duration;
 use sqlx::Row;
 use sqlx::postgres::{PgPool, PgRow};
 
-use super::{SagaLog, StoreError, StoreFuture};
+use super::{ContextJson, SagaLog, StoreError, StoreFuture};
 use crate::model::{Event, Name, SagaRecord, SagaState, SagaSummary};
 
 /// Default table prefix: `palisade_`, so the log's objects are `palisade_sagas`, `palisade_saga_events`,
@@ -218,14 +218,18 @@ impl PostgresLog {
 }
 
 impl SagaLog for PostgresLog {
-    fn create_json<'a>(
+    fn create_shared<'a>(
         &'a self,
         id: &'a Name,
         name: &'a str,
-        context: String,
+        context: Arc<dyn ContextJson>,
         owner: &'a str,
         lease: Duration,
     ) -> StoreFuture<'a, Option<u64>> {
+        let context = match context.to_json() {
+            Ok(json) => json,
+            Err(e) => return StoreFuture::ready(Err(StoreError::new(e.to_string()))),
+        };
         StoreFuture::new(async move {
             let row = sqlx::query(&self.sql.create)
                 .bind(id.as_str())

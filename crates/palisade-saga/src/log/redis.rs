@@ -49,7 +49,7 @@ use std::time::Duration;
 
 use redis::{Script, Value};
 
-use super::{SagaLog, StoreError, StoreFuture};
+use super::{ContextJson, SagaLog, StoreError, StoreFuture};
 use crate::model::{Event, Name, SagaRecord, SagaState, SagaSummary};
 use palisade_store::redis::{RedisConn, RedisConnection, redis_key};
 
@@ -360,14 +360,18 @@ impl RedisLog {
 }
 
 impl SagaLog for RedisLog {
-    fn create_json<'a>(
+    fn create_shared<'a>(
         &'a self,
         id: &'a Name,
         name: &'a str,
-        json: String,
+        context: Arc<dyn ContextJson>,
         owner: &'a str,
         lease: Duration,
     ) -> StoreFuture<'a, Option<u64>> {
+        let json = match context.to_json() {
+            Ok(json) => json,
+            Err(e) => return StoreFuture::ready(Err(store_err(e))),
+        };
         StoreFuture::new(async move {
             let lease = ms(lease).to_string();
             let mut conn = self.conn().await?;

@@ -44,16 +44,16 @@ impl<L> Counting<L> {
 }
 
 impl<L: SagaLog> SagaLog for Counting<L> {
-    fn create_json<'a>(
+    fn create_shared<'a>(
         &'a self,
         id: &'a palisade_saga::Name,
         name: &'a str,
-        context: String,
+        context: std::sync::Arc<dyn palisade_saga::log::ContextJson>,
         owner: &'a str,
         lease: Duration,
     ) -> StoreFuture<'a, Option<u64>> {
         self.bump("create");
-        self.inner.create_json(id, name, context, owner, lease)
+        self.inner.create_shared(id, name, context, owner, lease)
     }
     fn append_owned<'a>(&'a self, id: &'a str, token: u64, event: Event, state: SagaState) -> StoreFuture<'a, bool> {
         self.bump("append");
