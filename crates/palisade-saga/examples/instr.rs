@@ -4,13 +4,15 @@
 //!
 //! ```text
 //! cargo build --release -p palisade-saga --example instr
-//! valgrind --tool=callgrind --toggle-collect='*Runtime::block_on*' --callgrind-out-file=/dev/null \
+//! valgrind --tool=callgrind --toggle-collect='*CoreGuard::block_on*' --callgrind-out-file=/dev/null \
 //!     target/release/examples/instr memory 10000        # and again with 20000
 //! ```
 //!
 //! Instructions per saga: the difference of the two totals (`Collected`) divided by the difference of `n`, which
 //! cancels start-up and the runtime's own set-up (`--toggle-collect` also leaves out making the ids and dropping
-//! the log). Modes: `memory`, `null` (the orchestrator alone), `compensated` (memory log, the 4th step declined,
+//! the log). Collect under tokio's `CoreGuard::block_on`: `Runtime::block_on` is inlined in some builds (then
+//! callgrind collects nothing), `CoreGuard::block_on` has stayed a function. Another crate has an example named
+//! `instr` too (same output path): build this one last, or copy the binary, before measuring. Modes: `memory`, `null` (the orchestrator alone), `compensated` (memory log, the 4th step declined,
 //! 3 compensated). Allocations per saga: `tests/allocations.rs`, or memcheck's "total heap usage" the same way.
 
 use palisade_saga::{MemoryLog, Orchestrator, SagaState};

@@ -178,7 +178,7 @@ impl Orchestrator {
             return Err(SagaError::AlreadyExists(id.into()));
         };
         count_started(saga);
-        Run::new(saga.clone(), inner.clone(), id, token, context, &[], SagaState::Running).drive().await
+        Run::new(saga, inner, &id, token, context, &[], SagaState::Running).drive().await
     }
 
     /// Takes saga `id` over if its owner's lease has ended (the owner died or stalled) and runs it on from where
@@ -293,7 +293,7 @@ impl<C: Context> Runnable for Saga<C> {
             let context: C = serde_json::from_value(record.context.clone())
                 .map_err(|e| SagaError::Context(format!("saga {}: {e}", record.id)))?;
             let id = Name::from(record.id);
-            Run::new(self, inner, id, token, Arc::new(context), &record.events, record.state).drive().await
+            Run::new(&self, &inner, &id, token, Arc::new(context), &record.events, record.state).drive().await
         })
     }
 }
@@ -370,11 +370,12 @@ struct StepFailure {
     maybe_acted: bool,
 }
 
-/// One owner's run of one saga.
-struct Run<C> {
-    saga: Arc<Saga<C>>,
-    inner: Arc<Inner>,
-    id: Name,
+/// One owner's run of one saga. It borrows the definition, the orchestrator and the id from the caller (no
+/// reference counts to bump and drop per saga).
+struct Run<'a, C> {
+    saga: &'a Saga<C>,
+    inner: &'a Inner,
+    id: &'a Name,
     token: u64,
     context: Arc<C>,
     /// Each step's progress, by position. Shared with the steps' contexts (as their [`Outputs`]) while a node
@@ -385,11 +386,11 @@ struct Run<C> {
     state: SagaState,
 }
 
-impl<C: Context> Run<C> {
+impl<'a, C: Context> Run<'a, C> {
     fn new(
-        saga: Arc<Saga<C>>,
-        inner: Arc<Inner>,
-        id: Name,
+        saga: &'a Saga<C>,
+        inner: &'a Inner,
+        id: &'a Name,
         token: u64,
         context: Arc<C>,
         events: &[Event],
@@ -401,7 +402,7 @@ impl<C: Context> Run<C> {
         if !events.is_empty()
             && let Some(slots) = Arc::get_mut(&mut slots)
         {
-            failure = replay(&saga, slots, events);
+            failure = replay(saga, slots, events);
         }
         Run { saga, inner, id, token, context, slots, failure, state }
     }
@@ -422,7 +423,7 @@ impl<C: Context> Run<C> {
 
     /// Runs the saga to a terminal state while renewing its lease; stops at once when fenced.
     async fn drive(mut self) -> Result<SagaReport, SagaError> {
-        let (log, id, token, lease) = (self.inner.log.clone(), self.id.clone(), self.token, self.inner.lease);
+        let (log, id, token, lease) = (&self.inner.log, self.id, self.token, self.inner.lease);
         let beat = async move {
             // Polled only once the saga waits for something (a ready saga never gets here): one boxed timer, reset
             // after each renewal, keeps the saga's future small.
@@ -431,7 +432,7 @@ impl<C: Context> Run<C> {
             loop {
                 timer.as_mut().await;
                 timer.as_mut().reset(Instant::now() + every);
-                match log.renew(&id, token, lease).await {
+                match log.renew(id, token, lease).await {
                     Ok(true) => {}
                     Ok(false) => return SagaError::Fenced(id.to_string()),
                     Err(e) => {
@@ -469,7 +470,7 @@ impl<C: Context> Run<C> {
         // The clock is read only for a saga with a deadline.
         let started = self.saga.deadline.map(|_| Instant::now());
         if self.state == SagaState::Running {
-            let saga = self.saga.clone();
+            let saga = self.saga;
             for node in &saga.nodes {
                 let steps = node.steps();
                 let slots = &self.slots;
@@ -600,7 +601,7 @@ impl<C: Context> Run<C> {
     /// Compensates every completed step (and every step that may have acted), last first; the steps of a group
     /// together.
     async fn compensate_all(&mut self) -> Result<SagaReport, SagaError> {
-        let saga = self.saga.clone();
+        let saga = self.saga;
         for node in saga.nodes.iter().rev() {
             let outputs = self.outputs();
             let slots = &self.slots;
@@ -712,7 +713,7 @@ impl<C: Context> Run<C> {
     async fn finish(&mut self, state: SagaState, error: Option<PaymentError>) -> Result<SagaReport, SagaError> {
         log_write!(self, Event::Finished { state }, state);
         self.state = state;
-        count_finished(&self.saga, state);
+        count_finished(self.saga, state);
         tracing::info!(saga_id = %self.id, saga = %self.saga.name, state = state.as_str(), "saga finished");
         Ok(self.report(error))
     }
