@@ -19,7 +19,7 @@ use crate::defaults::{
     DEFAULT_STEP_DEADLINE,
 };
 use crate::error::DefinitionError;
-use crate::model::{Name, Outputs, StepName};
+use crate::model::{Name, Outputs, Slot, StepName};
 
 /// What a saga's context must be: the orchestrator stores it in the log as JSON and hands it to every step.
 pub trait Context: Serialize + DeserializeOwned + Send + Sync + 'static {}
@@ -51,25 +51,40 @@ fn derived(role: &str, saga_id: &str, step: &str) -> IdempotencyKey {
     IdempotencyKey::new(format!("sg-{digest}")).unwrap_or_else(|_| unreachable!("hex is a valid key"))
 }
 
-/// What a step's action and compensation see.
+/// What every step of one run shares, behind one `Arc`: the saga's id, its steps' names and its context. The
+/// log keeps it too, as the saga's context (it serializes as the context alone).
+pub(crate) struct RunCx<C> {
+    pub(crate) id: Name,
+    pub(crate) names: Arc<[StepName]>,
+    pub(crate) context: C,
+}
+
+impl<C: Serialize> Serialize for RunCx<C> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.context.serialize(s)
+    }
+}
+
+/// What a step's action and compensation see. Two reference counts (the run's and the outputs'), so handing a
+/// context to a step is cheap.
 pub struct StepCx<C> {
-    pub(crate) saga_id: Name,
-    pub(crate) step: StepName,
+    pub(crate) run: Arc<RunCx<C>>,
+    pub(crate) slots: Arc<[Slot]>,
+    pub(crate) index: usize,
     pub(crate) attempt: u32,
-    pub(crate) context: Arc<C>,
-    pub(crate) outputs: Outputs,
 }
 
 impl<C> StepCx<C> {
     /// The saga's id.
     #[must_use]
     pub fn saga_id(&self) -> &str {
-        &self.saga_id
+        &self.run.id
     }
     /// This step's name.
     #[must_use]
     pub fn step(&self) -> &str {
-        &self.step
+        // `index` is this step's position among the definition's names.
+        &self.run.names[self.index]
     }
     /// Which attempt this is (1-based; counting continues across a crash).
     #[must_use]
@@ -79,27 +94,28 @@ impl<C> StepCx<C> {
     /// The saga's context.
     #[must_use]
     pub fn context(&self) -> &C {
-        &self.context
+        &self.run.context
     }
     /// The output of an earlier step, read as `T`; `None` if it has not completed or is not a `T`.
     #[must_use]
     pub fn output<T: DeserializeOwned>(&self, step: &str) -> Option<T> {
-        self.outputs.get(step).and_then(|v| T::deserialize(v).ok())
+        let at = self.run.names.iter().position(|n| *n == *step)?;
+        self.slots.get(at)?.output.as_ref().and_then(|v| T::deserialize(v).ok())
     }
     /// The outputs of the steps completed so far.
     #[must_use]
-    pub fn outputs(&self) -> &Outputs {
-        &self.outputs
+    pub fn outputs(&self) -> Outputs {
+        Outputs::new(self.run.names.clone(), self.slots.clone())
     }
     /// This step's gateway idempotency key ([`step_key`]).
     #[must_use]
     pub fn key(&self) -> IdempotencyKey {
-        step_key(&self.saga_id, &self.step)
+        step_key(self.saga_id(), self.step())
     }
     /// This step's compensation's gateway idempotency key ([`compensation_key`]).
     #[must_use]
     pub fn compensation_key(&self) -> IdempotencyKey {
-        compensation_key(&self.saga_id, &self.step)
+        compensation_key(self.saga_id(), self.step())
     }
 }
 

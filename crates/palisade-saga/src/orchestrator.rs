@@ -16,7 +16,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::defaults::{DEFAULT_LEASE, DEFAULT_RECOVERY_BATCH};
-use crate::definition::{Context, Node, Saga, Step, StepCx};
+use crate::definition::{Context, Node, RunCx, Saga, Step, StepCx};
 use crate::error::SagaError;
 use crate::log::{ContextJson, SagaLog};
 use crate::model::{Event, Name, Outputs, SagaRecord, SagaState, SagaSummary, Slot, StepName};
@@ -172,7 +172,7 @@ impl Orchestrator {
         // One copy of the id and of the context, shared by the run, its report and the memory log's record (the
         // other logs serialize the context to store it).
         let id = Name::from(id);
-        let context = Arc::new(context);
+        let context = Arc::new(RunCx { id: id.clone(), names: saga.names.clone(), context });
         let shared: Arc<dyn ContextJson> = context.clone();
         let Some(token) = inner.log.create_shared(&id, &saga.name, shared, &inner.owner, inner.lease).await? else {
             return Err(SagaError::AlreadyExists(id.into()));
@@ -293,7 +293,8 @@ impl<C: Context> Runnable for Saga<C> {
             let context: C = serde_json::from_value(record.context.clone())
                 .map_err(|e| SagaError::Context(format!("saga {}: {e}", record.id)))?;
             let id = Name::from(record.id);
-            Run::new(&self, &inner, &id, token, Arc::new(context), &record.events, record.state).drive().await
+            let context = Arc::new(RunCx { id: id.clone(), names: self.names.clone(), context });
+            Run::new(&self, &inner, &id, token, context, &record.events, record.state).drive().await
         })
     }
 }
@@ -377,7 +378,8 @@ struct Run<'a, C> {
     inner: &'a Inner,
     id: &'a Name,
     token: u64,
-    context: Arc<C>,
+    /// The id, the steps' names and the context, shared with every step's context (and the memory log).
+    context: Arc<RunCx<C>>,
     /// Each step's progress, by position. Shared with the steps' contexts (as their [`Outputs`]) while a node
     /// runs; written only between nodes, when the contexts are gone (so `Arc::make_mut` does not copy).
     slots: Arc<[Slot]>,
@@ -392,7 +394,7 @@ impl<'a, C: Context> Run<'a, C> {
         inner: &'a Inner,
         id: &'a Name,
         token: u64,
-        context: Arc<C>,
+        context: Arc<RunCx<C>>,
         events: &[Event],
         state: SagaState,
     ) -> Self {
@@ -456,14 +458,8 @@ impl<'a, C: Context> Run<'a, C> {
         if answer? { Ok(()) } else { Err(SagaError::Fenced(self.id.to_string())) }
     }
 
-    fn cx(&self, step: &Step<C>, attempt: u32, outputs: &Outputs) -> StepCx<C> {
-        StepCx {
-            saga_id: self.id.clone(),
-            step: step.name.clone(),
-            attempt,
-            context: self.context.clone(),
-            outputs: outputs.clone(),
-        }
+    fn cx(&self, step: &Step<C>, attempt: u32, slots: &Arc<[Slot]>) -> StepCx<C> {
+        StepCx { run: self.context.clone(), slots: slots.clone(), index: step.index, attempt }
     }
 
     async fn advance(&mut self) -> Result<SagaReport, SagaError> {
@@ -486,7 +482,7 @@ impl<'a, C: Context> Run<'a, C> {
                     self.begin_compensation("the saga's deadline passed").await?;
                     break;
                 }
-                let outputs = self.outputs();
+                let outputs = self.slots.clone();
                 let failed = match node {
                     // One step: no vector of futures, no vector of results.
                     Node::Step(step) => {
@@ -550,7 +546,7 @@ impl<'a, C: Context> Run<'a, C> {
     async fn run_step(
         &self,
         step: &Step<C>,
-        outputs: &Outputs,
+        outputs: &Arc<[Slot]>,
     ) -> Result<Result<(usize, Value), StepFailure>, SagaError> {
         let name = &step.name;
         // Attempts count on from the log: a step resumed after a crash runs at least once more, then retries only
@@ -603,7 +599,7 @@ impl<'a, C: Context> Run<'a, C> {
     async fn compensate_all(&mut self) -> Result<SagaReport, SagaError> {
         let saga = self.saga;
         for node in saga.nodes.iter().rev() {
-            let outputs = self.outputs();
+            let outputs = self.slots.clone();
             let slots = &self.slots;
             // What a step's compensation gets, if it is to run: the step's output, or `null` when it may have acted.
             let todo = |s: &Step<C>| -> Option<Value> {
@@ -673,7 +669,7 @@ impl<'a, C: Context> Run<'a, C> {
         &self,
         step: &Step<C>,
         output: Value,
-        outputs: &Outputs,
+        outputs: &Arc<[Slot]>,
     ) -> Result<Result<usize, (StepName, PaymentError)>, SagaError> {
         let name = &step.name;
         let Some(compensation) = &step.compensation else { return Ok(Ok(step.index)) };

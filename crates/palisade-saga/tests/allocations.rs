@@ -1,6 +1,6 @@
 //! Heap allocations per saga on the memory log, counted by dhat's heap profiler (testing mode), so the cuts of
-//! issue 20 stay made: a completed 4-step saga (10 log writes) makes 8 allocations (the saga id and the context's
-//! `Arc`, each shared by the run and the log's record; the steps' slots; the event vector; one `Box` per step
+//! issue 20 stay made: a completed 4-step saga (10 log writes) makes 8 allocations (the saga id, and the run's
+//! shared part (id, step names, context) behind one `Arc`, each shared by the run and the log's record; the steps' slots; the event vector; one `Box` per step
 //! future), a compensated one 17 (among them the declined step's error, boxed in its
 //! `step_failed` event). Each event costs none (step names are shared),
 //! nor does the report (it shares the run's id, the definition's name and the steps' slots).
