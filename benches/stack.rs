@@ -7,7 +7,10 @@
 //! `STACK_INSTR=<case>:<calls>` runs one case `calls` times without criterion, for `valgrind --tool=callgrind`;
 //! the difference between two call counts divided by the difference in calls is the cost of one call (requests
 //! are built before the loop, their construction is in both runs and cancels out of the difference only when
-//! the `construct` case is subtracted too). Cases: see [`CASES`].
+//! the `construct` case is subtracted too). Only the calls are counted with
+//! `--toggle-collect='stack::measured_calls*'` (then building the requests, and dropping the stores' records
+//! after the loop, are left out). `STACK_SIZES=1` also prints the sizes of the service and of its future.
+//! Cases: see [`CASES`].
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -111,11 +114,22 @@ fn instructions(spec: &str) {
             S: Service<GatewayRequest, Response = GatewayResponse, Error = PaymentError>,
         {
             let calls = self.0.len();
-            let (cpu, wall) = (on_cpu_ns(), std::time::Instant::now());
-            for r in self.0 {
-                black_box(call_spinning(&mut svc, r).unwrap());
+            if std::env::var_os("STACK_SIZES").is_some() {
+                eprintln!(
+                    "service {} B, future {} B, request {} B, response {} B",
+                    std::mem::size_of::<S>(),
+                    std::mem::size_of::<S::Future>(),
+                    std::mem::size_of::<GatewayRequest>(),
+                    std::mem::size_of::<GatewayResponse>()
+                );
             }
+            let mut reqs = self.0;
+            let (cpu, wall) = (on_cpu_ns(), std::time::Instant::now());
+            measured_calls(&mut svc, &mut reqs);
             let (cpu, wall) = (on_cpu_ns().saturating_sub(cpu), wall.elapsed().as_nanos());
+            // The service (and the records its stores keep) and the requests' buffer are dropped after the
+            // measurement: their teardown is no part of a call.
+            drop(reqs);
             // To stderr, so callgrind's output stays the only thing on stdout that scripts read.
             eprintln!(
                 "{:.1} ns per call on the CPU ({:.1} ns wall)",
@@ -133,6 +147,19 @@ fn instructions(spec: &str) {
     let _guard = rt.enter();
     let reqs: Vec<_> = (0..calls).map(|i| charge(&format!("k{i}"))).collect();
     with_service(case, Calls(reqs));
+}
+
+/// The measured calls, in a function of their own (never inlined) so that
+/// `valgrind --tool=callgrind --toggle-collect='stack::measured_calls*'` counts them and nothing else: not building
+/// the requests, not dropping the service and its stores' records afterwards.
+#[inline(never)]
+fn measured_calls<S>(svc: &mut S, reqs: &mut Vec<GatewayRequest>)
+where
+    S: Service<GatewayRequest, Response = GatewayResponse, Error = PaymentError>,
+{
+    for r in reqs.drain(..) {
+        black_box(call_spinning(svc, r).unwrap());
+    }
 }
 
 /// Nanoseconds this thread has run on a CPU (Linux `/proc/thread-self/schedstat`; 0 elsewhere): on a shared,
