@@ -69,8 +69,9 @@ type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
 pin_project! {
     /// The future of [`IdempotencyService`]: a replay or refusal ready at once; a request claimed in a store that
     /// answered at once (the memory store), driven in place — the inner service's readiness, its call, the lease
-    /// heartbeat and the recording, with no allocation but the kept result; or, for stores that must be awaited
-    /// and for duplicates that wait, a boxed future.
+    /// heartbeat and the recording, with no allocation but the kept result (and, when the inner service was not
+    /// ready at once, the box it waits in); or, for stores that must be awaited and for duplicates that wait, a
+    /// boxed future.
     pub struct ResponseFuture<S, Req, C>
     where
         S: Service<Req>,
@@ -101,13 +102,15 @@ pin_project! {
 
 pin_project! {
     /// The inner service waiting to be ready (polled with the caller's context, as tower's `Oneshot` does), then
-    /// its call.
+    /// its call. The waiting state is boxed: it is rare (an inner service not ready when called: a rate limit that
+    /// waits, a full concurrency limit), and inline it would hold a whole service and request, making the future
+    /// larger than the inner call's own — every call's future, which each outer layer moves, by that much.
     #[project = CallProj]
     enum Call<S, Req>
     where
         S: Service<Req>,
     {
-        Waiting { inner: S, req: Option<Req> },
+        Waiting { waiting: Box<(S, Option<Req>)> },
         Running { #[pin] fut: S::Future },
     }
 }
@@ -150,8 +153,9 @@ where
             KindProj::Executing { mut call, ticket, classifier, beat } => {
                 let result = loop {
                     match call.as_mut().project() {
-                        CallProj::Waiting { inner, req } => match inner.poll_ready(cx) {
+                        CallProj::Waiting { waiting } => match waiting.0.poll_ready(cx) {
                             Poll::Ready(Ok(())) => {
+                                let (inner, req) = &mut **waiting;
                                 let Some(req) = req.take() else {
                                     panic!("idempotency ResponseFuture polled after completion")
                                 };
@@ -262,7 +266,7 @@ where
                 // (the no-op waker registered here is replaced then).
                 let call = match self.inner.poll_ready(&mut Context::from_waker(Waker::noop())) {
                     Poll::Ready(Ok(())) => Call::Running { fut: self.inner.call(req) },
-                    Poll::Pending => Call::Waiting { inner: self.take_inner(), req: Some(req) },
+                    Poll::Pending => Call::Waiting { waiting: Box::new((self.take_inner(), Some(req))) },
                     // The inner service failed before the call: nothing ran, so the claim is released.
                     Poll::Ready(Err(e)) => {
                         return match ticket.release_now() {
