@@ -1,10 +1,10 @@
 //! Heap allocations per call through the whole six-layer stack (`palisade::Stack` on memory stores) around a
 //! gateway that answers at once, counted by dhat's heap profiler (testing mode): the bare gateway, each layer
 //! alone over it, idempotency alone, the stack without fraud screening and the whole stack. The goal (issue 22):
-//! nothing beyond the idempotency record, the one allocation a new request needs. Met by every layer but fraud
-//! screening (another crate's engine, measured and bounded here). Runs as a plain `main` (`harness = false`),
-//! so no other thread allocates while it measures; no tracing subscriber is installed, as in a service that
-//! does not record audit events (with one, the audit layer renders each request and result).
+//! nothing beyond the idempotency record, the one allocation a new request needs. Met by every layer, fraud
+//! screening included (it allocates nothing per call since that crate's own cuts). Runs as a plain `main`
+//! (`harness = false`), so no other thread allocates while it measures; no tracing subscriber is installed, as in
+//! a service that does not record audit events (with one, the audit layer renders each request and result).
 
 use std::time::Duration;
 
@@ -127,7 +127,7 @@ fn main() {
     println!("stack_allocations ... ok");
 }
 
-/// What fraud screening (`palisade-fraud`: the layer's boxed future and the engine's work) allocates per new
-/// request, at most: a regression bound at the measurement of 2026-12-04 (4, after that crate's own cuts; 18
-/// before). The goal is 0 and is not met by that crate yet; see docs/BENCHMARKS.md.
+/// What fraud screening (`palisade-fraud`: the layer and the engine's work) allocates per new request, at most:
+/// nothing, the goal, met since that crate's own cuts (18 per request at first, then 4; see docs/BENCHMARKS.md,
+/// whose table may still show an older figure). Any allocation that comes back fails this test.
 const FRAUD_SCREENING: f64 = 0.0;
