@@ -219,12 +219,13 @@ impl Shard {
     }
 
     /// When no slot is free, removes up to [`RECLAIM`] expired records from the front of the queue, handing them
-    /// to `freed` to be dropped after the shard's lock is released.
-    fn reclaim(&mut self, now: Instant, freed: &mut Freed) {
-        if !self.free.is_empty() {
+    /// to `freed` to be dropped after the shard's lock is released. `freed` is made here, only when a record is
+    /// due: an insert that reclaims nothing neither clears nor later walks the batch.
+    fn reclaim(&mut self, now: Instant, freed: &mut Option<Freed>) {
+        if !self.free.is_empty() || self.queue.front().is_none_or(|&(due, _, _)| due > now) {
             return;
         }
-        for out in freed.iter_mut() {
+        for out in freed.get_or_insert_with(Default::default).iter_mut() {
             let Some(&(due, slot, hash)) = self.queue.front() else { return };
             if due > now {
                 return;
@@ -392,7 +393,7 @@ impl MemoryStore {
         let now = Instant::now();
         let (hash, shard_no) = self.locate(key.as_bytes());
         // Declared before the guard, so dropped after it.
-        let mut freed: Freed = Default::default();
+        let mut freed: Option<Freed> = None;
         let mut guard = self.inner.shards[shard_no].lock();
         let shard = &mut *guard;
         if let Some(slot) = shard.find(hash, key.as_bytes())
