@@ -149,8 +149,9 @@ impl FieldHasher {
             Err(_) => self.field(m.amount().normalize().to_string().as_bytes()),
         }
     }
-    pub(crate) fn finish(mut self) -> Fingerprint {
-        match self.sha {
+    // Takes the hasher by reference: by value it was copied (192 bytes) into each call.
+    pub(crate) fn finish(&mut self) -> Fingerprint {
+        match self.sha.take() {
             Some(mut sha) => {
                 sha.update(&self.buf[..self.len]);
                 Fingerprint(sha.finalize().into())
