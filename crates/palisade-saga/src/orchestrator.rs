@@ -159,7 +159,10 @@ impl Orchestrator {
     ///
     /// # Errors
     /// [`SagaError::AlreadyExists`] when the id was used; [`SagaError::Log`] when the log fails (the saga then
-    /// stays where its log says, for recovery); [`SagaError::Fenced`] when another owner took it over.
+    /// stays where its log says, for recovery); [`SagaError::Fenced`] when another owner took it over;
+    /// [`SagaError::Context`] when the context does not serialize and the log stores JSON (Redis, PostgreSQL:
+    /// nothing is written). [`MemoryLog`](crate::MemoryLog) keeps the context itself and serializes it only when
+    /// a record is read, so there such a saga starts and runs, and `get` and recovery of it fail.
     pub async fn start<C: Context>(&self, saga: &Arc<Saga<C>>, id: &str, context: C) -> Result<SagaReport, SagaError> {
         // Registered here already (the usual case): no lookup.
         if saga.registered_with.load(Ordering::Relaxed) != self.inner.serial {
@@ -174,7 +177,8 @@ impl Orchestrator {
         let id = Name::from(id);
         let context = Arc::new(RunCx { id: id.clone(), names: saga.names.clone(), context });
         let shared: Arc<dyn ContextJson> = context.clone();
-        let Some(token) = inner.log.create_shared(&id, &saga.name, shared, &inner.owner, inner.lease).await? else {
+        let created = inner.log.create_shared(&id, &saga.name, shared, &inner.owner, inner.lease).await;
+        let Some(token) = created.map_err(|e| start_error(&context.context, &id, e))? else {
             return Err(SagaError::AlreadyExists(id.into()));
         };
         count_started(saga);
@@ -269,6 +273,16 @@ impl Orchestrator {
     /// [`SagaError::Log`].
     pub async fn list(&self, state: Option<SagaState>, limit: usize) -> Result<Vec<SagaSummary>, SagaError> {
         Ok(self.inner.log.list(state, limit).await?)
+    }
+}
+
+/// Why a log refused to create a saga: [`SagaError::Context`] when its context does not serialize (Redis and
+/// PostgreSQL serialize it to store it; checked only once the log has failed, so a saga that starts pays
+/// nothing), [`SagaError::Log`] otherwise.
+fn start_error<C: Context>(context: &C, id: &str, e: palisade_store::StoreError) -> SagaError {
+    match serde_json::to_writer(std::io::sink(), context) {
+        Err(ce) => SagaError::Context(format!("saga {id}: the context does not serialize: {ce}")),
+        Ok(()) => SagaError::Log(e),
     }
 }
 

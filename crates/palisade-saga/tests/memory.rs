@@ -320,3 +320,20 @@ fn definitions_are_checked() {
     assert_eq!(step_key("a", "b"), step_key("a", "b"));
     assert_ne!(step_key("a", "b"), palisade_saga::compensation_key("a", "b"));
 }
+
+/// The memory log keeps the context itself and serializes it only when a record is read (docs/saga.md): a
+/// context that does not serialize starts and runs, and reading its record fails (a log error, not a panic).
+#[tokio::test(start_paused = true)]
+async fn an_unserializable_context_runs_on_the_memory_log_and_its_record_does_not_read() {
+    use common::real::Unserializable;
+    let saga = Saga::<Unserializable>::builder("unserializable")
+        .step(Step::new("one", |_cx| async { Ok::<_, PaymentError>(1) }))
+        .build()
+        .unwrap();
+    let log = MemoryLog::new();
+    let o = Orchestrator::builder(log.clone()).build();
+    let saga = o.register(saga);
+    let report = o.start(&saga, "bad-context", Unserializable::from([(vec![1], 1)])).await.unwrap();
+    assert_eq!(report.state, SagaState::Completed);
+    assert!(matches!(o.get("bad-context").await, Err(palisade_saga::SagaError::Log(_))));
+}

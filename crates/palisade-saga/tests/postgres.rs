@@ -168,3 +168,10 @@ async fn postgres_one_statement_per_transition() {
     log.pool().close().await;
     pg.cleanup().await;
 }
+
+#[tokio::test]
+async fn postgres_an_unserializable_context_is_refused_at_start() {
+    let Some((pg, log)) = pg_log("saga_bad_context").await else { return };
+    an_unserializable_context_is_refused_at_start(log).await;
+    pg.cleanup().await;
+}

@@ -217,3 +217,10 @@ async fn redis_one_command_per_transition() {
     assert_eq!(sent.len(), 2 * creates + appends, "{sent:?}");
     assert!(sent.iter().all(|c| c == "evalsha"), "{sent:?}");
 }
+
+#[tokio::test]
+async fn redis_an_unserializable_context_is_refused_at_start() {
+    let Some((r, log)) = redis_log("saga_bad_context").await else { return };
+    an_unserializable_context_is_refused_at_start(log).await;
+    r.cleanup().await;
+}

@@ -369,3 +369,27 @@ pub async fn one_checkout<L: SagaLog + Clone>(log: L, id: &str) -> Counting<L> {
     assert_eq!(report.state, SagaState::Completed);
     counted
 }
+
+/// A context that does not serialize (JSON map keys must be strings).
+pub type Unserializable = HashMap<Vec<u8>, u8>;
+
+/// A context that does not serialize: a log that stores JSON refuses the saga with `SagaError::Context` at
+/// `start`, writes nothing, and no step runs.
+pub async fn an_unserializable_context_is_refused_at_start<L: SagaLog + Clone>(log: L) {
+    let ran = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = ran.clone();
+    let saga = Saga::<Unserializable>::builder("unserializable")
+        .step(Step::new("one", move |_cx| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<_, PaymentError>(1) }
+        }))
+        .build()
+        .unwrap();
+    let o = Orchestrator::builder(log.clone()).build();
+    let saga = o.register(saga);
+    let context: Unserializable = HashMap::from([(vec![1], 1)]);
+    let started = o.start(&saga, "bad-context", context).await;
+    assert!(matches!(started, Err(palisade_saga::SagaError::Context(_))), "{started:?}");
+    assert_eq!(ran.load(Ordering::SeqCst), 0);
+    assert!(log.get("bad-context").await.unwrap().is_none());
+}
