@@ -3,11 +3,10 @@
 
 use std::collections::HashSet;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use palisade_core::backoff::Backoff;
 use palisade_core::{IdempotencyKey, PaymentError};
 use serde::Serialize;
@@ -120,129 +119,17 @@ impl<C> StepCx<C> {
     }
 }
 
-/// What a step's action does, once its future is in a box: started on a step's context, polled to its output
-/// (as JSON).
-pub(crate) type ActionPool<C> = Pool<StepCx<C>, Result<Value, PaymentError>>;
-/// What a step's compensation does: started on a step's context and the step's output.
-pub(crate) type CompensationPool<C> = Pool<(StepCx<C>, Value), Result<(), PaymentError>>;
-
-/// A future in a box that is used again: [`start`](Job::start) puts a new future of the same type where the last
-/// one was (`Pin::set`, no allocation), [`poll_job`](Job::poll_job) polls it and, once it is ready, drops it in
-/// place (so a finished run's context is not kept).
-pub(crate) trait Job<A, O>: Send {
-    fn start(&mut self, arg: A);
-    fn poll_job(&mut self, cx: &mut std::task::Context<'_>) -> Poll<O>;
-}
-
-/// A step's action or compensation with its future's box: made once, used by one run at a time.
-struct Boxed<F, Fut> {
-    f: Arc<F>,
-    fut: Pin<Box<Option<Fut>>>,
-}
-
-impl<F, Fut> Boxed<F, Fut> {
-    fn poll_fut(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Option<Fut::Output>>
-    where
-        Fut: Future,
-    {
-        let Some(fut) = self.fut.as_mut().as_pin_mut() else { return Poll::Ready(None) };
-        let out = std::task::ready!(fut.poll(cx));
-        self.fut.set(None);
-        Poll::Ready(Some(out))
-    }
-}
-
-fn not_started() -> PaymentError {
-    PaymentError::invalid_request("a step's future was polled before it started")
-}
-
-impl<C, F, Fut, T> Job<StepCx<C>, Result<Value, PaymentError>> for Boxed<F, Fut>
-where
-    F: Fn(StepCx<C>) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<T, PaymentError>> + Send + 'static,
-    T: Serialize,
-{
-    fn start(&mut self, cx: StepCx<C>) {
-        let fut = (self.f)(cx);
-        self.fut.set(Some(fut));
-    }
-    fn poll_job(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<Value, PaymentError>> {
-        self.poll_fut(cx).map(|out| {
-            serde_json::to_value(out.ok_or_else(not_started)??)
-                .map_err(|e| PaymentError::invalid_request(format!("step output is not JSON: {e}")))
-        })
-    }
-}
-
-impl<C, F, Fut> Job<(StepCx<C>, Value), Result<(), PaymentError>> for Boxed<F, Fut>
-where
-    F: Fn(StepCx<C>, Value) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), PaymentError>> + Send + 'static,
-{
-    fn start(&mut self, (cx, out): (StepCx<C>, Value)) {
-        let fut = (self.f)(cx, out);
-        self.fut.set(Some(fut));
-    }
-    fn poll_job(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<(), PaymentError>> {
-        self.poll_fut(cx).map(|out| out.ok_or_else(not_started)?)
-    }
-}
-
-/// Boxes kept per pool: as many runs of a step at once as this reuse their boxes; more make their own.
-const POOL_KEPT: usize = 64;
-
-/// A step's action or compensation with the boxes of its futures: a run takes one (or makes one when none is
-/// free), starts its future in it, and gives it back when the future is done, so a step's future is boxed once
-/// per concurrent run, not once per run. Safe code only: the box's future is replaced in place by `Pin::set`.
-pub(crate) struct Pool<A, O> {
-    make: Box<dyn Fn() -> Box<dyn Job<A, O>> + Send + Sync>,
-    free: parking_lot::Mutex<Vec<Box<dyn Job<A, O>>>>,
-}
-
-impl<A, O> Pool<A, O> {
-    fn new(make: Box<dyn Fn() -> Box<dyn Job<A, O>> + Send + Sync>) -> Self {
-        Pool { make, free: parking_lot::Mutex::new(Vec::new()) }
-    }
-
-    /// The job started on `arg`, as a future (a dropped one drops its box instead of giving it back).
-    pub(crate) fn run(&self, arg: A) -> Running<'_, A, O> {
-        let free = self.free.lock().pop();
-        let mut job = free.unwrap_or_else(|| (self.make)());
-        job.start(arg);
-        Running { pool: self, job: Some(job) }
-    }
-}
-
-/// A job of a [`Pool`] running.
-pub(crate) struct Running<'a, A, O> {
-    pool: &'a Pool<A, O>,
-    job: Option<Box<dyn Job<A, O>>>,
-}
-
-impl<A, O> Future for Running<'_, A, O> {
-    type Output = O;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<O> {
-        let this = self.get_mut();
-        let Some(job) = this.job.as_mut() else { return Poll::Pending };
-        let out = std::task::ready!(job.poll_job(cx));
-        if let Some(job) = this.job.take() {
-            let mut free = this.pool.free.lock();
-            if free.len() < POOL_KEPT {
-                free.push(job);
-            }
-        }
-        Poll::Ready(out)
-    }
-}
+pub(crate) type ActionFn<C> = Arc<dyn Fn(StepCx<C>) -> BoxFuture<'static, Result<Value, PaymentError>> + Send + Sync>;
+pub(crate) type CompensateFn<C> =
+    Arc<dyn Fn(StepCx<C>, Value) -> BoxFuture<'static, Result<(), PaymentError>> + Send + Sync>;
 
 /// One step: an action, an optional compensation that undoes it, and how both are retried.
 pub struct Step<C> {
     pub(crate) name: StepName,
     /// Its position among the saga's steps (set by [`SagaBuilder::build`]).
     pub(crate) index: usize,
-    pub(crate) action: ActionPool<C>,
-    pub(crate) compensation: Option<CompensationPool<C>>,
+    pub(crate) action: ActionFn<C>,
+    pub(crate) compensation: Option<CompensateFn<C>>,
     pub(crate) attempts: u32,
     pub(crate) backoff: Backoff,
     pub(crate) deadline: Duration,
@@ -265,8 +152,14 @@ impl<C: Context> Step<C> {
         Fut: Future<Output = Result<T, PaymentError>> + Send + 'static,
         T: Serialize,
     {
-        let action = Arc::new(action);
-        let action = ActionPool::new(Box::new(move || Box::new(Boxed { f: action.clone(), fut: Box::pin(None) })));
+        let action: ActionFn<C> = Arc::new(move |cx| {
+            let fut = action(cx);
+            Box::pin(async move {
+                let out = fut.await?;
+                serde_json::to_value(out)
+                    .map_err(|e| PaymentError::invalid_request(format!("step output is not JSON: {e}")))
+            })
+        });
         Step {
             name: name.into(),
             index: 0,
@@ -289,10 +182,7 @@ impl<C: Context> Step<C> {
         F: Fn(StepCx<C>, Value) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), PaymentError>> + Send + 'static,
     {
-        let compensation = Arc::new(compensation);
-        self.compensation = Some(CompensationPool::new(Box::new(move || {
-            Box::new(Boxed { f: compensation.clone(), fut: Box::pin(None) })
-        })));
+        self.compensation = Some(Arc::new(move |cx, out| Box::pin(compensation(cx, out))));
         self
     }
 
@@ -334,10 +224,6 @@ impl<C: Context> Step<C> {
 }
 
 /// An element of a saga: one step, or steps that run concurrently and are compensated together.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "a definition has a few nodes; a step in place saves a pointer per step run"
-)]
 pub(crate) enum Node<C> {
     Step(Step<C>),
     Group(Vec<Step<C>>),

@@ -573,7 +573,7 @@ impl<'a, C: Context> Run<'a, C> {
         loop {
             attempt += 1;
             log_write!(self, Event::StepStarted { step: name.clone(), attempt }, SagaState::Running);
-            let run = step.action.run(self.cx(step, attempt, outputs));
+            let run = (step.action)(self.cx(step, attempt, outputs));
             let result = match within(step.deadline, run).await {
                 Ok(r) => r,
                 Err(DeadlinePassed) => {
@@ -693,7 +693,7 @@ impl<'a, C: Context> Run<'a, C> {
         loop {
             attempt += 1;
             log_write!(self, Event::CompensationStarted { step: name.clone(), attempt }, SagaState::Compensating);
-            let run = compensation.run((self.cx(step, attempt, outputs), output.clone()));
+            let run = compensation(self.cx(step, attempt, outputs), output.clone());
             let result = match within(step.deadline, run).await {
                 Ok(r) => r,
                 Err(DeadlinePassed) => {
