@@ -47,8 +47,10 @@ impl std::fmt::Debug for MemoryLog {
 struct Inner {
     /// Every saga ever created (a saga id is used once; records are never removed).
     records: Vec<Record>,
-    /// Where each saga's record is.
-    index: HashMap<Arc<str>, usize, foldhash::fast::RandomState>,
+    /// Where each saga's record is. Saga ids can come from clients (the checkout server uses the order id), so
+    /// the index keeps std's randomly keyed SipHash, as the idempotency store does for its keys: a faster hasher
+    /// without HashDoS resistance (foldhash) saved ≈ 400 instructions (6 %) of a saga on this log.
+    index: HashMap<Arc<str>, usize>,
     /// The record written last.
     last: usize,
     last_token: u64,
