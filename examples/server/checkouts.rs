@@ -73,8 +73,10 @@ pub fn fraud_engine() -> FraudEngine {
 }
 
 /// Gateway calls per second the checkouts of one instance may make, unless `--gateway-rate` says otherwise: a
-/// gateway's contracted rate is typically of this order, and a limit kept here turns a burst into waiting or
-/// `rate_limited` answers instead of the gateway's own 429s.
+/// gateway's contracted rate is typically of this order, and a limit kept here turns a burst into a short wait
+/// (up to [`palisade::rate_limit::DEFAULT_MAX_WAIT`], then a `rate_limited` refusal that retry and the saga's
+/// own step retries absorb) instead of the gateway's own 429s. A saga's step waits rather than being refused at
+/// once: a refused authorization is retried anyway, so refusing only spends the retry budget on a burst.
 pub const DEFAULT_GATEWAY_RATE: u32 = 1_000;
 
 /// [`gateway_stack_at`] with [`DEFAULT_GATEWAY_RATE`].
@@ -107,7 +109,11 @@ where
         .fraud(fraud_engine())
         .circuit_breaker(CircuitBreakerLayer::builder())
         .retry(RetryLayer::builder().max_attempts(3))
-        .rate_limit(RateLimitLayer::builder().rate(calls_per_second, Duration::from_secs(1)))
+        .rate_limit(
+            RateLimitLayer::builder()
+                .rate(calls_per_second, Duration::from_secs(1))
+                .wait(palisade::rate_limit::DEFAULT_MAX_WAIT),
+        )
         .audit(AuditLayer::new())
         .service(gateway)
         .map_err(|e| anyhow::anyhow!("the gateway stack: {e}"))?;
