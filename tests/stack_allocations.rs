@@ -128,6 +128,6 @@ fn main() {
 }
 
 /// What fraud screening (`palisade-fraud`: the layer and the engine's work) allocates per new request, at most:
-/// nothing, the goal, met since that crate's own cuts (18 per request at first, then 4; see docs/BENCHMARKS.md,
-/// whose table may still show an older figure). Any allocation that comes back fails this test.
+/// nothing, the goal, met since that crate's own cuts (18 per request at first, then 4; docs/BENCHMARKS.md, "The
+/// stack", gives the history). Any allocation that comes back fails this test.
 const FRAUD_SCREENING: f64 = 0.0;
