@@ -429,3 +429,34 @@ async fn with_gateway_url_checkouts_go_to_a_simulator_over_http_and_a_lost_respo
     assert_eq!(ops, [Operation::Authorize, Operation::Capture], "one authorization, one capture");
     assert!(sim.sim().calls() >= 3, "the lost answer was retried");
 }
+
+/// The checkouts' gateway rate limit waits for its next unit instead of refusing at once: six authorizations at
+/// once against one call a second all go through, spread over five seconds, where a refusing limiter (and
+/// retry's three attempts) turned half of them into `rate_limited` errors, each a compensated checkout.
+#[tokio::test(start_paused = true)]
+async fn the_gateway_rate_limit_waits_for_its_next_unit() {
+    use palisade::core::GatewayRequest;
+    use tower::Service;
+
+    let sim = GatewaySim::new();
+    let gateway = checkouts::gateway_stack_at(sim.clone(), 1).unwrap();
+    let start = tokio::time::Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let mut gateway = gateway.clone();
+        let order = format!("o-rate-{i}");
+        tasks.push(tokio::spawn(async move {
+            let auth =
+                GatewayRequest::Authorize(palisade_testkit::charge(&order).amount("12.34").key(&order).request());
+            gateway.ready().await.unwrap().call(auth).await
+        }));
+    }
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.unwrap());
+    }
+    let failed: Vec<String> = answers.iter().filter_map(|a| a.as_ref().err()).map(ToString::to_string).collect();
+    assert!(failed.is_empty(), "every authorization went through: {failed:?}");
+    assert_eq!(sim.ledger().len(), 6, "six authorizations, each once");
+    assert!(start.elapsed() >= Duration::from_secs(5), "at one a second: {:?}", start.elapsed());
+}
