@@ -7,11 +7,10 @@
 //!   (`bench/fraud/instr.sh` does it).
 //! - `fraud_instr allocs <passes>`: the same for both engines, with allocations per measured decision (dhat).
 //! - `fraud_instr rate <passes>`: decisions/s of both engines, best of `passes` passes each, in one process.
-use std::future::Future;
 use std::hint::black_box;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 use std::time::Instant;
+
+use palisade_testkit::spin;
 
 #[path = "../benches/seed_rules.rs"]
 mod seed_rules;
@@ -19,16 +18,6 @@ use seed_rules::{N, builtin_engine, contexts, file_engine};
 
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;
-
-fn spin<F: Future>(f: F) -> F::Output {
-    let mut f = pin!(f);
-    let mut cx = Context::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-    }
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

@@ -2,25 +2,13 @@
 //! hold on a busy machine: run under `valgrind --tool=callgrind` with two call counts and divide the difference
 //! (docs/BENCHMARKS.md, issue 17). Usage: `instr <typed_new|typed_replay|http_new|http_replay> <calls>`.
 use std::convert::Infallible;
-use std::future::Future;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use http_body_util::Full;
 use palisade_core::*;
 use palisade_idempotency::{HttpIdempotencyLayer, IdempotencyLayer, MemoryStore};
+use palisade_testkit::spin;
 use tower::{Layer, Service};
-
-fn spin<F: Future>(f: F) -> F::Output {
-    let mut f = pin!(f);
-    let mut cx = Context::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-    }
-}
 
 fn request(key: &str) -> GatewayRequest {
     GatewayRequest::Charge(
