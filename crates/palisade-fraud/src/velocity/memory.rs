@@ -321,6 +321,16 @@ impl State {
         Handle { slot: i, generation: self.slots[i].generation }
     }
 
+    /// The series of (`s`, `v`), made if absent and advanced to `now`, its handle noted in `handles`: where an
+    /// attempt or a decline is recorded.
+    fn series_to_record(&mut self, s: Subject, v: &str, now: Instant, handles: &mut [Handle; 4]) -> &mut Series {
+        let i = self.slot_of(s, v);
+        handles[s.index()] = self.handle(i);
+        let series = &mut self.slots[i].series;
+        series.advance(now);
+        series
+    }
+
     /// Drops idle keys once the operations since the last sweep reach the number of keys (at least
     /// [`SWEEP_EVERY`]): the sweep costs O(1) per operation amortized, and memory stays bounded by the last
     /// day's traffic.
@@ -443,10 +453,7 @@ impl MemoryVelocityStore {
             let mut handles = [Handle::NONE; 4];
             for s in Subject::ALL {
                 let Some(value) = attempt.subject(s) else { continue };
-                let i = st.slot_of(s, value);
-                handles[s.index()] = st.handle(i);
-                let series = &mut st.slots[i].series;
-                series.advance(now);
+                let series = st.series_to_record(s, value, now, &mut handles);
                 series.push_attempt(Entry { at: now, currency: attempt.currency, amount: attempt.amount_minor });
                 if read.reads_subject(s) {
                     read_into(counts, series, s, read, attempt.currency);
@@ -474,11 +481,7 @@ impl MemoryVelocityStore {
         let mut handles = [Handle::NONE; 4];
         for s in Subject::ALL {
             let Some(value) = attempt.subject(s) else { continue };
-            let i = st.slot_of(s, value);
-            handles[s.index()] = st.handle(i);
-            let series = &mut st.slots[i].series;
-            series.advance(now);
-            series.push_decline(now);
+            st.series_to_record(s, value, now, &mut handles).push_decline(now);
         }
         if let Some(hash) = hash {
             st.declines_seen.insert(hash, now, handles);
