@@ -7,8 +7,10 @@
 //! (shared, not copied; the context is serialized when the record is read), so a new saga costs one vector of
 //! events; an event costs no allocation (step names are shared with the definition) and is moved in.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry as Slot;
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,14 +50,103 @@ struct Inner {
     /// Every saga ever created (a saga id is used once; records are never removed).
     records: Vec<Record>,
     /// Where each saga's record is. Saga ids can come from clients (the checkout server uses the order id), so
-    /// the index keeps std's randomly keyed SipHash, as the idempotency store does for its keys: a faster hasher
-    /// without HashDoS resistance (foldhash) saved ≈ 400 instructions (6 %) of a saga on this log.
-    index: HashMap<Arc<str>, usize>,
+    /// the index places them by std's randomly keyed SipHash (`hasher`), as the idempotency store does for its
+    /// keys: a faster hasher without HashDoS resistance (foldhash) saved ≈ 400 instructions (6 %) of a saga on
+    /// this log. Each id is hashed once, and its hash kept with it ([`Key`]): growing the index moves hashes
+    /// instead of hashing every id again.
+    index: HashMap<Key, usize, BuildHasherDefault<KeptHash>>,
+    /// The index's keyed SipHash.
+    hasher: RandomState,
     /// The record written last.
     last: usize,
     last_token: u64,
     /// Definition names and owners seen, shared by the records.
     names: Vec<Arc<str>>,
+}
+
+/// A saga id in the index, with its hash by the log's keyed SipHash (computed once, when the saga is created or
+/// looked up).
+struct Key {
+    hash: u64,
+    id: Arc<str>,
+}
+
+/// What the index compares and hashes: a stored [`Key`], or a looked-up id with its hash.
+trait IdHash {
+    fn kept_hash(&self) -> u64;
+    fn id(&self) -> &str;
+}
+
+impl IdHash for Key {
+    fn kept_hash(&self) -> u64 {
+        self.hash
+    }
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl IdHash for (u64, &str) {
+    fn kept_hash(&self) -> u64 {
+        self.0
+    }
+    fn id(&self) -> &str {
+        self.1
+    }
+}
+
+impl<'a> Borrow<dyn IdHash + 'a> for Key {
+    fn borrow(&self) -> &(dyn IdHash + 'a) {
+        self
+    }
+}
+
+// A key hashes as its kept hash, stored or looked up alike; keys are equal when their ids are.
+impl Hash for dyn IdHash + '_ {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.kept_hash());
+    }
+}
+
+impl PartialEq for dyn IdHash + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.kept_hash() == other.kept_hash() && self.id() == other.id()
+    }
+}
+
+impl Eq for dyn IdHash + '_ {}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (self as &dyn IdHash).hash(state);
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        (self as &dyn IdHash) == (other as &dyn IdHash)
+    }
+}
+
+impl Eq for Key {}
+
+/// The index's hasher: a key's hash is the keyed SipHash kept with it ([`Key`]), passed on as it is.
+#[derive(Default)]
+struct KeptHash(u64);
+
+impl Hasher for KeptHash {
+    fn write_u64(&mut self, hash: u64) {
+        self.0 = hash;
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Keys write only their u64; anything else is folded in all the same.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 /// Most distinct names and owners shared; past it each record holds its own copy.
@@ -82,7 +173,8 @@ impl Inner {
             // The run's writes pass the id the record shares: the same string, no comparison of bytes.
             Some(r) if std::ptr::eq(&*r.id, id) || *r.id == *id => self.last,
             _ => {
-                let at = *self.index.get(id)?;
+                let key = (self.hasher.hash_one(id), id);
+                let at = *self.index.get(&key as &dyn IdHash)?;
                 self.last = at;
                 at
             }
@@ -131,7 +223,7 @@ impl SagaLog for MemoryLog {
         let g = &mut *g;
         let at = g.records.len();
         let id = id.shared();
-        match g.index.entry(id.clone()) {
+        match g.index.entry(Key { hash: g.hasher.hash_one(&*id), id: id.clone() }) {
             Slot::Occupied(_) => return StoreFuture::ready(Ok(None)),
             Slot::Vacant(slot) => {
                 slot.insert(at);
