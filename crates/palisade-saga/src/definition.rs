@@ -119,9 +119,12 @@ impl<C> StepCx<C> {
     }
 }
 
-pub(crate) type ActionFn<C> = Arc<dyn Fn(StepCx<C>) -> BoxFuture<'static, Result<Value, PaymentError>> + Send + Sync>;
+/// A step's or a compensation's error as the orchestrator gets it: boxed, so the results it moves are small (an
+/// error is rare, and the box is the one its `step_failed` or `compensation_failed` event keeps).
+pub(crate) type BoxedError = Box<PaymentError>;
+pub(crate) type ActionFn<C> = Arc<dyn Fn(StepCx<C>) -> BoxFuture<'static, Result<Value, BoxedError>> + Send + Sync>;
 pub(crate) type CompensateFn<C> =
-    Arc<dyn Fn(StepCx<C>, Value) -> BoxFuture<'static, Result<(), PaymentError>> + Send + Sync>;
+    Arc<dyn Fn(StepCx<C>, Value) -> BoxFuture<'static, Result<(), BoxedError>> + Send + Sync>;
 
 /// One step: an action, an optional compensation that undoes it, and how both are retried.
 pub struct Step<C> {
@@ -155,9 +158,9 @@ impl<C: Context> Step<C> {
         let action: ActionFn<C> = Arc::new(move |cx| {
             let fut = action(cx);
             Box::pin(async move {
-                let out = fut.await?;
+                let out = fut.await.map_err(Box::new)?;
                 serde_json::to_value(out)
-                    .map_err(|e| PaymentError::invalid_request(format!("step output is not JSON: {e}")))
+                    .map_err(|e| Box::new(PaymentError::invalid_request(format!("step output is not JSON: {e}"))))
             })
         });
         Step {
@@ -182,7 +185,10 @@ impl<C: Context> Step<C> {
         F: Fn(StepCx<C>, Value) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), PaymentError>> + Send + 'static,
     {
-        self.compensation = Some(Arc::new(move |cx, out| Box::pin(compensation(cx, out))));
+        self.compensation = Some(Arc::new(move |cx, out| {
+            let fut = compensation(cx, out);
+            Box::pin(async move { fut.await.map_err(Box::new) })
+        }));
         self
     }
 

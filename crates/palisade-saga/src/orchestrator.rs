@@ -276,6 +276,22 @@ impl Orchestrator {
     }
 }
 
+/// Renews a saga's lease every third of it, until a renewal is refused (another owner took the saga over): one
+/// boxed timer, reset after each renewal, keeps the saga's future small.
+async fn heartbeat(log: &Arc<dyn SagaLog>, id: &Name, token: u64, lease: Duration) -> SagaError {
+    let every = palisade_store::lease::beat_every(lease);
+    let mut timer = Box::pin(tokio::time::sleep(every));
+    loop {
+        timer.as_mut().await;
+        timer.as_mut().reset(Instant::now() + every);
+        match log.renew(id, token, lease).await {
+            Ok(true) => {}
+            Ok(false) => return SagaError::Fenced(id.to_string()),
+            Err(e) => tracing::warn!(saga_id = %id, error = %e, "could not renew the saga's lease; trying again"),
+        }
+    }
+}
+
 /// Why a log refused to create a saga: [`SagaError::Context`] when its context does not serialize (Redis and
 /// PostgreSQL serialize it to store it; checked only once the log has failed, so a saga that starts pays
 /// nothing), [`SagaError::Log`] otherwise.
@@ -439,32 +455,20 @@ impl<'a, C: Context> Run<'a, C> {
 
     /// Runs the saga to a terminal state while renewing its lease; stops at once when fenced.
     async fn drive(mut self) -> Result<SagaReport, SagaError> {
-        let (log, id, token, lease) = (&self.inner.log, self.id, self.token, self.inner.lease);
-        let beat = async move {
-            // Polled only once the saga waits for something (a ready saga never gets here): one boxed timer, reset
-            // after each renewal, keeps the saga's future small.
-            let every = palisade_store::lease::beat_every(lease);
-            let mut timer = Box::pin(tokio::time::sleep(every));
-            loop {
-                timer.as_mut().await;
-                timer.as_mut().reset(Instant::now() + every);
-                match log.renew(id, token, lease).await {
-                    Ok(true) => {}
-                    Ok(false) => return SagaError::Fenced(id.to_string()),
-                    Err(e) => {
-                        tracing::warn!(saga_id = %id, error = %e, "could not renew the saga's lease; trying again")
-                    }
-                }
+        let (inner, id, token) = (self.inner, self.id, self.token);
+        // Polled only once the saga waits for something (a ready saga never polls it), after the saga each time.
+        let mut beat = std::pin::pin!(heartbeat(&inner.log, id, token, inner.lease));
+        let mut advance = std::pin::pin!(self.advance());
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(done) = advance.as_mut().poll(cx) {
+                return Poll::Ready(done);
             }
-        };
-        tokio::select! {
-            biased;
-            done = self.advance() => done,
-            fenced = beat => {
-                tracing::warn!(saga_id = %self.id, "saga taken over by another owner; this one stops");
+            beat.as_mut().poll(cx).map(|fenced| {
+                tracing::warn!(saga_id = %id, "saga taken over by another owner; this one stops");
                 Err(fenced)
-            }
-        }
+            })
+        })
+        .await
     }
 
     /// What a write's answer means: `Fenced` when the log refused the token.
@@ -520,14 +524,14 @@ impl<'a, C: Context> Run<'a, C> {
                 }
             }
             if self.state == SagaState::Running {
-                return self.finish(SagaState::Completed, None).await;
+                return self.finish(SagaState::Completed).await;
             }
         }
         if self.state == SagaState::Compensating {
             return self.compensate_all().await;
         }
         // Terminal already (a resumed saga that had finished): report what the log says.
-        Ok(self.report(None))
+        Ok(self.report())
     }
 
     /// Records how a step ended; true when it failed for good.
@@ -577,7 +581,7 @@ impl<'a, C: Context> Run<'a, C> {
             let result = match within(step.deadline, run).await {
                 Ok(r) => r,
                 Err(DeadlinePassed) => {
-                    Err(PaymentError::GatewayTimeout { message: "the step's deadline passed".into() })
+                    Err(Box::new(PaymentError::GatewayTimeout { message: "the step's deadline passed".into() }))
                 }
             };
             let error = match result {
@@ -591,17 +595,14 @@ impl<'a, C: Context> Run<'a, C> {
             maybe_acted |= outcome == Outcome::Unknown;
             let retry = !matches!(outcome, Outcome::Success | Outcome::Terminal) && attempt < step.attempts;
             let last = !retry;
-            let failed = Event::StepFailed {
-                step: name.clone(),
-                error: Box::new(error.clone()),
-                outcome: outcome.class(),
-                last,
-            };
+            // The event keeps the boxed error; the failure that ends the step keeps a copy.
+            let (hint, kept) = (error.retry_after(), last.then(|| PaymentError::clone(&error)));
+            let failed = Event::StepFailed { step: name.clone(), error, outcome: outcome.class(), last };
             log_write!(self, failed, SagaState::Running);
-            if last {
+            if let Some(error) = kept {
                 return Ok(Err(StepFailure { index: step.index, error, maybe_acted }));
             }
-            let wait = retry_wait(&step.backoff, attempt - 1, previous, self.inner.unit(), &error);
+            let wait = retry_wait(&step.backoff, attempt - 1, previous, self.inner.unit(), hint);
             previous = Some(wait);
             // Boxed: a timer held across this await would grow every saga's future.
             Box::pin(tokio::time::sleep(wait)).await;
@@ -661,11 +662,12 @@ impl<'a, C: Context> Run<'a, C> {
                     error = %e,
                     "saga compensation failed after its retries: money may be in an inconsistent state; fix the cause, then retry the compensation (Orchestrator::retry_compensation, `palisade saga retry-compensation`)"
                 );
-                return self.finish(SagaState::FailedCompensation, Some(error)).await;
+                // What the report says (in place of the failure that began compensation).
+                self.failure = Some(error);
+                return self.finish(SagaState::FailedCompensation).await;
             }
         }
-        let failure = self.failure.clone();
-        self.finish(SagaState::Compensated, failure).await
+        self.finish(SagaState::Compensated).await
     }
 
     /// Records how a compensation ended; the step and its error when it failed for good.
@@ -697,7 +699,7 @@ impl<'a, C: Context> Run<'a, C> {
             let result = match within(step.deadline, run).await {
                 Ok(r) => r,
                 Err(DeadlinePassed) => {
-                    Err(PaymentError::GatewayTimeout { message: "the compensation's deadline passed".into() })
+                    Err(Box::new(PaymentError::GatewayTimeout { message: "the compensation's deadline passed".into() }))
                 }
             };
             let error = match result {
@@ -708,34 +710,37 @@ impl<'a, C: Context> Run<'a, C> {
                 Err(e) => e,
             };
             let last = attempt - first >= step.compensation_attempts;
-            let failed = Event::CompensationFailed { step: name.clone(), error: Box::new(error.clone()), last };
+            // The event keeps the boxed error; the failure that ends the compensation keeps a copy.
+            let (hint, kept) = (error.retry_after(), last.then(|| PaymentError::clone(&error)));
+            let failed = Event::CompensationFailed { step: name.clone(), error, last };
             log_write!(self, failed, SagaState::Compensating);
-            if last {
+            if let Some(error) = kept {
                 return Ok(Err((name.clone(), error)));
             }
-            let wait = retry_wait(&step.compensation_backoff, attempt - first - 1, previous, self.inner.unit(), &error);
+            let wait = retry_wait(&step.compensation_backoff, attempt - first - 1, previous, self.inner.unit(), hint);
             previous = Some(wait);
             // Boxed: a timer held across this await would grow every saga's future.
             Box::pin(tokio::time::sleep(wait)).await;
         }
     }
 
-    async fn finish(&mut self, state: SagaState, error: Option<PaymentError>) -> Result<SagaReport, SagaError> {
+    /// Writes the terminal `state` and reports it; the report's error is `self.failure` unless `Completed`.
+    async fn finish(&mut self, state: SagaState) -> Result<SagaReport, SagaError> {
         log_write!(self, Event::Finished { state }, state);
         self.state = state;
         count_finished(self.saga, state);
         tracing::info!(saga_id = %self.id, saga = %self.saga.name, state = state.as_str(), "saga finished");
-        Ok(self.report(error))
+        Ok(self.report())
     }
 
     /// The report; the run ends with it (the outputs move into it).
-    fn report(&mut self, error: Option<PaymentError>) -> SagaReport {
+    fn report(&mut self) -> SagaReport {
         SagaReport {
             id: self.id.clone(),
             name: self.saga.name.clone(),
             state: self.state,
             outputs: self.outputs(),
-            error: error.or_else(|| (self.state != SagaState::Completed).then(|| self.failure.take()).flatten()),
+            error: if self.state == SagaState::Completed { None } else { self.failure.take() },
         }
     }
 }
@@ -806,15 +811,15 @@ impl<F: Future + Unpin> Future for Within<F> {
 }
 
 /// How long to wait before attempt `retry + 2` of a step or a compensation: the backoff's delay, or longer when
-/// the failure said when to come back (`Retry-After` of a 429 or 503, an open breaker's remaining time). The same
+/// the failure said when to come back (`hint`, the error's `retry_after`: `Retry-After` of a 429 or 503, an open breaker's remaining time). The same
 /// for steps and compensations: a refund refused with "retry after 30 s" is not tried again at once.
 fn retry_wait(
     backoff: &palisade_core::backoff::Backoff,
     retry: u32,
     previous: Option<Duration>,
     unit: f64,
-    error: &PaymentError,
+    hint: Option<Duration>,
 ) -> Duration {
     let wait = backoff.delay(retry, previous, unit);
-    error.retry_after().map_or(wait, |hint| wait.max(hint))
+    hint.map_or(wait, |hint| wait.max(hint))
 }
