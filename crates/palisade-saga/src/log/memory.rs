@@ -29,7 +29,8 @@ struct Record {
     events: Vec<Event>,
     owner: Option<Arc<str>>,
     token: u64,
-    lease_until: Instant,
+    /// When the owner's lease ends; `None` once the saga is terminal (its lease ended with it).
+    lease_until: Option<Instant>,
 }
 
 /// An in-memory [`SagaLog`]. It survives a crashing step, not a crashing process: use the Redis or PostgreSQL
@@ -190,6 +191,11 @@ impl Inner {
     }
 }
 
+/// True when `r`'s owner's lease has ended.
+fn ended(r: &Record, now: Instant) -> bool {
+    r.lease_until.is_none_or(|t| t <= now)
+}
+
 impl MemoryLog {
     /// An empty log.
     #[must_use]
@@ -240,7 +246,7 @@ impl SagaLog for MemoryLog {
             events: Vec::with_capacity(EVENTS_CAPACITY),
             owner: Some(owner),
             token,
-            lease_until: Instant::now() + lease,
+            lease_until: Some(Instant::now() + lease),
         });
         g.last = at;
         StoreFuture::ready(Ok(Some(token)))
@@ -255,7 +261,7 @@ impl SagaLog for MemoryLog {
         r.state = state;
         if state.is_terminal() {
             r.owner = None;
-            r.lease_until = Instant::now();
+            r.lease_until = None;
         }
         StoreFuture::ready(Ok(true))
     }
@@ -264,7 +270,7 @@ impl SagaLog for MemoryLog {
         let mut g = self.inner.lock();
         let renewed = match g.find(id) {
             Some(r) if r.token == token && !r.state.is_terminal() => {
-                r.lease_until = Instant::now() + lease;
+                r.lease_until = Some(Instant::now() + lease);
                 true
             }
             _ => false,
@@ -284,7 +290,7 @@ impl SagaLog for MemoryLog {
         let free = match g.find(id) {
             Some(r) => match state {
                 Some(want) => r.state == want,
-                None => !r.state.is_terminal() && r.lease_until <= now,
+                None => !r.state.is_terminal() && ended(r, now),
             },
             None => false,
         };
@@ -297,7 +303,7 @@ impl SagaLog for MemoryLog {
         if let Some(r) = g.find(id) {
             r.token = token;
             r.owner = Some(owner);
-            r.lease_until = now + lease;
+            r.lease_until = Some(now + lease);
         }
         StoreFuture::ready(Ok(Some(token)))
     }
@@ -305,7 +311,7 @@ impl SagaLog for MemoryLog {
     fn orphans<'a>(&'a self, limit: usize) -> StoreFuture<'a, Vec<String>> {
         let g = self.inner.lock();
         let now = Instant::now();
-        let found = g.sorted(|r| !r.state.is_terminal() && r.lease_until <= now);
+        let found = g.sorted(|r| !r.state.is_terminal() && ended(r, now));
         StoreFuture::ready(Ok(found.into_iter().take(limit).map(|r| String::from(&*r.id)).collect()))
     }
 
@@ -325,7 +331,7 @@ impl SagaLog for MemoryLog {
             events: r.events.clone(),
             owner: r.owner.as_deref().map(str::to_owned),
             token: r.token,
-            lease_remaining: r.lease_until.saturating_duration_since(now),
+            lease_remaining: r.lease_until.map_or(Duration::ZERO, |t| t.saturating_duration_since(now)),
         })))
     }
 
