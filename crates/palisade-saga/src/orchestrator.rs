@@ -16,9 +16,9 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::defaults::{DEFAULT_LEASE, DEFAULT_RECOVERY_BATCH};
-use crate::definition::{Context, Node, RunCx, Saga, Step, StepCx};
+use crate::definition::{BoxedError, Context, Node, RunCx, Saga, Step, StepCx};
 use crate::error::SagaError;
-use crate::log::{ContextJson, SagaLog};
+use crate::log::{ContextJson, SagaLog, StoreFuture};
 use crate::model::{Event, Name, Outputs, SagaRecord, SagaState, SagaSummary, Slot, StepName};
 
 /// How a saga run ended.
@@ -394,6 +394,22 @@ macro_rules! log_write {
     }};
 }
 
+/// Where a step's first attempt in place ([`Run::first_attempt`]) left off.
+enum First<'a> {
+    /// Not tried in place (a step of a group).
+    NotStarted,
+    /// Its start was written; the log's answer is awaited.
+    Starting(StoreFuture<'a, bool>),
+    /// Its action runs (it was not ready on its first poll; its deadline counts).
+    Running(Within<BoxFuture<'static, Result<Value, BoxedError>>>),
+    /// Its action ended without an output (an error, or its deadline passed).
+    Ended(Result<Result<Value, BoxedError>, DeadlinePassed>),
+    /// It succeeded; the end was written and the log's answer is awaited.
+    Ending(StoreFuture<'a, bool>, Value),
+    /// It succeeded, and both writes were answered.
+    Done(Value),
+}
+
 /// How a step ended for good without an output.
 struct StepFailure {
     index: usize,
@@ -504,12 +520,19 @@ impl<'a, C: Context> Run<'a, C> {
                 let failed = match node {
                     // One step: no vector of futures, no vector of results.
                     Node::Step(step) => {
-                        let result = self.run_step(step, &outputs).await;
+                        // The first attempt in place: the usual step is done before this await returns.
+                        let first = std::future::poll_fn(|cx| Poll::Ready(self.first_attempt(step, &outputs, cx)));
+                        let result = match first.await {
+                            Ok(First::Done(out)) => Ok(Ok((step.index, out))),
+                            Ok(first) => self.run_step(step, &outputs, first).await,
+                            Err(e) => Err(e),
+                        };
                         drop(outputs);
                         self.settle(result?)
                     }
                     Node::Group(group) => {
-                        let results = join_all(group.iter().filter(pending).map(|s| self.run_step(s, &outputs))).await;
+                        let runs = group.iter().filter(pending).map(|s| self.run_step(s, &outputs, First::NotStarted));
+                        let results = join_all(runs).await;
                         drop(outputs);
                         let mut failed = false;
                         for r in results {
@@ -565,6 +588,7 @@ impl<'a, C: Context> Run<'a, C> {
         &self,
         step: &Step<C>,
         outputs: &Arc<[Slot]>,
+        first: First<'a>,
     ) -> Result<Result<(usize, Value), StepFailure>, SagaError> {
         let name = &step.name;
         // Attempts count on from the log: a step resumed after a crash runs at least once more, then retries only
@@ -574,11 +598,35 @@ impl<'a, C: Context> Run<'a, C> {
         // later attempt fails Retriable or Terminal: a lost answer's authorization exists all the same.
         let mut maybe_acted = self.slot(step).attempted_unknown;
         let mut previous = None;
+        let mut first = first;
         loop {
-            attempt += 1;
-            log_write!(self, Event::StepStarted { step: name.clone(), attempt }, SagaState::Running);
-            let run = (step.action)(self.cx(step, attempt, outputs));
-            let result = match within(step.deadline, run).await {
+            // Where the first attempt in place left off, if it did.
+            let ended = match std::mem::replace(&mut first, First::NotStarted) {
+                First::NotStarted => {
+                    attempt += 1;
+                    log_write!(self, Event::StepStarted { step: name.clone(), attempt }, SagaState::Running);
+                    within(step.deadline, (step.action)(self.cx(step, attempt, outputs))).await
+                }
+                First::Starting(pending) => {
+                    attempt += 1;
+                    self.written(pending.await)?;
+                    within(step.deadline, (step.action)(self.cx(step, attempt, outputs))).await
+                }
+                First::Running(running) => {
+                    attempt += 1;
+                    running.await
+                }
+                First::Ended(ended) => {
+                    attempt += 1;
+                    ended
+                }
+                First::Ending(pending, out) => {
+                    self.written(pending.await)?;
+                    return Ok(Ok((step.index, out)));
+                }
+                First::Done(out) => return Ok(Ok((step.index, out))),
+            };
+            let result = match ended {
                 Ok(r) => r,
                 Err(DeadlinePassed) => {
                     Err(Box::new(PaymentError::GatewayTimeout { message: "the step's deadline passed".into() }))
@@ -606,6 +654,37 @@ impl<'a, C: Context> Run<'a, C> {
             previous = Some(wait);
             // Boxed: a timer held across this await would grow every saga's future.
             Box::pin(tokio::time::sleep(wait)).await;
+        }
+    }
+
+    /// A single step's first attempt, in place (no future of its own): its start written, its action polled
+    /// once, its end written. Done when the log answered both writes at once and the action was ready with an
+    /// output (the usual in-memory step); otherwise where it stopped, for [`run_step`](Self::run_step) to go on
+    /// from.
+    fn first_attempt(
+        &self,
+        step: &Step<C>,
+        outputs: &Arc<[Slot]>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Result<First<'a>, SagaError> {
+        let attempt = self.slot(step).attempts + 1;
+        let log = &self.inner.log;
+        let started = Event::StepStarted { step: step.name.clone(), attempt };
+        match log.append_owned(self.id, self.token, started, SagaState::Running).now() {
+            Ok(answer) => self.written(answer)?,
+            Err(pending) => return Ok(First::Starting(pending)),
+        }
+        let mut running = within(step.deadline, (step.action)(self.cx(step, attempt, outputs)));
+        let out = match Pin::new(&mut running).poll(cx) {
+            Poll::Ready(Ok(Ok(out))) => out,
+            Poll::Ready(ended) => return Ok(First::Ended(ended)),
+            Poll::Pending => return Ok(First::Running(running)),
+        };
+        drop(running);
+        let done = Event::StepDone { step: step.name.clone(), output: out.clone() };
+        match log.append_owned(self.id, self.token, done, SagaState::Running).now() {
+            Ok(answer) => self.written(answer).map(|()| First::Done(out)),
+            Err(pending) => Ok(First::Ending(pending, out)),
         }
     }
 
