@@ -516,24 +516,27 @@ impl<'a, C: Context> Run<'a, C> {
                     self.begin_compensation("the saga's deadline passed").await?;
                     break;
                 }
-                let outputs = self.slots.clone();
+                // The steps' contexts share the slots while the node runs; they are gone when it has run.
+                let outputs = &self.slots;
                 let failed = match node {
                     // One step: no vector of futures, no vector of results.
                     Node::Step(step) => {
                         // The first attempt in place: the usual step is done before this await returns.
-                        let first = std::future::poll_fn(|cx| Poll::Ready(self.first_attempt(step, &outputs, cx)));
-                        let result = match first.await {
-                            Ok(First::Done(out)) => Ok(Ok((step.index, out))),
-                            Ok(first) => self.run_step(step, &outputs, first).await,
-                            Err(e) => Err(e),
-                        };
-                        drop(outputs);
-                        self.settle(result?)
+                        let first = std::future::poll_fn(|cx| Poll::Ready(self.first_attempt(step, outputs, cx)));
+                        match first.await? {
+                            First::Done(out) => {
+                                self.slot_mut(step.index).output = Some(out);
+                                false
+                            }
+                            first => {
+                                let result = self.run_step(step, outputs, first).await;
+                                self.settle(result?)
+                            }
+                        }
                     }
                     Node::Group(group) => {
-                        let runs = group.iter().filter(pending).map(|s| self.run_step(s, &outputs, First::NotStarted));
+                        let runs = group.iter().filter(pending).map(|s| self.run_step(s, outputs, First::NotStarted));
                         let results = join_all(runs).await;
-                        drop(outputs);
                         let mut failed = false;
                         for r in results {
                             failed |= self.settle(r?);
