@@ -9,6 +9,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use palisade_core::{Classify, GatewayKeyed, Outcome};
+use parking_lot::Mutex;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep_until};
 use tower_service::Service;
@@ -41,7 +42,13 @@ pin_project! {
         S: Service<Req>,
     {
         policy: Arc<Policy<C, M>>,
-        service: S,
+        // The retrying service's spare clone of its inner service, shared: a retry clones it into `service`. The
+        // first attempt was sent by the retrying service itself, so a call that is not retried clones no service
+        // (and the future does not carry a whole inner service, which every outer layer would move).
+        spare: Arc<Mutex<S>>,
+        // The service retries are sent through, cloned from `spare` at the first retry. Boxed: only a retried
+        // call has one, and inline it would make every call's future larger by a whole service.
+        service: Option<Box<S>>,
         // The clone the next attempt sends (same gateway key); `None` once no attempt is left.
         request: Option<Req>,
         #[pin]
@@ -111,7 +118,7 @@ where
     #[inline]
     pub(crate) fn new(
         policy: Arc<Policy<C, M>>,
-        service: S,
+        spare: Arc<Mutex<S>>,
         request: Option<Req>,
         future: S::Future,
         start: Option<Instant>,
@@ -128,7 +135,8 @@ where
         let timer_role = if timer.is_some() { TimerRole::Attempt } else { TimerRole::Idle };
         ResponseFuture {
             policy,
-            service,
+            spare,
+            service: None,
             request,
             state: State::Calling { future },
             timer,
@@ -156,7 +164,7 @@ fn attempt_deadline<C, M>(policy: &Policy<C, M>, start: Option<Instant>, now: In
 
 impl<S, Req, C, M> Future for ResponseFuture<S, Req, C, M>
 where
-    S: Service<Req>,
+    S: Service<Req> + Clone,
     Req: GatewayKeyed + Clone,
     C: Classify<S::Response, S::Error>,
     M: Refuse<AttemptTimedOut, S::Response, S::Error>,
@@ -190,7 +198,7 @@ where
 
 impl<S, Req, C, M> ResponseFuture<S, Req, C, M>
 where
-    S: Service<Req>,
+    S: Service<Req> + Clone,
     Req: GatewayKeyed + Clone,
     C: Classify<S::Response, S::Error>,
     M: Refuse<AttemptTimedOut, S::Response, S::Error>,
@@ -270,7 +278,9 @@ where
                     arm_guard(this.policy, *this.start, this.timer, this.timer_role);
                 }
                 StateProj::Preparing => {
-                    match this.service.poll_ready(cx) {
+                    let spare = &*this.spare;
+                    let service = this.service.get_or_insert_with(|| Box::new(spare.lock().clone()));
+                    match service.poll_ready(cx) {
                         Poll::Ready(Ok(())) => {}
                         Poll::Ready(Err(e)) => {
                             // A failed `poll_ready` means the inner service is unusable (tower's contract): return
@@ -328,7 +338,14 @@ where
                         }
                         None => *this.timer_role = TimerRole::Idle,
                     }
-                    let future = this.service.call(request);
+                    let Some(service) = this.service.as_mut() else {
+                        // Unreachable: made just above, before its readiness was polled.
+                        this.state.set(State::Done);
+                        return Poll::Ready(
+                            this.policy.mode.refuse(AttemptTimedOut { after: Duration::ZERO, attempt: *this.attempt }),
+                        );
+                    };
+                    let future = service.call(request);
                     this.state.set(State::Calling { future });
                 }
                 StateProj::Done => panic!("ResponseFuture polled after completion"),

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use palisade_core::{Classify, GatewayKeyed, IdempotencyKey};
+use parking_lot::Mutex;
 use tokio::time::Instant;
 use tower_service::Service;
 
@@ -18,13 +19,18 @@ use crate::future::ResponseFuture;
 ///
 /// - **Keys:** before the first attempt a request without a gateway idempotency key gets one
 ///   ([`GatewayKeyed`]); every attempt sends a clone of that same request, so the gateway deduplicates.
-/// - **Readiness:** `poll_ready` drives the inner service; `call` moves the ready service into the response
-///   future and keeps a fresh clone here (tower's `std::mem::replace` pattern), and the future calls
-///   `poll_ready` on its own service again before every retry. Nothing holds a ready slot while it sleeps.
+/// - **Readiness:** `poll_ready` drives the inner service and `call` sends the first attempt through it. A retry
+///   goes through a clone of the inner service (cloned, at the first retry, from a spare clone this service
+///   keeps), on which the future calls `poll_ready` again before every retry. Nothing holds a ready slot while
+///   it sleeps.
 /// - Requests must be `Clone` (one clone is kept for the next attempt) and the inner service `Clone`.
 pub struct Retry<S, C, M> {
     pub(crate) inner: S,
     pub(crate) policy: Arc<Policy<C, M>>,
+    /// A clone of `inner` made at the first call, shared with every call's future: a retry clones its service
+    /// from it, so a call that is not retried clones no service. Dropped when `inner` is handed out mutably
+    /// ([`get_mut`](Self::get_mut)), so retries never use a service older than the one the first attempt went to.
+    pub(crate) spare: Option<Arc<Mutex<S>>>,
 }
 
 impl<S, C, M> Retry<S, C, M> {
@@ -34,6 +40,7 @@ impl<S, C, M> Retry<S, C, M> {
     }
     /// The inner service, mutably.
     pub fn get_mut(&mut self) -> &mut S {
+        self.spare = None;
         &mut self.inner
     }
     /// Consumes the layer's service, returning the inner one.
@@ -44,7 +51,7 @@ impl<S, C, M> Retry<S, C, M> {
 
 impl<S: Clone, C, M> Clone for Retry<S, C, M> {
     fn clone(&self) -> Self {
-        Retry { inner: self.inner.clone(), policy: self.policy.clone() }
+        Retry { inner: self.inner.clone(), policy: self.policy.clone(), spare: self.spare.clone() }
     }
 }
 
@@ -84,11 +91,15 @@ where
         }
         // One clone kept for the next attempt; none when there is no next attempt.
         let retained = (policy.max_attempts > 1).then(|| req.clone());
-        // The first attempt is sent here by the service that was made ready; the future keeps a clone for the next
-        // attempts and readies it itself (a service is not ready again after a call: the caller polls this one
-        // again before its next call, as it would a fresh clone). Calling in place instead of swapping a clone in
-        // moves the service once instead of four times per call.
+        // The first attempt is sent here by the service that was made ready; the future shares the spare clone and
+        // clones a service from it only for a retry, which it readies itself (a service is not ready again after a
+        // call: the caller polls this one again before its next call, as it would a fresh clone). A call that is
+        // not retried clones no service: one reference count instead of a whole service cloned and dropped.
+        let spare = match &self.spare {
+            Some(spare) => spare.clone(),
+            None => self.spare.insert(Arc::new(Mutex::new(self.inner.clone()))).clone(),
+        };
         let future = self.inner.call(req);
-        ResponseFuture::new(self.policy.clone(), self.inner.clone(), retained, future, start)
+        ResponseFuture::new(self.policy.clone(), spare, retained, future, start)
     }
 }
