@@ -464,13 +464,14 @@ impl<'a, C: Context> Run<'a, C> {
         &self.slots[step.index]
     }
 
+    #[inline]
     fn slot_mut(&mut self, index: usize) -> &mut Slot {
         // As `slot`. No step context is left (the node ran), so this does not copy.
         &mut Arc::make_mut(&mut self.slots)[index]
     }
 
     /// Runs the saga to a terminal state while renewing its lease; stops at once when fenced.
-    async fn drive(mut self) -> Result<SagaReport, SagaError> {
+    async fn drive(&mut self) -> Result<SagaReport, SagaError> {
         let (inner, id, token) = (self.inner, self.id, self.token);
         // Polled only once the saga waits for something (a ready saga never polls it), after the saga each time.
         let mut beat = std::pin::pin!(heartbeat(&inner.log, id, token, inner.lease));
