@@ -678,13 +678,19 @@ impl<'a, C: Context> Run<'a, C> {
             Ok(answer) => self.written(answer)?,
             Err(pending) => return Ok(First::Starting(pending)),
         }
-        let mut running = within(step.deadline, (step.action)(self.cx(step, attempt, outputs)));
-        let out = match Pin::new(&mut running).poll(cx) {
-            Poll::Ready(Ok(Ok(out))) => out,
-            Poll::Ready(ended) => return Ok(First::Ended(ended)),
-            Poll::Pending => return Ok(First::Running(running)),
+        // Polled as `within` polls it: the deadline counts from the first time the action is not ready.
+        let mut action = (step.action)(self.cx(step, attempt, outputs));
+        let out = match action.as_mut().poll(cx) {
+            Poll::Ready(Ok(out)) => out,
+            Poll::Ready(Err(e)) => return Ok(First::Ended(Ok(Err(e)))),
+            Poll::Pending => {
+                return Ok(match Within::not_ready(action, step.deadline, cx) {
+                    Ok(running) => First::Running(running),
+                    Err(passed) => First::Ended(Err(passed)),
+                });
+            }
         };
-        drop(running);
+        drop(action);
         let done = Event::StepDone { step: step.name.clone(), output: out.clone() };
         match log.append_owned(self.id, self.token, done, SagaState::Running).now() {
             Ok(answer) => self.written(answer).map(|()| First::Done(out)),
@@ -877,6 +883,17 @@ struct Within<F> {
     fut: F,
     deadline: Duration,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<F: Future + Unpin> Within<F> {
+    /// `fut` under `deadline`, after a first poll that was not ready: its timer starts now (as `poll` starts it).
+    fn not_ready(fut: F, deadline: Duration, cx: &mut std::task::Context<'_>) -> Result<Self, DeadlinePassed> {
+        let mut timer = Box::pin(tokio::time::sleep(deadline));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Err(DeadlinePassed),
+            Poll::Pending => Ok(Within { fut, deadline, timer: Some(timer) }),
+        }
+    }
 }
 
 impl<F: Future + Unpin> Future for Within<F> {
