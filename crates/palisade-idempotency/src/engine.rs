@@ -36,49 +36,53 @@ pub fn storage_key(scope: Option<&str>, key: &IdempotencyKey) -> String {
 /// Longest storage key built on the stack; longer ones (long scopes) go to the heap.
 const KEY_INLINE: usize = 320;
 
-/// [`storage_key`] built without a heap allocation when it fits in [`KEY_INLINE`] bytes: a lookup (a replay, a
-/// refusal) needs only the text; the store makes the shared `Arc<str>` when it inserts a record.
-// The inline variant is large on purpose: it lives on the stack for the duration of one `call`.
-#[allow(clippy::large_enum_variant)]
-pub(crate) enum KeyBuf {
-    Inline { buf: [u8; KEY_INLINE], len: usize },
-    Heap(String),
+/// [`storage_key`] spelled without a heap allocation when it fits in [`KEY_INLINE`] bytes: a lookup (a replay, a
+/// refusal) needs only the text; the store makes its own copy when it inserts a record. The caller keeps the
+/// buffer on its stack and [`spell`](Self::spell)s the key into it, so the key is written where it is read, not
+/// built in a buffer that is then moved.
+pub(crate) struct KeyBuf {
+    buf: [u8; KEY_INLINE],
+    /// The key when it does not fit (a long scope).
+    heap: Option<String>,
 }
 
 impl KeyBuf {
-    // Inlined so the buffer is written where the caller keeps it, not built here and then moved.
     #[inline]
-    pub(crate) fn new(scope: Option<&str>, key: &IdempotencyKey) -> KeyBuf {
-        let k = key.as_str().as_bytes();
-        let Some(s) = scope else {
-            // The usual case: `k:` and the key (at most 255 bytes, so it fits).
-            let mut buf = [0u8; KEY_INLINE];
-            let Some(dst) = buf.get_mut(2..2 + k.len()) else { return KeyBuf::Heap(storage_key(scope, key)) };
-            dst.copy_from_slice(k);
-            buf[..2].copy_from_slice(b"k:");
-            return KeyBuf::Inline { buf, len: 2 + k.len() };
-        };
-        let mut digits = [0u8; 20];
-        let parts: [&[u8]; 6] = [b"s", decimal(s.len(), &mut digits), b":", s.as_bytes(), b":", k];
-        let len = parts.iter().map(|p| p.len()).sum::<usize>();
-        if len > KEY_INLINE {
-            return KeyBuf::Heap(storage_key(scope, key));
-        }
-        let mut buf = [0u8; KEY_INLINE];
-        let mut at = 0;
-        for p in parts {
-            buf[at..at + p.len()].copy_from_slice(p);
-            at += p.len();
-        }
-        KeyBuf::Inline { buf, len }
+    pub(crate) fn new() -> KeyBuf {
+        KeyBuf { buf: [0; KEY_INLINE], heap: None }
     }
 
-    pub(crate) fn as_str(&self) -> &str {
-        match self {
-            // A concatenation of `str`s and ASCII digits is UTF-8, so this never takes the default.
-            KeyBuf::Inline { buf, len } => std::str::from_utf8(&buf[..*len]).unwrap_or_default(),
-            KeyBuf::Heap(s) => s,
-        }
+    /// The storage key of `key` within `scope`, in this buffer when it fits.
+    #[inline]
+    pub(crate) fn spell(&mut self, scope: Option<&str>, key: &IdempotencyKey) -> &str {
+        let k = key.as_str().as_bytes();
+        let len = match scope {
+            // The usual case: `k:` and the key (at most 255 bytes, so it fits).
+            None => match self.buf.get_mut(2..2 + k.len()) {
+                Some(dst) => {
+                    dst.copy_from_slice(k);
+                    self.buf[..2].copy_from_slice(b"k:");
+                    2 + k.len()
+                }
+                None => return self.heap.insert(storage_key(scope, key)),
+            },
+            Some(s) => {
+                let mut digits = [0u8; 20];
+                let parts: [&[u8]; 6] = [b"s", decimal(s.len(), &mut digits), b":", s.as_bytes(), b":", k];
+                let len = parts.iter().map(|p| p.len()).sum::<usize>();
+                if len > KEY_INLINE {
+                    return self.heap.insert(storage_key(scope, key));
+                }
+                let mut at = 0;
+                for p in parts {
+                    self.buf[at..at + p.len()].copy_from_slice(p);
+                    at += p.len();
+                }
+                len
+            }
+        };
+        // A concatenation of `str`s and ASCII digits is UTF-8, so this never takes the default.
+        std::str::from_utf8(&self.buf[..len]).unwrap_or_default()
     }
 }
 
@@ -556,10 +560,10 @@ mod tests {
         let scopes = [None, Some(""), Some("tenant-a"), Some("a:b"), Some("1234567890"), Some(long_scope.as_str())];
         for key in &keys {
             for scope in scopes {
-                let buf = KeyBuf::new(scope, key);
-                assert_eq!(buf.as_str(), storage_key(scope, key), "{scope:?}");
+                let mut buf = KeyBuf::new();
+                assert_eq!(buf.spell(scope, key), storage_key(scope, key), "{scope:?}");
                 let fits = storage_key(scope, key).len() <= KEY_INLINE;
-                assert_eq!(matches!(buf, KeyBuf::Inline { .. }), fits, "{scope:?}");
+                assert_eq!(buf.heap.is_none(), fits, "{scope:?}");
             }
         }
     }

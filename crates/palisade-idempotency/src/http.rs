@@ -439,8 +439,9 @@ where
             // The storage key is built on the stack and is gone before any await, so it takes no room in this
             // future; only other stores and waiting duplicates need it on the heap.
             let local = {
-                let skey = KeyBuf::new(scope.as_deref(), &key);
-                shared.engine.begin_now(skey.as_str(), &fp).ok_or_else(|| Arc::<str>::from(skey.as_str()))
+                let mut buf = KeyBuf::new();
+                let skey = buf.spell(scope.as_deref(), &key);
+                shared.engine.begin_now(skey, &fp).ok_or_else(|| Arc::<str>::from(skey))
             };
             let begun = match local {
                 Ok(begun) => begun,

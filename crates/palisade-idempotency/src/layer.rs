@@ -85,37 +85,66 @@ impl FieldHasher {
     pub(crate) fn new() -> Self {
         FieldHasher { sha: None, buf: [0; FIELD_BUF], len: 0 }
     }
+    /// Bytes into the buffer: inline when they fit (a typical field), through [`spill`](Self::spill) otherwise.
+    #[inline]
     fn put(&mut self, bytes: &[u8]) {
-        if self.len + bytes.len() > FIELD_BUF {
-            let sha = self.sha.get_or_insert_with(Sha256::new);
-            sha.update(&self.buf[..self.len]);
-            self.len = 0;
-            if bytes.len() > FIELD_BUF {
-                sha.update(bytes);
-                return;
+        match self.buf.get_mut(self.len..self.len + bytes.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(bytes);
+                self.len += bytes.len();
             }
+            None => self.spill(bytes),
         }
-        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
-        self.len += bytes.len();
+    }
+    /// [`put`](Self::put) for bytes that do not fit: the buffer goes to the streaming hasher first.
+    #[inline(never)]
+    fn spill(&mut self, bytes: &[u8]) {
+        let sha = self.sha.get_or_insert_with(Sha256::new);
+        sha.update(&self.buf[..self.len]);
+        self.len = 0;
+        if bytes.len() > FIELD_BUF {
+            sha.update(bytes);
+            return;
+        }
+        self.buf[..bytes.len()].copy_from_slice(bytes);
+        self.len = bytes.len();
     }
     /// One byte (a tag, a short length), stored directly rather than through a copy.
+    #[inline]
     fn byte(&mut self, b: u8) {
-        if self.len == FIELD_BUF {
-            self.sha.get_or_insert_with(Sha256::new).update(self.buf);
-            self.len = 0;
+        match self.buf.get_mut(self.len) {
+            Some(slot) => {
+                *slot = b;
+                self.len += 1;
+            }
+            None => self.spill(&[b]),
         }
-        self.buf[self.len] = b;
-        self.len += 1;
     }
+    /// A field: its length, then its bytes. A short field that fits (the usual case) is one length byte and one
+    /// copy into the buffer.
+    #[inline]
     pub(crate) fn field(&mut self, bytes: &[u8]) {
+        if let Ok(n @ 0..0x80) = u8::try_from(bytes.len())
+            && let Some(dst) = self.buf.get_mut(self.len..self.len + 1 + bytes.len())
+        {
+            dst[0] = n;
+            dst[1..].copy_from_slice(bytes);
+            self.len += 1 + bytes.len();
+            return;
+        }
         self.count(bytes.len());
         self.put(bytes);
     }
     /// A number (a length, a count) as an LEB128 varint.
+    #[inline]
     pub(crate) fn count(&mut self, n: usize) {
         if let Ok(b @ 0..0x80) = u8::try_from(n) {
             return self.byte(b);
         }
+        self.long_count(n);
+    }
+    #[inline(never)]
+    fn long_count(&mut self, n: usize) {
         let (mut n, mut out, mut len) = (n as u64, [0u8; 10], 0);
         loop {
             let low = (n & 0x7f) as u8;
@@ -128,6 +157,7 @@ impl FieldHasher {
         }
         self.put(&out[..len]);
     }
+    #[inline]
     fn opt(&mut self, bytes: Option<&[u8]>) {
         match bytes {
             Some(b) => {
@@ -137,6 +167,7 @@ impl FieldHasher {
             None => self.byte(0),
         }
     }
+    #[inline]
     fn money(&mut self, m: Option<&Money>) {
         let Some(m) = m else {
             self.byte(0);

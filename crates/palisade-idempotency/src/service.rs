@@ -253,34 +253,40 @@ where
         };
         let scope = shared.scope.as_ref().and_then(|f| f(&req));
         let fingerprint = (shared.fingerprint)(&req);
-        let skey = KeyBuf::new(scope.as_deref(), &key);
+        let mut buf = KeyBuf::new();
+        let skey = buf.spell(scope.as_deref(), &key);
         let engine = &shared.engine;
 
         // A store that answers at once (memory): claim here, replay a kept value by cloning it, and run the
         // request in place. Stores that must be awaited, and duplicates that wait, take the general path below.
-        match engine.begin_now(skey.as_str(), &fingerprint) {
+        match engine.begin_now(skey, &fingerprint) {
             Some(Ok(Begin::Execute(ticket))) => {
                 set_gateway_key(&mut req, scope.as_deref(), key);
                 // An inner service that is ready now is called now: no clone of it travels with the future. One
                 // that is not goes into the future, which polls its readiness again with the caller's context
-                // (the no-op waker registered here is replaced then).
-                let call = match self.inner.poll_ready(&mut Context::from_waker(Waker::noop())) {
-                    Poll::Ready(Ok(())) => Call::Running { fut: self.inner.call(req) },
-                    Poll::Pending => Call::Waiting { waiting: Box::new((self.take_inner(), Some(req))) },
+                // (the no-op waker registered here is replaced then). Each future is built in the expression it
+                // is returned by, so the inner call's future is written where it stays instead of being moved.
+                return match self.inner.poll_ready(&mut Context::from_waker(Waker::noop())) {
+                    Poll::Ready(Ok(())) => ResponseFuture {
+                        kind: Kind::Executing {
+                            call: Call::Running { fut: self.inner.call(req) },
+                            ticket: Some(ticket),
+                            classifier: self.classifier.clone(),
+                            beat: None,
+                        },
+                    },
+                    Poll::Pending => ResponseFuture {
+                        kind: Kind::Executing {
+                            call: Call::Waiting { waiting: Box::new((self.take_inner(), Some(req))) },
+                            ticket: Some(ticket),
+                            classifier: self.classifier.clone(),
+                            beat: None,
+                        },
+                    },
                     // The inner service failed before the call: nothing ran, so the claim is released.
-                    Poll::Ready(Err(e)) => {
-                        return match ticket.release_now() {
-                            None => ResponseFuture::ready(Err(e)),
-                            Some(fut) => ResponseFuture { kind: Kind::Recording { fut, result: Some(Err(e)) } },
-                        };
-                    }
-                };
-                return ResponseFuture {
-                    kind: Kind::Executing {
-                        call,
-                        ticket: Some(ticket),
-                        classifier: self.classifier.clone(),
-                        beat: None,
+                    Poll::Ready(Err(e)) => match ticket.release_now() {
+                        None => ResponseFuture::ready(Err(e)),
+                        Some(fut) => ResponseFuture { kind: Kind::Recording { fut, result: Some(Err(e)) } },
                     },
                 };
             }
@@ -289,7 +295,7 @@ where
             None => {}
         }
 
-        let skey: Arc<str> = Arc::from(skey.as_str());
+        let skey: Arc<str> = Arc::from(skey);
         set_gateway_key(&mut req, scope.as_deref(), key);
         let engine = engine.clone();
         let (mut inner, classifier) = (self.take_inner(), self.classifier.clone());
