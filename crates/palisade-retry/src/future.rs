@@ -9,12 +9,12 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use palisade_core::{Classify, GatewayKeyed, Outcome};
-use parking_lot::Mutex;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep_until};
 use tower_service::Service;
 
 use crate::policy::Policy;
+use crate::service::Shared;
 use palisade_core::mode::Refuse;
 
 use crate::error::AttemptTimedOut;
@@ -41,11 +41,11 @@ pin_project! {
     where
         S: Service<Req>,
     {
-        policy: Arc<Policy<C, M>>,
-        // The retrying service's spare clone of its inner service, shared: a retry clones it into `service`. The
-        // first attempt was sent by the retrying service itself, so a call that is not retried clones no service
-        // (and the future does not carry a whole inner service, which every outer layer would move).
-        spare: Arc<Mutex<S>>,
+        // The layer's policy and the retrying service's spare clone of its inner service, behind the one `Arc`
+        // the retrying service keeps for its calls: a retry clones its service from the spare into `service`.
+        // The first attempt was sent by the retrying service itself, so a call that is not retried clones no
+        // service (and the future does not carry a whole inner service, which every outer layer would move).
+        shared: Arc<Shared<S, C, M>>,
         // The service retries are sent through, cloned from `spare` at the first retry. Boxed: only a retried
         // call has one, and inline it would make every call's future larger by a whole service.
         service: Option<Box<S>>,
@@ -117,16 +117,16 @@ where
 {
     #[inline]
     pub(crate) fn new(
-        policy: Arc<Policy<C, M>>,
-        spare: Arc<Mutex<S>>,
+        shared: Arc<Shared<S, C, M>>,
         request: Option<Req>,
         future: S::Future,
         start: Option<Instant>,
     ) -> Self {
         let mut armed_for = Duration::ZERO;
+        let policy = &shared.policy;
         let timer = match (policy.attempt_timeout, start) {
             (Some(t), Some(now)) => {
-                let at = attempt_deadline(&policy, start, now, t);
+                let at = attempt_deadline(policy, start, now, t);
                 armed_for = at.saturating_duration_since(now);
                 Some(Box::pin(sleep_until(at)))
             }
@@ -134,8 +134,7 @@ where
         };
         let timer_role = if timer.is_some() { TimerRole::Attempt } else { TimerRole::Idle };
         ResponseFuture {
-            policy,
-            spare,
+            shared,
             service: None,
             request,
             state: State::Calling { future },
@@ -179,7 +178,7 @@ where
         if let StateProj::Calling { future } = this.state.project() {
             match future.poll(cx) {
                 Poll::Ready(result) => {
-                    let outcome = this.policy.classifier.classify(&result);
+                    let outcome = this.shared.policy.classifier.classify(&result);
                     if matches!(outcome, Outcome::Success | Outcome::Terminal) {
                         // Nothing to retry. When nothing fails this is the whole path: no clock, no budget, no
                         // event, no state change.
@@ -219,7 +218,7 @@ where
                         entered => {
                             match if matches!(entered, Entry::Pending) { Poll::Pending } else { future.poll(cx) } {
                                 Poll::Ready(result) => {
-                                    let outcome = this.policy.classifier.classify(&result);
+                                    let outcome = this.shared.policy.classifier.classify(&result);
                                     if matches!(outcome, Outcome::Success | Outcome::Terminal) {
                                         return Poll::Ready(result);
                                     }
@@ -239,7 +238,7 @@ where
                             }
                         }
                     };
-                    let policy: &Policy<C, M> = this.policy;
+                    let policy: &Policy<C, M> = &this.shared.policy;
                     match decide(
                         policy,
                         this.request.as_ref(),
@@ -253,7 +252,7 @@ where
                                 gave_up(*this.attempt, outcome, why);
                             }
                             this.state.set(State::Done);
-                            return Poll::Ready(finish(this.policy, last));
+                            return Poll::Ready(finish(&this.shared.policy, last));
                         }
                         Decision::Retry { delay, reason } => {
                             retrying(*this.attempt, delay, outcome, reason);
@@ -275,11 +274,11 @@ where
                         ready!(t.as_mut().poll(cx));
                     }
                     this.state.set(State::Preparing);
-                    arm_guard(this.policy, *this.start, this.timer, this.timer_role);
+                    arm_guard(&this.shared.policy, *this.start, this.timer, this.timer_role);
                 }
                 StateProj::Preparing => {
-                    let spare = &*this.spare;
-                    let service = this.service.get_or_insert_with(|| Box::new(spare.lock().clone()));
+                    let shared = &*this.shared;
+                    let service = this.service.get_or_insert_with(|| Box::new(shared.spare.lock().clone()));
                     match service.poll_ready(cx) {
                         Poll::Ready(Ok(())) => {}
                         Poll::Ready(Err(e)) => {
@@ -298,11 +297,12 @@ where
                                 return match this.last.take().map(|b| *b) {
                                     Some((last, outcome)) => {
                                         gave_up(*this.attempt, outcome, reason::DEADLINE);
-                                        Poll::Ready(finish(this.policy, last))
+                                        Poll::Ready(finish(&this.shared.policy, last))
                                     }
                                     // Unreachable: `last` is set before every retry. Answer as a timeout.
                                     None => Poll::Ready(
-                                        this.policy
+                                        this.shared
+                                            .policy
                                             .mode
                                             .refuse(AttemptTimedOut { after: Duration::ZERO, attempt: *this.attempt }),
                                     ),
@@ -312,7 +312,7 @@ where
                         }
                     }
                     *this.attempt += 1;
-                    let policy: &Policy<C, M> = this.policy;
+                    let policy: &Policy<C, M> = &this.shared.policy;
                     // The last attempt takes the retained request; earlier ones send a clone of it. Either way the
                     // request (and its gateway key) is the one the first attempt sent.
                     let request =
@@ -321,9 +321,9 @@ where
                         // Unreachable: `decide` retries only while a request is retained.
                         this.state.set(State::Done);
                         return match this.last.take().map(|b| *b) {
-                            Some((last, _)) => Poll::Ready(finish(this.policy, last)),
+                            Some((last, _)) => Poll::Ready(finish(&this.shared.policy, last)),
                             None => Poll::Ready(
-                                this.policy.mode.refuse(AttemptTimedOut { after: Duration::ZERO, attempt: 0 }),
+                                this.shared.policy.mode.refuse(AttemptTimedOut { after: Duration::ZERO, attempt: 0 }),
                             ),
                         };
                     };
@@ -342,7 +342,10 @@ where
                         // Unreachable: made just above, before its readiness was polled.
                         this.state.set(State::Done);
                         return Poll::Ready(
-                            this.policy.mode.refuse(AttemptTimedOut { after: Duration::ZERO, attempt: *this.attempt }),
+                            this.shared
+                                .policy
+                                .mode
+                                .refuse(AttemptTimedOut { after: Duration::ZERO, attempt: *this.attempt }),
                         );
                     };
                     let future = service.call(request);

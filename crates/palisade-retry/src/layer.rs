@@ -42,6 +42,6 @@ impl<S, C, M> Layer<S> for RetryLayer<C, M> {
     type Service = Retry<S, C, M>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Retry { inner, policy: self.policy.clone(), spare: None }
+        Retry { inner, policy: self.policy.clone(), shared: None }
     }
 }

@@ -27,10 +27,18 @@ use crate::future::ResponseFuture;
 pub struct Retry<S, C, M> {
     pub(crate) inner: S,
     pub(crate) policy: Arc<Policy<C, M>>,
-    /// A clone of `inner` made at the first call, shared with every call's future: a retry clones its service
-    /// from it, so a call that is not retried clones no service. Dropped when `inner` is handed out mutably
-    /// ([`get_mut`](Self::get_mut)), so retries never use a service older than the one the first attempt went to.
-    pub(crate) spare: Option<Arc<Mutex<S>>>,
+    /// What every call's future shares: the policy and a clone of `inner` made at the first call, from which a
+    /// retry clones its service (a call that is not retried clones no service). Dropped when `inner` is handed
+    /// out mutably ([`get_mut`](Self::get_mut)), so retries never use a service older than the one the first
+    /// attempt went to.
+    pub(crate) shared: Option<Arc<Shared<S, C, M>>>,
+}
+
+/// What a [`Retry`] service shares with its calls' futures, behind one `Arc` (one reference count a call).
+pub(crate) struct Shared<S, C, M> {
+    pub(crate) policy: Arc<Policy<C, M>>,
+    /// A clone of the inner service, cloned again for each retry.
+    pub(crate) spare: Mutex<S>,
 }
 
 impl<S, C, M> Retry<S, C, M> {
@@ -40,7 +48,7 @@ impl<S, C, M> Retry<S, C, M> {
     }
     /// The inner service, mutably.
     pub fn get_mut(&mut self) -> &mut S {
-        self.spare = None;
+        self.shared = None;
         &mut self.inner
     }
     /// Consumes the layer's service, returning the inner one.
@@ -51,7 +59,7 @@ impl<S, C, M> Retry<S, C, M> {
 
 impl<S: Clone, C, M> Clone for Retry<S, C, M> {
     fn clone(&self) -> Self {
-        Retry { inner: self.inner.clone(), policy: self.policy.clone(), spare: self.spare.clone() }
+        Retry { inner: self.inner.clone(), policy: self.policy.clone(), shared: self.shared.clone() }
     }
 }
 
@@ -95,11 +103,14 @@ where
         // clones a service from it only for a retry, which it readies itself (a service is not ready again after a
         // call: the caller polls this one again before its next call, as it would a fresh clone). A call that is
         // not retried clones no service: one reference count instead of a whole service cloned and dropped.
-        let spare = match &self.spare {
-            Some(spare) => spare.clone(),
-            None => self.spare.insert(Arc::new(Mutex::new(self.inner.clone()))).clone(),
+        let shared = match &self.shared {
+            Some(shared) => shared.clone(),
+            None => {
+                let shared = Shared { policy: self.policy.clone(), spare: Mutex::new(self.inner.clone()) };
+                self.shared.insert(Arc::new(shared)).clone()
+            }
         };
         let future = self.inner.call(req);
-        ResponseFuture::new(self.policy.clone(), spare, retained, future, start)
+        ResponseFuture::new(shared, retained, future, start)
     }
 }
