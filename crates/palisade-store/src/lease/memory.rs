@@ -67,13 +67,48 @@ pub(crate) struct SlotRef {
     slot: usize,
 }
 
+/// A time on the store's clock: signed nanoseconds from the store's creation (`tokio::time`, so tests can pause
+/// and advance it). Eight bytes where an `Instant` takes sixteen, in every record and queue entry, and compared
+/// and added to as one integer. Signed, so an `Instant` before the store's creation (a paused clock started
+/// earlier) still orders correctly; saturating, so ±292 years is the range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Tick(i64);
+
+/// A duration in nanoseconds, saturating (seconds and nanoseconds apart: cheaper than `as_nanos`' 128 bits).
+#[inline]
+fn nanos(d: Duration) -> i64 {
+    i64::try_from(d.as_secs())
+        .ok()
+        .and_then(|s| s.checked_mul(1_000_000_000))
+        .and_then(|n| n.checked_add(i64::from(d.subsec_nanos())))
+        .unwrap_or(i64::MAX)
+}
+
+impl Tick {
+    #[inline]
+    fn of(t: Instant, base: Instant) -> Tick {
+        match t.checked_duration_since(base) {
+            Some(after) => Tick(nanos(after)),
+            None => Tick(-nanos(base.duration_since(t))),
+        }
+    }
+    #[inline]
+    fn plus(self, d: Duration) -> Tick {
+        Tick(self.0.saturating_add(nanos(d)))
+    }
+    /// The time from `self` to `later` (zero when `later` is not later).
+    fn until(self, later: Tick) -> Duration {
+        Duration::from_nanos(u64::try_from(later.0.saturating_sub(self.0)).unwrap_or(0))
+    }
+}
+
 #[derive(Debug)]
 enum State {
     /// `attempt`: the claim's attempt number, until the lease is released or renewed by its holder (which
     /// proves the claim's answer arrived), so [`LeaseStore::abandon`] can undo a claim whose answer was lost.
     Held {
         token: FencingToken,
-        lease_until: Instant,
+        lease_until: Tick,
         attempt: Option<u64>,
     },
     Done {
@@ -84,12 +119,14 @@ enum State {
 #[derive(Debug)]
 struct Slot {
     key: RecordKey,
-    hash: u64,
     fingerprint: Fingerprint,
     state: State,
-    expires_at: Instant,
-    /// The position of this record's queue entry, counted from the shard's first entry ever (see `popped`).
-    queued: u64,
+    expires_at: Tick,
+    /// The position of this record's queue entry, counted from the shard's first entry ever (see `popped`),
+    /// modulo 2^32: a queue holds far fewer entries, so the difference from `popped` is still exact.
+    queued: u32,
+    /// The low half of the key's hash: what the index files the record under.
+    hash: u32,
 }
 
 /// Slots of the first segment of a [`Slab`]; each next segment is twice as large.
@@ -182,8 +219,9 @@ struct Shard {
     last_token: u64,
     slots: Slab,
     free: Vec<usize>,
-    /// (due, slot, key hash): the hash lets reclaim find the index entry without waiting for the slot.
-    queue: VecDeque<(Instant, usize, u64)>,
+    /// (due, slot, low half of the key hash), 16 bytes: the hash lets reclaim find the index entry without
+    /// waiting for the slot.
+    queue: VecDeque<(Tick, u32, u32)>,
     /// Entries ever popped from `queue`: the entry a record's `queued` names is at `queued - popped`.
     popped: u64,
 }
@@ -201,7 +239,7 @@ impl Shard {
 
     fn insert(&mut self, mut record: Slot) -> usize {
         let (hash, expires_at) = (record.hash, record.expires_at);
-        record.queued = self.popped + self.queue.len() as u64;
+        record.queued = self.next_queued();
         let slot = match self.free.pop() {
             Some(i) => {
                 self.slots[i] = Some(record);
@@ -213,15 +251,20 @@ impl Shard {
             }
         };
         // A shard holds far fewer than 2^32 records (each is over 100 bytes), so the slot number fits.
-        self.index.insert_unique(index_hash(hash as u32), (slot as u32, hash as u32), |&(_, h)| index_hash(h));
-        self.queue.push_back((expires_at, slot, hash));
+        self.index.insert_unique(index_hash(hash), (slot as u32, hash), |&(_, h)| index_hash(h));
+        self.queue.push_back((expires_at, slot as u32, hash));
         slot
+    }
+
+    /// The `queued` of an entry pushed now.
+    fn next_queued(&self) -> u32 {
+        (self.popped as u32).wrapping_add(self.queue.len() as u32)
     }
 
     /// When no slot is free, removes up to [`RECLAIM`] expired records from the front of the queue, handing them
     /// to `freed` to be dropped after the shard's lock is released. `freed` is made here, only when a record is
     /// due: an insert that reclaims nothing neither clears nor later walks the batch.
-    fn reclaim(&mut self, now: Instant, freed: &mut Option<Freed>) {
+    fn reclaim(&mut self, now: Tick, freed: &mut Option<Freed>) {
         if !self.free.is_empty() || self.queue.front().is_none_or(|&(due, _, _)| due > now) {
             return;
         }
@@ -232,19 +275,20 @@ impl Shard {
             }
             self.queue.pop_front();
             self.popped += 1;
-            let Some(record) = &mut self.slots[slot] else { continue };
+            let queued = self.next_queued();
+            let Some(record) = &mut self.slots[slot as usize] else { continue };
             if record.expires_at > now {
-                record.queued = self.popped + self.queue.len() as u64;
+                record.queued = queued;
                 self.queue.push_back((record.expires_at, slot, hash));
                 continue;
             }
-            *out = self.remove(slot, hash).map(|r| r.state);
+            *out = self.remove(slot as usize, hash).map(|r| r.state);
         }
     }
 
     /// Frees a slot and its index entry (its queue entry is the caller's business), and returns the record.
-    fn remove(&mut self, slot: usize, hash: u64) -> Option<Slot> {
-        if let Ok(entry) = self.index.find_entry(index_hash(hash as u32), |&(i, _)| i as usize == slot) {
+    fn remove(&mut self, slot: usize, hash: u32) -> Option<Slot> {
+        if let Ok(entry) = self.index.find_entry(index_hash(hash), |&(i, _)| i as usize == slot) {
             entry.remove();
         }
         self.free.push(slot);
@@ -252,7 +296,7 @@ impl Shard {
     }
 
     /// Removes every expired record, wherever it sits in the queue.
-    fn purge(&mut self, now: Instant) {
+    fn purge(&mut self, now: Tick) {
         for slot in 0..self.slots.len() {
             let Some(record) = &self.slots[slot] else { continue };
             if record.expires_at > now {
@@ -262,10 +306,10 @@ impl Shard {
             self.remove(slot, hash);
         }
         let slots = &self.slots;
-        self.queue.retain(|&(_, slot, _)| slots[slot].is_some());
+        self.queue.retain(|&(_, slot, _)| slots[slot as usize].is_some());
         for (i, &(_, slot, _)) in self.queue.iter().enumerate() {
-            if let Some(r) = &mut self.slots[slot] {
-                r.queued = self.popped + i as u64;
+            if let Some(r) = &mut self.slots[slot as usize] {
+                r.queued = (self.popped as u32).wrapping_add(i as u32);
             }
         }
     }
@@ -273,15 +317,15 @@ impl Shard {
     /// Moves a record's queue entry to its current expiry, where it is (no second visit when it comes up).
     fn requeue_in_place(&mut self, slot: usize) {
         let Some(Some(r)) = self.slots.get(slot) else { return };
-        let at = r.queued.wrapping_sub(self.popped);
-        if let Some(entry) = usize::try_from(at).ok().and_then(|at| self.queue.get_mut(at))
-            && entry.1 == slot
+        let at = r.queued.wrapping_sub(self.popped as u32);
+        if let Some(entry) = self.queue.get_mut(at as usize)
+            && entry.1 as usize == slot
         {
             entry.0 = r.expires_at;
         }
     }
 
-    fn live(&mut self, slot: usize, now: Instant) -> Option<&mut Slot> {
+    fn live(&mut self, slot: usize, now: Tick) -> Option<&mut Slot> {
         self.slots.get_mut(slot)?.as_mut().filter(|r| r.expires_at > now)
     }
 
@@ -321,6 +365,8 @@ impl std::ops::Deref for Padded {
 struct Inner {
     shards: Box<[Padded]>,
     hasher: RandomState,
+    /// Time zero of the records' [`Tick`]s.
+    base: Instant,
 }
 
 /// An in-memory [`LeaseStore`]: sharded slabs of records behind `parking_lot` mutexes. Records expire
@@ -355,7 +401,11 @@ impl MemoryStore {
     pub fn with_shards(shards: usize) -> Self {
         let n = shards.max(1).next_power_of_two();
         MemoryStore {
-            inner: Arc::new(Inner { shards: (0..n).map(|_| Padded::default()).collect(), hasher: RandomState::new() }),
+            inner: Arc::new(Inner {
+                shards: (0..n).map(|_| Padded::default()).collect(),
+                hasher: RandomState::new(),
+                base: Instant::now(),
+            }),
         }
     }
 
@@ -366,6 +416,11 @@ impl MemoryStore {
         let hash = self.inner.hasher.hash_one(key);
         // `shards.len()` is a power of two (see `with_shards`), so the mask picks a valid index.
         (hash, (hash >> 32) as usize & (self.inner.shards.len() - 1))
+    }
+
+    /// The time now on the records' clock.
+    fn now(&self) -> Tick {
+        Tick::of(Instant::now(), self.inner.base)
     }
 
     /// Number of records held, expired ones included until they are reclaimed.
@@ -382,7 +437,7 @@ impl MemoryStore {
 
     /// Drops every expired record now (a full pass over every shard).
     pub fn purge_expired(&self) {
-        let now = Instant::now();
+        let now = self.now();
         for s in self.inner.shards.iter() {
             s.lock().purge(now);
         }
@@ -390,7 +445,7 @@ impl MemoryStore {
 
     /// The claim, with a hold on the record's slot.
     fn claim_now(&self, key: &str, fingerprint: &Fingerprint, lease: Duration, ttl: Duration, attempt: u64) -> Claim {
-        let now = Instant::now();
+        let now = self.now();
         let (hash, shard_no) = self.locate(key.as_bytes());
         // Declared before the guard, so dropped after it.
         let mut freed: Option<Freed> = None;
@@ -411,24 +466,24 @@ impl MemoryStore {
                     // A clone of the payload: bytes or a kept value, shared, so no allocation under the lock.
                     State::Done { response } => return Claim::Done { response: response.clone() },
                     State::Held { lease_until, .. } if *lease_until > now => {
-                        return Claim::Held { lease_remaining: *lease_until - now };
+                        return Claim::Held { lease_remaining: now.until(*lease_until) };
                     }
                     State::Held { .. } => true,
                 }
             };
             let token = next_token(&mut shard.last_token);
-            r.state = State::Held { token, lease_until: now + lease, attempt: Some(attempt) };
-            r.expires_at = now + ttl.max(lease);
+            r.state = State::Held { token, lease_until: now.plus(lease), attempt: Some(attempt) };
+            r.expires_at = now.plus(ttl.max(lease));
             return Claim::Acquired { hold: Hold::slot(SlotRef { shard: shard_no, slot }, token), took_over };
         }
         shard.reclaim(now, &mut freed);
         let token = next_token(&mut shard.last_token);
         let slot = shard.insert(Slot {
             key: RecordKey::new(key),
-            hash,
+            hash: hash as u32,
             fingerprint: *fingerprint,
-            state: State::Held { token, lease_until: now + lease, attempt: Some(attempt) },
-            expires_at: now + ttl.max(lease),
+            state: State::Held { token, lease_until: now.plus(lease), attempt: Some(attempt) },
+            expires_at: now.plus(ttl.max(lease)),
             queued: 0,
         });
         Claim::Acquired { hold: Hold::slot(SlotRef { shard: shard_no, slot }, token), took_over: false }
@@ -449,9 +504,9 @@ impl MemoryStore {
     /// Runs `op` on the live record a hold names, if the hold's token is its latest, and re-queues the record
     /// when `op` says its expiry moved. The token check also covers a slot that was reclaimed and reused: tokens
     /// are unique per shard, and a slot belongs to one shard.
-    fn with_held(&self, hold: &Hold, op: impl FnOnce(&mut Slot, Instant) -> bool) -> bool {
+    fn with_held(&self, hold: &Hold, op: impl FnOnce(&mut Slot, Tick) -> bool) -> bool {
         let Some(at) = self.slot_of(hold) else { return false };
-        let now = Instant::now();
+        let now = self.now();
         let mut shard = self.inner.shards[at.shard].lock();
         let moved = match shard.live(at.slot, now) {
             Some(r) if matches!(r.state, State::Held { token, .. } if token == hold.token) => op(r, now),
@@ -466,7 +521,7 @@ impl MemoryStore {
     fn complete_now(&self, hold: &Hold, response: Payload, ttl: Duration) -> bool {
         self.with_held(hold, |r, now| {
             r.state = State::Done { response };
-            r.expires_at = now + ttl;
+            r.expires_at = now.plus(ttl);
             true
         })
     }
@@ -487,10 +542,10 @@ impl MemoryStore {
                 return false;
             }
             live = true;
-            r.state = State::Held { token: hold.token, lease_until: now + lease, attempt: None };
-            let grew = r.expires_at < now + lease;
+            r.state = State::Held { token: hold.token, lease_until: now.plus(lease), attempt: None };
+            let grew = r.expires_at < now.plus(lease);
             if grew {
-                r.expires_at = now + lease;
+                r.expires_at = now.plus(lease);
             }
             grew
         });
@@ -509,7 +564,7 @@ impl MemoryStore {
 
     /// Ends the lease of a claim still held by `attempt` (as `release` does: the fingerprint stays).
     fn abandon_now(&self, key: &str, attempt: u64) -> bool {
-        let now = Instant::now();
+        let now = self.now();
         let (hash, shard) = self.locate(key.as_bytes());
         let mut shard = self.inner.shards[shard].lock();
         let Some(slot) = shard.find(hash, key.as_bytes()) else { return false };
@@ -525,17 +580,15 @@ impl MemoryStore {
     }
 
     fn get_now(&self, key: &str) -> Option<Record> {
-        let now = Instant::now();
+        let now = self.now();
         let (hash, shard) = self.locate(key.as_bytes());
         let mut shard = self.inner.shards[shard].lock();
         let slot = shard.find(hash, key.as_bytes())?;
         let r = shard.live(slot, now)?;
         Some(match &r.state {
-            State::Held { token, lease_until, .. } => Record::Held {
-                fingerprint: r.fingerprint,
-                token: *token,
-                lease_remaining: lease_until.saturating_duration_since(now),
-            },
+            State::Held { token, lease_until, .. } => {
+                Record::Held { fingerprint: r.fingerprint, token: *token, lease_remaining: now.until(*lease_until) }
+            }
             State::Done { response } => Record::Done { fingerprint: r.fingerprint, response: response.clone() },
         })
     }
@@ -745,7 +798,7 @@ mod tests {
             let dues: Vec<_> = shard
                 .queue
                 .iter()
-                .map(|&(due, slot, _)| (due, shard.slots[slot].as_ref().unwrap().key.as_str().to_owned()))
+                .map(|&(due, slot, _)| (due, shard.slots[slot as usize].as_ref().unwrap().key.as_str().to_owned()))
                 .collect();
             assert_eq!(dues.len(), 3, "still one entry per record");
             for (due, key) in &dues {
@@ -775,6 +828,30 @@ mod tests {
         assert!(!s.complete_now(&hold, Payload::Bytes(bytes::Bytes::new()), TTL));
         assert!(!s.release_now(&hold));
         assert!(matches!(s.get_now("b"), Some(Record::Held { lease_remaining, .. }) if lease_remaining == LEASE));
+    }
+
+    #[test]
+    fn ticks_order_add_and_subtract_like_instants() {
+        let base = Instant::now();
+        let later = base + Duration::from_millis(1500);
+        let (b, l) = (Tick::of(base, base), Tick::of(later, base));
+        assert_eq!(b, Tick(0));
+        assert_eq!(b.until(l), Duration::from_millis(1500));
+        assert_eq!(l.until(b), Duration::ZERO, "not later: zero");
+        assert_eq!(b.plus(Duration::from_millis(1500)), l);
+        assert_eq!(b.plus(Duration::MAX), Tick(i64::MAX), "saturates instead of overflowing");
+        // An instant before the store's time zero (a paused clock started earlier) still orders before it.
+        let earlier = Tick::of(base, later);
+        assert!(earlier < Tick(0));
+        assert_eq!(earlier.until(Tick(0)), Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn records_and_queue_entries_stay_small() {
+        // Every new key writes a slot and a queue entry into memory that is usually cold: their sizes are what
+        // a new record costs in page faults and cache misses.
+        assert!(size_of::<Option<Slot>>() <= 136, "{}", size_of::<Option<Slot>>());
+        assert_eq!(size_of::<(Tick, u32, u32)>(), 16);
     }
 
     #[tokio::test(start_paused = true)]
