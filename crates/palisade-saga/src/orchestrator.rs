@@ -174,15 +174,17 @@ impl Orchestrator {
         let inner = &self.inner;
         // One copy of the id and of the context, shared by the run, its report and the memory log's record (the
         // other logs serialize the context to store it).
-        let id = Name::from(id);
-        let context = Arc::new(RunCx { id: id.clone(), names: saga.names.clone(), context });
+        let context = Arc::new(RunCx { id: Name::from(id), names: saga.names.clone(), context });
         let shared: Arc<dyn ContextJson> = context.clone();
-        let created = inner.log.create_shared(&id, &saga.name, shared, &inner.owner, inner.lease).await;
-        let Some(token) = created.map_err(|e| start_error(&context.context, &id, e))? else {
-            return Err(SagaError::AlreadyExists(id.into()));
+        let id = &context.id;
+        let created = inner.log.create_shared(id, &saga.name, shared, &inner.owner, inner.lease).await;
+        let Some(token) = created.map_err(|e| start_error(&context.context, id, e))? else {
+            return Err(SagaError::AlreadyExists(id.to_string()));
         };
         count_started(saga);
-        Run::new(saga, inner, &id, token, context, &[], SagaState::Running).drive().await
+        let mut run = Run::new(saga, inner, token, &context, &[], SagaState::Running);
+        run.drive().await?;
+        Ok(run.report())
     }
 
     /// Takes saga `id` over if its owner's lease has ended (the owner died or stalled) and runs it on from where
@@ -322,9 +324,10 @@ impl<C: Context> Runnable for Saga<C> {
         Box::pin(async move {
             let context: C = serde_json::from_value(record.context.clone())
                 .map_err(|e| SagaError::Context(format!("saga {}: {e}", record.id)))?;
-            let id = Name::from(record.id);
-            let context = Arc::new(RunCx { id: id.clone(), names: self.names.clone(), context });
-            Run::new(&self, &inner, &id, token, context, &record.events, record.state).drive().await
+            let context = Arc::new(RunCx { id: Name::from(record.id), names: self.names.clone(), context });
+            let mut run = Run::new(&self, &inner, token, &context, &record.events, record.state);
+            run.drive().await?;
+            Ok(run.report())
         })
     }
 }
@@ -417,15 +420,16 @@ struct StepFailure {
     maybe_acted: bool,
 }
 
-/// One owner's run of one saga. It borrows the definition, the orchestrator and the id from the caller (no
-/// reference counts to bump and drop per saga).
+/// One owner's run of one saga. It borrows the definition, the orchestrator and the run's shared part (the id,
+/// the steps' names, the context) from the caller (no reference counts to bump and drop per saga).
 struct Run<'a, C> {
     saga: &'a Saga<C>,
     inner: &'a Inner,
+    /// The saga's id (the shared part's).
     id: &'a Name,
     token: u64,
     /// The id, the steps' names and the context, shared with every step's context (and the memory log).
-    context: Arc<RunCx<C>>,
+    context: &'a Arc<RunCx<C>>,
     /// Each step's progress, by position. Shared with the steps' contexts (as their [`Outputs`]) while a node
     /// runs; written only between nodes, when the contexts are gone (so `Arc::make_mut` does not copy).
     slots: Arc<[Slot]>,
@@ -438,9 +442,8 @@ impl<'a, C: Context> Run<'a, C> {
     fn new(
         saga: &'a Saga<C>,
         inner: &'a Inner,
-        id: &'a Name,
         token: u64,
-        context: Arc<RunCx<C>>,
+        context: &'a Arc<RunCx<C>>,
         events: &[Event],
         state: SagaState,
     ) -> Self {
@@ -452,11 +455,7 @@ impl<'a, C: Context> Run<'a, C> {
         {
             failure = replay(saga, slots, events);
         }
-        Run { saga, inner, id, token, context, slots, failure, state }
-    }
-
-    fn outputs(&self) -> Outputs {
-        Outputs::new(self.saga.names.clone(), self.slots.clone())
+        Run { saga, inner, id: &context.id, token, context, slots, failure, state }
     }
 
     fn slot(&self, step: &Step<C>) -> &Slot {
@@ -471,7 +470,7 @@ impl<'a, C: Context> Run<'a, C> {
     }
 
     /// Runs the saga to a terminal state while renewing its lease; stops at once when fenced.
-    async fn drive(&mut self) -> Result<SagaReport, SagaError> {
+    async fn drive(&mut self) -> Result<(), SagaError> {
         let (inner, id, token) = (self.inner, self.id, self.token);
         // Polled only once the saga waits for something (a ready saga never polls it), after the saga each time.
         let mut beat = std::pin::pin!(heartbeat(&inner.log, id, token, inner.lease));
@@ -497,7 +496,7 @@ impl<'a, C: Context> Run<'a, C> {
         StepCx { run: self.context.clone(), slots: slots.clone(), index: step.index, attempt }
     }
 
-    async fn advance(&mut self) -> Result<SagaReport, SagaError> {
+    async fn advance(&mut self) -> Result<(), SagaError> {
         // The clock is read only for a saga with a deadline.
         let started = self.saga.deadline.map(|_| Instant::now());
         if self.state == SagaState::Running {
@@ -557,8 +556,8 @@ impl<'a, C: Context> Run<'a, C> {
         if self.state == SagaState::Compensating {
             return self.compensate_all().await;
         }
-        // Terminal already (a resumed saga that had finished): report what the log says.
-        Ok(self.report())
+        // Terminal already (a resumed saga that had finished): the report says what the log says.
+        Ok(())
     }
 
     /// Records how a step ended; true when it failed for good.
@@ -700,7 +699,7 @@ impl<'a, C: Context> Run<'a, C> {
 
     /// Compensates every completed step (and every step that may have acted), last first; the steps of a group
     /// together.
-    async fn compensate_all(&mut self) -> Result<SagaReport, SagaError> {
+    async fn compensate_all(&mut self) -> Result<(), SagaError> {
         let saga = self.saga;
         for node in saga.nodes.iter().rev() {
             let outputs = self.slots.clone();
@@ -813,23 +812,24 @@ impl<'a, C: Context> Run<'a, C> {
         }
     }
 
-    /// Writes the terminal `state` and reports it; the report's error is `self.failure` unless `Completed`.
-    async fn finish(&mut self, state: SagaState) -> Result<SagaReport, SagaError> {
+    /// Writes the terminal `state` (the run's [`report`](Self::report) follows).
+    async fn finish(&mut self, state: SagaState) -> Result<(), SagaError> {
         log_write!(self, Event::Finished { state }, state);
         self.state = state;
         count_finished(self.saga, state);
         tracing::info!(saga_id = %self.id, saga = %self.saga.name, state = state.as_str(), "saga finished");
-        Ok(self.report())
+        Ok(())
     }
 
-    /// The report; the run ends with it (the outputs move into it).
-    fn report(&mut self) -> SagaReport {
+    /// The report, once the run has ended; the run ends with it (its outputs and failure move into it). The
+    /// report's error is the failure unless `Completed`.
+    fn report(self) -> SagaReport {
         SagaReport {
             id: self.id.clone(),
             name: self.saga.name.clone(),
             state: self.state,
-            outputs: self.outputs(),
-            error: if self.state == SagaState::Completed { None } else { self.failure.take() },
+            outputs: Outputs::new(self.saga.names.clone(), self.slots),
+            error: if self.state == SagaState::Completed { None } else { self.failure },
         }
     }
 }
