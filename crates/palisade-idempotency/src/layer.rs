@@ -249,7 +249,8 @@ impl<S, Req, C: Clone> tower_layer::Layer<S> for IdempotencyLayer<Req, C> {
 #[must_use]
 pub struct IdempotencyLayerBuilder<Req, C = DefaultClassifier> {
     settings: Settings,
-    key: KeyFn<Req>,
+    /// `None`: the request's gateway key.
+    key: Option<KeyFn<Req>>,
     scope: Option<ScopeFn<Req>>,
     fingerprint: FingerprintFn<Req>,
     classifier: C,
@@ -267,7 +268,7 @@ impl<Req: GatewayKeyed + Fingerprinted + 'static> IdempotencyLayerBuilder<Req> {
     pub fn new() -> Self {
         IdempotencyLayerBuilder {
             settings: Settings::default(),
-            key: Arc::new(|r: &Req| r.gateway_key().cloned()),
+            key: None,
             scope: None,
             fingerprint: Arc::new(Req::fingerprint),
             classifier: DefaultClassifier,
@@ -281,7 +282,7 @@ impl<Req: 'static, C> IdempotencyLayerBuilder<Req, C> {
     /// Where the idempotency key comes from (default: the request's gateway key). Returning `None` means "no
     /// key" (see [`missing_key`](Self::missing_key)).
     pub fn key(mut self, f: impl Fn(&Req) -> Option<IdempotencyKey> + Send + Sync + 'static) -> Self {
-        self.key = Arc::new(f);
+        self.key = Some(Arc::new(f));
         self
     }
 

@@ -26,7 +26,8 @@ pub(crate) type FingerprintFn<Req> = Arc<dyn Fn(&Req) -> Fingerprint + Send + Sy
 /// and fingerprint.
 pub(crate) struct Typed<Req> {
     pub(crate) engine: Arc<Engine>,
-    pub(crate) key: KeyFn<Req>,
+    /// `None`: the request's own gateway key ([`GatewayKeyed`]), read in place rather than cloned.
+    pub(crate) key: Option<KeyFn<Req>>,
     pub(crate) scope: Option<ScopeFn<Req>>,
     pub(crate) fingerprint: FingerprintFn<Req>,
 }
@@ -235,7 +236,14 @@ where
 
     fn call(&mut self, mut req: Req) -> Self::Future {
         let shared = &self.shared;
-        let Some(key) = (shared.key)(&req) else {
+        // A key function's key, or (the default) the request's own gateway key, borrowed: no reference count
+        // taken and dropped.
+        let given = shared.key.as_ref().map(|f| f(&req));
+        let key = match &given {
+            Some(given) => given.as_ref(),
+            None => req.gateway_key(),
+        };
+        let Some(key) = key else {
             return match shared.engine.settings.missing_key {
                 MissingKey::Reject => {
                     count("missing_key");
@@ -254,14 +262,16 @@ where
         let scope = shared.scope.as_ref().and_then(|f| f(&req));
         let fingerprint = (shared.fingerprint)(&req);
         let mut buf = KeyBuf::new();
-        let skey = buf.spell(scope.as_deref(), &key);
+        let skey = buf.spell(scope.as_deref(), key);
         let engine = &shared.engine;
 
         // A store that answers at once (memory): claim here, replay a kept value by cloning it, and run the
         // request in place. Stores that must be awaited, and duplicates that wait, take the general path below.
         match engine.begin_now(skey, &fingerprint) {
             Some(Ok(Begin::Execute(ticket))) => {
-                set_gateway_key(&mut req, scope.as_deref(), key);
+                if let Some(gateway_key) = gateway_key_to_set(&req, scope.as_deref(), key) {
+                    req.set_gateway_key(gateway_key);
+                }
                 // An inner service that is ready now is called now: no clone of it travels with the future. One
                 // that is not goes into the future, which polls its readiness again with the caller's context
                 // (the no-op waker registered here is replaced then). Each future is built in the expression it
@@ -296,7 +306,9 @@ where
         }
 
         let skey: Arc<str> = Arc::from(skey);
-        set_gateway_key(&mut req, scope.as_deref(), key);
+        if let Some(gateway_key) = gateway_key_to_set(&req, scope.as_deref(), key) {
+            req.set_gateway_key(gateway_key);
+        }
         let engine = engine.clone();
         let (mut inner, classifier) = (self.take_inner(), self.classifier.clone());
         ResponseFuture::boxed(async move {
@@ -338,12 +350,17 @@ where
     }
 }
 
-/// The request carries the gateway key of its edge key (the edge key itself without a scope).
-fn set_gateway_key<Req: GatewayKeyed>(req: &mut Req, scope: Option<&str>, key: IdempotencyKey) {
+/// The gateway key the request must carry for its edge key (the edge key itself without a scope), when it does
+/// not carry it already.
+fn gateway_key_to_set<Req: GatewayKeyed>(
+    req: &Req,
+    scope: Option<&str>,
+    key: &IdempotencyKey,
+) -> Option<IdempotencyKey> {
     match scope {
-        None if req.gateway_key() == Some(&key) => {}
-        None => req.set_gateway_key(key),
-        Some(_) => req.set_gateway_key(gateway_key_for(scope, &key)),
+        None if req.gateway_key() == Some(key) => None,
+        None => Some(key.clone()),
+        Some(_) => Some(gateway_key_for(scope, key)),
     }
 }
 
