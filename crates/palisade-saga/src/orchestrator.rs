@@ -407,9 +407,8 @@ enum First<'a> {
     Running(Within<BoxFuture<'static, Result<Value, BoxedError>>>),
     /// Its action ended without an output (an error, or its deadline passed).
     Ended(Result<Result<Value, BoxedError>, DeadlinePassed>),
-    /// It succeeded; the end was written and the log's answer is awaited.
-    Ending(StoreFuture<'a, bool>, Value),
-    /// It succeeded, and both writes were answered.
+    /// It succeeded; its end is not written yet: the run holds it ([`Run::held`]) and writes it with the
+    /// transition that follows.
     Done(Value),
 }
 
@@ -436,6 +435,11 @@ struct Run<'a, C> {
     /// The failure that began compensation.
     failure: Option<PaymentError>,
     state: SagaState,
+    /// A step's end (`step_done`) not written yet: a step done in place leaves it here, and the run writes it
+    /// together with the transition that follows ([`SagaLog::append_two`]: the memory log takes its lock once for
+    /// both), before anything else happens: no effect runs and nothing is awaited while an end is held. So the
+    /// log is written after the step's effect and before the next one's, with the same history as two writes.
+    held: Option<Event>,
 }
 
 impl<'a, C: Context> Run<'a, C> {
@@ -455,7 +459,7 @@ impl<'a, C: Context> Run<'a, C> {
         {
             failure = replay(saga, slots, events);
         }
-        Run { saga, inner, id: &context.id, token, context, slots, failure, state }
+        Run { saga, inner, id: &context.id, token, context, slots, failure, state, held: None }
     }
 
     fn slot(&self, step: &Step<C>) -> &Slot {
@@ -516,15 +520,26 @@ impl<'a, C: Context> Run<'a, C> {
                     self.begin_compensation("the saga's deadline passed").await?;
                     break;
                 }
+                // The end of the step before, if it is held, is written with this node's first write (a single step's
+                // start) or before the node (a group's steps start concurrently).
+                let mut held = self.held.take();
+                if let Node::Group(_) = node
+                    && let Some(done) = held.take()
+                {
+                    log_write!(self, done, SagaState::Running);
+                }
                 // The steps' contexts share the slots while the node runs; they are gone when it has run.
                 let outputs = &self.slots;
                 let failed = match node {
                     // One step: no vector of futures, no vector of results.
                     Node::Step(step) => {
                         // The first attempt in place: the usual step is done before this await returns.
-                        let first = std::future::poll_fn(|cx| Poll::Ready(self.first_attempt(step, outputs, cx)));
+                        let first =
+                            std::future::poll_fn(|cx| Poll::Ready(self.first_attempt(step, outputs, held.take(), cx)));
                         match first.await? {
                             First::Done(out) => {
+                                // Written with the next transition, before anything else happens.
+                                self.held = Some(Event::StepDone { step: step.name.clone(), output: out.clone() });
                                 self.slot_mut(step.index).output = Some(out);
                                 false
                             }
@@ -580,6 +595,7 @@ impl<'a, C: Context> Run<'a, C> {
     }
 
     async fn begin_compensation(&mut self, reason: &str) -> Result<(), SagaError> {
+        self.write_held().await?;
         log_write!(self, Event::CompensationBegun { reason: reason.to_owned() }, SagaState::Compensating);
         self.state = SagaState::Compensating;
         Ok(())
@@ -623,11 +639,10 @@ impl<'a, C: Context> Run<'a, C> {
                     attempt += 1;
                     ended
                 }
-                First::Ending(pending, out) => {
-                    self.written(pending.await)?;
+                First::Done(out) => {
+                    log_write!(self, Event::StepDone { step: name.clone(), output: out.clone() }, SagaState::Running);
                     return Ok(Ok((step.index, out)));
                 }
-                First::Done(out) => return Ok(Ok((step.index, out))),
             };
             let result = match ended {
                 Ok(r) => r,
@@ -660,20 +675,26 @@ impl<'a, C: Context> Run<'a, C> {
         }
     }
 
-    /// A single step's first attempt, in place (no future of its own): its start written, its action polled
-    /// once, its end written. Done when the log answered both writes at once and the action was ready with an
-    /// output (the usual in-memory step); otherwise where it stopped, for [`run_step`](Self::run_step) to go on
-    /// from.
+    /// A single step's first attempt, in place (no future of its own): its start written (after `held`, the
+    /// previous step's end, if any: both in one write), its action polled once. Done when the log answered at
+    /// once and the action was ready with an output (the usual in-memory step): its end is then left for the
+    /// caller to hold and write with the next transition. Otherwise where it stopped, for
+    /// [`run_step`](Self::run_step) to go on from.
     fn first_attempt(
         &self,
         step: &Step<C>,
         outputs: &Arc<[Slot]>,
+        held: Option<Event>,
         cx: &mut std::task::Context<'_>,
     ) -> Result<First<'a>, SagaError> {
         let attempt = self.slot(step).attempts + 1;
         let log = &self.inner.log;
         let started = Event::StepStarted { step: step.name.clone(), attempt };
-        match log.append_owned(self.id, self.token, started, SagaState::Running).now() {
+        let written = match held {
+            None => log.append_owned(self.id, self.token, started, SagaState::Running),
+            Some(done) => log.append_two(self.id, self.token, done, SagaState::Running, started, SagaState::Running),
+        };
+        match written.now() {
             Ok(answer) => self.written(answer)?,
             Err(pending) => return Ok(First::Starting(pending)),
         }
@@ -689,12 +710,7 @@ impl<'a, C: Context> Run<'a, C> {
                 });
             }
         };
-        drop(action);
-        let done = Event::StepDone { step: step.name.clone(), output: out.clone() };
-        match log.append_owned(self.id, self.token, done, SagaState::Running).now() {
-            Ok(answer) => self.written(answer).map(|()| First::Done(out)),
-            Err(pending) => Ok(First::Ending(pending, out)),
-        }
+        Ok(First::Done(out))
     }
 
     /// Compensates every completed step (and every step that may have acted), last first; the steps of a group
@@ -812,9 +828,28 @@ impl<'a, C: Context> Run<'a, C> {
         }
     }
 
-    /// Writes the terminal `state` (the run's [`report`](Self::report) follows).
+    /// Writes a held step end ([`Run::held`]) by itself: before a wait or an effect that is not one write.
+    async fn write_held(&mut self) -> Result<(), SagaError> {
+        if let Some(done) = self.held.take() {
+            log_write!(self, done, SagaState::Running);
+        }
+        Ok(())
+    }
+
+    /// Writes the terminal `state` (after a held step end, in one write); the run's [`report`](Self::report)
+    /// follows.
     async fn finish(&mut self, state: SagaState) -> Result<(), SagaError> {
-        log_write!(self, Event::Finished { state }, state);
+        let finished = Event::Finished { state };
+        match self.held.take() {
+            None => log_write!(self, finished, state),
+            Some(done) => {
+                let log = &self.inner.log;
+                match log.append_two(self.id, self.token, done, SagaState::Running, finished, state).now() {
+                    Ok(answer) => self.written(answer),
+                    Err(pending) => self.written(pending.await),
+                }?;
+            }
+        }
         self.state = state;
         count_finished(self.saga, state);
         tracing::info!(saga_id = %self.id, saga = %self.saga.name, state = state.as_str(), "saga finished");
@@ -824,6 +859,7 @@ impl<'a, C: Context> Run<'a, C> {
     /// The report, once the run has ended; the run ends with it (its outputs and failure move into it). The
     /// report's error is the failure unless `Completed`.
     fn report(self) -> SagaReport {
+        debug_assert!(self.held.is_none(), "a step's end was held and never written");
         SagaReport {
             id: self.id.clone(),
             name: self.saga.name.clone(),

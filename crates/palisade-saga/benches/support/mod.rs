@@ -56,6 +56,17 @@ impl SagaLog for NullLog {
     ) -> StoreFuture<'a, bool> {
         StoreFuture::ready(Ok(true))
     }
+    fn append_two<'a>(
+        &'a self,
+        _id: &'a str,
+        _token: u64,
+        _first: Event,
+        _first_state: SagaState,
+        _then: Event,
+        _state: SagaState,
+    ) -> StoreFuture<'a, bool> {
+        StoreFuture::ready(Ok(true))
+    }
     fn renew<'a>(&'a self, _id: &'a str, _token: u64, _lease: Duration) -> StoreFuture<'a, bool> {
         StoreFuture::ready(Ok(true))
     }

@@ -193,6 +193,19 @@ impl Inner {
     }
 }
 
+impl Record {
+    /// An owner's write (its token checked).
+    #[inline(always)]
+    fn append(&mut self, event: Event, state: SagaState) {
+        self.events.push(event);
+        self.state = state;
+        if state.is_terminal() {
+            self.owner = None;
+            self.lease_until = None;
+        }
+    }
+}
+
 /// True when `r`'s owner's lease has ended.
 fn ended(r: &Record, now: Instant) -> bool {
     r.lease_until.is_none_or(|t| t <= now)
@@ -259,12 +272,27 @@ impl SagaLog for MemoryLog {
         let Some(r) = g.find(id).filter(|r| r.token == token) else {
             return StoreFuture::ready(Ok(false));
         };
-        r.events.push(event);
-        r.state = state;
-        if state.is_terminal() {
-            r.owner = None;
-            r.lease_until = None;
-        }
+        r.append(event, state);
+        StoreFuture::ready(Ok(true))
+    }
+
+    /// Both events under one lock: no reader sees the first without the second.
+    fn append_two<'a>(
+        &'a self,
+        id: &'a str,
+        token: u64,
+        first: Event,
+        first_state: SagaState,
+        then: Event,
+        state: SagaState,
+    ) -> StoreFuture<'a, bool> {
+        let mut g = self.inner.lock();
+        let Some(r) = g.find(id).filter(|r| r.token == token) else {
+            return StoreFuture::ready(Ok(false));
+        };
+        r.append(first, first_state);
+        // A terminal first state ended the lease; the token stays, and the second write is the owner's still.
+        r.append(then, state);
         StoreFuture::ready(Ok(true))
     }
 

@@ -88,6 +88,30 @@ pub trait SagaLog: Send + Sync + 'static {
     /// (the orchestrator's writes): a log that keeps events moves it in.
     fn append_owned<'a>(&'a self, id: &'a str, token: u64, event: Event, state: SagaState) -> StoreFuture<'a, bool>;
 
+    /// Appends `first` (with state `first_state`) and then `then` (with `state`), each as
+    /// [`append_owned`](Self::append_owned) would, fenced by `token`; returns whether both were written (`false`:
+    /// fenced). The orchestrator writes a step's end this way with the transition that follows it when nothing
+    /// happens between the two (no effect, no wait): the next step's start, or the saga's end. The default writes
+    /// them one after the other (two operations: one round trip each on Redis and PostgreSQL, which store exactly
+    /// what two appends store); the memory log writes both in one critical section.
+    fn append_two<'a>(
+        &'a self,
+        id: &'a str,
+        token: u64,
+        first: Event,
+        first_state: SagaState,
+        then: Event,
+        state: SagaState,
+    ) -> StoreFuture<'a, bool> {
+        let written = self.append_owned(id, token, first, first_state);
+        StoreFuture::new(async move {
+            if !written.await? {
+                return Ok(false);
+            }
+            self.append_owned(id, token, then, state).await
+        })
+    }
+
     /// [`append_owned`](Self::append_owned) with a borrowed event.
     fn append<'a>(&'a self, id: &'a str, token: u64, event: &'a Event, state: SagaState) -> StoreFuture<'a, bool> {
         self.append_owned(id, token, event.clone(), state)
@@ -130,6 +154,17 @@ impl<T: SagaLog + ?Sized> SagaLog for Arc<T> {
     }
     fn append_owned<'a>(&'a self, id: &'a str, token: u64, event: Event, state: SagaState) -> StoreFuture<'a, bool> {
         (**self).append_owned(id, token, event, state)
+    }
+    fn append_two<'a>(
+        &'a self,
+        id: &'a str,
+        token: u64,
+        first: Event,
+        first_state: SagaState,
+        then: Event,
+        state: SagaState,
+    ) -> StoreFuture<'a, bool> {
+        (**self).append_two(id, token, first, first_state, then, state)
     }
     fn create<'a>(
         &'a self,

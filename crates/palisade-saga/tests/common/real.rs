@@ -127,12 +127,16 @@ pub async fn conformance<L: SagaLog>(log: &L) {
     assert_eq!((r.owner.as_deref(), r.token), (Some("b"), t2));
     assert_eq!(r.events, [started.clone(), done.clone()]);
 
-    // A terminal state ends the lease and the ownership; nothing renews or takes it over.
+    // Two events in one write: fenced as one (nothing written with the old token), then both, in order. A
+    // terminal state ends the lease and the ownership; nothing renews or takes it over.
     let fin = Event::Finished { state: SagaState::Completed };
-    assert!(log.append("s-1", t2, &fin, SagaState::Completed).await.unwrap());
+    let (again, running, completed) = (started.clone(), SagaState::Running, SagaState::Completed);
+    assert!(!log.append_two("s-1", t1, again.clone(), running, fin.clone(), completed).await.unwrap(), "fenced");
+    assert_eq!(log.get("s-1").await.unwrap().unwrap().events, [started.clone(), done.clone()]);
+    assert!(log.append_two("s-1", t2, again.clone(), running, fin.clone(), completed).await.unwrap());
     let r = log.get("s-1").await.unwrap().unwrap();
     assert_eq!((r.state, r.owner.as_deref(), r.lease_remaining), (SagaState::Completed, None, Duration::ZERO));
-    assert_eq!(r.events, [started.clone(), done, fin]);
+    assert_eq!(r.events, [started.clone(), done, again, fin]);
     assert!(!log.renew("s-1", t2, LEASE).await.unwrap());
     assert_eq!(log.take_over("s-1", "c", LEASE, None).await.unwrap(), None);
     assert!(log.orphans(10).await.unwrap().is_empty());
