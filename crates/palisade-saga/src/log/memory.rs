@@ -22,12 +22,12 @@ use crate::model::{Event, Name, SagaRecord, SagaState, SagaSummary};
 
 struct Record {
     id: Arc<str>,
-    name: Arc<str>,
+    name: Str,
     /// The run's context itself (serialized when the record is read).
     context: Arc<dyn ContextJson>,
     state: SagaState,
     events: Vec<Event>,
-    owner: Option<Arc<str>>,
+    owner: Option<Str>,
     token: u64,
     /// When the owner's lease ends; `None` once the saga is terminal (its lease ended with it).
     lease_until: Option<Instant>,
@@ -61,8 +61,25 @@ struct Inner {
     /// The record written last.
     last: usize,
     last_token: u64,
-    /// Definition names and owners seen, shared by the records.
-    names: Vec<Arc<str>>,
+    /// Definition names and owners seen, shared by the records (which keep their places: no reference count to
+    /// bump, or to drop when a saga ends).
+    names: Vec<Box<str>>,
+}
+
+/// A definition name or an owner as a record keeps it: its place among the log's shared names, or its own copy
+/// past [`MAX_SHARED_NAMES`].
+enum Str {
+    At(usize),
+    Own(Box<str>),
+}
+
+impl Str {
+    fn get<'a>(&'a self, names: &'a [Box<str>]) -> &'a str {
+        match self {
+            Str::At(at) => &names[*at],
+            Str::Own(s) => s,
+        }
+    }
 }
 
 /// A saga id in the index, with its hash by the log's keyed SipHash (computed once, when the saga is created or
@@ -158,31 +175,36 @@ const MAX_SHARED_NAMES: usize = 64;
 const EVENTS_CAPACITY: usize = 10;
 
 impl Inner {
-    fn shared(&mut self, s: &str) -> Arc<str> {
-        if let Some(n) = self.names.iter().find(|n| ***n == *s) {
-            return n.clone();
+    fn shared(&mut self, s: &str) -> Str {
+        if let Some(at) = self.names.iter().position(|n| **n == *s) {
+            return Str::At(at);
         }
-        let n: Arc<str> = s.into();
         if self.names.len() < MAX_SHARED_NAMES {
-            self.names.push(n.clone());
+            self.names.push(s.into());
+            return Str::At(self.names.len() - 1);
         }
-        n
+        Str::Own(s.into())
     }
 
     // Inlined: every write calls it, and its usual answer (the record written last) takes a few instructions.
     #[inline(always)]
     fn find(&mut self, id: &str) -> Option<&mut Record> {
-        let at = match self.records.get(self.last) {
+        let at = self.find_at(id)?;
+        self.records.get_mut(at)
+    }
+
+    #[inline(always)]
+    fn find_at(&mut self, id: &str) -> Option<usize> {
+        match self.records.get(self.last) {
             // The run's writes pass the id the record shares: the same string, no comparison of bytes.
-            Some(r) if std::ptr::eq(&*r.id, id) || *r.id == *id => self.last,
+            Some(r) if std::ptr::eq(&*r.id, id) || *r.id == *id => Some(self.last),
             _ => {
                 let key = (self.hasher.hash_one(id), id);
                 let at = *self.index.get(&key as &dyn IdHash)?;
                 self.last = at;
-                at
+                Some(at)
             }
-        };
-        self.records.get_mut(at)
+        }
     }
 
     fn sorted(&self, mut keep: impl FnMut(&Record) -> bool) -> Vec<&Record> {
@@ -348,18 +370,19 @@ impl SagaLog for MemoryLog {
     fn get<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<SagaRecord>> {
         let mut g = self.inner.lock();
         let now = Instant::now();
-        let Some(r) = g.find(id) else { return StoreFuture::ready(Ok(None)) };
+        let Some(at) = g.find_at(id) else { return StoreFuture::ready(Ok(None)) };
+        let (r, names) = (&g.records[at], &g.names);
         let context = match r.context.to_value() {
             Ok(context) => context,
             Err(e) => return StoreFuture::ready(Err(StoreError::new(format!("saga {id}: its context: {e}")))),
         };
         StoreFuture::ready(Ok(Some(SagaRecord {
             id: id.to_owned(),
-            name: String::from(&*r.name),
+            name: r.name.get(names).to_owned(),
             context,
             state: r.state,
             events: r.events.clone(),
-            owner: r.owner.as_deref().map(str::to_owned),
+            owner: r.owner.as_ref().map(|o| o.get(names).to_owned()),
             token: r.token,
             lease_remaining: r.lease_until.map_or(Duration::ZERO, |t| t.saturating_duration_since(now)),
         })))
@@ -373,9 +396,9 @@ impl SagaLog for MemoryLog {
             .take(limit)
             .map(|r| SagaSummary {
                 id: String::from(&*r.id),
-                name: String::from(&*r.name),
+                name: r.name.get(&g.names).to_owned(),
                 state: r.state,
-                owner: r.owner.as_deref().map(str::to_owned),
+                owner: r.owner.as_ref().map(|o| o.get(&g.names).to_owned()),
             })
             .collect();
         StoreFuture::ready(Ok(out))
