@@ -1,6 +1,6 @@
 //! Instructions per call through the idempotency layer on the memory store, for before/after comparisons that
 //! hold on a busy machine: run under `valgrind --tool=callgrind` with two call counts and divide the difference
-//! (docs/BENCHMARKS.md, issue 17). Usage: `instr <typed_new|typed_replay|http_new|http_replay> <calls>`.
+//! (docs/BENCHMARKS.md, issue 17). Usage: `idempotency_instr <typed_new|typed_replay|http_new|http_replay> <calls>`.
 use std::convert::Infallible;
 
 use bytes::Bytes;
