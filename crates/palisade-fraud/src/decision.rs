@@ -184,28 +184,43 @@ pub(crate) struct OutcomeSink {
 }
 
 impl OutcomeSink {
+    /// Every rule `NotMatched` until told otherwise (most rules of most decisions do not match, and then need no
+    /// write); [`OutcomeSink::skip_after`] marks the rules a block left unevaluated.
     pub(crate) fn new(rules: usize) -> Self {
         // A long rule set keeps all its outcomes on the heap (the inline ones are then unused).
-        let spill = if rules > INLINE_OUTCOMES { vec![RuleOutcome::Skipped; rules] } else { Vec::new() };
+        let spill = if rules > INLINE_OUTCOMES { vec![RuleOutcome::NotMatched; rules] } else { Vec::new() };
         OutcomeSink {
-            outcomes: Outcomes { len: rules, inline: [RuleOutcome::Skipped; INLINE_OUTCOMES], spill },
+            outcomes: Outcomes { len: rules, inline: [RuleOutcome::NotMatched; INLINE_OUTCOMES], spill },
             errors: Vec::new(),
             notable: false,
         }
     }
     #[inline]
-    pub(crate) fn set(&mut self, i: usize, outcome: RuleOutcome) {
+    fn slice_mut(&mut self) -> &mut [RuleOutcome] {
         if self.outcomes.len <= INLINE_OUTCOMES {
-            if let Some(o) = self.outcomes.inline.get_mut(i) {
-                *o = outcome;
-            }
-        } else if let Some(o) = self.outcomes.spill.get_mut(i) {
+            &mut self.outcomes.inline[..self.outcomes.len]
+        } else {
+            &mut self.outcomes.spill
+        }
+    }
+    /// Rule `i` matched (`Matched` or `ShadowMatched`).
+    #[inline]
+    pub(crate) fn matched(&mut self, i: usize, outcome: RuleOutcome) {
+        if let Some(o) = self.slice_mut().get_mut(i) {
             *o = outcome;
         }
-        self.notable |= outcome.is_match();
+        self.notable = true;
+    }
+    /// The rules after `i` were not evaluated (rule `i` blocked).
+    pub(crate) fn skip_after(&mut self, i: usize) {
+        if let Some(rest) = self.slice_mut().get_mut(i + 1..) {
+            rest.fill(RuleOutcome::Skipped);
+        }
     }
     pub(crate) fn error(&mut self, i: usize, reason: String) {
-        self.set(i, RuleOutcome::Error);
+        if let Some(o) = self.slice_mut().get_mut(i) {
+            *o = RuleOutcome::Error;
+        }
         self.errors.push((i, reason.into()));
     }
     pub(crate) fn finish(

@@ -392,15 +392,26 @@ impl FraudEngine {
         let mut decided_by: Option<&Arc<str>> = None;
         let mut sink = OutcomeSink::new(rules.rules.len());
         for (i, rule) in rules.rules.iter().enumerate() {
-            let outcome = match rule.matches(scope) {
+            match rule.matches(scope) {
+                Ok(false) => {}
                 Ok(true) if rule.shadow => {
                     rule.stats.shadow_matched.fetch_add(1, Ordering::Relaxed);
-                    RuleOutcome::ShadowMatched
+                    sink.matched(i, RuleOutcome::ShadowMatched);
                 }
                 Ok(true) => {
                     rule.stats.matched.fetch_add(1, Ordering::Relaxed);
+                    sink.matched(i, RuleOutcome::Matched);
                     match rule.action {
                         Action::Score(n) => scope.score = scope.score.saturating_add(n),
+                        // The first enforced block ends the evaluation: the rules after it stay `Skipped`.
+                        Action::Block => {
+                            if decision < Decision::Block {
+                                decision = Decision::Block;
+                                decided_by = Some(&rule.name);
+                            }
+                            sink.skip_after(i);
+                            break;
+                        }
                         action => {
                             if let Some(d) = action.decision().filter(|d| *d > decision) {
                                 decision = d;
@@ -408,19 +419,11 @@ impl FraudEngine {
                             }
                         }
                     }
-                    RuleOutcome::Matched
                 }
-                Ok(false) => RuleOutcome::NotMatched,
                 Err(e) => {
                     rule.stats.errors.fetch_add(1, Ordering::Relaxed);
                     sink.error(i, e);
-                    continue;
                 }
-            };
-            sink.set(i, outcome);
-            // The first enforced block ends the evaluation: the rules after it stay `Skipped`.
-            if outcome == RuleOutcome::Matched && rule.action == Action::Block {
-                break;
             }
         }
         let score = scope.score;

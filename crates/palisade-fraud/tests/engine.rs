@@ -356,3 +356,87 @@ async fn rule_file_velocity_attributes_come_from_the_store() {
     assert_eq!(e.assess(&usd(6_000).email("m@x.io")).await.decision, Decision::Approve);
     assert_eq!(e.assess(&usd(5_000).email("M@x.io")).await.decision, Decision::Block);
 }
+
+/// The evaluation loop against a plain model of the documented semantics, on short (inline outcomes) and long
+/// (more than 32 rules: outcomes on the heap) rule sets with every kind of outcome: matched, shadow-matched, not
+/// matched, failed (a division by zero at run time) and skipped after a block.
+#[test]
+fn outcomes_follow_the_documented_order_on_short_and_long_rule_sets() {
+    for n in [3usize, 9, 32, 33, 47] {
+        // Rule i matches when amount_minor % (i % 7 + 2) == 0; every 11th rule divides by (amount_minor - 60).
+        let rules: Vec<(Rule, Action, bool, usize)> = (0..n)
+            .map(|i| {
+                let k = i % 7 + 2;
+                let (action, shadow) = match i % 6 {
+                    0 => (Action::Score(9), false),
+                    1 => (Action::Review, false),
+                    2 => (Action::Block, true),
+                    3 => (Action::Challenge, false),
+                    4 => (Action::Score(-4), true),
+                    _ => (Action::Block, i % 4 == 1),
+                };
+                let text = if i % 11 == 10 {
+                    format!("amount_minor / (amount_minor - 60) > 0 || amount_minor % {k} == 0")
+                } else {
+                    format!("amount_minor % {k} == 0")
+                };
+                let rule = Rule::expression(&format!("r{i}"), &text).unwrap().action(action).shadow(shadow);
+                (rule, action, shadow, k)
+            })
+            .collect();
+        let e = FraudEngine::builder()
+            .review_threshold(30)
+            .block_threshold(60)
+            .rules(rules.iter().map(|(r, ..)| r.clone()))
+            .build();
+        for amount in 1..=130i64 {
+            let v = e.evaluate(&usd(amount), &VelocityCounts::default());
+            // The model.
+            let (mut decision, mut by, mut score) = (Decision::Approve, None::<String>, 0i64);
+            let mut expected = vec![RuleOutcome::Skipped; n];
+            for (i, (_, action, shadow, k)) in rules.iter().enumerate() {
+                let fails = i % 11 == 10 && amount == 60;
+                if fails {
+                    expected[i] = RuleOutcome::Error;
+                    continue;
+                }
+                let divides = i % 11 == 10 && amount > 60; // amount / (amount - 60) > 0
+                if !divides && amount % *k as i64 != 0 {
+                    expected[i] = RuleOutcome::NotMatched;
+                    continue;
+                }
+                if *shadow {
+                    expected[i] = RuleOutcome::ShadowMatched;
+                    continue;
+                }
+                expected[i] = RuleOutcome::Matched;
+                let d = match action {
+                    Action::Score(s) => {
+                        score += s;
+                        continue;
+                    }
+                    Action::Review => Decision::Review,
+                    Action::Challenge => Decision::Challenge,
+                    _ => Decision::Block,
+                };
+                if d > decision {
+                    decision = d;
+                    by = Some(format!("r{i}"));
+                }
+                if d == Decision::Block {
+                    break;
+                }
+            }
+            if decision < Decision::Block && score >= 60 {
+                (decision, by) = (Decision::Block, Some("block_threshold".into()));
+            } else if decision < Decision::Review && score >= 30 {
+                (decision, by) = (Decision::Review, Some("review_threshold".into()));
+            }
+            assert_eq!(v.outcomes(), expected.as_slice(), "n = {n}, amount = {amount}");
+            assert_eq!(v.decision, decision, "n = {n}, amount = {amount}");
+            assert_eq!(v.score, score, "n = {n}, amount = {amount}");
+            assert_eq!(v.decided_by.as_deref(), by.as_deref(), "n = {n}, amount = {amount}");
+            assert_eq!(v.verdicts().len(), n);
+        }
+    }
+}
