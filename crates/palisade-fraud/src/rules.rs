@@ -254,61 +254,76 @@ impl Rule {
     }
 
     /// Evaluates the condition: a velocity limit here, rule-language programs (the only ones that can fail) and
-    /// the other built-in conditions in their own functions, each small.
+    /// each other built-in condition in a small function of its own (no shared frame to set up for the simple ones).
     #[inline]
     pub(crate) fn matches(&self, scope: &mut Scope<'_>) -> Result<bool, String> {
-        match &self.condition {
-            Condition::Velocity { attr, max } => Ok(scope.counts.get(*attr) > *max),
-            Condition::Expr(program) => program.eval(scope),
-            _ => Ok(self.builtin_matches(scope)),
-        }
-    }
-
-    #[inline(never)]
-    fn builtin_matches(&self, scope: &mut Scope<'_>) -> bool {
-        let (attrs, counts) = (scope.attrs, scope.counts);
-        match &self.condition {
-            Condition::Expr(_) => false,
+        Ok(match &self.condition {
+            Condition::Velocity { attr, max } => scope.counts.get(*attr) > *max,
+            Condition::Expr(program) => return program.eval(scope),
             // The email is normalized once per decision, for every rule that reads it.
-            Condition::Blocklist { field: Field::Email, values } => {
-                attrs.email.is_some() && values.contains(scope.email())
-            }
-            Condition::Blocklist { field, values } => {
-                attrs.field(*field).is_some_and(|v| values.contains(normalize(*field, v).as_ref()))
-            }
-            Condition::ResultFails(field) => attrs.field(*field).is_some_and(|v| {
-                let v = trimmed(v);
-                FAILED_CHECK_RESULTS.iter().any(|f| f.len() == v.len() && f.eq_ignore_ascii_case(v))
-            }),
-            Condition::Velocity { attr, max } => counts.get(*attr) > *max,
-            Condition::CountryMismatch(a, b) => match (attrs.field(*a), attrs.field(*b)) {
-                (Some(x), Some(y)) if !x.is_empty() && !y.is_empty() => !trimmed(x).eq_ignore_ascii_case(trimmed(y)),
-                _ => false,
-            },
-            Condition::AmountOver(t) => t.iter().any(|(m, minor)| {
-                m.currency() == attrs.amount.currency()
-                    && match (*minor, scope.amount_minor()) {
-                        // `amount_minor` is i64::MAX only when the amount has no minor units (it always has
-                        // when built through palisade_core): compare the decimals then.
-                        (Some(t), a) if a != i64::MAX => a > t,
-                        _ => attrs.amount.checked_cmp(m).is_ok_and(|o| o.is_gt()),
-                    }
-            }),
-            Condition::CardTesting(p) => {
-                let small_limit = p
-                    .small
-                    .iter()
-                    .find(|m| m.currency() == attrs.amount.currency())
-                    .and_then(|m| m.to_minor().ok())
-                    .unwrap_or(p.small_minor);
-                let attempts = counts.get(Velocity::new(Measure::Attempts, p.subject, Window::TenMinutes));
-                let declines = counts.get(Velocity::new(Measure::Declines, p.subject, Window::TenMinutes));
-                let present = attrs.subject(p.subject).is_some();
-                present
-                    && ((scope.amount_minor() <= small_limit && attempts >= p.small_attempts) || declines >= p.declines)
-            }
-        }
+            Condition::Blocklist { field: Field::Email, values } => email_listed(scope, values),
+            Condition::Blocklist { field, values } => listed(scope.attrs, *field, values),
+            Condition::ResultFails(field) => result_fails(scope.attrs, *field),
+            Condition::CountryMismatch(a, b) => countries_differ(scope.attrs, *a, *b),
+            Condition::AmountOver(t) => amount_over(scope, t),
+            Condition::CardTesting(p) => card_testing(scope, p),
+        })
     }
+}
+
+#[inline(never)]
+fn email_listed(scope: &mut Scope<'_>, values: &HashSet<String>) -> bool {
+    scope.attrs.email.is_some() && values.contains(scope.email())
+}
+
+#[inline(never)]
+fn listed(attrs: &Attributes, field: Field, values: &HashSet<String>) -> bool {
+    attrs.field(field).is_some_and(|v| values.contains(normalize(field, v).as_ref()))
+}
+
+#[inline(never)]
+fn result_fails(attrs: &Attributes, field: Field) -> bool {
+    attrs.field(field).is_some_and(|v| {
+        let v = trimmed(v);
+        FAILED_CHECK_RESULTS.iter().any(|f| f.len() == v.len() && f.eq_ignore_ascii_case(v))
+    })
+}
+
+#[inline(never)]
+fn countries_differ(attrs: &Attributes, a: Field, b: Field) -> bool {
+    match (attrs.field(a), attrs.field(b)) {
+        (Some(x), Some(y)) if !x.is_empty() && !y.is_empty() => !trimmed(x).eq_ignore_ascii_case(trimmed(y)),
+        _ => false,
+    }
+}
+
+#[inline(never)]
+fn amount_over(scope: &Scope<'_>, t: &[(Money, Option<i64>)]) -> bool {
+    let attrs = scope.attrs;
+    t.iter().any(|(m, minor)| {
+        m.currency() == attrs.amount.currency()
+            && match (*minor, scope.amount_minor()) {
+                // `amount_minor` is i64::MAX only when the amount has no minor units (it always has when built
+                // through palisade_core): compare the decimals then.
+                (Some(t), a) if a != i64::MAX => a > t,
+                _ => attrs.amount.checked_cmp(m).is_ok_and(|o| o.is_gt()),
+            }
+    })
+}
+
+#[inline(never)]
+fn card_testing(scope: &Scope<'_>, p: &CardTesting) -> bool {
+    let (attrs, counts) = (scope.attrs, scope.counts);
+    let small_limit = p
+        .small
+        .iter()
+        .find(|m| m.currency() == attrs.amount.currency())
+        .and_then(|m| m.to_minor().ok())
+        .unwrap_or(p.small_minor);
+    let attempts = counts.get(Velocity::new(Measure::Attempts, p.subject, Window::TenMinutes));
+    let declines = counts.get(Velocity::new(Measure::Declines, p.subject, Window::TenMinutes));
+    let present = attrs.subject(p.subject).is_some();
+    present && ((scope.amount_minor() <= small_limit && attempts >= p.small_attempts) || declines >= p.declines)
 }
 
 /// A blocklist's form of a value: emails lower-cased, countries upper-cased, all trimmed (borrowed when the
