@@ -1,9 +1,9 @@
 //! The in-process velocity store.
 
 use std::collections::VecDeque;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, RandomState};
 
-use hashbrown::{DefaultHashBuilder, HashTable};
+use hashbrown::HashTable;
 use palisade_core::Currency;
 use parking_lot::Mutex;
 use tokio::time::Instant;
@@ -199,7 +199,7 @@ impl Seen {
     }
 
     /// Encodes `attempt`'s key into the buffer and returns its hash and its entry, if seen within the horizon.
-    fn find(&mut self, hasher: &DefaultHashBuilder, attempt: &Attempt<'_>, id: &str) -> (u64, Option<&SeenEntry>) {
+    fn find(&mut self, hasher: &RandomState, attempt: &Attempt<'_>, id: &str) -> (u64, Option<&SeenEntry>) {
         self.buf.clear();
         for v in &attempt.subjects {
             let v = v.as_deref();
@@ -233,7 +233,9 @@ struct Slot {
 }
 
 struct State {
-    hasher: DefaultHashBuilder,
+    /// std's keyed SipHash: the tables are keyed by what clients send (card, email, IP, customer, idempotency
+    /// key), so a hasher with real hash-flooding resistance, as the idempotency store and the saga log use.
+    hasher: RandomState,
     /// Every tracked (subject, value), in one slab; `index` finds a slot by (subject, value).
     slots: Vec<Slot>,
     free: Vec<usize>,
@@ -246,7 +248,7 @@ struct State {
 impl Default for State {
     fn default() -> Self {
         State {
-            hasher: DefaultHashBuilder::default(),
+            hasher: RandomState::new(),
             slots: Vec::new(),
             free: Vec::new(),
             index: HashTable::new(),
@@ -257,7 +259,7 @@ impl Default for State {
     }
 }
 
-fn subject_hash(hasher: &DefaultHashBuilder, s: Subject, v: &str) -> u64 {
+fn subject_hash(hasher: &RandomState, s: Subject, v: &str) -> u64 {
     hasher.hash_one((s.index() as u8, v))
 }
 
