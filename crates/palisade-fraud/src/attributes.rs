@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::sync::LazyLock;
 
-use palisade_core::{ChargeRequest, Currency, GatewayKeyed, GatewayRequest, Money};
+use palisade_core::{ChargeRequest, Currency, GatewayRequest, Money};
 
 /// The facts about one charge that rules look at. Build it with [`Attributes::new`] and the setters, or let the
 /// layer extract it from a [`ChargeRequest`] ([`Attributes::from_charge`]).
@@ -86,31 +86,40 @@ impl Attributes {
     /// the others are left unknown, so nothing is copied for them. The email is always taken (it is logged,
     /// masked, with the verdict).
     #[must_use]
+    #[inline]
     pub fn from_charge_reading(c: &ChargeRequest, fields: FieldSet) -> Self {
         let meta = |f: Field| {
             if fields.contains(f) { c.metadata.get(f.as_str()).map(|v| v.as_str().to_owned()) } else { None }
         };
-        let mut a = Attributes::new(c.amount);
-        if fields.contains(Field::CardFingerprint) {
-            a.card_fingerprint = meta(Field::CardFingerprint).or_else(|| Some(c.source.as_str().to_owned()));
+        // Built whole in one expression, so it is written where the caller wants it (no move of the struct).
+        Attributes {
+            amount: c.amount,
+            email: c.metadata.get("email").map(|v| v.as_str().to_owned()),
+            card_fingerprint: if fields.contains(Field::CardFingerprint) {
+                meta(Field::CardFingerprint).or_else(|| Some(c.source.as_str().to_owned()))
+            } else {
+                None
+            },
+            card_bin: meta(Field::CardBin),
+            card_country: meta(Field::CardCountry),
+            billing_country: meta(Field::BillingCountry),
+            ip: meta(Field::Ip),
+            ip_country: meta(Field::IpCountry),
+            avs_result: meta(Field::AvsResult),
+            cvv_result: meta(Field::CvvResult),
+            customer_id: if fields.contains(Field::CustomerId) {
+                c.customer.as_ref().map(|r| r.as_str().to_owned())
+            } else {
+                None
+            },
+            // Always: it is the starting score, which the thresholds read whatever the rules.
+            risk_score: c.metadata.get("risk_score").and_then(|s| s.as_str().parse().ok()).unwrap_or(0),
+            attempt_id: if fields.attempt_id() {
+                c.idempotency_key.as_ref().map(|k| k.as_str().to_owned())
+            } else {
+                None
+            },
         }
-        if fields.contains(Field::CustomerId) {
-            a.customer_id = c.customer.as_ref().map(|r| r.as_str().to_owned());
-        }
-        if fields.attempt_id() {
-            a.attempt_id = c.idempotency_key.as_ref().map(|k| k.as_str().to_owned());
-        }
-        a.email = c.metadata.get("email").map(|v| v.as_str().to_owned());
-        a.card_bin = meta(Field::CardBin);
-        a.card_country = meta(Field::CardCountry);
-        a.billing_country = meta(Field::BillingCountry);
-        a.ip = meta(Field::Ip);
-        a.ip_country = meta(Field::IpCountry);
-        a.avs_result = meta(Field::AvsResult);
-        a.cvv_result = meta(Field::CvvResult);
-        // Always: it is the starting score, which the thresholds read whatever the rules.
-        a.risk_score = c.metadata.get("risk_score").and_then(|s| s.as_str().parse().ok()).unwrap_or(0);
-        a
     }
 
     /// The default extraction from a gateway request: charges and authorizations are screened
@@ -125,12 +134,10 @@ impl Attributes {
     #[must_use]
     pub fn from_gateway_request_reading(req: &GatewayRequest, fields: FieldSet) -> Option<Self> {
         match req {
+            // A charge's or an authorization's gateway key is its own idempotency key (`from_charge_reading`'s
+            // attempt id).
             GatewayRequest::Charge(c) | GatewayRequest::Authorize(c) => {
-                let mut a = Attributes::from_charge_reading(c, fields);
-                if a.attempt_id.is_none() && fields.attempt_id() {
-                    a.attempt_id = req.gateway_key().map(|k| k.as_str().to_owned());
-                }
-                Some(a)
+                Some(Attributes::from_charge_reading(c, fields))
             }
             _ => None,
         }
