@@ -53,11 +53,13 @@ where
         let engine = &self.config.engine;
         // One rule set for the call: what it reads is extracted, then it decides.
         let rules = engine.rules_now();
-        let Some(attrs) = self.config.extract.extract_reading(&req, rules.fields) else {
+        // Read where it was extracted (the attributes are large: they are moved only into a watch or a box).
+        let extracted = self.config.extract.extract_reading(&req, rules.fields);
+        let Some(attrs) = &extracted else {
             return ResponseFuture::passthrough(self.inner.call(req));
         };
         // Decided at once when the rules read no velocity or the store answers without waiting: no box.
-        let rules = match engine.try_assess_with(rules, &attrs) {
+        let rules = match engine.try_assess_with(rules, attrs) {
             Err(rules) => rules,
             Ok(verdict) => {
                 let reads_velocity = !verdict.rule_set().reads.is_empty();
@@ -65,11 +67,15 @@ where
                     return ResponseFuture::refused(refusal);
                 }
                 // A decline is recorded only for rules that read velocity; otherwise nothing is kept.
-                let watch = reads_velocity.then(|| Watch {
-                    engine: engine.clone(),
-                    attrs: Box::new(attrs),
-                    mode: self.mode.clone(),
-                });
+                let watch = if reads_velocity {
+                    extracted.map(|attrs| Watch {
+                        engine: engine.clone(),
+                        attrs: Box::new(attrs),
+                        mode: self.mode.clone(),
+                    })
+                } else {
+                    None
+                };
                 return ResponseFuture::called(self.inner.call(req), watch);
             }
         };
@@ -80,6 +86,8 @@ where
         let mode = self.mode.clone();
         ResponseFuture::screened(Box::pin(async move {
             let engine = &config.engine;
+            // Always there (the request was screened above); an unscreened request would pass, as above.
+            let Some(attrs) = extracted else { return inner.call(req).await };
             let attempt = Attempt::from_attributes(&attrs);
             let verdict = engine.assess_attempt_with(rules, &attrs, &attempt).await;
             if let Some(refusal) = apply(&config, &mode, verdict, &mut req) {
