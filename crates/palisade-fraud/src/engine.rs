@@ -1,7 +1,10 @@
 //! The [`FraudEngine`]: rules in order, velocity from the store, thresholds, hot reload.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, LazyLock};
+use std::task::{Context, Poll};
 
 use arc_swap::ArcSwap;
 
@@ -70,6 +73,46 @@ fn decision_keys(engine: &Arc<str>) -> [metrics::Key; 4] {
             vec![metrics::Label::new("engine", engine.to_string()), metrics::Label::new("decision", d.as_str())];
         metrics::Key::from_parts("palisade_fraud_decisions_total", labels)
     })
+}
+
+/// The future of [`FraudEngine::assess`]: the engine and the attributes until first polled, then (only when
+/// the store must be awaited) the boxed wait.
+enum Assess<'a> {
+    Start(&'a FraudEngine, &'a Attributes),
+    Waiting(Pin<Box<dyn Future<Output = Assessment> + Send + 'a>>),
+    Done,
+}
+
+impl Future for Assess<'_> {
+    type Output = Assessment;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Assessment> {
+        let this = &mut *self;
+        if let Assess::Start(engine, attrs) = *this {
+            // The decision, when it needs no wait; otherwise the store must be awaited (nothing was recorded),
+            // with the same rule set.
+            match engine.try_assess_with(engine.inner.rules.load_full(), attrs) {
+                Ok(a) => {
+                    *this = Assess::Done;
+                    return Poll::Ready(a);
+                }
+                Err(rules) => {
+                    *this = Assess::Waiting(Box::pin(async move {
+                        let attempt = Attempt::from_attributes(attrs);
+                        engine.assess_attempt_with(rules, attrs, &attempt).await
+                    }));
+                }
+            }
+        }
+        match this {
+            Assess::Waiting(fut) => {
+                let a = std::task::ready!(fut.as_mut().poll(cx));
+                *this = Assess::Done;
+                Poll::Ready(a)
+            }
+            #[allow(clippy::panic)]
+            _ => panic!("FraudEngine::assess polled after completion"),
+        }
+    }
 }
 
 /// The fraud rule engine. Cheap to clone (one `Arc`); every clone shares the rules and the velocity store.
@@ -250,16 +293,12 @@ impl FraudEngine {
     /// Records the attempt in the velocity store (one atomic step for all its counters), evaluates the rules,
     /// logs the verdict and counts it in metrics. A rule set that reads no velocity attribute needs no record:
     /// the store is then not asked (and [`OnStoreDown`] never applies).
-    pub async fn assess(&self, attrs: &Attributes) -> Assessment {
-        if let Some(a) = self.try_assess(attrs) {
-            return a;
-        }
-        let attempt = Attempt::from_attributes(attrs);
-        self.assess_attempt(attrs, &attempt).await
-    }
-
-    pub(crate) async fn assess_attempt(&self, attrs: &Attributes, attempt: &Attempt<'_>) -> Assessment {
-        self.assess_attempt_with(self.inner.rules.load_full(), attrs, attempt).await
+    ///
+    /// Nothing happens until the future is first polled. The future is small (it is moved by whoever awaits
+    /// it): a decision that needs no wait (a rule set that reads no velocity, or the memory store) is made in
+    /// that first poll; only one that waits on the store (Redis) puts the wait in a box.
+    pub fn assess<'a>(&'a self, attrs: &'a Attributes) -> impl Future<Output = Assessment> + Send + 'a {
+        Assess::Start(self, attrs)
     }
 
     /// One rule set for the whole decision (the attributes extracted for it, the velocity it reads, then its
@@ -278,13 +317,6 @@ impl FraudEngine {
             None => self.inner.store.record_attempt_reading(attempt, rules.reads).await,
         };
         self.conclude_with(attrs, attempt, rules, result)
-    }
-
-    /// The decision, when it needs no wait: the rule set reads no velocity (then the store is not touched and
-    /// no attempt is built), or the store answers at once (memory). `None`: the store must be awaited
-    /// ([`FraudEngine::assess_attempt`]); nothing was recorded.
-    pub(crate) fn try_assess(&self, attrs: &Attributes) -> Option<Assessment> {
-        self.try_assess_with(self.inner.rules.load_full(), attrs).ok()
     }
 
     /// [`FraudEngine::try_assess`] with the rule set loaded by the caller, handed back when the store must be
