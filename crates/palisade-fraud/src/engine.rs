@@ -75,6 +75,29 @@ fn decision_keys(engine: &Arc<str>) -> [metrics::Key; 4] {
     })
 }
 
+/// The engine's rule-set slot, for [`arc_swap::Cache`].
+#[derive(Clone)]
+pub(crate) struct RulesOf(Arc<EngineInner>);
+
+impl std::ops::Deref for RulesOf {
+    type Target = ArcSwap<RuleSet>;
+    fn deref(&self) -> &ArcSwap<RuleSet> {
+        &self.0.rules
+    }
+}
+
+/// The rules in force as one service last saw them (see [`FraudEngine::rules_cache`]).
+#[derive(Clone)]
+pub(crate) struct RulesCache(arc_swap::Cache<RulesOf, Arc<RuleSet>>);
+
+impl RulesCache {
+    /// The rules in force, for one decision (the layer extracts what they read, then decides with them).
+    #[inline]
+    pub(crate) fn load(&mut self) -> Arc<RuleSet> {
+        self.0.load().clone()
+    }
+}
+
 /// The future of [`FraudEngine::assess`]: the engine and the attributes until first polled, then (only when
 /// the store must be awaited) the boxed wait.
 enum Assess<'a> {
@@ -273,9 +296,10 @@ impl FraudEngine {
         }
     }
 
-    /// The rules in force, for one decision (the layer extracts what they read, then decides with them).
-    pub(crate) fn rules_now(&self) -> Arc<RuleSet> {
-        self.inner.rules.load_full()
+    /// A cache of the rules in force, for one service: [`RulesCache::load`] checks that the rules it holds are
+    /// still those in force (one atomic load) and takes the new ones when a reload replaced them.
+    pub(crate) fn rules_cache(&self) -> RulesCache {
+        RulesCache(arc_swap::Cache::new(RulesOf(self.inner.clone())))
     }
 
     /// The rules in force (built-ins, then the rule file's).

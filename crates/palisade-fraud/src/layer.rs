@@ -151,6 +151,6 @@ impl<X, M> FraudLayerBuilder<X, M> {
 impl<S, X, M: Clone> Layer<S> for FraudLayer<X, M> {
     type Service = Fraud<S, X, M>;
     fn layer(&self, inner: S) -> Self::Service {
-        Fraud { inner, config: self.config.clone(), mode: self.mode.clone() }
+        Fraud { inner, config: self.config.clone(), mode: self.mode.clone(), rules: self.config.engine.rules_cache() }
     }
 }

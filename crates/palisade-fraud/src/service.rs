@@ -6,6 +6,7 @@ use std::task::{Context, Poll};
 use tower_service::Service;
 
 use crate::decision::{Assessment, Decision};
+use crate::engine::RulesCache;
 use crate::error::FraudRejection;
 use crate::future::{ResponseFuture, Watch};
 use crate::layer::Config;
@@ -17,11 +18,18 @@ pub struct Fraud<S, X, M> {
     pub(crate) inner: S,
     pub(crate) config: Arc<Config<X>>,
     pub(crate) mode: M,
+    /// The engine's rules in force, as this service last saw them (revalidated on every call).
+    pub(crate) rules: RulesCache,
 }
 
 impl<S: Clone, X, M: Clone> Clone for Fraud<S, X, M> {
     fn clone(&self) -> Self {
-        Fraud { inner: self.inner.clone(), config: self.config.clone(), mode: self.mode.clone() }
+        Fraud {
+            inner: self.inner.clone(),
+            config: self.config.clone(),
+            mode: self.mode.clone(),
+            rules: self.rules.clone(),
+        }
     }
 }
 
@@ -52,7 +60,7 @@ where
     fn call(&mut self, mut req: Req) -> Self::Future {
         let engine = &self.config.engine;
         // One rule set for the call: what it reads is extracted, then it decides.
-        let rules = engine.rules_now();
+        let rules = self.rules.load();
         // Read where it was extracted (the attributes are large: they are moved only into a watch or a box).
         let extracted = self.config.extract.extract_reading(&req, rules.fields);
         let Some(attrs) = &extracted else {
