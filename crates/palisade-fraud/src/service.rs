@@ -71,7 +71,10 @@ where
             Err(rules) => rules,
             Ok(verdict) => {
                 let reads_velocity = !verdict.rule_set().reads.is_empty();
-                if let Some(refusal) = apply(&self.config, &self.mode, verdict, &mut req) {
+                // An approval needs nothing done (and the verdict is not moved into `apply` for it).
+                if verdict.decision != Decision::Approve
+                    && let Some(refusal) = apply(&self.config, &self.mode, verdict, &mut req)
+                {
                     return ResponseFuture::refused(refusal);
                 }
                 // A decline is recorded only for rules that read velocity; otherwise nothing is kept.
