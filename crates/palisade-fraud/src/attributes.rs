@@ -640,12 +640,31 @@ pub(crate) fn trimmed(v: &str) -> &str {
 /// `v` trimmed and lower-cased (Unicode), borrowed when it already is.
 pub(crate) fn lower(v: &str) -> Cow<'_, str> {
     let t = trimmed(v);
-    // One pass for the common case: ASCII without capitals (no early exit, so it runs on whole words).
-    if !t.bytes().fold(false, |bad, c| bad | !c.is_ascii() | c.is_ascii_uppercase()) {
+    // The common case, ASCII without capitals, checked eight bytes at a time.
+    if !has_upper_or_non_ascii(t.as_bytes()) {
         return Cow::Borrowed(t);
     }
     let l = t.to_lowercase();
     if l == t { Cow::Borrowed(t) } else { Cow::Owned(l) }
+}
+
+/// True when `b` has an ASCII capital or a byte outside ASCII: eight bytes per step (a word with no high bit set
+/// has a capital where adding `0x80 - b'A'` to a byte sets its high bit and adding `0x80 - b'Z' - 1` does not;
+/// no byte below `0x80` carries into the next), then the last few one by one.
+#[inline]
+pub(crate) fn has_upper_or_non_ascii(b: &[u8]) -> bool {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut chunks = b.chunks_exact(8);
+    for c in &mut chunks {
+        // `chunks_exact(8)` yields 8 bytes: the conversion cannot fail.
+        let x = c.try_into().map_or(HIGH, u64::from_le_bytes);
+        let at_least_a = x.wrapping_add(0x3f3f_3f3f_3f3f_3f3f);
+        let above_z = x.wrapping_add(0x2525_2525_2525_2525);
+        if (x | (at_least_a & !above_z)) & HIGH != 0 {
+            return true;
+        }
+    }
+    chunks.remainder().iter().any(|&c| !c.is_ascii() || c.is_ascii_uppercase())
 }
 
 /// `v` trimmed and ASCII lower-cased, borrowed when it already is.
@@ -752,4 +771,25 @@ pub fn attribute_docs() -> Vec<AttributeDoc> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_upper_or_non_ascii;
+
+    /// The word-at-a-time check says what the byte-by-byte one says: every byte value at every position of
+    /// strings around the word size.
+    #[test]
+    fn upper_or_non_ascii_check_matches_the_plain_one() {
+        let plain = |b: &[u8]| b.iter().any(|&c| !c.is_ascii() || c.is_ascii_uppercase());
+        for len in 1..20 {
+            for pos in 0..len {
+                for byte in 0..=255u8 {
+                    let mut b = vec![b'a'; len];
+                    b[pos] = byte;
+                    assert_eq!(has_upper_or_non_ascii(&b), plain(&b), "{b:?}");
+                }
+            }
+        }
+    }
 }

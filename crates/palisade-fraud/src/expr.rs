@@ -15,7 +15,7 @@ use evalexpr::{DefaultNumericTypes, Node, Operator, Value};
 use palisade_core::Currency;
 
 use crate::attributes::{
-    AttrType, Attributes, FieldSet, INDEX, NAMES, RISK_SCORE_SLOT, SCALAR_COUNT, VelocityCounts, VelocitySet,
+    AttrType, Attributes, Field, FieldSet, INDEX, NAMES, RISK_SCORE_SLOT, SCALAR_COUNT, VelocityCounts, VelocitySet,
     ascii_lower, ascii_upper, lower, trimmed,
 };
 use crate::rules::EvalContext;
@@ -38,6 +38,10 @@ pub(crate) struct Scope<'a> {
     /// The amount in minor units, computed on first read (or given by the attempt, which has it).
     amount_minor: std::cell::Cell<Option<i64>>,
     ctx: Option<EvalContext>,
+    /// Per text slot, the blocklist hash of its normal form ([`crate::rules::blocklist_hash`]), computed once per
+    /// decision for every blocklist that reads it; `hashed` has bit `slot` set once it is.
+    hashes: [u64; TEXT_SLOTS.end],
+    hashed: u16,
 }
 
 impl<'a> Scope<'a> {
@@ -50,7 +54,29 @@ impl<'a> Scope<'a> {
             currency: attrs.currency(),
             amount_minor: std::cell::Cell::new(None),
             ctx: None,
+            hashes: [0; TEXT_SLOTS.end],
+            hashed: 0,
         }
+    }
+
+    /// The blocklist hash of the email's normal form, computed once per decision.
+    pub(crate) fn email_hash(&mut self) -> u64 {
+        self.fill(EMAIL);
+        self.hash_of(EMAIL, |s| crate::rules::blocklist_hash(s.text(EMAIL)))
+    }
+
+    /// The blocklist hash of `field`'s normal form `v`, computed once per decision.
+    pub(crate) fn field_hash(&mut self, field: Field, v: &str) -> u64 {
+        self.hash_of(field.slot(), |_| crate::rules::blocklist_hash(v))
+    }
+
+    fn hash_of(&mut self, slot: usize, hash: impl FnOnce(&Self) -> u64) -> u64 {
+        let bit = 1 << slot;
+        if self.hashed & bit == 0 {
+            self.hashes[slot] = hash(self);
+            self.hashed |= bit;
+        }
+        self.hashes[slot]
     }
 
     /// Takes the normalized email from the attempt, which has it already (so it is lower-cased once).

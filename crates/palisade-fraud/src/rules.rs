@@ -3,11 +3,12 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::Arc;
+use std::hash::BuildHasher;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, LazyLock};
 
 use evalexpr::{Context, DefaultNumericTypes, EvalexprError, Value};
-use hashbrown::HashSet;
+use hashbrown::{DefaultHashBuilder, HashSet, HashTable};
 use palisade_core::Money;
 
 use crate::attributes::{
@@ -62,7 +63,7 @@ pub(crate) enum Condition {
     Expr(Arc<Program>),
     Blocklist {
         field: Field,
-        values: Arc<HashSet<String>>,
+        values: Arc<Blocklist>,
     },
     ResultFails(Field),
     Velocity {
@@ -133,7 +134,7 @@ impl Rule {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let values: HashSet<String> = values.into_iter().map(|v| normalize(field, v.as_ref()).into_owned()).collect();
+        let values = Blocklist::new(values.into_iter().map(|v| normalize(field, v.as_ref()).into_owned()));
         let reason = format!("{} is on the blocklist", field.as_str());
         Rule::new(name, Action::Block, Condition::Blocklist { field, values: Arc::new(values) }, reason)
     }
@@ -262,7 +263,7 @@ impl Rule {
             Condition::Expr(program) => return program.eval(scope),
             // The email is normalized once per decision, for every rule that reads it.
             Condition::Blocklist { field: Field::Email, values } => email_listed(scope, values),
-            Condition::Blocklist { field, values } => listed(scope.attrs, *field, values),
+            Condition::Blocklist { field, values } => listed(scope, *field, values),
             Condition::ResultFails(field) => result_fails(scope.attrs, *field),
             Condition::CountryMismatch(a, b) => countries_differ(scope.attrs, *a, *b),
             Condition::AmountOver(t) => amount_over(scope, t),
@@ -271,30 +272,79 @@ impl Rule {
     }
 }
 
-#[inline(never)]
-fn email_listed(scope: &mut Scope<'_>, values: &HashSet<String>) -> bool {
-    scope.attrs.email.is_some() && values.contains(scope.email())
+/// The hasher every blocklist shares (foldhash, seeded at random once per process): a value read by several
+/// blocklists (the email by an email blocklist and a fraud-email list) is hashed once per decision, and each list
+/// is probed with that hash. The lists are the operator's, not the client's: a client's value can only be looked
+/// up, never inserted, so it cannot lengthen a probe sequence.
+static BLOCKLIST_HASHER: LazyLock<DefaultHashBuilder> = LazyLock::new(DefaultHashBuilder::default);
+
+/// The hash of a blocklisted value (its normal form) with [`BLOCKLIST_HASHER`].
+pub(crate) fn blocklist_hash(v: &str) -> u64 {
+    BLOCKLIST_HASHER.hash_one(v)
+}
+
+/// One blocklist's values in their normal form ([`normalize`]), in a table hashed with [`BLOCKLIST_HASHER`].
+pub(crate) struct Blocklist {
+    table: HashTable<Box<str>>,
+}
+
+impl Blocklist {
+    fn new(values: impl IntoIterator<Item = String>) -> Self {
+        let mut table: HashTable<Box<str>> = HashTable::new();
+        for v in values {
+            let hash = blocklist_hash(&v);
+            if table.find(hash, |e| **e == *v).is_none() {
+                table.insert_unique(hash, v.into_boxed_str(), |e| blocklist_hash(e));
+            }
+        }
+        Blocklist { table }
+    }
+
+    /// True when `v` (its hash `hash`, from [`blocklist_hash`]) is listed.
+    #[inline]
+    pub(crate) fn contains(&self, hash: u64, v: &str) -> bool {
+        self.table.find(hash, |e| **e == *v).is_some()
+    }
 }
 
 #[inline(never)]
-fn listed(attrs: &Attributes, field: Field, values: &HashSet<String>) -> bool {
-    attrs.field(field).is_some_and(|v| values.contains(normalize(field, v).as_ref()))
+fn email_listed(scope: &mut Scope<'_>, values: &Blocklist) -> bool {
+    if scope.attrs.email.is_none() {
+        return false;
+    }
+    let hash = scope.email_hash();
+    values.contains(hash, scope.email())
+}
+
+#[inline(never)]
+fn listed(scope: &mut Scope<'_>, field: Field, values: &Blocklist) -> bool {
+    let Some(v) = scope.attrs.field(field) else { return false };
+    let v = normalize(field, v);
+    let hash = scope.field_hash(field, &v);
+    values.contains(hash, &v)
 }
 
 #[inline(never)]
 fn result_fails(attrs: &Attributes, field: Field) -> bool {
     attrs.field(field).is_some_and(|v| {
-        let v = trimmed(v);
-        FAILED_CHECK_RESULTS.iter().any(|f| f.len() == v.len() && f.eq_ignore_ascii_case(v))
+        let v = trimmed(v).as_bytes();
+        FAILED_CHECK_RESULTS.iter().any(|f| f.len() == v.len() && f.as_bytes().eq_ignore_ascii_case(v))
     })
 }
 
 #[inline(never)]
 fn countries_differ(attrs: &Attributes, a: Field, b: Field) -> bool {
-    match (attrs.field(a), attrs.field(b)) {
-        (Some(x), Some(y)) if !x.is_empty() && !y.is_empty() => !trimmed(x).eq_ignore_ascii_case(trimmed(y)),
-        _ => false,
+    let (Some(x), Some(y)) = (attrs.field(a), attrs.field(b)) else { return false };
+    // The common case, two-letter codes with nothing to trim: compared byte by byte, ignoring ASCII case.
+    if let (&[x0, x1], &[y0, y1]) = (x.as_bytes(), y.as_bytes())
+        && x0.is_ascii_graphic()
+        && x1.is_ascii_graphic()
+        && y0.is_ascii_graphic()
+        && y1.is_ascii_graphic()
+    {
+        return !(x0.eq_ignore_ascii_case(&y0) && x1.eq_ignore_ascii_case(&y1));
     }
+    !x.is_empty() && !y.is_empty() && !trimmed(x).eq_ignore_ascii_case(trimmed(y))
 }
 
 #[inline(never)]

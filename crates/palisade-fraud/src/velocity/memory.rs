@@ -8,6 +8,7 @@ use palisade_core::Currency;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
+use super::sip::SipKey;
 use super::{Attempt, BoxFuture, VelocityStore};
 use crate::attributes::{Subject, VelocityCounts, VelocitySet, Window};
 use crate::defaults::MAX_VELOCITY_WINDOW;
@@ -199,7 +200,7 @@ impl Seen {
     }
 
     /// Encodes `attempt`'s key into the buffer and returns its hash and its entry, if seen within the horizon.
-    fn find(&mut self, hasher: &RandomState, attempt: &Attempt<'_>, id: &str) -> (u64, Option<&SeenEntry>) {
+    fn find(&mut self, key: &SipKey, attempt: &Attempt<'_>, id: &str) -> (u64, Option<&SeenEntry>) {
         self.buf.clear();
         for v in &attempt.subjects {
             let v = v.as_deref();
@@ -207,9 +208,9 @@ impl Seen {
             self.buf.extend_from_slice(v.unwrap_or_default().as_bytes());
         }
         self.buf.extend_from_slice(id.as_bytes());
-        let key = self.buf.as_slice();
-        let hash = hasher.hash_one(key);
-        (hash, self.table.find(hash, |e| *e.key == *key))
+        let buf = self.buf.as_slice();
+        let hash = key.hash(buf);
+        (hash, self.table.find(hash, |e| *e.key == *buf))
     }
 
     /// Records the attempt last looked up with [`Seen::find`] (not seen before) at `now`.
@@ -236,6 +237,8 @@ struct State {
     /// std's keyed SipHash: the tables are keyed by what clients send (card, email, IP, customer, idempotency
     /// key), so a hasher with real hash-flooding resistance, as the idempotency store and the saga log use.
     hasher: RandomState,
+    /// The key of the attempts' keyed SipHash-1-3 (the same function as `hasher`'s, over one buffer).
+    seen_key: SipKey,
     /// Every tracked (subject, value), in one slab; `index` finds a slot by (subject, value).
     slots: Vec<Slot>,
     free: Vec<usize>,
@@ -249,6 +252,7 @@ impl Default for State {
     fn default() -> Self {
         State {
             hasher: RandomState::new(),
+            seen_key: SipKey::random(),
             slots: Vec::new(),
             free: Vec::new(),
             index: HashTable::new(),
@@ -435,7 +439,7 @@ impl MemoryVelocityStore {
         let st = &mut *guard;
         st.attempts_seen.expire(horizon);
         // An attempt without an id is its own; one with an id counts once however often it is retried.
-        let seen = attempt.id.map(|id| st.attempts_seen.find(&st.hasher, attempt, id));
+        let seen = attempt.id.map(|id| st.attempts_seen.find(&st.seen_key, attempt, id));
         let hash = seen.map(|(hash, _)| hash);
         if let Some((_, Some(entry))) = seen {
             // A retry: nothing to record; only the subjects the rules read are looked at.
@@ -475,7 +479,7 @@ impl MemoryVelocityStore {
         let mut guard = self.state.lock();
         let st = &mut *guard;
         st.declines_seen.expire(horizon);
-        let seen = attempt.id.map(|id| st.declines_seen.find(&st.hasher, attempt, id));
+        let seen = attempt.id.map(|id| st.declines_seen.find(&st.seen_key, attempt, id));
         if let Some((_, Some(_))) = seen {
             return;
         }

@@ -10,6 +10,7 @@
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
+mod sip;
 
 use std::borrow::Cow;
 use std::future::Future;
