@@ -172,15 +172,25 @@ pub struct Assessment {
     outcomes: Outcomes,
     /// The reasons of the rules whose outcome is `Error`, by rule index.
     errors: Vec<(usize, Arc<str>)>,
-    /// True when a rule matched (enforced or in shadow) or failed: what is logged and counted per rule.
-    notable: bool,
+    /// The rules that matched (enforced or in shadow) or failed, what is logged and counted per rule: bit `i` for
+    /// rule `i` below [`NOTABLE_SCAN`], bit [`NOTABLE_SCAN`] for any rule from there on.
+    notable: u64,
+}
+
+/// The bit of [`Assessment`]'s notable rules that stands for every rule from this index on (scanned).
+pub(crate) const NOTABLE_SCAN: usize = 63;
+
+/// The notable bit of rule `i`.
+#[inline]
+fn notable_bit(i: usize) -> u64 {
+    1 << i.min(NOTABLE_SCAN)
 }
 
 /// Collects one outcome per rule of a rule set, in order (the rules not reached stay `Skipped`).
 pub(crate) struct OutcomeSink {
     outcomes: Outcomes,
     errors: Vec<(usize, Arc<str>)>,
-    notable: bool,
+    notable: u64,
 }
 
 impl OutcomeSink {
@@ -192,7 +202,7 @@ impl OutcomeSink {
         OutcomeSink {
             outcomes: Outcomes { len: rules, inline: [RuleOutcome::NotMatched; INLINE_OUTCOMES], spill },
             errors: Vec::new(),
-            notable: false,
+            notable: 0,
         }
     }
     #[inline]
@@ -209,7 +219,7 @@ impl OutcomeSink {
         if let Some(o) = self.slice_mut().get_mut(i) {
             *o = outcome;
         }
-        self.notable = true;
+        self.notable |= notable_bit(i);
     }
     /// The rules after `i` were not evaluated (rule `i` blocked).
     pub(crate) fn skip_after(&mut self, i: usize) {
@@ -221,6 +231,7 @@ impl OutcomeSink {
         if let Some(o) = self.slice_mut().get_mut(i) {
             *o = RuleOutcome::Error;
         }
+        self.notable |= notable_bit(i);
         self.errors.push((i, reason.into()));
     }
     pub(crate) fn finish(
@@ -236,7 +247,7 @@ impl OutcomeSink {
             decided_by,
             velocity_available: true,
             rules,
-            notable: self.notable || !self.errors.is_empty(),
+            notable: self.notable,
             outcomes: self.outcomes,
             errors: self.errors,
         }
@@ -257,8 +268,9 @@ impl Assessment {
     pub(crate) fn rule_set(&self) -> &RuleSet {
         &self.rules
     }
-    /// True when a rule matched (enforced or in shadow) or failed.
-    pub(crate) fn has_notable(&self) -> bool {
+    /// The rules that matched (enforced or in shadow) or failed: bit `i` for rule `i` below [`NOTABLE_SCAN`], bit
+    /// [`NOTABLE_SCAN`] for any from there on.
+    pub(crate) fn notable_rules(&self) -> u64 {
         self.notable
     }
     /// The reason of rule `i`'s `Error` outcome.

@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use arc_swap::ArcSwap;
 
 use crate::attributes::{Attributes, Subject, VelocityCounts, mask_email};
-use crate::decision::{Action, Assessment, Decision, OutcomeSink, RuleOutcome};
+use crate::decision::{Action, Assessment, Decision, NOTABLE_SCAN, OutcomeSink, RuleOutcome};
 use crate::defaults::{DEFAULT_BLOCK_THRESHOLD, DEFAULT_REVIEW_THRESHOLD};
 use crate::error::RuleFileError;
 use crate::expr::Scope;
@@ -523,42 +523,56 @@ impl FraudEngine {
             metrics::with_recorder(|r| r.register_counter(key, &METRICS_METADATA)).increment(1);
         }
         // Only the rules that matched or failed are logged and counted; no verdict is built for them.
-        if !a.has_notable() {
-            return;
+        let set = a.rule_set();
+        let outcomes = a.outcomes();
+        // The rules that matched or failed, by index: those below 63 one bit each, the rest scanned.
+        let mut bits = a.notable_rules();
+        while bits != 0 {
+            let first = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            let end = if first == NOTABLE_SCAN { outcomes.len() } else { first + 1 };
+            for i in first..end {
+                let (Some(rule), Some(&outcome)) = (set.rules.get(i), outcomes.get(i)) else { continue };
+                self.record_rule(a, i, rule, outcome);
+            }
         }
+    }
+
+    /// Logs and counts the outcome of rule `i` of `a`'s rule set (nothing for `NotMatched` and `Skipped`).
+    fn record_rule(&self, a: &Assessment, i: usize, rule: &Rule, outcome: RuleOutcome) {
+        let engine = &*self.inner.name;
         #[cfg(feature = "metrics")]
         let notable = |o: &RuleOutcome| o.is_match() || *o == RuleOutcome::Error;
+        #[cfg(feature = "metrics")]
         let set = a.rule_set();
-        for (i, (rule, &outcome)) in set.rules.iter().zip(a.outcomes()).enumerate() {
-            match outcome {
-                RuleOutcome::ShadowMatched => {
-                    tracing::info!(target: "palisade_fraud", engine, rule = &*rule.name, action = %rule.action, "shadow rule matched (not enforced)");
-                }
-                RuleOutcome::Error => {
-                    let error = a.error_reason(i).unwrap_or("");
-                    tracing::warn!(target: "palisade_fraud", engine, rule = &*rule.name, error, "fraud rule failed to evaluate; treated as not matched");
-                }
-                _ => {}
+        match outcome {
+            RuleOutcome::ShadowMatched => {
+                tracing::info!(target: "palisade_fraud", engine, rule = &*rule.name, action = %rule.action, "shadow rule matched (not enforced)");
             }
-            #[cfg(feature = "metrics")]
-            if notable(&outcome) {
-                let slot = match outcome {
-                    RuleOutcome::Matched => 0,
-                    RuleOutcome::ShadowMatched => 1,
-                    _ => 2,
-                };
-                match set.match_keys.get(i) {
-                    Some(keys) => {
-                        metrics::with_recorder(|r| r.register_counter(&keys[slot], &METRICS_METADATA)).increment(1);
-                    }
-                    None => metrics::counter!(
-                        "palisade_fraud_rule_matches_total",
-                        "engine" => self.inner.name.clone(),
-                        "rule" => rule.name.to_string(),
-                        "outcome" => outcome.as_str()
-                    )
-                    .increment(1),
+            RuleOutcome::Error => {
+                let error = a.error_reason(i).unwrap_or("");
+                tracing::warn!(target: "palisade_fraud", engine, rule = &*rule.name, error, "fraud rule failed to evaluate; treated as not matched");
+            }
+            _ => {}
+        }
+        #[cfg(feature = "metrics")]
+        if notable(&outcome) {
+            let slot = match outcome {
+                RuleOutcome::Matched => 0,
+                RuleOutcome::ShadowMatched => 1,
+                _ => 2,
+            };
+            match set.match_keys.get(i) {
+                Some(keys) => {
+                    metrics::with_recorder(|r| r.register_counter(&keys[slot], &METRICS_METADATA)).increment(1);
                 }
+                None => metrics::counter!(
+                    "palisade_fraud_rule_matches_total",
+                    "engine" => self.inner.name.clone(),
+                    "rule" => rule.name.to_string(),
+                    "outcome" => outcome.as_str()
+                )
+                .increment(1),
             }
         }
     }

@@ -114,10 +114,16 @@ impl<'a> Scope<'a> {
     }
 
     /// Normalizes a text attribute (as `EvalContext` does) unless done already.
+    #[inline]
     fn fill(&mut self, slot: usize) {
         if slot == CURRENCY || self.text[slot].is_some() {
             return;
         }
+        self.normalize(slot);
+    }
+
+    #[inline(never)]
+    fn normalize(&mut self, slot: usize) {
         let a = self.attrs;
         let raw = |v: &'a Option<String>| Cow::Borrowed(v.as_deref().unwrap_or(""));
         let upper = |v: &'a Option<String>| v.as_deref().map_or(Cow::Borrowed(""), ascii_upper);

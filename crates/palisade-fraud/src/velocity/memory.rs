@@ -100,7 +100,17 @@ struct Series {
 }
 
 impl Series {
+    /// Moves the windows to `now`: at once when no entry is due to leave one (most calls).
+    #[inline]
     fn advance(&mut self, now: Instant) {
+        if self.attempts.due.is_none_or(|d| now <= d) && self.declines.due.is_none_or(|d| now <= d) {
+            return;
+        }
+        self.advance_windows(now);
+    }
+
+    #[inline(never)]
+    fn advance_windows(&mut self, now: Instant) {
         let (count, amount) = (&mut self.count, &mut self.amount);
         self.attempts.advance(
             now,
@@ -173,8 +183,8 @@ struct SeenEntry {
 #[derive(Default)]
 struct Seen {
     table: HashTable<SeenEntry>,
-    /// (recorded at, hash, sequence number) in time order.
-    order: VecDeque<(Instant, u64, u64)>,
+    /// (when it leaves the horizon, hash, sequence number) in time order (`None`: never, past `Instant`'s range).
+    order: VecDeque<(Option<Instant>, u64, u64)>,
     next_seq: u64,
     buf: Vec<u8>,
 }
@@ -185,11 +195,18 @@ fn encoded_len(v: Option<&str>) -> u32 {
 }
 
 impl Seen {
-    /// Forgets the attempts recorded before `horizon`.
-    fn expire(&mut self, horizon: Option<Instant>) {
-        let Some(horizon) = horizon else { return };
-        while let Some(&(at, hash, seq)) = self.order.front() {
-            if at >= horizon {
+    /// Forgets the attempts recorded more than [`MAX_VELOCITY_WINDOW`] before `now` (one comparison when none is).
+    #[inline]
+    fn expire(&mut self, now: Instant) {
+        if self.order.front().is_some_and(|&(leaves, _, _)| leaves.is_some_and(|l| l < now)) {
+            self.expire_due(now);
+        }
+    }
+
+    #[inline(never)]
+    fn expire_due(&mut self, now: Instant) {
+        while let Some(&(leaves, hash, seq)) = self.order.front() {
+            if leaves.is_none_or(|l| l >= now) {
                 break;
             }
             self.order.pop_front();
@@ -219,7 +236,7 @@ impl Seen {
         self.next_seq += 1;
         let key: Box<[u8]> = self.buf.as_slice().into();
         self.table.insert_unique(hash, SeenEntry { key, hash, seq, handles }, |e| e.hash);
-        self.order.push_back((now, hash, seq));
+        self.order.push_back((now.checked_add(MAX_VELOCITY_WINDOW), hash, seq));
     }
 }
 
@@ -340,11 +357,16 @@ impl State {
     /// Drops idle keys once the operations since the last sweep reach the number of keys (at least
     /// [`SWEEP_EVERY`]): the sweep costs O(1) per operation amortized, and memory stays bounded by the last
     /// day's traffic.
+    #[inline]
     fn maybe_sweep(&mut self, now: Instant) {
         self.ops_since_sweep += 1;
-        if self.ops_since_sweep < SWEEP_EVERY.max(self.len()) {
-            return;
+        if self.ops_since_sweep >= SWEEP_EVERY.max(self.len()) {
+            self.sweep(now);
         }
+    }
+
+    #[inline(never)]
+    fn sweep(&mut self, now: Instant) {
         self.ops_since_sweep = 0;
         for (i, slot) in self.slots.iter_mut().enumerate() {
             if !slot.live {
@@ -434,10 +456,9 @@ impl MemoryVelocityStore {
     /// [`MemoryVelocityStore::record_reading`] into `counts` (the attributes not in `read` are left as they are).
     pub(crate) fn record_into(&self, attempt: &Attempt<'_>, read: VelocitySet, counts: &mut VelocityCounts) {
         let now = Instant::now();
-        let horizon = now.checked_sub(MAX_VELOCITY_WINDOW);
         let mut guard = self.state.lock();
         let st = &mut *guard;
-        st.attempts_seen.expire(horizon);
+        st.attempts_seen.expire(now);
         // An attempt without an id is its own; one with an id counts once however often it is retried.
         let seen = attempt.id.map(|id| st.attempts_seen.find(&st.seen_key, attempt, id));
         let hash = seen.map(|(hash, _)| hash);
@@ -475,10 +496,9 @@ impl MemoryVelocityStore {
     /// The synchronous form of [`VelocityStore::record_decline`].
     pub fn record_decline_now(&self, attempt: &Attempt<'_>) {
         let now = Instant::now();
-        let horizon = now.checked_sub(MAX_VELOCITY_WINDOW);
         let mut guard = self.state.lock();
         let st = &mut *guard;
-        st.declines_seen.expire(horizon);
+        st.declines_seen.expire(now);
         let seen = attempt.id.map(|id| st.declines_seen.find(&st.seen_key, attempt, id));
         if let Some((_, Some(_))) = seen {
             return;
