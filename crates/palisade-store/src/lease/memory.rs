@@ -5,10 +5,10 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hashbrown::HashTable;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
+use super::index::Index;
 use super::{At, Claim, FencingToken, Fingerprint, Hold, LeaseStore, Payload, Record, StoreFuture};
 
 /// Default number of shards: enough that 2–64 cores rarely meet on one lock, small enough that an idle store
@@ -187,12 +187,6 @@ impl std::ops::IndexMut<usize> for Slab {
     }
 }
 
-/// The hash the index files an entry under, from the 32 bits the entry keeps: its low bits place it, its top bits
-/// are its tag. The shard was chosen by the key hash's high half, so these bits still spread within the shard.
-fn index_hash(low: u32) -> u64 {
-    (u64::from(low) << 32) | u64::from(low)
-}
-
 /// One shard: records in a slab (freed slots are reused, so a steady load allocates nothing for the store), an
 /// index from key hash to slot, and an expiry queue in insertion order.
 ///
@@ -210,9 +204,10 @@ fn index_hash(low: u32) -> u64 {
 /// what the longest TTL keeps alive, and an expired record is ignored at once either way.
 #[derive(Debug, Default)]
 struct Shard {
-    /// (slot number, low half of the key hash), 8 bytes each: the index grows (rehashes) without visiting the
-    /// records, which have usually left the cache.
-    index: HashTable<(u32, u32)>,
+    /// (slot number, low half of the key hash), 8 bytes each, seven to a cache line: a new key's lookup and
+    /// insert touch one line of it, and it grows (rehashes) without visiting the records, which have usually
+    /// left the cache.
+    index: Index,
     /// The last fencing token handed out here. A key always lives in the same shard, so tokens from one
     /// counter per shard are strictly increasing per key and unique per slot, without a store-wide atomic that
     /// every core would contend on.
@@ -229,12 +224,9 @@ struct Shard {
 impl Shard {
     fn find(&self, hash: u64, key: &[u8]) -> Option<usize> {
         let slots = &self.slots;
-        let low = hash as u32;
         self.index
-            .find(index_hash(low), |&(i, h)| {
-                h == low && slots[i as usize].as_ref().is_some_and(|r| r.key.as_bytes() == key)
-            })
-            .map(|&(i, _)| i as usize)
+            .find(hash as u32, |i| slots[i as usize].as_ref().is_some_and(|r| r.key.as_bytes() == key))
+            .map(|i| i as usize)
     }
 
     fn insert(&mut self, mut record: Slot) -> usize {
@@ -251,7 +243,7 @@ impl Shard {
             }
         };
         // A shard holds far fewer than 2^32 records (each is over 100 bytes), so the slot number fits.
-        self.index.insert_unique(index_hash(hash), (slot as u32, hash), |&(_, h)| index_hash(h));
+        self.index.insert(hash, slot as u32);
         self.queue.push_back((expires_at, slot as u32, hash));
         slot
     }
@@ -288,9 +280,7 @@ impl Shard {
 
     /// Frees a slot and its index entry (its queue entry is the caller's business), and returns the record.
     fn remove(&mut self, slot: usize, hash: u32) -> Option<Slot> {
-        if let Ok(entry) = self.index.find_entry(index_hash(hash), |&(i, _)| i as usize == slot) {
-            entry.remove();
-        }
+        self.index.remove(hash, slot as u32);
         self.free.push(slot);
         self.slots[slot].take()
     }
@@ -410,8 +400,8 @@ impl MemoryStore {
     }
 
     /// The key's hash (SipHash with a per-store random key, so clients cannot aim keys at one bucket) and its
-    /// shard. The shard takes bits 32 and up, which the index (low bits for the position, top 7 bits for the
-    /// tag) does not lean on.
+    /// shard. The shard takes bits 32 and up; the index files the record under the low 32 bits (its low bits
+    /// place it, all 32 are compared).
     fn locate(&self, key: &[u8]) -> (u64, usize) {
         let hash = self.inner.hasher.hash_one(key);
         // `shards.len()` is a power of two (see `with_shards`), so the mask picks a valid index.

@@ -42,6 +42,7 @@ use bytes::Bytes;
 
 pub use crate::error::StoreError;
 
+mod index;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
