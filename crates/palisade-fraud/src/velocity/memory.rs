@@ -32,32 +32,34 @@ struct Timeline<T> {
     popped: u64,
     /// Per window, the absolute position of its first item.
     start: [u64; WINDOWS],
-    /// No item leaves any window before this instant (`None`: none is due to leave), so most calls of
-    /// [`Timeline::advance`] return at once, without touching the items.
-    due: Option<Instant>,
 }
 
 impl<T> Default for Timeline<T> {
     fn default() -> Self {
-        Timeline { items: VecDeque::new(), popped: 0, start: [0; WINDOWS], due: None }
+        Timeline { items: VecDeque::new(), popped: 0, start: [0; WINDOWS] }
     }
 }
 
+/// When the next item of a timeline leaves a window: no item leaves any window before this instant (`None`:
+/// none is due to leave), so most calls of [`Timeline::advance`] return at once, without touching the items. It
+/// lives in the series' first cache line, apart from the timeline, so that check reads no more.
+type Due = Option<Instant>;
+
 impl<T> Timeline<T> {
     /// Appends an item at `now` (the latest time so far).
-    fn push(&mut self, item: T, now: Instant) {
+    fn push(&mut self, due: &mut Due, item: T, now: Instant) {
         self.items.push_back(item);
         // The new item leaves the narrowest window first; an earlier due time only costs one more look.
         let leaves = now.checked_add(Window::TenMinutes.duration());
-        self.due = match (self.due, leaves) {
+        *due = match (*due, leaves) {
             (Some(d), Some(l)) => Some(d.min(l)),
             (d, l) => d.or(l),
         };
     }
 
     /// Moves each window's start past the items older than its `from`, handing each to `leave(window, item)`.
-    fn advance(&mut self, now: Instant, at: impl Fn(&T) -> Instant, mut leave: impl FnMut(usize, &T)) {
-        if self.due.is_none_or(|d| now <= d) {
+    fn advance(&mut self, due: &mut Due, now: Instant, at: impl Fn(&T) -> Instant, mut leave: impl FnMut(usize, &T)) {
+        if due.is_none_or(|d| now <= d) {
             return;
         }
         let froms = window_starts(now);
@@ -78,7 +80,7 @@ impl<T> Timeline<T> {
             self.popped += 1;
         }
         // The next item to leave: per window, the first item in it, at its time plus the window.
-        self.due = Window::ALL
+        *due = Window::ALL
             .iter()
             .enumerate()
             .filter_map(|(w, win)| {
@@ -89,21 +91,27 @@ impl<T> Timeline<T> {
     }
 }
 
+/// A (subject, value)'s history. `repr(C)`, what a retry reads first: the due times and the attempt counts, in
+/// the slot's first cache line (see [`Slot`]).
 #[derive(Default)]
+#[repr(C)]
 struct Series {
-    attempts: Timeline<Entry>,
-    /// Per window: attempts inside it, and their amounts per currency.
+    attempts_due: Due,
+    declines_due: Due,
+    /// Per window: attempts inside it.
     count: [i64; WINDOWS],
-    amount: [Vec<(Currency, i64)>; WINDOWS],
-    declines: Timeline<Instant>,
     decline_count: [i64; WINDOWS],
+    /// Per window: the attempts' amounts per currency.
+    amount: [Vec<(Currency, i64)>; WINDOWS],
+    attempts: Timeline<Entry>,
+    declines: Timeline<Instant>,
 }
 
 impl Series {
     /// Moves the windows to `now`: at once when no entry is due to leave one (most calls).
     #[inline]
     fn advance(&mut self, now: Instant) {
-        if self.attempts.due.is_none_or(|d| now <= d) && self.declines.due.is_none_or(|d| now <= d) {
+        if self.attempts_due.is_none_or(|d| now <= d) && self.declines_due.is_none_or(|d| now <= d) {
             return;
         }
         self.advance_windows(now);
@@ -113,6 +121,7 @@ impl Series {
     fn advance_windows(&mut self, now: Instant) {
         let (count, amount) = (&mut self.count, &mut self.amount);
         self.attempts.advance(
+            &mut self.attempts_due,
             now,
             |e| e.at,
             |w, e| {
@@ -123,7 +132,7 @@ impl Series {
             },
         );
         let declines = &mut self.decline_count;
-        self.declines.advance(now, |at| *at, |w, _| declines[w] -= 1);
+        self.declines.advance(&mut self.declines_due, now, |at| *at, |w, _| declines[w] -= 1);
     }
 
     fn push_attempt(&mut self, e: Entry) {
@@ -135,14 +144,14 @@ impl Series {
                 None => self.amount[w].push((e.currency, e.amount)),
             }
         }
-        self.attempts.push(e, now);
+        self.attempts.push(&mut self.attempts_due, e, now);
     }
 
     fn push_decline(&mut self, at: Instant) {
         for w in 0..WINDOWS {
             self.decline_count[w] += 1;
         }
-        self.declines.push(at, at);
+        self.declines.push(&mut self.declines_due, at, at);
     }
 
     fn amount_in(&self, w: usize, currency: Currency) -> i64 {
@@ -158,12 +167,12 @@ impl Series {
 /// without looking the subjects up again). The generation tells a slot reused since.
 #[derive(Clone, Copy)]
 struct Handle {
-    slot: usize,
+    slot: u32,
     generation: u32,
 }
 
 impl Handle {
-    const NONE: Handle = Handle { slot: usize::MAX, generation: 0 };
+    const NONE: Handle = Handle { slot: u32::MAX, generation: 0 };
 }
 
 /// One attempt seen: its key (the subjects' values, length-prefixed, then the id: no two different attempts
@@ -240,15 +249,20 @@ impl Seen {
     }
 }
 
-/// One (subject, value) and its series.
+/// One (subject, value) and its series. `repr(C)` and cache-line aligned, so what a retry reads (the handle's
+/// check, then the series' due times and attempt counts) is one cache line: 8 bytes here, 56 of the series.
+#[repr(C, align(64))]
 struct Slot {
-    subject: Subject,
-    value: Box<str>,
     /// Bumped when the slot is freed, so a [`Handle`] to the series it held no longer matches.
     generation: u32,
     live: bool,
+    subject: Subject,
     series: Series,
+    value: Box<str>,
 }
+
+// The hot part of a slot is its first cache line.
+const _: () = assert!(std::mem::offset_of!(Slot, series) + std::mem::offset_of!(Series, decline_count) <= 64);
 
 struct State {
     /// std's keyed SipHash: the tables are keyed by what clients send (card, email, IP, customer, idempotency
@@ -334,14 +348,19 @@ impl State {
 
     /// The slot a handle names, if it still holds that series; else the slot of (`s`, `v`) if tracked.
     fn resolve(&self, h: Handle, s: Subject, v: &str) -> Option<usize> {
-        match self.slots.get(h.slot) {
-            Some(slot) if slot.live && slot.generation == h.generation => Some(h.slot),
+        let i = h.slot as usize;
+        match self.slots.get(i) {
+            Some(slot) if slot.live && slot.generation == h.generation => Some(i),
             _ => self.find_slot(s, v),
         }
     }
 
     fn handle(&self, i: usize) -> Handle {
-        Handle { slot: i, generation: self.slots[i].generation }
+        // A slot past `u32::MAX` gets no handle (`NONE` resolves by lookup).
+        match u32::try_from(i) {
+            Ok(slot) => Handle { slot, generation: self.slots[i].generation },
+            Err(_) => Handle::NONE,
+        }
     }
 
     /// The series of (`s`, `v`), made if absent and advanced to `now`, its handle noted in `handles`: where an
