@@ -44,14 +44,19 @@ impl Default for Bucket {
     }
 }
 
-/// The lanes of `lanes` equal to `x`, as bits (the compiler makes it a vector compare).
+/// The lanes of `lanes` equal to `x`, as bits: two halves of four lanes, each of which the compiler makes one
+/// vector compare and mask.
 #[inline]
 fn lanes_eq(lanes: &[u32; LANES], x: u32) -> u32 {
-    let mut mask = 0;
-    for (i, &l) in lanes.iter().enumerate() {
-        mask |= u32::from(l == x) << i;
+    #[inline]
+    fn four(lanes: &[u32], x: u32) -> u32 {
+        let mut mask = 0;
+        for (i, &l) in lanes.iter().take(4).enumerate() {
+            mask |= u32::from(l == x) << i;
+        }
+        mask
     }
-    mask
+    four(&lanes[..4], x) | four(&lanes[4..], x) << 4
 }
 
 impl Bucket {
@@ -93,8 +98,19 @@ impl Index {
 
     /// The slot of the entry filed under `hash` for which `eq` (given the slot) holds.
     #[inline]
-    pub(crate) fn find(&self, hash: u32, mut eq: impl FnMut(u32) -> bool) -> Option<u32> {
+    pub(crate) fn find(&self, hash: u32, eq: impl FnMut(u32) -> bool) -> Option<u32> {
         let mask = self.buckets.len().checked_sub(1)?;
+        let home = &self.buckets[hash as usize & mask];
+        // A new key, the usual lookup: no entry with its hash in its bucket, and none filed there lives further on.
+        if lanes_eq(&home.hashes, hash) == 0 && home.overflow() == 0 {
+            return None;
+        }
+        self.probe(hash, mask, eq)
+    }
+
+    /// [`find`](Self::find) past its first test: every candidate, bucket by bucket, until a bucket without
+    /// overflow.
+    fn probe(&self, hash: u32, mask: usize, mut eq: impl FnMut(u32) -> bool) -> Option<u32> {
         let mut b = hash as usize & mask;
         // At most every bucket once: a table is never full, so a bucket without overflow ends every probe long
         // before that; the bound only keeps a broken count from looping.
@@ -119,6 +135,7 @@ impl Index {
     }
 
     /// Files `slot` under `hash`. The caller knows no entry for this slot is filed already.
+    #[inline]
     pub(crate) fn insert(&mut self, hash: u32, slot: u32) {
         // At most seven eighths full, as hashbrown's tables: 6.1 entries a bucket on average at the most, 4.6
         // over a doubling, so most lookups end in their first bucket (and a second is the next line).
@@ -130,6 +147,7 @@ impl Index {
     }
 
     /// Puts an entry in the first free place from its bucket on, counting it on every full bucket it passes.
+    #[inline]
     fn place(buckets: &mut [Bucket], hash: u32, slot: u32) {
         let mask = buckets.len() - 1;
         let mut b = hash as usize & mask;
@@ -145,14 +163,17 @@ impl Index {
     }
 
     /// Twice the buckets, every entry placed again from its hash (the records are not visited).
+    #[cold]
+    #[inline(never)]
     fn grow(&mut self) {
         let n = (self.buckets.len() * 2).max(FIRST_BUCKETS);
         let mut buckets = vec![Bucket::default(); n];
         for bucket in &self.buckets {
-            for at in 0..WIDTH {
-                if bucket.slots[at] != EMPTY {
-                    Index::place(&mut buckets, bucket.hashes[at], bucket.slots[at]);
-                }
+            let mut full = !lanes_eq(&bucket.slots, EMPTY) & ENTRIES;
+            while full != 0 {
+                let at = full.trailing_zeros() as usize;
+                Index::place(&mut buckets, bucket.hashes[at], bucket.slots[at]);
+                full &= full - 1;
             }
         }
         self.buckets = buckets;
