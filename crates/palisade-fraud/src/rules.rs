@@ -255,7 +255,7 @@ impl Rule {
     }
 
     /// Evaluates the condition: a velocity limit here, rule-language programs (the only ones that can fail) and
-    /// each other built-in condition in a small function of its own (no shared frame to set up for the simple ones).
+    /// each other built-in condition in a small function of its own, inlined into the evaluation loop.
     #[inline]
     pub(crate) fn matches(&self, scope: &mut Scope<'_>) -> Result<bool, String> {
         Ok(match &self.condition {
@@ -307,7 +307,7 @@ impl Blocklist {
     }
 }
 
-#[inline(never)]
+#[inline]
 fn email_listed(scope: &mut Scope<'_>, values: &Blocklist) -> bool {
     if scope.attrs.email.is_none() {
         return false;
@@ -316,7 +316,7 @@ fn email_listed(scope: &mut Scope<'_>, values: &Blocklist) -> bool {
     values.contains(hash, scope.email())
 }
 
-#[inline(never)]
+#[inline]
 fn listed(scope: &mut Scope<'_>, field: Field, values: &Blocklist) -> bool {
     let Some(v) = scope.attrs.field(field) else { return false };
     let v = normalize(field, v);
@@ -324,7 +324,7 @@ fn listed(scope: &mut Scope<'_>, field: Field, values: &Blocklist) -> bool {
     values.contains(hash, &v)
 }
 
-#[inline(never)]
+#[inline]
 fn result_fails(attrs: &Attributes, field: Field) -> bool {
     attrs.field(field).is_some_and(|v| {
         let v = trimmed(v).as_bytes();
@@ -332,7 +332,7 @@ fn result_fails(attrs: &Attributes, field: Field) -> bool {
     })
 }
 
-#[inline(never)]
+#[inline]
 fn countries_differ(attrs: &Attributes, a: Field, b: Field) -> bool {
     let (Some(x), Some(y)) = (attrs.field(a), attrs.field(b)) else { return false };
     // The common case, two-letter codes with nothing to trim: compared byte by byte, ignoring ASCII case.
@@ -347,7 +347,7 @@ fn countries_differ(attrs: &Attributes, a: Field, b: Field) -> bool {
     !x.is_empty() && !y.is_empty() && !trimmed(x).eq_ignore_ascii_case(trimmed(y))
 }
 
-#[inline(never)]
+#[inline]
 fn amount_over(scope: &Scope<'_>, t: &[(Money, Option<i64>)]) -> bool {
     let attrs = scope.attrs;
     t.iter().any(|(m, minor)| {
