@@ -1,7 +1,7 @@
 //! `MemoryStore`: sharded slabs of records behind short mutexes, with an expiry queue. One process only.
 
 use std::collections::VecDeque;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -403,7 +403,11 @@ impl MemoryStore {
     /// shard. The shard takes bits 32 and up; the index files the record under the low 32 bits (its low bits
     /// place it, all 32 are compared).
     fn locate(&self, key: &[u8]) -> (u64, usize) {
-        let hash = self.inner.hasher.hash_one(key);
+        // The key's bytes alone, in one write (`hash_one` would also hash its length first: one key per hash, so
+        // the length adds no protection).
+        let mut hasher = self.inner.hasher.build_hasher();
+        hasher.write(key);
+        let hash = hasher.finish();
         // `shards.len()` is a power of two (see `with_shards`), so the mask picks a valid index.
         (hash, (hash >> 32) as usize & (self.inner.shards.len() - 1))
     }
