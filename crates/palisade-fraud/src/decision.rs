@@ -142,14 +142,17 @@ const INLINE_OUTCOMES: usize = 32;
 /// One outcome per rule: the first [`INLINE_OUTCOMES`] inline, the rest (long rule sets) on the heap.
 #[derive(Clone)]
 struct Outcomes {
-    len: usize,
+    /// The number of rules (saturated: above [`INLINE_OUTCOMES`] only says the outcomes are in `spill`). 32 bits,
+    /// so an assessment is 128 bytes and moves with a few vector stores, not a `memcpy` call.
+    len: u32,
     inline: [RuleOutcome; INLINE_OUTCOMES],
     spill: Vec<RuleOutcome>,
 }
 
 impl Outcomes {
     fn as_slice(&self) -> &[RuleOutcome] {
-        if self.len <= INLINE_OUTCOMES { &self.inline[..self.len] } else { &self.spill }
+        let len = self.len as usize;
+        if len <= INLINE_OUTCOMES { &self.inline[..len] } else { &self.spill }
     }
 }
 
@@ -174,15 +177,15 @@ pub struct Assessment {
     errors: Vec<(usize, Arc<str>)>,
     /// The rules that matched (enforced or in shadow) or failed, what is logged and counted per rule: bit `i` for
     /// rule `i` below [`NOTABLE_SCAN`], bit [`NOTABLE_SCAN`] for any rule from there on.
-    notable: u64,
+    notable: u32,
 }
 
 /// The bit of [`Assessment`]'s notable rules that stands for every rule from this index on (scanned).
-pub(crate) const NOTABLE_SCAN: usize = 63;
+pub(crate) const NOTABLE_SCAN: usize = 31;
 
 /// The notable bit of rule `i`.
 #[inline]
-fn notable_bit(i: usize) -> u64 {
+fn notable_bit(i: usize) -> u32 {
     1 << i.min(NOTABLE_SCAN)
 }
 
@@ -190,7 +193,7 @@ fn notable_bit(i: usize) -> u64 {
 pub(crate) struct OutcomeSink {
     outcomes: Outcomes,
     errors: Vec<(usize, Arc<str>)>,
-    notable: u64,
+    notable: u32,
 }
 
 impl OutcomeSink {
@@ -200,18 +203,19 @@ impl OutcomeSink {
         // A long rule set keeps all its outcomes on the heap (the inline ones are then unused).
         let spill = if rules > INLINE_OUTCOMES { vec![RuleOutcome::NotMatched; rules] } else { Vec::new() };
         OutcomeSink {
-            outcomes: Outcomes { len: rules, inline: [RuleOutcome::NotMatched; INLINE_OUTCOMES], spill },
+            outcomes: Outcomes {
+                len: u32::try_from(rules).unwrap_or(u32::MAX),
+                inline: [RuleOutcome::NotMatched; INLINE_OUTCOMES],
+                spill,
+            },
             errors: Vec::new(),
             notable: 0,
         }
     }
     #[inline]
     fn slice_mut(&mut self) -> &mut [RuleOutcome] {
-        if self.outcomes.len <= INLINE_OUTCOMES {
-            &mut self.outcomes.inline[..self.outcomes.len]
-        } else {
-            &mut self.outcomes.spill
-        }
+        let len = self.outcomes.len as usize;
+        if len <= INLINE_OUTCOMES { &mut self.outcomes.inline[..len] } else { &mut self.outcomes.spill }
     }
     /// Rule `i` matched (`Matched` or `ShadowMatched`).
     #[inline]
@@ -270,7 +274,7 @@ impl Assessment {
     }
     /// The rules that matched (enforced or in shadow) or failed: bit `i` for rule `i` below [`NOTABLE_SCAN`], bit
     /// [`NOTABLE_SCAN`] for any from there on.
-    pub(crate) fn notable_rules(&self) -> u64 {
+    pub(crate) fn notable_rules(&self) -> u32 {
         self.notable
     }
     /// The reason of rule `i`'s `Error` outcome.
@@ -332,3 +336,6 @@ impl fmt::Debug for Assessment {
             .finish()
     }
 }
+
+// An assessment moves by value from the decision to its caller: at 128 bytes it is copied inline.
+const _: () = assert!(std::mem::size_of::<Assessment>() <= 128);

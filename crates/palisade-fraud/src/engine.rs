@@ -525,7 +525,7 @@ impl FraudEngine {
         // Only the rules that matched or failed are logged and counted; no verdict is built for them.
         let set = a.rule_set();
         let outcomes = a.outcomes();
-        // The rules that matched or failed, by index: those below 63 one bit each, the rest scanned.
+        // The rules that matched or failed, by index: those below 31 one bit each, the rest scanned.
         let mut bits = a.notable_rules();
         while bits != 0 {
             let first = bits.trailing_zeros() as usize;

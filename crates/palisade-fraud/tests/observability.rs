@@ -51,3 +51,35 @@ async fn logs_mask_emails_and_metrics_count_rules_and_decisions() {
     );
     assert_eq!(metrics.counter("palisade_fraud_rule_matches_total{engine=fraud,rule=trial,outcome=shadow_matched}"), 1);
 }
+
+/// Past the 31 rules whose matches an assessment notes one bit each, the rest are scanned: every match of a
+/// 40-rule set is counted and logged, whatever its place.
+#[tokio::test(flavor = "current_thread")]
+async fn matches_of_long_rule_sets_are_counted_at_every_place() {
+    let logs = palisade_testkit::LogCapture::new();
+    let _log = tracing::subscriber::set_default(logs.subscriber());
+    let metrics = palisade_testkit::MetricsCapture::default();
+    let _m = metrics::set_default_local_recorder(&metrics);
+    let matching = [0, 3, 30, 31, 35, 39];
+    let file: String = (0..40)
+        .map(|i| {
+            let shadow = if i == 39 { "shadow " } else { "" };
+            let cond = if matching.contains(&i) { "amount_minor > 0" } else { "amount_minor < 0" };
+            format!("r{i}: {shadow}score 1 if {cond}\n")
+        })
+        .collect();
+    let e = FraudEngine::builder().rule_file(&file).unwrap().build();
+    let a = palisade_fraud::Attributes::new(palisade_core::Money::from_minor(100, palisade_core::Currency::USD));
+    let verdict = e.assess(&a).await;
+    assert_eq!(verdict.score, 5);
+    for i in 0..40 {
+        let (outcome, n) = match i {
+            39 => ("shadow_matched", 1),
+            i if matching.contains(&i) => ("matched", 1),
+            _ => ("matched", 0),
+        };
+        let key = format!("palisade_fraud_rule_matches_total{{engine=fraud,rule=r{i},outcome={outcome}}}");
+        assert_eq!(metrics.counter(&key), n, "{key}");
+    }
+    assert!(logs.contents().contains("shadow rule matched"), "{}", logs.contents());
+}
