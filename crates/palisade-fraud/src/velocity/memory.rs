@@ -177,6 +177,10 @@ impl Handle {
 
 /// One attempt seen: its key (the subjects' values, length-prefixed, then the id: no two different attempts
 /// encode alike) and where its subjects' series are.
+///
+/// 64 bytes, cache-line aligned: the table's buckets then each sit in one cache line (hashbrown aligns its bucket
+/// array to the entry's alignment), so a lookup reads one line of them, not two.
+#[repr(align(64))]
 struct SeenEntry {
     key: Box<[u8]>,
     hash: u64,
@@ -569,3 +573,5 @@ impl VelocityStore for MemoryVelocityStore {
         Box::pin(std::future::ready(Ok(())))
     }
 }
+
+const _: () = assert!(std::mem::size_of::<SeenEntry>() == 64);
