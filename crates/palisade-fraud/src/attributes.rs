@@ -654,17 +654,19 @@ pub(crate) fn lower(v: &str) -> Cow<'_, str> {
 #[inline]
 pub(crate) fn has_upper_or_non_ascii(b: &[u8]) -> bool {
     const HIGH: u64 = 0x8080_8080_8080_8080;
-    let mut chunks = b.chunks_exact(8);
-    for c in &mut chunks {
-        // `chunks_exact(8)` yields 8 bytes: the conversion cannot fail.
+    let flagged = |c: &[u8]| {
+        // Called with 8 bytes: the conversion cannot fail.
         let x = c.try_into().map_or(HIGH, u64::from_le_bytes);
         let at_least_a = x.wrapping_add(0x3f3f_3f3f_3f3f_3f3f);
         let above_z = x.wrapping_add(0x2525_2525_2525_2525);
-        if (x | (at_least_a & !above_z)) & HIGH != 0 {
-            return true;
-        }
+        (x | (at_least_a & !above_z)) & HIGH != 0
+    };
+    if b.len() < 8 {
+        return b.iter().any(|&c| !c.is_ascii() || c.is_ascii_uppercase());
     }
-    chunks.remainder().iter().any(|&c| !c.is_ascii() || c.is_ascii_uppercase())
+    let mut chunks = b.chunks_exact(8);
+    // The last (partial) chunk is checked as the last eight bytes, overlapping the one before.
+    chunks.any(flagged) || (!chunks.remainder().is_empty() && flagged(&b[b.len() - 8..]))
 }
 
 /// `v` trimmed and ASCII lower-cased, borrowed when it already is.
