@@ -246,6 +246,135 @@ pub enum Event {
     },
 }
 
+/// One transition of a saga as the orchestrator writes it ([`SagaLog::append_at`](crate::SagaLog::append_at)): an
+/// [`Event`] whose step is named by its position among the definition's steps (`steps[step]`, the names written
+/// with it), so writing one bumps no reference count. A log that stores names gets the event
+/// ([`into_event`](Self::into_event)); the memory log keeps the position and names the step when it is read.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Transition {
+    /// [`Event::StepStarted`].
+    StepStarted {
+        /// The step's position.
+        step: u32,
+        /// Which attempt (1-based).
+        attempt: u32,
+    },
+    /// [`Event::StepDone`].
+    StepDone {
+        /// The step's position.
+        step: u32,
+        /// What the action returned.
+        output: Value,
+    },
+    /// [`Event::StepFailed`].
+    StepFailed {
+        /// The step's position.
+        step: u32,
+        /// The error.
+        error: Box<PaymentError>,
+        /// How the error was classified.
+        outcome: OutcomeClass,
+        /// No further attempt.
+        last: bool,
+    },
+    /// [`Event::CompensationBegun`].
+    CompensationBegun {
+        /// Why.
+        reason: String,
+    },
+    /// [`Event::CompensationStarted`].
+    CompensationStarted {
+        /// The step's position.
+        step: u32,
+        /// Which attempt (1-based).
+        attempt: u32,
+    },
+    /// [`Event::CompensationDone`].
+    CompensationDone {
+        /// The step's position.
+        step: u32,
+    },
+    /// [`Event::CompensationFailed`].
+    CompensationFailed {
+        /// The step's position.
+        step: u32,
+        /// The error.
+        error: Box<PaymentError>,
+        /// No further attempt.
+        last: bool,
+    },
+    /// [`Event::CompensationRetried`].
+    CompensationRetried,
+    /// [`Event::Finished`].
+    Finished {
+        /// The state.
+        state: SagaState,
+    },
+}
+
+/// The name of the step at `at` among `steps` (`#<at>` for a position out of range, which the orchestrator never
+/// writes).
+fn step_at(steps: &[StepName], at: u32) -> StepName {
+    match steps.get(at as usize) {
+        Some(name) => name.clone(),
+        None => Name::from(format!("#{at}")),
+    }
+}
+
+impl Transition {
+    /// The event, with its step named from `steps` (the definition's step names, by position).
+    #[must_use]
+    pub fn into_event(self, steps: &[StepName]) -> Event {
+        match self {
+            Transition::StepStarted { step, attempt } => Event::StepStarted { step: step_at(steps, step), attempt },
+            Transition::StepDone { step, output } => Event::StepDone { step: step_at(steps, step), output },
+            Transition::StepFailed { step, error, outcome, last } => {
+                Event::StepFailed { step: step_at(steps, step), error, outcome, last }
+            }
+            Transition::CompensationBegun { reason } => Event::CompensationBegun { reason },
+            Transition::CompensationStarted { step, attempt } => {
+                Event::CompensationStarted { step: step_at(steps, step), attempt }
+            }
+            Transition::CompensationDone { step } => Event::CompensationDone { step: step_at(steps, step) },
+            Transition::CompensationFailed { step, error, last } => {
+                Event::CompensationFailed { step: step_at(steps, step), error, last }
+            }
+            Transition::CompensationRetried => Event::CompensationRetried,
+            Transition::Finished { state } => Event::Finished { state },
+        }
+    }
+
+    /// The transition of `event`, its step found by name among `steps`; the event back when its step is not
+    /// among them.
+    pub(crate) fn from_event(event: Event, steps: &[StepName]) -> Result<Transition, Event> {
+        let at = |step: &StepName| steps.iter().position(|n| n == step).and_then(|at| u32::try_from(at).ok());
+        let step = match &event {
+            Event::StepStarted { step, .. }
+            | Event::StepDone { step, .. }
+            | Event::StepFailed { step, .. }
+            | Event::CompensationStarted { step, .. }
+            | Event::CompensationDone { step }
+            | Event::CompensationFailed { step, .. } => match at(step) {
+                Some(at) => at,
+                None => return Err(event),
+            },
+            Event::CompensationBegun { .. } | Event::CompensationRetried | Event::Finished { .. } => 0,
+        };
+        Ok(match event {
+            Event::StepStarted { attempt, .. } => Transition::StepStarted { step, attempt },
+            Event::StepDone { output, .. } => Transition::StepDone { step, output },
+            Event::StepFailed { error, outcome, last, .. } => Transition::StepFailed { step, error, outcome, last },
+            Event::CompensationBegun { reason } => Transition::CompensationBegun { reason },
+            Event::CompensationStarted { attempt, .. } => Transition::CompensationStarted { step, attempt },
+            Event::CompensationDone { .. } => Transition::CompensationDone { step },
+            Event::CompensationFailed { error, last, .. } => Transition::CompensationFailed { step, error, last },
+            Event::CompensationRetried => Transition::CompensationRetried,
+            Event::Finished { state } => Transition::Finished { state },
+        })
+    }
+}
+
 /// A saga as its log holds it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SagaRecord {

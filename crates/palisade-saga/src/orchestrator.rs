@@ -19,7 +19,7 @@ use crate::defaults::{DEFAULT_LEASE, DEFAULT_RECOVERY_BATCH};
 use crate::definition::{BoxedError, Context, Node, RunCx, Saga, Step, StepCx};
 use crate::error::SagaError;
 use crate::log::{ContextJson, SagaLog, StoreFuture};
-use crate::model::{Event, Name, Outputs, SagaRecord, SagaState, SagaSummary, Slot, StepName};
+use crate::model::{Event, Name, Outputs, SagaRecord, SagaState, SagaSummary, Slot, StepName, Transition};
 
 /// How a saga run ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -385,12 +385,12 @@ fn replay<C>(saga: &Saga<C>, slots: &mut [Slot], events: &[Event]) -> Option<Pay
     failure
 }
 
-/// Writes a transition to the log (`Run::written` says what the answer means). A ready answer, as the memory
-/// log's, is taken at once, without a future of its own.
+/// Writes a transition to the log, its step by position among the definition's names (`Run::written` says what
+/// the answer means). A ready answer, as the memory log's, is taken at once, without a future of its own.
 macro_rules! log_write {
-    ($run:expr, $event:expr, $state:expr) => {{
+    ($run:expr, $transition:expr, $state:expr) => {{
         let run = &$run;
-        match run.inner.log.append_owned(&run.id, run.token, $event, $state).now() {
+        match run.inner.log.append_at(&run.id, run.token, &run.saga.names, $transition, $state).now() {
             Ok(answer) => run.written(answer),
             Err(pending) => run.written(pending.await),
         }?
@@ -439,7 +439,13 @@ struct Run<'a, C> {
     /// together with the transition that follows ([`SagaLog::append_two`]: the memory log takes its lock once for
     /// both), before anything else happens: no effect runs and nothing is awaited while an end is held. So the
     /// log is written after the step's effect and before the next one's, with the same history as two writes.
-    held: Option<Event>,
+    held: Option<Transition>,
+}
+
+/// A step's position among its definition's steps, as transitions name it.
+fn at<C>(step: &Step<C>) -> u32 {
+    // A definition's steps are counted in memory: far fewer than u32::MAX.
+    step.index as u32
 }
 
 impl<'a, C: Context> Run<'a, C> {
@@ -539,7 +545,7 @@ impl<'a, C: Context> Run<'a, C> {
                         match first.await? {
                             First::Done(out) => {
                                 // Written with the next transition, before anything else happens.
-                                self.held = Some(Event::StepDone { step: step.name.clone(), output: out.clone() });
+                                self.held = Some(Transition::StepDone { step: at(step), output: out.clone() });
                                 self.slot_mut(step.index).output = Some(out);
                                 false
                             }
@@ -596,7 +602,7 @@ impl<'a, C: Context> Run<'a, C> {
 
     async fn begin_compensation(&mut self, reason: &str) -> Result<(), SagaError> {
         self.write_held().await?;
-        log_write!(self, Event::CompensationBegun { reason: reason.to_owned() }, SagaState::Compensating);
+        log_write!(self, Transition::CompensationBegun { reason: reason.to_owned() }, SagaState::Compensating);
         self.state = SagaState::Compensating;
         Ok(())
     }
@@ -609,7 +615,6 @@ impl<'a, C: Context> Run<'a, C> {
         outputs: &Arc<[Slot]>,
         first: First<'a>,
     ) -> Result<Result<(usize, Value), StepFailure>, SagaError> {
-        let name = &step.name;
         // Attempts count on from the log: a step resumed after a crash runs at least once more, then retries only
         // while its budget lasts.
         let mut attempt = self.slot(step).attempts;
@@ -623,7 +628,7 @@ impl<'a, C: Context> Run<'a, C> {
             let ended = match std::mem::replace(&mut first, First::NotStarted) {
                 First::NotStarted => {
                     attempt += 1;
-                    log_write!(self, Event::StepStarted { step: name.clone(), attempt }, SagaState::Running);
+                    log_write!(self, Transition::StepStarted { step: at(step), attempt }, SagaState::Running);
                     within(step.deadline, (step.action)(self.cx(step, attempt, outputs))).await
                 }
                 First::Starting(pending) => {
@@ -640,7 +645,7 @@ impl<'a, C: Context> Run<'a, C> {
                     ended
                 }
                 First::Done(out) => {
-                    log_write!(self, Event::StepDone { step: name.clone(), output: out.clone() }, SagaState::Running);
+                    log_write!(self, Transition::StepDone { step: at(step), output: out.clone() }, SagaState::Running);
                     return Ok(Ok((step.index, out)));
                 }
             };
@@ -652,7 +657,7 @@ impl<'a, C: Context> Run<'a, C> {
             };
             let error = match result {
                 Ok(out) => {
-                    log_write!(self, Event::StepDone { step: name.clone(), output: out.clone() }, SagaState::Running);
+                    log_write!(self, Transition::StepDone { step: at(step), output: out.clone() }, SagaState::Running);
                     return Ok(Ok((step.index, out)));
                 }
                 Err(e) => e,
@@ -663,7 +668,7 @@ impl<'a, C: Context> Run<'a, C> {
             let last = !retry;
             // The event keeps the boxed error; the failure that ends the step keeps a copy.
             let (hint, kept) = (error.retry_after(), last.then(|| PaymentError::clone(&error)));
-            let failed = Event::StepFailed { step: name.clone(), error, outcome: outcome.class(), last };
+            let failed = Transition::StepFailed { step: at(step), error, outcome: outcome.class(), last };
             log_write!(self, failed, SagaState::Running);
             if let Some(error) = kept {
                 return Ok(Err(StepFailure { index: step.index, error, maybe_acted }));
@@ -684,15 +689,17 @@ impl<'a, C: Context> Run<'a, C> {
         &self,
         step: &Step<C>,
         outputs: &Arc<[Slot]>,
-        held: Option<Event>,
+        held: Option<Transition>,
         cx: &mut std::task::Context<'_>,
     ) -> Result<First<'a>, SagaError> {
         let attempt = self.slot(step).attempts + 1;
         let log = &self.inner.log;
-        let started = Event::StepStarted { step: step.name.clone(), attempt };
+        let (steps, started) = (&self.saga.names, Transition::StepStarted { step: at(step), attempt });
         let written = match held {
-            None => log.append_owned(self.id, self.token, started, SagaState::Running),
-            Some(done) => log.append_two(self.id, self.token, done, SagaState::Running, started, SagaState::Running),
+            None => log.append_at(self.id, self.token, steps, started, SagaState::Running),
+            Some(done) => {
+                log.append_two_at(self.id, self.token, steps, done, SagaState::Running, started, SagaState::Running)
+            }
         };
         match written.now() {
             Ok(answer) => self.written(answer)?,
@@ -798,7 +805,7 @@ impl<'a, C: Context> Run<'a, C> {
         let mut previous = None;
         loop {
             attempt += 1;
-            log_write!(self, Event::CompensationStarted { step: name.clone(), attempt }, SagaState::Compensating);
+            log_write!(self, Transition::CompensationStarted { step: at(step), attempt }, SagaState::Compensating);
             let run = compensation(self.cx(step, attempt, outputs), output.clone());
             let result = match within(step.deadline, run).await {
                 Ok(r) => r,
@@ -808,7 +815,7 @@ impl<'a, C: Context> Run<'a, C> {
             };
             let error = match result {
                 Ok(()) => {
-                    log_write!(self, Event::CompensationDone { step: name.clone() }, SagaState::Compensating);
+                    log_write!(self, Transition::CompensationDone { step: at(step) }, SagaState::Compensating);
                     return Ok(Ok(step.index));
                 }
                 Err(e) => e,
@@ -816,7 +823,7 @@ impl<'a, C: Context> Run<'a, C> {
             let last = attempt - first >= step.compensation_attempts;
             // The event keeps the boxed error; the failure that ends the compensation keeps a copy.
             let (hint, kept) = (error.retry_after(), last.then(|| PaymentError::clone(&error)));
-            let failed = Event::CompensationFailed { step: name.clone(), error, last };
+            let failed = Transition::CompensationFailed { step: at(step), error, last };
             log_write!(self, failed, SagaState::Compensating);
             if let Some(error) = kept {
                 return Ok(Err((name.clone(), error)));
@@ -839,12 +846,12 @@ impl<'a, C: Context> Run<'a, C> {
     /// Writes the terminal `state` (after a held step end, in one write); the run's [`report`](Self::report)
     /// follows.
     async fn finish(&mut self, state: SagaState) -> Result<(), SagaError> {
-        let finished = Event::Finished { state };
+        let finished = Transition::Finished { state };
         match self.held.take() {
             None => log_write!(self, finished, state),
             Some(done) => {
-                let log = &self.inner.log;
-                match log.append_two(self.id, self.token, done, SagaState::Running, finished, state).now() {
+                let (log, steps) = (&self.inner.log, &self.saga.names);
+                match log.append_two_at(self.id, self.token, steps, done, SagaState::Running, finished, state).now() {
                     Ok(answer) => self.written(answer),
                     Err(pending) => self.written(pending.await),
                 }?;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use palisade_core::PaymentError;
 use palisade_saga::log::StoreFuture;
-use palisade_saga::{Event, Saga, SagaLog, SagaRecord, SagaState, SagaSummary, Step};
+use palisade_saga::{Event, Saga, SagaLog, SagaRecord, SagaState, SagaSummary, Step, Transition};
 use serde::{Deserialize, Serialize};
 
 /// The seed bench's context, `{"i": i}`.
@@ -63,6 +63,28 @@ impl SagaLog for NullLog {
         _first: Event,
         _first_state: SagaState,
         _then: Event,
+        _state: SagaState,
+    ) -> StoreFuture<'a, bool> {
+        StoreFuture::ready(Ok(true))
+    }
+    fn append_at<'a>(
+        &'a self,
+        _id: &'a str,
+        _token: u64,
+        _steps: &'a std::sync::Arc<[palisade_saga::StepName]>,
+        _transition: Transition,
+        _state: SagaState,
+    ) -> StoreFuture<'a, bool> {
+        StoreFuture::ready(Ok(true))
+    }
+    fn append_two_at<'a>(
+        &'a self,
+        _id: &'a str,
+        _token: u64,
+        _steps: &'a std::sync::Arc<[palisade_saga::StepName]>,
+        _first: Transition,
+        _first_state: SagaState,
+        _then: Transition,
         _state: SagaState,
     ) -> StoreFuture<'a, bool> {
         StoreFuture::ready(Ok(true))

@@ -16,7 +16,7 @@ use std::time::Duration;
 pub use palisade_store::StoreError;
 pub use palisade_store::lease::StoreFuture;
 
-use crate::model::{Event, Name, SagaRecord, SagaState, SagaSummary};
+use crate::model::{Event, Name, SagaRecord, SagaState, SagaSummary, StepName, Transition};
 
 mod memory;
 #[cfg(feature = "postgres")]
@@ -112,6 +112,37 @@ pub trait SagaLog: Send + Sync + 'static {
         })
     }
 
+    /// [`append_owned`](Self::append_owned) of a [`Transition`], its step named by position among `steps` (the
+    /// definition's step names): what the orchestrator writes, so a write bumps no reference count for a step's
+    /// name. The default writes the event ([`Transition::into_event`]: the same history, one operation); the
+    /// memory log keeps the position and names the step when the record is read.
+    fn append_at<'a>(
+        &'a self,
+        id: &'a str,
+        token: u64,
+        steps: &'a Arc<[StepName]>,
+        transition: Transition,
+        state: SagaState,
+    ) -> StoreFuture<'a, bool> {
+        self.append_owned(id, token, transition.into_event(steps), state)
+    }
+
+    /// [`append_two`](Self::append_two) of two [`Transition`]s, named as in [`append_at`](Self::append_at). The
+    /// default writes the two events with `append_two`.
+    #[allow(clippy::too_many_arguments)] // append_two's, and the names
+    fn append_two_at<'a>(
+        &'a self,
+        id: &'a str,
+        token: u64,
+        steps: &'a Arc<[StepName]>,
+        first: Transition,
+        first_state: SagaState,
+        then: Transition,
+        state: SagaState,
+    ) -> StoreFuture<'a, bool> {
+        self.append_two(id, token, first.into_event(steps), first_state, then.into_event(steps), state)
+    }
+
     /// [`append_owned`](Self::append_owned) with a borrowed event.
     fn append<'a>(&'a self, id: &'a str, token: u64, event: &'a Event, state: SagaState) -> StoreFuture<'a, bool> {
         self.append_owned(id, token, event.clone(), state)
@@ -175,6 +206,28 @@ impl<T: SagaLog + ?Sized> SagaLog for Arc<T> {
         lease: Duration,
     ) -> StoreFuture<'a, Option<u64>> {
         (**self).create(id, name, context, owner, lease)
+    }
+    fn append_at<'a>(
+        &'a self,
+        id: &'a str,
+        token: u64,
+        steps: &'a Arc<[StepName]>,
+        transition: Transition,
+        state: SagaState,
+    ) -> StoreFuture<'a, bool> {
+        (**self).append_at(id, token, steps, transition, state)
+    }
+    fn append_two_at<'a>(
+        &'a self,
+        id: &'a str,
+        token: u64,
+        steps: &'a Arc<[StepName]>,
+        first: Transition,
+        first_state: SagaState,
+        then: Transition,
+        state: SagaState,
+    ) -> StoreFuture<'a, bool> {
+        (**self).append_two_at(id, token, steps, first, first_state, then, state)
     }
     fn append<'a>(&'a self, id: &'a str, token: u64, event: &'a Event, state: SagaState) -> StoreFuture<'a, bool> {
         (**self).append(id, token, event, state)
