@@ -175,8 +175,8 @@ impl Handle {
     const NONE: Handle = Handle { slot: u32::MAX, generation: 0 };
 }
 
-/// One attempt seen: its key (the subjects' values, length-prefixed, then the id: no two different attempts
-/// encode alike) and where its subjects' series are.
+/// One attempt seen: its key (the subjects' values, each self-delimiting ([`encode_subject`]), then the id: no
+/// two different attempts encode alike) and where its subjects' series are.
 ///
 /// 64 bytes, cache-line aligned: the table's buckets then each sit in one cache line (hashbrown aligns its bucket
 /// array to the entry's alignment), so a lookup reads one line of them, not two.
@@ -202,9 +202,27 @@ struct Seen {
     buf: Vec<u8>,
 }
 
-/// Length prefix of a subject's value in a [`SeenEntry`] key (`u32::MAX`: no value).
-fn encoded_len(v: Option<&str>) -> u32 {
-    v.map_or(u32::MAX, |v| u32::try_from(v.len()).unwrap_or(u32::MAX - 1))
+/// The first byte of a subject with no value in a [`SeenEntry`] key.
+const NO_VALUE: u8 = 254;
+/// The first byte of a subject whose value is 254 bytes or longer: its length follows in eight bytes.
+const LONG_VALUE: u8 = 255;
+
+/// Appends a subject's value to a key, self-delimiting (so no two different attempts encode alike): its length
+/// in one byte when below 254 (the common case), else [`LONG_VALUE`] and the length in eight bytes, then the
+/// value; [`NO_VALUE`] alone for no value.
+fn encode_subject(buf: &mut Vec<u8>, v: Option<&str>) {
+    let Some(v) = v else {
+        buf.push(NO_VALUE);
+        return;
+    };
+    match u8::try_from(v.len()) {
+        Ok(n) if n < NO_VALUE => buf.push(n),
+        _ => {
+            buf.push(LONG_VALUE);
+            buf.extend_from_slice(&(v.len() as u64).to_le_bytes());
+        }
+    }
+    buf.extend_from_slice(v.as_bytes());
 }
 
 impl Seen {
@@ -233,9 +251,7 @@ impl Seen {
     fn find(&mut self, key: &SipKey, attempt: &Attempt<'_>, id: &str) -> (u64, Option<&SeenEntry>) {
         self.buf.clear();
         for v in &attempt.subjects {
-            let v = v.as_deref();
-            self.buf.extend_from_slice(&encoded_len(v).to_le_bytes());
-            self.buf.extend_from_slice(v.unwrap_or_default().as_bytes());
+            encode_subject(&mut self.buf, v.as_deref());
         }
         self.buf.extend_from_slice(id.as_bytes());
         let buf = self.buf.as_slice();
@@ -575,3 +591,48 @@ impl VelocityStore for MemoryVelocityStore {
 }
 
 const _: () = assert!(std::mem::size_of::<SeenEntry>() == 64);
+
+#[cfg(test)]
+mod tests {
+    use super::{LONG_VALUE, NO_VALUE, encode_subject};
+
+    fn key(subjects: &[Option<&str>], id: &str) -> Vec<u8> {
+        let mut buf = Vec::new();
+        for v in subjects {
+            encode_subject(&mut buf, *v);
+        }
+        buf.extend_from_slice(id.as_bytes());
+        buf
+    }
+
+    /// Attempts that differ anywhere (a value moved from one subject to the next, an absent value against an
+    /// empty one, a long value, the id) encode differently.
+    #[test]
+    fn keys_of_different_attempts_differ() {
+        let long = "x".repeat(300);
+        let first = "y".repeat(253);
+        let attempts: Vec<(Vec<Option<&str>>, &str)> = vec![
+            (vec![Some("ab"), Some("c"), None, None], "k"),
+            (vec![Some("a"), Some("bc"), None, None], "k"),
+            (vec![Some("abc"), None, None, None], "k"),
+            (vec![Some("ab"), Some("c"), Some(""), None], "k"),
+            (vec![Some("ab"), Some("c"), None, Some("")], "k"),
+            (vec![Some("ab"), Some("c"), None, None], "k2"),
+            (vec![Some("ab"), Some("ck"), None, None], ""),
+            (vec![Some(&long), None, None, None], "k"),
+            (vec![Some(&long[..299]), None, None, None], "xk"),
+            (vec![Some(&first), None, None, None], "k"),
+            (vec![Some(&long[..254]), None, None, None], "k"),
+            (vec![None, None, None, None], ""),
+            (vec![Some(""), None, None, None], ""),
+        ];
+        let keys: Vec<Vec<u8>> = attempts.iter().map(|(s, id)| key(s, id)).collect();
+        for (i, a) in keys.iter().enumerate() {
+            for (j, b) in keys.iter().enumerate() {
+                assert_eq!(i == j, a == b, "{:?} vs {:?}", attempts[i], attempts[j]);
+            }
+        }
+        assert_eq!(key(&[None], "")[0], NO_VALUE);
+        assert_eq!(key(&[Some(&long)], "")[0], LONG_VALUE);
+    }
+}
