@@ -430,24 +430,61 @@ pub(crate) struct Slot {
     pub(crate) open: bool,
 }
 
+impl Slot {
+    /// A step nothing is known of yet.
+    pub(crate) const EMPTY: Slot = Slot {
+        output: None,
+        attempts: 0,
+        compensation_attempts: 0,
+        attempted_unknown: false,
+        maybe_acted: false,
+        compensated: false,
+        open: false,
+    };
+}
+
+/// Where [`Outputs`] read the steps' names and slots: a run's shared progress (a report, a step's context), or
+/// pairs listed by hand (a report rebuilt from a log's history).
+pub(crate) trait StepSlots: Send + Sync {
+    /// The steps' names, by position.
+    fn names(&self) -> &[StepName];
+    /// What the run knows of each step, by the same position.
+    fn slots(&self) -> &[Slot];
+}
+
+/// Names and slots listed by hand.
+struct Listed {
+    names: Vec<StepName>,
+    slots: Vec<Slot>,
+}
+
+impl StepSlots for Listed {
+    fn names(&self) -> &[StepName] {
+        &self.names
+    }
+    fn slots(&self) -> &[Slot] {
+        &self.slots
+    }
+}
+
 /// The outputs of a saga's completed steps, by step name, in the definition's order (`report.outputs["ship"]`,
-/// [`get`](Self::get), [`iter`](Self::iter)). Shared with the run that made them: cloning one copies no output.
+/// [`get`](Self::get), [`iter`](Self::iter)). Shared with the run that made them (one reference count): cloning
+/// one copies no output.
 #[derive(Clone)]
 pub struct Outputs {
-    names: Arc<[StepName]>,
-    slots: Arc<[Slot]>,
+    steps: Arc<dyn StepSlots>,
 }
 
 impl Outputs {
-    pub(crate) fn new(names: Arc<[StepName]>, slots: Arc<[Slot]>) -> Self {
-        Outputs { names, slots }
+    pub(crate) fn new(steps: Arc<dyn StepSlots>) -> Self {
+        Outputs { steps }
     }
 
     /// The output of `step`; `None` if it did not complete.
     #[must_use]
     pub fn get(&self, step: &str) -> Option<&Value> {
-        let at = self.names.iter().position(|n| *n == *step)?;
-        self.slots.get(at)?.output.as_ref()
+        let at = self.steps.names().iter().position(|n| *n == *step)?;
+        self.steps.slots().get(at)?.output.as_ref()
     }
 
     /// True when `step` completed.
@@ -458,13 +495,14 @@ impl Outputs {
 
     /// The completed steps and their outputs, in the definition's order.
     pub fn iter(&self) -> impl Iterator<Item = (&StepName, &Value)> {
-        self.names.iter().zip(self.slots.iter()).filter_map(|(n, s)| s.output.as_ref().map(|o| (n, o)))
+        let (names, slots) = (self.steps.names(), self.steps.slots());
+        names.iter().zip(slots.iter()).filter_map(|(n, s)| s.output.as_ref().map(|o| (n, o)))
     }
 
     /// How many steps completed.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.slots.iter().filter(|s| s.output.is_some()).count()
+        self.steps.slots().iter().filter(|s| s.output.is_some()).count()
     }
 
     /// True when no step completed.
@@ -476,7 +514,7 @@ impl Outputs {
 
 impl Default for Outputs {
     fn default() -> Self {
-        Outputs { names: Arc::new([]), slots: Arc::new([]) }
+        Outputs { steps: Arc::new(Listed { names: Vec::new(), slots: Vec::new() }) }
     }
 }
 
@@ -497,7 +535,7 @@ impl FromIterator<(StepName, Value)> for Outputs {
     fn from_iter<I: IntoIterator<Item = (StepName, Value)>>(iter: I) -> Self {
         let (names, slots): (Vec<StepName>, Vec<Slot>) =
             iter.into_iter().map(|(n, v)| (n, Slot { output: Some(v), ..Slot::default() })).unzip();
-        Outputs { names: names.into(), slots: slots.into() }
+        Outputs { steps: Arc::new(Listed { names, slots }) }
     }
 }
 

@@ -16,7 +16,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::defaults::{DEFAULT_LEASE, DEFAULT_RECOVERY_BATCH};
-use crate::definition::{BoxedError, Context, Node, RunCx, Saga, Step, StepCx};
+use crate::definition::{BoxedError, Context, Node, Progress, RunCx, Saga, Slots, Step, StepCx};
 use crate::error::SagaError;
 use crate::log::{ContextJson, SagaLog, StoreFuture};
 use crate::model::{Event, Name, Outputs, SagaRecord, SagaState, SagaSummary, Slot, StepName, Transition};
@@ -427,11 +427,10 @@ struct Run<'a, C> {
     /// The saga's id (the shared part's).
     id: &'a Name,
     token: u64,
-    /// The id, the steps' names and the context, shared with every step's context (and the memory log).
-    context: &'a Arc<RunCx<C>>,
-    /// Each step's progress, by position. Shared with the steps' contexts (as their [`Outputs`]) while a node
-    /// runs; written only between nodes, when the contexts are gone (so `Arc::make_mut` does not copy).
-    slots: Arc<[Slot]>,
+    /// The id, the steps' names and the context (shared with the memory log), and each step's progress, by
+    /// position: shared with the steps' contexts (and their [`Outputs`]) while a node runs; written only between
+    /// nodes, when the contexts are gone (so `Arc::make_mut` does not copy).
+    progress: Arc<Progress<C>>,
     /// The failure that began compensation.
     failure: Option<PaymentError>,
     state: SagaState,
@@ -457,26 +456,25 @@ impl<'a, C: Context> Run<'a, C> {
         events: &[Event],
         state: SagaState,
     ) -> Self {
-        let mut slots: Arc<[Slot]> = (0..saga.names.len()).map(|_| Slot::default()).collect();
+        let mut slots = Slots::new(saga.names.len());
         let mut failure = None;
         // A new saga has no history to replay.
-        if !events.is_empty()
-            && let Some(slots) = Arc::get_mut(&mut slots)
-        {
-            failure = replay(saga, slots, events);
+        if !events.is_empty() {
+            failure = replay(saga, &mut slots, events);
         }
-        Run { saga, inner, id: &context.id, token, context, slots, failure, state, held: None }
+        let progress = Arc::new(Progress { run: context.clone(), slots });
+        Run { saga, inner, id: &context.id, token, progress, failure, state, held: None }
     }
 
     fn slot(&self, step: &Step<C>) -> &Slot {
         // Every step's index is a position in `saga.names`, and `slots` has one slot per name.
-        &self.slots[step.index]
+        &self.progress.slots[step.index]
     }
 
     #[inline]
     fn slot_mut(&mut self, index: usize) -> &mut Slot {
         // As `slot`. No step context is left (the node ran), so this does not copy.
-        &mut Arc::make_mut(&mut self.slots)[index]
+        &mut Arc::make_mut(&mut self.progress).slots[index]
     }
 
     /// Runs the saga to a terminal state while renewing its lease; stops at once when fenced.
@@ -502,8 +500,8 @@ impl<'a, C: Context> Run<'a, C> {
         if answer? { Ok(()) } else { Err(SagaError::Fenced(self.id.to_string())) }
     }
 
-    fn cx(&self, step: &Step<C>, attempt: u32, slots: &Arc<[Slot]>) -> StepCx<C> {
-        StepCx { run: self.context.clone(), slots: slots.clone(), index: step.index, attempt }
+    fn cx(&self, step: &Step<C>, attempt: u32, progress: &Arc<Progress<C>>) -> StepCx<C> {
+        StepCx { progress: progress.clone(), index: step.index, attempt }
     }
 
     async fn advance(&mut self) -> Result<(), SagaError> {
@@ -513,7 +511,7 @@ impl<'a, C: Context> Run<'a, C> {
             let saga = self.saga;
             for node in &saga.nodes {
                 let steps = node.steps();
-                let slots = &self.slots;
+                let slots = &self.progress.slots;
                 let pending = |s: &&Step<C>| slots[s.index].output.is_none();
                 if !steps.iter().any(|s| pending(&s)) {
                     continue;
@@ -535,7 +533,7 @@ impl<'a, C: Context> Run<'a, C> {
                     log_write!(self, done, SagaState::Running);
                 }
                 // The steps' contexts share the slots while the node runs; they are gone when it has run.
-                let outputs = &self.slots;
+                let outputs = &self.progress;
                 let failed = match node {
                     // One step: no vector of futures, no vector of results.
                     Node::Step(step) => {
@@ -612,7 +610,7 @@ impl<'a, C: Context> Run<'a, C> {
     async fn run_step(
         &self,
         step: &Step<C>,
-        outputs: &Arc<[Slot]>,
+        outputs: &Arc<Progress<C>>,
         first: First<'a>,
     ) -> Result<Result<(usize, Value), StepFailure>, SagaError> {
         // Attempts count on from the log: a step resumed after a crash runs at least once more, then retries only
@@ -688,7 +686,7 @@ impl<'a, C: Context> Run<'a, C> {
     fn first_attempt(
         &self,
         step: &Step<C>,
-        outputs: &Arc<[Slot]>,
+        outputs: &Arc<Progress<C>>,
         held: Option<Transition>,
         cx: &mut std::task::Context<'_>,
     ) -> Result<First<'a>, SagaError> {
@@ -725,8 +723,8 @@ impl<'a, C: Context> Run<'a, C> {
     async fn compensate_all(&mut self) -> Result<(), SagaError> {
         let saga = self.saga;
         for node in saga.nodes.iter().rev() {
-            let outputs = self.slots.clone();
-            let slots = &self.slots;
+            let outputs = self.progress.clone();
+            let slots = &self.progress.slots;
             // What a step's compensation gets, if it is to run: the step's output, or `null` when it may have acted.
             let todo = |s: &Step<C>| -> Option<Value> {
                 let slot = &slots[s.index];
@@ -796,7 +794,7 @@ impl<'a, C: Context> Run<'a, C> {
         &self,
         step: &Step<C>,
         output: Value,
-        outputs: &Arc<[Slot]>,
+        outputs: &Arc<Progress<C>>,
     ) -> Result<Result<usize, (StepName, PaymentError)>, SagaError> {
         let name = &step.name;
         let Some(compensation) = &step.compensation else { return Ok(Ok(step.index)) };
@@ -871,7 +869,7 @@ impl<'a, C: Context> Run<'a, C> {
             id: self.id.clone(),
             name: self.saga.name.clone(),
             state: self.state,
-            outputs: Outputs::new(self.saga.names.clone(), self.slots),
+            outputs: Outputs::new(self.progress),
             error: if self.state == SagaState::Completed { None } else { self.failure },
         }
     }

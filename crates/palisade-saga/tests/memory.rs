@@ -344,3 +344,53 @@ async fn an_unserializable_context_runs_on_the_memory_log_and_its_record_does_no
 async fn memory_log_conformance() {
     common::real::conformance(&MemoryLog::new()).await;
 }
+
+/// A saga longer than the run keeps in place (its steps' progress in a vector of their own), whose steps each read
+/// every output before theirs, one of which keeps its step context past its step (the run then writes a copy of
+/// the outputs, and the kept context still reads what it saw); compensated in reverse with each output.
+#[tokio::test(start_paused = true)]
+async fn a_long_saga_s_steps_see_every_output_before_theirs_even_past_a_kept_context() {
+    const STEPS: u64 = 7;
+    let kept = Arc::new(parking_lot::Mutex::new(None));
+    let undone = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let mut b = Saga::<u64>::builder("long");
+    for k in 0..STEPS {
+        let (kept, undone) = (kept.clone(), undone.clone());
+        let step = Step::new(&format!("s{k}"), move |cx| {
+            let kept = kept.clone();
+            async move {
+                let seen: Vec<u64> = (0..k).map(|j| cx.output::<u64>(&format!("s{j}")).unwrap()).collect();
+                assert_eq!(seen, (0..k).map(|j| j * 10 + cx.context()).collect::<Vec<_>>(), "step s{k}");
+                assert_eq!(cx.outputs().len(), k as usize);
+                if k == STEPS - 1 {
+                    return Err(PaymentError::declined("card_declined"));
+                }
+                if k == 2 {
+                    *kept.lock() = Some(cx);
+                }
+                Ok(k * 10 + 1)
+            }
+        })
+        .compensate(move |cx, out| {
+            let undone = undone.clone();
+            async move {
+                undone.lock().push((cx.step().to_owned(), out));
+                Ok(())
+            }
+        });
+        b = b.step(step);
+    }
+    let orchestrator = Orchestrator::builder(MemoryLog::new()).lease(LEASE).build();
+    let saga = orchestrator.register(b.build().unwrap());
+    let report = orchestrator.start(&saga, "long-1", 1).await.unwrap();
+    assert_eq!(report.state, SagaState::Compensated);
+    assert_eq!(report.outputs.len(), STEPS as usize - 1);
+    assert_eq!(report.outputs["s5"], serde_json::json!(51));
+    let undone = undone.lock().clone();
+    let want: Vec<(String, serde_json::Value)> =
+        (0..STEPS - 1).rev().map(|k| (format!("s{k}"), serde_json::json!(k * 10 + 1))).collect();
+    assert_eq!(undone, want);
+    // The kept context still reads what its step saw: s0 and s1, and not the outputs written after it.
+    let kept = kept.lock().take().unwrap();
+    assert_eq!((kept.step(), kept.output::<u64>("s1"), kept.output::<u64>("s2")), ("s2", Some(11), None));
+}
