@@ -111,13 +111,12 @@ impl Future for Assess<'_> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Assessment> {
         let this = &mut *self;
         if let Assess::Start(engine, attrs) = *this {
+            // Done before deciding, so the decision is returned where it is made (not moved through a copy).
+            *this = Assess::Done;
             // The decision, when it needs no wait; otherwise the store must be awaited (nothing was recorded),
             // with the same rule set.
             match engine.try_assess_with(engine.inner.rules.load_full(), attrs) {
-                Ok(a) => {
-                    *this = Assess::Done;
-                    return Poll::Ready(a);
-                }
+                Ok(a) => return Poll::Ready(a),
                 Err(rules) => {
                     *this = Assess::Waiting(Box::pin(async move {
                         let attempt = Attempt::from_attributes(attrs);
