@@ -368,9 +368,10 @@ impl Hasher for KeptHash {
 /// Most distinct names and owners shared; past it each record holds its own copy.
 const MAX_SHARED_NAMES: usize = 64;
 
-/// Room for the events of a saga of 4 steps that each ran once (2 events per step, and `finished`) before the
-/// vector grows.
-const EVENTS_CAPACITY: usize = 10;
+/// Room for the events of a saga of 4 steps that each ran once (each step's start and end in one entry, and
+/// `finished`), and one more, before the vector grows: 240 bytes (10 events' room, 400 bytes, left half of each
+/// saga's allocation unwritten, and the next saga's further away).
+const EVENTS_CAPACITY: usize = 6;
 
 impl Inner {
     fn shared(&mut self, s: &str) -> Str {
