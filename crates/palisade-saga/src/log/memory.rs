@@ -30,7 +30,7 @@ struct Record {
     context: Arc<dyn ContextJson>,
     state: SagaState,
     /// Its history: the orchestrator's transitions as written, steps by position among `steps`.
-    events: Vec<Kept>,
+    events: Events,
     /// The step names its transitions are written with (the definition's; set by the first write).
     steps: Steps,
     owner: Option<Str>,
@@ -228,8 +228,9 @@ struct Records {
     len: usize,
 }
 
-/// Records per chunk: 256 of ≈ 150 bytes, ≈ 38 KB, an allocation below glibc's mmap threshold (128 KB), so the
-/// chunks of a log that was dropped are used again instead of mapping fresh pages.
+/// Records per chunk: 256 of ≈ 400 bytes (with their first entries in place), ≈ 100 KB, an allocation below
+/// glibc's mmap threshold (128 KB), so the chunks of a log that was dropped are used again instead of mapping fresh
+/// pages.
 const CHUNK: usize = 256;
 
 impl Records {
@@ -368,10 +369,52 @@ impl Hasher for KeptHash {
 /// Most distinct names and owners shared; past it each record holds its own copy.
 const MAX_SHARED_NAMES: usize = 64;
 
-/// Room for the events of a saga of 4 steps that each ran once (each step's start and end in one entry, and
-/// `finished`), and one more, before the vector grows: 240 bytes (10 events' room, 400 bytes, left half of each
-/// saga's allocation unwritten, and the next saga's further away).
-const EVENTS_CAPACITY: usize = 6;
+/// Entries a record keeps in place: a saga of 4 steps that each ran once (each step's start and end in one entry,
+/// and `finished`), and one more; further entries go to a vector of the record's own. 240 bytes, in the record (a
+/// vector of its own for every saga was one allocation more, from memory apart from the record's).
+const EVENTS_IN_PLACE: usize = 6;
+
+/// A record's entries: the first [`EVENTS_IN_PLACE`] in place, the rest in a vector.
+struct Events {
+    len: usize,
+    in_place: [Option<Kept>; EVENTS_IN_PLACE],
+    more: Vec<Kept>,
+}
+
+impl Events {
+    #[inline(always)]
+    fn new() -> Self {
+        Events { len: 0, in_place: [const { None }; EVENTS_IN_PLACE], more: Vec::new() }
+    }
+
+    #[inline(always)]
+    fn push(&mut self, kept: Kept) {
+        match self.in_place.get_mut(self.len) {
+            Some(slot) => *slot = Some(kept),
+            None => {
+                if self.more.capacity() == 0 {
+                    // Room for a compensated 4-step saga's other entries at once.
+                    self.more.reserve_exact(EVENTS_IN_PLACE + 2);
+                }
+                self.more.push(kept);
+            }
+        }
+        self.len += 1;
+    }
+
+    #[inline(always)]
+    fn last_mut(&mut self) -> Option<&mut Kept> {
+        match self.len {
+            0 => None,
+            n if n <= EVENTS_IN_PLACE => self.in_place[n - 1].as_mut(),
+            _ => self.more.last_mut(),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Kept> {
+        self.in_place.iter().flatten().chain(&self.more)
+    }
+}
 
 impl Inner {
     fn shared(&mut self, s: &str) -> Str {
@@ -513,7 +556,7 @@ impl MemoryLog {
     /// Events appended so far across every saga (a test's count of writes).
     #[must_use]
     pub fn len(&self) -> usize {
-        self.inner.lock().records.iter().flat_map(|r| &r.events).map(Kept::len).sum()
+        self.inner.lock().records.iter().flat_map(|r| r.events.iter()).map(Kept::len).sum()
     }
 
     /// True when nothing was logged.
@@ -550,7 +593,7 @@ impl SagaLog for MemoryLog {
             name,
             context,
             state: SagaState::Running,
-            events: Vec::with_capacity(EVENTS_CAPACITY),
+            events: Events::new(),
             steps: Steps::Unknown,
             owner: Some(owner),
             token,
