@@ -69,6 +69,8 @@ pub(crate) enum Condition {
     Velocity {
         attr: Velocity,
         max: i64,
+        /// `attr`'s index in [`VelocityCounts`], computed once.
+        index: usize,
     },
     CountryMismatch(Field, Field),
     /// The thresholds, each with its amount in minor units (every `Money` has one; compared as integers).
@@ -151,7 +153,12 @@ impl Rule {
     /// Matches when the velocity attribute is above `max` (`attempts_per_card_1h > 3`). Default action: review.
     #[must_use]
     pub fn velocity(name: &str, attr: Velocity, max: i64) -> Self {
-        Rule::new(name, Action::Review, Condition::Velocity { attr, max }, format!("{} > {max}", attr.name()))
+        Rule::new(
+            name,
+            Action::Review,
+            Condition::Velocity { attr, max, index: attr.index() },
+            format!("{} > {max}", attr.name()),
+        )
     }
     /// Matches when both countries are known and differ (`card_country` vs `ip_country`, or vs
     /// `billing_country`). Default action: score 20.
@@ -259,7 +266,7 @@ impl Rule {
     #[inline]
     pub(crate) fn matches(&self, scope: &mut Scope<'_>) -> Result<bool, String> {
         Ok(match &self.condition {
-            Condition::Velocity { attr, max } => scope.counts.get(*attr) > *max,
+            Condition::Velocity { max, index, .. } => scope.counts.0.get(*index).is_some_and(|c| c > max),
             Condition::Expr(program) => return program.eval(scope),
             // The email is normalized once per decision, for every rule that reads it.
             Condition::Blocklist { field: Field::Email, values } => email_listed(scope, values),
