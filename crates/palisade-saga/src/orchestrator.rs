@@ -543,8 +543,8 @@ impl<'a, C: Context> Run<'a, C> {
                         match first.await? {
                             First::Done(out) => {
                                 // Written with the next transition, before anything else happens.
-                                self.held = Some(Transition::StepDone { step: at(step), output: out.clone() });
-                                self.slot_mut(step.index).output = Some(out);
+                                let output = self.slot_mut(step.index).output.insert(out).clone();
+                                self.held = Some(Transition::StepDone { step: at(step), output });
                                 false
                             }
                             first => {
