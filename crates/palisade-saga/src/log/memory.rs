@@ -2,10 +2,12 @@
 //! `tokio::time`.
 //!
 //! Every operation takes the lock once. A saga's writes come one after another, so the record written last is
-//! checked before the hash map (a comparison of ids instead of hashing one). Definition names and owners are
-//! shared between records (there are a handful of distinct ones). A record keeps the run's own id and context
-//! (shared, not copied; the context is serialized when the record is read), so a new saga costs one vector of
-//! events; an event costs no allocation (step names are shared with the definition) and is moved in.
+//! checked before the hash map (the address of the id's text, which the run's writes pass, instead of hashing
+//! it). Definition names, owners and step-name lists are shared between records (there are a handful of distinct
+//! ones). The index keeps the run's own id and the record its context (shared, not copied; the context is
+//! serialized when the record is read), so a new saga costs no allocation of the log's but its index's growth and
+//! its chunk's; a transition is kept in place in the record (steps by position), the first six without an
+//! allocation.
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
@@ -24,7 +26,9 @@ use serde_json::Value;
 use crate::model::{Event, Name, SagaRecord, SagaState, SagaSummary, StepName, Transition};
 
 struct Record {
-    id: Arc<str>,
+    /// Where its id's text is (the index's key holds the id, so no other string starts there with this length): the
+    /// run's writes pass that same string, found by its address without a second reference count to keep.
+    id_at: (usize, usize),
     name: Str,
     /// The run's context itself (serialized when the record is read).
     context: Arc<dyn ContextJson>,
@@ -439,7 +443,7 @@ impl Inner {
     fn find_at(&mut self, id: &str) -> Option<usize> {
         match self.records.get(self.last) {
             // The run's writes pass the id the record shares: the same string, no comparison of bytes.
-            Some(r) if std::ptr::eq(&*r.id, id) || *r.id == *id => Some(self.last),
+            Some(r) if r.id_at == (id.as_ptr().addr(), id.len()) => Some(self.last),
             _ => {
                 let key = (self.hasher.hash_one(id), id);
                 let at = *self.index.get(&key as &dyn IdHash)?;
@@ -460,10 +464,15 @@ impl Inner {
         Some((r, &mut self.step_lists))
     }
 
-    fn sorted(&self, mut keep: impl FnMut(&Record) -> bool) -> Vec<&Record> {
-        let mut found: Vec<&Record> = self.records.iter().filter(|r| keep(r)).collect();
-        // In id order, as the other logs list them.
-        found.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+    /// The records `keep` keeps, with their ids, in id order (as the other logs list them).
+    fn sorted(&self, mut keep: impl FnMut(&Record) -> bool) -> Vec<(&str, &Record)> {
+        let mut found: Vec<(&str, &Record)> = self
+            .index
+            .iter()
+            .filter_map(|(key, &at)| Some((&*key.id, self.records.get(at)?)))
+            .filter(|(_, r)| keep(r))
+            .collect();
+        found.sort_unstable_by(|a, b| a.0.cmp(b.0));
         found
     }
 }
@@ -579,7 +588,8 @@ impl SagaLog for MemoryLog {
         let g = &mut *g;
         let at = g.records.len();
         let id = id.shared();
-        match g.index.entry(Key { hash: g.hasher.hash_one(&*id), id: id.clone() }) {
+        let id_at = (id.as_ptr().addr(), id.len());
+        match g.index.entry(Key { hash: g.hasher.hash_one(&*id), id }) {
             Slot::Occupied(_) => return StoreFuture::ready(Ok(None)),
             Slot::Vacant(slot) => {
                 slot.insert(at);
@@ -589,7 +599,7 @@ impl SagaLog for MemoryLog {
         let token = g.last_token;
         let (name, owner) = (g.shared(name), g.shared(owner));
         g.records.push(Record {
-            id,
+            id_at,
             name,
             context,
             state: SagaState::Running,
@@ -715,7 +725,7 @@ impl SagaLog for MemoryLog {
         let g = self.inner.lock();
         let now = Instant::now();
         let found = g.sorted(|r| !r.state.is_terminal() && ended(r, now));
-        StoreFuture::ready(Ok(found.into_iter().take(limit).map(|r| String::from(&*r.id)).collect()))
+        StoreFuture::ready(Ok(found.into_iter().take(limit).map(|(id, _)| id.to_owned()).collect()))
     }
 
     fn get<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<SagaRecord>> {
@@ -751,8 +761,8 @@ impl SagaLog for MemoryLog {
         let out = found
             .into_iter()
             .take(limit)
-            .map(|r| SagaSummary {
-                id: String::from(&*r.id),
+            .map(|(id, r)| SagaSummary {
+                id: id.to_owned(),
                 name: r.name.get(&g.names).to_owned(),
                 state: r.state,
                 owner: r.owner.as_ref().map(|o| o.get(&g.names).to_owned()),
