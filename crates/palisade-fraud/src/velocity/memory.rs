@@ -1,14 +1,13 @@
 //! The in-process velocity store.
 
 use std::collections::VecDeque;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, Hasher, RandomState};
 
 use hashbrown::HashTable;
 use palisade_core::Currency;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use super::sip::SipKey;
 use super::{Attempt, BoxFuture, VelocityStore};
 use crate::attributes::{Subject, VelocityCounts, VelocitySet, Window};
 use crate::defaults::MAX_VELOCITY_WINDOW;
@@ -248,14 +247,18 @@ impl Seen {
     }
 
     /// Encodes `attempt`'s key into the buffer and returns its hash and its entry, if seen within the horizon.
-    fn find(&mut self, key: &SipKey, attempt: &Attempt<'_>, id: &str) -> (u64, Option<&SeenEntry>) {
+    fn find(&mut self, hasher: &RandomState, attempt: &Attempt<'_>, id: &str) -> (u64, Option<&SeenEntry>) {
         self.buf.clear();
         for v in &attempt.subjects {
             encode_subject(&mut self.buf, v.as_deref());
         }
         self.buf.extend_from_slice(id.as_bytes());
         let buf = self.buf.as_slice();
-        let hash = key.hash(buf);
+        // The key's bytes in one write of std's keyed SipHash (`hash_one` would hash the slice's length first
+        // through the hasher's buffered short write; the encoding already tells attempts apart).
+        let mut h = hasher.build_hasher();
+        h.write(buf);
+        let hash = h.finish();
         (hash, self.table.find(hash, |e| *e.key == *buf))
     }
 
@@ -288,8 +291,6 @@ struct State {
     /// std's keyed SipHash: the tables are keyed by what clients send (card, email, IP, customer, idempotency
     /// key), so a hasher with real hash-flooding resistance, as the idempotency store and the saga log use.
     hasher: RandomState,
-    /// The key of the attempts' keyed SipHash-1-3 (the same function as `hasher`'s, over one buffer).
-    seen_key: SipKey,
     /// Every tracked (subject, value), in one slab; `index` finds a slot by (subject, value).
     slots: Vec<Slot>,
     free: Vec<usize>,
@@ -303,7 +304,6 @@ impl Default for State {
     fn default() -> Self {
         State {
             hasher: RandomState::new(),
-            seen_key: SipKey::random(),
             slots: Vec::new(),
             free: Vec::new(),
             index: HashTable::new(),
@@ -499,7 +499,7 @@ impl MemoryVelocityStore {
         let st = &mut *guard;
         st.attempts_seen.expire(now);
         // An attempt without an id is its own; one with an id counts once however often it is retried.
-        let seen = attempt.id.map(|id| st.attempts_seen.find(&st.seen_key, attempt, id));
+        let seen = attempt.id.map(|id| st.attempts_seen.find(&st.hasher, attempt, id));
         let hash = seen.map(|(hash, _)| hash);
         if let Some((_, Some(entry))) = seen {
             // A retry: nothing to record; only the subjects the rules read are looked at.
@@ -538,7 +538,7 @@ impl MemoryVelocityStore {
         let mut guard = self.state.lock();
         let st = &mut *guard;
         st.declines_seen.expire(now);
-        let seen = attempt.id.map(|id| st.declines_seen.find(&st.seen_key, attempt, id));
+        let seen = attempt.id.map(|id| st.declines_seen.find(&st.hasher, attempt, id));
         if let Some((_, Some(_))) = seen {
             return;
         }

@@ -10,7 +10,6 @@
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
-mod sip;
 
 use std::borrow::Cow;
 use std::future::Future;
