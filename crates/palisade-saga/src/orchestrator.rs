@@ -435,7 +435,7 @@ struct Run<'a, C> {
     failure: Option<PaymentError>,
     state: SagaState,
     /// A step's end (`step_done`) not written yet: a step done in place leaves it here, and the run writes it
-    /// together with the transition that follows ([`SagaLog::append_two`]: the memory log takes its lock once for
+    /// together with the transition that follows ([`SagaLog::append_two_at`]: the memory log takes its lock once for
     /// both), before anything else happens: no effect runs and nothing is awaited while an end is held. So the
     /// log is written after the step's effect and before the next one's, with the same history as two writes.
     held: Option<Transition>,
