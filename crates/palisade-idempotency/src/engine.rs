@@ -4,6 +4,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arrayvec::ArrayString;
 use palisade_core::{IdempotencyKey, Outcome};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
@@ -39,9 +40,10 @@ const KEY_INLINE: usize = 320;
 /// [`storage_key`] spelled without a heap allocation when it fits in [`KEY_INLINE`] bytes: a lookup (a replay, a
 /// refusal) needs only the text; the store makes its own copy when it inserts a record. The caller keeps the
 /// buffer on its stack and [`spell`](Self::spell)s the key into it, so the key is written where it is read, not
-/// built in a buffer that is then moved.
+/// built in a buffer that is then moved. An `ArrayString` is neither zeroed first nor checked for UTF-8 after:
+/// it is only ever appended `str`s.
 pub(crate) struct KeyBuf {
-    buf: [u8; KEY_INLINE],
+    inline: ArrayString<KEY_INLINE>,
     /// The key when it does not fit (a long scope).
     heap: Option<String>,
 }
@@ -49,52 +51,46 @@ pub(crate) struct KeyBuf {
 impl KeyBuf {
     #[inline]
     pub(crate) fn new() -> KeyBuf {
-        KeyBuf { buf: [0; KEY_INLINE], heap: None }
+        KeyBuf { inline: ArrayString::new_const(), heap: None }
     }
 
     /// The storage key of `key` within `scope`, in this buffer when it fits.
     #[inline]
     pub(crate) fn spell(&mut self, scope: Option<&str>, key: &IdempotencyKey) -> &str {
-        let k = key.as_str().as_bytes();
-        let len = match scope {
-            // The usual case: `k:` and the key (at most 255 bytes, so it fits).
-            None => match self.buf.get_mut(2..2 + k.len()) {
-                Some(dst) => {
-                    dst.copy_from_slice(k);
-                    self.buf[..2].copy_from_slice(b"k:");
-                    2 + k.len()
-                }
-                None => return self.heap.insert(storage_key(scope, key)),
-            },
+        let k = key.as_str();
+        self.inline.clear();
+        match scope {
+            // The usual case: `k:` and the key (at most 255 bytes, so it always fits).
+            None if 2 + k.len() <= KEY_INLINE => {
+                self.inline.push_str("k:");
+                self.inline.push_str(k);
+            }
+            None => return self.heap.insert(storage_key(scope, key)),
             Some(s) => {
                 let mut digits = [0u8; 20];
-                let parts: [&[u8]; 6] = [b"s", decimal(s.len(), &mut digits), b":", s.as_bytes(), b":", k];
-                let len = parts.iter().map(|p| p.len()).sum::<usize>();
-                if len > KEY_INLINE {
+                let parts = ["s", decimal(s.len(), &mut digits), ":", s, ":", k];
+                if parts.iter().map(|p| p.len()).sum::<usize>() > KEY_INLINE {
                     return self.heap.insert(storage_key(scope, key));
                 }
-                let mut at = 0;
                 for p in parts {
-                    self.buf[at..at + p.len()].copy_from_slice(p);
-                    at += p.len();
+                    self.inline.push_str(p);
                 }
-                len
             }
-        };
-        // A concatenation of `str`s and ASCII digits is UTF-8, so this never takes the default.
-        std::str::from_utf8(&self.buf[..len]).unwrap_or_default()
+        }
+        &self.inline
     }
 }
 
 /// `n` in decimal, written into the end of `out`.
-fn decimal(mut n: usize, out: &mut [u8; 20]) -> &[u8] {
+fn decimal(mut n: usize, out: &mut [u8; 20]) -> &str {
     let mut i = out.len();
     loop {
         i -= 1;
         out[i] = b'0' + (n % 10) as u8;
         n /= 10;
         if n == 0 {
-            return &out[i..];
+            // ASCII digits are UTF-8, so this never takes the default.
+            return std::str::from_utf8(&out[i..]).unwrap_or_default();
         }
     }
 }
