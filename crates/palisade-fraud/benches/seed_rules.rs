@@ -15,6 +15,12 @@ const HIGH: i64 = 1_000_000;
 
 /// The seed's contexts.
 pub fn contexts() -> Vec<Attributes> {
+    contexts_of(0)
+}
+
+/// The seed's contexts with the attempt ids of pass `pass`: the same customers, cards, IPs and emails, each
+/// decision a new attempt (another pass's contexts are retries of none of these).
+pub fn contexts_of(pass: usize) -> Vec<Attributes> {
     (0..N)
         .map(|i| {
             Attributes::new(Money::from_minor((10 + (i % 3000) as i64) * 100, Currency::USD))
@@ -26,7 +32,7 @@ pub fn contexts() -> Vec<Attributes> {
                 .billing_country(if i % 10 != 0 { "US" } else { "GB" })
                 .avs_result("Y")
                 .cvv_result("M")
-                .attempt_id(format!("a{i}"))
+                .attempt_id(if pass == 0 { format!("a{i}") } else { format!("a{pass}-{i}") })
         })
         .collect()
 }
