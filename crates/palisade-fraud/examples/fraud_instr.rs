@@ -5,6 +5,9 @@
 //!   (retries of known attempts, as in the criterion bench). Run under `valgrind --tool=callgrind` with two pass
 //!   counts and divide the difference of the instruction counts by the difference of the decisions
 //!   (`bench/fraud/instr.sh` does it).
+//! - `fraud_instr new <passes>`: built-in rules; the warm pass, then `passes` passes of new attempts on known
+//!   subjects (fresh attempt ids, as in `rate`): under callgrind with two pass counts, the instructions of a new
+//!   attempt (`bench/fraud/instr.sh new`).
 //! - `fraud_instr allocs <passes>`: the same for both engines, with allocations per measured decision (dhat).
 //! - `fraud_instr rate <passes>`: decisions/s of both engines, best of `passes` passes each, in one process; and
 //!   the first pass's own rate, where every attempt is new (recorded: its retry key kept, its series advanced);
@@ -30,10 +33,10 @@ fn main() {
     let _g = rt.enter();
     let ctxs = contexts();
     let engines = match what {
-        "builtin" => vec![("builtin", builtin_engine())],
+        "builtin" | "new" => vec![("builtin", builtin_engine())],
         "file" => vec![("file", file_engine())],
         "rate" | "allocs" => vec![("builtin", builtin_engine()), ("file", file_engine())],
-        _ => panic!("usage: fraud_instr <builtin|file|allocs|rate> <passes>"),
+        _ => panic!("usage: fraud_instr <builtin|file|new|allocs|rate> <passes>"),
     };
     let _profiler = (what == "allocs").then(|| dhat::Profiler::builder().testing().build());
     let allocated = || if what == "allocs" { dhat::HeapStats::get().total_blocks } else { 0 };
@@ -45,9 +48,12 @@ fn main() {
         let first = t.elapsed().as_secs_f64();
         let before = allocated();
         let mut best = f64::MAX;
-        for _ in 0..passes {
+        // At least two sets whatever `passes`, so the runs that callgrind compares build the same contexts.
+        let fresh: Vec<_> = if what == "new" { (1..=passes.max(2)).map(contexts_of).collect() } else { Vec::new() };
+        for pass in 0..passes {
+            let ctxs = fresh.get(pass).unwrap_or(&ctxs);
             let t = Instant::now();
-            for a in &ctxs {
+            for a in ctxs {
                 black_box(spin(engine.assess(a)));
             }
             best = best.min(t.elapsed().as_secs_f64());

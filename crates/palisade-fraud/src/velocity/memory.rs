@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher, RandomState};
 
+use compact_str::CompactString;
 use hashbrown::HashTable;
 use palisade_core::Currency;
 use parking_lot::Mutex;
@@ -90,6 +91,53 @@ impl<T> Timeline<T> {
     }
 }
 
+/// Per currency, the sums of the attempts' amounts inside each window. The first currency a series sees is kept
+/// inline (most series only ever see one), so recording and reading it touch the slot alone, and a new series
+/// allocates nothing for its sums; a series that sees more currencies keeps the others in a `Vec`.
+#[derive(Default)]
+struct Amounts {
+    first: Option<(Currency, [i64; WINDOWS])>,
+    more: Vec<(Currency, [i64; WINDOWS])>,
+}
+
+impl Amounts {
+    fn sums_mut(&mut self, currency: Currency) -> Option<&mut [i64; WINDOWS]> {
+        match &mut self.first {
+            Some((c, sums)) if *c == currency => Some(sums),
+            _ => self.more.iter_mut().find(|(c, _)| *c == currency).map(|(_, sums)| sums),
+        }
+    }
+
+    /// Adds an attempt's amount to every window (an attempt enters all windows when recorded).
+    fn add(&mut self, currency: Currency, amount: i64) {
+        if let Some(sums) = self.sums_mut(currency) {
+            for sum in sums {
+                *sum = sum.saturating_add(amount);
+            }
+        } else if self.first.is_none() {
+            self.first = Some((currency, [amount; WINDOWS]));
+        } else {
+            self.more.push((currency, [amount; WINDOWS]));
+        }
+    }
+
+    /// Takes an attempt's amount out of window `w` (it left the window).
+    fn sub(&mut self, w: usize, currency: Currency, amount: i64) {
+        if let Some(sums) = self.sums_mut(currency) {
+            sums[w] = sums[w].saturating_sub(amount);
+        }
+    }
+
+    /// Out of line: only amount rules read it, and `read_into` stays small for the others.
+    #[inline(never)]
+    fn get(&self, w: usize, currency: Currency) -> i64 {
+        match &self.first {
+            Some((c, sums)) if *c == currency => sums[w],
+            _ => self.more.iter().find(|(c, _)| *c == currency).map_or(0, |(_, sums)| sums[w]),
+        }
+    }
+}
+
 /// A (subject, value)'s history. `repr(C)`, what a retry reads first: the due times and the attempt counts, in
 /// the slot's first cache line (see [`Slot`]).
 #[derive(Default)]
@@ -101,7 +149,7 @@ struct Series {
     count: [i64; WINDOWS],
     decline_count: [i64; WINDOWS],
     /// Per window: the attempts' amounts per currency.
-    amount: [Vec<(Currency, i64)>; WINDOWS],
+    amount: Amounts,
     attempts: Timeline<Entry>,
     declines: Timeline<Instant>,
 }
@@ -125,9 +173,7 @@ impl Series {
             |e| e.at,
             |w, e| {
                 count[w] -= 1;
-                if let Some(sum) = amount[w].iter_mut().find(|(c, _)| *c == e.currency) {
-                    sum.1 = sum.1.saturating_sub(e.amount);
-                }
+                amount.sub(w, e.currency, e.amount);
             },
         );
         let declines = &mut self.decline_count;
@@ -136,13 +182,10 @@ impl Series {
 
     fn push_attempt(&mut self, e: Entry) {
         let now = e.at;
-        for w in 0..WINDOWS {
-            self.count[w] += 1;
-            match self.amount[w].iter_mut().find(|(c, _)| *c == e.currency) {
-                Some(sum) => sum.1 = sum.1.saturating_add(e.amount),
-                None => self.amount[w].push((e.currency, e.amount)),
-            }
+        for count in &mut self.count {
+            *count += 1;
         }
+        self.amount.add(e.currency, e.amount);
         self.attempts.push(&mut self.attempts_due, e, now);
     }
 
@@ -154,7 +197,7 @@ impl Series {
     }
 
     fn amount_in(&self, w: usize, currency: Currency) -> i64 {
-        self.amount[w].iter().find(|(c, _)| *c == currency).map_or(0, |(_, a)| *a)
+        self.amount.get(w, currency)
     }
 
     fn is_empty(&self) -> bool {
@@ -281,7 +324,8 @@ struct Slot {
     live: bool,
     subject: Subject,
     series: Series,
-    value: Box<str>,
+    /// Inline when up to 24 bytes, so comparing it reads the slot, not another allocation.
+    value: CompactString,
 }
 
 // The hot part of a slot is its first cache line.
@@ -329,7 +373,7 @@ impl State {
         self.index
             .find(subject_hash(&self.hasher, s, v), |&i| {
                 let slot = &slots[i];
-                slot.subject == s && &*slot.value == v
+                slot.subject == s && slot.value == v
             })
             .copied()
     }
@@ -343,14 +387,14 @@ impl State {
             Some(i) => {
                 let slot = &mut self.slots[i];
                 slot.subject = s;
-                slot.value = v.into();
+                slot.value = CompactString::from(v);
                 slot.live = true;
                 i
             }
             None => {
                 self.slots.push(Slot {
                     subject: s,
-                    value: v.into(),
+                    value: CompactString::from(v),
                     generation: 0,
                     live: true,
                     series: Series::default(),
@@ -421,7 +465,7 @@ impl State {
             }
             slot.live = false;
             slot.generation = slot.generation.wrapping_add(1);
-            slot.value = Box::default();
+            slot.value = CompactString::default();
             slot.series = Series::default();
             self.free.push(i);
         }
@@ -429,6 +473,7 @@ impl State {
 }
 
 /// Puts the attributes of `read` that are about `s` from `series` into `counts`.
+#[inline]
 fn read_into(counts: &mut VelocityCounts, series: &Series, s: Subject, read: VelocitySet, currency: Currency) {
     let mut bits = read.subject_bits(s);
     while bits != 0 {
@@ -594,7 +639,33 @@ const _: () = assert!(std::mem::size_of::<SeenEntry>() == 64);
 
 #[cfg(test)]
 mod tests {
-    use super::{LONG_VALUE, NO_VALUE, encode_subject};
+    use palisade_core::Currency;
+
+    use super::{Amounts, LONG_VALUE, NO_VALUE, WINDOWS, encode_subject};
+
+    /// Each currency is summed apart, the first (inline) as the others (in the `Vec`), per window; an amount
+    /// leaves only its own currency's sum in its own window; a currency never seen reads 0.
+    #[test]
+    fn amounts_are_summed_per_currency_and_window() {
+        let mut a = Amounts::default();
+        a.add(Currency::USD, 100);
+        a.add(Currency::EUR, 7);
+        a.add(Currency::USD, 50);
+        a.add(Currency::JPY, 3);
+        a.add(Currency::EUR, 1);
+        for w in 0..WINDOWS {
+            assert_eq!((a.get(w, Currency::USD), a.get(w, Currency::EUR), a.get(w, Currency::JPY)), (150, 8, 3));
+            assert_eq!(a.get(w, Currency::GBP), 0);
+        }
+        a.sub(0, Currency::USD, 100);
+        a.sub(1, Currency::EUR, 7);
+        a.sub(2, Currency::GBP, 5);
+        assert_eq!([0, 1, 2].map(|w| a.get(w, Currency::USD)), [50, 150, 150]);
+        assert_eq!([0, 1, 2].map(|w| a.get(w, Currency::EUR)), [8, 1, 8]);
+        assert_eq!([0, 1, 2].map(|w| a.get(w, Currency::JPY)), [3, 3, 3]);
+        a.add(Currency::USD, i64::MAX);
+        assert_eq!(a.get(1, Currency::USD), i64::MAX);
+    }
 
     fn key(subjects: &[Option<&str>], id: &str) -> Vec<u8> {
         let mut buf = Vec::new();
