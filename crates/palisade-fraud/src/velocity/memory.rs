@@ -369,20 +369,42 @@ impl State {
 
     /// The slot of (`s`, `v`), if tracked.
     fn find_slot(&self, s: Subject, v: &str) -> Option<usize> {
+        self.find_hashed(subject_hash(&self.hasher, s, v), s, v)
+    }
+
+    /// The slot of (`s`, `v`), whose [`subject_hash`] is `hash`, if tracked.
+    #[inline]
+    fn find_hashed(&self, hash: u64, s: Subject, v: &str) -> Option<usize> {
         let slots = &self.slots;
         self.index
-            .find(subject_hash(&self.hasher, s, v), |&i| {
+            .find(hash, |&i| {
                 let slot = &slots[i];
                 slot.subject == s && slot.value == v
             })
             .copied()
     }
 
-    /// The slot of (`s`, `v`), made if absent.
-    fn slot_of(&mut self, s: Subject, v: &str) -> usize {
-        if let Some(i) = self.find_slot(s, v) {
-            return i;
-        }
+    /// The slots of the attempt's subjects (`None` for a subject it lacks), each made if absent. Every value is
+    /// hashed first, then every slot looked up, then the absent ones made: the lookups do not depend on one
+    /// another, so their cache misses (the index, then the slot) overlap instead of following one another.
+    fn slots_of(&mut self, attempt: &Attempt<'_>) -> [Option<usize>; 4] {
+        let hasher = &self.hasher;
+        let hashes = Subject::ALL.map(|s| attempt.subject(s).map(|v| subject_hash(hasher, s, v)));
+        let found = Subject::ALL.map(|s| match (attempt.subject(s), hashes[s.index()]) {
+            (Some(v), Some(hash)) => self.find_hashed(hash, s, v).ok_or(hash),
+            _ => Err(0),
+        });
+        Subject::ALL.map(|s| {
+            let v = attempt.subject(s)?;
+            Some(match found[s.index()] {
+                Ok(i) => i,
+                Err(hash) => self.insert_slot(hash, s, v),
+            })
+        })
+    }
+
+    /// A new slot for (`s`, `v`), not tracked, whose [`subject_hash`] is `hash`.
+    fn insert_slot(&mut self, hash: u64, s: Subject, v: &str) -> usize {
         let i = match self.free.pop() {
             Some(i) => {
                 let slot = &mut self.slots[i];
@@ -403,7 +425,7 @@ impl State {
             }
         };
         let (hasher, slots) = (&self.hasher, &self.slots);
-        self.index.insert_unique(subject_hash(hasher, s, v), i, |&j| {
+        self.index.insert_unique(hash, i, |&j| {
             let slot = &slots[j];
             subject_hash(hasher, slot.subject, &slot.value)
         });
@@ -427,10 +449,9 @@ impl State {
         }
     }
 
-    /// The series of (`s`, `v`), made if absent and advanced to `now`, its handle noted in `handles`: where an
-    /// attempt or a decline is recorded.
-    fn series_to_record(&mut self, s: Subject, v: &str, now: Instant, handles: &mut [Handle; 4]) -> &mut Series {
-        let i = self.slot_of(s, v);
+    /// The series in slot `i` (of subject `s`) advanced to `now`, its handle noted in `handles`: where an attempt
+    /// or a decline is recorded.
+    fn series_to_record(&mut self, i: usize, s: Subject, now: Instant, handles: &mut [Handle; 4]) -> &mut Series {
         handles[s.index()] = self.handle(i);
         let series = &mut self.slots[i].series;
         series.advance(now);
@@ -562,9 +583,10 @@ impl MemoryVelocityStore {
             }
         } else {
             let mut handles = [Handle::NONE; 4];
+            let slots = st.slots_of(attempt);
             for s in Subject::ALL {
-                let Some(value) = attempt.subject(s) else { continue };
-                let series = st.series_to_record(s, value, now, &mut handles);
+                let Some(i) = slots[s.index()] else { continue };
+                let series = st.series_to_record(i, s, now, &mut handles);
                 series.push_attempt(Entry { at: now, currency: attempt.currency, amount: attempt.amount_minor });
                 if read.reads_subject(s) {
                     read_into(counts, series, s, read, attempt.currency);
@@ -589,9 +611,10 @@ impl MemoryVelocityStore {
         }
         let hash = seen.map(|(hash, _)| hash);
         let mut handles = [Handle::NONE; 4];
+        let slots = st.slots_of(attempt);
         for s in Subject::ALL {
-            let Some(value) = attempt.subject(s) else { continue };
-            st.series_to_record(s, value, now, &mut handles).push_decline(now);
+            let Some(i) = slots[s.index()] else { continue };
+            st.series_to_record(i, s, now, &mut handles).push_decline(now);
         }
         if let Some(hash) = hash {
             st.declines_seen.insert(hash, now, handles);
