@@ -386,7 +386,9 @@ impl State {
 
     /// The slots of the attempt's subjects (`None` for a subject it lacks), each made if absent. Every value is
     /// hashed first, then every slot looked up, then the absent ones made: the lookups do not depend on one
-    /// another, so their cache misses (the index, then the slot) overlap instead of following one another.
+    /// another, so their cache misses (the index, then the slot) overlap instead of following one another. Out of
+    /// line: a retry's path through `record_into` stays as small as it was.
+    #[inline(never)]
     fn slots_of(&mut self, attempt: &Attempt<'_>) -> [Option<usize>; 4] {
         let hasher = &self.hasher;
         let hashes = Subject::ALL.map(|s| attempt.subject(s).map(|v| subject_hash(hasher, s, v)));
