@@ -103,7 +103,7 @@ impl Store {
             Store::Redis { url, prefix } | Store::RedisCluster { url, prefix } => {
                 Arc::new(RedisStore::open(url)?.with_prefix(prefix.clone()))
             }
-            Store::Postgres { url, prefix } => Arc::new(PostgresStore::open(url)?.with_prefix(prefix)?),
+            Store::Postgres { url, prefix } => Arc::new(PostgresStore::new(checker_pool(url)?).with_prefix(prefix)?),
         })
     }
 
@@ -114,12 +114,20 @@ impl Store {
                 Arc::new(RedisLog::open(url)?.with_prefix(format!("{prefix}saga:")))
             }
             Store::Postgres { url, prefix } => {
-                let log = PostgresLog::open(url)?.with_prefix(prefix)?;
+                let log = PostgresLog::new(checker_pool(url)?).with_prefix(prefix)?;
                 log.migrate().await?;
                 Arc::new(log)
             }
         })
     }
+}
+
+/// The checker's PostgreSQL pool: the stores' options, but waiting up to 30 s for a free connection instead of 2 s.
+/// After the run the checker reads every order's records, 64 at a time, on a machine still busy with the servers;
+/// the stores' 2 s (a payment request should not hang on an exhausted pool) once failed the check there with
+/// "pool timed out" though nothing was wrong with the charges.
+fn checker_pool(url: &str) -> anyhow::Result<sqlx::PgPool> {
+    Ok(palisade_store::postgres::pool_options().acquire_timeout(Duration::from_secs(30)).connect_lazy(url)?)
 }
 
 /// A chaos run's settings. [`Config::new`] gives the defaults the example and the test use.
