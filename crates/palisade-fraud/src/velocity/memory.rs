@@ -1,4 +1,11 @@
 //! The in-process velocity store.
+//!
+//! Every attempt recorded goes into one log in time order ([`Log`]), and each (subject, value) it names has a
+//! slot in one slab ([`Slab`]) holding its counts and sums per window. A window's start is a cursor into the log:
+//! when an attempt leaves a window, the cursor passes it and takes it off its slots' counts for that window. So a
+//! new attempt appends one entry to the log and updates at most four slots in place: no per-subject history, no
+//! allocation but the log's and tables' own growth. Declines have a log of their own. When an attempt leaves the
+//! widest window it is dropped from the log, with its id; a slot whose counts all reach zero is freed then.
 
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher, RandomState};
@@ -11,100 +18,38 @@ use tokio::time::Instant;
 
 use super::{Attempt, BoxFuture, VelocityStore};
 use crate::attributes::{Subject, VelocityCounts, VelocitySet, Window};
-use crate::defaults::MAX_VELOCITY_WINDOW;
+use crate::defaults::{MAX_VELOCITY_WINDOW, VELOCITY_WINDOWS};
 use crate::error::VelocityError;
 
-/// One attempt in a series.
-struct Entry {
-    at: Instant,
-    currency: Currency,
-    amount: i64,
-}
-
 const WINDOWS: usize = Window::ALL.len();
+/// The widest window, last in [`Window::ALL`]: an entry past its start has left every window.
+const WIDEST: usize = WINDOWS - 1;
 
-/// Items in time order with, per window, where the window starts and running sums over what is inside it.
-/// Recording and reading are O(1) amortized, whatever the history's length: a window's start only moves forward
-/// (time does), and each item is added once and subtracted once per window.
-struct Timeline<T> {
-    items: VecDeque<T>,
-    /// Items ever removed from the front: an item's absolute position is `popped + index`.
-    popped: u64,
-    /// Per window, the absolute position of its first item.
-    start: [u64; WINDOWS],
-}
+// Windows are nested, narrowest first, and attempt ids are remembered exactly as long as history is kept.
+const _: () = assert!(VELOCITY_WINDOWS[0].as_nanos() < VELOCITY_WINDOWS[1].as_nanos());
+const _: () = assert!(VELOCITY_WINDOWS[1].as_nanos() < VELOCITY_WINDOWS[WIDEST].as_nanos());
+const _: () = assert!(VELOCITY_WINDOWS[WIDEST].as_nanos() == MAX_VELOCITY_WINDOW.as_nanos());
 
-impl<T> Default for Timeline<T> {
-    fn default() -> Self {
-        Timeline { items: VecDeque::new(), popped: 0, start: [0; WINDOWS] }
-    }
-}
-
-/// When the next item of a timeline leaves a window: no item leaves any window before this instant (`None`:
-/// none is due to leave), so most calls of [`Timeline::advance`] return at once, without touching the items. It
-/// lives in the series' first cache line, apart from the timeline, so that check reads no more.
-type Due = Option<Instant>;
-
-impl<T> Timeline<T> {
-    /// Appends an item at `now` (the latest time so far).
-    fn push(&mut self, due: &mut Due, item: T, now: Instant) {
-        self.items.push_back(item);
-        // The new item leaves the narrowest window first; an earlier due time only costs one more look.
-        let leaves = now.checked_add(Window::TenMinutes.duration());
-        *due = match (*due, leaves) {
-            (Some(d), Some(l)) => Some(d.min(l)),
-            (d, l) => d.or(l),
-        };
-    }
-
-    /// Moves each window's start past the items older than its `from`, handing each to `leave(window, item)`.
-    fn advance(&mut self, due: &mut Due, now: Instant, at: impl Fn(&T) -> Instant, mut leave: impl FnMut(usize, &T)) {
-        if due.is_none_or(|d| now <= d) {
-            return;
-        }
-        let froms = window_starts(now);
-        for (w, from) in froms.iter().enumerate() {
-            let Some(from) = *from else { continue };
-            while let Some(item) = usize::try_from(self.start[w] - self.popped).ok().and_then(|i| self.items.get(i)) {
-                if at(item) >= from {
-                    break;
-                }
-                leave(w, item);
-                self.start[w] += 1;
-            }
-        }
-        // Items no window holds any more are dropped (the widest window is the horizon).
-        let keep_from = self.start.iter().copied().min().unwrap_or(self.popped);
-        while self.popped < keep_from {
-            self.items.pop_front();
-            self.popped += 1;
-        }
-        // The next item to leave: per window, the first item in it, at its time plus the window.
-        *due = Window::ALL
-            .iter()
-            .enumerate()
-            .filter_map(|(w, win)| {
-                let item = usize::try_from(self.start[w] - self.popped).ok().and_then(|i| self.items.get(i))?;
-                at(item).checked_add(win.duration())
-            })
-            .min();
-    }
-}
-
-/// Per currency, the sums of the attempts' amounts inside each window. The first currency a series sees is kept
-/// inline (most series only ever see one), so recording and reading it touch the slot alone, and a new series
-/// allocates nothing for its sums; a series that sees more currencies keeps the others in a `Vec`.
+/// Per currency, the sums of the attempts' amounts inside each window. The first currency a slot sees is kept
+/// inline (most only ever see one), so recording and reading it touch the slot alone; the others are kept in a
+/// boxed `Vec`, allocated only for a slot that sees a second currency.
 #[derive(Default)]
 struct Amounts {
-    first: Option<(Currency, [i64; WINDOWS])>,
-    more: Vec<(Currency, [i64; WINDOWS])>,
+    first: Option<Sums>,
+    // A thin pointer (8 bytes where a `Vec` takes 24) keeps the slot in two cache lines; a second currency on one
+    // card or customer is rare, so its extra allocation is too.
+    #[allow(clippy::box_collection)]
+    more: Option<Box<Vec<Sums>>>,
 }
+
+/// A currency and its sums per window.
+type Sums = (Currency, [i64; WINDOWS]);
 
 impl Amounts {
     fn sums_mut(&mut self, currency: Currency) -> Option<&mut [i64; WINDOWS]> {
         match &mut self.first {
             Some((c, sums)) if *c == currency => Some(sums),
-            _ => self.more.iter_mut().find(|(c, _)| *c == currency).map(|(_, sums)| sums),
+            _ => self.more.as_mut()?.iter_mut().find(|(c, _)| *c == currency).map(|(_, sums)| sums),
         }
     }
 
@@ -117,7 +62,7 @@ impl Amounts {
         } else if self.first.is_none() {
             self.first = Some((currency, [amount; WINDOWS]));
         } else {
-            self.more.push((currency, [amount; WINDOWS]));
+            self.more.get_or_insert_default().push((currency, [amount; WINDOWS]));
         }
     }
 
@@ -133,118 +78,176 @@ impl Amounts {
     fn get(&self, w: usize, currency: Currency) -> i64 {
         match &self.first {
             Some((c, sums)) if *c == currency => sums[w],
-            _ => self.more.iter().find(|(c, _)| *c == currency).map_or(0, |(_, sums)| sums[w]),
+            _ => self.more.iter().flat_map(|m| m.iter()).find(|(c, _)| *c == currency).map_or(0, |(_, sums)| sums[w]),
         }
     }
 }
 
-/// A (subject, value)'s history. `repr(C)`, what a retry reads first: the due times and the attempt counts, in
-/// the slot's first cache line (see [`Slot`]).
-#[derive(Default)]
-#[repr(C)]
-struct Series {
-    attempts_due: Due,
-    declines_due: Due,
+/// One (subject, value) and its counts. `repr(C)`, two cache lines: the first holds what a retry reads (the
+/// counts), the second what a new attempt also touches (the value it is looked up by, the sums it adds to).
+#[repr(C, align(64))]
+struct Slot {
+    subject: Subject,
     /// Per window: attempts inside it.
     count: [i64; WINDOWS],
+    /// Per window: declines inside it.
     decline_count: [i64; WINDOWS],
     /// Per window: the attempts' amounts per currency.
     amount: Amounts,
-    attempts: Timeline<Entry>,
-    declines: Timeline<Instant>,
+    /// Inline when up to 24 bytes, so comparing it reads the slot, not another allocation.
+    value: CompactString,
 }
 
-impl Series {
-    /// Moves the windows to `now`: at once when no entry is due to leave one (most calls).
-    #[inline]
-    fn advance(&mut self, now: Instant) {
-        if self.attempts_due.is_none_or(|d| now <= d) && self.declines_due.is_none_or(|d| now <= d) {
-            return;
+const _: () = assert!(std::mem::size_of::<Slot>() == 128);
+const _: () = assert!(std::mem::offset_of!(Slot, decline_count) + 8 * WINDOWS <= 64);
+
+impl Slot {
+    fn new(subject: Subject, value: &str) -> Self {
+        Slot {
+            subject,
+            count: [0; WINDOWS],
+            decline_count: [0; WINDOWS],
+            amount: Amounts::default(),
+            value: CompactString::from(value),
         }
-        self.advance_windows(now);
     }
 
-    #[inline(never)]
-    fn advance_windows(&mut self, now: Instant) {
-        let (count, amount) = (&mut self.count, &mut self.amount);
-        self.attempts.advance(
-            &mut self.attempts_due,
-            now,
-            |e| e.at,
-            |w, e| {
-                count[w] -= 1;
-                amount.sub(w, e.currency, e.amount);
-            },
-        );
-        let declines = &mut self.decline_count;
-        self.declines.advance(&mut self.declines_due, now, |at| *at, |w, _| declines[w] -= 1);
-    }
-
-    fn push_attempt(&mut self, e: Entry) {
-        let now = e.at;
-        for count in &mut self.count {
-            *count += 1;
-        }
-        self.amount.add(e.currency, e.amount);
-        self.attempts.push(&mut self.attempts_due, e, now);
-    }
-
-    fn push_decline(&mut self, at: Instant) {
-        for w in 0..WINDOWS {
-            self.decline_count[w] += 1;
-        }
-        self.declines.push(&mut self.declines_due, at, at);
-    }
-
-    fn amount_in(&self, w: usize, currency: Currency) -> i64 {
-        self.amount.get(w, currency)
-    }
-
-    fn is_empty(&self) -> bool {
-        self.attempts.items.is_empty() && self.declines.items.is_empty()
+    /// Whether no attempt and no decline is left in any window (the widest holds them all).
+    fn is_idle(&self) -> bool {
+        self.count[WIDEST] == 0 && self.decline_count[WIDEST] == 0
     }
 }
 
-/// Where a subject's series lives in the slab, as a [`Seen`] entry remembers it (so a retry reads its counters
-/// without looking the subjects up again). The generation tells a slot reused since.
-#[derive(Clone, Copy)]
-struct Handle {
-    slot: u32,
-    generation: u32,
-}
+/// A slot index in an entry, or none (the attempt lacks that subject).
+const NO_SLOT: u32 = u32::MAX;
 
-impl Handle {
-    const NONE: Handle = Handle { slot: u32::MAX, generation: 0 };
-}
-
-/// One attempt seen: its key (the subjects' values, each self-delimiting ([`encode_subject`]), then the id: no
-/// two different attempts encode alike) and where its subjects' series are.
-///
-/// 64 bytes, cache-line aligned: the table's buckets then each sit in one cache line (hashbrown aligns its bucket
-/// array to the entry's alignment), so a lookup reads one line of them, not two.
-#[repr(align(64))]
-struct SeenEntry {
-    key: Box<[u8]>,
-    hash: u64,
-    seq: u64,
-    handles: [Handle; 4],
-}
-
-/// Attempts seen within the horizon, so a retry of the same request counts once: a table for the lookup and a
-/// queue in time order for the expiry (O(1) amortized each). An attempt is its id and its subjects' values: the
-/// same idempotency key with another card is another attempt. Its key is encoded into a buffer kept from call to
-/// call (the subjects' values length-prefixed, then the id: no two different attempts encode alike), hashed once
-/// and compared whole; only a new attempt allocates its key.
+/// Every tracked (subject, value), in one slab; `index` finds a slot by (subject, value).
 #[derive(Default)]
-struct Seen {
-    table: HashTable<SeenEntry>,
-    /// (when it leaves the horizon, hash, sequence number) in time order (`None`: never, past `Instant`'s range).
-    order: VecDeque<(Option<Instant>, u64, u64)>,
-    next_seq: u64,
-    buf: Vec<u8>,
+struct Slab {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    index: HashTable<u32>,
 }
 
-/// The first byte of a subject with no value in a [`SeenEntry`] key.
+fn subject_hash(hasher: &RandomState, s: Subject, v: &str) -> u64 {
+    // One byte of subject, then the value: no two (subject, value) pairs write alike.
+    let mut h = hasher.build_hasher();
+    h.write_u8(s.index() as u8);
+    h.write(v.as_bytes());
+    h.finish()
+}
+
+impl Slab {
+    /// The slot of (`s`, `v`), whose [`subject_hash`] is `hash`, if tracked.
+    #[inline]
+    fn find(&self, hash: u64, s: Subject, v: &str) -> Option<u32> {
+        let slots = &self.slots;
+        self.index
+            .find(hash, |&i| {
+                let slot = &slots[i as usize];
+                slot.subject == s && slot.value == v
+            })
+            .copied()
+    }
+
+    /// The slots of the attempt's subjects ([`NO_SLOT`] for a subject it lacks), each made if absent. Every value
+    /// is hashed first, then every slot looked up, then the absent ones made: the lookups do not depend on one
+    /// another, so their cache misses (the index, then the slot) overlap instead of following one another.
+    fn slots_of(&mut self, hasher: &RandomState, attempt: &Attempt<'_>) -> [u32; 4] {
+        let hashes = Subject::ALL.map(|s| attempt.subject(s).map(|v| subject_hash(hasher, s, v)));
+        let found = Subject::ALL.map(|s| match (attempt.subject(s), hashes[s.index()]) {
+            (Some(v), Some(hash)) => self.find(hash, s, v).ok_or(hash),
+            _ => Err(0),
+        });
+        Subject::ALL.map(|s| match (attempt.subject(s), found[s.index()]) {
+            (None, _) => NO_SLOT,
+            (Some(_), Ok(i)) => i,
+            (Some(v), Err(hash)) => self.insert(hasher, hash, s, v),
+        })
+    }
+
+    /// A new slot for (`s`, `v`), not tracked, whose [`subject_hash`] is `hash`.
+    fn insert(&mut self, hasher: &RandomState, hash: u64, s: Subject, v: &str) -> u32 {
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = Slot::new(s, v);
+                i
+            }
+            None => {
+                // 2^32 - 1 slots of 128 bytes would be 512 GiB: the allocation fails long before.
+                #[allow(clippy::expect_used)]
+                let i =
+                    u32::try_from(self.slots.len()).ok().filter(|&i| i != NO_SLOT).expect("fewer than 2^32 - 1 keys");
+                self.slots.push(Slot::new(s, v));
+                i
+            }
+        };
+        let slots = &self.slots;
+        self.index.insert_unique(hash, i, |&j| {
+            let slot = &slots[j as usize];
+            subject_hash(hasher, slot.subject, &slot.value)
+        });
+        i
+    }
+
+    /// Frees slot `i` (idle: nothing left in any window, so no logged entry names it any more).
+    fn release(&mut self, hasher: &RandomState, i: u32) {
+        let slot = &mut self.slots[i as usize];
+        let hash = subject_hash(hasher, slot.subject, &slot.value);
+        if let Ok(e) = self.index.find_entry(hash, |&j| j == i) {
+            e.remove();
+        }
+        slot.value = CompactString::default();
+        slot.amount = Amounts::default();
+        self.free.push(i);
+    }
+
+    /// An attempt left window `w`: off its slots' counts and sums (and a slot left idle is freed).
+    fn attempt_left(&mut self, hasher: &RandomState, w: usize, e: &Logged) {
+        for &i in &e.slots {
+            if let Some(slot) = self.slots.get_mut(i as usize) {
+                slot.count[w] -= 1;
+                slot.amount.sub(w, e.currency, e.amount);
+                if w == WIDEST && slot.is_idle() {
+                    self.release(hasher, i);
+                }
+            }
+        }
+    }
+
+    /// A decline left window `w`: off its slots' decline counts (and a slot left idle is freed).
+    fn decline_left(&mut self, hasher: &RandomState, w: usize, e: &Logged) {
+        for &i in &e.slots {
+            if let Some(slot) = self.slots.get_mut(i as usize) {
+                slot.decline_count[w] -= 1;
+                if w == WIDEST && slot.is_idle() {
+                    self.release(hasher, i);
+                }
+            }
+        }
+    }
+}
+
+/// One attempt (or decline) in a [`Log`].
+struct Logged {
+    at: Instant,
+    /// Its subjects' slots, by [`Subject`] order ([`NO_SLOT`] where it lacks one).
+    slots: [u32; 4],
+    amount: i64,
+    currency: Currency,
+    /// Its key's length in the log's key buffer ([`NO_KEY`]: the attempt has no id, or a key too long to keep).
+    key_len: u32,
+    /// Where its key starts in the log's key buffer (an absolute offset).
+    key_at: u64,
+    /// Its key's hash (0 when it has none), to drop it from the table.
+    hash: u64,
+}
+
+const _: () = assert!(std::mem::size_of::<Logged>() == 64);
+
+const NO_KEY: u32 = u32::MAX;
+
+/// The first byte of a subject with no value in an attempt's key.
 const NO_VALUE: u8 = 254;
 /// The first byte of a subject whose value is 254 bytes or longer: its length follows in eight bytes.
 const LONG_VALUE: u8 = 255;
@@ -267,237 +270,198 @@ fn encode_subject(buf: &mut Vec<u8>, v: Option<&str>) {
     buf.extend_from_slice(v.as_bytes());
 }
 
-impl Seen {
-    /// Forgets the attempts recorded more than [`MAX_VELOCITY_WINDOW`] before `now` (one comparison when none is).
+/// Whether the `len` bytes at `start` of a ring buffer are `want`.
+fn ring_eq(ring: &VecDeque<u8>, start: usize, want: &[u8]) -> bool {
+    let (a, b) = ring.as_slices();
+    let Some(end) = start.checked_add(want.len()) else { return false };
+    if end <= a.len() {
+        a[start..end] == *want
+    } else if start >= a.len() {
+        b.get(start - a.len()..end - a.len()) == Some(want)
+    } else {
+        let (head, tail) = want.split_at(a.len() - start);
+        a[start..] == *head && b.get(..tail.len()) == Some(tail)
+    }
+}
+
+/// Attempts (or declines) recorded within the widest window, in time order, with per window the position of
+/// the first one inside it; and the ids of those that have one, so a retry of the same request counts once.
+///
+/// An attempt is its id and its subjects' values: the same idempotency key with another card is another attempt.
+/// Its key is encoded into a buffer kept from call to call (the subjects' values length-prefixed, then the id: no
+/// two different attempts encode alike), hashed once, and kept in one ring buffer of keys in the log's order, so
+/// recording it allocates nothing of its own; the table maps the key's hash to the entry's position.
+#[derive(Default)]
+struct Log {
+    entries: VecDeque<Logged>,
+    /// Entries ever dropped from the front: an entry's absolute position is `popped + index`.
+    popped: u64,
+    /// Per window, the absolute position of its first entry.
+    start: [u64; WINDOWS],
+    /// When the next entry leaves a window (`None`: none is due to), so most calls of [`Log::advance`] return
+    /// after one comparison.
+    due: Option<Instant>,
+    /// The keys of the entries, in their order; `keys_base` is the absolute offset of its first byte.
+    keys: VecDeque<u8>,
+    keys_base: u64,
+    /// Positions of the entries with a key, by the key's hash.
+    seen: HashTable<u64>,
+    /// The key being looked up.
+    buf: Vec<u8>,
+}
+
+impl Log {
+    fn get(&self, pos: u64) -> Option<&Logged> {
+        usize::try_from(pos - self.popped).ok().and_then(|i| self.entries.get(i))
+    }
+
+    /// Moves each window's start past the entries older than it at `now`, handing each to `left(window,
+    /// entry)`, and drops the entries the widest window has passed (with their keys). One comparison when none is
+    /// due to leave.
     #[inline]
-    fn expire(&mut self, now: Instant) {
-        if self.order.front().is_some_and(|&(leaves, _, _)| leaves.is_some_and(|l| l < now)) {
-            self.expire_due(now);
+    fn advance(&mut self, now: Instant, left: impl FnMut(usize, &Logged)) {
+        if self.due.is_some_and(|d| now > d) {
+            self.advance_due(now, left);
         }
     }
 
     #[inline(never)]
-    fn expire_due(&mut self, now: Instant) {
-        while let Some(&(leaves, hash, seq)) = self.order.front() {
-            if leaves.is_none_or(|l| l >= now) {
-                break;
-            }
-            self.order.pop_front();
-            if let Ok(e) = self.table.find_entry(hash, |e| e.seq == seq) {
-                e.remove();
+    fn advance_due(&mut self, now: Instant, mut left: impl FnMut(usize, &Logged)) {
+        for (w, window) in Window::ALL.iter().enumerate() {
+            // `None` while the clock is younger than the window: nothing has left it.
+            let Some(from) = now.checked_sub(window.duration()) else { continue };
+            while let Some(e) = usize::try_from(self.start[w] - self.popped).ok().and_then(|i| self.entries.get(i)) {
+                if e.at >= from {
+                    break;
+                }
+                left(w, e);
+                self.start[w] += 1;
             }
         }
+        let keep_from = self.start.iter().copied().min().unwrap_or(self.popped);
+        while self.popped < keep_from {
+            let Some(e) = self.entries.pop_front() else { break };
+            if e.key_len != NO_KEY {
+                let pos = self.popped;
+                if let Ok(found) = self.seen.find_entry(e.hash, |&p| p == pos) {
+                    found.remove();
+                }
+            }
+            self.popped += 1;
+        }
+        // The keys before the first entry's are no entry's any more.
+        let live_from = self.entries.front().map_or(self.keys_base + self.keys.len() as u64, |e| e.key_at);
+        let dead = usize::try_from(live_from - self.keys_base).unwrap_or(usize::MAX).min(self.keys.len());
+        self.keys.drain(..dead);
+        self.keys_base += dead as u64;
+        // The next entry to leave: per window, the first entry in it, at its time plus the window.
+        self.due = Window::ALL
+            .iter()
+            .zip(self.start)
+            .filter_map(|(window, start)| self.get(start)?.at.checked_add(window.duration()))
+            .min();
     }
 
     /// Encodes `attempt`'s key into the buffer and returns its hash and its entry, if seen within the horizon.
-    fn find(&mut self, hasher: &RandomState, attempt: &Attempt<'_>, id: &str) -> (u64, Option<&SeenEntry>) {
+    fn find(&mut self, hasher: &RandomState, attempt: &Attempt<'_>, id: &str) -> (u64, Option<&Logged>) {
         self.buf.clear();
         for v in &attempt.subjects {
             encode_subject(&mut self.buf, v.as_deref());
         }
         self.buf.extend_from_slice(id.as_bytes());
-        let buf = self.buf.as_slice();
         // The key's bytes in one write of std's keyed SipHash (`hash_one` would hash the slice's length first
         // through the hasher's buffered short write; the encoding already tells attempts apart).
         let mut h = hasher.build_hasher();
-        h.write(buf);
+        h.write(&self.buf);
         let hash = h.finish();
-        (hash, self.table.find(hash, |e| *e.key == *buf))
+        let (entries, popped, keys, keys_base, buf) =
+            (&self.entries, self.popped, &self.keys, self.keys_base, &self.buf);
+        let at = |pos: u64| usize::try_from(pos - popped).ok().and_then(|i| entries.get(i));
+        let found = self.seen.find(hash, |&pos| {
+            at(pos).is_some_and(|e| {
+                e.hash == hash
+                    && e.key_len as usize == buf.len()
+                    && ring_eq(keys, usize::try_from(e.key_at - keys_base).unwrap_or(usize::MAX), buf)
+            })
+        });
+        (hash, found.and_then(|&pos| at(pos)))
     }
 
-    /// Records the attempt last looked up with [`Seen::find`] (not seen before) at `now`.
-    fn insert(&mut self, hash: u64, now: Instant, handles: [Handle; 4]) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        let key: Box<[u8]> = self.buf.as_slice().into();
-        self.table.insert_unique(hash, SeenEntry { key, hash, seq, handles }, |e| e.hash);
-        self.order.push_back((now.checked_add(MAX_VELOCITY_WINDOW), hash, seq));
+    /// Appends an attempt at `now` (the latest time so far), with the key last encoded by [`Log::find`] when
+    /// `hash` is given.
+    fn push(&mut self, now: Instant, slots: [u32; 4], currency: Currency, amount: i64, hash: Option<u64>) {
+        let pos = self.popped + self.entries.len() as u64;
+        let key_at = self.keys_base + self.keys.len() as u64;
+        // A key of 4 GiB cannot come from a bounded request; were it to, the attempt would count as new on a retry.
+        let key_len = hash.and_then(|_| u32::try_from(self.buf.len()).ok()).filter(|&n| n != NO_KEY);
+        let hash = key_len.and(hash);
+        if key_len.is_some() {
+            self.keys.extend(&self.buf);
+        }
+        self.entries.push_back(Logged {
+            at: now,
+            slots,
+            amount,
+            currency,
+            key_len: key_len.unwrap_or(NO_KEY),
+            key_at,
+            hash: hash.unwrap_or(0),
+        });
+        if let Some(hash) = hash {
+            let (entries, popped) = (&self.entries, self.popped);
+            self.seen.insert_unique(hash, pos, |&p| {
+                usize::try_from(p - popped).ok().and_then(|i| entries.get(i)).map_or(0, |e| e.hash)
+            });
+        }
+        // The new entry leaves the narrowest window first; an earlier due time only costs one more look.
+        let leaves = now.checked_add(Window::ALL[0].duration());
+        self.due = match (self.due, leaves) {
+            (Some(d), Some(l)) => Some(d.min(l)),
+            (d, l) => d.or(l),
+        };
     }
 }
-
-/// One (subject, value) and its series. `repr(C)` and cache-line aligned, so what a retry reads (the handle's
-/// check, then the series' due times and attempt counts) is one cache line: 8 bytes here, 56 of the series.
-#[repr(C, align(64))]
-struct Slot {
-    /// Bumped when the slot is freed, so a [`Handle`] to the series it held no longer matches.
-    generation: u32,
-    live: bool,
-    subject: Subject,
-    series: Series,
-    /// Inline when up to 24 bytes, so comparing it reads the slot, not another allocation.
-    value: CompactString,
-}
-
-// The hot part of a slot is its first cache line.
-const _: () = assert!(std::mem::offset_of!(Slot, series) + std::mem::offset_of!(Series, decline_count) <= 64);
 
 struct State {
     /// std's keyed SipHash: the tables are keyed by what clients send (card, email, IP, customer, idempotency
     /// key), so a hasher with real hash-flooding resistance, as the idempotency store and the saga log use.
     hasher: RandomState,
-    /// Every tracked (subject, value), in one slab; `index` finds a slot by (subject, value).
-    slots: Vec<Slot>,
-    free: Vec<usize>,
-    index: HashTable<usize>,
-    attempts_seen: Seen,
-    declines_seen: Seen,
-    ops_since_sweep: usize,
+    slab: Slab,
+    attempts: Log,
+    declines: Log,
+    /// The latest time seen: the logs are in time order even when a caller read the clock before another that
+    /// took the lock first.
+    latest: Option<Instant>,
 }
 
 impl Default for State {
     fn default() -> Self {
         State {
             hasher: RandomState::new(),
-            slots: Vec::new(),
-            free: Vec::new(),
-            index: HashTable::new(),
-            attempts_seen: Seen::default(),
-            declines_seen: Seen::default(),
-            ops_since_sweep: 0,
+            slab: Slab::default(),
+            attempts: Log::default(),
+            declines: Log::default(),
+            latest: None,
         }
     }
-}
-
-fn subject_hash(hasher: &RandomState, s: Subject, v: &str) -> u64 {
-    hasher.hash_one((s.index() as u8, v))
 }
 
 impl State {
-    fn len(&self) -> usize {
-        self.index.len()
-    }
-
-    /// The slot of (`s`, `v`), if tracked.
-    fn find_slot(&self, s: Subject, v: &str) -> Option<usize> {
-        self.find_hashed(subject_hash(&self.hasher, s, v), s, v)
-    }
-
-    /// The slot of (`s`, `v`), whose [`subject_hash`] is `hash`, if tracked.
+    /// The time of this operation (never before an earlier one's), with both logs moved to it.
     #[inline]
-    fn find_hashed(&self, hash: u64, s: Subject, v: &str) -> Option<usize> {
-        let slots = &self.slots;
-        self.index
-            .find(hash, |&i| {
-                let slot = &slots[i];
-                slot.subject == s && slot.value == v
-            })
-            .copied()
-    }
-
-    /// The slots of the attempt's subjects (`None` for a subject it lacks), each made if absent. Every value is
-    /// hashed first, then every slot looked up, then the absent ones made: the lookups do not depend on one
-    /// another, so their cache misses (the index, then the slot) overlap instead of following one another. Out of
-    /// line: a retry's path through `record_into` stays as small as it was.
-    #[inline(never)]
-    fn slots_of(&mut self, attempt: &Attempt<'_>) -> [Option<usize>; 4] {
-        let hasher = &self.hasher;
-        let hashes = Subject::ALL.map(|s| attempt.subject(s).map(|v| subject_hash(hasher, s, v)));
-        let found = Subject::ALL.map(|s| match (attempt.subject(s), hashes[s.index()]) {
-            (Some(v), Some(hash)) => self.find_hashed(hash, s, v).ok_or(hash),
-            _ => Err(0),
-        });
-        Subject::ALL.map(|s| {
-            let v = attempt.subject(s)?;
-            Some(match found[s.index()] {
-                Ok(i) => i,
-                Err(hash) => self.insert_slot(hash, s, v),
-            })
-        })
-    }
-
-    /// A new slot for (`s`, `v`), not tracked, whose [`subject_hash`] is `hash`.
-    fn insert_slot(&mut self, hash: u64, s: Subject, v: &str) -> usize {
-        let i = match self.free.pop() {
-            Some(i) => {
-                let slot = &mut self.slots[i];
-                slot.subject = s;
-                slot.value = CompactString::from(v);
-                slot.live = true;
-                i
-            }
-            None => {
-                self.slots.push(Slot {
-                    subject: s,
-                    value: CompactString::from(v),
-                    generation: 0,
-                    live: true,
-                    series: Series::default(),
-                });
-                self.slots.len() - 1
-            }
-        };
-        let (hasher, slots) = (&self.hasher, &self.slots);
-        self.index.insert_unique(hash, i, |&j| {
-            let slot = &slots[j];
-            subject_hash(hasher, slot.subject, &slot.value)
-        });
-        i
-    }
-
-    /// The slot a handle names, if it still holds that series; else the slot of (`s`, `v`) if tracked.
-    fn resolve(&self, h: Handle, s: Subject, v: &str) -> Option<usize> {
-        let i = h.slot as usize;
-        match self.slots.get(i) {
-            Some(slot) if slot.live && slot.generation == h.generation => Some(i),
-            _ => self.find_slot(s, v),
-        }
-    }
-
-    fn handle(&self, i: usize) -> Handle {
-        // A slot past `u32::MAX` gets no handle (`NONE` resolves by lookup).
-        match u32::try_from(i) {
-            Ok(slot) => Handle { slot, generation: self.slots[i].generation },
-            Err(_) => Handle::NONE,
-        }
-    }
-
-    /// The series in slot `i` (of subject `s`) advanced to `now`, its handle noted in `handles`: where an attempt
-    /// or a decline is recorded.
-    fn series_to_record(&mut self, i: usize, s: Subject, now: Instant, handles: &mut [Handle; 4]) -> &mut Series {
-        handles[s.index()] = self.handle(i);
-        let series = &mut self.slots[i].series;
-        series.advance(now);
-        series
-    }
-
-    /// Drops idle keys once the operations since the last sweep reach the number of keys (at least
-    /// [`SWEEP_EVERY`]): the sweep costs O(1) per operation amortized, and memory stays bounded by the last
-    /// day's traffic.
-    #[inline]
-    fn maybe_sweep(&mut self, now: Instant) {
-        self.ops_since_sweep += 1;
-        if self.ops_since_sweep >= SWEEP_EVERY.max(self.len()) {
-            self.sweep(now);
-        }
-    }
-
-    #[inline(never)]
-    fn sweep(&mut self, now: Instant) {
-        self.ops_since_sweep = 0;
-        for (i, slot) in self.slots.iter_mut().enumerate() {
-            if !slot.live {
-                continue;
-            }
-            slot.series.advance(now);
-            if !slot.series.is_empty() {
-                continue;
-            }
-            let hash = subject_hash(&self.hasher, slot.subject, &slot.value);
-            if let Ok(e) = self.index.find_entry(hash, |&j| j == i) {
-                e.remove();
-            }
-            slot.live = false;
-            slot.generation = slot.generation.wrapping_add(1);
-            slot.value = CompactString::default();
-            slot.series = Series::default();
-            self.free.push(i);
-        }
+    fn advance(&mut self, now: Instant) -> Instant {
+        let now = self.latest.map_or(now, |l| l.max(now));
+        self.latest = Some(now);
+        let State { hasher, slab, attempts, declines, .. } = self;
+        attempts.advance(now, |w, e| slab.attempt_left(hasher, w, e));
+        declines.advance(now, |w, e| slab.decline_left(hasher, w, e));
+        now
     }
 }
 
-/// Puts the attributes of `read` that are about `s` from `series` into `counts`.
+/// Puts the attributes of `read` that are about `s` from `slot` into `counts`.
 #[inline]
-fn read_into(counts: &mut VelocityCounts, series: &Series, s: Subject, read: VelocitySet, currency: Currency) {
+fn read_into(counts: &mut VelocityCounts, slot: &Slot, s: Subject, read: VelocitySet, currency: Currency) {
     let mut bits = read.subject_bits(s);
     while bits != 0 {
         // Bit k is measure k / 3 (attempts, amount, declines), window k % 3.
@@ -505,23 +469,19 @@ fn read_into(counts: &mut VelocityCounts, series: &Series, s: Subject, read: Vel
         bits &= bits - 1;
         let w = k % 3;
         counts.0[s.index() * 9 + k] = match k / 3 {
-            0 => series.count[w],
-            1 => series.amount_in(w, currency),
-            _ => series.decline_count[w],
+            0 => slot.count[w],
+            1 => slot.amount.get(w, currency),
+            _ => slot.decline_count[w],
         };
     }
 }
 
-/// The start of each window (`None` while the process is younger than the window: everything counts).
-fn window_starts(now: Instant) -> [Option<Instant>; WINDOWS] {
-    Window::ALL.map(|w| now.checked_sub(w.duration()))
-}
-
 /// Velocity history in this process (tokio's clock, so tests can pause time). One lock makes the record and
-/// the read of every counter of a decision one atomic step. History older than a day is dropped when its key is
-/// next touched, and idle keys are swept (amortized O(1) per operation), so memory stays bounded by the last
-/// day's traffic. Every (subject, value) series is in one slab found through one hash table; an attempt seen
-/// before (a retry) is found by its key hashed in place, and its entry remembers its series' slots.
+/// the read of every counter of a decision one atomic step. Recording is O(1): one entry appended to a log in
+/// time order and at most four counters updated in place; each window's start moves along the log as time
+/// passes (O(1) amortized per attempt and window). History older than a day is dropped as time passes, with the
+/// attempt ids it held and the (subject, value) keys left with nothing in any window, so memory is bounded by
+/// the last day's traffic.
 #[derive(Default)]
 pub struct MemoryVelocityStore {
     state: Mutex<State>,
@@ -533,8 +493,6 @@ impl std::fmt::Debug for MemoryVelocityStore {
     }
 }
 
-const SWEEP_EVERY: usize = 4096;
-
 impl MemoryVelocityStore {
     /// An empty store.
     #[must_use]
@@ -542,10 +500,11 @@ impl MemoryVelocityStore {
         MemoryVelocityStore::default()
     }
 
-    /// Keys (subject, value) currently tracked.
+    /// Keys (subject, value) currently tracked: those with an attempt or a decline in the last day, as of the
+    /// last operation.
     #[must_use]
     pub fn tracked_keys(&self) -> usize {
-        self.state.lock().len()
+        self.state.lock().slab.index.len()
     }
 
     /// The synchronous form of [`VelocityStore::record_attempt`].
@@ -565,40 +524,37 @@ impl MemoryVelocityStore {
         let now = Instant::now();
         let mut guard = self.state.lock();
         let st = &mut *guard;
-        st.attempts_seen.expire(now);
+        let now = st.advance(now);
         // An attempt without an id is its own; one with an id counts once however often it is retried.
-        let seen = attempt.id.map(|id| st.attempts_seen.find(&st.hasher, attempt, id));
-        let hash = seen.map(|(hash, _)| hash);
+        let seen = attempt.id.map(|id| st.attempts.find(&st.hasher, attempt, id));
         if let Some((_, Some(entry))) = seen {
-            // A retry: nothing to record; only the subjects the rules read are looked at.
-            let handles = entry.handles;
+            // A retry: nothing to record; only the subjects the rules read are looked at. Its slots are live:
+            // a slot is freed only once every entry naming it has left the log.
             for s in Subject::ALL {
-                let Some(value) = attempt.subject(s) else { continue };
-                if !read.reads_subject(s) {
-                    continue;
-                }
-                if let Some(i) = st.resolve(handles[s.index()], s, value) {
-                    let series = &mut st.slots[i].series;
-                    series.advance(now);
-                    read_into(counts, series, s, read, attempt.currency);
+                let i = entry.slots[s.index()];
+                if i != NO_SLOT && read.reads_subject(s) {
+                    read_into(counts, &st.slab.slots[i as usize], s, read, attempt.currency);
                 }
             }
-        } else {
-            let mut handles = [Handle::NONE; 4];
-            let slots = st.slots_of(attempt);
-            for s in Subject::ALL {
-                let Some(i) = slots[s.index()] else { continue };
-                let series = st.series_to_record(i, s, now, &mut handles);
-                series.push_attempt(Entry { at: now, currency: attempt.currency, amount: attempt.amount_minor });
-                if read.reads_subject(s) {
-                    read_into(counts, series, s, read, attempt.currency);
-                }
+            return;
+        }
+        let hash = seen.map(|(hash, _)| hash);
+        let slots = st.slab.slots_of(&st.hasher, attempt);
+        for s in Subject::ALL {
+            let i = slots[s.index()];
+            if i == NO_SLOT {
+                continue;
             }
-            if let Some(hash) = hash {
-                st.attempts_seen.insert(hash, now, handles);
+            let slot = &mut st.slab.slots[i as usize];
+            for count in &mut slot.count {
+                *count += 1;
+            }
+            slot.amount.add(attempt.currency, attempt.amount_minor);
+            if read.reads_subject(s) {
+                read_into(counts, slot, s, read, attempt.currency);
             }
         }
-        st.maybe_sweep(now);
+        st.attempts.push(now, slots, attempt.currency, attempt.amount_minor, hash);
     }
 
     /// The synchronous form of [`VelocityStore::record_decline`].
@@ -606,22 +562,21 @@ impl MemoryVelocityStore {
         let now = Instant::now();
         let mut guard = self.state.lock();
         let st = &mut *guard;
-        st.declines_seen.expire(now);
-        let seen = attempt.id.map(|id| st.declines_seen.find(&st.hasher, attempt, id));
+        let now = st.advance(now);
+        let seen = attempt.id.map(|id| st.declines.find(&st.hasher, attempt, id));
         if let Some((_, Some(_))) = seen {
             return;
         }
         let hash = seen.map(|(hash, _)| hash);
-        let mut handles = [Handle::NONE; 4];
-        let slots = st.slots_of(attempt);
-        for s in Subject::ALL {
-            let Some(i) = slots[s.index()] else { continue };
-            st.series_to_record(i, s, now, &mut handles).push_decline(now);
+        let slots = st.slab.slots_of(&st.hasher, attempt);
+        for &i in &slots {
+            if let Some(slot) = st.slab.slots.get_mut(i as usize) {
+                for count in &mut slot.decline_count {
+                    *count += 1;
+                }
+            }
         }
-        if let Some(hash) = hash {
-            st.declines_seen.insert(hash, now, handles);
-        }
-        st.maybe_sweep(now);
+        st.declines.push(now, slots, attempt.currency, 0, hash);
     }
 }
 
@@ -659,8 +614,6 @@ impl VelocityStore for MemoryVelocityStore {
         Box::pin(std::future::ready(Ok(())))
     }
 }
-
-const _: () = assert!(std::mem::size_of::<SeenEntry>() == 64);
 
 #[cfg(test)]
 mod tests {
