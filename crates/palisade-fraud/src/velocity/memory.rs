@@ -619,7 +619,9 @@ impl VelocityStore for MemoryVelocityStore {
 mod tests {
     use palisade_core::Currency;
 
-    use super::{Amounts, LONG_VALUE, NO_VALUE, WINDOWS, encode_subject};
+    use std::collections::VecDeque;
+
+    use super::{Amounts, LONG_VALUE, NO_VALUE, WINDOWS, encode_subject, ring_eq};
 
     /// Each currency is summed apart, the first (inline) as the others (in the `Vec`), per window; an amount
     /// leaves only its own currency's sum in its own window; a currency never seen reads 0.
@@ -683,5 +685,33 @@ mod tests {
         }
         assert_eq!(key(&[None], "")[0], NO_VALUE);
         assert_eq!(key(&[Some(&long)], "")[0], LONG_VALUE);
+    }
+
+    /// A key is found wherever it lies in the ring buffer: before its wrap, after it, or across it; a key that
+    /// differs in one byte, or runs past the end, is not.
+    #[test]
+    fn ring_eq_compares_across_the_wrap() {
+        for rotate in [0, 3, 7, 12, 15] {
+            let mut ring: VecDeque<u8> = VecDeque::with_capacity(16);
+            ring.extend(std::iter::repeat_n(0xEE, rotate));
+            ring.extend(0..16 - rotate as u8);
+            ring.drain(..rotate);
+            ring.extend(16 - rotate as u8..16);
+            assert_eq!(ring.as_slices().1.is_empty(), rotate == 0, "the ring wraps after rotating");
+            let flat: Vec<u8> = ring.iter().copied().collect();
+            for start in 0..16 {
+                for len in 0..=16 - start {
+                    let want = &flat[start..start + len];
+                    assert!(ring_eq(&ring, start, want), "rotate {rotate}, start {start}, len {len}");
+                    if len > 0 {
+                        let mut other = want.to_vec();
+                        other[len - 1] ^= 1;
+                        assert!(!ring_eq(&ring, start, &other), "rotate {rotate}, start {start}, len {len}");
+                    }
+                }
+                assert!(!ring_eq(&ring, start, &vec![0; 17 - start]), "past the end");
+            }
+            assert!(!ring_eq(&ring, usize::MAX, &[0]));
+        }
     }
 }
