@@ -282,6 +282,11 @@ enum Bool {
     Text(Cmp, Text, Text),
     /// `==` / `!=` of two booleans.
     Same(bool, Box<Bool>, Box<Bool>),
+    /// `currency == "USD"` (`true`) or `!=` (`false`) against the currency of that exact code, `None` when the
+    /// constant is no currency's code (the currency never equals it). Compared as a `Currency`, not as text: a
+    /// currency's minor-unit exponent is a function of its code (palisade_core takes both from one table), so
+    /// two currencies are equal exactly when their codes are, and `Currency::code` is not called per decision.
+    Currency(bool, Option<Currency>),
     /// A subtree left to `evalexpr`.
     Eval(Box<Node<DefaultNumericTypes>>),
 }
@@ -289,7 +294,7 @@ enum Bool {
 impl Bool {
     fn fallible(&self) -> bool {
         match self {
-            Bool::Const(_) | Bool::Text(..) => false,
+            Bool::Const(_) | Bool::Text(..) | Bool::Currency(..) => false,
             Bool::Not(a) => a.fallible(),
             Bool::And(a, b) | Bool::Or(a, b) | Bool::Same(_, a, b) => a.fallible() || b.fallible(),
             Bool::Int(_, a, b) => a.fallible() || b.fallible(),
@@ -311,6 +316,7 @@ impl Bool {
                 if a && !b.fallible() { true } else { b.eval(s)? || a }
             }
             Bool::Int(op, a, b) => op.holds(&a.eval(s)?, &b.eval(s)?),
+            Bool::Currency(eq, c) => (Some(s.currency) == *c) == *eq,
             // `avs_result == "fail"`: compared without making the lower-case copy ("FAIL" -> "fail").
             Bool::Text(op @ (Cmp::Eq | Cmp::Neq), Text::Slot(i), Text::Const(c))
             | Bool::Text(op @ (Cmp::Eq | Cmp::Neq), Text::Const(c), Text::Slot(i))
@@ -402,6 +408,15 @@ fn typed(node: &Node<DefaultNumericTypes>) -> Option<Typed> {
             let cmp = Cmp::of(op)?;
             match (two()?, cmp) {
                 ((Typed::Int(a), Typed::Int(b)), _) => Typed::Bool(Bool::Int(cmp, a, b)),
+                (
+                    (Typed::Text(Text::Slot(CURRENCY)), Typed::Text(Text::Const(c)))
+                    | (Typed::Text(Text::Const(c)), Typed::Text(Text::Slot(CURRENCY))),
+                    Cmp::Eq | Cmp::Neq,
+                ) => {
+                    // Only the exact code (upper case, untrimmed) equals the currency's text.
+                    let currency = Currency::from_code(&c).ok().filter(|k| k.code() == &*c);
+                    Typed::Bool(Bool::Currency(cmp == Cmp::Eq, currency))
+                }
                 ((Typed::Text(a), Typed::Text(b)), _) => Typed::Bool(Bool::Text(cmp, a, b)),
                 ((Typed::Bool(a), Typed::Bool(b)), Cmp::Eq | Cmp::Neq) => {
                     Typed::Bool(Bool::Same(cmp == Cmp::Eq, Box::new(a), Box::new(b)))
@@ -504,6 +519,11 @@ mod tests {
             "str::trim(email) == email",
             "str::to_uppercase(customer_id) == \"C1\"",
             "true",
+            "currency == \"EUR\"",
+            "\"EUR\" != currency",
+            "currency == \"eur\" or currency == \" EUR\" or currency == \"USD\" or currency == \"XYZ\"",
+            "currency != \"eur\" and \"JPY\" != currency",
+            "currency < \"USD\"",
         ];
         for src in rules {
             let p = program(src);
@@ -513,6 +533,15 @@ mod tests {
             let slow = p.node().eval_boolean_with_context(&ctx).map_err(|e| e.to_string());
             assert_eq!(fast, slow, "{src}");
         }
+    }
+
+    /// `currency == "EUR"` is compared as a `Currency`; a constant that is no exact code never equals it.
+    #[test]
+    fn currency_equality_is_typed() {
+        let p = program("currency == \"EUR\"");
+        assert!(matches!(p.fast, Bool::Currency(true, Some(c)) if c == Currency::EUR));
+        let p = program("\"eur\" != currency");
+        assert!(matches!(p.fast, Bool::Currency(false, None)));
     }
 
     #[test]
