@@ -165,6 +165,14 @@ impl<'a> Scope<'a> {
         Some((trimmed(v.as_deref().unwrap_or("")), upper))
     }
 
+    /// For two attributes normalized by the same ASCII case folding (`card_country != billing_country`): whether
+    /// their normal forms are equal, compared on the raw values without making the normal forms.
+    fn folded_equal(&self, i: usize, j: usize) -> Option<bool> {
+        let (a, upper_a) = self.ascii_folded(i)?;
+        let (b, upper_b) = self.ascii_folded(j)?;
+        (upper_a == upper_b).then(|| a.eq_ignore_ascii_case(b))
+    }
+
     fn text(&self, slot: usize) -> &str {
         if slot == CURRENCY { self.currency.code() } else { self.text[slot].as_deref().unwrap_or("") }
     }
@@ -325,6 +333,11 @@ impl Bool {
                 // The normal form equals `c` exactly when `c` is in normal form and equals `raw` but for ASCII case.
                 let normal = !c.bytes().any(|b| if upper { b.is_ascii_lowercase() } else { b.is_ascii_uppercase() });
                 (normal && raw.eq_ignore_ascii_case(c)) == (*op == Cmp::Eq)
+            }
+            Bool::Text(op @ (Cmp::Eq | Cmp::Neq), Text::Slot(i), Text::Slot(j))
+                if let Some(same) = s.folded_equal(*i, *j) =>
+            {
+                same == (*op == Cmp::Eq)
             }
             Bool::Text(op, a, b) => {
                 a.fill(s);
@@ -524,6 +537,8 @@ mod tests {
             "currency == \"eur\" or currency == \" EUR\" or currency == \"USD\" or currency == \"XYZ\"",
             "currency != \"eur\" and \"JPY\" != currency",
             "currency < \"USD\"",
+            "card_country == ip_country and billing_country != \"gb\"",
+            "avs_result != card_country or ip_country == \"US\"",
         ];
         for src in rules {
             let p = program(src);
