@@ -170,7 +170,14 @@ impl<'a> Scope<'a> {
     fn folded_equal(&self, i: usize, j: usize) -> Option<bool> {
         let (a, upper_a) = self.ascii_folded(i)?;
         let (b, upper_b) = self.ascii_folded(j)?;
-        (upper_a == upper_b).then(|| a.eq_ignore_ascii_case(b))
+        if upper_a != upper_b {
+            return None;
+        }
+        // Two-letter codes, the common case, byte by byte.
+        if let (&[a0, a1], &[b0, b1]) = (a.as_bytes(), b.as_bytes()) {
+            return Some(a0.eq_ignore_ascii_case(&b0) && a1.eq_ignore_ascii_case(&b1));
+        }
+        Some(a.eq_ignore_ascii_case(b))
     }
 
     fn text(&self, slot: usize) -> &str {
