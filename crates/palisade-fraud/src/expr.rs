@@ -153,16 +153,21 @@ impl<'a> Scope<'a> {
     /// For the attributes normalized by ASCII case alone: the raw value, trimmed, and whether the normal form
     /// is upper case (`Some(true)`: countries) or lower case (`Some(false)`: AVS/CVC results).
     fn ascii_folded(&self, slot: usize) -> Option<(&'a str, bool)> {
-        let a = self.attrs;
-        let (v, upper) = match slot {
-            6 => (&a.card_country, true),
-            7 => (&a.billing_country, true),
-            9 => (&a.ip_country, true),
-            10 => (&a.avs_result, false),
-            11 => (&a.cvv_result, false),
+        let (get, upper) = Scope::folding(slot)?;
+        Some((trimmed(get(self.attrs).as_deref().unwrap_or("")), upper))
+    }
+
+    /// For the attributes normalized by ASCII case alone: the field's accessor, and whether the normal form is
+    /// upper case (`true`: countries) or lower case (`false`: AVS/CVC results).
+    fn folding(slot: usize) -> Option<(Accessor, bool)> {
+        Some(match slot {
+            6 => (|a| &a.card_country, true),
+            7 => (|a| &a.billing_country, true),
+            9 => (|a| &a.ip_country, true),
+            10 => (|a| &a.avs_result, false),
+            11 => (|a| &a.cvv_result, false),
             _ => return None,
-        };
-        Some((trimmed(v.as_deref().unwrap_or("")), upper))
+        })
     }
 
     /// For two attributes normalized by the same ASCII case folding (`card_country != billing_country`): whether
@@ -287,6 +292,9 @@ impl Text {
     }
 }
 
+/// Reads one text attribute of the attributes.
+type Accessor = fn(&Attributes) -> &Option<String>;
+
 #[derive(Debug)]
 enum Bool {
     Const(bool),
@@ -302,6 +310,11 @@ enum Bool {
     /// currency's minor-unit exponent is a function of its code (palisade_core takes both from one table), so
     /// two currencies are equal exactly when their codes are, and `Currency::code` is not called per decision.
     Currency(bool, Option<Currency>),
+    /// `avs_result == "fail"` (`true`) or `!=` (`false`) for an attribute normalized by ASCII case alone (see
+    /// [`Scope::folding`]): the attribute's accessor and the constant, `None` when it is not in the normal form
+    /// (no value's normal form equals it). Compared on the raw value, trimmed, ignoring ASCII case: no
+    /// normalized copy is made, and whether the constant is in normal form is decided once, at load.
+    Folded(bool, Accessor, Option<Box<str>>),
     /// A subtree left to `evalexpr`.
     Eval(Box<Node<DefaultNumericTypes>>),
 }
@@ -309,7 +322,7 @@ enum Bool {
 impl Bool {
     fn fallible(&self) -> bool {
         match self {
-            Bool::Const(_) | Bool::Text(..) | Bool::Currency(..) => false,
+            Bool::Const(_) | Bool::Text(..) | Bool::Currency(..) | Bool::Folded(..) => false,
             Bool::Not(a) => a.fallible(),
             Bool::And(a, b) | Bool::Or(a, b) | Bool::Same(_, a, b) => a.fallible() || b.fallible(),
             Bool::Int(_, a, b) => a.fallible() || b.fallible(),
@@ -333,13 +346,9 @@ impl Bool {
             Bool::Int(op, a, b) => op.holds(&a.eval(s)?, &b.eval(s)?),
             Bool::Currency(eq, c) => (Some(s.currency) == *c) == *eq,
             // `avs_result == "fail"`: compared without making the lower-case copy ("FAIL" -> "fail").
-            Bool::Text(op @ (Cmp::Eq | Cmp::Neq), Text::Slot(i), Text::Const(c))
-            | Bool::Text(op @ (Cmp::Eq | Cmp::Neq), Text::Const(c), Text::Slot(i))
-                if let Some((raw, upper)) = s.ascii_folded(*i) =>
-            {
-                // The normal form equals `c` exactly when `c` is in normal form and equals `raw` but for ASCII case.
-                let normal = !c.bytes().any(|b| if upper { b.is_ascii_lowercase() } else { b.is_ascii_uppercase() });
-                (normal && raw.eq_ignore_ascii_case(c)) == (*op == Cmp::Eq)
+            Bool::Folded(eq, get, c) => {
+                let raw = trimmed(get(s.attrs).as_deref().unwrap_or(""));
+                c.as_deref().is_some_and(|c| raw.eq_ignore_ascii_case(c)) == *eq
             }
             Bool::Text(op @ (Cmp::Eq | Cmp::Neq), Text::Slot(i), Text::Slot(j))
                 if let Some(same) = s.folded_equal(*i, *j) =>
@@ -436,6 +445,18 @@ fn typed(node: &Node<DefaultNumericTypes>) -> Option<Typed> {
                     // Only the exact code (upper case, untrimmed) equals the currency's text.
                     let currency = Currency::from_code(&c).ok().filter(|k| k.code() == &*c);
                     Typed::Bool(Bool::Currency(cmp == Cmp::Eq, currency))
+                }
+                (
+                    (Typed::Text(Text::Slot(i)), Typed::Text(Text::Const(c)))
+                    | (Typed::Text(Text::Const(c)), Typed::Text(Text::Slot(i))),
+                    Cmp::Eq | Cmp::Neq,
+                ) if Scope::folding(i).is_some() => {
+                    let (get, upper) = Scope::folding(i)?;
+                    // The normal form equals `c` exactly when `c` is in normal form and equals the raw value, trimmed,
+                    // but for ASCII case.
+                    let normal =
+                        !c.bytes().any(|b| if upper { b.is_ascii_lowercase() } else { b.is_ascii_uppercase() });
+                    Typed::Bool(Bool::Folded(cmp == Cmp::Eq, get, normal.then_some(c)))
                 }
                 ((Typed::Text(a), Typed::Text(b)), _) => Typed::Bool(Bool::Text(cmp, a, b)),
                 ((Typed::Bool(a), Typed::Bool(b)), Cmp::Eq | Cmp::Neq) => {
