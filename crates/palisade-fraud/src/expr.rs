@@ -150,13 +150,6 @@ impl<'a> Scope<'a> {
         self.text[slot] = Some(value);
     }
 
-    /// For the attributes normalized by ASCII case alone: the raw value, trimmed, and whether the normal form
-    /// is upper case (`Some(true)`: countries) or lower case (`Some(false)`: AVS/CVC results).
-    fn ascii_folded(&self, slot: usize) -> Option<(&'a str, bool)> {
-        let (get, upper) = Scope::folding(slot)?;
-        Some((trimmed(get(self.attrs).as_deref().unwrap_or("")), upper))
-    }
-
     /// For the attributes normalized by ASCII case alone: the field's accessor, and whether the normal form is
     /// upper case (`true`: countries) or lower case (`false`: AVS/CVC results).
     fn folding(slot: usize) -> Option<(Accessor, bool)> {
@@ -168,21 +161,6 @@ impl<'a> Scope<'a> {
             11 => (|a| &a.cvv_result, false),
             _ => return None,
         })
-    }
-
-    /// For two attributes normalized by the same ASCII case folding (`card_country != billing_country`): whether
-    /// their normal forms are equal, compared on the raw values without making the normal forms.
-    fn folded_equal(&self, i: usize, j: usize) -> Option<bool> {
-        let (a, upper_a) = self.ascii_folded(i)?;
-        let (b, upper_b) = self.ascii_folded(j)?;
-        if upper_a != upper_b {
-            return None;
-        }
-        // Two-letter codes, the common case, byte by byte.
-        if let (&[a0, a1], &[b0, b1]) = (a.as_bytes(), b.as_bytes()) {
-            return Some(a0.eq_ignore_ascii_case(&b0) && a1.eq_ignore_ascii_case(&b1));
-        }
-        Some(a.eq_ignore_ascii_case(b))
     }
 
     fn text(&self, slot: usize) -> &str {
@@ -292,6 +270,15 @@ impl Text {
     }
 }
 
+/// Whether two raw values, trimmed, are equal but for ASCII case (two-letter codes, the common case, byte by byte).
+#[inline]
+fn folded_equal(a: &str, b: &str) -> bool {
+    if let (&[a0, a1], &[b0, b1]) = (a.as_bytes(), b.as_bytes()) {
+        return a0.eq_ignore_ascii_case(&b0) && a1.eq_ignore_ascii_case(&b1);
+    }
+    a.eq_ignore_ascii_case(b)
+}
+
 /// Reads one text attribute of the attributes.
 type Accessor = fn(&Attributes) -> &Option<String>;
 
@@ -315,6 +302,9 @@ enum Bool {
     /// (no value's normal form equals it). Compared on the raw value, trimmed, ignoring ASCII case: no
     /// normalized copy is made, and whether the constant is in normal form is decided once, at load.
     Folded(bool, Accessor, Option<Box<str>>),
+    /// `card_country != billing_country` (`false`) or `==` (`true`): two attributes of the same ASCII case
+    /// folding, their accessors; compared on the raw values, trimmed, ignoring ASCII case.
+    FoldedPair(bool, Accessor, Accessor),
     /// A subtree left to `evalexpr`.
     Eval(Box<Node<DefaultNumericTypes>>),
 }
@@ -322,7 +312,7 @@ enum Bool {
 impl Bool {
     fn fallible(&self) -> bool {
         match self {
-            Bool::Const(_) | Bool::Text(..) | Bool::Currency(..) | Bool::Folded(..) => false,
+            Bool::Const(_) | Bool::Text(..) | Bool::Currency(..) | Bool::Folded(..) | Bool::FoldedPair(..) => false,
             Bool::Not(a) => a.fallible(),
             Bool::And(a, b) | Bool::Or(a, b) | Bool::Same(_, a, b) => a.fallible() || b.fallible(),
             Bool::Int(_, a, b) => a.fallible() || b.fallible(),
@@ -350,10 +340,9 @@ impl Bool {
                 let raw = trimmed(get(s.attrs).as_deref().unwrap_or(""));
                 c.as_deref().is_some_and(|c| raw.eq_ignore_ascii_case(c)) == *eq
             }
-            Bool::Text(op @ (Cmp::Eq | Cmp::Neq), Text::Slot(i), Text::Slot(j))
-                if let Some(same) = s.folded_equal(*i, *j) =>
-            {
-                same == (*op == Cmp::Eq)
+            Bool::FoldedPair(eq, a, b) => {
+                let raw = |get: &Accessor| trimmed(get(s.attrs).as_deref().unwrap_or(""));
+                folded_equal(raw(a), raw(b)) == *eq
             }
             Bool::Text(op, a, b) => {
                 a.fill(s);
@@ -457,6 +446,12 @@ fn typed(node: &Node<DefaultNumericTypes>) -> Option<Typed> {
                     let normal =
                         !c.bytes().any(|b| if upper { b.is_ascii_lowercase() } else { b.is_ascii_uppercase() });
                     Typed::Bool(Bool::Folded(cmp == Cmp::Eq, get, normal.then_some(c)))
+                }
+                ((Typed::Text(Text::Slot(i)), Typed::Text(Text::Slot(j))), Cmp::Eq | Cmp::Neq)
+                    if Scope::folding(i).zip(Scope::folding(j)).is_some_and(|((_, u), (_, v))| u == v) =>
+                {
+                    let ((a, _), (b, _)) = Scope::folding(i).zip(Scope::folding(j))?;
+                    Typed::Bool(Bool::FoldedPair(cmp == Cmp::Eq, a, b))
                 }
                 ((Typed::Text(a), Typed::Text(b)), _) => Typed::Bool(Bool::Text(cmp, a, b)),
                 ((Typed::Bool(a), Typed::Bool(b)), Cmp::Eq | Cmp::Neq) => {
