@@ -197,6 +197,16 @@ impl Cmp {
             _ => return None,
         })
     }
+    /// The comparison with its operands swapped (`a < b` is `b > a`).
+    fn flipped(self) -> Cmp {
+        match self {
+            Cmp::Eq | Cmp::Neq => self,
+            Cmp::Lt => Cmp::Gt,
+            Cmp::Leq => Cmp::Geq,
+            Cmp::Gt => Cmp::Lt,
+            Cmp::Geq => Cmp::Leq,
+        }
+    }
     fn holds<T: Ord + ?Sized>(self, a: &T, b: &T) -> bool {
         match self {
             Cmp::Eq => a == b,
@@ -289,6 +299,8 @@ enum Bool {
     And(Box<Bool>, Box<Bool>),
     Or(Box<Bool>, Box<Bool>),
     Int(Cmp, Int, Int),
+    /// An integer attribute against a constant (`attempts_per_card_10m >= 5`), the constant on the right.
+    SlotConst(Cmp, usize, i64),
     Text(Cmp, Text, Text),
     /// `==` / `!=` of two booleans.
     Same(bool, Box<Bool>, Box<Bool>),
@@ -316,6 +328,7 @@ impl Bool {
             Bool::Not(a) => a.fallible(),
             Bool::And(a, b) | Bool::Or(a, b) | Bool::Same(_, a, b) => a.fallible() || b.fallible(),
             Bool::Int(_, a, b) => a.fallible() || b.fallible(),
+            Bool::SlotConst(..) => false,
             Bool::Eval(_) => true,
         }
     }
@@ -334,6 +347,7 @@ impl Bool {
                 if a && !b.fallible() { true } else { b.eval(s)? || a }
             }
             Bool::Int(op, a, b) => op.holds(&a.eval(s)?, &b.eval(s)?),
+            Bool::SlotConst(op, i, n) => op.holds(&s.int(*i), n),
             Bool::Currency(eq, c) => (Some(s.currency) == *c) == *eq,
             // `avs_result == "fail"`: compared without making the lower-case copy ("FAIL" -> "fail").
             Bool::Folded(eq, get, c) => {
@@ -425,6 +439,10 @@ fn typed(node: &Node<DefaultNumericTypes>) -> Option<Typed> {
         _ => {
             let cmp = Cmp::of(op)?;
             match (two()?, cmp) {
+                ((Typed::Int(Int::Slot(i)), Typed::Int(Int::Const(n))), _) => Typed::Bool(Bool::SlotConst(cmp, i, n)),
+                ((Typed::Int(Int::Const(n)), Typed::Int(Int::Slot(i))), _) => {
+                    Typed::Bool(Bool::SlotConst(cmp.flipped(), i, n))
+                }
                 ((Typed::Int(a), Typed::Int(b)), _) => Typed::Bool(Bool::Int(cmp, a, b)),
                 (
                     (Typed::Text(Text::Slot(CURRENCY)), Typed::Text(Text::Const(c)))
@@ -560,6 +578,8 @@ mod tests {
             "currency == \"eur\" or currency == \" EUR\" or currency == \"USD\" or currency == \"XYZ\"",
             "currency != \"eur\" and \"JPY\" != currency",
             "currency < \"USD\"",
+            "10000 < amount_minor and 4 >= attempts_per_card_1h and 40 == risk_score and 3 != attempts_per_card_1h",
+            "5 > amount_minor or 4 <= attempts_per_card_10m or amount_minor > 12345 or amount_minor >= 12345",
             "card_country == ip_country and billing_country != \"gb\"",
             "avs_result != card_country or ip_country == \"US\"",
         ];
