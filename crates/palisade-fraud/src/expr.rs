@@ -522,11 +522,19 @@ impl Program {
     }
 
     /// True when the condition holds; an evaluation error is `evalexpr`'s message.
+    #[inline(never)]
     pub(crate) fn eval(&self, s: &mut Scope<'_>) -> Result<bool, String> {
         match self.fast.eval(s) {
             Ok(b) => Ok(b),
-            Err(()) => self.node.eval_boolean_with_context(s.context()).map_err(|e| e.to_string()),
+            Err(()) => self.slow(s),
         }
+    }
+
+    /// `evalexpr`'s evaluation, for the subtrees left to it and the errors (out of line: rare).
+    #[cold]
+    #[inline(never)]
+    fn slow(&self, s: &mut Scope<'_>) -> Result<bool, String> {
+        self.node.eval_boolean_with_context(s.context()).map_err(|e| e.to_string())
     }
 }
 
