@@ -284,6 +284,12 @@ fn ring_eq(ring: &VecDeque<u8>, start: usize, want: &[u8]) -> bool {
     }
 }
 
+/// The entry at absolute position `pos` of a log whose first `popped` entries are gone (a free function, so it
+/// can be called while another field of the log is borrowed).
+fn entry_at(entries: &VecDeque<Logged>, popped: u64, pos: u64) -> Option<&Logged> {
+    usize::try_from(pos.checked_sub(popped)?).ok().and_then(|i| entries.get(i))
+}
+
 /// Attempts (or declines) recorded within the widest window, in time order, with per window the position of
 /// the first one inside it; and the ids of those that have one, so a retry of the same request counts once.
 ///
@@ -312,7 +318,7 @@ struct Log {
 
 impl Log {
     fn get(&self, pos: u64) -> Option<&Logged> {
-        usize::try_from(pos - self.popped).ok().and_then(|i| self.entries.get(i))
+        entry_at(&self.entries, self.popped, pos)
     }
 
     /// Moves each window's start past the entries older than it at `now`, handing each to `left(window,
@@ -330,7 +336,7 @@ impl Log {
         for (w, window) in Window::ALL.iter().enumerate() {
             // `None` while the clock is younger than the window: nothing has left it.
             let Some(from) = now.checked_sub(window.duration()) else { continue };
-            while let Some(e) = usize::try_from(self.start[w] - self.popped).ok().and_then(|i| self.entries.get(i)) {
+            while let Some(e) = entry_at(&self.entries, self.popped, self.start[w]) {
                 if e.at >= from {
                     break;
                 }
@@ -376,7 +382,7 @@ impl Log {
         let hash = h.finish();
         let (entries, popped, keys, keys_base, buf) =
             (&self.entries, self.popped, &self.keys, self.keys_base, &self.buf);
-        let at = |pos: u64| usize::try_from(pos - popped).ok().and_then(|i| entries.get(i));
+        let at = |pos: u64| entry_at(entries, popped, pos);
         let found = self.seen.find(hash, |&pos| {
             at(pos).is_some_and(|e| {
                 e.hash == hash
@@ -409,9 +415,7 @@ impl Log {
         });
         if let Some(hash) = hash {
             let (entries, popped) = (&self.entries, self.popped);
-            self.seen.insert_unique(hash, pos, |&p| {
-                usize::try_from(p - popped).ok().and_then(|i| entries.get(i)).map_or(0, |e| e.hash)
-            });
+            self.seen.insert_unique(hash, pos, |&p| entry_at(entries, popped, p).map_or(0, |e| e.hash));
         }
         // The new entry leaves the narrowest window first; an earlier due time only costs one more look.
         let leaves = now.checked_add(Window::ALL[0].duration());
