@@ -10,6 +10,8 @@
 //!   percent-escaped so the tag stays whole) and [`redis::redis_unavailable`]. Every Redis store uses it.
 //! - `postgres` (feature `postgres`): pools, table prefixes, versioned migrations, error mapping, shared by the
 //!   lease store and the saga log.
+//! - [`index`]: a hash index in buckets of one cache line, from a hash to a slot of the caller's slab, for tables
+//!   that outgrow the caches (the memory lease store's records, the fraud crate's velocity counters).
 //! - [`StoreError`]: a store could not be asked or did not answer.
 //!
 //! Layer crates depend on `palisade-core` and this crate, never on each other; backends stay behind features.
@@ -17,6 +19,7 @@
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 mod error;
+pub mod index;
 pub mod lease;
 #[cfg(feature = "postgres")]
 pub mod postgres;

@@ -13,6 +13,7 @@ use std::hash::{BuildHasher, Hasher, RandomState};
 use compact_str::CompactString;
 use hashbrown::HashTable;
 use palisade_core::Currency;
+use palisade_store::index::Index;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
@@ -121,12 +122,13 @@ impl Slot {
 /// A slot index in an entry, or none (the attempt lacks that subject).
 const NO_SLOT: u32 = u32::MAX;
 
-/// Every tracked (subject, value), in one slab; `index` finds a slot by (subject, value).
+/// Every tracked (subject, value), in one slab; `index` finds a slot by (subject, value): the low half of its
+/// [`subject_hash`], in buckets of one cache line, so a lookup reads the bucket and then the slot.
 #[derive(Default)]
 struct Slab {
     slots: Vec<Slot>,
     free: Vec<u32>,
-    index: HashTable<u32>,
+    index: Index,
 }
 
 fn subject_hash(hasher: &RandomState, s: Subject, v: &str) -> u64 {
@@ -142,12 +144,10 @@ impl Slab {
     #[inline]
     fn find(&self, hash: u64, s: Subject, v: &str) -> Option<u32> {
         let slots = &self.slots;
-        self.index
-            .find(hash, |&i| {
-                let slot = &slots[i as usize];
-                slot.subject == s && slot.value == v
-            })
-            .copied()
+        self.index.find(hash as u32, |i| {
+            let slot = &slots[i as usize];
+            slot.subject == s && slot.value == v
+        })
     }
 
     /// The slots of the attempt's subjects ([`NO_SLOT`] for a subject it lacks), each made if absent. Every value
@@ -162,12 +162,12 @@ impl Slab {
         Subject::ALL.map(|s| match (attempt.subject(s), found[s.index()]) {
             (None, _) => NO_SLOT,
             (Some(_), Ok(i)) => i,
-            (Some(v), Err(hash)) => self.insert(hasher, hash, s, v),
+            (Some(v), Err(hash)) => self.insert(hash, s, v),
         })
     }
 
     /// A new slot for (`s`, `v`), not tracked, whose [`subject_hash`] is `hash`.
-    fn insert(&mut self, hasher: &RandomState, hash: u64, s: Subject, v: &str) -> u32 {
+    fn insert(&mut self, hash: u64, s: Subject, v: &str) -> u32 {
         let i = match self.free.pop() {
             Some(i) => {
                 self.slots[i as usize] = Slot::new(s, v);
@@ -182,11 +182,7 @@ impl Slab {
                 i
             }
         };
-        let slots = &self.slots;
-        self.index.insert_unique(hash, i, |&j| {
-            let slot = &slots[j as usize];
-            subject_hash(hasher, slot.subject, &slot.value)
-        });
+        self.index.insert(hash as u32, i);
         i
     }
 
@@ -194,9 +190,7 @@ impl Slab {
     fn release(&mut self, hasher: &RandomState, i: u32) {
         let slot = &mut self.slots[i as usize];
         let hash = subject_hash(hasher, slot.subject, &slot.value);
-        if let Ok(e) = self.index.find_entry(hash, |&j| j == i) {
-            e.remove();
-        }
+        self.index.remove(hash as u32, i);
         slot.value = CompactString::default();
         slot.amount = Amounts::default();
         self.free.push(i);

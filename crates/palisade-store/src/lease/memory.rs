@@ -8,8 +8,8 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use super::index::Index;
 use super::{At, Claim, FencingToken, Fingerprint, Hold, LeaseStore, Payload, Record, StoreFuture};
+use crate::index::Index;
 
 /// Default number of shards: enough that 2–64 cores rarely meet on one lock, small enough that an idle store
 /// costs little.

@@ -42,7 +42,6 @@ use bytes::Bytes;
 
 pub use crate::error::StoreError;
 
-mod index;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;

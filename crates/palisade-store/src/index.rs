@@ -1,15 +1,35 @@
-//! The memory store's index of a shard: from the low half of a key's hash to the slot of its record, in buckets
-//! of one cache line each.
+//! A hash index in buckets of one cache line: from a 32-bit hash to a `u32` slot (an index into the caller's own
+//! slab of records), for tables that outgrow the caches. The memory lease store files its records with it, and
+//! the fraud crate's memory velocity store its (subject, value) counters.
 //!
-//! A lookup of a key the store has not seen (every new request) reads one line: the bucket the hash names, which
-//! holds the hashes of the records filed there and how many of the records filed at or before it live further
-//! on. The insert that follows writes into that same line. A table whose control bytes and entries are two arrays
-//! (hashbrown's) touches two lines for the same work, each one a cache miss once the store outgrows the caches.
+//! A lookup of a key the table has not seen reads one line: the bucket the hash names, which holds the hashes of
+//! the entries filed there and how many of the entries filed at or before it live further on. An insert that
+//! follows writes into that same line, and a lookup that finds its entry reads that line and then the caller's
+//! record. A table whose control bytes and entries are two arrays (hashbrown's) touches two lines for the same
+//! work, each one a cache miss once the table outgrows the caches.
 //!
 //! Open addressing with linear probing over buckets, and per bucket an overflow count (the number of entries
 //! that passed it, full, on their way to a later bucket): a lookup stops at the first bucket with none, and a
 //! removal clears its entry and takes one off the counts it had added, so no tombstone is ever left behind.
-//! The hashes are keyed SipHash (see `MemoryStore::locate`), so clients cannot aim their keys at one bucket.
+//!
+//! The index keeps no keys: [`Index::find`] asks the caller whether a slot holds the key. Hashes must be keyed
+//! (SipHash with a random key, as `std`'s `RandomState` gives) when clients choose the keys, so that they cannot
+//! aim their keys at one bucket; the low bits place an entry, all 32 are compared.
+//!
+//! ```
+//! use palisade_store::index::Index;
+//!
+//! let names = ["ada", "grace"];
+//! let mut index = Index::default();
+//! // The caller's hash of each name (a real table uses a keyed hash); here, its length.
+//! for (slot, name) in names.iter().enumerate() {
+//!     index.insert(name.len() as u32, slot as u32);
+//! }
+//! assert_eq!(index.find(5, |slot| names[slot as usize] == "grace"), Some(1));
+//! assert_eq!(index.find(5, |slot| names[slot as usize] == "alan"), None);
+//! assert!(index.remove(3, 0));
+//! assert_eq!(index.len(), 1);
+//! ```
 
 /// Entries a bucket holds: seven (hash, slot) pairs and the overflow count fill one 64-byte cache line.
 const WIDTH: usize = 7;
@@ -20,7 +40,7 @@ const LANES: usize = WIDTH + 1;
 /// The entries' lanes of a lane mask.
 const ENTRIES: u32 = (1 << WIDTH) - 1;
 
-/// The slot of an empty entry (a shard never has this many slots: each record is over 100 bytes).
+/// The slot of an empty entry: [`Index::insert`] refuses it.
 const EMPTY: u32 = u32::MAX;
 
 /// Buckets of a new, non-empty table.
@@ -81,9 +101,9 @@ impl Bucket {
     }
 }
 
-/// A shard's index: (slot, hash) entries found by hash, in one-line buckets.
+/// (hash, slot) entries found by hash, in one-line buckets. See the [module](self).
 #[derive(Debug, Default)]
-pub(crate) struct Index {
+pub struct Index {
     /// A power of two of them, or none before the first insert.
     buckets: Vec<Bucket>,
     len: usize,
@@ -91,26 +111,24 @@ pub(crate) struct Index {
 
 impl Index {
     /// Entries held.
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
+    #[must_use]
+    pub fn len(&self) -> usize {
         self.len
     }
 
-    /// The slot of the entry filed under `hash` for which `eq` (given the slot) holds.
-    #[inline]
-    pub(crate) fn find(&self, hash: u32, eq: impl FnMut(u32) -> bool) -> Option<u32> {
-        let mask = self.buckets.len().checked_sub(1)?;
-        let home = &self.buckets[hash as usize & mask];
-        // A new key, the usual lookup: no entry with its hash in its bucket, and none filed there lives further on.
-        if lanes_eq(&home.hashes, hash) == 0 && home.overflow() == 0 {
-            return None;
-        }
-        self.probe(hash, mask, eq)
+    /// True when no entry is held.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 
-    /// [`find`](Self::find) past its first test: every candidate, bucket by bucket, until a bucket without
-    /// overflow.
-    fn probe(&self, hash: u32, mask: usize, mut eq: impl FnMut(u32) -> bool) -> Option<u32> {
+    /// The slot of the entry filed under `hash` for which `eq` (given the slot) holds.
+    ///
+    /// Bucket by bucket from the hash's own, every entry with this hash a candidate, until a bucket without
+    /// overflow: usually the first. A key not filed (a new request) costs one bucket and no call of `eq`.
+    #[inline]
+    pub fn find(&self, hash: u32, mut eq: impl FnMut(u32) -> bool) -> Option<u32> {
+        let mask = self.buckets.len().checked_sub(1)?;
         let mut b = hash as usize & mask;
         // At most every bucket once: a table is never full, so a bucket without overflow ends every probe long
         // before that; the bound only keeps a broken count from looping.
@@ -135,8 +153,12 @@ impl Index {
     }
 
     /// Files `slot` under `hash`. The caller knows no entry for this slot is filed already.
+    ///
+    /// # Panics
+    /// When `slot` is `u32::MAX`, which marks an empty entry.
     #[inline]
-    pub(crate) fn insert(&mut self, hash: u32, slot: u32) {
+    pub fn insert(&mut self, hash: u32, slot: u32) {
+        assert_ne!(slot, EMPTY, "u32::MAX marks an empty entry");
         // At most seven eighths full, as hashbrown's tables: 6.1 entries a bucket on average at the most, 4.6
         // over a doubling, so most lookups end in their first bucket (and a second is the next line).
         if (self.len + 1) * 8 > self.buckets.len() * WIDTH * 7 {
@@ -180,7 +202,7 @@ impl Index {
     }
 
     /// Removes the entry of `slot` filed under `hash`; false when there is none.
-    pub(crate) fn remove(&mut self, hash: u32, slot: u32) -> bool {
+    pub fn remove(&mut self, hash: u32, slot: u32) -> bool {
         let Some(mask) = self.buckets.len().checked_sub(1) else { return false };
         let home = hash as usize & mask;
         let mut b = home;
