@@ -11,7 +11,6 @@ use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher, RandomState};
 
 use compact_str::CompactString;
-use hashbrown::HashTable;
 use palisade_core::Currency;
 use palisade_store::index::Index;
 use parking_lot::Mutex;
@@ -284,6 +283,19 @@ fn entry_at(entries: &VecDeque<Logged>, popped: u64, pos: u64) -> Option<&Logged
     usize::try_from(pos.checked_sub(popped)?).ok().and_then(|i| entries.get(i))
 }
 
+/// What the retry table files a position under: the position modulo `u32::MAX`, which is never the index's
+/// empty mark. A log holds far fewer than `u32::MAX` entries (each is 64 bytes), so [`position_of`] recovers the
+/// position from it exactly.
+fn filed(pos: u64) -> u32 {
+    (pos % u64::from(u32::MAX)) as u32
+}
+
+/// The absolute position that [`filed`] gave `at`, in a log whose first live entry is at `popped`.
+fn position_of(at: u32, popped: u64) -> u64 {
+    let m = u64::from(u32::MAX);
+    popped + (u64::from(at) + m - popped % m) % m
+}
+
 /// Attempts (or declines) recorded within the widest window, in time order, with per window the position of
 /// the first one inside it; and the ids of those that have one, so a retry of the same request counts once.
 ///
@@ -304,8 +316,9 @@ struct Log {
     /// The keys of the entries, in their order; `keys_base` is the absolute offset of its first byte.
     keys: VecDeque<u8>,
     keys_base: u64,
-    /// Positions of the entries with a key, by the key's hash.
-    seen: HashTable<u64>,
+    /// Positions of the entries with a key ([`filed`]), by the low half of the key's hash: a new attempt's lookup
+    /// and insert touch one line of it.
+    seen: Index,
     /// The key being looked up.
     buf: Vec<u8>,
 }
@@ -342,10 +355,7 @@ impl Log {
         while self.popped < keep_from {
             let Some(e) = self.entries.pop_front() else { break };
             if e.key_len != NO_KEY {
-                let pos = self.popped;
-                if let Ok(found) = self.seen.find_entry(e.hash, |&p| p == pos) {
-                    found.remove();
-                }
+                self.seen.remove(e.hash as u32, filed(self.popped));
             }
             self.popped += 1;
         }
@@ -376,15 +386,15 @@ impl Log {
         let hash = h.finish();
         let (entries, popped, keys, keys_base, buf) =
             (&self.entries, self.popped, &self.keys, self.keys_base, &self.buf);
-        let at = |pos: u64| entry_at(entries, popped, pos);
-        let found = self.seen.find(hash, |&pos| {
-            at(pos).is_some_and(|e| {
+        let at = |filed: u32| entry_at(entries, popped, position_of(filed, popped));
+        let found = self.seen.find(hash as u32, |filed| {
+            at(filed).is_some_and(|e| {
                 e.hash == hash
                     && e.key_len as usize == buf.len()
                     && ring_eq(keys, usize::try_from(e.key_at - keys_base).unwrap_or(usize::MAX), buf)
             })
         });
-        (hash, found.and_then(|&pos| at(pos)))
+        (hash, found.and_then(at))
     }
 
     /// Appends an attempt at `now` (the latest time so far), with the key last encoded by [`Log::find`] when
@@ -408,8 +418,7 @@ impl Log {
             hash: hash.unwrap_or(0),
         });
         if let Some(hash) = hash {
-            let (entries, popped) = (&self.entries, self.popped);
-            self.seen.insert_unique(hash, pos, |&p| entry_at(entries, popped, p).map_or(0, |e| e.hash));
+            self.seen.insert(hash as u32, filed(pos));
         }
         // The new entry leaves the narrowest window first; an earlier due time only costs one more look.
         let leaves = now.checked_add(Window::ALL[0].duration());
@@ -619,7 +628,7 @@ mod tests {
 
     use std::collections::VecDeque;
 
-    use super::{Amounts, LONG_VALUE, NO_VALUE, WINDOWS, encode_subject, ring_eq};
+    use super::{Amounts, LONG_VALUE, NO_VALUE, WINDOWS, encode_subject, filed, position_of, ring_eq};
 
     /// Each currency is summed apart, the first (inline) as the others (in the `Vec`), per window; an amount
     /// leaves only its own currency's sum in its own window; a currency never seen reads 0.
@@ -711,5 +720,49 @@ mod tests {
             }
             assert!(!ring_eq(&ring, usize::MAX, &[0]));
         }
+    }
+
+    /// A position filed in the retry table is never the index's empty mark, and comes back exactly from any
+    /// log start at or before it (within `u32::MAX` entries), across the wrap of the modulus too.
+    #[test]
+    fn filed_positions_come_back_exactly() {
+        let m = u64::from(u32::MAX);
+        for popped in [0, 1, m - 2, m - 1, m, m + 1, 3 * m - 5, u64::MAX / 2] {
+            for ahead in [0, 1, 2, 1000, m - 2, m - 1] {
+                let pos = popped + ahead;
+                assert_ne!(filed(pos), u32::MAX, "position {pos}");
+                assert_eq!(position_of(filed(pos), popped), pos, "popped {popped}, ahead {ahead}");
+            }
+        }
+    }
+
+    /// The retry table holds the keys of the last day's attempts only: the ones the log drops leave it (else it
+    /// would grow without bound, the lookups still right), and a retry of an attempt still kept counts once.
+    #[tokio::test(start_paused = true)]
+    async fn the_retry_table_forgets_what_the_log_drops() {
+        use std::borrow::Cow;
+
+        use crate::velocity::Attempt;
+
+        fn attempt(id: &str) -> Attempt<'_> {
+            Attempt {
+                id: Some(id),
+                subjects: [Some(Cow::Borrowed("tok_1")), None, None, None],
+                currency: Currency::USD,
+                amount_minor: 100,
+            }
+        }
+        let store = super::MemoryVelocityStore::new();
+        for i in 0..100 {
+            store.record_attempt_now(&attempt(&format!("a{i}")));
+            tokio::time::advance(std::time::Duration::from_secs(1)).await;
+        }
+        assert_eq!(store.state.lock().attempts.seen.len(), 100);
+        tokio::time::advance(std::time::Duration::from_secs(86_400)).await;
+        let first = store.record_attempt_now(&attempt("last"));
+        assert_eq!(store.state.lock().attempts.seen.len(), 1, "only the newest attempt's key is kept");
+        let retried = store.record_attempt_now(&attempt("last"));
+        assert_eq!(first, retried, "a retry counts once");
+        assert_eq!(store.state.lock().attempts.seen.len(), 1);
     }
 }
