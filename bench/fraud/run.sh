@@ -2,7 +2,8 @@
 # Fraud decisions/s on Redis at 50 concurrent (examples/fraud_redis_load.rs: the seed's rules, one EVALSHA per
 # decision) next to redis-benchmark running the same velocity script (EVAL, the same keys' shape: 4 subjects x 3
 # keys, the same arguments) at the same concurrency, one after the other, twice; then the seed's FraudEngine and
-# the memory-store rates (examples/fraud_instr.rs: rate, steady, then wide: 500k subjects of each kind), same run. Usage: bench/fraud/run.sh [redis-url]
+# the memory-store rates (examples/fraud_instr.rs: rate, steady, then wide: 500k subjects of each kind), same run.
+# Usage: bench/fraud/run.sh [redis-url]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 url=${1:-${PALISADE_REDIS_URL:-redis://127.0.0.1:6379}}
