@@ -260,6 +260,14 @@ impl Shard {
         if !self.free.is_empty() || self.queue.front().is_none_or(|&(due, _, _)| due > now) {
             return;
         }
+        // The batch's old records and their index entries have usually left the cache: read each first, so their
+        // misses overlap, then work on them.
+        for &(_, slot, hash) in self.queue.iter().take(RECLAIM).take_while(|&&(due, _, _)| due <= now) {
+            if let Some(Some(record)) = self.slots.get(slot as usize) {
+                std::hint::black_box(record.expires_at.0);
+            }
+            self.index.touch(hash);
+        }
         for out in freed.get_or_insert_with(Default::default).iter_mut() {
             let Some(&(due, slot, hash)) = self.queue.front() else { return };
             if due > now {
@@ -333,6 +341,19 @@ const RECLAIM: usize = 16;
 /// response touches memory that has usually left the cache, and those misses should not lengthen the critical
 /// section.
 type Freed = [Option<State>; RECLAIM];
+
+/// Drops a batch of reclaimed records' states. Each kept response's count is read first: the drops' decrements
+/// are atomic read-modify-writes, which the processor does not overlap with one another, so without the reads
+/// each would wait for its own cache miss in turn.
+fn drop_freed(freed: Option<Freed>) {
+    let Some(freed) = freed else { return };
+    for state in &freed {
+        if let Some(State::Done { response: Payload::Value(value) }) = state {
+            std::hint::black_box(Arc::strong_count(value));
+        }
+    }
+    drop(freed);
+}
 
 fn next_token(last: &mut u64) -> FencingToken {
     *last += 1;
@@ -480,6 +501,8 @@ impl MemoryStore {
             expires_at: now.plus(ttl.max(lease)),
             queued: 0,
         });
+        drop(guard);
+        drop_freed(freed);
         Claim::Acquired { hold: Hold::slot(SlotRef { shard: shard_no, slot }, token), took_over: false }
     }
 
