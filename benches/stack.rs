@@ -11,6 +11,12 @@
 //! `--toggle-collect='stack::measured_calls*'` (then building the requests, and dropping the stores' records
 //! after the loop, are left out). `STACK_SIZES=1` also prints the sizes of the service and of its future.
 //! Cases: see [`CASES`].
+//!
+//! A store that only grows (every record kept for the 60 s TTL, as above) is not a process that has run for
+//! days, whose expired records are reclaimed and their memory reused. `STACK_STEADY_MS=<ms>` measures that: the
+//! idempotency TTL and lease are `ms`, and before the measured calls as many calls again, with other keys, run
+//! for at least twice the TTL, so the measured calls meet a store that holds about a TTL of records and
+//! reclaims one for each it files.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -54,7 +60,16 @@ fn rate_limit() -> palisade::rate_limit::RateLimitLayerBuilder {
 }
 
 fn idempotency() -> palisade::idempotency::IdempotencyLayerBuilder<GatewayRequest> {
-    IdempotencyLayer::builder().ttl(Duration::from_secs(60))
+    match steady_ttl() {
+        Some(ttl) => IdempotencyLayer::builder().ttl(ttl).lease(ttl),
+        None => IdempotencyLayer::builder().ttl(Duration::from_secs(60)),
+    }
+}
+
+/// `STACK_STEADY_MS`: the records' TTL of a steady-state run (see the module's doc).
+fn steady_ttl() -> Option<Duration> {
+    let ms: u64 = std::env::var("STACK_STEADY_MS").ok()?.parse().expect("STACK_STEADY_MS=<milliseconds>");
+    Some(Duration::from_millis(ms.max(1)))
 }
 
 /// What to do with the service of a case (generic, so no case pays for boxing).
@@ -107,7 +122,7 @@ fn charge(key: &str) -> GatewayRequest {
 
 /// `STACK_INSTR=<case>:<calls>`: `calls` new requests through `case`, nothing else.
 fn instructions(spec: &str) {
-    struct Calls(Vec<GatewayRequest>);
+    struct Calls(Vec<GatewayRequest>, Vec<GatewayRequest>);
     impl Run for Calls {
         fn run<S>(self, mut svc: S)
         where
@@ -123,13 +138,25 @@ fn instructions(spec: &str) {
                     std::mem::size_of::<GatewayResponse>()
                 );
             }
-            let mut reqs = self.0;
+            let (mut reqs, mut warm) = (self.0, self.1);
+            if let Some(ttl) = steady_ttl() {
+                // Warm calls until twice the TTL has passed: the store then reclaims as it files.
+                let began = std::time::Instant::now();
+                while began.elapsed() < 2 * ttl {
+                    let chunk = warm.len().min(calls / 4 + 1);
+                    if chunk == 0 {
+                        panic!("the warm calls ended before twice the TTL: a shorter STACK_STEADY_MS or more calls");
+                    }
+                    let mut batch: Vec<_> = warm.drain(..chunk).collect();
+                    measured_calls(&mut svc, &mut batch);
+                }
+            }
             let (cpu, wall) = (on_cpu_ns(), std::time::Instant::now());
             measured_calls(&mut svc, &mut reqs);
             let (cpu, wall) = (on_cpu_ns().saturating_sub(cpu), wall.elapsed().as_nanos());
             // The service (and the records its stores keep) and the requests' buffer are dropped after the
             // measurement: their teardown is no part of a call.
-            drop(reqs);
+            drop((reqs, warm));
             // To stderr, so callgrind's output stays the only thing on stdout that scripts read.
             eprintln!(
                 "{:.1} ns per call on the CPU ({:.1} ns wall)",
@@ -138,7 +165,7 @@ fn instructions(spec: &str) {
             );
         }
         fn none(self) {
-            drop(black_box(self.0));
+            drop(black_box((self.0, self.1)));
         }
     }
     let (case, calls) = spec.split_once(':').expect("STACK_INSTR=<case>:<calls>");
@@ -146,7 +173,9 @@ fn instructions(spec: &str) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
     let _guard = rt.enter();
     let reqs: Vec<_> = (0..calls).map(|i| charge(&format!("k{i}"))).collect();
-    with_service(case, Calls(reqs));
+    let warm: Vec<_> =
+        if steady_ttl().is_some() { (0..calls).map(|i| charge(&format!("w{i}"))).collect() } else { Vec::new() };
+    with_service(case, Calls(reqs, warm));
 }
 
 /// The measured calls, in a function of their own (never inlined) so that
