@@ -324,11 +324,15 @@ enum Bool {
 impl Bool {
     fn fallible(&self) -> bool {
         match self {
-            Bool::Const(_) | Bool::Text(..) | Bool::Currency(..) | Bool::Folded(..) | Bool::FoldedPair(..) => false,
+            Bool::Const(_)
+            | Bool::Text(..)
+            | Bool::SlotConst(..)
+            | Bool::Currency(..)
+            | Bool::Folded(..)
+            | Bool::FoldedPair(..) => false,
             Bool::Not(a) => a.fallible(),
             Bool::And(a, b) | Bool::Or(a, b) | Bool::Same(_, a, b) => a.fallible() || b.fallible(),
             Bool::Int(_, a, b) => a.fallible() || b.fallible(),
-            Bool::SlotConst(..) => false,
             Bool::Eval(_) => true,
         }
     }

@@ -429,6 +429,7 @@ impl Log {
     }
 }
 
+#[derive(Default)]
 struct State {
     /// std's keyed SipHash: the tables are keyed by what clients send (card, email, IP, customer, idempotency
     /// key), so a hasher with real hash-flooding resistance, as the idempotency store and the saga log use.
@@ -439,18 +440,6 @@ struct State {
     /// The latest time seen: the logs are in time order even when a caller read the clock before another that
     /// took the lock first.
     latest: Option<Instant>,
-}
-
-impl Default for State {
-    fn default() -> Self {
-        State {
-            hasher: RandomState::new(),
-            slab: Slab::default(),
-            attempts: Log::default(),
-            declines: Log::default(),
-            latest: None,
-        }
-    }
 }
 
 impl State {
