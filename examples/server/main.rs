@@ -120,16 +120,19 @@ async fn main() -> anyhow::Result<()> {
     let _ = ops::metrics_handle();
     let sim = GatewaySim::builder().latency(Latency::fixed(Duration::from_millis(args.latency_ms))).build();
     // One store for the idempotency records and the webhook deliveries.
-    let (store, store_name, orders): (Arc<dyn LeaseStore>, String, _) = match (&args.redis, &args.postgres) {
+    let (store, store_name, orders, pg): (Arc<dyn LeaseStore>, String, _, _) = match (&args.redis, &args.postgres) {
         // Connects lazily and reconnects: the server starts even while Redis is down, answering 503 meanwhile.
-        (Some(url), _) => {
-            (Arc::new(RedisStore::open(url)?.with_prefix(args.redis_prefix.clone())), format!("Redis at {url}"), None)
-        }
+        (Some(url), _) => (
+            Arc::new(RedisStore::open(url)?.with_prefix(args.redis_prefix.clone())),
+            format!("Redis at {url}"),
+            None,
+            None,
+        ),
         (None, Some(url)) => {
             let (store, orders) = postgres(url, args.postgres_prefix.as_deref()).await?;
-            (Arc::new(store), format!("PostgreSQL at {}", redact_password(url)), Some(orders))
+            (Arc::new(store.clone()), format!("PostgreSQL at {}", redact_password(url)), Some(orders), Some(store))
         }
-        (None, None) => (Arc::new(MemoryStore::new()), "memory".to_owned(), None),
+        (None, None) => (Arc::new(MemoryStore::new()), "memory".to_owned(), None, None),
     };
     let app = match orders {
         Some(orders) => app::router_with_orders(sim.clone(), store.clone(), Some(orders)),
@@ -137,7 +140,7 @@ async fn main() -> anyhow::Result<()> {
     };
     // webhook routes are merged here
     let app = app.merge(webhooks::router(store.clone())?);
-    let log = saga_log(&args).await?;
+    let log = saga_log(&args, pg.as_ref()).await?;
     let instance = args.instance.clone().unwrap_or_else(default_instance);
     let gateway = match (&args.gateway, args.bare) {
         (Some(url), bare) => {
@@ -191,17 +194,20 @@ fn default_instance() -> String {
 }
 
 /// The saga log on the chosen store: memory, Redis (prefix `<--redis-prefix>saga:`) or PostgreSQL (the
-/// `--postgres-prefix` tables, migrated here).
-async fn saga_log(args: &Args) -> anyhow::Result<Arc<dyn palisade_saga::SagaLog>> {
+/// `--postgres-prefix` tables, migrated here). On PostgreSQL it shares the store's pool (`pg`, given exactly when
+/// the store is PostgreSQL): one pool per instance, so two instances and their restarts stay well inside the
+/// server's connection limit.
+async fn saga_log(args: &Args, pg: Option<&PostgresStore>) -> anyhow::Result<Arc<dyn palisade_saga::SagaLog>> {
     use palisade_saga::{MemoryLog, PostgresLog, RedisLog};
-    Ok(match (&args.redis, &args.postgres) {
+    Ok(match (&args.redis, pg) {
         (Some(url), _) => Arc::new(RedisLog::open(url)?.with_prefix(format!("{}saga:", args.redis_prefix))),
-        (None, Some(url)) => {
-            let mut log = PostgresLog::open(url)?;
+        (None, Some(pg)) => {
+            let mut log = PostgresLog::new(pg.pool().clone());
             if let Some(p) = &args.postgres_prefix {
                 log = log.with_prefix(p)?;
             }
             log.migrate().await.with_context(|| {
+                let url = args.postgres.as_deref().unwrap_or_default();
                 format!("could not create the saga log's tables in PostgreSQL at {}", redact_password(url))
             })?;
             Arc::new(log)
