@@ -56,6 +56,16 @@ impl AuditConfig {
         tracing::enabled!(target: AUDIT_TARGET, tracing::Level::WARN)
     }
 
+    /// Whether a subscriber records the event of a call of this class now: INFO for success and terminal
+    /// outcomes, WARN for the others (as [`event`](Self::event) emits them).
+    fn recorded(class: OutcomeClass) -> bool {
+        if matches!(class, OutcomeClass::Success | OutcomeClass::Terminal) {
+            tracing::enabled!(target: AUDIT_TARGET, tracing::Level::INFO)
+        } else {
+            Self::listened()
+        }
+    }
+
     /// Emits the audit event and records the duration.
     pub(crate) fn emit(&self, request: &str, result: &str, class: OutcomeClass, elapsed: std::time::Duration) {
         self.event(request, result, class, elapsed);
@@ -122,8 +132,12 @@ fn duration_key(service: &str, class: OutcomeClass) -> metrics::Key {
 ///
 /// The request is rendered with `Debug`, the response with `Debug`, an error with `Display`, each through the
 /// [`Redactor`]; the outcome comes from the classifier (default [`DefaultClassifier`]). Rendering happens only
-/// when a subscriber records `palisade::audit` events at the time of the call (`tracing::enabled!`): without one,
-/// a call costs a clock read and, with the `metrics` feature, the duration histogram, and allocates nothing.
+/// for an event a subscriber records (`tracing::enabled!` on `palisade::audit`): successes and terminal outcomes
+/// are INFO events, retriable and unknown ones WARN. With INFO recorded when the call begins, the request is
+/// rendered then; with only WARN recorded (a service logging warnings), a clone of the request is kept (one
+/// allocation) and rendered only if the call fails, so successes are neither formatted nor scanned (requests
+/// are `Clone` for that, as a gateway request is); with neither, a call costs a clock read and, with the
+/// `metrics` feature, the duration histogram, and allocates nothing.
 ///
 /// ```
 /// use palisade_redaction::AuditLayer;
@@ -220,14 +234,14 @@ pub struct Audit<S, C = DefaultClassifier> {
 impl<S, C, Req> Service<Req> for Audit<S, C>
 where
     S: Service<Req>,
-    Req: fmt::Debug,
+    Req: fmt::Debug + Clone,
     S::Response: fmt::Debug,
     S::Error: fmt::Display,
     C: Classify<S::Response, S::Error> + Clone,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = AuditFuture<S::Future, C>;
+    type Future = AuditFuture<S::Future, C, Req>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -235,7 +249,13 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         // Rendered only for a subscriber that records the event; the duration is measured either way.
-        let request = AuditConfig::listened().then(|| self.cfg.render(&req));
+        let request = if tracing::enabled!(target: AUDIT_TARGET, tracing::Level::INFO) {
+            Held::Rendered(self.cfg.render(&req))
+        } else if AuditConfig::listened() {
+            Held::Kept(Box::new(req.clone()))
+        } else {
+            Held::Nothing
+        };
         AuditFuture {
             inner: self.inner.call(req),
             request,
@@ -247,27 +267,56 @@ where
     }
 }
 
+/// A call's request, as its audit event will need it, by what a subscriber recorded when the call began.
+enum Held<Req> {
+    /// Nothing was recorded: no event, only the duration.
+    Nothing,
+    /// Every outcome was recorded (INFO): rendered at once.
+    Rendered(String),
+    /// Only failures were recorded (WARN, not INFO): a copy, rendered only for an event that will be kept. A
+    /// service logging at WARN would otherwise format and scan every request for a success event it drops.
+    Kept(Box<Req>),
+}
+
+impl<Req: fmt::Debug> Held<Req> {
+    /// The rendered request, if there is one to emit.
+    fn render(&self, cfg: &AuditConfig) -> Option<Cow<'_, str>> {
+        match self {
+            Held::Nothing => None,
+            Held::Rendered(text) => Some(Cow::Borrowed(text)),
+            Held::Kept(req) => Some(Cow::Owned(cfg.render(req))),
+        }
+    }
+}
+
 pin_project_lite::pin_project! {
     /// The future of [`Audit`]: the inner call, then the audit event. Dropped before it completes (a timeout
     /// above it gave up), it still records the call, as `unknown`: the request may have reached the gateway.
-    pub struct AuditFuture<F, C> {
+    pub struct AuditFuture<F, C, Req>
+    where
+        Req: fmt::Debug,
+    {
         #[pin]
         inner: F,
-        // `None`: nobody listened when the call began, so there is no event, only the duration.
-        request: Option<String>,
+        request: Held<Req>,
         start: Instant,
         cfg: Arc<AuditConfig>,
         classifier: C,
         done: bool,
     }
 
-    impl<F, C> PinnedDrop for AuditFuture<F, C> {
+    impl<F, C, Req> PinnedDrop for AuditFuture<F, C, Req>
+    where
+        Req: fmt::Debug,
+    {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if !*this.done {
                 let elapsed = this.start.elapsed();
-                if let Some(request) = this.request {
-                    this.cfg.event(request, CANCELLED, OutcomeClass::Unknown, elapsed);
+                if AuditConfig::recorded(OutcomeClass::Unknown)
+                    && let Some(request) = this.request.render(this.cfg)
+                {
+                    this.cfg.event(&request, CANCELLED, OutcomeClass::Unknown, elapsed);
                 }
                 this.cfg.measure(OutcomeClass::Unknown, elapsed);
             }
@@ -278,9 +327,10 @@ pin_project_lite::pin_project! {
 /// The `result` of a call whose future was dropped before it completed.
 pub const CANCELLED: &str = "cancelled before completion";
 
-impl<F, C, T, E> Future for AuditFuture<F, C>
+impl<F, C, Req, T, E> Future for AuditFuture<F, C, Req>
 where
     F: Future<Output = Result<T, E>>,
+    Req: fmt::Debug,
     T: fmt::Debug,
     E: fmt::Display,
     C: Classify<T, E>,
@@ -293,12 +343,16 @@ where
         *this.done = true;
         let class = this.classifier.classify(&result).class();
         let elapsed = this.start.elapsed();
-        if let Some(request) = this.request {
+        // The result is rendered only for an event a subscriber records (a success's INFO event is dropped by a
+        // subscriber at WARN).
+        if AuditConfig::recorded(class)
+            && let Some(request) = this.request.render(this.cfg)
+        {
             let rendered = match &result {
                 Ok(res) => this.cfg.render(res),
                 Err(e) => this.cfg.render(&format_args!("error: {e}")),
             };
-            this.cfg.event(request, &rendered, class, elapsed);
+            this.cfg.event(&request, &rendered, class, elapsed);
         }
         this.cfg.measure(class, elapsed);
         Poll::Ready(result)

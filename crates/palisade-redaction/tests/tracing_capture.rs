@@ -146,6 +146,67 @@ async fn audit_layer_records_one_scrubbed_event_per_call_with_outcome_and_durati
     assert!(lines[2].contains(" WARN ") && lines[2].contains("outcome=\"unknown\""), "{out}");
 }
 
+/// A request that counts how often it is rendered (its `Debug`), shared by its clones.
+#[derive(Clone)]
+struct Counted {
+    amount: u64,
+    renders: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl std::fmt::Debug for Counted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.renders.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        write!(f, "charge {} on card {PAN}", self.amount)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_subscriber_at_warn_gets_failed_calls_and_no_success_is_rendered() {
+    let cap = LogCapture::new();
+    let sub = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_max_level(tracing::Level::WARN)
+        .with_writer(cap.clone())
+        .finish();
+    let _g = tracing::subscriber::set_default(sub);
+    let svc = ServiceBuilder::new().layer(AuditLayer::builder().service_name("gw").build()).service_fn(
+        |req: Counted| async move {
+            match req.amount {
+                1000 => Ok("charged"),
+                2000 => Err(PaymentError::declined("do_not_honor")),
+                3000 => Err(PaymentError::timeout("read timed out")),
+                _ => std::future::pending().await,
+            }
+        },
+    );
+    let renders = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let req = |amount| Counted { amount, renders: renders.clone() };
+    let rendered = || renders.load(std::sync::atomic::Ordering::SeqCst);
+
+    // A success and a decline are INFO events, which this subscriber drops: nothing is rendered for them.
+    assert!(svc.clone().oneshot(req(1000)).await.is_ok());
+    assert!(svc.clone().oneshot(req(2000)).await.is_err());
+    assert_eq!(rendered(), 0, "a request was rendered for an event nobody records");
+    assert_eq!(cap.contents(), "");
+
+    // A timeout (unknown outcome) is a WARN event: the request kept at the call is rendered once, masked.
+    assert!(svc.clone().oneshot(req(3000)).await.is_err());
+    assert_eq!(rendered(), 1);
+    // A call dropped before it completes is recorded as cancelled, with its request.
+    let gave_up = tokio::time::timeout(Duration::from_secs(1), svc.clone().oneshot(req(4000))).await;
+    assert!(gave_up.is_err());
+    assert_eq!(rendered(), 2);
+
+    let out = cap.contents();
+    assert_no_card_numbers(&out);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[0].contains(" WARN ") && lines[0].contains("outcome=\"unknown\""), "{out}");
+    assert!(lines[0].contains("charge 3000 on card ************4242") && lines[0].contains("read timed out"), "{out}");
+    assert!(lines[1].contains("charge 4000 on card ************4242"), "{out}");
+    assert!(lines[1].contains(palisade_redaction::CANCELLED), "{out}");
+}
+
 #[tokio::test]
 async fn http_mode_masks_secret_headers_and_bodies() {
     let plain = LogCapture::new();
