@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, Request, Response};
+use http::{HeaderMap, HeaderName, Method, Request, Response, Uri};
 use http_body::Body;
 use http_body_util::{BodyExt, Full};
 use palisade_core::{BoxError, ErrorOutcome, HttpClassifier};
@@ -17,7 +17,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 pub use crate::defaults::{DEFAULT_BODY_LOG_LIMIT, DEFAULT_SENSITIVE_HEADERS};
-use crate::layer::{AuditConfig, AuditLayerBuilder};
+use crate::layer::{AuditConfig, AuditLayerBuilder, Held};
 
 /// What a masked header value is written as.
 pub const HEADER_PLACEHOLDER: &str = "[REDACTED]";
@@ -31,7 +31,10 @@ struct HttpConfig {
 
 /// The audit layer for HTTP services (an axum `Router`, a hyper client). The request and response bodies are
 /// buffered so they can be logged (redacted, JSON-aware, up to [`DEFAULT_BODY_LOG_LIMIT`] bytes each) and are
-/// passed on unchanged as `Full<Bytes>`; the outcome comes from [`HttpClassifier`].
+/// passed on unchanged as `Full<Bytes>`; the outcome comes from [`HttpClassifier`]. As in typed mode
+/// ([`AuditLayer`](crate::AuditLayer)), a request and a response are rendered only for an event a subscriber
+/// records: with only WARN recorded, the request's method, URI, headers and body are kept and rendered if the
+/// call fails.
 ///
 /// ```
 /// use palisade_redaction::AuditLayer;
@@ -119,7 +122,28 @@ pub struct HttpAudit<S> {
     cfg: Arc<HttpConfig>,
 }
 
+/// What HTTP mode keeps of a request when only failures are recorded (see [`Held`]): the body is the buffered
+/// one, shared.
+struct Sent {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
 impl HttpConfig {
+    /// A request as its audit event writes it: method, redacted URI, headers, body.
+    fn request(&self, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> String {
+        let mut out = format!("{method} {}", self.audit.redactor.redact(&uri.to_string()));
+        self.headers(&mut out, headers);
+        self.body(&mut out, body);
+        out
+    }
+
+    fn request_of(&self, sent: &Sent) -> String {
+        self.request(&sent.method, &sent.uri, &sent.headers, &sent.body)
+    }
+
     fn headers(&self, out: &mut String, headers: &HeaderMap) {
         for (name, value) in headers {
             let _ = write!(out, " {name}: ");
@@ -180,60 +204,63 @@ where
             let start = Instant::now();
             let (parts, body) = req.into_parts();
             let body = body.collect().await.map_err(Into::into)?.to_bytes();
-            let mut request = format!("{} {}", parts.method, cfg.audit.redactor.redact(&parts.uri.to_string()));
-            cfg.headers(&mut request, &parts.headers);
-            cfg.body(&mut request, &body);
+            // Rendered only for a subscriber that records the event; the duration is measured either way.
+            let request = Held::at_call(
+                || cfg.request(&parts.method, &parts.uri, &parts.headers, &body),
+                || Sent {
+                    method: parts.method.clone(),
+                    uri: parts.uri.clone(),
+                    headers: parts.headers.clone(),
+                    body: body.clone(),
+                },
+            );
             // Records the call as `unknown` if this future is dropped while the inner call runs.
             let mut guard = CancelGuard { cfg: cfg.clone(), request: Some(request), start };
             let result = inner.call(Request::from_parts(parts, Full::new(body))).await.map_err(Into::into);
-            let request = guard.request.take().unwrap_or_default();
-            let (result, rendered, class) = match result {
+            let request = guard.request.take().unwrap_or(Held::Nothing);
+            // The response's body is buffered whether or not anyone listens: the service answers `Full<Bytes>`.
+            let outcome: Result<(http::response::Parts, Bytes), BoxError> = match result {
                 Ok(res) => {
                     let (parts, body) = res.into_parts();
-                    let body = match body.collect().await {
-                        Ok(b) => b.to_bytes(),
-                        Err(e) => {
-                            let e: BoxError = e.into();
-                            let class = e.outcome().class();
-                            cfg.audit.emit(
-                                &request,
-                                &cfg.audit.render(&format_args!("error: {e}")),
-                                class,
-                                start.elapsed(),
-                            );
-                            return Err(e);
-                        }
-                    };
-                    let class = HttpClassifier::classify_parts(parts.status, &parts.headers, SystemTime::now()).class();
-                    let mut rendered = parts.status.to_string();
-                    cfg.headers(&mut rendered, &parts.headers);
-                    cfg.body(&mut rendered, &body);
-                    (Ok(Response::from_parts(parts, Full::new(body))), rendered, class)
+                    body.collect().await.map(|b| (parts, b.to_bytes())).map_err(Into::into)
                 }
-                Err(e) => {
-                    let class = e.outcome().class();
-                    let rendered = cfg.audit.render(&format_args!("error: {e}"));
-                    (Err(e), rendered, class)
-                }
+                Err(e) => Err(e),
             };
-            cfg.audit.emit(&request, &rendered, class, start.elapsed());
-            result
+            let class = match &outcome {
+                Ok((parts, _)) => {
+                    HttpClassifier::classify_parts(parts.status, &parts.headers, SystemTime::now()).class()
+                }
+                Err(e) => e.outcome().class(),
+            };
+            let rendered = || match &outcome {
+                Ok((parts, body)) => {
+                    let mut out = parts.status.to_string();
+                    cfg.headers(&mut out, &parts.headers);
+                    cfg.body(&mut out, body);
+                    out
+                }
+                Err(e) => cfg.audit.render(&format_args!("error: {e}")),
+            };
+            cfg.audit.finish(&request, |s| cfg.request_of(s), rendered, class, start.elapsed());
+            outcome.map(|(parts, body)| Response::from_parts(parts, Full::new(body)))
         })
     }
 }
 
 struct CancelGuard {
     cfg: Arc<HttpConfig>,
-    request: Option<String>,
+    request: Option<Held<Sent>>,
     start: Instant,
 }
 
 impl Drop for CancelGuard {
     fn drop(&mut self) {
         if let Some(request) = self.request.take() {
-            self.cfg.audit.emit(
+            let cfg = &self.cfg;
+            cfg.audit.finish(
                 &request,
-                crate::layer::CANCELLED,
+                |s| cfg.request_of(s),
+                || crate::layer::CANCELLED.to_owned(),
                 palisade_core::OutcomeClass::Unknown,
                 self.start.elapsed(),
             );

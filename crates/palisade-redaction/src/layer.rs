@@ -66,9 +66,21 @@ impl AuditConfig {
         }
     }
 
-    /// Emits the audit event and records the duration.
-    pub(crate) fn emit(&self, request: &str, result: &str, class: OutcomeClass, elapsed: std::time::Duration) {
-        self.event(request, result, class, elapsed);
+    /// Ends a call: its event, when a subscriber records one of its class (the request and the result are
+    /// rendered only then), and its duration.
+    pub(crate) fn finish<T>(
+        &self,
+        request: &Held<T>,
+        render_request: impl FnOnce(&T) -> String,
+        result: impl FnOnce() -> String,
+        class: OutcomeClass,
+        elapsed: std::time::Duration,
+    ) {
+        if Self::recorded(class)
+            && let Some(request) = request.render(render_request)
+        {
+            self.event(&request, &result(), class, elapsed);
+        }
         self.measure(class, elapsed);
     }
 
@@ -249,13 +261,7 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         // Rendered only for a subscriber that records the event; the duration is measured either way.
-        let request = if tracing::enabled!(target: AUDIT_TARGET, tracing::Level::INFO) {
-            Held::Rendered(self.cfg.render(&req))
-        } else if AuditConfig::listened() {
-            Held::Kept(Box::new(req.clone()))
-        } else {
-            Held::Nothing
-        };
+        let request = Held::at_call(|| self.cfg.render(&req), || req.clone());
         AuditFuture {
             inner: self.inner.call(req),
             request,
@@ -267,24 +273,37 @@ where
     }
 }
 
-/// A call's request, as its audit event will need it, by what a subscriber recorded when the call began.
-enum Held<Req> {
+/// A call's request, as its audit event will need it, by what a subscriber recorded when the call began (typed
+/// mode keeps the request, HTTP mode its method, URI, headers and body).
+pub(crate) enum Held<T> {
     /// Nothing was recorded: no event, only the duration.
     Nothing,
     /// Every outcome was recorded (INFO): rendered at once.
     Rendered(String),
     /// Only failures were recorded (WARN, not INFO): a copy, rendered only for an event that will be kept. A
     /// service logging at WARN would otherwise format and scan every request for a success event it drops.
-    Kept(Box<Req>),
+    Kept(Box<T>),
 }
 
-impl<Req: fmt::Debug> Held<Req> {
+impl<T> Held<T> {
+    /// At the start of a call: `render`ed at once when INFO events are recorded, `keep`'s copy when only WARN
+    /// ones are, nothing otherwise.
+    pub(crate) fn at_call(render: impl FnOnce() -> String, keep: impl FnOnce() -> T) -> Self {
+        if tracing::enabled!(target: AUDIT_TARGET, tracing::Level::INFO) {
+            Held::Rendered(render())
+        } else if AuditConfig::listened() {
+            Held::Kept(Box::new(keep()))
+        } else {
+            Held::Nothing
+        }
+    }
+
     /// The rendered request, if there is one to emit.
-    fn render(&self, cfg: &AuditConfig) -> Option<Cow<'_, str>> {
+    fn render(&self, render: impl FnOnce(&T) -> String) -> Option<Cow<'_, str>> {
         match self {
             Held::Nothing => None,
             Held::Rendered(text) => Some(Cow::Borrowed(text)),
-            Held::Kept(req) => Some(Cow::Owned(cfg.render(req))),
+            Held::Kept(kept) => Some(Cow::Owned(render(kept))),
         }
     }
 }
@@ -312,13 +331,9 @@ pin_project_lite::pin_project! {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if !*this.done {
+                let cfg: &AuditConfig = this.cfg;
                 let elapsed = this.start.elapsed();
-                if AuditConfig::recorded(OutcomeClass::Unknown)
-                    && let Some(request) = this.request.render(this.cfg)
-                {
-                    this.cfg.event(&request, CANCELLED, OutcomeClass::Unknown, elapsed);
-                }
-                this.cfg.measure(OutcomeClass::Unknown, elapsed);
+                cfg.finish(this.request, |r| cfg.render(r), || CANCELLED.to_owned(), OutcomeClass::Unknown, elapsed);
             }
         }
     }
@@ -343,18 +358,12 @@ where
         *this.done = true;
         let class = this.classifier.classify(&result).class();
         let elapsed = this.start.elapsed();
-        // The result is rendered only for an event a subscriber records (a success's INFO event is dropped by a
-        // subscriber at WARN).
-        if AuditConfig::recorded(class)
-            && let Some(request) = this.request.render(this.cfg)
-        {
-            let rendered = match &result {
-                Ok(res) => this.cfg.render(res),
-                Err(e) => this.cfg.render(&format_args!("error: {e}")),
-            };
-            this.cfg.event(&request, &rendered, class, elapsed);
-        }
-        this.cfg.measure(class, elapsed);
+        let cfg: &AuditConfig = this.cfg;
+        let rendered = || match &result {
+            Ok(res) => cfg.render(res),
+            Err(e) => cfg.render(&format_args!("error: {e}")),
+        };
+        cfg.finish(this.request, |r| cfg.render(r), rendered, class, elapsed);
         Poll::Ready(result)
     }
 }

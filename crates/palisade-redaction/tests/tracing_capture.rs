@@ -207,6 +207,59 @@ async fn a_subscriber_at_warn_gets_failed_calls_and_no_success_is_rendered() {
     assert!(lines[1].contains(palisade_redaction::CANCELLED), "{out}");
 }
 
+#[tokio::test(start_paused = true)]
+async fn http_mode_at_warn_records_failed_and_cancelled_calls_with_their_kept_request() {
+    let cap = LogCapture::new();
+    let sub = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_max_level(tracing::Level::WARN)
+        .with_writer(cap.clone())
+        .finish();
+    let _g = tracing::subscriber::set_default(sub);
+    let layer: HttpAuditLayer = AuditLayer::builder().service_name("api").http().build();
+    let svc = ServiceBuilder::new().layer(layer).service_fn(|req: http::Request<Full<Bytes>>| async move {
+        let status = match req.uri().path() {
+            "/ok" => 200,
+            "/busy" => 503,
+            _ => std::future::pending().await,
+        };
+        let res = http::Response::builder()
+            .status(status)
+            .body(Full::new(Bytes::from_static(b"{\"card\":\"5555555555554444\"}")));
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(res?)
+    });
+    let req = |path: &str| {
+        http::Request::post(format!("{path}?pan={PAN}"))
+            .header("authorization", "Bearer sk_live_123")
+            .body(Full::new(Bytes::from_static(br#"{"card_number":"4111111111111111","amount":500}"#)))
+            .unwrap_or_default()
+    };
+    // A success is an INFO event, which this subscriber drops.
+    let ok = svc.clone().oneshot(req("/ok")).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(ok.status(), 200);
+    assert_eq!(cap.contents(), "");
+    // A 503 (retriable) is a WARN event, with the request as it was sent, redacted.
+    let busy = svc.clone().oneshot(req("/busy")).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(busy.status(), 503);
+    // A call dropped before it completes is recorded as cancelled, with its request.
+    let gave_up = tokio::time::timeout(Duration::from_secs(1), svc.clone().oneshot(req("/hang"))).await;
+    assert!(gave_up.is_err());
+
+    let out = cap.contents();
+    assert_no_card_numbers(&out);
+    assert!(!out.contains("sk_live_123"), "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[0].contains(" WARN ") && lines[0].contains("outcome=\"retriable\""), "{out}");
+    assert!(lines[0].contains("POST /busy?pan=************4242"), "{out}");
+    assert!(lines[0].contains("authorization: [REDACTED]") && lines[0].contains("amount"), "{out}");
+    assert!(lines[0].contains("result=\"503 Service Unavailable"), "{out}");
+    assert!(
+        lines[1].contains("POST /hang?pan=************4242") && lines[1].contains(palisade_redaction::CANCELLED),
+        "{out}"
+    );
+}
+
 #[tokio::test]
 async fn http_mode_masks_secret_headers_and_bodies() {
     let plain = LogCapture::new();
