@@ -32,7 +32,21 @@ BIN=$TARGET/release/examples/server
 RESULTS=$(mktemp)
 LOG=$(mktemp)
 SERVER=
-cleanup() { if [ -n "$SERVER" ]; then kill "$SERVER" 2>/dev/null || true; fi; rm -f "$RESULTS" "$LOG"; }
+# What the runs leave in the stores (orders, stock holds, idempotency records, saga logs: millions of Redis keys
+# after a few runs, enough to slow a test's `KEYS` past its timeout) is removed when the script ends, however it ends.
+drop_data() {
+    case " $STORES " in *" redis "*)
+        local host port
+        host=$(sed -E 's#^redis://([^:/]+).*#\1#' <<<"$REDIS"); port=$(sed -E 's#^redis://[^:]+:([0-9]+).*#\1#' <<<"$REDIS")
+        redis-cli -h "$host" -p "$port" --scan --pattern "bench-http-$$:*" | xargs -r -d '\n' -n 5000 redis-cli -h "$host" -p "$port" UNLINK >/dev/null || true
+        ;;
+    esac
+    case " $STORES " in *" postgres "*)
+        psql -q -X "$PG" -c 'DROP SCHEMA IF EXISTS bench_http CASCADE' >/dev/null 2>&1 || true
+        ;;
+    esac
+}
+cleanup() { if [ -n "$SERVER" ]; then kill "$SERVER" 2>/dev/null || true; fi; drop_data; rm -f "$RESULTS" "$LOG"; }
 trap cleanup EXIT
 
 store_args() { # store
