@@ -194,8 +194,7 @@ mod redis_store {
         let last = redis_store.record_attempt(&attempts[2]).await.unwrap();
         assert_eq!(last.get(Velocity::new(Measure::Amount, Subject::Customer, Window::Hour)), 1_500);
         assert_eq!(last.get(Velocity::new(Measure::Declines, Subject::Ip, Window::TenMinutes)), 1);
-        let mut conn = r.conn.clone();
-        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{}*", r.prefix)).query_async(&mut conn).await.unwrap();
+        let keys = r.keys().await.unwrap();
         assert!(!keys.is_empty());
         for k in &keys {
             assert!(

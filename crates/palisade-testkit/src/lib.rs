@@ -77,13 +77,39 @@ impl RedisTest {
     pub fn key(&self, name: &str) -> String {
         format!("{}{name}", self.prefix)
     }
-    /// Deletes every key under this test's prefix.
-    pub async fn cleanup(&self) {
+    /// Every key under this test's prefix, by `SCAN`: ten thousand keys a command, so no single command walks a
+    /// large shared database (as `KEYS` does) for longer than the connection's response timeout.
+    ///
+    /// # Errors
+    /// The error of a `SCAN` that failed.
+    pub async fn keys(&self) -> redis::RedisResult<Vec<String>> {
         let mut conn = self.conn.clone();
         let pattern = format!("{}*", self.prefix);
-        let keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query_async(&mut conn).await.unwrap_or_default();
+        let (mut cursor, mut keys) = (0u64, Vec::new());
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(10_000)
+                .query_async(&mut conn)
+                .await?;
+            keys.extend(batch);
+            if next == 0 {
+                // SCAN may return a key twice.
+                keys.sort_unstable();
+                keys.dedup();
+                return Ok(keys);
+            }
+            cursor = next;
+        }
+    }
+    /// Deletes every key under this test's prefix.
+    pub async fn cleanup(&self) {
+        let keys = self.keys().await.unwrap_or_default();
         if !keys.is_empty() {
-            let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
+            let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut self.conn.clone()).await;
         }
     }
 }
