@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use crate::config::{Config, RATE_SCALE};
-use crate::events::{Event, Reason, State, emit};
+use crate::events::{CallKeys, Event, Reason, State, emit};
 use crate::window::{CALL, FAILED, SLOW, SlidingWindow, Snapshot};
 
 const CLOSED: u64 = 0;
@@ -114,6 +114,8 @@ pub(crate) struct Rejected {
 
 pub(crate) struct Breaker {
     pub(crate) label: Arc<str>,
+    /// The per-call counters' keys, made with the label.
+    pub(crate) keys: CallKeys,
     pub(crate) cfg: Arc<Config>,
     word: AtomicU64,
     /// Nanoseconds since `base` at which the open state ends.
@@ -145,6 +147,7 @@ impl Breaker {
         let window = SlidingWindow::new(cfg.window);
         let seed = cfg.seed ^ fxhash(label.as_bytes());
         Breaker {
+            keys: CallKeys::new(&label),
             label,
             word: AtomicU64::new(word(CLOSED, 0)),
             open_until: AtomicU64::new(0),
@@ -223,7 +226,7 @@ impl Breaker {
     }
 
     fn reject(&self, state: State, retry_after: Option<Duration>) -> Rejected {
-        emit(&self.label, self.cfg.listener.as_ref(), &Event::Rejected { state, retry_after });
+        emit(&self.label, &self.keys, self.cfg.listener.as_ref(), &Event::Rejected { state, retry_after });
         Rejected { state, retry_after }
     }
 
@@ -240,7 +243,7 @@ impl Breaker {
                 let took = end.saturating_duration_since(start);
                 let slow = took >= threshold;
                 if slow {
-                    emit(&self.label, self.cfg.listener.as_ref(), &Event::SlowCall { duration: took });
+                    emit(&self.label, &self.keys, self.cfg.listener.as_ref(), &Event::SlowCall { duration: took });
                 }
                 slow
             }
@@ -437,6 +440,7 @@ impl Breaker {
         drop(guard);
         emit(
             &self.label,
+            &self.keys,
             self.cfg.listener.as_ref(),
             &Event::Transition { from: to_state(old), to: to_state(to), reason, open_for: open_for_event },
         );

@@ -124,7 +124,56 @@ pub enum Event {
     SharedRecovered,
 }
 
-pub(crate) fn emit(label: &str, listener: Option<&Listener>, event: &Event) {
+/// The keys of a breaker's per-call counters, made once with its label: `metrics::counter!` with the label would
+/// allocate the label and the label list on every rejected call, which is every call while the breaker is open,
+/// the fast-fail path that must stay cheap.
+#[derive(Debug)]
+pub(crate) struct CallKeys {
+    /// `palisade_circuit_breaker_rejections_total` in the states that reject: open, forced open, half-open.
+    #[cfg(feature = "metrics")]
+    rejected: [metrics::Key; 3],
+    /// `palisade_circuit_breaker_slow_calls_total`.
+    #[cfg(feature = "metrics")]
+    slow: metrics::Key,
+}
+
+/// What `metrics::counter!` would make for this module (its target and level).
+#[cfg(feature = "metrics")]
+static METADATA: metrics::Metadata<'static> =
+    metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+
+impl CallKeys {
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub(crate) fn new(label: &str) -> Self {
+        #[cfg(feature = "metrics")]
+        {
+            let rejected = [State::Open, State::ForcedOpen, State::HalfOpen].map(|state| {
+                metrics::Key::from_parts(
+                    "palisade_circuit_breaker_rejections_total",
+                    vec![
+                        metrics::Label::new("breaker", label.to_owned()),
+                        metrics::Label::new("state", state.as_str()),
+                    ],
+                )
+            });
+            let slow = metrics::Key::from_parts(
+                "palisade_circuit_breaker_slow_calls_total",
+                vec![metrics::Label::new("breaker", label.to_owned())],
+            );
+            CallKeys { rejected, slow }
+        }
+        #[cfg(not(feature = "metrics"))]
+        CallKeys {}
+    }
+}
+
+#[cfg(feature = "metrics")]
+fn increment(key: &metrics::Key) {
+    metrics::with_recorder(|r| r.register_counter(key, &METADATA)).increment(1);
+}
+
+#[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+pub(crate) fn emit(label: &str, keys: &CallKeys, listener: Option<&Listener>, event: &Event) {
     match event {
         Event::Transition { from, to, reason, open_for } => {
             let open_ms = open_for.map(|d| d.as_millis() as u64);
@@ -153,9 +202,15 @@ pub(crate) fn emit(label: &str, listener: Option<&Listener>, event: &Event) {
                 "call rejected: circuit open"
             );
             #[cfg(feature = "metrics")]
-            metrics::counter!("palisade_circuit_breaker_rejections_total",
-                "breaker" => label.to_owned(), "state" => state.as_str())
-            .increment(1);
+            match state {
+                State::Open => increment(&keys.rejected[0]),
+                State::ForcedOpen => increment(&keys.rejected[1]),
+                State::HalfOpen => increment(&keys.rejected[2]),
+                // No other state rejects; counted all the same should one ever do.
+                other => metrics::counter!("palisade_circuit_breaker_rejections_total",
+                    "breaker" => label.to_owned(), "state" => other.as_str())
+                .increment(1),
+            }
         }
         Event::SlowCall { duration } => {
             tracing::debug!(
@@ -163,7 +218,7 @@ pub(crate) fn emit(label: &str, listener: Option<&Listener>, event: &Event) {
                 breaker = label, duration_ms = duration.as_millis() as u64, "slow call"
             );
             #[cfg(feature = "metrics")]
-            metrics::counter!("palisade_circuit_breaker_slow_calls_total", "breaker" => label.to_owned()).increment(1);
+            increment(&keys.slow);
         }
         Event::SharedUnavailable { error } => {
             tracing::warn!(

@@ -333,7 +333,7 @@ async fn sync(cell: &StatusCell, link: &Link, b: &Breaker) -> Result<Aggregate, 
     match &out {
         Ok(agg) => {
             if cell.unavailable.swap(false, Ordering::AcqRel) {
-                emit(&b.label, cfg.listener.as_ref(), &Event::SharedRecovered);
+                emit(&b.label, &b.keys, cfg.listener.as_ref(), &Event::SharedRecovered);
             }
             if let Some(d) = agg.open_for {
                 b.open_shared(d);
@@ -341,7 +341,7 @@ async fn sync(cell: &StatusCell, link: &Link, b: &Breaker) -> Result<Aggregate, 
         }
         Err(e) => {
             if !cell.unavailable.swap(true, Ordering::AcqRel) {
-                emit(&b.label, cfg.listener.as_ref(), &Event::SharedUnavailable { error: e.to_string() });
+                emit(&b.label, &b.keys, cfg.listener.as_ref(), &Event::SharedUnavailable { error: e.to_string() });
             }
         }
     }

@@ -59,4 +59,22 @@ fn main() {
         assert_eq!(after, 1, "the profiler sees allocations");
     }
     println!("closed_state_calls_do_not_allocate ... ok");
+
+    // The open state's fast fail allocates nothing either: a rejection is counted through a key the breaker
+    // made with its label, not one made per call (with the `metrics` feature, which the workspace's tests
+    // enable, `metrics::counter!` with the label allocated twice per rejected call).
+    let layer = CircuitBreakerLayer::builder().build().unwrap();
+    let h = layer.handle();
+    let mut svc = layer.layer(gateway());
+    h.force_open();
+    assert!(once(&mut svc, 1).is_err(), "warm up: rejected");
+    let profiler = dhat::Profiler::builder().testing().build();
+    let before = dhat::HeapStats::get().total_blocks;
+    for i in 0..10_000 {
+        assert!(once(&mut svc, i).is_err(), "rejected while forced open");
+    }
+    let during = dhat::HeapStats::get().total_blocks - before;
+    drop(profiler);
+    assert_eq!(during, 0, "allocations on the rejection path");
+    println!("rejected_calls_do_not_allocate ... ok");
 }
