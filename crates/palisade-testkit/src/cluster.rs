@@ -142,12 +142,17 @@ impl RedisClusterTest {
             matches!(self.guard, Guard::Exclusive(_)),
             "a failover disturbs every test on the cluster: take it with redis_cluster_exclusive"
         );
-        let nodes = self.nodes().await;
-        let replica = nodes
-            .iter()
-            .find(|n| n.master_of.as_deref() == Some(master.id.as_str()))
-            .unwrap_or_else(|| panic!("master {} has no replica: {nodes:?}", master.addr))
-            .clone();
+        // Right after an earlier failover a node can still report the old master's replica as a master without
+        // slots: its view settles within moments, so wait for the replica (up to CLUSTER_SETTLE) before giving up.
+        let looked = tokio::time::Instant::now();
+        let replica = loop {
+            let nodes = self.nodes().await;
+            if let Some(r) = nodes.iter().find(|n| n.master_of.as_deref() == Some(master.id.as_str())) {
+                break r.clone();
+            }
+            assert!(looked.elapsed() < CLUSTER_SETTLE, "master {} has no replica: {nodes:?}", master.addr);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
         let mut c = node(&format!("redis://{}", replica.addr)).await.unwrap_or_else(|e| panic!("{e}"));
         let _: () = redis::cmd("CLUSTER")
             .arg("FAILOVER")
