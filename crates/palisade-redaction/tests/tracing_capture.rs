@@ -160,15 +160,21 @@ impl std::fmt::Debug for Counted {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_subscriber_at_warn_gets_failed_calls_and_no_success_is_rendered() {
+/// A capture of what a subscriber at WARN (a service logging warnings and errors) writes, set as this thread's
+/// default while the guard lives.
+fn capture_at_warn() -> (LogCapture, tracing::subscriber::DefaultGuard) {
     let cap = LogCapture::new();
     let sub = tracing_subscriber::fmt()
         .with_ansi(false)
         .with_max_level(tracing::Level::WARN)
         .with_writer(cap.clone())
         .finish();
-    let _g = tracing::subscriber::set_default(sub);
+    (cap, tracing::subscriber::set_default(sub))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_subscriber_at_warn_gets_failed_calls_and_no_success_is_rendered() {
+    let (cap, _g) = capture_at_warn();
     let svc = ServiceBuilder::new().layer(AuditLayer::builder().service_name("gw").build()).service_fn(
         |req: Counted| async move {
             match req.amount {
@@ -209,13 +215,7 @@ async fn a_subscriber_at_warn_gets_failed_calls_and_no_success_is_rendered() {
 
 #[tokio::test(start_paused = true)]
 async fn http_mode_at_warn_records_failed_and_cancelled_calls_with_their_kept_request() {
-    let cap = LogCapture::new();
-    let sub = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_max_level(tracing::Level::WARN)
-        .with_writer(cap.clone())
-        .finish();
-    let _g = tracing::subscriber::set_default(sub);
+    let (cap, _g) = capture_at_warn();
     let layer: HttpAuditLayer = AuditLayer::builder().service_name("api").http().build();
     let svc = ServiceBuilder::new().layer(layer).service_fn(|req: http::Request<Full<Bytes>>| async move {
         let status = match req.uri().path() {
