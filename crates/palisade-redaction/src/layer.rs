@@ -52,7 +52,7 @@ impl AuditConfig {
 
     /// Whether a subscriber records audit events now (at WARN, the level of a failed call, or finer). When none
     /// does, a call renders nothing: no request or result is formatted and scanned for an event nobody keeps.
-    pub(crate) fn listened() -> bool {
+    fn listened() -> bool {
         tracing::enabled!(target: AUDIT_TARGET, tracing::Level::WARN)
     }
 
@@ -85,7 +85,7 @@ impl AuditConfig {
     }
 
     /// The audit event: INFO for success and terminal outcomes, WARN for retriable and unknown ones.
-    pub(crate) fn event(&self, request: &str, result: &str, class: OutcomeClass, elapsed: std::time::Duration) {
+    fn event(&self, request: &str, result: &str, class: OutcomeClass, elapsed: std::time::Duration) {
         let duration_ms = duration_ms(elapsed);
         let service: &str = &self.service;
         let outcome = class.as_str();
@@ -98,7 +98,7 @@ impl AuditConfig {
 
     /// The duration histogram (`metrics` feature), whether or not anyone listens to the events.
     #[cfg_attr(not(feature = "metrics"), allow(clippy::unused_self))]
-    pub(crate) fn measure(&self, class: OutcomeClass, elapsed: std::time::Duration) {
+    fn measure(&self, class: OutcomeClass, elapsed: std::time::Duration) {
         #[cfg(feature = "metrics")]
         {
             // What `metrics::histogram!` would make, made once (the macro's target and level).
