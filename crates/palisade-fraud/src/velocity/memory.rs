@@ -122,24 +122,27 @@ impl Slot {
 const NO_SLOT: u32 = u32::MAX;
 
 /// Every tracked (subject, value), in one slab; `index` finds a slot by (subject, value): the low half of its
-/// [`subject_hash`], in buckets of one cache line, so a lookup reads the bucket and then the slot.
+/// [`Slab::hash`], in buckets of one cache line, so a lookup reads the bucket and then the slot.
 #[derive(Default)]
 struct Slab {
     slots: Vec<Slot>,
     free: Vec<u32>,
     index: Index,
-}
-
-fn subject_hash(hasher: &RandomState, s: Subject, v: &str) -> u64 {
-    // One byte of subject, then the value: no two (subject, value) pairs write alike.
-    let mut h = hasher.build_hasher();
-    h.write_u8(s.index() as u8);
-    h.write(v.as_bytes());
-    h.finish()
+    /// One keyed SipHash per subject (std's, flood resistant: clients choose the values), so a value is hashed
+    /// alone, in one write, and the same value under two subjects still hashes apart.
+    hashers: [RandomState; 4],
 }
 
 impl Slab {
-    /// The slot of (`s`, `v`), whose [`subject_hash`] is `hash`, if tracked.
+    /// The hash of (`s`, `v`): `v` under `s`'s own key.
+    #[inline]
+    fn hash(&self, s: Subject, v: &str) -> u64 {
+        let mut h = self.hashers[s.index()].build_hasher();
+        h.write(v.as_bytes());
+        h.finish()
+    }
+
+    /// The slot of (`s`, `v`), whose [`Slab::hash`] is `hash`, if tracked.
     #[inline]
     fn find(&self, hash: u64, s: Subject, v: &str) -> Option<u32> {
         let slots = &self.slots;
@@ -152,8 +155,8 @@ impl Slab {
     /// The slots of the attempt's subjects ([`NO_SLOT`] for a subject it lacks), each made if absent. Every value
     /// is hashed first, then every slot looked up, then the absent ones made: the lookups do not depend on one
     /// another, so their cache misses (the index, then the slot) overlap instead of following one another.
-    fn slots_of(&mut self, hasher: &RandomState, attempt: &Attempt<'_>) -> [u32; 4] {
-        let hashes = Subject::ALL.map(|s| attempt.subject(s).map(|v| subject_hash(hasher, s, v)));
+    fn slots_of(&mut self, attempt: &Attempt<'_>) -> [u32; 4] {
+        let hashes = Subject::ALL.map(|s| attempt.subject(s).map(|v| self.hash(s, v)));
         let found = Subject::ALL.map(|s| match (attempt.subject(s), hashes[s.index()]) {
             (Some(v), Some(hash)) => self.find(hash, s, v).ok_or(hash),
             _ => Err(0),
@@ -165,7 +168,7 @@ impl Slab {
         })
     }
 
-    /// A new slot for (`s`, `v`), not tracked, whose [`subject_hash`] is `hash`.
+    /// A new slot for (`s`, `v`), not tracked, whose [`Slab::hash`] is `hash`.
     fn insert(&mut self, hash: u64, s: Subject, v: &str) -> u32 {
         let i = match self.free.pop() {
             Some(i) => {
@@ -186,9 +189,10 @@ impl Slab {
     }
 
     /// Frees slot `i` (idle: nothing left in any window, so no logged entry names it any more).
-    fn release(&mut self, hasher: &RandomState, i: u32) {
+    fn release(&mut self, i: u32) {
+        let slot = &self.slots[i as usize];
+        let hash = self.hash(slot.subject, &slot.value);
         let slot = &mut self.slots[i as usize];
-        let hash = subject_hash(hasher, slot.subject, &slot.value);
         self.index.remove(hash as u32, i);
         slot.value = CompactString::default();
         slot.amount = Amounts::default();
@@ -196,25 +200,25 @@ impl Slab {
     }
 
     /// An attempt left window `w`: off its slots' counts and sums (and a slot left idle is freed).
-    fn attempt_left(&mut self, hasher: &RandomState, w: usize, e: &Logged) {
+    fn attempt_left(&mut self, w: usize, e: &Logged) {
         for &i in &e.slots {
             if let Some(slot) = self.slots.get_mut(i as usize) {
                 slot.count[w] -= 1;
                 slot.amount.sub(w, e.currency, e.amount);
                 if w == WIDEST && slot.is_idle() {
-                    self.release(hasher, i);
+                    self.release(i);
                 }
             }
         }
     }
 
     /// A decline left window `w`: off its slots' decline counts (and a slot left idle is freed).
-    fn decline_left(&mut self, hasher: &RandomState, w: usize, e: &Logged) {
+    fn decline_left(&mut self, w: usize, e: &Logged) {
         for &i in &e.slots {
             if let Some(slot) = self.slots.get_mut(i as usize) {
                 slot.decline_count[w] -= 1;
                 if w == WIDEST && slot.is_idle() {
-                    self.release(hasher, i);
+                    self.release(i);
                 }
             }
         }
@@ -431,8 +435,9 @@ impl Log {
 
 #[derive(Default)]
 struct State {
-    /// std's keyed SipHash: the tables are keyed by what clients send (card, email, IP, customer, idempotency
-    /// key), so a hasher with real hash-flooding resistance, as the idempotency store and the saga log use.
+    /// The attempt keys' hasher (the slab has its own per subject). std's keyed SipHash: the tables are keyed by
+    /// what clients send (card, email, IP, customer, idempotency key), so a hasher with real hash-flooding
+    /// resistance, as the idempotency store and the saga log use.
     hasher: RandomState,
     slab: Slab,
     attempts: Log,
@@ -448,9 +453,9 @@ impl State {
     fn advance(&mut self, now: Instant) -> Instant {
         let now = self.latest.map_or(now, |l| l.max(now));
         self.latest = Some(now);
-        let State { hasher, slab, attempts, declines, .. } = self;
-        attempts.advance(now, |w, e| slab.attempt_left(hasher, w, e));
-        declines.advance(now, |w, e| slab.decline_left(hasher, w, e));
+        let State { slab, attempts, declines, .. } = self;
+        attempts.advance(now, |w, e| slab.attempt_left(w, e));
+        declines.advance(now, |w, e| slab.decline_left(w, e));
         now
     }
 }
@@ -535,7 +540,7 @@ impl MemoryVelocityStore {
             return;
         }
         let hash = seen.map(|(hash, _)| hash);
-        let slots = st.slab.slots_of(&st.hasher, attempt);
+        let slots = st.slab.slots_of(attempt);
         for s in Subject::ALL {
             let i = slots[s.index()];
             if i == NO_SLOT {
@@ -564,7 +569,7 @@ impl MemoryVelocityStore {
             return;
         }
         let hash = seen.map(|(hash, _)| hash);
-        let slots = st.slab.slots_of(&st.hasher, attempt);
+        let slots = st.slab.slots_of(attempt);
         for &i in &slots {
             if let Some(slot) = st.slab.slots.get_mut(i as usize) {
                 for count in &mut slot.decline_count {
