@@ -287,13 +287,25 @@ impl<S: std::fmt::Debug, K: Hash + Eq, F, C, P> std::fmt::Debug for RateLimit<S,
 }
 
 impl<S, K: Hash + Eq + Clone, F, C, P> RateLimit<S, K, F, C, P> {
-    /// Wait mode on a global limit: not ready until this service holds the head of the FIFO queue and one unit
-    /// is available, or `max_wait` has passed. Nothing is spent here: a caller that gives up (drops the service)
+    /// Wait mode on a global limit: ready at once when nobody is queued and a unit is free; otherwise not ready
+    /// until this service holds the head of the FIFO queue and one unit is available, or `max_wait` has passed.
+    /// Nothing is spent here: a caller that gives up (drops the service)
     /// releases its place and costs no capacity.
     fn poll_backpressure(&mut self, cx: &mut Context<'_>, max_wait: Duration) -> Poll<()> {
         let Backend::Direct(limiter) = &self.shared.backend else { return Poll::Ready(()) };
         let r = &mut self.ready;
         if r.expired {
+            return Poll::Ready(());
+        }
+        // Nobody queued (a waiter holds or awaits the one turn) and a unit free now: ready without taking the
+        // turn, and `call` decides. Taking it here would hand it, on release, to the next queued caller, whose
+        // task may not run for a while; every call in between would queue behind that task, under load all of
+        // them, though the limit holds none back. If another call spends the unit first, `call` queues then.
+        if r.turn.is_none()
+            && r.acquire.is_none()
+            && self.shared.queue.available_permits() > 0
+            && limiter.time_until_available(1).is_zero()
+        {
             return Poll::Ready(());
         }
         let deadline = *r.deadline.get_or_insert_with(|| Instant::now() + max_wait);
