@@ -20,17 +20,28 @@ use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess,
 pub(crate) fn canonical_json(body: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(body.len());
     let mut de = serde_json::Deserializer::from_slice(body);
-    Canonical { out: &mut out }.deserialize(&mut de).ok()?;
+    let mut work = Work { members: Vec::new(), moved: Vec::new() };
+    Canonical { out: &mut out, work: &mut work }.deserialize(&mut de).ok()?;
     de.end().ok()?;
     Some(out)
 }
 
-/// Writes the canonical form of one JSON value into `out`.
-struct Canonical<'a> {
-    out: &'a mut Vec<u8>,
+/// Buffers shared by every object of one body, so that nested objects allocate nothing of their own: each
+/// object's members go on top of `members` and come off when the object is written.
+struct Work<'de> {
+    /// Per member of the objects being read: its name, and where its canonical value lies in the output.
+    members: Vec<(Cow<'de, str>, usize, usize)>,
+    /// An object's values while they are written back in member order.
+    moved: Vec<u8>,
 }
 
-impl<'de> DeserializeSeed<'de> for Canonical<'_> {
+/// Writes the canonical form of one JSON value at the end of `out`.
+struct Canonical<'a, 'de> {
+    out: &'a mut Vec<u8>,
+    work: &'a mut Work<'de>,
+}
+
+impl<'de> DeserializeSeed<'de> for Canonical<'_, 'de> {
     type Value = ();
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_any(self)
@@ -42,7 +53,13 @@ fn string(out: &mut Vec<u8>, s: &str) {
     let _ = serde_json::to_writer(out, s);
 }
 
-impl<'de> Visitor<'de> for Canonical<'_> {
+/// An integer's decimal digits (writing into a Vec cannot fail; no string is allocated).
+fn integer(out: &mut Vec<u8>, v: impl fmt::Display) {
+    use std::io::Write as _;
+    let _ = write!(out, "{v}");
+}
+
+impl<'de> Visitor<'de> for Canonical<'_, 'de> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -57,11 +74,11 @@ impl<'de> Visitor<'de> for Canonical<'_> {
         Ok(())
     }
     fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<(), E> {
-        self.out.extend_from_slice(v.to_string().as_bytes());
+        integer(self.out, v);
         Ok(())
     }
     fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<(), E> {
-        self.out.extend_from_slice(v.to_string().as_bytes());
+        integer(self.out, v);
         Ok(())
     }
     fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
@@ -79,7 +96,7 @@ impl<'de> Visitor<'de> for Canonical<'_> {
             if !first {
                 self.out.push(b',');
             }
-            if seq.next_element_seed(Canonical { out: self.out })?.is_none() {
+            if seq.next_element_seed(Canonical { out: self.out, work: self.work })?.is_none() {
                 self.out.truncate(mark);
                 break;
             }
@@ -89,30 +106,37 @@ impl<'de> Visitor<'de> for Canonical<'_> {
         Ok(())
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        // Every member's canonical value goes into one scratch buffer; members are sorted as (key, range).
-        let mut scratch = Vec::new();
-        let mut members: Vec<(Cow<'de, str>, usize, usize)> = Vec::new();
+        // Every member's canonical value is written at the end of the output as it is read (its name kept
+        // aside); then the values are moved out and written back after their names, sorted.
+        let (out, work) = (self.out, self.work);
+        let base = out.len();
+        let first = work.members.len();
         while let Some(key) = map.next_key_seed(Key)? {
-            let start = scratch.len();
-            map.next_value_seed(Canonical { out: &mut scratch })?;
-            members.push((key, start, scratch.len()));
+            let start = out.len();
+            map.next_value_seed(Canonical { out: &mut *out, work: &mut *work })?;
+            work.members.push((key, start - base, out.len() - base));
         }
+        let members = &mut work.members[first..];
         // RFC 8785 sorts by UTF-16 code units; sorting by the UTF-8 bytes orders every key the same way each
         // time, which is all a fingerprint needs.
         members.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         if members.windows(2).any(|w| w[0].0 == w[1].0) {
             return Err(A::Error::custom("duplicate member name"));
         }
-        self.out.push(b'{');
+        work.moved.clear();
+        work.moved.extend_from_slice(&out[base..]);
+        out.truncate(base);
+        out.push(b'{');
         for (i, (key, start, end)) in members.iter().enumerate() {
             if i > 0 {
-                self.out.push(b',');
+                out.push(b',');
             }
-            string(self.out, key);
-            self.out.push(b':');
-            self.out.extend_from_slice(&scratch[*start..*end]);
+            string(out, key);
+            out.push(b':');
+            out.extend_from_slice(&work.moved[*start..*end]);
         }
-        self.out.push(b'}');
+        out.push(b'}');
+        work.members.truncate(first);
         Ok(())
     }
 }
@@ -161,6 +185,23 @@ mod tests {
         assert_eq!(a.as_deref(), Some(r#"{"amount":"12.34","currency":"USD","meta":{"a":[true,null,"x"],"b":1}}"#));
         assert_eq!(canon("[]").as_deref(), Some("[]"));
         assert_eq!(canon("{}").as_deref(), Some("{}"));
+    }
+
+    /// Objects nested in arrays and objects, names with escapes, every kind of value: the canonical form is the
+    /// compact, key-sorted serialization of the parsed value (serde_json's `Value` keeps its members sorted),
+    /// byte for byte, so the buffers shared across nested objects leave nothing of one in another.
+    #[test]
+    fn nested_objects_are_each_sorted_in_place() {
+        for body in [
+            r#"{"z":{"b":[{"y":1,"x":{"q":[],"p":{}}},2],"a":"\u00e9"},"a\"b":null,"m":[[{"d":true,"c":false}]]}"#,
+            r#"[{"b":1,"a":2},{"d":{"f":-3,"e":"x"},"c":[{"h":0,"g":18446744073709551615}]}]"#,
+            r#"{"items":[{"sku":"sku_1","qty":1}],"order_id":"o1","amount":"12.34","fail_shipment":false}"#,
+            r#"{"\n":1,"\t":{"\u0001":2,"A":3,"a":4},"":5}"#,
+        ] {
+            let value: serde_json::Value = serde_json::from_str(body).unwrap();
+            assert_eq!(canon(body), Some(serde_json::to_string(&value).unwrap()), "{body}");
+        }
+        assert_eq!(canon(r#"{"a":{"b":1,"b":2}}"#), None, "a duplicate in a nested object");
     }
 
     #[test]
