@@ -95,6 +95,14 @@ impl Recorded {
     }
 }
 
+impl<K: Hash + Eq, F, C, P> Inner<K, F, C, P> {
+    /// Whether the wait mode's FIFO queue is empty: its one turn is free, neither held at the head nor awaited
+    /// (the semaphore hands a released turn to a waiter first).
+    fn nobody_queued(&self) -> bool {
+        self.queue.available_permits() > 0
+    }
+}
+
 impl<K: Hash + Eq + Clone, F, C, P> Inner<K, F, C, P> {
     /// Records a decision: a tracing event with stable fields (`limiter`, `decision`, `cost`, `retry_after_ms`;
     /// never the key, which may be a card token or an IP) and, with the `metrics` feature, the counter
@@ -303,7 +311,7 @@ impl<S, K: Hash + Eq + Clone, F, C, P> RateLimit<S, K, F, C, P> {
         // them, though the limit holds none back. If another call spends the unit first, `call` queues then.
         if r.turn.is_none()
             && r.acquire.is_none()
-            && self.shared.queue.available_permits() > 0
+            && self.shared.nobody_queued()
             && limiter.time_until_available(1).is_zero()
         {
             return Poll::Ready(());
@@ -399,7 +407,7 @@ where
         let queued = deadline.is_some()
             && ready.turn.is_none()
             && matches!(shared.backend, Backend::Direct(_))
-            && shared.queue.available_permits() == 0;
+            && !shared.nobody_queued();
         if !queued && let Some(decision) = shared.decide_local(&key, cost) {
             let must_wait = deadline.is_some() && matches!(decision, Err(RateLimitError::Limited(_)));
             if !must_wait {
