@@ -761,7 +761,9 @@ pub fn attribute_docs() -> Vec<AttributeDoc> {
                 let v = Velocity::new(m, s, w);
                 let what = match m {
                     Measure::Attempts => "attempts (this one included)",
-                    Measure::Amount => "sum of attempted amounts in this currency, minor units (this one included)",
+                    Measure::Amount => {
+                        "sum of attempted amounts in this currency, minor units (this one included; a negative amount adds 0)"
+                    }
                     Measure::Declines => "declines",
                 };
                 out.push(AttributeDoc {

@@ -121,6 +121,31 @@ async fn amount_velocity_sums_the_same_currency_only() {
     assert_eq!(c.get(Velocity::new(Measure::Attempts, Subject::Email, Window::Day)), 3);
 }
 
+/// A negative (or zero) amount adds nothing to `amount_per_*`: otherwise one attempt of -1,000,000.00 on a card
+/// would lower its 24-hour sum and let the next large charge through.
+async fn negative_amounts_do_not_lower_amount_velocity(e: &FraudEngine) {
+    let card = |m: i64, i: usize| {
+        Attributes::new(Money::from_minor(m, Currency::USD)).card_fingerprint("fp_neg").attempt_id(format!("n{i}"))
+    };
+    e.assess(&card(-100_000_000, 0)).await;
+    e.assess(&card(0, 1)).await;
+    let v = e.assess(&card(150_000, 2)).await;
+    assert_eq!(v.decision, Decision::Block, "1,500.00 USD on the card today is over the limit: {v:?}");
+}
+
+fn amount_limit_engine(store: Arc<dyn VelocityStore>) -> FraudEngine {
+    FraudEngine::builder()
+        .shared_velocity_store(store)
+        .rule_file("daily: block if amount_per_card_24h > 1000 USD")
+        .unwrap()
+        .build()
+}
+
+#[tokio::test]
+async fn memory_negative_amounts_do_not_lower_amount_velocity() {
+    negative_amounts_do_not_lower_amount_velocity(&amount_limit_engine(Arc::new(MemoryVelocityStore::new()))).await;
+}
+
 trait WithAmount {
     fn amount(self, m: Money) -> Self;
 }
@@ -164,6 +189,13 @@ mod redis_store {
     async fn redis_retry_with_the_same_idempotency_key_counts_once() {
         let Some(r) = palisade_testkit::redis("fraud_velocity_retry").await else { return };
         retry_counts_once(&engine_on(Arc::new(store(&r)))).await;
+        r.cleanup().await;
+    }
+
+    #[tokio::test]
+    async fn redis_negative_amounts_do_not_lower_amount_velocity() {
+        let Some(r) = palisade_testkit::redis("fraud_velocity_negative").await else { return };
+        negative_amounts_do_not_lower_amount_velocity(&amount_limit_engine(Arc::new(store(&r)))).await;
         r.cleanup().await;
     }
 

@@ -550,12 +550,12 @@ impl MemoryVelocityStore {
             for count in &mut slot.count {
                 *count += 1;
             }
-            slot.amount.add(attempt.currency, attempt.amount_minor);
+            slot.amount.add(attempt.currency, attempt.counted_amount());
             if read.reads_subject(s) {
                 read_into(counts, slot, s, read, attempt.currency);
             }
         }
-        st.attempts.push(now, slots, attempt.currency, attempt.amount_minor, hash);
+        st.attempts.push(now, slots, attempt.currency, attempt.counted_amount(), hash);
     }
 
     /// The synchronous form of [`VelocityStore::record_decline`].

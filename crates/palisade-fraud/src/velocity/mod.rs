@@ -61,6 +61,15 @@ impl<'a> Attempt<'a> {
     pub fn subject(&self, s: Subject) -> Option<&str> {
         self.subjects[s.index()].as_deref()
     }
+
+    /// The amount velocity adds to `amount_per_*`: the amount in minor units, or 0 for a negative amount. Sums
+    /// only grow with attempts, so an attempt of -1,000,000.00 cannot lower a card's 24-hour sum and let the
+    /// next large charge through; it still counts as an attempt. Every store records this, never
+    /// [`Attempt::amount_minor`] as it is.
+    #[must_use]
+    pub fn counted_amount(&self) -> i64 {
+        self.amount_minor.max(0)
+    }
 }
 
 impl std::fmt::Debug for Attempt<'_> {

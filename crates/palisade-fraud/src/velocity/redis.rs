@@ -158,7 +158,7 @@ impl RedisVelocityStore {
         for w in VELOCITY_WINDOWS {
             inv.arg(ms(w));
         }
-        inv.arg(Self::id(attempt)).arg(attempt.currency.code()).arg(attempt.amount_minor);
+        inv.arg(Self::id(attempt)).arg(attempt.currency.code()).arg(attempt.counted_amount());
         for m in Measure::ALL {
             inv.arg(if read.reads_measure(m) { "1" } else { "0" });
         }
