@@ -106,6 +106,34 @@ impl IdempotencyKey {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The key as an `Idempotency-Key` header value that [`IdempotencyKey::parse`] reads back as this key: the
+    /// bare key, or an sf-string when the key itself begins with `"` (sent bare, `"abc"` would be read as the
+    /// different key `abc`, and two callers' keys would meet at the gateway).
+    ///
+    /// ```
+    /// use palisade_core::IdempotencyKey;
+    /// let quoted = IdempotencyKey::new("\"abc\"").unwrap();
+    /// assert_eq!(quoted.header_value(), r#""\"abc\"""#);
+    /// assert_eq!(IdempotencyKey::parse(&quoted.header_value()).unwrap(), quoted);
+    /// assert_eq!(IdempotencyKey::new("abc").unwrap().header_value(), "abc");
+    /// ```
+    #[must_use]
+    pub fn header_value(&self) -> std::borrow::Cow<'_, str> {
+        if !self.0.starts_with('"') {
+            return std::borrow::Cow::Borrowed(&self.0);
+        }
+        let mut out = String::with_capacity(self.0.len() + 8);
+        out.push('"');
+        for c in self.0.chars() {
+            if matches!(c, '"' | '\\') {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push('"');
+        std::borrow::Cow::Owned(out)
+    }
 }
 
 impl fmt::Display for IdempotencyKey {
@@ -198,6 +226,18 @@ mod tests {
         assert_eq!(IdempotencyKey::new("é"), Err(KeyError::InvalidCharacter(0)));
         assert_eq!(IdempotencyKey::new("\u{7f}"), Err(KeyError::InvalidCharacter(0)));
         assert!(IdempotencyKey::new("!~").is_ok());
+    }
+
+    proptest::proptest! {
+        /// Every key survives the trip through a header: `parse(header_value(k)) == k`, quotes and backslashes
+        /// anywhere included.
+        #[test]
+        fn header_values_parse_back_to_the_key(k in "[!-~]{1,254}") {
+            for k in [k.clone(), format!("\"{k}")] {
+                let key = IdempotencyKey::new(&k).unwrap();
+                proptest::prop_assert_eq!(IdempotencyKey::parse(&key.header_value()).unwrap(), key);
+            }
+        }
     }
 
     #[test]

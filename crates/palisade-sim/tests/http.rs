@@ -179,6 +179,52 @@ async fn a_refused_connection_is_network_before_send() {
     assert_eq!(e.outcome().class(), OutcomeClass::Retriable);
 }
 
+/// A gateway (or something posing as one) that answers with an endless 200 body: the client stops reading at
+/// `MAX_BODY_BYTES` instead of buffering it all, and the call is Unknown (the request was sent and may have
+/// acted), never a success.
+#[tokio::test]
+async fn an_oversized_answer_is_unknown_and_not_read_to_the_end() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let written = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let w = written.clone();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let _ = s.read(&mut buf).await;
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+        s.write_all(head.as_bytes()).await.unwrap();
+        let chunk = format!("{:x}\r\n{}\r\n", 16 * 1024, " ".repeat(16 * 1024));
+        // 64 MiB unless the client hangs up first.
+        for _ in 0..4096 {
+            if s.write_all(chunk.as_bytes()).await.is_err() {
+                break;
+            }
+            w.fetch_add(16 * 1024, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let mut gw = HttpGateway::new(&format!("http://{addr}")).unwrap().timeout(Duration::from_secs(30));
+    let e = call(&mut gw, charge("o1", "5.00", "tok_visa", Some("k1"))).await.unwrap_err();
+    assert!(matches!(e, PaymentError::GatewayTimeout { .. }), "{e:?}");
+    assert_eq!(e.outcome().class(), OutcomeClass::Unknown);
+    assert!(e.to_string().contains("larger than"), "{e}");
+    let sent = written.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(sent < 16 * 1024 * 1024, "the client stopped reading early, the server wrote {sent} bytes");
+}
+
+/// The keys `"q"` (quotes part of the key) and `q` are two keys: the client sends the first as an sf-string so
+/// the server does not read it as the second, and two orders are charged, not one charge and a conflict.
+#[tokio::test]
+async fn a_key_that_begins_with_a_quote_is_not_taken_for_the_unquoted_key() {
+    let (handle, mut gw) = start(SimServer::builder()).await;
+    let a = call(&mut gw, charge("oq1", "5.00", "tok_visa", Some("\"q\""))).await.unwrap();
+    let b = call(&mut gw, charge("oq2", "6.00", "tok_visa", Some("q"))).await.unwrap();
+    assert_ne!(a.id, b.id);
+    let keys: Vec<_> =
+        ["oq1", "oq2"].iter().flat_map(|o| handle.sim().entries_for(o)).filter_map(|e| e.gateway_key).collect();
+    assert_eq!(keys, ["\"q\"", "q"]);
+}
+
 #[tokio::test]
 async fn authorize_capture_void_refund_and_the_ledger_shape() {
     let (handle, mut gw) = start(SimServer::builder()).await;

@@ -233,6 +233,43 @@ async fn authorize_capture_void_refund() {
     assert_eq!(v.status, PaymentStatus::Voided);
 }
 
+/// A capture or refund of a negative or zero amount is refused and moves no money: a refund of -5.00 must not
+/// raise what is left to refund, nor a capture of -1.00 capture anything.
+#[tokio::test]
+async fn negative_or_zero_capture_and_refund_amounts_are_refused() {
+    let mut sim = GatewaySim::new();
+    let usd = |s: &str| Money::parse(s, Currency::USD).unwrap();
+    let auth = GatewayRequest::Authorize(ChargeRequest::new(
+        usd("10.00"),
+        PaymentToken::new("tok_visa").unwrap(),
+        "o_neg".parse().unwrap(),
+    ));
+    let a = call(&mut sim, auth).await.unwrap();
+    for bad in ["-1.00", "0.00"] {
+        let cap = GatewayRequest::Capture(CaptureRequest {
+            authorization_id: a.id.clone(),
+            amount: Some(usd(bad)),
+            idempotency_key: None,
+        });
+        assert_eq!(call(&mut sim, cap).await.unwrap_err().kind(), ErrorKind::InvalidRequest, "capture {bad}");
+    }
+    let cap =
+        GatewayRequest::Capture(CaptureRequest { authorization_id: a.id.clone(), amount: None, idempotency_key: None });
+    call(&mut sim, cap).await.unwrap();
+    for bad in ["-5.00", "0.00"] {
+        let refund = GatewayRequest::Refund(RefundRequest {
+            payment_id: a.id.clone(),
+            amount: Some(usd(bad)),
+            idempotency_key: None,
+        });
+        assert_eq!(call(&mut sim, refund).await.unwrap_err().kind(), ErrorKind::InvalidRequest, "refund {bad}");
+    }
+    let rest = GatewayRequest::Refund(RefundRequest { payment_id: a.id.clone(), amount: None, idempotency_key: None });
+    assert_eq!(call(&mut sim, rest).await.unwrap().amount, usd("10.00"), "nothing was refunded or added before");
+    let ops: Vec<_> = sim.entries_for("o_neg").iter().map(|e| e.operation).collect();
+    assert_eq!(ops, [Operation::Authorize, Operation::Capture, Operation::Refund]);
+}
+
 #[tokio::test]
 async fn ledger_serializes_with_op_order_amount_currency() {
     let mut sim = GatewaySim::new();

@@ -10,13 +10,14 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, header};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
 
 use palisade_core::{GatewayKeyed, GatewayRequest, GatewayResponse, PaymentError, parse_retry_after};
 
+use super::MAX_BODY_BYTES;
 use super::wire::{ErrorEnvelope, PaymentBody, encode};
 
 /// How long a call may take, unless set: 10 s (connect, send, answer and body together).
@@ -114,7 +115,7 @@ impl HttpGateway {
             builder = builder.header(header::CONTENT_TYPE, "application/json");
         }
         if let Some(key) = req.gateway_key() {
-            builder = builder.header("idempotency-key", key.as_str());
+            builder = builder.header("idempotency-key", key.header_value().as_ref());
         }
         let request = builder
             .body(Full::new(Bytes::from(body)))
@@ -148,11 +149,20 @@ impl HttpGateway {
                 }
             };
             let (parts, body) = res.into_parts();
-            let body = body.collect().await.map_err(|e| {
-                PaymentError::timeout(format!(
-                    "connection closed while reading the answer (HTTP {}): {e}",
-                    parts.status
-                ))
+            // Bounded as the server bounds requests: an endless answer is not buffered. Past the bound, or cut
+            // off, the request was sent and may have acted: Unknown.
+            let body = Limited::new(body, MAX_BODY_BYTES).collect().await.map_err(|e| {
+                if e.is::<LengthLimitError>() {
+                    PaymentError::timeout(format!(
+                        "the answer (HTTP {}) is larger than {MAX_BODY_BYTES} bytes; not read",
+                        parts.status
+                    ))
+                } else {
+                    PaymentError::timeout(format!(
+                        "connection closed while reading the answer (HTTP {}): {e}",
+                        parts.status
+                    ))
+                }
             })?;
             Ok((parts.status, parts.headers, body.to_bytes()))
         };

@@ -23,7 +23,7 @@ use palisade_core::{GatewayKeyed, IdempotencyKey, PaymentError, Problem};
 use super::wire::{AmountBody, ChargeBody, LedgerRow, PaymentBody, RefundBody, void_request};
 use crate::{GatewaySim, Latency};
 
-/// The largest request body the server reads: 64 KiB.
+/// The largest body either side reads: a request at the server, an answer at [`HttpGateway`](super::HttpGateway): 64 KiB.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// How long a `timeout` fault holds a request before closing the connection without an answer, unless set:
