@@ -669,6 +669,22 @@ pub(crate) fn has_upper_or_non_ascii(b: &[u8]) -> bool {
     chunks.any(flagged) || (!chunks.remainder().is_empty() && flagged(&b[b.len() - 8..]))
 }
 
+/// An IP address in one form, so one address is one value to blocklists, velocity and rules: trimmed, and when
+/// it parses as an address, written as std writes it — an IPv4-mapped IPv6 address (`::ffff:203.0.113.7`) as
+/// its IPv4 address, IPv6 lower-case with zeros compressed (`2001:DB8:0::1` → `2001:db8::1`). Text that is not
+/// an address is kept as given (trimmed). Borrowed when already in that form: any IPv4 address std reads (it
+/// refuses leading zeros, so the text it reads is already canonical).
+pub(crate) fn ip_form(v: &str) -> Cow<'_, str> {
+    let t = trimmed(v);
+    match t.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(_)) | Err(_) => Cow::Borrowed(t),
+        Ok(ip) => {
+            let c = ip.to_canonical().to_string();
+            if c == t { Cow::Borrowed(t) } else { Cow::Owned(c) }
+        }
+    }
+}
+
 /// `v` trimmed and ASCII lower-cased, borrowed when it already is.
 pub(crate) fn ascii_lower(v: &str) -> Cow<'_, str> {
     let t = trimmed(v);
@@ -714,7 +730,7 @@ pub(crate) const SCALARS: &[(&str, AttrType, &str)] = &[
     ("card_bin", AttrType::Text, "the card's BIN"),
     ("card_country", AttrType::Text, "issuer country, ISO 3166 alpha-2"),
     ("billing_country", AttrType::Text, "billing address country"),
-    ("ip", AttrType::Text, "the client IP"),
+    ("ip", AttrType::Text, "the client IP, in one form (IPv4-mapped IPv6 as IPv4, IPv6 compressed lower-case)"),
     ("ip_country", AttrType::Text, "the IP's country"),
     ("avs_result", AttrType::Text, "address verification result"),
     ("cvv_result", AttrType::Text, "CVC check result"),

@@ -16,7 +16,7 @@ use palisade_core::Currency;
 
 use crate::attributes::{
     AttrType, Attributes, Field, FieldSet, INDEX, NAMES, RISK_SCORE_SLOT, SCALAR_COUNT, VelocityCounts, VelocitySet,
-    ascii_lower, ascii_upper, lower, trimmed,
+    ascii_lower, ascii_upper, ip_form, lower, trimmed,
 };
 use crate::rules::EvalContext;
 
@@ -141,7 +141,7 @@ impl<'a> Scope<'a> {
             5 => raw(&a.card_bin),
             6 => upper(&a.card_country),
             7 => upper(&a.billing_country),
-            8 => raw(&a.ip),
+            8 => a.ip.as_deref().map_or(Cow::Borrowed(""), ip_form),
             9 => upper(&a.ip_country),
             10 => a.avs_result.as_deref().map_or(Cow::Borrowed(""), ascii_lower),
             11 => a.cvv_result.as_deref().map_or(Cow::Borrowed(""), ascii_lower),

@@ -13,7 +13,7 @@ use palisade_core::Money;
 
 use crate::attributes::{
     Attributes, Field, FieldSet, INDEX, Measure, NAMES, RISK_SCORE_SLOT, SCALAR_COUNT, Subject, Velocity,
-    VelocityCounts, VelocitySet, Window, ascii_upper, lower, trimmed,
+    VelocityCounts, VelocitySet, Window, ascii_upper, ip_form, lower, trimmed,
 };
 use crate::decision::Action;
 use crate::defaults::{
@@ -383,12 +383,14 @@ fn card_testing(scope: &Scope<'_>, p: &CardTesting) -> bool {
     present && ((scope.amount_minor() <= small_limit && attempts >= p.small_attempts) || declines >= p.declines)
 }
 
-/// A blocklist's form of a value: emails lower-cased, countries upper-cased, all trimmed (borrowed when the
+/// A blocklist's form of a value: emails lower-cased, countries upper-cased, IP addresses in one form
+/// ([`ip_form`]), all trimmed (borrowed when the
 /// value already is in that form, the common case: no allocation to look it up).
 fn normalize(field: Field, v: &str) -> Cow<'_, str> {
     match field {
         Field::Email => lower(v),
         Field::CardCountry | Field::BillingCountry | Field::IpCountry => ascii_upper(v),
+        Field::Ip => ip_form(v),
         _ => Cow::Borrowed(trimmed(v)),
     }
 }
@@ -577,7 +579,7 @@ impl EvalContext {
         v.push(s(attrs.card_bin.as_deref()));
         v.push(up(attrs.card_country.as_deref()));
         v.push(up(attrs.billing_country.as_deref()));
-        v.push(s(attrs.ip.as_deref()));
+        v.push(Value::String(attrs.ip.as_deref().map(ip_form).unwrap_or_default().into_owned()));
         v.push(up(attrs.ip_country.as_deref()));
         v.push(Value::String(attrs.avs_result.as_deref().unwrap_or("").trim().to_ascii_lowercase()));
         v.push(Value::String(attrs.cvv_result.as_deref().unwrap_or("").trim().to_ascii_lowercase()));

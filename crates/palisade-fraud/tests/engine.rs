@@ -56,6 +56,35 @@ fn blocklists_match_each_field_and_nothing_else() {
     assert_eq!(decide(&e, &usd(100)), Decision::Approve, "absent values never match a blocklist");
 }
 
+/// One address is one value whatever its spelling: padded, IPv4-mapped IPv6, IPv6 in capitals or with its
+/// zeros written out — to blocklists, to rule expressions and to velocity.
+#[tokio::test]
+async fn an_ip_address_is_one_value_in_every_spelling() {
+    let e = engine([
+        Rule::blocklist("v4", Field::Ip, ["203.0.113.9"]),
+        Rule::blocklist("v6", Field::Ip, ["2001:DB8:0:0:0:0:0:1"]),
+    ]);
+    for ip in [" 203.0.113.9 ", "::ffff:203.0.113.9", "::FFFF:203.0.113.9"] {
+        assert_eq!(decide(&e, &usd(100).ip(ip)), Decision::Block, "{ip:?}");
+    }
+    for ip in ["2001:db8::1", "2001:0db8:0000::0001", " 2001:DB8::1"] {
+        assert_eq!(decide(&e, &usd(100).ip(ip)), Decision::Block, "{ip:?}");
+    }
+    assert_eq!(decide(&e, &usd(100).ip("203.0.113.90")), Decision::Approve);
+    assert_eq!(decide(&e, &usd(100).ip("not an address")), Decision::Approve, "kept as given, matches nothing");
+
+    let rule = FraudEngine::builder().rule_file("block if ip == \"203.0.113.9\"").unwrap().build();
+    assert_eq!(decide(&rule, &usd(100).ip("::ffff:203.0.113.9")), Decision::Block);
+
+    let velocity = FraudEngine::builder().rule_file("block if attempts_per_ip_1h > 2").unwrap().build();
+    let spellings = ["198.51.100.4", "::ffff:198.51.100.4", " 198.51.100.4"];
+    let mut seen = Vec::new();
+    for (i, ip) in spellings.iter().enumerate() {
+        seen.push(velocity.assess(&usd(100).ip(*ip).attempt_id(format!("ip{i}"))).await.decision);
+    }
+    assert_eq!(seen, [Decision::Approve, Decision::Approve, Decision::Block], "three attempts from one address");
+}
+
 #[test]
 fn avs_and_cvv_failures() {
     let e = engine([Rule::avs_fails("avs"), Rule::cvv_fails("cvv")]);
