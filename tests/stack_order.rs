@@ -157,3 +157,38 @@ async fn a_fraud_block_never_reaches_the_breaker_or_the_gateway_and_is_replayed(
     call(&mut gw, blocked(9)).await.unwrap();
     assert_eq!(sim.calls(), 1);
 }
+
+/// A charge whose outcome was Unknown (the gateway charged it, the answer was lost on every attempt) is released
+/// by idempotency and executed again when the client retries. Attempts on the same card came in between and
+/// pushed its velocity over the limit; the re-execution is still decided on the velocity its first decision saw,
+/// so it reaches the gateway with the same key and gets the charge that exists — not a block that would tell the
+/// customer "declined" while their card is charged.
+#[tokio::test(start_paused = true)]
+async fn a_charge_re_executed_after_an_unknown_outcome_is_not_blocked_by_attempts_that_came_after_it() {
+    let sim = GatewaySim::new();
+    let mut gw = BoxCloneService::new(
+        Stack::new()
+            .stores(StackStores::memory())
+            .idempotency(IdempotencyLayer::builder())
+            .fraud(FraudEngine::builder().rule_file("block if attempts_per_card_1h > 2").expect("valid rules"))
+            .retry(RetryLayer::builder().max_attempts(2))
+            .service(sim.clone())
+            .unwrap(),
+    );
+    let on_card = |order: &str, key: &str| {
+        let mut c = palisade_testkit::charge(order).key(key).request();
+        c.metadata.insert("card_fingerprint".into(), Reference::new("fp_shared").unwrap());
+        GatewayRequest::Charge(c)
+    };
+    sim.script(Operation::Charge, [Fault::FailAfterCommit, Fault::FailAfterCommit]);
+    let lost = call(&mut gw, on_card("o1", "k1")).await.unwrap_err();
+    assert_eq!(lost.outcome().class(), OutcomeClass::Unknown, "{lost:?}");
+    assert_eq!(sim.charges_for("o1").len(), 1, "the card was charged; the answer was lost");
+    call(&mut gw, on_card("o2", "k2")).await.unwrap();
+    let third = call(&mut gw, on_card("o3", "k3")).await.unwrap_err();
+    assert_eq!(third.kind(), ErrorKind::FraudBlocked, "the third attempt on the card is over the limit");
+
+    let again = call(&mut gw, on_card("o1", "k1")).await.expect("the charge that exists, not a block");
+    assert_eq!(sim.charges_for("o1").len(), 1, "still one charge");
+    assert_eq!(sim.charges_for("o1")[0].payment_id, again.id.as_str());
+}

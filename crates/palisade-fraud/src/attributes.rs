@@ -623,6 +623,18 @@ impl VelocitySet {
     pub(crate) const fn subject_bits(self, subject: Subject) -> u64 {
         (self.0 >> (subject.index() * 9)) & 0x1ff
     }
+    /// The set as bits, bit `i` for the attribute at index `i` ([`Velocity::index`]).
+    pub(crate) const fn bits(self) -> u64 {
+        self.0
+    }
+    /// The set of these bits (the form [`VelocitySet::bits`] gives).
+    pub(crate) const fn from_bits(bits: u64) -> Self {
+        VelocitySet(bits & Self::ALL.0)
+    }
+    /// The attributes of this set that `other` lacks.
+    pub(crate) const fn without(self, other: VelocitySet) -> Self {
+        VelocitySet(self.0 & !other.0)
+    }
     /// The set of the attribute at `index` in the attribute list ([`Velocity::index`]).
     pub(crate) const fn of_index(index: usize) -> Self {
         VelocitySet(1 << index)

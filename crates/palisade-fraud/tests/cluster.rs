@@ -34,15 +34,23 @@ async fn two_instances_count_every_attempt_once_in_every_namespace() {
         for (i, attrs) in attributes.iter().cloned().enumerate() {
             let store = if i % 2 == 0 { a.clone() } else { b.clone() };
             tasks.spawn(async move {
-                card_attempts(&store.record_attempt(&Attempt::from_attributes(&attrs)).await.unwrap())
+                (i, card_attempts(&store.record_attempt(&Attempt::from_attributes(&attrs)).await.unwrap()))
             });
         }
-        let mut seen: Vec<i64> = tasks.join_all().await;
+        let mut by_attempt: Vec<(usize, i64)> = tasks.join_all().await;
+        by_attempt.sort_unstable();
+        let mut seen: Vec<i64> = by_attempt.iter().map(|(_, n)| *n).collect();
         seen.sort_unstable();
         assert_eq!(seen, (1..=N as i64).collect::<Vec<_>>(), "namespace {ns}");
-        // A retry of an attempt (same idempotency key) on the other instance counts nothing more.
+        // A retry of an attempt (same idempotency key) on the other instance counts nothing more, and reads what
+        // the attempt read the first time.
         let again = b.record_attempt(&Attempt::from_attributes(&attributes[0])).await.unwrap();
-        assert_eq!(card_attempts(&again), N as i64, "namespace {ns}");
+        assert_eq!(card_attempts(&again), by_attempt[0].1, "namespace {ns}");
+        let next = Attributes::new(Money::from_minor(1_000, Currency::USD))
+            .card_fingerprint("fp_cluster")
+            .attempt_id(format!("{ns}-key-{N}"));
+        let next = a.record_attempt(&Attempt::from_attributes(&next)).await.unwrap();
+        assert_eq!(card_attempts(&next), N as i64 + 1, "namespace {ns}");
     }
     let per_master = t.keys_per_master().await;
     eprintln!("velocity keys per master (6 namespaces): {per_master:?}");

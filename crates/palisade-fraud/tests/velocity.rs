@@ -66,6 +66,28 @@ async fn memory_retry_with_the_same_idempotency_key_counts_once() {
     retry_counts_once(&engine_on(Arc::new(MemoryVelocityStore::new()))).await;
 }
 
+/// A request re-executed after an Unknown outcome (the gateway may have charged it) is decided on the velocity its
+/// first decision saw: the attempts that came after it do not turn its approval into a block, and a blocked
+/// attempt stays blocked.
+async fn a_retry_is_decided_on_the_velocity_its_first_attempt_saw(e: &FraudEngine) {
+    let mut first = Vec::new();
+    for i in 0..=LIMIT as usize + 2 {
+        first.push(e.assess(&attempt("fp_first", i)).await.decision);
+    }
+    let approved = LIMIT as usize;
+    assert!(first[..approved].iter().all(|d| *d == Decision::Approve), "{first:?}");
+    assert!(first[approved..].iter().all(|d| *d == Decision::Block), "{first:?}");
+    for (i, want) in first.iter().enumerate().rev() {
+        let again = e.assess(&attempt("fp_first", i)).await;
+        assert_eq!(again.decision, *want, "the retry of attempt {i}");
+    }
+}
+
+#[tokio::test]
+async fn memory_a_retry_is_decided_on_the_velocity_its_first_attempt_saw() {
+    a_retry_is_decided_on_the_velocity_its_first_attempt_saw(&engine_on(Arc::new(MemoryVelocityStore::new()))).await;
+}
+
 #[tokio::test]
 async fn attempts_without_a_key_each_count() {
     let e = engine_on(Arc::new(MemoryVelocityStore::new()));
@@ -193,6 +215,13 @@ mod redis_store {
     }
 
     #[tokio::test]
+    async fn redis_a_retry_is_decided_on_the_velocity_its_first_attempt_saw() {
+        let Some(r) = palisade_testkit::redis("fraud_velocity_first").await else { return };
+        a_retry_is_decided_on_the_velocity_its_first_attempt_saw(&engine_on(Arc::new(store(&r)))).await;
+        r.cleanup().await;
+    }
+
+    #[tokio::test]
     async fn redis_negative_amounts_do_not_lower_amount_velocity() {
         let Some(r) = palisade_testkit::redis("fraud_velocity_negative").await else { return };
         negative_amounts_do_not_lower_amount_velocity(&amount_limit_engine(Arc::new(store(&r)))).await;
@@ -212,7 +241,13 @@ mod redis_store {
                 .customer_id("cus_1")
                 .attempt_id(format!("a{i}"))
         };
-        let attrs = [mk(1_000, Currency::USD, 0), mk(2_000, Currency::EUR, 1), mk(500, Currency::USD, 2)];
+        // The last: the first's idempotency key with another card, another attempt to both stores.
+        let attrs = [
+            mk(1_000, Currency::USD, 0),
+            mk(2_000, Currency::EUR, 1),
+            mk(500, Currency::USD, 2),
+            mk(700, Currency::USD, 0).card_fingerprint("fp_other"),
+        ];
         let attempts = attrs.each_ref().map(palisade_fraud::Attempt::from_attributes);
         for (i, at) in attempts.iter().enumerate() {
             if i == 1 {
@@ -223,6 +258,8 @@ mod redis_store {
             let y = mem.record_attempt_now(at);
             assert_eq!(x, y, "attempt {i}");
         }
+        let other_card = redis_store.record_attempt(&attempts[3]).await.unwrap();
+        assert_eq!(other_card.get(Velocity::new(Measure::Attempts, Subject::Email, Window::Hour)), 4);
         let last = redis_store.record_attempt(&attempts[2]).await.unwrap();
         assert_eq!(last.get(Velocity::new(Measure::Amount, Subject::Customer, Window::Hour)), 1_500);
         assert_eq!(last.get(Velocity::new(Measure::Declines, Subject::Ip, Window::TenMinutes)), 1);

@@ -1,5 +1,6 @@
 //! The memory velocity store against a model that keeps every attempt and decline and counts them from scratch:
-//! seeded random sequences of new attempts, retries (the same id and subjects), the same id with other subjects,
+//! seeded random sequences of new attempts, retries (the same id and subjects: they read what their first attempt
+//! read, as it was then), the same id with other subjects,
 //! attempts without an id and declines, with the clock moved by anything from nothing to more than a day (tokio's
 //! paused time). After every attempt, all 36 attributes the store returns equal the model's; memory is given back
 //! once history leaves the widest window.
@@ -56,12 +57,19 @@ impl Owned {
 struct Model {
     attempts: Vec<(Instant, Owned)>,
     declines: Vec<(Instant, Owned)>,
+    /// What each attempt with an id read when it was recorded (by its position in `attempts`).
+    first: Vec<Option<VelocityCounts>>,
 }
 
 impl Model {
     /// Whether `a` (with an id) was recorded in `log` within the last day.
     fn seen(log: &[(Instant, Owned)], a: &Owned, now: Instant) -> bool {
-        log.iter().any(|(at, b)| b.same_key(a) && *at + DAY >= now)
+        Self::position(log, a, now).is_some()
+    }
+
+    /// Where `a` (with an id) was recorded in `log` within the last day.
+    fn position(log: &[(Instant, Owned)], a: &Owned, now: Instant) -> Option<usize> {
+        log.iter().position(|(at, b)| b.same_key(a) && *at + DAY >= now)
     }
 
     fn counts(&self, a: &Owned, now: Instant) -> VelocityCounts {
@@ -159,10 +167,16 @@ async fn run(seed: u64, steps: usize) {
             continue;
         }
         let got = store.record_attempt_now(&a.attempt());
-        if a.id.is_none() || !Model::seen(&model.attempts, &a, now) {
-            model.attempts.push((now, a.clone()));
-        }
-        let want = model.counts(&a, now);
+        // A retry reads what its first attempt read, as it was then.
+        let want = match Model::position(&model.attempts, &a, now).filter(|_| a.id.is_some()) {
+            Some(i) => model.first[i].expect("an attempt with an id keeps what it read"),
+            None => {
+                model.attempts.push((now, a.clone()));
+                let want = model.counts(&a, now);
+                model.first.push(a.id.is_some().then_some(want));
+                want
+            }
+        };
         assert_eq!(got.0, want.0, "seed {seed}, step {step}: counts differ");
     }
     // After more than a day of quiet, one attempt: only its own subjects are tracked.
@@ -170,6 +184,7 @@ async fn run(seed: u64, steps: usize) {
     let a = random_attempt(&mut rng, &mut next_id);
     let got = store.record_attempt_now(&a.attempt());
     model.attempts.push((Instant::now(), a.clone()));
+    model.first.push(None);
     assert_eq!(got.0, model.counts(&a, Instant::now()).0, "seed {seed}: after a quiet day");
     assert_eq!(store.tracked_keys(), model.live_keys(Instant::now()), "seed {seed}: history older than a day is kept");
 }

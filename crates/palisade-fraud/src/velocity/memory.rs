@@ -5,7 +5,8 @@
 //! when an attempt leaves a window, the cursor passes it and takes it off its slots' counts for that window. So a
 //! new attempt appends one entry to the log and updates at most four slots in place: no per-subject history, no
 //! allocation but the log's and tables' own growth. Declines have a log of their own. When an attempt leaves the
-//! widest window it is dropped from the log, with its id; a slot whose counts all reach zero is freed then.
+//! widest window it is dropped from the log, with its id; a slot whose counts all reach zero is freed then. An
+//! attempt with an id keeps, beside its key, what its decision read (its snapshot), for its retries.
 
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher, RandomState};
@@ -244,29 +245,6 @@ const _: () = assert!(std::mem::size_of::<Logged>() == 64);
 
 const NO_KEY: u32 = u32::MAX;
 
-/// The first byte of a subject with no value in an attempt's key.
-const NO_VALUE: u8 = 254;
-/// The first byte of a subject whose value is 254 bytes or longer: its length follows in eight bytes.
-const LONG_VALUE: u8 = 255;
-
-/// Appends a subject's value to a key, self-delimiting (so no two different attempts encode alike): its length
-/// in one byte when below 254 (the common case), else [`LONG_VALUE`] and the length in eight bytes, then the
-/// value; [`NO_VALUE`] alone for no value.
-fn encode_subject(buf: &mut Vec<u8>, v: Option<&str>) {
-    let Some(v) = v else {
-        buf.push(NO_VALUE);
-        return;
-    };
-    match u8::try_from(v.len()) {
-        Ok(n) if n < NO_VALUE => buf.push(n),
-        _ => {
-            buf.push(LONG_VALUE);
-            buf.extend_from_slice(&(v.len() as u64).to_le_bytes());
-        }
-    }
-    buf.extend_from_slice(v.as_bytes());
-}
-
 /// Whether the `len` bytes at `start` of a ring buffer are `want`.
 fn ring_eq(ring: &VecDeque<u8>, start: usize, want: &[u8]) -> bool {
     let (a, b) = ring.as_slices();
@@ -280,6 +258,25 @@ fn ring_eq(ring: &VecDeque<u8>, start: usize, want: &[u8]) -> bool {
         a[start..] == *head && b.get(..tail.len()) == Some(tail)
     }
 }
+
+/// Copies the `out.len()` bytes at `start` of a ring buffer into `out`; false when the ring is shorter.
+fn ring_read(ring: &VecDeque<u8>, start: usize, out: &mut [u8]) -> bool {
+    let Some(end) = start.checked_add(out.len()).filter(|&end| end <= ring.len()) else { return false };
+    let (a, b) = ring.as_slices();
+    if end <= a.len() {
+        out.copy_from_slice(&a[start..end]);
+    } else if start >= a.len() {
+        out.copy_from_slice(&b[start - a.len()..end - a.len()]);
+    } else {
+        let (head, tail) = out.split_at_mut(a.len() - start);
+        head.copy_from_slice(&a[start..]);
+        tail.copy_from_slice(&b[..tail.len()]);
+    }
+    true
+}
+
+/// The most bytes a snapshot takes: the set, then one value per attribute.
+const SNAPSHOT_MAX: usize = 8 + 8 * crate::attributes::VELOCITY_ATTRIBUTES;
 
 /// The entry at absolute position `pos` of a log whose first `popped` entries are gone (a free function, so it
 /// can be called while another field of the log is borrowed).
@@ -307,6 +304,10 @@ fn position_of(at: u32, popped: u64) -> u64 {
 /// Its key is encoded into a buffer kept from call to call (the subjects' values length-prefixed, then the id: no
 /// two different attempts encode alike), hashed once, and kept in one ring buffer of keys in the log's order, so
 /// recording it allocates nothing of its own; the table maps the key's hash to the entry's position.
+///
+/// Right after an attempt's key, the ring keeps its **snapshot**: the velocity set its decision read (eight
+/// bytes) and those attributes' values, in index order, as they were when it was recorded. A retry of the attempt
+/// reads them back ([`Log::read_snapshot`]), so it is decided on the velocity its first decision saw.
 #[derive(Default)]
 struct Log {
     entries: VecDeque<Logged>,
@@ -330,6 +331,31 @@ struct Log {
 impl Log {
     fn get(&self, pos: u64) -> Option<&Logged> {
         entry_at(&self.entries, self.popped, pos)
+    }
+
+    /// The snapshot kept after a key (at `key_at`, `key_len` bytes long): writes into `counts` the attributes of
+    /// `want` it holds, and returns the set it holds.
+    fn read_snapshot(&self, key_at: u64, key_len: u32, want: VelocitySet, counts: &mut VelocityCounts) -> VelocitySet {
+        let Some(at) = usize::try_from(key_at - self.keys_base).ok().and_then(|at| at.checked_add(key_len as usize))
+        else {
+            return VelocitySet::EMPTY;
+        };
+        let mut word = [0u8; 8];
+        if !ring_read(&self.keys, at, &mut word) {
+            return VelocitySet::EMPTY;
+        }
+        let held = u64::from_le_bytes(word);
+        let mut bits = held & want.bits();
+        while bits != 0 {
+            let i = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            // The values are in index order: attribute i is after the held ones below it.
+            let rank = (held & ((1u64 << i) - 1)).count_ones() as usize;
+            if ring_read(&self.keys, at + 8 + 8 * rank, &mut word) {
+                counts.0[i] = i64::from_le_bytes(word);
+            }
+        }
+        VelocitySet::from_bits(held)
     }
 
     /// Moves each window's start past the entries older than it at `now`, handing each to `left(window,
@@ -379,10 +405,7 @@ impl Log {
     /// Encodes `attempt`'s key into the buffer and returns its hash and its entry, if seen within the horizon.
     fn find(&mut self, hasher: &RandomState, attempt: &Attempt<'_>, id: &str) -> (u64, Option<&Logged>) {
         self.buf.clear();
-        for v in &attempt.subjects {
-            encode_subject(&mut self.buf, v.as_deref());
-        }
-        self.buf.extend_from_slice(id.as_bytes());
+        attempt.encode_key(id, &mut self.buf);
         // The key's bytes in one write of std's keyed SipHash (`hash_one` would hash the slice's length first
         // through the hasher's buffered short write; the encoding already tells attempts apart).
         let mut h = hasher.build_hasher();
@@ -402,8 +425,16 @@ impl Log {
     }
 
     /// Appends an attempt at `now` (the latest time so far), with the key last encoded by [`Log::find`] when
-    /// `hash` is given.
-    fn push(&mut self, now: Instant, slots: [u32; 4], currency: Currency, amount: i64, hash: Option<u64>) {
+    /// `hash` is given, followed by `snapshot` (the attributes in the set, from the counts) if there is one.
+    fn push(
+        &mut self,
+        now: Instant,
+        slots: [u32; 4],
+        currency: Currency,
+        amount: i64,
+        hash: Option<u64>,
+        snapshot: Option<(VelocitySet, &VelocityCounts)>,
+    ) {
         let pos = self.popped + self.entries.len() as u64;
         let key_at = self.keys_base + self.keys.len() as u64;
         // A key of 4 GiB cannot come from a bounded request; were it to, the attempt would count as new on a retry.
@@ -411,6 +442,19 @@ impl Log {
         let hash = key_len.and(hash);
         if key_len.is_some() {
             self.keys.extend(&self.buf);
+            if let Some((set, counts)) = snapshot {
+                let mut out = [0u8; SNAPSHOT_MAX];
+                out[..8].copy_from_slice(&set.bits().to_le_bytes());
+                let mut n = 8;
+                let mut bits = set.bits();
+                while bits != 0 {
+                    let i = bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    out[n..n + 8].copy_from_slice(&counts.0[i].to_le_bytes());
+                    n += 8;
+                }
+                self.keys.extend(&out[..n]);
+            }
         }
         self.entries.push_back(Logged {
             at: now,
@@ -529,12 +573,16 @@ impl MemoryVelocityStore {
         // An attempt without an id is its own; one with an id counts once however often it is retried.
         let seen = attempt.id.map(|id| st.attempts.find(&st.hasher, attempt, id));
         if let Some((_, Some(entry))) = seen {
-            // A retry: nothing to record; only the subjects the rules read are looked at. Its slots are live:
-            // a slot is freed only once every entry naming it has left the log.
+            // A retry: nothing to record. It reads what its first decision read, as it was then (its snapshot),
+            // and only what that did not read from the slots now. Its slots are live: a slot is freed only once
+            // every entry naming it has left the log.
+            let (slots, key_at, key_len) = (entry.slots, entry.key_at, entry.key_len);
+            let held = st.attempts.read_snapshot(key_at, key_len, read, counts);
+            let now_read = read.without(held);
             for s in Subject::ALL {
-                let i = entry.slots[s.index()];
-                if i != NO_SLOT && read.reads_subject(s) {
-                    read_into(counts, &st.slab.slots[i as usize], s, read, attempt.currency);
+                let i = slots[s.index()];
+                if i != NO_SLOT && now_read.reads_subject(s) {
+                    read_into(counts, &st.slab.slots[i as usize], s, now_read, attempt.currency);
                 }
             }
             return;
@@ -555,7 +603,7 @@ impl MemoryVelocityStore {
                 read_into(counts, slot, s, read, attempt.currency);
             }
         }
-        st.attempts.push(now, slots, attempt.currency, attempt.counted_amount(), hash);
+        st.attempts.push(now, slots, attempt.currency, attempt.counted_amount(), hash, Some((read, &*counts)));
     }
 
     /// The synchronous form of [`VelocityStore::record_decline`].
@@ -577,7 +625,7 @@ impl MemoryVelocityStore {
                 }
             }
         }
-        st.declines.push(now, slots, attempt.currency, 0, hash);
+        st.declines.push(now, slots, attempt.currency, 0, hash, None);
     }
 }
 
@@ -622,7 +670,8 @@ mod tests {
 
     use std::collections::VecDeque;
 
-    use super::{Amounts, LONG_VALUE, NO_VALUE, WINDOWS, encode_subject, filed, position_of, ring_eq};
+    use super::{Amounts, WINDOWS, filed, position_of, ring_eq};
+    use crate::velocity::{LONG_VALUE, NO_VALUE, encode_subject};
 
     /// Each currency is summed apart, the first (inline) as the others (in the `Vec`), per window; an amount
     /// leaves only its own currency's sum in its own window; a currency never seen reads 0.

@@ -3,9 +3,12 @@
 //! [`VelocityStore::record_attempt`] adds the attempt to the history of each subject the charge has (card,
 //! email, IP, customer) and returns the velocity attributes, this attempt included, in one atomic step: with
 //! N concurrent attempts on one card, the N answers are 1, 2, ..., N, so a rule
-//! `block if attempts_per_card_1h > 3` admits exactly three. An attempt is identified by its idempotency key when
-//! it has one, so a retry of the same request adds nothing. The engine asks only for the attributes its rule set
-//! reads ([`VelocityStore::record_attempt_reading`]); the attempt is recorded under every subject all the same.
+//! `block if attempts_per_card_1h > 3` admits exactly three. An attempt is identified by its idempotency key (and
+//! its subjects' values) when it has one, so a retry of the same request adds nothing, and **reads what its first
+//! decision read, as it was then**: a request re-executed after an Unknown outcome (the gateway may have charged
+//! it) is not blocked because of attempts that came after it. Only a change of rules or blocklists can decide it
+//! otherwise. The engine asks only for the attributes its rule set reads
+//! ([`VelocityStore::record_attempt_reading`]); the attempt is recorded under every subject all the same.
 
 mod memory;
 #[cfg(feature = "redis")]
@@ -62,6 +65,16 @@ impl<'a> Attempt<'a> {
         self.subjects[s.index()].as_deref()
     }
 
+    /// Appends the attempt's key to `buf`: its subjects' values, each self-delimiting ([`encode_subject`]),
+    /// then its id. Two attempts are one (a retry) when their keys are equal: the same id with another card is
+    /// another attempt. Every store tells attempts apart by it.
+    pub(crate) fn encode_key(&self, id: &str, buf: &mut Vec<u8>) {
+        for v in &self.subjects {
+            encode_subject(buf, v.as_deref());
+        }
+        buf.extend_from_slice(id.as_bytes());
+    }
+
     /// The amount velocity adds to `amount_per_*`: the amount in minor units, or 0 for a negative amount. Sums
     /// only grow with attempts, so an attempt of -1,000,000.00 cannot lower a card's 24-hour sum and let the
     /// next large charge through; it still counts as an attempt. Every store records this, never
@@ -70,6 +83,29 @@ impl<'a> Attempt<'a> {
     pub fn counted_amount(&self) -> i64 {
         self.amount_minor.max(0)
     }
+}
+
+/// The first byte of a subject with no value in an attempt's key.
+pub(crate) const NO_VALUE: u8 = 254;
+/// The first byte of a subject whose value is 254 bytes or longer: its length follows in eight bytes.
+pub(crate) const LONG_VALUE: u8 = 255;
+
+/// Appends a subject's value to a key, self-delimiting (so no two different attempts encode alike): its length
+/// in one byte when below 254 (the common case), else [`LONG_VALUE`] and the length in eight bytes, then the
+/// value; [`NO_VALUE`] alone for no value.
+pub(crate) fn encode_subject(buf: &mut Vec<u8>, v: Option<&str>) {
+    let Some(v) = v else {
+        buf.push(NO_VALUE);
+        return;
+    };
+    match u8::try_from(v.len()) {
+        Ok(n) if n < NO_VALUE => buf.push(n),
+        _ => {
+            buf.push(LONG_VALUE);
+            buf.extend_from_slice(&(v.len() as u64).to_le_bytes());
+        }
+    }
+    buf.extend_from_slice(v.as_bytes());
 }
 
 impl std::fmt::Debug for Attempt<'_> {
@@ -89,7 +125,8 @@ impl std::fmt::Debug for Attempt<'_> {
 /// `redis`, shared by every instance).
 pub trait VelocityStore: Send + Sync + 'static {
     /// Records `attempt` under each of its subjects (once per attempt id) and returns every velocity attribute,
-    /// this attempt included — atomically for all counters of the decision.
+    /// this attempt included — atomically for all counters of the decision. For a retry (an attempt id and
+    /// subjects already recorded), the attributes its first recording returned, as they were then.
     ///
     /// # Errors
     /// [`VelocityError`] when the store cannot be reached.

@@ -3,10 +3,13 @@
 //! - **One Lua script, one round trip** per decision (`EVALSHA`, reloaded on `NOSCRIPT`): it records the
 //!   attempt under every subject of the charge and reads all 36 velocity attributes, atomically, on **Redis
 //!   server time** (`TIME`), so the instances' clocks never matter.
-//! - Per subject value three keys: a sorted set of attempt ids scored by time, a hash of their amounts
-//!   (`<currency>:<minor>`), a sorted set of declines. `ZADD NX`: an attempt id (the idempotency key) already
-//!   present adds nothing, so a retry counts once. Entries older than a day are trimmed on every touch and every
-//!   key expires a day after its last write, so memory is bounded by the last day's traffic.
+//! - Per subject value three keys: a sorted set of attempts scored by time, a hash of their amounts
+//!   (`<currency>:<minor>`), a sorted set of declines. An attempt is named by a hash of its idempotency key and
+//!   its subjects' values (as the memory store tells attempts apart); `ZADD NX`: one already present adds nothing,
+//!   so a retry counts once. Entries older than a day are trimmed on every touch and every key expires a day
+//!   after its last write, so memory is bounded by the last day's traffic.
+//! - Per attempt with an idempotency key, one more key: its **snapshot**, what its decision read, kept a day. A
+//!   retry returns it (for the measures it holds), so it is decided on the velocity its first decision saw.
 //! - Subject values are hashed (SHA-256, truncated) into the key: no email, IP or card fingerprint is readable
 //!   in Redis.
 //! - **Hash tags.** The keys of one script must live in one Redis Cluster slot, and one decision touches keys of
@@ -24,19 +27,29 @@ use crate::attributes::{Measure, Subject, Velocity, VelocityCounts, VelocitySet,
 use crate::defaults::{DEFAULT_NAMESPACE, DEFAULT_PREFIX, MAX_VELOCITY_WINDOW, VELOCITY_WINDOWS};
 use crate::error::VelocityError;
 
-/// KEYS: per present subject, (attempts zset, amounts hash, declines zset). ARGV: window ms ×3, attempt id,
-/// currency, amount minor, then which measures to read (`1`/`0` for attempts, amount, declines: the rest read
-/// 0). Returns per subject: attempts ×3, amount ×3, declines ×3 (windows 10m, 1h, 24h).
+/// KEYS: per present subject, (attempts zset, amounts hash, declines zset), then for an attempt with an id its
+/// snapshot key. ARGV: window ms ×3, attempt id, currency, amount minor, then which measures to read (`1`/`0`
+/// for attempts, amount, declines: the rest read 0). Returns per subject: attempts ×3, amount ×3, declines ×3
+/// (windows 10m, 1h, 24h). The snapshot (`<measures read>|<values>`) is what a new attempt's decision read; a
+/// retry returns it for the measures it holds.
 const RECORD: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local w = {tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])}
 local maxw = w[3]
 local id, cur, amt = ARGV[4], ARGV[5], ARGV[6]
+local reads = ARGV[7] .. ARGV[8] .. ARGV[9]
 local r_att, r_amt, r_dec = ARGV[7] == '1', ARGV[8] == '1', ARGV[9] == '1'
 local horizon = '(' .. (now - maxw)
+local n = #KEYS
+local snapkey = nil
+if n % 3 == 1 then
+  snapkey = KEYS[n]
+  n = n - 1
+end
+local snap = snapkey and redis.call('GET', snapkey)
 local out = {}
-for i = 1, #KEYS, 3 do
+for i = 1, n, 3 do
   local att, amts, dec = KEYS[i], KEYS[i + 1], KEYS[i + 2]
   local old = redis.call('ZRANGEBYSCORE', att, '-inf', horizon)
   for _, o in ipairs(old) do redis.call('HDEL', amts, o) end
@@ -64,6 +77,21 @@ for i = 1, #KEYS, 3 do
   end
   for j = 1, 3 do out[#out + 1] = sums[j] end
   for j = 1, 3 do out[#out + 1] = r_dec and redis.call('ZCOUNT', dec, now - w[j], '+inf') or 0 end
+end
+if snap then
+  local held, vals = string.match(snap, '^([01][01][01])|(.*)$')
+  local before = {}
+  for v in string.gmatch(vals or '', '-?%d+') do before[#before + 1] = tonumber(v) end
+  if held and #before == #out then
+    for i = 1, #out do
+      local m = math.floor(((i - 1) % 9) / 3) + 1
+      if string.sub(held, m, m) == '1' then out[i] = before[i] end
+    end
+  end
+elseif snapkey then
+  local vals = {}
+  for i = 1, #out do vals[i] = string.format('%d', out[i]) end
+  redis.call('SET', snapkey, reads .. '|' .. table.concat(vals, ','), 'PX', maxw + 1000)
 end
 return out
 ";
@@ -137,10 +165,15 @@ impl RedisVelocityStore {
         redis_key(&self.prefix, &self.namespace, &format!("{kind}:{}:{h}", s.as_str()))
     }
 
-    /// `k:<idempotency key>`, or a fresh `g:<uuid>` for an attempt without one.
+    /// `k:<hash of the attempt's key>` (its id and subjects, [`Attempt::encode_key`]: the same id with another
+    /// card is another attempt, as in the memory store), or a fresh `g:<uuid>` for an attempt without an id.
     fn id(attempt: &Attempt<'_>) -> String {
         match attempt.id {
-            Some(k) => format!("k:{k}"),
+            Some(k) => {
+                let mut key = Vec::new();
+                attempt.encode_key(k, &mut key);
+                format!("k:{}", hex::encode(&Sha256::digest(&key)[..16]))
+            }
             None => format!("g:{}", uuid::Uuid::new_v4().simple()),
         }
     }
@@ -155,10 +188,14 @@ impl RedisVelocityStore {
         for (s, v) in &present {
             inv.key(self.subject_key(*s, v, "a")).key(self.subject_key(*s, v, "m")).key(self.subject_key(*s, v, "d"));
         }
+        let id = Self::id(attempt);
+        if attempt.id.is_some() {
+            inv.key(redis_key(&self.prefix, &self.namespace, &format!("s:{id}")));
+        }
         for w in VELOCITY_WINDOWS {
             inv.arg(ms(w));
         }
-        inv.arg(Self::id(attempt)).arg(attempt.currency.code()).arg(attempt.counted_amount());
+        inv.arg(id).arg(attempt.currency.code()).arg(attempt.counted_amount());
         for m in Measure::ALL {
             inv.arg(if read.reads_measure(m) { "1" } else { "0" });
         }
