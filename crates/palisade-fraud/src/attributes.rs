@@ -684,16 +684,25 @@ pub(crate) fn has_upper_or_non_ascii(b: &[u8]) -> bool {
 /// An IP address in one form, so one address is one value to blocklists, velocity and rules: trimmed, and when
 /// it parses as an address, written as std writes it — an IPv4-mapped IPv6 address (`::ffff:203.0.113.7`) as
 /// its IPv4 address, IPv6 lower-case with zeros compressed (`2001:DB8:0::1` → `2001:db8::1`). Text that is not
-/// an address is kept as given (trimmed). Borrowed when already in that form: any IPv4 address std reads (it
-/// refuses leading zeros, so the text it reads is already canonical).
+/// an address is kept as given (trimmed). Borrowed when already in that form. Only text with a `:` in its first
+/// five bytes is parsed: every IPv6 address has one there (a group is at most four digits), and as IPv4 std
+/// reads only the canonical form (no leading zeros), so any other text stays as it is either way.
+#[inline]
 pub(crate) fn ip_form(v: &str) -> Cow<'_, str> {
     let t = trimmed(v);
-    match t.parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V4(_)) | Err(_) => Cow::Borrowed(t),
+    if t.bytes().take(5).any(|b| b == b':') { ipv6_form(t) } else { Cow::Borrowed(t) }
+}
+
+/// [`ip_form`] of text that may be an IPv6 address.
+#[cold]
+#[inline(never)]
+fn ipv6_form(t: &str) -> Cow<'_, str> {
+    match t.parse::<std::net::Ipv6Addr>() {
         Ok(ip) => {
             let c = ip.to_canonical().to_string();
             if c == t { Cow::Borrowed(t) } else { Cow::Owned(c) }
         }
+        Err(_) => Cow::Borrowed(t),
     }
 }
 

@@ -384,8 +384,9 @@ fn card_testing(scope: &Scope<'_>, p: &CardTesting) -> bool {
 }
 
 /// A blocklist's form of a value: emails lower-cased, countries upper-cased, IP addresses in one form
-/// ([`ip_form`]), all trimmed (borrowed when the
-/// value already is in that form, the common case: no allocation to look it up).
+/// ([`ip_form`]), all trimmed (borrowed when the value already is in that form, the common case: no allocation
+/// to look it up).
+#[inline]
 fn normalize(field: Field, v: &str) -> Cow<'_, str> {
     match field {
         Field::Email => lower(v),

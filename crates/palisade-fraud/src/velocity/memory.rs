@@ -275,8 +275,21 @@ fn ring_read(ring: &VecDeque<u8>, start: usize, out: &mut [u8]) -> bool {
     true
 }
 
-/// The most bytes a snapshot takes: the set, then one value per attribute.
-const SNAPSHOT_MAX: usize = 8 + 8 * crate::attributes::VELOCITY_ATTRIBUTES;
+/// The eight bytes at `start` of a ring buffer, little-endian; `None` when the ring is shorter.
+#[inline]
+fn ring_word(ring: &VecDeque<u8>, start: usize) -> Option<u64> {
+    let end = start.checked_add(8)?;
+    let mut word = [0u8; 8];
+    match ring.as_slices().0.get(start..end) {
+        Some(w) => word.copy_from_slice(w),
+        None => {
+            if !ring_read(ring, start, &mut word) {
+                return None;
+            }
+        }
+    }
+    Some(u64::from_le_bytes(word))
+}
 
 /// The entry at absolute position `pos` of a log whose first `popped` entries are gone (a free function, so it
 /// can be called while another field of the log is borrowed).
@@ -340,19 +353,16 @@ impl Log {
         else {
             return VelocitySet::EMPTY;
         };
-        let mut word = [0u8; 8];
-        if !ring_read(&self.keys, at, &mut word) {
-            return VelocitySet::EMPTY;
-        }
-        let held = u64::from_le_bytes(word);
+        let Some(held) = ring_word(&self.keys, at) else { return VelocitySet::EMPTY };
+        let held = held & VelocitySet::ALL.bits();
         let mut bits = held & want.bits();
         while bits != 0 {
             let i = bits.trailing_zeros() as usize;
             bits &= bits - 1;
             // The values are in index order: attribute i is after the held ones below it.
             let rank = (held & ((1u64 << i) - 1)).count_ones() as usize;
-            if ring_read(&self.keys, at + 8 + 8 * rank, &mut word) {
-                counts.0[i] = i64::from_le_bytes(word);
+            if let Some(v) = ring_word(&self.keys, at + 8 + 8 * rank) {
+                counts.0[i] = v as i64;
             }
         }
         VelocitySet::from_bits(held)
@@ -441,20 +451,17 @@ impl Log {
         let key_len = hash.and_then(|_| u32::try_from(self.buf.len()).ok()).filter(|&n| n != NO_KEY);
         let hash = key_len.and(hash);
         if key_len.is_some() {
-            self.keys.extend(&self.buf);
+            // The snapshot goes after the key in the buffer, and both into the ring at once.
             if let Some((set, counts)) = snapshot {
-                let mut out = [0u8; SNAPSHOT_MAX];
-                out[..8].copy_from_slice(&set.bits().to_le_bytes());
-                let mut n = 8;
+                self.buf.extend_from_slice(&set.bits().to_le_bytes());
                 let mut bits = set.bits();
                 while bits != 0 {
                     let i = bits.trailing_zeros() as usize;
                     bits &= bits - 1;
-                    out[n..n + 8].copy_from_slice(&counts.0[i].to_le_bytes());
-                    n += 8;
+                    self.buf.extend_from_slice(&counts.0[i].to_le_bytes());
                 }
-                self.keys.extend(&out[..n]);
             }
+            self.keys.extend(&self.buf);
         }
         self.entries.push_back(Logged {
             at: now,
