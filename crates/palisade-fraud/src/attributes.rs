@@ -44,7 +44,16 @@ pub struct Attributes {
     /// What identifies this attempt for velocity: the idempotency key, so a retry of the same request counts
     /// once. `None`: every decision is a new attempt.
     pub attempt_id: Option<String>,
+    /// The customer completed a step-up authentication (3-D Secure / SCA) for this payment: a `challenge`
+    /// verdict is met, and does not stop the charge. Set it only from the authentication result your gateway
+    /// or 3-D Secure server verified, never from what the client says.
+    pub authenticated: bool,
 }
+
+/// The charge metadata key the default extraction reads the 3-D Secure result from.
+pub const THREE_D_SECURE: &str = "three_d_secure";
+/// The value of [`THREE_D_SECURE`] that marks the authentication completed.
+pub const AUTHENTICATED: &str = "authenticated";
 
 impl Attributes {
     /// Attributes of a charge of `amount`, nothing else known.
@@ -64,6 +73,7 @@ impl Attributes {
             customer_id: None,
             risk_score: 0,
             attempt_id: None,
+            authenticated: false,
         }
     }
 
@@ -77,6 +87,7 @@ impl Attributes {
     /// | `attempt_id` | the idempotency key |
     /// | `email`, `card_bin`, `card_country`, `billing_country`, `ip`, `ip_country`, `avs_result`, `cvv_result` | metadata of the same name |
     /// | `risk_score` | metadata `risk_score` (an integer), else 0 |
+    /// | `authenticated` | metadata `three_d_secure` is `authenticated` (read when a rule can challenge) |
     #[must_use]
     pub fn from_charge(c: &ChargeRequest) -> Self {
         Attributes::from_charge_reading(c, FieldSet::ALL)
@@ -119,6 +130,8 @@ impl Attributes {
             } else {
                 None
             },
+            authenticated: fields.authentication()
+                && c.metadata.get(THREE_D_SECURE).is_some_and(|v| v.as_str() == AUTHENTICATED),
         }
     }
 
@@ -215,6 +228,12 @@ impl Attributes {
         self.attempt_id = Some(v.into());
         self
     }
+    /// Marks the step-up authentication as completed ([`Attributes::authenticated`]).
+    #[must_use]
+    pub fn authenticated(mut self, done: bool) -> Self {
+        self.authenticated = done;
+        self
+    }
 
     /// The amount in minor units (every `Money` fits in `i64`, see [`Money::to_minor`]).
     #[must_use]
@@ -296,6 +315,7 @@ impl fmt::Debug for Attributes {
             .field("cvv_result", &self.cvv_result)
             .field("customer_id", &self.customer_id)
             .field("risk_score", &self.risk_score)
+            .field("authenticated", &self.authenticated)
             .finish_non_exhaustive()
     }
 }
@@ -372,6 +392,7 @@ impl FieldSet {
     /// Every attribute.
     pub const ALL: FieldSet = FieldSet(u32::MAX);
     const ATTEMPT_ID: u32 = 1 << 31;
+    const AUTHENTICATION: u32 = 1 << 30;
 
     /// True when `field` is in the set.
     #[must_use]
@@ -382,6 +403,12 @@ impl FieldSet {
     #[must_use]
     pub const fn attempt_id(self) -> bool {
         self.0 & Self::ATTEMPT_ID != 0
+    }
+    /// True when whether the customer authenticated ([`Attributes::authenticated`]) is in the set: only a rule
+    /// set that can challenge needs it.
+    #[must_use]
+    pub const fn authentication(self) -> bool {
+        self.0 & Self::AUTHENTICATION != 0
     }
     /// Both sets.
     #[must_use]
@@ -397,6 +424,8 @@ impl FieldSet {
     pub(crate) const fn of_slot(slot: usize) -> Self {
         if slot < SCALAR_COUNT { FieldSet(1 << slot) } else { FieldSet(0) }
     }
+    /// What a rule that can challenge needs: whether the customer authenticated.
+    pub(crate) const CHALLENGE: FieldSet = FieldSet(Self::AUTHENTICATION);
     /// What velocity needs: every subject and the attempt id.
     pub(crate) const VELOCITY: FieldSet = FieldSet(
         1 << Field::CardFingerprint.slot()

@@ -141,7 +141,9 @@ impl Future for Assess<'_> {
 ///
 /// - Rules are evaluated in order; the first matching `block` ends the evaluation (later rules are `Skipped`).
 /// - `score <n>` rules add to the risk score, which later rules read as `risk_score`.
-/// - `review`/`challenge` rules raise the decision; the most severe wins (`Block > Challenge > Review`).
+/// - `review`/`challenge` rules raise the decision; the most severe wins (`Block > Challenge > Review`). A
+///   `challenge` on a charge whose customer has authenticated ([`Attributes::authenticated`]) is met: it raises
+///   nothing.
 /// - After the rules, a score at or above the block threshold blocks, at or above the review threshold reviews.
 /// - Shadow rules are evaluated, logged and counted, never enforced.
 /// - [`FraudEngine::reload`] swaps the rule file atomically: a decision uses the old or the new rules whole,
@@ -467,6 +469,9 @@ impl FraudEngine {
                             sink.skip_after(i);
                             break;
                         }
+                        // A challenge the customer has met (3-D Secure done) stays a matched verdict and does not
+                        // stop the charge: challenging again would ask for what was given, for ever.
+                        Action::Challenge if scope.attrs.authenticated => {}
                         action => {
                             if let Some(d) = action.decision().filter(|d| *d > decision) {
                                 decision = d;

@@ -63,7 +63,7 @@ impl Rejection for FraudRejection {
                 "The payment was declined by fraud screening. Do not retry it; ask the customer for another payment method.".to_owned()
             }
             FraudRejection::Challenge { .. } => {
-                "The customer must authenticate (3-D Secure) before this payment; follow next_action, then retry with the same idempotency key.".to_owned()
+                "The customer must authenticate (3-D Secure) before this payment; follow next_action, then send the payment again with the authentication result and a new idempotency key (this answer is final for this one).".to_owned()
             }
         };
         p

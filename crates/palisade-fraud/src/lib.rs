@@ -70,8 +70,8 @@ mod text;
 mod velocity;
 
 pub use crate::attributes::{
-    AttrType, AttributeDoc, Attributes, Field, FieldSet, Measure, Subject, VELOCITY_ATTRIBUTES, Velocity,
-    VelocityCounts, VelocitySet, Window, attribute_docs, mask_email,
+    AUTHENTICATED, AttrType, AttributeDoc, Attributes, Field, FieldSet, Measure, Subject, THREE_D_SECURE,
+    VELOCITY_ATTRIBUTES, Velocity, VelocityCounts, VelocitySet, Window, attribute_docs, mask_email,
 };
 pub use crate::decision::{Action, Assessment, Decision, RuleOutcome, RuleVerdict};
 pub use crate::defaults::{DEFAULT_BLOCK_THRESHOLD, DEFAULT_REVIEW_THRESHOLD};

@@ -258,6 +258,7 @@ impl Rule {
             Condition::CountryMismatch(a, b) => FieldSet::EMPTY.with(*a).with(*b),
             Condition::AmountOver(_) | Condition::Velocity { .. } | Condition::CardTesting(_) => FieldSet::EMPTY,
         };
+        let own = if self.action == Action::Challenge { own.union(FieldSet::CHALLENGE) } else { own };
         if self.reads().is_empty() { own } else { own.union(FieldSet::VELOCITY) }
     }
 

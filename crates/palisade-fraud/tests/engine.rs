@@ -85,6 +85,26 @@ async fn an_ip_address_is_one_value_in_every_spelling() {
     assert_eq!(seen, [Decision::Approve, Decision::Approve, Decision::Block], "three attempts from one address");
 }
 
+/// A challenge the customer has met raises nothing: the other rules decide, and the challenge rule's verdict is
+/// still there (matched) for the audit. Only a rule set that can challenge asks whether the customer
+/// authenticated.
+#[test]
+fn a_met_challenge_raises_nothing_and_is_still_reported() {
+    let e = FraudEngine::builder()
+        .rule_file("sca: challenge if amount > 1000 USD\nbig: review if amount > 500 USD")
+        .unwrap()
+        .build();
+    let big = usd(200_000);
+    let first = e.evaluate(&big, &VelocityCounts::default());
+    assert_eq!((first.decision, first.decided_by.as_deref()), (Decision::Challenge, Some("sca")));
+    let met = e.evaluate(&big.clone().authenticated(true), &VelocityCounts::default());
+    assert_eq!((met.decision, met.decided_by.as_deref()), (Decision::Review, Some("big")));
+    assert_eq!(met.verdicts().next().map(|v| v.outcome), Some(RuleOutcome::Matched), "sca matched, met");
+    assert!(e.rules().fields().authentication());
+    let no_challenge = FraudEngine::builder().rule_file("big: review if amount > 500 USD").unwrap().build();
+    assert!(!no_challenge.rules().fields().authentication(), "nothing to authenticate for: not read");
+}
+
 #[test]
 fn avs_and_cvv_failures() {
     let e = engine([Rule::avs_fails("avs"), Rule::cvv_fails("cvv")]);

@@ -52,6 +52,25 @@ async fn typed_challenge_asks_for_authentication() {
     assert_eq!(gw.calls(), 0);
 }
 
+/// Once the customer has authenticated (the merchant marks the charge with the verified 3-D Secure result), the
+/// challenge is met: the charge, sent again under a new key, reaches the gateway — reviewed, as the other rule
+/// says, not challenged again for ever. Anything but `authenticated` is no authentication.
+#[tokio::test]
+async fn a_met_challenge_lets_the_charge_through() {
+    let gw = TestGateway::ok("ok").recording();
+    let mut svc = FraudLayer::new(engine()).layer(gw.clone());
+    let big = |key: &str, three_ds: &str| {
+        with_meta(charge("o2").amount("1000.01").key(key).build(), &[("three_d_secure", three_ds)])
+    };
+    for not_done in ["attempted", "failed", "AUTHENTICATED "] {
+        let err = svc.ready().await.unwrap().call(big("k-3ds-0", not_done)).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::AuthenticationRequired, "{not_done}");
+    }
+    assert_eq!(gw.calls(), 0);
+    svc.ready().await.unwrap().call(big("k-3ds-1", "authenticated")).await.unwrap();
+    assert_eq!(gw.calls(), 1, "the authenticated charge reached the gateway");
+}
+
 #[tokio::test]
 async fn typed_review_passes_annotated_with_an_event() {
     let gw = TestGateway::ok("ok").recording();
