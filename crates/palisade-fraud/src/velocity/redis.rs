@@ -30,8 +30,8 @@ use crate::error::VelocityError;
 /// KEYS: per present subject, (attempts zset, amounts hash, declines zset), then for an attempt with an id its
 /// snapshot key. ARGV: window ms ×3, attempt id, currency, amount minor, then which measures to read (`1`/`0`
 /// for attempts, amount, declines: the rest read 0). Returns per subject: attempts ×3, amount ×3, declines ×3
-/// (windows 10m, 1h, 24h). The snapshot (`<measures read>|<values>`) is what a new attempt's decision read; a
-/// retry returns it for the measures it holds.
+/// (windows 10m, 1h, 24h). The snapshot (MessagePack: the measures read, `1`/`0` each, then the values) is what
+/// a new attempt's decision read; a retry returns it for the measures it holds.
 const RECORD: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -79,19 +79,15 @@ for i = 1, n, 3 do
   for j = 1, 3 do out[#out + 1] = r_dec and redis.call('ZCOUNT', dec, now - w[j], '+inf') or 0 end
 end
 if snap then
-  local held, vals = string.match(snap, '^([01][01][01])|(.*)$')
-  local before = {}
-  for v in string.gmatch(vals or '', '-?%d+') do before[#before + 1] = tonumber(v) end
-  if held and #before == #out then
+  local ok, held, before = pcall(cmsgpack.unpack, snap)
+  if ok and type(held) == 'string' and type(before) == 'table' and #before == #out then
     for i = 1, #out do
       local m = math.floor(((i - 1) % 9) / 3) + 1
       if string.sub(held, m, m) == '1' then out[i] = before[i] end
     end
   end
 elseif snapkey then
-  local vals = {}
-  for i = 1, #out do vals[i] = string.format('%d', out[i]) end
-  redis.call('SET', snapkey, reads .. '|' .. table.concat(vals, ','), 'PX', maxw + 1000)
+  redis.call('SET', snapkey, cmsgpack.pack(reads, out), 'PX', maxw + 1000)
 end
 return out
 ";
