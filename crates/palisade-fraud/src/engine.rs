@@ -146,6 +146,7 @@ impl Future for Assess<'_> {
 ///   nothing.
 /// - After the rules, a score at or above the block threshold blocks, at or above the review threshold reviews.
 /// - Shadow rules are evaluated, logged and counted, never enforced.
+/// - An enforced rule that fails at run time (a division by zero) makes the decision at least `Review`.
 /// - [`FraudEngine::reload`] swaps the rule file atomically: a decision uses the old or the new rules whole,
 ///   never a mix, and none waits; an invalid file is refused and the old rules stay.
 #[derive(Clone)]
@@ -483,6 +484,12 @@ impl FraudEngine {
                 Err(e) => {
                     rule.stats.errors.fetch_add(1, Ordering::Relaxed);
                     sink.error(i, e);
+                    // An enforced rule the engine could not evaluate: a person looks. Never a block, so a rule
+                    // that breaks at run time cannot stop every customer, nor wave a charge through unseen.
+                    if !rule.shadow && decision < Decision::Review {
+                        decision = Decision::Review;
+                        decided_by = Some(&rule.name);
+                    }
                 }
             }
         }

@@ -105,6 +105,20 @@ fn a_met_challenge_raises_nothing_and_is_still_reported() {
     assert!(!no_challenge.rules().fields().authentication(), "nothing to authenticate for: not read");
 }
 
+/// An enforced rule that fails at run time sends the charge to review, decided by that rule; a shadow one
+/// changes nothing; neither blocks.
+#[test]
+fn an_enforced_rule_that_fails_at_run_time_reviews() {
+    let rules = "guard: block if amount_minor / (amount_minor - 60) > 5";
+    let e = FraudEngine::builder().rule_file(rules).unwrap().build();
+    let v = e.evaluate(&usd(60), &VelocityCounts::default());
+    assert_eq!(v.outcomes(), [RuleOutcome::Error]);
+    assert_eq!((v.decision, v.decided_by.as_deref()), (Decision::Review, Some("guard")));
+    assert_eq!(decide(&e, &usd(61)), Decision::Block, "61 / 1 > 5: the rule works elsewhere");
+    let shadow = FraudEngine::builder().rule_file(&rules.replace("guard: ", "guard: shadow ")).unwrap().build();
+    assert_eq!(decide(&shadow, &usd(60)), Decision::Approve);
+}
+
 #[test]
 fn avs_and_cvv_failures() {
     let e = engine([Rule::avs_fails("avs"), Rule::cvv_fails("cvv")]);
@@ -447,6 +461,10 @@ fn outcomes_follow_the_documented_order_on_short_and_long_rule_sets() {
                 let fails = i % 11 == 10 && amount == 60;
                 if fails {
                     expected[i] = RuleOutcome::Error;
+                    // An enforced rule that fails sends the charge to review.
+                    if !*shadow && decision < Decision::Review {
+                        (decision, by) = (Decision::Review, Some(format!("r{i}")));
+                    }
                     continue;
                 }
                 let divides = i % 11 == 10 && amount > 60; // amount / (amount - 60) > 0
