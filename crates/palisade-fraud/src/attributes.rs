@@ -722,6 +722,29 @@ pub(crate) fn ip_form(v: &str) -> Cow<'_, str> {
     if t.bytes().take(5).any(|b| b == b':') { ipv6_form(t) } else { Cow::Borrowed(t) }
 }
 
+/// The IP as velocity counts it: [`ip_form`], except that an IPv6 address counts as its /64 network
+/// (`2001:db8:1:2::/64`). One host is handed a whole /64 and can send every attempt from a new address in it; a
+/// count per address would never reach a limit.
+#[inline]
+pub(crate) fn ip_velocity_form(v: &str) -> Cow<'_, str> {
+    let t = trimmed(v);
+    if t.bytes().take(5).any(|b| b == b':') { ipv6_network(t) } else { Cow::Borrowed(t) }
+}
+
+/// [`ip_velocity_form`] of text that may be an IPv6 address.
+#[cold]
+#[inline(never)]
+fn ipv6_network(t: &str) -> Cow<'_, str> {
+    match t.parse::<std::net::Ipv6Addr>().map(|ip| ip.to_canonical()) {
+        Ok(std::net::IpAddr::V6(ip)) => {
+            let [a, b, c, d, ..] = ip.segments();
+            Cow::Owned(format!("{}/64", std::net::Ipv6Addr::new(a, b, c, d, 0, 0, 0, 0)))
+        }
+        Ok(v4) => Cow::Owned(v4.to_string()),
+        Err(_) => Cow::Borrowed(t),
+    }
+}
+
 /// [`ip_form`] of text that may be an IPv6 address.
 #[cold]
 #[inline(never)]

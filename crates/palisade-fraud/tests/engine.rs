@@ -57,7 +57,8 @@ fn blocklists_match_each_field_and_nothing_else() {
 }
 
 /// One address is one value whatever its spelling: padded, IPv4-mapped IPv6, IPv6 in capitals or with its
-/// zeros written out — to blocklists, to rule expressions and to velocity.
+/// zeros written out — to blocklists, to rule expressions and to velocity, which counts an IPv6 address as its
+/// /64 network.
 #[tokio::test]
 async fn an_ip_address_is_one_value_in_every_spelling() {
     let e = engine([
@@ -83,6 +84,17 @@ async fn an_ip_address_is_one_value_in_every_spelling() {
         seen.push(velocity.assess(&usd(100).ip(*ip).attempt_id(format!("ip{i}"))).await.decision);
     }
     assert_eq!(seen, [Decision::Approve, Decision::Approve, Decision::Block], "three attempts from one address");
+
+    // IPv6: velocity counts a /64 (one host's network), blocklists and rules the address.
+    let spellings = ["2001:db8:1:2::1", "2001:db8:1:2:ffff::9", "2001:DB8:1:2:0:0:0:77"];
+    let mut seen = Vec::new();
+    for (i, ip) in spellings.iter().enumerate() {
+        seen.push(velocity.assess(&usd(100).ip(*ip).attempt_id(format!("v6-{i}"))).await.decision);
+    }
+    assert_eq!(seen, [Decision::Approve, Decision::Approve, Decision::Block], "three attempts from one /64");
+    let other = velocity.assess(&usd(100).ip("2001:db8:1:3::1").attempt_id("v6-other")).await;
+    assert_eq!(other.decision, Decision::Approve, "the next /64 is another network");
+    assert_eq!(decide(&e, &usd(100).ip("2001:db8::2")), Decision::Approve, "the blocklist holds 2001:db8::1 alone");
 }
 
 /// A challenge the customer has met raises nothing: the other rules decide, and the challenge rule's verdict is

@@ -45,7 +45,8 @@ pub struct Attempt<'a> {
 
 impl<'a> Attempt<'a> {
     /// The attempt of these attributes. Emails are trimmed and lower-cased so `A@x.com` and `a@x.com` count
-    /// together; IP addresses are written in one form, so `::ffff:203.0.113.7` counts with `203.0.113.7`.
+    /// together; IP addresses are written in one form, so `::ffff:203.0.113.7` counts with `203.0.113.7`, and
+    /// an IPv6 address counts as its /64 network.
     #[must_use]
     pub fn from_attributes(a: &'a Attributes) -> Self {
         let known = |v: &'a Option<String>| v.as_deref().filter(|v| !v.is_empty());
@@ -53,7 +54,7 @@ impl<'a> Attempt<'a> {
         let subjects = [
             known(&a.card_fingerprint).map(Cow::Borrowed),
             known(&a.email).map(crate::attributes::lower),
-            known(&a.ip).map(crate::attributes::ip_form),
+            known(&a.ip).map(crate::attributes::ip_velocity_form),
             known(&a.customer_id).map(Cow::Borrowed),
         ];
         Attempt { id: a.attempt_id.as_deref(), subjects, currency: a.currency(), amount_minor: a.amount_minor() }
