@@ -758,6 +758,18 @@ fn ipv6_form(t: &str) -> Cow<'_, str> {
     }
 }
 
+/// The email as velocity counts it: trimmed and lower-cased ([`lower`]), and without the `+tag` of its local part
+/// (`a+shop@x.com` counts as `a@x.com`): one mailbox takes mail for every tag, and a count per tag would let one
+/// person make attempt after attempt under new addresses. Blocklists and rules see the address with its tag.
+/// Borrowed (the trimmed input itself, the common case) exactly when it is also [`lower`]'s form.
+pub(crate) fn email_velocity_form(v: &str) -> Cow<'_, str> {
+    let email = lower(v);
+    let b = email.as_bytes();
+    let Some(at) = b.iter().rposition(|&c| c == b'@') else { return email };
+    let Some(plus) = b[..at].iter().position(|&c| c == b'+') else { return email };
+    Cow::Owned(format!("{}{}", &email[..plus], &email[at..]))
+}
+
 /// `v` trimmed and ASCII lower-cased, borrowed when it already is.
 pub(crate) fn ascii_lower(v: &str) -> Cow<'_, str> {
     let t = trimmed(v);

@@ -1,5 +1,6 @@
 //! The [`FraudEngine`]: rules in order, velocity from the store, thresholds, hot reload.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -377,8 +378,9 @@ impl FraudEngine {
         }
     }
 
-    /// Evaluates, applies the store-down policy, logs and counts. `attempt`, when one was made, gives the
-    /// normalized email and the amount in minor units (the rules then do not compute them again).
+    /// Evaluates, applies the store-down policy, logs and counts. `attempt`, when one was made, gives the amount
+    /// in minor units (the rules then do not compute it again), and the email when velocity's form of it is the
+    /// rules' (nothing was folded away or lower-cased).
     fn conclude<'a>(
         &self,
         attrs: &'a Attributes,
@@ -389,7 +391,9 @@ impl FraudEngine {
     ) -> Assessment {
         let mut scope = Scope::new(attrs, counts);
         if let Some(attempt) = attempt {
-            if let Some(email) = &attempt.subjects[Subject::Email.index()] {
+            // Velocity folds a `+tag` away (`attributes::email_velocity_form`), the rules see the address: its
+            // borrowed form is the rules' own, an owned one may not be.
+            if let Some(email @ Cow::Borrowed(_)) = &attempt.subjects[Subject::Email.index()] {
                 scope.set_email(email.clone());
             }
             scope.set_amount_minor(attempt.amount_minor);

@@ -131,6 +131,23 @@ fn an_enforced_rule_that_fails_at_run_time_reviews() {
     assert_eq!(decide(&shadow, &usd(60)), Decision::Approve);
 }
 
+/// Velocity counts a mailbox: `a+1@x.com`, `A+2@X.com` and `a@x.com` are one; the rules still see the address
+/// with its tag.
+#[tokio::test]
+async fn velocity_counts_an_email_without_its_plus_tag() {
+    let e = FraudEngine::builder()
+        .rule_file("tagged: review if email == \"a+1@x.com\"\nblock if attempts_per_email_1h > 2")
+        .unwrap()
+        .build();
+    let mut seen = Vec::new();
+    for (i, email) in ["a+1@x.com", "A+2@X.com", "a@x.com"].iter().enumerate() {
+        seen.push(e.assess(&usd(100).email(*email).attempt_id(format!("m{i}"))).await.decision);
+    }
+    assert_eq!(seen, [Decision::Review, Decision::Approve, Decision::Block], "three attempts from one mailbox");
+    let other = e.assess(&usd(100).email("b+1@x.com").attempt_id("m-other")).await;
+    assert_eq!(other.decision, Decision::Approve, "another mailbox");
+}
+
 #[test]
 fn avs_and_cvv_failures() {
     let e = engine([Rule::avs_fails("avs"), Rule::cvv_fails("cvv")]);

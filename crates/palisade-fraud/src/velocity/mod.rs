@@ -44,8 +44,8 @@ pub struct Attempt<'a> {
 }
 
 impl<'a> Attempt<'a> {
-    /// The attempt of these attributes. Emails are trimmed and lower-cased so `A@x.com` and `a@x.com` count
-    /// together; IP addresses are written in one form, so `::ffff:203.0.113.7` counts with `203.0.113.7`, and
+    /// The attempt of these attributes. Emails are trimmed and lower-cased, and lose the `+tag` of their local
+    /// part, so `A@x.com`, `a@x.com` and `a+shop@x.com` count together; IP addresses are written in one form, so `::ffff:203.0.113.7` counts with `203.0.113.7`, and
     /// an IPv6 address counts as its /64 network.
     #[must_use]
     pub fn from_attributes(a: &'a Attributes) -> Self {
@@ -53,7 +53,7 @@ impl<'a> Attempt<'a> {
         // In `Subject` order: card, email, IP, customer.
         let subjects = [
             known(&a.card_fingerprint).map(Cow::Borrowed),
-            known(&a.email).map(crate::attributes::lower),
+            known(&a.email).map(crate::attributes::email_velocity_form),
             known(&a.ip).map(crate::attributes::ip_velocity_form),
             known(&a.customer_id).map(Cow::Borrowed),
         ];
