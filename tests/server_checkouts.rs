@@ -242,6 +242,16 @@ async fn an_answer_lost_for_good_is_found_out_and_undone() {
     assert_eq!(s.state("o-lost-auth").await["state"], "compensated");
     let note = s.shop.inventory().payment_note("o-lost-auth").await.unwrap().unwrap();
     assert!(note.starts_with("voided:auth_"), "the payment note names the authorization found out: {note}");
+
+    // The same when the attempts after the lost one are refused before they act (Retriable, not Unknown): the
+    // retry layer answers the lost attempt's Unknown, so the saga still knows the step may have acted.
+    let s = server(GatewaySim::new());
+    s.sim.script(Operation::Authorize, std::iter::once(Fault::FailAfterCommit).chain([Fault::FailBeforeCommit; 8]));
+    let (status, _, p) = send(&s.app, checkout("k-lost-refused", &body("o-lost-refused"))).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{p}");
+    assert_eq!(s.ops("o-lost-refused").await, ["authorize", "void"], "authorized once, voided");
+    let note = s.shop.inventory().payment_note("o-lost-refused").await.unwrap().unwrap();
+    assert!(note.starts_with("voided:auth_"), "the payment note names the authorization found out: {note}");
 }
 
 #[tokio::test(start_paused = true)]

@@ -60,7 +60,8 @@ pin_project! {
         timer_role: TimerRole,
         // When the timer is an attempt timeout: how long it gives the attempt.
         armed_for: Duration,
-        // The last failed result and its outcome, returned if the deadline passes while waiting for readiness.
+        // The failed result the caller gets if no attempt succeeds (see [`worst`]): the last one, or an earlier
+        // `Unknown`, kept until the call ends; returned too if the deadline passes while waiting for readiness.
         // Boxed: set only once an attempt failed, and a result inline would make every call's future (which each
         // outer layer moves) larger by a whole result.
         last: Option<Box<Failed<S::Response, S::Error>>>,
@@ -248,6 +249,8 @@ where
                         outcome,
                     ) {
                         Decision::Stop(why) => {
+                            // An earlier attempt that may have acted outweighs a later one refused unacted.
+                            let (last, outcome) = worst(this.last.take(), (last, outcome));
                             if let Some(why) = why {
                                 gave_up(*this.attempt, outcome, why);
                             }
@@ -257,7 +260,8 @@ where
                         Decision::Retry { delay, reason } => {
                             retrying(*this.attempt, delay, outcome, reason);
                             *this.previous_delay = Some(delay);
-                            *this.last = Some(Box::new((last, outcome)));
+                            let kept = worst(this.last.take(), (last, outcome));
+                            *this.last = Some(Box::new(kept));
                             if delay.is_zero() {
                                 this.state.set(State::Preparing);
                                 arm_guard(policy, *this.start, this.timer, this.timer_role);
@@ -327,7 +331,11 @@ where
                             ),
                         };
                     };
-                    *this.last = None;
+                    // The failure kept for a deadline while not ready is this attempt's to replace, unless it
+                    // may have acted: an Unknown is kept until the call ends.
+                    if this.last.as_ref().is_some_and(|l| l.1 != Outcome::Unknown) {
+                        *this.last = None;
+                    }
                     match policy.attempt_timeout {
                         Some(t) => {
                             let now = Instant::now();
@@ -354,6 +362,18 @@ where
                 StateProj::Done => panic!("ResponseFuture polled after completion"),
             }
         }
+    }
+}
+
+/// Of an earlier failure kept (if any) and the latest, the one the caller must see: the latest, unless the kept
+/// one is `Unknown` (the call may have acted: the gateway may have charged) and the latest is not. An attempt
+/// refused without acting (a network error before sending, a 503, a rate limit, an open breaker) after a lost
+/// answer does not make the call "nothing happened": a saga would skip the step's compensation, and a client
+/// would be told it may simply try again.
+fn worst<Res, E>(kept: Option<Box<Failed<Res, E>>>, latest: Failed<Res, E>) -> Failed<Res, E> {
+    match kept {
+        Some(kept) if kept.1 == Outcome::Unknown && latest.1 != Outcome::Unknown => *kept,
+        _ => latest,
     }
 }
 

@@ -86,6 +86,41 @@ async fn stops_at_max_attempts_and_returns_the_last_outcome() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_lost_answer_outweighs_later_refusals() {
+    // The first attempt's answer is lost (the gateway may have charged); the next ones are refused before they
+    // act. The caller must learn that the call may have acted, not that nothing happened.
+    let gw = scripted([Answer::Err(PaymentError::timeout("lost"))], Answer::Err(net()));
+    let mut svc = RetryLayer::builder().max_attempts(3).backoff(fixed(10)).build().layer(gw.clone());
+    let res = run(&mut svc, charge("o1", None)).await;
+    assert_eq!(res, Err(PaymentError::timeout("lost")));
+    assert_eq!(DefaultClassifier.classify(&res), Outcome::Unknown);
+    assert_eq!(gw.calls(), 3);
+
+    // A later Unknown is returned as itself; an earlier refusal changes nothing.
+    let gw = scripted([Answer::Err(net()), Answer::Err(PaymentError::timeout("lost"))], Answer::Err(net()));
+    let mut svc = RetryLayer::builder().max_attempts(3).backoff(fixed(10)).build().layer(gw.clone());
+    assert_eq!(run(&mut svc, charge("o1", None)).await, Err(PaymentError::timeout("lost")));
+
+    // An answer after the lost one is the call's answer: the gateway replays the first attempt's outcome under
+    // the same key, so a decline (terminal) or a success ends the call as it is.
+    let gw =
+        scripted([Answer::Err(PaymentError::timeout("lost"))], Answer::Err(PaymentError::declined("do_not_honor")));
+    let mut svc = RetryLayer::builder().max_attempts(3).backoff(fixed(10)).build().layer(gw.clone());
+    assert_eq!(run(&mut svc, charge("o1", None)).await, Err(PaymentError::declined("do_not_honor")));
+
+    // The deadline passing between attempts returns the lost answer too, not the refusal after it.
+    let gw = scripted([Answer::Err(PaymentError::timeout("lost")), Answer::Err(net())], Answer::Ok("ok"));
+    let mut svc = RetryLayer::builder()
+        .max_attempts(5)
+        .backoff(fixed(400))
+        .deadline(Duration::from_millis(1000))
+        .build()
+        .layer(gw.clone());
+    assert_eq!(run(&mut svc, charge("o1", None)).await, Err(PaymentError::timeout("lost")));
+    assert_eq!(gw.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
 async fn unknown_is_retried_only_with_a_gateway_key() {
     // Without key assignment and without a key: an Unknown outcome is returned at once.
     let gw = scripted([Answer::Err(PaymentError::timeout("lost"))], Answer::Ok("ok"));
