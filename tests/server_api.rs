@@ -102,7 +102,17 @@ async fn declines_missing_keys_bad_bodies_and_big_bodies() {
         .body(Body::from(vec![b'a'; app::BODY_LIMIT + 1]))
         .unwrap();
     assert_eq!(send(&app, big).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+    // A zero or negative amount: 400 before the gateway, and the key stays usable.
+    for amount in ["-5.00", "0"] {
+        let bad = json!({"amount": amount, "currency":"USD","source":"tok_visa","order_id":"o-neg"});
+        let (status, _, p) = send(&app, charge(Some("neg"), &bad)).await;
+        assert_eq!(
+            (status, p["type"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("urn:palisade:problem:invalid_request"))
+        );
+    }
     assert!(ledger(&app).await.is_empty());
+    assert_eq!(send(&app, charge(Some("neg"), &visa("o-neg"))).await.0, StatusCode::CREATED, "the key was not spent");
 }
 
 #[tokio::test(start_paused = true)]

@@ -349,6 +349,19 @@ async fn bad_bodies_are_400_and_leave_the_key_usable() {
     assert_eq!(status, StatusCode::CREATED, "the corrected request runs under the same key");
     let no_key = Request::post("/v1/checkouts").body(Body::from(body("o-nokey").to_string())).unwrap();
     assert_eq!(send(&s.app, no_key).await.0, StatusCode::BAD_REQUEST);
+
+    // A zero or negative amount is refused before stock is held or the gateway is asked, and spends neither the
+    // key nor the order.
+    for amount in ["-5.00", "0", "0.00"] {
+        let mut bad = body("o-neg");
+        bad["amount"] = json!(amount);
+        let (status, _, p) = send(&s.app, checkout("k-neg", &bad)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{amount}: {p}");
+        assert_eq!(p["type"], "urn:palisade:problem:invalid_request");
+    }
+    assert!(s.ops("o-neg").await.is_empty(), "the gateway was never asked");
+    let (status, _, p) = send(&s.app, checkout("k-neg", &body("o-neg"))).await;
+    assert_eq!(status, StatusCode::CREATED, "the corrected request runs under the same key and order: {p}");
 }
 
 #[tokio::test(start_paused = true)]

@@ -144,6 +144,7 @@ async fn create_charge(
         Err(e) => return invalid(e.to_string()),
     };
     let amount = match Money::parse(&new.amount, currency) {
+        Ok(m) if m.is_zero() || m.is_negative() => return invalid("amount must be positive"),
         Ok(m) => m,
         Err(e) => return invalid(e.to_string()),
     };
