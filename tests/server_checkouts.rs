@@ -306,6 +306,30 @@ async fn a_retry_after_the_client_gave_up_gets_the_checkout_s_own_result() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_retry_with_another_body_after_the_client_gave_up_is_refused() {
+    let sim = GatewaySim::builder().latency(Latency::fixed(Duration::from_millis(100))).build();
+    let s = server(sim);
+    let app = s.app.clone();
+    let gone = tokio::spawn(async move { send(&app, checkout("k-other", &body("o-other"))).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    gone.abort();
+    let _ = gone.await;
+    // Same key and order, another amount: the order was charged the first body's amount, so the answer must not
+    // be a 201 showing this one, nor be stored under the key. The idempotency layer refuses it: a key released
+    // when its client gave up keeps the fingerprint of the body that started it.
+    let mut other = body("o-other");
+    other["amount"] = json!("99.99");
+    let (status, _, p) = send(&s.app, checkout("k-other", &other)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{p}");
+    assert_eq!(p["type"], "urn:palisade:problem:idempotency_conflict");
+    // The checkout's own body still gets its result.
+    let (status, _, order) = send(&s.app, checkout("k-other", &body("o-other"))).await;
+    assert_eq!(status, StatusCode::CREATED, "{order}");
+    assert_eq!(order["amount"], body("o-other")["amount"]);
+    assert_eq!(s.ops("o-other").await, ["authorize", "capture"], "charged once");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_second_instance_on_the_same_store_finishes_a_checkout_its_dead_peer_started() {
     let sim = GatewaySim::builder().latency(Latency::fixed(Duration::from_millis(100))).build();
     let store: Arc<dyn LeaseStore> = Arc::new(MemoryStore::new());
