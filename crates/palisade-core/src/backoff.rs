@@ -6,6 +6,10 @@
 
 use std::time::Duration;
 
+/// The longest wait any layer schedules: a year. A longer setting (`Duration::MAX` for "as long as it takes") or
+/// `Retry-After` is taken as this, so adding it to the clock can never overflow (which panics).
+pub const LONGEST_WAIT: Duration = Duration::from_secs(365 * 86_400);
+
 /// How random numbers spread a delay (see the AWS Architecture Blog, "Exponential Backoff And Jitter").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]

@@ -111,7 +111,9 @@ impl<K, F, C, P> RateLimitLayerBuilder<K, F, C, P> {
         self
     }
 
-    /// Shorthand for `on_limit(OnLimit::Wait { max_wait })`.
+    /// Shorthand for `on_limit(OnLimit::Wait { max_wait })`. A wait longer than
+    /// [`LONGEST_WAIT`](palisade_core::backoff::LONGEST_WAIT) (a year; `Duration::MAX` for "as long as it takes") is
+    /// taken as that.
     pub fn wait(self, max_wait: Duration) -> Self {
         self.on_limit(OnLimit::Wait { max_wait })
     }

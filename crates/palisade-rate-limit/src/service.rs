@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use palisade_core::FailurePolicy;
+use palisade_core::backoff::LONGEST_WAIT;
 use tokio::sync::{AcquireError, OwnedSemaphorePermit};
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
@@ -229,7 +230,7 @@ impl<K: Hash + Eq + Clone, F, C, P> Inner<K, F, C, P> {
         loop {
             match self.decide(key, cost).await {
                 Err(RateLimitError::Limited(l)) => {
-                    if tokio::time::Instant::now() + l.retry_after > deadline {
+                    if tokio::time::Instant::now() + l.retry_after.min(LONGEST_WAIT) > deadline {
                         return Err(l.into());
                     }
                     tokio::time::sleep(l.retry_after).await;
@@ -316,7 +317,7 @@ impl<S, K: Hash + Eq + Clone, F, C, P> RateLimit<S, K, F, C, P> {
         {
             return Poll::Ready(());
         }
-        let deadline = *r.deadline.get_or_insert_with(|| Instant::now() + max_wait);
+        let deadline = *r.deadline.get_or_insert_with(|| Instant::now() + max_wait.min(LONGEST_WAIT));
         loop {
             if r.turn.is_none() {
                 let queue = &self.shared.queue;
@@ -346,7 +347,7 @@ impl<S, K: Hash + Eq + Clone, F, C, P> RateLimit<S, K, F, C, P> {
             if wait.is_zero() {
                 return Poll::Ready(());
             }
-            let at = Instant::now() + wait;
+            let at = Instant::now() + wait.min(LONGEST_WAIT);
             if at > deadline {
                 // It cannot fit in time: give the turn back and let `call` refuse with the exact retry_after.
                 r.turn = None;
@@ -399,7 +400,7 @@ where
         let ready = std::mem::take(&mut self.ready);
         let deadline = match shared.on_limit {
             OnLimit::Wait { max_wait } if !shared.shadow && !ready.expired => {
-                Some(ready.deadline.unwrap_or_else(|| Instant::now() + max_wait))
+                Some(ready.deadline.unwrap_or_else(|| Instant::now() + max_wait.min(LONGEST_WAIT)))
             }
             _ => None,
         };

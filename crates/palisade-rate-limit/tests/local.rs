@@ -273,6 +273,20 @@ async fn wait_mode_admits_in_order_and_times_out() {
     assert!(results[4].is_err());
 }
 
+/// `wait(Duration::MAX)`, "as long as it takes": waits (a year at most) instead of panicking on the clock.
+#[tokio::test(start_paused = true)]
+async fn an_endless_wait_does_not_overflow_the_clock() {
+    let layer = RateLimitLayer::builder().rate(1, Duration::from_secs(1)).wait(Duration::MAX).build().unwrap();
+    let start = Instant::now();
+    let inner = ok_service().recording();
+    let svc = layer.layer(inner.clone());
+    for i in 0..3 {
+        let mut svc = svc.clone();
+        assert_eq!(svc.ready().await.unwrap().call(format!("r{i}")).await, Ok("ok"));
+    }
+    assert_eq!(inner.log().iter().map(|c| c.at - start).collect::<Vec<_>>(), [ms(0), ms(1000), ms(2000)]);
+}
+
 /// Calls the limit does not hold back never wait for one another: with a unit free and nobody queued, a clone
 /// made ready and not called yet does not make the next clone wait. (Under load, the turn it used to take here
 /// was handed on release to a queued caller whose task had not run yet, and every call in between queued

@@ -118,7 +118,8 @@ impl<C, M> RetryLayerBuilder<C, M> {
         self
     }
 
-    /// The cap on every delay, `Retry-After` included (default [`DEFAULT_MAX_DELAY`]).
+    /// The cap on every delay, `Retry-After` included (default [`DEFAULT_MAX_DELAY`]); never more than
+    /// [`LONGEST_WAIT`](palisade_core::backoff::LONGEST_WAIT), a year.
     pub fn max_delay(mut self, d: Duration) -> Self {
         self.settings.backoff.max = d;
         self

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use palisade_core::backoff::LONGEST_WAIT;
 use palisade_core::{Classify, GatewayKeyed, Outcome};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep_until};
@@ -155,7 +156,7 @@ fn deadline_at<C, M>(policy: &Policy<C, M>, start: Option<Instant>) -> Option<In
 }
 
 fn attempt_deadline<C, M>(policy: &Policy<C, M>, start: Option<Instant>, now: Instant, timeout: Duration) -> Instant {
-    let at = now.checked_add(timeout).unwrap_or(now + Duration::from_secs(86_400 * 365));
+    let at = now.checked_add(timeout).unwrap_or(now + LONGEST_WAIT);
     match deadline_at(policy, start) {
         Some(dl) => at.min(dl),
         None => at,
@@ -266,7 +267,7 @@ where
                                 this.state.set(State::Preparing);
                                 arm_guard(policy, *this.start, this.timer, this.timer_role);
                             } else {
-                                set_timer(this.timer, Instant::now() + delay);
+                                set_timer(this.timer, Instant::now() + delay.min(LONGEST_WAIT));
                                 *this.timer_role = TimerRole::Backoff;
                                 this.state.set(State::Waiting);
                             }
@@ -287,9 +288,12 @@ where
                         Poll::Ready(Ok(())) => {}
                         Poll::Ready(Err(e)) => {
                             // A failed `poll_ready` means the inner service is unusable (tower's contract): return
-                            // its error as is.
+                            // its error as is, unless an earlier attempt may have acted (see [`worst`]).
                             this.state.set(State::Done);
-                            return Poll::Ready(Err(e));
+                            return Poll::Ready(match this.last.take().map(|b| *b) {
+                                Some((last, Outcome::Unknown)) => finish(&this.shared.policy, last),
+                                _ => Err(e),
+                            });
                         }
                         Poll::Pending => {
                             if *this.timer_role == TimerRole::Guard

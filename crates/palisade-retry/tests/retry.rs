@@ -120,6 +120,43 @@ async fn a_lost_answer_outweighs_later_refusals() {
     assert_eq!(gw.calls(), 2);
 }
 
+/// A gateway whose first call loses its answer, and which is unusable (`poll_ready` fails) from then on.
+#[derive(Clone, Default)]
+struct BreaksAfterOneCall(Arc<Mutex<u32>>);
+
+impl Service<GatewayRequest> for BreaksAfterOneCall {
+    type Response = &'static str;
+    type Error = PaymentError;
+    type Future = std::future::Ready<Result<&'static str, PaymentError>>;
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), PaymentError>> {
+        Poll::Ready(if *self.0.lock().unwrap() == 0 { Ok(()) } else { Err(net()) })
+    }
+    fn call(&mut self, _: GatewayRequest) -> Self::Future {
+        *self.0.lock().unwrap() += 1;
+        std::future::ready(Err(PaymentError::timeout("lost")))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_answer_outweighs_a_failed_readiness_after_it() {
+    let gw = BreaksAfterOneCall::default();
+    let mut svc = RetryLayer::builder().max_attempts(3).backoff(fixed(10)).build().layer(gw.clone());
+    assert_eq!(run(&mut svc, charge("o1", None)).await, Err(PaymentError::timeout("lost")));
+    assert_eq!(*gw.0.lock().unwrap(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_endless_retry_after_does_not_overflow_the_clock() {
+    let gw = scripted([Answer::Err(PaymentError::RateLimited { retry_after: Some(Duration::MAX) })], Answer::Ok("ok"));
+    let mut svc = RetryLayer::builder().max_delay(Duration::MAX).no_deadline().build().layer(gw.clone());
+    let call = tokio::spawn(async move { run(&mut svc, charge("o1", None)).await });
+    // The retry waits (a year at most) instead of panicking on `Instant + Duration::MAX`.
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert!(!call.is_finished(), "still waiting out the Retry-After");
+    call.abort();
+    assert!(call.await.unwrap_err().is_cancelled(), "the call did not panic");
+}
+
 #[tokio::test(start_paused = true)]
 async fn unknown_is_retried_only_with_a_gateway_key() {
     // Without key assignment and without a key: an Unknown outcome is returned at once.
