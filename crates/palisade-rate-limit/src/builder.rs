@@ -99,7 +99,8 @@ impl<K, F, C, P> RateLimitLayerBuilder<K, F, C, P> {
     }
 
     /// The limit's name (default [`DEFAULT_POLICY_NAME`]): the `RateLimit-Policy` identifier, the `limiter`
-    /// field of tracing events and the metric label. Keep it a short token (`gateway-tps`, `per-card`).
+    /// field of tracing events, the metric label, and part of its Redis keys (so two limiters on one Redis keep
+    /// apart; the instances of one limiter share its name). Keep it a short token (`gateway-tps`, `per-card`).
     pub fn name(mut self, name: &str) -> Self {
         self.s.name = Arc::from(name);
         self
@@ -225,7 +226,7 @@ where
         let quota = self.quota_value()?;
         #[cfg(feature = "redis")]
         let backend = match self.redis {
-            Some(cfg) => Backend::Redis(crate::redis::RedisBackend::new(cfg, quota, self.s.max_keys)?),
+            Some(cfg) => Backend::Redis(crate::redis::RedisBackend::new(cfg, &self.s.name, quota, self.s.max_keys)?),
             None => Self::local_backend(quota, self.s.max_keys, self.s.clock),
         };
         #[cfg(not(feature = "redis"))]

@@ -3,7 +3,7 @@
 //! - **One Lua script, one round trip** per decision (`EVALSHA`, reloaded on `NOSCRIPT`): the same GCRA rule
 //!   as the local limiters, on **Redis server time** (`redis.call('TIME')`), so the clocks of the instances never
 //!   matter. Resolution is one microsecond (Lua numbers are doubles; microseconds since 1970 fit exactly).
-//! - One key per limit key, `{prefix}{<key>}:tat`, hash-tagged so it works on Redis Cluster, holding the TAT; it
+//! - One key per limiter and limit key, `{prefix}{<key>}:<name>:tat` (the limiter's [`name`](crate::RateLimitLayerBuilder::name)), hash-tagged so it works on Redis Cluster, holding the TAT; it
 //!   expires exactly when the key goes idle, so Redis memory is bounded by the active keys (the same lossless
 //!   eviction argument as [`crate::KeyedRateLimiter`]).
 //! - Unreachable Redis: [`palisade_core::FailurePolicy`] — fail closed by default
@@ -164,6 +164,8 @@ impl<K> RedisBackendConfig<K> {
 pub(crate) struct RedisBackend<K> {
     store: RedisStore,
     key_name: fn(&K) -> Cow<'_, str>,
+    /// What follows a key's tag: `<limiter name>:tat`, so two limiters sharing a Redis and a prefix keep apart.
+    suffix: String,
     quota: Quota,
     /// Parameters in microseconds.
     gcra: Gcra,
@@ -176,11 +178,17 @@ pub(crate) struct RedisBackend<K> {
 }
 
 impl<K> RedisBackend<K> {
-    pub(crate) fn new(cfg: RedisBackendConfig<K>, quota: Quota, max_keys: usize) -> Result<Self, BuildError> {
+    pub(crate) fn new(
+        cfg: RedisBackendConfig<K>,
+        name: &str,
+        quota: Quota,
+        max_keys: usize,
+    ) -> Result<Self, BuildError> {
         let key_name = cfg.key_name.ok_or(BuildError::RedisBeforeKeyBy)?;
         let cache = cfg.store.local_cache.then(DashMap::new);
         Ok(RedisBackend {
             key_name,
+            suffix: format!("{name}:tat"),
             store: cfg.store,
             quota,
             gcra: quota.gcra().micros(quota.burst()),
@@ -201,7 +209,7 @@ impl<K> RedisBackend<K> {
         if inc > self.gcra.capacity {
             return Err(RateLimitError::CostExceedsBurst { cost, burst: self.quota.burst() });
         }
-        let name = redis_key(&self.store.prefix, &(self.key_name)(key), "tat");
+        let name = redis_key(&self.store.prefix, &(self.key_name)(key), &self.suffix);
         let sent = self.local_nanos();
         let cache = self.cache.as_ref().filter(|_| !shadow);
         if let Some(cache) = cache

@@ -51,6 +51,30 @@ async fn several_limiters_sharing_a_key_hold_the_global_limit() {
     r.cleanup().await;
 }
 
+/// Two limiters on one Redis and prefix (a per-minute and a per-second limit on the same card) keep apart: the
+/// per-second limiter's admission does not spend the per-minute one's single unit.
+#[tokio::test]
+async fn two_named_limiters_on_one_redis_keep_apart() {
+    let Some(r) = redis("rl_two_names").await else { return };
+    let gw = TestGateway::<String, ()>::ok(());
+    let limiter = |name: &str, n: u32, per: Duration| {
+        RateLimitLayer::builder()
+            .name(name)
+            .rate(n, per)
+            .key_by(|req: &String| req.clone())
+            .redis(RedisStore::from_url(&r.url).prefix(r.prefix.clone()))
+            .build()
+            .unwrap()
+            .layer(gw.clone())
+    };
+    let mut per_minute = limiter("per-card-minute", 1, Duration::from_secs(60));
+    let mut per_second = limiter("per-card-second", 10, Duration::from_secs(1));
+    assert!(per_second.ready().await.unwrap().call("card".to_owned()).await.is_ok());
+    assert!(per_minute.ready().await.unwrap().call("card".to_owned()).await.is_ok(), "its own unit, not spent");
+    assert!(per_minute.ready().await.unwrap().call("card".to_owned()).await.is_err(), "and only one");
+    r.cleanup().await;
+}
+
 #[tokio::test]
 async fn redis_and_local_agree_on_burst_and_cost() {
     let Some(r) = redis("rl_cost").await else { return };
@@ -71,7 +95,7 @@ async fn redis_and_local_agree_on_burst_and_cost() {
     assert!(matches!(e, PaymentError::InvalidRequest { .. }), "{e:?}");
     // The key is hash-tagged and expires when idle.
     let mut conn = r.conn.clone();
-    let key = format!("{}{{global}}:tat", r.prefix);
+    let key = format!("{}{{global}}:default:tat", r.prefix);
     let ttl: i64 = ::redis::cmd("PTTL").arg(&key).query_async(&mut conn).await.unwrap();
     assert!(ttl > 3_500_000 && ttl <= 3_600_001, "{key} ttl {ttl}");
     r.cleanup().await;
@@ -119,7 +143,8 @@ async fn local_cache_refuses_known_limited_keys_without_asking_redis() {
     assert!(cached.ready().await.unwrap().call("card".to_owned()).await.is_err()); // Redis refuses; cached
     // Reset the key behind both limiters' backs: only a limiter that asks Redis can notice.
     let mut conn = r.conn.clone();
-    let _: () = ::redis::cmd("DEL").arg(format!("{}{{card}}:tat", r.prefix)).query_async(&mut conn).await.unwrap();
+    let _: () =
+        ::redis::cmd("DEL").arg(format!("{}{{card}}:default:tat", r.prefix)).query_async(&mut conn).await.unwrap();
     let e = cached.ready().await.unwrap().call("card".to_owned()).await.unwrap_err();
     let after = e.retry_after().unwrap();
     assert!(after > Duration::from_secs(3590), "refused from the cache with the remaining time: {after:?}");
