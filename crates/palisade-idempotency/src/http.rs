@@ -493,7 +493,8 @@ where
                 return Ok(res);
             }
             let (res_parts, res_body) = res.into_parts();
-            let collected = res_body.collect().await.map_err(|e| e.to_string());
+            // Still under the lease's heartbeat: a body slower than the lease must not let a duplicate take over.
+            let collected = ticket.hold(res_body.collect()).await.map_err(|e| e.to_string());
             let body = match collected {
                 Ok(c) => c.to_bytes(),
                 Err(e) => {

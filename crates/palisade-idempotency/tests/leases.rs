@@ -109,3 +109,45 @@ async fn a_claim_that_timed_out_does_not_lock_the_key() {
     assert_eq!(calls.load(Ordering::SeqCst), 2, "warm-up and the retry: the timed-out request never executed");
     r.cleanup().await;
 }
+
+/// A response body that sends its bytes only after `after`: the headers come at once.
+struct SlowBody(Option<std::pin::Pin<Box<tokio::time::Sleep>>>);
+
+impl http_body::Body for SlowBody {
+    type Data = bytes::Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Infallible>>> {
+        let Some(sleep) = self.0.as_mut() else { return std::task::Poll::Ready(None) };
+        std::task::ready!(sleep.as_mut().poll(cx));
+        self.0 = None;
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(bytes::Bytes::from_static(b"charged")))))
+    }
+}
+
+/// HTTP mode: the lease is renewed while a stored answer's body is read too, not only until its headers come. A
+/// body five leases slow keeps the claim: a duplicate meanwhile is refused in flight, and the service runs once.
+#[tokio::test(start_paused = true)]
+async fn a_slow_response_body_keeps_its_claim() {
+    let lease = Duration::from_secs(1);
+    let layer = HttpIdempotencyLayer::builder().store(MemoryStore::new()).lease(lease).build();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let inner = tower::service_fn(move |_req: Request<Body>| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        let body = Body::new(SlowBody(Some(Box::pin(tokio::time::sleep(lease * 5)))));
+        async move { Ok::<_, Infallible>(Response::builder().status(StatusCode::CREATED).body(body).unwrap()) }
+    });
+    let app = tower::util::BoxCloneService::new(layer.layer(inner));
+    let first = tokio::spawn(app.clone().oneshot(post("slow-body")));
+    tokio::time::sleep(lease * 3).await;
+    let dup = app.clone().oneshot(post("slow-body")).await.unwrap();
+    assert_eq!(dup.status(), StatusCode::CONFLICT, "the duplicate is refused in flight, not run");
+    assert_eq!(first.await.unwrap().unwrap().status(), StatusCode::CREATED);
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "the service ran once");
+    let replay = app.clone().oneshot(post("slow-body")).await.unwrap();
+    assert_eq!(replay.status(), StatusCode::CREATED);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
