@@ -43,6 +43,23 @@ impl IdempotencyKey {
     /// Maximum length (Stripe's limit, and the draft's recommendation).
     pub const MAX_LEN: usize = 255;
 
+    /// How the gateway keys Palisade derives itself begin: the idempotency layer's keys for a scoped request
+    /// (`pal-`) and the saga's step and compensation keys (`sg-`). A client's key that begins so is never sent to
+    /// the gateway as it is (see `palisade_idempotency::gateway_key_for`): otherwise a client could send, as its
+    /// own, the key of another tenant's charge or of a saga's refund, and the gateway would answer one with the
+    /// other's result.
+    pub const DERIVED_PREFIXES: [&'static str; 2] = [Self::SCOPED_PREFIX, Self::SAGA_PREFIX];
+    /// How the idempotency layer's gateway key for a scoped request begins.
+    pub const SCOPED_PREFIX: &'static str = "pal-";
+    /// How a saga's step and compensation keys begin.
+    pub const SAGA_PREFIX: &'static str = "sg-";
+
+    /// Whether this key is spelled as a key Palisade derives (begins with one of [`Self::DERIVED_PREFIXES`]).
+    #[must_use]
+    pub fn looks_derived(&self) -> bool {
+        Self::DERIVED_PREFIXES.iter().any(|p| self.as_str().starts_with(p))
+    }
+
     /// Parses a header value: an sf-string (`"abc"`, with `\"` and `\\` escapes) or a bare token.
     ///
     /// # Errors

@@ -98,16 +98,20 @@ fn decimal(mut n: usize, out: &mut [u8; 20]) -> &str {
 /// The gateway idempotency key a request carries to the gateway for an edge key within a scope.
 ///
 /// Without a scope it is the edge key itself. With one it is `pal-` and the SHA-256 of the storage key in hex,
-/// so two tenants' equal keys reach the gateway as different keys. Deterministic: a retry after a crash (in any
-/// process) sends the same gateway key, which is what lets the gateway deduplicate a re-execution.
+/// so two tenants' equal keys reach the gateway as different keys. An edge key without a scope that is spelled
+/// like a key Palisade derives ([`IdempotencyKey::looks_derived`]: `pal-…`, `sg-…`) is hashed the same way (its
+/// storage key differs from every scoped one), so no client can send another tenant's or a saga's gateway key as
+/// its own. Deterministic: a retry after a crash (in any process) sends the same gateway key, which is what lets
+/// the gateway deduplicate a re-execution.
 #[must_use]
 pub fn gateway_key_for(scope: Option<&str>, key: &IdempotencyKey) -> IdempotencyKey {
     match scope {
-        None => key.clone(),
-        Some(_) => {
+        None if !key.looks_derived() => key.clone(),
+        _ => {
             let digest = Sha256::digest(storage_key(scope, key).as_bytes());
             // 4 + 64 visible ASCII characters: always a valid key.
-            IdempotencyKey::new(format!("pal-{}", hex::encode(digest))).unwrap_or_else(|_| key.clone())
+            IdempotencyKey::new(format!("{}{}", IdempotencyKey::SCOPED_PREFIX, hex::encode(digest)))
+                .unwrap_or_else(|_| key.clone())
         }
     }
 }

@@ -48,7 +48,8 @@ fn derived(role: &str, saga_id: &str, step: &str) -> IdempotencyKey {
     }
     let digest = hex::encode(&h.finalize()[..20]);
     // "sg-" and 40 hex digits: always a valid key.
-    IdempotencyKey::new(format!("sg-{digest}")).unwrap_or_else(|_| unreachable!("hex is a valid key"))
+    IdempotencyKey::new(format!("{}{digest}", IdempotencyKey::SAGA_PREFIX))
+        .unwrap_or_else(|_| unreachable!("hex is a valid key"))
 }
 
 /// What every step of one run shares, behind one `Arc`: the saga's id, its steps' names and its context. The

@@ -442,8 +442,21 @@ pub async fn scopes_keep_tenants_apart_and_change_the_gateway_key<S: LeaseStore 
     let again = app.clone().oneshot(for_tenant("a", "one")).await.unwrap();
     assert!(is_replay(&again));
     assert_eq!(body_of(again).await, "one");
-    assert_eq!(app.oneshot(for_tenant("b", "one")).await.unwrap().status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(app.clone().oneshot(for_tenant("b", "one")).await.unwrap().status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(h.calls(), 2);
+    // A request without the scope, sending tenant a's gateway key (or a saga step's, `sg-…`) as its own key,
+    // reaches the gateway under another key: the gateway cannot answer it with tenant a's charge.
+    let ka = ka.to_str().unwrap().to_owned();
+    for borrowed in [ka.as_str(), "sg-0123456789abcdef0123456789abcdef01234567"] {
+        let unscoped =
+            Request::post("/v1/charges").header("idempotency-key", borrowed).body(Body::from("three")).unwrap();
+        let c = app.clone().oneshot(unscoped).await.unwrap();
+        assert_eq!(c.status(), StatusCode::CREATED);
+        let kc = c.headers()["x-gateway-key"].to_str().unwrap().to_owned();
+        assert_ne!(kc, borrowed, "a key spelled like a derived one is not sent as it is");
+        assert_ne!(kc, ka);
+        assert!(kc.starts_with("pal-"), "{kc}");
+    }
 }
 
 pub async fn patch_is_covered_by_default_and_methods_are_configurable<S: LeaseStore + Clone>(store: S) {
