@@ -178,6 +178,36 @@ async fn unreachable_redis_is_a_typed_error_and_no_inner_call() {
     assert_eq!(handler_calls.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
 
+/// A renewal never shortens a lease: a holder whose token is stamped a minute ahead of the server's clock (a
+/// clock stepped back, a failover to a replica behind) renews, and its lease stays live; before, the renewal wrote
+/// a negative lease, which reads as released, and a duplicate took over the live holder.
+#[tokio::test]
+async fn a_renewal_under_a_clock_behind_the_token_keeps_the_lease() {
+    use palisade_idempotency::{Claim, Fingerprint, LeaseStore};
+    let Some((r, store, _expire)) = setup("idem_renew_skew").await else { return };
+    let mut conn = r.conn.clone();
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await.unwrap();
+    let ahead = secs * 1_000_000 + micros + 60_000_000;
+    let (k, fp) = ("renew-skew", Fingerprint([7; 32]));
+    let mut record = vec![b'i'];
+    record.extend_from_slice(&fp.0);
+    record.extend_from_slice(format!("{ahead}:10000/1").as_bytes());
+    let _: () = redis::cmd("SET")
+        .arg(store.record_key(k))
+        .arg(record)
+        .arg("PX")
+        .arg(600_000)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(matches!(store.claim(k, &fp, LEASE, TTL).await.unwrap(), Claim::Held { .. }));
+    let hold = Hold::new(k, palisade_idempotency::FencingToken(ahead));
+    assert!(store.renew(&hold, Duration::from_secs(10)).await.unwrap(), "the holder renews");
+    let after = store.claim(k, &fp, LEASE, TTL).await.unwrap();
+    assert!(matches!(after, Claim::Held { .. }), "still held after the renewal: {after:?}");
+    r.cleanup().await;
+}
+
 /// The record is one string: state byte, 32 raw fingerprint bytes, then the state's fields. Fingerprints made of
 /// the bytes the format itself uses (`:`, `d`, `i`, digits) must not confuse the scripts, a release keeps the
 /// record's TTL, and a key holding something else is a typed store error, never a claim.

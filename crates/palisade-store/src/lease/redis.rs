@@ -98,7 +98,9 @@ return {v, rem}
 ";
 
 // KEYS[1] record; ARGV: token, lease ms. Moves the end of a live lease held by the token to now + lease (and
-// the record's TTL with it when shorter); 1 when it did.
+// the record's TTL with it when shorter); 1 when it did. Never earlier than it was: a token stamped ahead of this
+// server's clock (a clock stepped back, a failover to a replica whose clock is behind) would otherwise write a
+// lease of 0 or less, which reads as released, and a duplicate would take over a live holder.
 const RENEW: &str = "
 local v = redis.call('GET', KEYS[1])
 if not (v and string.byte(v, 1) == 105 and string.sub(v, 34, 34 + #ARGV[1]) == ARGV[1] .. ':') then return 0 end
@@ -111,7 +113,7 @@ local tok_ms = math.floor(tonumber(ARGV[1]) / 1000)
 if lease == 0 or tok_ms + lease <= now_ms then return 0 end
 local tail = ''
 if slash then tail = string.sub(v, slash) end
-redis.call('SET', KEYS[1], string.sub(v, 1, sep) .. string.format('%.0f', now_ms - tok_ms + tonumber(ARGV[2])) .. tail, 'KEEPTTL')
+redis.call('SET', KEYS[1], string.sub(v, 1, sep) .. string.format('%.0f', math.max(lease, now_ms - tok_ms + tonumber(ARGV[2]))) .. tail, 'KEEPTTL')
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 1
 ";
