@@ -3,7 +3,8 @@
 //! - **One Lua script, one round trip** per decision (`EVALSHA`, reloaded on `NOSCRIPT`): the same GCRA rule
 //!   as the local limiters, on **Redis server time** (`redis.call('TIME')`), so the clocks of the instances never
 //!   matter. Resolution is one microsecond (Lua numbers are doubles; microseconds since 1970 fit exactly).
-//! - One key per limiter and limit key, `{prefix}{<key>}:<name>:tat` (the limiter's [`name`](crate::RateLimitLayerBuilder::name)), hash-tagged so it works on Redis Cluster, holding the TAT; it
+//! - One key per limiter and limit key, `{prefix}{<key>}:<name>:tat` (the limiter's
+//!   [`name`](crate::RateLimitLayerBuilder::name)), hash-tagged so it works on Redis Cluster, holding the TAT; it
 //!   expires exactly when the key goes idle, so Redis memory is bounded by the active keys (the same lossless
 //!   eviction argument as [`crate::KeyedRateLimiter`]).
 //! - Unreachable Redis: [`palisade_core::FailurePolicy`] — fail closed by default
