@@ -144,8 +144,10 @@ async fn create_charge(
         Err(e) => return invalid(e.to_string()),
     };
     let amount = match Money::parse(&new.amount, currency) {
-        Ok(m) if m.is_zero() || m.is_negative() => return invalid("amount must be positive"),
-        Ok(m) => m,
+        Ok(m) => match m.require_positive() {
+            Ok(()) => m,
+            Err(e) => return refused(&e),
+        },
         Err(e) => return invalid(e.to_string()),
     };
     let source = match PaymentToken::new(new.source) {

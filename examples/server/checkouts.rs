@@ -286,10 +286,7 @@ impl Checkout {
     fn validate(&self) -> Result<(), PaymentError> {
         // Refused here, before stock is held: the gateway would refuse it after, and the order would be spent on a
         // compensated saga.
-        let money = self.money()?;
-        if money.is_zero() || money.is_negative() {
-            return Err(PaymentError::invalid_request("amount must be positive"));
-        }
+        self.money()?.require_positive()?;
         PaymentToken::new(self.source.clone()).map_err(|e| PaymentError::invalid_request(e.to_string()))?;
         if self.order_id.is_empty() || self.order_id.len() > 255 {
             return Err(PaymentError::invalid_request("order_id must be 1 to 255 characters"));

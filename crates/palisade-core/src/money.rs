@@ -308,6 +308,19 @@ impl Money {
         self.amount.is_sign_negative() && !self.amount.is_zero()
     }
 
+    /// `Ok` for an amount above zero, as every amount a payment moves must be (charged, authorized, captured,
+    /// refunded; Stripe's rule too: a refund of -5.00 would add to what is left to refund).
+    ///
+    /// # Errors
+    /// [`PaymentError::InvalidRequest`](crate::PaymentError::InvalidRequest), "amount must be positive", for zero
+    /// or a negative amount.
+    pub fn require_positive(&self) -> Result<(), crate::PaymentError> {
+        if self.is_negative() || self.is_zero() {
+            return Err(crate::PaymentError::invalid_request("amount must be positive"));
+        }
+        Ok(())
+    }
+
     fn same_currency(&self, other: &Money) -> Result<(), MoneyError> {
         if self.currency == other.currency {
             Ok(())

@@ -329,7 +329,7 @@ impl State {
                     }
                     _ => {}
                 }
-                positive(&c.amount)?;
+                c.amount.require_positive()?;
                 let charge = matches!(req, GatewayRequest::Charge(_));
                 let (prefix, status) =
                     if charge { ("ch", PaymentStatus::Captured) } else { ("auth", PaymentStatus::Authorized) };
@@ -359,7 +359,7 @@ impl State {
                     return Err(PaymentError::invalid_request("authorization is not capturable"));
                 }
                 let amount = c.amount.unwrap_or(p.amount);
-                positive(&amount)?;
+                amount.require_positive()?;
                 if amount.checked_cmp(&p.amount).map_err(|e| PaymentError::invalid_request(e.to_string()))?
                     == std::cmp::Ordering::Greater
                 {
@@ -405,7 +405,7 @@ impl State {
                 let already = p.refunded.unwrap_or(Money::from_minor(0, captured.currency()));
                 let left = captured.checked_sub(&already).map_err(|e| PaymentError::invalid_request(e.to_string()))?;
                 let amount = r.amount.unwrap_or(left);
-                positive(&amount)?;
+                amount.require_positive()?;
                 if amount.checked_cmp(&left).map_err(|e| PaymentError::invalid_request(e.to_string()))?
                     == std::cmp::Ordering::Greater
                 {
@@ -436,15 +436,6 @@ impl State {
     fn payment(&self, id: &str) -> Result<&Payment, PaymentError> {
         self.payments.get(id).ok_or_else(|| PaymentError::invalid_request(format!("no such payment: {id}")))
     }
-}
-
-/// Every amount the simulator moves (charge, authorization, capture, refund) must be positive, as Stripe's: a
-/// refund of -5.00 would otherwise add to what is left to refund.
-fn positive(amount: &Money) -> Result<(), PaymentError> {
-    if amount.is_negative() || amount.is_zero() {
-        return Err(PaymentError::invalid_request("amount must be positive"));
-    }
-    Ok(())
 }
 
 impl tower_service::Service<GatewayRequest> for GatewaySim {
