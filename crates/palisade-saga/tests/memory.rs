@@ -394,3 +394,8 @@ async fn a_long_saga_s_steps_see_every_output_before_theirs_even_past_a_kept_con
     let kept = kept.lock().take().unwrap();
     assert_eq!((kept.step(), kept.output::<u64>("s1"), kept.output::<u64>("s2")), ("s2", Some(11), None));
 }
+
+#[tokio::test(start_paused = true)]
+async fn text_with_a_nul_is_kept() {
+    common::real::text_with_a_nul_is_kept(MemoryLog::new()).await;
+}

@@ -175,3 +175,43 @@ async fn postgres_an_unserializable_context_is_refused_at_start() {
     an_unserializable_context_is_refused_at_start(log).await;
     pg.cleanup().await;
 }
+
+#[tokio::test]
+async fn postgres_text_with_a_nul_is_kept() {
+    let Some((pg, log)) = pg_log("saga_nul").await else { return };
+    text_with_a_nul_is_kept(log).await;
+    pg.cleanup().await;
+}
+
+/// A database migrated before version 2 (`jsonb` columns), with sagas in it: migrating converts the columns to
+/// `json`, keeps the sagas, and the log then keeps text with a NUL.
+#[tokio::test]
+async fn postgres_a_jsonb_log_is_migrated_to_json_with_its_sagas() {
+    let Some((pg, log)) = pg_log("saga_json_upgrade").await else { return };
+    checkout_completes(log.clone()).await;
+    let p = pg.prefix();
+    sqlx::raw_sql(&format!(
+        "ALTER TABLE {p}sagas ALTER COLUMN context TYPE jsonb USING context::jsonb;
+         ALTER TABLE {p}saga_events ALTER COLUMN event TYPE jsonb USING event::jsonb;
+         DELETE FROM {p}saga_migrations WHERE version = 2;"
+    ))
+    .execute(&pg.pool)
+    .await
+    .unwrap();
+    let before = log.get("order-1").await.unwrap().unwrap();
+    log.migrate().await.unwrap();
+    let types: Vec<String> = sqlx::query_scalar(
+        "SELECT data_type::text FROM information_schema.columns
+         WHERE table_schema = $1 AND table_name IN ('palisade_sagas', 'palisade_saga_events')
+           AND column_name IN ('context', 'event') ORDER BY column_name",
+    )
+    .bind(p.split('.').next().unwrap())
+    .fetch_all(&pg.pool)
+    .await
+    .unwrap();
+    assert_eq!(types, ["json", "json"]);
+    let after = log.get("order-1").await.unwrap().unwrap();
+    assert_eq!((after.context, after.events, after.state), (before.context, before.events, before.state));
+    text_with_a_nul_is_kept(log).await;
+    pg.cleanup().await;
+}

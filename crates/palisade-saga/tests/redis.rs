@@ -223,3 +223,10 @@ async fn redis_an_unserializable_context_is_refused_at_start() {
     an_unserializable_context_is_refused_at_start(log).await;
     r.cleanup().await;
 }
+
+#[tokio::test]
+async fn redis_text_with_a_nul_is_kept() {
+    let Some((r, log)) = redis_log("saga_nul").await else { return };
+    text_with_a_nul_is_kept(log).await;
+    r.cleanup().await;
+}

@@ -3,7 +3,7 @@
 //! - `<prefix>sagas`: one row per saga (`id` in byte order, `COLLATE "C"`, so listings come out as from the
 //!   memory log), with its state, owner, fencing token, the end of the owner's lease (`lease_until`, server
 //!   time) and `seq`, the number of its events. Indexed on `(state, lease_until)` for `orphans`.
-//! - `<prefix>saga_events`: `(saga_id, seq)` → the event (`jsonb`) and when it was written.
+//! - `<prefix>saga_events`: `(saga_id, seq)` → the event (`json`) and when it was written.
 //! - **append** is one statement: `WITH s AS (UPDATE sagas SET state, seq = seq + 1 … WHERE id = $1 AND
 //!   token = $2 RETURNING seq) INSERT INTO saga_events SELECT …, s.seq, … FROM s`. One row inserted: appended;
 //!   none: fenced. The row lock of the UPDATE orders appends against a concurrent take-over, which changes the
@@ -29,9 +29,10 @@ pub const DEFAULT_POSTGRES_PREFIX: &str = "palisade_";
 
 /// The schema, in order. Each step runs once per prefix (recorded in `<prefix>saga_migrations`), under an
 /// advisory lock. `{p}` is the prefix, `{n}` its part after the schema (index names take no schema).
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    "CREATE SEQUENCE IF NOT EXISTS {p}saga_tokens;
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        "CREATE SEQUENCE IF NOT EXISTS {p}saga_tokens;
      CREATE TABLE IF NOT EXISTS {p}sagas (
          id          text COLLATE \"C\" PRIMARY KEY,
          name        text NOT NULL,
@@ -52,7 +53,16 @@ const MIGRATIONS: &[(i32, &str)] = &[(
          at      timestamptz NOT NULL,
          PRIMARY KEY (saga_id, seq)
      );",
-)];
+    ),
+    // `json`, not `jsonb`: `jsonb` refuses a string holding NUL (`\u0000`, which PostgreSQL's text cannot hold),
+    // where the memory and Redis logs keep it; the saga then ran its step again on every resume and never ended.
+    // The log only stores and returns the JSON, so `json` (the text as written) loses nothing.
+    (
+        2,
+        "ALTER TABLE {p}sagas ALTER COLUMN context TYPE json USING context::json;
+     ALTER TABLE {p}saga_events ALTER COLUMN event TYPE json USING event::json;",
+    ),
+];
 
 #[derive(Debug)]
 struct Sql {
@@ -81,7 +91,7 @@ impl Sql {
             prefix: prefix.to_owned(),
             create: format!(
                 "INSERT INTO {t} (id, name, context, state, owner, token, seq, lease_until, created_at, updated_at)
-                 VALUES ($1, $2, $3::jsonb, $4, $5, nextval('{prefix}saga_tokens'), 0, {now} + $6 {ms}, {now}, {now})
+                 VALUES ($1, $2, $3::json, $4, $5, nextval('{prefix}saga_tokens'), 0, {now} + $6 {ms}, {now}, {now})
                  ON CONFLICT (id) DO NOTHING
                  RETURNING token"
             ),
@@ -92,7 +102,7 @@ impl Sql {
                          lease_until = CASE WHEN $5 THEN {now} ELSE lease_until END
                      WHERE id = $1 AND token = $2
                      RETURNING seq)
-                 INSERT INTO {e} (saga_id, seq, event, at) SELECT $1, s.seq, $3::jsonb, {now} FROM s"
+                 INSERT INTO {e} (saga_id, seq, event, at) SELECT $1, s.seq, $3::json, {now} FROM s"
             ),
             renew: format!(
                 "UPDATE {t} SET lease_until = {now} + $3 {ms}, updated_at = {now} WHERE id = $1 AND token = $2 AND {live}"

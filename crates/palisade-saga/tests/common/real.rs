@@ -397,3 +397,24 @@ pub async fn an_unserializable_context_is_refused_at_start<L: SagaLog + Clone>(l
     assert_eq!(ran.load(Ordering::SeqCst), 0);
     assert!(log.get("bad-context").await.unwrap().is_none());
 }
+
+/// Text with a NUL character (a carrier label, a gateway message): JSON writes it as `\u0000`. Every log keeps
+/// it as the memory log does, in the context and in a step's output; PostgreSQL's `jsonb` refused it, and the
+/// saga then ran its step again on every resume without ever ending.
+pub async fn text_with_a_nul_is_kept<L: SagaLog + Clone>(log: L) {
+    let saga = Saga::<String>::builder("nul")
+        .step(Step::new("label", |cx| {
+            let label = format!("{}\u{0}42", cx.context());
+            async move { Ok::<_, PaymentError>(label) }
+        }))
+        .build()
+        .unwrap();
+    let o = Orchestrator::builder(log.clone()).build();
+    let saga = o.register(saga);
+    let report = o.start(&saga, "nul-1", "LBL\u{0}".to_owned()).await.unwrap();
+    assert_eq!(report.state, SagaState::Completed);
+    assert_eq!(report.outputs["label"], "LBL\u{0}\u{0}42");
+    let record = log.get("nul-1").await.unwrap().unwrap();
+    assert_eq!(record.context, "LBL\u{0}");
+    assert!(record.events.iter().any(|e| matches!(e, Event::StepDone { output, .. } if output == "LBL\u{0}\u{0}42")));
+}
