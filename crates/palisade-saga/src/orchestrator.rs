@@ -241,18 +241,33 @@ impl Orchestrator {
         Ok(join_all(runs).await.into_iter().filter_map(Result::transpose).collect())
     }
 
-    /// Runs [`recover`](Self::recover) every `every` until the handle is aborted; failures are logged.
+    /// Every `every`, takes over the orphaned sagas (as [`recover`](Self::recover) does) and runs each on a task of
+    /// its own, until the handle is aborted (which stops those runs too: their leases end and a worker elsewhere
+    /// resumes them). A recovered saga that waits (a gateway's `Retry-After`, a compensation retried for minutes) or
+    /// panics holds up no other: the next pass finds and resumes the sagas orphaned meanwhile. Failures and panics
+    /// are logged.
     pub fn spawn_recovery(&self, every: Duration) -> tokio::task::JoinHandle<()> {
         let me = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // The resumed runs; dropped with this task, which aborts them.
+            let mut runs = tokio::task::JoinSet::new();
             loop {
                 tick.tick().await;
-                match me.recover().await {
-                    Ok(done) => {
-                        for r in done.iter().filter_map(|r| r.as_ref().err()) {
-                            tracing::warn!(error = %r, "a recovered saga stopped before its end");
+                while let Some(ended) = runs.try_join_next() {
+                    log_recovered(ended);
+                }
+                match me.inner.log.orphans(DEFAULT_RECOVERY_BATCH).await {
+                    Ok(ids) => {
+                        for id in ids {
+                            let me = me.clone();
+                            // A saga already resumed by an earlier pass is no orphan (its run renews its lease);
+                            // were it listed twice, one take-over wins and the other run returns `None`.
+                            runs.spawn(async move {
+                                let resumed = me.resume(&id).await;
+                                (id, resumed)
+                            });
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "saga recovery could not list orphaned sagas"),
@@ -275,6 +290,18 @@ impl Orchestrator {
     /// [`SagaError::Log`].
     pub async fn list(&self, state: Option<SagaState>, limit: usize) -> Result<Vec<SagaSummary>, SagaError> {
         Ok(self.inner.log.list(state, limit).await?)
+    }
+}
+
+/// Logs how a run resumed by [`Orchestrator::spawn_recovery`] ended, when it did not end well.
+fn log_recovered(ended: Result<(String, Result<Option<SagaReport>, SagaError>), tokio::task::JoinError>) {
+    match ended {
+        Ok((id, Err(e))) => tracing::warn!(saga_id = %id, error = %e, "a recovered saga stopped before its end"),
+        Ok(_) => {}
+        Err(e) if e.is_panic() => {
+            tracing::error!(error = %e, "a recovered saga panicked; its lease will end and it will be resumed again")
+        }
+        Err(_) => {}
     }
 }
 

@@ -399,3 +399,63 @@ async fn a_long_saga_s_steps_see_every_output_before_theirs_even_past_a_kept_con
 async fn text_with_a_nul_is_kept() {
     common::real::text_with_a_nul_is_kept(MemoryLog::new()).await;
 }
+
+/// Moves paused time on by `total`, `step` at a time, so the spawned tasks run in between.
+async fn tick(total: Duration, step: Duration) {
+    let mut t = Duration::ZERO;
+    while t < total {
+        tokio::time::advance(step).await;
+        t += step;
+    }
+}
+
+/// A one-step saga on `u32` contexts whose step, for context 1, does `slow_or_panic` on its first attempt.
+fn one_step(slow_or_panic: bool) -> Saga<u32> {
+    let tries = Arc::new(AtomicUsize::new(0));
+    Saga::<u32>::builder("pay")
+        .step(Step::<u32>::new("charge", move |cx| {
+            let first = *cx.context() == 1 && tries.fetch_add(1, Ordering::SeqCst) == 0;
+            async move {
+                if first && slow_or_panic {
+                    // The gateway's 429 asks for ten minutes, which the step honours.
+                    return Err(PaymentError::RateLimited { retry_after: Some(Duration::from_secs(600)) });
+                }
+                assert!(!first, "a bug in one saga's step");
+                Ok("ok")
+            }
+        }))
+        .build()
+        .unwrap()
+}
+
+/// The recovery worker runs each saga it takes over on a task of its own: a recovered saga waiting out a
+/// gateway's `Retry-After`, or one whose step panics, does not keep the worker from the sagas orphaned after it.
+/// Before, one pass ran its sagas to their end before the next, so a second dead instance's checkout stayed
+/// `running` for the ten minutes; and a panic ended the worker for good.
+#[tokio::test(start_paused = true)]
+async fn one_recovered_saga_holds_up_no_other() {
+    for waits in [true, false] {
+        let log = MemoryLog::new();
+        log.create("s1", "pay", &serde_json::json!(1), "dead", Duration::from_secs(1)).await.unwrap();
+        let worker = Orchestrator::builder(log.clone()).owner("worker").build();
+        worker.register(one_step(waits));
+        let recovery = worker.spawn_recovery(Duration::from_secs(1));
+        tick(Duration::from_secs(3), Duration::from_millis(100)).await;
+        let s1 = log.get("s1").await.unwrap().unwrap();
+        assert_eq!(s1.state, SagaState::Running);
+        if waits {
+            assert_eq!(s1.owner.as_deref(), Some("worker"), "s1 taken over and waiting");
+        }
+        // Another instance dies, leaving s2.
+        log.create("s2", "pay", &serde_json::json!(2), "dead-2", Duration::from_secs(1)).await.unwrap();
+        tick(Duration::from_secs(15), Duration::from_secs(1)).await;
+        let s2 = log.get("s2").await.unwrap().unwrap();
+        assert_eq!(s2.state, SagaState::Completed, "waits: {waits}: {:?} owned by {:?}", s2.state, s2.owner);
+        assert!(!recovery.is_finished());
+        if !waits {
+            // The panicked run's lease ended; a later pass resumed s1, whose step now succeeds.
+            assert_eq!(log.get("s1").await.unwrap().unwrap().state, SagaState::Completed);
+        }
+        recovery.abort();
+    }
+}
