@@ -359,3 +359,32 @@ async fn a_slow_operation_commits_after_the_client_gave_up_and_a_concurrent_dupl
     assert_eq!(replay.id.as_str(), committed[0].payment_id);
     assert_eq!(handle.sim().charges_for("o1").len(), 1);
 }
+
+/// A server that answers every connection with `HTTP/1.1 <status>` and an empty body, after reading the request.
+async fn answering(status: u16) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 8192];
+            let _ = s.read(&mut buf).await;
+            let head = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let _ = s.write_all(head.as_bytes()).await;
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// `HttpGateway` classifies a bare status as core's `HttpClassifier` does (DESIGN.md's table): before, 408 and
+/// 425 (the gateway acted on nothing) were `InvalidRequest`, Terminal, so a saga step failed at once and its
+/// checkout was compensated where a retry would have completed it.
+#[tokio::test]
+async fn a_bare_status_has_the_outcome_core_gives_it() {
+    for code in [400, 401, 403, 404, 405, 408, 409, 410, 413, 422, 425, 429, 500, 501, 502, 503, 504, 599] {
+        let mut gw = HttpGateway::new(&answering(code).await).unwrap().timeout(Duration::from_secs(10));
+        let e = call(&mut gw, charge("o1", "5.00", "tok_visa", Some("k1"))).await.unwrap_err();
+        let status = http::StatusCode::from_u16(code).unwrap();
+        let core = HttpClassifier::classify_parts(status, &http::HeaderMap::new(), std::time::SystemTime::now());
+        assert_eq!(e.outcome().class(), core.class(), "HTTP {code}: {e:?}");
+    }
+}

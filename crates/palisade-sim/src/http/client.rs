@@ -57,7 +57,7 @@ struct Config {
 /// | 400 / 422 / other 4xx | `InvalidRequest` / `IdempotencyConflict` / `InvalidRequest` | Terminal |
 /// | 409 | `IdempotencyInFlight` with `Retry-After` | Retriable |
 /// | 429 | `RateLimited` with `Retry-After` | Retriable |
-/// | 503 | `GatewayUnavailable` with `Retry-After` | Retriable |
+/// | 408, 425, 503 | `GatewayUnavailable` with `Retry-After` | Retriable |
 /// | 504 | `GatewayTimeout` | Unknown |
 /// | other 5xx (and 1xx, 3xx) | `GatewayServerError` with the status | Unknown |
 ///
@@ -211,7 +211,10 @@ fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Result<Gate
         409 => PaymentError::IdempotencyInFlight { retry_after: retry_after.or(stated.and_then(|e| e.retry_after())) },
         422 => PaymentError::IdempotencyConflict,
         429 => PaymentError::RateLimited { retry_after: retry_after.or(stated.and_then(|e| e.retry_after())) },
-        503 => PaymentError::GatewayUnavailable { retry_after: retry_after.or(stated.and_then(|e| e.retry_after())) },
+        // 408: the gateway stopped waiting for the request; 425: it would not risk a replay. Neither acted.
+        408 | 425 | 503 => {
+            PaymentError::GatewayUnavailable { retry_after: retry_after.or(stated.and_then(|e| e.retry_after())) }
+        }
         504 => PaymentError::timeout("gateway answered HTTP 504"),
         401..=499 => PaymentError::invalid_request(format!("gateway answered HTTP {status}")),
         code => {
