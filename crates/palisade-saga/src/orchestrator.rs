@@ -305,8 +305,9 @@ fn log_recovered(ended: Result<(String, Result<Option<SagaReport>, SagaError>), 
     }
 }
 
-/// Renews a saga's lease every third of it, until a renewal is refused (another owner took the saga over): one
-/// boxed timer, reset after each renewal, keeps the saga's future small.
+/// Renews a saga's lease every third of it, until a renewal is refused because another owner took the saga over
+/// (a saga this run ended itself is not: the run then ends with its own answer): one boxed timer, reset after each
+/// renewal, keeps the saga's future small.
 async fn heartbeat(log: &Arc<dyn SagaLog>, id: &Name, token: u64, lease: Duration) -> SagaError {
     let every = palisade_store::lease::beat_every(lease);
     let mut timer = Box::pin(tokio::time::sleep(every));
@@ -315,7 +316,14 @@ async fn heartbeat(log: &Arc<dyn SagaLog>, id: &Name, token: u64, lease: Duratio
         timer.as_mut().reset(Instant::now() + every);
         match log.renew(id, token, lease).await {
             Ok(true) => {}
-            Ok(false) => return SagaError::Fenced(id.to_string()),
+            Ok(false) => {
+                // Refused: another owner took the saga over, or this run's own last write ended it (a renewal
+                // answered before that write's answer, as on a pool of connections). Only the first is fenced.
+                if matches!(log.get(id).await, Ok(Some(r)) if r.token == token && r.state.is_terminal()) {
+                    return std::future::pending().await;
+                }
+                return SagaError::Fenced(id.to_string());
+            }
             Err(e) => tracing::warn!(saga_id = %id, error = %e, "could not renew the saga's lease; trying again"),
         }
     }
