@@ -52,7 +52,12 @@ pub struct RowError {
 
 impl fmt::Display for RowError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}: column {} ({}): {}", self.file, self.line, self.column, self.column_name, self.problem)
+        write!(f, "{}:{}: column {}", self.file, self.line, self.column)?;
+        // A field past the header's last column has no name.
+        if !self.column_name.is_empty() {
+            write!(f, " ({})", self.column_name)?;
+        }
+        write!(f, ": {}", self.problem)
     }
 }
 
@@ -90,6 +95,14 @@ pub enum Problem {
     /// The row is shorter than the header.
     #[error("missing field: the row has {found} fields, the header {expected}")]
     MissingField {
+        /// Fields in the row.
+        found: usize,
+        /// Fields in the header.
+        expected: usize,
+    },
+    /// The row is longer than the header (an unquoted `1,234.56` is one): its fields cannot be told apart.
+    #[error("extra fields: the row has {found} fields, the header {expected}")]
+    ExtraFields {
         /// Fields in the row.
         found: usize,
         /// Fields in the header.

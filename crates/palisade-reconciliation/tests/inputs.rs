@@ -125,7 +125,7 @@ fn statuses_are_normalised_and_configurable() {
 #[test]
 fn bad_input_names_file_line_column_and_what_was_expected() {
     let ok = "a,1.00,USD,paid,2024-05-01T00:00:00Z\n";
-    let cases: [(&str, &[u8], &str); 8] = [
+    let cases: [(&str, &[u8], &str); 9] = [
         (
             "bad decimal",
             b"b,12.x,USD,paid,2024-05-01T00:00:00Z\n",
@@ -158,6 +158,12 @@ fn bad_input_names_file_line_column_and_what_was_expected() {
             "internal.csv:3: column 4 (status): missing field: the row has 3 fields, the header 5",
         ),
         ("empty id", b",1.00,USD,paid,2024-05-01T00:00:00Z\n", "internal.csv:3: column 1 (id): empty id"),
+        (
+            // An unquoted thousands separator: before, the row was read as 1.00 and matched a gateway's 1.00.
+            "long row",
+            b"b,1,234.56,USD,paid,2024-05-01T00:00:00Z\n",
+            "internal.csv:3: column 6: extra fields: the row has 6 fields, the header 5",
+        ),
     ];
     for (what, row, expected) in cases {
         let mut body = format!("{HEADER}{ok}").into_bytes();
@@ -383,4 +389,17 @@ fn any_source_reconciles() {
     let r = at_cutoff().reconcile(canonical("internal.csv", &internal), gateway).unwrap();
     assert_eq!(kinds(&r), [(Kind::StatusMismatch, "b")]);
     assert_eq!(r.matched, 1);
+}
+
+/// A row longer than its header is a row error, whichever column its extra field follows. Before, the fields past
+/// the header were dropped: with the amount last, an unquoted `1,234.56` was read as 1.00 and matched the
+/// gateway's 1.00, exit 0.
+#[test]
+fn a_row_longer_than_its_header_is_refused() {
+    let header = "id,currency,status,created_at,amount\n";
+    let internal = format!("{header}ch_1,USD,paid,2024-05-01T00:00:00Z,1,234.56\n");
+    let gateway = format!("{header}ch_1,USD,paid,2024-05-01T00:00:00Z,1.00\n");
+    let e = run(&at_cutoff(), &internal, &gateway).unwrap_err();
+    assert_eq!(e.to_string(), "internal.csv:2: column 6: extra fields: the row has 6 fields, the header 5");
+    assert_eq!(e.as_row().map(|r| r.line), Some(2));
 }

@@ -130,9 +130,15 @@ impl CsvFile {
     /// Reads the next row; `Ok(false)` at the end.
     ///
     /// # Errors
-    /// [`Error::Row`] with [`Problem::Csv`] for malformed CSV, [`Error::Io`] if reading fails.
+    /// [`Error::Row`] with [`Problem::Csv`] for malformed CSV or [`Problem::ExtraFields`] for a row longer than
+    /// the header, [`Error::Io`] if reading fails.
     pub fn next_row(&mut self) -> Result<bool, Error> {
         match self.reader.read_byte_record(&mut self.record) {
+            // A longer row is refused here (a shorter one at the field it lacks): which field is which is unknown.
+            Ok(true) if self.record.len() > self.headers.len() => {
+                let (found, expected) = (self.record.len(), self.headers.len());
+                Err(self.error(expected, Problem::ExtraFields { found, expected }))
+            }
             Ok(more) => Ok(more),
             Err(e) => {
                 let line = e.position().map_or(0, csv::Position::line);
