@@ -248,11 +248,15 @@ pub async fn crash_at_every_boundary<L: SagaLog + Clone>(
             *world.crash.lock() = Some((step.to_owned(), at));
             let first = Orchestrator::builder(log.clone()).owner("first").lease(lease).build();
             let saga = first.register(checkout_saga(&world));
-            let running = tokio::spawn({
+            let mut running = tokio::spawn({
                 let (first, saga, order) = (first.clone(), saga.clone(), order.clone());
                 async move { first.start(&saga, &order, checkout(&order)).await }
             });
-            world.crashed.notified().await;
+            // A run that ends before its crash point (a store error) fails the test instead of hanging it.
+            tokio::select! {
+                () = world.crashed.notified() => {}
+                ended = &mut running => panic!("{step} {at:?}: the run ended before its crash point: {ended:?}"),
+            }
             running.abort();
             let _ = running.await;
             let record = log.get(&order).await.unwrap().unwrap();
