@@ -28,6 +28,10 @@ const NBSP: &str = "\u{a0}";
 const THIN: &str = "\u{2009}";
 const EN: &str = "\u{2013}";
 const EM: &str = "\u{2014}";
+/// A no-break space as Rust's `{:?}` writes it.
+const NBSP_DEBUG: &str = "\\u{a0}";
+/// A no-break space as a JSON serializer that escapes non-ASCII writes it.
+const NBSP_JSON: &str = "\\u00a0";
 
 const CLASSES: &[Class] = &[
     Class {
@@ -60,12 +64,12 @@ const CLASSES: &[Class] = &[
     },
     Class {
         name: "timestamp pairs (ms)",
-        uses: &[" ", "  ", "\t", "_", "/", "-", "%20"],
+        uses: &[" ", "  ", "\t", "_", "/", "-", "%20", "+"],
         make: |r| vec![format!("17{}", r.digits(11)), format!("17{}", r.digits(11))],
     },
     Class {
         name: "phone numbers (E.164)",
-        uses: &[" ", "-", ".", NBSP, THIN, "%20"],
+        uses: &[" ", "-", ".", NBSP, THIN, "%20", "+", NBSP_DEBUG, NBSP_JSON],
         make: |r| {
             let cc = ["1", "44", "49", "33", "91", "86", "81", "61", "55"][r.below(9) as usize];
             vec![format!("+{cc}"), r.digits(3), r.digits(3), r.digits(4)]
@@ -73,12 +77,12 @@ const CLASSES: &[Class] = &[
     },
     Class {
         name: "phone numbers (national)",
-        uses: &[" ", ".", "-", NBSP, "/"],
+        uses: &[" ", ".", "-", NBSP, "/", NBSP_DEBUG, NBSP_JSON],
         make: |r| vec![format!("0{}", r.digits(3)), r.digits(3), r.digits(2), r.digits(2), r.digits(2)],
     },
     Class {
         name: "grouped ids (4-4-4-4)",
-        uses: &[" ", "-", "_", "/", ".", "  ", "\t", NBSP, THIN, EN, EM, "%20"],
+        uses: &[" ", "-", "_", "/", ".", "  ", "\t", NBSP, THIN, EN, EM, "%20", "+", NBSP_DEBUG, NBSP_JSON],
         make: |r| vec![r.digits(4), r.digits(4), r.digits(4), r.digits(4)],
     },
     Class { name: "snowflake parts", uses: &["_", "-", "/", ".", " "], make: |r| vec![r.digits(10), r.digits(9)] },
@@ -86,7 +90,7 @@ const CLASSES: &[Class] = &[
     Class { name: "versions", uses: &["."], make: |r| (0..5).map(|_| format!("{}", r.below(100))).collect() },
     Class {
         name: "amount columns",
-        uses: &["\t", "  ", " ", THIN, NBSP],
+        uses: &["\t", "  ", " ", THIN, NBSP, NBSP_DEBUG, NBSP_JSON],
         make: |r| (0..6).map(|_| format!("{}", r.below(100_000))).collect(),
     },
     Class {
@@ -117,6 +121,9 @@ const SEPARATORS: &[(&str, &str)] = &[
     ("slash", "/"),
     ("underscore", "_"),
     ("%20 (URL-encoded space)", "%20"),
+    ("+ (form-encoded space)", "+"),
+    ("\\u{a0} (U+00A0 in Rust's Debug)", NBSP_DEBUG),
+    ("\\u00a0 (U+00A0 escaped in JSON)", NBSP_JSON),
 ];
 
 fn main() {

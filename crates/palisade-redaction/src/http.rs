@@ -11,12 +11,13 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, Method, Request, Response, Uri};
 use http_body::Body;
 use http_body_util::{BodyExt, Full};
-use palisade_core::{BoxError, ErrorOutcome, HttpClassifier};
+use palisade_core::body::{BodyError, collect_limited};
+use palisade_core::{BoxError, ErrorOutcome, HttpClassifier, Problem};
 use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
 
-pub use crate::defaults::{DEFAULT_BODY_LOG_LIMIT, DEFAULT_SENSITIVE_HEADERS};
+pub use crate::defaults::{DEFAULT_BODY_BUFFER_LIMIT, DEFAULT_BODY_LOG_LIMIT, DEFAULT_SENSITIVE_HEADERS};
 use crate::layer::{AuditConfig, AuditLayerBuilder, Held};
 
 /// What a masked header value is written as.
@@ -27,11 +28,14 @@ struct HttpConfig {
     audit: AuditConfig,
     sensitive: Vec<HeaderName>,
     body_limit: usize,
+    buffer_limit: usize,
 }
 
 /// The audit layer for HTTP services (an axum `Router`, a hyper client). The request and response bodies are
 /// buffered so they can be logged (redacted, JSON-aware, up to [`DEFAULT_BODY_LOG_LIMIT`] bytes each) and are
-/// passed on unchanged as `Full<Bytes>`; the outcome comes from [`HttpClassifier`]. As in typed mode
+/// passed on unchanged as `Full<Bytes>`; the outcome comes from [`HttpClassifier`]. A request body over
+/// [`DEFAULT_BODY_BUFFER_LIMIT`] (see [`body_buffer_limit`](HttpAuditLayerBuilder::body_buffer_limit)) is answered
+/// `413` problem+json (`payload_too_large`) without calling the inner service. As in typed mode
 /// ([`AuditLayer`](crate::AuditLayer)), a request and a response are rendered only for an event a subscriber
 /// records: with only WARN recorded, the request's method, URI, headers and body are kept and rendered if the
 /// call fails.
@@ -72,6 +76,7 @@ pub struct HttpAuditLayerBuilder {
     base: AuditLayerBuilder<()>,
     sensitive: Vec<HeaderName>,
     body_limit: usize,
+    buffer_limit: usize,
 }
 
 impl<C> AuditLayerBuilder<C> {
@@ -81,6 +86,7 @@ impl<C> AuditLayerBuilder<C> {
             base: self.classifier(()),
             sensitive: DEFAULT_SENSITIVE_HEADERS.iter().map(|h| HeaderName::from_static(h)).collect(),
             body_limit: DEFAULT_BODY_LOG_LIMIT,
+            buffer_limit: DEFAULT_BODY_BUFFER_LIMIT,
         }
     }
 }
@@ -96,6 +102,12 @@ impl HttpAuditLayerBuilder {
         self.body_limit = bytes;
         self
     }
+    /// The largest request body buffered (default [`DEFAULT_BODY_BUFFER_LIMIT`], 1 MiB); a larger one is
+    /// answered `413` problem+json without calling the inner service.
+    pub fn body_buffer_limit(mut self, bytes: usize) -> Self {
+        self.buffer_limit = bytes;
+        self
+    }
     /// The layer.
     pub fn build(self) -> HttpAuditLayer {
         HttpAuditLayer {
@@ -103,6 +115,7 @@ impl HttpAuditLayerBuilder {
                 audit: AuditConfig::new(self.base.redactor, self.base.service),
                 sensitive: self.sensitive,
                 body_limit: self.body_limit,
+                buffer_limit: self.buffer_limit,
             }),
         }
     }
@@ -203,7 +216,20 @@ where
         Box::pin(async move {
             let start = Instant::now();
             let (parts, body) = req.into_parts();
-            let body = body.collect().await.map_err(Into::into)?.to_bytes();
+            let body = match collect_limited(&parts.headers, body, cfg.buffer_limit).await {
+                Ok(body) => body,
+                Err(BodyError::TooLarge { limit }) => {
+                    tracing::warn!(target: "palisade::audit", limit, "request body over the buffer limit: refused");
+                    let problem = Problem::new(
+                        http::StatusCode::PAYLOAD_TOO_LARGE,
+                        "payload_too_large",
+                        "payload too large",
+                        format!("the request body exceeds the {limit}-byte limit"),
+                    );
+                    return Ok(problem.into_response());
+                }
+                Err(e) => return Err(e.into()),
+            };
             // Rendered only for a subscriber that records the event; the duration is measured either way.
             let request = Held::at_call(
                 || cfg.request(&parts.method, &parts.uri, &parts.headers, &body),

@@ -7,8 +7,10 @@ use serde_json::Value;
 
 use crate::redactor::Redactor;
 
-/// Keys whose values are dropped from JSON, compared after lower-casing and removing `_`, `-`, `.` and spaces
-/// (`card_number`, `cardNumber`, `CARD-NUMBER` all match `cardnumber`).
+/// Names of card data whose values are dropped from JSON. A key matches when its last words, lower-cased and
+/// joined, spell one of these: words are separated by `_`, `-`, `.` and spaces and start at a camel-case capital,
+/// so `card_number`, `cardNumber`, `CARD-NUMBER`, `customer_card_number`, `card_cvc` and `cardCvc` all match, and
+/// `panel`, `card_brand`, `cvc_check` and `pinned` do not.
 pub const SENSITIVE_KEYS: &[&str] = &[
     "pan",
     "cardnumber",
@@ -36,23 +38,37 @@ pub const SENSITIVE_KEYS: &[&str] = &[
     "pinblock",
 ];
 
-/// True when `key` names card data whose value must never be logged (any case, any `_`/`-` spelling).
+/// The longest key [`is_sensitive_key`] reads word by word; a longer key is matched on its last 64 letters.
+const MAX_KEY: usize = 64;
+
+/// True when `key` names card data whose value must never be logged: its last words spell one of
+/// [`SENSITIVE_KEYS`], in any case and any `_`/`-`/camel-case spelling.
 #[must_use]
 pub fn is_sensitive_key(key: &str) -> bool {
-    let mut norm = [0u8; 32];
+    let mut norm = [0u8; MAX_KEY];
+    let mut word_start = [false; MAX_KEY];
     let mut n = 0;
+    let mut prev_lower = false;
+    let mut boundary = true;
     for b in key.bytes() {
         if matches!(b, b'_' | b'-' | b'.' | b' ') {
+            boundary = true;
+            prev_lower = false;
             continue;
         }
-        if n == norm.len() {
-            return false;
+        if n == MAX_KEY {
+            // Keep the tail: the last words decide.
+            norm.copy_within(1.., 0);
+            word_start.copy_within(1.., 0);
+            n -= 1;
         }
         norm[n] = b.to_ascii_lowercase();
+        word_start[n] = boundary || (prev_lower && b.is_ascii_uppercase());
         n += 1;
+        boundary = false;
+        prev_lower = b.is_ascii_lowercase();
     }
-    let norm = &norm[..n];
-    SENSITIVE_KEYS.iter().any(|k| k.as_bytes() == norm)
+    (0..n).filter(|&i| word_start[i]).any(|i| SENSITIVE_KEYS.iter().any(|k| k.as_bytes() == &norm[i..n]))
 }
 
 impl Redactor {
@@ -70,6 +86,20 @@ impl Redactor {
                 let before = map.len();
                 map.retain(|k, _| !is_sensitive_key(k));
                 let mut changed = map.len() != before;
+                // A key can hold a card too (`{"4111111111111111": …}`): it is renamed to its redaction.
+                let renamed: Vec<(String, String)> = map
+                    .keys()
+                    .filter_map(|k| match self.redact(k) {
+                        Cow::Owned(r) => Some((k.clone(), r)),
+                        Cow::Borrowed(_) => None,
+                    })
+                    .collect();
+                for (from, to) in renamed {
+                    if let Some(v) = map.remove(&from) {
+                        map.insert(to, v);
+                        changed = true;
+                    }
+                }
                 for v in map.values_mut() {
                     changed |= self.redact_json(v);
                 }
@@ -97,23 +127,19 @@ impl Redactor {
         }
     }
 
-    /// Redacts a JSON document given as bytes; input that is not JSON is redacted as text. Clean input is
-    /// borrowed.
+    /// Redacts a JSON document given as bytes; input that is not JSON is redacted as text. A document
+    /// [`redact_json`](Self::redact_json) leaves unchanged is still scanned as text before it is returned: what
+    /// the parsed value does not show (a key given twice, whose first value the parser drops) is in the bytes
+    /// that get logged. Clean input is borrowed.
     #[must_use]
     pub fn redact_json_bytes<'a>(&self, bytes: &'a [u8]) -> Cow<'a, [u8]> {
-        match serde_json::from_slice::<Value>(bytes) {
-            Ok(mut v) => {
-                if self.redact_json(&mut v) {
-                    match serde_json::to_vec(&v) {
-                        Ok(out) => Cow::Owned(out),
-                        Err(_) => self.redact_bytes(bytes),
-                    }
-                } else {
-                    Cow::Borrowed(bytes)
-                }
-            }
-            Err(_) => self.redact_bytes(bytes),
+        if let Ok(mut v) = serde_json::from_slice::<Value>(bytes)
+            && self.redact_json(&mut v)
+            && let Ok(out) = serde_json::to_vec(&v)
+        {
+            return Cow::Owned(out);
         }
+        self.redact_bytes(bytes)
     }
 }
 
@@ -145,6 +171,42 @@ mod tests {
         for k in ["panel", "amount", "card_brand", "pinned"] {
             assert!(!is_sensitive_key(k), "{k}");
         }
+    }
+
+    /// A sensitive name as the last word(s) of a longer key is dropped too; a key that holds a card is renamed.
+    #[test]
+    fn prefixed_keys_and_keys_holding_cards() {
+        for k in [
+            "card_cvc",
+            "cardCvc",
+            "CardCVC",
+            "customer_card_number",
+            "billing.cardNumber",
+            "source-security-code",
+            "card_pin_block",
+            "payment_method_cvv2",
+        ] {
+            assert!(is_sensitive_key(k), "{k}");
+        }
+        for k in ["cvc_check", "panel_id", "acid", "spin", "japan", "pinned", "card_brand", "tracking", "cvcx"] {
+            assert!(!is_sensitive_key(k), "{k}");
+        }
+        assert!(is_sensitive_key(&format!("{}_cvc", "long".repeat(40))));
+        let mut v = json!({"card_cvc": "987", "cardCvc": 987, "4111111111111111": {"a": 1}, "cvc_check": "pass"});
+        assert!(Redactor::new().redact_json(&mut v));
+        assert_eq!(v, json!({"************1111": {"a": 1}, "cvc_check": "pass"}));
+    }
+
+    /// Bytes the parsed value does not show are still scanned: with a key given twice, the parser keeps the
+    /// last value, but the log would show the whole document.
+    #[test]
+    fn a_document_the_value_leaves_unchanged_is_scanned_as_text() {
+        let r = Redactor::new();
+        let doc = br#"{"note":"4111111111111111","note":"ok","nested":{"memo":"cvc 987","memo":"ok"}}"#;
+        let out = r.redact_json_bytes(doc);
+        let text = String::from_utf8_lossy(&out);
+        assert!(!text.contains("4111111111111111") && !text.contains("987"), "{text}");
+        assert!(matches!(r.redact_json_bytes(br#"{"note":"ok","amount":1000}"#), Cow::Borrowed(_)));
     }
 
     #[test]

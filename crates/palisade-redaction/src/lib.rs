@@ -57,8 +57,8 @@ mod tokenizer;
 mod trace;
 
 pub use http::{
-    DEFAULT_BODY_LOG_LIMIT, DEFAULT_SENSITIVE_HEADERS, HEADER_PLACEHOLDER, HttpAudit, HttpAuditLayer,
-    HttpAuditLayerBuilder,
+    DEFAULT_BODY_BUFFER_LIMIT, DEFAULT_BODY_LOG_LIMIT, DEFAULT_SENSITIVE_HEADERS, HEADER_PLACEHOLDER, HttpAudit,
+    HttpAuditLayer, HttpAuditLayerBuilder,
 };
 pub use json::{SENSITIVE_KEYS, is_sensitive_key};
 pub use layer::{

@@ -103,7 +103,13 @@ fn joined(b: &[u8], p: usize) -> bool {
         // next to one (any non-ASCII byte next to a digit or another non-ASCII byte counts, conservatively).
         || (x.is_ascii_digit() && (y == b'%' || y >= 0x80))
         || (x >= 0x80 && (y >= 0x80 || y.is_ascii_digit()))
-        || (matches!(x, b' ' | b'-') && y.is_ascii_digit() && p >= 2 && b[p - 2].is_ascii_digit())
+        || (matches!(x, b' ' | b'-' | b'+') && y.is_ascii_digit() && p >= 2 && b[p - 2].is_ascii_digit())
+        // Escaped separators (`\u{a0}`, `\u00a0`) and `+` between digit groups, and a backslash escape
+        // (`\"`, `\n`) between a label and its value.
+        || (x.is_ascii_digit() && matches!(y, b'+' | b'\\'))
+        || (matches!(x, b'\\' | b'{') && (y.is_ascii_alphanumeric() || matches!(y, b'{' | b'"' | b'\\')))
+        || (x.is_ascii_alphanumeric() && matches!(y, b'{' | b'}'))
+        || (x == b'}' && y.is_ascii_digit())
         || (matches!(x, b'%' | b';' | b'^' | b'=') && y.is_ascii_alphanumeric())
 }
 

@@ -336,3 +336,83 @@ async fn an_http_call_dropped_by_a_timeout_is_still_audited_as_unknown() {
     assert_eq!(out.lines().count(), 1, "{out}");
     assert!(out.contains("outcome=\"unknown\"") && out.contains("body: card ************1111"), "{out}");
 }
+
+/// A request as third-party code often carries one: the raw JSON it will send, and a note typed with no-break
+/// spaces. Its derived `Debug` escapes both (`\"cvc\":\"987\"`, `4111\u{a0}1111…`).
+#[derive(Debug, Clone)]
+#[allow(dead_code)] // fields are read through Debug only
+struct RawJsonRequest {
+    raw: String,
+    note: String,
+}
+
+/// Debug output escapes quotes and writes a no-break space as `\u{a0}`; neither hides card data from the audit
+/// layer or the redacting writer.
+#[tokio::test]
+async fn escaped_text_in_debug_output_is_scrubbed() {
+    let req = RawJsonRequest {
+        raw: r#"{"amount":500,"card_cvc":"987","cvc":"986","number":"5555 5555 5555 4444"}"#.into(),
+        note: "card 4111\u{a0}1111\u{a0}1111\u{a0}1111".into(),
+    };
+    let plain = LogCapture::new();
+    let sub = tracing_subscriber::fmt().with_ansi(false).with_writer(plain.clone()).finish();
+    let _g = tracing::subscriber::set_default(sub);
+    let svc = ServiceBuilder::new()
+        .layer(AuditLayer::builder().build())
+        .service_fn(|_req: RawJsonRequest| async { Ok::<_, PaymentError>("ok") });
+    svc.oneshot(req.clone()).await.unwrap_or_else(|e| panic!("{e}"));
+    let (cap, sub) = scrubbed_capture(Redactor::new());
+    tracing::subscriber::with_default(sub, || tracing::info!(request = ?req, "debug of a request"));
+    for out in [plain.contents(), cap.contents()] {
+        assert_no_card_numbers(&out);
+        for secret in ["987", "986", "4111\\u{a0}1111\\u{a0}1111\\u{a0}1111", "5555 5555 5555 4444"] {
+            assert!(!out.contains(secret), "{secret} leaked: {out}");
+        }
+        assert!(out.contains("1111") && out.contains("amount"), "{out}");
+    }
+}
+
+/// A form-encoded charge (Stripe's API takes `card[number]=…&card[cvc]=…`) in the query and the body: the
+/// brackets are percent-encoded and spaces are `+`.
+#[tokio::test]
+async fn http_mode_scrubs_form_encoded_cards() {
+    let plain = LogCapture::new();
+    let _g = tracing::subscriber::set_default(plain.subscriber());
+    let svc = ServiceBuilder::new().layer(AuditLayer::builder().http().build()).service_fn(
+        |_req: http::Request<Full<Bytes>>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from_static(b"{}"))))
+        },
+    );
+    let req = http::Request::post("/v1/charges?card%5Bnumber%5D=4242+4242+4242+4242&card%5Bcvc%5D=123&amount=500")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Full::new(Bytes::from_static(b"card%5Bnumber%5D=4111+1111+1111+1111&card%5Bcvc%5D=987&amount=500")))
+        .unwrap_or_default();
+    svc.oneshot(req).await.unwrap_or_else(|e| panic!("{e}"));
+    let out = plain.contents();
+    for secret in ["4242+4242+4242+4242", "cvc%5D=123", "4111+1111+1111+1111", "987"] {
+        assert!(!out.contains(secret), "{secret} leaked: {out}");
+    }
+    assert!(out.contains("****+****+****+4242") && out.contains("card%5Bcvc%5D=***"), "{out}");
+}
+
+/// A request body over the buffer limit is refused with 413 before the inner service runs; one under it passes.
+#[tokio::test]
+async fn http_mode_refuses_a_body_over_the_buffer_limit() {
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = calls.clone();
+    let svc = ServiceBuilder::new().layer(AuditLayer::builder().http().body_buffer_limit(1024).build()).service_fn(
+        move |_req: http::Request<Full<Bytes>>| {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::new()))) }
+        },
+    );
+    let big = http::Request::post("/v1/charges").body(Full::new(Bytes::from(vec![b'x'; 1025]))).unwrap_or_default();
+    let res = svc.clone().oneshot(big).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(res.status(), 413);
+    let body = res.into_body().collect().await.unwrap_or_else(|e| panic!("{e}")).to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("payload_too_large"), "{body:?}");
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let small = http::Request::post("/v1/charges").body(Full::new(Bytes::from(vec![b'x'; 1024]))).unwrap_or_default();
+    assert_eq!(svc.oneshot(small).await.unwrap_or_else(|e| panic!("{e}")).status(), 200);
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+}

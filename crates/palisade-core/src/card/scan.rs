@@ -126,18 +126,46 @@ fn is_digit(b: u8) -> bool {
 }
 
 /// The length of the digit-group separator at `p`, 0 when there is none: a space or a dash, their typographic
-/// forms (no-break space U+00A0, en dash U+2013, em dash U+2014), and a URL-encoded space (`%20`). Tabs, double
-/// and thin spaces, dots, slashes and underscores are not: cards are not written with them, and measured on
-/// look-alike text they join columns, dates, addresses and paths into false cards (docs/redaction.md).
+/// forms (no-break space U+00A0, en dash U+2013, em dash U+2014), a URL-encoded space (`%20`, and `+` in a query
+/// string or form body), and the escaped forms of those characters that Rust's `{:?}` and JSON write
+/// (`\u{a0}`, `\u00a0`, `\u2013`…). Tabs, double and thin spaces, dots, slashes and underscores are not: cards
+/// are not written with them, and measured on look-alike text they join columns, dates, addresses and paths into
+/// false cards (docs/redaction.md).
 #[inline]
 fn sep_len(b: &[u8], p: usize) -> usize {
     match b[p] {
-        b' ' | b'-' => 1,
+        b' ' | b'-' | b'+' => 1,
         0xC2 if b.get(p + 1) == Some(&0xA0) => 2,
         0xE2 if b.get(p + 1) == Some(&0x80) && matches!(b.get(p + 2), Some(0x93 | 0x94)) => 3,
         b'%' if b.get(p + 1) == Some(&b'2') && b.get(p + 2) == Some(&b'0') => 3,
+        b'\\' => escaped_separator(b, p),
         _ => 0,
     }
+}
+
+/// The length of an escaped separator at `p` (a backslash): `\u{a0}` / `\u{2013}` / `\u{2014}` as Rust's `{:?}`
+/// writes them, `\u00a0` / `\u2013` / `\u2014` (any case) as JSON does; 0 for anything else.
+fn escaped_separator(b: &[u8], p: usize) -> usize {
+    if b.get(p + 1) != Some(&b'u') {
+        return 0;
+    }
+    let (hex, len) = match b.get(p + 2) {
+        Some(b'{') => {
+            let digits = b[p + 3..].iter().take(7).take_while(|c| c.is_ascii_hexdigit()).count();
+            if b.get(p + 3 + digits) != Some(&b'}') {
+                return 0;
+            }
+            (&b[p + 3..p + 3 + digits], digits + 4)
+        }
+        _ if b.len() >= p + 6 => (&b[p + 2..p + 6], 6),
+        _ => return 0,
+    };
+    let mut code = 0u32;
+    for &c in hex {
+        let Some(v) = char::from(c).to_digit(16) else { return 0 };
+        code = code * 16 + v;
+    }
+    if matches!(code, 0xA0 | 0x2013 | 0x2014 | 0x20 | 0x2D) { len } else { 0 }
 }
 
 /// Where the next group of a run starts when a separator at `p` is followed by a digit.
@@ -151,13 +179,15 @@ fn next_group(b: &[u8], p: usize) -> Option<usize> {
 }
 
 /// Walks the bytes of a PAN finding, telling the card's digits from the separators between them (the `2` and
-/// `0` of a `%20` are not card digits): `f(byte, is_card_digit)` for each byte, in order.
+/// `0` of a `%20`, the `00a0` of a `\u00a0`, are not card digits): `f(byte, is_card_digit)` for each byte, in
+/// order.
 pub fn pan_bytes(region: &[u8], mut f: impl FnMut(u8, bool)) {
     let mut i = 0;
     while i < region.len() {
-        if region[i..].starts_with(b"%20") {
-            region[i..i + 3].iter().for_each(|&c| f(c, false));
-            i += 3;
+        let sep = if is_digit(region[i]) { 0 } else { sep_len(region, i) };
+        if sep > 0 {
+            region[i..i + sep].iter().for_each(|&c| f(c, false));
+            i += sep;
         } else {
             f(region[i], is_digit(region[i]));
             i += 1;
@@ -231,20 +261,62 @@ const CVV_LABELS: &[&[u8]] = &[
 
 const PIN_LABELS: &[&[u8]] = &[b"pin", b"pin_block", b"pinblock", b"pin block", b"pin-block", b"pin_code", b"pincode"];
 
-/// What may stand between a label and its value: spaces and line breaks, quotes, `:` and `=`, and the closing
-/// `]` of a form-encoded field (`card[cvc]=123`) or `>` of an XML element (`<cvv>123</cvv>`).
+/// What may stand between a label and its value: spaces and line breaks, quotes, `:` and `=`, the closing `]` of a
+/// form-encoded field (`card[cvc]=123`) or `>` of an XML element (`<cvv>123</cvv>`), a `+` (a form-encoded space)
+/// and the backslash of an escaped quote (`\"cvc\":\"123\"` as `{:?}` writes a JSON string).
 #[inline]
 fn label_gap(c: u8) -> bool {
-    matches!(c, b' ' | b'\t' | b'\n' | b'\r' | b'"' | b'\'' | b':' | b'=' | b']' | b'>')
+    matches!(c, b' ' | b'\t' | b'\n' | b'\r' | b'"' | b'\'' | b':' | b'=' | b']' | b'>' | b'+' | b'\\')
+}
+
+/// The byte a percent-escape (`%5D`) or a backslash escape (`\n`) ending right before `j` stands for, and its
+/// length.
+fn escape_before(b: &[u8], j: usize) -> Option<(u8, usize)> {
+    if j >= 2 && b[j - 2] == b'\\' {
+        let c = match b[j - 1] {
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
+            _ => return None,
+        };
+        return Some((c, 2));
+    }
+    if j >= 3 && b[j - 3] == b'%' {
+        let hi = char::from(b[j - 2]).to_digit(16)?;
+        let lo = char::from(b[j - 1]).to_digit(16)?;
+        return Some((u8::try_from(hi * 16 + lo).ok()?, 3));
+    }
+    None
+}
+
+/// The length of the separator unit ending right before `j`: one gap byte, or a gap byte escaped as a URL or a
+/// string escape would write it (`%5D=` of `card%5Bcvc%5D=123`, `%3A`, `\n`); 0 when there is none.
+#[inline]
+fn gap_before(b: &[u8], j: usize) -> usize {
+    if label_gap(b[j - 1]) {
+        return 1;
+    }
+    match escape_before(b, j) {
+        Some((c, len)) if label_gap(c) => len,
+        _ => 0,
+    }
 }
 
 /// True when one of `labels` ends right before the separators in front of `s`. A label counts on its own
-/// (`cvv`, `card_cvv`, `card[cvc]`, `<cvv>`) or as a camel-case word of a longer name (`cardCvv`, `CardCVC`,
-/// `cardSecurityCode`, `cardPin`), in any case; not as the tail of a lowercase word (`acid`, `spin`).
+/// (`cvv`, `card_cvv`, `card[cvc]`, `<cvv>`, `card%5Bcvc%5D`, `\"cvc\"`) or as a camel-case word of a longer
+/// name (`cardCvv`, `CardCVC`, `cardSecurityCode`, `cardPin`), in any case; not as the tail of a lowercase word
+/// (`acid`, `spin`).
 fn label_before(b: &[u8], s: usize, labels: &[&[u8]]) -> bool {
+    // At most MAX_LABEL_GAP separators (an escape counts as one, backslashes as none), in at most 4× the bytes.
     let mut j = s;
-    while j > 0 && s - j < MAX_LABEL_GAP && label_gap(b[j - 1]) {
-        j -= 1;
+    let mut units = 0;
+    while j > 0 && units < MAX_LABEL_GAP && s - j < 4 * MAX_LABEL_GAP {
+        let len = gap_before(b, j);
+        if len == 0 {
+            break;
+        }
+        units += usize::from(b[j - 1] != b'\\');
+        j -= len;
     }
     if j == s || j == 0 {
         return false;
@@ -264,7 +336,8 @@ fn label_before(b: &[u8], s: usize, labels: &[&[u8]]) -> bool {
             && b[start..j].eq_ignore_ascii_case(label)
             && (start == 0
                 || !b[start - 1].is_ascii_alphabetic()
-                || (b[start - 1].is_ascii_lowercase() && b[start].is_ascii_uppercase()))
+                || (b[start - 1].is_ascii_lowercase() && b[start].is_ascii_uppercase())
+                || escape_before(b, start).is_some())
     })
 }
 
@@ -637,6 +710,44 @@ mod tests {
         }
         // The tail of a lowercase word is not a label.
         for text in ["acid: 123", "placid=123", "spin: 1234", "lucid 999", "status=200", "id:123"] {
+            assert!(kinds(text).is_empty(), "{text:?}: {:?}", kinds(text));
+        }
+    }
+
+    /// Labels and cards as `{:?}`, JSON string escapes and URL/form encoding write them: a value behind an
+    /// escaped quote, a percent-encoded bracket or a `+`, a PAN grouped with escaped or `+` separators.
+    #[test]
+    fn escaped_and_encoded_text() {
+        for (text, value, kind) in [
+            (r#"{\"cvc\":\"123\"}"#, "123", Kind::Cvv),
+            (r#"\\\"cvv\\\": \\\"4567\\\""#, "4567", Kind::Cvv),
+            (r#"ChargeRequest { note: "x\ncvv: 123" }"#, "123", Kind::Cvv),
+            ("card%5Bcvc%5D=123&card%5Bnumber%5D=x", "123", Kind::Cvv),
+            ("card%5bcvc%5d=123", "123", Kind::Cvv),
+            ("cvv%3D123", "123", Kind::Cvv),
+            ("cvv:+123", "123", Kind::Cvv),
+            ("card%5Bpin%5D=1234", "1234", Kind::Pin),
+            (r#"{\"pin_block\":\"AB12CD34EF567890\"}"#, "AB12CD34EF567890", Kind::Pin),
+        ] {
+            assert_eq!(kinds(text), vec![(value.to_owned(), kind)], "{text:?}");
+        }
+        for (text, pan) in [
+            ("n=4242+4242+4242+4242&x=1", "4242+4242+4242+4242"),
+            (r"4111\u{a0}1111\u{a0}1111\u{a0}1111", r"4111\u{a0}1111\u{a0}1111\u{a0}1111"),
+            (r"4111\u00A01111\u00a01111\u00a01111", r"4111\u00A01111\u00a01111\u00a01111"),
+            (r"4111\u20131111\u{2014}1111\u00201111", r"4111\u20131111\u{2014}1111\u00201111"),
+        ] {
+            assert_eq!(kinds(text), vec![(pan.to_owned(), Kind::Pan)], "{text:?}");
+            let mut digits = Vec::new();
+            pan_bytes(pan.as_bytes(), |c, d| {
+                if d {
+                    digits.push(c);
+                }
+            });
+            assert_eq!(digits.len(), 16, "{pan}: the escapes' hex digits are not card digits");
+        }
+        // Escapes are not labels of their own, and do not make a word's tail one.
+        for text in [r#"{\"acid\":\"123\"}"#, "x%5Bspin%5D=1234", r"\u{a0}123", r"a\nb 123"] {
             assert!(kinds(text).is_empty(), "{text:?}: {:?}", kinds(text));
         }
     }
