@@ -653,8 +653,33 @@ fn track(b: &[u8], g: Group) -> Option<Finding> {
             }
             Some(Finding { start, end: q, kind: Kind::Track2 })
         }
+        // Track 2 URL-encoded, as a query string or form body carries it: `%3B` PAN `%3D` data `%3F`.
+        b'%' if percent_is(b, g.end, b"3D") => {
+            let has_semi = g.start >= 3 && percent_is(b, g.start - 3, b"3B");
+            if !(if has_semi { luhn_valid(digits) } else { is_pan(digits) }) {
+                return None;
+            }
+            let start = if has_semi { g.start - 3 } else { g.start };
+            let limit = n.min(start + 3 * MAX_TRACK2);
+            let mut q = g.end + 3;
+            while q < limit && is_digit(b[q]) {
+                q += 1;
+            }
+            if !has_semi && q - (g.end + 3) < 4 {
+                return None;
+            }
+            if percent_is(b, q, b"3F") {
+                q += 3;
+            }
+            Some(Finding { start, end: q, kind: Kind::Track2 })
+        }
         _ => None,
     }
+}
+
+/// True when `b[at..]` starts with `%` and the two hex digits `hex` (in any case).
+fn percent_is(b: &[u8], at: usize, hex: &[u8; 2]) -> bool {
+    b.get(at) == Some(&b'%') && b.get(at + 1..at + 3).is_some_and(|h| h.eq_ignore_ascii_case(hex))
 }
 
 #[cfg(test)]
@@ -764,6 +789,11 @@ mod tests {
         assert_eq!(kinds(&format!("qty 2 {t2_eq}")), vec![(t2_eq.to_owned(), Kind::Track2)]);
         let long_name = "%B4111111111111111^LONGFAMILYNAMEOFTHEHOLDER/FIRSTNAMES MR^2512101000000000?";
         assert_eq!(kinds(&format!("t1 {long_name} end")), vec![(long_name.to_owned(), Kind::Track1)]);
+        // URL-encoded, in a query string or a form body: the expiry and service code go with the PAN.
+        let t2_url = "%3B4111111111111111%3D25121010000000000%3F";
+        assert_eq!(kinds(&format!("track2={t2_url}&x=1")), vec![(t2_url.to_owned(), Kind::Track2)]);
+        let t2_url_bare = "4111111111111111%3d2512101000";
+        assert_eq!(kinds(&format!("t={t2_url_bare}&x=1")), vec![(t2_url_bare.to_owned(), Kind::Track2)]);
         let utf8_name = "%B4111111111111111^MÜLLER/JÖRG^2512101?";
         assert_eq!(kinds(&format!("t1 {utf8_name} end")), vec![(utf8_name.to_owned(), Kind::Track1)]);
     }
