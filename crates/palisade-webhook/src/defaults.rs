@@ -25,7 +25,8 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 /// Default retention of a `DONE` record: 7 days.
 ///
 /// Longer than senders' automatic retry windows (Stripe retries for up to 3 days) plus room for a manual
-/// "resend" from a dashboard, so a late duplicate still finds the record.
+/// "resend" from a dashboard, so a late duplicate still finds the record. For GitHub, which signs no timestamp,
+/// it is also how long a replay of a captured delivery is refused: after it, the replay runs the handler again.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Default tolerance into the past and into the future: 300 s.
@@ -35,7 +36,7 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// (Replays inside the window are stopped by delivery deduplication.)
 pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
 
-/// The Redis store's default key prefix (`palisade-store`), under which a delivery's record is
-/// `webhook:<event id>`.
+/// The Redis store's default key prefix (`palisade-store`), under which a delivery's record is `webhook:<id>`
+/// (`webhook<len>:<namespace>:<id>` for a layer with a namespace).
 #[cfg(feature = "redis")]
 pub use palisade_store::lease::DEFAULT_REDIS_PREFIX;

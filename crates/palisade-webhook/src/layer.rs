@@ -39,12 +39,13 @@ impl fmt::Debug for WebhookLayer {
             .field("lease", &self.shared.lease)
             .field("retention", &self.shared.retention)
             .field("dedup", &self.shared.store.is_some())
+            .field("namespace", &self.shared.namespace)
             .finish_non_exhaustive()
     }
 }
 
 impl WebhookLayer {
-    /// Starts a layer around `verifier`. Defaults: [`DEFAULT_BODY_LIMIT`], no deduplication,
+    /// Starts a layer around `verifier`. Defaults: [`DEFAULT_BODY_LIMIT`], no deduplication, no namespace,
     /// [`DEFAULT_LEASE`], [`DEFAULT_RETENTION`], fail closed when the store is down.
     pub fn builder(verifier: Verifier) -> WebhookLayerBuilder {
         WebhookLayerBuilder {
@@ -54,6 +55,7 @@ impl WebhookLayer {
             lease: DEFAULT_LEASE,
             retention: DEFAULT_RETENTION,
             failure_policy: FailurePolicy::FailClosed,
+            namespace: None,
         }
     }
 }
@@ -74,6 +76,7 @@ pub struct WebhookLayerBuilder {
     lease: Duration,
     retention: Duration,
     failure_policy: FailurePolicy,
+    namespace: Option<String>,
 }
 
 impl fmt::Debug for WebhookLayerBuilder {
@@ -89,11 +92,29 @@ impl WebhookLayerBuilder {
         self
     }
 
-    /// Deduplicates deliveries by event id in `store` ([`MemoryStore`](crate::MemoryStore), or `RedisStore`
-    /// with the `redis` feature): the lease protocol of `palisade-store`, with the event's record at
-    /// `webhook:<event id>` (disjoint from idempotency keys, so one store can serve both layers).
+    /// Deduplicates deliveries in `store` ([`MemoryStore`](crate::MemoryStore), or `RedisStore` with the `redis`
+    /// feature) by what the signature covers ([`Verifier::dedup_id`]: the event id, or for GitHub the body's
+    /// SHA-256): the lease protocol of `palisade-store`, with the record at `webhook:<id>`, or
+    /// `webhook<len>:<namespace>:<id>` with a [`namespace`](Self::namespace) (disjoint from idempotency keys, so
+    /// one store can serve both layers).
     pub fn dedup(mut self, store: impl LeaseStore) -> Self {
         self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// Gives this endpoint's delivery records their own namespace in the store (default: none). Set one on every
+    /// webhook layer that shares a store with another: two endpoints receive equal event ids (one Stripe
+    /// account's two endpoints both get its `evt_…`; two senders may pick equal ids), and without namespaces the
+    /// second endpoint would answer its event as a duplicate of the first's and never run its handler. Use a
+    /// stable name per endpoint (`"stripe-eu"`, `"github-ci"`): a record is found only under the namespace it
+    /// was written with, so renaming one forgets the events it handled.
+    ///
+    /// Keys: `webhook<len>:<namespace>:<id>` (`len` is the namespace's length in bytes, so no two namespaces' keys
+    /// meet whatever they contain; an empty namespace is a namespace too). Without one, `webhook:<id>`, the key
+    /// earlier versions used for every layer, so upgrading finds their records; adding a namespace to a running
+    /// endpoint does not (an event handled under the old key and redelivered within the retention runs again).
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = Some(namespace.into());
         self
     }
 
@@ -129,6 +150,7 @@ impl WebhookLayerBuilder {
                 lease: self.lease,
                 retention: self.retention,
                 failure_policy: self.failure_policy,
+                namespace: self.namespace,
             }),
         }
     }

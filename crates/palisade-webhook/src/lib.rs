@@ -8,12 +8,13 @@
 //! - [`WebhookLayer`]: a tower layer for axum/hyper that reads the raw body (bounded, 413 beyond the limit),
 //!   verifies it (400 `application/problem+json` on failure) and hands exactly the verified bytes on, with the
 //!   [`EventId`] in the request extensions. With a store ([`MemoryStore`], or `RedisStore` behind the `redis`
-//!   feature: the lease protocol of `palisade-store`, event id as key) each event runs the handler effectively
-//!   once: a duplicate
-//!   of a running event gets 503 + `Retry-After`, a duplicate of a handled one gets 200 without running the
-//!   handler, and a handler that fails or dies leaves the event to the sender's redelivery. The claim is renewed
-//!   while the handler runs, so its short lease ([`DEFAULT_LEASE`]) only bounds how long a crashed instance
-//!   blocks an event. Methods other than POST get 405.
+//!   feature: the lease protocol of `palisade-store`) each event runs the handler effectively once, keyed on what
+//!   its signature covers ([`Verifier::dedup_id`]: the event id, or for [`GitHub`], whose delivery id is
+//!   unsigned, the body's SHA-256; give each endpoint a [`namespace`](WebhookLayerBuilder::namespace) when
+//!   several share a store): a duplicate of a running event gets 503 + `Retry-After`, a duplicate of a handled
+//!   one gets 200 without running the handler, and a handler that fails or dies leaves the event to the sender's
+//!   redelivery. The claim is renewed while the handler runs, so its short lease ([`DEFAULT_LEASE`]) only bounds
+//!   how long a crashed instance blocks an event. Methods other than POST get 405.
 //!
 //! ```
 //! use bytes::Bytes;
@@ -81,6 +82,6 @@ pub use palisade_store::lease::PostgresStore;
 pub use palisade_store::lease::RedisStore;
 pub use palisade_store::lease::{LeaseStore, MemoryStore};
 pub use rejection::WebhookRejection;
-pub use scheme::{GitHub, Message, Scheme, StandardWebhooks, Stripe};
+pub use scheme::{DedupBy, GitHub, Message, Scheme, StandardWebhooks, Stripe};
 pub use service::{DUPLICATE_HEADER, EventId, ResponseFuture, WebhookService};
 pub use verifier::{DEFAULT_TOLERANCE, Signer, Tolerance, Verified, Verifier, VerifierBuilder};

@@ -29,10 +29,9 @@ pub enum WebhookRejection {
     /// The body could not be read (the client went away mid-body): 400.
     #[error("the webhook body could not be read to the end; the sender will retry")]
     BodyUnreadable,
-    /// Deduplication is on but the verified event carries no id: 400.
-    #[error(
-        "the webhook carries no event id (webhook-id header, Stripe event `id`, X-GitHub-Delivery), so it cannot be deduplicated"
-    )]
+    /// Deduplication is on but the verified event carries no id it could key on: 400. (Not for GitHub, which
+    /// deduplicates on the body's digest.)
+    #[error("the webhook carries no event id (webhook-id header, Stripe event `id`), so it cannot be deduplicated")]
     EventIdMissing,
     /// Another delivery of this event is being handled right now: 503 with `Retry-After`.
     #[error("this event is being handled by another delivery; retry after {} s", .retry_after.as_secs())]

@@ -31,6 +31,8 @@ pub(crate) struct Shared {
     pub(crate) lease: Duration,
     pub(crate) retention: Duration,
     pub(crate) failure_policy: FailurePolicy,
+    /// The endpoint's namespace in the store, if it has one.
+    pub(crate) namespace: Option<String>,
 }
 
 /// The verified event's id, in the request extensions (`axum::Extension<EventId>` extracts it).
@@ -80,9 +82,15 @@ fn reject<B: From<Bytes>>(r: &WebhookRejection) -> Response<B> {
     r.problem().into_response()
 }
 
-/// The store key of an event's delivery record: disjoint from every idempotency key, so one store serves both.
-fn delivery_key(event_id: &str) -> Arc<str> {
-    Arc::from(format!("webhook:{event_id}"))
+/// The store key of a delivery record: `webhook:<id>` without a namespace (the key of earlier versions, so their
+/// records are found after an upgrade), `webhook<len>:<namespace>:<id>` with one. The namespace's length (bytes)
+/// makes the key injective: no `(namespace, id)` pair, namespace or not, spells another's key. Disjoint from
+/// every idempotency key (`k:…`, `s<len>:…`), so one store serves both layers.
+fn delivery_key(namespace: Option<&str>, dedup_id: &str) -> Arc<str> {
+    match namespace {
+        None => Arc::from(format!("webhook:{dedup_id}")),
+        Some(ns) => Arc::from(format!("webhook{}:{ns}:{dedup_id}", ns.len())),
+    }
 }
 
 /// Releases a claim if the handler's future is dropped before it finished (client gone, panic, shutdown).
@@ -164,16 +172,22 @@ where
                 Ok(v) => v,
                 Err(e) => return Ok(reject(&WebhookRejection::Invalid(e))),
             };
-            let event_id = verified.event_id.clone();
-            if let Some(id) = &event_id {
+            // What deduplication keys on: something the signature covers (for GitHub the body's digest, not the
+            // unsigned delivery id). Computed only when there is a store.
+            let dedup_id = match &shared.store {
+                Some(_) => shared.verifier.dedup_id(&verified, &bytes),
+                None => None,
+            };
+            if let Some(id) = &verified.event_id {
                 parts.extensions.insert(EventId(id.clone()));
             }
             parts.extensions.insert(verified);
             let req = Request::from_parts(parts, Full::new(bytes));
 
             let Some(store) = shared.store.clone() else { return inner.call(req).await };
-            let Some(event_id) = event_id else { return Ok(reject(&WebhookRejection::EventIdMissing)) };
-            let (key, lease) = (delivery_key(&event_id), shared.lease);
+            // From here on `event_id` (and the `event_id` log field) is the deduplication id.
+            let Some(event_id) = dedup_id else { return Ok(reject(&WebhookRejection::EventIdMissing)) };
+            let (key, lease) = (delivery_key(shared.namespace.as_deref(), &event_id), shared.lease);
             let attempt = random_attempt();
             // Kept for the retention period from the start, so a handler that outlives its lease can still
             // record the event as done when nobody took it over.
@@ -290,5 +304,32 @@ where
             }
             result
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::delivery_key;
+
+    #[test]
+    fn delivery_keys_keep_the_old_form_without_a_namespace() {
+        assert_eq!(&*delivery_key(None, "evt_1"), "webhook:evt_1");
+        assert_eq!(&*delivery_key(Some("stripe-eu"), "evt_1"), "webhook9:stripe-eu:evt_1");
+        assert_eq!(&*delivery_key(Some(""), "evt_1"), "webhook0::evt_1");
+        // Without the length these would meet: `webhook::` / `webhook::`.
+        assert_ne!(delivery_key(Some(""), ""), delivery_key(None, ":"));
+    }
+
+    proptest::proptest! {
+        /// Two different (namespace, id) pairs never share a key, whatever `:` or digits they contain. A small
+        /// alphabet, so near-collisions (`(None, "a:b")` against `(Some("a"), "b")`) come up in every run.
+        #[test]
+        fn delivery_keys_never_meet(
+            a in (proptest::option::of("[a1:]{0,3}"), "[a1:]{0,3}"),
+            b in (proptest::option::of("[a1:]{0,3}"), "[a1:]{0,3}"),
+        ) {
+            let key = |(ns, id): &(Option<String>, String)| delivery_key(ns.as_deref(), id);
+            proptest::prop_assert_eq!(a == b, key(&a) == key(&b), "{:?} {:?}", a, b);
+        }
     }
 }

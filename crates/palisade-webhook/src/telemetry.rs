@@ -1,7 +1,8 @@
 //! Tracing events and (behind the `metrics` feature) counters, with stable names.
 //!
 //! Events: target `palisade_webhook`, fields `scheme`, `check` (a [`VerifyError::kind`](crate::VerifyError::kind)),
-//! `event_id`, `outcome`. Counters: `palisade_webhook_verifications_total{scheme, result}` and
+//! `event_id` (in delivery events the deduplication id: the event id, or `sha256:<hex>` of the body for GitHub),
+//! `outcome`. Counters: `palisade_webhook_verifications_total{scheme, result}` and
 //! `palisade_webhook_deliveries_total{outcome}`.
 
 use crate::error::VerifyError;

@@ -11,7 +11,7 @@ use crate::clock::{Clock, SystemClock};
 pub use crate::defaults::DEFAULT_TOLERANCE;
 use crate::error::{SecretError, SignError, VerifyError};
 use crate::key::Key;
-use crate::scheme::{Builtin, Candidates, Message, Scheme, Signed};
+use crate::scheme::{Builtin, Candidates, DedupBy, Message, Scheme, Signed, body_digest};
 
 /// How far a signed timestamp may lie from now. Bounds are inclusive: a timestamp exactly `past` old passes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +34,9 @@ impl Default for Tolerance {
 pub struct Verified {
     /// The scheme's name.
     pub scheme: &'static str,
-    /// The event id for deduplication (`webhook-id`, the Stripe event's `id`, `X-GitHub-Delivery`), if any.
+    /// The event id (`webhook-id`, the Stripe event's `id`, `X-GitHub-Delivery`), if any: what the handler sees
+    /// as [`EventId`](crate::EventId). Deduplication keys on [`Verifier::dedup_id`], which is this id only where
+    /// the signature covers it (not for GitHub).
     pub event_id: Option<String>,
     /// The signed timestamp, if the scheme signs one.
     pub timestamp: Option<i64>,
@@ -142,6 +144,35 @@ impl Verifier {
             timestamp,
             secret_index,
         })
+    }
+
+    /// What deduplication keys a verified delivery on: something its signature covers, so a replay of a captured
+    /// delivery cannot change it. Under [`DedupBy::EventId`] schemes (Stripe, Standard Webhooks) the event id
+    /// (`None` without one); under [`DedupBy::BodyDigest`] (GitHub) `sha256:<hex>` of `body`, whatever the
+    /// unsigned `X-GitHub-Delivery` says. `verified` and `body` must come from one successful
+    /// [`verify`](Self::verify). The layer calls it only when it deduplicates, so verification alone never pays
+    /// for the digest.
+    ///
+    /// ```
+    /// use palisade_webhook::{GitHub, Message, Signer, Verifier};
+    ///
+    /// let verifier = Verifier::builder(GitHub).secret("s").build()?;
+    /// let body = br#"{"zen":"Keep it logically awesome."}"#;
+    /// let mut headers = Signer::new(GitHub, "s")?.headers(&Message { id: Some("d-1"), timestamp: 0, body })?;
+    /// let first = verifier.dedup_id(&verifier.verify(&headers, body)?, body);
+    /// // A replay under a fresh delivery id still verifies, and is the same delivery to deduplication.
+    /// headers.insert("x-github-delivery", "d-2".parse()?);
+    /// let replay = verifier.verify(&headers, body)?;
+    /// assert_eq!(replay.event_id.as_deref(), Some("d-2"));
+    /// assert_eq!(verifier.dedup_id(&replay, body), first);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn dedup_id(&self, verified: &Verified, body: &[u8]) -> Option<String> {
+        match self.scheme.dedup_by() {
+            DedupBy::EventId => verified.event_id.clone(),
+            DedupBy::BodyDigest => Some(body_digest(body)),
+        }
     }
 
     /// Verifies loose parts (a signature header value, and the id and timestamp where the scheme sends them

@@ -834,3 +834,163 @@ async fn an_ambiguous_event_id_is_refused_under_every_scheme() {
     assert_eq!((status, calls), (StatusCode::BAD_REQUEST, 0), "{p}");
     assert!(p["detail"].as_str().unwrap().contains("x-github-delivery"), "{p}");
 }
+
+/// A GitHub delivery: `X-Hub-Signature-256` over `body`, and `X-GitHub-Delivery: delivery` when given.
+fn github_req(secret: &str, delivery: Option<&str>, body: &[u8]) -> Request<Body> {
+    let headers = Signer::new(GitHub, secret).unwrap().headers(&Message { id: None, timestamp: 0, body }).unwrap();
+    let mut req = Request::post("/hook").body(Body::from(body.to_vec())).unwrap();
+    req.headers_mut().extend(headers);
+    if let Some(d) = delivery {
+        req.headers_mut().insert("x-github-delivery", http::HeaderValue::from_str(d).unwrap());
+    }
+    req
+}
+
+/// Review finding (HIGH): GitHub's signature covers the body only, not `X-GitHub-Delivery`, and GitHub signs no
+/// timestamp. Whoever captured one signed delivery can send it again with a fresh delivery id (or none): that
+/// must be a duplicate, not a new event, for the whole retention. A redelivery from GitHub (same body, same id)
+/// is a duplicate too, and another event (another body) is handled.
+async fn a_github_replay_with_a_fresh_delivery_id_is_a_duplicate(store: impl LeaseStore) {
+    let h = Arc::new(Handler::default());
+    let v = Verifier::builder(GitHub).secret("gh_secret").build().unwrap();
+    let layer = WebhookLayer::builder(v).dedup(store).build();
+    let app = Router::new().route("/hook", post(handle)).route_layer(layer).with_state(h.clone());
+    let body = br#"{"action":"completed","check_run":{"id":7}}"#;
+    let deliver = |delivery: Option<&str>, body: &[u8]| app.clone().oneshot(github_req("gh_secret", delivery, body));
+
+    assert_eq!(deliver(Some("d-1"), body).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(h.seen.lock()[0].0, "d-1", "the handler's EventId is still X-GitHub-Delivery");
+    for replay in [Some("d-1"), Some("d-2"), Some("attacker-chosen-3"), None] {
+        let res = deliver(replay, body).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{replay:?}");
+        assert_eq!(res.headers()[palisade_webhook::DUPLICATE_HEADER], "done", "{replay:?}");
+    }
+    assert_eq!(h.calls.load(Ordering::SeqCst), 1, "a replay under a fresh delivery id did not run the handler");
+
+    let other = br#"{"action":"completed","check_run":{"id":8}}"#;
+    assert_eq!(deliver(Some("d-1"), other).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(h.calls.load(Ordering::SeqCst), 2, "another body is another event");
+}
+
+#[tokio::test]
+async fn memory_a_github_replay_with_a_fresh_delivery_id_is_a_duplicate() {
+    a_github_replay_with_a_fresh_delivery_id_is_a_duplicate(MemoryStore::new()).await;
+}
+
+#[tokio::test]
+async fn redis_a_github_replay_with_a_fresh_delivery_id_is_a_duplicate() {
+    let Some(r) = palisade_testkit::redis("webhook_github_replay").await else { return };
+    let store = palisade_webhook::RedisStore::new(r.conn.clone()).with_prefix(r.prefix.clone());
+    a_github_replay_with_a_fresh_delivery_id_is_a_duplicate(store).await;
+    r.cleanup().await;
+}
+
+/// Whatever an attacker can change in a captured delivery without breaking its signature, the handler runs
+/// once: under every scheme, deduplication keys on something the signature covers (Stripe: the event `id` in
+/// the signed body; Standard Webhooks: the signed `webhook-id`; GitHub: the signed body itself).
+#[tokio::test]
+async fn a_replayed_delivery_runs_the_handler_once_under_every_scheme() {
+    async fn run(v: Verifier, original: Request<Body>, replays: Vec<Request<Body>>) -> usize {
+        let h = Arc::new(Handler::default());
+        let layer = WebhookLayer::builder(v).dedup(MemoryStore::new()).build();
+        let app = Router::new().route("/hook", post(handle)).route_layer(layer).with_state(h.clone());
+        assert_eq!(app.clone().oneshot(original).await.unwrap().status(), StatusCode::OK);
+        for replay in replays {
+            let _ = app.clone().oneshot(replay).await.unwrap();
+        }
+        h.calls.load(Ordering::SeqCst)
+    }
+    // Stripe: the only unsigned freedom is sending it again inside the window.
+    let stripe = Verifier::builder(Stripe).secret("whsec_s").clock(ManualClock::new(NOW)).build().unwrap();
+    let stripe_req = || {
+        let body = br#"{"id":"evt_replay"}"#;
+        let headers =
+            Signer::new(Stripe, "whsec_s").unwrap().headers(&Message { id: None, timestamp: NOW, body }).unwrap();
+        let mut req = Request::post("/hook").body(Body::from(&body[..])).unwrap();
+        req.headers_mut().extend(headers);
+        req
+    };
+    assert_eq!(run(stripe, stripe_req(), vec![stripe_req(), stripe_req()]).await, 1, "stripe");
+    // Standard Webhooks: a fresh webhook-id breaks the signature.
+    let mut fresh_id = signed("msg_replay", NOW, b"{}");
+    fresh_id.headers_mut().insert("webhook-id", http::HeaderValue::from_static("msg_fresh"));
+    let replays = vec![signed("msg_replay", NOW, b"{}"), fresh_id];
+    assert_eq!(run(verifier(), signed("msg_replay", NOW, b"{}"), replays).await, 1, "standard");
+    // GitHub: a fresh X-GitHub-Delivery keeps the signature.
+    let github = Verifier::builder(GitHub).secret("gh_secret").build().unwrap();
+    let gh = |d: &str| github_req("gh_secret", Some(d), b"{\"zen\":\"x\"}");
+    assert_eq!(run(github, gh("d-1"), vec![gh("d-1"), gh("d-2"), gh("d-3")]).await, 1, "github");
+}
+
+/// A Stripe delivery of `body` signed with `secret`.
+fn stripe_req(secret: &str, body: &'static str) -> Request<Body> {
+    let headers = Signer::new(Stripe, secret)
+        .unwrap()
+        .headers(&Message { id: None, timestamp: NOW, body: body.as_bytes() })
+        .unwrap();
+    let mut req = Request::post("/hook").body(Body::from(body)).unwrap();
+    req.headers_mut().extend(headers);
+    req
+}
+
+/// Review finding (LOW): two webhook endpoints sharing one store (two Stripe accounts, or one account's two
+/// endpoints, which both receive the same `evt_…`) must not take each other's events for duplicates. Each gets a
+/// namespace; an endpoint without one keeps the key of earlier versions, `webhook:<event id>`, so records written
+/// before an upgrade are still found.
+async fn namespaced_endpoints_share_a_store_without_meeting(store: impl LeaseStore + Clone) {
+    let endpoint = |secret: &'static str, namespace: Option<&str>, h: Arc<Handler>| {
+        let v = Verifier::builder(Stripe).secret(secret).clock(ManualClock::new(NOW)).build().unwrap();
+        let mut b = WebhookLayer::builder(v).dedup(store.clone());
+        if let Some(ns) = namespace {
+            b = b.namespace(ns);
+        }
+        Router::new().route("/hook", post(handle)).route_layer(b.build()).with_state(h)
+    };
+    let (eu, us, plain) = (Arc::new(Handler::default()), Arc::new(Handler::default()), Arc::new(Handler::default()));
+    let eu_app = endpoint("whsec_eu", Some("stripe-eu"), eu.clone());
+    let us_app = endpoint("whsec_us", Some("stripe-us"), us.clone());
+    let plain_app = endpoint("whsec_plain", None, plain.clone());
+    let body = r#"{"id":"evt_shared","object":"event"}"#;
+    for _ in 0..2 {
+        assert_eq!(eu_app.clone().oneshot(stripe_req("whsec_eu", body)).await.unwrap().status(), StatusCode::OK);
+        assert_eq!(us_app.clone().oneshot(stripe_req("whsec_us", body)).await.unwrap().status(), StatusCode::OK);
+        assert_eq!(plain_app.clone().oneshot(stripe_req("whsec_plain", body)).await.unwrap().status(), StatusCode::OK);
+    }
+    let calls = |h: &Handler| h.calls.load(Ordering::SeqCst);
+    assert_eq!((calls(&eu), calls(&us), calls(&plain)), (1, 1, 1), "each endpoint ran its event once");
+
+    let done = |r: Option<Record>| matches!(r, Some(Record::Done { .. }));
+    assert!(done(store.get("webhook9:stripe-eu:evt_shared").await.unwrap()));
+    assert!(done(store.get("webhook9:stripe-us:evt_shared").await.unwrap()));
+    assert!(done(store.get("webhook:evt_shared").await.unwrap()), "no namespace: the key of earlier versions");
+
+    // A record an earlier version wrote (`webhook:<event id>`) is found by an endpoint without a namespace.
+    let (lease, retention) = (palisade_webhook::DEFAULT_LEASE, palisade_webhook::DEFAULT_RETENTION);
+    let Claim::Acquired { hold, .. } =
+        store.claim("webhook:evt_before_upgrade", &Fingerprint::NONE, lease, retention).await.unwrap()
+    else {
+        panic!("claim")
+    };
+    assert!(store.complete(&hold, Payload::Bytes(Bytes::new()), retention).await.unwrap());
+    let old = r#"{"id":"evt_before_upgrade"}"#;
+    let res = plain_app.oneshot(stripe_req("whsec_plain", old)).await.unwrap();
+    assert_eq!(res.headers()[palisade_webhook::DUPLICATE_HEADER], "done");
+    assert_eq!(calls(&plain), 1);
+}
+
+#[tokio::test]
+async fn memory_namespaced_endpoints_share_a_store_without_meeting() {
+    namespaced_endpoints_share_a_store_without_meeting(MemoryStore::new()).await;
+}
+
+#[tokio::test]
+async fn redis_namespaced_endpoints_share_a_store_without_meeting() {
+    let Some(r) = palisade_testkit::redis("webhook_namespaces").await else { return };
+    let store = palisade_webhook::RedisStore::new(r.conn.clone()).with_prefix(r.prefix.clone());
+    namespaced_endpoints_share_a_store_without_meeting(store).await;
+    let mut conn = r.conn.clone();
+    let key = format!("{}{{webhook9:stripe-eu:evt_shared}}", r.prefix);
+    let exists: bool = redis::cmd("EXISTS").arg(&key).query_async(&mut conn).await.unwrap();
+    assert!(exists, "one hash-tagged key per namespaced record: {key}");
+    r.cleanup().await;
+}

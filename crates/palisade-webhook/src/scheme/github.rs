@@ -1,11 +1,14 @@
 //! GitHub: `X-Hub-Signature-256: sha256=<hex>`, HMAC-SHA256 over the raw body.
 //!
-//! GitHub signs no timestamp, so the timestamp window does not apply: replays are stopped by delivery
-//! deduplication on `X-GitHub-Delivery` (which GitHub keeps the same when it redelivers).
+//! GitHub signs no timestamp, so the timestamp window does not apply, and the signature does not cover
+//! `X-GitHub-Delivery` either: a captured delivery can be resent under any delivery id. Replays are therefore
+//! stopped by deduplicating on the SHA-256 of the signed body ([`DedupBy::BodyDigest`]), which a replay cannot
+//! change and which GitHub's own redeliveries keep. `X-GitHub-Delivery` stays the event id handed to the handler
+//! (it is what GitHub's delivery log shows), but it only identifies, it does not deduplicate.
 
 use http::{HeaderMap, HeaderName};
 
-use super::{Message, Scheme, SchemeHeaders, Signed, collected, header_str, hex32, raw_key};
+use super::{DedupBy, Message, Scheme, SchemeHeaders, Signed, collected, header_str, hex32, raw_key};
 use crate::error::{SecretError, SignError, VerifyError};
 use crate::key::Key;
 
@@ -32,8 +35,8 @@ pub(crate) fn parse_into<'h>(
     push: &mut impl FnMut([u8; 32]),
 ) -> Result<Signed<'h>, VerifyError> {
     push(parse_github_header(header_str(headers, &HEADER)?)?);
-    // The delivery id is the event id: optional (GitHub always sends one; without it, only deduplication needs
-    // it), but never two, which the handler and deduplication could read differently.
+    // The delivery id is the event id handed to the handler: optional (GitHub always sends one; deduplication
+    // does not use it, see `dedup_by`), but never two, which the handler and the layer could read differently.
     let id = match header_str(headers, &DELIVERY) {
         Ok(id) if !id.is_empty() => Some(id),
         Err(e @ VerifyError::HeaderMalformed { .. }) if headers.get_all(&DELIVERY).iter().nth(1).is_some() => {
@@ -67,6 +70,11 @@ impl Scheme for GitHub {
 
     fn sign(&self, key: &Key, msg: &Message<'_>) -> Result<String, SignError> {
         Ok(format!("sha256={}", hex::encode(key.mac(&[msg.body]))))
+    }
+
+    /// The body's digest: the signature covers the body only, not the `X-GitHub-Delivery` id.
+    fn dedup_by(&self) -> DedupBy {
+        DedupBy::BodyDigest
     }
 }
 

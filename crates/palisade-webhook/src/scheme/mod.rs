@@ -1,10 +1,10 @@
 //! Signature schemes. Each scheme is one file and can both sign and verify.
 //!
-//! | scheme | headers | signed bytes | secret |
-//! |---|---|---|---|
-//! | [`Stripe`] | `Stripe-Signature: t=<unix>,v1=<hex>[,v1=…]` | `{t}.{body}` | the whole string, `whsec_` included |
-//! | [`StandardWebhooks`] | `webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64> …` | `{id}.{timestamp}.{body}` | `whsec_<base64>`, decoded |
-//! | [`GitHub`] | `X-Hub-Signature-256: sha256=<hex>` | `{body}` | the string's bytes |
+//! | scheme | headers | signed bytes | secret | deduplicated by ([`Scheme::dedup_by`]) |
+//! |---|---|---|---|---|
+//! | [`Stripe`] | `Stripe-Signature: t=<unix>,v1=<hex>[,v1=…]` | `{t}.{body}` | the whole string, `whsec_` included | the event `id` in the signed body |
+//! | [`StandardWebhooks`] | `webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64> …` | `{id}.{timestamp}.{body}` | `whsec_<base64>`, decoded | the signed `webhook-id` |
+//! | [`GitHub`] | `X-Hub-Signature-256: sha256=<hex>` | `{body}` | the string's bytes | SHA-256 of the body (`X-GitHub-Delivery` is not signed) |
 
 use std::fmt;
 
@@ -107,6 +107,23 @@ pub struct Signed<'h> {
     pub signatures: Vec<[u8; 32]>,
 }
 
+/// What delivery deduplication keys on ([`Scheme::dedup_by`]).
+///
+/// It must be something the signature covers: whoever captured one signed delivery can resend it with any
+/// unsigned header changed, and each change that reaches the deduplication key would run the handler again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DedupBy {
+    /// The event id ([`Scheme::event_id`]). Right when the signature covers it: Stripe's is the `id` of the signed
+    /// body, Standard Webhooks sign `webhook-id` with the body.
+    EventId,
+    /// `sha256:<hex>`, the SHA-256 digest of the verified body. For schemes whose signature covers the body and
+    /// nothing that identifies the event (GitHub: its `X-GitHub-Delivery` id is unsigned, and it signs no timestamp
+    /// either). A sender's redelivery carries the same body, so it is a duplicate as it should be; two different
+    /// events with byte-identical bodies are one event to deduplication, as a replay of one would be.
+    BodyDigest,
+}
+
 /// A message to sign.
 #[derive(Debug, Clone, Copy)]
 pub struct Message<'a> {
@@ -151,13 +168,22 @@ pub trait Scheme: fmt::Debug + Send + Sync + 'static {
     /// [`SignError`] when the scheme needs something `msg` lacks.
     fn sign(&self, key: &Key, msg: &Message<'_>) -> Result<String, SignError>;
 
-    /// The event id used for deduplication: by default the id header; Stripe reads the event's JSON `id`.
+    /// The event's id, handed to the handler as [`EventId`](crate::EventId): by default the id header; Stripe reads
+    /// the event's JSON `id`. Deduplication keys on it unless [`dedup_by`](Self::dedup_by) says otherwise.
     /// Called only after the signature was verified.
     ///
     /// # Errors
     /// [`VerifyError::EventIdAmbiguous`] when the body names the event id twice.
     fn event_id(&self, signed: &Signed<'_>, _body: &[u8]) -> Result<Option<String>, VerifyError> {
         Ok(signed.id.map(str::to_owned))
+    }
+
+    /// What delivery deduplication keys on. Default [`DedupBy::EventId`], which is right only when the signature
+    /// covers the event id (Stripe, Standard Webhooks). A scheme that signs the body and carries its id in an
+    /// unsigned header (GitHub) returns [`DedupBy::BodyDigest`]: otherwise a captured delivery resent under a fresh
+    /// id would run the handler again.
+    fn dedup_by(&self) -> DedupBy {
+        DedupBy::EventId
     }
 
     /// Every header a sender sets for `msg`: the signature, plus the id and timestamp headers the scheme uses.
@@ -277,6 +303,22 @@ pub(crate) fn parse_timestamp(s: &str) -> Result<i64, VerifyError> {
     s.parse::<i64>().ok().filter(|&ts| signable_timestamp(ts)).ok_or(VerifyError::TimestampMalformed)
 }
 
+/// `sha256:<64 lowercase hex digits>`: the deduplication id of [`DedupBy::BodyDigest`] schemes. One allocation;
+/// computed only when a layer deduplicates, never by [`Verifier::verify`](crate::Verifier::verify).
+pub(crate) fn body_digest(body: &[u8]) -> String {
+    use sha2::Digest;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    const PREFIX: &str = "sha256:";
+    let digest = sha2::Sha256::digest(body);
+    let mut id = String::with_capacity(PREFIX.len() + 2 * digest.len());
+    id.push_str(PREFIX);
+    for b in digest {
+        id.push(char::from(HEX[usize::from(b >> 4)]));
+        id.push(char::from(HEX[usize::from(b & 0x0f)]));
+    }
+    id
+}
+
 /// Decodes exactly 32 bytes of hex.
 ///
 /// Table-driven: this runs on every verification and `hex::decode_to_slice` costs about as much as hashing a
@@ -343,6 +385,24 @@ mod tests {
         ) {
             proptest::prop_assert_eq!(signable_timestamp(ts), parse_timestamp(&ts.to_string()).is_ok(), "{}", ts);
         }
+    }
+
+    #[test]
+    fn body_digest_is_the_prefixed_lowercase_sha256() {
+        // printf 'Hello, World!' | sha256sum
+        assert_eq!(
+            body_digest(b"Hello, World!"),
+            "sha256:dffd6021bb2bd5b0af676290809ec3a53191dd81c7f70a4b28688a362182986f"
+        );
+        use sha2::Digest;
+        assert_eq!(body_digest(b""), format!("sha256:{}", hex::encode(sha2::Sha256::digest(b""))));
+    }
+
+    #[test]
+    fn only_github_deduplicates_on_the_body() {
+        assert_eq!(Stripe.dedup_by(), DedupBy::EventId);
+        assert_eq!(StandardWebhooks.dedup_by(), DedupBy::EventId);
+        assert_eq!(GitHub.dedup_by(), DedupBy::BodyDigest);
     }
 
     #[test]
