@@ -27,6 +27,20 @@ pub enum Error {
         /// Every column the format reads.
         expected: String,
     },
+    /// The header names a column the format reads twice: which one is meant is unknown.
+    #[error(
+        "{file}:1: the header names column {column:?} twice (columns {first} and {second}): keep one, or rename the other"
+    )]
+    DuplicateColumn {
+        /// The file.
+        file: Arc<str>,
+        /// The column's name.
+        column: String,
+        /// Where it is first, from 1.
+        first: usize,
+        /// Where it is again, from 1.
+        second: usize,
+    },
     /// A row is malformed (see [`RowError`]).
     #[error(transparent)]
     Row(#[from] Box<RowError>),
@@ -108,6 +122,15 @@ pub enum Problem {
         /// Fields in the header.
         expected: usize,
     },
+    /// A field holds a line break. None of the formats has multi-line fields, so this is a quote left open (or a
+    /// stray pair of quotes): read as CSV allows, the field would run on to the next quote or the end of the file
+    /// and swallow the rows in between.
+    #[error(
+        "line break inside a field: a quote opened in this field is not closed on its line, and would swallow the \
+         rows up to the next quote or the end of the file (the format has no multi-line fields: remove the stray \
+         quote, or the line break)"
+    )]
+    LineBreakInField,
     /// An empty id.
     #[error("empty id: expected the payment's id")]
     EmptyId,

@@ -125,7 +125,7 @@ fn statuses_are_normalised_and_configurable() {
 #[test]
 fn bad_input_names_file_line_column_and_what_was_expected() {
     let ok = "a,1.00,USD,paid,2024-05-01T00:00:00Z\n";
-    let cases: [(&str, &[u8], &str); 9] = [
+    let cases: [(&str, &[u8], &str); 12] = [
         (
             "bad decimal",
             b"b,12.x,USD,paid,2024-05-01T00:00:00Z\n",
@@ -158,11 +158,25 @@ fn bad_input_names_file_line_column_and_what_was_expected() {
             "internal.csv:3: column 4 (status): missing field: the row has 3 fields, the header 5",
         ),
         ("empty id", b",1.00,USD,paid,2024-05-01T00:00:00Z\n", "internal.csv:3: column 1 (id): empty id"),
+        // Ids are read without surrounding spaces: spaces alone are no id.
+        ("spaces for id", b"  ,1.00,USD,paid,2024-05-01T00:00:00Z\n", "internal.csv:3: column 1 (id): empty id"),
         (
             // An unquoted thousands separator: before, the row was read as 1.00 and matched a gateway's 1.00.
             "long row",
             b"b,1,234.56,USD,paid,2024-05-01T00:00:00Z\n",
             "internal.csv:3: column 6: extra fields: the row has 6 fields, the header 5",
+        ),
+        (
+            // The csv crate takes a quote left open for a field running to the end of the file.
+            "unclosed quote",
+            b"b,1.00,USD,paid,\"2024-05-01T00:00:00Z\n",
+            "internal.csv:3: column 5 (created_at): line break inside a field",
+        ),
+        (
+            // A stray pair of quotes: the rows between them were one field.
+            "stray quotes",
+            b"b,\"1.00,USD,paid,2024-05-01T00:00:00Z\nc,2.00\",USD,paid,2024-05-01T00:00:00Z\n",
+            "internal.csv:3: column 2 (amount): line break inside a field",
         ),
     ];
     for (what, row, expected) in cases {
@@ -402,4 +416,307 @@ fn a_row_longer_than_its_header_is_refused() {
     let e = run(&at_cutoff(), &internal, &gateway).unwrap_err();
     assert_eq!(e.to_string(), "internal.csv:2: column 6: extra fields: the row has 6 fields, the header 5");
     assert_eq!(e.as_row().map(|r| r.line), Some(2));
+}
+
+/// A quote left open, even in a column no reader looks at, made the csv crate read the rest of the file (or the
+/// rows up to the next quote) as one field: those rows vanished, and a discrepancy in them with them (exit 0).
+#[test]
+fn an_open_quote_never_swallows_the_rows_after_it() {
+    let header = "id,amount,currency,status,created_at,note\n";
+    let gateway = format!("{HEADER}a,1.00,USD,paid,2024-05-01T00:00:00Z\n");
+    // b and c are on the ledger only (missing_gateway). First a stray pair of quotes, then one left open.
+    let stray = format!(
+        "{header}a,1.00,USD,paid,2024-05-01T00:00:00Z,\"gift\nb,2.00,USD,paid,2024-05-01T00:00:00Z,\n\
+         c,3.00,USD,paid,2024-05-01T00:00:00Z,wrap\"\n"
+    );
+    let open = format!("{header}a,1.00,USD,paid,2024-05-01T00:00:00Z,\"gift\nb,2.00,USD,paid,2024-05-01T00:00:00Z,\n");
+    for internal in [&stray, &open] {
+        let e = run(&at_cutoff(), internal, &gateway).unwrap_err();
+        assert!(e.to_string().starts_with("internal.csv:2: column 6 (note): line break inside a field"), "{e}");
+        // With a reject sink the swallowed rows are one rejected row: the run is not clean (exit 1).
+        let rec = Reconciler::builder().as_of(AS_OF).reject(|_| {}).build();
+        assert_eq!(run(&rec, internal, &gateway).unwrap().internal.rejected, 1);
+    }
+    // The same in a report: the refund after an open quote in Stripe's description vanished, and the charge
+    // matched a ledger that never heard of the refund.
+    let report = "txn_1,2024-05-01 10:00:00,ch_1,usd,100.00,3.20,96.80,charge,ch_1,\"Order 1\n\
+                  txn_2,2024-05-01 12:00:00,ch_1,usd,-30.00,0.00,-30.00,refund,re_1,\n";
+    let internal = format!("{HEADER}ch_1,100.00,USD,succeeded,2024-05-01T10:00:00Z\n");
+    let e = at_cutoff().reconcile(canonical("internal.csv", &internal), stripe(report)).unwrap_err();
+    assert!(e.to_string().starts_with("stripe.csv:2: column 10 (description): line break inside a field"), "{e}");
+}
+
+/// Every malformed report row stops the run too, naming file, line, column and what was expected.
+#[test]
+fn bad_report_rows_name_file_line_column_and_what_was_expected() {
+    let cases: [(&str, &str, &str); 4] = [
+        (
+            // Skipped before, as a payout is: a new category that moves a charge's money passed unseen.
+            "unknown reporting_category",
+            "txn_2,2024-05-01 11:00:00,ch_1,usd,-10.00,0.00,-10.00,charge_clawback,ch_1,\n",
+            "stripe.csv:3: column 8 (reporting_category): unexpected \"charge_clawback\": expected a known \
+             reporting_category",
+        ),
+        (
+            "open quote in a report",
+            "txn_2,2024-05-01 11:00:00,ch_1,usd,-10.00,0.00,-10.00,refund,re_1,\"Refund\n",
+            "stripe.csv:3: column 10 (description): line break inside a field",
+        ),
+        (
+            "unknown Type",
+            "p1,order-1,2024-05-01 11:00:00,UTC,RefundedMystery,EUR,10.00,,EUR,10.00,,\n",
+            "adyen.csv:3: column 5 (Type): unexpected \"RefundedMystery\": expected a known Type",
+        ),
+        (
+            // Fee and net are summed per payment in its net currency: a second one cannot be added to it.
+            "net currency changes",
+            "p1,order-1,2024-05-01 11:00:00,UTC,Refunded,EUR,5.00,,USD,5.50,,\n",
+            "adyen.csv:3: column 9 (Net Currency): unexpected \"USD\": expected EUR",
+        ),
+    ];
+    for (what, row, expected) in cases {
+        let gateway: Box<dyn palisade_reconciliation::Source> = if expected.starts_with("stripe") {
+            Box::new(stripe(&format!("txn_1,2024-05-01 10:00:00,ch_1,usd,10.00,0.59,9.41,charge,ch_1,\n{row}")))
+        } else {
+            Box::new(adyen(&format!("p1,order-1,2024-05-01 10:00:00,UTC,Settled,EUR,,10.00,EUR,,9.80,0.20\n{row}")))
+        };
+        let e = at_cutoff().reconcile(canonical("internal.csv", HEADER), gateway).unwrap_err();
+        assert!(e.to_string().starts_with(expected), "{what}: {e}");
+        assert_eq!(e.as_row().map(|r| r.line), Some(3), "{what}");
+    }
+}
+
+const ADYEN_HEADER: &str = "Psp Reference,Merchant Reference,Creation Date,TimeZone,Type,Gross Currency,\
+                            Gross Debit (GC),Gross Credit (GC),Net Currency,Net Debit (NC),Net Credit (NC),\
+                            Commission (NC)\n";
+
+fn adyen(body: &str) -> AdyenSettlement {
+    AdyenSettlement::from_reader("adyen.csv", std::io::Cursor::new(format!("{ADYEN_HEADER}{body}").into_bytes()))
+        .unwrap()
+}
+
+/// Stripe's `charge_failure` (a bank debit that bounced after it was counted) was skipped: a failed charge
+/// reconciled as succeeded.
+#[test]
+fn stripe_charge_failure_is_a_failed_charge() {
+    let report = "\
+txn_1,2024-05-01 10:00:00,ch_1,usd,100.00,0.80,99.20,charge,ch_1,
+txn_2,2024-05-01 12:00:00,ch_1,usd,-100.00,0.00,-100.00,charge_failure,ch_1,
+txn_3,2024-05-01 13:00:00,,usd,-5.00,0.00,-5.00,transfer,tr_1,
+";
+    // The ledger never heard of the failure: an amount and a status mismatch.
+    let stale = format!("{HEADER}ch_1,100.00,USD,succeeded,2024-05-01T10:00:00Z\n");
+    let r = at_cutoff().reconcile(canonical("internal.csv", &stale), stripe(report)).unwrap();
+    assert_eq!(kinds(&r), [(Kind::AmountMismatch, "ch_1"), (Kind::StatusMismatch, "ch_1")]);
+    let g = r.discrepancies[1].gateway.as_ref().unwrap();
+    assert_eq!((g.amount.to_minor(), g.status), (Ok(0), Status::Failed));
+    // A ledger with the charge failed and nothing left agrees; the transfer is skipped.
+    let failed = format!("{HEADER}ch_1,0.00,USD,failed,2024-05-01T10:00:00Z\n");
+    let r = at_cutoff().reconcile(canonical("internal.csv", &failed), stripe(report)).unwrap();
+    assert!(r.is_clean(), "{:?}", r.discrepancies);
+    assert_eq!((r.matched, r.gateway.skipped), (1, 1));
+}
+
+/// Adyen's bulk, installment, external and `*WithInfo` bookings move a payment's money as `Settled`, `Refunded`
+/// and `Chargeback` do; they were skipped.
+#[test]
+fn adyen_types_that_move_money_are_folded() {
+    let report = "\
+p1,order-1,2024-05-01 10:00:00,UTC,SettledBulk,EUR,,100.00,EUR,,99.00,1.00
+p1,order-1,2024-05-01 11:00:00,UTC,RefundedExternallyWithInfo,EUR,25.00,,EUR,25.00,,
+p2,order-2,2024-05-01 10:00:00,UTC,SettledExternallyWithInfo,EUR,,10.00,EUR,,10.00,
+p2,order-2,2024-05-01 11:00:00,UTC,ChargebackExternallyWithInfo,EUR,10.00,,EUR,10.00,,
+p3,order-3,2024-05-01 10:00:00,UTC,SettledInstallment,EUR,,30.00,EUR,,30.00,
+p3,order-3,2024-05-01 10:30:00,UTC,SettledInstallment,EUR,,30.00,EUR,,30.00,
+p4,order-4,2024-05-01 10:00:00,UTC,Settled,EUR,,50.00,EUR,,50.00,
+p4,order-4,2024-05-01 11:00:00,UTC,RefundedBulk,EUR,50.00,,EUR,50.00,,
+p5,order-5,2024-05-01 10:00:00,UTC,Settled,EUR,,20.00,EUR,,20.00,
+p5,order-5,2024-05-01 11:00:00,UTC,ChargebackExternally,EUR,20.00,,EUR,20.00,,
+,,2024-05-01 23:00:00,UTC,MerchantPayout,EUR,,,EUR,100.00,,
+";
+    let internal = format!(
+        "{HEADER}order-1,75.00,EUR,partially_refunded,2024-05-01T10:00:00Z\n\
+         order-2,0.00,EUR,disputed,2024-05-01T10:00:00Z\norder-3,60.00,EUR,succeeded,2024-05-01T10:00:00Z\n\
+         order-4,0.00,EUR,refunded,2024-05-01T10:00:00Z\norder-5,0.00,EUR,disputed,2024-05-01T10:00:00Z\n"
+    );
+    let r = at_cutoff().reconcile(canonical("internal.csv", &internal), adyen(report)).unwrap();
+    assert!(r.is_clean(), "{:?}", r.discrepancies);
+    assert_eq!((r.matched, r.gateway.records, r.gateway.skipped), (5, 5, 1));
+    let eur = r.totals.iter().find(|t| t.currency == Currency::EUR).unwrap();
+    assert_eq!((eur.gross, eur.fee), (13500, 100));
+
+    // A ledger that missed the external refund no longer matches.
+    let stale = format!("{HEADER}order-1,100.00,EUR,succeeded,2024-05-01T10:00:00Z\n");
+    let r = at_cutoff().reconcile(canonical("internal.csv", &stale), adyen(report)).unwrap();
+    let order_1: Vec<Kind> = r.discrepancies.iter().filter(|d| &*d.id == "order-1").map(|d| d.kind).collect();
+    assert_eq!(order_1, [Kind::AmountMismatch, Kind::StatusMismatch]);
+}
+
+/// A `refund_failure` gives a refund back to the merchant and a `partial_capture_reversal` releases the part of an
+/// authorisation never captured: neither is a refund, and folding them as refunds invented status mismatches.
+/// Adyen's `RefundedReversed` is a failed refund too.
+#[test]
+fn refund_failures_and_capture_reversals_are_not_refunds() {
+    let report = "\
+txn_1,2024-05-01 10:00:00,ch_1,usd,100.00,3.20,96.80,charge,ch_1,
+txn_2,2024-05-01 11:00:00,ch_1,usd,-30.00,0.00,-30.00,refund,re_1,
+txn_3,2024-05-01 12:00:00,ch_1,usd,30.00,0.00,30.00,refund_failure,re_1,
+txn_4,2024-05-01 10:00:00,ch_2,usd,50.00,1.75,48.25,charge,ch_2,
+txn_5,2024-05-01 10:00:00,ch_2,usd,-20.00,0.00,-20.00,partial_capture_reversal,ch_2,
+txn_6,2024-05-01 10:00:00,ch_3,usd,50.00,1.75,48.25,charge,ch_3,
+txn_7,2024-05-01 10:00:00,ch_3,usd,-20.00,0.00,-20.00,partial_capture_reversal,ch_3,
+txn_8,2024-05-01 13:00:00,ch_3,usd,-10.00,0.00,-10.00,refund,re_3,
+";
+    let internal = format!(
+        "{HEADER}ch_1,100.00,USD,succeeded,2024-05-01T10:00:00Z\nch_2,30.00,USD,succeeded,2024-05-01T10:00:00Z\n\
+         ch_3,20.00,USD,partially_refunded,2024-05-01T10:00:00Z\n"
+    );
+    let r = at_cutoff().reconcile(canonical("internal.csv", &internal), stripe(report)).unwrap();
+    assert!(r.is_clean(), "{:?}", r.discrepancies);
+    assert_eq!(r.matched, 3);
+
+    let report = "\
+p1,order-1,2024-05-01 10:00:00,UTC,Settled,EUR,,100.00,EUR,,100.00,
+p1,order-1,2024-05-01 11:00:00,UTC,Refunded,EUR,30.00,,EUR,30.00,,
+p1,order-1,2024-05-01 12:00:00,UTC,RefundedReversed,EUR,,30.00,EUR,,30.00,
+";
+    let internal = format!("{HEADER}order-1,100.00,EUR,succeeded,2024-05-01T10:00:00Z\n");
+    let r = at_cutoff().reconcile(canonical("internal.csv", &internal), adyen(report)).unwrap();
+    assert!(r.is_clean(), "{:?}", r.discrepancies);
+}
+
+/// A T-1 report holds only the day's activity: the refund or dispute of a charge reported the day before, with
+/// no charge row. Compared as a charge it was an amount and a status mismatch; only what it holds is compared.
+#[test]
+fn activity_on_a_charge_from_an_earlier_report_is_compared_for_what_it_holds() {
+    let report = "\
+txn_2,2024-05-01 12:00:00,ch_1,usd,-30.00,0.00,-30.00,refund,re_1,
+txn_3,2024-05-01 13:00:00,ch_2,usd,-20.00,15.00,-35.00,dispute,dp_1,
+txn_4,2024-05-01 14:00:00,ch_3,usd,-40.00,0.00,-40.00,refund,re_3,
+txn_5,2024-05-01 15:00:00,ch_4,usd,-10.00,0.00,-10.00,refund,re_4,
+";
+    let internal = format!(
+        "{HEADER}ch_1,70.00,USD,partially_refunded,2024-04-30T10:00:00Z\nch_2,0.00,USD,disputed,2024-04-30T10:00:00Z\n\
+         ch_3,0.00,USD,refunded,2024-04-30T10:00:00Z\n"
+    );
+    let r = at_cutoff().reconcile(canonical("internal.csv", &internal), stripe(report)).unwrap();
+    assert_eq!(kinds(&r), [(Kind::MissingInternal, "ch_4")], "a refund the ledger has no payment for");
+    assert_eq!(r.matched, 3);
+
+    // A ledger that missed the refund and the dispute: status mismatches (without the charge, its amount
+    // cannot be checked).
+    let stale = format!(
+        "{HEADER}ch_1,100.00,USD,succeeded,2024-04-30T10:00:00Z\nch_2,20.00,USD,succeeded,2024-04-30T10:00:00Z\n\
+         ch_3,0.00,USD,partially_refunded,2024-04-30T10:00:00Z\nch_4,0.00,USD,refunded,2024-04-30T10:00:00Z\n"
+    );
+    let r = at_cutoff().reconcile(canonical("internal.csv", &stale), stripe(report)).unwrap();
+    assert_eq!(kinds(&r), [(Kind::StatusMismatch, "ch_1"), (Kind::StatusMismatch, "ch_2")]);
+
+    // The same in Adyen.
+    let report = "p1,order-1,2024-05-01 11:00:00,UTC,Refunded,EUR,25.00,,EUR,25.00,,\n";
+    let internal = format!("{HEADER}order-1,75.00,EUR,partially_refunded,2024-04-30T10:00:00Z\n");
+    let r = at_cutoff().reconcile(canonical("internal.csv", &internal), adyen(report)).unwrap();
+    assert!(r.is_clean(), "{:?}", r.discrepancies);
+}
+
+/// Two payments for one order (two PSP references under one merchant reference) were folded into one, twice the
+/// amount: an amount mismatch. It is a double charge: `duplicate_gateway`, the first payment matched.
+#[test]
+fn a_second_payment_for_one_order_is_a_duplicate_gateway() {
+    let report = "\
+p1,order-1,2024-05-01 10:00:00,UTC,Settled,EUR,,100.00,EUR,,98.00,2.00
+p2,order-1,2024-05-01 10:01:00,UTC,Settled,EUR,,100.00,EUR,,98.00,2.00
+p2,order-1,2024-05-01 15:00:00,UTC,Refunded,EUR,100.00,,EUR,100.00,,
+p3,order-2,2024-05-01 10:00:00,UTC,Settled,EUR,,60.00,EUR,,60.00,
+p3,order-2,2024-05-01 12:00:00,UTC,Settled,EUR,,40.00,EUR,,40.00,
+";
+    let internal = format!(
+        "{HEADER}order-1,100.00,EUR,succeeded,2024-05-01T10:00:00Z\norder-2,100.00,EUR,succeeded,2024-05-01T10:00:00Z\n"
+    );
+    let r = at_cutoff().reconcile(canonical("internal.csv", &internal), adyen(report)).unwrap();
+    assert_eq!(kinds(&r), [(Kind::DuplicateGateway, "order-1")], "order-2 is one payment captured in two parts");
+    assert_eq!(r.matched, 2);
+    let d = &r.discrepancies[0];
+    let (extra, first) = (d.gateway.as_ref().unwrap(), d.first.as_ref().unwrap());
+    assert_eq!((extra.line, extra.amount.to_minor(), extra.status), (3, Ok(0), Status::Refunded), "refunded since");
+    assert_eq!((first.line, first.amount.to_minor(), first.status), (2, Ok(10000), Status::Succeeded));
+
+    // Stripe: the charge's row twice.
+    let row = "txn_1,2024-05-01 10:00:00,ch_1,usd,10.00,0.59,9.41,charge,ch_1,\n";
+    let internal = format!("{HEADER}ch_1,10.00,USD,succeeded,2024-05-01T10:00:00Z\n");
+    let r = at_cutoff().reconcile(canonical("internal.csv", &internal), stripe(&format!("{row}{row}"))).unwrap();
+    assert_eq!(kinds(&r), [(Kind::DuplicateGateway, "ch_1")]);
+    assert_eq!(r.matched, 1);
+}
+
+/// The `TimeZone` was ignored for a date with a fraction of a second (taken for a date with its own offset).
+#[test]
+fn adyen_time_zone_applies_to_dates_with_fractions_of_a_second() {
+    let report = "\
+p1,order-1,2024-05-01 12:00:00.500,CET,Settled,EUR,,1.00,EUR,,1.00,
+p2,order-2,2024-05-01 12:00:00.5+02:00,CET,Settled,EUR,,1.00,EUR,,1.00,
+";
+    let r = Reconciler::builder()
+        .as_of(AS_OF)
+        .lag(Duration::from_secs(60))
+        .build()
+        .reconcile(canonical("internal.csv", HEADER), adyen(report))
+        .unwrap();
+    let at: Vec<i64> = r.discrepancies.iter().map(|d| d.gateway.as_ref().unwrap().created_at).collect();
+    assert_eq!(at, [AS_OF - 13 * 3600, AS_OF - 14 * 3600], "11:00 UTC; the date's own offset wins");
+}
+
+/// Ids with spaces around them (a padded export) matched nothing on the other side.
+#[test]
+fn ids_are_read_without_surrounding_spaces() {
+    let internal = format!(
+        "{HEADER} ch_1 ,10.00,USD,succeeded,2024-05-01T10:00:00Z\norder-1,1.00,EUR,paid,2024-05-01T10:00:00Z\n"
+    );
+    let report = " txn_1,2024-05-01 10:00:00, ch_1,usd,10.00,0.59,9.41,charge,ch_1 ,\n";
+    let r = at_cutoff().reconcile(canonical("internal.csv", &internal), stripe(report)).unwrap();
+    assert_eq!(kinds(&r), [(Kind::MissingGateway, "order-1")]);
+    let r = at_cutoff()
+        .reconcile(
+            canonical("internal.csv", &internal),
+            adyen("p1,order-1 ,2024-05-01 10:00:00,UTC,Settled,EUR,,1.00,EUR,,1.00,\n"),
+        )
+        .unwrap();
+    assert_eq!(kinds(&r), [(Kind::MissingGateway, "ch_1")]);
+}
+
+/// A header naming a column twice was read from the first silently; the other may be the one meant.
+#[test]
+fn a_column_named_twice_is_refused() {
+    let e = CanonicalCsv::from_reader("ledger.csv", "id,amount,currency,status,created_at,amount\n".as_bytes())
+        .err()
+        .unwrap();
+    assert_eq!(
+        e.to_string(),
+        "ledger.csv:1: the header names column \"amount\" twice (columns 2 and 6): keep one, or rename the other"
+    );
+    let header = format!("{},charge_id\n", STRIPE_HEADER.trim_end());
+    assert!(
+        StripeBalance::from_reader("stripe.csv", std::io::Cursor::new(header.into_bytes())).is_err(),
+        "an optional column too"
+    );
+    let header = "Merchant Reference,Creation Date,Type,Gross Currency,Gross Debit (GC),Gross Credit (GC),\
+                  Net Currency,Net Debit (NC),Net Credit (NC),TimeZone,TimeZone\n";
+    assert!(AdyenSettlement::from_reader("adyen.csv", header.as_bytes()).is_err());
+    // A column no reader uses may repeat.
+    assert!(CanonicalCsv::from_reader("ledger.csv", "id,amount,currency,status,created_at,x,x\n".as_bytes()).is_ok());
+}
+
+/// The progress counter counts rows read, a folded report's too (it counted its folded payments).
+#[test]
+fn progress_counts_every_row_read() {
+    let rows = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let report = "\
+txn_1,2024-05-01 10:00:00,ch_1,usd,100.00,3.20,96.80,charge,ch_1,
+txn_2,2024-05-01 12:00:00,ch_1,usd,-30.00,0.00,-30.00,refund,re_1,
+txn_3,2024-05-01 15:00:00,,usd,-50.00,0.00,-50.00,payout,po_1,
+";
+    let internal = format!("{HEADER}ch_1,70.00,USD,partially_refunded,2024-05-01T10:00:00Z\n");
+    let rec = Reconciler::builder().as_of(AS_OF).progress(rows.clone()).build();
+    rec.reconcile(canonical("internal.csv", &internal), stripe(report)).unwrap();
+    assert_eq!(rows.load(std::sync::atomic::Ordering::Relaxed), 1 + 3);
 }

@@ -3,11 +3,12 @@
 use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use palisade_core::Currency;
 
-use super::fold::{Activity, FoldRows, Folder, Row, next_folded};
-use super::{CsvFile, CurrencyCache, Source, text};
+use super::fold::{Activity, CurrencyChange, FoldRows, Folder, Row, next_folded};
+use super::{CsvFile, CurrencyCache, Source, id, text};
 use crate::amount::parse_minor;
 use crate::error::{Error, Problem};
 use crate::record::{RecordRef, StatusMap};
@@ -30,6 +31,51 @@ pub const COLUMNS: [&str; 9] = [
 pub const FEE_COLUMNS: [&str; 4] = ["Commission (NC)", "Markup (NC)", "Scheme Fees (NC)", "Interchange (NC)"];
 
 const TIMESTAMP: &str = "a date such as 2024-05-01 12:00:00 (in the row's TimeZone)";
+
+/// The types folded into a payment, with what each is.
+const FOLDED: [(&str, Activity); 19] = [
+    ("Settled", Activity::Charge),
+    ("SettledExternally", Activity::Charge),
+    ("SettledExternallyWithInfo", Activity::Charge),
+    ("SettledBulk", Activity::Charge),
+    ("SettledInstallment", Activity::Charge),
+    ("SettledInstallmentExternallyWithInfo", Activity::Charge),
+    ("Refunded", Activity::Refund),
+    ("RefundedExternally", Activity::Refund),
+    ("RefundedExternallyWithInfo", Activity::Refund),
+    ("RefundedBulk", Activity::Refund),
+    ("RefundedInstallment", Activity::Refund),
+    ("RefundedInstallmentExternallyWithInfo", Activity::Refund),
+    ("RefundedReversed", Activity::RefundFailure),
+    ("Chargeback", Activity::Dispute),
+    ("ChargebackExternally", Activity::Dispute),
+    ("ChargebackExternallyWithInfo", Activity::Dispute),
+    ("SecondChargeback", Activity::Dispute),
+    ("ChargebackReversed", Activity::Dispute),
+    ("ChargebackReversedExternallyWithInfo", Activity::Dispute),
+];
+
+/// The types skipped (and counted): bookings that are not a payment's money (payouts, fees and costs booked on
+/// their own rows, deposits, invoices, corrections, transfers).
+const SKIPPED: [&str; 17] = [
+    "Fee",
+    "MiscCosts",
+    "PaymentCost",
+    "AuthorisationSchemeFee",
+    "MerchantPayout",
+    "MerchantPayin",
+    "MerchantPayinReversed",
+    "PaidOut",
+    "PaidOutReversed",
+    "BankInstructionReturned",
+    "InternalCompanyPayout",
+    "DepositCorrection",
+    "ReserveAdjustment",
+    "InvoiceDeduction",
+    "MatchedStatement",
+    "ManualCorrected",
+    "Balancetransfer",
+];
 
 /// Time zones as Adyen writes them in the `TimeZone` column, with their offsets in minutes.
 const ZONES: &[(&str, i64)] = &[
@@ -65,28 +111,36 @@ const ZONES: &[(&str, i64)] = &[
 ///
 /// | `Type` | folded into |
 /// |---|---|
-/// | `Settled`, `SettledExternally` | the payment (its time is the record's) |
-/// | `Refunded`, `RefundedExternally`, `RefundedReversed` | the payment, status refunded |
-/// | `Chargeback`, `ChargebackReversed`, `SecondChargeback` | the payment, status disputed |
-/// | anything else (`Fee`, `MerchantPayout`, `DepositCorrection`, ...) | skipped, counted |
+/// | `Settled`, `SettledExternally`, `SettledExternallyWithInfo`, `SettledBulk`, `SettledInstallment`, `SettledInstallmentExternallyWithInfo` | the payment (its time is the record's) |
+/// | `Refunded`, `RefundedExternally`, `RefundedExternallyWithInfo`, `RefundedBulk`, `RefundedInstallment`, `RefundedInstallmentExternallyWithInfo` | the payment, status refunded |
+/// | `RefundedReversed` | the payment: undoes a refund (the money is back) |
+/// | `Chargeback`, `ChargebackExternally`, `ChargebackExternallyWithInfo`, `SecondChargeback`, `ChargebackReversed`, `ChargebackReversedExternallyWithInfo` | the payment, status disputed |
+/// | `Fee`, `MiscCosts`, `PaymentCost`, `AuthorisationSchemeFee`, `MerchantPayout`, `MerchantPayin`, `MerchantPayinReversed`, `PaidOut`, `PaidOutReversed`, `BankInstructionReturned`, `InternalCompanyPayout`, `DepositCorrection`, `ReserveAdjustment`, `InvoiceDeduction`, `MatchedStatement`, `ManualCorrected`, `Balancetransfer` (not a payment's money) | skipped, counted |
+/// | any other type | refused (a row error): it may move a payment's money |
 ///
-/// Amount = `Gross Credit (GC)` − `Gross Debit (GC)` in `Gross Currency`; net = `Net Credit (NC)` −
-/// `Net Debit (NC)` and fee = the sum of the fee columns, both in `Net Currency`. `Creation Date` is
-/// `YYYY-MM-DD HH:MM:SS` in the row's `TimeZone` (UTC, GMT, CET, CEST, PST, ... or an RFC 3339 offset).
+/// A settled row for a merchant reference already settled is a second payment for it (a double charge, reported
+/// `duplicate_gateway`), unless both rows carry the same `Psp Reference` (a second capture or an installment of
+/// one payment). Amount = `Gross Credit (GC)` − `Gross Debit (GC)` in `Gross Currency`; net = `Net Credit (NC)` −
+/// `Net Debit (NC)` and fee = the sum of the fee columns, both in `Net Currency` (one gross and one net currency
+/// per payment). `Creation Date` is `YYYY-MM-DD HH:MM:SS[.fraction]` in the row's `TimeZone` (UTC, GMT, CET,
+/// CEST, PST, ...), unless it carries its own RFC 3339 offset.
 pub struct AdyenSettlement {
     csv: CsvFile,
     cols: [usize; 9],
     zone: Option<usize>,
+    psp: Option<usize>,
     fees: Vec<usize>,
     folder: Option<Folder>,
     skipped: u64,
+    progress: Option<Arc<AtomicU64>>,
 }
 
 impl AdyenSettlement {
     /// Opens `path` and checks its header.
     ///
     /// # Errors
-    /// [`Error::Io`] or [`Error::MissingColumn`].
+    /// [`Error::Io`], [`Error::MissingColumn`], [`Error::DuplicateColumn`], or [`Error::Row`] (line 1) for a
+    /// header with a line break in a name.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
         Self::new(CsvFile::open(path)?)
     }
@@ -94,7 +148,8 @@ impl AdyenSettlement {
     /// Reads from `reader`, named `name` in messages.
     ///
     /// # Errors
-    /// [`Error::Io`] or [`Error::MissingColumn`].
+    /// [`Error::Io`], [`Error::MissingColumn`], [`Error::DuplicateColumn`], or [`Error::Row`] (line 1) for a
+    /// header with a line break in a name.
     pub fn from_reader(name: impl Into<Arc<str>>, reader: impl Read + Send + 'static) -> Result<Self, Error> {
         Self::new(CsvFile::from_reader(name, reader)?)
     }
@@ -104,9 +159,13 @@ impl AdyenSettlement {
         for (slot, name) in cols.iter_mut().zip(COLUMNS) {
             *slot = csv.column(name, &COLUMNS)?;
         }
-        let zone = csv.find("TimeZone");
-        let fees = FEE_COLUMNS.iter().filter_map(|c| csv.find(c)).collect();
-        Ok(AdyenSettlement { csv, cols, zone, fees, folder: None, skipped: 0 })
+        let zone = csv.optional("TimeZone")?;
+        let psp = csv.optional("Psp Reference")?;
+        let mut fees = Vec::new();
+        for c in FEE_COLUMNS {
+            fees.extend(csv.optional(c)?);
+        }
+        Ok(AdyenSettlement { csv, cols, zone, psp, fees, folder: None, skipped: 0, progress: None })
     }
 
     /// An amount cell: empty is 0.
@@ -130,7 +189,7 @@ impl AdyenSettlement {
         let local = crate::timestamp::parse_rfc3339(bytes, true).ok_or_else(bad)?;
         let Some(z) = self.zone else { return Ok(local) };
         let zone = text(csv, z)?.trim();
-        if zone.is_empty() || bytes.len() > 19 {
+        if zone.is_empty() || has_offset(bytes) {
             // No zone given, or the date carries its own offset.
             return Ok(local);
         }
@@ -150,6 +209,17 @@ impl AdyenSettlement {
     }
 }
 
+/// Whether a date `parse_rfc3339` accepted carries its own offset: something after the seconds and their
+/// fraction (`2024-05-01 12:00:00.500` has none).
+fn has_offset(date: &[u8]) -> bool {
+    let rest = date.get(19..).unwrap_or_default();
+    let rest = match rest.split_first() {
+        Some((b'.', fraction)) => &fraction[fraction.iter().take_while(|c| c.is_ascii_digit()).count()..],
+        _ => rest,
+    };
+    !rest.is_empty()
+}
+
 impl FoldRows for AdyenSettlement {
     fn csv(&mut self) -> &mut CsvFile {
         &mut self.csv
@@ -158,19 +228,32 @@ impl FoldRows for AdyenSettlement {
     fn fold_row(&mut self, folder: &mut Folder, currencies: &mut CurrencyCache) -> Result<(), Error> {
         let [c_ref, c_created, c_type, c_gc, c_gdebit, c_gcredit, c_nc, c_ndebit, c_ncredit] = self.cols;
         let kind = text(&self.csv, c_type)?;
-        let activity = match kind {
-            "Settled" | "SettledExternally" => Activity::Charge,
-            "Refunded" | "RefundedExternally" | "RefundedReversed" => Activity::Refund,
-            "Chargeback" | "ChargebackReversed" | "SecondChargeback" => Activity::Dispute,
-            _ => {
+        let activity = match FOLDED.iter().find(|(name, _)| *name == kind) {
+            Some(&(_, activity)) => activity,
+            None if SKIPPED.contains(&kind) => {
                 self.skipped += 1;
                 return Ok(());
             }
+            // A type this reader does not know may move a payment's money: refused, never skipped unseen.
+            None => {
+                return Err(self.csv.error(
+                    c_type,
+                    Problem::Unexpected {
+                        text: kind.to_owned(),
+                        expected: format!(
+                            "a known Type: folded {}; skipped {}",
+                            FOLDED.map(|(name, _)| name).join(", "),
+                            SKIPPED.join(", ")
+                        ),
+                    },
+                ));
+            }
         };
-        let id = text(&self.csv, c_ref)?;
-        if id.is_empty() {
-            return Err(self.csv.error(c_ref, Problem::EmptyId));
-        }
+        let id = id(&self.csv, c_ref)?;
+        let payment = match self.psp {
+            Some(c) => Some(text(&self.csv, c)?.trim_ascii()).filter(|p| !p.is_empty()),
+            None => None,
+        };
         let currency = currencies.get(&self.csv, c_gc)?;
         let net_currency = currencies.get(&self.csv, c_nc)?;
         let gross = self.cell(c_gcredit, currency)?.saturating_sub(self.cell(c_gdebit, currency)?);
@@ -181,6 +264,7 @@ impl FoldRows for AdyenSettlement {
         }
         let row = Row {
             id,
+            payment,
             activity,
             gross,
             fee,
@@ -190,12 +274,16 @@ impl FoldRows for AdyenSettlement {
             created_at: self.created_at(c_created)?,
             line: self.csv.line(),
         };
-        folder.add(&row).map_err(|first| {
+        folder.add(&row).map_err(|change| {
+            let (column, found, first, which) = match change {
+                CurrencyChange::Gross(first) => (c_gc, currency, first, "gross"),
+                CurrencyChange::Net(first) => (c_nc, net_currency, first, "net"),
+            };
             self.csv.error(
-                c_gc,
+                column,
                 Problem::Unexpected {
-                    text: currency.code().to_owned(),
-                    expected: format!("{first} (the currency of {id}'s earlier rows)"),
+                    text: found.code().to_owned(),
+                    expected: format!("{first} (the {which} currency of {id}'s earlier rows)"),
                 },
             )
         })
@@ -209,7 +297,8 @@ impl Source for AdyenSettlement {
 
     fn next_record(&mut self, _statuses: &StatusMap) -> Result<Option<RecordRef<'_>>, Error> {
         if self.folder.is_none() {
-            self.folder = Some(self.fold_all()?);
+            let progress = self.progress.clone();
+            self.folder = Some(self.fold_all(progress.as_deref())?);
         }
         next_folded(&mut self.folder)
     }
@@ -220,5 +309,14 @@ impl Source for AdyenSettlement {
 
     fn skipped(&self) -> u64 {
         self.skipped
+    }
+
+    fn activity_only(&self) -> bool {
+        self.folder.as_ref().is_some_and(Folder::last_activity_only)
+    }
+
+    fn count_rows(&mut self, rows: Arc<AtomicU64>) -> bool {
+        self.progress = Some(rows);
+        true
     }
 }

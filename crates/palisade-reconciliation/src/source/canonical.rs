@@ -4,7 +4,7 @@ use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{CsvFile, CurrencyCache, Source, amount, text, timestamp};
+use super::{CsvFile, CurrencyCache, Source, amount, id, timestamp};
 use crate::error::{Error, Problem};
 use crate::record::{RecordRef, StatusMap};
 
@@ -26,7 +26,8 @@ impl CanonicalCsv {
     /// Opens `path` and checks its header.
     ///
     /// # Errors
-    /// [`Error::Io`] or [`Error::MissingColumn`].
+    /// [`Error::Io`], [`Error::MissingColumn`], [`Error::DuplicateColumn`], or [`Error::Row`] (line 1) for a
+    /// header with a line break in a name.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
         Self::new(CsvFile::open(path)?)
     }
@@ -34,7 +35,8 @@ impl CanonicalCsv {
     /// Reads from `reader`, named `name` in messages.
     ///
     /// # Errors
-    /// [`Error::Io`] or [`Error::MissingColumn`].
+    /// [`Error::Io`], [`Error::MissingColumn`], [`Error::DuplicateColumn`], or [`Error::Row`] (line 1) for a
+    /// header with a line break in a name.
     pub fn from_reader(name: impl Into<Arc<str>>, reader: impl Read + Send + 'static) -> Result<Self, Error> {
         Self::new(CsvFile::from_reader(name, reader)?)
     }
@@ -59,10 +61,7 @@ impl Source for CanonicalCsv {
         }
         let csv = &self.csv;
         let [c_id, c_amount, c_currency, c_status, c_created] = self.cols;
-        let id = text(csv, c_id)?;
-        if id.is_empty() {
-            return Err(csv.error(c_id, Problem::EmptyId));
-        }
+        let id = id(csv, c_id)?;
         let currency = self.currencies.get(csv, c_currency)?;
         let amount = amount(csv, c_amount, currency)?;
         let raw_status = csv.field(c_status)?;

@@ -13,6 +13,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 pub use adyen::AdyenSettlement;
 pub use canonical::CanonicalCsv;
@@ -41,6 +42,22 @@ pub trait Source: Send {
     fn skipped(&self) -> u64 {
         0
     }
+    /// Whether the record last returned by [`next_record`](Source::next_record) holds only later activity on a
+    /// payment charged before this source begins: a T-1 report's refund, dispute or failure of a charge that was
+    /// in an earlier report. Its amount is then that activity's, not the payment's, so it is not compared; its
+    /// status is compared as far as the activity implies it (a refund: the ledger's status is `refunded` or
+    /// `partially_refunded`; a dispute: `disputed`; a failure: `failed`). `false` (the default): a whole payment.
+    fn activity_only(&self) -> bool {
+        false
+    }
+    /// Offers the reconciler's row counter ([`progress`](crate::ReconcilerBuilder::progress)). A source that
+    /// adds the rows it reads to it, as it reads them, keeps it and returns `true`; by default (`false`) the
+    /// records it yields are counted instead. A folded report reads all its rows before its first record, so it
+    /// counts them itself.
+    fn count_rows(&mut self, rows: Arc<AtomicU64>) -> bool {
+        let _ = rows;
+        false
+    }
 }
 
 impl<S: Source + ?Sized> Source for Box<S> {
@@ -55,6 +72,12 @@ impl<S: Source + ?Sized> Source for Box<S> {
     }
     fn skipped(&self) -> u64 {
         (**self).skipped()
+    }
+    fn activity_only(&self) -> bool {
+        (**self).activity_only()
+    }
+    fn count_rows(&mut self, rows: Arc<AtomicU64>) -> bool {
+        (**self).count_rows(rows)
     }
 }
 
@@ -74,7 +97,8 @@ impl CsvFile {
     /// Opens `path` and reads its header.
     ///
     /// # Errors
-    /// [`Error::Io`] if it cannot be opened or its header read.
+    /// [`Error::Io`] if it cannot be opened or its header read; [`Error::Row`] (line 1, [`Problem::LineBreakInField`])
+    /// if a name in the header holds a line break.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
         let path = path.as_ref();
         let name: Arc<str> = path.display().to_string().into();
@@ -88,7 +112,8 @@ impl CsvFile {
     /// Reads CSV from `reader`, named `name` in messages, and reads its header.
     ///
     /// # Errors
-    /// [`Error::Io`] if the header cannot be read.
+    /// [`Error::Io`] if the header cannot be read; [`Error::Row`] (line 1, [`Problem::LineBreakInField`]) if a name
+    /// in the header holds a line break.
     pub fn from_reader(name: impl Into<Arc<str>>, reader: impl Read + Send + 'static) -> Result<Self, Error> {
         let name = name.into();
         let mut reader = csv::ReaderBuilder::new()
@@ -97,7 +122,19 @@ impl CsvFile {
             .buffer_capacity(READ_BUFFER)
             .from_reader(Box::new(reader) as Box<dyn Read + Send>);
         let headers = reader.byte_headers().map_err(|e| csv_io(&name, e))?.clone();
-        Ok(CsvFile { name, reader, headers, record: csv::ByteRecord::new(), bytes: None })
+        let csv = CsvFile { name, reader, headers, record: csv::ByteRecord::new(), bytes: None };
+        // A quote left open in the header swallows rows as one in a row would.
+        if let Some(index) = line_break(&csv.headers) {
+            return Err(Error::Row(Box::new(RowError {
+                file: csv.name.clone(),
+                line: 1,
+                column: index + 1,
+                column_name: String::new(),
+                problem: Problem::LineBreakInField,
+                row: csv.headers.iter().map(String::from_utf8_lossy).collect::<Vec<_>>().join(","),
+            })));
+        }
+        Ok(csv)
     }
 
     /// The file's name.
@@ -109,29 +146,46 @@ impl CsvFile {
     /// The index of the column named `column` (exact match, surrounding spaces and a UTF-8 BOM ignored).
     ///
     /// # Errors
-    /// [`Error::MissingColumn`], listing `all` as the columns the format reads.
+    /// [`Error::MissingColumn`], listing `all` as the columns the format reads; [`Error::DuplicateColumn`] when
+    /// the header names it twice.
     pub fn column(&self, column: &str, all: &[&str]) -> Result<usize, Error> {
-        self.find(column).ok_or_else(|| Error::MissingColumn {
+        self.optional(column)?.ok_or_else(|| Error::MissingColumn {
             file: self.name.clone(),
             column: column.to_owned(),
             expected: all.join(","),
         })
     }
 
-    /// The index of the column named `column`, if there is one.
+    /// The index of the optional column named `column`, if there is one.
+    ///
+    /// # Errors
+    /// [`Error::DuplicateColumn`] when the header names it twice.
+    pub fn optional(&self, column: &str) -> Result<Option<usize>, Error> {
+        let Some(first) = self.find(column) else { return Ok(None) };
+        match self.headers.iter().skip(first + 1).position(|h| header_is(h, column)) {
+            None => Ok(Some(first)),
+            Some(n) => Err(Error::DuplicateColumn {
+                file: self.name.clone(),
+                column: column.to_owned(),
+                first: first + 1,
+                second: first + n + 2,
+            }),
+        }
+    }
+
+    /// The index of the first column named `column`, if there is one (see [`optional`](Self::optional), which
+    /// refuses a name given twice).
     #[must_use]
     pub fn find(&self, column: &str) -> Option<usize> {
-        self.headers.iter().position(|h| {
-            let h = h.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(h);
-            h.trim_ascii() == column.as_bytes()
-        })
+        self.headers.iter().position(|h| header_is(h, column))
     }
 
     /// Reads the next row; `Ok(false)` at the end.
     ///
     /// # Errors
-    /// [`Error::Row`] with [`Problem::Csv`] for malformed CSV or [`Problem::ExtraFields`] for a row longer than
-    /// the header, [`Error::Io`] if reading fails.
+    /// [`Error::Row`] with [`Problem::Csv`] for malformed CSV, [`Problem::ExtraFields`] for a row longer than
+    /// the header or [`Problem::LineBreakInField`] for a field with a line break (a quote left open); [`Error::Io`]
+    /// if reading fails.
     pub fn next_row(&mut self) -> Result<bool, Error> {
         match self.reader.read_byte_record(&mut self.record) {
             // A longer row is refused here (a shorter one at the field it lacks): which field is which is unknown.
@@ -139,7 +193,14 @@ impl CsvFile {
                 let (found, expected) = (self.record.len(), self.headers.len());
                 Err(self.error(expected, Problem::ExtraFields { found, expected }))
             }
-            Ok(more) => Ok(more),
+            // The csv crate reads a quote left open as a field running on to the next quote, or to the end of the
+            // file (it accepts the end of the file inside quotes): the rows in between would vanish into it. No
+            // format here has multi-line fields, so a line break in a field is that, and refused.
+            Ok(true) => match line_break(&self.record) {
+                Some(index) => Err(self.error(index, Problem::LineBreakInField)),
+                None => Ok(true),
+            },
+            Ok(false) => Ok(false),
             Err(e) => {
                 let line = e.position().map_or(0, csv::Position::line);
                 match e.into_kind() {
@@ -216,11 +277,42 @@ impl CsvFile {
     }
 }
 
+/// Whether header `h` names `column` (surrounding spaces and a UTF-8 BOM ignored).
+fn header_is(h: &[u8], column: &str) -> bool {
+    let h = h.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(h);
+    h.trim_ascii() == column.as_bytes()
+}
+
+/// The first field of `record` holding a line break (`\n` or `\r`), if any.
+#[inline]
+fn line_break(record: &csv::ByteRecord) -> Option<usize> {
+    // Every row passes here: look at all its bytes at once, in chunks without a branch per byte (so the loop
+    // vectorises), and at the fields only when there is one.
+    let any = record
+        .as_slice()
+        .chunks(32)
+        .any(|chunk| chunk.iter().fold(false, |found, &b| found | (b == b'\n') | (b == b'\r')));
+    if !any {
+        return None;
+    }
+    record.iter().position(|f| f.iter().any(|&b| b == b'\n' || b == b'\r'))
+}
+
 fn csv_io(name: &Arc<str>, e: csv::Error) -> Error {
     match e.into_kind() {
         csv::ErrorKind::Io(source) => Error::Io { file: name.clone(), source },
         kind => Error::Io { file: name.clone(), source: std::io::Error::other(format!("{kind:?}")) },
     }
+}
+
+/// Field `index` as an id: UTF-8 text without surrounding spaces (a padded export), not empty.
+#[inline]
+pub(crate) fn id(csv: &CsvFile, index: usize) -> Result<&str, Error> {
+    let id = text(csv, index)?.trim_ascii();
+    if id.is_empty() {
+        return Err(csv.error(index, Problem::EmptyId));
+    }
+    Ok(id)
 }
 
 /// Field `index` as UTF-8 text, or [`Problem::InvalidUtf8`].
