@@ -128,8 +128,10 @@ impl fmt::Display for Operation {
     }
 }
 
-/// Authorize (or charge) `amount` on `source` for an order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Authorize (or charge) `amount` on `source` for an order. Its `Debug` (what the audit layer logs) masks email
+/// addresses in the customer and in metadata values ([`mask_email`](crate::mask_email)) and card-like digits in
+/// metadata keys, which nothing validates.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChargeRequest {
     /// The amount.
     pub amount: Money,
@@ -146,6 +148,35 @@ pub struct ChargeRequest {
     /// The gateway idempotency key.
     #[serde(default)]
     pub idempotency_key: Option<IdempotencyKey>,
+}
+
+/// A customer or metadata value as `Debug` writes it: an email address masked.
+struct Masked<'a>(&'a Reference);
+
+impl fmt::Debug for Masked<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = self.0.as_str();
+        if text.contains('@') { fmt::Debug::fmt(&crate::mask_email(text), f) } else { fmt::Debug::fmt(self.0, f) }
+    }
+}
+
+impl fmt::Debug for ChargeRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        struct Metadata<'a>(&'a BTreeMap<String, Reference>);
+        impl fmt::Debug for Metadata<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_map().entries(self.0.iter().map(|(k, v)| (crate::card::mask_card_like(k), Masked(v)))).finish()
+            }
+        }
+        f.debug_struct("ChargeRequest")
+            .field("amount", &self.amount)
+            .field("source", &self.source)
+            .field("customer", &self.customer.as_ref().map(Masked))
+            .field("order_reference", &self.order_reference)
+            .field("metadata", &Metadata(&self.metadata))
+            .field("idempotency_key", &self.idempotency_key)
+            .finish()
+    }
 }
 
 impl ChargeRequest {
@@ -178,6 +209,30 @@ impl ChargeRequest {
     pub fn idempotency_key(mut self, key: IdempotencyKey) -> Self {
         self.idempotency_key = Some(key);
         self
+    }
+}
+
+#[cfg(test)]
+mod debug_tests {
+    use super::*;
+    use crate::money::Currency;
+
+    /// The audit layer logs a request's `Debug`: a customer's email and card digits in a metadata key stay out.
+    #[test]
+    fn debug_masks_emails_and_card_like_metadata_keys() -> Result<(), Box<dyn std::error::Error>> {
+        let req = ChargeRequest::new(
+            Money::parse("12.34", Currency::USD)?,
+            PaymentToken::new("tok_visa")?,
+            Reference::new("order-1")?,
+        )
+        .customer(Reference::new("jane.doe@example.com")?)
+        .meta("email", Reference::new("jane.doe@example.com")?)
+        .meta("note 4111111111111111", Reference::new("gift")?);
+        let text = format!("{req:?}");
+        assert!(!text.contains("jane.doe"), "{text}");
+        assert!(!text.contains("4111111111111111"), "{text}");
+        assert!(text.contains("j***@example.com") && text.contains("order-1") && text.contains("gift"), "{text}");
+        Ok(())
     }
 }
 

@@ -45,7 +45,7 @@ pub use money::{Currency, IsoRules, MinorUnitRules, Money, MoneyError, StripeRul
 pub use outcome::{Classify, DefaultClassifier, ErrorOutcome, HttpClassifier, Outcome, parse_retry_after};
 pub use problem::Problem;
 pub use store::FailurePolicy;
-pub use text::{GatewayId, INLINE_TEXT, Reference, ReferenceError};
+pub use text::{GatewayId, INLINE_TEXT, Reference, ReferenceError, mask_email};
 
 /// `tower::BoxError`, without depending on tower.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -288,6 +288,32 @@ impl PartialEq<&str> for Reference {
     }
 }
 
+/// Masks an email address for logs: the local part's first character and the domain, `j***@example.com`. The
+/// domain is kept only when it reads as one (ASCII letters, digits, `-` and `.`, with a dot, no run of five
+/// digits); otherwise it is masked too, so a free-text field that holds more than an address (`x@4111… cvv 123`)
+/// shows nothing of it. The split is at the last `@`.
+///
+/// ```
+/// use palisade_core::mask_email;
+/// assert_eq!(mask_email("jane.doe@example.com"), "j***@example.com");
+/// assert_eq!(mask_email("x@4111111111111111 cvv 123"), "x***@***");
+/// assert_eq!(mask_email("a@b@example.com"), "a***@example.com");
+/// assert_eq!(mask_email("not an address"), "***");
+/// ```
+#[must_use]
+pub fn mask_email(text: &str) -> String {
+    let Some((local, domain)) = text.rsplit_once('@') else { return "***".to_owned() };
+    let first = local.chars().next().filter(char::is_ascii_alphanumeric).map(String::from).unwrap_or_default();
+    let mut digits = 0usize;
+    let plausible = domain.contains('.')
+        && !domain.starts_with('.')
+        && domain.bytes().all(|b| {
+            digits = if b.is_ascii_digit() { digits + 1 } else { 0 };
+            (b.is_ascii_alphanumeric() || b == b'-' || b == b'.') && digits < 5
+        });
+    if plausible { format!("{first}***@{domain}") } else { format!("{first}***@***") }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
