@@ -213,7 +213,8 @@ pub struct Step<C> {
 
 impl<C: Context> Step<C> {
     /// A step named `name` running `action`. The action's output is stored in the log (as JSON) and handed to
-    /// later steps ([`StepCx::output`]) and to this step's compensation. Its error is classified by
+    /// later steps ([`StepCx::output`]) and to this step's compensation; an output that does not serialize is a
+    /// bug, but the action has acted, so the attempt counts as `Unknown` (retried, then compensated with `null`). Its error is classified by
     /// [`PaymentError::outcome`]: `Retriable` and `Unknown` are retried (with the same step key), `Terminal`
     /// starts compensation.
     ///
@@ -230,8 +231,14 @@ impl<C: Context> Step<C> {
             let fut = action(cx);
             Box::pin(async move {
                 let out = fut.await.map_err(Box::new)?;
-                serde_json::to_value(out)
-                    .map_err(|e| Box::new(PaymentError::invalid_request(format!("step output is not JSON: {e}"))))
+                // The action succeeded: it acted. An output the log cannot record is therefore Unknown (as a lost
+                // answer is), retried under the same step key and, if it stays so, compensated with `null`.
+                serde_json::to_value(out).map_err(|e| {
+                    Box::new(PaymentError::GatewayTimeout {
+                        message: format!("the step acted but its output is not JSON ({e}): it cannot be recorded")
+                            .into(),
+                    })
+                })
             })
         });
         Step {

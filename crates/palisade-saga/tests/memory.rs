@@ -540,3 +540,45 @@ async fn a_saga_that_ends_while_its_lease_is_renewed_is_not_fenced() {
     assert_eq!(report.state, SagaState::Completed);
     assert_eq!(log.get("s1").await.unwrap().unwrap().state, SagaState::Completed);
 }
+
+/// A step whose action succeeded but whose output does not serialize has acted (its charge went through): the
+/// saga cannot record what it did, so the step counts as Unknown and is compensated (with a `null` output, as a
+/// lost answer is), and so is every step before it. Before, the failure was Terminal and the step's own
+/// compensation was skipped, leaving its effect in place.
+#[tokio::test(start_paused = true)]
+async fn a_step_whose_output_does_not_serialize_is_compensated() {
+    let undone = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let (u1, u2) = (undone.clone(), undone.clone());
+    let first =
+        Step::<Nothing>::new("first", |_cx| async { Ok::<_, PaymentError>("held") }).compensate(move |_cx, out| {
+            let u1 = u1.clone();
+            async move {
+                u1.lock().push(format!("first:{out}"));
+                Ok(())
+            }
+        });
+    let acted = Arc::new(AtomicUsize::new(0));
+    let a = acted.clone();
+    // A map with non-string keys: serde_json refuses it.
+    let unrecordable = Step::<Nothing>::new("unrecordable", move |_cx| {
+        let a = a.clone();
+        async move {
+            a.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, PaymentError>(std::collections::BTreeMap::from([((1u8, 2u8), "charged")]))
+        }
+    })
+    .attempts(2)
+    .compensate(move |_cx, out| {
+        let u2 = u2.clone();
+        async move {
+            u2.lock().push(format!("unrecordable:{out}"));
+            Ok(())
+        }
+    });
+    let saga = Saga::builder("unrecordable_output").step(first).step(unrecordable).build().unwrap();
+    let o = Orchestrator::builder(MemoryLog::new()).build();
+    let report = o.start(&o.register(saga), "u-1", Nothing).await.unwrap();
+    assert_eq!(report.state, SagaState::Compensated);
+    assert_eq!(acted.load(Ordering::SeqCst), 2, "retried under the same key, as any Unknown attempt");
+    assert_eq!(*undone.lock(), ["unrecordable:null", "first:\"held\""]);
+}
