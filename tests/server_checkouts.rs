@@ -38,7 +38,7 @@ use http_body_util::BodyExt;
 use palisade::core::Operation;
 use palisade::idempotency::{LeaseStore, MemoryStore, RedisStore};
 use palisade::sim::{Fault, GatewaySim, HttpFault, Latency, SimServer};
-use palisade_saga::{MemoryLog, RedisLog, SagaLog, step_key};
+use palisade_saga::{MemoryLog, RedisLog, SagaLog, SagaState, step_key};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -263,7 +263,9 @@ async fn a_refund_that_keeps_failing_leaves_the_order_in_failed_compensation() {
     let (status, _, p) = send(&s.app, checkout("k-stuck", &failing)).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{p}");
     assert_eq!(p["type"], "urn:palisade:problem:saga_compensation_failed");
-    assert_eq!(s.state("o-stuck").await["state"], "failed_compensation");
+    let shown = s.state("o-stuck").await;
+    assert_eq!(shown["state"], "failed_compensation");
+    assert!(shown["charge_id"].is_string(), "the charge whose refund is owed is named: {shown}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -353,8 +355,19 @@ async fn a_second_instance_on_the_same_store_finishes_a_checkout_its_dead_peer_s
     // a's lease has ended.
     let orders_b = orders::router(b.orchestrator().clone());
     assert_eq!(get(&orders_b, "/v1/orders/o-dead").await.2["state"], "running");
-    let _recovery_b = b.orchestrator().spawn_recovery(Duration::from_secs(1));
-    tokio::time::sleep(palisade_saga::defaults::DEFAULT_LEASE + Duration::from_secs(3)).await;
+    // The shop's recovery worker, as main.rs runs it: a saga it resumes is counted, so a shutdown of b waits for it.
+    let _recovery_b = b.spawn_recovery(Duration::from_secs(1));
+    let taken_over = async {
+        while b.running_sagas().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(palisade_saga::defaults::DEFAULT_LEASE + Duration::from_secs(3), taken_over)
+        .await
+        .expect("b takes the checkout over once a's lease has ended");
+    assert_eq!(b.running_sagas(), ["o-dead"]);
+    let still = b.wait_for_sagas(tokio::time::Instant::now() + Duration::from_secs(30)).await;
+    assert!(still.is_empty(), "{still:?}");
     let shown = get(&orders_b, "/v1/orders/o-dead").await.2;
     assert_eq!(shown["state"], "completed", "{shown}");
     assert!(shown["charge_id"].is_string());
@@ -506,4 +519,214 @@ async fn the_gateway_rate_limit_waits_for_its_next_unit() {
     assert!(failed.is_empty(), "every authorization went through: {failed:?}");
     assert_eq!(sim.ledger().len(), 6, "six authorizations, each once");
     assert!(start.elapsed() >= Duration::from_secs(5), "at one a second: {:?}", start.elapsed());
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The review's findings (fraud limit, identifiers, the 201's amount, shutdown with sagas running).
+
+/// The example's "block above 10,000.00" rule blocks (402 `fraud_blocked`, stored and replayed, nothing reaches
+/// the gateway), in USD and EUR; 10,000.00 itself goes through.
+#[tokio::test(start_paused = true)]
+async fn a_checkout_over_10000_is_fraud_blocked_and_never_reaches_the_gateway() {
+    let s = server(GatewaySim::new());
+    for (order, currency) in [("o-big-usd", "USD"), ("o-big-eur", "EUR")] {
+        let mut big = body(order);
+        big["amount"] = json!("10000.01");
+        big["currency"] = json!(currency);
+        let key = format!("k-{order}");
+        let (status, h, p) = send(&s.app, checkout(&key, &big)).await;
+        assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "{currency}: {p}");
+        assert_eq!(h[header::CONTENT_TYPE], "application/problem+json");
+        assert_eq!(p["type"], "urn:palisade:problem:fraud_blocked", "{p}");
+        assert_eq!(s.sim.calls(), 0, "{currency}: nothing reached the gateway");
+        assert!(s.ops(order).await.is_empty());
+        assert!(!s.held(order).await, "the reservation was released");
+        assert_eq!(s.state(order).await["state"], "compensated");
+        let (status, h, again) = send(&s.app, checkout(&key, &big)).await;
+        assert_eq!((status, &h["idempotent-replayed"]), (StatusCode::PAYMENT_REQUIRED, &"true".parse().unwrap()));
+        assert_eq!(again, p);
+    }
+    let mut at_limit = body("o-at-limit");
+    at_limit["amount"] = json!("10000.00");
+    let (status, _, order) = send(&s.app, checkout("k-at-limit", &at_limit)).await;
+    assert_eq!(status, StatusCode::CREATED, "the limit itself is not above it: {order}");
+    assert_eq!(s.ops("o-at-limit").await, ["authorize", "capture"]);
+}
+
+/// `order_id` and `items[].sku` are identifiers: `[A-Za-z0-9_.:-]`, 1 to 255 (order) or 64 (sku) characters. A
+/// control character (a forged log line), `/ ? #` (a wrong `Location`), a space or a card number is a 400 that
+/// runs nothing, holds nothing and leaves the key usable; the ids the chaos run and bench/http send go through.
+#[tokio::test(start_paused = true)]
+async fn order_ids_and_skus_are_identifiers_and_anything_else_is_a_400() {
+    let s = server(GatewaySim::new());
+    let long = "o".repeat(256);
+    let bad_orders = [
+        "o\nforged",
+        "o\r\nX-Forged: 1",
+        "o\u{1b}[31m",
+        "a/b",
+        "a?b",
+        "a#b",
+        "a b",
+        "o-é",
+        "",
+        ".",
+        "..",
+        long.as_str(),
+    ];
+    for (i, bad) in bad_orders.into_iter().enumerate() {
+        let key = format!("k-bad-order-{i}");
+        let (status, h, p) = send(&s.app, checkout(&key, &body(bad))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad:?}: {p}");
+        assert_eq!(p["type"], "urn:palisade:problem:invalid_request", "{bad:?}: {p}");
+        assert!(h.get(header::LOCATION).is_none());
+        // The key stays usable for the corrected request.
+        let fixed = format!("o-fixed-{i}");
+        assert_eq!(send(&s.app, checkout(&key, &body(&fixed))).await.0, StatusCode::CREATED, "{bad:?}");
+    }
+    let pan_skus = ["4242424242424242", "4242 4242 4242 4242", "sku-4242424242424242"];
+    for (i, sku) in pan_skus.into_iter().chain(["sku\n1", "sku/1", "", "s".repeat(65).as_str()]).enumerate() {
+        let order = format!("o-bad-sku-{i}");
+        let mut bad = body(&order);
+        bad["items"] = json!([{"sku": "sku_1", "qty": 1}, {"sku": sku, "qty": 2}]);
+        let (status, _, p) = send(&s.app, checkout(&format!("k-bad-sku-{i}"), &bad)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{sku:?}: {p}");
+        assert_eq!(p["type"], "urn:palisade:problem:invalid_request", "{sku:?}: {p}");
+        assert!(!p.to_string().contains("4242424242424242"), "the card number is not echoed: {p}");
+        assert_eq!(get(&s.app, &format!("/v1/orders/{order}")).await.0, StatusCode::NOT_FOUND, "no saga for {sku:?}");
+        assert!(!s.held(&order).await, "nothing held for {sku:?}");
+    }
+    assert!(s.sim.ledger().iter().all(|e| e.order_id.as_str().starts_with("o-fixed-")), "{:?}", s.sim.ledger());
+
+    // What the chaos run, bench/http and the tests send.
+    for (i, good) in
+        ["chaos-23-117", "o-1733270400-1-42", "A.b_c:d-1", "o".repeat(255).as_str()].into_iter().enumerate()
+    {
+        let mut ok = body(good);
+        ok["items"] = json!([{"sku": "sku_1", "qty": 1}, {"sku": "SKU-9.a:b_c", "qty": 3}]);
+        let (status, h, order) = send(&s.app, checkout(&format!("k-good-{i}"), &ok)).await;
+        assert_eq!(status, StatusCode::CREATED, "{good}: {order}");
+        assert_eq!(h[header::LOCATION], format!("/v1/orders/{good}").as_str());
+        assert_eq!(order["order_id"], good);
+    }
+}
+
+/// The 201 says what was charged: the amount in the currency's canonical form and its ISO code, not the client's
+/// spelling of them.
+#[tokio::test(start_paused = true)]
+async fn the_201_shows_the_amount_and_currency_charged() {
+    let s = server(GatewaySim::new());
+    for (i, (amount, currency, shown, code)) in
+        [("1.000", "usd", "1.00", "USD"), ("12.3", "Eur", "12.30", "EUR"), ("500", "jpy", "500", "JPY")]
+            .into_iter()
+            .enumerate()
+    {
+        let order_id = format!("o-canon-{i}");
+        let mut c = body(&order_id);
+        c["amount"] = json!(amount);
+        c["currency"] = json!(currency);
+        let (status, _, order) = send(&s.app, checkout(&format!("k-canon-{i}"), &c)).await;
+        assert_eq!(status, StatusCode::CREATED, "{order}");
+        assert_eq!((order["amount"].as_str(), order["currency"].as_str()), (Some(shown), Some(code)), "{order}");
+        let charged: Vec<(String, String)> = s
+            .sim
+            .entries_for(&order_id)
+            .iter()
+            .map(|e| (e.amount.amount().to_string(), e.amount.currency().code().to_owned()))
+            .collect();
+        assert_eq!(charged, vec![(shown.to_owned(), code.to_owned()); 2], "the 201 shows what was charged");
+    }
+}
+
+/// What a shutdown waits for after the HTTP requests: the sagas still running, here a checkout whose client gave
+/// up while its capture ran. `wait_for_sagas` names it while it runs and returns once it has completed.
+#[tokio::test(start_paused = true)]
+async fn a_shutdown_waits_for_the_sagas_still_running_and_names_those_past_the_grace() {
+    let sim = GatewaySim::builder().latency(Latency::fixed(Duration::from_millis(100))).build();
+    let s = server(sim);
+    let app = s.app.clone();
+    let gone = tokio::spawn(async move { send(&app, checkout("k-drain", &body("o-drain"))).await });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    gone.abort();
+    let _ = gone.await;
+    assert_eq!(s.shop.running_sagas(), ["o-drain"], "the saga runs on without its request");
+    let now = tokio::time::Instant::now();
+    assert_eq!(s.shop.wait_for_sagas(now + Duration::from_millis(10)).await, ["o-drain"], "past a short grace");
+    let still = s.shop.wait_for_sagas(tokio::time::Instant::now() + Duration::from_secs(30)).await;
+    assert!(still.is_empty(), "{still:?}");
+    assert!(now.elapsed() < Duration::from_secs(1), "returned when the saga ended, not at the deadline");
+    assert_eq!(s.ops("o-drain").await, ["authorize", "capture"]);
+    assert_eq!(s.state("o-drain").await["state"], "completed");
+}
+
+/// SIGTERM while a checkout's saga runs on after its client gave up: the server waits for the saga (within the
+/// shutdown grace) before it exits, so the capture the gateway made is recorded and the order completed. Before,
+/// only HTTP requests in flight were waited for (none here): the process exited mid-capture, the gateway captured,
+/// and the saga log kept the order `running` until another instance's recovery took it over (on memory: lost).
+#[tokio::test]
+async fn sigterm_waits_for_a_checkout_whose_client_gave_up() {
+    let Some(redis) = palisade_testkit::redis("server_sigterm_saga").await else { return };
+    let (sim, _task) =
+        SimServer::builder().latency(Duration::from_millis(400)).bind("127.0.0.1:0").await.unwrap().spawn();
+    let (mut child, addr) = start(&[
+        "--redis",
+        &redis.url,
+        "--redis-prefix",
+        &redis.prefix,
+        "--gateway",
+        &sim.base_url(),
+        "--instance",
+        "sigterm-saga-test",
+    ])
+    .await;
+    // Two gateway calls of 400 ms: the client gives up after 600 ms, while the capture runs.
+    let head = format!("{CHECKOUT_HEAD} k-gave-up");
+    let gave_up =
+        tokio::time::timeout(Duration::from_millis(600), status_of(addr, &head, &body("o-gave-up").to_string())).await;
+    assert!(gave_up.is_err(), "the client gave up before the answer: {gave_up:?}");
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let exit = tokio::time::timeout(Duration::from_secs(20), child.wait()).await.expect("exits").unwrap();
+    assert_eq!(exit.code(), Some(0), "{exit:?}");
+
+    let ops: Vec<Operation> = sim.sim().entries_for("o-gave-up").iter().map(|e| e.operation).collect();
+    assert_eq!(ops, [Operation::Authorize, Operation::Capture], "captured before the server exited, once");
+    let log = RedisLog::open(&redis.url).unwrap().with_prefix(format!("{}saga:", redis.prefix));
+    let record = log.get("o-gave-up").await.unwrap().expect("the order is in the saga log");
+    assert_eq!(record.state, SagaState::Completed, "the saga finished before the exit: {record:?}");
+    redis.cleanup().await;
+}
+
+/// A saga still running when the shutdown grace (`--shutdown-grace-ms`) ends is named in the log; on the memory
+/// store it is abandoned, and the log says so; the process does not wait past the grace.
+#[tokio::test]
+async fn a_saga_still_running_when_the_grace_ends_is_logged_as_abandoned_on_memory() {
+    let bin = tokio::task::spawn_blocking(server_process::server_binary).await.unwrap();
+    let log = std::env::temp_dir().join(format!("palisade-abandoned-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let args = ["--latency-ms", "3000", "--shutdown-grace-ms", "300", "--instance", "grace-test"];
+    let (mut child, addr) =
+        server_process::spawn_server(&bin, &args, "whsec_server_checkouts_test", Some(&log)).await.unwrap();
+    let head = format!("{CHECKOUT_HEAD} k-abandoned");
+    let gave_up =
+        tokio::time::timeout(Duration::from_millis(300), status_of(addr, &head, &body("o-abandoned").to_string()))
+            .await;
+    assert!(gave_up.is_err(), "the client gave up: {gave_up:?}");
+    let pid = child.id().unwrap().to_string();
+    let signalled = std::time::Instant::now();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let exit = tokio::time::timeout(Duration::from_secs(20), child.wait()).await.expect("exits").unwrap();
+    assert_eq!(exit.code(), Some(0), "{exit:?}");
+    assert!(signalled.elapsed() < Duration::from_secs(2), "exited at the end of the grace: {:?}", signalled.elapsed());
+    let mut text = String::new();
+    for _ in 0..50 {
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("stopped") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = std::fs::remove_file(&log);
+    let line = text.lines().find(|l| l.contains("o-abandoned")).unwrap_or_else(|| panic!("named in the log:\n{text}"));
+    assert!(line.contains("abandoned"), "{line}");
 }

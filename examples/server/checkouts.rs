@@ -11,7 +11,8 @@
 //! reason (the reservation released, the authorization voided or the capture refunded); a compensation that
 //! failed 500 `saga_compensation_failed` (not stored: the saga waits for `palisade saga retry-compensation`).
 //!
-//! The saga runs on a task of its own, so a client that gives up does not stop it. A retry of the request that
+//! The saga runs on a task of its own, so a client that gives up does not stop it; the shop counts those tasks,
+//! and a shutdown waits for them after the requests in flight ([`Shop::wait_for_sagas`]). A retry of the request that
 //! started a checkout (same account and key) whose answer was lost waits up to [`CHECKOUT_WAIT`] for the checkout
 //! and answers with its result, or 409 `checkout_in_progress` with `Retry-After` (not stored); another key for an
 //! order that exists is 409 `order_exists` (not stored). Compensations that had to find out what a lost answer did
@@ -40,7 +41,7 @@ use palisade::idempotency::{
 use palisade::rate_limit::RateLimitLayer;
 use palisade::redaction::AuditLayer;
 use palisade::retry::RetryLayer;
-use palisade_fraud::{Field, FraudEngine, Rule};
+use palisade_fraud::{Action, Field, FraudEngine, Rule};
 use palisade_saga::{
     Event, Orchestrator, Saga, SagaError, SagaLog, SagaRecord, SagaReport, SagaState, Step, StepCx, compensation_key,
     step_key,
@@ -63,14 +64,23 @@ pub const BLOCKED_EMAILS: &[&str] = &["fraud@example.com"];
 /// A sku the warehouse never has: reserving it fails for good, so the saga is compensated (409).
 pub const OUT_OF_STOCK_SKU: &str = "sku_out_of_stock";
 
-/// The fraud engine of the example: a blocklist of emails ([`BLOCKED_EMAILS`]) and a block above 10,000.00 in
-/// any currency the rule names.
+/// The fraud engine of the example: a blocklist of emails ([`BLOCKED_EMAILS`]) and a block above
+/// [`AMOUNT_LIMIT_MINOR`] (10,000.00) in USD and EUR. Both are blocks (402 `fraud_blocked`, nothing reaches the
+/// gateway): `Rule::amount_over` reviews by default, and this example has no review queue, so a review would let
+/// the charge through.
 pub fn fraud_engine() -> FraudEngine {
     let blocklist = Rule::blocklist("blocked_email", Field::Email, BLOCKED_EMAILS.iter().copied());
-    let big =
-        Rule::amount_over("amount_over_limit", [Currency::USD, Currency::EUR].map(|c| Money::from_minor(1_000_000, c)));
+    let big = Rule::amount_over(
+        "amount_over_limit",
+        [Currency::USD, Currency::EUR].map(|c| Money::from_minor(AMOUNT_LIMIT_MINOR, c)),
+    )
+    .action(Action::Block);
     FraudEngine::builder().rule(blocklist).rule(big).build()
 }
+
+/// The largest checkout the example's fraud rules let through, in minor units of USD or EUR: 10,000.00. Above it,
+/// `amount_over_limit` blocks.
+pub const AMOUNT_LIMIT_MINOR: i64 = 1_000_000;
 
 /// Gateway calls per second the checkouts of one instance may make, unless `--gateway-rate` says otherwise: a
 /// gateway's contracted rate is typically of this order, and a limit kept here turns a burst into a short wait
@@ -246,16 +256,39 @@ impl Inventory {
 /// One line of the order.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Item {
-    /// The product.
+    /// The product: an identifier ([`is_identifier`], at most [`MAX_SKU_LEN`] characters), never card data.
     pub sku: String,
     /// How many.
     pub qty: u32,
 }
 
+/// Longest `order_id`.
+pub const MAX_ORDER_ID_LEN: usize = 255;
+
+/// Longest `items[].sku`: product codes are short; a longer one is more likely something pasted into the field.
+pub const MAX_SKU_LEN: usize = 64;
+
+/// True when `s` is 1 to `max` characters of `[A-Za-z0-9_.:-]`, is not `.` or `..`, and holds no card number.
+///
+/// Order ids and skus are identifiers: they end up in log lines, in the saga log and the stock holds (in clear),
+/// in storage keys, and the order id in the `Location` header and the `/v1/orders/{order_id}` path. A control
+/// character would forge log lines, `/`, `?`, `#` or a dot segment would make `Location` name another resource,
+/// and a card number would be stored in clear; so anything but this charset is refused (400) rather than escaped
+/// here and unescaped there. What the chaos run (`chaos-<seed>-<n>`), bench/http (`o-<run>-<thread>-<n>`) and the
+/// tests send fits.
+pub fn is_identifier(s: &str, max: usize) -> bool {
+    (1..=max).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+        && s != "."
+        && s != ".."
+        && !palisade::core::card::contains_card_like(s)
+}
+
 /// The request body, and the saga's context (stored in the saga log as JSON).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Checkout {
-    /// The order (also the saga's id).
+    /// The order (also the saga's id): an identifier ([`is_identifier`], at most [`MAX_ORDER_ID_LEN`]
+    /// characters).
     pub order_id: String,
     /// Decimal amount, `"12.34"`.
     pub amount: String,
@@ -288,13 +321,21 @@ impl Checkout {
         // compensated saga.
         self.money()?.require_positive()?;
         PaymentToken::new(self.source.clone()).map_err(|e| PaymentError::invalid_request(e.to_string()))?;
-        if self.order_id.is_empty() || self.order_id.len() > 255 {
-            return Err(PaymentError::invalid_request("order_id must be 1 to 255 characters"));
+        // Refused with a message that never echoes the value: it may hold card data or control characters.
+        if !is_identifier(&self.order_id, MAX_ORDER_ID_LEN) {
+            return Err(PaymentError::invalid_request(format!(
+                "order_id must be 1 to {MAX_ORDER_ID_LEN} characters of A-Z a-z 0-9 _ . : - (not . or ..), and no card number"
+            )));
         }
         self.order_id.parse::<Reference>().map_err(PaymentError::from)?;
         Reference::new(self.email.clone()).map_err(PaymentError::from)?;
-        if self.items.is_empty() || self.items.iter().any(|i| i.qty == 0 || i.sku.is_empty()) {
+        if self.items.is_empty() || self.items.iter().any(|i| i.qty == 0) {
             return Err(PaymentError::invalid_request("items must name at least one sku, each with qty >= 1"));
+        }
+        if let Some(n) = self.items.iter().position(|i| !is_identifier(&i.sku, MAX_SKU_LEN)) {
+            return Err(PaymentError::invalid_request(format!(
+                "items[{n}].sku must be 1 to {MAX_SKU_LEN} characters of A-Z a-z 0-9 _ . : -, and no card number"
+            )));
         }
         Ok(())
     }
@@ -452,6 +493,55 @@ pub struct Shop {
     inventory: Inventory,
     /// Turned on by [`Shop::halt`]: every checkout saga this shop runs stops where it is.
     halted: Arc<tokio::sync::watch::Sender<bool>>,
+    /// The sagas running on tasks of their own (checkouts and recovered ones), which a shutdown waits for.
+    sagas: SagaTasks,
+}
+
+/// The sagas a [`Shop`] runs on tasks of their own, by saga id: a task registers before it is spawned and leaves
+/// when it ends (or is dropped), so [`Shop::wait_for_sagas`] sees every saga that could still be acting on the
+/// gateway. A checkout's saga outlives its request on purpose (a client that hangs up must not stop it), so the
+/// HTTP server's own count of requests in flight says nothing about it.
+#[derive(Clone)]
+struct SagaTasks(Arc<tokio::sync::watch::Sender<SagaTaskSet>>);
+
+#[derive(Default)]
+struct SagaTaskSet {
+    next: u64,
+    running: std::collections::BTreeMap<u64, String>,
+}
+
+/// One saga task, until it is dropped.
+struct SagaTask {
+    tasks: SagaTasks,
+    n: u64,
+}
+
+impl SagaTasks {
+    fn new() -> Self {
+        SagaTasks(Arc::new(tokio::sync::watch::Sender::new(SagaTaskSet::default())))
+    }
+
+    fn enter(&self, id: &str) -> SagaTask {
+        let mut n = 0;
+        self.0.send_modify(|set| {
+            n = set.next;
+            set.next += 1;
+            set.running.insert(n, id.to_owned());
+        });
+        SagaTask { tasks: self.clone(), n }
+    }
+
+    fn running(&self) -> Vec<String> {
+        self.0.borrow().running.values().cloned().collect()
+    }
+}
+
+impl Drop for SagaTask {
+    fn drop(&mut self) {
+        self.tasks.0.send_modify(|set| {
+            set.running.remove(&self.n);
+        });
+    }
 }
 
 // Some functions are used by main.rs or the tests only.
@@ -461,7 +551,8 @@ impl Shop {
     pub fn new(gateway: Gateway, inventory: Inventory, log: Arc<dyn SagaLog>, instance: &str) -> Shop {
         let orchestrator = Orchestrator::builder(log).owner(instance).build();
         let saga = orchestrator.register(checkout_saga(&gateway, &inventory));
-        Shop { orchestrator, saga, inventory, halted: Arc::new(tokio::sync::watch::Sender::new(false)) }
+        let halted = Arc::new(tokio::sync::watch::Sender::new(false));
+        Shop { orchestrator, saga, inventory, halted, sagas: SagaTasks::new() }
     }
 
     /// Stops every checkout saga this shop is running where it is, as if its process died (for tests of another
@@ -473,16 +564,84 @@ impl Shop {
     /// Runs the checkout saga `id` on a task of its own (see `create_checkout`); `None` when [`Shop::halt`]
     /// stopped it.
     async fn run(&self, id: &str, checkout: Checkout) -> Option<Result<SagaReport, SagaError>> {
-        let (shop, id) = (self.clone(), id.to_owned());
-        let mut halted = self.halted.subscribe();
-        let task = tokio::spawn(async move {
-            tokio::select! {
-                report = shop.orchestrator.start(&shop.saga, &id, checkout) => Some(report),
-                _ = halted.wait_for(|h| *h) => None,
-            }
-        });
+        let shop = self.clone();
+        let task =
+            self.spawn_saga(id, move |id| async move { shop.orchestrator.start(&shop.saga, &id, checkout).await });
         // A panic in a step is a bug; it surfaces as this request's 500 (`JoinError`'s message).
         task.await.unwrap_or_else(|e| Some(Err(SagaError::Context(format!("the checkout task failed: {e}")))))
+    }
+
+    /// Runs `saga(id)` on a task of its own, counted in [`Shop::wait_for_sagas`] until it ends; `None` when
+    /// [`Shop::halt`] stopped it.
+    fn spawn_saga<F, Fut, T>(&self, id: &str, saga: F) -> tokio::task::JoinHandle<Option<T>>
+    where
+        F: FnOnce(String) -> Fut,
+        Fut: std::future::Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        // Entered before the spawn: a shutdown that starts waiting right after this cannot miss the saga.
+        let entered = self.sagas.enter(id);
+        let mut halted = self.halted.subscribe();
+        let run = saga(id.to_owned());
+        tokio::spawn(async move {
+            let _entered = entered;
+            tokio::select! {
+                out = run => Some(out),
+                _ = halted.wait_for(|h| *h) => None,
+            }
+        })
+    }
+
+    /// The saga recovery worker of this shop: every `every`, takes over the orphaned sagas (their owner's lease
+    /// ended: the instance died or stalled; at most [`palisade_saga::defaults::DEFAULT_RECOVERY_BATCH`] a pass) and
+    /// resumes each on a task of its own, as [`Orchestrator::spawn_recovery`] does, except that the resumed sagas
+    /// are counted like the checkouts' own: a shutdown waits for them too ([`Shop::wait_for_sagas`]). Abort the
+    /// handle to stop taking sagas over; the ones resumed already run on.
+    pub fn spawn_recovery(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let shop = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if *shop.halted.borrow() {
+                    return;
+                }
+                let orphans = shop.orchestrator.log().orphans(palisade_saga::defaults::DEFAULT_RECOVERY_BATCH).await;
+                let ids = match orphans {
+                    Ok(ids) => ids,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "saga recovery could not list orphaned sagas");
+                        continue;
+                    }
+                };
+                for id in ids {
+                    // A saga resumed by an earlier pass is no orphan (its run renews its lease); were it listed
+                    // twice, one take-over wins and the other run returns `None`.
+                    let orchestrator = shop.orchestrator.clone();
+                    drop(shop.spawn_saga(&id, move |id| async move {
+                        if let Err(e) = orchestrator.resume(&id).await {
+                            tracing::warn!(saga_id = %id, error = %e, "a recovered saga stopped before its end");
+                        }
+                    }));
+                }
+            }
+        })
+    }
+
+    /// Waits until no saga of this shop is running (checkouts, including those whose client gave up, and recovered
+    /// ones), or until `deadline`; returns the ids of the sagas still running then. A shutdown calls it after the
+    /// HTTP requests in flight are answered, so the process does not exit (dropping the sagas' tasks mid-step)
+    /// while a saga is between a gateway call and its record in the saga log.
+    pub async fn wait_for_sagas(&self, deadline: tokio::time::Instant) -> Vec<String> {
+        let mut sagas = self.sagas.0.subscribe();
+        let _ = tokio::time::timeout_at(deadline, sagas.wait_for(|set| set.running.is_empty())).await;
+        self.sagas.running()
+    }
+
+    /// The ids of the sagas this shop is running now.
+    pub fn running_sagas(&self) -> Vec<String> {
+        self.sagas.running()
     }
 
     /// The orchestrator.
@@ -694,7 +853,8 @@ fn report_of(record: SagaRecord) -> SagaReport {
     SagaReport { id: record.id.into(), name: record.name.into(), state: record.state, outputs, error }
 }
 
-/// The order the API answers with (and `GET /v1/orders/{id}` shows).
+/// The order the API answers with: what was charged, `amount` in the currency's canonical form (`"12.30"`) and
+/// `currency` its ISO code (`"USD"`), whatever spelling the request used (`"12.3"`, `"usd"`).
 #[derive(Debug, Serialize)]
 struct Created<'a> {
     order_id: &'a str,
@@ -702,8 +862,8 @@ struct Created<'a> {
     charge_id: Option<String>,
     authorization_id: Option<String>,
     shipment_id: Option<String>,
-    amount: &'a str,
-    currency: &'a str,
+    amount: String,
+    currency: String,
 }
 
 fn output(report: &SagaReport, step: &str) -> Option<String> {
@@ -714,14 +874,20 @@ fn answer(report: &SagaReport, c: &Checkout) -> Response {
     match report.state {
         SagaState::Completed => {
             count("completed");
+            // The context was validated before the saga started, so it parses; were it not to, the request's own
+            // spelling is all there is to show.
+            let (amount, currency) = match c.money() {
+                Ok(m) => (m.amount().to_string(), m.currency().code().to_owned()),
+                Err(_) => (c.amount.clone(), c.currency.clone()),
+            };
             let order = Created {
                 order_id: &c.order_id,
                 state: "completed",
                 charge_id: output(report, "capture"),
                 authorization_id: output(report, "authorize"),
                 shipment_id: output(report, "ship"),
-                amount: &c.amount,
-                currency: &c.currency,
+                amount,
+                currency,
             };
             let mut res = (StatusCode::CREATED, axum::Json(order)).into_response();
             if let Ok(v) = HeaderValue::from_str(&format!("/v1/orders/{}", c.order_id)) {

@@ -15,10 +15,17 @@
 //! - `POST /v1/checkouts` with `Idempotency-Key` and `{"order_id":"o1","amount":"12.34","currency":"USD",
 //!   "source":"tok_visa","email":"a@example.com","items":[{"sku":"sku_1","qty":1}],"fail_shipment":false}`: the
 //!   checkout saga (reserve → authorize → capture → ship) through the whole stack (checkouts.rs): 201 with the
-//!   order; a decline 402; a fraud block 402 `fraud_blocked`; a compensated saga 409; each stored and replayed.
-//! - `GET /v1/orders/{order_id}`: the order's state from the saga log (orders.rs); 404 when unknown.
+//!   order (its `amount` and `currency` as charged: `"12.30"`, `"USD"`); a decline 402; a fraud block 402
+//!   `fraud_blocked` (the email blocklist, and any amount above 10,000.00 USD or EUR); a compensated saga 409; each
+//!   stored and replayed. `order_id` and each `items[].sku` are identifiers, `[A-Za-z0-9_.:-]` (1 to 255 and 1 to
+//!   64 characters, not `.` or `..`, no card number): anything else is a 400 that runs nothing.
+//! - `GET /v1/orders/{order_id}`: the order's state from the saga log (orders.rs), with the charge id once one was
+//!   captured (also when it was refunded since: see orders.rs); 404 when unknown.
 //! - `GET /metrics` (Prometheus text), `GET /healthz`, `GET /readyz` (503 while a store does not answer); SIGTERM
-//!   or Ctrl-C stops accepting, finishes the requests in flight and exits 0 (ops.rs).
+//!   or Ctrl-C stops accepting, finishes the requests in flight, then waits for the checkout sagas still running
+//!   (those whose client hung up, those recovered from a dead peer), all within `--shutdown-grace-ms` (default
+//!   30 s) of the signal, and exits 0 (ops.rs). A saga still running when the grace ends is logged by order id:
+//!   on Redis or PostgreSQL a recovery worker takes it over when its lease ends; on memory it is abandoned.
 //! - Orders (the saga log), stock holds and idempotency records live in the chosen store (memory, `--redis`,
 //!   `--postgres`), so instances on one store see each other's orders; each runs the saga recovery worker, which
 //!   finishes the checkouts of an instance that died. `--instance NAME` names this one in the saga log.
@@ -107,6 +114,10 @@ struct Args {
     /// Gateway calls per second this instance's checkouts may make (the stack's rate limit layer).
     #[arg(long, default_value_t = checkouts::DEFAULT_GATEWAY_RATE, value_parser = clap::value_parser!(u32).range(1..))]
     gateway_rate: u32,
+    /// How long a shutdown (SIGTERM, Ctrl-C) waits for the requests in flight and then for the checkout sagas still
+    /// running, in milliseconds from the signal, before the process exits anyway.
+    #[arg(long, default_value_t = ops::SHUTDOWN_GRACE.as_millis() as u64)]
+    shutdown_grace_ms: u64,
     /// Benchmark baseline (bench/http/run.sh): `POST /v1/checkouts` runs the same checkout saga with no Palisade
     /// layer — no idempotency, fraud screen, circuit breaker, retry, rate limit or audit. Never for real traffic.
     #[arg(long)]
@@ -153,7 +164,7 @@ async fn main() -> anyhow::Result<()> {
         (None, false) => checkouts::gateway_stack_at(sim.clone(), args.gateway_rate)?,
     };
     let shop = checkouts::Shop::new(gateway, checkouts::Inventory::new(store.clone()), log.clone(), &instance);
-    let recovery = shop.orchestrator().spawn_recovery(RECOVERY_EVERY);
+    let recovery = shop.spawn_recovery(RECOVERY_EVERY);
     let app = app
         .merge(if args.bare {
             checkouts::bare_router(shop.clone())
@@ -174,10 +185,43 @@ async fn main() -> anyhow::Result<()> {
         body_timeout: Duration::from_millis(args.body_timeout_ms),
         max_connections: args.max_connections,
     };
-    ops::serve_until(listener, app, limits, ops::shutdown_signal()).await?;
+    let grace = Duration::from_millis(args.shutdown_grace_ms);
+    let deadline = ops::serve_until(listener, app, limits, ops::shutdown_signal(), grace).await?;
+    // No saga is taken over from here on. The sagas still running (checkouts whose client hung up, recovered ones)
+    // run on their own tasks, which returning from main would drop mid-step: wait for them, within the grace.
     recovery.abort();
+    let durable = args.redis.is_some() || args.postgres.is_some();
+    wait_for_sagas(&shop, deadline, durable).await;
     println!("palisade server {instance} stopped");
     Ok(())
+}
+
+/// Waits (until `deadline`) for the sagas `shop` is still running, and names each one still running then: on
+/// Redis or PostgreSQL (`durable`) its lease ends and a recovery worker on the same store takes it over; on
+/// memory it is abandoned.
+async fn wait_for_sagas(shop: &checkouts::Shop, deadline: tokio::time::Instant, durable: bool) {
+    let running = shop.running_sagas().len();
+    if running == 0 {
+        return;
+    }
+    tracing::warn!(sagas = running, "shutting down: waiting for the checkout sagas still running");
+    for id in shop.wait_for_sagas(deadline).await {
+        if durable {
+            tracing::warn!(
+                order_id = %id,
+                "shutdown grace ended with this checkout saga still running: it stops where the saga log says, and a \
+                 saga recovery worker on the same store (another instance, or this one restarted) takes it over when \
+                 its lease ends"
+            );
+        } else {
+            tracing::error!(
+                order_id = %id,
+                "shutdown grace ended with this checkout saga still running: it is abandoned. On the memory store \
+                 its order, stock hold and saga log end with this process, and nothing undoes what the gateway \
+                 authorized or captured for it: reconcile it against the gateway"
+            );
+        }
+    }
 }
 
 /// How often the saga recovery worker looks for checkouts whose instance died.

@@ -29,7 +29,11 @@ use crate::serve;
 /// How long `/readyz` waits for each store.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// How long a shutdown waits for in-flight requests before it exits anyway.
+/// How long a shutdown waits, from the signal, for the requests in flight and then the checkout sagas still
+/// running before it exits anyway (`--shutdown-grace-ms`): 30 s, Kubernetes' default
+/// `terminationGracePeriodSeconds`, after which the process is killed regardless. A checkout of four steps takes
+/// well under a second when the gateway is healthy; one waiting out a `Retry-After` or an open breaker may not end
+/// in time, and is then left to the saga recovery of another instance (see `main.rs`).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// The process's Prometheus recorder, installed on first use (one per process: the `metrics` facade has one
@@ -124,9 +128,13 @@ pub async fn shutdown_signal() {
 
 /// Serves `app` like [`serve::serve`] until `shutdown` resolves, then shuts down gracefully: stops accepting
 /// (the listener is closed), answers requests that arrive on kept-alive connections 503 with
-/// `Connection: close`, waits (at most [`SHUTDOWN_GRACE`]) until every request in flight has been answered and
-/// its body sent, and returns. The idempotency layer completes or releases each of those requests' claims as
-/// they end, so no key is left held for a lease.
+/// `Connection: close`, waits (at most `grace` from the signal) until every request in flight has been answered
+/// and its body sent, and returns the end of the grace, which whatever else the shutdown waits for (the checkout
+/// sagas still running: `Shop::wait_for_sagas`) shares. The idempotency layer completes or releases each of those
+/// requests' claims as they end, so no key is left held for a lease.
+///
+/// Only HTTP requests are counted here: a checkout whose client hung up runs on without a request, so the caller
+/// must wait for the sagas after this returns.
 ///
 /// # Errors
 /// As [`serve::serve`].
@@ -135,19 +143,20 @@ pub async fn serve_until(
     app: Router,
     limits: serve::Limits,
     shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
+    grace: Duration,
+) -> std::io::Result<tokio::time::Instant> {
     let drain = Drain::default();
     let app = app.layer(middleware::from_fn_with_state(drain.clone(), track));
     tokio::select! {
-        served = serve::serve(listener, app, limits) => return served,
+        served = serve::serve(listener, app, limits) => return served.map(|()| tokio::time::Instant::now()),
         () = shutdown => {}
     }
+    let deadline = tokio::time::Instant::now() + grace;
     // The serve future (and with it the listener) is gone: no new connection is accepted. The connections'
     // tasks go on, so requests in flight finish.
     drain.inner.draining.store(true, Ordering::SeqCst);
     let in_flight = drain.in_flight();
     tracing::warn!(in_flight, "shutting down: no new connections; finishing the requests in flight");
-    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
     while drain.in_flight() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -156,7 +165,7 @@ pub async fn serve_until(
     }
     // A moment for the last responses' bytes to leave the socket buffers.
     tokio::time::sleep(Duration::from_millis(50)).await;
-    Ok(())
+    Ok(deadline)
 }
 
 /// Counts the requests in flight, and refuses new ones once draining.

@@ -1,6 +1,11 @@
 //! `GET /v1/orders/{order_id}`: where an order's checkout is, read from the saga log (so any instance on the same
 //! store answers the same): `{"order_id", "state", "charge_id"?}` with `state` one of `running` (steps or
 //! compensations still running), `completed`, `compensated` and `failed_compensation`; 404 for an unknown order.
+//!
+//! `charge_id` is there whenever the capture step is done, whatever the state: for a `compensated` order it names
+//! the charge that was refunded, for a `failed_compensation` one the charge whose refund is still owed. That is
+//! what support and reconciliation look a payment up by, and the order has no other place to show it. Whether an
+//! order is paid is `state` (`completed`), never the presence of `charge_id`.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -35,7 +40,8 @@ fn state(s: SagaState) -> &'static str {
     }
 }
 
-/// The capture's output: the charge id, once the capture step is done.
+/// The capture's output: the charge id, once the capture step is done (also when the saga was compensated since:
+/// the refunded charge).
 fn charge_id(record: &SagaRecord) -> Option<String> {
     record.events.iter().rev().find_map(|e| match e {
         Event::StepDone { step, output } if step == "capture" => output.as_str().map(str::to_owned),
