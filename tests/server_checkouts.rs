@@ -355,18 +355,21 @@ async fn a_second_instance_on_the_same_store_finishes_a_checkout_its_dead_peer_s
     // a's lease has ended.
     let orders_b = orders::router(b.orchestrator().clone());
     assert_eq!(get(&orders_b, "/v1/orders/o-dead").await.2["state"], "running");
-    // The shop's recovery worker, as main.rs runs it: a saga it resumes is counted, so a shutdown of b waits for it.
-    let _recovery_b = b.spawn_recovery(Duration::from_secs(1));
+    // The recovery worker, as main.rs runs it: a shutdown of b (`Recovery::shutdown`) waits for a saga it resumed.
+    let recovery_b = b.orchestrator().spawn_recovery(Duration::from_secs(1));
     let taken_over = async {
-        while b.running_sagas().is_empty() {
+        loop {
+            let record = b.orchestrator().get("o-dead").await.unwrap().unwrap();
+            if record.owner.as_deref() == Some("instance-b") {
+                return;
+            }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     };
     tokio::time::timeout(palisade_saga::defaults::DEFAULT_LEASE + Duration::from_secs(3), taken_over)
         .await
         .expect("b takes the checkout over once a's lease has ended");
-    assert_eq!(b.running_sagas(), ["o-dead"]);
-    let still = b.wait_for_sagas(tokio::time::Instant::now() + Duration::from_secs(30)).await;
+    let still = recovery_b.shutdown(tokio::time::Instant::now() + Duration::from_secs(30)).await;
     assert!(still.is_empty(), "{still:?}");
     let shown = get(&orders_b, "/v1/orders/o-dead").await.2;
     assert_eq!(shown["state"], "completed", "{shown}");

@@ -592,45 +592,8 @@ impl Shop {
         })
     }
 
-    /// The saga recovery worker of this shop: every `every`, takes over the orphaned sagas (their owner's lease
-    /// ended: the instance died or stalled; at most [`palisade_saga::defaults::DEFAULT_RECOVERY_BATCH`] a pass) and
-    /// resumes each on a task of its own, as [`Orchestrator::spawn_recovery`] does, except that the resumed sagas
-    /// are counted like the checkouts' own: a shutdown waits for them too ([`Shop::wait_for_sagas`]). Abort the
-    /// handle to stop taking sagas over; the ones resumed already run on.
-    pub fn spawn_recovery(&self, every: Duration) -> tokio::task::JoinHandle<()> {
-        let shop = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                if *shop.halted.borrow() {
-                    return;
-                }
-                let orphans = shop.orchestrator.log().orphans(palisade_saga::defaults::DEFAULT_RECOVERY_BATCH).await;
-                let ids = match orphans {
-                    Ok(ids) => ids,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "saga recovery could not list orphaned sagas");
-                        continue;
-                    }
-                };
-                for id in ids {
-                    // A saga resumed by an earlier pass is no orphan (its run renews its lease); were it listed
-                    // twice, one take-over wins and the other run returns `None`.
-                    let orchestrator = shop.orchestrator.clone();
-                    drop(shop.spawn_saga(&id, move |id| async move {
-                        if let Err(e) = orchestrator.resume(&id).await {
-                            tracing::warn!(saga_id = %id, error = %e, "a recovered saga stopped before its end");
-                        }
-                    }));
-                }
-            }
-        })
-    }
-
-    /// Waits until no saga of this shop is running (checkouts, including those whose client gave up, and recovered
-    /// ones), or until `deadline`; returns the ids of the sagas still running then. A shutdown calls it after the
+    /// Waits until no checkout saga of this shop is running (including those whose client gave up; the sagas its
+    /// recovery worker resumed are waited for by [`palisade_saga::Recovery::shutdown`]), or until `deadline`; returns the ids of the sagas still running then. A shutdown calls it after the
     /// HTTP requests in flight are answered, so the process does not exit (dropping the sagas' tasks mid-step)
     /// while a saga is between a gateway call and its record in the saga log.
     pub async fn wait_for_sagas(&self, deadline: tokio::time::Instant) -> Vec<String> {

@@ -164,7 +164,7 @@ async fn main() -> anyhow::Result<()> {
         (None, false) => checkouts::gateway_stack_at(sim.clone(), args.gateway_rate)?,
     };
     let shop = checkouts::Shop::new(gateway, checkouts::Inventory::new(store.clone()), log.clone(), &instance);
-    let recovery = shop.spawn_recovery(RECOVERY_EVERY);
+    let recovery = shop.orchestrator().spawn_recovery(RECOVERY_EVERY);
     let app = app
         .merge(if args.bare {
             checkouts::bare_router(shop.clone())
@@ -189,23 +189,27 @@ async fn main() -> anyhow::Result<()> {
     let deadline = ops::serve_until(listener, app, limits, ops::shutdown_signal(), grace).await?;
     // No saga is taken over from here on. The sagas still running (checkouts whose client hung up, recovered ones)
     // run on their own tasks, which returning from main would drop mid-step: wait for them, within the grace.
-    recovery.abort();
     let durable = args.redis.is_some() || args.postgres.is_some();
-    wait_for_sagas(&shop, deadline, durable).await;
+    wait_for_sagas(&shop, recovery, deadline, durable).await;
     println!("palisade server {instance} stopped");
     Ok(())
 }
 
-/// Waits (until `deadline`) for the sagas `shop` is still running, and names each one still running then: on
-/// Redis or PostgreSQL (`durable`) its lease ends and a recovery worker on the same store takes it over; on
-/// memory it is abandoned.
-async fn wait_for_sagas(shop: &checkouts::Shop, deadline: tokio::time::Instant, durable: bool) {
+/// Waits (until `deadline`) for the sagas still running, the shop's checkouts and those its recovery worker
+/// resumed (which takes no saga over from now on), and names each one still running then: on Redis or PostgreSQL
+/// (`durable`) its lease ends and a recovery worker on the same store takes it over; on memory it is abandoned.
+async fn wait_for_sagas(
+    shop: &checkouts::Shop,
+    recovery: palisade_saga::Recovery,
+    deadline: tokio::time::Instant,
+    durable: bool,
+) {
     let running = shop.running_sagas().len();
-    if running == 0 {
-        return;
+    if running > 0 {
+        tracing::warn!(sagas = running, "shutting down: waiting for the checkout sagas still running");
     }
-    tracing::warn!(sagas = running, "shutting down: waiting for the checkout sagas still running");
-    for id in shop.wait_for_sagas(deadline).await {
+    let (recovered, own) = tokio::join!(recovery.shutdown(deadline), shop.wait_for_sagas(deadline));
+    for id in own.into_iter().chain(recovered) {
         if durable {
             tracing::warn!(
                 order_id = %id,

@@ -62,4 +62,4 @@ pub use log::PostgresLog;
 pub use log::RedisLog;
 pub use log::{MemoryLog, SagaLog};
 pub use model::{Event, Name, Outputs, SagaRecord, SagaState, SagaSummary, StepName, Transition};
-pub use orchestrator::{Orchestrator, OrchestratorBuilder, SagaReport};
+pub use orchestrator::{Orchestrator, OrchestratorBuilder, Recovery, SagaReport};

@@ -242,38 +242,49 @@ impl Orchestrator {
     }
 
     /// Every `every`, takes over the orphaned sagas (as [`recover`](Self::recover) does) and runs each on a task of
-    /// its own, until the handle is aborted (which stops those runs too: their leases end and a worker elsewhere
-    /// resumes them). A recovered saga that waits (a gateway's `Retry-After`, a compensation retried for minutes) or
+    /// its own. A recovered saga that waits (a gateway's `Retry-After`, a compensation retried for minutes) or
     /// panics holds up no other: the next pass finds and resumes the sagas orphaned meanwhile. Failures and panics
-    /// are logged.
-    pub fn spawn_recovery(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+    /// are logged with the saga's id.
+    ///
+    /// The worker runs until [`Recovery::shutdown`] (stop taking sagas over, let the resumed ones reach their end
+    /// within a deadline) or [`Recovery::abort`] (stop at once). Either way a run stopped before its end keeps its
+    /// place in the log: its lease ends and a worker elsewhere resumes it. Dropping the handle leaves the worker
+    /// running, as dropping a `JoinHandle` does.
+    pub fn spawn_recovery(&self, every: Duration) -> Recovery {
         let me = self.clone();
-        tokio::spawn(async move {
+        let (stop, mut stopped) = tokio::sync::watch::channel(None::<Instant>);
+        let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            // The resumed runs; dropped with this task, which aborts them.
-            let mut runs = tokio::task::JoinSet::new();
+            let mut runs = Recovered::default();
+            let mut handle_gone = false;
             loop {
-                tick.tick().await;
-                while let Some(ended) = runs.try_join_next() {
-                    log_recovered(ended);
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    changed = stopped.changed(), if !handle_gone => {
+                        if changed.is_ok() {
+                            break;
+                        }
+                        handle_gone = true;
+                        continue;
+                    }
                 }
+                runs.reap();
                 match me.inner.log.orphans(DEFAULT_RECOVERY_BATCH).await {
                     Ok(ids) => {
                         for id in ids {
-                            let me = me.clone();
                             // A saga already resumed by an earlier pass is no orphan (its run renews its lease);
                             // were it listed twice, one take-over wins and the other run returns `None`.
-                            runs.spawn(async move {
-                                let resumed = me.resume(&id).await;
-                                (id, resumed)
-                            });
+                            runs.spawn(me.clone(), id);
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "saga recovery could not list orphaned sagas"),
                 }
             }
-        })
+            let deadline = *stopped.borrow();
+            runs.finish(deadline).await
+        });
+        Recovery { stop, task }
     }
 
     /// A saga and its history.
@@ -293,15 +304,92 @@ impl Orchestrator {
     }
 }
 
-/// Logs how a run resumed by [`Orchestrator::spawn_recovery`] ended, when it did not end well.
-fn log_recovered(ended: Result<(String, Result<Option<SagaReport>, SagaError>), tokio::task::JoinError>) {
-    match ended {
-        Ok((id, Err(e))) => tracing::warn!(saga_id = %id, error = %e, "a recovered saga stopped before its end"),
-        Ok(_) => {}
-        Err(e) if e.is_panic() => {
-            tracing::error!(error = %e, "a recovered saga panicked; its lease will end and it will be resumed again")
+/// The handle of [`Orchestrator::spawn_recovery`]'s worker.
+#[derive(Debug)]
+pub struct Recovery {
+    stop: tokio::sync::watch::Sender<Option<Instant>>,
+    task: tokio::task::JoinHandle<Vec<String>>,
+}
+
+impl Recovery {
+    /// Stops the worker and every saga it resumed, at once (their leases end; a worker elsewhere resumes them).
+    pub fn abort(&self) {
+        self.task.abort();
+    }
+
+    /// True when the worker has stopped.
+    #[must_use]
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// A graceful stop, for a process shutting down: takes no saga over from now on, waits until `deadline` for
+    /// the sagas it resumed to reach their end, and returns the ids of those still running then, which it stops
+    /// (their leases end; a worker elsewhere resumes them).
+    pub async fn shutdown(self, deadline: Instant) -> Vec<String> {
+        let _ = self.stop.send(Some(deadline));
+        self.task.await.unwrap_or_default()
+    }
+}
+
+/// The runs a recovery worker resumed, by task, so a run that panicked is still named.
+#[derive(Default)]
+struct Recovered {
+    runs: tokio::task::JoinSet<Result<Option<SagaReport>, SagaError>>,
+    ids: HashMap<tokio::task::Id, String>,
+}
+
+impl Recovered {
+    fn spawn(&mut self, orchestrator: Orchestrator, id: String) {
+        let run = self.runs.spawn({
+            let id = id.clone();
+            async move { orchestrator.resume(&id).await }
+        });
+        self.ids.insert(run.id(), id);
+    }
+
+    /// Logs the runs that have ended, without waiting.
+    fn reap(&mut self) {
+        while let Some(ended) = self.runs.try_join_next_with_id() {
+            self.ended(ended);
         }
-        Err(_) => {}
+    }
+
+    /// Waits for the runs until `deadline` (none: no wait), stops the rest and returns their ids.
+    async fn finish(mut self, deadline: Option<Instant>) -> Vec<String> {
+        if let Some(deadline) = deadline {
+            let _ = tokio::time::timeout_at(deadline, async {
+                while let Some(ended) = self.runs.join_next_with_id().await {
+                    self.ended(ended);
+                }
+            })
+            .await;
+        }
+        self.runs.abort_all();
+        let mut left: Vec<String> = self.ids.into_values().collect();
+        left.sort();
+        left
+    }
+
+    /// Logs how a run ended, when it did not end well.
+    fn ended(
+        &mut self,
+        ended: Result<(tokio::task::Id, Result<Option<SagaReport>, SagaError>), tokio::task::JoinError>,
+    ) {
+        let task = match &ended {
+            Ok((task, _)) => *task,
+            Err(e) => e.id(),
+        };
+        let id = self.ids.remove(&task).unwrap_or_default();
+        match ended {
+            Ok((_, Err(e))) => tracing::warn!(saga_id = %id, error = %e, "a recovered saga stopped before its end"),
+            Err(e) if e.is_panic() => tracing::error!(
+                saga_id = %id,
+                error = %e,
+                "a recovered saga panicked; its lease will end and it will be resumed again"
+            ),
+            Ok(_) | Err(_) => {}
+        }
     }
 }
 

@@ -460,6 +460,51 @@ async fn one_recovered_saga_holds_up_no_other() {
     }
 }
 
+/// A graceful stop of the recovery worker (a process shutting down) takes nothing over any more, lets the sagas it
+/// resumed reach their end within the deadline, and names and stops those that cannot: their lease ends and the
+/// next worker resumes them. Before, the worker could only be aborted, which dropped every resumed saga mid-step.
+#[tokio::test(start_paused = true)]
+async fn a_recovery_shutdown_lets_resumed_sagas_finish_and_names_those_past_its_deadline() {
+    let log = MemoryLog::new();
+    // s1 waits out a ten-minute Retry-After on its first attempt; s2 runs through after a short wait.
+    log.create("s1", "pay", &serde_json::json!(1), "dead", Duration::from_secs(1)).await.unwrap();
+    let worker = Orchestrator::builder(log.clone()).owner("worker").build();
+    worker.register(one_step(true));
+    let recovery = worker.spawn_recovery(Duration::from_secs(1));
+    tick(Duration::from_secs(3), Duration::from_millis(100)).await;
+    assert_eq!(log.get("s1").await.unwrap().unwrap().owner.as_deref(), Some("worker"), "s1 taken over");
+    let stopping = tokio::spawn(recovery.shutdown(tokio::time::Instant::now() + Duration::from_secs(5)));
+    // Orphaned after the stop began: not taken over by a worker that is shutting down.
+    log.create("s3", "pay", &serde_json::json!(3), "dead-3", Duration::from_secs(1)).await.unwrap();
+    tick(Duration::from_secs(6), Duration::from_millis(100)).await;
+    let left = stopping.await.unwrap();
+    assert_eq!(left, ["s1"], "s1 still waits out its Retry-After at the deadline");
+    assert_eq!(log.get("s1").await.unwrap().unwrap().state, SagaState::Running, "s1 keeps its place in the log");
+    assert_eq!(log.get("s3").await.unwrap().unwrap().owner.as_deref(), Some("dead-3"), "s3 not taken over");
+
+    // A resumed saga mid-step when the stop begins, which can finish in time, does before shutdown returns.
+    let log = MemoryLog::new();
+    log.create("s2", "slow", &serde_json::json!(2), "dead", Duration::from_secs(1)).await.unwrap();
+    let worker = Orchestrator::builder(log.clone()).owner("worker").build();
+    worker.register(
+        Saga::<u32>::builder("slow")
+            .step(Step::<u32>::new("charge", |_cx| async {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                Ok::<_, PaymentError>("ok")
+            }))
+            .build()
+            .unwrap(),
+    );
+    let recovery = worker.spawn_recovery(Duration::from_secs(1));
+    tick(Duration::from_millis(1500), Duration::from_millis(100)).await;
+    assert_eq!(log.get("s2").await.unwrap().unwrap().owner.as_deref(), Some("worker"), "s2 taken over");
+    let stopping = tokio::spawn(recovery.shutdown(tokio::time::Instant::now() + Duration::from_secs(5)));
+    tick(Duration::from_secs(3), Duration::from_millis(100)).await;
+    let left = stopping.await.unwrap();
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(log.get("s2").await.unwrap().unwrap().state, SagaState::Completed);
+}
+
 /// A memory log whose writes take effect at once but whose answer to the write that ends a saga comes 50 ms
 /// later, as a PostgreSQL commit's reply can still be on its way while a renewal on another pooled connection,
 /// which waited on the row, is answered.
