@@ -41,8 +41,9 @@ pub struct Attributes {
     pub customer_id: Option<String>,
     /// A risk score from outside (a model, a previous screen) that rules add to; 0 when there is none.
     pub risk_score: i64,
-    /// What identifies this attempt for velocity: the idempotency key, so a retry of the same request counts
-    /// once. `None`: every decision is a new attempt.
+    /// What identifies this attempt for velocity: the idempotency key, so a retry of the same request (the same
+    /// key, subjects, amount and currency) counts once; the same key with another amount or currency is another
+    /// attempt. `None`: every decision is a new attempt.
     pub attempt_id: Option<String>,
     /// The customer completed a step-up authentication (3-D Secure / SCA) for this payment: a `challenge`
     /// verdict is met, and does not stop the charge. Set it only from the authentication result your gateway
@@ -282,16 +283,21 @@ impl Attributes {
     }
 }
 
-/// Masks an email for logs: `j***@example.com` (the first character and the domain).
+/// Masks an email for logs: `j***@example.com` (the first character and the domain). The split is at the last
+/// `@`, and the domain is kept only when it reads as one (ASCII letters, digits, `-` and `.`, with a dot, no run
+/// of five digits); otherwise it is masked too, so a field that holds more than an address
+/// (`x@4111111111111111 cvv 123`) shows nothing of it. The same masking as [`palisade_core::mask_email`], which
+/// the other layers' logs use.
+///
+/// ```
+/// use palisade_fraud::mask_email;
+/// assert_eq!(mask_email("jane.doe@example.com"), "j***@example.com");
+/// assert_eq!(mask_email("x@4111111111111111 cvv 123"), "x***@***");
+/// assert_eq!(mask_email("a@b@example.com"), "a***@example.com");
+/// ```
 #[must_use]
 pub fn mask_email(email: &str) -> String {
-    match email.split_once('@') {
-        Some((local, domain)) => {
-            let first = local.chars().next().map(String::from).unwrap_or_default();
-            format!("{first}***@{domain}")
-        }
-        None => "***".to_owned(),
-    }
+    palisade_core::mask_email(email)
 }
 
 fn tail4(s: &str) -> String {
@@ -484,9 +490,10 @@ impl Subject {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Measure {
-    /// Attempts (this one included; a retry with the same attempt id counts once).
+    /// Attempts (this one included; a retry — the same attempt id, subjects, amount and currency — counts once).
     Attempts,
-    /// The sum of the attempts' amounts in the decision's currency, in minor units (this one included).
+    /// The sum of the attempts' amounts in the decision's currency, in minor units (this one included; a sum past
+    /// `i64::MAX` reads `i64::MAX`).
     Amount,
     /// Declines recorded by the layer after the gateway answered (or by [`crate::FraudEngine::record_decline`]).
     Declines,
@@ -863,7 +870,7 @@ pub fn attribute_docs() -> Vec<AttributeDoc> {
                 let what = match m {
                     Measure::Attempts => "attempts (this one included)",
                     Measure::Amount => {
-                        "sum of attempted amounts in this currency, minor units (this one included; a negative amount adds 0)"
+                        "sum of attempted amounts in this currency, minor units (this one included; a negative amount adds 0; saturates at i64::MAX)"
                     }
                     Measure::Declines => "declines",
                 };

@@ -97,7 +97,8 @@ pub enum RuleOutcome {
     NotMatched,
     /// Not evaluated: an earlier rule blocked.
     Skipped,
-    /// The condition could not be evaluated (treated as not matched; logged and counted).
+    /// The condition could not be evaluated (logged and counted; an enforced rule makes the decision at least
+    /// `Review`), or a shadow rule reading velocity while the velocity store is down was not evaluated.
     Error,
 }
 
@@ -131,7 +132,8 @@ pub struct RuleVerdict {
     pub shadow: bool,
     /// How it turned out.
     pub outcome: RuleOutcome,
-    /// Why: the rule's condition (its source text for a rule file's rule), or the evaluation error.
+    /// Why: the rule's condition (its source text for a rule file's rule), or for an error its kind
+    /// (`evaluation error: division by zero`), never the values involved.
     pub reason: Arc<str>,
 }
 
@@ -173,8 +175,8 @@ pub struct Assessment {
     pub velocity_available: bool,
     rules: Arc<RuleSet>,
     outcomes: Outcomes,
-    /// The reasons of the rules whose outcome is `Error`, by rule index.
-    errors: Vec<(usize, Arc<str>)>,
+    /// The reasons of the rules whose outcome is `Error`, by rule index: the kind of error, never a value.
+    errors: Vec<(usize, &'static str)>,
     /// The rules that matched (enforced or in shadow) or failed, what is logged and counted per rule: bit `i` for
     /// rule `i` below [`NOTABLE_SCAN`], bit [`NOTABLE_SCAN`] for any rule from there on.
     notable: u32,
@@ -192,7 +194,7 @@ fn notable_bit(i: usize) -> u32 {
 /// Collects one outcome per rule of a rule set, in order (the rules not reached stay `Skipped`).
 pub(crate) struct OutcomeSink {
     outcomes: Outcomes,
-    errors: Vec<(usize, Arc<str>)>,
+    errors: Vec<(usize, &'static str)>,
     notable: u32,
 }
 
@@ -231,12 +233,13 @@ impl OutcomeSink {
             rest.fill(RuleOutcome::Skipped);
         }
     }
-    pub(crate) fn error(&mut self, i: usize, reason: String) {
+    /// Rule `i` could not be evaluated, for `reason` (the kind of error: it holds no value of the charge).
+    pub(crate) fn error(&mut self, i: usize, reason: &'static str) {
         if let Some(o) = self.slice_mut().get_mut(i) {
             *o = RuleOutcome::Error;
         }
         self.notable |= notable_bit(i);
-        self.errors.push((i, reason.into()));
+        self.errors.push((i, reason));
     }
     pub(crate) fn finish(
         self,
@@ -279,13 +282,13 @@ impl Assessment {
     }
     /// The reason of rule `i`'s `Error` outcome.
     pub(crate) fn error_reason(&self, i: usize) -> Option<&str> {
-        self.errors.iter().find(|(e, _)| *e == i).map(|(_, r)| &**r)
+        self.errors.iter().find(|(e, _)| *e == i).map(|(_, r)| *r)
     }
     /// Every rule's verdict, in rule order.
     pub fn verdicts(&self) -> impl ExactSizeIterator<Item = RuleVerdict> + '_ {
         self.rules.rules().iter().zip(self.outcomes()).enumerate().map(|(i, (rule, &outcome))| {
             let reason = match outcome {
-                RuleOutcome::Error => self.errors.iter().find(|(e, _)| *e == i).map(|(_, r)| r.clone()),
+                RuleOutcome::Error => self.errors.iter().find(|(e, _)| *e == i).map(|(_, r)| Arc::from(*r)),
                 _ => None,
             };
 

@@ -46,6 +46,8 @@ pub const VELOCITY_STORE_RULE: &str = "velocity_store";
 static REVIEW_THRESHOLD_NAME: LazyLock<Arc<str>> = LazyLock::new(|| REVIEW_THRESHOLD_RULE.into());
 static BLOCK_THRESHOLD_NAME: LazyLock<Arc<str>> = LazyLock::new(|| BLOCK_THRESHOLD_RULE.into());
 static VELOCITY_STORE_NAME: LazyLock<Arc<str>> = LazyLock::new(|| VELOCITY_STORE_RULE.into());
+/// The reason of a shadow rule that reads velocity when the store is down (it is not evaluated).
+const VELOCITY_UNAVAILABLE: &str = "not evaluated: the velocity store is unavailable";
 /// Every velocity attribute at 0: what a rule set that reads none sees (and every rule when the store is down).
 static NO_VELOCITY: VelocityCounts = VelocityCounts([0; crate::attributes::VELOCITY_ATTRIBUTES]);
 
@@ -147,7 +149,10 @@ impl Future for Assess<'_> {
 ///   nothing.
 /// - After the rules, a score at or above the block threshold blocks, at or above the review threshold reviews.
 /// - Shadow rules are evaluated, logged and counted, never enforced.
-/// - An enforced rule that fails at run time (a division by zero) makes the decision at least `Review`.
+/// - An enforced rule that fails at run time (a division by zero) makes the decision at least `Review`. Its error
+///   is reported by kind (`division by zero`), never with the values involved.
+/// - When the velocity store is down, [`OnStoreDown`] applies if an enforced rule reads velocity; shadow rules
+///   that read it are reported as errors and change nothing.
 /// - [`FraudEngine::reload`] swaps the rule file atomically: a decision uses the old or the new rules whole,
 ///   never a mix, and none waits; an invalid file is refused and the old rules stay.
 #[derive(Clone)]
@@ -181,21 +186,50 @@ pub struct FraudEngineBuilder {
 
 impl FraudEngineBuilder {
     /// Adds a built-in rule (a Rust value). Built-in rules run first, in the order added, and survive reloads.
+    ///
+    /// # Panics
+    /// When the rule's name is taken — by a built-in rule added before, by a rule of the rule file given before,
+    /// or by the engine itself (`velocity_store`, `review_threshold`, `block_threshold`, its own `decided_by`):
+    /// an assessment names the rule that decided, so two rules of one name could not be told apart. Built-in
+    /// rules are code, so this is a bug to fix where the engine is built (as a router refuses two handlers for
+    /// one route); a rule file's clash is a [`RuleFileError`] instead.
     pub fn rule(mut self, rule: Rule) -> Self {
+        self.check_builtin_name(rule.name());
         self.builtins.push(rule);
         self
     }
     /// Adds built-in rules.
+    ///
+    /// # Panics
+    /// As [`FraudEngineBuilder::rule`], when a rule's name is taken.
     pub fn rules(mut self, rules: impl IntoIterator<Item = Rule>) -> Self {
-        self.builtins.extend(rules);
+        for rule in rules {
+            self = self.rule(rule);
+        }
         self
     }
+
+    #[allow(clippy::panic)] // documented on `rule`: a name clash among rules written in code is a bug of that code
+    fn check_builtin_name(&self, name: &str) {
+        if crate::rules::RESERVED_NAMES.contains(&name) {
+            panic!("fraud rule name `{name}` is reserved: the engine names its own decisions `{name}`");
+        }
+        if self.builtins.iter().any(|r| r.name() == name) {
+            panic!("two built-in fraud rules are named `{name}`: rule names must be unique");
+        }
+        if self.file.rules().iter().any(|r| r.name() == name) {
+            panic!(
+                "the built-in fraud rule `{name}` has the name of a rule of the rule file: rule names must be unique"
+            );
+        }
+    }
+
     /// The rule file's rules (after the built-ins; replaced by [`FraudEngine::reload`]).
     ///
     /// # Errors
-    /// The file's first [`RuleFileError`].
+    /// The file's first [`RuleFileError`], which is also a rule named like a built-in rule added before.
     pub fn rule_file(mut self, text: &str) -> Result<Self, RuleFileError> {
-        self.file = RuleSet::parse(text)?;
+        self.file = RuleSet::parse_after(text, &RuleSet::new(self.builtins.iter().cloned()))?;
         Ok(self)
     }
     /// The velocity store (default: a [`MemoryVelocityStore`] of this engine's own).
@@ -278,13 +312,13 @@ impl FraudEngine {
     }
 
     /// Replaces the rule file's rules with `text` (built-in rules stay first). On error nothing changes: the
-    /// engine keeps the rules it had, and the error says which line is wrong. In-flight decisions finish with
-    /// the rules they started with.
+    /// engine keeps the rules it had, and the error says which line is wrong (a rule named like a built-in rule is
+    /// an error too). In-flight decisions finish with the rules they started with.
     ///
     /// # Errors
     /// The new file's first [`RuleFileError`].
     pub fn reload(&self, text: &str) -> Result<(), RuleFileError> {
-        match RuleSet::parse(text) {
+        match RuleSet::parse_after(text, &self.inner.builtins) {
             Ok(file) => {
                 let n = file.len();
                 let all = self.inner.builtins.clone().then(file).for_engine(&self.inner.name);
@@ -390,6 +424,7 @@ impl FraudEngine {
         available: bool,
     ) -> Assessment {
         let mut scope = Scope::new(attrs, counts);
+        scope.velocity_down = !available;
         if let Some(attempt) = attempt {
             // Velocity folds a `+tag` away (`attributes::email_velocity_form`), the rules see the address: its
             // borrowed form is the rules' own, an owned one may not be.
@@ -398,9 +433,14 @@ impl FraudEngine {
             }
             scope.set_amount_minor(attempt.amount_minor);
         }
+        // Only a rule that is enforced can make the store's outage matter: shadow rules reading velocity are
+        // reported as errors (not run on made-up zeros) and change nothing.
+        let enforced_velocity = !rules.enforced_reads.is_empty();
         let mut a = self.evaluate_with(rules, &mut scope);
         if !available {
             a.velocity_available = false;
+        }
+        if !available && enforced_velocity {
             let floor = match self.inner.on_store_down {
                 OnStoreDown::Review => Some(Decision::Review),
                 OnStoreDown::Block => Some(Decision::Block),
@@ -454,6 +494,13 @@ impl FraudEngine {
         let mut decided_by: Option<&Arc<str>> = None;
         let mut sink = OutcomeSink::new(rules.rules.len());
         for (i, rule) in rules.rules.iter().enumerate() {
+            // A shadow rule whose velocity the store could not give is not run on zeros: it is reported as an
+            // error, and (a shadow rule) changes nothing.
+            if scope.velocity_down && rule.shadow && rule.uses_velocity() {
+                rule.stats.errors.fetch_add(1, Ordering::Relaxed);
+                sink.error(i, VELOCITY_UNAVAILABLE);
+                continue;
+            }
             match rule.matches(scope) {
                 Ok(false) => {}
                 Ok(true) if rule.shadow => {
@@ -566,7 +613,7 @@ impl FraudEngine {
             }
             RuleOutcome::Error => {
                 let error = a.error_reason(i).unwrap_or("");
-                tracing::warn!(target: "palisade_fraud", engine, rule = &*rule.name, error, "fraud rule failed to evaluate; treated as not matched");
+                tracing::warn!(target: "palisade_fraud", engine, rule = &*rule.name, error, "fraud rule failed to evaluate");
             }
             _ => {}
         }

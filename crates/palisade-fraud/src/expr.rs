@@ -7,11 +7,13 @@
 //!
 //! The semantics are `evalexpr`'s, exactly: both sides of `&&`/`||` are evaluated (a side that cannot fail is
 //! skipped when the other decides, which cannot change the answer), arithmetic is checked, and on any error the
-//! whole rule is evaluated again by `evalexpr`, so an error's message is `evalexpr`'s own.
+//! whole rule is evaluated again by `evalexpr`, so an error is `evalexpr`'s own. It is reported by its kind alone
+//! ([`error_kind`]): `evalexpr`'s messages hold the values involved (the email, the amount), which must not reach
+//! a log or an assessment.
 
 use std::borrow::Cow;
 
-use evalexpr::{DefaultNumericTypes, Node, Operator, Value};
+use evalexpr::{DefaultNumericTypes, EvalexprError, Node, Operator, Value};
 use palisade_core::Currency;
 
 use crate::attributes::{
@@ -33,6 +35,8 @@ pub(crate) struct Scope<'a> {
     pub(crate) counts: &'a VelocityCounts,
     /// The running risk score (`risk_score`).
     pub(crate) score: i64,
+    /// The velocity store could not be reached: the counts are zeros, not history.
+    pub(crate) velocity_down: bool,
     text: [Option<Cow<'a, str>>; TEXT_SLOTS.end],
     currency: Currency,
     /// The amount in minor units, computed on first read (or given by the attempt, which has it).
@@ -50,6 +54,7 @@ impl<'a> Scope<'a> {
             attrs,
             counts,
             score: attrs.risk_score,
+            velocity_down: false,
             text: Default::default(),
             currency: attrs.currency(),
             amount_minor: std::cell::Cell::new(None),
@@ -525,9 +530,10 @@ impl Program {
         &self.node
     }
 
-    /// True when the condition holds; an evaluation error is `evalexpr`'s message.
+    /// True when the condition holds; an evaluation error is the kind of `evalexpr`'s error ([`error_kind`]),
+    /// without the values involved.
     #[inline(never)]
-    pub(crate) fn eval(&self, s: &mut Scope<'_>) -> Result<bool, String> {
+    pub(crate) fn eval(&self, s: &mut Scope<'_>) -> Result<bool, &'static str> {
         match self.fast.eval(s) {
             Ok(b) => Ok(b),
             Err(()) => self.slow(s),
@@ -537,8 +543,46 @@ impl Program {
     /// `evalexpr`'s evaluation, for the subtrees left to it and the errors (out of line: rare).
     #[cold]
     #[inline(never)]
-    fn slow(&self, s: &mut Scope<'_>) -> Result<bool, String> {
-        self.node.eval_boolean_with_context(s.context()).map_err(|e| e.to_string())
+    fn slow(&self, s: &mut Scope<'_>) -> Result<bool, &'static str> {
+        self.node.eval_boolean_with_context(s.context()).map_err(|e| error_kind(&e))
+    }
+}
+
+/// What went wrong in an evaluation, in words that hold no value: `evalexpr`'s messages quote the operands
+/// (`Error dividing 4242 / 0`, `Expected a Int, but got String("alice@example.com")`), and what a rule reads is
+/// the customer's data. Only this goes into a [`RuleVerdict`](crate::RuleVerdict)'s reason and the logs; the rule
+/// and the charge say the rest to whoever may see them.
+pub(crate) fn error_kind(e: &EvalexprError<DefaultNumericTypes>) -> &'static str {
+    use EvalexprError as E;
+    let zero = |v: &Value<DefaultNumericTypes>| matches!(v, Value::Int(0));
+    match e {
+        E::DivisionError { divisor, .. } if zero(divisor) => "evaluation error: division by zero",
+        E::ModulationError { divisor, .. } if zero(divisor) => "evaluation error: remainder of a division by zero",
+        E::AdditionError { .. }
+        | E::SubtractionError { .. }
+        | E::MultiplicationError { .. }
+        | E::DivisionError { .. }
+        | E::ModulationError { .. }
+        | E::NegationError { .. } => "evaluation error: integer overflow",
+        E::ExpectedString { .. }
+        | E::ExpectedInt { .. }
+        | E::ExpectedFloat { .. }
+        | E::ExpectedNumber { .. }
+        | E::ExpectedNumberOrString { .. }
+        | E::ExpectedBoolean { .. }
+        | E::ExpectedTuple { .. }
+        | E::ExpectedFixedLengthTuple { .. }
+        | E::ExpectedRangedLengthTuple { .. }
+        | E::ExpectedEmpty { .. }
+        | E::TypeError { .. }
+        | E::WrongTypeCombination { .. }
+        | E::WrongFunctionArgumentAmount { .. }
+        | E::WrongOperatorArgumentAmount { .. } => "evaluation error: a value of the wrong type",
+        E::OutOfBoundsAccess | E::IntFromUsize { .. } | E::IntIntoUsize { .. } => {
+            "evaluation error: a number out of range"
+        }
+        E::InvalidRegex { .. } => "evaluation error: an invalid regular expression",
+        _ => "evaluation error",
     }
 }
 
@@ -600,7 +644,7 @@ mod tests {
             let mut scope = Scope::new(&attrs, &counts);
             let fast = p.eval(&mut scope);
             let ctx = EvalContext::new(&attrs, &counts);
-            let slow = p.node().eval_boolean_with_context(&ctx).map_err(|e| e.to_string());
+            let slow = p.node().eval_boolean_with_context(&ctx).map_err(|e| error_kind(&e));
             assert_eq!(fast, slow, "{src}");
         }
     }

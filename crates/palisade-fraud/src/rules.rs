@@ -83,7 +83,7 @@ pub(crate) enum Condition {
 /// It matches when the attempt is small (at or below `small_minor` minor units, or the `small` amount given
 /// for its currency) and `attempts_per_<subject>_10m >= small_attempts`, or when
 /// `declines_per_<subject>_10m >= declines`. Attempts are counted when decided, so a tester whose every attempt
-/// is declined is still counted; a retry with the same idempotency key counts once.
+/// is declined is still counted; a retry (the same idempotency key, amount and currency) counts once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CardTesting {
     /// Whose attempts: [`Subject::Card`] or [`Subject::Ip`] (any subject works).
@@ -265,7 +265,7 @@ impl Rule {
     /// Evaluates the condition: a velocity limit here, rule-language programs (the only ones that can fail) and
     /// each other built-in condition in a small function of its own, inlined into the evaluation loop.
     #[inline]
-    pub(crate) fn matches(&self, scope: &mut Scope<'_>) -> Result<bool, String> {
+    pub(crate) fn matches(&self, scope: &mut Scope<'_>) -> Result<bool, &'static str> {
         Ok(match &self.condition {
             Condition::Velocity { max, index, .. } => scope.counts.0.get(*index).is_some_and(|c| c > max),
             Condition::Expr(program) => return program.eval(scope),
@@ -413,6 +413,9 @@ pub struct RuleSet {
     pub(crate) rules: Vec<Rule>,
     /// The velocity attributes its rules read (all the store has to compute).
     pub(crate) reads: VelocitySet,
+    /// The velocity attributes its enforced (not shadow) rules read: when the store is down, only these make the
+    /// [`OnStoreDown`](crate::OnStoreDown) policy apply.
+    pub(crate) enforced_reads: VelocitySet,
     /// The other attributes its rules read (all an extraction has to copy).
     pub(crate) fields: FieldSet,
     /// Per rule, `palisade_fraud_rule_matches_total{engine, rule, outcome}` for matched, shadow_matched and
@@ -427,10 +430,12 @@ impl RuleSet {
     pub fn new(rules: impl IntoIterator<Item = Rule>) -> Self {
         let rules: Vec<Rule> = rules.into_iter().collect();
         let reads = rules.iter().fold(VelocitySet::EMPTY, |set, r| set.union(r.reads()));
+        let enforced_reads = rules.iter().filter(|r| !r.shadow).fold(VelocitySet::EMPTY, |set, r| set.union(r.reads()));
         let fields = rules.iter().fold(FieldSet::EMPTY, |set, r| set.union(r.fields()));
         RuleSet {
             rules,
             reads,
+            enforced_reads,
             fields,
             #[cfg(feature = "metrics")]
             match_keys: Vec::new(),
@@ -465,15 +470,17 @@ impl RuleSet {
         self
     }
 
-    /// Parses a rule file: one rule per line, `#` starts a comment, blank lines are ignored.
+    /// Parses a rule file: one rule per line (a line ends with `\n`, `\r\n` or a bare `\r`), `#` starts a
+    /// comment, blank lines are ignored.
     ///
     /// ```text
     /// [<name>:] [shadow] <action> if <expression>
     /// <action> = block | review | challenge | score <integer>
     /// ```
     ///
-    /// A rule without a name is called `line_<n>`. The expression is [`evalexpr`]'s language over the
-    /// documented attributes, with `and` / `or` / `not` accepted for `&&` / `||` / `!` and money literals
+    /// A rule without a name is called `line_<n>`. Names are unique, and `velocity_store`, `review_threshold`
+    /// and `block_threshold` (the engine's own `decided_by`) are reserved. The expression is [`evalexpr`]'s
+    /// language over the documented attributes, with `and` / `or` / `not` accepted for `&&` / `||` / `!` and money literals
     /// (`amount > 500 USD`) translated to exact minor units (see `docs/fraud.md`).
     ///
     /// ```
@@ -494,9 +501,14 @@ impl RuleSet {
     /// # Errors
     /// The first [`RuleFileError`], with its line number.
     pub fn parse(text: &str) -> Result<Self, RuleFileError> {
+        RuleSet::parse_after(text, &RuleSet::default())
+    }
+
+    /// [`RuleSet::parse`] for a file that runs after `builtins`: a rule named like one of them is refused too.
+    pub(crate) fn parse_after(text: &str, builtins: &RuleSet) -> Result<Self, RuleFileError> {
         let mut rules = Vec::new();
         let mut names = HashSet::new();
-        for (i, raw) in text.lines().enumerate() {
+        for (i, raw) in lines(text).enumerate() {
             let line = i + 1;
             let err = |message: String| RuleFileError { line, message };
             let body = text::strip_comment(raw).map_err(err)?;
@@ -506,6 +518,18 @@ impl RuleSet {
             }
             let parsed = text::parse_line(body).map_err(err)?;
             let name = parsed.name.map_or_else(|| format!("line_{line}"), str::to_owned);
+            if RESERVED_NAMES.contains(&name.as_str()) {
+                return Err(err(format!(
+                    "`{name}` is reserved: the engine names its own decisions {}; give the rule another name",
+                    RESERVED_NAMES.map(|n| format!("`{n}`")).join(", ")
+                )));
+            }
+            if builtins.rules.iter().any(|r| *r.name == *name) {
+                return Err(err(format!(
+                    "a built-in rule is already named `{name}`; rule names must be unique: give this rule a name of \
+                     its own (`<name>: ...`)"
+                )));
+            }
             if !names.insert(name.clone()) {
                 return Err(err(format!("a rule named `{name}` is already defined above; rule names must be unique")));
             }
@@ -542,6 +566,7 @@ impl RuleSet {
     pub fn then(mut self, other: RuleSet) -> Self {
         self.rules.extend(other.rules);
         self.reads = self.reads.union(other.reads);
+        self.enforced_reads = self.enforced_reads.union(other.enforced_reads);
         self.fields = self.fields.union(other.fields);
         #[cfg(feature = "metrics")]
         self.match_keys.clear();
@@ -558,6 +583,31 @@ impl RuleSet {
     pub fn fields(&self) -> FieldSet {
         self.fields
     }
+}
+
+/// The names the engine gives its own decisions in `decided_by` (the store-down policy, the thresholds): no rule
+/// may take one, or an assessment could not tell which decided.
+pub(crate) const RESERVED_NAMES: [&str; 3] =
+    [crate::engine::VELOCITY_STORE_RULE, crate::engine::REVIEW_THRESHOLD_RULE, crate::engine::BLOCK_THRESHOLD_RULE];
+
+/// The lines of a rule file: ended by `\n`, `\r\n` or a bare `\r` (old Mac files; `str::lines` would leave the
+/// whole file one line, every rule after the first `#` a comment). A final line end starts no line.
+fn lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        match r.find(['\r', '\n']) {
+            Some(i) => {
+                let end = if r[i..].starts_with("\r\n") { i + 2 } else { i + 1 };
+                rest = Some(&r[end..]);
+                Some(&r[..i])
+            }
+            None => {
+                rest = None;
+                (!r.is_empty()).then_some(r)
+            }
+        }
+    })
 }
 
 /// Every variable of the rule language as `evalexpr` values: for the load-time check, and for the parts of a

@@ -2,7 +2,7 @@
 //! and money literals (`amount > 500 USD` → `(currency == "USD" && amount_minor > 50000)`). Not a parser of
 //! expressions: `evalexpr` parses them; this only scans tokens so that it never looks inside a string literal.
 
-use evalexpr::{DefaultNumericTypes, Node};
+use evalexpr::{DefaultNumericTypes, Node, Operator, Value};
 use palisade_core::{Currency, Money};
 
 use crate::attributes::{INDEX, is_money_attribute};
@@ -180,6 +180,17 @@ pub(crate) fn translate(expr: &str) -> Result<String, String> {
     let mut rewrites: Vec<(usize, usize, String)> = Vec::new();
     let mut i = 0;
     while i < toks.len() {
+        // `.5`: evalexpr reads a float there.
+        if toks[i].kind == Kind::Punct
+            && toks[i].text == "."
+            && let Some(next) = toks.get(i + 1).filter(|t| t.kind == Kind::Number)
+        {
+            return Err(format!(
+                "`.{}` is not an integer: decimals are only allowed in money literals, with a digit before the \
+                 point (`amount > 0.50 USD`); rules never use floating point",
+                next.text
+            ));
+        }
         if toks[i].kind != Kind::Number {
             i += 1;
             continue;
@@ -273,10 +284,98 @@ pub(crate) fn compile(expr: &str) -> Result<Node<DefaultNumericTypes>, String> {
     if node.iter_write_variable_identifiers().next().is_some() {
         return Err("a condition cannot assign: use `==` to compare".to_owned());
     }
+    if let Some(f) = first_float(&node) {
+        return Err(format!(
+            "`{f}` is not an integer: decimals are only allowed in money literals (`amount > 12.50 USD`); rules \
+             never use floating point"
+        ));
+    }
     let ctx = crate::rules::sample_context();
     node.eval_boolean_with_context(&ctx)
         .map_err(|e| format!("`{}` does not evaluate to true or false: {e}", expr.trim()))?;
+    check_if_branches(&node, &ctx)?;
+    check_no_float_results(&node, &ctx)?;
     Ok(node)
+}
+
+/// No function may give a float either (`math::sqrt(amount_minor)`, `floor(amount_minor)`: evalexpr's math
+/// functions answer in floats whatever they are given). Each call is evaluated on the sample values (evalexpr
+/// evaluated every one of them above: both sides of `&&`/`||`, every argument of a function), and one whose
+/// value holds a float is refused.
+fn check_no_float_results(node: &Node<DefaultNumericTypes>, ctx: &crate::rules::EvalContext) -> Result<(), String> {
+    fn holds_float(v: &Value<DefaultNumericTypes>) -> bool {
+        match v {
+            Value::Float(_) => true,
+            Value::Tuple(t) => t.iter().any(holds_float),
+            _ => false,
+        }
+    }
+    if let Operator::FunctionIdentifier { identifier } = node.operator()
+        && node.eval_with_context(ctx).is_ok_and(|v| holds_float(&v))
+    {
+        return Err(format!(
+            "`{identifier}(...)` gives a floating-point number: rules never use floating point; use integer \
+             arithmetic on minor units (`amount_minor / 100 > 5`)"
+        ));
+    }
+    node.children().iter().try_for_each(|child| check_no_float_results(child, ctx))
+}
+
+/// The first float constant of the tree, if any (whatever its spelling: the scan above refuses the usual ones
+/// with a better message).
+fn first_float(node: &Node<DefaultNumericTypes>) -> Option<f64> {
+    if let Operator::Const { value: Value::Float(f) } = node.operator() {
+        return Some(*f);
+    }
+    node.children().iter().find_map(first_float)
+}
+
+/// Every `if(condition, a, b)` must give one type whichever branch it takes: the load-time check evaluates the
+/// expression on sample values, which take one branch only, and a branch of another type would fail at run
+/// time on the charges that take it (`if(currency == "USD", amount_minor, email) > 5` on a EUR charge). evalexpr
+/// evaluates all three arguments, so both branches are evaluated here on the sample values and their types
+/// compared (tuples element by element).
+fn check_if_branches(node: &Node<DefaultNumericTypes>, ctx: &crate::rules::EvalContext) -> Result<(), String> {
+    if let Operator::FunctionIdentifier { identifier } = node.operator()
+        && identifier == "if"
+        && let [arguments] = node.children()
+    {
+        let err = |what: String| format!("`if(condition, a, b)`: {what}; both branches must have one type");
+        match arguments.eval_with_context(ctx) {
+            Ok(Value::Tuple(args)) if args.len() == 3 => {
+                if !same_shape(&args[1], &args[2]) {
+                    return Err(err(format!(
+                        "its branches have different types ({} and {})",
+                        shape(&args[1]),
+                        shape(&args[2])
+                    )));
+                }
+            }
+            // The expression evaluated on these values already, so this is not reached; refused all the same.
+            _ => return Err(err("its arguments could not be checked".to_owned())),
+        }
+    }
+    node.children().iter().try_for_each(|child| check_if_branches(child, ctx))
+}
+
+/// Whether two values have one type: the same kind, and for tuples the same length and element types.
+fn same_shape(a: &Value<DefaultNumericTypes>, b: &Value<DefaultNumericTypes>) -> bool {
+    match (a, b) {
+        (Value::Tuple(a), Value::Tuple(b)) => a.len() == b.len() && a.iter().zip(b).all(|(a, b)| same_shape(a, b)),
+        _ => std::mem::discriminant(a) == std::mem::discriminant(b),
+    }
+}
+
+/// A value's type in words (never the value).
+fn shape(v: &Value<DefaultNumericTypes>) -> String {
+    match v {
+        Value::String(_) => "text".to_owned(),
+        Value::Int(_) => "integer".to_owned(),
+        Value::Float(_) => "float".to_owned(),
+        Value::Boolean(_) => "boolean".to_owned(),
+        Value::Empty => "empty".to_owned(),
+        Value::Tuple(t) => format!("({})", t.iter().map(shape).collect::<Vec<_>>().join(", ")),
+    }
 }
 
 #[cfg(test)]
@@ -308,6 +407,36 @@ mod tests {
         ] {
             assert!(translate(bad).is_err(), "{bad}");
         }
+    }
+
+    /// No floats: not as a literal in any spelling, not as a function's result.
+    #[test]
+    fn floats_are_refused_in_every_form() {
+        for bad in [
+            "risk_score > .5",
+            "risk_score > 0 + .5",
+            "amount_minor > 1.5",
+            "math::sqrt(amount_minor) > 5",
+            "floor(amount_minor) > 1",
+            "min(amount_minor, math::sqrt(4)) > 1",
+            "if(true, floor(amount_minor), 1.0) > 0",
+        ] {
+            let err = compile(bad).err();
+            assert!(err.as_deref().is_some_and(|e| e.contains("float") || e.contains("integer")), "{bad}: {err:?}");
+        }
+        for good in ["math::abs(amount_minor) > 1", "min(amount_minor, 5) > 1", "max(risk_score, 0) >= 0"] {
+            assert!(compile(good).is_ok(), "{good}");
+        }
+    }
+
+    /// `if(...)`: both branches are type-checked, not only the one the sample values take.
+    #[test]
+    fn if_branches_must_have_one_type() {
+        assert!(compile("if(currency == \"USD\", amount_minor, email) > 5").is_err());
+        assert!(compile("if(currency == \"EUR\", email, amount_minor) > 5").is_err(), "the branch not taken");
+        assert!(compile("if(currency == \"USD\", (1, email), (2, email)) == (1, \"\")").is_ok());
+        assert!(compile("if(currency == \"USD\", (1, email), (email, 2)) == (1, \"\")").is_err());
+        assert!(compile("if(currency == \"USD\", 1, 2) + if(true, 3, 4) > 1").is_ok());
     }
 
     #[test]

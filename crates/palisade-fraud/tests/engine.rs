@@ -536,3 +536,160 @@ fn outcomes_follow_the_documented_order_on_short_and_long_rule_sets() {
         }
     }
 }
+
+/// `if(...)` whose branches have different types is refused at load: on a charge the sample values do not take
+/// (here a EUR charge), it would fail at run time comparing the email with a number.
+#[test]
+fn if_branches_of_different_types_are_refused_at_load() {
+    let text = "ok: review if true\nodd: block if if(currency == \"USD\", amount_minor, email) > 5";
+    let err = RuleSet::parse(text).unwrap_err();
+    assert_eq!(err.line, 2, "{err}");
+    assert!(err.message.contains("if("), "{err}");
+    // Nested, and inside a tuple.
+    for bad in [
+        "block if if(true, if(currency == \"EUR\", 1, \"x\"), 2) > 1",
+        "block if len(if(currency == \"USD\", (email, 1), (email, 1, 2))) > 1",
+    ] {
+        assert_eq!(RuleSet::parse(bad).unwrap_err().line, 1, "{bad}");
+    }
+    // Branches of one type load, and choose.
+    let e = FraudEngine::builder()
+        .rule_file("limit: block if if(currency == \"USD\", amount_minor, amount_minor * 2) > 100")
+        .unwrap()
+        .build();
+    assert_eq!(decide(&e, &usd(100)), Decision::Approve);
+    assert_eq!(decide(&e, &Attributes::new(Money::from_minor(100, Currency::EUR))), Decision::Block);
+}
+
+/// An evaluation error keeps no value of the charge: the verdict's reason says what kind of error it was, and
+/// neither it nor the assessment's `Debug` holds the operands.
+#[test]
+fn evaluation_errors_keep_no_values() {
+    let e = FraudEngine::builder()
+        .rule_file(
+            "guard: block if amount_minor / (amount_minor - 4242) > 5\n\
+             big: review if amount_per_card_24h * 1000000000000 > 1",
+        )
+        .unwrap()
+        .build();
+    let a = Attributes::new(Money::from_minor(4242, Currency::EUR)).email("alice.secret@example.com");
+    let spent = Velocity::new(Measure::Amount, Subject::Card, Window::Day);
+    let v = e.evaluate(&a, &counts(&[(spent, 987_654_321)]));
+    assert_eq!(v.outcomes(), [RuleOutcome::Error, RuleOutcome::Error]);
+    assert_eq!((v.decision, v.decided_by.as_deref()), (Decision::Review, Some("guard")));
+    let guard = v.verdict("guard").unwrap();
+    assert!(guard.reason.contains("division by zero"), "{}", guard.reason);
+    let big = v.verdict("big").unwrap();
+    assert!(big.reason.contains("overflow"), "{}", big.reason);
+    let debug = format!("{v:?}");
+    for secret in ["4242", "987654321", "alice.secret"] {
+        assert!(!debug.contains(secret), "{secret} in {debug}");
+    }
+}
+
+/// A shadow rule never changes what is enforced, even when the velocity store is down: with only shadow rules
+/// reading velocity, the store-down policy does not apply, and those rules are reported as errors (not evaluated
+/// on made-up zeros). An enforced velocity rule still brings the policy in.
+#[tokio::test]
+async fn shadow_velocity_rules_do_not_change_enforcement_when_the_store_is_down() {
+    let rules = "trial: shadow block if attempts_per_card_1h > 100\nshadow review if attempts_per_card_1h < 1";
+    for policy in [OnStoreDown::Review, OnStoreDown::Block, OnStoreDown::Ignore] {
+        let e =
+            FraudEngine::builder().velocity_store(DownStore).on_store_down(policy).rule_file(rules).unwrap().build();
+        let v = e.assess(&usd(1).card_fingerprint("fp_shadow")).await;
+        assert_eq!((v.decision, v.decided_by.as_deref()), (Decision::Approve, None), "{policy:?}: {v:?}");
+        assert!(!v.velocity_available);
+        assert_eq!(v.outcomes(), [RuleOutcome::Error, RuleOutcome::Error], "{policy:?}");
+        assert!(v.verdict("trial").unwrap().reason.contains("velocity store"), "{v:?}");
+        assert_eq!(e.rules().rules()[1].stats().shadow_matched.load(Ordering::Relaxed), 0, "not run on zeros");
+    }
+    let enforced = format!("{rules}\nlive: review if attempts_per_card_24h > 1000");
+    let e = FraudEngine::builder().velocity_store(DownStore).rule_file(&enforced).unwrap().build();
+    let v = e.assess(&usd(1).card_fingerprint("fp_shadow")).await;
+    assert_eq!((v.decision, v.decided_by.as_deref()), (Decision::Review, Some("velocity_store")));
+}
+
+/// A masked email shows the domain only when it reads as one: text after the last `@` that is not a domain
+/// (card digits, free text) is masked too.
+#[test]
+fn mask_email_keeps_only_a_plausible_domain() {
+    use palisade_fraud::mask_email;
+    assert_eq!(mask_email("jane.doe@example.com"), "j***@example.com");
+    let masked = mask_email("x@4111111111111111 cvv 123");
+    assert!(!masked.contains("4111") && !masked.contains("123"), "{masked}");
+    assert_eq!(mask_email("a@b@example.com"), "a***@example.com");
+    assert!(!mask_email("secret@evil@4111111111111111").contains("4111"));
+    assert!(!mask_email("bob@localhost").contains("localhost"), "no dot: not a domain");
+    assert_eq!(mask_email("nobody"), "***");
+    let debug = format!("{:?}", usd(1).email("x@4111111111111111 cvv 123"));
+    assert!(!debug.contains("4111"), "{debug}");
+}
+
+/// A rule file with bare carriage returns (old Mac line endings) has one rule per line, like `\n` and `\r\n`
+/// files, with the same line numbers in errors.
+#[test]
+fn carriage_return_line_endings_end_lines() {
+    let e = FraudEngine::builder().build();
+    e.reload("# v2\rblock if true").unwrap();
+    assert_eq!(e.rules().names(), ["line_2"]);
+    assert_eq!(decide(&e, &usd(1)), Decision::Block);
+    for text in [
+        "review if true\rblock if nope > 1",
+        "review if true\r\nblock if nope > 1",
+        "review if true\nblock if nope > 1",
+    ] {
+        assert_eq!(RuleSet::parse(text).unwrap_err().line, 2, "{text:?}");
+    }
+    let mixed = RuleSet::parse("a: review if true\r\rb: block if false\r\nc: score 1 if true\n").unwrap();
+    assert_eq!(mixed.names(), ["a", "b", "c"]);
+}
+
+/// No floats anywhere: a number written with a leading dot is refused at load, with its line.
+#[test]
+fn leading_dot_floats_are_refused() {
+    for text in ["review if true\nreview if risk_score > .5", "review if true\nreview if risk_score > 0 + .5"] {
+        let err = RuleSet::parse(text).unwrap_err();
+        assert_eq!(err.line, 2, "{text}: {err}");
+        assert!(err.message.contains("not an integer"), "{text}: {err}");
+    }
+}
+
+/// Rule names are unique across the built-in rules and the rule file, and the names the engine gives its own
+/// decisions (`velocity_store`, `review_threshold`, `block_threshold`) are no rule's.
+#[test]
+fn rule_names_are_unique_and_not_reserved() {
+    for reserved in ["velocity_store", "review_threshold", "block_threshold"] {
+        let err = RuleSet::parse(&format!("review if true\n{reserved}: block if true")).unwrap_err();
+        assert_eq!(err.line, 2, "{reserved}: {err}");
+        assert!(err.message.contains("reserved"), "{err}");
+    }
+    let builtin = || FraudEngine::builder().rule(Rule::blocklist("bad_email", Field::Email, ["x@y.z"]));
+    let err = builtin().rule_file("ok: review if true\nbad_email: review if true").err().expect("refused");
+    assert_eq!(err.line, 2, "{err}");
+    assert!(err.message.contains("built-in"), "{err}");
+    assert!(builtin().rule_file("review if true\n\nreview if false").is_ok(), "unnamed rules are called line_<n>");
+    let e = builtin().rule_file("ok: review if true").unwrap().build();
+    let err = e.reload("bad_email: block if true").unwrap_err();
+    assert_eq!(err.line, 1);
+    assert_eq!(e.rules().names(), ["bad_email", "ok"], "refused: the old rules stay");
+    let line_named = FraudEngine::builder().rule(Rule::avs_fails("line_2")).build();
+    assert_eq!(line_named.reload("# one\nreview if true").unwrap_err().line, 2, "line_2 is taken");
+}
+
+#[test]
+#[should_panic(expected = "velocity_store")]
+fn a_built_in_rule_with_a_reserved_name_is_refused() {
+    let _ = FraudEngine::builder().rule(Rule::avs_fails("velocity_store"));
+}
+
+#[test]
+#[should_panic(expected = "two built-in fraud rules")]
+fn two_built_in_rules_with_one_name_are_refused() {
+    let _ = FraudEngine::builder().rule(Rule::avs_fails("checks")).rule(Rule::cvv_fails("checks"));
+}
+
+#[test]
+#[should_panic(expected = "rule file")]
+fn a_built_in_rule_named_like_a_file_rule_is_refused() {
+    let _ = FraudEngine::builder().rule_file("checks: review if true").unwrap().rule(Rule::cvv_fails("checks"));
+}

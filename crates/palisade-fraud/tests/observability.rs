@@ -83,3 +83,27 @@ async fn matches_of_long_rule_sets_are_counted_at_every_place() {
     }
     assert!(logs.contents().contains("shadow rule matched"), "{}", logs.contents());
 }
+
+/// A rule that fails at run time is logged without any value of the charge: not the email (an `if(...)` whose
+/// branches differ in type, which could put the email into evalexpr's message, is refused at load) and not the
+/// operands of the failed arithmetic (the amount here).
+#[tokio::test(flavor = "current_thread")]
+async fn evaluation_errors_log_no_values() {
+    let logs = palisade_testkit::LogCapture::new();
+    let _log = tracing::subscriber::set_default(logs.subscriber());
+    let e =
+        FraudEngine::builder().rule_file("guard: block if amount_minor / (amount_minor - 4242) > 5").unwrap().build();
+    let refused = e.reload("odd: block if if(currency == \"USD\", amount_minor, email) > 5");
+    let charge = palisade_fraud::Attributes::new(palisade_core::Money::from_minor(4242, palisade_core::Currency::EUR))
+        .email("alice.secret@example.com");
+    let verdict = e.assess(&charge).await;
+    assert_eq!(verdict.decision, palisade_fraud::Decision::Review);
+    let text = logs.contents();
+    assert!(text.contains("fraud rule failed to evaluate"), "{text}");
+    for secret in ["alice.secret", "4242 /", "4242 %"] {
+        assert!(!text.contains(secret), "{secret} in logs:\n{text}");
+    }
+    assert!(!format!("{verdict:?}").contains("alice.secret"), "{verdict:?}");
+    assert_eq!(refused.map_err(|e| e.line), Err(1), "if() with branches of two types is refused at load");
+    assert_eq!(verdict.decided_by.as_deref(), Some("guard"));
+}

@@ -14,7 +14,8 @@ use proptest::prelude::*;
 /// Loading answers without panicking; an error is typed, names a line of `text` and says something.
 fn loads_or_names_a_line(text: &str) -> Result<(), TestCaseError> {
     if let Err(e) = RuleSet::parse(text) {
-        let lines = text.split('\n').count().max(1);
+        // A line ends with `\n`, `\r\n` or a bare `\r`.
+        let lines = text.replace("\r\n", "\n").split(['\n', '\r']).count().max(1);
         prop_assert!(e.line >= 1 && e.line <= lines, "line {} of {} in {:?}: {}", e.line, lines, text, e);
         prop_assert!(!e.message.is_empty(), "an empty message for {:?}", text);
     }
@@ -40,7 +41,7 @@ enum Mutation {
 fn mutation() -> impl Strategy<Value = Mutation> {
     // Bytes the rule language gives meaning to, weighted over any byte.
     let byte = prop_oneof![
-        3 => prop::sample::select(b"\"#()<>=!&|.,;:_ -+*/%^\n\\0123456789aUSDEnd'".to_vec()),
+        3 => prop::sample::select(b"\"#()<>=!&|.,;:_ -+*/%^\n\r\\0123456789aUSDEnd'".to_vec()),
         1 => any::<u8>(),
     ];
     prop_oneof![

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use palisade_core::{Currency, Money};
 use palisade_fraud::{
-    Attributes, Decision, FraudEngine, Measure, MemoryVelocityStore, Subject, Velocity, VelocityStore, Window,
+    Attributes, Decision, FraudEngine, Measure, MemoryVelocityStore, Subject, Velocity, VelocityCounts, VelocityStore,
+    Window,
 };
 
 const LIMIT: i64 = 3;
@@ -168,6 +169,94 @@ async fn memory_negative_amounts_do_not_lower_amount_velocity() {
     negative_amounts_do_not_lower_amount_velocity(&amount_limit_engine(Arc::new(MemoryVelocityStore::new()))).await;
 }
 
+/// Amount sums saturate instead of wrapping: two attempts of 5,000,000,000,000,000,000 JPY on one email sum past
+/// `i64::MAX`, and every store reads the sum as `i64::MAX` (over any limit), never as a negative number that no
+/// `amount_per_*` rule would match for a day.
+async fn huge_amount_sums_saturate(store: Arc<dyn VelocityStore>) {
+    let e = FraudEngine::builder()
+        .shared_velocity_store(store.clone())
+        .rule_file("daily: block if amount_per_email_24h > 100000 JPY")
+        .unwrap()
+        .build();
+    let jpy = |m: i64, id: &str| {
+        Attributes::new(Money::from_minor(m, Currency::JPY)).email("big@spender.example").attempt_id(id)
+    };
+    let huge = 5_000_000_000_000_000_000;
+    assert_eq!(e.assess(&jpy(huge, "a")).await.decision, Decision::Block);
+    let second = e.assess(&jpy(huge, "b")).await;
+    assert_eq!((second.decision, second.decided_by.as_deref()), (Decision::Block, Some("daily")), "{second:?}");
+    // The largest amount there is, on top: still saturated, in every window.
+    let max = jpy(i64::MAX, "c");
+    let counts = store.record_attempt(&palisade_fraud::Attempt::from_attributes(&max)).await.unwrap();
+    for w in Window::ALL {
+        assert_eq!(counts.get(Velocity::new(Measure::Amount, Subject::Email, w)), i64::MAX, "{w:?}");
+    }
+    let small = jpy(1, "d");
+    let counts = store.record_attempt(&palisade_fraud::Attempt::from_attributes(&small)).await.unwrap();
+    assert_eq!(counts.get(Velocity::new(Measure::Amount, Subject::Email, Window::Day)), i64::MAX);
+    assert_eq!(counts.get(Velocity::new(Measure::Attempts, Subject::Email, Window::Day)), 4);
+}
+
+#[tokio::test]
+async fn memory_huge_amount_sums_saturate() {
+    huge_amount_sums_saturate(Arc::new(MemoryVelocityStore::new())).await;
+}
+
+/// An idempotency key is one attempt only with the same amount and currency: the same key with another amount
+/// (or currency) is another attempt, counted and decided on its own; a true retry (same key, same amount, same
+/// currency) still counts once and reads its first decision's velocity.
+async fn same_key_with_another_amount_is_another_attempt(store: Arc<dyn VelocityStore>) {
+    let e = amount_limit_engine(store.clone());
+    let card =
+        |m: i64, c: Currency| Attributes::new(Money::from_minor(m, c)).card_fingerprint("fp_same_key").attempt_id("K");
+    assert_eq!(e.assess(&card(1_000, Currency::USD)).await.decision, Decision::Approve);
+    let big = e.assess(&card(900_000, Currency::USD)).await;
+    assert_eq!(big.decision, Decision::Block, "9,000 USD more on the card is over 1,000 USD: {big:?}");
+    assert_eq!(e.assess(&card(900_000, Currency::USD)).await.decision, Decision::Block, "its retry");
+    assert_eq!(e.assess(&card(1_000, Currency::USD)).await.decision, Decision::Approve, "the first's retry");
+    // The same key in another currency: another attempt too.
+    let eur = card(1_000, Currency::EUR);
+    let eur = palisade_fraud::Attempt::from_attributes(&eur);
+    let counts = store.record_attempt(&eur).await.unwrap();
+    assert_eq!(counts.get(Velocity::new(Measure::Attempts, Subject::Card, Window::Day)), 3);
+    assert_eq!(counts.get(Velocity::new(Measure::Amount, Subject::Card, Window::Day)), 1_000);
+    let again = store.record_attempt(&eur).await.unwrap();
+    assert_eq!(again, counts, "a retry of it counts once");
+}
+
+#[tokio::test]
+async fn memory_same_key_with_another_amount_is_another_attempt() {
+    same_key_with_another_amount_is_another_attempt(Arc::new(MemoryVelocityStore::new())).await;
+}
+
+/// Sums are kept exactly past `i64::MAX` (only reading saturates): when a huge attempt leaves a window, the
+/// attempts still in it are all still counted.
+#[tokio::test(start_paused = true)]
+async fn memory_amount_sums_stay_exact_after_saturating() {
+    use std::time::Duration;
+    let store = MemoryVelocityStore::new();
+    let card = |m: i64, id: &str| {
+        Attributes::new(Money::from_minor(m, Currency::USD)).card_fingerprint("fp_sat").attempt_id(id)
+    };
+    let record = |a: &Attributes| store.record_attempt_now(&palisade_fraud::Attempt::from_attributes(a));
+    let sum = |c: &VelocityCounts, w| c.get(Velocity::new(Measure::Amount, Subject::Card, w));
+    record(&card(i64::MAX, "huge"));
+    record(&card(i64::MAX, "huge2"));
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let c = record(&card(1_000, "small"));
+    assert_eq!(sum(&c, Window::TenMinutes), i64::MAX);
+    // The huge ones have left the 10-minute window, the small one has not.
+    tokio::time::advance(Duration::from_millis(599_500)).await;
+    let c = record(&card(0, "zero"));
+    assert_eq!(sum(&c, Window::TenMinutes), 1_000, "the attempts still in the window");
+    assert_eq!(sum(&c, Window::Hour), i64::MAX);
+    // And out of the day.
+    tokio::time::advance(Duration::from_secs(86_400 - 600)).await;
+    let c = record(&card(5, "five"));
+    assert_eq!(sum(&c, Window::Day), 1_005, "{c:?}");
+    assert_eq!(c.get(Velocity::new(Measure::Attempts, Subject::Card, Window::Day)), 3);
+}
+
 trait WithAmount {
     fn amount(self, m: Money) -> Self;
 }
@@ -225,6 +314,20 @@ mod redis_store {
     async fn redis_negative_amounts_do_not_lower_amount_velocity() {
         let Some(r) = palisade_testkit::redis("fraud_velocity_negative").await else { return };
         negative_amounts_do_not_lower_amount_velocity(&amount_limit_engine(Arc::new(store(&r)))).await;
+        r.cleanup().await;
+    }
+
+    #[tokio::test]
+    async fn redis_huge_amount_sums_saturate() {
+        let Some(r) = palisade_testkit::redis("fraud_velocity_saturate").await else { return };
+        huge_amount_sums_saturate(Arc::new(store(&r))).await;
+        r.cleanup().await;
+    }
+
+    #[tokio::test]
+    async fn redis_same_key_with_another_amount_is_another_attempt() {
+        let Some(r) = palisade_testkit::redis("fraud_velocity_same_key").await else { return };
+        same_key_with_another_amount_is_another_attempt(Arc::new(store(&r))).await;
         r.cleanup().await;
     }
 

@@ -1,8 +1,8 @@
 //! The memory velocity store against a model that keeps every attempt and decline and counts them from scratch:
-//! seeded random sequences of new attempts, retries (the same id and subjects: they read what their first attempt
-//! read, as it was then), the same id with other subjects,
-//! attempts without an id and declines, with the clock moved by anything from nothing to more than a day (tokio's
-//! paused time). After every attempt, all 36 attributes the store returns equal the model's; memory is given back
+//! seeded random sequences of new attempts, retries (the same id, subjects, amount and currency: they read what
+//! their first attempt read, as it was then), the same id with other subjects, another amount or another
+//! currency, attempts without an id, declines, and now and then an amount that takes a sum past `i64::MAX`, with
+//! the clock moved by anything from nothing to more than a day (tokio's paused time). After every attempt, all 36 attributes the store returns equal the model's; memory is given back
 //! once history leaves the widest window.
 
 use std::borrow::Cow;
@@ -48,8 +48,13 @@ impl Owned {
             amount_minor: self.amount,
         }
     }
+    /// One attempt (a retry): the same id, subjects, amount and currency.
     fn same_key(&self, other: &Owned) -> bool {
-        self.id.is_some() && self.id == other.id && self.subjects == other.subjects
+        self.id.is_some()
+            && self.id == other.id
+            && self.subjects == other.subjects
+            && self.currency == other.currency
+            && self.amount == other.amount
     }
 }
 
@@ -80,13 +85,15 @@ impl Model {
                 let inside = |at: &Instant| now.checked_sub(window.duration()).is_none_or(|from| *at >= from);
                 let mine = |b: &Owned| b.subjects[s].as_deref() == Some(value.as_str());
                 let attempts = self.attempts.iter().filter(|(at, b)| inside(at) && mine(b));
-                let (mut n, mut sum) = (0, 0i64);
+                // The sum, exact, read saturating.
+                let (mut n, mut sum) = (0, 0i128);
                 for (_, b) in attempts {
                     n += 1;
                     if b.currency == a.currency {
-                        sum = sum.saturating_add(b.amount);
+                        sum += i128::from(b.amount.max(0));
                     }
                 }
+                let sum = i64::try_from(sum).unwrap_or(i64::MAX);
                 let declines = self.declines.iter().filter(|(at, b)| inside(at) && mine(b)).count();
                 c.0[s * 9 + w] = n;
                 c.0[s * 9 + 3 + w] = sum;
@@ -128,7 +135,8 @@ fn random_attempt(rng: &mut Rng, next_id: &mut u64) -> Owned {
             pick(rng, "u", 5, true),
         ],
         currency: if rng.below(4) == 0 { Currency::EUR } else { Currency::USD },
-        amount: 100 + rng.below(10_000) as i64,
+        // Now and then an amount that takes a sum past `i64::MAX`.
+        amount: if rng.below(40) == 0 { i64::MAX / 2 } else { 100 + rng.below(10_000) as i64 },
     }
 }
 
@@ -152,8 +160,12 @@ async fn run(seed: u64, steps: usize) {
             0..=2 if !model.attempts.is_empty() => {
                 let (_, prev) = &model.attempts[rng.below(model.attempts.len() as u64) as usize];
                 let mut a = prev.clone();
-                if rng.below(3) == 0 {
-                    a.subjects[2] = Some(format!("10.0.1.{}", rng.below(2)));
+                match rng.below(6) {
+                    0 | 1 => a.subjects[2] = Some(format!("10.0.1.{}", rng.below(2))),
+                    // The same idempotency key for another amount or currency: another attempt.
+                    2 => a.amount += 1,
+                    3 => a.currency = if a.currency == Currency::USD { Currency::EUR } else { Currency::USD },
+                    _ => {}
                 }
                 a
             }

@@ -31,55 +31,82 @@ const _: () = assert!(VELOCITY_WINDOWS[0].as_nanos() < VELOCITY_WINDOWS[1].as_na
 const _: () = assert!(VELOCITY_WINDOWS[1].as_nanos() < VELOCITY_WINDOWS[WIDEST].as_nanos());
 const _: () = assert!(VELOCITY_WINDOWS[WIDEST].as_nanos() == MAX_VELOCITY_WINDOW.as_nanos());
 
-/// Per currency, the sums of the attempts' amounts inside each window. The first currency a slot sees is kept
-/// inline (most only ever see one), so recording and reading it touch the slot alone; the others are kept in a
-/// boxed `Vec`, allocated only for a slot that sees a second currency.
+/// Per currency, the sums of the attempts' amounts inside each window, kept **exactly** (read saturating, at
+/// `i64::MAX`): an attempt that leaves a window takes off exactly what it added, so once a sum has passed
+/// `i64::MAX` the attempts still inside are all still counted when the huge one leaves.
+///
+/// The first currency a slot sees is kept inline in `i64` (most only ever see one, and no real sum comes near
+/// `i64::MAX`), so recording and reading it touch the slot alone. The other currencies, and the first one once an
+/// addition would overflow `i64` (it is then moved there), are kept in `i128` in a boxed `Vec`, allocated only
+/// for a slot that sees a second currency or such an amount.
 #[derive(Default)]
 struct Amounts {
     first: Option<Sums>,
     // A thin pointer (8 bytes where a `Vec` takes 24) keeps the slot in two cache lines; a second currency on one
     // card or customer is rare, so its extra allocation is too.
     #[allow(clippy::box_collection)]
-    more: Option<Box<Vec<Sums>>>,
+    more: Option<Box<Vec<WideSums>>>,
 }
 
 /// A currency and its sums per window.
 type Sums = (Currency, [i64; WINDOWS]);
+/// A currency and its sums per window, wide enough for any number of `i64` amounts a day can hold.
+type WideSums = (Currency, [i128; WINDOWS]);
 
 impl Amounts {
-    fn sums_mut(&mut self, currency: Currency) -> Option<&mut [i64; WINDOWS]> {
-        match &mut self.first {
-            Some((c, sums)) if *c == currency => Some(sums),
-            _ => self.more.as_mut()?.iter_mut().find(|(c, _)| *c == currency).map(|(_, sums)| sums),
-        }
+    fn wide_mut(&mut self, currency: Currency) -> Option<&mut [i128; WINDOWS]> {
+        self.more.as_mut()?.iter_mut().find(|(c, _)| *c == currency).map(|(_, sums)| sums)
     }
 
-    /// Adds an attempt's amount to every window (an attempt enters all windows when recorded).
+    /// Adds an attempt's amount (0 or more) to every window (an attempt enters all windows when recorded).
     fn add(&mut self, currency: Currency, amount: i64) {
-        if let Some(sums) = self.sums_mut(currency) {
+        if let Some((c, sums)) = &mut self.first
+            && *c == currency
+        {
+            let added = sums.map(|sum| sum.checked_add(amount));
+            if let [Some(a), Some(b), Some(c)] = added {
+                *sums = [a, b, c];
+                return;
+            }
+            // Past `i64`: the currency's sums move to the wide ones, exact.
+            let wide = sums.map(|sum| i128::from(sum) + i128::from(amount));
+            self.first = None;
+            self.more.get_or_insert_default().push((currency, wide));
+        } else if let Some(sums) = self.wide_mut(currency) {
             for sum in sums {
-                *sum = sum.saturating_add(amount);
+                *sum = sum.saturating_add(i128::from(amount));
             }
         } else if self.first.is_none() {
             self.first = Some((currency, [amount; WINDOWS]));
         } else {
-            self.more.get_or_insert_default().push((currency, [amount; WINDOWS]));
+            self.more.get_or_insert_default().push((currency, [i128::from(amount); WINDOWS]));
         }
     }
 
-    /// Takes an attempt's amount out of window `w` (it left the window).
+    /// Takes an attempt's amount out of window `w` (it left the window): exactly what it added.
     fn sub(&mut self, w: usize, currency: Currency, amount: i64) {
-        if let Some(sums) = self.sums_mut(currency) {
-            sums[w] = sums[w].saturating_sub(amount);
+        match &mut self.first {
+            Some((c, sums)) if *c == currency => sums[w] = sums[w].saturating_sub(amount),
+            _ => {
+                if let Some(sums) = self.wide_mut(currency) {
+                    sums[w] = sums[w].saturating_sub(i128::from(amount));
+                }
+            }
         }
     }
 
-    /// Out of line: only amount rules read it, and `read_into` stays small for the others.
+    /// The sum of window `w` in `currency`, saturated at `i64::MAX`. Out of line: only amount rules read it, and
+    /// `read_into` stays small for the others.
     #[inline(never)]
     fn get(&self, w: usize, currency: Currency) -> i64 {
         match &self.first {
             Some((c, sums)) if *c == currency => sums[w],
-            _ => self.more.iter().flat_map(|m| m.iter()).find(|(c, _)| *c == currency).map_or(0, |(_, sums)| sums[w]),
+            _ => self
+                .more
+                .iter()
+                .flat_map(|m| m.iter())
+                .find(|(c, _)| *c == currency)
+                .map_or(0, |(_, sums)| i64::try_from(sums[w]).unwrap_or(i64::MAX)),
         }
     }
 }
@@ -313,9 +340,11 @@ fn position_of(at: u32, popped: u64) -> u64 {
 /// Attempts (or declines) recorded within the widest window, in time order, with per window the position of
 /// the first one inside it; and the ids of those that have one, so a retry of the same request counts once.
 ///
-/// An attempt is its id and its subjects' values: the same idempotency key with another card is another attempt.
-/// Its key is encoded into a buffer kept from call to call (the subjects' values length-prefixed, then the id: no
-/// two different attempts encode alike), hashed once, and kept in one ring buffer of keys in the log's order, so
+/// An attempt is its id, its subjects' values, its amount and its currency: the same idempotency key with another
+/// card, amount or currency is another attempt. Its key is encoded into a buffer kept from call to call
+/// ([`Attempt::encode_key`]: the subjects' values and the currency length-prefixed, the amount in eight bytes,
+/// then the id: no two different attempts encode alike), hashed once, and kept in one ring buffer of keys in the
+/// log's order, so
 /// recording it allocates nothing of its own; the table maps the key's hash to the entry's position.
 ///
 /// Right after an attempt's key, the ring keeps its **snapshot**: the velocity set its decision read (eight
@@ -702,6 +731,27 @@ mod tests {
         assert_eq!([0, 1, 2].map(|w| a.get(w, Currency::JPY)), [3, 3, 3]);
         a.add(Currency::USD, i64::MAX);
         assert_eq!(a.get(1, Currency::USD), i64::MAX);
+    }
+
+    /// A sum past `i64::MAX` reads `i64::MAX` and stays exact: taking the huge amounts out again leaves exactly
+    /// the others, in the first (inline) currency as in the others.
+    #[test]
+    fn sums_past_i64_stay_exact() {
+        let mut a = Amounts::default();
+        for c in [Currency::USD, Currency::EUR] {
+            a.add(c, 1_000);
+            a.add(c, i64::MAX);
+            a.add(c, i64::MAX);
+            a.add(c, 7);
+            assert_eq!(a.get(0, c), i64::MAX);
+            a.sub(0, c, i64::MAX);
+            assert_eq!(a.get(0, c), i64::MAX, "still past it");
+            a.sub(0, c, i64::MAX);
+            assert_eq!([0, 1, 2].map(|w| a.get(w, c)), [1_007, i64::MAX, i64::MAX]);
+        }
+        // A currency seen after the first moved to the wide sums takes the inline place.
+        a.add(Currency::JPY, 5);
+        assert_eq!((a.get(2, Currency::JPY), a.get(0, Currency::USD)), (5, 1_007));
     }
 
     fn key(subjects: &[Option<&str>], id: &str) -> Vec<u8> {

@@ -4,10 +4,11 @@
 //! email, IP, customer) and returns the velocity attributes, this attempt included, in one atomic step: with
 //! N concurrent attempts on one card, the N answers are 1, 2, ..., N, so a rule
 //! `block if attempts_per_card_1h > 3` admits exactly three. An attempt is identified by its idempotency key (and
-//! its subjects' values) when it has one, so a retry of the same request adds nothing, and **reads what its first
-//! decision read, as it was then**: a request re-executed after an Unknown outcome (the gateway may have charged
-//! it) is not blocked because of attempts that came after it. Only a change of rules or blocklists can decide it
-//! otherwise. The engine asks only for the attributes its rule set reads
+//! its subjects' values, its amount and its currency) when it has one, so a retry of the same request adds
+//! nothing, and **reads what its first decision read, as it was then**: a request re-executed after an Unknown
+//! outcome (the gateway may have charged it) is not blocked because of attempts that came after it. Only a
+//! change of rules or blocklists can decide it otherwise. The same key with another amount or currency is another
+//! attempt. The engine asks only for the attributes its rule set reads
 //! ([`VelocityStore::record_attempt_reading`]); the attempt is recorded under every subject all the same.
 
 mod memory;
@@ -66,13 +67,17 @@ impl<'a> Attempt<'a> {
         self.subjects[s.index()].as_deref()
     }
 
-    /// Appends the attempt's key to `buf`: its subjects' values, each self-delimiting ([`encode_subject`]),
-    /// then its id. Two attempts are one (a retry) when their keys are equal: the same id with another card is
-    /// another attempt. Every store tells attempts apart by it.
+    /// Appends the attempt's key to `buf`: its subjects' values and its currency's code, each self-delimiting
+    /// ([`encode_subject`]), its amount in minor units (eight bytes), then its id. Two attempts are one (a retry)
+    /// when their keys are equal: the same id with another card, another amount or another currency is another
+    /// attempt, counted and decided on its own (an idempotency key reused for a different charge must not hide
+    /// that charge from velocity, nor reuse the first one's decision). Every store tells attempts apart by it.
     pub(crate) fn encode_key(&self, id: &str, buf: &mut Vec<u8>) {
         for v in &self.subjects {
             encode_subject(buf, v.as_deref());
         }
+        encode_subject(buf, Some(self.currency.code()));
+        buf.extend_from_slice(&self.amount_minor.to_le_bytes());
         buf.extend_from_slice(id.as_bytes());
     }
 
@@ -126,8 +131,9 @@ impl std::fmt::Debug for Attempt<'_> {
 /// `redis`, shared by every instance).
 pub trait VelocityStore: Send + Sync + 'static {
     /// Records `attempt` under each of its subjects (once per attempt id) and returns every velocity attribute,
-    /// this attempt included — atomically for all counters of the decision. For a retry (an attempt id and
-    /// subjects already recorded), the attributes its first recording returned, as they were then.
+    /// this attempt included — atomically for all counters of the decision. For a retry (an attempt id,
+    /// subjects, amount and currency already recorded), the attributes its first recording returned, as they
+    /// were then.
     ///
     /// # Errors
     /// [`VelocityError`] when the store cannot be reached.

@@ -4,9 +4,10 @@
 //!   attempt under every subject of the charge and reads all 36 velocity attributes, atomically, on **Redis
 //!   server time** (`TIME`), so the instances' clocks never matter.
 //! - Per subject value three keys: a sorted set of attempts scored by time, a hash of their amounts
-//!   (`<currency>:<minor>`), a sorted set of declines. An attempt is named by a hash of its idempotency key and
-//!   its subjects' values (as the memory store tells attempts apart); `ZADD NX`: one already present adds nothing,
-//!   so a retry counts once. Entries older than a day are trimmed on every touch and every key expires a day
+//!   (`<currency>:<minor>`), a sorted set of declines. An attempt is named by a hash of its idempotency key, its
+//!   subjects' values, its amount and its currency (as the memory store tells attempts apart); `ZADD NX`: one
+//!   already present adds nothing, so a retry counts once, and the same key with another amount is another
+//!   attempt. Entries older than a day are trimmed on every touch and every key expires a day
 //!   after its last write, so memory is bounded by the last day's traffic.
 //! - Per attempt with an idempotency key, one more key: its **snapshot**, what its decision read, kept a day. A
 //!   retry returns it (for the measures it holds), so it is decided on the velocity its first decision saw.
@@ -17,7 +18,11 @@
 //!   subject can satisfy both, so every key of a store carries the same tag, `{<namespace>}`: a store is one
 //!   slot. To spread load over a cluster, give independent traffic (merchants, regions) namespaces of their own
 //!   with [`RedisVelocityStore::namespace`]; velocity is then counted per namespace.
-//! - Amount sums are exact up to 2^53 minor units per window (Lua numbers), ninety trillion dollars.
+//! - Amount sums are exact up to 2^53 minor units per window (Lua numbers), ninety trillion dollars. Above that
+//!   they are rounded, and they **saturate**: the script never returns more than [`SUM_CAP`] (2^63 - 1024, the
+//!   largest double below 2^63, which Redis turns into an integer exactly), and the store reads [`SUM_CAP`] or
+//!   more as `i64::MAX`, as the memory store saturates. (A Lua number of 2^63 or more would reach the client
+//!   as `i64::MIN`: a sum no `amount_per_*` rule matches, for a day.)
 
 use palisade_store::redis::{RedisConnection, redis_key};
 use sha2::{Digest, Sha256};
@@ -27,12 +32,22 @@ use crate::attributes::{Measure, Subject, Velocity, VelocityCounts, VelocitySet,
 use crate::defaults::{DEFAULT_NAMESPACE, DEFAULT_PREFIX, MAX_VELOCITY_WINDOW, VELOCITY_WINDOWS};
 use crate::error::VelocityError;
 
+/// The most an amount sum reads from the script: 2^63 - 1024, the largest double below 2^63 (doubles are 1024
+/// apart there), so Redis converts it to an integer exactly. A sum at or above it reads as `i64::MAX`.
+pub(crate) const SUM_CAP: i64 = i64::MAX - 1023;
+
+// The cap is a double exactly, and the next double up is 2^63, out of `i64`'s range.
+const _: () = assert!(SUM_CAP as f64 as i128 == SUM_CAP as i128);
+const _: () = assert!((SUM_CAP as f64) < 9_223_372_036_854_775_808.0);
+
 /// KEYS: per present subject, (attempts zset, amounts hash, declines zset), then for an attempt with an id its
 /// snapshot key. ARGV: window ms ×3, attempt id, currency, amount minor, then which measures to read (`1`/`0`
 /// for attempts, amount, declines: the rest read 0). Returns per subject: attempts ×3, amount ×3, declines ×3
-/// (windows 10m, 1h, 24h). The snapshot (MessagePack: the measures read, `1`/`0` each, then the values) is what
-/// a new attempt's decision read; a retry returns it for the measures it holds.
+/// (windows 10m, 1h, 24h); an amount sum is at most [`SUM_CAP`] (`cap`: Lua reads the literal as that double).
+/// The snapshot (MessagePack: the measures read, `1`/`0` each, then the values) is what a new attempt's decision
+/// read; a retry returns it for the measures it holds.
 const RECORD: &str = r"
+local cap = 9223372036854774784
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local w = {tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])}
@@ -70,7 +85,7 @@ for i = 1, n, 3 do
       if c == cur then
         local s = tonumber(entries[k + 1])
         for j = 1, 3 do
-          if s >= now - w[j] then sums[j] = sums[j] + tonumber(a) end
+          if s >= now - w[j] then sums[j] = math.min(sums[j] + tonumber(a), cap) end
         end
       end
     end
@@ -125,6 +140,13 @@ impl std::fmt::Debug for RedisVelocityStore {
     }
 }
 
+/// An amount sum as the script returned it, read saturating: [`SUM_CAP`] or more is `i64::MAX` (the memory
+/// store's saturation), and so is a negative sum, which only a sum that wrapped can be (amounts are recorded at 0
+/// or more; a snapshot written before sums were capped may hold one).
+fn saturated_sum(v: i64) -> i64 {
+    if !(0..SUM_CAP).contains(&v) { i64::MAX } else { v }
+}
+
 fn ms(d: std::time::Duration) -> u64 {
     d.as_millis() as u64
 }
@@ -161,8 +183,9 @@ impl RedisVelocityStore {
         redis_key(&self.prefix, &self.namespace, &format!("{kind}:{}:{h}", s.as_str()))
     }
 
-    /// `k:<hash of the attempt's key>` (its id and subjects, [`Attempt::encode_key`]: the same id with another
-    /// card is another attempt, as in the memory store), or a fresh `g:<uuid>` for an attempt without an id.
+    /// `k:<hash of the attempt's key>` (its id, subjects, amount and currency, [`Attempt::encode_key`]: the same
+    /// id with another card or amount is another attempt, as in the memory store), or a fresh `g:<uuid>` for an
+    /// attempt without an id.
     fn id(attempt: &Attempt<'_>) -> String {
         match attempt.id {
             Some(k) => {
@@ -209,7 +232,9 @@ impl RedisVelocityStore {
             let chunk = &out[n * 9..n * 9 + 9];
             for (mi, m) in Measure::ALL.into_iter().enumerate() {
                 for (wi, w) in Window::ALL.into_iter().enumerate() {
-                    counts.set(Velocity::new(m, *s, w), chunk[mi * 3 + wi]);
+                    let v = chunk[mi * 3 + wi];
+                    let v = if m == Measure::Amount { saturated_sum(v) } else { v };
+                    counts.set(Velocity::new(m, *s, w), v);
                 }
             }
         }
