@@ -290,12 +290,30 @@ pub(crate) fn compile(expr: &str) -> Result<Node<DefaultNumericTypes>, String> {
              never use floating point"
         ));
     }
+    check_refused_functions(&node)?;
     let ctx = crate::rules::sample_context();
     node.eval_boolean_with_context(&ctx)
         .map_err(|e| format!("`{}` does not evaluate to true or false: {e}", expr.trim()))?;
     check_if_branches(&node, &ctx)?;
     check_no_float_results(&node, &ctx)?;
     Ok(node)
+}
+
+/// evalexpr functions a rule may not call: `str::substring` slices by byte, and panics (inside the fraud layer,
+/// on a live charge) when a position falls inside a multi-byte character of an email or a name; `random` would
+/// make a decision that cannot be replayed or explained.
+const REFUSED_FUNCTIONS: &[(&str, &str)] = &[
+    ("str::substring", "it counts bytes and fails on text that is not ASCII; compare whole values, or use str::from"),
+    ("random", "a decision must be explainable and the same on a replay"),
+];
+
+fn check_refused_functions(node: &Node<DefaultNumericTypes>) -> Result<(), String> {
+    if let Operator::FunctionIdentifier { identifier } = node.operator()
+        && let Some((name, why)) = REFUSED_FUNCTIONS.iter().find(|(name, _)| name == identifier)
+    {
+        return Err(format!("`{name}(...)` cannot be used in a rule: {why}"));
+    }
+    node.children().iter().try_for_each(check_refused_functions)
 }
 
 /// No function may give a float either (`math::sqrt(amount_minor)`, `floor(amount_minor)`: evalexpr's math
@@ -427,6 +445,20 @@ mod tests {
         for good in ["math::abs(amount_minor) > 1", "min(amount_minor, 5) > 1", "max(risk_score, 0) >= 0"] {
             assert!(compile(good).is_ok(), "{good}");
         }
+    }
+
+    /// `str::substring` slices by byte: on `é` it would panic inside the layer. Refused at load, as `random` is.
+    #[test]
+    fn functions_that_panic_or_are_random_are_refused() {
+        for bad in [
+            "str::substring(email, 0, min(1, len(email))) == \"a\"",
+            "str::substring(email, 1) == \"\"",
+            "random() > 0",
+        ] {
+            let err = compile(bad).err();
+            assert!(err.as_deref().is_some_and(|e| e.contains("cannot be used in a rule")), "{bad}: {err:?}");
+        }
+        assert!(compile("str::to_lowercase(email) == \"a@example.com\"").is_ok());
     }
 
     /// `if(...)`: both branches are type-checked, not only the one the sample values take.
