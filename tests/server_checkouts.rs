@@ -404,6 +404,16 @@ async fn bad_bodies_are_400_and_leave_the_key_usable() {
     assert_eq!(status, StatusCode::CREATED, "the corrected request runs under the same key and order: {p}");
 }
 
+/// An unknown route is a 404 problem+json like the server's other errors (it was an empty 404).
+#[tokio::test(start_paused = true)]
+async fn an_unknown_route_is_a_problem() {
+    let s = server(GatewaySim::new());
+    let (status, h, p) = get(&s.app, "/v1/nothing-here").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(h[header::CONTENT_TYPE], "application/problem+json");
+    assert_eq!(p["type"], "urn:palisade:problem:not_found", "{p}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn healthz_readyz_and_metrics() {
     let _ = ops::metrics_handle();

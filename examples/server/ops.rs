@@ -59,10 +59,12 @@ pub struct Readiness {
     pub log: Arc<dyn SagaLog>,
 }
 
-/// `GET /metrics`, `GET /healthz` and `GET /readyz`.
+/// `GET /metrics`, `GET /healthz` and `GET /readyz`, and the server's fallback: any other path is a 404
+/// problem+json (`not_found`), like every other error the server answers.
 pub fn router(readiness: Readiness) -> Router {
     let metrics = metrics_handle();
     Router::new()
+        .fallback(not_found)
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(ready).with_state(readiness))
         .route(
@@ -75,6 +77,11 @@ pub fn router(readiness: Readiness) -> Router {
                 }
             }),
         )
+}
+
+/// The path is not echoed: it is whatever the client sent.
+async fn not_found() -> Response {
+    Problem::new(StatusCode::NOT_FOUND, "not_found", "not found", "no such route").into_response::<Body>()
 }
 
 async fn ready(State(r): State<Readiness>) -> Response {
