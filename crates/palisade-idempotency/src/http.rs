@@ -184,9 +184,11 @@ impl HttpIdempotencyLayerBuilder {
         self
     }
 
-    /// The scope from a request header (for example the account header an authenticating proxy sets).
+    /// The scope from a request header (for example the account header an authenticating proxy sets); no
+    /// header, no scope. Every value is a scope of its own: bytes outside visible ASCII (and `%`) are written
+    /// `%XX`, so two values never read as one, and a value that is not text is never taken for "no scope".
     pub fn scope_header(self, name: HeaderName) -> Self {
-        self.scope(move |p| p.headers.get(&name).and_then(|v| v.to_str().ok()).map(str::to_owned))
+        self.scope(move |p| p.headers.get(&name).map(|v| header_scope(v.as_bytes())))
     }
 
     /// How a response's status and headers map to an [`Outcome`] (default: [`HttpClassifier`]: 2xx/3xx Success,
@@ -516,6 +518,21 @@ where
             Ok(Response::from_parts(res_parts, ResB::from(body)))
         })
     }
+}
+
+/// A header value as a scope: visible ASCII and spaces as they are, every other byte (and `%`) as `%XX`. Injective,
+/// so two header values are never one scope.
+fn header_scope(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut scope = String::with_capacity(bytes.len());
+    for &b in bytes {
+        if (b.is_ascii_graphic() && b != b'%') || b == b' ' {
+            scope.push(char::from(b));
+        } else {
+            let _ = write!(scope, "%{b:02X}");
+        }
+    }
+    scope
 }
 
 #[cfg(test)]

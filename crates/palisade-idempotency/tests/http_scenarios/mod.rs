@@ -444,6 +444,27 @@ pub async fn scopes_keep_tenants_apart_and_change_the_gateway_key<S: LeaseStore 
     assert_eq!(body_of(again).await, "one");
     assert_eq!(app.clone().oneshot(for_tenant("b", "one")).await.unwrap().status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(h.calls(), 2);
+    // Scope values that are not visible ASCII (obs-text bytes a header may carry) are scopes too, each its own:
+    // they were read as "no scope", so two such tenants shared the unscoped record and one got the other's charge.
+    let raw = |bytes: &'static [u8], body: &'static str| {
+        Request::post("/v1/charges")
+            .header("idempotency-key", "same-raw")
+            .header("x-tenant", http::HeaderValue::from_bytes(bytes).unwrap())
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let c1 = app.clone().oneshot(raw(b"caf\xE9", "cafe")).await.unwrap();
+    let c2 = app.clone().oneshot(raw(b"caf\xE8", "cafe")).await.unwrap();
+    let plain = Request::post("/v1/charges").header("idempotency-key", "same-raw").body(Body::from("cafe")).unwrap();
+    let c3 = app.clone().oneshot(plain).await.unwrap();
+    for c in [&c1, &c2, &c3] {
+        assert_eq!(c.status(), StatusCode::CREATED);
+        assert!(!is_replay(c), "no tenant is replayed another's (or the unscoped) record");
+    }
+    assert_eq!(h.calls(), 5);
+    let raw_keys = [&c1, &c2, &c3].map(|c| c.headers()["x-gateway-key"].clone());
+    assert!(raw_keys[0] != raw_keys[1] && raw_keys[1] != raw_keys[2] && raw_keys[0] != raw_keys[2], "{raw_keys:?}");
+    assert!(is_replay(&app.clone().oneshot(raw(b"caf\xE9", "cafe")).await.unwrap()), "a tenant still replays");
     // A request without the scope, sending tenant a's gateway key (or a saga step's, `sg-…`) as its own key,
     // reaches the gateway under another key: the gateway cannot answer it with tenant a's charge.
     let ka = ka.to_str().unwrap().to_owned();
