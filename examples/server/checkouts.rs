@@ -493,11 +493,11 @@ pub struct Shop {
     inventory: Inventory,
     /// Turned on by [`Shop::halt`]: every checkout saga this shop runs stops where it is.
     halted: Arc<tokio::sync::watch::Sender<bool>>,
-    /// The sagas running on tasks of their own (checkouts and recovered ones), which a shutdown waits for.
+    /// The checkout sagas running on tasks of their own, which a shutdown waits for.
     sagas: SagaTasks,
 }
 
-/// The sagas a [`Shop`] runs on tasks of their own, by saga id: a task registers before it is spawned and leaves
+/// The checkout sagas a [`Shop`] runs on tasks of their own, by saga id: a task registers before it is spawned and leaves
 /// when it ends (or is dropped), so [`Shop::wait_for_sagas`] sees every saga that could still be acting on the
 /// gateway. A checkout's saga outlives its request on purpose (a client that hangs up must not stop it), so the
 /// HTTP server's own count of requests in flight says nothing about it.
@@ -561,41 +561,29 @@ impl Shop {
         self.halted.send_replace(true);
     }
 
-    /// Runs the checkout saga `id` on a task of its own (see `create_checkout`); `None` when [`Shop::halt`]
-    /// stopped it.
+    /// Runs the checkout saga `id` on a task of its own (see `create_checkout`), counted in
+    /// [`Shop::wait_for_sagas`] until it ends; `None` when [`Shop::halt`] stopped it.
     async fn run(&self, id: &str, checkout: Checkout) -> Option<Result<SagaReport, SagaError>> {
-        let shop = self.clone();
-        let task =
-            self.spawn_saga(id, move |id| async move { shop.orchestrator.start(&shop.saga, &id, checkout).await });
+        // Entered before the spawn: a shutdown that starts waiting right after this cannot miss the saga.
+        let entered = self.sagas.enter(id);
+        let (shop, id) = (self.clone(), id.to_owned());
+        let mut halted = self.halted.subscribe();
+        let task = tokio::spawn(async move {
+            let _entered = entered;
+            tokio::select! {
+                report = shop.orchestrator.start(&shop.saga, &id, checkout) => Some(report),
+                _ = halted.wait_for(|h| *h) => None,
+            }
+        });
         // A panic in a step is a bug; it surfaces as this request's 500 (`JoinError`'s message).
         task.await.unwrap_or_else(|e| Some(Err(SagaError::Context(format!("the checkout task failed: {e}")))))
     }
 
-    /// Runs `saga(id)` on a task of its own, counted in [`Shop::wait_for_sagas`] until it ends; `None` when
-    /// [`Shop::halt`] stopped it.
-    fn spawn_saga<F, Fut, T>(&self, id: &str, saga: F) -> tokio::task::JoinHandle<Option<T>>
-    where
-        F: FnOnce(String) -> Fut,
-        Fut: std::future::Future<Output = T> + Send + 'static,
-        T: Send + 'static,
-    {
-        // Entered before the spawn: a shutdown that starts waiting right after this cannot miss the saga.
-        let entered = self.sagas.enter(id);
-        let mut halted = self.halted.subscribe();
-        let run = saga(id.to_owned());
-        tokio::spawn(async move {
-            let _entered = entered;
-            tokio::select! {
-                out = run => Some(out),
-                _ = halted.wait_for(|h| *h) => None,
-            }
-        })
-    }
-
     /// Waits until no checkout saga of this shop is running (including those whose client gave up; the sagas its
-    /// recovery worker resumed are waited for by [`palisade_saga::Recovery::shutdown`]), or until `deadline`; returns the ids of the sagas still running then. A shutdown calls it after the
-    /// HTTP requests in flight are answered, so the process does not exit (dropping the sagas' tasks mid-step)
-    /// while a saga is between a gateway call and its record in the saga log.
+    /// recovery worker resumed are waited for by [`palisade_saga::Recovery::shutdown`]), or until `deadline`;
+    /// returns the ids of the sagas still running then. A shutdown calls it after the HTTP requests in flight are
+    /// answered, so the process does not exit (dropping the sagas' tasks mid-step) while a saga is between a
+    /// gateway call and its record in the saga log.
     pub async fn wait_for_sagas(&self, deadline: tokio::time::Instant) -> Vec<String> {
         let mut sagas = self.sagas.0.subscribe();
         let _ = tokio::time::timeout_at(deadline, sagas.wait_for(|set| set.running.is_empty())).await;

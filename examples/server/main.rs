@@ -187,8 +187,9 @@ async fn main() -> anyhow::Result<()> {
     };
     let grace = Duration::from_millis(args.shutdown_grace_ms);
     let deadline = ops::serve_until(listener, app, limits, ops::shutdown_signal(), grace).await?;
-    // No saga is taken over from here on. The sagas still running (checkouts whose client hung up, recovered ones)
-    // run on their own tasks, which returning from main would drop mid-step: wait for them, within the grace.
+    // The sagas still running (checkouts whose client hung up, recovered ones) run on their own tasks, which
+    // returning from main would drop mid-step: wait for them within the grace; the recovery worker takes none over
+    // from here on.
     let durable = args.redis.is_some() || args.postgres.is_some();
     wait_for_sagas(&shop, recovery, deadline, durable).await;
     println!("palisade server {instance} stopped");

@@ -307,15 +307,12 @@ pub(crate) fn parse_timestamp(s: &str) -> Result<i64, VerifyError> {
 /// computed only when a layer deduplicates, never by [`Verifier::verify`](crate::Verifier::verify).
 pub(crate) fn body_digest(body: &[u8]) -> String {
     use sha2::Digest;
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    const PREFIX: &str = "sha256:";
-    let digest = sha2::Sha256::digest(body);
-    let mut id = String::with_capacity(PREFIX.len() + 2 * digest.len());
-    id.push_str(PREFIX);
-    for b in digest {
-        id.push(char::from(HEX[usize::from(b >> 4)]));
-        id.push(char::from(HEX[usize::from(b & 0x0f)]));
-    }
+    let mut hex = [0u8; 64];
+    // 32 bytes always fit 64 hex digits.
+    let _ = hex::encode_to_slice(sha2::Sha256::digest(body), &mut hex);
+    let mut id = String::with_capacity(7 + hex.len());
+    id.push_str("sha256:");
+    id.extend(hex.iter().map(|&b| char::from(b)));
     id
 }
 
