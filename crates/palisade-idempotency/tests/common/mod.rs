@@ -242,6 +242,18 @@ pub async fn renew_forget_abandon(store: impl LeaseStore, expire: Expire, record
     // Abandon by attempt.
     let a = "lease-abandon-key";
     let ta = acquired(store.claim_as(a, &fp, LEASE, TTL, 42).await.unwrap());
+    if records_attempts {
+        // The same claim sent again (its answer was lost; a Redis Cluster client resends after a dropped
+        // connection): acquired again, not refused as in flight by itself. Another attempt is refused.
+        let again = store.claim_as(a, &fp, LEASE, TTL, 42).await.unwrap();
+        assert!(matches!(again, Claim::Acquired { took_over: false, .. }), "a resent claim is acquired: {again:?}");
+        assert!(matches!(store.claim_as(a, &fp, LEASE, TTL, 43).await.unwrap(), Claim::Held { .. }));
+        let ta2 = acquired(again);
+        assert!(
+            matches!(store.get(a).await.unwrap(), Some(Record::Held { token, .. }) if token == ta2),
+            "the resend's hold is the live one"
+        );
+    }
     assert!(!store.abandon(a, 41).await.unwrap(), "another attempt's claim is left alone");
     assert_eq!(store.abandon(a, 42).await.unwrap(), records_attempts);
     if records_attempts {

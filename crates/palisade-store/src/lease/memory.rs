@@ -459,7 +459,14 @@ impl MemoryStore {
     }
 
     /// The claim, with a hold on the record's slot.
-    fn claim_now(&self, key: &str, fingerprint: &Fingerprint, lease: Duration, ttl: Duration, attempt: u64) -> Claim {
+    fn claim_now(
+        &self,
+        key: &str,
+        fingerprint: &Fingerprint,
+        lease: Duration,
+        ttl: Duration,
+        attempt: Option<u64>,
+    ) -> Claim {
         let now = self.now();
         let (hash, shard_no) = self.locate(key.as_bytes());
         // Declared before the guard, so dropped after it.
@@ -480,6 +487,16 @@ impl MemoryStore {
                 match &r.state {
                     // A clone of the payload: bytes or a kept value, shared, so no allocation under the lock.
                     State::Done { response } => return Claim::Done { response: response.clone() },
+                    // The same claim again (its answer was lost and the client resent it): answered as the
+                    // first, so the resend is not refused as in flight by its own claim.
+                    State::Held { token, lease_until, attempt: Some(a) }
+                        if *lease_until > now && Some(*a) == attempt =>
+                    {
+                        return Claim::Acquired {
+                            hold: Hold::slot(SlotRef { shard: shard_no, slot }, *token),
+                            took_over: false,
+                        };
+                    }
                     State::Held { lease_until, .. } if *lease_until > now => {
                         return Claim::Held { lease_remaining: now.until(*lease_until) };
                     }
@@ -487,7 +504,7 @@ impl MemoryStore {
                 }
             };
             let token = next_token(&mut shard.last_token);
-            r.state = State::Held { token, lease_until: now.plus(lease), attempt: Some(attempt) };
+            r.state = State::Held { token, lease_until: now.plus(lease), attempt };
             r.expires_at = now.plus(ttl.max(lease));
             return Claim::Acquired { hold: Hold::slot(SlotRef { shard: shard_no, slot }, token), took_over };
         }
@@ -497,7 +514,7 @@ impl MemoryStore {
             key: RecordKey::new(key),
             hash: hash as u32,
             fingerprint: *fingerprint,
-            state: State::Held { token, lease_until: now.plus(lease), attempt: Some(attempt) },
+            state: State::Held { token, lease_until: now.plus(lease), attempt },
             expires_at: now.plus(ttl.max(lease)),
             queued: 0,
         });
@@ -621,10 +638,10 @@ impl LeaseStore for MemoryStore {
         ttl: Duration,
         attempt: u64,
     ) -> StoreFuture<'a, Claim> {
-        StoreFuture::ready(Ok(self.claim_now(key, fingerprint, lease, ttl, attempt)))
+        StoreFuture::ready(Ok(self.claim_now(key, fingerprint, lease, ttl, Some(attempt))))
     }
-    /// No attempt to draw: the memory store's answers are never lost, so nothing needs abandoning (the attempt
-    /// recorded is 0, which `abandon` is not sent for).
+    /// No attempt to draw: the memory store's answers are never lost, so nothing needs abandoning or resending (no
+    /// attempt is recorded).
     fn claim<'a>(
         &'a self,
         key: &'a str,
@@ -632,7 +649,7 @@ impl LeaseStore for MemoryStore {
         lease: Duration,
         ttl: Duration,
     ) -> StoreFuture<'a, Claim> {
-        StoreFuture::ready(Ok(self.claim_now(key, fingerprint, lease, ttl, 0)))
+        StoreFuture::ready(Ok(self.claim_now(key, fingerprint, lease, ttl, None)))
     }
     fn complete<'a>(&'a self, hold: &'a Hold, response: Payload, ttl: Duration) -> StoreFuture<'a, bool> {
         StoreFuture::ready(Ok(self.complete_now(hold, response, ttl)))
@@ -675,13 +692,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn lifecycle_takeover_and_fencing() {
         let s = MemoryStore::with_shards(4);
-        let t1 = acquired(s.claim_now("k", &FP, LEASE, TTL, 1));
+        let t1 = acquired(s.claim_now("k", &FP, LEASE, TTL, None));
         assert!(
-            matches!(s.claim_now("k", &FP, LEASE, TTL, 1), Claim::Held { lease_remaining } if lease_remaining == LEASE)
+            matches!(s.claim_now("k", &FP, LEASE, TTL, None), Claim::Held { lease_remaining } if lease_remaining == LEASE)
         );
-        assert_eq!(s.claim_now("k", &OTHER, LEASE, TTL, 1), Claim::Mismatch);
+        assert_eq!(s.claim_now("k", &OTHER, LEASE, TTL, None), Claim::Mismatch);
         tokio::time::advance(LEASE).await;
-        let c = s.claim_now("k", &FP, LEASE, TTL, 1);
+        let c = s.claim_now("k", &FP, LEASE, TTL, None);
         assert!(matches!(c, Claim::Acquired { took_over: true, .. }));
         let t2 = acquired(c);
         assert!(t2.token() > t1.token());
@@ -689,8 +706,8 @@ mod tests {
         assert!(!s.complete_now(&t1, b"stale"[..].into(), TTL));
         assert!(!s.release_now(&t1));
         assert!(s.complete_now(&t2, b"fresh"[..].into(), TTL));
-        assert_eq!(s.claim_now("k", &FP, LEASE, TTL, 1), Claim::Done { response: b"fresh"[..].into() });
-        assert_eq!(s.claim_now("k", &OTHER, LEASE, TTL, 1), Claim::Mismatch);
+        assert_eq!(s.claim_now("k", &FP, LEASE, TTL, None), Claim::Done { response: b"fresh"[..].into() });
+        assert_eq!(s.claim_now("k", &OTHER, LEASE, TTL, None), Claim::Mismatch);
         // A second complete with the winning token does not overwrite either.
         assert!(!s.complete_now(&t2, b"again"[..].into(), TTL));
     }
@@ -716,22 +733,22 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn release_makes_the_key_claimable_and_keeps_the_fingerprint() {
         let s = MemoryStore::new();
-        let t1 = acquired(s.claim_now("k", &FP, LEASE, TTL, 1));
+        let t1 = acquired(s.claim_now("k", &FP, LEASE, TTL, None));
         assert!(s.release_now(&t1));
-        assert_eq!(s.claim_now("k", &OTHER, LEASE, TTL, 1), Claim::Mismatch);
-        assert!(matches!(s.claim_now("k", &FP, LEASE, TTL, 1), Claim::Acquired { took_over: true, .. }));
+        assert_eq!(s.claim_now("k", &OTHER, LEASE, TTL, None), Claim::Mismatch);
+        assert!(matches!(s.claim_now("k", &FP, LEASE, TTL, None), Claim::Acquired { took_over: true, .. }));
     }
 
     #[tokio::test(start_paused = true)]
     async fn records_expire_after_the_ttl() {
         let s = MemoryStore::new();
-        let t = acquired(s.claim_now("k", &FP, LEASE, TTL, 1));
+        let t = acquired(s.claim_now("k", &FP, LEASE, TTL, None));
         assert!(s.complete_now(&t, b"r"[..].into(), TTL));
         tokio::time::advance(TTL - Duration::from_millis(1)).await;
         assert!(matches!(s.get_now("k"), Some(Record::Done { .. })));
         tokio::time::advance(Duration::from_millis(1)).await;
         assert_eq!(s.get_now("k"), None);
-        assert!(matches!(s.claim_now("k", &OTHER, LEASE, TTL, 1), Claim::Acquired { took_over: false, .. }));
+        assert!(matches!(s.claim_now("k", &OTHER, LEASE, TTL, None), Claim::Acquired { took_over: false, .. }));
         tokio::time::advance(TTL).await;
         s.purge_expired();
         assert!(s.is_empty());
@@ -742,7 +759,7 @@ mod tests {
         const N: usize = 1000;
         let s = MemoryStore::with_shards(1);
         for i in 0..N {
-            let t = acquired(s.claim_now(&format!("old-{i}"), &FP, LEASE, Duration::from_secs(1), 1));
+            let t = acquired(s.claim_now(&format!("old-{i}"), &FP, LEASE, Duration::from_secs(1), None));
             // Half complete (their queue entries move to the later expiry in place), half stay in flight.
             if i % 2 == 0 {
                 assert!(s.complete_now(&t, b"r"[..].into(), Duration::from_secs(1)));
@@ -751,7 +768,7 @@ mod tests {
         let slab = s.inner.shards[0].lock().slots.len();
         tokio::time::advance(LEASE + Duration::from_secs(1)).await;
         for i in 0..N {
-            let _ = s.claim_now(&format!("new-{i}"), &FP, LEASE, TTL, 1);
+            let _ = s.claim_now(&format!("new-{i}"), &FP, LEASE, TTL, None);
             // An insert that finds no free slot reclaims a batch first, so the count never grows past N + 1.
             assert!(s.len() <= N + 1, "expired records were not reclaimed: {}", s.len());
         }
@@ -790,12 +807,12 @@ mod tests {
         let s = MemoryStore::with_shards(1);
         let dropped_unlocked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         for i in 0..3 {
-            let hold = acquired(s.claim_now(&format!("k{i}"), &FP, LEASE, TTL, 1));
+            let hold = acquired(s.claim_now(&format!("k{i}"), &FP, LEASE, TTL, None));
             let probe = DropProbe { store: s.clone(), dropped_unlocked: dropped_unlocked.clone() };
             assert!(s.complete_now(&hold, Payload::value(probe), TTL));
         }
         tokio::time::advance(TTL).await;
-        let _ = s.claim_now("new", &FP, LEASE, TTL, 1);
+        let _ = s.claim_now("new", &FP, LEASE, TTL, None);
         assert_eq!(s.len(), 1, "the three expired records were reclaimed by the insert");
         assert_eq!(dropped_unlocked.load(std::sync::atomic::Ordering::SeqCst), 3);
     }
@@ -806,7 +823,7 @@ mod tests {
         let ttl = Duration::from_secs(10);
         let mut tokens = vec![];
         for k in ["a", "b", "c"] {
-            tokens.push(acquired(s.claim_now(k, &FP, LEASE, ttl, 1)));
+            tokens.push(acquired(s.claim_now(k, &FP, LEASE, ttl, None)));
         }
         tokio::time::advance(Duration::from_secs(1)).await;
         assert!(s.complete_now(&tokens[1], b"r"[..].into(), ttl));
@@ -826,7 +843,7 @@ mod tests {
         }
         // At 10 s "a" and "c" are due; "b" (completed at 1 s) is not, and nothing is visited twice.
         tokio::time::advance(Duration::from_secs(9)).await;
-        let _ = s.claim_now("d", &FP, LEASE, ttl, 1);
+        let _ = s.claim_now("d", &FP, LEASE, ttl, None);
         assert_eq!(s.get_now("b").map(|r| matches!(r, Record::Done { .. })), Some(true));
         assert_eq!(s.inner.shards[0].lock().popped, 1, "the front entry was popped once: \"a\", removed");
         tokio::time::advance(Duration::from_secs(1)).await;
@@ -837,10 +854,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_reused_slot_refuses_the_old_token() {
         let s = MemoryStore::with_shards(1);
-        let hold = acquired(s.claim_now("a", &FP, LEASE, LEASE, 1));
+        let hold = acquired(s.claim_now("a", &FP, LEASE, LEASE, None));
         tokio::time::advance(LEASE).await;
         s.purge_expired();
-        let again = acquired(s.claim_now("b", &FP, LEASE, LEASE, 1));
+        let again = acquired(s.claim_now("b", &FP, LEASE, LEASE, None));
         assert_eq!(hold.at, again.at, "the test needs the slot to be reused");
         assert!(!s.complete_now(&hold, Payload::Bytes(bytes::Bytes::new()), TTL));
         assert!(!s.release_now(&hold));
@@ -876,7 +893,7 @@ mod tests {
         let s = MemoryStore::with_shards(2);
         for i in 0..100 {
             let ttl = if i % 2 == 0 { Duration::from_secs(1) } else { TTL };
-            let _ = s.claim_now(&format!("k{i}"), &FP, Duration::from_millis(1), ttl, 1);
+            let _ = s.claim_now(&format!("k{i}"), &FP, Duration::from_millis(1), ttl, None);
         }
         tokio::time::advance(Duration::from_secs(2)).await;
         s.purge_expired();

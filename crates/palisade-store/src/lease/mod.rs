@@ -380,7 +380,10 @@ pub trait LeaseStore: Send + Sync + 'static {
     /// - absent (or expired): HELD with a lease of `lease` and a retention of `ttl` (at least the lease),
     ///   [`Claim::Acquired`];
     /// - present with another fingerprint: [`Claim::Mismatch`] (in every state);
-    /// - HELD with a live lease: [`Claim::Held`];
+    /// - HELD with a live lease: [`Claim::Held`], unless the lease is this same `attempt`'s (the claim sent again
+    ///   after its answer was lost: a Redis Cluster client resends a command after a dropped connection), which
+    ///   is [`Claim::Acquired`] again rather than refused by itself, so the request is not answered "in
+    ///   progress" by its own claim until the lease ends;
     /// - HELD with an ended lease: take over with a new, greater token ([`Claim::Acquired`], `took_over`);
     /// - DONE: [`Claim::Done`].
     fn claim_as<'a>(

@@ -82,10 +82,11 @@ impl Sql {
                  ON CONFLICT (key) DO UPDATE SET
                      fingerprint = EXCLUDED.fingerprint, done = false,
                      token = GREATEST(EXCLUDED.token, r.token + 1), attempt = EXCLUDED.attempt,
-                     took_over = (r.expires_at > {now}), lease_until = EXCLUDED.lease_until,
-                     expires_at = EXCLUDED.expires_at, response = NULL
+                     took_over = (r.expires_at > {now} AND r.attempt IS DISTINCT FROM EXCLUDED.attempt),
+                     lease_until = EXCLUDED.lease_until, expires_at = EXCLUDED.expires_at, response = NULL
                  WHERE r.expires_at <= {now}
-                    OR (NOT r.done AND r.fingerprint = EXCLUDED.fingerprint AND r.lease_until <= {now})
+                    OR (NOT r.done AND r.fingerprint = EXCLUDED.fingerprint
+                        AND (r.lease_until <= {now} OR r.attempt = EXCLUDED.attempt))
                  RETURNING token, took_over"
             ),
             read: format!(

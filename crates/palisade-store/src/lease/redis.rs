@@ -30,7 +30,8 @@ pub const DEFAULT_REDIS_PREFIX: &str = "palisade:lease:";
 
 // KEYS[1] record; ARGV: fingerprint, lease ms, record TTL ms (at least the lease), attempt.
 // Answers: the completed record (bulk), -1 (fingerprint differs), n > 0 (in flight, lease ends in n ms),
-// or {token, took_over 0/1} (acquired).
+// or {token, took_over 0/1} (acquired). A claim whose live lease holds the same attempt is this claim sent
+// again (the cluster client resends a command after a dropped connection): it is acquired again, same token.
 const CLAIM: &str = "
 local v = redis.call('GET', KEYS[1])
 if not v then
@@ -52,7 +53,10 @@ local t = redis.call('TIME')
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 if lease > 0 then
   local rem = math.floor(prev / 1000) + lease - math.floor(now_us / 1000)
-  if rem > 0 then return rem end
+  if rem > 0 then
+    if slash and string.sub(v, slash + 1) == ARGV[4] then return {string.sub(v, 34, sep - 1), 0} end
+    return rem
+  end
 end
 local tok = string.format('%.0f', math.max(prev + 1, now_us))
 redis.call('SET', KEYS[1], 'i' .. ARGV[1] .. tok .. ':' .. ARGV[2] .. '/' .. ARGV[4], 'PX', ARGV[3])
