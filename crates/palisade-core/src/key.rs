@@ -205,14 +205,28 @@ pub trait GatewayKeyed {
     }
 }
 
+/// An HTTP request's gateway key is the [`GatewayKey`] in its extensions (what a handler that calls the gateway
+/// reads). Setting one also writes it as the `Idempotency-Key` header when the request has none, so a request
+/// that goes to the gateway as it is (a retry layer around a plain HTTP client) carries on the wire the key every
+/// attempt shares: a key kept only in the extensions would make its retries look keyed while each attempt went
+/// out unkeyed, and a gateway that charged and lost its answer would charge again. A header already there (the
+/// client's own key) is left alone: it is what goes on the wire, the same on every attempt.
 impl<B> GatewayKeyed for http::Request<B> {
     fn gateway_key(&self) -> Option<&IdempotencyKey> {
         self.extensions().get::<GatewayKey>().map(|k| &k.0)
     }
     fn set_gateway_key(&mut self, key: IdempotencyKey) {
+        if !self.headers().contains_key(IDEMPOTENCY_KEY)
+            && let Ok(value) = http::HeaderValue::from_str(&key.header_value())
+        {
+            self.headers_mut().insert(IDEMPOTENCY_KEY, value);
+        }
         self.extensions_mut().insert(GatewayKey(key));
     }
 }
+
+/// The header a key travels in: `Idempotency-Key` (Stripe, Adyen, and the IETF draft).
+pub const IDEMPOTENCY_KEY: http::HeaderName = http::HeaderName::from_static("idempotency-key");
 
 #[cfg(test)]
 mod tests {

@@ -40,7 +40,7 @@ pub use gateway::{
     CaptureRequest, ChargeRequest, GatewayRequest, GatewayResponse, GatewayService, Operation, PaymentStatus,
     PaymentToken, RefundRequest, TokenError, VoidRequest,
 };
-pub use key::{GatewayKey, GatewayKeyed, IdempotencyKey, KeyError};
+pub use key::{GatewayKey, GatewayKeyed, IDEMPOTENCY_KEY, IdempotencyKey, KeyError};
 pub use money::{Currency, IsoRules, MinorUnitRules, Money, MoneyError, StripeRules};
 pub use outcome::{Classify, DefaultClassifier, ErrorOutcome, HttpClassifier, Outcome, parse_retry_after};
 pub use problem::Problem;

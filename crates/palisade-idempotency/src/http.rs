@@ -25,7 +25,7 @@ use crate::layer::FieldHasher;
 use palisade_store::lease::{Fingerprint, Payload};
 
 /// The request header that carries the key (Stripe, and draft-ietf-httpapi-idempotency-key-header).
-pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+pub use palisade_core::IDEMPOTENCY_KEY;
 
 /// The header a replayed response carries: `Idempotent-Replayed: true` (Stripe's name).
 pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");

@@ -404,6 +404,40 @@ async fn http_mode_replays_the_body_and_answers_timeouts_with_problem_json() {
     assert_eq!(body["type"], "urn:palisade:problem:gateway_timeout");
 }
 
+/// Around a plain HTTP client, which sends the request as it is (extensions never reach the wire): the key the
+/// layer assigns goes out as the `Idempotency-Key` header, the same on every attempt, so a gateway that charged
+/// and lost its answer (502) replays the charge instead of making another. A key the client set itself is left
+/// as it is. Before, the key lived only in the extensions: three attempts, three unkeyed charges.
+#[tokio::test(start_paused = true)]
+async fn http_mode_sends_the_key_on_the_wire_of_every_attempt() {
+    use http::{Request, Response};
+
+    let wire: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+    let gateway = |wire: Arc<Mutex<Vec<Option<String>>>>| {
+        tower::service_fn(move |req: Request<String>| {
+            let wire = wire.clone();
+            async move {
+                let key = req.headers().get(IDEMPOTENCY_KEY).map(|v| v.to_str().unwrap().to_owned());
+                wire.lock().unwrap().push(key);
+                Ok::<_, std::convert::Infallible>(Response::builder().status(502).body(Vec::<u8>::new()).unwrap())
+            }
+        })
+    };
+    let mut svc = RetryLayer::builder().http().build().layer(gateway(wire.clone()));
+    let req = Request::post("/v1/charges").body("amount=1000&currency=usd".to_owned()).unwrap();
+    let _ = svc.ready().await.unwrap().call(req).await.unwrap();
+    let keys = wire.lock().unwrap().clone();
+    assert_eq!(keys.len(), 3, "502 is Unknown, retried with the key: {keys:?}");
+    assert!(keys[0].is_some() && keys.iter().all(|k| *k == keys[0]), "one key on every attempt: {keys:?}");
+
+    let wire: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+    let mut svc = RetryLayer::builder().http().build().layer(gateway(wire.clone()));
+    let req = Request::post("/v1/charges").header(IDEMPOTENCY_KEY, "client-key-1").body(String::new()).unwrap();
+    let _ = svc.ready().await.unwrap().call(req).await.unwrap();
+    let keys = wire.lock().unwrap().clone();
+    assert_eq!(keys, vec![Some("client-key-1".to_owned()); 3], "the client's own key goes out unchanged");
+}
+
 /// A gateway that stops being ready after its first call (its connection pool is gone).
 #[derive(Clone)]
 struct GoesUnready {

@@ -115,7 +115,7 @@ impl HttpGateway {
             builder = builder.header(header::CONTENT_TYPE, "application/json");
         }
         if let Some(key) = req.gateway_key() {
-            builder = builder.header("idempotency-key", key.header_value().as_ref());
+            builder = builder.header(palisade_core::IDEMPOTENCY_KEY, key.header_value().as_ref());
         }
         let request = builder
             .body(Full::new(Bytes::from(body)))

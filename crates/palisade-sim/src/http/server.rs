@@ -403,7 +403,8 @@ impl Shared {
             }
             _ => {}
         }
-        let key = match req.headers().get("idempotency-key").map(|v| v.to_str().map(IdempotencyKey::parse)) {
+        let key = match req.headers().get(palisade_core::IDEMPOTENCY_KEY).map(|v| v.to_str().map(IdempotencyKey::parse))
+        {
             None => None,
             Some(Ok(Ok(key))) => Some(key),
             Some(Ok(Err(e))) => {
