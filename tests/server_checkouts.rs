@@ -61,6 +61,7 @@ fn server(sim: GatewaySim) -> Server {
         .merge(checkouts::router(shop.clone(), store.clone()))
         .merge(orders::router(shop.orchestrator().clone()))
         .merge(ops::router(ops::Readiness { store, log }));
+    let app = ops::with_fallbacks(app);
     Server { app, sim, shop }
 }
 
@@ -404,7 +405,8 @@ async fn bad_bodies_are_400_and_leave_the_key_usable() {
     assert_eq!(status, StatusCode::CREATED, "the corrected request runs under the same key and order: {p}");
 }
 
-/// An unknown route is a 404 problem+json like the server's other errors (it was an empty 404).
+/// An unknown route is a 404 problem+json like the server's other errors (it was an empty 404); so are another
+/// method on a known route (405, was empty) and an order id that does not decode (400, was plain text).
 #[tokio::test(start_paused = true)]
 async fn an_unknown_route_is_a_problem() {
     let s = server(GatewaySim::new());
@@ -412,6 +414,20 @@ async fn an_unknown_route_is_a_problem() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(h[header::CONTENT_TYPE], "application/problem+json");
     assert_eq!(p["type"], "urn:palisade:problem:not_found", "{p}");
+
+    for (method, path) in [("GET", "/v1/checkouts"), ("DELETE", "/v1/orders/o1"), ("POST", "/healthz")] {
+        let req = Request::builder().method(method).uri(path).body(Body::empty()).unwrap();
+        let (status, h, p) = send(&s.app, req).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+        assert_eq!(h[header::CONTENT_TYPE], "application/problem+json", "{method} {path}");
+        assert_eq!(p["type"], "urn:palisade:problem:method_not_allowed", "{method} {path}: {p}");
+        assert!(h.contains_key(header::ALLOW), "{method} {path}: {h:?}");
+    }
+
+    let (status, h, p) = get(&s.app, "/v1/orders/%ff").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(h[header::CONTENT_TYPE], "application/problem+json");
+    assert_eq!(p["type"], "urn:palisade:problem:invalid_request", "{p}");
 }
 
 #[tokio::test(start_paused = true)]

@@ -173,6 +173,7 @@ async fn main() -> anyhow::Result<()> {
         })
         .merge(orders::router(shop.orchestrator().clone()))
         .merge(ops::router(ops::Readiness { store, log }));
+    let app = ops::with_fallbacks(app);
 
     let listener = tokio::net::TcpListener::bind(args.addr).await?;
     let gateway_name = args.gateway.as_deref().unwrap_or("the in-process simulator");

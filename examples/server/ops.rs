@@ -59,12 +59,10 @@ pub struct Readiness {
     pub log: Arc<dyn SagaLog>,
 }
 
-/// `GET /metrics`, `GET /healthz` and `GET /readyz`, and the server's fallback: any other path is a 404
-/// problem+json (`not_found`), like every other error the server answers.
+/// `GET /metrics`, `GET /healthz` and `GET /readyz`.
 pub fn router(readiness: Readiness) -> Router {
     let metrics = metrics_handle();
     Router::new()
-        .fallback(not_found)
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(ready).with_state(readiness))
         .route(
@@ -77,6 +75,24 @@ pub fn router(readiness: Readiness) -> Router {
                 }
             }),
         )
+}
+
+/// The server's answers for requests no route takes, set on the whole app once every route is merged (a method
+/// fallback covers only the routes registered before it): any other path is a 404 problem+json (`not_found`),
+/// another method on a known path a 405 problem+json (`method_not_allowed`) with axum's `Allow` header, like
+/// every other error the server answers.
+pub fn with_fallbacks(app: Router) -> Router {
+    app.fallback(not_found).method_not_allowed_fallback(method_not_allowed)
+}
+
+async fn method_not_allowed() -> Response {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed",
+        "this route does not take that method",
+    )
+    .into_response::<Body>()
 }
 
 /// The path is not echoed: it is whatever the client sent.

@@ -7,6 +7,7 @@
 //! what support and reconciliation look a payment up by, and the order has no other place to show it. Whether an
 //! order is paid is `state` (`completed`), never the presence of `charge_id`.
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -49,7 +50,13 @@ fn charge_id(record: &SagaRecord) -> Option<String> {
     })
 }
 
-async fn show(State(orchestrator): State<Orchestrator>, Path(order_id): Path<String>) -> Response {
+async fn show(State(orchestrator): State<Orchestrator>, order_id: Result<Path<String>, PathRejection>) -> Response {
+    // A path segment that does not decode (`%ff`) is refused as the server's other errors are, not with axum's
+    // plain-text rejection; the segment is not echoed.
+    let Ok(Path(order_id)) = order_id else {
+        let err = PaymentError::invalid_request("the order id in the path must be percent-encoded UTF-8");
+        return Problem::from_error(&err).into_response::<axum::body::Body>();
+    };
     match orchestrator.get(&order_id).await {
         Ok(Some(record)) => {
             let order = Order { charge_id: charge_id(&record), state: state(record.state), order_id };
