@@ -652,6 +652,34 @@ fn track(b: &[u8], g: Group) -> Option<Finding> {
             }
             Some(Finding { start, end: q, kind: Kind::Track2 })
         }
+        // Track 1 URL-encoded, as a query string or form body carries it: `%25B` PAN `%5E` name `%5E` data `%3F`
+        // (the name's own bytes percent-encoded or `+` for a space).
+        b'%' if percent_is(b, g.end, b"5E") => {
+            let has_b = g.start > 0 && b[g.start - 1].eq_ignore_ascii_case(&b'B');
+            let has_pct = has_b && g.start >= 4 && percent_is(b, g.start - 4, b"25");
+            if !(if has_pct { luhn_valid(digits) } else { is_pan(digits) }) {
+                return None;
+            }
+            let start = g.start - usize::from(has_b) - 3 * usize::from(has_pct);
+            // What a form encoder leaves of the name and data: letters, digits, `%XX`, `+` and `.-*_`.
+            let encoded = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'%' | b'+' | b'.' | b'-' | b'*' | b'_');
+            let mut q = g.end + 3;
+            let name_limit = n.min(q + 3 * MAX_TRACK1_NAME);
+            while q < name_limit && !percent_is(b, q, b"5E") && encoded(b[q]) {
+                q += 1;
+            }
+            if q < name_limit && percent_is(b, q, b"5E") {
+                q += 3;
+                let limit = n.min(q + 3 * MAX_TRACK1);
+                while q < limit && !percent_is(b, q, b"3F") && encoded(b[q]) {
+                    q += 1;
+                }
+                if percent_is(b, q, b"3F") {
+                    q += 3;
+                }
+            }
+            Some(Finding { start, end: q, kind: Kind::Track1 })
+        }
         // Track 2 URL-encoded, as a query string or form body carries it: `%3B` PAN `%3D` data `%3F`.
         b'%' if percent_is(b, g.end, b"3D") => {
             let has_semi = g.start >= 3 && percent_is(b, g.start - 3, b"3B");
@@ -795,6 +823,11 @@ mod tests {
         assert_eq!(kinds(&format!("t={t2_url_bare}&x=1")), vec![(t2_url_bare.to_owned(), Kind::Track2)]);
         let utf8_name = "%B4111111111111111^MÜLLER/JÖRG^2512101?";
         assert_eq!(kinds(&format!("t1 {utf8_name} end")), vec![(utf8_name.to_owned(), Kind::Track1)]);
+        // Track 1 URL-encoded: the name, expiry, service code and discretionary data go with the PAN.
+        let t1_url = "%25B4111111111111111%5EDOE%2FJOHN+MR%5E25121010000000000%3F";
+        assert_eq!(kinds(&format!("track1={t1_url}&x=1")), vec![(t1_url.to_owned(), Kind::Track1)]);
+        let t1_url_lower = "%25b4111111111111111%5eDOE%2fJ%5e2512101000%3f";
+        assert_eq!(kinds(&format!("t={t1_url_lower}")), vec![(t1_url_lower.to_owned(), Kind::Track1)]);
     }
 
     /// The window search's pre-filter never turns away a length the IIN table accepts (every 6-digit prefix,
