@@ -120,7 +120,9 @@ impl<K, F, C, P> RateLimitLayerBuilder<K, F, C, P> {
     }
 
     /// Shadow mode: decide and record (tracing event `decision = "shadow_rejected"`, metric), but never refuse.
-    /// For rolling out a new limit and watching what it would do.
+    /// For rolling out a new limit and watching what it would do. Nothing is refused even when the store (Redis) is
+    /// unreachable: under the default fail-closed policy that call is admitted and recorded as
+    /// `decision = "shadow_store_unavailable"` (WARN); under fail-open, as `fail_open`.
     pub fn shadow(mut self, shadow: bool) -> Self {
         self.s.shadow = shadow;
         self
@@ -134,7 +136,8 @@ impl<K, F, C, P> RateLimitLayerBuilder<K, F, C, P> {
     }
 
     /// What to do when the store (Redis) cannot be reached: [`FailurePolicy::FailClosed`] (default: refuse with
-    /// a 503-class error) or [`FailurePolicy::FailOpen`] (admit and log a warning).
+    /// a 503-class error) or [`FailurePolicy::FailOpen`] (admit and log a warning). In [shadow](Self::shadow) mode
+    /// nothing is refused: fail-closed admits and records `shadow_store_unavailable`.
     pub fn on_store_failure(mut self, policy: FailurePolicy) -> Self {
         self.s.failure = policy;
         self

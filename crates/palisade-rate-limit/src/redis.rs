@@ -8,8 +8,9 @@
 //!   expires exactly when the key goes idle, so Redis memory is bounded by the active keys (the same lossless
 //!   eviction argument as [`crate::KeyedRateLimiter`]).
 //! - Unreachable Redis: [`palisade_core::FailurePolicy`] — fail closed by default
-//!   ([`crate::RateLimitError::StoreUnavailable`], HTTP 503), fail open on request. The connection is opened
-//!   lazily and re-tried on the next decision, so a service starts even while Redis is down.
+//!   ([`crate::RateLimitError::StoreUnavailable`], HTTP 503), fail open on request; in shadow mode never refused
+//!   (recorded as `shadow_store_unavailable`). The connection is opened lazily and re-tried on the next decision,
+//!   so a service starts even while Redis is down.
 //! - Optional local cache ([`RedisStore::local_cache`]): a key Redis refused is refused locally until the time
 //!   Redis gave, sparing a round trip per refused request. It can only refuse what Redis would refuse: a key's
 //!   TAT never moves backwards, and the cached instant is computed from the time the request was *sent*.

@@ -60,17 +60,20 @@ pub(crate) enum Recorded {
     Rejected,
     ShadowRejected,
     StoreUnavailable,
+    /// Shadow mode, store unreachable, fail-closed: would have been refused (`StoreUnavailable`), admitted.
+    ShadowStoreUnavailable,
     FailOpen,
 }
 
 impl Recorded {
     /// Every decision, in index order.
     #[cfg(feature = "metrics")]
-    pub(crate) const ALL: [Recorded; 5] = [
+    pub(crate) const ALL: [Recorded; 6] = [
         Recorded::Admitted,
         Recorded::Rejected,
         Recorded::ShadowRejected,
         Recorded::StoreUnavailable,
+        Recorded::ShadowStoreUnavailable,
         Recorded::FailOpen,
     ];
 
@@ -91,6 +94,7 @@ impl Recorded {
             Recorded::Rejected => "rejected",
             Recorded::ShadowRejected => "shadow_rejected",
             Recorded::StoreUnavailable => "store_unavailable",
+            Recorded::ShadowStoreUnavailable => "shadow_store_unavailable",
             Recorded::FailOpen => "fail_open",
         }
     }
@@ -137,6 +141,13 @@ impl<K: Hash + Eq + Clone, F, C, P> Inner<K, F, C, P> {
                 cost,
                 "rate limit store unreachable"
             ),
+            Recorded::ShadowStoreUnavailable => tracing::warn!(
+                target: "palisade_rate_limit",
+                limiter = &*self.name,
+                decision = what.as_str(),
+                cost,
+                "rate limit store unreachable; shadow mode: would have refused (fail-closed), admitted"
+            ),
         }
         #[cfg(feature = "metrics")]
         {
@@ -158,7 +169,9 @@ impl<K: Hash + Eq + Clone, F, C, P> Inner<K, F, C, P> {
         }
     }
 
-    /// A decision from whichever backend, with the failure policy applied to store errors.
+    /// A decision from whichever backend, with the failure policy applied to store errors: fail-open admits (and
+    /// records it here); fail-closed returns `StoreUnavailable`, which [`settle`](Self::settle) records and refuses
+    /// (or, in shadow mode, admits).
     pub(crate) async fn decide(&self, key: &K, cost: u32) -> Result<Admitted, RateLimitError> {
         match &self.backend {
             Backend::Direct(l) => l.check_n(cost),
@@ -170,17 +183,15 @@ impl<K: Hash + Eq + Clone, F, C, P> Inner<K, F, C, P> {
                         self.record(Recorded::FailOpen, cost, None);
                         Ok(Admitted::UNKNOWN)
                     }
-                    _ => {
-                        self.record(Recorded::StoreUnavailable, cost, None);
-                        Err(RateLimitError::StoreUnavailable(e))
-                    }
+                    _ => Err(RateLimitError::StoreUnavailable(e)),
                 },
                 other => other,
             },
         }
     }
 
-    /// Applies shadow mode and records the decision; `Ok` means the request goes through.
+    /// Applies shadow mode and records the decision; `Ok` means the request goes through. In shadow mode nothing is
+    /// refused, not even for an unreachable store: that is recorded as `shadow_store_unavailable` and admitted.
     pub(crate) fn settle(
         &self,
         decision: Result<Admitted, RateLimitError>,
@@ -191,7 +202,14 @@ impl<K: Hash + Eq + Clone, F, C, P> Inner<K, F, C, P> {
                 self.record(Recorded::Admitted, cost, None);
                 Ok(Some(a))
             }
-            Err(e @ RateLimitError::StoreUnavailable(_)) => Err(e), // recorded by `decide`
+            Err(RateLimitError::StoreUnavailable(_)) if self.shadow => {
+                self.record(Recorded::ShadowStoreUnavailable, cost, None);
+                Ok(None)
+            }
+            Err(e @ RateLimitError::StoreUnavailable(_)) => {
+                self.record(Recorded::StoreUnavailable, cost, None);
+                Err(e)
+            }
             Err(e) if self.shadow => {
                 self.record(Recorded::ShadowRejected, cost, e.retry_after());
                 Ok(None)
