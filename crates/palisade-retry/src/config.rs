@@ -118,8 +118,11 @@ impl<C, M> RetryLayerBuilder<C, M> {
         self
     }
 
-    /// The cap on every delay, `Retry-After` included (default [`DEFAULT_MAX_DELAY`]); never more than
-    /// [`LONGEST_WAIT`](palisade_core::backoff::LONGEST_WAIT), a year.
+    /// The longest the layer waits before a retry (default [`DEFAULT_MAX_DELAY`]); never more than
+    /// [`LONGEST_WAIT`](palisade_core::backoff::LONGEST_WAIT), a year. Computed delays are capped at it. A
+    /// `Retry-After` is never shortened to it: one longer than this is not retried (the outcome is returned at
+    /// once, `reason = "retry_after_over_max_delay"`), since retrying sooner would call the other side before the
+    /// time it gave.
     pub fn max_delay(mut self, d: Duration) -> Self {
         self.settings.backoff.max = d;
         self

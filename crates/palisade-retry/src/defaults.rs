@@ -20,8 +20,9 @@ pub const DEFAULT_BASE_DELAY: Duration = Duration::from_millis(100);
 /// behind it shows the spread matters more than a floor); set one if your gateway needs a pause.
 pub const DEFAULT_MIN_DELAY: Duration = Duration::ZERO;
 
-/// Default cap on any delay, a `Retry-After` included: 10 s. A 429 or 503 asking for a few seconds is honoured; a
-/// maintenance window asking for minutes is not waited out inside a checkout request.
+/// Default longest wait before a retry: 10 s. A 429 or 503 asking for a few seconds is honoured; a maintenance
+/// window asking for minutes is not waited out inside a checkout request: that answer is returned at once (a
+/// `Retry-After` is never shortened, so the other side is not called before the time it gave).
 pub const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(10);
 
 /// Default total deadline: 30 s from the call. No retry starts, and no wait is scheduled, that would end after

@@ -30,6 +30,9 @@ mod reason {
     pub(super) const MAX_ATTEMPTS: &str = "max_attempts";
     /// Stopped: the next attempt (or its wait) would end after the total deadline.
     pub(super) const DEADLINE: &str = "deadline";
+    /// Stopped: the outcome's `retry_after` is longer than the max delay, and retrying sooner would call the other
+    /// side before the time it gave.
+    pub(super) const RETRY_AFTER_OVER_MAX_DELAY: &str = "retry_after_over_max_delay";
     /// Stopped: the retry budget is empty.
     pub(super) const BUDGET: &str = "budget";
     /// Stopped: `Unknown` and no gateway key on the request (or `retry_unknown(false)`).
@@ -433,8 +436,9 @@ fn decide<Req: GatewayKeyed, C, M>(
         return Decision::Stop(Some(reason::UNKNOWN_WITHOUT_KEY));
     }
     let (delay, why) = match retry_after {
-        // The other side said when: that wait exactly, no jitter, capped by the max delay.
-        Some(ra) => (ra.min(policy.backoff.max), reason::RETRY_AFTER),
+        // The other side said when: that wait exactly, no jitter, never shortened (checked against the max delay
+        // below, after the deadline).
+        Some(ra) => (ra, reason::RETRY_AFTER),
         None => (policy.backoff_delay(attempt - 1, previous_delay), reason::BACKOFF),
     };
     let now = Instant::now();
@@ -443,6 +447,11 @@ fn decide<Req: GatewayKeyed, C, M>(
         if now.checked_add(delay).is_none_or(|at| at >= dl) {
             return Decision::Stop(Some(reason::DEADLINE));
         }
+    }
+    // A `retry_after` longer than the layer waits: retrying at the max delay would call the other side before the
+    // time it gave (a breaker still open, a limit still spent), so return its answer now.
+    if retry_after.is_some_and(|ra| ra > policy.backoff.max) {
+        return Decision::Stop(Some(reason::RETRY_AFTER_OVER_MAX_DELAY));
     }
     if let Some(budget) = &policy.budget
         && !budget.withdraw_at(now)

@@ -4,7 +4,7 @@
 //! | outcome | retried? |
 //! |---|---|
 //! | `Success`, `Terminal` (a decline, an invalid request) | never |
-//! | `Retriable { retry_after }` | yes: after `retry_after` if given (capped by the max delay), else after the backoff |
+//! | `Retriable { retry_after }` | yes: after `retry_after` if given (never sooner; a `retry_after` past the deadline or longer than the max delay is returned at once), else after the backoff |
 //! | `Unknown` (timeout or reset after send, 500/502/504, a per-attempt timeout) | only when the request carries a gateway idempotency key, which the layer assigns before the first attempt if it has none |
 //!
 //! A rejection from a layer below (a rate limiter inside the retry, as the stack order puts it) is classified like
@@ -12,8 +12,8 @@
 //!
 //! | rejection | outcome | what the retry layer does |
 //! |---|---|---|
-//! | `RateLimited { retry_after }` (rate limit layer, gateway 429) | Retriable | waits `retry_after`, retries |
-//! | `CircuitOpen { retry_after }` (a breaker placed inside) | Retriable | waits `retry_after`; past the deadline, returns it at once |
+//! | `RateLimited { retry_after }` (rate limit layer, gateway 429) | Retriable | waits `retry_after`, retries; past the deadline or the max delay, returns it at once |
+//! | `CircuitOpen { retry_after }` (a breaker placed inside) | Retriable | waits `retry_after`; past the deadline or the max delay, returns it at once |
 //! | `IdempotencyInFlight { retry_after }` (the gateway's or a layer's) | Retriable | waits, retries with the same key |
 //! | `StoreUnavailable` | Retriable | backs off and retries (the call was not attempted) |
 //! | `IdempotencyConflict`, `IdempotencyKeyMissing` | Terminal | returned at once |
@@ -24,9 +24,9 @@
 //! Every retry is bounded four ways: `max_attempts`, the total deadline, a retry budget shared by every clone of
 //! the layer ([`RetryBudget`]: a share of recent calls plus a floor per second), and — for `Unknown` — the key
 //! rule. Each retry emits a tracing event (target `palisade_retry`, fields `attempt`, `delay_ms`, `outcome`,
-//! `reason`); each refusal to retry a failure emits one with `reason` = `max_attempts`, `deadline`, `budget` or
-//! `unknown_without_key`. With the `metrics` feature the same appear as the counters
-//! `palisade_retry_retries_total{outcome,reason}` and `palisade_retry_gave_up_total{outcome,reason}`.
+//! `reason`); each refusal to retry a failure emits one with `reason` = `max_attempts`, `deadline`,
+//! `retry_after_over_max_delay`, `budget` or `unknown_without_key`. With the `metrics` feature the same appear as
+//! the counters `palisade_retry_retries_total{outcome,reason}` and `palisade_retry_gave_up_total{outcome,reason}`.
 //!
 //! ```
 //! use std::time::Duration;

@@ -197,15 +197,40 @@ async fn retry_after_is_honoured_exactly() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn retry_after_is_capped_by_max_delay() {
+async fn a_retry_after_longer_than_max_delay_is_returned_at_once_not_retried_early() {
+    // The gateway asks for 5 s; the layer will wait at most 2 s. Calling it again at 2 s would be calling it
+    // before the time it gave, so the layer returns its answer at once (well within the 30 s deadline).
+    let busy = PaymentError::GatewayUnavailable { retry_after: Some(Duration::from_secs(5)) };
+    let gw = scripted([Answer::Err(busy.clone())], Answer::Ok("ok"));
+    let mut svc = RetryLayer::builder().max_delay(Duration::from_secs(2)).build().layer(gw.clone());
+    let t0 = Instant::now();
+    assert_eq!(run(&mut svc, charge("o1", None)).await, Err(busy));
+    assert_eq!(gw.calls(), 1, "not called again before the Retry-After it gave");
+    assert_eq!(t0.elapsed(), Duration::ZERO, "no waiting for a retry the layer will not make");
+
+    // A Retry-After of exactly the max delay is waited out and retried.
     let gw = scripted(
-        [Answer::Err(PaymentError::GatewayUnavailable { retry_after: Some(Duration::from_secs(60)) })],
+        [Answer::Err(PaymentError::GatewayUnavailable { retry_after: Some(Duration::from_secs(2)) })],
         Answer::Ok("ok"),
     );
     let mut svc = RetryLayer::builder().max_delay(Duration::from_secs(2)).build().layer(gw.clone());
     assert_eq!(run(&mut svc, charge("o1", None)).await, Ok("ok"));
     let calls = log(&gw);
     assert_eq!(calls[1].0 - calls[0].0, Duration::from_secs(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_past_the_deadline_is_returned_at_once_even_when_longer_than_max_delay() {
+    // Defaults: max_delay 10 s, deadline 30 s. An open breaker asking for 60 s cannot be retried in time: the
+    // caller gets it at once, and the breaker is not called again at 10 s and 20 s, before the time it gave.
+    let open = PaymentError::CircuitOpen { retry_after: Some(Duration::from_secs(60)) };
+    let gw = scripted([], Answer::Err(open.clone()));
+    let mut svc = RetryLayer::builder().build().layer(gw.clone());
+    let t0 = Instant::now();
+    assert_eq!(run(&mut svc, charge("o1", None)).await, Err(open));
+    let at: Vec<Duration> = log(&gw).iter().map(|(t, _)| *t - t0).collect();
+    assert_eq!(at, [Duration::ZERO]);
+    assert_eq!(t0.elapsed(), Duration::ZERO, "no waiting for a retry that cannot happen");
 }
 
 #[tokio::test(start_paused = true)]
