@@ -63,13 +63,20 @@ impl FaultPlan {
     pub fn none() -> Self {
         FaultPlan::default()
     }
-    /// Injects `fault` with probability `rate` (0.0..=1.0) on `op` (or every operation when `None`). Rules are
-    /// drawn in the order added; the first that fires wins.
+    /// Injects `fault` with probability `rate` (0.0..=1.0, clamped) on `op` (or every operation when `None`).
+    /// Rules are drawn in the order added; the first that fires wins. A rate that is not a finite number (NaN,
+    /// ±∞) counts as 0: the rule never fires.
     #[must_use]
     pub fn with(mut self, op: Option<Operation>, fault: Fault, rate: f64) -> Self {
-        self.rates.push((op, fault, rate.clamp(0.0, 1.0)));
+        self.rates.push((op, fault, probability(rate)));
         self
     }
+}
+
+/// `rate` as a probability `random_bool` accepts: clamped to 0.0..=1.0, and 0 when it is not a finite number
+/// (a NaN passes `f64::clamp` and would make every draw panic).
+pub(crate) fn probability(rate: f64) -> f64 {
+    if rate.is_finite() { rate.clamp(0.0, 1.0) } else { 0.0 }
 }
 
 /// The error a fault produces when it stops a call before any effect (`None` for faults that let it run).

@@ -2,7 +2,7 @@
 use std::time::Duration;
 
 use palisade_core::*;
-use palisade_sim::http::{HttpFault, HttpGateway, SimHandle, SimServer};
+use palisade_sim::http::{HttpFault, HttpGateway, InvalidBaseUrlKind, SimHandle, SimServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tower::{Service, ServiceExt};
@@ -387,4 +387,108 @@ async fn a_bare_status_has_the_outcome_core_gives_it() {
         let core = HttpClassifier::classify_parts(status, &http::HeaderMap::new(), std::time::SystemTime::now());
         assert_eq!(e.outcome().class(), core.class(), "HTTP {code}: {e:?}");
     }
+}
+
+/// `timeout(Duration::MAX)` is a caller asking for no deadline: the call runs (before, computing the deadline
+/// overflowed `Instant` and every call panicked).
+#[tokio::test]
+async fn a_timeout_of_duration_max_means_no_deadline() {
+    let (handle, gw) = start(SimServer::builder()).await;
+    let mut gw = gw.timeout(Duration::MAX);
+    let r = call(&mut gw, charge("o1", "5.00", "tok_visa", Some("k1"))).await.unwrap();
+    assert_eq!(r.status, PaymentStatus::Captured);
+    assert_eq!(handle.sim().ledger().len(), 1);
+}
+
+/// A fault rate that is not a finite number counts as 0: the rule never fires (before, a NaN passed the clamp
+/// and `random_bool` panicked the connection task of every operation request: every call was Unknown).
+#[tokio::test]
+async fn a_fault_rate_that_is_not_a_number_never_fires() {
+    let builder = SimServer::builder()
+        .fault(HttpFault::Error5xx, f64::NAN)
+        .fault(HttpFault::LostResponse, f64::INFINITY)
+        .fault(HttpFault::RateLimited, f64::NEG_INFINITY);
+    let (handle, mut gw) = start(builder).await;
+    for i in 0..5 {
+        let order = format!("o{i}");
+        call(&mut gw, charge(&order, "5.00", "tok_visa", None)).await.unwrap();
+    }
+    assert_eq!(handle.sim().ledger().len(), 5);
+    assert!(handle.injected().iter().all(|&(_, n)| n == 0), "{:?}", handle.injected());
+}
+
+/// Credentials in the base URL are refused, and the error does not repeat them: the simulator's API takes none,
+/// and `user:password@` would otherwise have gone out in the `Host` header of every request.
+#[test]
+fn a_base_url_with_credentials_is_refused_without_repeating_them() {
+    for url in [
+        "http://user:s3cret@127.0.0.1:4242",
+        "http://s3cret@127.0.0.1:4242/prefix",
+        "http://user:s3cret@127.0.0.1:4242/p?q=1",
+        "http://user:s3cret@[::1]:4242",
+        "http://:s3cret@localhost",
+        "http://user:s3cret@h:x",
+    ] {
+        let e = HttpGateway::new(url).unwrap_err();
+        assert_eq!(e.kind(), InvalidBaseUrlKind::Credentials, "{url}: {e}");
+        assert!(e.to_string().contains("credentials"), "{url}: {e}");
+        assert!(!e.to_string().contains("s3cret") && !format!("{e:?}").contains("s3cret"), "{url}: {e} / {e:?}");
+    }
+    // A URL that does not parse does not repeat its credentials either.
+    // Nor does one whose password holds an unescaped `/`: `Uri` reads `user:s3c` as host and port, and a port that
+    // is not a number is refused (before, it was taken as 80 and `Host: user:s3c` went out).
+    for url in ["http://user:s3cret@exa mple.com", "http://user:s3c/ret@example.com"] {
+        let e = HttpGateway::new(url).unwrap_err();
+        assert_eq!(e.kind(), InvalidBaseUrlKind::Unparsable, "{url}: {e}");
+        for secret in ["s3cret", "s3c/ret"] {
+            assert!(!e.to_string().contains(secret) && !format!("{e:?}").contains(secret), "{e} / {e:?}");
+        }
+    }
+    // The other refusals keep their kinds.
+    assert_eq!(HttpGateway::new("https://127.0.0.1").unwrap_err().kind(), InvalidBaseUrlKind::NotHttp);
+    assert_eq!(HttpGateway::new("http://127.0.0.1/?q").unwrap_err().kind(), InvalidBaseUrlKind::Query);
+    assert_eq!(HttpGateway::new("/v1").unwrap_err().kind(), InvalidBaseUrlKind::NotHttp);
+    assert_eq!(HttpGateway::new("http://127.0.0.1:99999").unwrap_err().kind(), InvalidBaseUrlKind::Unparsable);
+    for ok in ["http://127.0.0.1", "http://127.0.0.1:", "http://[::1]:4242/prefix/", "http://localhost:80"] {
+        assert!(HttpGateway::new(ok).is_ok(), "{ok}");
+    }
+}
+
+/// RFC 9457 §3.1.4: a problem's `status` member is the status of the response. Before, an unknown route was a
+/// 404 whose body said `"status":400`.
+#[tokio::test]
+async fn an_unknown_route_is_a_404_whose_problem_says_404() {
+    let (handle, _gw) = start(SimServer::builder()).await;
+    let res = raw(&handle, "GET", "/v1/nope", &[], "").await;
+    assert!(res.starts_with("HTTP/1.1 404"), "{res}");
+    assert!(res.contains("application/problem+json"), "{res}");
+    let body: serde_json::Value = serde_json::from_str(res.split_once("\r\n\r\n").unwrap().1).unwrap();
+    assert_eq!(body["status"], 404, "{body}");
+    assert_eq!(body["error"]["kind"], "invalid_request", "{body}");
+}
+
+/// A client that sends the head and stalls the body does not hold a connection for ever: after the body-read
+/// timeout it gets a 408 problem+json, the connection is closed, and nothing ran (before, only the head had a
+/// timeout and the connection was held as long as the client kept it open).
+#[tokio::test]
+async fn a_request_whose_body_stalls_gets_408_and_runs_nothing() {
+    let (handle, _gw) = start(SimServer::builder().body_read_timeout(Duration::from_millis(300))).await;
+    let mut s = TcpStream::connect(handle.local_addr()).await.unwrap();
+    let head = "POST /v1/charges HTTP/1.1\r\nhost: sim\r\nidempotency-key: k1\r\ncontent-length: 100\r\n\r\n{";
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let started = std::time::Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    assert!(r.is_ok(), "the server still holds the connection after 10 s");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    let res = String::from_utf8(out).unwrap();
+    assert!(res.starts_with("HTTP/1.1 408"), "{res}");
+    assert!(res.contains("application/problem+json"), "{res}");
+    let body: serde_json::Value = serde_json::from_str(res.split_once("\r\n\r\n").unwrap().1).unwrap();
+    assert_eq!(body["status"], 408, "{body}");
+    assert!(handle.sim().ledger().is_empty());
+    // The key claimed nothing: the same request, whole, runs once.
+    let ok = raw(&handle, "POST", "/v1/charges", &[("idempotency-key", "k1")], CHARGE_BODY).await;
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    assert_eq!(handle.sim().ledger().len(), 1);
 }

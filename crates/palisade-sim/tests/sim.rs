@@ -281,3 +281,18 @@ async fn ledger_serializes_with_op_order_amount_currency() {
     assert_eq!(e["amount"], "12.34");
     assert_eq!(e["currency"], "USD");
 }
+
+/// A rate that is not a finite number counts as 0: the rule never fires (before, a NaN passed the clamp and
+/// every call panicked in `random_bool`).
+#[tokio::test]
+async fn a_fault_plan_rate_that_is_not_a_number_never_fires() {
+    let plan = FaultPlan::none()
+        .with(None, Fault::Timeout, f64::NAN)
+        .with(None, Fault::FailAfterCommit, f64::INFINITY)
+        .with(None, Fault::FailBeforeCommit, f64::NEG_INFINITY);
+    let mut sim = GatewaySim::builder().faults(plan).build();
+    for i in 0..5 {
+        call(&mut sim, charge(&format!("o{i}"), "1.00", "tok_visa", None)).await.unwrap();
+    }
+    assert_eq!(sim.ledger().len(), 5);
+}

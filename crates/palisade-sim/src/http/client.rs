@@ -23,16 +23,63 @@ use super::wire::{ErrorEnvelope, PaymentBody, encode};
 /// How long a call may take, unless set: 10 s (connect, send, answer and body together).
 pub const DEFAULT_CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A base URL [`HttpGateway::new`] cannot use.
+/// The deadline of a call whose timeout does not fit in an `Instant`: 30 years from now, as tokio's own
+/// "far future" (a sleep that long never ends in practice, and adding it to `now` cannot overflow).
+const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+
+/// A base URL [`HttpGateway::new`] cannot use. Its message never repeats credentials the URL held (they are
+/// written `***`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InvalidBaseUrl(String);
+pub struct InvalidBaseUrl {
+    kind: InvalidBaseUrlKind,
+    message: String,
+}
+
+/// Why [`HttpGateway::new`] refused a base URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum InvalidBaseUrlKind {
+    /// Not a URL at all.
+    Unparsable,
+    /// Not `http://` (no scheme, or another one: only plain HTTP is spoken).
+    NotHttp,
+    /// No host.
+    NoHost,
+    /// A query (`?…`), which cannot prefix the routes.
+    Query,
+    /// Credentials (`user:password@` or `user@`): the simulator's API takes none, and they must not go out in
+    /// the `Host` header of every request.
+    Credentials,
+}
+
+impl InvalidBaseUrl {
+    fn new(kind: InvalidBaseUrlKind, base_url: &str, why: impl fmt::Display) -> Self {
+        InvalidBaseUrl { kind, message: format!("{}: {why}", without_credentials(base_url)) }
+    }
+
+    /// Why the URL was refused.
+    #[must_use]
+    pub fn kind(&self) -> InvalidBaseUrlKind {
+        self.kind
+    }
+}
 
 impl fmt::Display for InvalidBaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid gateway base URL: {}", self.0)
+        write!(f, "invalid gateway base URL: {}", self.message)
     }
 }
 impl std::error::Error for InvalidBaseUrl {}
+
+/// `url` with anything between `://` and the last `@` written `***`, so an error never repeats a password, even
+/// one holding an unescaped `/`, `?` or `#` that ends the authority early (redacting a path's `@` too is harmless).
+fn without_credentials(url: &str) -> String {
+    let Some(start) = url.find("://").map(|i| i + 3) else { return url.to_owned() };
+    match url[start..].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..start], &url[start + at..]),
+        None => url.to_owned(),
+    }
+}
 
 #[derive(Debug, Clone)]
 struct Config {
@@ -74,24 +121,44 @@ impl HttpGateway {
     /// `http` is spoken.
     ///
     /// # Errors
-    /// When `base_url` is not an `http://host[:port][/prefix]` URL.
+    /// When `base_url` is not an `http://host[:port][/prefix]` URL; a URL with credentials (`user:password@`) is
+    /// refused ([`InvalidBaseUrlKind::Credentials`]) rather than sent anywhere.
     pub fn new(base_url: &str) -> Result<Self, InvalidBaseUrl> {
-        let uri: Uri = base_url.parse().map_err(|e| InvalidBaseUrl(format!("{base_url}: {e}")))?;
+        use InvalidBaseUrlKind as Kind;
+        let uri: Uri = base_url.parse().map_err(|e| InvalidBaseUrl::new(Kind::Unparsable, base_url, e))?;
         if uri.scheme_str() != Some("http") {
-            return Err(InvalidBaseUrl(format!("{base_url}: only http:// is supported")));
+            return Err(InvalidBaseUrl::new(Kind::NotHttp, base_url, "only http:// is supported"));
         }
-        let authority = uri.authority().ok_or_else(|| InvalidBaseUrl(format!("{base_url}: no host")))?;
+        let authority = uri.authority().ok_or_else(|| InvalidBaseUrl::new(Kind::NoHost, base_url, "no host"))?;
+        if authority.as_str().contains('@') {
+            return Err(InvalidBaseUrl::new(
+                Kind::Credentials,
+                base_url,
+                "credentials (user:password@) are refused: the simulator's API takes none and they would be sent \
+                 in the Host header; remove them",
+            ));
+        }
         let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_owned();
-        let port = authority.port_u16().unwrap_or(80);
+        // `Uri` takes any text after the last `:` as a port; one that is not a number is refused, not read as 80
+        // (`http://user:pa/ss@host`, a password with an unescaped `/`, would otherwise go to host `user`). With
+        // no credentials, the authority is the host and then `:port`, if any.
+        let port = match &authority.as_str()[authority.host().len()..] {
+            "" | ":" => 80,
+            _ => authority.port_u16().ok_or_else(|| {
+                InvalidBaseUrl::new(Kind::Unparsable, base_url, "the port is not a number from 0 to 65535")
+            })?,
+        };
         if uri.query().is_some() {
-            return Err(InvalidBaseUrl(format!("{base_url}: a query cannot be part of the base URL")));
+            return Err(InvalidBaseUrl::new(Kind::Query, base_url, "a query cannot be part of the base URL"));
         }
-        let authority = HeaderValue::from_str(authority.as_str()).map_err(|e| InvalidBaseUrl(e.to_string()))?;
+        let authority = HeaderValue::from_str(authority.as_str())
+            .map_err(|e| InvalidBaseUrl::new(Kind::Unparsable, base_url, e))?;
         let prefix = uri.path().trim_end_matches('/').to_owned();
         Ok(HttpGateway { config: Arc::new(Config { host, port, authority, prefix, timeout: DEFAULT_CLIENT_TIMEOUT }) })
     }
 
-    /// How long one call may take in all (default [`DEFAULT_CLIENT_TIMEOUT`]).
+    /// How long one call may take in all (default [`DEFAULT_CLIENT_TIMEOUT`]). A timeout too long to add to the
+    /// clock (`Duration::MAX`) means no deadline in practice: the call waits about 30 years.
     #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {
         Arc::make_mut(&mut self.config).timeout = timeout;
@@ -104,7 +171,9 @@ impl HttpGateway {
     /// See the table on [`HttpGateway`].
     pub async fn send(&self, req: GatewayRequest) -> Result<GatewayResponse, PaymentError> {
         let c = &*self.config;
-        let deadline = Instant::now() + c.timeout;
+        let now = Instant::now();
+        // `Duration::MAX` overflows `Instant`: wait "for ever" instead (30 years, tokio's own far future).
+        let deadline = now.checked_add(c.timeout).unwrap_or_else(|| now + FAR_FUTURE);
         let (path, body) = encode(&req)?;
         let mut builder = Request::builder()
             .method(Method::POST)

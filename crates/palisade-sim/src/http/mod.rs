@@ -6,8 +6,8 @@ mod client;
 mod server;
 mod wire;
 
-pub use client::{DEFAULT_CLIENT_TIMEOUT, HttpGateway, InvalidBaseUrl};
+pub use client::{DEFAULT_CLIENT_TIMEOUT, HttpGateway, InvalidBaseUrl, InvalidBaseUrlKind};
 pub use server::{
-    DEFAULT_RETRY_AFTER, DEFAULT_TIMEOUT_HOLD, HttpFault, MAX_BODY_BYTES, SimHandle, SimServer, SimServerBuilder,
-    UnknownFault,
+    DEFAULT_BODY_READ_TIMEOUT, DEFAULT_RETRY_AFTER, DEFAULT_TIMEOUT_HOLD, HttpFault, MAX_BODY_BYTES, SimHandle,
+    SimServer, SimServerBuilder, UnknownFault,
 };

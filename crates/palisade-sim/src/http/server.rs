@@ -33,6 +33,14 @@ pub const DEFAULT_TIMEOUT_HOLD: Duration = Duration::from_secs(60);
 /// The `Retry-After` of a `rate_limited` or `refused` fault, unless set: 1 s.
 pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 
+/// How long the server waits for a request's whole body once its head has arrived, unless set: 10 s, ample for
+/// [`MAX_BODY_BYTES`] on any link a client would test over, short enough that a client which sends the head and
+/// stalls does not hold a connection (and its task) for ever. Past it the answer is `408` and nothing runs.
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the server waits for a request's head: 5 s (hyper's header read timeout).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A fault the HTTP simulator injects into one request to a gateway operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -102,6 +110,7 @@ pub struct SimServerBuilder {
     rules: Vec<(HttpFault, f64)>,
     timeout_hold: Duration,
     retry_after: Duration,
+    body_read_timeout: Duration,
     sim: Option<GatewaySim>,
 }
 
@@ -118,10 +127,11 @@ impl SimServerBuilder {
         self.latency = Some(latency);
         self
     }
-    /// Injects `fault` into a request with probability `rate` (clamped to 0.0..=1.0). Rules are drawn in the
-    /// order added, one draw each, until one fires.
+    /// Injects `fault` into a request with probability `rate` (clamped to 0.0..=1.0; a rate that is not a finite
+    /// number, NaN or ±∞, counts as 0: the rule never fires). Rules are drawn in the order added, one draw each,
+    /// until one fires.
     pub fn fault(mut self, fault: HttpFault, rate: f64) -> Self {
-        self.rules.push((fault, rate.clamp(0.0, 1.0)));
+        self.rules.push((fault, crate::faults::probability(rate)));
         self
     }
     /// How long a `timeout` fault holds a request (default [`DEFAULT_TIMEOUT_HOLD`]).
@@ -133,6 +143,12 @@ impl SimServerBuilder {
     /// rounded up).
     pub fn retry_after(mut self, after: Duration) -> Self {
         self.retry_after = after;
+        self
+    }
+    /// How long a request's body may take to arrive once its head has (default [`DEFAULT_BODY_READ_TIMEOUT`]).
+    /// Past it the server answers `408` problem+json, closes the connection and runs nothing.
+    pub fn body_read_timeout(mut self, timeout: Duration) -> Self {
+        self.body_read_timeout = timeout;
         self
     }
     /// Serves this simulator instead of a fresh one (its scripted faults and outages apply too: see
@@ -169,6 +185,7 @@ impl SimServerBuilder {
             }),
             timeout_hold: self.timeout_hold,
             retry_after: self.retry_after,
+            body_read_timeout: self.body_read_timeout,
         });
         Ok(SimServer { listener, handle: SimHandle { addr, shared } })
     }
@@ -205,6 +222,7 @@ struct Shared {
     faults: Mutex<Faults>,
     timeout_hold: Duration,
     retry_after: Duration,
+    body_read_timeout: Duration,
 }
 
 /// A bound simulator server; [`SimServer::run`] serves it.
@@ -262,6 +280,7 @@ impl SimServer {
             rules: Vec::new(),
             timeout_hold: DEFAULT_TIMEOUT_HOLD,
             retry_after: DEFAULT_RETRY_AFTER,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
             sim: None,
         }
     }
@@ -298,7 +317,7 @@ impl SimServer {
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(5))
+                    .header_read_timeout(HEADER_READ_TIMEOUT)
                     .serve_connection(TokioIo::new(stream), service);
                 // A service error (`Abort`) ends the connection here: the socket is closed, nothing is written.
                 if let Err(e) = conn.await {
@@ -337,24 +356,26 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> Res {
 /// A problem+json answer for `err` with an `error` member holding the error itself (`{"kind": …}`), and
 /// `Retry-After` when it has one.
 fn error_response(err: &PaymentError) -> Res {
-    let problem = Problem::from_error(err);
-    let status = problem.status;
-    let headers = problem.headers.clone();
+    problem_response(err, None)
+}
+
+/// [`error_response`] with `status` instead of the error's own, in the status line and in the body's `status`
+/// member alike (RFC 9457 §3.1.4): a 404 for a missing route, a 408 for a body that did not arrive.
+fn problem_response(err: &PaymentError, status: Option<StatusCode>) -> Res {
+    let mut problem = Problem::from_error(err);
+    // A server error keeps its own status (500, 502, 504), not the 502 a `Problem` gives every one of them.
+    problem.status = status.unwrap_or(match err {
+        PaymentError::GatewayServerError { status: s, .. } => {
+            StatusCode::from_u16(*s).ok().filter(StatusCode::is_server_error).unwrap_or(problem.status)
+        }
+        _ => problem.status,
+    });
+    let headers = std::mem::take(&mut problem.headers);
     let mut doc = serde_json::to_value(&problem).unwrap_or_default();
     if let (Some(map), Ok(e)) = (doc.as_object_mut(), serde_json::to_value(err)) {
         map.insert("error".to_owned(), e);
     }
-    // A server error keeps its own status (500, 502, 504), not the 502 a `Problem` gives every one of them.
-    let status = match err {
-        PaymentError::GatewayServerError { status: s, .. } => {
-            StatusCode::from_u16(*s).ok().filter(StatusCode::is_server_error).unwrap_or(status)
-        }
-        _ => status,
-    };
-    if let Some(map) = doc.as_object_mut() {
-        map.insert("status".to_owned(), status.as_u16().into());
-    }
-    let mut res = json_response(status, serde_json::to_vec(&doc).unwrap_or_default());
+    let mut res = json_response(problem.status, serde_json::to_vec(&doc).unwrap_or_default());
     res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(palisade_core::problem::PROBLEM_JSON));
     res.headers_mut().extend(headers);
     res
@@ -382,9 +403,8 @@ impl Shared {
             (&Method::POST, ["v1", "authorizations", id, "void"]) => Route::Void(id),
             (&Method::POST, ["v1", "refunds"]) => Route::Refund,
             _ => {
-                let mut res = error_response(&PaymentError::invalid_request(format!("no route for {path}")));
-                *res.status_mut() = StatusCode::NOT_FOUND;
-                return Ok(res);
+                let err = PaymentError::invalid_request(format!("no route for {path}"));
+                return Ok(problem_response(&err, Some(StatusCode::NOT_FOUND)));
             }
         };
         // One draw per operation request, in arrival order, before anything else: the fault sequence depends
@@ -412,9 +432,9 @@ impl Shared {
             }
             Some(Err(_)) => return Ok(error_response(&PaymentError::invalid_request("Idempotency-Key is not text"))),
         };
-        let body = match Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) => return Ok(error_response(&PaymentError::invalid_request(format!("request body: {e}")))),
+        let body = match self.read_body(req.into_body()).await {
+            Ok(b) => b,
+            Err(res) => return Ok(res),
         };
         let parsed = match route {
             Route::Charge => parse::<ChargeBody>(&body).and_then(|b| b.into_request(false)),
@@ -458,6 +478,25 @@ impl Shared {
         })
     }
 
+    /// The request's body, at most [`MAX_BODY_BYTES`] (else a 400) and within the body-read timeout (else a
+    /// 408 that closes the connection: the rest of the body is never read, so the connection cannot serve
+    /// another request).
+    async fn read_body(&self, body: Incoming) -> Result<Bytes, Res> {
+        match tokio::time::timeout(self.body_read_timeout, Limited::new(body, MAX_BODY_BYTES).collect()).await {
+            Ok(Ok(b)) => Ok(b.to_bytes()),
+            Ok(Err(e)) => Err(error_response(&PaymentError::invalid_request(format!("request body: {e}")))),
+            Err(_) => {
+                let err = PaymentError::invalid_request(format!(
+                    "the request body did not arrive within {} ms; nothing was done: send it again, whole",
+                    self.body_read_timeout.as_millis()
+                ));
+                let mut res = problem_response(&err, Some(StatusCode::REQUEST_TIMEOUT));
+                res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                Err(res)
+            }
+        }
+    }
+
     fn ledger(&self) -> Res {
         let rows: Vec<LedgerRow> = self.sim.ledger().iter().map(LedgerRow::from).collect();
         json_response(StatusCode::OK, serde_json::to_vec(&rows).unwrap_or_default())
@@ -465,9 +504,9 @@ impl Shared {
 
     /// `POST /v1/_sim/faults` with `["lost_response", "none", …]`: the next operation requests get these faults.
     async fn script_faults(&self, req: Request<Incoming>) -> Res {
-        let body = match Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) => return error_response(&PaymentError::invalid_request(format!("request body: {e}"))),
+        let body = match self.read_body(req.into_body()).await {
+            Ok(b) => b,
+            Err(res) => return res,
         };
         let names: Vec<String> = match parse(&body) {
             Ok(n) => n,
