@@ -13,6 +13,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod output;
 mod recon;
 mod redact;
 mod saga;

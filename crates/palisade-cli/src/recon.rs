@@ -8,8 +8,9 @@
 //! Discrepancies go out as JSON lines (to `--out` or stdout), then the pending records (`"type":"pending"`);
 //! each line has `type`, `id` and the records of the sides that have the id, amounts as decimal strings. The
 //! summary goes to stderr (and as JSON to `--summary-json`). Exit codes follow `diff`: 0 when the two sides
-//! agree, 1 when there is any discrepancy (or a row was rejected with `--reject`), 2 on bad input or usage. A
-//! progress bar with rows/s shows on stderr when it is a terminal.
+//! agree, 1 when there is any discrepancy (or a row was rejected with `--reject`), 2 on bad input or usage; a
+//! reader of stdout that goes away (`| head -1`) changes nothing. A progress bar with rows/s shows on stderr
+//! when it is a terminal.
 
 use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Write};
@@ -176,7 +177,9 @@ fn reconcile(args: &Args) -> Result<ExitCode, String> {
         return Err(e);
     }
 
-    write_lines(&mut out, &report).map_err(|e| format!("cannot write the discrepancies: {e}"))?;
+    // A reader that went away (`palisade recon … | head`) had what it wanted: the exit code stays the report's.
+    crate::output::reader_gone_is_ok(write_lines(&mut out, &report))
+        .map_err(|e| format!("cannot write the discrepancies: {e}"))?;
     eprint!("{}", report.summary());
     if let Some((path, mut w)) = summary_file {
         serde_json::to_writer_pretty(&mut w, &report.summary())

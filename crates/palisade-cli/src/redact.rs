@@ -63,9 +63,8 @@ pub(crate) fn run(args: Args) -> ExitCode {
         }
     };
     let redactor = Redactor::builder().pan_format(format).build();
-    match pump(&redactor, io::stdin().lock(), io::stdout().lock()) {
+    match crate::output::reader_gone_is_ok(pump(&redactor, io::stdin().lock(), io::stdout().lock())) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("palisade redact: {e}");
             ExitCode::from(1)

@@ -9,7 +9,8 @@
 //! ```
 //!
 //! Exit codes: 0 done; 1 no such saga, or the saga is not in a state that allows the command; 2 a usage error or
-//! the store cannot be reached.
+//! the store cannot be reached (or stdout cannot be written). A reader that goes away (`palisade saga list | head`)
+//! changes nothing: the exit code is the command's.
 //!
 //! `retry-compensation` cannot run the compensation itself: the compensations are the application's code, which
 //! the command does not have. It hands the saga back to the application instead: a saga in `failed_compensation`
@@ -18,6 +19,7 @@
 //! `Orchestrator::spawn_recovery`), which has the definition registered, finds it as an orphan on its next pass
 //! and goes on compensating from the step that failed.
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -195,27 +197,33 @@ async fn op<T>(fut: impl Future<Output = Result<T, palisade_saga::log::StoreErro
 
 async fn list(log: &dyn SagaLog, state: Option<SagaState>, limit: usize, json: bool) -> Result<(), Fail> {
     let sagas = op(log.list(state, limit)).await?;
-    if json {
-        let all: Vec<Value> = sagas.iter().map(summary_json).collect();
-        println!("{}", Value::Array(all));
-        return Ok(());
-    }
-    if sagas.is_empty() {
-        match state {
-            Some(s) => println!("no sagas in state {s}"),
-            None => println!("no sagas"),
+    print_with(|out| {
+        if json {
+            let all: Vec<Value> = sagas.iter().map(summary_json).collect();
+            return writeln!(out, "{}", Value::Array(all));
         }
-        return Ok(());
-    }
-    let width = |f: &dyn Fn(&SagaSummary) -> usize, min: usize| sagas.iter().map(f).max().unwrap_or(0).max(min);
-    let (wid, wname, wstate) =
-        (width(&|s| s.id.len(), 2), width(&|s| s.name.len(), 4), width(&|s| s.state.as_str().len(), 5));
-    println!("{:wid$}  {:wname$}  {:wstate$}  OWNER", "ID", "NAME", "STATE");
-    for s in &sagas {
-        let owner = s.owner.as_deref().unwrap_or("-");
-        println!("{:wid$}  {:wname$}  {:wstate$}  {owner}", s.id, s.name, s.state.as_str());
-    }
-    Ok(())
+        if sagas.is_empty() {
+            return match state {
+                Some(s) => writeln!(out, "no sagas in state {s}"),
+                None => writeln!(out, "no sagas"),
+            };
+        }
+        let width = |f: &dyn Fn(&SagaSummary) -> usize, min: usize| sagas.iter().map(f).max().unwrap_or(0).max(min);
+        let (wid, wname, wstate) =
+            (width(&|s| s.id.len(), 2), width(&|s| s.name.len(), 4), width(&|s| s.state.as_str().len(), 5));
+        writeln!(out, "{:wid$}  {:wname$}  {:wstate$}  OWNER", "ID", "NAME", "STATE")?;
+        for s in &sagas {
+            let owner = s.owner.as_deref().unwrap_or("-");
+            writeln!(out, "{:wid$}  {:wname$}  {:wstate$}  {owner}", s.id, s.name, s.state.as_str())?;
+        }
+        Ok(())
+    })
+}
+
+/// Writes the command's output on stdout; a reader that went away (`palisade saga list | head`) is not a failure,
+/// and stdout failing otherwise is exit 2, as the other failures of the command's surroundings are.
+fn print_with(write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<(), Fail> {
+    crate::output::print_with(write).map_err(|e| Fail::usage(format!("cannot write to stdout: {e}")))
 }
 
 fn summary_json(s: &SagaSummary) -> Value {
@@ -229,41 +237,42 @@ async fn get(log: &dyn SagaLog, id: &str) -> Result<SagaRecord, Fail> {
 async fn show(log: &dyn SagaLog, id: &str, json: bool) -> Result<(), Fail> {
     let r = get(log, id).await?;
     let lease_ms = u64::try_from(r.lease_remaining.as_millis()).unwrap_or(u64::MAX);
-    if json {
-        let v = json!({
-            "id": r.id,
-            "name": r.name,
-            "state": r.state,
-            "owner": r.owner,
-            "token": r.token,
-            "lease_remaining_ms": lease_ms,
-            "lease_ended": r.lease_remaining.is_zero(),
-            "context": r.context,
-            "events": r.events,
-        });
-        println!("{v}");
-        return Ok(());
-    }
-    println!("saga     {} ({})", r.id, r.name);
-    println!("state    {}", r.state);
-    match &r.owner {
-        Some(o) => println!("owner    {o} (token {})", r.token),
-        None => println!("owner    - (token {})", r.token),
-    }
-    let lease = if r.state.is_terminal() {
-        "- (finished)".to_owned()
-    } else if r.lease_remaining.is_zero() {
-        "ended: recovery may take it over".to_owned()
-    } else {
-        format!("{lease_ms} ms left")
-    };
-    println!("lease    {lease}");
-    println!("context  {}", r.context);
-    println!("history  ({} events)", r.events.len());
-    for (i, e) in r.events.iter().enumerate() {
-        println!("  {:>3}  {}", i + 1, describe(e));
-    }
-    Ok(())
+    print_with(|out| {
+        if json {
+            let v = json!({
+                "id": r.id,
+                "name": r.name,
+                "state": r.state,
+                "owner": r.owner,
+                "token": r.token,
+                "lease_remaining_ms": lease_ms,
+                "lease_ended": r.lease_remaining.is_zero(),
+                "context": r.context,
+                "events": r.events,
+            });
+            return writeln!(out, "{v}");
+        }
+        writeln!(out, "saga     {} ({})", r.id, r.name)?;
+        writeln!(out, "state    {}", r.state)?;
+        match &r.owner {
+            Some(o) => writeln!(out, "owner    {o} (token {})", r.token)?,
+            None => writeln!(out, "owner    - (token {})", r.token)?,
+        }
+        let lease = if r.state.is_terminal() {
+            "- (finished)".to_owned()
+        } else if r.lease_remaining.is_zero() {
+            "ended: recovery may take it over".to_owned()
+        } else {
+            format!("{lease_ms} ms left")
+        };
+        writeln!(out, "lease    {lease}")?;
+        writeln!(out, "context  {}", r.context)?;
+        writeln!(out, "history  ({} events)", r.events.len())?;
+        for (i, e) in r.events.iter().enumerate() {
+            writeln!(out, "  {:>3}  {}", i + 1, describe(e))?;
+        }
+        Ok(())
+    })
 }
 
 /// One line for an event.
@@ -304,9 +313,11 @@ async fn retry_compensation(log: &dyn SagaLog, id: &str) -> Result<(), Fail> {
             "saga {id} was taken over by another owner while being marked; look again"
         )));
     }
-    println!(
-        "saga {id} marked for compensation retry: state compensating, lease ended; the application's recovery worker \
-         (Orchestrator::recover / spawn_recovery) resumes its compensation on its next pass"
-    );
-    Ok(())
+    print_with(|out| {
+        writeln!(
+            out,
+            "saga {id} marked for compensation retry: state compensating, lease ended; the application's recovery \
+             worker (Orchestrator::recover / spawn_recovery) resumes its compensation on its next pass"
+        )
+    })
 }

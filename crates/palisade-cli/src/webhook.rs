@@ -12,7 +12,8 @@
 //! explanation on the second, and exits 1. Usage errors (unknown scheme, unusable secret, a missing
 //! `--id`/`--timestamp` the scheme needs, a `--timestamp` to sign that `verify` would never accept: negative or
 //! over 15 digits) exit 2. `--id` and `--timestamp` are used by the schemes that sign them (Standard Webhooks; Stripe's
-//! timestamp for `sign`) and ignored by the others.
+//! timestamp for `sign`) and ignored by the others. A reader of stdout that goes away (`| head -c0`) changes
+//! nothing: the exit code is the result's.
 
 use std::io::{self, Read};
 use std::process::ExitCode;
@@ -93,6 +94,18 @@ fn usage(msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(USAGE)
 }
 
+/// Prints `line` on stdout and exits 0 (also when the reader went away: the result was made); 1 when stdout
+/// cannot be written.
+fn print_line(line: impl std::fmt::Display) -> ExitCode {
+    match crate::output::print_with(|out| writeln!(out, "{line}")) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: writing to stdout: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn read_body() -> io::Result<Vec<u8>> {
     let mut body = Vec::new();
     io::stdin().lock().read_to_end(&mut body)?;
@@ -143,10 +156,7 @@ fn sign(args: SignArgs) -> ExitCode {
         }
     };
     match signer.signature(&Message { id: args.id.as_deref(), timestamp, body: &body }) {
-        Ok(sig) => {
-            println!("{sig}");
-            ExitCode::SUCCESS
-        }
+        Ok(sig) => print_line(sig),
         Err(e) => usage(e),
     }
 }
@@ -174,10 +184,7 @@ fn verify(args: VerifyArgs) -> ExitCode {
         }
     };
     match verifier.verify_parts(&args.signature, args.id.as_deref(), args.timestamp.as_deref(), &body) {
-        Ok(_) => {
-            println!("valid");
-            ExitCode::SUCCESS
-        }
+        Ok(_) => print_line("valid"),
         Err(e) => {
             eprintln!("{}", e.kind());
             eprintln!("{e}");

@@ -241,3 +241,23 @@ fn adyen_settlement_report_is_folded_per_merchant_reference() {
     assert!(err.contains("gateway: 1 records, 1 rows skipped"), "{err}");
     assert!(err.contains("EUR: internal 75.00, gateway gross 75.00, fees 2.00, net 73.00, difference 0.00"), "{err}");
 }
+
+/// `palisade recon … | head -1`: the reader going away is not bad input (before: exit 2); the exit code is the one
+/// the report warrants, 1 here, and the summary still goes to stderr.
+#[test]
+fn a_closed_stdout_keeps_the_exit_code_of_the_report() {
+    let d = dir("closed-stdout");
+    let i = write(&d, "internal.csv", format!("{HEADER}a,1.00,USD,paid,2024-05-01T00:00:00Z\n").as_bytes());
+    let g = write(&d, "gateway.csv", format!("{HEADER}a,2.00,USD,paid,2024-05-01T00:00:00Z\n").as_bytes());
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let o = Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .args(["recon", "--internal", &i, "--gateway", &g])
+        .stdout(writer)
+        .output()
+        .expect("the palisade binary runs");
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("1 discrepancies") || err.contains("1 discrepancy"), "{err}");
+    assert!(!err.contains("cannot write"), "{err}");
+}

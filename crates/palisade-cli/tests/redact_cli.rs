@@ -107,3 +107,23 @@ fn empty_input_is_fine() {
     assert_eq!(out.status.code(), Some(0));
     assert!(out.stdout.is_empty());
 }
+
+/// `palisade redact < big.log | head`: the reader going away ends the run with 0, quietly.
+#[test]
+fn a_closed_stdout_exits_0_without_a_message() {
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .arg("redact")
+        .stdin(Stdio::piped())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the palisade binary starts");
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let feeder = std::thread::spawn(move || stdin.write_all(&b"card 4242424242424242\n".repeat(10_000)));
+    let out = child.wait_with_output().expect("the palisade binary runs");
+    let _ = feeder.join();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+}

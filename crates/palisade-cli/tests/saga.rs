@@ -24,6 +24,24 @@ async fn saga(store: &[String], args: &[&str]) -> Output {
     tokio::task::spawn_blocking(move || palisade(&all)).await.expect("the command's task ends")
 }
 
+/// Runs `palisade saga <store args> <args>` with stdout a pipe whose reader has already gone (`… | head -c0`).
+async fn saga_with_closed_stdout(store: &[String], args: &[&str]) -> Output {
+    let mut all = vec!["saga".to_owned()];
+    all.extend(args.iter().map(|s| (*s).to_owned()));
+    all.extend(store.iter().cloned());
+    tokio::task::spawn_blocking(move || {
+        let (reader, writer) = std::io::pipe().expect("a pipe");
+        drop(reader);
+        Command::new(env!("CARGO_BIN_EXE_palisade"))
+            .args(&all)
+            .stdout(writer)
+            .output()
+            .expect("the palisade binary runs")
+    })
+    .await
+    .expect("the command's task ends")
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -96,6 +114,13 @@ async fn scenario(log: Arc<dyn SagaLog>, store: Vec<String>) {
     assert_eq!(json_out(&o).as_array().map(Vec::len), Some(1));
     let o = saga(&store, &["list", "--state", "sleeping"]).await;
     assert_eq!(o.status.code(), Some(2), "an unknown state is a usage error: {o:?}");
+
+    // A reader that went away (`palisade saga list | head -1`) is no failure and never a panic (before: exit 101).
+    for args in [&["list"][..], &["list", "--json"], &["show", "s-failed"], &["show", "s-done", "--json"]] {
+        let o = saga_with_closed_stdout(&store, args).await;
+        assert_eq!(o.status.code(), Some(0), "{args:?} with a closed stdout: {}", stderr(&o));
+        assert!(o.stderr.is_empty(), "{args:?}: {}", stderr(&o));
+    }
 
     // show: state, owner, lease, history.
     let o = saga(&store, &["show", "s-failed"]).await;

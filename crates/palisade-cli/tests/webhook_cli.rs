@@ -237,3 +237,36 @@ fn verify_names_an_ambiguous_event_id() {
     assert_eq!((o.status.code(), stderr_kind(&o)), (Some(1), "event_id_ambiguous".to_owned()), "{o:?}");
     assert!(o.stdout.is_empty());
 }
+
+/// Runs the binary with stdout a pipe whose reader has already gone (`palisade … | head -c0`).
+fn palisade_with_closed_stdout(args: &[&str], stdin: &[u8]) -> Output {
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the palisade binary starts");
+    let _ = child.stdin.take().expect("piped").write_all(stdin);
+    child.wait_with_output().expect("the palisade binary finishes")
+}
+
+/// A reader that went away is not a failure and never a panic (before: exit 101 and a panic message): the
+/// signature was made, the body verified, so the exit code is the one the result warrants.
+#[test]
+fn a_closed_stdout_keeps_the_exit_code_of_the_result() {
+    let o = palisade_with_closed_stdout(&["webhook", "sign", "--scheme", "github", "--secret", "s"], b"body");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.is_empty(), "{err}");
+    let sig = stdout(&palisade(&["webhook", "sign", "--scheme", "github", "--secret", "s"], b"body"));
+    let o = palisade_with_closed_stdout(
+        &["webhook", "verify", "--scheme", "github", "--secret", "s", "--signature", sig.trim()],
+        b"body",
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.is_empty(), "{err}");
+}
