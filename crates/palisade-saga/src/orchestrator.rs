@@ -630,6 +630,19 @@ impl<'a, C: Context> Run<'a, C> {
     async fn advance(&mut self) -> Result<(), SagaError> {
         // The clock is read only for a saga with a deadline.
         let started = self.saga.deadline.map(|_| Instant::now());
+        if self.state == SagaState::Running && self.failure.is_some() {
+            // The log says a step failed for good, and its owner died before compensation began: compensate now.
+            // Running the step again would retry what is never retried (a decline, a fraud block), and could carry
+            // the saga forward past a failure its log has already recorded. A step of the failed step's group cut
+            // off by the crash (started, no end) may have acted: it is compensated as one.
+            for i in 0..self.progress.slots.len() {
+                let slot = &self.progress.slots[i];
+                if slot.attempted_unknown && slot.output.is_none() && !slot.maybe_acted {
+                    self.slot_mut(i).maybe_acted = true;
+                }
+            }
+            self.begin_compensation("a step failed for good").await?;
+        }
         if self.state == SagaState::Running {
             let saga = self.saga;
             for node in &saga.nodes {
