@@ -34,3 +34,14 @@ pub const DEFAULT_COMPENSATION_BACKOFF: Backoff =
 
 /// Most orphaned sagas one recovery pass takes over: 100.
 pub const DEFAULT_RECOVERY_BATCH: usize = 100;
+
+/// Pages of orphans (of [`DEFAULT_RECOVERY_BATCH`] each) one recovery pass reads at most while every page holds
+/// only sagas the orchestrator already found it cannot run (another service's in a shared log, a retired
+/// definition, a newer version's): 10. Recovery goes on from where its last pass stopped, so such sagas, however
+/// many, delay a runnable orphan by about one pass per 1 000 of them, and a pass lists at most 1 000 ids.
+pub const DEFAULT_RECOVERY_PAGES: usize = 10;
+
+/// Sagas an orchestrator remembers it cannot run, so that it reads and logs each once, not on every pass: 10 000
+/// (well under 1 MB). Past that the oldest is forgotten: it is read (one `get`) and logged once more when next
+/// listed.
+pub const DEFAULT_RECOVERY_LEFT_ALONE: usize = 10_000;

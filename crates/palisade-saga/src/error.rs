@@ -38,6 +38,19 @@ pub enum SagaError {
     /// No definition with this name is registered with the orchestrator.
     #[error("no saga definition named {0} is registered")]
     UnknownDefinition(String),
+    /// The saga's history holds an event this version cannot read ([`Event::Unknown`](crate::Event::Unknown)):
+    /// a newer version of this crate wrote it. The saga was not taken over; an instance of that version resumes
+    /// it.
+    #[error(
+        "saga {id} holds a {kind:?} event this version cannot read: it was written by a newer version of \
+         palisade-saga; left for an instance of that version to resume (upgrade this one)"
+    )]
+    UnknownEvent {
+        /// The saga.
+        id: String,
+        /// The event's kind, as written.
+        kind: String,
+    },
     /// The saga's context could not be stored or read back as the definition's type.
     #[error("saga context: {0}")]
     Context(String),

@@ -61,5 +61,5 @@ pub use log::PostgresLog;
 #[cfg(feature = "redis")]
 pub use log::RedisLog;
 pub use log::{MemoryLog, SagaLog};
-pub use model::{Event, Name, Outputs, SagaRecord, SagaState, SagaSummary, StepName, Transition};
+pub use model::{Event, Name, Outputs, SagaRecord, SagaState, SagaSummary, StepName, Transition, UnknownEvent};
 pub use orchestrator::{Orchestrator, OrchestratorBuilder, Recovery, SagaReport};

@@ -244,6 +244,54 @@ pub enum Event {
         /// The state.
         state: SagaState,
     },
+    /// An event this version cannot read, kept as written: one a newer version of this crate wrote during a
+    /// rolling deploy (an event kind this version does not know, or a known kind holding what it does not know,
+    /// such as a newer [`PaymentError`] kind). The record still reads (`get`, `palisade saga show`) and the event
+    /// is written back as it was; an orchestrator does not resume a saga whose history holds one
+    /// ([`SagaError::UnknownEvent`](crate::SagaError::UnknownEvent)): an instance of the newer version does.
+    /// Never written by this version.
+    #[serde(untagged)]
+    Unknown(UnknownEvent),
+}
+
+/// An event this version cannot read ([`Event::Unknown`]): its kind (the `event` field) and the JSON as written.
+/// Boxed, so an [`Event`] stays as small as it was.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnknownEvent {
+    kind: Box<str>,
+    raw: Box<Value>,
+}
+
+impl UnknownEvent {
+    /// The event's kind, as written (`step_failed` for a known kind with a field this version cannot read).
+    #[must_use]
+    pub fn kind(&self) -> &str {
+        &self.kind
+    }
+
+    /// The event as written.
+    #[must_use]
+    pub fn raw(&self) -> &Value {
+        &self.raw
+    }
+}
+
+impl Serialize for UnknownEvent {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.raw.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for UnknownEvent {
+    /// Any JSON object with a string `event` field: what a later version may write. Anything else is not a saga
+    /// event at all, and stays an error.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = Value::deserialize(d)?;
+        let Some(kind) = raw.get("event").and_then(Value::as_str) else {
+            return Err(serde::de::Error::custom("not a saga event (a JSON object with an `event` field)"));
+        };
+        Ok(UnknownEvent { kind: kind.into(), raw: Box::new(raw) })
+    }
 }
 
 /// One transition of a saga as the orchestrator writes it ([`SagaLog::append_at`](crate::SagaLog::append_at)): an
@@ -360,6 +408,7 @@ impl Transition {
                 None => return Err(event),
             },
             Event::CompensationBegun { .. } | Event::CompensationRetried | Event::Finished { .. } => 0,
+            Event::Unknown(_) => return Err(event),
         };
         Ok(match event {
             Event::StepStarted { attempt, .. } => Transition::StepStarted { step, attempt },
@@ -371,6 +420,7 @@ impl Transition {
             Event::CompensationFailed { error, last, .. } => Transition::CompensationFailed { step, error, last },
             Event::CompensationRetried => Transition::CompensationRetried,
             Event::Finished { state } => Transition::Finished { state },
+            Event::Unknown(unknown) => return Err(Event::Unknown(unknown)),
         })
     }
 }

@@ -1,7 +1,7 @@
 //! The orchestrator: runs sagas forward, compensates them backward, writes every transition around its effect,
 //! and takes over the sagas of owners that died.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::defaults::{DEFAULT_LEASE, DEFAULT_RECOVERY_BATCH};
+use crate::defaults::{DEFAULT_LEASE, DEFAULT_RECOVERY_BATCH, DEFAULT_RECOVERY_LEFT_ALONE, DEFAULT_RECOVERY_PAGES};
 use crate::definition::{BoxedError, Context, Node, Progress, RunCx, Saga, Slots, Step, StepCx};
 use crate::error::SagaError;
 use crate::log::{ContextJson, SagaLog, StoreFuture};
@@ -64,6 +64,47 @@ pub(crate) struct Inner {
     lease: Duration,
     definitions: RwLock<HashMap<String, Arc<dyn Runnable>>>,
     rng: Mutex<u64>,
+    /// Where recovery goes on listing orphans: after the last id of its last full page (`None`: from the first).
+    recovery_cursor: Mutex<Option<String>>,
+    /// The sagas this orchestrator found it cannot run.
+    left_alone: Mutex<LeftAlone>,
+}
+
+/// The sagas an orchestrator found it cannot run (a definition not registered here, a context or a history it
+/// cannot read): [`Orchestrator::resume`] refused them before taking them over. A recovery pass does not read them
+/// again, and each is logged once. At most [`DEFAULT_RECOVERY_LEFT_ALONE`], the oldest forgotten first (read and
+/// logged again when next listed); forgotten all when a definition is registered, which may make them runnable.
+#[derive(Default)]
+struct LeftAlone {
+    ids: HashSet<Box<str>>,
+    order: VecDeque<Box<str>>,
+}
+
+impl LeftAlone {
+    /// Remembers `id`; false when it was remembered already.
+    fn insert(&mut self, id: &str) -> bool {
+        if self.ids.contains(id) {
+            return false;
+        }
+        if self.order.len() >= DEFAULT_RECOVERY_LEFT_ALONE
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.ids.remove(&oldest);
+        }
+        let id: Box<str> = id.into();
+        self.ids.insert(id.clone());
+        self.order.push_back(id);
+        true
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        self.ids.contains(id)
+    }
+
+    fn clear(&mut self) {
+        self.ids.clear();
+        self.order.clear();
+    }
 }
 
 impl Inner {
@@ -121,6 +162,8 @@ impl OrchestratorBuilder {
                 lease: self.lease,
                 definitions: RwLock::new(HashMap::new()),
                 rng: Mutex::new(seed),
+                recovery_cursor: Mutex::new(None),
+                left_alone: Mutex::new(LeftAlone::default()),
             }),
         }
     }
@@ -146,10 +189,11 @@ impl Orchestrator {
 
     /// Registers a definition (replacing one of the same name), so that recovery can resume sagas of it, and
     /// returns it for [`start`](Self::start). Every orchestrator that may recover a saga must register its
-    /// definition.
+    /// definition. Recovery reads again the sagas it left alone before (it may now run them).
     pub fn register<C: Context>(&self, saga: Saga<C>) -> Arc<Saga<C>> {
         let saga = Arc::new(saga);
         self.inner.definitions.write().insert(saga.name.to_string(), saga.clone());
+        self.inner.left_alone.lock().clear();
         saga.registered_with.store(self.inner.serial, Ordering::Relaxed);
         saga
     }
@@ -168,6 +212,7 @@ impl Orchestrator {
         if saga.registered_with.load(Ordering::Relaxed) != self.inner.serial {
             if !self.inner.definitions.read().contains_key(saga.name.as_str()) {
                 self.inner.definitions.write().insert(saga.name.to_string(), saga.clone());
+                self.inner.left_alone.lock().clear();
             }
             saga.registered_with.store(self.inner.serial, Ordering::Relaxed);
         }
@@ -190,14 +235,52 @@ impl Orchestrator {
     /// Takes saga `id` over if its owner's lease has ended (the owner died or stalled) and runs it on from where
     /// its log says. `None` when it is not free (alive elsewhere, terminal, or unknown).
     ///
+    /// The saga is read first, and one this orchestrator cannot run is **not** taken over (so not held for a
+    /// lease): an orchestrator that can run it resumes it. It is logged at WARN once (per orchestrator) and
+    /// recovery passes do not read it again (until a definition is registered).
+    ///
     /// # Errors
-    /// As [`start`](Self::start); [`SagaError::UnknownDefinition`] when its definition is not registered here.
+    /// As [`start`](Self::start), and, the saga left as it was: [`SagaError::UnknownDefinition`] when its
+    /// definition is not registered here; [`SagaError::Context`] when its context does not read as the
+    /// definition's type; [`SagaError::UnknownEvent`] when its history holds an event of a newer version;
+    /// [`SagaError::Log`] when its record cannot be read (the error names the saga).
     pub async fn resume(&self, id: &str) -> Result<Option<SagaReport>, SagaError> {
         let inner = &self.inner;
+        let Some(record) = inner.log.get(id).await? else { return Ok(None) };
+        if record.state.is_terminal() || !record.lease_remaining.is_zero() {
+            return Ok(None);
+        }
+        let def = self.runnable(&record)?;
         let Some(token) = inner.log.take_over(id, &inner.owner, inner.lease, None).await? else { return Ok(None) };
         tracing::info!(saga_id = id, owner = %inner.owner, token, "saga taken over; resuming from its log");
         count_event("taken_over");
-        self.run_owned(id, token).await.map(Some)
+        self.run_owned(&def, id, token).await.map(Some)
+    }
+
+    /// The definition that runs `record`'s saga, if this orchestrator can run it: its definition is registered,
+    /// its context reads as the definition's type and its history holds no event of a newer version. Else the
+    /// reason, the saga logged (once) and remembered as left alone.
+    fn runnable(&self, record: &SagaRecord) -> Result<Arc<dyn Runnable>, SagaError> {
+        let def = self.inner.definitions.read().get(&record.name).cloned();
+        let refused = match def {
+            None => SagaError::UnknownDefinition(record.name.clone()),
+            Some(def) => match unknown_event(record).map_or_else(|| def.check(record), Err) {
+                Ok(()) => return Ok(def),
+                Err(e) => e,
+            },
+        };
+        if self.inner.left_alone.lock().insert(&record.id) {
+            tracing::warn!(
+                saga_id = %record.id,
+                saga = %record.name,
+                owner = record.owner.as_deref().unwrap_or(""),
+                error = %refused,
+                "saga left alone: this orchestrator cannot run it, so it does not take it over; an orchestrator \
+                 that can (with its definition registered, of the version that wrote it) resumes it"
+            );
+            count_event("left_alone");
+        }
+        Err(refused)
     }
 
     /// Tries again the compensation of a saga in `FailedCompensation` (after the cause was fixed): compensation
@@ -208,6 +291,12 @@ impl Orchestrator {
     pub async fn retry_compensation(&self, id: &str) -> Result<SagaReport, SagaError> {
         let inner = &self.inner;
         let want = SagaState::FailedCompensation;
+        // Read first, as `resume` does: a saga this orchestrator cannot run stays as it is.
+        let record = inner.log.get(id).await?.ok_or_else(|| SagaError::NotFound(id.to_owned()))?;
+        if record.state != want {
+            return Err(SagaError::WrongState { id: id.to_owned(), state: record.state, wanted: want });
+        }
+        let def = self.runnable(&record)?;
         let Some(token) = inner.log.take_over(id, &inner.owner, inner.lease, Some(want)).await? else {
             return match inner.log.get(id).await? {
                 None => Err(SagaError::NotFound(id.to_owned())),
@@ -218,25 +307,68 @@ impl Orchestrator {
             return Err(SagaError::Fenced(id.to_owned()));
         }
         tracing::warn!(saga_id = id, "compensation retried by hand");
-        self.run_owned(id, token).await
+        self.run_owned(&def, id, token).await
     }
 
-    async fn run_owned(&self, id: &str, token: u64) -> Result<SagaReport, SagaError> {
+    /// Runs saga `id`, taken over with `token`, with `def` (found runnable before the take-over).
+    async fn run_owned(&self, def: &Arc<dyn Runnable>, id: &str, token: u64) -> Result<SagaReport, SagaError> {
         let inner = &self.inner;
+        // Read again now that it is owned: the last owner may have written more before the take-over fenced it.
         let record = inner.log.get(id).await?.ok_or_else(|| SagaError::NotFound(id.to_owned()))?;
-        let def = inner.definitions.read().get(&record.name).cloned();
-        let Some(def) = def else { return Err(SagaError::UnknownDefinition(record.name)) };
-        def.run(inner.clone(), record, token).await
+        if let Some(e) = unknown_event(&record) {
+            return Err(e);
+        }
+        def.clone().run(inner.clone(), record, token).await
+    }
+
+    /// The orphans one recovery pass resumes: a page of them by id ([`SagaLog::orphans_after`]) from where the
+    /// last pass stopped (from the first once a pass reached the last), without the sagas this orchestrator found
+    /// it cannot run; while a page holds none but those, the next page, up to [`DEFAULT_RECOVERY_PAGES`]. So
+    /// orphans this orchestrator cannot run, however many and wherever they sort, never keep a pass from the
+    /// ones it can, and a pass reads at most that many pages.
+    async fn orphans_to_resume(&self) -> Result<Vec<String>, SagaError> {
+        let inner = &self.inner;
+        let mut after = inner.recovery_cursor.lock().take();
+        let mut wrapped = after.is_none();
+        let mut ids = Vec::new();
+        for _ in 0..DEFAULT_RECOVERY_PAGES {
+            let page = match inner.log.orphans_after(after.as_deref(), DEFAULT_RECOVERY_BATCH).await {
+                Ok(page) => page,
+                Err(e) => {
+                    *inner.recovery_cursor.lock() = after;
+                    return Err(e.into());
+                }
+            };
+            let last = page.len() < DEFAULT_RECOVERY_BATCH;
+            after = if last { None } else { page.last().cloned() };
+            {
+                let left_alone = inner.left_alone.lock();
+                ids.extend(page.into_iter().filter(|id| !left_alone.contains(id)));
+            }
+            if !ids.is_empty() || (last && wrapped) {
+                break;
+            }
+            // Past the last page with nothing to resume: once round to the first.
+            wrapped |= last;
+        }
+        *inner.recovery_cursor.lock() = after;
+        Ok(ids)
     }
 
     /// One recovery pass: takes over every orphaned saga (not terminal, lease ended; at most
     /// [`DEFAULT_RECOVERY_BATCH`]) and runs them concurrently to their end. Several orchestrators may recover at
     /// once: each saga is taken over by one (the take-over is atomic) and resumed once.
     ///
+    /// Orphans are listed by id, a page per pass, each pass going on from where the last one stopped (when there
+    /// are more than a batch of them). Sagas this orchestrator cannot run ([`resume`](Self::resume)) are not taken
+    /// over, and later passes skip them (paging on, up to [`DEFAULT_RECOVERY_PAGES`] pages, past pages of nothing
+    /// else): however many there are, they do not keep recovery from the sagas it can run.
+    ///
     /// # Errors
-    /// [`SagaError::Log`] when the orphans cannot be listed; each saga's own result is in the list.
+    /// [`SagaError::Log`] when the orphans cannot be listed; each saga's own result is in the list (a saga left
+    /// alone as an error, as [`resume`](Self::resume) says).
     pub async fn recover(&self) -> Result<Vec<Result<SagaReport, SagaError>>, SagaError> {
-        let ids = self.inner.log.orphans(DEFAULT_RECOVERY_BATCH).await?;
+        let ids = self.orphans_to_resume().await?;
         let runs = ids.iter().map(|id| self.resume(id));
         Ok(join_all(runs).await.into_iter().filter_map(Result::transpose).collect())
     }
@@ -270,7 +402,7 @@ impl Orchestrator {
                     }
                 }
                 runs.reap();
-                match me.inner.log.orphans(DEFAULT_RECOVERY_BATCH).await {
+                match me.orphans_to_resume().await {
                     Ok(ids) => {
                         for id in ids {
                             // A saga already resumed by an earlier pass is no orphan (its run renews its lease);
@@ -382,6 +514,8 @@ impl Recovered {
         };
         let id = self.ids.remove(&task).unwrap_or_default();
         match ended {
+            // Left alone before its take-over: `resume` logged it, once.
+            Ok((_, Err(SagaError::UnknownDefinition(_) | SagaError::UnknownEvent { .. } | SagaError::Context(_)))) => {}
             Ok((_, Err(e))) => tracing::warn!(saga_id = %id, error = %e, "a recovered saga stopped before its end"),
             Err(e) if e.is_panic() => tracing::error!(
                 saga_id = %id,
@@ -427,8 +561,25 @@ fn start_error<C: Context>(context: &C, id: &str, e: palisade_store::StoreError)
     }
 }
 
+/// An event of a newer version in `record`'s history, as the error that refuses to run it.
+fn unknown_event(record: &SagaRecord) -> Option<SagaError> {
+    record.events.iter().find_map(|e| match e {
+        Event::Unknown(unknown) => {
+            Some(SagaError::UnknownEvent { id: record.id.clone(), kind: unknown.kind().to_owned() })
+        }
+        _ => None,
+    })
+}
+
+/// Saga `id`'s context does not read as its definition's type.
+fn context_error(id: &str, e: &serde_json::Error) -> SagaError {
+    SagaError::Context(format!("saga {id}: its context does not read as the definition's type: {e}"))
+}
+
 /// A definition with its context type erased, so the registry can resume a saga knowing only its name.
 pub(crate) trait Runnable: Send + Sync {
+    /// Whether `record`'s context reads as the definition's type (read before a take-over; not kept).
+    fn check(&self, record: &SagaRecord) -> Result<(), SagaError>;
     fn run(
         self: Arc<Self>,
         inner: Arc<Inner>,
@@ -438,6 +589,10 @@ pub(crate) trait Runnable: Send + Sync {
 }
 
 impl<C: Context> Runnable for Saga<C> {
+    fn check(&self, record: &SagaRecord) -> Result<(), SagaError> {
+        <C as serde::Deserialize>::deserialize(&record.context).map(drop).map_err(|e| context_error(&record.id, &e))
+    }
+
     fn run(
         self: Arc<Self>,
         inner: Arc<Inner>,
@@ -445,8 +600,8 @@ impl<C: Context> Runnable for Saga<C> {
         token: u64,
     ) -> BoxFuture<'static, Result<SagaReport, SagaError>> {
         Box::pin(async move {
-            let context: C = serde_json::from_value(record.context.clone())
-                .map_err(|e| SagaError::Context(format!("saga {}: {e}", record.id)))?;
+            let context: C =
+                serde_json::from_value(record.context.clone()).map_err(|e| context_error(&record.id, &e))?;
             let context = Arc::new(RunCx { id: Name::from(record.id), names: self.names.clone(), context });
             let mut run = Run::new(&self, &inner, token, &context, &record.events, record.state);
             run.drive().await?;

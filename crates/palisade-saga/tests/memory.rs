@@ -343,6 +343,7 @@ async fn an_unserializable_context_runs_on_the_memory_log_and_its_record_does_no
 #[tokio::test(start_paused = true)]
 async fn memory_log_conformance() {
     common::real::conformance(&MemoryLog::new()).await;
+    common::real::orphans_are_paged_by_id(MemoryLog::new()).await;
 }
 
 /// A saga longer than the run keeps in place (its steps' progress in a vector of their own), whose steps each read

@@ -46,6 +46,13 @@ async fn postgres_prefixes_are_checked() {
 }
 
 #[tokio::test]
+async fn postgres_orphans_are_paged_by_id() {
+    let Some((pg, log)) = pg_log("saga_orphan_pages").await else { return };
+    orphans_are_paged_by_id(log).await;
+    pg.cleanup().await;
+}
+
+#[tokio::test]
 async fn postgres_a_checkout_completes() {
     let Some((pg, log)) = pg_log("saga_completes").await else { return };
     checkout_completes(log).await;
@@ -146,25 +153,33 @@ async fn postgres_one_statement_per_transition() {
     let log = PostgresLog::new(pool).with_prefix(&pg.prefix()).unwrap();
     log.migrate().await.unwrap();
     one_checkout(log.clone(), "warm-up").await;
-    let statements = Arc::new(AtomicUsize::new(0));
-    let counted = {
+    // The counter hears sqlx only while tracing's callsite interest includes it, and the other tests' threads in
+    // this process can race the rebuild below (CI saw a run hear nothing at all): a measurement that heard nothing
+    // is taken again on a new order, at most five times. What is measured is never retried on a wrong count.
+    let mut tries = 0;
+    let (order, counted, in_checkout, in_read) = loop {
+        tries += 1;
+        let order = format!("order-rt-{tries}");
+        let statements = Arc::new(AtomicUsize::new(0));
         let _guard = tracing::subscriber::set_default(StatementCounter(statements.clone()));
         // Other tests' threads may have registered sqlx's callsites while only the no-op dispatcher existed:
         // recompute every callsite's interest with this one in place.
         tracing::callsite::rebuild_interest_cache();
-        one_checkout(log.clone(), "order-rt").await
+        let counted = one_checkout(log.clone(), &order).await;
+        let in_checkout = statements.load(Ordering::SeqCst);
+        // The counter counts: a direct read is one more statement.
+        log.get(&order).await.unwrap();
+        let in_read = statements.load(Ordering::SeqCst) - in_checkout;
+        if in_checkout > 0 || tries == 5 {
+            break (order, counted, in_checkout, in_read);
+        }
     };
     let (creates, appends) = (counted.count("create"), counted.count("append"));
     assert_eq!((creates, counted.total()), (1, 1 + appends), "the orchestrator only created and appended");
-    assert_eq!(appends, log.get("order-rt").await.unwrap().unwrap().events.len());
+    assert_eq!(appends, log.get(&order).await.unwrap().unwrap().events.len());
     assert!(appends >= 9, "four steps started and done, and the end: {appends}");
-    assert_eq!(statements.load(Ordering::SeqCst), creates + appends);
-    // The counter counts: a direct read is one more statement.
-    {
-        let _guard = tracing::subscriber::set_default(StatementCounter(statements.clone()));
-        log.get("order-rt").await.unwrap();
-    }
-    assert_eq!(statements.load(Ordering::SeqCst), creates + appends + 1);
+    assert_eq!(in_checkout, creates + appends, "statements of the checkout ({tries} tries)");
+    assert_eq!(in_read, 1, "statements of a read");
     log.pool().close().await;
     pg.cleanup().await;
 }

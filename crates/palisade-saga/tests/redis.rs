@@ -37,6 +37,13 @@ async fn redis_log_conformance() {
 }
 
 #[tokio::test]
+async fn redis_orphans_are_paged_by_id() {
+    let Some((r, log)) = redis_log("saga_orphan_pages").await else { return };
+    orphans_are_paged_by_id(log).await;
+    r.cleanup().await;
+}
+
+#[tokio::test]
 async fn redis_a_checkout_completes() {
     let Some((r, log)) = redis_log("saga_completes").await else { return };
     checkout_completes(log).await;

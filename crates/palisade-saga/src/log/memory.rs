@@ -722,10 +722,15 @@ impl SagaLog for MemoryLog {
     }
 
     fn orphans<'a>(&'a self, limit: usize) -> StoreFuture<'a, Vec<String>> {
+        self.orphans_after(None, limit)
+    }
+
+    fn orphans_after<'a>(&'a self, after: Option<&'a str>, limit: usize) -> StoreFuture<'a, Vec<String>> {
         let g = self.inner.lock();
         let now = Instant::now();
         let found = g.sorted(|r| !r.state.is_terminal() && ended(r, now));
-        StoreFuture::ready(Ok(found.into_iter().take(limit).map(|(id, _)| id.to_owned()).collect()))
+        let from = after.map_or(0, |after| found.partition_point(|(id, _)| *id <= after));
+        StoreFuture::ready(Ok(found.iter().skip(from).take(limit).map(|(id, _)| (*id).to_owned()).collect()))
     }
 
     fn get<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<SagaRecord>> {

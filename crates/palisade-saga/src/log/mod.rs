@@ -162,8 +162,23 @@ pub trait SagaLog: Send + Sync + 'static {
         state: Option<SagaState>,
     ) -> StoreFuture<'a, Option<u64>>;
 
-    /// Ids of sagas that are not terminal and whose lease has ended: the ones recovery should take over.
+    /// Ids of sagas that are not terminal and whose lease has ended (the ones recovery should take over), at most
+    /// `limit`. The three logs of this crate answer [`orphans_after`](Self::orphans_after)`(None, limit)`: the
+    /// first by id.
     fn orphans<'a>(&'a self, limit: usize) -> StoreFuture<'a, Vec<String>>;
+
+    /// A page of [`orphans`](Self::orphans) in id order (byte order): those whose id is greater than `after`
+    /// (from the first when `None`), at most `limit`. What recovery reads, a page at a time, going on from where
+    /// its last pass stopped, so orphans it cannot run (another service's in a shared log, a retired definition)
+    /// never hold every pass's batch. A short page is the last.
+    ///
+    /// The default lists every orphan (`orphans(usize::MAX)`) and takes the page from that: right for any log,
+    /// but it reads them all on every call; a log that can read from an id on (all three of this crate's)
+    /// overrides it.
+    fn orphans_after<'a>(&'a self, after: Option<&'a str>, limit: usize) -> StoreFuture<'a, Vec<String>> {
+        let all = self.orphans(usize::MAX);
+        StoreFuture::new(async move { Ok(page_after(all.await?, after, limit)) })
+    }
 
     /// A saga with its history.
     fn get<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<SagaRecord>>;
@@ -247,10 +262,34 @@ impl<T: SagaLog + ?Sized> SagaLog for Arc<T> {
     fn orphans<'a>(&'a self, limit: usize) -> StoreFuture<'a, Vec<String>> {
         (**self).orphans(limit)
     }
+    fn orphans_after<'a>(&'a self, after: Option<&'a str>, limit: usize) -> StoreFuture<'a, Vec<String>> {
+        (**self).orphans_after(after, limit)
+    }
     fn get<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<SagaRecord>> {
         (**self).get(id)
     }
     fn list<'a>(&'a self, state: Option<SagaState>, limit: usize) -> StoreFuture<'a, Vec<SagaSummary>> {
         (**self).list(state, limit)
     }
+}
+
+/// The page of `ids` [`SagaLog::orphans_after`] answers: those greater than `after`, in id order, at most `limit`.
+pub(crate) fn page_after(mut ids: Vec<String>, after: Option<&str>, limit: usize) -> Vec<String> {
+    if let Some(after) = after {
+        ids.retain(|id| id.as_str() > after);
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    ids.truncate(limit);
+    ids
+}
+
+/// A saga's record that does not read as this version writes it (a state or an event it does not know): the
+/// error names the saga and the likely cause, a newer version's write during a rolling deploy.
+#[cfg(any(feature = "redis", feature = "postgres"))]
+pub(crate) fn unreadable(backend: &str, id: &str, what: impl std::fmt::Display) -> StoreError {
+    StoreError::new(format!(
+        "{backend}: saga {id}: {what}: its record does not read as this version of palisade-saga writes it, so it \
+         was most likely written by a newer version (read it with that version, or upgrade this one)"
+    ))
 }

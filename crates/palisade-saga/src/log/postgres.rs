@@ -2,7 +2,8 @@
 //!
 //! - `<prefix>sagas`: one row per saga (`id` in byte order, `COLLATE "C"`, so listings come out as from the
 //!   memory log), with its state, owner, fencing token, the end of the owner's lease (`lease_until`, server
-//!   time) and `seq`, the number of its events. Indexed on `(state, lease_until)` for `orphans`.
+//!   time) and `seq`, the number of its events. Indexed on `(state, lease_until)` for `orphans` (listed by id,
+//!   from an id on).
 //! - `<prefix>saga_events`: `(saga_id, seq)` → the event (`json`) and when it was written.
 //! - **append** is one statement: `WITH s AS (UPDATE sagas SET state, seq = seq + 1 … WHERE id = $1 AND
 //!   token = $2 RETURNING seq) INSERT INTO saga_events SELECT …, s.seq, … FROM s`. One row inserted: appended;
@@ -115,7 +116,9 @@ impl Sql {
                  RETURNING token"
             ),
             orphans: format!(
-                "SELECT id FROM {t} WHERE {live} AND lease_until <= {now} ORDER BY lease_until, id LIMIT $1"
+                "SELECT id FROM {t} WHERE {live} AND lease_until <= {now}
+                     AND ($2::text IS NULL OR id > $2::text COLLATE \"C\")
+                 ORDER BY id LIMIT $1"
             ),
             get: format!(
                 "SELECT name, context::text AS context, state, owner, token, {left} AS lease_ms,
@@ -160,14 +163,16 @@ fn token(t: u64) -> i64 {
     i64::try_from(t).unwrap_or(-1)
 }
 
-fn state_of(row: &PgRow) -> Result<SagaState, StoreError> {
+/// Saga `id`'s state, in `row`.
+fn state_of(id: &str, row: &PgRow) -> Result<SagaState, StoreError> {
     let s: String = row.try_get("state").map_err(db)?;
-    SagaState::parse(&s).ok_or_else(|| StoreError::new(format!("postgres: unknown saga state {s:?}")))
+    SagaState::parse(&s).ok_or_else(|| super::unreadable("postgres", id, format_args!("unknown state {s:?}")))
 }
 
-fn json<T: serde::de::DeserializeOwned>(row: &PgRow, col: &str) -> Result<T, StoreError> {
+/// Column `col` of saga `id`'s `row`, as JSON.
+fn json<T: serde::de::DeserializeOwned>(id: &str, row: &PgRow, col: &str) -> Result<T, StoreError> {
     let s: String = row.try_get(col).map_err(db)?;
-    serde_json::from_str(&s).map_err(|e| StoreError::new(format!("postgres: {col}: {e}")))
+    serde_json::from_str(&s).map_err(|e| super::unreadable("postgres", id, format_args!("{col}: {e}")))
 }
 
 fn token_of(row: &PgRow) -> Result<u64, StoreError> {
@@ -308,9 +313,14 @@ impl SagaLog for PostgresLog {
     }
 
     fn orphans<'a>(&'a self, limit: usize) -> StoreFuture<'a, Vec<String>> {
+        self.orphans_after(None, limit)
+    }
+
+    fn orphans_after<'a>(&'a self, after: Option<&'a str>, limit: usize) -> StoreFuture<'a, Vec<String>> {
         StoreFuture::new(async move {
             let rows = sqlx::query(&self.sql.orphans)
                 .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .bind(after)
                 .fetch_all(&self.pool)
                 .await
                 .map_err(db)?;
@@ -327,9 +337,9 @@ impl SagaLog for PostgresLog {
             Ok(Some(SagaRecord {
                 id: id.to_owned(),
                 name: row.try_get("name").map_err(db)?,
-                context: json(&row, "context")?,
-                state: state_of(&row)?,
-                events: json(&row, "events")?,
+                context: json(id, &row, "context")?,
+                state: state_of(id, &row)?,
+                events: json(id, &row, "events")?,
                 owner: row.try_get("owner").map_err(db)?,
                 token: token_of(&row)?,
                 lease_remaining: Duration::from_millis(u64::try_from(left).unwrap_or(0)),
@@ -347,11 +357,12 @@ impl SagaLog for PostgresLog {
                 .map_err(db)?;
             rows.iter()
                 .map(|r| {
+                    let id: String = r.try_get("id").map_err(db)?;
                     Ok(SagaSummary {
-                        id: r.try_get("id").map_err(db)?,
                         name: r.try_get("name").map_err(db)?,
-                        state: state_of(r)?,
+                        state: state_of(&id, r)?,
                         owner: r.try_get("owner").map_err(db)?,
+                        id,
                     })
                 })
                 .collect()

@@ -39,9 +39,10 @@
 //!   [`INDEX_GRACE`], only if their score did not change since it read them: an entry re-added by a hand retry
 //!   meanwhile stays. The grace covers the instant between the index write and the script in the same
 //!   pipeline, during which a re-activated saga still reads terminal.
-//! - Consequences: `orphans` costs one round trip per [`SCAN_CHUNK`] entries of `live` (running sagas and
-//!   terminal ones younger than the grace), plus one to drop; `list` one per chunk of `all` it reads (it reads
-//!   until `limit` sagas matched). Both read each saga's hash, not the index, for its state: neither answers
+//! - Consequences: `orphans` (and `orphans_after`, a page of them by id) costs one round trip per [`SCAN_CHUNK`]
+//!   entries of `live` (running sagas and terminal ones younger than the grace): it reads all of them, since the
+//!   index is not in id order; plus one to drop; `list` one per chunk of `all` it reads (it reads until `limit`
+//!   sagas matched). Both read each saga's hash, not the index, for its state: neither answers
 //!   from a stale index. Neither is a consistent snapshot across sagas (nor is `list` on any backend).
 
 use std::sync::Arc;
@@ -237,8 +238,9 @@ fn number(v: &Value, what: &str) -> Result<u64, StoreError> {
     required(v, what)?.parse().map_err(|_| bad_reply(what))
 }
 
-fn state(s: &str) -> Result<SagaState, StoreError> {
-    SagaState::parse(s).ok_or_else(|| StoreError::new(format!("redis: unknown saga state {s:?}")))
+/// Saga `id`'s state, `s`.
+fn state(id: &str, s: &str) -> Result<SagaState, StoreError> {
+    SagaState::parse(s).ok_or_else(|| super::unreadable("redis", id, format_args!("unknown state {s:?}")))
 }
 
 fn token_reply(v: Value) -> Result<Option<u64>, StoreError> {
@@ -470,13 +472,19 @@ impl SagaLog for RedisLog {
     }
 
     fn orphans<'a>(&'a self, limit: usize) -> StoreFuture<'a, Vec<String>> {
+        self.orphans_after(None, limit)
+    }
+
+    fn orphans_after<'a>(&'a self, after: Option<&'a str>, limit: usize) -> StoreFuture<'a, Vec<String>> {
         StoreFuture::new(async move {
             let mut conn = self.conn().await?;
             let live = self.live_key();
             let grace = u64::try_from(INDEX_GRACE.as_millis()).unwrap_or(u64::MAX);
             let (mut found, mut drop) = (Vec::new(), Vec::<(String, String)>::new());
             let mut start = 0usize;
-            while found.len() < limit {
+            // The index is in the order ids were added, not by id: every entry is read for the page by id (as a
+            // pass found fewer orphans than its limit always did).
+            loop {
                 let (time, entries): ((String, String), Vec<(String, String)>) = redis::pipe()
                     .cmd("TIME")
                     .cmd("ZRANGE")
@@ -498,14 +506,17 @@ impl SagaLog for RedisLog {
                 }
                 let sagas: Vec<(Option<String>, Option<String>)> = pipe.query_async(&mut conn).await?;
                 for ((id, score), (st, until)) in entries.into_iter().zip(sagas) {
-                    let st = st.as_deref().and_then(SagaState::parse);
-                    let live = st.is_some_and(|s| !s.is_terminal());
+                    let known = st.as_deref().map(SagaState::parse);
+                    let live = matches!(known, Some(Some(s)) if !s.is_terminal());
+                    // A state this version does not know (a newer version's): neither an orphan here nor dropped
+                    // from the index, which the newer version's recovery reads.
+                    let unknown = matches!(known, Some(None));
                     if live {
                         let until: u64 = until.as_deref().and_then(|u| u.parse().ok()).unwrap_or(0);
-                        if until <= now && found.len() < limit {
+                        if until <= now && after.is_none_or(|after| id.as_str() > after) {
                             found.push(id);
                         }
-                    } else if score.parse::<f64>().is_ok_and(|s| s + (grace as f64) < now as f64) {
+                    } else if !unknown && score.parse::<f64>().is_ok_and(|s| s + (grace as f64) < now as f64) {
                         // Terminal (or never created: its create's script did not run) for longer than the grace.
                         drop.push((id, score));
                     }
@@ -524,7 +535,7 @@ impl SagaLog for RedisLog {
                     tracing::debug!(error = %e, "could not drop finished sagas from the saga index");
                 }
             }
-            Ok(found)
+            Ok(super::page_after(found, None, limit))
         })
     }
 
@@ -541,11 +552,16 @@ impl SagaLog for RedisLog {
             let [name, context, st, owner, token, left, events] = fields.as_slice() else {
                 return Err(bad_reply("get"));
             };
-            let context = serde_json::from_str(&required(context, "context")?).map_err(store_err)?;
+            let unreadable = |what: &str, e: serde_json::Error| super::unreadable("redis", id, format!("{what}: {e}"));
+            let context = serde_json::from_str(&required(context, "context")?).map_err(|e| unreadable("context", e))?;
             let events = match events {
                 Value::Array(items) => items
                     .iter()
-                    .map(|e| serde_json::from_str(&required(e, "event")?).map_err(store_err))
+                    .enumerate()
+                    .map(|(i, e)| {
+                        serde_json::from_str(&required(e, "event")?)
+                            .map_err(|e| unreadable(&format!("event {}", i + 1), e))
+                    })
                     .collect::<Result<Vec<Event>, _>>()?,
                 _ => return Err(bad_reply("events")),
             };
@@ -553,7 +569,7 @@ impl SagaLog for RedisLog {
                 id: id.to_owned(),
                 name: required(name, "name")?,
                 context,
-                state: state(&required(st, "state")?)?,
+                state: state(id, &required(st, "state")?)?,
                 events,
                 owner: text(owner)?,
                 token: number(token, "token")?,
@@ -588,7 +604,7 @@ impl SagaLog for RedisLog {
                 let rows: Vec<(Option<String>, Option<String>, Option<String>)> = pipe.query_async(&mut conn).await?;
                 for (id, (name, st, owner)) in ids.iter().zip(rows) {
                     let (Some(name), Some(st)) = (name, st) else { continue };
-                    let st = self::state(&st)?;
+                    let st = self::state(id, &st)?;
                     if state.is_none_or(|want| want == st) && out.len() < limit {
                         out.push(SagaSummary { id: id.clone(), name, state: st, owner });
                     }

@@ -21,7 +21,8 @@ pub fn sleep_out() -> impl Fn(Duration) -> futures_util::future::BoxFuture<'stat
     |d| Box::pin(tokio::time::sleep(d + Duration::from_millis(60)))
 }
 
-/// A log that counts the operations called on it, to compare with what the server saw.
+/// A log that counts the operations called on it, to compare with what the server saw. It overrides only the
+/// trait's required methods, as a log outside this crate may: `orphans_after` is the trait's default.
 #[derive(Clone, Default)]
 pub struct Counting<L> {
     inner: L,
@@ -177,6 +178,35 @@ pub async fn conformance<L: SagaLog>(log: &L) {
     assert!(!log.renew("nope", t1, LEASE).await.unwrap());
     assert_eq!(log.take_over("nope", "a", LEASE, None).await.unwrap(), None);
     assert_eq!(log.take_over("nope", "a", LEASE, Some(SagaState::FailedCompensation)).await.unwrap(), None);
+}
+
+/// Orphans by id, a page at a time (`orphans_after`, what recovery reads): the same on every log, and through the
+/// trait's default (a log that lists orphans with `orphans` only, here `Counting`'s).
+pub async fn orphans_are_paged_by_id<L: SagaLog + Clone>(log: L) {
+    let (ctx, tiny) = (serde_json::json!(1), Duration::from_millis(1));
+    for id in ["p-3", "p-1", "p-4", "p-2"] {
+        log.create(id, "checkout", &ctx, "a", tiny).await.unwrap().unwrap();
+    }
+    // Neither a live lease nor a terminal saga is an orphan.
+    log.create("p-0", "checkout", &ctx, "a", Duration::from_secs(60)).await.unwrap().unwrap();
+    let t = log.create("p-5", "checkout", &ctx, "a", tiny).await.unwrap().unwrap();
+    let fin = Event::Finished { state: SagaState::Completed };
+    assert!(log.append("p-5", t, &fin, SagaState::Completed).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(60)).await;
+
+    let by_default = Counting::new(log.clone());
+    let none = Vec::<String>::new();
+    for (what, l) in [("the log's", &log as &dyn SagaLog), ("the default", &by_default)] {
+        assert_eq!(l.orphans(10).await.unwrap(), ["p-1", "p-2", "p-3", "p-4"], "{what}: by id");
+        assert_eq!(l.orphans(2).await.unwrap(), ["p-1", "p-2"], "{what}: the first by id");
+        assert_eq!(l.orphans_after(None, 3).await.unwrap(), ["p-1", "p-2", "p-3"], "{what}");
+        assert_eq!(l.orphans_after(Some("p-2"), 1).await.unwrap(), ["p-3"], "{what}");
+        assert_eq!(l.orphans_after(Some("p-2"), 10).await.unwrap(), ["p-3", "p-4"], "{what}: a short page is the last");
+        assert_eq!(l.orphans_after(Some("p-25"), 10).await.unwrap(), ["p-3", "p-4"], "{what}: after any id");
+        assert_eq!(l.orphans_after(Some(""), 10).await.unwrap(), ["p-1", "p-2", "p-3", "p-4"], "{what}");
+        assert_eq!(l.orphans_after(Some("p-4"), 10).await.unwrap(), none, "{what}: past the last");
+    }
+    assert_eq!(by_default.count("orphans"), 8, "the default pages what `orphans` lists");
 }
 
 pub async fn checkout_completes<L: SagaLog + Clone>(log: L) {
