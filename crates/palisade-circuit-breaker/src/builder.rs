@@ -147,12 +147,13 @@ impl<C, D, M> CircuitBreakerLayerBuilder<C, D, M> {
         self
     }
     /// Most per-key breakers kept (default [`DEFAULT_MAX_KEYS`](crate::DEFAULT_MAX_KEYS)); see
-    /// [`build_keyed`](Self::build_keyed).
+    /// [`build_keyed`](Self::build_keyed). Breakers that are refusing calls or set by an operator are never dropped
+    /// to make room: with only those left, the map holds more until they stop refusing.
     pub fn max_keys(mut self, n: usize) -> Self {
         self.max_keys = n;
         self
     }
-    /// Idle time after which a per-key breaker is dropped (default
+    /// Idle time after which a per-key breaker that refuses nothing is dropped (default
     /// [`DEFAULT_IDLE_TIMEOUT`](crate::DEFAULT_IDLE_TIMEOUT)).
     pub fn idle_timeout(mut self, d: Duration) -> Self {
         self.idle_timeout = d;
@@ -186,7 +187,10 @@ impl<C, D, M> CircuitBreakerLayerBuilder<C, D, M> {
         }
     }
     /// HTTP mode: responses are classified by [`HttpClassifier`] (status and `Retry-After`), and a rejection is a
-    /// `503` problem+json response with `Retry-After` instead of an error.
+    /// `503` problem+json response with `Retry-After` instead of an error. An inner Palisade layer's own refusal
+    /// (a response carrying [`LayerRefusal`](palisade_core::problem::LayerRefusal), as every
+    /// `Problem::into_response` of a rate-limited, idempotency, circuit-open or store-unavailable problem does)
+    /// counts as [`layer_rejections`](Self::layer_rejections) says, not as a gateway failure.
     pub fn http(self) -> CircuitBreakerLayerBuilder<HttpClassifier, D, Http> {
         CircuitBreakerLayerBuilder {
             settings: self.settings,
@@ -219,8 +223,11 @@ impl<C, D, M> CircuitBreakerLayerBuilder<C, D, M> {
     }
 
     /// Builds a layer with one breaker per key: `key_fn(&request)` picks the breaker (gateway, merchant, host).
-    /// At most [`max_keys`](Self::max_keys) breakers exist; idle ones are dropped after
-    /// [`idle_timeout`](Self::idle_timeout). Each per-key breaker is labelled `name/key`.
+    /// Closed breakers idle for [`idle_timeout`](Self::idle_timeout) are dropped, and when a new key finds
+    /// [`max_keys`](Self::max_keys) breakers the least recently used closed ones make room. A breaker that is
+    /// refusing calls (open with time left, half-open) or that an operator set (forced open or closed, disabled)
+    /// is never dropped, so the map exceeds `max_keys` while only such breakers fill it. Each per-key breaker is
+    /// labelled `name/key`.
     ///
     /// # Errors
     /// As [`build`](Self::build).

@@ -2,14 +2,18 @@
 
 use std::convert::Infallible;
 
+use palisade_core::mode::{Http, Typed};
+use palisade_core::problem::LayerRefusal;
 use palisade_core::{BoxError, Classify, PaymentError};
 
 use crate::breaker::Verdict;
 use crate::config::LayerRejections;
 
 /// Recognises a refusal made by an inner Palisade layer (rate limited, idempotency in flight, another breaker
-/// open, store unavailable) rather than by the gateway. What it then counts as is
-/// [`LayerRejections`](crate::LayerRejections). Implemented for closures `Fn(&Result<Res, E>) -> bool`.
+/// open, store unavailable) rather than by the gateway, from the error a call failed with. What it then counts as
+/// is [`LayerRejections`](crate::LayerRejections). Implemented for closures `Fn(&Result<Res, E>) -> bool`; it is
+/// asked about errors only. Refusals that are responses (HTTP mode) are recognised by the mode
+/// ([`ModeRejections`]).
 pub trait DetectRejection<Res, E> {
     /// True when `result` is an inner layer's refusal.
     fn is_layer_rejection(&self, result: &Result<Res, E>) -> bool;
@@ -60,13 +64,48 @@ impl<Res, E> DetectRejection<Res, E> for NoRejections {
     }
 }
 
+/// How a mode recognises an inner layer's refusal that comes back as a *response*: in [`Http`] mode, a response
+/// carrying [`LayerRefusal`] (which `palisade_core::Problem::into_response` sets for the kinds the typed detector
+/// knows: rate limited, idempotency conflict / in flight / key missing, circuit open, store unavailable). In
+/// [`Typed`] mode refusals are errors, seen by the [`DetectRejection`] detector, so no response is one. This works
+/// alongside the detector (a custom `.rejections(..)` does not turn it off). Sealed: implemented for the two modes.
+pub trait ModeRejections<Res>: sealed::Sealed {
+    /// True when `res` is an inner Palisade layer's refusal.
+    fn is_layer_refusal(res: &Res) -> bool;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for palisade_core::mode::Typed {}
+    impl Sealed for palisade_core::mode::Http {}
+}
+
+impl<Res> ModeRejections<Res> for Typed {
+    #[inline]
+    fn is_layer_refusal(_: &Res) -> bool {
+        false
+    }
+}
+
+impl<B> ModeRejections<http::Response<B>> for Http {
+    #[inline]
+    fn is_layer_refusal(res: &http::Response<B>) -> bool {
+        res.extensions().get::<LayerRefusal>().is_some()
+    }
+}
+
 #[inline]
-pub(crate) fn verdict<Res, E, C, D>(c: &C, d: &D, policy: LayerRejections, result: &Result<Res, E>) -> Verdict
+pub(crate) fn verdict<Res, E, C, D, M>(c: &C, d: &D, policy: LayerRejections, result: &Result<Res, E>) -> Verdict
 where
     C: Classify<Res, E>,
     D: DetectRejection<Res, E>,
+    M: ModeRejections<Res>,
 {
-    if result.is_err() && d.is_layer_rejection(result) {
+    let rejection = match result {
+        Ok(res) => M::is_layer_refusal(res),
+        Err(_) => d.is_layer_rejection(result),
+    };
+    if rejection {
         return match policy {
             LayerRejections::Failure => Verdict::Failure,
             LayerRejections::Success => Verdict::Success,

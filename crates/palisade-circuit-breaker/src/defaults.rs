@@ -7,8 +7,9 @@ use std::time::Duration;
 /// window: one byte per call) is a few megabytes, a bound a payment service can always afford.
 pub const DEFAULT_MAX_KEYS: usize = 10_000;
 
-/// A per-key breaker not used for this long is dropped: ten minutes outlives any open duration's default ceiling
-/// (five minutes), so an open breaker is not forgotten while it still protects.
+/// A per-key breaker not used for this long is dropped, unless it is refusing calls (open with time left,
+/// half-open) or set by an operator: those are kept however long they idle. Ten minutes keeps the window of a key
+/// used every few minutes and outlives the default open duration's ceiling (five minutes).
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Calls in the count-based sliding window: enough calls for a failure rate to mean something, few enough that a

@@ -1,5 +1,6 @@
 //! Per-key breakers (per gateway, merchant, host) with bounded memory: at most `max_keys` breakers, idle ones
-//! evicted.
+//! evicted. A breaker that is refusing calls or holds an operator's override is never evicted; the map grows past
+//! `max_keys` rather than forget one.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -29,6 +30,17 @@ pub(crate) struct Registry<K> {
 
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// True when forgetting `b` would let calls through that it would refuse, or undo an operator: forced open,
+/// forced closed or disabled; half-open; open with open time left. Such a breaker is never evicted. Closed ones, and
+/// open ones whose open time is over (the next call would be a probe), may be.
+fn holds(b: &Breaker) -> bool {
+    match b.state() {
+        State::Closed => false,
+        State::Open => !b.remaining_open().is_zero(),
+        _ => true,
+    }
 }
 
 impl<K: Hash + Eq + Clone + fmt::Display> Registry<K> {
@@ -65,18 +77,25 @@ impl<K: Hash + Eq + Clone + fmt::Display> Registry<K> {
             self.last_sweep.store(now, Ordering::Relaxed);
             self.evict_idle_locked(&mut map, now);
         }
-        if map.len() >= self.max_keys {
-            // Still full of active keys: drop the least recently used, preferring a closed one (an open breaker
-            // is protecting someone).
+        // Still full: drop the least recently used breakers that refuse nothing, down to one below the bound. A
+        // breaker that is refusing calls (open with time left, half-open) or holds an operator's override is never
+        // dropped: the key's next call would reach the gateway through a fresh closed breaker. With only such
+        // breakers left the map grows past `max_keys` until they stop refusing (documented).
+        while map.len() >= self.max_keys {
             let victim = map
                 .iter()
-                .min_by_key(|(_, b)| (b.state() != State::Closed, b.last_used.load(Ordering::Relaxed)))
+                .filter(|(_, b)| !holds(b))
+                .min_by_key(|(_, b)| b.last_used.load(Ordering::Relaxed))
                 .map(|(k, _)| k.clone());
-            if let Some(k) = victim {
-                map.remove(&k);
-                tracing::debug!(target: "palisade_circuit_breaker", breaker = %self.cfg.name, key = %k,
-                    "per-key breaker evicted: max_keys reached");
-            }
+            let Some(k) = victim else {
+                tracing::warn!(target: "palisade_circuit_breaker", breaker = %self.cfg.name, key = %key,
+                    keys = map.len() + 1, max_keys = self.max_keys,
+                    "per-key breakers over max_keys: every breaker is open, half-open or set by an operator");
+                break;
+            };
+            map.remove(&k);
+            tracing::debug!(target: "palisade_circuit_breaker", breaker = %self.cfg.name, key = %k,
+                "per-key breaker evicted: max_keys reached");
         }
         let label: Arc<str> = Arc::from(format!("{}/{key}", self.cfg.name));
         let b = Arc::new(Breaker::new(label, self.cfg.clone(), self.wake.clone()));
@@ -85,9 +104,10 @@ impl<K: Hash + Eq + Clone + fmt::Display> Registry<K> {
         b
     }
 
+    /// Drops the breakers idle for the idle timeout that refuse nothing (see [`holds`]).
     fn evict_idle_locked(&self, map: &mut HashMap<K, Arc<Breaker>>, now: u64) -> usize {
         let before = map.len();
-        map.retain(|_, b| now.saturating_sub(b.last_used.load(Ordering::Relaxed)) < self.idle_ns);
+        map.retain(|_, b| now.saturating_sub(b.last_used.load(Ordering::Relaxed)) < self.idle_ns || holds(b));
         before - map.len()
     }
 
@@ -148,7 +168,8 @@ impl<K: Hash + Eq + Clone + fmt::Display> KeyedHandle<K> {
         self.registry.map.read().keys().cloned().collect()
     }
     /// Drops every breaker idle for longer than the idle timeout now (this also happens on its own when new keys
-    /// arrive). Returns how many were dropped.
+    /// arrive), except those still refusing calls or set by an operator: forced open, forced closed, disabled,
+    /// half-open, or open with open time left. Returns how many were dropped.
     pub fn evict_idle(&self) -> usize {
         self.registry.evict_idle()
     }

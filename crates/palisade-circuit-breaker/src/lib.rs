@@ -6,7 +6,8 @@
 //! - **Only outages count.** A call is a failure when its [`Outcome`](palisade_core::Outcome) is `Retriable` or
 //!   `Unknown`. A decline (`Terminal`) proves the gateway answered: a thousand declines never trip it. Refusals
 //!   by inner Palisade layers (rate limited, idempotency in flight) are ignored by default
-//!   ([`LayerRejections`]).
+//!   ([`LayerRejections`]): typed errors, and in HTTP mode their problem+json responses (marked with
+//!   [`LayerRefusal`](palisade_core::problem::LayerRefusal)).
 //! - **Trip rules**: failure rate over a count- or time-based sliding window with a minimum number of calls,
 //!   consecutive failures, slow-call rate.
 //! - **Open** rejects at once with `retry_after` = the remaining open time ([`CircuitOpen`], which converts into
@@ -16,7 +17,8 @@
 //!   concurrency. A dropped probe (cancelled call) gives its slot back.
 //! - **Lock-free when closed**: admitting and recording a call are atomic operations on the breaker, no lock, no
 //!   allocation (the response future is a named `pin_project` future).
-//! - **Per-key** breakers (per gateway, merchant, host) with a bound on their number and idle eviction
+//! - **Per-key** breakers (per gateway, merchant, host) with a bound on their number and idle eviction that never
+//!   forgets a breaker still refusing calls or set by an operator
 //!   ([`CircuitBreakerLayerBuilder::build_keyed`]).
 //! - **Shared through Redis** (feature `redis`): instances open together on the failure rate of all instances,
 //!   so one bad instance cannot open the breaker for everyone; unreachable Redis falls back to local decisions.
@@ -77,7 +79,7 @@ mod shared;
 mod window;
 
 pub use builder::CircuitBreakerLayerBuilder;
-pub use classify::{DetectRejection, NoRejections, PaymentRejections};
+pub use classify::{DetectRejection, ModeRejections, NoRejections, PaymentRejections};
 pub use config::{ConfigError, HALF_OPEN_RETRY_HINT, LayerRejections, Window};
 pub use defaults::{
     DEFAULT_FAILURE_RATE, DEFAULT_HALF_OPEN_PROBES, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_KEYS, DEFAULT_MAX_OPEN_DURATION,

@@ -6,7 +6,7 @@ use palisade_core::Classify;
 use palisade_core::mode::Refuse;
 use tower_service::Service;
 
-use crate::classify::DetectRejection;
+use crate::classify::{DetectRejection, ModeRejections};
 use crate::error::CircuitOpen;
 use crate::future::{Guard, ResponseFuture};
 use crate::keyed::Partition;
@@ -29,12 +29,12 @@ where
     S: Service<Req, Response = Res, Error = E>,
     C: Classify<Res, E> + Clone,
     D: DetectRejection<Res, E> + Clone,
-    M: Refuse<CircuitOpen, Res, E>,
+    M: Refuse<CircuitOpen, Res, E> + ModeRejections<Res>,
     P: Partition<Req>,
 {
     type Response = Res;
     type Error = E;
-    type Future = ResponseFuture<S::Future, C, D, Res, E>;
+    type Future = ResponseFuture<S::Future, C, D, Res, E, M>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), E>> {

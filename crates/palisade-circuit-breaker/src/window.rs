@@ -143,14 +143,28 @@ impl CountWindow {
     }
 }
 
-/// Bucket word: epoch (16 bits) | calls (16) | failures (16) | slow (16). One CAS updates a bucket, so a bucket
+/// Bucket word: epoch tag (16 bits) | calls (16) | failures (16) | slow (16). One CAS updates a bucket, so a bucket
 /// that rolls over to a new epoch is reset and counted in the same step.
+///
+/// The tag is the epoch's low 16 bits, which names it exactly only while the bucket is less than 65 536 buckets
+/// old. Two rules keep every bucket that young, so a stale count is never read as a current one:
+///
+/// - every snapshot (each recorded call takes one) empties the buckets that have left the window, so a bucket is
+///   examined within two windows of going stale while calls keep coming;
+/// - `latest` holds the full epoch of the last recorded call: when it is a whole window old, every bucket is stale
+///   whatever its tag says, so a snapshot reads nothing and the next call empties the buckets before counting.
+///
+/// Both cost an atomic load per call and, rarely, a write; the hot path still never locks or allocates.
 pub(crate) struct TimeWindow {
     buckets: Box<[AtomicU64]>,
     bucket_ns: u64,
+    latest: AtomicU64,
 }
 
 const FIELD: u64 = 0xFFFF;
+/// Tags less than half the tag space ahead of a snapshot's epoch are from concurrent callers that read the clock
+/// later, not stale: a snapshot leaves them alone.
+const HALF: u64 = 0x8000;
 
 fn unpack(w: u64) -> (u64, u64, u64, u64) {
     (w >> 48, (w >> 32) & FIELD, (w >> 16) & FIELD, w & FIELD)
@@ -158,6 +172,14 @@ fn unpack(w: u64) -> (u64, u64, u64, u64) {
 
 fn pack(epoch: u64, calls: u64, failures: u64, slow: u64) -> u64 {
     ((epoch & FIELD) << 48) | (calls << 32) | (failures << 16) | slow
+}
+
+/// A bucket that has left the window is emptied before its tag can come round again. A failed exchange means a
+/// caller has just reset it for a new epoch. Once per bucket per window at most: off the hot path.
+#[cold]
+#[inline(never)]
+fn scrub(b: &AtomicU64, stale: u64) {
+    let _ = b.compare_exchange(stale, 0, Ordering::AcqRel, Ordering::Relaxed);
 }
 
 impl TimeWindow {
@@ -168,6 +190,7 @@ impl TimeWindow {
             // Epoch 0 with empty counts is "no data" because counts are zero.
             buckets: (0..n).map(|_| AtomicU64::new(0)).collect(),
             bucket_ns: (len / n).max(1),
+            latest: AtomicU64::new(0),
         }
     }
 
@@ -178,6 +201,10 @@ impl TimeWindow {
     fn record(&self, mark: u8, now_ns: u64) -> Snapshot {
         let epoch = self.epoch(now_ns);
         let n = self.buckets.len() as u64;
+        let latest = self.latest.load(Ordering::Acquire);
+        if epoch.saturating_sub(latest) >= n {
+            self.empty();
+        }
         // The modulo keeps the index below the bucket count.
         #[allow(clippy::cast_possible_truncation)]
         let b = &self.buckets[(epoch % n) as usize];
@@ -199,23 +226,53 @@ impl TimeWindow {
                 Err(actual) => cur = actual,
             }
         }
-        self.snapshot(now_ns)
+        // Published after the emptying above, so a snapshot that sees a recent `latest` sees empty old buckets.
+        if epoch > latest {
+            self.latest.fetch_max(epoch, Ordering::AcqRel);
+        }
+        // `latest` is now at least `epoch`: the window is not quiet.
+        self.sum(epoch)
     }
 
     fn snapshot(&self, now_ns: u64) -> Snapshot {
         let epoch = self.epoch(now_ns);
+        if epoch.saturating_sub(self.latest.load(Ordering::Acquire)) >= self.buckets.len() as u64 {
+            return Snapshot::default(); // nothing recorded within the window (see the type's docs)
+        }
+        self.sum(epoch)
+    }
+
+    /// The buckets of the window ending at `epoch`, emptying those that have left it.
+    fn sum(&self, epoch: u64) -> Snapshot {
         let n = self.buckets.len() as u64;
-        let mut out = Snapshot::default();
+        // Sums in locals, not in the returned struct: the (cold) call in the loop would keep them in memory.
+        let (mut calls, mut failures, mut slow) = (0, 0, 0);
         for b in self.buckets.iter() {
-            let (e, c, f, s) = unpack(b.load(Ordering::Acquire));
-            // A bucket belongs to the window when its epoch is one of the last n (compared modulo 2^16).
-            if (epoch.wrapping_sub(e)) & FIELD < n {
-                out.calls += c;
-                out.failures += f;
-                out.slow += s;
+            let w = b.load(Ordering::Acquire);
+            let (e, c, f, s) = unpack(w);
+            // A bucket belongs to the window when its epoch is one of the last n. Compared modulo 2^16, which is
+            // exact because no bucket holding counts is 65 536 buckets old (see the type's docs).
+            let age = epoch.wrapping_sub(e) & FIELD;
+            if age < n {
+                calls += c;
+                failures += f;
+                slow += s;
+            } else if c != 0 && age < HALF {
+                scrub(b, w);
             }
         }
-        out
+        Snapshot { calls, failures, slow }
+    }
+
+    /// No call for a whole window: every bucket is stale, but a tag cannot tell 65 536 buckets ago from now. Empty
+    /// them all before counting. A caller racing us out of the same quiet period may lose its mark to our emptying
+    /// (or we ours to its); a stale count is never kept.
+    #[cold]
+    #[inline(never)]
+    fn empty(&self) {
+        for b in self.buckets.iter() {
+            b.store(0, Ordering::Release);
+        }
     }
 
     fn clear(&self) {
@@ -283,7 +340,68 @@ mod tests {
         assert_eq!(w.snapshot(100 * sec), Snapshot::default());
     }
 
+    #[test]
+    fn time_window_never_counts_a_bucket_65536_buckets_old() {
+        let ms = 1_000_000u64;
+        // 16 buckets of 100 ms: 65 536 buckets later the same bucket comes round with the same 16-bit tag.
+        let w = TimeWindow::new(Duration::from_millis(1_600), 16);
+        for _ in 0..4 {
+            w.record(CALL | FAILED, 0);
+        }
+        let later = 65_536 * 100 * ms;
+        assert_eq!(w.snapshot(later), Snapshot::default());
+        assert_eq!(w.record(CALL, later), Snapshot { calls: 1, failures: 0, slow: 0 });
+        assert_eq!(w.record(CALL, later + 100 * ms), Snapshot { calls: 2, failures: 0, slow: 0 });
+    }
+
+    #[test]
+    fn time_window_with_calls_in_one_bucket_only_never_revives_another() {
+        let ms = 1_000_000u64;
+        let w = TimeWindow::new(Duration::from_millis(1_000), 10); // 100 ms buckets
+        w.record(CALL | FAILED, 3 * 100 * ms);
+        // One call per window, always in bucket 5: bucket 3 is never reused, and 65 536 buckets after its failure
+        // its tag is current again.
+        for lap in 1..6_600u64 {
+            let at = (5 + 10 * lap) * 100 * ms;
+            let got = w.record(CALL, at);
+            assert_eq!(got, Snapshot { calls: 1, failures: 0, slow: 0 }, "at bucket {}", at / (100 * ms));
+            for dt in [1, 4, 9] {
+                assert_eq!(w.snapshot(at + dt * 100 * ms).failures, 0, "at bucket {}", at / (100 * ms) + dt);
+            }
+        }
+    }
+
     proptest::proptest! {
+        /// The time window counts exactly the calls of the last `buckets` whole buckets, also across quiet periods
+        /// of (about) any multiple of 65 536 buckets.
+        #[test]
+        fn time_window_matches_a_model_across_long_gaps(
+            buckets in 1u32..40,
+            events in proptest::collection::vec((0u64..4, 0u64..50, 0u8..8), 0..120),
+        ) {
+            let bucket = 1_000u64; // 1 µs buckets
+            let w = TimeWindow::new(Duration::from_nanos(bucket * u64::from(buckets)), buckets);
+            let n = u64::from(buckets);
+            let mut t = 0u64;
+            let mut log: Vec<(u64, u8)> = Vec::new();
+            for (laps, dt, m) in events {
+                // Mostly small steps; sometimes exactly k·65 536 buckets plus a few.
+                t += if laps == 0 { dt * bucket / 10 } else { laps * 65_536 * bucket + dt * bucket / 10 };
+                let m = m | CALL;
+                log.push((t, m));
+                let got = w.record(m, t);
+                let epoch = t / bucket;
+                let inside: Vec<u8> = log.iter().filter(|(at, _)| epoch - at / bucket < n).map(|(_, m)| *m).collect();
+                let want = Snapshot {
+                    calls: inside.len() as u64,
+                    failures: inside.iter().filter(|x| **x & FAILED != 0).count() as u64,
+                    slow: inside.iter().filter(|x| **x & SLOW != 0).count() as u64,
+                };
+                proptest::prop_assert_eq!(got, want);
+            }
+        }
+
+
         /// Sequentially, the count window equals a model: the last n marks.
         #[test]
         fn count_window_matches_a_model(n in 1usize..40, marks in proptest::collection::vec(0u8..8, 0..300)) {

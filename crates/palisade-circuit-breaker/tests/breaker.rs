@@ -152,6 +152,30 @@ async fn time_window_forgets_old_failures() {
     assert_eq!(h.state(), State::Open);
 }
 
+/// The time window tags a bucket with a few bits of its epoch; a quiet period of exactly 65 536 buckets (1 h 49 min
+/// of 100 ms buckets) used to bring old failures back as current ones.
+#[tokio::test(start_paused = true)]
+async fn time_window_failures_do_not_come_back_after_65536_quiet_buckets() {
+    // 1 s window in 16 buckets: the next call lands in the very bucket the old failures sit in.
+    let layer = CircuitBreakerLayer::builder()
+        .window(Window::Time { length: Duration::from_millis(1_600), buckets: 16 })
+        .minimum_calls(5)
+        .failure_rate(0.5)
+        .build()
+        .unwrap();
+    let h = layer.handle();
+    let mut svc = layer.layer(echo());
+    for _ in 0..4 {
+        let _ = call(&mut svc, down()).await;
+    }
+    assert_eq!(h.window(), Snapshot { calls: 4, failures: 4, slow: 0 });
+    tokio::time::advance(Duration::from_millis(100 * 65_536)).await;
+    assert_eq!(h.window(), Snapshot::default(), "failures from 1 h 49 min ago are outside a 1.6 s window");
+    call(&mut svc, ok()).await.unwrap();
+    assert_eq!(h.state(), State::Closed, "one success after a quiet period tripped the breaker");
+    assert_eq!(h.window(), Snapshot { calls: 1, failures: 0, slow: 0 });
+}
+
 #[tokio::test(start_paused = true)]
 async fn open_rejects_at_once_with_the_remaining_open_time() {
     let calls = Arc::new(AtomicUsize::new(0));
@@ -492,6 +516,94 @@ async fn per_key_breakers_are_isolated_bounded_and_evicted_when_idle() {
     assert_eq!(h.keys(), vec!["paypal"]);
 }
 
+type KeyedReq = (&'static str, Res);
+
+fn keyed_echo()
+-> impl Service<KeyedReq, Response = (), Error = PaymentError, Future = impl Future<Output = Res>> + Clone {
+    service_fn(|(_, r): KeyedReq| async move { r })
+}
+
+/// An operator's override, and an open breaker that still has open time left, are kept however long the key is
+/// idle: forgetting them would send the key's next call to the gateway through a fresh closed breaker.
+#[tokio::test(start_paused = true)]
+async fn idle_sweep_keeps_operator_overrides_and_open_breakers() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let layer =
+        fixed(Duration::from_secs(900)).idle_timeout(Duration::from_secs(600)).build_keyed(|r: &KeyedReq| r.0).unwrap();
+    let h = layer.handle();
+    let mut svc = layer.layer(service_fn(move |(_, r): KeyedReq| {
+        c.fetch_add(1, Ordering::SeqCst);
+        async move { r }
+    }));
+    // Blocked before any traffic (the documented use of `entry`), plus the other overrides.
+    h.entry(&"blocked").force_open();
+    h.entry(&"pinned").force_closed();
+    h.entry(&"unwatched").disable();
+    // Opens for 15 min, longer than the idle timeout.
+    for _ in 0..10 {
+        let _ = svc.ready().await.unwrap().call(("down", down())).await;
+    }
+    svc.ready().await.unwrap().call(("quiet", ok())).await.unwrap();
+    assert_eq!(h.get(&"down").unwrap().state(), State::Open);
+
+    // Eleven minutes without traffic for any of them; another key's call triggers the sweep.
+    tokio::time::advance(Duration::from_secs(660)).await;
+    svc.ready().await.unwrap().call(("other", ok())).await.unwrap();
+    assert!(h.get(&"quiet").is_none(), "an idle closed breaker is dropped");
+    assert_eq!(h.evict_idle(), 0);
+    let states: Vec<_> =
+        ["blocked", "pinned", "unwatched", "down"].iter().map(|k| h.get(k).map(|b| b.state())).collect();
+    assert_eq!(
+        states,
+        vec![Some(State::ForcedOpen), Some(State::ForcedClosed), Some(State::Disabled), Some(State::Open)]
+    );
+    calls.store(0, Ordering::SeqCst);
+    assert!(matches!(svc.ready().await.unwrap().call(("blocked", ok())).await, Err(PaymentError::CircuitOpen { .. })));
+    assert!(matches!(svc.ready().await.unwrap().call(("down", ok())).await, Err(PaymentError::CircuitOpen { .. })));
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "no call reached the gateway");
+
+    // Once the open time has run out and the key has been idle for the timeout, the breaker may go.
+    tokio::time::advance(Duration::from_secs(900)).await;
+    assert_eq!(h.evict_idle(), 2, "`down` (open time over) and `other` go; the overrides stay");
+    let mut keys = h.keys();
+    keys.sort_unstable();
+    assert_eq!(keys, vec!["blocked", "pinned", "unwatched"]);
+}
+
+/// A full map drops the least recently used closed breaker; with none left it grows past `max_keys` instead of
+/// forgetting an open breaker, and comes back under the bound once those breakers stop refusing.
+#[tokio::test(start_paused = true)]
+async fn a_full_per_key_map_never_drops_an_open_breaker() {
+    let layer =
+        fixed(Duration::from_secs(30)).consecutive_failures(1).max_keys(2).build_keyed(|r: &KeyedReq| r.0).unwrap();
+    let h = layer.handle();
+    let mut svc = layer.layer(keyed_echo());
+    for k in ["gw-a", "gw-b"] {
+        let _ = svc.ready().await.unwrap().call((k, down())).await;
+        assert_eq!(h.get(&k).unwrap().state(), State::Open);
+    }
+    h.entry(&"gw-a").force_open();
+    svc.ready().await.unwrap().call(("gw-c", ok())).await.unwrap();
+    let kept: Vec<_> = ["gw-a", "gw-b", "gw-c"].iter().map(|k| h.get(k).map(|b| b.state())).collect();
+    assert_eq!(kept, vec![Some(State::ForcedOpen), Some(State::Open), Some(State::Closed)]);
+    assert_eq!(h.len(), 3, "over the bound rather than forgetting an open breaker");
+    assert!(matches!(svc.ready().await.unwrap().call(("gw-b", ok())).await, Err(PaymentError::CircuitOpen { .. })));
+
+    // gw-b's open time runs out: it refuses nothing any more, so the next new key brings the map back under the
+    // bound by dropping it and gw-c; the operator's block stays.
+    tokio::time::advance(Duration::from_secs(31)).await;
+    svc.ready().await.unwrap().call(("gw-d", ok())).await.unwrap();
+    let mut keys = h.keys();
+    keys.sort_unstable();
+    assert_eq!(keys, vec!["gw-a", "gw-d"]);
+    svc.ready().await.unwrap().call(("gw-e", ok())).await.unwrap();
+    let mut keys = h.keys();
+    keys.sort_unstable();
+    assert_eq!(keys, vec!["gw-a", "gw-e"]);
+    assert_eq!(h.get(&"gw-a").unwrap().state(), State::ForcedOpen, "the operator's block is never dropped");
+}
+
 #[tokio::test(start_paused = true)]
 async fn http_mode_answers_503_problem_with_retry_after() {
     use http::{Request, Response, StatusCode};
@@ -517,6 +629,71 @@ async fn http_mode_answers_503_problem_with_retry_after() {
     assert_eq!(r.headers()[http::header::CONTENT_TYPE], "application/problem+json");
     let body: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
     assert_eq!(body["type"], "urn:palisade:problem:circuit_open");
+}
+
+/// In HTTP mode an inner Palisade layer's own refusal (its problem+json response carries
+/// `palisade_core::problem::LayerRefusal`) is ignored like the typed error would be: a client hammering one card
+/// behind a per-card rate limit must not open the gateway breaker for every customer.
+#[tokio::test(start_paused = true)]
+async fn http_mode_ignores_inner_layers_problem_refusals() {
+    use http::{Request, Response, StatusCode};
+    use palisade_core::Problem;
+    let inner = || {
+        service_fn(|req: Request<()>| async move {
+            let res: Response<Vec<u8>> = match req.uri().path() {
+                // What an inner RateLimitLayer / IdempotencyLayer / breaker in HTTP mode answers.
+                "/limited" => {
+                    Problem::from_error(&PaymentError::RateLimited { retry_after: Some(Duration::from_secs(20)) })
+                        .into_response()
+                }
+                "/in-flight" => Problem::new(StatusCode::CONFLICT, "idempotency_in_flight", "request in flight", "x")
+                    .with_retry_after(Duration::from_secs(1))
+                    .into_response(),
+                "/store-down" => Problem::from_error(&PaymentError::store_unavailable("redis down")).into_response(),
+                "/inner-open" => Problem::from_error(&PaymentError::CircuitOpen { retry_after: None }).into_response(),
+                // The gateway's own 429 and an attempt timeout (retry layer, HTTP mode): real failures.
+                "/gateway-429" => Response::builder().status(429).body(Vec::new()).unwrap_or_default(),
+                "/timeout" => Problem::from_error(&PaymentError::timeout("attempt timed out")).into_response(),
+                _ => Response::new(b"charged".to_vec()),
+            };
+            Ok::<_, std::convert::Infallible>(res)
+        })
+    };
+    let get = |path: &str| Request::get(path).body(()).unwrap();
+
+    let layer = fixed(Duration::from_secs(30)).http().build().unwrap();
+    let h = layer.handle();
+    let mut svc = layer.layer(inner());
+    for path in ["/limited", "/in-flight", "/store-down", "/inner-open"] {
+        for _ in 0..20 {
+            let r = svc.ready().await.unwrap().call(get(path)).await.unwrap();
+            assert!(r.status().is_client_error() || r.status().is_server_error(), "{path}");
+        }
+    }
+    let r = svc.ready().await.unwrap().call(get("/customer")).await.unwrap();
+    assert_eq!(
+        (h.state(), r.status(), h.window().calls),
+        (State::Closed, StatusCode::OK, 1),
+        "inner layers' own refusals were counted as gateway failures"
+    );
+    // Without the marker a 429 is the gateway's, and a timeout is a failure whoever reports it.
+    for path in ["/gateway-429", "/timeout"] {
+        let layer = fixed(Duration::from_secs(30)).http().build().unwrap();
+        let h = layer.handle();
+        let mut svc = layer.layer(inner());
+        for _ in 0..10 {
+            let _ = svc.ready().await.unwrap().call(get(path)).await;
+        }
+        assert_eq!(h.state(), State::Open, "{path}");
+    }
+    // The policy applies as in typed mode.
+    let layer = fixed(Duration::from_secs(30)).layer_rejections(LayerRejections::Failure).http().build().unwrap();
+    let h = layer.handle();
+    let mut svc = layer.layer(inner());
+    for _ in 0..10 {
+        let _ = svc.ready().await.unwrap().call(get("/limited")).await;
+    }
+    assert_eq!(h.state(), State::Open);
 }
 
 #[test]

@@ -6,10 +6,23 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
 use serde::Serialize;
 
-use crate::error::PaymentError;
+use crate::error::{ErrorKind, PaymentError};
 
 /// The media type of a problem document.
 pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Marks a response as a Palisade layer's own refusal rather than the gateway's answer: a problem whose kind
+/// [`is_layer_rejection`](ErrorKind::is_layer_rejection) (rate limited, idempotency conflict or in flight, key
+/// missing, circuit open, store unavailable). [`Problem::into_response`] puts it in the response's extensions, so
+/// an outer layer in HTTP mode (the circuit breaker) tells "an inner layer said no" from "the gateway failed"
+/// without reading the body, as it does from the typed error. Extensions stay in the process: a response that
+/// crossed the network carries none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LayerRefusal {
+    /// The refusal's kind.
+    pub kind: ErrorKind,
+}
 
 /// A problem document (RFC 9457) plus the headers that go with it (`Retry-After`, `RateLimit-*`, ...).
 #[derive(Debug, Clone, Serialize)]
@@ -95,8 +108,17 @@ impl Problem {
         *res.status_mut() = self.status;
         res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         res.headers_mut().extend(self.headers);
+        if let Some(kind) = layer_rejection_kind(&self.type_uri) {
+            res.extensions_mut().insert(LayerRefusal { kind });
+        }
         res
     }
+}
+
+/// The layer-rejection kind named by a problem `type`, if it names one.
+fn layer_rejection_kind(type_uri: &str) -> Option<ErrorKind> {
+    let name = type_uri.strip_prefix("urn:palisade:problem:")?;
+    ErrorKind::ALL.into_iter().find(|k| k.is_layer_rejection() && k.as_str() == name)
 }
 
 #[cfg(test)]
@@ -114,6 +136,22 @@ mod tests {
         assert_eq!(v["type"], "urn:palisade:problem:rate_limited");
         assert_eq!(v["status"], 429);
         assert_eq!(v["retry_after"], 2);
+    }
+
+    #[test]
+    fn layer_refusals_are_marked_in_the_extensions_and_gateway_failures_are_not() {
+        let limited: Response<Vec<u8>> =
+            Problem::from_error(&PaymentError::RateLimited { retry_after: None }).into_response();
+        assert_eq!(limited.extensions().get(), Some(&LayerRefusal { kind: ErrorKind::RateLimited }));
+        let in_flight: Response<Vec<u8>> =
+            Problem::new(StatusCode::CONFLICT, "idempotency_in_flight", "request in flight", "x").into_response();
+        assert_eq!(in_flight.extensions().get(), Some(&LayerRefusal { kind: ErrorKind::IdempotencyInFlight }));
+        for e in [PaymentError::timeout("t"), PaymentError::declined("do_not_honor")] {
+            let res: Response<Vec<u8>> = Problem::from_error(&e).into_response();
+            assert_eq!(res.extensions().get::<LayerRefusal>(), None, "{e}");
+        }
+        let other: Response<Vec<u8>> = Problem::new(StatusCode::NOT_FOUND, "not_found", "x", "x").into_response();
+        assert_eq!(other.extensions().get::<LayerRefusal>(), None);
     }
 
     #[test]
