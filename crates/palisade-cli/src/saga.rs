@@ -292,6 +292,7 @@ fn describe(e: &Event) -> String {
             format!("compensation_failed   {step}: {error}{last}")
         }
         Event::CompensationRetried => "compensation_retried".to_owned(),
+        Event::Restarted { run } => format!("restarted             run {run}"),
         Event::Finished { state } => format!("finished              {state}"),
         other => serde_json::to_string(other).unwrap_or_else(|_| format!("{other:?}")),
     }

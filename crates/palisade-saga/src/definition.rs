@@ -27,22 +27,39 @@ impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> Context for T {}
 
 /// The key a step passes to the gateway as its idempotency key: derived from the saga id and the step name, so
 /// every attempt of the step, in any process, after any crash, sends the same key, and the gateway acts once.
+/// This is the key of the saga's first run; a restarted saga's steps use [`step_key_of_run`].
 #[must_use]
 pub fn step_key(saga_id: &str, step: &str) -> IdempotencyKey {
-    derived("step", saga_id, step)
+    step_key_of_run(saga_id, step, 0)
 }
 
 /// The key a step's compensation passes to the gateway (a refund, a void): its own, so it never collides with the
-/// step's.
+/// step's. The first run's; see [`compensation_key_of_run`].
 #[must_use]
 pub fn compensation_key(saga_id: &str, step: &str) -> IdempotencyKey {
-    derived("compensate", saga_id, step)
+    compensation_key_of_run(saga_id, step, 0)
 }
 
-fn derived(role: &str, saga_id: &str, step: &str) -> IdempotencyKey {
+/// [`step_key`] in run `run` of the saga (0 for its first; each [`Orchestrator::restart`](crate::Orchestrator::restart)
+/// begins the next): every run has keys of its own, so a gateway never answers a step of a restarted saga with what
+/// it did for an earlier run (an authorization that was voided).
+#[must_use]
+pub fn step_key_of_run(saga_id: &str, step: &str, run: u32) -> IdempotencyKey {
+    derived("step", saga_id, step, run)
+}
+
+/// [`compensation_key`] in run `run` of the saga.
+#[must_use]
+pub fn compensation_key_of_run(saga_id: &str, step: &str, run: u32) -> IdempotencyKey {
+    derived("compensate", saga_id, step, run)
+}
+
+fn derived(role: &str, saga_id: &str, step: &str, run: u32) -> IdempotencyKey {
     let mut h = Sha256::new();
-    for part in [role, saga_id, step] {
-        // Length-delimited, so no two (saga, step) pairs give the same input.
+    // The first run's keys are what they were before restarts existed (sagas in flight keep theirs).
+    let run = (run > 0).then(|| run.to_string());
+    for part in [role, saga_id, step].into_iter().chain(run.as_deref()) {
+        // Length-delimited, so no two (saga, step, run) tuples give the same input.
         h.update((part.len() as u64).to_be_bytes());
         h.update(part.as_bytes());
     }
@@ -56,6 +73,8 @@ fn derived(role: &str, saga_id: &str, step: &str) -> IdempotencyKey {
 /// log keeps it too, as the saga's context (it serializes as the context alone).
 pub(crate) struct RunCx<C> {
     pub(crate) id: Name,
+    /// Which run of the saga this is (0, or the last [`Event::Restarted`](crate::Event::Restarted)'s).
+    pub(crate) run: u32,
     pub(crate) names: Arc<[StepName]>,
     pub(crate) context: C,
 }
@@ -178,15 +197,32 @@ impl<C> StepCx<C> {
         let at = self.progress.run.names.iter().position(|n| *n == *step)?;
         self.progress.slots.get(at)?.output.as_ref().and_then(|v| T::deserialize(v).ok())
     }
-    /// This step's gateway idempotency key ([`step_key`]).
+    /// Which run of the saga this is: 0, or how many times it was restarted ([`step_key_of_run`]).
+    #[must_use]
+    pub fn run(&self) -> u32 {
+        self.progress.run.run
+    }
+    /// This step's gateway idempotency key ([`step_key_of_run`] in this run).
     #[must_use]
     pub fn key(&self) -> IdempotencyKey {
-        step_key(self.saga_id(), self.step())
+        self.key_of(self.step())
     }
-    /// This step's compensation's gateway idempotency key ([`compensation_key`]).
+    /// This step's compensation's gateway idempotency key ([`compensation_key_of_run`] in this run).
     #[must_use]
     pub fn compensation_key(&self) -> IdempotencyKey {
-        compensation_key(self.saga_id(), self.step())
+        self.compensation_key_of(self.step())
+    }
+    /// The gateway idempotency key of another step of this saga, in this run (a compensation that asks the gateway
+    /// what that step did sends the step's own request under it).
+    #[must_use]
+    pub fn key_of(&self, step: &str) -> IdempotencyKey {
+        step_key_of_run(self.saga_id(), step, self.run())
+    }
+    /// The compensation key of another step of this saga, in this run (two compensations that may both have to give
+    /// the same money back send the same refund under it, so the gateway makes them one).
+    #[must_use]
+    pub fn compensation_key_of(&self, step: &str) -> IdempotencyKey {
+        compensation_key_of_run(self.saga_id(), step, self.run())
     }
 }
 

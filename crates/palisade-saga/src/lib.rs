@@ -54,7 +54,9 @@ pub mod log;
 mod model;
 mod orchestrator;
 
-pub use definition::{Context, Saga, SagaBuilder, Step, StepCx, compensation_key, step_key};
+pub use definition::{
+    Context, Saga, SagaBuilder, Step, StepCx, compensation_key, compensation_key_of_run, step_key, step_key_of_run,
+};
 pub use error::{DefinitionError, SagaError};
 #[cfg(feature = "postgres")]
 pub use log::PostgresLog;

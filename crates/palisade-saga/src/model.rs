@@ -239,6 +239,13 @@ pub enum Event {
     },
     /// A compensation that failed for good is tried again, by hand.
     CompensationRetried,
+    /// A compensated saga runs again from its first step ([`Orchestrator::restart`](crate::Orchestrator::restart)):
+    /// the history before it is done with, and its steps' keys are those of run `run` (1 for the first restart), so
+    /// no gateway answers a step of this run with what it did for an earlier one.
+    Restarted {
+        /// Which run begins (the saga's first run is 0).
+        run: u32,
+    },
     /// The saga reached a terminal state.
     Finished {
         /// The state.
@@ -354,6 +361,11 @@ pub enum Transition {
     },
     /// [`Event::CompensationRetried`].
     CompensationRetried,
+    /// [`Event::Restarted`].
+    Restarted {
+        /// Which run begins.
+        run: u32,
+    },
     /// [`Event::Finished`].
     Finished {
         /// The state.
@@ -389,6 +401,7 @@ impl Transition {
                 Event::CompensationFailed { step: step_at(steps, step), error, last }
             }
             Transition::CompensationRetried => Event::CompensationRetried,
+            Transition::Restarted { run } => Event::Restarted { run },
             Transition::Finished { state } => Event::Finished { state },
         }
     }
@@ -407,7 +420,10 @@ impl Transition {
                 Some(at) => at,
                 None => return Err(event),
             },
-            Event::CompensationBegun { .. } | Event::CompensationRetried | Event::Finished { .. } => 0,
+            Event::CompensationBegun { .. }
+            | Event::CompensationRetried
+            | Event::Restarted { .. }
+            | Event::Finished { .. } => 0,
             Event::Unknown(_) => return Err(event),
         };
         Ok(match event {
@@ -419,6 +435,7 @@ impl Transition {
             Event::CompensationDone { .. } => Transition::CompensationDone { step },
             Event::CompensationFailed { error, last, .. } => Transition::CompensationFailed { step, error, last },
             Event::CompensationRetried => Transition::CompensationRetried,
+            Event::Restarted { run } => Transition::Restarted { run },
             Event::Finished { state } => Transition::Finished { state },
             Event::Unknown(unknown) => return Err(Event::Unknown(unknown)),
         })

@@ -219,7 +219,7 @@ impl Orchestrator {
         let inner = &self.inner;
         // One copy of the id and of the context, shared by the run, its report and the memory log's record (the
         // other logs serialize the context to store it).
-        let context = Arc::new(RunCx { id: Name::from(id), names: saga.names.clone(), context });
+        let context = Arc::new(RunCx { id: Name::from(id), run: 0, names: saga.names.clone(), context });
         let shared: Arc<dyn ContextJson> = context.clone();
         let id = &context.id;
         let created = inner.log.create_shared(id, &saga.name, shared, &inner.owner, inner.lease).await;
@@ -307,6 +307,48 @@ impl Orchestrator {
             return Err(SagaError::Fenced(id.to_owned()));
         }
         tracing::warn!(saga_id = id, "compensation retried by hand");
+        self.run_owned(&def, id, token).await
+    }
+
+    /// Runs a **compensated** saga again from its first step, as a new run with keys of its own
+    /// ([`step_key_of_run`](crate::step_key_of_run)): for a saga that failed for a reason that has passed (the
+    /// gateway was unavailable) and whose every effect was undone, so the same saga id (an order) can still
+    /// complete. Its context is the one it started with; its history is kept, the new run's after an
+    /// [`Event::Restarted`]. Whether a restart makes sense is the caller's to decide (a decline would only be
+    /// declined again).
+    ///
+    /// # Errors
+    /// [`SagaError::NotFound`]; [`SagaError::WrongState`] when the saga is not `Compensated` (or another
+    /// orchestrator restarted it first); as [`resume`](Self::resume) for a saga this orchestrator cannot run; as
+    /// [`start`](Self::start).
+    pub async fn restart(&self, id: &str) -> Result<SagaReport, SagaError> {
+        let inner = &self.inner;
+        let want = SagaState::Compensated;
+        let record = inner.log.get(id).await?.ok_or_else(|| SagaError::NotFound(id.to_owned()))?;
+        if record.state != want {
+            return Err(SagaError::WrongState { id: id.to_owned(), state: record.state, wanted: want });
+        }
+        let def = self.runnable(&record)?;
+        let Some(token) = inner.log.take_over(id, &inner.owner, inner.lease, Some(want)).await? else {
+            return match inner.log.get(id).await? {
+                None => Err(SagaError::NotFound(id.to_owned())),
+                Some(r) => Err(SagaError::WrongState { id: id.to_owned(), state: r.state, wanted: want }),
+            };
+        };
+        let run = 1 + record
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Restarted { run } => Some(*run),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
+        if !inner.log.append(id, token, &Event::Restarted { run }, SagaState::Running).await? {
+            return Err(SagaError::Fenced(id.to_owned()));
+        }
+        tracing::info!(saga_id = id, run, "compensated saga restarted");
+        count_event("restarted");
         self.run_owned(&def, id, token).await
     }
 
@@ -602,7 +644,17 @@ impl<C: Context> Runnable for Saga<C> {
         Box::pin(async move {
             let context: C =
                 serde_json::from_value(record.context.clone()).map_err(|e| context_error(&record.id, &e))?;
-            let context = Arc::new(RunCx { id: Name::from(record.id), names: self.names.clone(), context });
+            let run_no = record
+                .events
+                .iter()
+                .rev()
+                .find_map(|e| match e {
+                    Event::Restarted { run } => Some(*run),
+                    _ => None,
+                })
+                .unwrap_or(0);
+            let context =
+                Arc::new(RunCx { id: Name::from(record.id), run: run_no, names: self.names.clone(), context });
             let mut run = Run::new(&self, &inner, token, &context, &record.events, record.state);
             run.drive().await?;
             Ok(run.report())
@@ -652,6 +704,11 @@ fn replay<C>(saga: &Saga<C>, slots: &mut [Slot], events: &[Event]) -> Option<Pay
                 }
             }
             Event::CompensationRetried => slots.iter_mut().for_each(|s| s.compensation_attempts = 0),
+            // A new run: what the runs before it did was compensated, and this run's steps have keys of their own.
+            Event::Restarted { .. } => {
+                slots.iter_mut().for_each(|s| *s = Slot::default());
+                failure = None;
+            }
             _ => {}
         }
     }

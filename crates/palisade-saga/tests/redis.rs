@@ -79,6 +79,13 @@ async fn redis_a_failed_compensation_is_retried_by_hand() {
 }
 
 #[tokio::test]
+async fn redis_a_compensated_saga_restarts_with_keys_of_its_own() {
+    let Some((r, log)) = redis_log("saga_restart").await else { return };
+    a_compensated_saga_restarts_with_keys_of_its_own(log).await;
+    r.cleanup().await;
+}
+
+#[tokio::test]
 async fn redis_a_crash_at_any_boundary_is_recovered_with_each_effect_once() {
     let Some((r, log)) = redis_log("saga_crash").await else { return };
     crash_at_every_boundary(log, LEASE, sleep_out()).await;

@@ -125,6 +125,9 @@ enum Kept {
         last: bool,
     },
     CompensationRetried,
+    Restarted {
+        run: u32,
+    },
     Finished {
         state: SagaState,
     },
@@ -143,6 +146,7 @@ impl From<Transition> for Kept {
             Transition::CompensationDone { step } => Kept::CompensationDone { step },
             Transition::CompensationFailed { step, error, last } => Kept::CompensationFailed { step, error, last },
             Transition::CompensationRetried => Kept::CompensationRetried,
+            Transition::Restarted { run } => Kept::Restarted { run },
             Transition::Finished { state } => Kept::Finished { state },
         }
     }
@@ -184,6 +188,7 @@ impl Kept {
                 Transition::CompensationFailed { step: *step, error: error.clone(), last: *last }
             }
             Kept::CompensationRetried => Transition::CompensationRetried,
+            Kept::Restarted { run } => Transition::Restarted { run: *run },
             Kept::Finished { state } => Transition::Finished { state: *state },
             Kept::Named(event) => {
                 out.push(Event::clone(event));

@@ -285,6 +285,51 @@ pub async fn failed_compensation_is_retried<L: SagaLog + Clone>(log: L) {
     ));
 }
 
+/// A saga compensated because the gateway was unavailable (every authorization attempt refused before it was
+/// sent) is restarted: a new run from its first step, with keys of its own, that completes; one authorization and
+/// one capture in all. A saga that is not compensated is not restarted.
+pub async fn a_compensated_saga_restarts_with_keys_of_its_own<L: SagaLog + Clone>(log: L) {
+    let world = World::new();
+    world.sim.script(Operation::Authorize, [Fault::FailBeforeCommit; 3]);
+    let o = Orchestrator::builder(log.clone()).build();
+    let saga = o.register(checkout_saga(&world));
+    let first = o.start(&saga, "order-r", checkout("order-r")).await.unwrap();
+    assert_eq!(first.state, SagaState::Compensated);
+    assert!(
+        matches!(first.error.as_ref().map(PaymentError::outcome), Some(palisade_core::Outcome::Retriable { .. })),
+        "{first:?}"
+    );
+    assert_eq!(world.ledger("order-r", Operation::Authorize), 0);
+    assert_eq!(world.held("mug"), 0, "the first run's hold was released");
+
+    let again = o.restart("order-r").await.unwrap();
+    assert_eq!(again.state, SagaState::Completed, "{again:?}");
+    assert_eq!(again.error, None);
+    assert_eq!(world.ledger("order-r", Operation::Authorize), 1);
+    assert_eq!(world.ledger("order-r", Operation::Capture), 1);
+    assert_eq!(world.held("mug"), 1, "held once, by the second run");
+    let keys: Vec<_> = world.sim.entries_for("order-r").into_iter().filter_map(|e| e.gateway_key).collect();
+    assert_eq!(
+        keys,
+        [
+            palisade_saga::step_key_of_run("order-r", "authorize", 1).to_string(),
+            palisade_saga::step_key_of_run("order-r", "capture", 1).to_string()
+        ]
+    );
+    assert_ne!(
+        palisade_saga::step_key_of_run("order-r", "authorize", 1),
+        palisade_saga::step_key("order-r", "authorize")
+    );
+    let record = log.get("order-r").await.unwrap().unwrap();
+    assert_eq!(record.state, SagaState::Completed);
+    assert!(record.events.contains(&Event::Restarted { run: 1 }), "{:?}", record.events);
+    assert!(matches!(
+        o.restart("order-r").await,
+        Err(palisade_saga::SagaError::WrongState { state: SagaState::Completed, .. })
+    ));
+    assert!(matches!(o.restart("no-such-order").await, Err(palisade_saga::SagaError::NotFound(_))));
+}
+
 pub async fn a_live_owner_keeps_its_saga_and_a_dead_one_is_fenced<L: SagaLog + Clone>(log: L) {
     let world = World::new();
     *world.crash.lock() = Some(("capture".into(), Crash::BeforeEffect));
