@@ -38,7 +38,7 @@ use http_body_util::BodyExt;
 use palisade::core::Operation;
 use palisade::idempotency::{LeaseStore, MemoryStore, RedisStore};
 use palisade::sim::{Fault, GatewaySim, HttpFault, Latency, SimServer};
-use palisade_saga::{MemoryLog, RedisLog, SagaLog, SagaState, step_key};
+use palisade_saga::{MemoryLog, RedisLog, SagaLog, SagaState, step_key, step_key_of_run};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -108,7 +108,13 @@ impl Server {
     }
 
     async fn held(&self, order: &str) -> bool {
-        self.shop.inventory().is_held(step_key(order, "reserve").as_str()).await.unwrap()
+        self.held_in(order, 0).await
+    }
+
+    /// Whether the reservation of run `run` of the order's saga is held (a restarted saga's runs hold under keys of
+    /// their own).
+    async fn held_in(&self, order: &str, run: u32) -> bool {
+        self.shop.inventory().is_held(step_key_of_run(order, "reserve", run).as_str()).await.unwrap()
     }
 
     async fn state(&self, order: &str) -> Value {
@@ -253,6 +259,43 @@ async fn an_answer_lost_for_good_is_found_out_and_undone() {
     assert_eq!(s.ops("o-lost-refused").await, ["authorize", "void"], "authorized once, voided");
     let note = s.shop.inventory().payment_note("o-lost-refused").await.unwrap().unwrap();
     assert!(note.starts_with("voided:auth_"), "the payment note names the authorization found out: {note}");
+}
+
+/// A gateway outage before anything was authorized compensates the checkout, but does not spend the order: the
+/// answer is 503 `gateway_unavailable` with `Retry-After` (not stored), and the retry with the same key, once the
+/// gateway is back, runs the saga again (a new run, keys of its own) and charges once. Before, the answer was a
+/// stored 409 `checkout_compensated`, and the order could never be paid (another key: 409 `order_exists`).
+#[tokio::test(start_paused = true)]
+async fn a_gateway_outage_before_authorizing_is_a_503_and_the_retry_charges_once() {
+    let s = server(GatewaySim::new());
+    s.sim.set_outage(Some(Fault::FailBeforeCommit));
+    let (status, h, p) = send(&s.app, checkout("k-outage", &body("o-outage"))).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{p}");
+    assert_eq!(p["type"], "urn:palisade:problem:gateway_unavailable", "{p}");
+    assert!(h.contains_key(header::RETRY_AFTER), "{h:?}");
+    assert!(s.ops("o-outage").await.is_empty(), "nothing reached the gateway's ledger");
+    assert!(!s.held("o-outage").await, "the reservation was released");
+    assert_eq!(s.state("o-outage").await["state"], "compensated");
+
+    // Still down: the retry runs again and is answered the same (not replayed: the 503 was not stored).
+    let (status, h, p) = send(&s.app, checkout("k-outage", &body("o-outage"))).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{p}");
+    assert!(!h.contains_key("idempotent-replayed"), "{h:?}");
+
+    s.sim.set_outage(None);
+    let (status, _, order) = send(&s.app, checkout("k-outage", &body("o-outage"))).await;
+    assert_eq!(status, StatusCode::CREATED, "{order}");
+    assert_eq!(s.ops("o-outage").await, ["authorize", "capture"], "charged once");
+    assert_eq!(order["charge_id"], s.state("o-outage").await["charge_id"]);
+    assert_eq!(s.state("o-outage").await["state"], "completed");
+    // Run 0 (the first request), run 1 (its retry during the outage), run 2 (the retry that completed).
+    assert!(!s.held_in("o-outage", 0).await && !s.held_in("o-outage", 1).await, "the runs before stay released");
+    assert!(s.held_in("o-outage", 2).await, "held by the run that completed");
+    let (status, h, replay) = send(&s.app, checkout("k-outage", &body("o-outage"))).await;
+    assert_eq!((status, &h["idempotent-replayed"]), (StatusCode::CREATED, &"true".parse().unwrap()));
+    assert_eq!(replay, order);
+    let (status, _, p) = send(&s.app, checkout("k-other", &body("o-outage"))).await;
+    assert_eq!((status, &p["type"]), (StatusCode::CONFLICT, &json!("urn:palisade:problem:order_exists")));
 }
 
 #[tokio::test(start_paused = true)]

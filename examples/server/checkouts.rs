@@ -10,6 +10,10 @@
 //! decline 402; a fraud block 402 `fraud_blocked`; any other compensated saga 409 `checkout_compensated` with the
 //! reason (the reservation released, the authorization voided or the capture refunded); a compensation that
 //! failed 500 `saga_compensation_failed` (not stored: the saga waits for `palisade saga retry-compensation`).
+//! A checkout compensated only because the gateway (or the stock store) could not be reached, before anything was
+//! authorized, is 503 `gateway_unavailable` with `Retry-After` (not stored): nothing of it is left, and the retry
+//! of the same request restarts the saga as a new run with keys of its own ([`retry_later`],
+//! [`Orchestrator::restart`]), so an outage does not spend the order on a 409.
 //!
 //! The saga runs on a task of its own, so a client that gives up does not stop it; the shop counts those tasks,
 //! and a shutdown waits for them after the requests in flight ([`Shop::wait_for_sagas`]). A retry of the request that
@@ -42,10 +46,7 @@ use palisade::rate_limit::RateLimitLayer;
 use palisade::redaction::AuditLayer;
 use palisade::retry::RetryLayer;
 use palisade_fraud::{Action, Field, FraudEngine, Rule};
-use palisade_saga::{
-    Event, Orchestrator, Saga, SagaError, SagaLog, SagaRecord, SagaReport, SagaState, Step, StepCx, compensation_key,
-    step_key,
-};
+use palisade_saga::{Event, Orchestrator, Saga, SagaError, SagaLog, SagaRecord, SagaReport, SagaState, Step, StepCx};
 use serde::{Deserialize, Serialize};
 use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
@@ -360,7 +361,7 @@ fn authorization(cx: &StepCx<Checkout>) -> Result<ChargeRequest, PaymentError> {
     let order: Reference = c.order_id.parse().map_err(PaymentError::from)?;
     Ok(ChargeRequest::new(c.money()?, token, order)
         .meta("email", Reference::new(c.email.clone()).map_err(PaymentError::from)?)
-        .idempotency_key(step_key(cx.saga_id(), "authorize")))
+        .idempotency_key(cx.key_of("authorize")))
 }
 
 /// Refunds the captured `payment` in full under the capture's compensation key (the capture's compensation and
@@ -369,7 +370,7 @@ async fn refund(gw: &Gateway, inv: &Inventory, cx: &StepCx<Checkout>, payment: &
     let refund = RefundRequest {
         payment_id: payment.into(),
         amount: Some(cx.context().money()?),
-        idempotency_key: Some(compensation_key(cx.saga_id(), "capture")),
+        idempotency_key: Some(cx.compensation_key_of("capture")),
     };
     gw.clone().oneshot(GatewayRequest::Refund(refund)).await?;
     inv.note_payment(cx.saga_id(), &format!("refunded:{payment}")).await
@@ -561,17 +562,25 @@ impl Shop {
         self.halted.send_replace(true);
     }
 
-    /// Runs the checkout saga `id` on a task of its own (see `create_checkout`), counted in
-    /// [`Shop::wait_for_sagas`] until it ends; `None` when [`Shop::halt`] stopped it.
-    async fn run(&self, id: &str, checkout: Checkout) -> Option<Result<SagaReport, SagaError>> {
+    /// Runs the checkout saga `id` on a task of its own (see `create_checkout`): started with `checkout`, or, with
+    /// `None`, restarted ([`Orchestrator::restart`]: a checkout compensated only because the gateway could not be
+    /// reached, see [`retry_later`]). Counted in [`Shop::wait_for_sagas`] until it ends; `None` when [`Shop::halt`]
+    /// stopped it.
+    async fn run(&self, id: &str, checkout: Option<Checkout>) -> Option<Result<SagaReport, SagaError>> {
         // Entered before the spawn: a shutdown that starts waiting right after this cannot miss the saga.
         let entered = self.sagas.enter(id);
         let (shop, id) = (self.clone(), id.to_owned());
         let mut halted = self.halted.subscribe();
         let task = tokio::spawn(async move {
             let _entered = entered;
+            let run = async {
+                match checkout {
+                    Some(checkout) => shop.orchestrator.start(&shop.saga, &id, checkout).await,
+                    None => shop.orchestrator.restart(&id).await,
+                }
+            };
             tokio::select! {
-                report = shop.orchestrator.start(&shop.saga, &id, checkout) => Some(report),
+                report = run => Some(report),
                 _ = halted.wait_for(|h| *h) => None,
             }
         });
@@ -687,30 +696,27 @@ async fn create_checkout(State(shop): State<Shop>, headers: HeaderMap, body: Byt
     // The saga runs on a task of its own: a client that gives up (or a connection that breaks) drops this
     // handler, not the checkout, which goes on to its end here instead of waiting for its lease to end and a
     // recovery worker to take it over. The retry finds it through `settled`.
-    let Some(started) = shop.run(&id, checkout.clone()).await else {
-        count("unavailable");
-        let err = PaymentError::store_unavailable(format!(
-            "this instance is stopping; GET /v1/orders/{id} shows where the checkout is"
-        ));
-        return problem(Problem::from_error(&err));
+    let Some(started) = shop.run(&id, Some(checkout.clone())).await else {
+        return stopping(&id);
     };
     match started {
-        Ok(report) => answer(&report, &checkout),
+        Ok(report) => respond(&shop, &report, &checkout).await,
         Err(SagaError::AlreadyExists(_)) => match settled(&shop, &id, checkout.request.as_deref()).await {
-            Settled::Done(report) => answer(&report, &checkout),
-            Settled::Running => {
-                count("in_progress");
-                let mut res = refused(Problem::new(
-                    StatusCode::CONFLICT,
-                    "checkout_in_progress",
-                    "checkout in progress",
-                    format!(
-                        "order {id} is still being checked out; retry with the same key, or see GET /v1/orders/{id}"
-                    ),
-                ));
-                res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                res
-            }
+            Settled::Done(report) => match retry_later(&shop, &report).await {
+                // This request's checkout, compensated only because the gateway could not be reached (it was
+                // answered 503): its retry runs it again, as a new run of the same saga.
+                Ok(true) => match shop.run(&id, None).await {
+                    None => stopping(&id),
+                    Some(Ok(report)) => respond(&shop, &report, &checkout).await,
+                    // Restarted meanwhile by another attempt of this request (whose answer was lost).
+                    Some(Err(SagaError::WrongState { .. })) => in_progress(&id),
+                    Some(Err(e @ (SagaError::Log(_) | SagaError::Fenced(_)))) => unavailable(&id, &e),
+                    Some(Err(e)) => internal(&e),
+                },
+                Ok(false) => answer(&report, &checkout),
+                Err(e) => stock_store_down(&id, &e),
+            },
+            Settled::Running => in_progress(&id),
             Settled::Other => {
                 count("order_exists");
                 refused(Problem::new(
@@ -723,10 +729,87 @@ async fn create_checkout(State(shop): State<Shop>, headers: HeaderMap, body: Byt
             Settled::Unavailable(e) => unavailable(&id, &e),
         },
         Err(e @ (SagaError::Log(_) | SagaError::Fenced(_))) => unavailable(&id, &e),
-        Err(e) => {
-            count("error");
-            problem(Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error", e.to_string()))
+        Err(e) => internal(&e),
+    }
+}
+
+fn internal(e: &SagaError) -> Response {
+    count("error");
+    problem(Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error", e.to_string()))
+}
+
+/// The stock store (which keeps the payment notes) did not answer: whether the checkout may run again is not
+/// known, so nothing is decided (503, the key released).
+fn stock_store_down(id: &str, e: &PaymentError) -> Response {
+    count("unavailable");
+    tracing::warn!(order_id = %id, error = %e, "the payment note of a compensated checkout could not be read");
+    problem(Problem::from_error(e))
+}
+
+/// This instance is stopping ([`Shop::halt`]): the saga stays where its log says.
+fn stopping(id: &str) -> Response {
+    count("unavailable");
+    let err = PaymentError::store_unavailable(format!(
+        "this instance is stopping; GET /v1/orders/{id} shows where the checkout is"
+    ));
+    problem(Problem::from_error(&err))
+}
+
+/// 409 `checkout_in_progress` with `Retry-After` (not stored): the checkout of this request is still running.
+fn in_progress(id: &str) -> Response {
+    count("in_progress");
+    let mut res = refused(Problem::new(
+        StatusCode::CONFLICT,
+        "checkout_in_progress",
+        "checkout in progress",
+        format!("order {id} is still being checked out; retry with the same key, or see GET /v1/orders/{id}"),
+    ));
+    res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    res
+}
+
+/// True when the checkout `report` was compensated only because the gateway (or the stock store) could not be
+/// reached, before anything was authorized: its failure is Retriable (a refused connection, a 503, an open
+/// circuit breaker, a rate limit), no authorization exists (the authorize step has no output and its compensation
+/// wrote no payment note, so no attempt of it may have acted) and the stock hold was released. Nothing of it is
+/// left, so the same request may run it again ([`Orchestrator::restart`], keys of a new run) instead of the order
+/// being spent on a 409; it is answered 503 with `Retry-After` (not stored) to say so. A decline, a block or a
+/// failure after an authorization stay final (402, 409).
+///
+/// # Errors
+/// When the stock store does not answer (the payment note cannot be read).
+async fn retry_later(shop: &Shop, report: &SagaReport) -> Result<bool, PaymentError> {
+    let retriable = report.error.as_ref().is_some_and(|e| matches!(e.outcome(), Outcome::Retriable { .. }));
+    if report.state != SagaState::Compensated || !retriable || report.outputs.get("authorize").is_some() {
+        return Ok(false);
+    }
+    Ok(shop.inventory.payment_note(&report.id).await?.is_none())
+}
+
+/// The answer to a checkout that ended: [`answer`], or 503 with `Retry-After` (not stored) for one the same
+/// request may run again ([`retry_later`]).
+async fn respond(shop: &Shop, report: &SagaReport, c: &Checkout) -> Response {
+    match retry_later(shop, report).await {
+        Ok(false) => answer(report, c),
+        Ok(true) => {
+            count("gateway_unavailable");
+            let error = report.error.clone().unwrap_or_else(|| PaymentError::invalid_request("the saga failed"));
+            let after = error.retry_after().unwrap_or(Duration::from_secs(1)).as_secs().max(1);
+            let mut res = problem(Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "gateway_unavailable",
+                "gateway unavailable",
+                format!(
+                    "order {} was not charged: the gateway could not be reached ({error}); retry with the same key",
+                    c.order_id
+                ),
+            ));
+            if let Ok(v) = HeaderValue::from_str(&after.to_string()) {
+                res.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            res
         }
+        Err(e) => stock_store_down(&c.order_id, &e),
     }
 }
 
@@ -780,6 +863,11 @@ fn report_of(record: SagaRecord) -> SagaReport {
     let (mut failure, mut compensation) = (None, None);
     for event in &record.events {
         match event {
+            // A new run: the runs before it were compensated; its report is this run's.
+            Event::Restarted { .. } => {
+                outputs.clear();
+                (failure, compensation) = (None, None);
+            }
             Event::StepDone { step, output } => {
                 outputs.push((step.clone(), output.clone()));
             }

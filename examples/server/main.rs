@@ -17,7 +17,9 @@
 //!   checkout saga (reserve → authorize → capture → ship) through the whole stack (checkouts.rs): 201 with the
 //!   order (its `amount` and `currency` as charged: `"12.30"`, `"USD"`); a decline 402; a fraud block 402
 //!   `fraud_blocked` (the email blocklist, and any amount above 10,000.00 USD or EUR); a compensated saga 409; each
-//!   stored and replayed. `order_id` and each `items[].sku` are identifiers, `[A-Za-z0-9_.:-]` (1 to 255 and 1 to
+//!   stored and replayed. A checkout compensated only because the gateway could not be reached before anything
+//!   was authorized is a 503 `gateway_unavailable` with `Retry-After` (not stored): its retry with the same key
+//!   runs it again. `order_id` and each `items[].sku` are identifiers, `[A-Za-z0-9_.:-]` (1 to 255 and 1 to
 //!   64 characters, not `.` or `..`, no card number): anything else is a 400 that runs nothing.
 //! - `GET /v1/orders/{order_id}`: the order's state from the saga log (orders.rs), with the charge id once one was
 //!   captured (also when it was refunded since: see orders.rs); 404 when unknown.
