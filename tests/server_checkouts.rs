@@ -53,9 +53,14 @@ struct Server {
 
 /// The server's routes as main.rs assembles them, on memory stores.
 fn server(sim: GatewaySim) -> Server {
+    server_with(sim, checkouts::fraud_engine())
+}
+
+/// [`server`] with the fraud `engine` (a clone of it reloads its rules).
+fn server_with(sim: GatewaySim, engine: palisade_fraud::FraudEngine) -> Server {
     let store: Arc<dyn LeaseStore> = Arc::new(MemoryStore::new());
     let log: Arc<dyn SagaLog> = Arc::new(MemoryLog::new());
-    let gateway = checkouts::gateway_stack(sim.clone()).unwrap();
+    let gateway = checkouts::gateway_stack_with(sim.clone(), checkouts::DEFAULT_GATEWAY_RATE, engine).unwrap();
     let shop = checkouts::Shop::new(gateway, checkouts::Inventory::new(store.clone()), log.clone(), "test-instance");
     let app = app::router(sim.clone(), store.clone())
         .merge(checkouts::router(shop.clone(), store.clone()))
@@ -296,6 +301,34 @@ async fn a_gateway_outage_before_authorizing_is_a_503_and_the_retry_charges_once
     assert_eq!(replay, order);
     let (status, _, p) = send(&s.app, checkout("k-other", &body("o-outage"))).await;
     assert_eq!((status, &p["type"]), (StatusCode::CONFLICT, &json!("urn:palisade:problem:order_exists")));
+}
+
+/// An authorization whose answer was lost, whose next attempt the fraud screen refuses (the email blocklisted
+/// by a rule reloaded while the checkout ran): the compensation asks the gateway what the lost attempt did without
+/// the screen, and voids it. Before, the screen refused the question too, the payment note said "none", and the
+/// authorization stayed on the customer's card.
+#[tokio::test(start_paused = true)]
+async fn an_authorization_lost_then_blocked_by_a_reloaded_rule_is_still_voided() {
+    let sim = GatewaySim::builder().latency(Latency::fixed(Duration::from_secs(1))).build();
+    let engine = checkouts::fraud_engine();
+    let s = server_with(sim, engine.clone());
+    // The saga's first attempt: three retry-layer attempts, the first committed with its answer lost.
+    s.sim.script(
+        Operation::Authorize,
+        [Fault::FailAfterCommit, Fault::ServerError { status: 500 }, Fault::ServerError { status: 500 }],
+    );
+    let app = s.app.clone();
+    let running = tokio::spawn(async move { send(&app, checkout("k-blocked-later", &body("o-blocked-later"))).await });
+    // While that first attempt is at the gateway (1 s of latency), the email is blocklisted.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    engine.reload("late_block: block if email == \"a@example.com\"").unwrap();
+    let (status, _, p) = running.await.unwrap();
+    assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "{p}");
+    assert_eq!(p["type"], "urn:palisade:problem:fraud_blocked", "{p}");
+    assert_eq!(s.ops("o-blocked-later").await, ["authorize", "void"], "the lost authorization was voided");
+    let note = s.shop.inventory().payment_note("o-blocked-later").await.unwrap().unwrap();
+    assert!(note.starts_with("voided:auth_"), "the payment note names the voided authorization: {note}");
+    assert_eq!(s.state("o-blocked-later").await["state"], "compensated");
 }
 
 #[tokio::test(start_paused = true)]
@@ -575,7 +608,7 @@ async fn the_gateway_rate_limit_waits_for_its_next_unit() {
     let start = tokio::time::Instant::now();
     let mut tasks = Vec::new();
     for i in 0..6 {
-        let mut gateway = gateway.clone();
+        let mut gateway = gateway.screened.clone();
         let order = format!("o-rate-{i}");
         tasks.push(tokio::spawn(async move {
             let auth =

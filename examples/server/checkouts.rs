@@ -45,16 +45,39 @@ use palisade::idempotency::{
 use palisade::rate_limit::RateLimitLayer;
 use palisade::redaction::AuditLayer;
 use palisade::retry::RetryLayer;
-use palisade_fraud::{Action, Field, FraudEngine, Rule};
+use palisade_fraud::{Action, Field, FraudEngine, FraudLayer, Rule};
 use palisade_saga::{Event, Orchestrator, Saga, SagaError, SagaLog, SagaRecord, SagaReport, SagaState, Step, StepCx};
 use serde::{Deserialize, Serialize};
-use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
+use tower::{Layer, ServiceExt};
 
 use crate::app;
 
-/// The gateway the saga's steps call: the typed stack below idempotency, boxed.
-pub type Gateway = BoxCloneSyncService<GatewayRequest, GatewayResponse, PaymentError>;
+/// The typed stack below idempotency, boxed.
+pub type GatewayService = BoxCloneSyncService<GatewayRequest, GatewayResponse, PaymentError>;
+
+/// The gateway the saga's steps call, twice over one stack: `screened` (the fraud screen, then the rest) for the
+/// authorization, the one request a screen is for; `unscreened` (the same circuit breaker, retry, rate limit and
+/// audit, without the screen) for the capture and every compensation. A compensation that asks the gateway what
+/// an authorization whose answer was lost did re-sends that authorization under its key: screened, a rule
+/// reloaded since (the email blocklisted meanwhile), a velocity count that grew or a velocity store that is down
+/// (fail-closed) would block it, and the authorization, which may exist, would never be voided.
+#[derive(Clone)]
+pub struct Gateway {
+    /// Through the fraud screen.
+    pub screened: GatewayService,
+    /// The same stack without the screen.
+    pub unscreened: GatewayService,
+}
+
+// Used by main.rs only (the tests that include this file do not use it).
+#[allow(dead_code)]
+impl Gateway {
+    /// `service` for both (no layer at all: `--bare`, the baseline of bench/http).
+    pub fn bare(service: GatewayService) -> Gateway {
+        Gateway { screened: service.clone(), unscreened: service }
+    }
+}
 
 /// The saga definition's name (in the saga log, and what recovery finds it by).
 pub const SAGA_NAME: &str = "checkout";
@@ -103,9 +126,7 @@ where
     gateway_stack_at(gateway, DEFAULT_GATEWAY_RATE)
 }
 
-/// Fraud → CircuitBreaker → Retry → RateLimit (`calls_per_second`) → Audit around `gateway` (the in-process
-/// simulator or an HTTP client of one): the stack's order below idempotency, which the HTTP layer around the
-/// route provides.
+/// [`gateway_stack_with`] and the example's [`fraud_engine`].
 ///
 /// # Errors
 /// Only for an invalid layer configuration (a bug here), such as a rate of 0.
@@ -114,10 +135,25 @@ where
     S: tower::Service<GatewayRequest, Response = GatewayResponse, Error = PaymentError> + Clone + Send + Sync + 'static,
     S::Future: Send + 'static,
 {
-    // palisade::Stack owns the order; the idempotency position is left empty here because the HTTP layer
-    // around the route holds it. Breaker and rate limit keep their state per instance.
+    gateway_stack_with(gateway, calls_per_second, fraud_engine())
+}
+
+/// Fraud (`engine`) → CircuitBreaker → Retry → RateLimit (`calls_per_second`) → Audit around `gateway` (the
+/// in-process simulator or an HTTP client of one): the stack's order below idempotency, which the HTTP layer
+/// around the route provides; and the same stack without the fraud screen, for what is not screened (see
+/// [`Gateway`]).
+///
+/// # Errors
+/// Only for an invalid layer configuration (a bug here), such as a rate of 0.
+pub fn gateway_stack_with<S>(gateway: S, calls_per_second: u32, engine: FraudEngine) -> anyhow::Result<Gateway>
+where
+    S: tower::Service<GatewayRequest, Response = GatewayResponse, Error = PaymentError> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+{
+    // palisade::Stack owns the order below the screen; the idempotency position is left empty here because the
+    // HTTP layer around the route holds it. Breaker and rate limit keep their state per instance, shared by both
+    // services. The screen goes around the stack's service, the place `Stack::fraud` puts it.
     let svc = Stack::new()
-        .fraud(fraud_engine())
         .circuit_breaker(CircuitBreakerLayer::builder())
         .retry(RetryLayer::builder().max_attempts(3))
         .rate_limit(
@@ -128,7 +164,9 @@ where
         .audit(AuditLayer::new())
         .service(gateway)
         .map_err(|e| anyhow::anyhow!("the gateway stack: {e}"))?;
-    Ok(BoxCloneSyncService::new(svc))
+    let unscreened = BoxCloneSyncService::new(svc);
+    let screened = BoxCloneSyncService::new(FraudLayer::new(engine).layer(unscreened.clone()));
+    Ok(Gateway { screened, unscreened })
 }
 
 /// Stock holds (and the payment notes of compensated checkouts), kept in the idempotency store (memory, Redis or PostgreSQL: whatever `--redis` / `--postgres`
@@ -366,7 +404,12 @@ fn authorization(cx: &StepCx<Checkout>) -> Result<ChargeRequest, PaymentError> {
 
 /// Refunds the captured `payment` in full under the capture's compensation key (the capture's compensation and
 /// the authorization's, when it finds the authorization captured, send this same request), and notes it.
-async fn refund(gw: &Gateway, inv: &Inventory, cx: &StepCx<Checkout>, payment: &str) -> Result<(), PaymentError> {
+async fn refund(
+    gw: &GatewayService,
+    inv: &Inventory,
+    cx: &StepCx<Checkout>,
+    payment: &str,
+) -> Result<(), PaymentError> {
     let refund = RefundRequest {
         payment_id: payment.into(),
         amount: Some(cx.context().money()?),
@@ -395,7 +438,7 @@ pub fn checkout_saga(gateway: &Gateway, inventory: &Inventory) -> Saga<Checkout>
         async move { inv.release(cx.key().as_str()).await }
     });
 
-    let gw = gateway.clone();
+    let gw = gateway.screened.clone();
     let authorize = Step::<Checkout>::new("authorize", move |cx| {
         let gw = gw.clone();
         async move {
@@ -403,7 +446,8 @@ pub fn checkout_saga(gateway: &Gateway, inventory: &Inventory) -> Saga<Checkout>
             Ok(res.id.to_string())
         }
     });
-    let (gw, inv) = (gateway.clone(), inventory.clone());
+    // Unscreened: see `Gateway`.
+    let (gw, inv) = (gateway.unscreened.clone(), inventory.clone());
     let authorize = authorize.compensate(move |cx, auth| {
         let (gw, inv) = (gw.clone(), inv.clone());
         async move {
@@ -435,7 +479,7 @@ pub fn checkout_saga(gateway: &Gateway, inventory: &Inventory) -> Saga<Checkout>
         }
     });
 
-    let gw = gateway.clone();
+    let gw = gateway.unscreened.clone();
     let capture = Step::<Checkout>::new("capture", move |cx| {
         let gw = gw.clone();
         async move {
@@ -450,7 +494,7 @@ pub fn checkout_saga(gateway: &Gateway, inventory: &Inventory) -> Saga<Checkout>
             Ok(res.id.to_string())
         }
     });
-    let (gw, inv) = (gateway.clone(), inventory.clone());
+    let (gw, inv) = (gateway.unscreened.clone(), inventory.clone());
     let capture = capture.compensate(move |cx, payment| {
         let (gw, inv) = (gw.clone(), inv.clone());
         async move {

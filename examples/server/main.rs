@@ -160,9 +160,13 @@ async fn main() -> anyhow::Result<()> {
             let http = palisade::sim::HttpGateway::new(url)
                 .map_err(|e| anyhow::anyhow!("invalid --gateway URL: {e}"))?
                 .timeout(Duration::from_millis(args.gateway_timeout_ms));
-            if bare { BoxCloneSyncService::new(http) } else { checkouts::gateway_stack_at(http, args.gateway_rate)? }
+            if bare {
+                checkouts::Gateway::bare(BoxCloneSyncService::new(http))
+            } else {
+                checkouts::gateway_stack_at(http, args.gateway_rate)?
+            }
         }
-        (None, true) => BoxCloneSyncService::new(sim.clone()),
+        (None, true) => checkouts::Gateway::bare(BoxCloneSyncService::new(sim.clone())),
         (None, false) => checkouts::gateway_stack_at(sim.clone(), args.gateway_rate)?,
     };
     let shop = checkouts::Shop::new(gateway, checkouts::Inventory::new(store.clone()), log.clone(), &instance);
