@@ -303,6 +303,27 @@ async fn a_gateway_outage_before_authorizing_is_a_503_and_the_retry_charges_once
     assert_eq!((status, &p["type"]), (StatusCode::CONFLICT, &json!("urn:palisade:problem:order_exists")));
 }
 
+/// Through an outage that outlasts the client's retries, a checkout gets at most `MAX_CHECKOUT_RUNS` runs: the
+/// last one's answer is the final, stored 409 `checkout_compensated`, so the saga's history stops growing.
+#[tokio::test(start_paused = true)]
+async fn a_checkout_retried_through_a_long_outage_ends_after_its_last_run() {
+    let s = server(GatewaySim::new());
+    s.sim.set_outage(Some(Fault::FailBeforeCommit));
+    for n in 1..checkouts::MAX_CHECKOUT_RUNS {
+        let (status, _, p) = send(&s.app, checkout("k-long", &body("o-long"))).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "run {n}: {p}");
+    }
+    let (status, _, p) = send(&s.app, checkout("k-long", &body("o-long"))).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{p}");
+    assert_eq!(p["type"], "urn:palisade:problem:checkout_compensated");
+    let record = s.shop.orchestrator().get("o-long").await.unwrap().unwrap();
+    assert_eq!(palisade_saga::latest_run(&record), checkouts::MAX_CHECKOUT_RUNS - 1);
+    s.sim.set_outage(None);
+    let (status, h, _) = send(&s.app, checkout("k-long", &body("o-long"))).await;
+    assert_eq!((status, &h["idempotent-replayed"]), (StatusCode::CONFLICT, &"true".parse().unwrap()), "final");
+    assert!(s.ops("o-long").await.is_empty());
+}
+
 /// An authorization whose answer was lost, whose next attempt the fraud screen refuses (the email blocklisted
 /// by a rule reloaded while the checkout ran): the compensation asks the gateway what the lost attempt did without
 /// the screen, and voids it. Before, the screen refused the question too, the payment note said "none", and the

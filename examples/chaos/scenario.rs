@@ -955,10 +955,10 @@ async fn read_notes(
     Ok(out)
 }
 
-/// The outputs of a saga's completed steps.
+/// The outputs of a saga's completed steps, in its latest run (a restarted saga's runs before it were compensated).
 fn outputs(record: &SagaRecord) -> HashMap<&str, &Value> {
-    record
-        .events
+    let latest = record.events.iter().rposition(|e| matches!(e, Event::Restarted { .. })).map_or(0, |i| i + 1);
+    record.events[latest..]
         .iter()
         .filter_map(|e| match e {
             Event::StepDone { step, output } => Some((step.as_str(), output)),

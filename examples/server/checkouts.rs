@@ -606,11 +606,11 @@ impl Shop {
         self.halted.send_replace(true);
     }
 
-    /// Runs the checkout saga `id` on a task of its own (see `create_checkout`): started with `checkout`, or, with
-    /// `None`, restarted ([`Orchestrator::restart`]: a checkout compensated only because the gateway could not be
-    /// reached, see [`retry_later`]). Counted in [`Shop::wait_for_sagas`] until it ends; `None` when [`Shop::halt`]
-    /// stopped it.
-    async fn run(&self, id: &str, checkout: Option<Checkout>) -> Option<Result<SagaReport, SagaError>> {
+    /// Runs the checkout saga `id` on a task of its own (see `create_checkout`): started with `Ok(checkout)`, or,
+    /// with `Err(run)`, its compensated run `run` restarted ([`Orchestrator::restart`]: a checkout compensated only
+    /// because the gateway could not be reached, see [`retry_later`]). Counted in [`Shop::wait_for_sagas`] until it
+    /// ends; `None` when [`Shop::halt`] stopped it.
+    async fn run(&self, id: &str, checkout: Result<Checkout, u32>) -> Option<Result<SagaReport, SagaError>> {
         // Entered before the spawn: a shutdown that starts waiting right after this cannot miss the saga.
         let entered = self.sagas.enter(id);
         let (shop, id) = (self.clone(), id.to_owned());
@@ -619,8 +619,8 @@ impl Shop {
             let _entered = entered;
             let run = async {
                 match checkout {
-                    Some(checkout) => shop.orchestrator.start(&shop.saga, &id, checkout).await,
-                    None => shop.orchestrator.restart(&id).await,
+                    Ok(checkout) => shop.orchestrator.start(&shop.saga, &id, checkout).await,
+                    Err(run) => shop.orchestrator.restart(&id, run).await,
                 }
             };
             tokio::select! {
@@ -740,20 +740,20 @@ async fn create_checkout(State(shop): State<Shop>, headers: HeaderMap, body: Byt
     // The saga runs on a task of its own: a client that gives up (or a connection that breaks) drops this
     // handler, not the checkout, which goes on to its end here instead of waiting for its lease to end and a
     // recovery worker to take it over. The retry finds it through `settled`.
-    let Some(started) = shop.run(&id, Some(checkout.clone())).await else {
+    let Some(started) = shop.run(&id, Ok(checkout.clone())).await else {
         return stopping(&id);
     };
     match started {
-        Ok(report) => respond(&shop, &report, &checkout).await,
+        Ok(report) => respond(&shop, &report, &checkout, 0).await,
         Err(SagaError::AlreadyExists(_)) => match settled(&shop, &id, checkout.request.as_deref()).await {
-            Settled::Done(report) => match retry_later(&shop, &report).await {
+            Settled::Done(report, run) => match retry_later(&shop, &report, run).await {
                 // This request's checkout, compensated only because the gateway could not be reached (it was
                 // answered 503): its retry runs it again, as a new run of the same saga.
-                Ok(true) => match shop.run(&id, None).await {
+                Ok(true) => match shop.run(&id, Err(run)).await {
                     None => stopping(&id),
-                    Some(Ok(report)) => respond(&shop, &report, &checkout).await,
+                    Some(Ok(report)) => respond(&shop, &report, &checkout, run + 1).await,
                     // Restarted meanwhile by another attempt of this request (whose answer was lost).
-                    Some(Err(SagaError::WrongState { .. })) => in_progress(&id),
+                    Some(Err(SagaError::WrongState { .. } | SagaError::Superseded { .. })) => in_progress(&id),
                     Some(Err(e @ (SagaError::Log(_) | SagaError::Fenced(_)))) => unavailable(&id, &e),
                     Some(Err(e)) => internal(&e),
                 },
@@ -812,28 +812,37 @@ fn in_progress(id: &str) -> Response {
     res
 }
 
-/// True when the checkout `report` was compensated only because the gateway (or the stock store) could not be
+/// How many runs a checkout may have (the first and its restarts, [`retry_later`]): 20. Each run adds about ten
+/// events to the saga's history and two stock records; a client that keeps retrying through a long outage gets a
+/// final 409 `checkout_compensated` after the twentieth, rather than a history that grows for as long as it tries.
+pub const MAX_CHECKOUT_RUNS: u32 = 20;
+
+/// True when the checkout `report` (of run `run`) was compensated only because the gateway (or the stock store) could not be
 /// reached, before anything was authorized: its failure is Retriable (a refused connection, a 503, an open
 /// circuit breaker, a rate limit), no authorization exists (the authorize step has no output and its compensation
 /// wrote no payment note, so no attempt of it may have acted) and the stock hold was released. Nothing of it is
 /// left, so the same request may run it again ([`Orchestrator::restart`], keys of a new run) instead of the order
-/// being spent on a 409; it is answered 503 with `Retry-After` (not stored) to say so. A decline, a block or a
-/// failure after an authorization stay final (402, 409).
+/// being spent on a 409; it is answered 503 with `Retry-After` (not stored) to say so. A decline, a block, a
+/// failure after an authorization, and the last of [`MAX_CHECKOUT_RUNS`] stay final (402, 409).
 ///
 /// # Errors
 /// When the stock store does not answer (the payment note cannot be read).
-async fn retry_later(shop: &Shop, report: &SagaReport) -> Result<bool, PaymentError> {
+async fn retry_later(shop: &Shop, report: &SagaReport, run: u32) -> Result<bool, PaymentError> {
     let retriable = report.error.as_ref().is_some_and(|e| matches!(e.outcome(), Outcome::Retriable { .. }));
-    if report.state != SagaState::Compensated || !retriable || report.outputs.get("authorize").is_some() {
+    if report.state != SagaState::Compensated
+        || !retriable
+        || report.outputs.get("authorize").is_some()
+        || run >= MAX_CHECKOUT_RUNS - 1
+    {
         return Ok(false);
     }
     Ok(shop.inventory.payment_note(&report.id).await?.is_none())
 }
 
-/// The answer to a checkout that ended: [`answer`], or 503 with `Retry-After` (not stored) for one the same
-/// request may run again ([`retry_later`]).
-async fn respond(shop: &Shop, report: &SagaReport, c: &Checkout) -> Response {
-    match retry_later(shop, report).await {
+/// The answer to a checkout that ended (in run `run`): [`answer`], or 503 with `Retry-After` (not stored) for one
+/// the same request may run again ([`retry_later`]).
+async fn respond(shop: &Shop, report: &SagaReport, c: &Checkout, run: u32) -> Response {
+    match retry_later(shop, report, run).await {
         Ok(false) => answer(report, c),
         Ok(true) => {
             count("gateway_unavailable");
@@ -868,8 +877,8 @@ fn unavailable(id: &str, e: &SagaError) -> Response {
 
 /// Where an existing checkout is, for a request that found its order taken.
 enum Settled {
-    /// Started by this same request and ended: its result.
-    Done(SagaReport),
+    /// Started by this same request and ended: its result, and the run it is of ([`palisade_saga::latest_run`]).
+    Done(SagaReport, u32),
     /// Started by this same request and still running after [`CHECKOUT_WAIT`].
     Running,
     /// Started by another request.
@@ -892,7 +901,8 @@ async fn settled(shop: &Shop, id: &str, request: Option<&str>) -> Settled {
             return Settled::Other;
         }
         if matches!(record.state, SagaState::Completed | SagaState::Compensated | SagaState::FailedCompensation) {
-            return Settled::Done(report_of(record));
+            let run = palisade_saga::latest_run(&record);
+            return Settled::Done(report_of(record), run);
         }
         if tokio::time::Instant::now() >= until {
             return Settled::Running;

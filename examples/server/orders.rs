@@ -44,7 +44,8 @@ fn state(s: SagaState) -> &'static str {
 /// The capture's output: the charge id, once the capture step is done (also when the saga was compensated since:
 /// the refunded charge).
 fn charge_id(record: &SagaRecord) -> Option<String> {
-    record.events.iter().rev().find_map(|e| match e {
+    // The latest run's (a restarted saga's runs before it were compensated, each with keys of its own).
+    record.events.iter().rev().take_while(|e| !matches!(e, Event::Restarted { .. })).find_map(|e| match e {
         Event::StepDone { step, output } if step == "capture" => output.as_str().map(str::to_owned),
         _ => None,
     })

@@ -54,6 +54,15 @@ pub enum SagaError {
     /// The saga's context could not be stored or read back as the definition's type.
     #[error("saga context: {0}")]
     Context(String),
+    /// [`Orchestrator::restart`](crate::Orchestrator::restart) was asked to restart a run of the saga that is no
+    /// longer its latest: another restart ran meanwhile. Nothing was done; read the saga again to decide.
+    #[error("saga {id} was restarted meanwhile: its latest run is {run}")]
+    Superseded {
+        /// The saga.
+        id: String,
+        /// Its latest run.
+        run: u32,
+    },
     /// The saga is not in a state that allows this (for example a retry of a compensation that did not fail).
     #[error("saga {id} is {state}, not {wanted}")]
     WrongState {

@@ -64,4 +64,4 @@ pub use log::PostgresLog;
 pub use log::RedisLog;
 pub use log::{MemoryLog, SagaLog};
 pub use model::{Event, Name, Outputs, SagaRecord, SagaState, SagaSummary, StepName, Transition, UnknownEvent};
-pub use orchestrator::{Orchestrator, OrchestratorBuilder, Recovery, SagaReport};
+pub use orchestrator::{Orchestrator, OrchestratorBuilder, Recovery, SagaReport, latest_run};

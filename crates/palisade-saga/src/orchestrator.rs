@@ -313,41 +313,49 @@ impl Orchestrator {
     /// Runs a **compensated** saga again from its first step, as a new run with keys of its own
     /// ([`step_key_of_run`](crate::step_key_of_run)): for a saga that failed for a reason that has passed (the
     /// gateway was unavailable) and whose every effect was undone, so the same saga id (an order) can still
-    /// complete. Its context is the one it started with; its history is kept, the new run's after an
+    /// complete. `run` is the run the caller judged (0 for a saga never restarted: [`latest_run`]); the new run is
+    /// `run + 1`. Its context is the one it started with; its history is kept, the new run's after an
     /// [`Event::Restarted`]. Whether a restart makes sense is the caller's to decide (a decline would only be
     /// declined again).
     ///
+    /// Restarts of one saga exclude each other: the run is checked again after the take-over, so a restart that
+    /// lost a race to another (which ran meanwhile) does nothing and says so ([`SagaError::Superseded`]), or is
+    /// fenced by the one that took the saga over after it ([`SagaError::Fenced`]).
+    ///
     /// # Errors
-    /// [`SagaError::NotFound`]; [`SagaError::WrongState`] when the saga is not `Compensated` (or another
-    /// orchestrator restarted it first); as [`resume`](Self::resume) for a saga this orchestrator cannot run; as
-    /// [`start`](Self::start).
-    pub async fn restart(&self, id: &str) -> Result<SagaReport, SagaError> {
+    /// [`SagaError::NotFound`]; [`SagaError::WrongState`] when the saga is not `Compensated`;
+    /// [`SagaError::Superseded`] when its latest run is not `run`; as [`resume`](Self::resume) for a saga this
+    /// orchestrator cannot run; as [`start`](Self::start).
+    pub async fn restart(&self, id: &str, run: u32) -> Result<SagaReport, SagaError> {
         let inner = &self.inner;
         let want = SagaState::Compensated;
+        let current = |record: &SagaRecord| -> Result<(), SagaError> {
+            if record.state != want {
+                return Err(SagaError::WrongState { id: id.to_owned(), state: record.state, wanted: want });
+            }
+            match latest_run(record) {
+                latest if latest == run => Ok(()),
+                latest => Err(SagaError::Superseded { id: id.to_owned(), run: latest }),
+            }
+        };
         let record = inner.log.get(id).await?.ok_or_else(|| SagaError::NotFound(id.to_owned()))?;
-        if record.state != want {
-            return Err(SagaError::WrongState { id: id.to_owned(), state: record.state, wanted: want });
-        }
+        current(&record)?;
         let def = self.runnable(&record)?;
         let Some(token) = inner.log.take_over(id, &inner.owner, inner.lease, Some(want)).await? else {
             return match inner.log.get(id).await? {
                 None => Err(SagaError::NotFound(id.to_owned())),
-                Some(r) => Err(SagaError::WrongState { id: id.to_owned(), state: r.state, wanted: want }),
+                Some(r) => Err(current(&r).err().unwrap_or(SagaError::Fenced(id.to_owned()))),
             };
         };
-        let run = 1 + record
-            .events
-            .iter()
-            .filter_map(|e| match e {
-                Event::Restarted { run } => Some(*run),
-                _ => None,
-            })
-            .max()
-            .unwrap_or(0);
-        if !inner.log.append(id, token, &Event::Restarted { run }, SagaState::Running).await? {
+        // Read again now that it is owned: another restart may have run between the read above and the take-over
+        // (a compensated saga is taken over whatever its lease). Left as it is when so: it is terminal.
+        let record = inner.log.get(id).await?.ok_or_else(|| SagaError::NotFound(id.to_owned()))?;
+        current(&record)?;
+        let next = run + 1;
+        if !inner.log.append(id, token, &Event::Restarted { run: next }, SagaState::Running).await? {
             return Err(SagaError::Fenced(id.to_owned()));
         }
-        tracing::info!(saga_id = id, run, "compensated saga restarted");
+        tracing::info!(saga_id = id, run = next, "compensated saga restarted");
         count_event("restarted");
         self.run_owned(&def, id, token).await
     }
@@ -644,15 +652,7 @@ impl<C: Context> Runnable for Saga<C> {
         Box::pin(async move {
             let context: C =
                 serde_json::from_value(record.context.clone()).map_err(|e| context_error(&record.id, &e))?;
-            let run_no = record
-                .events
-                .iter()
-                .rev()
-                .find_map(|e| match e {
-                    Event::Restarted { run } => Some(*run),
-                    _ => None,
-                })
-                .unwrap_or(0);
+            let run_no = latest_run(&record);
             let context =
                 Arc::new(RunCx { id: Name::from(record.id), run: run_no, names: self.names.clone(), context });
             let mut run = Run::new(&self, &inner, token, &context, &record.events, record.state);
@@ -660,6 +660,20 @@ impl<C: Context> Runnable for Saga<C> {
             Ok(run.report())
         })
     }
+}
+
+/// The saga's latest run: 0, or the run its last [`Event::Restarted`] began ([`Orchestrator::restart`]).
+#[must_use]
+pub fn latest_run(record: &SagaRecord) -> u32 {
+    record
+        .events
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            Event::Restarted { run } => Some(*run),
+            _ => None,
+        })
+        .unwrap_or(0)
 }
 
 /// What a saga's history says has happened to each step (by position), and the failure that began compensation.

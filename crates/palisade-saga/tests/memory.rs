@@ -338,13 +338,13 @@ async fn an_unserializable_context_runs_on_the_memory_log_and_its_record_does_no
     assert!(matches!(o.get("bad-context").await, Err(palisade_saga::SagaError::Log(_))));
 }
 
-/// The log's conformance scenario (tests/common/real.rs, run on Redis and PostgreSQL too) on the memory log,
-/// under paused time (its sleeps pass at once).
 #[tokio::test(start_paused = true)]
 async fn a_compensated_saga_restarts_with_keys_of_its_own() {
     common::real::a_compensated_saga_restarts_with_keys_of_its_own(MemoryLog::new()).await;
 }
 
+/// The log's conformance scenario (tests/common/real.rs, run on Redis and PostgreSQL too) on the memory log,
+/// under paused time (its sleeps pass at once).
 #[tokio::test(start_paused = true)]
 async fn memory_log_conformance() {
     common::real::conformance(&MemoryLog::new()).await;

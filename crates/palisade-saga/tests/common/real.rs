@@ -302,7 +302,7 @@ pub async fn a_compensated_saga_restarts_with_keys_of_its_own<L: SagaLog + Clone
     assert_eq!(world.ledger("order-r", Operation::Authorize), 0);
     assert_eq!(world.held("mug"), 0, "the first run's hold was released");
 
-    let again = o.restart("order-r").await.unwrap();
+    let again = o.restart("order-r", 0).await.unwrap();
     assert_eq!(again.state, SagaState::Completed, "{again:?}");
     assert_eq!(again.error, None);
     assert_eq!(world.ledger("order-r", Operation::Authorize), 1);
@@ -324,10 +324,10 @@ pub async fn a_compensated_saga_restarts_with_keys_of_its_own<L: SagaLog + Clone
     assert_eq!(record.state, SagaState::Completed);
     assert!(record.events.contains(&Event::Restarted { run: 1 }), "{:?}", record.events);
     assert!(matches!(
-        o.restart("order-r").await,
+        o.restart("order-r", 1).await,
         Err(palisade_saga::SagaError::WrongState { state: SagaState::Completed, .. })
     ));
-    assert!(matches!(o.restart("no-such-order").await, Err(palisade_saga::SagaError::NotFound(_))));
+    assert!(matches!(o.restart("no-such-order", 0).await, Err(palisade_saga::SagaError::NotFound(_))));
 }
 
 pub async fn a_live_owner_keeps_its_saga_and_a_dead_one_is_fenced<L: SagaLog + Clone>(log: L) {
