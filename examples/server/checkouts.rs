@@ -56,26 +56,36 @@ use crate::app;
 /// The typed stack below idempotency, boxed.
 pub type GatewayService = BoxCloneSyncService<GatewayRequest, GatewayResponse, PaymentError>;
 
-/// The gateway the saga's steps call, twice over one stack: `screened` (the fraud screen, then the rest) for the
-/// authorization, the one request a screen is for; `unscreened` (the same circuit breaker, retry, rate limit and
-/// audit, without the screen) for the capture and every compensation. A compensation that asks the gateway what
-/// an authorization whose answer was lost did re-sends that authorization under its key: screened, a rule
-/// reloaded since (the email blocklisted meanwhile), a velocity count that grew or a velocity store that is down
-/// (fail-closed) would block it, and the authorization, which may exist, would never be voided.
+/// The gateway the saga's steps call, three ways over one stack (one retry, rate limit and audit; one breaker):
+/// - `screened`: the fraud screen, the circuit breaker, then the rest, for the authorization, the one request a
+///   screen is for;
+/// - `unscreened`: the breaker and the rest, for the capture;
+/// - `undo`: retry, rate limit and audit only, for every compensation.
+///
+/// A compensation is never screened: one that asks the gateway what an authorization whose answer was lost did
+/// re-sends that authorization under its key, and a rule reloaded since (the email blocklisted meanwhile), a
+/// velocity count that grew or a velocity store that is down (fail-closed) would block it, leaving the
+/// authorization, which may exist, on the card. Nor is it refused by the breaker: compensations are few, must
+/// happen, and retry on their own backoff ([`GATEWAY_COMPENSATION_BACKOFF`]); behind a breaker whose open time
+/// had doubled past their retries (the chaos run saw one open for minutes while its probes kept failing), they
+/// ended in `failed_compensation` without the gateway being asked. They neither count in nor wait for the
+/// breaker's view of the gateway's health.
 #[derive(Clone)]
 pub struct Gateway {
-    /// Through the fraud screen.
+    /// Through the fraud screen and the breaker.
     pub screened: GatewayService,
-    /// The same stack without the screen.
+    /// Through the breaker, not the screen.
     pub unscreened: GatewayService,
+    /// Neither screened nor behind the breaker.
+    pub undo: GatewayService,
 }
 
 // Used by main.rs only (the tests that include this file do not use it).
 #[allow(dead_code)]
 impl Gateway {
-    /// `service` for both (no layer at all: `--bare`, the baseline of bench/http).
+    /// `service` for all three (no layer at all: `--bare`, the baseline of bench/http).
     pub fn bare(service: GatewayService) -> Gateway {
-        Gateway { screened: service.clone(), unscreened: service }
+        Gateway { screened: service.clone(), unscreened: service.clone(), undo: service }
     }
 }
 
@@ -140,8 +150,8 @@ where
 
 /// Fraud (`engine`) → CircuitBreaker → Retry → RateLimit (`calls_per_second`) → Audit around `gateway` (the
 /// in-process simulator or an HTTP client of one): the stack's order below idempotency, which the HTTP layer
-/// around the route provides; and the same stack without the fraud screen, for what is not screened (see
-/// [`Gateway`]).
+/// around the route provides; and the same stack without the screen, and without the screen and the breaker, for
+/// what is not screened or not refused (see [`Gateway`]).
 ///
 /// # Errors
 /// Only for an invalid layer configuration (a bug here), such as a rate of 0.
@@ -150,11 +160,11 @@ where
     S: tower::Service<GatewayRequest, Response = GatewayResponse, Error = PaymentError> + Clone + Send + Sync + 'static,
     S::Future: Send + 'static,
 {
-    // palisade::Stack owns the order below the screen; the idempotency position is left empty here because the
-    // HTTP layer around the route holds it. Breaker and rate limit keep their state per instance, shared by both
-    // services. The screen goes around the stack's service, the place `Stack::fraud` puts it.
+    // palisade::Stack owns the order below the breaker; the idempotency position is left empty here because the
+    // HTTP layer around the route holds it. Breaker and rate limit keep their state per instance, shared by the
+    // three services. The breaker and the screen go around the stack's service, the places `Stack::circuit_breaker`
+    // and `Stack::fraud` put them.
     let svc = Stack::new()
-        .circuit_breaker(CircuitBreakerLayer::builder())
         .retry(RetryLayer::builder().max_attempts(3))
         .rate_limit(
             RateLimitLayer::builder()
@@ -164,9 +174,11 @@ where
         .audit(AuditLayer::new())
         .service(gateway)
         .map_err(|e| anyhow::anyhow!("the gateway stack: {e}"))?;
-    let unscreened = BoxCloneSyncService::new(svc);
+    let undo = BoxCloneSyncService::new(svc);
+    let breaker = CircuitBreakerLayer::builder().build().map_err(|e| anyhow::anyhow!("the circuit breaker: {e}"))?;
+    let unscreened = BoxCloneSyncService::new(breaker.layer(undo.clone()));
     let screened = BoxCloneSyncService::new(FraudLayer::new(engine).layer(unscreened.clone()));
-    Ok(Gateway { screened, unscreened })
+    Ok(Gateway { screened, unscreened, undo })
 }
 
 /// Stock holds (and the payment notes of compensated checkouts), kept in the idempotency store (memory, Redis or PostgreSQL: whatever `--redis` / `--postgres`
@@ -446,8 +458,8 @@ pub fn checkout_saga(gateway: &Gateway, inventory: &Inventory) -> Saga<Checkout>
             Ok(res.id.to_string())
         }
     });
-    // Unscreened: see `Gateway`.
-    let (gw, inv) = (gateway.unscreened.clone(), inventory.clone());
+    // Neither screened nor behind the breaker: see `Gateway`.
+    let (gw, inv) = (gateway.undo.clone(), inventory.clone());
     let authorize = authorize.compensate(move |cx, auth| {
         let (gw, inv) = (gw.clone(), inv.clone());
         async move {
@@ -494,7 +506,7 @@ pub fn checkout_saga(gateway: &Gateway, inventory: &Inventory) -> Saga<Checkout>
             Ok(res.id.to_string())
         }
     });
-    let (gw, inv) = (gateway.unscreened.clone(), inventory.clone());
+    let (gw, inv) = (gateway.undo.clone(), inventory.clone());
     let capture = capture.compensate(move |cx, payment| {
         let (gw, inv) = (gw.clone(), inv.clone());
         async move {
