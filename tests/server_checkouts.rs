@@ -616,6 +616,45 @@ async fn with_gateway_url_checkouts_go_to_a_simulator_over_http_and_a_lost_respo
     assert!(sim.sim().calls() >= 3, "the lost answer was retried");
 }
 
+/// The checkout's gateway, three ways over one stack: with the circuit breaker open, the screened and unscreened
+/// ways fail fast, and the compensations' way still reaches the gateway (a void goes through). Before, every
+/// compensation waited behind the breaker; one whose open time had doubled past their retries left a
+/// compensation in `failed_compensation` without the gateway being asked (a chaos run).
+#[tokio::test(start_paused = true)]
+async fn compensations_reach_the_gateway_while_the_breaker_is_open() {
+    use palisade::core::{GatewayRequest, VoidRequest};
+
+    let sim = GatewaySim::new();
+    let gateway = checkouts::gateway_stack(sim.clone()).unwrap();
+    // An authorization that exists, to void later.
+    let auth = GatewayRequest::Authorize(palisade_testkit::charge("o-open").amount("12.34").key("k-open").request());
+    let authorized = gateway.unscreened.clone().oneshot(auth).await.unwrap();
+    // The gateway fails every call until the breaker opens.
+    sim.set_outage(Some(Fault::FailBeforeCommit));
+    for i in 0..40 {
+        let req = GatewayRequest::Authorize(
+            palisade_testkit::charge(&format!("o-down-{i}")).amount("1.00").key(&format!("k-down-{i}")).request(),
+        );
+        let _ = gateway.unscreened.clone().oneshot(req).await;
+    }
+    sim.set_outage(None);
+    let probe = GatewayRequest::Authorize(palisade_testkit::charge("o-probe").amount("1.00").key("k-probe").request());
+    let refused = gateway.unscreened.clone().oneshot(probe).await.unwrap_err();
+    assert_eq!(refused.kind(), palisade::core::ErrorKind::CircuitOpen, "the breaker is open: {refused}");
+    let before = sim.calls();
+    let void = GatewayRequest::Void(VoidRequest {
+        authorization_id: authorized.id.to_string().into(),
+        idempotency_key: Some("k-void-open".parse().unwrap()),
+    });
+    gateway.undo.clone().oneshot(void).await.expect("the void reaches the gateway");
+    assert_eq!(sim.calls(), before + 1);
+    assert_eq!(ledger_ops(&sim, "o-open"), ["authorize", "void"]);
+}
+
+fn ledger_ops(sim: &GatewaySim, order: &str) -> Vec<String> {
+    sim.entries_for(order).into_iter().map(|e| format!("{:?}", e.operation).to_lowercase()).collect()
+}
+
 /// The checkouts' gateway rate limit waits for its next unit instead of refusing at once: six authorizations at
 /// once against one call a second all go through, spread over five seconds, where a refusing limiter (and
 /// retry's three attempts) turned half of them into `rate_limited` errors, each a compensated checkout.
