@@ -729,7 +729,7 @@ pub const CHECKOUT_WAIT: Duration = Duration::from_secs(5);
 
 /// The request a checkout belongs to: its account (the scope of its key) and its `Idempotency-Key`.
 fn request_of(headers: &HeaderMap) -> Option<String> {
-    let key = headers.get("idempotency-key")?.to_str().ok()?;
+    let key = headers.get(palisade::core::IDEMPOTENCY_KEY)?.to_str().ok()?;
     let account = headers.get(&app::ACCOUNT_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
     Some(format!("{}:{account}:{key}", account.len()))
 }

@@ -3,73 +3,15 @@
 //! never retried (DESIGN.md), and the log already says the step failed for good. Before, recovery sent the step
 //! to the gateway once more.
 
+mod common;
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use common::Hooked;
 use palisade_core::PaymentError;
-use palisade_saga::log::{ContextJson, StoreError, StoreFuture};
-use palisade_saga::{
-    Event, MemoryLog, Name, Orchestrator, Saga, SagaLog, SagaRecord, SagaState, SagaSummary, Step, StepName, Transition,
-};
-
-/// A memory log whose first write of `dies_at` fails: the process "dies" there.
-#[derive(Clone)]
-struct DiesBeforeCompensation {
-    log: MemoryLog,
-    armed: Arc<AtomicBool>,
-    dies_at: fn(&Event) -> bool,
-}
-
-impl SagaLog for DiesBeforeCompensation {
-    fn create_shared<'a>(
-        &'a self,
-        id: &'a Name,
-        name: &'a str,
-        context: Arc<dyn ContextJson>,
-        owner: &'a str,
-        lease: Duration,
-    ) -> StoreFuture<'a, Option<u64>> {
-        self.log.create_shared(id, name, context, owner, lease)
-    }
-    fn append_owned<'a>(&'a self, id: &'a str, token: u64, event: Event, state: SagaState) -> StoreFuture<'a, bool> {
-        if (self.dies_at)(&event) && self.armed.swap(false, Ordering::SeqCst) {
-            return StoreFuture::ready(Err(StoreError::new("process died")));
-        }
-        self.log.append_owned(id, token, event, state)
-    }
-    fn append_at<'a>(
-        &'a self,
-        id: &'a str,
-        token: u64,
-        steps: &'a Arc<[StepName]>,
-        transition: Transition,
-        state: SagaState,
-    ) -> StoreFuture<'a, bool> {
-        self.append_owned(id, token, transition.into_event(steps), state)
-    }
-    fn renew<'a>(&'a self, id: &'a str, token: u64, lease: Duration) -> StoreFuture<'a, bool> {
-        self.log.renew(id, token, lease)
-    }
-    fn take_over<'a>(
-        &'a self,
-        id: &'a str,
-        owner: &'a str,
-        lease: Duration,
-        state: Option<SagaState>,
-    ) -> StoreFuture<'a, Option<u64>> {
-        self.log.take_over(id, owner, lease, state)
-    }
-    fn orphans<'a>(&'a self, limit: usize) -> StoreFuture<'a, Vec<String>> {
-        self.log.orphans(limit)
-    }
-    fn get<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<SagaRecord>> {
-        self.log.get(id)
-    }
-    fn list<'a>(&'a self, state: Option<SagaState>, limit: usize) -> StoreFuture<'a, Vec<SagaSummary>> {
-        self.log.list(state, limit)
-    }
-}
+use palisade_saga::{Event, MemoryLog, Orchestrator, Saga, SagaLog, SagaState, Step};
 
 fn saga(charges: Arc<AtomicUsize>, released: Arc<AtomicUsize>) -> Saga<u32> {
     Saga::<u32>::builder("pay")
@@ -95,11 +37,7 @@ fn saga(charges: Arc<AtomicUsize>, released: Arc<AtomicUsize>) -> Saga<u32> {
 async fn a_step_that_failed_for_good_is_not_run_again_after_a_crash_before_compensation_begun() {
     let log = MemoryLog::new();
     let (charges, released) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let dying = DiesBeforeCompensation {
-        log: log.clone(),
-        armed: Arc::new(AtomicBool::new(true)),
-        dies_at: |e| matches!(e, Event::CompensationBegun { .. }),
-    };
+    let dying = Hooked::new(log.clone()).dies_at(|e| matches!(e, Event::CompensationBegun { .. }));
     let o1 = Orchestrator::builder(dying).owner("dies").build();
     let s1 = o1.register(saga(charges.clone(), released.clone()));
     assert!(o1.start(&s1, "o-1", 1).await.is_err(), "the owner dies before compensation_begun");
@@ -160,11 +98,7 @@ async fn a_group_step_cut_off_beside_a_final_failure_is_compensated_not_run_agai
             .build()
             .unwrap()
     };
-    let dying = DiesBeforeCompensation {
-        log: log.clone(),
-        armed: Arc::new(AtomicBool::new(true)),
-        dies_at: |e| matches!(e, Event::StepDone { step, .. } if step == "ship"),
-    };
+    let dying = Hooked::new(log.clone()).dies_at(|e| matches!(e, Event::StepDone { step, .. } if step == "ship"));
     let o1 = Orchestrator::builder(dying).owner("dies").build();
     let s1 = o1.register(group(runs.clone(), undone.clone()));
     assert!(o1.start(&s1, "o-2", 1).await.is_err(), "the owner dies before ship's end is written");

@@ -511,66 +511,6 @@ async fn a_recovery_shutdown_lets_resumed_sagas_finish_and_names_those_past_its_
     assert_eq!(log.get("s2").await.unwrap().unwrap().state, SagaState::Completed);
 }
 
-/// A memory log whose writes take effect at once but whose answer to the write that ends a saga comes 50 ms
-/// later, as a PostgreSQL commit's reply can still be on its way while a renewal on another pooled connection,
-/// which waited on the row, is answered.
-#[derive(Clone)]
-struct SlowLastAnswer(MemoryLog);
-
-impl SagaLog for SlowLastAnswer {
-    fn create_shared<'a>(
-        &'a self,
-        id: &'a palisade_saga::Name,
-        name: &'a str,
-        context: Arc<dyn palisade_saga::log::ContextJson>,
-        owner: &'a str,
-        lease: Duration,
-    ) -> palisade_saga::log::StoreFuture<'a, Option<u64>> {
-        self.0.create_shared(id, name, context, owner, lease)
-    }
-    fn append_owned<'a>(
-        &'a self,
-        id: &'a str,
-        token: u64,
-        event: Event,
-        state: SagaState,
-    ) -> palisade_saga::log::StoreFuture<'a, bool> {
-        let written = self.0.append_owned(id, token, event, state);
-        palisade_saga::log::StoreFuture::new(async move {
-            let answer = written.await;
-            if state.is_terminal() {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            answer
-        })
-    }
-    fn renew<'a>(&'a self, id: &'a str, token: u64, lease: Duration) -> palisade_saga::log::StoreFuture<'a, bool> {
-        self.0.renew(id, token, lease)
-    }
-    fn take_over<'a>(
-        &'a self,
-        id: &'a str,
-        owner: &'a str,
-        lease: Duration,
-        state: Option<SagaState>,
-    ) -> palisade_saga::log::StoreFuture<'a, Option<u64>> {
-        self.0.take_over(id, owner, lease, state)
-    }
-    fn orphans<'a>(&'a self, limit: usize) -> palisade_saga::log::StoreFuture<'a, Vec<String>> {
-        self.0.orphans(limit)
-    }
-    fn get<'a>(&'a self, id: &'a str) -> palisade_saga::log::StoreFuture<'a, Option<palisade_saga::SagaRecord>> {
-        self.0.get(id)
-    }
-    fn list<'a>(
-        &'a self,
-        state: Option<SagaState>,
-        limit: usize,
-    ) -> palisade_saga::log::StoreFuture<'a, Vec<palisade_saga::SagaSummary>> {
-        self.0.list(state, limit)
-    }
-}
-
 /// A renewal refused because the run's own last write ended the saga is no take-over: the run reports the saga
 /// it completed. Before, the heartbeat took any refusal for a take-over, and `start` returned `Fenced` for a saga
 /// the log showed completed (the checkout server then answered 503).
@@ -584,8 +524,12 @@ async fn a_saga_that_ends_while_its_lease_is_renewed_is_not_fenced() {
         }))
         .build()
         .unwrap();
-    // A renewal every 10 ms: one falls while the last write's answer is on its way.
-    let o = Orchestrator::builder(SlowLastAnswer(log.clone())).lease(Duration::from_millis(30)).build();
+    // A renewal every 10 ms: one falls while the last write's answer is on its way (it comes 50 ms after the write
+    // took effect, as a PostgreSQL commit's reply can still be on its way while a renewal on another pooled
+    // connection, which waited on the row, is answered).
+    let o = Orchestrator::builder(common::Hooked::new(log.clone()).late_last_answer(Duration::from_millis(50)))
+        .lease(Duration::from_millis(30))
+        .build();
     let saga = o.register(saga);
     let report = o.start(&saga, "s1", 1).await.unwrap();
     assert_eq!(report.state, SagaState::Completed);

@@ -4,79 +4,14 @@
 //! and, numbered from the stale read, would have reused the second run's keys (a gateway answering it with what it
 //! did for that run, a stock hold found already written and released).
 
+mod common;
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
+use common::Hooked;
 use palisade_core::PaymentError;
-use palisade_saga::log::{ContextJson, StoreFuture};
-use palisade_saga::{
-    Event, MemoryLog, Name, Orchestrator, Saga, SagaLog, SagaRecord, SagaState, SagaSummary, Step, StepName, Transition,
-};
+use palisade_saga::{Event, MemoryLog, Orchestrator, Saga, SagaLog, SagaState, Step};
 use parking_lot::Mutex;
-use tokio::sync::Notify;
-
-/// A memory log whose next `take_over` (while armed) says it was reached, then waits for the gate.
-#[derive(Clone)]
-struct GatedTakeOver {
-    log: MemoryLog,
-    armed: Arc<AtomicBool>,
-    reached: Arc<Notify>,
-    gate: Arc<Notify>,
-}
-
-impl SagaLog for GatedTakeOver {
-    fn create_shared<'a>(
-        &'a self,
-        id: &'a Name,
-        name: &'a str,
-        context: Arc<dyn ContextJson>,
-        owner: &'a str,
-        lease: Duration,
-    ) -> StoreFuture<'a, Option<u64>> {
-        self.log.create_shared(id, name, context, owner, lease)
-    }
-    fn append_owned<'a>(&'a self, id: &'a str, token: u64, event: Event, state: SagaState) -> StoreFuture<'a, bool> {
-        self.log.append_owned(id, token, event, state)
-    }
-    fn append_at<'a>(
-        &'a self,
-        id: &'a str,
-        token: u64,
-        steps: &'a Arc<[StepName]>,
-        transition: Transition,
-        state: SagaState,
-    ) -> StoreFuture<'a, bool> {
-        self.append_owned(id, token, transition.into_event(steps), state)
-    }
-    fn renew<'a>(&'a self, id: &'a str, token: u64, lease: Duration) -> StoreFuture<'a, bool> {
-        self.log.renew(id, token, lease)
-    }
-    fn take_over<'a>(
-        &'a self,
-        id: &'a str,
-        owner: &'a str,
-        lease: Duration,
-        state: Option<SagaState>,
-    ) -> StoreFuture<'a, Option<u64>> {
-        StoreFuture::new(async move {
-            if self.armed.swap(false, Ordering::SeqCst) {
-                self.reached.notify_one();
-                self.gate.notified().await;
-            }
-            self.log.take_over(id, owner, lease, state).await
-        })
-    }
-    fn orphans<'a>(&'a self, limit: usize) -> StoreFuture<'a, Vec<String>> {
-        self.log.orphans(limit)
-    }
-    fn get<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<SagaRecord>> {
-        self.log.get(id)
-    }
-    fn list<'a>(&'a self, state: Option<SagaState>, limit: usize) -> StoreFuture<'a, Vec<SagaSummary>> {
-        self.log.list(state, limit)
-    }
-}
 
 /// reserve (records its key) → charge (the gateway is down: Retriable, once).
 fn saga(keys: Arc<Mutex<Vec<String>>>) -> Saga<u32> {
@@ -105,12 +40,7 @@ fn saga(keys: Arc<Mutex<Vec<String>>>) -> Saga<u32> {
 async fn two_restarts_that_interleave_get_runs_of_their_own() {
     let log = MemoryLog::new();
     let keys = Arc::new(Mutex::new(Vec::new()));
-    let gated = GatedTakeOver {
-        log: log.clone(),
-        armed: Arc::new(AtomicBool::new(true)),
-        reached: Arc::new(Notify::new()),
-        gate: Arc::new(Notify::new()),
-    };
+    let gated = Hooked::new(log.clone()).gate_take_over();
     let a = Orchestrator::builder(gated.clone()).owner("a").build();
     a.register(saga(keys.clone()));
     let b = Orchestrator::builder(log.clone()).owner("b").build();

@@ -297,3 +297,117 @@ pub async fn compensates_in_reverse_order<L: SagaLog + Clone>(log: L) {
     assert_eq!(world.held("mug"), 0, "stock released");
     assert_eq!(world.calls_of("ship"), 1, "a terminal failure is not retried");
 }
+
+/// A memory log with hooks for crash and race tests: `dies_at` (the first write of a matching event fails, as if
+/// the process died there), `gate_take_over` (the next take-over says it was reached, then waits for the gate to
+/// open) and `late_last_answer` (the write that ends a saga takes effect at once, its answer comes later). The
+/// memory log's writes go through `append_owned` (`append_at`'s default), so the hooks see every event.
+#[derive(Clone)]
+pub struct Hooked {
+    pub log: palisade_saga::MemoryLog,
+    dies_at: Option<fn(&Event) -> bool>,
+    late_last_answer: Option<Duration>,
+    dying: Arc<std::sync::atomic::AtomicBool>,
+    gated: Arc<std::sync::atomic::AtomicBool>,
+    pub reached: Arc<tokio::sync::Notify>,
+    pub gate: Arc<tokio::sync::Notify>,
+}
+
+impl Hooked {
+    /// `log`, with no hook armed.
+    pub fn new(log: palisade_saga::MemoryLog) -> Self {
+        Hooked {
+            log,
+            dies_at: None,
+            late_last_answer: None,
+            dying: Arc::default(),
+            gated: Arc::default(),
+            reached: Arc::default(),
+            gate: Arc::default(),
+        }
+    }
+
+    /// The first write of an event `dies` matches fails.
+    pub fn dies_at(mut self, dies: fn(&Event) -> bool) -> Self {
+        self.dies_at = Some(dies);
+        self.dying.store(true, Ordering::SeqCst);
+        self
+    }
+
+    /// The answer to the write that ends a saga comes `late` after the write took effect.
+    pub fn late_last_answer(mut self, late: Duration) -> Self {
+        self.late_last_answer = Some(late);
+        self
+    }
+
+    /// The next take-over notifies `reached`, then waits for `gate`.
+    pub fn gate_take_over(self) -> Self {
+        self.gated.store(true, Ordering::SeqCst);
+        self
+    }
+}
+
+impl SagaLog for Hooked {
+    fn create_shared<'a>(
+        &'a self,
+        id: &'a palisade_saga::Name,
+        name: &'a str,
+        context: Arc<dyn palisade_saga::log::ContextJson>,
+        owner: &'a str,
+        lease: Duration,
+    ) -> palisade_saga::log::StoreFuture<'a, Option<u64>> {
+        self.log.create_shared(id, name, context, owner, lease)
+    }
+    fn append_owned<'a>(
+        &'a self,
+        id: &'a str,
+        token: u64,
+        event: Event,
+        state: SagaState,
+    ) -> palisade_saga::log::StoreFuture<'a, bool> {
+        if self.dies_at.is_some_and(|dies| dies(&event)) && self.dying.swap(false, Ordering::SeqCst) {
+            let died = palisade_saga::log::StoreError::new("process died");
+            return palisade_saga::log::StoreFuture::ready(Err(died));
+        }
+        let written = self.log.append_owned(id, token, event, state);
+        match self.late_last_answer {
+            Some(late) if state.is_terminal() => palisade_saga::log::StoreFuture::new(async move {
+                let answer = written.await;
+                tokio::time::sleep(late).await;
+                answer
+            }),
+            _ => written,
+        }
+    }
+    fn renew<'a>(&'a self, id: &'a str, token: u64, lease: Duration) -> palisade_saga::log::StoreFuture<'a, bool> {
+        self.log.renew(id, token, lease)
+    }
+    fn take_over<'a>(
+        &'a self,
+        id: &'a str,
+        owner: &'a str,
+        lease: Duration,
+        state: Option<SagaState>,
+    ) -> palisade_saga::log::StoreFuture<'a, Option<u64>> {
+        palisade_saga::log::StoreFuture::new(async move {
+            if self.gated.swap(false, Ordering::SeqCst) {
+                self.reached.notify_one();
+                self.gate.notified().await;
+            }
+            self.log.take_over(id, owner, lease, state).await
+        })
+    }
+    fn orphans<'a>(&'a self, limit: usize) -> palisade_saga::log::StoreFuture<'a, Vec<String>> {
+        self.log.orphans(limit)
+    }
+    fn get<'a>(&'a self, id: &'a str) -> palisade_saga::log::StoreFuture<'a, Option<palisade_saga::SagaRecord>> {
+        self.log.get(id)
+    }
+    fn list<'a>(
+        &'a self,
+        state: Option<SagaState>,
+        limit: usize,
+    ) -> palisade_saga::log::StoreFuture<'a, Vec<palisade_saga::SagaSummary>> {
+        self.log.list(state, limit)
+    }
+}
